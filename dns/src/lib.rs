@@ -1,0 +1,1 @@
+//! The embedded resolver: name tables, query answering, upstream forwarding.

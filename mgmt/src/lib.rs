@@ -1,0 +1,1 @@
+//! The vswitch control plane.

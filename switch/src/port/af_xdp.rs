@@ -1,0 +1,33 @@
+//! AF_XDP port (placeholder until the backend lands).
+use super::{Backend, Burst, Port};
+use std::io;
+use std::os::fd::RawFd;
+
+pub struct XdpPort {
+    name: String,
+}
+
+impl XdpPort {
+    pub fn open(iface: &str) -> io::Result<Self> {
+        let _ = iface;
+        Err(io::Error::new(io::ErrorKind::Unsupported, "AF_XDP backend not built yet"))
+    }
+}
+
+impl Port for XdpPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn backend(&self) -> Backend {
+        Backend::AfXdp
+    }
+    fn recv(&mut self, _burst: &mut Burst) -> io::Result<usize> {
+        Ok(0)
+    }
+    fn send(&mut self, _burst: &Burst) -> io::Result<usize> {
+        Ok(0)
+    }
+    fn fd(&self) -> RawFd {
+        -1
+    }
+}

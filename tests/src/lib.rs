@@ -1,0 +1,1 @@
+//! Shared lab helpers for the end-to-end scenarios.
