@@ -1,4 +1,46 @@
 //! The vswitch data plane: ports, poll-mode workers, per-network L2 forwarding and the
-//! gateway. Control reaches it only through `Engine`.
+//! gateway. The control plane reaches it only through `Engine`.
 
+pub mod engine;
+pub mod fdb;
+pub mod gateway;
+mod pipeline;
 pub mod port;
+pub mod stats;
+mod worker;
+
+pub use engine::{Engine, EngineConfig, PortInfo, StatsSnapshot};
+
+/// A port's number inside the engine: small, dense, reused after removal.
+pub type PortId = u32;
+/// A network's number inside the engine, chosen by the control plane.
+pub type NetId = u32;
+
+/// What the data plane needs to know of a network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    pub id: NetId,
+    /// The switch answers ARP/ICMP for this address (bridge networks).
+    pub gateway: Option<gateway::Gateway>,
+}
+
+/// How workers wait for frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PollMode {
+    /// Spin while frames flow; sleep on the ports' fds after a short idle stretch.
+    Adaptive,
+    /// Spin always: lowest latency, one full core per worker.
+    Busy,
+}
+
+impl std::str::FromStr for PollMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "adaptive" => Ok(PollMode::Adaptive),
+            "busy" => Ok(PollMode::Busy),
+            o => Err(format!("unknown poll mode {o:?} (expected adaptive or busy)")),
+        }
+    }
+}

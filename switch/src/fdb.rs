@@ -1,0 +1,204 @@
+//! The forwarding database of one network: which port a MAC address was last seen on.
+//! Learned entries age out; the table is bounded so a MAC flood cannot exhaust memory
+//! (new addresses past the bound are not learned and their frames are flooded).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::PortId;
+
+pub type Mac = [u8; 6];
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    port: PortId,
+    last_seen: Instant,
+    is_static: bool,
+}
+
+/// What `learn` did, so the worker can tell its peers about new or moved entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Learned {
+    /// Already known on that port; only the age was refreshed.
+    Refreshed,
+    /// A new entry, or one that moved to another port.
+    Changed,
+    /// The table is at its bound: not learned.
+    Full,
+    /// A static entry owns this address: not overridden.
+    Static,
+}
+
+/// One row of `entries`, for `vswitchctl fdb`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FdbEntry {
+    pub mac: Mac,
+    pub port: PortId,
+    /// Seconds since last seen (0 for static entries).
+    pub age_secs: u64,
+    pub is_static: bool,
+}
+
+pub struct Fdb {
+    map: HashMap<Mac, Entry, ahash::RandomState>,
+    max_entries: usize,
+    max_age: Duration,
+}
+
+impl Fdb {
+    pub fn new(max_entries: usize, max_age: Duration) -> Self {
+        Fdb {
+            map: HashMap::with_capacity_and_hasher(max_entries.min(4096), ahash::RandomState::new()),
+            max_entries,
+            max_age,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Record that `mac` was seen arriving on `port`.
+    pub fn learn(&mut self, mac: Mac, port: PortId, now: Instant) -> Learned {
+        let len = self.map.len();
+        match self.map.get_mut(&mac) {
+            Some(e) if e.is_static => Learned::Static,
+            Some(e) if e.port == port => {
+                e.last_seen = now;
+                Learned::Refreshed
+            }
+            Some(e) => {
+                e.port = port;
+                e.last_seen = now;
+                Learned::Changed
+            }
+            None if len >= self.max_entries => Learned::Full,
+            None => {
+                self.map.insert(mac, Entry { port, last_seen: now, is_static: false });
+                Learned::Changed
+            }
+        }
+    }
+
+    /// Install an entry learned elsewhere (another worker), without the refresh logic.
+    pub fn install(&mut self, mac: Mac, port: PortId, now: Instant) {
+        if self.map.len() < self.max_entries || self.map.contains_key(&mac) {
+            let e = self.map.entry(mac).or_insert(Entry { port, last_seen: now, is_static: false });
+            if !e.is_static {
+                e.port = port;
+                e.last_seen = now;
+            }
+        }
+    }
+
+    /// A static entry: never ages, never moves by learning.
+    pub fn add_static(&mut self, mac: Mac, port: PortId, now: Instant) {
+        self.map.insert(mac, Entry { port, last_seen: now, is_static: true });
+    }
+
+    /// The port `mac` lives on, unless unknown or aged out.
+    pub fn lookup(&self, mac: &Mac, now: Instant) -> Option<PortId> {
+        let e = self.map.get(mac)?;
+        if e.is_static || now.saturating_duration_since(e.last_seen) < self.max_age {
+            Some(e.port)
+        } else {
+            None
+        }
+    }
+
+    /// Remove entries older than the age limit; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let before = self.map.len();
+        let max_age = self.max_age;
+        self.map
+            .retain(|_, e| e.is_static || now.saturating_duration_since(e.last_seen) < max_age);
+        before - self.map.len()
+    }
+
+    /// Forget everything learned on a port (it was removed).
+    pub fn forget_port(&mut self, port: PortId) {
+        self.map.retain(|_, e| e.port != port);
+    }
+
+    pub fn entries(&self, now: Instant) -> Vec<FdbEntry> {
+        let mut v: Vec<FdbEntry> = self
+            .map
+            .iter()
+            .filter(|(_, e)| e.is_static || now.saturating_duration_since(e.last_seen) < self.max_age)
+            .map(|(mac, e)| FdbEntry {
+                mac: *mac,
+                port: e.port,
+                age_secs: if e.is_static { 0 } else { now.saturating_duration_since(e.last_seen).as_secs() },
+                is_static: e.is_static,
+            })
+            .collect();
+        v.sort_by(|a, b| a.mac.cmp(&b.mac));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Mac = [2, 0, 0, 0, 0, 1];
+    const B: Mac = [2, 0, 0, 0, 0, 2];
+
+    #[test]
+    fn learns_moves_and_refreshes() {
+        let now = Instant::now();
+        let mut f = Fdb::new(10, Duration::from_secs(300));
+        assert_eq!(f.learn(A, 1, now), Learned::Changed);
+        assert_eq!(f.learn(A, 1, now), Learned::Refreshed);
+        assert_eq!(f.lookup(&A, now), Some(1));
+        assert_eq!(f.learn(A, 2, now), Learned::Changed);
+        assert_eq!(f.lookup(&A, now), Some(2));
+        assert_eq!(f.lookup(&B, now), None);
+    }
+
+    #[test]
+    fn entries_age_out() {
+        let t0 = Instant::now();
+        let mut f = Fdb::new(10, Duration::from_secs(300));
+        f.learn(A, 1, t0);
+        f.add_static(B, 3, t0);
+        let later = t0 + Duration::from_secs(301);
+        assert_eq!(f.lookup(&A, later), None, "expired entries are not used");
+        assert_eq!(f.lookup(&B, later), Some(3), "static entries never age");
+        assert_eq!(f.expire(later), 1);
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn bounded_under_mac_flood() {
+        let now = Instant::now();
+        let mut f = Fdb::new(100, Duration::from_secs(300));
+        let mut full = 0;
+        for i in 0..10_000u32 {
+            let b = i.to_be_bytes();
+            if f.learn([2, 0, b[0], b[1], b[2], b[3]], 1, now) == Learned::Full {
+                full += 1;
+            }
+        }
+        assert_eq!(f.len(), 100);
+        assert_eq!(full, 9_900);
+        // Known addresses still move and refresh at the bound.
+        assert_eq!(f.learn([2, 0, 0, 0, 0, 0], 7, now), Learned::Changed);
+    }
+
+    #[test]
+    fn static_entries_are_not_overridden_and_ports_are_forgotten() {
+        let now = Instant::now();
+        let mut f = Fdb::new(10, Duration::from_secs(300));
+        f.add_static(A, 1, now);
+        assert_eq!(f.learn(A, 2, now), Learned::Static);
+        f.learn(B, 2, now);
+        f.forget_port(2);
+        assert_eq!(f.lookup(&B, now), None);
+        assert_eq!(f.entries(now).len(), 1);
+    }
+}

@@ -1,0 +1,230 @@
+//! The packet's journey through one network, a burst at a time: classify, learn the
+//! source, let the gateway answer what is addressed to it, then switch (known unicast
+//! to its port, everything else flooded to the network's other ports).
+
+use std::time::Instant;
+
+use crate::fdb::{Learned, Mac};
+use crate::gateway;
+use crate::port::{Burst, MAX_FRAME};
+use crate::stats::{DropReason, PortCounters};
+use crate::worker::Network;
+use crate::{NetId, PortId};
+
+const ETH_HLEN: usize = 14;
+const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
+const BROADCAST: Mac = [0xff; 6];
+
+/// Where the pipeline puts its output: the worker's transmit side.
+pub trait Emit {
+    /// Queue `frame` for transmission on port `to`; `from` is charged for drops.
+    fn emit(&mut self, to: PortId, frame: &[u8], from: &PortCounters);
+    /// A MAC was newly learned (or moved): tell the other workers.
+    fn learned(&mut self, net: NetId, mac: Mac, port: PortId);
+}
+
+/// What to do with one frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Drop(DropReason),
+    /// The gateway answered; the reply is in the scratch buffer.
+    Reply(usize),
+    Unicast(PortId),
+    Flood,
+}
+
+/// Switch a burst received on `in_port` of `net`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn switch_burst(
+    net: &mut Network,
+    in_port: PortId,
+    rx: &Burst,
+    counters: &PortCounters,
+    out: &mut impl Emit,
+    scratch: &mut [u8; MAX_FRAME],
+    now: Instant,
+    announce_learning: bool,
+) {
+    for frame in rx.iter() {
+        counters.rx(frame.len());
+        match classify(net, in_port, frame, counters, out, scratch, now, announce_learning) {
+            Verdict::Drop(why) => counters.dropped(why, 1),
+            Verdict::Reply(len) => out.emit(in_port, &scratch[..len], counters),
+            Verdict::Unicast(to) => out.emit(to, frame, counters),
+            Verdict::Flood => {
+                for &p in &net.members {
+                    if p != in_port {
+                        out.emit(p, frame, counters);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn classify(
+    net: &mut Network,
+    in_port: PortId,
+    frame: &[u8],
+    counters: &PortCounters,
+    out: &mut impl Emit,
+    scratch: &mut [u8; MAX_FRAME],
+    now: Instant,
+    announce_learning: bool,
+) -> Verdict {
+    if frame.len() < ETH_HLEN {
+        return Verdict::Drop(DropReason::Runt);
+    }
+    let mut dst: Mac = [0; 6];
+    dst.copy_from_slice(&frame[0..6]);
+    let mut src: Mac = [0; 6];
+    src.copy_from_slice(&frame[6..12]);
+    if src[0] & 1 != 0 {
+        return Verdict::Drop(DropReason::BadSource);
+    }
+
+    match net.fdb.learn(src, in_port, now) {
+        Learned::Changed if announce_learning => out.learned(net.cfg.id, src, in_port),
+        Learned::Full => counters.fdb_full(),
+        _ => {}
+    }
+
+    if let Some(gw) = &net.cfg.gateway {
+        if dst == BROADCAST && frame[12..14] == ETHERTYPE_ARP {
+            if let Some(n) = gateway::arp_reply(gw, frame, scratch) {
+                return Verdict::Reply(n);
+            }
+        } else if dst == gw.mac {
+            if let Some(n) = gateway::icmp_echo_reply(gw, frame, scratch) {
+                return Verdict::Reply(n);
+            }
+            if let Some(n) = gateway::arp_reply(gw, frame, scratch) {
+                return Verdict::Reply(n);
+            }
+            return Verdict::Drop(DropReason::NoRoute);
+        }
+    }
+
+    if dst[0] & 1 == 0 {
+        if let Some(to) = net.fdb.lookup(&dst, now) {
+            return if to == in_port { Verdict::Drop(DropReason::SamePort) } else { Verdict::Unicast(to) };
+        }
+    }
+    Verdict::Flood
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdb::Fdb;
+    use crate::gateway::Gateway;
+    use crate::NetConfig;
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Sink {
+        out: Vec<(PortId, Vec<u8>)>,
+        learned: Vec<Mac>,
+    }
+    impl Emit for Sink {
+        fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
+            self.out.push((to, frame.to_vec()));
+        }
+        fn learned(&mut self, _net: NetId, mac: Mac, _port: PortId) {
+            self.learned.push(mac);
+        }
+    }
+
+    const GW_MAC: Mac = [0x02, 0x42, 0xac, 0x12, 0, 1];
+
+    fn net(members: Vec<PortId>) -> Network {
+        Network {
+            cfg: NetConfig { id: 1, gateway: Some(Gateway { ip: Ipv4Addr::new(172, 18, 0, 1), mac: GW_MAC }) },
+            fdb: Fdb::new(4, Duration::from_secs(300)),
+            members,
+        }
+    }
+
+    fn frame(dst: Mac, src: Mac) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend(src);
+        f.extend([0x08, 0x00]);
+        f.resize(60, 0xab);
+        f
+    }
+
+    fn run(n: &mut Network, port: PortId, frames: &[Vec<u8>]) -> (Sink, PortCounters) {
+        let mut b = Burst::new();
+        for f in frames {
+            b.push(f);
+        }
+        let mut sink = Sink::default();
+        let c = PortCounters::default();
+        let mut scratch = [0u8; MAX_FRAME];
+        switch_burst(n, port, &b, &c, &mut sink, &mut scratch, Instant::now(), true);
+        (sink, c)
+    }
+
+    const A: Mac = [2, 0, 0, 0, 0, 0xa];
+    const B: Mac = [2, 0, 0, 0, 0, 0xb];
+
+    #[test]
+    fn unknown_unicast_floods_then_learned_goes_direct() {
+        let mut n = net(vec![1, 2, 3]);
+        let (s, _) = run(&mut n, 1, &[frame(B, A)]);
+        let ports: Vec<_> = s.out.iter().map(|(p, _)| *p).collect();
+        assert_eq!(ports, vec![2, 3], "flooded to all but the ingress");
+        assert_eq!(s.learned, vec![A]);
+        let (s, _) = run(&mut n, 2, &[frame(A, B)]);
+        assert_eq!(s.out.len(), 1);
+        assert_eq!(s.out[0].0, 1, "A was learned on port 1");
+        assert_eq!(s.out[0].1, frame(A, B), "forwarded unchanged");
+    }
+
+    #[test]
+    fn drops_runts_bad_sources_and_hairpins() {
+        let mut n = net(vec![1, 2]);
+        let (s, c) = run(&mut n, 1, &[vec![0; 10], frame(B, BROADCAST)]);
+        assert!(s.out.is_empty());
+        let snap = c.snapshot();
+        assert_eq!(snap.drops["runt"], 1);
+        assert_eq!(snap.drops["bad_source_mac"], 1);
+        run(&mut n, 1, &[frame(B, A)]);
+        let (s, c) = run(&mut n, 1, &[frame(A, [2, 0, 0, 0, 0, 0xc])]);
+        assert!(s.out.is_empty(), "A lives on the ingress port");
+        assert_eq!(c.snapshot().drops["same_port"], 1);
+    }
+
+    #[test]
+    fn gateway_answers_arp_without_flooding() {
+        let mut n = net(vec![1, 2]);
+        let mut req = BROADCAST.to_vec();
+        req.extend(A);
+        req.extend([0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        req.extend(A);
+        req.extend([172, 18, 0, 2, 0, 0, 0, 0, 0, 0, 172, 18, 0, 1]);
+        req.resize(60, 0);
+        let (s, _) = run(&mut n, 1, &[req.clone()]);
+        assert_eq!(s.out.len(), 1);
+        assert_eq!(s.out[0].0, 1, "reply goes back to the asker");
+        assert_eq!(&s.out[0].1[0..6], &A);
+        // ARP for another host on the network is flooded as usual.
+        req[41] = 9;
+        let (s, _) = run(&mut n, 1, &[req]);
+        assert_eq!(s.out.len(), 1);
+        assert_eq!(s.out[0].0, 2);
+    }
+
+    #[test]
+    fn table_bound_counts_and_still_forwards() {
+        let mut n = net(vec![1, 2]);
+        let frames: Vec<_> = (0..10u8).map(|i| frame(BROADCAST, [2, 0, 0, 0, 1, i])).collect();
+        let (s, c) = run(&mut n, 1, &frames);
+        assert_eq!(n.fdb.len(), 4);
+        assert_eq!(c.snapshot().fdb_full, 6);
+        assert_eq!(s.out.len(), 10, "frames from unlearned sources are still flooded");
+    }
+}

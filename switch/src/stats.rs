@@ -1,0 +1,162 @@
+//! Counters: each set has exactly one writer (the worker owning the port, or the worker
+//! itself), so the per-frame path does plain relaxed load+store, no locked instruction.
+//! Readers sum them on demand.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Why a frame was dropped. Order is the on-the-wire order of `DropReason::ALL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    Runt,
+    /// Source MAC is multicast/broadcast: never valid.
+    BadSource,
+    /// Destination was learned on the port it arrived on.
+    SamePort,
+    /// Sent to the gateway but not something the gateway handles (yet: routing).
+    NoRoute,
+    /// The port's transmit ring was full.
+    TxFull,
+    /// The queue to the worker owning the destination port was full.
+    QueueFull,
+    /// The port's backend reported an error.
+    PortError,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 7;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Runt,
+        DropReason::BadSource,
+        DropReason::SamePort,
+        DropReason::NoRoute,
+        DropReason::TxFull,
+        DropReason::QueueFull,
+        DropReason::PortError,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Runt => "runt",
+            DropReason::BadSource => "bad_source_mac",
+            DropReason::SamePort => "same_port",
+            DropReason::NoRoute => "no_route",
+            DropReason::TxFull => "tx_full",
+            DropReason::QueueFull => "worker_queue_full",
+            DropReason::PortError => "port_error",
+        }
+    }
+}
+
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    // Single writer: a relaxed read-modify-write without the lock prefix.
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+#[derive(Default)]
+pub struct PortCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    /// Source MACs not learned because the network's table was at its bound.
+    pub fdb_full: AtomicU64,
+    pub drops: [AtomicU64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    #[inline]
+    pub fn rx(&self, bytes: usize) {
+        bump(&self.rx_packets, 1);
+        bump(&self.rx_bytes, bytes as u64);
+    }
+    #[inline]
+    pub fn tx(&self, packets: usize, bytes: usize) {
+        bump(&self.tx_packets, packets as u64);
+        bump(&self.tx_bytes, bytes as u64);
+    }
+    #[inline]
+    pub fn dropped(&self, why: DropReason, n: usize) {
+        bump(&self.drops[why as usize], n as u64);
+    }
+    #[inline]
+    pub fn fdb_full(&self) {
+        bump(&self.fdb_full, 1);
+    }
+    pub fn snapshot(&self) -> PortCountersSnapshot {
+        PortCountersSnapshot {
+            rx_packets: self.rx_packets.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            fdb_full: self.fdb_full.load(Relaxed),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), self.drops[*r as usize].load(Relaxed)))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct PortCountersSnapshot {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub fdb_full: u64,
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+pub struct WorkerCounters {
+    /// Loop iterations that found work.
+    pub busy_polls: AtomicU64,
+    /// Loop iterations that found none.
+    pub idle_polls: AtomicU64,
+    /// Times the worker slept waiting for its ports.
+    pub sleeps: AtomicU64,
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    /// Frames handed to another worker's port.
+    pub cross_worker: AtomicU64,
+    pub drops: AtomicU64,
+}
+
+impl WorkerCounters {
+    #[inline]
+    pub fn add(c: &AtomicU64, n: u64) {
+        bump(c, n)
+    }
+    pub fn snapshot(&self, id: usize, core: Option<usize>, ports: usize) -> WorkerCountersSnapshot {
+        WorkerCountersSnapshot {
+            id,
+            core,
+            ports,
+            busy_polls: self.busy_polls.load(Relaxed),
+            idle_polls: self.idle_polls.load(Relaxed),
+            sleeps: self.sleeps.load(Relaxed),
+            rx_packets: self.rx_packets.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            cross_worker: self.cross_worker.load(Relaxed),
+            drops: self.drops.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct WorkerCountersSnapshot {
+    pub id: usize,
+    pub core: Option<usize>,
+    pub ports: usize,
+    pub busy_polls: u64,
+    pub idle_polls: u64,
+    pub sleeps: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub cross_worker: u64,
+    pub drops: u64,
+}

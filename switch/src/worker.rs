@@ -1,0 +1,461 @@
+//! A poll-mode worker: owns a set of ports, reads them in bursts, runs each burst
+//! through the pipeline, flushes transmit queues, then applies control messages.
+//! Adaptive polling spins while frames flow and sleeps on the ports' fds when idle.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::fdb::{Fdb, FdbEntry, Mac};
+use crate::pipeline::{self, Emit};
+use crate::port::{Burst, Port, MAX_FRAME};
+use crate::stats::{DropReason, PortCounters, WorkerCounters};
+use crate::{NetConfig, NetId, PollMode, PortId};
+
+/// How long a worker keeps spinning with nothing to do before it sleeps.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+/// Upper bound on a sleep, so aging runs even on an idle switch.
+const MAX_SLEEP_MS: u16 = 1000;
+/// Frames taken from the cross-worker queue per loop iteration.
+const QUEUE_BUDGET: usize = 256;
+/// Epoll token for the wake-up eventfd (ports use their PortId).
+const WAKER_TOKEN: u64 = u64::MAX;
+
+/// Wakes a sleeping worker. Senders check `sleeping` first so the common case (worker
+/// spinning) costs no syscall.
+pub struct Waker {
+    fd: EventFd,
+    sleeping: AtomicBool,
+}
+
+impl Waker {
+    fn new() -> nix::Result<Self> {
+        Ok(Waker {
+            fd: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+            sleeping: AtomicBool::new(false),
+        })
+    }
+    /// Wake unconditionally (control messages: rare).
+    pub fn wake(&self) {
+        let _ = self.fd.write(1);
+    }
+    /// Wake only if the worker is asleep (data path).
+    pub fn wake_if_sleeping(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+}
+
+/// A port being added to a worker.
+pub struct NewPort {
+    pub id: PortId,
+    pub net: NetId,
+    pub port: Box<dyn Port>,
+    pub counters: Arc<PortCounters>,
+}
+
+/// Control-plane requests, applied between bursts.
+pub enum Control {
+    AddNetwork(NetConfig),
+    RemoveNetwork(NetId),
+    /// A port this worker owns from now on.
+    AddPort(NewPort),
+    /// A port owned by another worker, so frames for it can be handed over.
+    AddRemotePort { id: PortId, net: NetId, worker: usize },
+    RemovePort(PortId),
+    FdbDump { net: NetId, reply: Sender<Vec<FdbEntry>> },
+    /// Reply once every message sent before it has been applied.
+    Barrier(Sender<()>),
+    Stop,
+}
+
+/// Data handed between workers.
+pub enum Handoff {
+    Frame { port: PortId, frame: Box<[u8]> },
+    Learned { net: NetId, mac: Mac, port: PortId },
+}
+
+/// The channels to one worker, held by the engine and by every other worker.
+#[derive(Clone)]
+pub struct Peer {
+    pub control: Sender<Control>,
+    pub data: Sender<Handoff>,
+    pub waker: Arc<Waker>,
+}
+
+pub struct WorkerSetup {
+    pub index: usize,
+    pub poll: PollMode,
+    pub fdb_max: usize,
+    pub fdb_age: Duration,
+    pub counters: Arc<WorkerCounters>,
+}
+
+/// Where a port lives, indexed by PortId (ids are small and reused).
+#[derive(Clone, Copy)]
+enum Home {
+    Local(usize),
+    Remote(usize),
+}
+
+struct OwnedPort {
+    id: PortId,
+    net: NetId,
+    port: Box<dyn Port>,
+    tx: Burst,
+    counters: Arc<PortCounters>,
+    /// Set after a receive error until the port is removed: not polled any more.
+    faulted: bool,
+}
+
+pub(crate) struct Network {
+    pub cfg: NetConfig,
+    pub fdb: Fdb,
+    /// Every port of the network, on any worker, in insertion order.
+    pub members: Vec<PortId>,
+}
+
+/// The transmit side of a worker: what the pipeline emits into.
+pub(crate) struct TxSide {
+    ports: Vec<OwnedPort>,
+    home: Vec<Option<Home>>,
+    dirty: Vec<usize>,
+    peers: Vec<Peer>,
+    peers_to_wake: u64,
+    counters: Arc<WorkerCounters>,
+}
+
+impl TxSide {
+    fn home(&self, id: PortId) -> Option<Home> {
+        self.home.get(id as usize).copied().flatten()
+    }
+
+    fn set_home(&mut self, id: PortId, h: Option<Home>) {
+        let i = id as usize;
+        if self.home.len() <= i {
+            self.home.resize(i + 1, None);
+        }
+        self.home[i] = h;
+    }
+
+    fn flush_port(&mut self, i: usize) {
+        let op = &mut self.ports[i];
+        if op.tx.is_empty() {
+            return;
+        }
+        let queued = op.tx.len();
+        let sent = match op.port.send(&op.tx) {
+            Ok(n) => n.min(queued),
+            Err(_) => 0,
+        };
+        let bytes: usize = (0..sent).map(|k| op.tx.frame(k).len()).sum();
+        op.counters.tx(sent, bytes);
+        WorkerCounters::add(&self.counters.tx_packets, sent as u64);
+        if sent < queued {
+            op.counters.dropped(DropReason::TxFull, queued - sent);
+            WorkerCounters::add(&self.counters.drops, (queued - sent) as u64);
+        }
+        op.tx.clear();
+    }
+
+    fn flush(&mut self) {
+        while let Some(i) = self.dirty.pop() {
+            self.flush_port(i);
+        }
+        if self.peers_to_wake != 0 {
+            for (w, p) in self.peers.iter().enumerate() {
+                if self.peers_to_wake & (1 << (w % 64)) != 0 {
+                    p.waker.wake_if_sleeping();
+                }
+            }
+            self.peers_to_wake = 0;
+        }
+    }
+
+    fn peer_send(&mut self, worker: usize, msg: Handoff) -> bool {
+        let ok = self.peers[worker].data.try_send(msg).is_ok();
+        self.peers_to_wake |= 1 << (worker % 64);
+        ok
+    }
+}
+
+impl Emit for TxSide {
+    fn emit(&mut self, to: PortId, frame: &[u8], from: &PortCounters) {
+        match self.home(to) {
+            Some(Home::Local(i)) => {
+                if self.ports[i].tx.is_full() {
+                    self.flush_port(i);
+                }
+                if self.ports[i].tx.is_empty() {
+                    self.dirty.push(i);
+                }
+                self.ports[i].tx.push(frame);
+            }
+            Some(Home::Remote(w)) => {
+                let msg = Handoff::Frame { port: to, frame: frame.into() };
+                if self.peer_send(w, msg) {
+                    WorkerCounters::add(&self.counters.cross_worker, 1);
+                } else {
+                    from.dropped(DropReason::QueueFull, 1);
+                    WorkerCounters::add(&self.counters.drops, 1);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn learned(&mut self, net: NetId, mac: Mac, port: PortId) {
+        for w in 0..self.peers.len() {
+            let _ = self.peer_send(w, Handoff::Learned { net, mac, port });
+        }
+    }
+}
+
+pub struct Worker {
+    setup: WorkerSetup,
+    control: Receiver<Control>,
+    data: Receiver<Handoff>,
+    waker: Arc<Waker>,
+    nets: std::collections::HashMap<NetId, Network>,
+    tx: TxSide,
+    epoll: Epoll,
+}
+
+impl Worker {
+    pub fn new(
+        setup: WorkerSetup,
+        control: Receiver<Control>,
+        data: Receiver<Handoff>,
+        waker: Arc<Waker>,
+        peers: Vec<Peer>,
+    ) -> nix::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(waker.fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
+        let counters = setup.counters.clone();
+        Ok(Worker {
+            setup,
+            control,
+            data,
+            waker,
+            nets: Default::default(),
+            tx: TxSide { ports: Vec::new(), home: Vec::new(), dirty: Vec::new(), peers, peers_to_wake: 0, counters },
+            epoll,
+        })
+    }
+
+    pub fn new_waker() -> nix::Result<Arc<Waker>> {
+        Ok(Arc::new(Waker::new()?))
+    }
+
+    /// The worker loop; returns on `Control::Stop` or when the engine is gone.
+    pub fn run(mut self) {
+        let mut rx = Burst::new();
+        let mut scratch = [0u8; MAX_FRAME];
+        let mut idle_since: Option<Instant> = None;
+        let mut last_aging = Instant::now();
+        let c = self.setup.counters.clone();
+        tracing::debug!(worker = self.setup.index, "worker running");
+        loop {
+            let now = Instant::now();
+            let mut work = 0usize;
+            for i in 0..self.tx.ports.len() {
+                work += self.poll_port(i, &mut rx, &mut scratch, now);
+            }
+            work += self.drain_handoffs(now);
+            self.tx.flush();
+            match self.apply_control(now) {
+                Ok(n) => work += n,
+                Err(()) => return,
+            }
+            if now.duration_since(last_aging) >= Duration::from_secs(1) {
+                for n in self.nets.values_mut() {
+                    n.fdb.expire(now);
+                }
+                last_aging = now;
+            }
+            if work > 0 {
+                WorkerCounters::add(&c.busy_polls, 1);
+                idle_since = None;
+                continue;
+            }
+            WorkerCounters::add(&c.idle_polls, 1);
+            match self.setup.poll {
+                PollMode::Busy => std::hint::spin_loop(),
+                PollMode::Adaptive => {
+                    let since = *idle_since.get_or_insert(now);
+                    if now.duration_since(since) >= SPIN_BEFORE_SLEEP {
+                        self.sleep();
+                        idle_since = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_port(&mut self, i: usize, rx: &mut Burst, scratch: &mut [u8; MAX_FRAME], now: Instant) -> usize {
+        let op = &mut self.tx.ports[i];
+        if op.faulted {
+            return 0;
+        }
+        rx.clear();
+        let n = match op.port.recv(rx) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(port = op.port.name(), error = %e, "receive failed; port no longer polled");
+                op.counters.dropped(DropReason::PortError, 1);
+                op.faulted = true;
+                if let Some(fd) = fd_of(op.port.as_ref()) {
+                    let _ = self.epoll.delete(fd);
+                }
+                return 0;
+            }
+        };
+        if n == 0 {
+            return 0;
+        }
+        let (id, net_id, counters) = (op.id, op.net, op.counters.clone());
+        WorkerCounters::add(&self.setup.counters.rx_packets, n as u64);
+        if let Some(net) = self.nets.get_mut(&net_id) {
+            let multi = self.tx.peers.len() > 1;
+            pipeline::switch_burst(net, id, rx, &counters, &mut self.tx, scratch, now, multi);
+        }
+        n
+    }
+
+    fn drain_handoffs(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while n < QUEUE_BUDGET {
+            match self.data.try_recv() {
+                Ok(Handoff::Frame { port, frame }) => {
+                    if let Some(Home::Local(i)) = self.tx.home(port) {
+                        let counters = self.tx.ports[i].counters.clone();
+                        self.tx.emit(port, &frame, &counters);
+                    }
+                }
+                Ok(Handoff::Learned { net, mac, port }) => {
+                    if let Some(n) = self.nets.get_mut(&net) {
+                        n.fdb.install(mac, port, now);
+                    }
+                }
+                Err(_) => break,
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Apply pending control messages; Err(()) means stop.
+    fn apply_control(&mut self, now: Instant) -> Result<usize, ()> {
+        let mut n = 0;
+        loop {
+            let msg = match self.control.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => return Ok(n),
+                Err(TryRecvError::Disconnected) => return Err(()),
+            };
+            n += 1;
+            match msg {
+                Control::AddNetwork(cfg) => {
+                    let fdb = Fdb::new(self.setup.fdb_max, self.setup.fdb_age);
+                    let members = self.nets.get(&cfg.id).map(|n| n.members.clone()).unwrap_or_default();
+                    self.nets.insert(cfg.id, Network { cfg, fdb, members });
+                }
+                Control::RemoveNetwork(id) => {
+                    self.nets.remove(&id);
+                }
+                Control::AddPort(p) => {
+                    if let Some(fd) = fd_of(p.port.as_ref()) {
+                        if let Err(e) = self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, p.id as u64)) {
+                            tracing::warn!(port = p.port.name(), error = %e, "cannot watch port fd; adaptive sleep may delay it");
+                        }
+                    }
+                    if let Some(net) = self.nets.get_mut(&p.net) {
+                        net.members.push(p.id);
+                    }
+                    let idx = self.tx.ports.len();
+                    self.tx.set_home(p.id, Some(Home::Local(idx)));
+                    self.tx.ports.push(OwnedPort {
+                        id: p.id,
+                        net: p.net,
+                        port: p.port,
+                        tx: Burst::new(),
+                        counters: p.counters,
+                        faulted: false,
+                    });
+                }
+                Control::AddRemotePort { id, net, worker } => {
+                    self.tx.set_home(id, Some(Home::Remote(worker)));
+                    if let Some(n) = self.nets.get_mut(&net) {
+                        n.members.push(id);
+                    }
+                }
+                Control::RemovePort(id) => self.remove_port(id),
+                Control::FdbDump { net, reply } => {
+                    let entries = self.nets.get(&net).map(|n| n.fdb.entries(now)).unwrap_or_default();
+                    let _ = reply.send(entries);
+                }
+                Control::Barrier(reply) => {
+                    let _ = reply.send(());
+                }
+                Control::Stop => return Err(()),
+            }
+        }
+    }
+
+    fn remove_port(&mut self, id: PortId) {
+        for net in self.nets.values_mut() {
+            net.members.retain(|p| *p != id);
+            net.fdb.forget_port(id);
+        }
+        if let Some(Home::Local(i)) = self.tx.home(id) {
+            self.tx.flush_port(i);
+            let op = self.tx.ports.swap_remove(i);
+            if let (false, Some(fd)) = (op.faulted, fd_of(op.port.as_ref())) {
+                let _ = self.epoll.delete(fd);
+            }
+            self.tx.dirty.retain(|d| *d != i);
+            if i < self.tx.ports.len() {
+                let moved = self.tx.ports[i].id;
+                self.tx.set_home(moved, Some(Home::Local(i)));
+                let last = self.tx.ports.len();
+                for d in self.tx.dirty.iter_mut() {
+                    if *d == last {
+                        *d = i;
+                    }
+                }
+            }
+        }
+        self.tx.set_home(id, None);
+    }
+
+    /// Sleep until a port or the waker is readable (or the aging tick).
+    fn sleep(&mut self) {
+        self.waker.sleeping.store(true, Ordering::SeqCst);
+        // Re-check after announcing sleep: a sender that saw `sleeping == false` has
+        // already queued its message, and we must not miss it.
+        if !self.data.is_empty() || !self.control.is_empty() {
+            self.waker.sleeping.store(false, Ordering::SeqCst);
+            return;
+        }
+        WorkerCounters::add(&self.setup.counters.sleeps, 1);
+        let mut events = [EpollEvent::empty(); 16];
+        let _ = self.epoll.wait(&mut events, EpollTimeout::from(MAX_SLEEP_MS));
+        self.waker.sleeping.store(false, Ordering::SeqCst);
+        let _ = self.waker.fd.read();
+    }
+}
+
+/// The port's pollable fd, if it has one. Epoll registrations are removed before the
+/// port is dropped (`remove_port`), so the kernel never watches a closed fd.
+fn fd_of(p: &dyn Port) -> Option<BorrowedFd<'_>> {
+    let fd = p.fd();
+    // SAFETY: the fd is owned by the port, open while the port lives, and the borrow
+    // cannot outlive the port.
+    (fd >= 0).then(|| unsafe { BorrowedFd::borrow_raw(fd) })
+}
