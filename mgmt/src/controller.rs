@@ -1,0 +1,744 @@
+//! The controller owns the model: it validates every request before changing anything,
+//! asks drivers to realise the change, persists it, and only then acknowledges.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{Context, Result};
+use ipnet::Ipv4Net;
+use serde_json::{json, Value};
+use switch::port::IoMode;
+use switch::{Engine, PortId};
+
+use crate::api;
+use crate::driver::{self, Ctx, Driver};
+use crate::error::{ApiError, ApiResult};
+use crate::ipam::{self, Pool};
+use crate::model::{self, DriverKind, Endpoint, LinkKind, Mac, Network, Sandbox, SandboxMode};
+use crate::sandbox;
+use crate::state::{State, Store};
+
+/// Daemon-wide settings the controller needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub io: IoMode,
+    /// Upstream resolvers, written into resolv.conf of sandboxes on the default bridge.
+    pub dns_upstreams: Vec<IpAddr>,
+}
+
+pub struct Controller {
+    cfg: Config,
+    store: Store,
+    state: State,
+    engine: Engine,
+    ports: HashMap<String, PortId>,
+}
+
+impl Controller {
+    /// Load the saved state (or create the predefined networks) and rebuild the data
+    /// plane from it.
+    pub fn start(cfg: Config, store: Store, engine: Engine) -> Result<Controller> {
+        let loaded = store.load()?;
+        let fresh = loaded.is_none();
+        let mut c = Controller { cfg, store, state: loaded.unwrap_or_default(), engine, ports: HashMap::new() };
+        if fresh {
+            c.create_predefined().context("create predefined networks")?;
+            c.store.save(&c.state).context("save initial state")?;
+        }
+        c.restore();
+        Ok(c)
+    }
+
+    fn create_predefined(&mut self) -> Result<()> {
+        let subnet: Ipv4Net = ipam::DEFAULT_BRIDGE_SUBNET.parse()?;
+        let pool = Pool::new(subnet, None, None).map_err(anyhow::Error::from)?;
+        for (name, driver, pool, num) in [
+            ("bridge", DriverKind::Bridge, Some(pool), 1),
+            ("host", DriverKind::Host, None, 0),
+            ("none", DriverKind::Null, None, 0),
+        ] {
+            let mut options = BTreeMap::new();
+            if name == "bridge" {
+                options.insert("com.docker.network.bridge.default_bridge".into(), "true".into());
+            }
+            let net = Network {
+                id: model::new_id(),
+                name: name.into(),
+                driver,
+                pool,
+                internal: false,
+                attachable: false,
+                options,
+                labels: BTreeMap::new(),
+                created: model::now_rfc3339(),
+                num,
+                predefined: true,
+            };
+            self.state.networks.insert(net.id.clone(), net);
+        }
+        Ok(())
+    }
+
+    /// Rebuild namespaces, links and the data plane from `state`. Problems with one
+    /// object are logged and do not stop the others from coming back.
+    fn restore(&mut self) {
+        let eps: Vec<Endpoint> = self.state.endpoints.values().cloned().collect();
+        for ep in &eps {
+            if let Some(p) = self.state.networks.get_mut(&ep.network).and_then(|n| n.pool.as_mut()) {
+                p.reserve(ep.ip);
+            }
+        }
+        let nets: Vec<Network> = self.state.networks.values().cloned().collect();
+        for net in &nets {
+            if let Err(e) = self.with_driver(net.driver, |d, ctx| d.create_network(ctx, net)) {
+                tracing::error!(network = %net.name, error = %format!("{e:#}"), "cannot restore network");
+            }
+        }
+        let sandboxes: Vec<Sandbox> = self.state.sandboxes.values().cloned().collect();
+        for sb in &sandboxes {
+            if let Err(e) = sandbox::ensure(&sb.name, &sb.mode) {
+                tracing::error!(sandbox = %sb.name, error = %format!("{e:#}"), "cannot restore sandbox namespace");
+                continue;
+            }
+            for ep_id in &sb.endpoints {
+                let Some(ep) = self.state.endpoints.get(ep_id).cloned() else { continue };
+                let Some(net) = self.state.networks.get(&ep.network).cloned() else { continue };
+                if let Err(e) = self.with_driver(net.driver, |d, ctx| d.create_endpoint(ctx, &net, &ep)) {
+                    tracing::error!(sandbox = %sb.name, network = %net.name, error = %format!("{e:#}"), "cannot restore endpoint");
+                }
+            }
+            if let Err(e) = self.refresh_sandbox_config(&sb.name) {
+                tracing::error!(sandbox = %sb.name, error = %format!("{e:#}"), "cannot restore routes and resolv.conf");
+            }
+        }
+        tracing::info!(
+            networks = self.state.networks.len(),
+            sandboxes = self.state.sandboxes.len(),
+            endpoints = self.state.endpoints.len(),
+            "state restored"
+        );
+    }
+
+    fn with_driver<T>(&mut self, kind: DriverKind, f: impl FnOnce(&mut dyn Driver, &mut Ctx) -> Result<T>) -> Result<T> {
+        let mut d = driver::for_kind(kind)
+            .ok_or_else(|| ApiError::invalid(format!("the {} driver is not available in this build", kind.name())))?;
+        let mut ctx = Ctx { engine: &mut self.engine, io: self.cfg.io, ports: &mut self.ports };
+        f(d.as_mut(), &mut ctx)
+    }
+
+    fn save(&self) -> ApiResult<()> {
+        self.store.save(&self.state).map_err(ApiError::system)
+    }
+
+    // ---- lookups -------------------------------------------------------------------
+
+    /// A network by name, full id or unique id prefix, as Docker resolves them.
+    fn network_id(&self, r: &str) -> ApiResult<String> {
+        if let Some(n) = self.state.networks.values().find(|n| n.name == r || n.id == r) {
+            return Ok(n.id.clone());
+        }
+        let matches: Vec<&Network> = self.state.networks.values().filter(|n| !r.is_empty() && n.id.starts_with(r)).collect();
+        match matches.as_slice() {
+            [n] => Ok(n.id.clone()),
+            [] => Err(ApiError::not_found(format!("network {r} not found"))),
+            _ => Err(ApiError::conflict(format!("network {r} is ambiguous ({} matches)", matches.len()))),
+        }
+    }
+
+    fn network(&self, r: &str) -> ApiResult<&Network> {
+        let id = self.network_id(r)?;
+        Ok(&self.state.networks[&id])
+    }
+
+    fn sandbox(&self, name: &str) -> ApiResult<&Sandbox> {
+        self.state
+            .sandboxes
+            .get(name)
+            .or_else(|| self.state.sandboxes.values().find(|s| s.id == name))
+            .ok_or_else(|| ApiError::not_found(format!("no such sandbox: {name}")))
+    }
+
+    fn endpoints_of_network(&self, net_id: &str) -> Vec<&Endpoint> {
+        self.state.endpoints.values().filter(|e| e.network == net_id).collect()
+    }
+
+    // ---- networks ------------------------------------------------------------------
+
+    pub fn network_create(&mut self, req: api::NetworkCreate) -> ApiResult<Value> {
+        model::validate_name("network", &req.name)?;
+        if self.state.networks.values().any(|n| n.name == req.name) {
+            return Err(ApiError::conflict(format!("network with name {} already exists", req.name)));
+        }
+        let driver = DriverKind::parse(req.driver.as_deref().unwrap_or("bridge"))?;
+        if driver::for_kind(driver).is_none() {
+            return Err(ApiError::invalid(format!(
+                "the {} driver is not available in this build yet; use bridge",
+                driver.name()
+            )));
+        }
+        let taken: Vec<Ipv4Net> = self.state.networks.values().filter_map(|n| n.pool.as_ref().map(|p| p.subnet)).collect();
+        let subnet = match &req.subnet {
+            Some(s) => {
+                let s: Ipv4Net = s.parse().map_err(|_| ApiError::invalid(format!("invalid subnet {s:?}: expected an IPv4 CIDR like 172.20.0.0/16")))?;
+                if let Some(t) = taken.iter().find(|t| ipam::overlaps(&s.trunc(), t)) {
+                    return Err(ApiError::conflict(format!("subnet {s} overlaps with {t}, used by another network")));
+                }
+                s
+            }
+            None => {
+                if req.gateway.is_some() || req.ip_range.is_some() {
+                    return Err(ApiError::invalid("--gateway and --ip-range need --subnet"));
+                }
+                ipam::auto_subnet(&taken)?
+            }
+        };
+        let gateway = req.gateway.as_deref().map(parse_ip).transpose()?;
+        let ip_range = match &req.ip_range {
+            Some(r) => Some(r.parse::<Ipv4Net>().map_err(|_| ApiError::invalid(format!("invalid ip-range {r:?}: expected an IPv4 CIDR")))?),
+            None => None,
+        };
+        let pool = Pool::new(subnet, gateway, ip_range)?;
+        let num = self.state.networks.values().map(|n| n.num).max().unwrap_or(0) + 1;
+        let net = Network {
+            id: model::new_id(),
+            name: req.name.clone(),
+            driver,
+            pool: Some(pool),
+            internal: req.internal,
+            attachable: req.attachable,
+            options: req.options,
+            labels: req.labels,
+            created: model::now_rfc3339(),
+            num,
+            predefined: false,
+        };
+        self.with_driver(driver, |d, ctx| d.create_network(ctx, &net))?;
+        let id = net.id.clone();
+        self.state.networks.insert(id.clone(), net.clone());
+        if let Err(e) = self.save() {
+            self.state.networks.remove(&id);
+            let _ = self.with_driver(driver, |d, ctx| d.delete_network(ctx, &net));
+            return Err(e);
+        }
+        tracing::info!(network = %req.name, subnet = %subnet, "network created");
+        Ok(json!({ "Id": id, "Warning": "" }))
+    }
+
+    pub fn network_ls(&self, req: api::NetworkLs) -> ApiResult<Value> {
+        let mut driver_filter = None;
+        for f in &req.filters {
+            match f.split_once('=') {
+                Some(("driver", d)) => driver_filter = Some(d.to_string()),
+                _ => return Err(ApiError::invalid(format!("invalid filter {f:?} (supported: driver=D)"))),
+            }
+        }
+        let mut nets: Vec<&Network> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| driver_filter.as_deref().is_none_or(|d| d == n.driver.name()))
+            .collect();
+        nets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Value::Array(
+            nets.iter()
+                .map(|n| json!({ "ID": &n.id[..12], "Name": n.name, "Driver": n.driver.name(), "Scope": "local" }))
+                .collect(),
+        ))
+    }
+
+    pub fn network_inspect(&self, req: api::Names) -> ApiResult<Value> {
+        if req.names.is_empty() {
+            return Err(ApiError::invalid("network inspect needs at least one network name or id"));
+        }
+        let mut out = Vec::new();
+        for r in &req.names {
+            out.push(self.inspect_network(self.network(r)?));
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn inspect_network(&self, n: &Network) -> Value {
+        let config: Vec<Value> = n
+            .pool
+            .iter()
+            .map(|p| {
+                let mut c = json!({ "Subnet": p.subnet.to_string(), "Gateway": p.gateway.to_string() });
+                if let Some(r) = p.ip_range {
+                    c["IPRange"] = json!(r.to_string());
+                }
+                c
+            })
+            .collect();
+        let mut containers = serde_json::Map::new();
+        for ep in self.endpoints_of_network(&n.id) {
+            let Some(sb) = self.state.sandboxes.get(&ep.sandbox) else { continue };
+            let prefix = n.pool.as_ref().map(|p| p.subnet.prefix_len()).unwrap_or(32);
+            containers.insert(
+                sb.id.clone(),
+                json!({
+                    "Name": sb.name,
+                    "EndpointID": ep.id,
+                    "MacAddress": ep.mac.to_string(),
+                    "IPv4Address": format!("{}/{}", ep.ip, prefix),
+                    "IPv6Address": "",
+                }),
+            );
+        }
+        json!({
+            "Name": n.name,
+            "Id": n.id,
+            "Created": n.created,
+            "Scope": "local",
+            "Driver": n.driver.name(),
+            "EnableIPv6": false,
+            "IPAM": { "Driver": "default", "Options": {}, "Config": config },
+            "Internal": n.internal,
+            "Attachable": n.attachable,
+            "Containers": containers,
+            "Options": n.options,
+            "Labels": n.labels,
+        })
+    }
+
+    pub fn network_rm(&mut self, req: api::Names) -> ApiResult<Value> {
+        if req.names.is_empty() {
+            return Err(ApiError::invalid("network rm needs at least one network name or id"));
+        }
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        for r in &req.names {
+            match self.remove_network(r) {
+                Ok(name) => removed.push(name),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(first) = errors.first() {
+            let msg = errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; ");
+            let mut e = ApiError::new(first.code, msg);
+            if !removed.is_empty() {
+                e.message.push_str(&format!(" (removed: {})", removed.join(", ")));
+            }
+            return Err(e);
+        }
+        Ok(json!(removed))
+    }
+
+    fn remove_network(&mut self, r: &str) -> ApiResult<String> {
+        let net = self.network(r)?.clone();
+        if net.predefined {
+            return Err(ApiError::in_use(format!("{} is a pre-defined network and cannot be removed", net.name)));
+        }
+        let attached: Vec<String> = self.endpoints_of_network(&net.id).iter().map(|e| e.sandbox.clone()).collect();
+        if !attached.is_empty() {
+            return Err(ApiError::in_use(format!(
+                "error while removing network: network {} id {} has active endpoints (sandboxes: {}); disconnect them first",
+                net.name,
+                &net.id[..12],
+                attached.join(", ")
+            )));
+        }
+        self.with_driver(net.driver, |d, ctx| d.delete_network(ctx, &net))?;
+        self.state.networks.remove(&net.id);
+        self.save()?;
+        tracing::info!(network = %net.name, "network removed");
+        Ok(net.name)
+    }
+
+    pub fn network_prune(&mut self) -> ApiResult<Value> {
+        let unused: Vec<String> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| !n.predefined && self.endpoints_of_network(&n.id).is_empty())
+            .map(|n| n.id.clone())
+            .collect();
+        let mut removed = Vec::new();
+        for id in unused {
+            removed.push(self.remove_network(&id)?);
+        }
+        Ok(json!({ "NetworksDeleted": removed }))
+    }
+
+    pub fn network_connect(&mut self, req: api::Connect) -> ApiResult<Value> {
+        let net = self.network(&req.network)?.clone();
+        let sb = self.sandbox(&req.sandbox)?.clone();
+        match sb.mode {
+            SandboxMode::None => {
+                return Err(ApiError::invalid(format!(
+                    "sandbox {} is on the none network: it cannot be connected to any network",
+                    sb.name
+                )))
+            }
+            SandboxMode::Host => {
+                return Err(ApiError::invalid(format!(
+                    "sandbox {} uses the host's namespace: it cannot be connected to networks",
+                    sb.name
+                )))
+            }
+            SandboxMode::Netns => {}
+        }
+        if matches!(net.driver, DriverKind::Host | DriverKind::Null) {
+            return Err(ApiError::invalid(format!(
+                "a sandbox cannot be connected to the {} network after creation; use `sandbox create --network {}`",
+                net.name, net.name
+            )));
+        }
+        if sb.endpoints.iter().any(|e| self.state.endpoints.get(e).is_some_and(|e| e.network == net.id)) {
+            return Err(ApiError::conflict(format!("sandbox {} is already connected to network {}", sb.name, net.name)));
+        }
+        let link = req.link.as_deref().map(LinkKind::parse).transpose()?.unwrap_or_default();
+        let ip = req.ip.as_deref().map(parse_ip).transpose()?;
+        let mac = req.mac.as_deref().map(Mac::parse).transpose()?;
+        for a in &req.aliases {
+            model::validate_name("alias", a)?;
+        }
+        self.connect(&sb.name, &net.id, ip, mac, req.aliases, link)?;
+        Ok(json!({}))
+    }
+
+    /// Allocate, realise, persist; undo everything if a step fails.
+    fn connect(
+        &mut self,
+        sandbox: &str,
+        net_id: &str,
+        ip: Option<Ipv4Addr>,
+        mac: Option<Mac>,
+        aliases: Vec<String>,
+        link: LinkKind,
+    ) -> ApiResult<()> {
+        let net = self.state.networks[net_id].clone();
+        if let Some(m) = mac {
+            if self.endpoints_of_network(net_id).iter().any(|e| e.mac == m) {
+                return Err(ApiError::conflict(format!("MAC address {m} is already in use on network {}", net.name)));
+            }
+        }
+        let pool = self.state.networks.get_mut(net_id).and_then(|n| n.pool.as_mut()).ok_or_else(|| {
+            ApiError::invalid(format!("network {} has no address pool", net.name))
+        })?;
+        let ip = pool.allocate(ip)?;
+        let used: Vec<String> = self.state.sandboxes[sandbox]
+            .endpoints
+            .iter()
+            .filter_map(|e| self.state.endpoints.get(e).map(|e| e.ifname.clone()))
+            .collect();
+        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !used.contains(n)).unwrap_or_default();
+        let id = model::new_id();
+        let ep = Endpoint {
+            host_ifname: (link == LinkKind::Veth).then(|| format!("vsh{}", &id[..10])),
+            id,
+            network: net_id.to_string(),
+            sandbox: sandbox.to_string(),
+            ip,
+            mac: mac.unwrap_or_else(|| Mac::from_ip(ip)),
+            aliases,
+            link,
+            ifname,
+        };
+        let undo_ip = |c: &mut Controller| {
+            if let Some(p) = c.state.networks.get_mut(net_id).and_then(|n| n.pool.as_mut()) {
+                p.release(ip);
+            }
+        };
+        if let Err(e) = self.with_driver(net.driver, |d, ctx| d.create_endpoint(ctx, &net, &ep)) {
+            let _ = self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep));
+            undo_ip(self);
+            return Err(e.into());
+        }
+        self.state.endpoints.insert(ep.id.clone(), ep.clone());
+        if let Some(sb) = self.state.sandboxes.get_mut(sandbox) {
+            sb.endpoints.push(ep.id.clone());
+        }
+        let done = self.refresh_sandbox_config(sandbox).map_err(ApiError::from).and_then(|_| self.save());
+        if let Err(e) = done {
+            let _ = self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep));
+            self.state.endpoints.remove(&ep.id);
+            if let Some(sb) = self.state.sandboxes.get_mut(sandbox) {
+                sb.endpoints.retain(|x| *x != ep.id);
+            }
+            undo_ip(self);
+            return Err(e);
+        }
+        tracing::info!(sandbox, network = %net.name, ip = %ip, link = ?link, "endpoint connected");
+        Ok(())
+    }
+
+    pub fn network_disconnect(&mut self, req: api::Disconnect) -> ApiResult<Value> {
+        let net = self.network(&req.network)?.clone();
+        let sb = match self.sandbox(&req.sandbox) {
+            Ok(s) => s.clone(),
+            Err(e) if req.force => {
+                // Forced: drop a stale endpoint whose sandbox is gone.
+                let stale: Vec<String> = self
+                    .endpoints_of_network(&net.id)
+                    .iter()
+                    .filter(|e| e.sandbox == req.sandbox)
+                    .map(|e| e.id.clone())
+                    .collect();
+                if stale.is_empty() {
+                    return Err(e);
+                }
+                for id in stale {
+                    self.disconnect_endpoint(&id)?;
+                }
+                return Ok(json!({}));
+            }
+            Err(e) => return Err(e),
+        };
+        let ep_id = sb
+            .endpoints
+            .iter()
+            .find(|e| self.state.endpoints.get(*e).is_some_and(|e| e.network == net.id))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("sandbox {} is not connected to network {}", sb.name, net.name)))?;
+        self.disconnect_endpoint(&ep_id)?;
+        Ok(json!({}))
+    }
+
+    fn disconnect_endpoint(&mut self, ep_id: &str) -> ApiResult<()> {
+        let ep = self.state.endpoints[ep_id].clone();
+        let net = self.state.networks[&ep.network].clone();
+        self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep))?;
+        self.state.endpoints.remove(ep_id);
+        if let Some(p) = self.state.networks.get_mut(&ep.network).and_then(|n| n.pool.as_mut()) {
+            p.release(ep.ip);
+        }
+        if let Some(sb) = self.state.sandboxes.get_mut(&ep.sandbox) {
+            sb.endpoints.retain(|e| e != ep_id);
+        }
+        if self.state.sandboxes.contains_key(&ep.sandbox) {
+            if let Err(e) = self.refresh_sandbox_config(&ep.sandbox) {
+                tracing::warn!(sandbox = %ep.sandbox, error = %format!("{e:#}"), "cannot update routes after disconnect");
+            }
+        }
+        self.save()?;
+        tracing::info!(sandbox = %ep.sandbox, network = %net.name, "endpoint disconnected");
+        Ok(())
+    }
+
+    /// Default route via the first non-internal network, and resolv.conf naming the
+    /// embedded resolver (user networks) or the upstreams (default bridge).
+    fn refresh_sandbox_config(&self, name: &str) -> Result<()> {
+        let sb = &self.state.sandboxes[name];
+        if sb.mode != SandboxMode::Netns {
+            return Ok(());
+        }
+        let nets: Vec<&Network> = sb
+            .endpoints
+            .iter()
+            .filter_map(|e| self.state.endpoints.get(e))
+            .filter_map(|e| self.state.networks.get(&e.network))
+            .collect();
+        let gw = nets.iter().find(|n| !n.internal).and_then(|n| n.pool.as_ref()).map(|p| p.gateway);
+        sandbox::set_default_route(name, gw)?;
+        let resolvers: Vec<IpAddr> = match nets.iter().find(|n| n.has_embedded_dns()) {
+            Some(n) => n.pool.iter().map(|p| IpAddr::V4(p.gateway)).collect(),
+            None => self.cfg.dns_upstreams.clone(),
+        };
+        sandbox::write_resolv_conf(name, &resolvers)
+    }
+
+    // ---- sandboxes -----------------------------------------------------------------
+
+    pub fn sandbox_create(&mut self, req: api::SandboxCreate) -> ApiResult<Value> {
+        model::validate_name("sandbox", &req.name)?;
+        if self.state.sandboxes.contains_key(&req.name) {
+            return Err(ApiError::conflict(format!("the sandbox name {} is already in use", req.name)));
+        }
+        if sandbox::netns_exists(&req.name) {
+            return Err(ApiError::conflict(format!(
+                "a network namespace named {} already exists (not made by vswitchd); pick another name or remove it",
+                req.name
+            )));
+        }
+        if !req.publish.is_empty() || req.publish_all || !req.expose.is_empty() {
+            return Err(ApiError::invalid(
+                "published ports need the uplink and NAT, which this build does not have yet",
+            ));
+        }
+        let net_ref = req.network.clone().unwrap_or_else(|| "bridge".into());
+        let net = self.network(&net_ref)?.clone();
+        let mode = match net.driver {
+            DriverKind::Host => SandboxMode::Host,
+            DriverKind::Null => SandboxMode::None,
+            _ => SandboxMode::Netns,
+        };
+        if mode != SandboxMode::Netns && (req.ip.is_some() || !req.aliases.is_empty() || req.mac.is_some()) {
+            return Err(ApiError::invalid(format!("--ip, --alias and --mac need a network; {} has none", net.name)));
+        }
+        let link = req.link.as_deref().map(LinkKind::parse).transpose()?.unwrap_or_default();
+        let ip = req.ip.as_deref().map(parse_ip).transpose()?;
+        let mac = req.mac.as_deref().map(Mac::parse).transpose()?;
+        for a in &req.aliases {
+            model::validate_name("alias", a)?;
+        }
+        if let (Some(ip), Some(pool)) = (ip, net.pool.as_ref()) {
+            if pool.is_allocated(ip) {
+                return Err(ApiError::conflict(format!("address {ip} is already in use on network {}", net.name)));
+            }
+        }
+        sandbox::ensure(&req.name, &mode).map_err(ApiError::system)?;
+        let sb = Sandbox {
+            id: model::new_id(),
+            name: req.name.clone(),
+            mode: mode.clone(),
+            endpoints: Vec::new(),
+            created: model::now_rfc3339(),
+        };
+        self.state.sandboxes.insert(sb.name.clone(), sb.clone());
+        let result = match mode {
+            SandboxMode::Netns => self.connect(&sb.name, &net.id, ip, mac, req.aliases, link),
+            _ => self.save().and_then(|_| sandbox::write_resolv_conf(&sb.name, &self.cfg.dns_upstreams).map_err(ApiError::system)),
+        };
+        if let Err(e) = result {
+            self.state.sandboxes.remove(&sb.name);
+            let _ = sandbox::remove(&sb.name);
+            let _ = self.save();
+            return Err(e);
+        }
+        tracing::info!(sandbox = %sb.name, network = %net.name, "sandbox created");
+        Ok(json!({ "Id": sb.id, "Name": sb.name }))
+    }
+
+    pub fn sandbox_ls(&self) -> ApiResult<Value> {
+        Ok(Value::Array(
+            self.state
+                .sandboxes
+                .values()
+                .map(|sb| {
+                    let nets: Vec<String> = self.sandbox_networks(sb).iter().map(|(n, _)| n.name.clone()).collect();
+                    let nets = match sb.mode {
+                        SandboxMode::Host => vec!["host".to_string()],
+                        SandboxMode::None => vec!["none".to_string()],
+                        SandboxMode::Netns => nets,
+                    };
+                    json!({ "ID": &sb.id[..12], "Name": sb.name, "Networks": nets, "Created": sb.created })
+                })
+                .collect(),
+        ))
+    }
+
+    fn sandbox_networks(&self, sb: &Sandbox) -> Vec<(&Network, &Endpoint)> {
+        sb.endpoints
+            .iter()
+            .filter_map(|e| self.state.endpoints.get(e))
+            .filter_map(|e| self.state.networks.get(&e.network).map(|n| (n, e)))
+            .collect()
+    }
+
+    pub fn sandbox_inspect(&self, req: api::NameOnly) -> ApiResult<Value> {
+        let sb = self.sandbox(&req.name)?;
+        let mut networks = serde_json::Map::new();
+        for (n, e) in self.sandbox_networks(sb) {
+            let pool = n.pool.as_ref();
+            networks.insert(
+                n.name.clone(),
+                json!({
+                    "NetworkID": n.id,
+                    "EndpointID": e.id,
+                    "IPAddress": e.ip.to_string(),
+                    "IPPrefixLen": pool.map(|p| p.subnet.prefix_len()).unwrap_or(0),
+                    "Gateway": pool.map(|p| p.gateway.to_string()).unwrap_or_default(),
+                    "MacAddress": e.mac.to_string(),
+                    "Aliases": e.aliases,
+                    "Link": e.link,
+                    "Interface": e.ifname,
+                    "HostInterface": e.host_ifname,
+                }),
+            );
+        }
+        let mode = match sb.mode {
+            SandboxMode::Netns => "netns",
+            SandboxMode::Host => "host",
+            SandboxMode::None => "none",
+        };
+        Ok(json!({
+            "Id": sb.id,
+            "Name": sb.name,
+            "Created": sb.created,
+            "NetworkMode": mode,
+            "SandboxKey": sandbox::netns_path(&sb.name),
+            "Networks": networks,
+        }))
+    }
+
+    pub fn sandbox_rm(&mut self, req: api::SandboxRm) -> ApiResult<Value> {
+        let sb = self.sandbox(&req.name)?.clone();
+        for ep in sb.endpoints.clone() {
+            if let Err(e) = self.disconnect_endpoint(&ep) {
+                if !req.force {
+                    return Err(e);
+                }
+                tracing::warn!(sandbox = %sb.name, error = %e, "forced removal: endpoint cleanup failed");
+            }
+        }
+        sandbox::remove(&sb.name).map_err(ApiError::system)?;
+        self.state.sandboxes.remove(&sb.name);
+        self.save()?;
+        tracing::info!(sandbox = %sb.name, "sandbox removed");
+        Ok(json!(sb.name))
+    }
+
+    // ---- observability -------------------------------------------------------------
+
+    pub fn fdb(&self, req: api::NameOnly) -> ApiResult<Value> {
+        let net = self.network(&req.name)?;
+        if net.pool.is_none() {
+            return Err(ApiError::invalid(format!("network {} has no data path (driver {})", net.name, net.driver.name())));
+        }
+        let names: HashMap<PortId, String> = self.engine.ports().into_iter().map(|p| (p.id, p.name)).collect();
+        let owners: HashMap<PortId, &Endpoint> = self
+            .state
+            .endpoints
+            .values()
+            .filter_map(|e| self.ports.get(&e.id).map(|p| (*p, e)))
+            .collect();
+        let entries = self.engine.fdb(net.num).map_err(ApiError::system)?;
+        Ok(Value::Array(
+            entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "mac": Mac(e.mac).to_string(),
+                        "port": names.get(&e.port).cloned().unwrap_or_else(|| e.port.to_string()),
+                        "sandbox": owners.get(&e.port).map(|ep| ep.sandbox.clone()),
+                        "age": e.age_secs,
+                        "static": e.is_static,
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    pub fn stats(&self, req: api::StatsGet) -> ApiResult<Value> {
+        let mut s = self.engine.stats();
+        let by_port: HashMap<PortId, &Endpoint> = self
+            .state
+            .endpoints
+            .values()
+            .filter_map(|e| self.ports.get(&e.id).map(|p| (*p, e)))
+            .collect();
+        if let Some(p) = &req.port {
+            s.ports.retain(|x| x.info.name == *p || by_port.get(&x.info.id).is_some_and(|e| e.sandbox == *p));
+            if s.ports.is_empty() {
+                return Err(ApiError::not_found(format!("no port named {p} (give a port name or a sandbox name)")));
+            }
+        }
+        let ports: Vec<Value> = s
+            .ports
+            .iter()
+            .map(|p| {
+                let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+                if let Some(ep) = by_port.get(&p.info.id) {
+                    v["sandbox"] = json!(ep.sandbox);
+                    v["network"] = json!(self.state.networks.get(&ep.network).map(|n| n.name.clone()));
+                }
+                v
+            })
+            .collect();
+        Ok(json!({ "ports": ports, "workers": s.workers }))
+    }
+}
+
+fn parse_ip(s: &str) -> ApiResult<Ipv4Addr> {
+    s.parse().map_err(|_| ApiError::invalid(format!("invalid IPv4 address {s:?}")))
+}

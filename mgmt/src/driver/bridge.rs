@@ -1,0 +1,108 @@
+//! The bridge driver: one L2 switch per network in the data plane, the switch as the
+//! gateway, endpoints as veth pairs (the switch reads the host end) or TAP devices
+//! living in the sandbox (the switch holds the fd).
+
+use std::os::fd::AsFd;
+
+use anyhow::{Context, Result};
+use switch::gateway::Gateway;
+use switch::port::tap::TapPort;
+use switch::port::{self, Port};
+use switch::NetConfig;
+
+use super::{Ctx, Driver};
+use crate::link::Netlink;
+use crate::model::{DriverKind, Endpoint, LinkKind, Mac, Network};
+use crate::{ethtool, netns};
+
+/// Endpoint MTU on bridge networks.
+const MTU: u32 = 1500;
+
+pub struct Bridge;
+
+fn gateway(net: &Network) -> Option<Gateway> {
+    net.pool.as_ref().map(|p| Gateway { ip: p.gateway, mac: Mac::from_ip(p.gateway).0 })
+}
+
+impl Driver for Bridge {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Bridge
+    }
+
+    fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
+        ctx.engine.add_network(NetConfig { id: net.num, gateway: gateway(net) })
+    }
+
+    fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
+        ctx.engine.remove_network(net.num)
+    }
+
+    fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {
+        let prefix = net.pool.as_ref().map(|p| p.subnet.prefix_len()).unwrap_or(32);
+        let port: Box<dyn Port> = match ep.link {
+            LinkKind::Veth => {
+                let host = ep.host_ifname.clone().context("veth endpoint without a host interface name")?;
+                let nl = Netlink::new()?;
+                if !nl.link_exists(&host)? {
+                    let ns = netns::open(&ep.sandbox)?;
+                    nl.create_veth(&host, &ep.ifname, ns.as_fd(), Some(ep.mac.0), MTU)
+                        .with_context(|| format!("create veth {host} <-> {}:{}", ep.sandbox, ep.ifname))?;
+                    configure_sandbox_end(ep, prefix)?;
+                }
+                prepare_host_end(&host)?;
+                nl.set_up(&host)?;
+                port::open(&host, ctx.io).with_context(|| format!("open port on {host}"))?
+            }
+            LinkKind::Tap => {
+                let (ifname, mac, ip) = (ep.ifname.clone(), ep.mac.0, ep.ip);
+                let tap = netns::run_in(&ep.sandbox, move || {
+                    let tap = TapPort::create(&ifname).with_context(|| format!("create TAP {ifname}"))?;
+                    let nl = Netlink::new()?;
+                    nl.set_mac(&ifname, mac)?;
+                    nl.set_mtu(&ifname, MTU)?;
+                    nl.add_address(&ifname, ip, prefix)?;
+                    nl.set_up(&ifname)?;
+                    Ok(tap)
+                })
+                .with_context(|| format!("create TAP endpoint in sandbox {}", ep.sandbox))?;
+                Box::new(tap)
+            }
+        };
+        let id = ctx.engine.add_port(net.num, port)?;
+        ctx.ports.insert(ep.id.clone(), id);
+        Ok(())
+    }
+
+    fn delete_endpoint(&mut self, ctx: &mut Ctx, _net: &Network, ep: &Endpoint) -> Result<()> {
+        if let Some(p) = ctx.ports.remove(&ep.id) {
+            ctx.engine.remove_port(p)?;
+        }
+        if let Some(host) = &ep.host_ifname {
+            Netlink::new()?.delete_link(host)?;
+        }
+        Ok(())
+    }
+}
+
+/// Inside the sandbox: full checksums in software (the switch forwards frames as they
+/// are, and CHECKSUM_PARTIAL frames would leave it unfinished), the address, link up.
+fn configure_sandbox_end(ep: &Endpoint, prefix: u8) -> Result<()> {
+    let (ifname, ip) = (ep.ifname.clone(), ep.ip);
+    netns::run_in(&ep.sandbox, move || {
+        ethtool::disable_tx_checksum(&ifname)?;
+        let nl = Netlink::new()?;
+        nl.add_address(&ifname, ip, prefix)?;
+        nl.set_up(&ifname)
+    })
+    .with_context(|| format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))
+}
+
+/// The switch's end lives in the daemon's namespace: keep that kernel out of the data
+/// path (no IPv6 chatter, never answer ARP for host addresses arriving on it).
+fn prepare_host_end(host: &str) -> Result<()> {
+    for (key, val) in [(format!("ipv6/conf/{host}/disable_ipv6"), "1"), (format!("ipv4/conf/{host}/arp_ignore"), "8")] {
+        let path = format!("/proc/sys/net/{key}");
+        std::fs::write(&path, val).with_context(|| format!("write {path}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! The `host` pseudo-network: sandboxes share the host's namespace; nothing in the
+//! data path, and nothing can be connected to it.
+
+use anyhow::{bail, Result};
+
+use super::{Ctx, Driver};
+use crate::model::{DriverKind, Endpoint, Network};
+
+pub struct Host;
+
+impl Driver for Host {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Host
+    }
+    fn create_network(&mut self, _: &mut Ctx, _: &Network) -> Result<()> {
+        Ok(())
+    }
+    fn delete_network(&mut self, _: &mut Ctx, _: &Network) -> Result<()> {
+        Ok(())
+    }
+    fn create_endpoint(&mut self, _: &mut Ctx, _: &Network, _: &Endpoint) -> Result<()> {
+        bail!("the host network has no endpoints: run the sandbox with --network host instead")
+    }
+    fn delete_endpoint(&mut self, _: &mut Ctx, _: &Network, _: &Endpoint) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,44 @@
+//! Drivers realise the model: one small trait, one file per driver (libnetwork's
+//! CreateNetwork / DeleteNetwork / CreateEndpoint / DeleteEndpoint).
+
+pub mod bridge;
+pub mod host;
+pub mod null;
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use switch::port::IoMode;
+use switch::{Engine, PortId};
+
+use crate::model::{DriverKind, Endpoint, Network};
+
+/// What drivers may touch: the data plane and the runtime map of endpoint ports.
+pub struct Ctx<'a> {
+    pub engine: &'a mut Engine,
+    pub io: IoMode,
+    /// Endpoint id -> its port in the data plane (runtime only, rebuilt on start).
+    pub ports: &'a mut HashMap<String, PortId>,
+}
+
+pub trait Driver {
+    fn kind(&self) -> DriverKind;
+    /// Program the data plane for a network (also on restart).
+    fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()>;
+    fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()>;
+    /// Give the sandbox its interface on the network and attach it to the data plane.
+    /// On restart the same call re-attaches an endpoint whose link survived.
+    fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()>;
+    /// Detach from the data plane and remove the link.
+    fn delete_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()>;
+}
+
+/// The driver for a kind; None for kinds this build does not implement yet.
+pub fn for_kind(kind: DriverKind) -> Option<Box<dyn Driver>> {
+    match kind {
+        DriverKind::Bridge => Some(Box::new(bridge::Bridge)),
+        DriverKind::Host => Some(Box::new(host::Host)),
+        DriverKind::Null => Some(Box::new(null::Null)),
+        DriverKind::Overlay | DriverKind::Macvlan => None,
+    }
+}

@@ -1,0 +1,219 @@
+//! The CNM model, libnetwork's shape: networks, endpoints and sandboxes, as persisted.
+//! Free of data-path detail; drivers realise it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+use crate::ipam::Pool;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    Bridge,
+    Overlay,
+    Macvlan,
+    Host,
+    Null,
+}
+
+impl DriverKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::Bridge => "bridge",
+            DriverKind::Overlay => "overlay",
+            DriverKind::Macvlan => "macvlan",
+            DriverKind::Host => "host",
+            DriverKind::Null => "null",
+        }
+    }
+    pub fn parse(s: &str) -> ApiResult<Self> {
+        match s {
+            "bridge" => Ok(DriverKind::Bridge),
+            "overlay" => Ok(DriverKind::Overlay),
+            "macvlan" => Ok(DriverKind::Macvlan),
+            "host" | "null" => Err(ApiError::invalid(format!(
+                "only one instance of \"{s}\" network is allowed; it is predefined"
+            ))),
+            o => Err(ApiError::invalid(format!(
+                "unknown driver {o:?} (expected bridge, overlay or macvlan)"
+            ))),
+        }
+    }
+}
+
+/// How an endpoint reaches the switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    #[default]
+    Veth,
+    Tap,
+}
+
+impl LinkKind {
+    pub fn parse(s: &str) -> ApiResult<Self> {
+        match s {
+            "veth" => Ok(LinkKind::Veth),
+            "tap" => Ok(LinkKind::Tap),
+            o => Err(ApiError::invalid(format!("unknown link kind {o:?} (expected veth or tap)"))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub driver: DriverKind,
+    /// None for host/none.
+    pub pool: Option<Pool>,
+    pub internal: bool,
+    pub attachable: bool,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub created: String,
+    /// The data plane's number for this network.
+    pub num: u32,
+    /// bridge, host and none exist from the start and cannot be removed.
+    pub predefined: bool,
+}
+
+impl Network {
+    /// Whether sandboxes on it get the embedded resolver (user-defined networks only).
+    pub fn has_embedded_dns(&self) -> bool {
+        !self.predefined
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// Docker's scheme: 02:42 followed by the IPv4 address.
+    pub fn from_ip(ip: Ipv4Addr) -> Mac {
+        let o = ip.octets();
+        Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
+    }
+    pub fn parse(s: &str) -> ApiResult<Mac> {
+        let bad = || ApiError::invalid(format!("invalid MAC address {s:?} (expected six hex bytes like 02:42:ac:11:00:02)"));
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut m = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if m[0] & 1 != 0 {
+            return Err(ApiError::invalid(format!("MAC address {s} is multicast; an endpoint needs a unicast address")));
+        }
+        if m == [0; 6] {
+            return Err(ApiError::invalid("MAC address 00:00:00:00:00:00 is not usable"));
+        }
+        Ok(Mac(m))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub network: String,
+    pub sandbox: String,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    pub aliases: Vec<String>,
+    pub link: LinkKind,
+    /// The interface inside the sandbox (ethN).
+    pub ifname: String,
+    /// The switch's end of a veth pair, in the daemon's namespace.
+    pub host_ifname: Option<String>,
+}
+
+/// Where a sandbox's network namespace comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "of")]
+pub enum SandboxMode {
+    /// Its own namespace, connected to networks.
+    Netns,
+    /// The host's namespace.
+    Host,
+    /// Its own namespace with loopback only; never connected.
+    None,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub name: String,
+    pub mode: SandboxMode,
+    /// Endpoint ids in connection order; the first non-internal one holds the default route.
+    pub endpoints: Vec<String>,
+    pub created: String,
+}
+
+/// A random 64-hex-digit id, like Docker's.
+pub fn new_id() -> String {
+    let a: u128 = rand::random();
+    let b: u128 = rand::random();
+    format!("{a:032x}{b:032x}")
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+/// Docker's rule for network and container names, with a length cap so the name fits
+/// a namespace file name.
+pub fn validate_name(what: &str, name: &str) -> ApiResult<()> {
+    let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok_first || !ok_rest || name.len() > 64 {
+        return Err(ApiError::invalid(format!(
+            "invalid {what} name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at most 64 characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_and_print() {
+        let m = Mac::from_ip(Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(m.to_string(), "02:42:ac:11:00:02");
+        assert_eq!(Mac::parse("02:42:ac:11:00:02").unwrap(), m);
+        assert!(Mac::parse("01:00:5e:00:00:01").is_err(), "multicast");
+        assert!(Mac::parse("02:42:ac:11:00").is_err());
+        assert!(Mac::parse("02:42:ac:11:00:zz").is_err());
+    }
+
+    #[test]
+    fn names_follow_docker_rules() {
+        assert!(validate_name("network", "front-end_1.x").is_ok());
+        assert!(validate_name("network", "-bad").is_err());
+        assert!(validate_name("network", "a/b").is_err());
+        assert!(validate_name("network", "").is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! Sandboxes on the host: a named network namespace (as `ip netns add` makes) with
+//! loopback up, or a name bound to the host's own namespace for `--network host`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::link::Netlink;
+use crate::model::SandboxMode;
+use crate::netns;
+
+pub fn netns_path(name: &str) -> PathBuf {
+    netns::path(name)
+}
+
+pub fn netns_exists(name: &str) -> bool {
+    netns::exists(name)
+}
+
+/// Make sure the sandbox's namespace exists and is set up (idempotent: used on create
+/// and on restart).
+pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
+    if netns::exists(name) {
+        return Ok(());
+    }
+    match mode {
+        SandboxMode::Host => netns::bind_current(name).with_context(|| format!("bind host namespace as {name}")),
+        SandboxMode::Netns | SandboxMode::None => {
+            netns::create(name).with_context(|| format!("create network namespace {name}"))?;
+            let setup = netns::run_in(name, || {
+                // No IPv6 on the data path yet: keep sandboxes from emitting RS/MLD noise.
+                for key in ["net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"] {
+                    let _ = std::fs::write(format!("/proc/sys/{key}"), "1");
+                }
+                Netlink::new()?.set_up("lo")
+            });
+            if let Err(e) = setup {
+                let _ = netns::delete(name);
+                return Err(e.context(format!("set up loopback in {name}")));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Delete the namespace (its veth ends go with it) and its /etc/netns files.
+pub fn remove(name: &str) -> Result<()> {
+    netns::delete(name).with_context(|| format!("delete network namespace {name}"))
+}
+
+/// Point the default route at `gw`, or leave none.
+pub fn set_default_route(name: &str, gw: Option<Ipv4Addr>) -> Result<()> {
+    let Some(gw) = gw else { return Ok(()) };
+    netns::run_in(name, move || Netlink::new()?.add_default_route(gw))
+        .with_context(|| format!("set default route via {gw} in sandbox {name}"))
+}
+
+pub fn write_resolv_conf(name: &str, servers: &[IpAddr]) -> Result<()> {
+    netns::write_resolv_conf(name, servers).with_context(|| format!("write resolv.conf for sandbox {name}"))
+}
