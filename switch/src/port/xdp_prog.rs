@@ -215,7 +215,7 @@ impl XskRedirect {
             link_create(&prog, ifindex, m).map_err(|e| {
                 let hint = match e.raw_os_error() {
                     Some(libc::EBUSY) | Some(libc::EEXIST) => {
-                        "another XDP program is attached; stop its owner or run `ip link set dev IFACE xdp off`"
+                        "another XDP program is attached (another vswitchd?); stop its owner, or if `ip link` attached it, run `ip link set dev IFACE xdp off`"
                     }
                     Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) if m == XdpMode::Native => {
                         "the driver has no native XDP; use generic mode"
@@ -275,7 +275,6 @@ fn create_xskmap() -> io::Result<OwnedFd> {
 }
 
 fn map_update(map: &OwnedFd, key: u32, value: RawFd) -> io::Result<()> {
-    let key = key;
     let value = value as u32;
     let mut attr = MapUpdateAttr {
         map_fd: map.as_raw_fd() as u32,
