@@ -7,6 +7,7 @@ use super::{Backend, Burst, Port, BURST, MAX_FRAME};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
 use xdp::slab::{Slab, StackSlab};
 use xdp::socket::{XdpSocket, XdpSocketBuilder};
 use xdp::umem::{FrameSize, UmemCfgBuilder};
@@ -27,6 +28,8 @@ const COMPLETION_RING: u32 = TX_FRAMES as u32;
 /// Attempts at kicking the kernel per send; copy mode transmits at most 32 frames per
 /// kick and answers EAGAIN while more are queued.
 const KICK_TRIES: usize = 4;
+/// How long `open` retries a bind refused with EBUSY (see `open_with`).
+const BIND_BUSY_WAIT: Duration = Duration::from_secs(2);
 
 /// Frames this port dropped or could not take, by reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,7 +84,6 @@ impl XdpPort {
             xdp_prog::context(e, &format!("map the UMEM for {iface}"), "check free memory")
         })?;
 
-        let mut builder = XdpSocketBuilder::new().map_err(|e| socket_err(iface, "create", e))?;
         let ring_cfg = RingConfigBuilder {
             rx_count: RX_RING,
             tx_count: TX_RING,
@@ -90,14 +92,20 @@ impl XdpPort {
         }
         .build()
         .map_err(|e| io::Error::other(format!("configure the AF_XDP rings for {iface}: {e}")))?;
-        let (rings, mut bind_flags) = builder
-            .build_rings(&umem, ring_cfg)
-            .map_err(|e| socket_err(iface, "set up the rings of", e))?;
-        // veth refuses zero-copy; copy mode works on every driver.
-        bind_flags.force_copy();
-        let socket = builder
-            .bind(xdp::nic::NicIndex(ifindex), 0, bind_flags)
-            .map_err(|e| socket_err(iface, "bind", e))?;
+        // A socket of a process that just died keeps queue 0 until the kernel's deferred
+        // pool release runs, so a restart right after a crash sees EBUSY for a moment.
+        let deadline = Instant::now() + BIND_BUSY_WAIT;
+        let (socket, rings) = loop {
+            match bind_socket(&umem, ring_cfg, ifindex) {
+                Ok(bound) => break bound,
+                Err(xdp::socket::SocketError::Bind(e))
+                    if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(socket_err(iface, "set up", e)),
+            }
+        };
         let (Some(rx), Some(tx)) = (rings.rx_ring, rings.tx_ring) else {
             return Err(io::Error::other(format!(
                 "set up the rings of the AF_XDP socket on {iface}: RX or TX ring missing"
@@ -196,6 +204,20 @@ impl XdpPort {
         }
         Ok(())
     }
+}
+
+/// A fresh AF_XDP socket with its rings, bound in copy mode to queue 0 of `ifindex`.
+fn bind_socket(
+    umem: &Umem,
+    ring_cfg: xdp::RingConfig,
+    ifindex: u32,
+) -> Result<(XdpSocket, xdp::Rings), xdp::socket::SocketError> {
+    let mut builder = XdpSocketBuilder::new()?;
+    let (rings, mut bind_flags) = builder.build_rings(umem, ring_cfg)?;
+    // veth refuses zero-copy; copy mode works on every driver.
+    bind_flags.force_copy();
+    let socket = builder.bind(xdp::nic::NicIndex(ifindex), 0, bind_flags)?;
+    Ok((socket, rings))
 }
 
 fn ifindex(iface: &str) -> io::Result<u32> {
@@ -609,6 +631,10 @@ mod tests {
         for f in &sent {
             peer.send(f);
         }
+        assert!(
+            poll_readable(port.fd(), WAIT.as_millis() as i32),
+            "port fd never polled readable"
+        );
         let mut got = Vec::new();
         let mut calls_with_frames = 0;
         let mut burst = Burst::new();
@@ -720,6 +746,74 @@ mod tests {
         let again = lab.run(move || XdpPort::open_with(&dev, XdpMode::Generic));
         let again = again.expect("second open after drop");
         assert_eq!(again.mode(), XdpMode::Generic);
+    }
+
+    /// Run by `killed_process_leaves_no_program` in a child process: open the port named
+    /// by VSX_HOLD_NS / VSX_HOLD_DEV, say so, and wait to be killed.
+    #[test]
+    #[ignore = "helper: run as a child process by killed_process_leaves_no_program"]
+    fn hold_port_until_killed() {
+        let (Ok(ns), Ok(dev)) = (std::env::var("VSX_HOLD_NS"), std::env::var("VSX_HOLD_DEV"))
+        else {
+            return;
+        };
+        let lab = Lab {
+            ns,
+            port_dev: dev.clone(),
+            peer_dev: String::new(),
+        };
+        let port = lab.run(move || XdpPort::open(&dev).expect("open in the child"));
+        std::mem::forget(lab); // the parent owns the namespace
+        println!("VSX_READY {}", port.mode());
+        std::thread::sleep(WAIT * 6);
+    }
+
+    /// The hard requirement: a killed daemon leaves no XDP program behind, because the
+    /// program hangs on a BPF link that dies with the process's fds.
+    #[test]
+    fn killed_process_leaves_no_program() {
+        use std::io::BufRead;
+        let lab = Lab::new("k");
+        let mut child = Command::new(std::env::current_exe().expect("test binary path"))
+            .args([
+                "--exact",
+                "port::af_xdp::tests::hold_port_until_killed",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("VSX_HOLD_NS", &lab.ns)
+            .env("VSX_HOLD_DEV", &lab.port_dev)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the child holding the port");
+        let stdout = child.stdout.take().expect("child stdout");
+        let ready = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("VSX_READY"));
+        let link = lab.link_show(&lab.port_dev);
+        child.kill().expect("SIGKILL the child");
+        child.wait().expect("reap the child");
+        assert!(ready.is_some(), "the child never opened the port");
+        assert!(
+            link.contains("xdp"),
+            "attached while the child lived: {link}"
+        );
+        // Fd release after exit is synchronous for links, but allow the kernel a moment.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let link = lab.link_show(&lab.port_dev);
+            if !link.contains("xdp") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "program left attached after SIGKILL: {link}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let dev = lab.port_dev.clone();
+        lab.run(move || XdpPort::open(&dev).expect("open again after the kill"));
     }
 
     #[test]
