@@ -4,6 +4,7 @@
 pub mod af_packet;
 pub mod af_xdp;
 pub mod tap;
+mod xdp_prog;
 
 use std::fmt;
 use std::io;
