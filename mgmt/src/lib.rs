@@ -1,1 +1,2 @@
 //! The vswitch control plane.
+pub mod netns;
