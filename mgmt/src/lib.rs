@@ -1,2 +1,4 @@
 //! The vswitch control plane.
+pub mod ethtool;
+pub mod link;
 pub mod netns;
