@@ -54,7 +54,7 @@ pub fn create(name: &str) -> Result<()> {
     let target = path(name);
     // O_EXCL: two creators of one name must not share a namespace silently.
     OpenOptions::new()
-        .read(true)
+        .write(true)
         .create_new(true)
         .mode(0o000)
         .open(&target)
