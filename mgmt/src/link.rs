@@ -8,8 +8,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use anyhow::{anyhow, bail, Context, Result};
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_ACK_TLVS,
+    NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
@@ -27,19 +27,21 @@ pub const IFNAME_MAX: usize = 15;
 /// A netlink request the kernel refused, with the errno kept for callers that care
 /// (e.g. EEXIST).
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: {source}")]
+#[error("{what}: {os_error}{}", detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
 pub struct NetlinkError {
     /// What was asked, naming the interface or address.
     pub what: String,
-    /// The kernel's answer.
-    #[source]
-    pub source: io::Error,
+    /// The kernel's answer (in the message, not a separate `source`, so `{:#}` does
+    /// not print it twice).
+    pub os_error: io::Error,
+    /// The kernel's own explanation (extended ACK), when it gave one.
+    pub detail: Option<String>,
 }
 
 impl NetlinkError {
     /// The errno the kernel answered with, if any.
     pub fn errno(&self) -> Option<i32> {
-        self.source.raw_os_error()
+        self.os_error.raw_os_error()
     }
 }
 
@@ -61,9 +63,11 @@ impl Netlink {
         socket
             .connect(&SocketAddr::new(0, 0))
             .context("connecting the NETLINK_ROUTE socket to the kernel")?;
-        // Extended ACKs make the kernel's refusals more specific in dmesg-less setups;
-        // older kernels without it still work.
+        // Extended ACKs carry the kernel's reason for a refusal ("mtu less than device
+        // minimum"), which goes into the error; capped ACKs keep them small. Kernels
+        // without them still work, with bare errnos.
         let _ = socket.set_ext_ack(true);
+        let _ = socket.set_cap_ack(true);
         Ok(Self {
             socket,
             seq: 0,
@@ -385,16 +389,15 @@ impl Netlink {
         } else {
             End::FirstReply
         };
-        let outcome = self
-            .socket
-            .send(&out, 0)
+        let outcome = retry_eintr(|| self.socket.send(&out, 0))
             .context("sending a netlink request")
             .and_then(|_| self.collect(seq, end));
         match outcome {
             Ok(Ok(replies)) => Ok(replies),
-            Ok(Err(source)) => Err(NetlinkError {
+            Ok(Err(Refusal { os_error, detail })) => Err(NetlinkError {
                 what: what(),
-                source,
+                os_error,
+                detail,
             }
             .into()),
             Err(e) => Err(e.context(what())),
@@ -407,13 +410,11 @@ impl Netlink {
         &mut self,
         seq: u32,
         end: End,
-    ) -> Result<std::result::Result<Vec<RouteNetlinkMessage>, io::Error>> {
+    ) -> Result<std::result::Result<Vec<RouteNetlinkMessage>, Refusal>> {
         let mut replies = Vec::new();
         loop {
             self.buf.clear();
-            let n = self
-                .socket
-                .recv(&mut self.buf, 0)
+            let n = retry_eintr(|| self.socket.recv(&mut self.buf, 0))
                 .context("receiving a netlink reply")?;
             if n > self.buf.len() {
                 bail!(
@@ -440,7 +441,10 @@ impl Netlink {
                     NetlinkPayload::Error(err) => {
                         return Ok(match err.code {
                             None => Ok(replies),
-                            Some(_) => Err(err.to_io()),
+                            Some(_) => Err(Refusal {
+                                os_error: err.to_io(),
+                                detail: ext_ack_message(parsed.header.flags, &err.header),
+                            }),
                         });
                     }
                     NetlinkPayload::Done(_) => return Ok(Ok(replies)),
@@ -457,6 +461,12 @@ impl Netlink {
     }
 }
 
+/// The kernel's NACK of a request, before it is named by what was asked.
+struct Refusal {
+    os_error: io::Error,
+    detail: Option<String>,
+}
+
 /// What ends the replies to a request.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -466,6 +476,48 @@ enum End {
     Done,
     /// A GET without NLM_F_ACK: its one reply.
     FirstReply,
+}
+
+/// The NLMSGERR_ATTR_MSG text of an extended ACK. `payload` is what follows the error
+/// code: the (capped) original request header, then attributes if NLM_F_ACK_TLVS.
+fn ext_ack_message(flags: u16, payload: &[u8]) -> Option<String> {
+    const NLMSG_HDRLEN: usize = 16;
+    const NLMSGERR_ATTR_MSG: u16 = 1;
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    // Without NLM_F_CAPPED the whole original request sits before the attributes.
+    let skip = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDRLEN
+    } else {
+        let len = payload.get(..4)?;
+        u32::from_ne_bytes(len.try_into().ok()?) as usize
+    };
+    let mut rest = payload.get(skip..)?;
+    while rest.len() >= 4 {
+        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            return None;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let text = &rest[4..len];
+            let text = text.split(|&b| b == 0).next().unwrap_or(text);
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        rest = rest.get((len + 3) & !3..).unwrap_or(&[]);
+    }
+    None
+}
+
+/// Repeats a socket call interrupted by a signal (the daemon handles SIGTERM).
+fn retry_eintr<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
 
 /// The errno inside an error from this module, if it came from the kernel.
@@ -533,6 +585,23 @@ mod tests {
         for bad in ["", "a/b", "a b", "a:b", ".", "0123456789abcdef"] {
             assert!(validate_ifname(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn ext_ack_message_is_read_after_the_capped_header() {
+        let mut payload = vec![0u8; 16];
+        let msg = b"mtu less than device minimum\0";
+        let len = 4 + msg.len();
+        payload.extend_from_slice(&(len as u16).to_ne_bytes());
+        payload.extend_from_slice(&1u16.to_ne_bytes());
+        payload.extend_from_slice(msg);
+        let flags = NLM_F_ACK_TLVS | NLM_F_CAPPED;
+        assert_eq!(
+            ext_ack_message(flags, &payload).as_deref(),
+            Some("mtu less than device minimum")
+        );
+        assert_eq!(ext_ack_message(NLM_F_CAPPED, &payload), None);
+        assert_eq!(ext_ack_message(flags, &payload[..10]), None);
     }
 
     #[test]

@@ -338,7 +338,11 @@ fn link_settings_move_rename_delete() {
             .set_up("vsnnosuchif")
             .expect_err("set_up of a missing link");
         assert!(format!("{err:#}").contains("vsnnosuchif"), "{err:#}");
-        assert!(nl.set_mtu(&r2, 10).is_err(), "MTU 10 accepted");
+        let err = nl.set_mtu(&r2, 10).expect_err("MTU 10 accepted");
+        let shown = format!("{err:#}");
+        // The kernel's extended-ACK reason travels with the errno.
+        assert!(shown.contains(&r2) && shown.contains("mtu"), "{shown}");
+        eprintln!("refused MTU reads: {shown}");
         Ok(())
     })
     .expect("link settings in a");
