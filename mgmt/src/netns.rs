@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::thread;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -105,6 +106,9 @@ pub fn create(name: &str) -> Result<()> {
 /// later is seen in mount namespaces that were cloned from this one (e.g. by
 /// `ip netns exec`), and unmounting it releases it everywhere.
 fn prepare_run_dir() -> Result<()> {
+    // Two creates racing here could both see EINVAL and stack two bind mounts.
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
     let mut bound = false;
     loop {
