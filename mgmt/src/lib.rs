@@ -1,1 +1,16 @@
-//! The vswitch control plane.
+//! The vswitch control plane: the CNM model (networks, endpoints, sandboxes), drivers,
+//! IPAM, namespace and link plumbing, persisted state and the control socket.
+
+pub mod api;
+pub mod controller;
+pub mod driver;
+pub mod error;
+pub mod ethtool;
+pub mod ipam;
+pub mod link;
+pub mod model;
+pub mod netns;
+pub mod rpc;
+pub mod sandbox;
+pub mod server;
+pub mod state;

@@ -1,0 +1,313 @@
+//! Named network namespaces, laid out exactly as `ip netns add` does (a bind mount of the
+//! namespace under /run/netns/NAME, a per-namespace /etc/netns/NAME), so that
+//! `ip netns exec NAME ...` works on every sandbox the switch creates.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread;
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+/// Where the namespace bind mounts live (iproute2's NETNS_RUN_DIR).
+pub const RUN_DIR: &str = "/run/netns";
+/// Per-namespace configuration files `ip netns exec` bind-mounts over /etc.
+pub const ETC_DIR: &str = "/etc/netns";
+
+/// Longest name accepted; the name ends up in paths and thread names, not in ifnames.
+const MAX_NAME_LEN: usize = 64;
+
+/// The bind-mount file of namespace `name`.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(name)
+}
+
+/// Whether `/run/netns/NAME` exists (it may be a stale, unmounted file).
+pub fn exists(name: &str) -> bool {
+    validate_name(name).is_ok() && path(name).exists()
+}
+
+/// Checks a namespace name the way iproute2 does, plus a length bound.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        bail!("invalid namespace name: empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        bail!("invalid namespace name {name:?}: longer than {MAX_NAME_LEN} bytes");
+    }
+    if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        bail!("invalid namespace name {name:?}: must not be '.', '..' or contain '/'");
+    }
+    Ok(())
+}
+
+/// Creates the named network namespace `name`; fails if it already exists.
+pub fn create(name: &str) -> Result<()> {
+    validate_name(name)?;
+    prepare_run_dir()?;
+    let target = path(name);
+    // O_EXCL: two creators of one name must not share a namespace silently.
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&target)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                anyhow!("network namespace {name:?} already exists")
+            } else {
+                anyhow!(e).context(format!("creating {}", target.display()))
+            }
+        })?;
+
+    // unshare() moves only the calling thread; doing it on a throwaway thread keeps the
+    // caller (and every other thread of the daemon) in its own namespace.
+    let mount_target = target.clone();
+    let result = thread::Builder::new()
+        .name("netns-create".into())
+        .spawn(move || -> Result<()> {
+            unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+            // /proc/self/ns/net would name the thread-group leader's namespace.
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &mount_target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .with_context(|| {
+                format!(
+                    "bind-mounting the new namespace onto {}",
+                    mount_target.display()
+                )
+            })
+        })
+        .context("spawning the namespace-creating thread")?
+        .join()
+        .map_err(|p| anyhow!("namespace-creating thread panicked: {}", panic_message(&p)))
+        .and_then(|r| r);
+
+    if let Err(e) = result {
+        let _ = fs::remove_file(&target);
+        return Err(e.context(format!("creating network namespace {name:?}")));
+    }
+    tracing::debug!(netns = name, "created network namespace");
+    Ok(())
+}
+
+/// Makes /run/netns a shared mount point, as iproute2 does, so that a namespace mounted
+/// later is seen in mount namespaces that were cloned from this one (e.g. by
+/// `ip netns exec`), and unmounting it releases it everywhere.
+fn prepare_run_dir() -> Result<()> {
+    // Two creates racing here could both see EINVAL and stack two bind mounts.
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+    let mut bound = false;
+    loop {
+        match mount(
+            Some(""),
+            RUN_DIR,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        ) {
+            Ok(()) => return Ok(()),
+            // EINVAL: not a mount point yet; make it one by binding it onto itself.
+            Err(Errno::EINVAL) if !bound => {
+                mount(
+                    Some(RUN_DIR),
+                    RUN_DIR,
+                    Some("none"),
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .with_context(|| format!("bind-mounting {RUN_DIR} onto itself"))?;
+                bound = true;
+            }
+            Err(e) => return Err(e).with_context(|| format!("making {RUN_DIR} a shared mount")),
+        }
+    }
+}
+
+/// Deletes namespace `name` and its /etc/netns/NAME; Ok if it does not exist.
+///
+/// The kernel destroys the namespace (and the links in it) once nothing else holds it:
+/// processes still inside keep it alive, as with `ip netns delete`.
+pub fn delete(name: &str) -> Result<()> {
+    validate_name(name)?;
+    let target = path(name);
+    match umount2(&target, MntFlags::MNT_DETACH) {
+        // ENOENT: no file; EINVAL: a file that is not a mount point (a failed create).
+        Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("unmounting network namespace {name:?}"));
+        }
+    }
+    match fs::remove_file(&target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing {}", target.display()));
+        }
+    }
+    let etc = Path::new(ETC_DIR).join(name);
+    match fs::remove_dir_all(&etc) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", etc.display())),
+    }
+    tracing::debug!(netns = name, "deleted network namespace");
+    Ok(())
+}
+
+/// Opens namespace `name`; the fd is what setns() and IFLA_NET_NS_FD take.
+pub fn open(name: &str) -> Result<OwnedFd> {
+    validate_name(name)?;
+    let target = path(name);
+    let file = File::open(&target)
+        .with_context(|| format!("opening network namespace {name:?} ({})", target.display()))?;
+    Ok(OwnedFd::from(file))
+}
+
+/// Runs `f` on a new thread that has entered namespace `name`, and returns its result.
+///
+/// A thread, so that the caller's namespace never changes: sockets `f` opens (netlink,
+/// ioctl) and /proc/sys/net it opens belong to `name`.
+pub fn run_in<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns = open(name)?;
+    let owned_name = name.to_string();
+    thread::Builder::new()
+        .name("netns-run".into())
+        .spawn(move || -> Result<T> {
+            setns(&ns, CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering network namespace {owned_name:?}"))?;
+            drop(ns);
+            f()
+        })
+        .context("spawning a thread to run in a network namespace")?
+        .join()
+        .map_err(|p| {
+            anyhow!(
+                "thread in network namespace {name:?} panicked: {}",
+                panic_message(&p)
+            )
+        })?
+}
+
+/// Writes `value` to /proc/sys/`key` inside namespace `name`, e.g.
+/// `write_sysctl_in("sb1", "net/ipv6/conf/all/disable_ipv6", "1")`.
+///
+/// Only `net/` keys are accepted: other sysctls are not per-namespace, and writing one
+/// "inside" a sandbox would change the host.
+pub fn write_sysctl_in(name: &str, key: &str, value: &str) -> Result<()> {
+    validate_sysctl_key(key)?;
+    let file = Path::new("/proc/sys").join(key);
+    let value = value.to_string();
+    let ns = name.to_string();
+    run_in(name, move || {
+        fs::write(&file, value.as_bytes()).with_context(|| {
+            format!(
+                "writing {value:?} to {} in network namespace {ns:?}",
+                file.display()
+            )
+        })
+    })
+}
+
+fn validate_sysctl_key(key: &str) -> Result<()> {
+    let ok_chars = key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'));
+    if !key.starts_with("net/")
+        || !ok_chars
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        bail!("invalid sysctl key {key:?}: expected a path under net/, like net/ipv4/ip_forward");
+    }
+    Ok(())
+}
+
+/// Path of the resolv.conf that `ip netns exec NAME` shows as /etc/resolv.conf.
+pub fn resolv_conf_path(name: &str) -> PathBuf {
+    Path::new(ETC_DIR).join(name).join("resolv.conf")
+}
+
+/// Writes /etc/netns/NAME/resolv.conf naming `nameservers` (no search or options),
+/// replacing it atomically so a process in the sandbox never reads half a file.
+pub fn write_resolv_conf(name: &str, nameservers: &[IpAddr]) -> Result<()> {
+    validate_name(name)?;
+    let dir = Path::new(ETC_DIR).join(name);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut text = String::new();
+    for ns in nameservers {
+        text.push_str(&format!("nameserver {ns}\n"));
+    }
+    let tmp = dir.join(".resolv.conf.tmp");
+    let final_path = dir.join("resolv.conf");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &final_path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), final_path.display()))?;
+    Ok(())
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("sb1").is_ok());
+        assert!(validate_name(&"a".repeat(64)).is_ok());
+        for bad in ["", ".", "..", "a/b", "/x", &"a".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sysctl_keys_are_validated() {
+        assert!(validate_sysctl_key("net/ipv6/conf/all/disable_ipv6").is_ok());
+        assert!(validate_sysctl_key("net/ipv4/conf/eth0.100/rp_filter").is_ok());
+        for bad in [
+            "",
+            "kernel/hostname",
+            "net/../kernel/x",
+            "/net/ipv4/ip_forward",
+            "net//x",
+            "net/a b",
+        ] {
+            assert!(validate_sysctl_key(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
