@@ -3,6 +3,8 @@
 
 pub mod af_packet;
 pub mod af_xdp;
+#[cfg(test)]
+mod lab;
 pub mod tap;
 
 use std::fmt;
