@@ -62,6 +62,10 @@ impl Netns {
         ns
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// `ip -n NS ARGS`
     pub fn ip(&self, args: &[&str]) {
         let mut all = vec!["-n", &self.name];
