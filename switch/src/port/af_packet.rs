@@ -558,6 +558,28 @@ mod tests {
         assert_eq!(port.stats(), PacketStats::default());
     }
 
+    /// A lone frame (ping-like traffic) must make the fd readable without more traffic
+    /// filling the block: the block retire timer hands it over.
+    #[test]
+    fn lone_frame_wakes_the_fd() {
+        let (_ns, mut port, peer) = setup(None);
+        peer.send(&test_frame(42, 98))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut burst = Burst::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        while !burst.iter().any(is_test_frame) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                lab::wait_readable(port.fd(), left).unwrap_or_else(|e| panic!("{e}")),
+                "fd never became readable"
+            );
+            burst.clear();
+            port.recv(&mut burst).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let got: Vec<&[u8]> = burst.iter().filter(|f| is_test_frame(f)).collect();
+        assert_eq!(got, vec![&test_frame(42, 98)[..]]);
+    }
+
     #[test]
     fn sends_exact_bytes_and_does_not_hear_itself() {
         let (_ns, mut port, peer) = setup(None);
