@@ -3,6 +3,9 @@
 
 pub mod af_packet;
 pub mod af_xdp;
+mod csum;
+#[cfg(test)]
+mod lab;
 pub mod tap;
 mod xdp_prog;
 

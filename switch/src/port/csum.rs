@@ -1,0 +1,182 @@
+//! Finishing TCP/UDP checksums a local sender left to "hardware" (CHECKSUM_PARTIAL): a
+//! veth peer with tx checksumming on hands packet sockets frames whose L4 checksum field
+//! holds only the pseudo-header seed. Once such a frame leaves the kernel through the
+//! switch, nobody else will complete it, so the port does.
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+fn be16(f: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*f.get(off)?, *f.get(off + 1)?]))
+}
+
+/// One's-complement sum of `data` (big-endian 16-bit words, odd byte padded), unfolded.
+fn sum(data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    let mut acc: u32 = chunks
+        .by_ref()
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .fold(0, |a, w| a.wrapping_add(w));
+    if let [last] = chunks.remainder() {
+        acc = acc.wrapping_add(u32::from(*last) << 8);
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Where the L4 header starts, its protocol, and where the IP payload ends.
+fn locate_l4(f: &[u8]) -> Option<(usize, u8, usize)> {
+    let mut off = 12;
+    let mut ethertype = be16(f, off)?;
+    off += 2;
+    while ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        ethertype = be16(f, off + 2)?;
+        off += 4;
+    }
+    match ethertype {
+        ETH_P_IPV4 => {
+            let ihl = usize::from(*f.get(off)? & 0x0f) * 4;
+            let total = usize::from(be16(f, off + 2)?);
+            let frag = be16(f, off + 6)?;
+            // Only whole datagrams carry a partial checksum.
+            if ihl < 20 || total < ihl || frag & 0x3fff != 0 {
+                return None;
+            }
+            Some((off + ihl, *f.get(off + 9)?, off + total))
+        }
+        ETH_P_IPV6 => {
+            let end = off + 40 + usize::from(be16(f, off + 4)?);
+            let mut next = *f.get(off + 6)?;
+            let mut l4 = off + 40;
+            // Hop-by-hop, routing and destination options may precede TCP/UDP.
+            while matches!(next, 0 | 43 | 60) {
+                let len = (usize::from(*f.get(l4 + 1)?) + 1) * 8;
+                next = *f.get(l4)?;
+                l4 += len;
+            }
+            Some((l4, next, end))
+        }
+        _ => None,
+    }
+}
+
+/// Complete the TCP or UDP checksum of an Ethernet frame whose checksum field holds the
+/// pseudo-header seed. Returns false (frame untouched) when it is not TCP/UDP over IP or
+/// does not parse.
+pub fn complete_partial(f: &mut [u8]) -> bool {
+    let Some((l4, proto, end)) = locate_l4(f) else {
+        return false;
+    };
+    let field = match proto {
+        IPPROTO_TCP => l4 + 16,
+        IPPROTO_UDP => l4 + 6,
+        _ => return false,
+    };
+    if end > f.len() || field + 2 > end {
+        return false;
+    }
+    let mut csum = !fold(sum(&f[l4..end]));
+    if proto == IPPROTO_UDP && csum == 0 {
+        csum = 0xffff; // 0 would mean "no checksum"
+    }
+    f[field..field + 2].copy_from_slice(&csum.to_be_bytes());
+    true
+}
+
+/// Does the frame's TCP/UDP checksum verify? None when it is not TCP/UDP over IP.
+#[cfg(test)]
+pub fn l4_checksum_ok(f: &[u8]) -> Option<bool> {
+    let (l4, proto, end) = locate_l4(f)?;
+    if !matches!(proto, IPPROTO_TCP | IPPROTO_UDP) || end > f.len() {
+        return None;
+    }
+    let ip = ip_off(f)?;
+    let (src, dst) = match f.get(ip)? >> 4 {
+        4 => (f.get(ip + 12..ip + 16)?, f.get(ip + 16..ip + 20)?),
+        _ => (f.get(ip + 8..ip + 24)?, f.get(ip + 24..ip + 40)?),
+    };
+    let len = (end - l4) as u32;
+    let acc = sum(src) + sum(dst) + u32::from(proto) + len + sum(&f[l4..end]);
+    Some(fold(acc) == 0xffff)
+}
+
+#[cfg(test)]
+fn ip_off(f: &[u8]) -> Option<usize> {
+    let mut off = 12;
+    while matches!(be16(f, off)?, ETH_P_8021Q | ETH_P_8021AD) {
+        off += 4;
+    }
+    Some(off + 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A UDP/IPv4 frame (172.16.0.1:1234 -> 172.16.0.2:5678, payload "hello") with a
+    /// correct checksum, built by hand.
+    fn udp4(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let total = (20 + 8 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[172, 16, 0, 1, 172, 16, 0, 2]);
+        let ipsum = !fold(sum(&f[14..34]));
+        f[24..26].copy_from_slice(&ipsum.to_be_bytes());
+        let ulen = (8 + payload.len()) as u16;
+        f.extend_from_slice(&1234u16.to_be_bytes());
+        f.extend_from_slice(&5678u16.to_be_bytes());
+        f.extend_from_slice(&ulen.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        let seed = pseudo_seed(&f);
+        let csum = !fold(seed + sum(&f[34..]));
+        f[40..42].copy_from_slice(&csum.to_be_bytes());
+        f
+    }
+
+    fn pseudo_seed(f: &[u8]) -> u32 {
+        sum(&f[26..34]) + 17 + (f.len() - 34) as u32
+    }
+
+    #[test]
+    fn completes_udp_from_seed() {
+        let good = udp4(b"hello");
+        assert_eq!(l4_checksum_ok(&good), Some(true));
+        let mut partial = good.clone();
+        let seed = fold(pseudo_seed(&good));
+        partial[40..42].copy_from_slice(&seed.to_be_bytes());
+        assert_eq!(l4_checksum_ok(&partial), Some(false));
+        assert!(complete_partial(&mut partial));
+        assert_eq!(partial, good);
+    }
+
+    #[test]
+    fn ignores_ethernet_padding_and_non_ip() {
+        let good = udp4(b"hi");
+        let mut padded = good.clone();
+        let seed = fold(pseudo_seed(&good));
+        padded[40..42].copy_from_slice(&seed.to_be_bytes());
+        padded.resize(60, 0xaa);
+        assert!(complete_partial(&mut padded));
+        assert_eq!(&padded[..good.len()], &good[..]);
+
+        let mut arp = vec![0xff; 12];
+        arp.extend_from_slice(&[0x08, 0x06]);
+        arp.resize(42, 0);
+        let before = arp.clone();
+        assert!(!complete_partial(&mut arp));
+        assert_eq!(arp, before);
+        assert!(!complete_partial(&mut [0u8; 5]));
+    }
+}
