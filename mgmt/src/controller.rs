@@ -40,9 +40,16 @@ impl Controller {
     pub fn start(cfg: Config, store: Store, engine: Engine) -> Result<Controller> {
         let loaded = store.load()?;
         let fresh = loaded.is_none();
-        let mut c = Controller { cfg, store, state: loaded.unwrap_or_default(), engine, ports: HashMap::new() };
+        let mut c = Controller {
+            cfg,
+            store,
+            state: loaded.unwrap_or_default(),
+            engine,
+            ports: HashMap::new(),
+        };
         if fresh {
-            c.create_predefined().context("create predefined networks")?;
+            c.create_predefined()
+                .context("create predefined networks")?;
             c.store.save(&c.state).context("save initial state")?;
         }
         c.restore();
@@ -59,7 +66,10 @@ impl Controller {
         ] {
             let mut options = BTreeMap::new();
             if name == "bridge" {
-                options.insert("com.docker.network.bridge.default_bridge".into(), "true".into());
+                options.insert(
+                    "com.docker.network.bridge.default_bridge".into(),
+                    "true".into(),
+                );
             }
             let net = Network {
                 id: model::new_id(),
@@ -84,7 +94,12 @@ impl Controller {
     fn restore(&mut self) {
         let eps: Vec<Endpoint> = self.state.endpoints.values().cloned().collect();
         for ep in &eps {
-            if let Some(p) = self.state.networks.get_mut(&ep.network).and_then(|n| n.pool.as_mut()) {
+            if let Some(p) = self
+                .state
+                .networks
+                .get_mut(&ep.network)
+                .and_then(|n| n.pool.as_mut())
+            {
                 p.reserve(ep.ip);
             }
         }
@@ -101,9 +116,15 @@ impl Controller {
                 continue;
             }
             for ep_id in &sb.endpoints {
-                let Some(ep) = self.state.endpoints.get(ep_id).cloned() else { continue };
-                let Some(net) = self.state.networks.get(&ep.network).cloned() else { continue };
-                if let Err(e) = self.with_driver(net.driver, |d, ctx| d.create_endpoint(ctx, &net, &ep)) {
+                let Some(ep) = self.state.endpoints.get(ep_id).cloned() else {
+                    continue;
+                };
+                let Some(net) = self.state.networks.get(&ep.network).cloned() else {
+                    continue;
+                };
+                if let Err(e) =
+                    self.with_driver(net.driver, |d, ctx| d.create_endpoint(ctx, &net, &ep))
+                {
                     tracing::error!(sandbox = %sb.name, network = %net.name, error = %format!("{e:#}"), "cannot restore endpoint");
                 }
             }
@@ -119,10 +140,22 @@ impl Controller {
         );
     }
 
-    fn with_driver<T>(&mut self, kind: DriverKind, f: impl FnOnce(&mut dyn Driver, &mut Ctx) -> Result<T>) -> Result<T> {
-        let mut d = driver::for_kind(kind)
-            .ok_or_else(|| ApiError::invalid(format!("the {} driver is not available in this build", kind.name())))?;
-        let mut ctx = Ctx { engine: &mut self.engine, io: self.cfg.io, ports: &mut self.ports };
+    fn with_driver<T>(
+        &mut self,
+        kind: DriverKind,
+        f: impl FnOnce(&mut dyn Driver, &mut Ctx) -> Result<T>,
+    ) -> Result<T> {
+        let mut d = driver::for_kind(kind).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "the {} driver is not available in this build",
+                kind.name()
+            ))
+        })?;
+        let mut ctx = Ctx {
+            engine: &mut self.engine,
+            io: self.cfg.io,
+            ports: &mut self.ports,
+        };
         f(d.as_mut(), &mut ctx)
     }
 
@@ -134,14 +167,27 @@ impl Controller {
 
     /// A network by name, full id or unique id prefix, as Docker resolves them.
     fn network_id(&self, r: &str) -> ApiResult<String> {
-        if let Some(n) = self.state.networks.values().find(|n| n.name == r || n.id == r) {
+        if let Some(n) = self
+            .state
+            .networks
+            .values()
+            .find(|n| n.name == r || n.id == r)
+        {
             return Ok(n.id.clone());
         }
-        let matches: Vec<&Network> = self.state.networks.values().filter(|n| !r.is_empty() && n.id.starts_with(r)).collect();
+        let matches: Vec<&Network> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| !r.is_empty() && n.id.starts_with(r))
+            .collect();
         match matches.as_slice() {
             [n] => Ok(n.id.clone()),
             [] => Err(ApiError::not_found(format!("network {r} not found"))),
-            _ => Err(ApiError::conflict(format!("network {r} is ambiguous ({} matches)", matches.len()))),
+            _ => Err(ApiError::conflict(format!(
+                "network {r} is ambiguous ({} matches)",
+                matches.len()
+            ))),
         }
     }
 
@@ -159,7 +205,11 @@ impl Controller {
     }
 
     fn endpoints_of_network(&self, net_id: &str) -> Vec<&Endpoint> {
-        self.state.endpoints.values().filter(|e| e.network == net_id).collect()
+        self.state
+            .endpoints
+            .values()
+            .filter(|e| e.network == net_id)
+            .collect()
     }
 
     // ---- networks ------------------------------------------------------------------
@@ -167,7 +217,10 @@ impl Controller {
     pub fn network_create(&mut self, req: api::NetworkCreate) -> ApiResult<Value> {
         model::validate_name("network", &req.name)?;
         if self.state.networks.values().any(|n| n.name == req.name) {
-            return Err(ApiError::conflict(format!("network with name {} already exists", req.name)));
+            return Err(ApiError::conflict(format!(
+                "network with name {} already exists",
+                req.name
+            )));
         }
         let driver = DriverKind::parse(req.driver.as_deref().unwrap_or("bridge"))?;
         if driver::for_kind(driver).is_none() {
@@ -176,12 +229,23 @@ impl Controller {
                 driver.name()
             )));
         }
-        let taken: Vec<Ipv4Net> = self.state.networks.values().filter_map(|n| n.pool.as_ref().map(|p| p.subnet)).collect();
+        let taken: Vec<Ipv4Net> = self
+            .state
+            .networks
+            .values()
+            .filter_map(|n| n.pool.as_ref().map(|p| p.subnet))
+            .collect();
         let subnet = match &req.subnet {
             Some(s) => {
-                let s: Ipv4Net = s.parse().map_err(|_| ApiError::invalid(format!("invalid subnet {s:?}: expected an IPv4 CIDR like 172.20.0.0/16")))?;
+                let s: Ipv4Net = s.parse().map_err(|_| {
+                    ApiError::invalid(format!(
+                        "invalid subnet {s:?}: expected an IPv4 CIDR like 172.20.0.0/16"
+                    ))
+                })?;
                 if let Some(t) = taken.iter().find(|t| ipam::overlaps(&s.trunc(), t)) {
-                    return Err(ApiError::conflict(format!("subnet {s} overlaps with {t}, used by another network")));
+                    return Err(ApiError::conflict(format!(
+                        "subnet {s} overlaps with {t}, used by another network"
+                    )));
                 }
                 s
             }
@@ -194,11 +258,20 @@ impl Controller {
         };
         let gateway = req.gateway.as_deref().map(parse_ip).transpose()?;
         let ip_range = match &req.ip_range {
-            Some(r) => Some(r.parse::<Ipv4Net>().map_err(|_| ApiError::invalid(format!("invalid ip-range {r:?}: expected an IPv4 CIDR")))?),
+            Some(r) => Some(r.parse::<Ipv4Net>().map_err(|_| {
+                ApiError::invalid(format!("invalid ip-range {r:?}: expected an IPv4 CIDR"))
+            })?),
             None => None,
         };
         let pool = Pool::new(subnet, gateway, ip_range)?;
-        let num = self.state.networks.values().map(|n| n.num).max().unwrap_or(0) + 1;
+        let num = self
+            .state
+            .networks
+            .values()
+            .map(|n| n.num)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let net = Network {
             id: model::new_id(),
             name: req.name.clone(),
@@ -229,14 +302,22 @@ impl Controller {
         for f in &req.filters {
             match f.split_once('=') {
                 Some(("driver", d)) => driver_filter = Some(d.to_string()),
-                _ => return Err(ApiError::invalid(format!("invalid filter {f:?} (supported: driver=D)"))),
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "invalid filter {f:?} (supported: driver=D)"
+                    )))
+                }
             }
         }
         let mut nets: Vec<&Network> = self
             .state
             .networks
             .values()
-            .filter(|n| driver_filter.as_deref().is_none_or(|d| d == n.driver.name()))
+            .filter(|n| {
+                driver_filter
+                    .as_deref()
+                    .is_none_or(|d| d == n.driver.name())
+            })
             .collect();
         nets.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Value::Array(
@@ -248,7 +329,9 @@ impl Controller {
 
     pub fn network_inspect(&self, req: api::Names) -> ApiResult<Value> {
         if req.names.is_empty() {
-            return Err(ApiError::invalid("network inspect needs at least one network name or id"));
+            return Err(ApiError::invalid(
+                "network inspect needs at least one network name or id",
+            ));
         }
         let mut out = Vec::new();
         for r in &req.names {
@@ -262,7 +345,8 @@ impl Controller {
             .pool
             .iter()
             .map(|p| {
-                let mut c = json!({ "Subnet": p.subnet.to_string(), "Gateway": p.gateway.to_string() });
+                let mut c =
+                    json!({ "Subnet": p.subnet.to_string(), "Gateway": p.gateway.to_string() });
                 if let Some(r) = p.ip_range {
                     c["IPRange"] = json!(r.to_string());
                 }
@@ -271,7 +355,9 @@ impl Controller {
             .collect();
         let mut containers = serde_json::Map::new();
         for ep in self.endpoints_of_network(&n.id) {
-            let Some(sb) = self.state.sandboxes.get(&ep.sandbox) else { continue };
+            let Some(sb) = self.state.sandboxes.get(&ep.sandbox) else {
+                continue;
+            };
             let prefix = n.pool.as_ref().map(|p| p.subnet.prefix_len()).unwrap_or(32);
             containers.insert(
                 sb.id.clone(),
@@ -302,7 +388,9 @@ impl Controller {
 
     pub fn network_rm(&mut self, req: api::Names) -> ApiResult<Value> {
         if req.names.is_empty() {
-            return Err(ApiError::invalid("network rm needs at least one network name or id"));
+            return Err(ApiError::invalid(
+                "network rm needs at least one network name or id",
+            ));
         }
         let mut removed = Vec::new();
         let mut errors = Vec::new();
@@ -313,10 +401,15 @@ impl Controller {
             }
         }
         if let Some(first) = errors.first() {
-            let msg = errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; ");
+            let msg = errors
+                .iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ");
             let mut e = ApiError::new(first.code, msg);
             if !removed.is_empty() {
-                e.message.push_str(&format!(" (removed: {})", removed.join(", ")));
+                e.message
+                    .push_str(&format!(" (removed: {})", removed.join(", ")));
             }
             return Err(e);
         }
@@ -326,9 +419,16 @@ impl Controller {
     fn remove_network(&mut self, r: &str) -> ApiResult<String> {
         let net = self.network(r)?.clone();
         if net.predefined {
-            return Err(ApiError::in_use(format!("{} is a pre-defined network and cannot be removed", net.name)));
+            return Err(ApiError::in_use(format!(
+                "{} is a pre-defined network and cannot be removed",
+                net.name
+            )));
         }
-        let attached: Vec<String> = self.endpoints_of_network(&net.id).iter().map(|e| e.sandbox.clone()).collect();
+        let attached: Vec<String> = self
+            .endpoints_of_network(&net.id)
+            .iter()
+            .map(|e| e.sandbox.clone())
+            .collect();
         if !attached.is_empty() {
             return Err(ApiError::in_use(format!(
                 "error while removing network: network {} id {} has active endpoints (sandboxes: {}); disconnect them first",
@@ -383,10 +483,23 @@ impl Controller {
                 net.name, net.name
             )));
         }
-        if sb.endpoints.iter().any(|e| self.state.endpoints.get(e).is_some_and(|e| e.network == net.id)) {
-            return Err(ApiError::conflict(format!("sandbox {} is already connected to network {}", sb.name, net.name)));
+        if sb.endpoints.iter().any(|e| {
+            self.state
+                .endpoints
+                .get(e)
+                .is_some_and(|e| e.network == net.id)
+        }) {
+            return Err(ApiError::conflict(format!(
+                "sandbox {} is already connected to network {}",
+                sb.name, net.name
+            )));
         }
-        let link = req.link.as_deref().map(LinkKind::parse).transpose()?.unwrap_or_default();
+        let link = req
+            .link
+            .as_deref()
+            .map(LinkKind::parse)
+            .transpose()?
+            .unwrap_or_default();
         let ip = req.ip.as_deref().map(parse_ip).transpose()?;
         let mac = req.mac.as_deref().map(Mac::parse).transpose()?;
         for a in &req.aliases {
@@ -409,19 +522,30 @@ impl Controller {
         let net = self.state.networks[net_id].clone();
         if let Some(m) = mac {
             if self.endpoints_of_network(net_id).iter().any(|e| e.mac == m) {
-                return Err(ApiError::conflict(format!("MAC address {m} is already in use on network {}", net.name)));
+                return Err(ApiError::conflict(format!(
+                    "MAC address {m} is already in use on network {}",
+                    net.name
+                )));
             }
         }
-        let pool = self.state.networks.get_mut(net_id).and_then(|n| n.pool.as_mut()).ok_or_else(|| {
-            ApiError::invalid(format!("network {} has no address pool", net.name))
-        })?;
+        let pool = self
+            .state
+            .networks
+            .get_mut(net_id)
+            .and_then(|n| n.pool.as_mut())
+            .ok_or_else(|| {
+                ApiError::invalid(format!("network {} has no address pool", net.name))
+            })?;
         let ip = pool.allocate(ip)?;
         let used: Vec<String> = self.state.sandboxes[sandbox]
             .endpoints
             .iter()
             .filter_map(|e| self.state.endpoints.get(e).map(|e| e.ifname.clone()))
             .collect();
-        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !used.contains(n)).unwrap_or_default();
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !used.contains(n))
+            .unwrap_or_default();
         let id = model::new_id();
         let ep = Endpoint {
             host_ifname: (link == LinkKind::Veth).then(|| format!("vsh{}", &id[..10])),
@@ -435,7 +559,12 @@ impl Controller {
             ifname,
         };
         let undo_ip = |c: &mut Controller| {
-            if let Some(p) = c.state.networks.get_mut(net_id).and_then(|n| n.pool.as_mut()) {
+            if let Some(p) = c
+                .state
+                .networks
+                .get_mut(net_id)
+                .and_then(|n| n.pool.as_mut())
+            {
                 p.release(ip);
             }
         };
@@ -448,7 +577,10 @@ impl Controller {
         if let Some(sb) = self.state.sandboxes.get_mut(sandbox) {
             sb.endpoints.push(ep.id.clone());
         }
-        let done = self.refresh_sandbox_config(sandbox).map_err(ApiError::from).and_then(|_| self.save());
+        let done = self
+            .refresh_sandbox_config(sandbox)
+            .map_err(ApiError::from)
+            .and_then(|_| self.save());
         if let Err(e) = done {
             let _ = self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep));
             self.state.endpoints.remove(&ep.id);
@@ -487,9 +619,19 @@ impl Controller {
         let ep_id = sb
             .endpoints
             .iter()
-            .find(|e| self.state.endpoints.get(*e).is_some_and(|e| e.network == net.id))
+            .find(|e| {
+                self.state
+                    .endpoints
+                    .get(*e)
+                    .is_some_and(|e| e.network == net.id)
+            })
             .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("sandbox {} is not connected to network {}", sb.name, net.name)))?;
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "sandbox {} is not connected to network {}",
+                    sb.name, net.name
+                ))
+            })?;
         self.disconnect_endpoint(&ep_id)?;
         Ok(json!({}))
     }
@@ -499,7 +641,12 @@ impl Controller {
         let net = self.state.networks[&ep.network].clone();
         self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep))?;
         self.state.endpoints.remove(ep_id);
-        if let Some(p) = self.state.networks.get_mut(&ep.network).and_then(|n| n.pool.as_mut()) {
+        if let Some(p) = self
+            .state
+            .networks
+            .get_mut(&ep.network)
+            .and_then(|n| n.pool.as_mut())
+        {
             p.release(ep.ip);
         }
         if let Some(sb) = self.state.sandboxes.get_mut(&ep.sandbox) {
@@ -528,7 +675,11 @@ impl Controller {
             .filter_map(|e| self.state.endpoints.get(e))
             .filter_map(|e| self.state.networks.get(&e.network))
             .collect();
-        let gw = nets.iter().find(|n| !n.internal).and_then(|n| n.pool.as_ref()).map(|p| p.gateway);
+        let gw = nets
+            .iter()
+            .find(|n| !n.internal)
+            .and_then(|n| n.pool.as_ref())
+            .map(|p| p.gateway);
         sandbox::set_default_route(name, gw)?;
         let resolvers: Vec<IpAddr> = match nets.iter().find(|n| n.has_embedded_dns()) {
             Some(n) => n.pool.iter().map(|p| IpAddr::V4(p.gateway)).collect(),
@@ -542,7 +693,10 @@ impl Controller {
     pub fn sandbox_create(&mut self, req: api::SandboxCreate) -> ApiResult<Value> {
         model::validate_name("sandbox", &req.name)?;
         if self.state.sandboxes.contains_key(&req.name) {
-            return Err(ApiError::conflict(format!("the sandbox name {} is already in use", req.name)));
+            return Err(ApiError::conflict(format!(
+                "the sandbox name {} is already in use",
+                req.name
+            )));
         }
         if sandbox::netns_exists(&req.name) {
             return Err(ApiError::conflict(format!(
@@ -562,10 +716,20 @@ impl Controller {
             DriverKind::Null => SandboxMode::None,
             _ => SandboxMode::Netns,
         };
-        if mode != SandboxMode::Netns && (req.ip.is_some() || !req.aliases.is_empty() || req.mac.is_some()) {
-            return Err(ApiError::invalid(format!("--ip, --alias and --mac need a network; {} has none", net.name)));
+        if mode != SandboxMode::Netns
+            && (req.ip.is_some() || !req.aliases.is_empty() || req.mac.is_some())
+        {
+            return Err(ApiError::invalid(format!(
+                "--ip, --alias and --mac need a network; {} has none",
+                net.name
+            )));
         }
-        let link = req.link.as_deref().map(LinkKind::parse).transpose()?.unwrap_or_default();
+        let link = req
+            .link
+            .as_deref()
+            .map(LinkKind::parse)
+            .transpose()?
+            .unwrap_or_default();
         let ip = req.ip.as_deref().map(parse_ip).transpose()?;
         let mac = req.mac.as_deref().map(Mac::parse).transpose()?;
         for a in &req.aliases {
@@ -573,7 +737,10 @@ impl Controller {
         }
         if let (Some(ip), Some(pool)) = (ip, net.pool.as_ref()) {
             if pool.is_allocated(ip) {
-                return Err(ApiError::conflict(format!("address {ip} is already in use on network {}", net.name)));
+                return Err(ApiError::conflict(format!(
+                    "address {ip} is already in use on network {}",
+                    net.name
+                )));
             }
         }
         sandbox::ensure(&req.name, &mode).map_err(ApiError::system)?;
@@ -587,7 +754,10 @@ impl Controller {
         self.state.sandboxes.insert(sb.name.clone(), sb.clone());
         let result = match mode {
             SandboxMode::Netns => self.connect(&sb.name, &net.id, ip, mac, req.aliases, link),
-            _ => self.save().and_then(|_| sandbox::write_resolv_conf(&sb.name, &self.cfg.dns_upstreams).map_err(ApiError::system)),
+            _ => self.save().and_then(|_| {
+                sandbox::write_resolv_conf(&sb.name, &self.cfg.dns_upstreams)
+                    .map_err(ApiError::system)
+            }),
         };
         if let Err(e) = result {
             self.state.sandboxes.remove(&sb.name);
@@ -683,9 +853,18 @@ impl Controller {
     pub fn fdb(&self, req: api::NameOnly) -> ApiResult<Value> {
         let net = self.network(&req.name)?;
         if net.pool.is_none() {
-            return Err(ApiError::invalid(format!("network {} has no data path (driver {})", net.name, net.driver.name())));
+            return Err(ApiError::invalid(format!(
+                "network {} has no data path (driver {})",
+                net.name,
+                net.driver.name()
+            )));
         }
-        let names: HashMap<PortId, String> = self.engine.ports().into_iter().map(|p| (p.id, p.name)).collect();
+        let names: HashMap<PortId, String> = self
+            .engine
+            .ports()
+            .into_iter()
+            .map(|p| (p.id, p.name))
+            .collect();
         let owners: HashMap<PortId, &Endpoint> = self
             .state
             .endpoints
@@ -718,9 +897,13 @@ impl Controller {
             .filter_map(|e| self.ports.get(&e.id).map(|p| (*p, e)))
             .collect();
         if let Some(p) = &req.port {
-            s.ports.retain(|x| x.info.name == *p || by_port.get(&x.info.id).is_some_and(|e| e.sandbox == *p));
+            s.ports.retain(|x| {
+                x.info.name == *p || by_port.get(&x.info.id).is_some_and(|e| e.sandbox == *p)
+            });
             if s.ports.is_empty() {
-                return Err(ApiError::not_found(format!("no port named {p} (give a port name or a sandbox name)")));
+                return Err(ApiError::not_found(format!(
+                    "no port named {p} (give a port name or a sandbox name)"
+                )));
             }
         }
         let ports: Vec<Value> = s
@@ -730,7 +913,8 @@ impl Controller {
                 let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
                 if let Some(ep) = by_port.get(&p.info.id) {
                     v["sandbox"] = json!(ep.sandbox);
-                    v["network"] = json!(self.state.networks.get(&ep.network).map(|n| n.name.clone()));
+                    v["network"] =
+                        json!(self.state.networks.get(&ep.network).map(|n| n.name.clone()));
                 }
                 v
             })
@@ -740,5 +924,6 @@ impl Controller {
 }
 
 fn parse_ip(s: &str) -> ApiResult<Ipv4Addr> {
-    s.parse().map_err(|_| ApiError::invalid(format!("invalid IPv4 address {s:?}")))
+    s.parse()
+        .map_err(|_| ApiError::invalid(format!("invalid IPv4 address {s:?}")))
 }

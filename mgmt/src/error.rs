@@ -28,7 +28,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError {
+            code,
+            message: message.into(),
+        }
     }
     pub fn not_found(m: impl Into<String>) -> Self {
         Self::new(Code::NotFound, m)

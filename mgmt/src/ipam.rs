@@ -21,7 +21,11 @@ pub fn auto_subnet(taken: &[Ipv4Net]) -> ApiResult<Ipv4Net> {
         .chain(twenties)
         .flatten()
         .find(|c| !taken.iter().any(|t| overlaps(c, t)))
-        .ok_or_else(|| ApiError::conflict("all predefined address pools have been fully subnetted; pass --subnet"))
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "all predefined address pools have been fully subnetted; pass --subnet",
+            )
+        })
 }
 
 pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
@@ -43,7 +47,11 @@ pub struct Pool {
 impl Pool {
     /// Validate the user's choices and build the pool. The gateway defaults to the
     /// first host address.
-    pub fn new(subnet: Ipv4Net, gateway: Option<Ipv4Addr>, ip_range: Option<Ipv4Net>) -> ApiResult<Pool> {
+    pub fn new(
+        subnet: Ipv4Net,
+        gateway: Option<Ipv4Addr>,
+        ip_range: Option<Ipv4Net>,
+    ) -> ApiResult<Pool> {
         if subnet != subnet.trunc() {
             return Err(ApiError::invalid(format!(
                 "invalid subnet {subnet}: host bits set (did you mean {}?)",
@@ -57,18 +65,32 @@ impl Pool {
             Some(g) => g,
             None => first_host(&subnet),
         };
-        if !subnet.contains(&gateway) || gateway == subnet.network() || gateway == subnet.broadcast() {
-            return Err(ApiError::invalid(format!("gateway {gateway} is not a usable address of subnet {subnet}")));
+        if !subnet.contains(&gateway)
+            || gateway == subnet.network()
+            || gateway == subnet.broadcast()
+        {
+            return Err(ApiError::invalid(format!(
+                "gateway {gateway} is not a usable address of subnet {subnet}"
+            )));
         }
         if let Some(r) = ip_range {
             if r != r.trunc() {
-                return Err(ApiError::invalid(format!("invalid ip-range {r}: host bits set")));
+                return Err(ApiError::invalid(format!(
+                    "invalid ip-range {r}: host bits set"
+                )));
             }
             if !subnet.contains(&r) {
-                return Err(ApiError::invalid(format!("ip-range {r} is not inside subnet {subnet}")));
+                return Err(ApiError::invalid(format!(
+                    "ip-range {r} is not inside subnet {subnet}"
+                )));
             }
         }
-        Ok(Pool { subnet, gateway, ip_range, allocated: BTreeSet::new() })
+        Ok(Pool {
+            subnet,
+            gateway,
+            ip_range,
+            allocated: BTreeSet::new(),
+        })
     }
 
     pub fn is_allocated(&self, ip: Ipv4Addr) -> bool {
@@ -81,7 +103,9 @@ impl Pool {
             Some(ip) => {
                 self.check_usable(ip)?;
                 if self.allocated.contains(&ip) {
-                    return Err(ApiError::conflict(format!("address {ip} is already in use on this network")));
+                    return Err(ApiError::conflict(format!(
+                        "address {ip} is already in use on this network"
+                    )));
                 }
                 ip
             }
@@ -92,7 +116,9 @@ impl Pool {
                 (lo..=hi)
                     .map(Ipv4Addr::from)
                     .find(|ip| self.check_usable(*ip).is_ok() && !self.allocated.contains(ip))
-                    .ok_or_else(|| ApiError::conflict(format!("no available addresses left in {range}")))?
+                    .ok_or_else(|| {
+                        ApiError::conflict(format!("no available addresses left in {range}"))
+                    })?
             }
         };
         self.allocated.insert(ip);
@@ -111,13 +137,19 @@ impl Pool {
     fn check_usable(&self, ip: Ipv4Addr) -> ApiResult<()> {
         let s = &self.subnet;
         if !s.contains(&ip) {
-            return Err(ApiError::invalid(format!("address {ip} is not in subnet {s}")));
+            return Err(ApiError::invalid(format!(
+                "address {ip} is not in subnet {s}"
+            )));
         }
         if ip == s.network() || ip == s.broadcast() {
-            return Err(ApiError::invalid(format!("address {ip} is the network or broadcast address of {s}")));
+            return Err(ApiError::invalid(format!(
+                "address {ip} is the network or broadcast address of {s}"
+            )));
         }
         if ip == self.gateway {
-            return Err(ApiError::conflict(format!("address {ip} is the network's gateway")));
+            return Err(ApiError::conflict(format!(
+                "address {ip} is the network's gateway"
+            )));
         }
         Ok(())
     }
@@ -140,7 +172,11 @@ mod tests {
         let mut taken = vec![net("172.17.0.0/16")];
         assert_eq!(auto_subnet(&taken).unwrap(), net("172.18.0.0/16"));
         taken.push(net("172.18.5.0/24"));
-        assert_eq!(auto_subnet(&taken).unwrap(), net("172.19.0.0/16"), "partial overlap skips the /16");
+        assert_eq!(
+            auto_subnet(&taken).unwrap(),
+            net("172.19.0.0/16"),
+            "partial overlap skips the /16"
+        );
         for b in 19..=31 {
             taken.push(Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16).unwrap());
         }
@@ -156,20 +192,48 @@ mod tests {
         assert_eq!(p.allocate(None).unwrap(), Ipv4Addr::new(172, 18, 0, 2));
         assert_eq!(p.allocate(None).unwrap(), Ipv4Addr::new(172, 18, 0, 3));
         p.release(Ipv4Addr::new(172, 18, 0, 2));
-        assert_eq!(p.allocate(None).unwrap(), Ipv4Addr::new(172, 18, 0, 2), "freed address is reused");
+        assert_eq!(
+            p.allocate(None).unwrap(),
+            Ipv4Addr::new(172, 18, 0, 2),
+            "freed address is reused"
+        );
     }
 
     #[test]
     fn static_addresses_are_checked() {
-        let mut p = Pool::new(net("172.20.0.0/24"), Some(Ipv4Addr::new(172, 20, 0, 254)), None).unwrap();
-        assert_eq!(p.allocate(None).unwrap(), Ipv4Addr::new(172, 20, 0, 1), "gateway elsewhere: .1 is free");
-        assert_eq!(p.allocate(Some(Ipv4Addr::new(172, 20, 0, 10))).unwrap(), Ipv4Addr::new(172, 20, 0, 10));
+        let mut p = Pool::new(
+            net("172.20.0.0/24"),
+            Some(Ipv4Addr::new(172, 20, 0, 254)),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            p.allocate(None).unwrap(),
+            Ipv4Addr::new(172, 20, 0, 1),
+            "gateway elsewhere: .1 is free"
+        );
+        assert_eq!(
+            p.allocate(Some(Ipv4Addr::new(172, 20, 0, 10))).unwrap(),
+            Ipv4Addr::new(172, 20, 0, 10)
+        );
         let e = p.allocate(Some(Ipv4Addr::new(172, 20, 0, 10))).unwrap_err();
         assert!(e.message.contains("already in use"), "{}", e.message);
-        assert!(p.allocate(Some(Ipv4Addr::new(172, 20, 0, 254))).is_err(), "gateway");
-        assert!(p.allocate(Some(Ipv4Addr::new(172, 20, 0, 255))).is_err(), "broadcast");
-        assert!(p.allocate(Some(Ipv4Addr::new(172, 20, 0, 0))).is_err(), "network");
-        assert!(p.allocate(Some(Ipv4Addr::new(172, 21, 0, 5))).is_err(), "outside");
+        assert!(
+            p.allocate(Some(Ipv4Addr::new(172, 20, 0, 254))).is_err(),
+            "gateway"
+        );
+        assert!(
+            p.allocate(Some(Ipv4Addr::new(172, 20, 0, 255))).is_err(),
+            "broadcast"
+        );
+        assert!(
+            p.allocate(Some(Ipv4Addr::new(172, 20, 0, 0))).is_err(),
+            "network"
+        );
+        assert!(
+            p.allocate(Some(Ipv4Addr::new(172, 21, 0, 5))).is_err(),
+            "outside"
+        );
     }
 
     #[test]
@@ -179,12 +243,18 @@ mod tests {
         assert_eq!(got[0], Ipv4Addr::new(172, 20, 0, 128));
         assert_eq!(got[3], Ipv4Addr::new(172, 20, 0, 131));
         assert!(p.allocate(None).is_err(), "range exhausted");
-        assert!(p.allocate(Some(Ipv4Addr::new(172, 20, 0, 5))).is_ok(), "static outside the range but in the subnet");
+        assert!(
+            p.allocate(Some(Ipv4Addr::new(172, 20, 0, 5))).is_ok(),
+            "static outside the range but in the subnet"
+        );
     }
 
     #[test]
     fn bad_pools_are_refused_with_reasons() {
-        assert!(Pool::new(net("172.20.0.1/24"), None, None).unwrap_err().message.contains("host bits"));
+        assert!(Pool::new(net("172.20.0.1/24"), None, None)
+            .unwrap_err()
+            .message
+            .contains("host bits"));
         assert!(Pool::new(net("172.20.0.0/24"), Some(Ipv4Addr::new(10, 0, 0, 1)), None).is_err());
         assert!(Pool::new(net("172.20.0.0/24"), None, Some(net("172.21.0.0/25"))).is_err());
         assert!(Pool::new(net("172.20.0.0/31"), None, None).is_err());

@@ -59,7 +59,9 @@ impl LinkKind {
         match s {
             "veth" => Ok(LinkKind::Veth),
             "tap" => Ok(LinkKind::Tap),
-            o => Err(ApiError::invalid(format!("unknown link kind {o:?} (expected veth or tap)"))),
+            o => Err(ApiError::invalid(format!(
+                "unknown link kind {o:?} (expected veth or tap)"
+            ))),
         }
     }
 }
@@ -99,7 +101,11 @@ impl Mac {
         Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
     }
     pub fn parse(s: &str) -> ApiResult<Mac> {
-        let bad = || ApiError::invalid(format!("invalid MAC address {s:?} (expected six hex bytes like 02:42:ac:11:00:02)"));
+        let bad = || {
+            ApiError::invalid(format!(
+                "invalid MAC address {s:?} (expected six hex bytes like 02:42:ac:11:00:02)"
+            ))
+        };
         let parts: Vec<&str> = s.split(':').collect();
         if parts.len() != 6 {
             return Err(bad());
@@ -112,10 +118,14 @@ impl Mac {
             m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
         }
         if m[0] & 1 != 0 {
-            return Err(ApiError::invalid(format!("MAC address {s} is multicast; an endpoint needs a unicast address")));
+            return Err(ApiError::invalid(format!(
+                "MAC address {s} is multicast; an endpoint needs a unicast address"
+            )));
         }
         if m == [0; 6] {
-            return Err(ApiError::invalid("MAC address 00:00:00:00:00:00 is not usable"));
+            return Err(ApiError::invalid(
+                "MAC address 00:00:00:00:00:00 is not usable",
+            ));
         }
         Ok(Mac(m))
     }
@@ -124,7 +134,11 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -185,8 +199,13 @@ pub fn now_rfc3339() -> String {
 /// Docker's rule for network and container names, with a length cap so the name fits
 /// a namespace file name.
 pub fn validate_name(what: &str, name: &str) -> ApiResult<()> {
-    let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok_rest = name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if !ok_first || !ok_rest || name.len() > 64 {
         return Err(ApiError::invalid(format!(
             "invalid {what} name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at most 64 characters"

@@ -50,6 +50,16 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 /// Creates the named network namespace `name`; fails if it already exists.
 pub fn create(name: &str) -> Result<()> {
+    mount_named(name, true)
+}
+
+/// Names the calling thread's own network namespace `name` (a sandbox that shares the
+/// host's namespace, reachable with `ip netns exec NAME` all the same).
+pub fn bind_current(name: &str) -> Result<()> {
+    mount_named(name, false)
+}
+
+fn mount_named(name: &str, new_namespace: bool) -> Result<()> {
     validate_name(name)?;
     prepare_run_dir()?;
     let target = path(name);
@@ -73,7 +83,9 @@ pub fn create(name: &str) -> Result<()> {
     let result = thread::Builder::new()
         .name("netns-create".into())
         .spawn(move || -> Result<()> {
-            unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+            if new_namespace {
+                unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+            }
             // /proc/self/ns/net would name the thread-group leader's namespace.
             mount(
                 Some("/proc/thread-self/ns/net"),

@@ -16,7 +16,12 @@ pub const MAX_REQUEST: usize = 1 << 20;
 pub fn handle_line(ctl: &mut Controller, line: &[u8]) -> Option<Value> {
     let req: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
-        Err(e) => return Some(error_reply(Value::Null, &ApiError::new(Code::ParseError, format!("parse error: {e}")))),
+        Err(e) => {
+            return Some(error_reply(
+                Value::Null,
+                &ApiError::new(Code::ParseError, format!("parse error: {e}")),
+            ))
+        }
     };
     let id = req.get("id").cloned();
     let reply_id = id.clone().unwrap_or(Value::Null);
@@ -33,31 +38,52 @@ pub fn error_reply(id: Value, e: &ApiError) -> Value {
 }
 
 fn validate(req: &Value) -> ApiResult<(&str, Value)> {
-    let obj = req
-        .as_object()
-        .ok_or_else(|| ApiError::new(Code::InvalidRequest, "invalid request: expected a JSON object"))?;
+    let obj = req.as_object().ok_or_else(|| {
+        ApiError::new(
+            Code::InvalidRequest,
+            "invalid request: expected a JSON object",
+        )
+    })?;
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err(ApiError::new(Code::InvalidRequest, "invalid request: \"jsonrpc\" must be \"2.0\""));
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            "invalid request: \"jsonrpc\" must be \"2.0\"",
+        ));
     }
     if let Some(id) = obj.get("id") {
         if !(id.is_string() || id.is_number() || id.is_null()) {
-            return Err(ApiError::new(Code::InvalidRequest, "invalid request: \"id\" must be a string, number or null"));
+            return Err(ApiError::new(
+                Code::InvalidRequest,
+                "invalid request: \"id\" must be a string, number or null",
+            ));
         }
     }
-    let method = obj
-        .get("method")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::new(Code::InvalidRequest, "invalid request: \"method\" must be a string"))?;
+    let method = obj.get("method").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::new(
+            Code::InvalidRequest,
+            "invalid request: \"method\" must be a string",
+        )
+    })?;
     let params = match obj.get("params") {
         None | Some(Value::Null) => json!({}),
         Some(p @ Value::Object(_)) => p.clone(),
-        Some(_) => return Err(ApiError::new(Code::InvalidParams, "invalid params: \"params\" must be an object")),
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::InvalidParams,
+                "invalid params: \"params\" must be an object",
+            ))
+        }
     };
     Ok((method, params))
 }
 
 fn params<T: DeserializeOwned>(method: &str, p: Value) -> ApiResult<T> {
-    serde_json::from_value(p).map_err(|e| ApiError::new(Code::InvalidParams, format!("invalid params for {method}: {e}")))
+    serde_json::from_value(p).map_err(|e| {
+        ApiError::new(
+            Code::InvalidParams,
+            format!("invalid params for {method}: {e}"),
+        )
+    })
 }
 
 fn dispatch(ctl: &mut Controller, method: &str, p: Value) -> ApiResult<Value> {
@@ -79,6 +105,9 @@ fn dispatch(ctl: &mut Controller, method: &str, p: Value) -> ApiResult<Value> {
         "fdb.get" => ctl.fdb(params(method, p)?),
         "stats.get" => ctl.stats(params(method, p)?),
         "daemon.ping" => Ok(json!({ "version": env!("CARGO_PKG_VERSION") })),
-        other => Err(ApiError::new(Code::MethodNotFound, format!("method not found: {other}"))),
+        other => Err(ApiError::new(
+            Code::MethodNotFound,
+            format!("method not found: {other}"),
+        )),
     }
 }

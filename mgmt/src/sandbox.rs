@@ -25,12 +25,17 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
         return Ok(());
     }
     match mode {
-        SandboxMode::Host => netns::bind_current(name).with_context(|| format!("bind host namespace as {name}")),
+        SandboxMode::Host => {
+            netns::bind_current(name).with_context(|| format!("bind host namespace as {name}"))
+        }
         SandboxMode::Netns | SandboxMode::None => {
             netns::create(name).with_context(|| format!("create network namespace {name}"))?;
             let setup = netns::run_in(name, || {
                 // No IPv6 on the data path yet: keep sandboxes from emitting RS/MLD noise.
-                for key in ["net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"] {
+                for key in [
+                    "net/ipv6/conf/all/disable_ipv6",
+                    "net/ipv6/conf/default/disable_ipv6",
+                ] {
                     let _ = std::fs::write(format!("/proc/sys/{key}"), "1");
                 }
                 Netlink::new()?.set_up("lo")
@@ -57,5 +62,6 @@ pub fn set_default_route(name: &str, gw: Option<Ipv4Addr>) -> Result<()> {
 }
 
 pub fn write_resolv_conf(name: &str, servers: &[IpAddr]) -> Result<()> {
-    netns::write_resolv_conf(name, servers).with_context(|| format!("write resolv.conf for sandbox {name}"))
+    netns::write_resolv_conf(name, servers)
+        .with_context(|| format!("write resolv.conf for sandbox {name}"))
 }

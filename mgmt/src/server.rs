@@ -38,7 +38,8 @@ pub fn block_signals() -> Result<SignalFd> {
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
     mask.thread_block().context("block SIGTERM/SIGINT")?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("create signalfd")
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("create signalfd")
 }
 
 pub struct Server {
@@ -59,22 +60,32 @@ impl Server {
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                bail!("another vswitchd is listening on {}; stop it or pass another --socket", path.display());
+                bail!(
+                    "another vswitchd is listening on {}; stop it or pass another --socket",
+                    path.display()
+                );
             }
-            fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+            fs::remove_file(path)
+                .with_context(|| format!("remove stale socket {}", path.display()))?;
         }
-        let listener = UnixListener::bind(path).with_context(|| format!("bind control socket {}", path.display()))?;
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("bind control socket {}", path.display()))?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o660))
             .with_context(|| format!("chmod {}", path.display()))?;
-        Ok(Server { path: path.to_path_buf(), listener })
+        Ok(Server {
+            path: path.to_path_buf(),
+            listener,
+        })
     }
 
     /// Serve until a termination signal arrives.
     pub fn run(mut self, ctl: &mut Controller, signals: &mut SignalFd) -> Result<()> {
         let mut poll = Poll::new().context("create event loop")?;
-        poll.registry().register(&mut self.listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut self.listener, LISTENER, Interest::READABLE)?;
         let sfd = signals.as_raw_fd();
-        poll.registry().register(&mut SourceFd(&sfd), SIGNALS, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut SourceFd(&sfd), SIGNALS, Interest::READABLE)?;
         let mut clients: HashMap<Token, Client> = HashMap::new();
         let mut next = FIRST_CLIENT;
         let mut events = Events::with_capacity(128);
@@ -93,8 +104,17 @@ impl Server {
                             Ok((mut stream, _)) => {
                                 let t = Token(next);
                                 next += 1;
-                                poll.registry().register(&mut stream, t, Interest::READABLE)?;
-                                clients.insert(t, Client { stream, inbuf: Vec::new(), outbuf: Vec::new(), closing: false });
+                                poll.registry()
+                                    .register(&mut stream, t, Interest::READABLE)?;
+                                clients.insert(
+                                    t,
+                                    Client {
+                                        stream,
+                                        inbuf: Vec::new(),
+                                        outbuf: Vec::new(),
+                                        closing: false,
+                                    },
+                                );
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) => {
@@ -110,7 +130,9 @@ impl Server {
                         }
                     }
                     t => {
-                        let Some(c) = clients.get_mut(&t) else { continue };
+                        let Some(c) = clients.get_mut(&t) else {
+                            continue;
+                        };
                         let mut keep = true;
                         if ev.is_readable() {
                             keep = read_requests(c, ctl);
@@ -165,7 +187,9 @@ fn read_requests(c: &mut Client, ctl: &mut Controller) -> bool {
         let line = &line[..line.len() - 1];
         if line.len() > rpc::MAX_REQUEST {
             respond_too_large(c);
-            return flush(c) && false;
+            c.closing = true;
+            c.inbuf.clear();
+            return true;
         }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -197,9 +221,16 @@ fn read_requests(c: &mut Client, ctl: &mut Controller) -> bool {
 fn respond_too_large(c: &mut Client) {
     let e = ApiError::new(
         Code::TooLarge,
-        format!("request too large: the limit is {} bytes per line", rpc::MAX_REQUEST),
+        format!(
+            "request too large: the limit is {} bytes per line",
+            rpc::MAX_REQUEST
+        ),
     );
-    c.outbuf.extend_from_slice(rpc::error_reply(serde_json::Value::Null, &e).to_string().as_bytes());
+    c.outbuf.extend_from_slice(
+        rpc::error_reply(serde_json::Value::Null, &e)
+            .to_string()
+            .as_bytes(),
+    );
     c.outbuf.push(b'\n');
 }
 

@@ -55,7 +55,10 @@ impl Store {
                 dir.display()
             );
         }
-        Ok(Store { dir: dir.to_path_buf(), _lock: lock })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -70,10 +73,19 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         };
-        let state: State = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not valid vswitchd state; move it aside to start empty", path.display()))?;
+        let state: State = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not valid vswitchd state; move it aside to start empty",
+                path.display()
+            )
+        })?;
         if state.version != FORMAT_VERSION {
-            bail!("{} has format version {}, this vswitchd reads {}", path.display(), state.version, FORMAT_VERSION);
+            bail!(
+                "{} has format version {}, this vswitchd reads {}",
+                path.display(),
+                state.version,
+                FORMAT_VERSION
+            );
         }
         Ok(Some(state))
     }
@@ -92,10 +104,13 @@ impl Store {
                 .mode(0o600)
                 .open(&tmp)
                 .with_context(|| format!("create {}", tmp.display()))?;
-            f.write_all(&bytes).with_context(|| format!("write {}", tmp.display()))?;
-            f.sync_all().with_context(|| format!("fsync {}", tmp.display()))?;
+            f.write_all(&bytes)
+                .with_context(|| format!("write {}", tmp.display()))?;
+            f.sync_all()
+                .with_context(|| format!("fsync {}", tmp.display()))?;
         }
-        fs::rename(&tmp, &dst).with_context(|| format!("rename {} to {}", tmp.display(), dst.display()))?;
+        fs::rename(&tmp, &dst)
+            .with_context(|| format!("rename {} to {}", tmp.display(), dst.display()))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("fsync {}", self.dir.display()))?;

@@ -97,7 +97,11 @@ impl Engine {
             let (ctl_tx, ctl_rx) = unbounded();
             let (data_tx, data_rx) = bounded(HANDOFF_QUEUE);
             let waker = Worker::new_waker().context("create worker wake-up eventfd")?;
-            peers.push(Peer { control: ctl_tx, data: data_tx, waker: waker.clone() });
+            peers.push(Peer {
+                control: ctl_tx,
+                data: data_tx,
+                waker: waker.clone(),
+            });
             receivers.push((ctl_rx, data_rx, waker));
         }
         let mut workers = Vec::with_capacity(n);
@@ -119,7 +123,11 @@ impl Engine {
                 .spawn(move || {
                     if let Some(c) = core {
                         if !core_affinity::set_for_current(c) {
-                            tracing::warn!(worker = i, core = c.id, "could not pin worker to its core");
+                            tracing::warn!(
+                                worker = i,
+                                core = c.id,
+                                "could not pin worker to its core"
+                            );
                         }
                     }
                     worker.run()
@@ -133,7 +141,11 @@ impl Engine {
             });
         }
         tracing::info!(workers = n, poll = ?cfg.poll, "data plane started");
-        Ok(Engine { cfg, workers, ports: BTreeMap::new() })
+        Ok(Engine {
+            cfg,
+            workers,
+            ports: BTreeMap::new(),
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -142,7 +154,10 @@ impl Engine {
 
     fn send(&self, worker: usize, msg: Control) -> Result<()> {
         let w = &self.workers[worker];
-        w.peer.control.send(msg).map_err(|_| anyhow!("data-plane worker {worker} has stopped"))?;
+        w.peer
+            .control
+            .send(msg)
+            .map_err(|_| anyhow!("data-plane worker {worker} has stopped"))?;
         w.peer.waker.wake();
         Ok(())
     }
@@ -160,7 +175,12 @@ impl Engine {
     }
 
     pub fn remove_network(&mut self, id: NetId) -> Result<()> {
-        let ports: Vec<PortId> = self.ports.values().filter(|p| p.info.network == id).map(|p| p.info.id).collect();
+        let ports: Vec<PortId> = self
+            .ports
+            .values()
+            .filter(|p| p.info.network == id)
+            .map(|p| p.info.id)
+            .collect();
         for p in ports {
             self.remove_port(p)?;
         }
@@ -174,13 +194,27 @@ impl Engine {
             .min_by_key(|w| self.ports.values().filter(|p| p.info.worker == *w).count())
             .unwrap_or(0);
         let counters = Arc::new(PortCounters::default());
-        let info = PortInfo { id, name: port.name().to_string(), network: net, backend: port.backend(), worker };
+        let info = PortInfo {
+            id,
+            name: port.name().to_string(),
+            network: net,
+            backend: port.backend(),
+            worker,
+        };
         for w in 0..self.workers.len() {
             if w != worker {
                 self.send(w, Control::AddRemotePort { id, net, worker })?;
             }
         }
-        self.send(worker, Control::AddPort(NewPort { id, net, port, counters: counters.clone() }))?;
+        self.send(
+            worker,
+            Control::AddPort(NewPort {
+                id,
+                net,
+                port,
+                counters: counters.clone(),
+            }),
+        )?;
         self.ports.insert(id, PortEntry { info, counters });
         Ok(id)
     }
@@ -199,7 +233,8 @@ impl Engine {
         let (tx, rx) = bounded(self.workers.len());
         self.broadcast(|| Control::Barrier(tx.clone()))?;
         for _ in 0..self.workers.len() {
-            rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| anyhow!("a data-plane worker did not answer in time"))?;
+            rx.recv_timeout(REPLY_TIMEOUT)
+                .map_err(|_| anyhow!("a data-plane worker did not answer in time"))?;
         }
         Ok(())
     }
@@ -211,10 +246,15 @@ impl Engine {
     /// The network's forwarding table, merged over the workers' replicas (freshest wins).
     pub fn fdb(&self, net: NetId) -> Result<Vec<FdbEntry>> {
         let (tx, rx) = bounded(self.workers.len());
-        self.broadcast(|| Control::FdbDump { net, reply: tx.clone() })?;
+        self.broadcast(|| Control::FdbDump {
+            net,
+            reply: tx.clone(),
+        })?;
         let mut merged: BTreeMap<[u8; 6], FdbEntry> = BTreeMap::new();
         for _ in 0..self.workers.len() {
-            let entries = rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| anyhow!("a data-plane worker did not answer in time"))?;
+            let entries = rx
+                .recv_timeout(REPLY_TIMEOUT)
+                .map_err(|_| anyhow!("a data-plane worker did not answer in time"))?;
             for e in entries {
                 match merged.get(&e.mac) {
                     Some(old) if old.age_secs <= e.age_secs => {}
@@ -231,7 +271,10 @@ impl Engine {
         let ports = self
             .ports
             .values()
-            .map(|p| PortStats { info: p.info.clone(), counters: p.counters.snapshot() })
+            .map(|p| PortStats {
+                info: p.info.clone(),
+                counters: p.counters.snapshot(),
+            })
             .collect();
         let workers = self
             .workers

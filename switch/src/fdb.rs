@@ -48,7 +48,10 @@ pub struct Fdb {
 impl Fdb {
     pub fn new(max_entries: usize, max_age: Duration) -> Self {
         Fdb {
-            map: HashMap::with_capacity_and_hasher(max_entries.min(4096), ahash::RandomState::new()),
+            map: HashMap::with_capacity_and_hasher(
+                max_entries.min(4096),
+                ahash::RandomState::new(),
+            ),
             max_entries,
             max_age,
         }
@@ -78,7 +81,14 @@ impl Fdb {
             }
             None if len >= self.max_entries => Learned::Full,
             None => {
-                self.map.insert(mac, Entry { port, last_seen: now, is_static: false });
+                self.map.insert(
+                    mac,
+                    Entry {
+                        port,
+                        last_seen: now,
+                        is_static: false,
+                    },
+                );
                 Learned::Changed
             }
         }
@@ -87,7 +97,11 @@ impl Fdb {
     /// Install an entry learned elsewhere (another worker), without the refresh logic.
     pub fn install(&mut self, mac: Mac, port: PortId, now: Instant) {
         if self.map.len() < self.max_entries || self.map.contains_key(&mac) {
-            let e = self.map.entry(mac).or_insert(Entry { port, last_seen: now, is_static: false });
+            let e = self.map.entry(mac).or_insert(Entry {
+                port,
+                last_seen: now,
+                is_static: false,
+            });
             if !e.is_static {
                 e.port = port;
                 e.last_seen = now;
@@ -97,7 +111,14 @@ impl Fdb {
 
     /// A static entry: never ages, never moves by learning.
     pub fn add_static(&mut self, mac: Mac, port: PortId, now: Instant) {
-        self.map.insert(mac, Entry { port, last_seen: now, is_static: true });
+        self.map.insert(
+            mac,
+            Entry {
+                port,
+                last_seen: now,
+                is_static: true,
+            },
+        );
     }
 
     /// The port `mac` lives on, unless unknown or aged out.
@@ -128,15 +149,21 @@ impl Fdb {
         let mut v: Vec<FdbEntry> = self
             .map
             .iter()
-            .filter(|(_, e)| e.is_static || now.saturating_duration_since(e.last_seen) < self.max_age)
+            .filter(|(_, e)| {
+                e.is_static || now.saturating_duration_since(e.last_seen) < self.max_age
+            })
             .map(|(mac, e)| FdbEntry {
                 mac: *mac,
                 port: e.port,
-                age_secs: if e.is_static { 0 } else { now.saturating_duration_since(e.last_seen).as_secs() },
+                age_secs: if e.is_static {
+                    0
+                } else {
+                    now.saturating_duration_since(e.last_seen).as_secs()
+                },
                 is_static: e.is_static,
             })
             .collect();
-        v.sort_by(|a, b| a.mac.cmp(&b.mac));
+        v.sort_by_key(|e| e.mac);
         v
     }
 }

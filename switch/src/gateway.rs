@@ -3,7 +3,9 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::{ArpOperation, ArpPacketSlice, EtherType, Ethernet2Slice, Icmpv4Slice, IpNumber, Ipv4HeaderSlice};
+use etherparse::{
+    ArpOperation, ArpPacketSlice, EtherType, Ethernet2Slice, Icmpv4Slice, IpNumber, Ipv4HeaderSlice,
+};
 
 use crate::fdb::Mac;
 
@@ -65,7 +67,10 @@ pub fn icmp_echo_reply(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usi
         return None;
     }
     let ip = Ipv4HeaderSlice::from_slice(eth.payload_slice()).ok()?;
-    if ip.destination_addr() != gw.ip || ip.protocol() != IpNumber::ICMP || ip.is_fragmenting_payload() {
+    if ip.destination_addr() != gw.ip
+        || ip.protocol() != IpNumber::ICMP
+        || ip.is_fragmenting_payload()
+    {
         return None;
     }
     let ihl = ip.slice().len();
@@ -123,7 +128,10 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
 mod tests {
     use super::*;
 
-    const GW: Gateway = Gateway { ip: Ipv4Addr::new(172, 18, 0, 1), mac: [0x02, 0x42, 0xac, 0x12, 0x00, 0x01] };
+    const GW: Gateway = Gateway {
+        ip: Ipv4Addr::new(172, 18, 0, 1),
+        mac: [0x02, 0x42, 0xac, 0x12, 0x00, 0x01],
+    };
 
     /// `arping 172.18.0.1` from 02:42:ac:12:00:02 / 172.18.0.2 as captured.
     fn arp_request() -> Vec<u8> {
@@ -142,7 +150,8 @@ mod tests {
         let n = arp_reply(&GW, &arp_request(), &mut out).expect("reply");
         assert_eq!(n, 60);
         let expect: [u8; 42] = [
-            0x02, 0x42, 0xac, 0x12, 0x00, 0x02, 0x02, 0x42, 0xac, 0x12, 0x00, 0x01, 0x08, 0x06, // eth
+            0x02, 0x42, 0xac, 0x12, 0x00, 0x02, 0x02, 0x42, 0xac, 0x12, 0x00, 0x01, 0x08,
+            0x06, // eth
             0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x02, // reply
             0x02, 0x42, 0xac, 0x12, 0x00, 0x01, 172, 18, 0, 1, // sender = gateway
             0x02, 0x42, 0xac, 0x12, 0x00, 0x02, 172, 18, 0, 2, // target = requester
@@ -151,7 +160,10 @@ mod tests {
         let mut other = arp_request();
         other[41] = 3; // who-has 172.18.0.3
         assert!(arp_reply(&GW, &other, &mut out).is_none());
-        assert!(arp_reply(&GW, &other[..30], &mut out).is_none(), "truncated ARP is ignored");
+        assert!(
+            arp_reply(&GW, &other[..30], &mut out).is_none(),
+            "truncated ARP is ignored"
+        );
     }
 
     fn echo_request() -> Vec<u8> {
@@ -160,7 +172,20 @@ mod tests {
         f.extend([0x02, 0x42, 0xac, 0x12, 0x00, 0x02, 0x08, 0x00]);
         let payload = b"abcdefgh";
         let total = 20 + 8 + payload.len();
-        let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0x12, 0x34, 0x40, 0, 64, 1, 0, 0];
+        let mut ip = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0x12,
+            0x34,
+            0x40,
+            0,
+            64,
+            1,
+            0,
+            0,
+        ];
         ip.extend([172, 18, 0, 2, 172, 18, 0, 1]);
         let c = internet_checksum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
@@ -199,6 +224,9 @@ mod tests {
         req[33] = 9; // to 172.18.0.9, not the gateway
         assert!(icmp_echo_reply(&GW, &req, &mut out).is_none());
         let req = echo_request();
-        assert!(icmp_echo_reply(&GW, &req[..40], &mut out).is_none(), "truncated");
+        assert!(
+            icmp_echo_reply(&GW, &req[..40], &mut out).is_none(),
+            "truncated"
+        );
     }
 }

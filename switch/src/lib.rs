@@ -40,7 +40,9 @@ impl std::str::FromStr for PollMode {
         match s {
             "adaptive" => Ok(PollMode::Adaptive),
             "busy" => Ok(PollMode::Busy),
-            o => Err(format!("unknown poll mode {o:?} (expected adaptive or busy)")),
+            o => Err(format!(
+                "unknown poll mode {o:?} (expected adaptive or busy)"
+            )),
         }
     }
 }

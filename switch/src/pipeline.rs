@@ -47,7 +47,16 @@ pub(crate) fn switch_burst(
 ) {
     for frame in rx.iter() {
         counters.rx(frame.len());
-        match classify(net, in_port, frame, counters, out, scratch, now, announce_learning) {
+        match classify(
+            net,
+            in_port,
+            frame,
+            counters,
+            out,
+            scratch,
+            now,
+            announce_learning,
+        ) {
             Verdict::Drop(why) => counters.dropped(why, 1),
             Verdict::Reply(len) => out.emit(in_port, &scratch[..len], counters),
             Verdict::Unicast(to) => out.emit(to, frame, counters),
@@ -109,7 +118,11 @@ fn classify(
 
     if dst[0] & 1 == 0 {
         if let Some(to) = net.fdb.lookup(&dst, now) {
-            return if to == in_port { Verdict::Drop(DropReason::SamePort) } else { Verdict::Unicast(to) };
+            return if to == in_port {
+                Verdict::Drop(DropReason::SamePort)
+            } else {
+                Verdict::Unicast(to)
+            };
         }
     }
     Verdict::Flood
@@ -142,7 +155,13 @@ mod tests {
 
     fn net(members: Vec<PortId>) -> Network {
         Network {
-            cfg: NetConfig { id: 1, gateway: Some(Gateway { ip: Ipv4Addr::new(172, 18, 0, 1), mac: GW_MAC }) },
+            cfg: NetConfig {
+                id: 1,
+                gateway: Some(Gateway {
+                    ip: Ipv4Addr::new(172, 18, 0, 1),
+                    mac: GW_MAC,
+                }),
+            },
             fdb: Fdb::new(4, Duration::from_secs(300)),
             members,
         }
@@ -164,7 +183,16 @@ mod tests {
         let mut sink = Sink::default();
         let c = PortCounters::default();
         let mut scratch = [0u8; MAX_FRAME];
-        switch_burst(n, port, &b, &c, &mut sink, &mut scratch, Instant::now(), true);
+        switch_burst(
+            n,
+            port,
+            &b,
+            &c,
+            &mut sink,
+            &mut scratch,
+            Instant::now(),
+            true,
+        );
         (sink, c)
     }
 
@@ -221,10 +249,16 @@ mod tests {
     #[test]
     fn table_bound_counts_and_still_forwards() {
         let mut n = net(vec![1, 2]);
-        let frames: Vec<_> = (0..10u8).map(|i| frame(BROADCAST, [2, 0, 0, 0, 1, i])).collect();
+        let frames: Vec<_> = (0..10u8)
+            .map(|i| frame(BROADCAST, [2, 0, 0, 0, 1, i]))
+            .collect();
         let (s, c) = run(&mut n, 1, &frames);
         assert_eq!(n.fdb.len(), 4);
         assert_eq!(c.snapshot().fdb_full, 6);
-        assert_eq!(s.out.len(), 10, "frames from unlearned sources are still flooded");
+        assert_eq!(
+            s.out.len(),
+            10,
+            "frames from unlearned sources are still flooded"
+        );
     }
 }

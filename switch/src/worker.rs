@@ -67,9 +67,16 @@ pub enum Control {
     /// A port this worker owns from now on.
     AddPort(NewPort),
     /// A port owned by another worker, so frames for it can be handed over.
-    AddRemotePort { id: PortId, net: NetId, worker: usize },
+    AddRemotePort {
+        id: PortId,
+        net: NetId,
+        worker: usize,
+    },
     RemovePort(PortId),
-    FdbDump { net: NetId, reply: Sender<Vec<FdbEntry>> },
+    FdbDump {
+        net: NetId,
+        reply: Sender<Vec<FdbEntry>>,
+    },
     /// Reply once every message sent before it has been applied.
     Barrier(Sender<()>),
     Stop,
@@ -198,7 +205,10 @@ impl Emit for TxSide {
                 self.ports[i].tx.push(frame);
             }
             Some(Home::Remote(w)) => {
-                let msg = Handoff::Frame { port: to, frame: frame.into() };
+                let msg = Handoff::Frame {
+                    port: to,
+                    frame: frame.into(),
+                };
                 if self.peer_send(w, msg) {
                     WorkerCounters::add(&self.counters.cross_worker, 1);
                 } else {
@@ -236,7 +246,10 @@ impl Worker {
         peers: Vec<Peer>,
     ) -> nix::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        epoll.add(waker.fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN))?;
+        epoll.add(
+            waker.fd.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, WAKER_TOKEN),
+        )?;
         let counters = setup.counters.clone();
         Ok(Worker {
             setup,
@@ -244,7 +257,14 @@ impl Worker {
             data,
             waker,
             nets: Default::default(),
-            tx: TxSide { ports: Vec::new(), home: Vec::new(), dirty: Vec::new(), peers, peers_to_wake: 0, counters },
+            tx: TxSide {
+                ports: Vec::new(),
+                home: Vec::new(),
+                dirty: Vec::new(),
+                peers,
+                peers_to_wake: 0,
+                counters,
+            },
             epoll,
         })
     }
@@ -298,7 +318,13 @@ impl Worker {
         }
     }
 
-    fn poll_port(&mut self, i: usize, rx: &mut Burst, scratch: &mut [u8; MAX_FRAME], now: Instant) -> usize {
+    fn poll_port(
+        &mut self,
+        i: usize,
+        rx: &mut Burst,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) -> usize {
         let op = &mut self.tx.ports[i];
         if op.faulted {
             return 0;
@@ -363,7 +389,11 @@ impl Worker {
             match msg {
                 Control::AddNetwork(cfg) => {
                     let fdb = Fdb::new(self.setup.fdb_max, self.setup.fdb_age);
-                    let members = self.nets.get(&cfg.id).map(|n| n.members.clone()).unwrap_or_default();
+                    let members = self
+                        .nets
+                        .get(&cfg.id)
+                        .map(|n| n.members.clone())
+                        .unwrap_or_default();
                     self.nets.insert(cfg.id, Network { cfg, fdb, members });
                 }
                 Control::RemoveNetwork(id) => {
@@ -371,7 +401,10 @@ impl Worker {
                 }
                 Control::AddPort(p) => {
                     if let Some(fd) = fd_of(p.port.as_ref()) {
-                        if let Err(e) = self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, p.id as u64)) {
+                        if let Err(e) = self
+                            .epoll
+                            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, p.id as u64))
+                        {
                             tracing::warn!(port = p.port.name(), error = %e, "cannot watch port fd; adaptive sleep may delay it");
                         }
                     }
@@ -397,7 +430,11 @@ impl Worker {
                 }
                 Control::RemovePort(id) => self.remove_port(id),
                 Control::FdbDump { net, reply } => {
-                    let entries = self.nets.get(&net).map(|n| n.fdb.entries(now)).unwrap_or_default();
+                    let entries = self
+                        .nets
+                        .get(&net)
+                        .map(|n| n.fdb.entries(now))
+                        .unwrap_or_default();
                     let _ = reply.send(entries);
                 }
                 Control::Barrier(reply) => {
@@ -445,7 +482,9 @@ impl Worker {
         }
         WorkerCounters::add(&self.setup.counters.sleeps, 1);
         let mut events = [EpollEvent::empty(); 16];
-        let _ = self.epoll.wait(&mut events, EpollTimeout::from(MAX_SLEEP_MS));
+        let _ = self
+            .epoll
+            .wait(&mut events, EpollTimeout::from(MAX_SLEEP_MS));
         self.waker.sleeping.store(false, Ordering::SeqCst);
         let _ = self.waker.fd.read();
     }

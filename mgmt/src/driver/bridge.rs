@@ -21,7 +21,10 @@ const MTU: u32 = 1500;
 pub struct Bridge;
 
 fn gateway(net: &Network) -> Option<Gateway> {
-    net.pool.as_ref().map(|p| Gateway { ip: p.gateway, mac: Mac::from_ip(p.gateway).0 })
+    net.pool.as_ref().map(|p| Gateway {
+        ip: p.gateway,
+        mac: Mac::from_ip(p.gateway).0,
+    })
 }
 
 impl Driver for Bridge {
@@ -30,7 +33,10 @@ impl Driver for Bridge {
     }
 
     fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
-        ctx.engine.add_network(NetConfig { id: net.num, gateway: gateway(net) })
+        ctx.engine.add_network(NetConfig {
+            id: net.num,
+            gateway: gateway(net),
+        })
     }
 
     fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
@@ -38,15 +44,24 @@ impl Driver for Bridge {
     }
 
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {
-        let prefix = net.pool.as_ref().map(|p| p.subnet.prefix_len()).unwrap_or(32);
+        let prefix = net
+            .pool
+            .as_ref()
+            .map(|p| p.subnet.prefix_len())
+            .unwrap_or(32);
         let port: Box<dyn Port> = match ep.link {
             LinkKind::Veth => {
-                let host = ep.host_ifname.clone().context("veth endpoint without a host interface name")?;
-                let nl = Netlink::new()?;
-                if !nl.link_exists(&host)? {
+                let host = ep
+                    .host_ifname
+                    .clone()
+                    .context("veth endpoint without a host interface name")?;
+                let mut nl = Netlink::new()?;
+                if !nl.link_exists(&host) {
                     let ns = netns::open(&ep.sandbox)?;
                     nl.create_veth(&host, &ep.ifname, ns.as_fd(), Some(ep.mac.0), MTU)
-                        .with_context(|| format!("create veth {host} <-> {}:{}", ep.sandbox, ep.ifname))?;
+                        .with_context(|| {
+                            format!("create veth {host} <-> {}:{}", ep.sandbox, ep.ifname)
+                        })?;
                     configure_sandbox_end(ep, prefix)?;
                 }
                 prepare_host_end(&host)?;
@@ -56,8 +71,9 @@ impl Driver for Bridge {
             LinkKind::Tap => {
                 let (ifname, mac, ip) = (ep.ifname.clone(), ep.mac.0, ep.ip);
                 let tap = netns::run_in(&ep.sandbox, move || {
-                    let tap = TapPort::create(&ifname).with_context(|| format!("create TAP {ifname}"))?;
-                    let nl = Netlink::new()?;
+                    let tap =
+                        TapPort::create(&ifname).with_context(|| format!("create TAP {ifname}"))?;
+                    let mut nl = Netlink::new()?;
                     nl.set_mac(&ifname, mac)?;
                     nl.set_mtu(&ifname, MTU)?;
                     nl.add_address(&ifname, ip, prefix)?;
@@ -90,7 +106,7 @@ fn configure_sandbox_end(ep: &Endpoint, prefix: u8) -> Result<()> {
     let (ifname, ip) = (ep.ifname.clone(), ep.ip);
     netns::run_in(&ep.sandbox, move || {
         ethtool::disable_tx_checksum(&ifname)?;
-        let nl = Netlink::new()?;
+        let mut nl = Netlink::new()?;
         nl.add_address(&ifname, ip, prefix)?;
         nl.set_up(&ifname)
     })
@@ -100,7 +116,10 @@ fn configure_sandbox_end(ep: &Endpoint, prefix: u8) -> Result<()> {
 /// The switch's end lives in the daemon's namespace: keep that kernel out of the data
 /// path (no IPv6 chatter, never answer ARP for host addresses arriving on it).
 fn prepare_host_end(host: &str) -> Result<()> {
-    for (key, val) in [(format!("ipv6/conf/{host}/disable_ipv6"), "1"), (format!("ipv4/conf/{host}/arp_ignore"), "8")] {
+    for (key, val) in [
+        (format!("ipv6/conf/{host}/disable_ipv6"), "1"),
+        (format!("ipv4/conf/{host}/arp_ignore"), "8"),
+    ] {
         let path = format!("/proc/sys/net/{key}");
         std::fs::write(&path, val).with_context(|| format!("write {path}"))?;
     }

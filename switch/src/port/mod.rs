@@ -153,7 +153,9 @@ impl std::str::FromStr for IoMode {
             "auto" => Ok(IoMode::Auto),
             "af_xdp" => Ok(IoMode::AfXdp),
             "af_packet" => Ok(IoMode::AfPacket),
-            other => Err(format!("unknown io mode {other:?} (expected auto, af_xdp or af_packet)")),
+            other => Err(format!(
+                "unknown io mode {other:?} (expected auto, af_xdp or af_packet)"
+            )),
         }
     }
 }
