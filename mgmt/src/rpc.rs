@@ -25,7 +25,12 @@ pub fn handle_line(ctl: &mut Controller, line: &[u8]) -> Option<Value> {
     };
     let id = req.get("id").cloned();
     let reply_id = id.clone().unwrap_or(Value::Null);
-    let result = validate(&req).and_then(|(method, params)| dispatch(ctl, method, params));
+    let (method, params) = match validate(&req) {
+        Ok(v) => v,
+        // An invalid request is answered even without an id (JSON-RPC 2.0, section 5).
+        Err(e) => return Some(error_reply(reply_id, &e)),
+    };
+    let result = dispatch(ctl, method, params);
     match (id, result) {
         (None, _) => None,
         (Some(_), Ok(v)) => Some(json!({ "jsonrpc": "2.0", "id": reply_id, "result": v })),

@@ -1,1 +1,437 @@
-//! Shared lab helpers for the end-to-end scenarios.
+//! The lab for end-to-end scenarios: a unique name prefix per test, a vswitchd of its
+//! own (socket and state dir in a temp dir), and Drop guards that remove every
+//! namespace the test made, also when it fails.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Every lab object's name starts with this, so `make clean-lab` can find leftovers.
+pub const LAB_PREFIX: &str = "vt";
+
+pub fn require_root() {
+    if !nix::unistd::Uid::effective().is_root() {
+        panic!("this end-to-end test needs root (it creates network namespaces and runs vswitchd); run it as root, as CI does");
+    }
+}
+
+/// Where the workspace's binaries are (built by `make test` before the tests run).
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("VSWITCH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (`cargo build --bins`, as `make test` does)",
+        p.display()
+    );
+    p
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// One test's lab: names, a temp dir, and the namespaces to remove at the end.
+pub struct Lab {
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        require_root();
+        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+        // vt + 4 digits of pid + 2 of sequence: short enough for interface names.
+        let prefix = format!(
+            "{LAB_PREFIX}{:04}{:02}",
+            std::process::id() % 10000,
+            seq % 100
+        );
+        let dir = std::env::temp_dir().join(format!("vswitch-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create lab temp dir");
+        Lab { prefix, dir }
+    }
+
+    /// A lab-unique name (sandbox, network).
+    pub fn name(&self, s: &str) -> String {
+        format!("{}{s}", self.prefix)
+    }
+
+    /// Remove every namespace carrying this lab's prefix.
+    fn cleanup(&self) {
+        if let Ok(entries) = std::fs::read_dir("/run/netns") {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().to_string();
+                if n.starts_with(&self.prefix) {
+                    let _ = Command::new("ip").args(["netns", "del", &n]).status();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Lab::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Run a command in a namespace (`ip netns exec`), with a time bound.
+pub fn ns_exec(ns: &str, args: &[&str], timeout: Duration) -> Output {
+    let mut full = vec!["timeout", "-k", "1"];
+    let secs = format!("{}", timeout.as_secs_f64());
+    full.push(&secs);
+    full.extend(["ip", "netns", "exec", ns]);
+    full.extend(args);
+    Command::new(full[0])
+        .args(&full[1..])
+        .output()
+        .expect("run ip netns exec")
+}
+
+/// `ping` from a namespace; true when every echo came back.
+pub fn ping(ns: &str, dst: &str, count: u32) -> bool {
+    let c = count.to_string();
+    let out = ns_exec(
+        ns,
+        &["ping", "-n", "-q", "-c", &c, "-i", "0.2", "-W", "2", dst],
+        Duration::from_secs(10),
+    );
+    out.status.success()
+}
+
+/// A ping whose every reply is awaited, with an explicit payload size and DF set.
+pub fn ping_df(ns: &str, dst: &str, size: u32) -> bool {
+    let s = size.to_string();
+    let out = ns_exec(
+        ns,
+        &[
+            "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s", &s, dst,
+        ],
+        Duration::from_secs(10),
+    );
+    out.status.success()
+}
+
+/// A vswitchd of the test's own, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Daemon {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Daemon {
+    /// Start with `--workers 1` and the given extra flags (e.g. `--io af_packet`).
+    pub fn start(lab: &Lab, extra: &[&str]) -> Daemon {
+        let mut d = Daemon {
+            socket: lab.dir.join("vswitchd.sock"),
+            state_dir: lab.dir.join("state"),
+            log: lab.dir.join("vswitchd.log"),
+            child: None,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open daemon log");
+        let mut cmd = Command::new(bin("vswitchd"));
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(["--workers", "1", "--log-level", "debug"])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        let child = cmd.spawn().expect("spawn vswitchd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.socket.exists() && self.ctl(&["network", "ls", "-q"]).status.success() {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!(
+                        "vswitchd exited during start ({st}); log:\n{}",
+                        self.log_text()
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vswitchd did not come up within 15 s; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("daemon running")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stop with SIGTERM (or SIGKILL) and wait, bounded.
+    pub fn stop(&mut self, kill: bool) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let sig = if kill { libc::SIGKILL } else { libc::SIGTERM };
+        // SAFETY: signalling our own child process by pid.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start again with the same socket and state dir.
+    pub fn restart(&mut self, kill: bool) {
+        self.stop(kill);
+        self.spawn();
+    }
+
+    /// Run vswitchctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("vswitchctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run vswitchctl")
+    }
+
+    /// vswitchctl that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "vswitchctl {args:?} failed ({}): {}\n--- daemon log tail ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log_text(), 30)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// vswitchctl that must be refused (exit 1); returns stderr.
+    pub fn refused(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "vswitchctl {args:?} should be refused, got {} / {err}",
+            out.status
+        );
+        assert!(
+            err.starts_with("Error: "),
+            "error message should start with 'Error: ': {err}"
+        );
+        err
+    }
+
+    /// vswitchctl --format json, parsed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["--format", "json"];
+        full.extend(args);
+        let out = self.ok(&full);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("vswitchctl {args:?} printed invalid JSON ({e}): {out}"))
+    }
+
+    /// One sandbox on a network: returns its IPv4 address.
+    pub fn sandbox(&self, name: &str, network: &str, extra: &[&str]) -> String {
+        let mut args = vec!["sandbox", "create", "--network", network];
+        args.extend(extra);
+        args.push(name);
+        self.ok(&args);
+        self.ip_of(name, network)
+    }
+
+    pub fn ip_of(&self, sandbox: &str, network: &str) -> String {
+        let v = self.json(&["sandbox", "inspect", sandbox]);
+        v["Networks"][network]["IPAddress"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{sandbox} has no address on {network}: {v}"))
+            .to_string()
+    }
+
+    /// The CPU time (user+system, in seconds) the daemon has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read daemon stat");
+        let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
+        // SAFETY: sysconf has no memory effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        ticks / hz
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(st) = self.stop(false) {
+            if std::thread::panicking() {
+                eprintln!(
+                    "--- vswitchd log ({st}) ---\n{}",
+                    tail(&self.log_text(), 60)
+                );
+            }
+            let _ = st.signal();
+        }
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Poll `f` until it returns true or the bound passes.
+pub fn wait_for(what: &str, bound: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {bound:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `tcpdump` capturing in a namespace into a pcap file until stopped.
+pub struct Capture {
+    child: Child,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    pub fn start(lab: &Lab, ns: &str, iface: &str, tag: &str) -> Capture {
+        let file = lab.dir.join(format!("{tag}.pcap"));
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "tcpdump", "-n", "-U", "-s", "128", "-i", iface, "-w",
+            ])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcpdump");
+        // tcpdump says "listening on" once the capture is live.
+        let f = file.clone();
+        wait_for("tcpdump to start", Duration::from_secs(10), || f.exists());
+        std::thread::sleep(Duration::from_millis(300));
+        Capture { child, file }
+    }
+
+    /// Stop and return the frames as `tcpdump -r` prints them.
+    pub fn stop(mut self) -> Vec<String> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let out = Command::new("tcpdump")
+            .args(["-n", "-r"])
+            .arg(&self.file)
+            .output()
+            .expect("tcpdump -r");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send raw Ethernet frames out of `iface` inside namespace `ns` (an AF_PACKET socket
+/// opened from a thread that entered the namespace).
+pub fn send_raw(
+    ns: &str,
+    iface: &str,
+    frames: impl Iterator<Item = Vec<u8>> + Send + 'static,
+) -> usize {
+    let ns_path = format!("/run/netns/{ns}");
+    let iface = iface.to_string();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).expect("open netns");
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        // SAFETY: plain socket syscalls on values we own; the sockaddr is fully initialised.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(fd >= 0, "AF_PACKET socket");
+            let cname = std::ffi::CString::new(iface).expect("iface name");
+            let ifindex = libc::if_nametoindex(cname.as_ptr());
+            assert!(ifindex > 0, "no interface in namespace");
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = ifindex as i32;
+            sll.sll_halen = 6;
+            let mut sent = 0;
+            for fr in frames {
+                loop {
+                    let n = libc::sendto(
+                        fd,
+                        fr.as_ptr() as *const libc::c_void,
+                        fr.len(),
+                        0,
+                        &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    );
+                    if n >= 0 {
+                        sent += 1;
+                        break;
+                    }
+                    if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOBUFS) {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            }
+            libc::close(fd);
+            sent
+        }
+    })
+    .join()
+    .expect("raw sender thread")
+}

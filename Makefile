@@ -1,0 +1,51 @@
+# vswitch: `make demo` runs it, `make test` tests it (see README.md).
+SHELL := /bin/bash
+CARGO ?= cargo
+# Debian packages the build, the tests and the demo use (installed by `make deps`).
+DEB_PACKAGES := build-essential pkg-config iproute2 iputils-ping dnsutils iperf3 \
+	tcpdump tshark python3-scapy etcd-server procps coreutils
+
+.PHONY: all deps build build-debug demo test unit e2e lint bench clean-lab clean
+
+all: build
+
+## deps: install missing Debian packages (idempotent: installs nothing when all are present)
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing $$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "make deps: all Debian packages present"; fi
+	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+## build: release binaries (vswitchd, vswitchctl, pktgen)
+build: deps
+	$(CARGO) build --release --locked --bins
+
+build-debug:
+	$(CARGO) build --locked --bins
+
+## demo: start a daemon, build the frontend/backend example, show who reaches whom, clean up
+demo: build
+	@scripts/demo.sh target/release
+
+## test: format and lint checks, unit tests, then end-to-end scenarios (as root)
+test: deps lint build-debug
+	$(CARGO) test --locked --workspace -- --test-threads=2
+	@$(MAKE) --no-print-directory clean-lab
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+## bench: pktgen-driven benchmarks against the kernel's own bridge (not run by CI)
+bench: build
+	@scripts/bench.sh target/release
+
+## clean-lab: remove namespaces and links that tests or the demo left behind
+clean-lab:
+	@scripts/clean-lab.sh
+
+clean: clean-lab
+	$(CARGO) clean

@@ -1,0 +1,529 @@
+//! Bridge networks end to end: real vswitchd, real namespaces, real ping and tcpdump.
+//! Each data-path scenario runs with AF_XDP veth ports, AF_PACKET veth ports and TAP
+//! endpoints.
+
+use std::time::Duration;
+
+use e2e::{ping, ping_df, send_raw, Capture, Daemon, Lab};
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    AfXdp,
+    AfPacket,
+    Tap,
+}
+
+impl Mode {
+    fn daemon_args(self) -> &'static [&'static str] {
+        match self {
+            Mode::AfXdp => &["--io", "af_xdp"],
+            Mode::AfPacket | Mode::Tap => &["--io", "af_packet"],
+        }
+    }
+    fn link(self) -> &'static [&'static str] {
+        match self {
+            Mode::Tap => &["--link", "tap"],
+            _ => &[],
+        }
+    }
+    fn backend(self) -> &'static str {
+        match self {
+            Mode::AfXdp => "af_xdp",
+            Mode::AfPacket => "af_packet",
+            Mode::Tap => "tap",
+        }
+    }
+}
+
+macro_rules! each_mode {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn af_xdp() { super::$name(super::Mode::AfXdp) }
+            #[test]
+            fn af_packet() { super::$name(super::Mode::AfPacket) }
+            #[test]
+            fn tap() { super::$name(super::Mode::Tap) }
+        }
+    )*};
+}
+
+each_mode!(
+    peers_and_gateway_answer_ping,
+    full_size_frames_pass_with_df,
+    networks_are_isolated,
+    sandbox_on_two_networks_reaches_both,
+    restart_restores_everything
+);
+
+/// Two sandboxes on one network ping each other and the gateway; the ports use the
+/// backend asked for and the forwarding table learned both MACs.
+fn peers_and_gateway_answer_ping(m: Mode) {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, m.daemon_args());
+    let net = lab.name("net");
+    d.ok(&["network", "create", "--subnet", "172.20.0.0/24", &net]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    let ip_a = d.sandbox(&a, &net, m.link());
+    let ip_b = d.sandbox(&b, &net, m.link());
+    assert_eq!(
+        (ip_a.as_str(), ip_b.as_str()),
+        ("172.20.0.2", "172.20.0.3"),
+        "lowest free addresses first"
+    );
+    assert!(ping(&a, &ip_b, 3), "a cannot ping b over {m:?}");
+    assert!(ping(&b, &ip_a, 3), "b cannot ping a over {m:?}");
+    assert!(
+        ping(&a, "172.20.0.1", 3),
+        "a cannot ping the gateway over {m:?}"
+    );
+
+    let stats = d.json(&["stats"]);
+    let ports = stats["ports"].as_array().expect("ports");
+    assert_eq!(ports.len(), 2);
+    for p in ports {
+        assert_eq!(p["backend"], m.backend(), "port {p}");
+        assert!(
+            p["rx_packets"].as_u64().unwrap_or(0) >= 6,
+            "port counted its frames: {p}"
+        );
+    }
+    let fdb = d.json(&["fdb", &net]);
+    let macs: Vec<&str> = fdb
+        .as_array()
+        .expect("fdb")
+        .iter()
+        .filter_map(|e| e["mac"].as_str())
+        .collect();
+    assert!(
+        macs.contains(&"02:42:ac:14:00:02") && macs.contains(&"02:42:ac:14:00:03"),
+        "fdb: {fdb}"
+    );
+}
+
+/// 1472-byte ICMP payloads with DF make 1514-byte frames: the full 1500 MTU crosses.
+fn full_size_frames_pass_with_df(m: Mode) {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, m.daemon_args());
+    let net = lab.name("net");
+    d.ok(&["network", "create", &net]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    d.sandbox(&a, &net, m.link());
+    let ip_b = d.sandbox(&b, &net, m.link());
+    assert!(
+        ping_df(&a, &ip_b, 1472),
+        "1472-byte DF ping to a peer failed over {m:?}"
+    );
+    let gw = d.json(&["network", "inspect", &net])[0]["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .expect("gateway")
+        .to_string();
+    assert!(
+        ping_df(&a, &gw, 1472),
+        "1472-byte DF ping to the gateway failed over {m:?}"
+    );
+    assert!(
+        !ping_df(&a, &ip_b, 1473),
+        "a 1473-byte DF ping must not fit a 1500 MTU"
+    );
+}
+
+/// No frame crosses networks: broadcasts on one are seen by its members and by no one
+/// on the other; unicast across gets nowhere.
+fn networks_are_isolated(m: Mode) {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, m.daemon_args());
+    let (n1, n2) = (lab.name("n1"), lab.name("n2"));
+    d.ok(&["network", "create", "--subnet", "172.21.0.0/24", &n1]);
+    d.ok(&["network", "create", "--subnet", "172.22.0.0/24", &n2]);
+    let (a, b, c) = (lab.name("a"), lab.name("b"), lab.name("c"));
+    d.sandbox(&a, &n1, m.link());
+    d.sandbox(&b, &n1, m.link());
+    let ip_c = d.sandbox(&c, &n2, m.link());
+
+    let same = Capture::start(&lab, &b, "eth0", "same");
+    let other = Capture::start(&lab, &c, "eth0", "other");
+    // ARP for an absent host on n1: broadcast, flooded to n1's ports only.
+    assert!(!ping(&a, "172.21.0.200", 2));
+    assert!(!ping(&a, &ip_c, 1), "a sandbox on n1 reached one on n2");
+    let seen_same = same.stop();
+    let seen_other = other.stop();
+    assert!(
+        seen_same.iter().any(|l| l.contains("172.21.0.200")),
+        "the capture on n1 must see n1's broadcasts (else this test proves nothing): {seen_same:?}"
+    );
+    let leaked: Vec<&String> = seen_other
+        .iter()
+        .filter(|l| l.contains("172.21."))
+        .collect();
+    assert!(leaked.is_empty(), "frames of n1 reached n2: {leaked:?}");
+}
+
+/// A sandbox connected to two networks reaches a peer on each, through eth0 and eth1.
+fn sandbox_on_two_networks_reaches_both(m: Mode) {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, m.daemon_args());
+    let (front, back) = (lab.name("front"), lab.name("back"));
+    d.ok(&["network", "create", &front]);
+    d.ok(&["network", "create", &back]);
+    let (web, api, db) = (lab.name("web"), lab.name("api"), lab.name("db"));
+    let ip_web = d.sandbox(&web, &front, m.link());
+    d.sandbox(&api, &front, m.link());
+    let ip_db = d.sandbox(&db, &back, m.link());
+    let mut args = vec!["network", "connect"];
+    args.extend(m.link());
+    args.extend([back.as_str(), api.as_str()]);
+    d.ok(&args);
+    let v = d.json(&["sandbox", "inspect", &api]);
+    assert_eq!(v["Networks"][&back]["Interface"], "eth1", "{v}");
+    assert!(ping(&api, &ip_web, 2), "api cannot reach web");
+    assert!(ping(&api, &ip_db, 2), "api cannot reach db");
+    assert!(!ping(&web, &ip_db, 1), "web reached db across networks");
+
+    d.ok(&["network", "disconnect", &back, &api]);
+    assert!(
+        !ping(&api, &ip_db, 1),
+        "api still reaches db after disconnect"
+    );
+    assert!(
+        ping(&api, &ip_web, 2),
+        "api lost its first network on disconnecting the second"
+    );
+}
+
+/// A daemon restarted on the same state dir (after SIGTERM, and after SIGKILL) brings
+/// back networks, sandboxes, addresses and forwarding.
+fn restart_restores_everything(m: Mode) {
+    let lab = Lab::new();
+    let mut d = Daemon::start(&lab, m.daemon_args());
+    let net = lab.name("net");
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "172.23.0.0/24",
+        "--label",
+        "team=x",
+        &net,
+    ]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    d.sandbox(&a, &net, m.link());
+    let ip_b = d.sandbox(&b, &net, &[m.link(), &["--ip", "172.23.0.50"]].concat());
+    assert!(ping(&a, &ip_b, 2));
+    let mut before = d.json(&["network", "inspect", &net]);
+
+    for kill in [false, true] {
+        d.restart(kill);
+        let after = d.json(&["network", "inspect", &net]);
+        assert_eq!(before[0]["Id"], after[0]["Id"]);
+        assert_eq!(
+            before[0]["Containers"], after[0]["Containers"],
+            "endpoints, addresses and MACs come back"
+        );
+        assert_eq!(after[0]["Labels"]["team"], "x");
+        assert!(
+            ping(&a, &ip_b, 3),
+            "ping after restart (kill={kill}) over {m:?}"
+        );
+        assert!(
+            ping(&b, "172.23.0.1", 2),
+            "gateway after restart (kill={kill})"
+        );
+        // The next address handed out is still the lowest free one.
+        let c = lab.name(if kill { "k" } else { "t" });
+        let ip_c = d.sandbox(&c, &net, m.link());
+        assert_eq!(ip_c, if kill { "172.23.0.4" } else { "172.23.0.3" });
+        before = d.json(&["network", "inspect", &net]);
+    }
+}
+
+/// Static addresses are honoured; taken, gateway and out-of-subnet ones are refused
+/// with a reason, and refused requests change nothing.
+#[test]
+fn static_and_conflicting_addresses() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &[]);
+    let net = lab.name("net");
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "172.24.0.0/24",
+        "--ip-range",
+        "172.24.0.128/25",
+        &net,
+    ]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    assert_eq!(d.sandbox(&a, &net, &["--ip", "172.24.0.10"]), "172.24.0.10");
+    assert_eq!(
+        d.sandbox(&b, &net, &[]),
+        "172.24.0.128",
+        "dynamic addresses come from --ip-range"
+    );
+    let c = lab.name("c");
+    let err = d.refused(&[
+        "sandbox",
+        "create",
+        "--network",
+        &net,
+        "--ip",
+        "172.24.0.10",
+        &c,
+    ]);
+    assert!(err.contains("already in use"), "{err}");
+    let err = d.refused(&[
+        "sandbox",
+        "create",
+        "--network",
+        &net,
+        "--ip",
+        "172.24.0.1",
+        &c,
+    ]);
+    assert!(err.contains("gateway"), "{err}");
+    let err = d.refused(&[
+        "sandbox",
+        "create",
+        "--network",
+        &net,
+        "--ip",
+        "172.25.0.9",
+        &c,
+    ]);
+    assert!(err.contains("not in subnet"), "{err}");
+    let err = d.refused(&["sandbox", "create", "--network", &net, "--ip", "banana", &c]);
+    assert!(err.contains("invalid IPv4 address"), "{err}");
+    assert!(
+        !std::path::Path::new(&format!("/run/netns/{c}")).exists(),
+        "a refused create leaves no namespace"
+    );
+    assert_eq!(
+        d.json(&["sandbox", "ls"]).as_array().map(|v| v.len()),
+        Some(2)
+    );
+    assert!(ping(&a, "172.24.0.128", 2), "the static sandbox works");
+
+    // Overlapping subnets and duplicate names are refused.
+    let err = d.refused(&[
+        "network",
+        "create",
+        "--subnet",
+        "172.24.0.0/16",
+        &lab.name("over"),
+    ]);
+    assert!(err.contains("overlaps"), "{err}");
+    let err = d.refused(&["network", "create", &net]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = d.refused(&[
+        "network",
+        "create",
+        "--subnet",
+        "172.26.0.0/24",
+        "--gateway",
+        "172.27.0.1",
+        &lab.name("gw"),
+    ]);
+    assert!(err.contains("gateway"), "{err}");
+
+    // Disconnect frees the address for the next sandbox.
+    d.ok(&["sandbox", "rm", &a]);
+    assert_eq!(d.sandbox(&c, &net, &["--ip", "172.24.0.10"]), "172.24.0.10");
+}
+
+/// `network rm` is refused while endpoints are attached, works after; predefined
+/// networks stay; prune removes only unused user networks.
+#[test]
+fn network_rm_and_prune() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &[]);
+    let (used, unused) = (lab.name("used"), lab.name("unused"));
+    d.ok(&["network", "create", &used]);
+    d.ok(&["network", "create", &unused]);
+    let a = lab.name("a");
+    d.sandbox(&a, &used, &[]);
+    let err = d.refused(&["network", "rm", &used]);
+    assert!(
+        err.contains("active endpoints") && err.contains(&a),
+        "{err}"
+    );
+    let err = d.refused(&["network", "rm", "bridge"]);
+    assert!(err.contains("pre-defined"), "{err}");
+    assert!(d
+        .refused(&["network", "rm", &lab.name("nope")])
+        .contains("not found"));
+    let pruned = d.json(&["network", "prune"]);
+    assert_eq!(pruned["NetworksDeleted"], serde_json::json!([unused]));
+    d.ok(&["network", "disconnect", &used, &a]);
+    assert_eq!(d.ok(&["network", "rm", &used]).trim(), used);
+    let names: Vec<String> = d
+        .ok(&["network", "ls"])
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, vec!["bridge", "host", "none"]);
+}
+
+/// `none` sandboxes have loopback only and cannot be connected; `host` sandboxes share
+/// the host's namespace; sandboxes default to the `bridge` network like `docker run`.
+#[test]
+fn none_host_and_default_bridge() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &[]);
+    let (n, h, b) = (lab.name("none"), lab.name("host"), lab.name("br"));
+    d.ok(&["sandbox", "create", "--network", "none", &n]);
+    let links = e2e::ns_exec(&n, &["ip", "-o", "link"], Duration::from_secs(5));
+    let links = String::from_utf8_lossy(&links.stdout).to_string();
+    assert_eq!(links.lines().count(), 1, "only lo: {links}");
+    let err = d.refused(&["network", "connect", "bridge", &n]);
+    assert!(err.contains("none"), "{err}");
+
+    d.ok(&["sandbox", "create", "--network", "host", &h]);
+    let ino = |p: &str| {
+        std::fs::metadata(p)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .expect("stat ns")
+    };
+    assert_eq!(
+        ino(&format!("/run/netns/{h}")),
+        ino("/proc/self/ns/net"),
+        "host sandbox is the host namespace"
+    );
+    assert!(d
+        .refused(&["network", "connect", "bridge", &h])
+        .contains("host"));
+
+    assert_eq!(d.sandbox(&b, "bridge", &[]), "172.17.0.2");
+    let b2 = lab.name("br2");
+    d.ok(&["sandbox", "create", &b2]);
+    assert_eq!(
+        d.ip_of(&b2, "bridge"),
+        "172.17.0.3",
+        "no --network means the default bridge"
+    );
+    assert!(ping(&b2, "172.17.0.2", 2));
+    let resolv = std::fs::read_to_string(format!("/etc/netns/{b2}/resolv.conf"))
+        .expect("resolv.conf written");
+    assert!(
+        !resolv.contains("nameserver"),
+        "no upstream given: no resolver named, never the host's: {resolv}"
+    );
+    for s in [&n, &h, &b, &b2] {
+        d.ok(&["sandbox", "rm", s]);
+    }
+    assert!(
+        std::path::Path::new("/proc/self/ns/net").exists(),
+        "removing a host sandbox leaves the host namespace alone"
+    );
+}
+
+/// `vswitchctl run` executes a command inside a new sandbox and removes it with --rm.
+#[test]
+fn run_executes_inside_the_sandbox() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &[]);
+    let net = lab.name("net");
+    d.ok(&["network", "create", "--subnet", "172.28.0.0/24", &net]);
+    let peer = lab.name("peer");
+    d.sandbox(&peer, &net, &[]);
+    let r = lab.name("run");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        &r,
+        "--network",
+        &net,
+        "--",
+        "sh",
+        "-c",
+        "ip -o -4 addr show eth0; cat /etc/resolv.conf; ping -c1 -W2 172.28.0.2",
+    ]);
+    assert!(out.contains("172.28.0.3/24"), "{out}");
+    assert!(
+        out.contains("nameserver 172.28.0.1"),
+        "user networks name the embedded resolver: {out}"
+    );
+    assert!(out.contains("1 received"), "{out}");
+    assert!(
+        !std::path::Path::new(&format!("/run/netns/{r}")).exists(),
+        "--rm removed the sandbox"
+    );
+    let failed = d.ctl(&["run", "--rm", "--network", &net, "--", "false"]);
+    assert_eq!(
+        failed.status.code(),
+        Some(1),
+        "the command's exit status is passed on"
+    );
+}
+
+/// A MAC flood from one sandbox fills the table to its bound, counts what it could
+/// not learn, and leaves the switch forwarding.
+#[test]
+fn mac_flood_is_bounded() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &["--fdb-max", "1000"]);
+    let net = lab.name("net");
+    d.ok(&["network", "create", &net]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    d.sandbox(&a, &net, &[]);
+    let ip_b = d.sandbox(&b, &net, &[]);
+    assert!(ping(&a, &ip_b, 1));
+    let frames = (0..100_000u32).map(|i| {
+        let r: [u8; 4] = rand::random();
+        let mut f = vec![0xff; 6];
+        f.extend([0x02, r[0], r[1], r[2], r[3], (i & 0xff) as u8, 0x88, 0xb5]);
+        f.resize(60, 0);
+        f
+    });
+    let sent = send_raw(&a, "eth0", frames);
+    assert_eq!(sent, 100_000);
+    e2e::wait_for("the flood to be switched", Duration::from_secs(30), || {
+        let s = d.json(&["stats"]);
+        s["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["fdb_full"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            > 50_000
+    });
+    let fdb = d.json(&["fdb", &net]);
+    assert_eq!(
+        fdb.as_array().map(|v| v.len()),
+        Some(1000),
+        "table held at its bound"
+    );
+    assert!(
+        ping(&b, "172.18.0.1", 2)
+            || ping(
+                &b,
+                &format!("{}.1", ip_b.rsplit_once('.').map(|x| x.0).unwrap_or("")),
+                2
+            )
+    );
+    assert!(ping(&a, &ip_b, 3), "still forwarding after the flood");
+}
+
+/// An idle daemon with endpoints sleeps: under 5% of one core.
+#[test]
+fn idle_daemon_uses_almost_no_cpu() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &[]);
+    let net = lab.name("net");
+    d.ok(&["network", "create", &net]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    d.sandbox(&a, &net, &[]);
+    let ip_b = d.sandbox(&b, &net, &["--link", "tap"]);
+    assert!(ping(&a, &ip_b, 2));
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = d.cpu_seconds();
+    let wall = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = (d.cpu_seconds() - t0) / wall.elapsed().as_secs_f64();
+    assert!(
+        used < 0.05,
+        "idle vswitchd used {:.1}% of a core",
+        used * 100.0
+    );
+}
