@@ -13,6 +13,8 @@ pub type Mac = [u8; 6];
 struct Entry {
     port: PortId,
     last_seen: Instant,
+    /// When other workers were last told of this entry (they age their replicas too).
+    announced: Instant,
     is_static: bool,
 }
 
@@ -23,6 +25,9 @@ pub enum Learned {
     Refreshed,
     /// A new entry, or one that moved to another port.
     Changed,
+    /// Known and unchanged, but the other workers' replicas are due a refresh so they
+    /// do not age out an address that is still active.
+    Reannounce,
     /// The table is at its bound: not learned.
     Full,
     /// A static entry owns this address: not overridden.
@@ -72,11 +77,17 @@ impl Fdb {
             Some(e) if e.is_static => Learned::Static,
             Some(e) if e.port == port => {
                 e.last_seen = now;
-                Learned::Refreshed
+                if now.saturating_duration_since(e.announced) >= self.max_age / 4 {
+                    e.announced = now;
+                    Learned::Reannounce
+                } else {
+                    Learned::Refreshed
+                }
             }
             Some(e) => {
                 e.port = port;
                 e.last_seen = now;
+                e.announced = now;
                 Learned::Changed
             }
             None if len >= self.max_entries => Learned::Full,
@@ -86,6 +97,7 @@ impl Fdb {
                     Entry {
                         port,
                         last_seen: now,
+                        announced: now,
                         is_static: false,
                     },
                 );
@@ -100,6 +112,7 @@ impl Fdb {
             let e = self.map.entry(mac).or_insert(Entry {
                 port,
                 last_seen: now,
+                announced: now,
                 is_static: false,
             });
             if !e.is_static {
@@ -116,6 +129,7 @@ impl Fdb {
             Entry {
                 port,
                 last_seen: now,
+                announced: now,
                 is_static: true,
             },
         );
@@ -185,6 +199,25 @@ mod tests {
         assert_eq!(f.learn(A, 2, now), Learned::Changed);
         assert_eq!(f.lookup(&A, now), Some(2));
         assert_eq!(f.lookup(&B, now), None);
+    }
+
+    #[test]
+    fn active_entries_are_reannounced_to_peer_replicas() {
+        let t0 = Instant::now();
+        let mut f = Fdb::new(10, Duration::from_secs(300));
+        f.learn(A, 1, t0);
+        assert_eq!(
+            f.learn(A, 1, t0 + Duration::from_secs(10)),
+            Learned::Refreshed
+        );
+        assert_eq!(
+            f.learn(A, 1, t0 + Duration::from_secs(80)),
+            Learned::Reannounce
+        );
+        assert_eq!(
+            f.learn(A, 1, t0 + Duration::from_secs(81)),
+            Learned::Refreshed
+        );
     }
 
     #[test]

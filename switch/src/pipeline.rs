@@ -95,7 +95,9 @@ fn classify(
     }
 
     match net.fdb.learn(src, in_port, now) {
-        Learned::Changed if announce_learning => out.learned(net.cfg.id, src, in_port),
+        Learned::Changed | Learned::Reannounce if announce_learning => {
+            out.learned(net.cfg.id, src, in_port)
+        }
         Learned::Full => counters.fdb_full(),
         _ => {}
     }
