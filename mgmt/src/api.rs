@@ -85,3 +85,20 @@ pub struct StatsGet {
     /// A port name (veth host end or TAP name) or endpoint's sandbox; all when absent.
     pub port: Option<String>,
 }
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureStart {
+    /// A port: the switch-side interface name, SANDBOX, or SANDBOX:ethN.
+    pub port: String,
+    /// Absolute path of the pcap file the daemon writes.
+    pub file: String,
+    /// Stop after this many frames.
+    pub count: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureId {
+    pub id: u64,
+}

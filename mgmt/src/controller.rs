@@ -11,6 +11,7 @@ use switch::port::IoMode;
 use switch::{Engine, PortId};
 
 use crate::api;
+use crate::capture::Captures;
 use crate::driver::{self, Ctx, Driver};
 use crate::error::{ApiError, ApiResult};
 use crate::ipam::{self, Pool};
@@ -32,6 +33,7 @@ pub struct Controller {
     state: State,
     engine: Engine,
     ports: HashMap<String, PortId>,
+    captures: Captures,
 }
 
 impl Controller {
@@ -46,6 +48,7 @@ impl Controller {
             state: loaded.unwrap_or_default(),
             engine,
             ports: HashMap::new(),
+            captures: Captures::default(),
         };
         if fresh {
             c.create_predefined()
@@ -886,6 +889,86 @@ impl Controller {
                 })
                 .collect(),
         ))
+    }
+
+    /// A port by the switch-side interface name, `SANDBOX:ethN`, or a sandbox with a
+    /// single endpoint.
+    fn resolve_port(&self, p: &str) -> ApiResult<PortId> {
+        let port_of = |e: &Endpoint| self.ports.get(&e.id).copied();
+        let eps: Vec<&Endpoint> = match p.split_once(':') {
+            Some((sb, ifname)) => self
+                .state
+                .endpoints
+                .values()
+                .filter(|e| e.sandbox == sb && e.ifname == ifname)
+                .collect(),
+            None => {
+                let by_host: Vec<&Endpoint> = self
+                    .state
+                    .endpoints
+                    .values()
+                    .filter(|e| e.host_ifname.as_deref() == Some(p))
+                    .collect();
+                if by_host.is_empty() {
+                    self.state
+                        .endpoints
+                        .values()
+                        .filter(|e| e.sandbox == p)
+                        .collect()
+                } else {
+                    by_host
+                }
+            }
+        };
+        match eps.as_slice() {
+            [e] => port_of(e).ok_or_else(|| {
+                ApiError::not_found(format!("port {p} is not attached to the data plane"))
+            }),
+            [] => Err(ApiError::not_found(format!(
+                "no port named {p} (give a port name, SANDBOX or SANDBOX:ethN)"
+            ))),
+            many => Err(ApiError::invalid(format!(
+                "sandbox {p} has {} ports; name one as {p}:{}",
+                many.len(),
+                many[0].ifname
+            ))),
+        }
+    }
+
+    pub fn capture_start(&mut self, req: api::CaptureStart) -> ApiResult<Value> {
+        let port = self.resolve_port(&req.port)?;
+        let file = std::path::PathBuf::from(&req.file);
+        if !file.is_absolute() {
+            return Err(ApiError::invalid(format!(
+                "capture file {} must be an absolute path",
+                req.file
+            )));
+        }
+        if req.count == Some(0) {
+            return Err(ApiError::invalid("capture count must be at least 1"));
+        }
+        let id = self
+            .captures
+            .start(&self.engine, port, &file, req.count)
+            .map_err(ApiError::system)?;
+        Ok(json!({ "id": id }))
+    }
+
+    pub fn capture_status(&self, req: api::CaptureId) -> ApiResult<Value> {
+        let s = self
+            .captures
+            .status(req.id)
+            .ok_or_else(|| ApiError::not_found(format!("no capture {}", req.id)))?;
+        Ok(json!({ "frames": s.frames, "done": s.done }))
+    }
+
+    pub fn capture_stop(&mut self, req: api::CaptureId) -> ApiResult<Value> {
+        let frames = self
+            .captures
+            .stop(&self.engine, req.id)
+            .ok_or_else(|| ApiError::not_found(format!("no capture {}", req.id)))?
+            .map_err(ApiError::system)?;
+        Ok(json!({ "frames": frames }))
     }
 
     pub fn stats(&self, req: api::StatsGet) -> ApiResult<Value> {

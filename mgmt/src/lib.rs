@@ -2,6 +2,7 @@
 //! IPAM, namespace and link plumbing, persisted state and the control socket.
 
 pub mod api;
+pub mod capture;
 pub mod controller;
 pub mod driver;
 pub mod error;

@@ -109,6 +109,9 @@ fn dispatch(ctl: &mut Controller, method: &str, p: Value) -> ApiResult<Value> {
         "sandbox.rm" => ctl.sandbox_rm(params(method, p)?),
         "fdb.get" => ctl.fdb(params(method, p)?),
         "stats.get" => ctl.stats(params(method, p)?),
+        "capture.start" => ctl.capture_start(params(method, p)?),
+        "capture.status" => ctl.capture_status(params(method, p)?),
+        "capture.stop" => ctl.capture_stop(params(method, p)?),
         "daemon.ping" => Ok(json!({ "version": env!("CARGO_PKG_VERSION") })),
         other => Err(ApiError::new(
             Code::MethodNotFound,

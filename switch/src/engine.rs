@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::fdb::FdbEntry;
 use crate::port::{Backend, Port};
 use crate::stats::{PortCounters, PortCountersSnapshot, WorkerCounters, WorkerCountersSnapshot};
+pub use crate::worker::{CaptureTap, Captured};
 use crate::worker::{Control, NewPort, Peer, Worker, WorkerSetup};
 use crate::{NetConfig, NetId, PollMode, PortId};
 
@@ -237,6 +238,18 @@ impl Engine {
                 .map_err(|_| anyhow!("a data-plane worker did not answer in time"))?;
         }
         Ok(())
+    }
+
+    /// Copy every frame the port receives or sends into `tap` (None stops). Frames are
+    /// copied only while a capture is armed; a full tap loses frames, never slows the port.
+    pub fn capture(&self, port: PortId, tap: Option<CaptureTap>) -> Result<()> {
+        let worker = self
+            .ports
+            .get(&port)
+            .map(|p| p.info.worker)
+            .ok_or_else(|| anyhow!("no port {port}"))?;
+        self.send(worker, Control::Capture { port, tap })?;
+        self.barrier()
     }
 
     pub fn ports(&self) -> Vec<PortInfo> {

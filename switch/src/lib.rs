@@ -9,7 +9,7 @@ pub mod port;
 pub mod stats;
 mod worker;
 
-pub use engine::{Engine, EngineConfig, PortInfo, StatsSnapshot};
+pub use engine::{CaptureTap, Captured, Engine, EngineConfig, PortInfo, StatsSnapshot};
 
 /// A port's number inside the engine: small, dense, reused after removal.
 pub type PortId = u32;

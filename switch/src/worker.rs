@@ -60,8 +60,24 @@ pub struct NewPort {
     pub counters: Arc<PortCounters>,
 }
 
+/// A frame copied off a port for `vswitchctl capture`.
+pub struct Captured {
+    /// Wall-clock time the worker saw it.
+    pub at: std::time::SystemTime,
+    pub frame: Box<[u8]>,
+}
+
+/// Where a port's captured frames go (bounded: a slow reader loses frames, never
+/// slows the worker).
+pub type CaptureTap = Sender<Captured>;
+
 /// Control-plane requests, applied between bursts.
 pub enum Control {
+    /// Start (Some) or stop (None) copying a port's received and sent frames.
+    Capture {
+        port: PortId,
+        tap: Option<CaptureTap>,
+    },
     AddNetwork(NetConfig),
     RemoveNetwork(NetId),
     /// A port this worker owns from now on.
@@ -119,6 +135,21 @@ struct OwnedPort {
     counters: Arc<PortCounters>,
     /// Set after a receive error until the port is removed: not polled any more.
     faulted: bool,
+    capture: Option<CaptureTap>,
+}
+
+/// Copy frames to a capture tap; false once the reader has gone away.
+fn tee<'a>(tap: &CaptureTap, frames: impl Iterator<Item = &'a [u8]>) -> bool {
+    let at = std::time::SystemTime::now();
+    for f in frames {
+        if let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tap.try_send(Captured {
+            at,
+            frame: f.into(),
+        }) {
+            return false;
+        }
+    }
+    true
 }
 
 pub(crate) struct Network {
@@ -162,6 +193,11 @@ impl TxSide {
             Err(_) => 0,
         };
         let bytes: usize = (0..sent).map(|k| op.tx.frame(k).len()).sum();
+        if let Some(tap) = &op.capture {
+            if !tee(tap, op.tx.iter().take(sent)) {
+                op.capture = None;
+            }
+        }
         op.counters.tx(sent, bytes);
         WorkerCounters::add(&self.counters.tx_packets, sent as u64);
         if sent < queued {
@@ -345,6 +381,11 @@ impl Worker {
         if n == 0 {
             return 0;
         }
+        if let Some(tap) = &op.capture {
+            if !tee(tap, rx.iter()) {
+                op.capture = None;
+            }
+        }
         let (id, net_id, counters) = (op.id, op.net, op.counters.clone());
         WorkerCounters::add(&self.setup.counters.rx_packets, n as u64);
         if let Some(net) = self.nets.get_mut(&net_id) {
@@ -420,6 +461,7 @@ impl Worker {
                         tx: Burst::new(),
                         counters: p.counters,
                         faulted: false,
+                        capture: None,
                     });
                 }
                 Control::AddRemotePort { id, net, worker } => {
@@ -429,6 +471,11 @@ impl Worker {
                     }
                 }
                 Control::RemovePort(id) => self.remove_port(id),
+                Control::Capture { port, tap } => {
+                    if let Some(Home::Local(i)) = self.tx.home(port) {
+                        self.tx.ports[i].capture = tap;
+                    }
+                }
                 Control::FdbDump { net, reply } => {
                     let entries = self
                         .nets

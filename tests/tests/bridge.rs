@@ -527,3 +527,100 @@ fn idle_daemon_uses_almost_no_cpu() {
         used * 100.0
     );
 }
+
+/// `vswitchctl capture` writes what a port received and sent as pcap that tcpdump
+/// reads; a capture on another network's port records none of it.
+#[test]
+fn capture_writes_pcap_of_one_port_only() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &[]);
+    let (n1, n2) = (lab.name("n1"), lab.name("n2"));
+    d.ok(&["network", "create", "--subnet", "172.19.1.0/24", &n1]);
+    d.ok(&["network", "create", "--subnet", "172.19.2.0/24", &n2]);
+    let (a, b, c) = (lab.name("a"), lab.name("b"), lab.name("c"));
+    d.sandbox(&a, &n1, &[]);
+    let ip_b = d.sandbox(&b, &n1, &[]);
+    d.sandbox(&c, &n2, &[]);
+    assert!(ping(&a, &ip_b, 1), "warm up ARP");
+
+    let file_a = lab.dir.join("a.pcap");
+    let file_c = lab.dir.join("c.pcap");
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(e2e::bin("vswitchctl"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn capture")
+    };
+    let cap_a = ctl(&[
+        "capture",
+        &a,
+        "-w",
+        file_a.to_str().expect("path"),
+        "-c",
+        "6",
+    ]);
+    let mut cap_c = ctl(&[
+        "capture",
+        &format!("{c}:eth0"),
+        "-w",
+        file_c.to_str().expect("path"),
+    ]);
+    e2e::wait_for("captures to start", Duration::from_secs(5), || {
+        file_a.exists() && file_c.exists()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(ping(&a, &ip_b, 3));
+    let out = cap_a.wait_with_output().expect("capture a");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("6 frames captured"));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(cap_c.id() as i32, libc::SIGINT) };
+    assert!(cap_c.wait().expect("capture c").success());
+
+    let read = |f: &std::path::Path| {
+        let o = std::process::Command::new("tcpdump")
+            .args(["-n", "-r"])
+            .arg(f)
+            .output()
+            .expect("tcpdump -r");
+        assert!(
+            o.status.success(),
+            "tcpdump cannot read {}: {}",
+            f.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let seen_a = read(&file_a);
+    assert_eq!(seen_a.len(), 6, "{seen_a:?}");
+    assert_eq!(
+        seen_a
+            .iter()
+            .filter(|l| l.contains("ICMP echo request"))
+            .count(),
+        3,
+        "{seen_a:?}"
+    );
+    assert_eq!(
+        seen_a
+            .iter()
+            .filter(|l| l.contains("ICMP echo reply"))
+            .count(),
+        3,
+        "{seen_a:?}"
+    );
+    assert!(
+        read(&file_c).iter().all(|l| !l.contains("172.19.1.")),
+        "n1 frames captured on n2"
+    );
+}

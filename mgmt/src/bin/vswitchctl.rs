@@ -56,6 +56,55 @@ enum Cmd {
     Fdb { network: String },
     /// Per-port and per-worker counters.
     Stats { port: Option<String> },
+    /// Write the frames a port receives and sends to a pcap file (Ctrl-C stops).
+    Capture {
+        /// Switch-side interface name, SANDBOX, or SANDBOX:ethN.
+        port: String,
+        #[arg(short = 'w', value_name = "FILE.pcap")]
+        file: PathBuf,
+        /// Stop after N frames.
+        #[arg(short = 'c', value_name = "N")]
+        count: Option<u64>,
+    },
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `capture`: the daemon writes the file; we poll its progress and stop it on Ctrl-C.
+fn capture(c: &Client, port: String, file: PathBuf, count: Option<u64>, json_out: bool) -> Res<()> {
+    let file = std::path::absolute(&file)
+        .map_err(|e| Failure::Usage(format!("invalid file {}: {e}", file.display())))?;
+    // SAFETY: installing an async-signal-safe handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+    }
+    let req = api::CaptureStart {
+        port,
+        file: file.to_string_lossy().into_owned(),
+        count,
+    };
+    let id = c.call("capture.start", to_value(&req))?["id"]
+        .as_u64()
+        .unwrap_or(0);
+    while !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        let st = c.call("capture.status", json!({ "id": id }))?;
+        if st["done"].as_bool() == Some(true) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = c.call("capture.stop", json!({ "id": id }))?;
+    if json_out {
+        print_json(&json!({ "file": file, "frames": v["frames"] }));
+    } else {
+        eprintln!("{} frames captured to {}", v["frames"], file.display());
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -300,6 +349,7 @@ fn run(cli: Cli) -> Res<()> {
         Cmd::Network(n) => network(&c, n, json_out),
         Cmd::Sandbox(sb) => sandbox(&c, sb, json_out),
         Cmd::Run(r) => run_cmd(&c, r),
+        Cmd::Capture { port, file, count } => capture(&c, port, file, count, json_out),
         Cmd::Port { sandbox } => {
             let v = c.call("sandbox.inspect", json!({ "name": sandbox }))?;
             let ports = v.get("Ports").cloned().unwrap_or(json!({}));
