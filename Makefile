@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEB_PACKAGES := build-essential pkg-config iproute2 iputils-ping dnsutils iperf3 \
 	tcpdump tshark python3-scapy etcd-server procps coreutils
 
-.PHONY: all deps build build-debug demo test unit e2e lint bench clean-lab clean
+.PHONY: all deps build build-debug demo test lint bench fuzz clean-lab clean
 
 all: build
 
@@ -42,6 +42,15 @@ lint:
 ## bench: pktgen-driven benchmarks against the kernel's own bridge (not run by CI)
 bench: build
 	@scripts/bench.sh target/release
+
+## fuzz: run every cargo-fuzz target for FUZZ_SECONDS each (needs `cargo install cargo-fuzz`)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := switch:frames mgmt:control_request
+fuzz:
+	@for t in $(FUZZ_TARGETS); do crate=$${t%%:*}; target=$${t##*:}; \
+		echo "fuzz $$crate/$$target for $(FUZZ_SECONDS)s"; \
+		(cd $$crate && RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	done
 
 ## clean-lab: remove namespaces and links that tests or the demo left behind
 clean-lab:

@@ -102,3 +102,8 @@ pub struct CaptureStart {
 pub struct CaptureId {
     pub id: u64,
 }
+
+/// Methods that take no parameters still refuse unknown ones.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}

@@ -1,5 +1,6 @@
 //! JSON-RPC 2.0 over the control socket: one request object per line in, one response
-//! per line out. Every malformed input gets an error reply naming what is wrong.
+//! per line out. `decode` turns a line into a typed call (pure: every shape check
+//! happens here, before the controller is touched); `execute` runs it.
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -12,29 +13,55 @@ use crate::error::{ApiError, ApiResult, Code};
 /// the line cannot be framed).
 pub const MAX_REQUEST: usize = 1 << 20;
 
-/// Handle one request line; None for a notification (a request without an id).
+/// A request whose method and parameters were fully decoded.
+#[derive(Debug)]
+pub enum Call {
+    NetworkCreate(api::NetworkCreate),
+    NetworkLs(api::NetworkLs),
+    NetworkInspect(api::Names),
+    NetworkRm(api::Names),
+    NetworkPrune,
+    NetworkConnect(api::Connect),
+    NetworkDisconnect(api::Disconnect),
+    SandboxCreate(api::SandboxCreate),
+    SandboxLs,
+    SandboxInspect(api::NameOnly),
+    SandboxRm(api::SandboxRm),
+    FdbGet(api::NameOnly),
+    StatsGet(api::StatsGet),
+    CaptureStart(api::CaptureStart),
+    CaptureStatus(api::CaptureId),
+    CaptureStop(api::CaptureId),
+    Ping,
+}
+
+#[derive(Debug)]
+pub struct Request {
+    /// None for a notification: executed, never answered.
+    pub id: Option<Value>,
+    pub call: Call,
+}
+
+/// A request that could not be decoded: the id to answer with (null if unknown) and why.
+#[derive(Debug)]
+pub struct Rejected {
+    pub id: Value,
+    pub error: ApiError,
+}
+
+/// Handle one request line; None for a notification.
 pub fn handle_line(ctl: &mut Controller, line: &[u8]) -> Option<Value> {
-    let req: Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => {
-            return Some(error_reply(
-                Value::Null,
-                &ApiError::new(Code::ParseError, format!("parse error: {e}")),
-            ))
-        }
-    };
-    let id = req.get("id").cloned();
-    let reply_id = id.clone().unwrap_or(Value::Null);
-    let (method, params) = match validate(&req) {
-        Ok(v) => v,
+    match decode(line) {
         // An invalid request is answered even without an id (JSON-RPC 2.0, section 5).
-        Err(e) => return Some(error_reply(reply_id, &e)),
-    };
-    let result = dispatch(ctl, method, params);
-    match (id, result) {
-        (None, _) => None,
-        (Some(_), Ok(v)) => Some(json!({ "jsonrpc": "2.0", "id": reply_id, "result": v })),
-        (Some(_), Err(e)) => Some(error_reply(reply_id, &e)),
+        Err(r) => Some(error_reply(r.id, &r.error)),
+        Ok(Request { id, call }) => {
+            let result = execute(ctl, call);
+            let id = id?;
+            Some(match result {
+                Ok(v) => json!({ "jsonrpc": "2.0", "id": id, "result": v }),
+                Err(e) => error_reply(id, &e),
+            })
+        }
     }
 }
 
@@ -42,44 +69,62 @@ pub fn error_reply(id: Value, e: &ApiError) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": { "code": e.code as i32, "message": e.message } })
 }
 
-fn validate(req: &Value) -> ApiResult<(&str, Value)> {
-    let obj = req.as_object().ok_or_else(|| {
-        ApiError::new(
+/// Parse and validate a request line. Never panics, whatever the bytes.
+pub fn decode(line: &[u8]) -> Result<Request, Rejected> {
+    let reject = |id: Value, code, msg: String| Rejected {
+        id,
+        error: ApiError::new(code, msg),
+    };
+    let req: Value = serde_json::from_slice(line)
+        .map_err(|e| reject(Value::Null, Code::ParseError, format!("parse error: {e}")))?;
+    let Some(obj) = req.as_object() else {
+        return Err(reject(
+            Value::Null,
             Code::InvalidRequest,
-            "invalid request: expected a JSON object",
-        )
-    })?;
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err(ApiError::new(
-            Code::InvalidRequest,
-            "invalid request: \"jsonrpc\" must be \"2.0\"",
+            "invalid request: expected a JSON object".into(),
         ));
-    }
-    if let Some(id) = obj.get("id") {
-        if !(id.is_string() || id.is_number() || id.is_null()) {
-            return Err(ApiError::new(
+    };
+    let id = obj.get("id").cloned();
+    let reply_id = id.clone().unwrap_or(Value::Null);
+    if let Some(i) = &id {
+        if !(i.is_string() || i.is_number() || i.is_null()) {
+            return Err(reject(
+                Value::Null,
                 Code::InvalidRequest,
-                "invalid request: \"id\" must be a string, number or null",
+                "invalid request: \"id\" must be a string, number or null".into(),
             ));
         }
     }
-    let method = obj.get("method").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::new(
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(reject(
+            reply_id,
             Code::InvalidRequest,
-            "invalid request: \"method\" must be a string",
-        )
-    })?;
-    let params = match obj.get("params") {
+            "invalid request: \"jsonrpc\" must be \"2.0\"".into(),
+        ));
+    }
+    let Some(method) = obj.get("method").and_then(Value::as_str) else {
+        return Err(reject(
+            reply_id,
+            Code::InvalidRequest,
+            "invalid request: \"method\" must be a string".into(),
+        ));
+    };
+    let p = match obj.get("params") {
         None | Some(Value::Null) => json!({}),
         Some(p @ Value::Object(_)) => p.clone(),
         Some(_) => {
-            return Err(ApiError::new(
+            return Err(reject(
+                reply_id,
                 Code::InvalidParams,
-                "invalid params: \"params\" must be an object",
+                "invalid params: \"params\" must be an object".into(),
             ))
         }
     };
-    Ok((method, params))
+    let call = call(method, p).map_err(|error| Rejected {
+        id: reply_id.clone(),
+        error,
+    })?;
+    Ok(Request { id, call })
 }
 
 fn params<T: DeserializeOwned>(method: &str, p: Value) -> ApiResult<T> {
@@ -91,31 +136,140 @@ fn params<T: DeserializeOwned>(method: &str, p: Value) -> ApiResult<T> {
     })
 }
 
-fn dispatch(ctl: &mut Controller, method: &str, p: Value) -> ApiResult<Value> {
-    match method {
-        "network.create" => ctl.network_create(params(method, p)?),
-        "network.ls" => ctl.network_ls(params(method, p)?),
-        "network.inspect" => ctl.network_inspect(params(method, p)?),
-        "network.rm" => ctl.network_rm(params(method, p)?),
+/// Methods mirror the CLI's commands.
+fn call(method: &str, p: Value) -> ApiResult<Call> {
+    Ok(match method {
+        "network.create" => Call::NetworkCreate(params(method, p)?),
+        "network.ls" => Call::NetworkLs(params(method, p)?),
+        "network.inspect" => Call::NetworkInspect(params(method, p)?),
+        "network.rm" => Call::NetworkRm(params(method, p)?),
         "network.prune" => {
             let _: api::NetworkLs = params(method, p)?;
-            ctl.network_prune()
+            Call::NetworkPrune
         }
-        "network.connect" => ctl.network_connect(params(method, p)?),
-        "network.disconnect" => ctl.network_disconnect(params(method, p)?),
-        "sandbox.create" => ctl.sandbox_create(params(method, p)?),
-        "sandbox.ls" => ctl.sandbox_ls(),
-        "sandbox.inspect" => ctl.sandbox_inspect(params(method, p)?),
-        "sandbox.rm" => ctl.sandbox_rm(params(method, p)?),
-        "fdb.get" => ctl.fdb(params(method, p)?),
-        "stats.get" => ctl.stats(params(method, p)?),
-        "capture.start" => ctl.capture_start(params(method, p)?),
-        "capture.status" => ctl.capture_status(params(method, p)?),
-        "capture.stop" => ctl.capture_stop(params(method, p)?),
-        "daemon.ping" => Ok(json!({ "version": env!("CARGO_PKG_VERSION") })),
-        other => Err(ApiError::new(
-            Code::MethodNotFound,
-            format!("method not found: {other}"),
-        )),
+        "network.connect" => Call::NetworkConnect(params(method, p)?),
+        "network.disconnect" => Call::NetworkDisconnect(params(method, p)?),
+        "sandbox.create" => Call::SandboxCreate(params(method, p)?),
+        "sandbox.ls" => {
+            let _: api::Empty = params(method, p)?;
+            Call::SandboxLs
+        }
+        "sandbox.inspect" => Call::SandboxInspect(params(method, p)?),
+        "sandbox.rm" => Call::SandboxRm(params(method, p)?),
+        "fdb.get" => Call::FdbGet(params(method, p)?),
+        "stats.get" => Call::StatsGet(params(method, p)?),
+        "capture.start" => Call::CaptureStart(params(method, p)?),
+        "capture.status" => Call::CaptureStatus(params(method, p)?),
+        "capture.stop" => Call::CaptureStop(params(method, p)?),
+        "daemon.ping" => {
+            let _: api::Empty = params(method, p)?;
+            Call::Ping
+        }
+        other => {
+            return Err(ApiError::new(
+                Code::MethodNotFound,
+                format!("method not found: {other}"),
+            ))
+        }
+    })
+}
+
+fn execute(ctl: &mut Controller, call: Call) -> ApiResult<Value> {
+    match call {
+        Call::NetworkCreate(p) => ctl.network_create(p),
+        Call::NetworkLs(p) => ctl.network_ls(p),
+        Call::NetworkInspect(p) => ctl.network_inspect(p),
+        Call::NetworkRm(p) => ctl.network_rm(p),
+        Call::NetworkPrune => ctl.network_prune(),
+        Call::NetworkConnect(p) => ctl.network_connect(p),
+        Call::NetworkDisconnect(p) => ctl.network_disconnect(p),
+        Call::SandboxCreate(p) => ctl.sandbox_create(p),
+        Call::SandboxLs => ctl.sandbox_ls(),
+        Call::SandboxInspect(p) => ctl.sandbox_inspect(p),
+        Call::SandboxRm(p) => ctl.sandbox_rm(p),
+        Call::FdbGet(p) => ctl.fdb(p),
+        Call::StatsGet(p) => ctl.stats(p),
+        Call::CaptureStart(p) => ctl.capture_start(p),
+        Call::CaptureStatus(p) => ctl.capture_status(p),
+        Call::CaptureStop(p) => ctl.capture_stop(p),
+        Call::Ping => Ok(json!({ "version": env!("CARGO_PKG_VERSION") })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(line: &str) -> i32 {
+        decode(line.as_bytes())
+            .err()
+            .map(|r| r.error.code as i32)
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn decodes_good_requests() {
+        let r = decode(br#"{"jsonrpc":"2.0","id":7,"method":"network.create","params":{"name":"x","internal":true}}"#)
+            .expect("valid");
+        assert_eq!(r.id, Some(json!(7)));
+        match r.call {
+            Call::NetworkCreate(p) => assert!(p.name == "x" && p.internal),
+            other => panic!("{other:?}"),
+        }
+        let n = decode(br#"{"jsonrpc":"2.0","method":"sandbox.ls"}"#).expect("notification");
+        assert!(n.id.is_none());
+    }
+
+    #[test]
+    fn rejects_with_the_right_codes() {
+        assert_eq!(code("{"), -32700);
+        assert_eq!(code("[]"), -32600);
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#), -32600);
+        assert_eq!(code(r#"{"id":1,"method":"sandbox.ls"}"#), -32600);
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":5}"#), -32600);
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":"nope"}"#), -32601);
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"sandbox.ls","params":[1]}"#),
+            -32602
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"sandbox.ls","params":{"x":1}}"#),
+            -32602
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"capture.stop","params":{"id":-1}}"#),
+            -32602
+        );
+        let r = decode(br#"{"jsonrpc":"2.0","id":"q","method":"nope"}"#).expect_err("unknown");
+        assert_eq!(r.id, json!("q"), "the id is echoed on errors");
+    }
+
+    /// What the fuzz target does, on a few thousand inputs, so CI runs it too.
+    #[test]
+    fn never_panics_on_arbitrary_bytes() {
+        let seeds: [&[u8]; 3] = [
+            br#"{"jsonrpc":"2.0","id":1,"method":"network.create","params":{"name":"a","subnet":"1.2.3.0/24"}}"#,
+            br#"{"jsonrpc":"2.0","id":"x","method":"sandbox.create","params":{"name":"s","publish":["80:80"]}}"#,
+            b"\xff\xfe{\"a\":[[[[[[",
+        ];
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for i in 0..5000 {
+            let mut input = seeds[i % seeds.len()].to_vec();
+            for _ in 0..(i % 8) + 1 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if input.is_empty() {
+                    break;
+                }
+                let pos = (x as usize) % input.len();
+                match x % 3 {
+                    0 => input[pos] = (x >> 8) as u8,
+                    1 => input.truncate(pos),
+                    _ => input.insert(pos, b"{[\",:}]"[(x >> 16) as usize % 7]),
+                }
+            }
+            let _ = decode(&input);
+        }
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod engine;
 pub mod fdb;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 mod pipeline;
 pub mod port;
