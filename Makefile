@@ -41,7 +41,7 @@ lint:
 
 ## bench: pktgen-driven benchmarks against the kernel's own bridge (not run by CI)
 bench: build
-	@scripts/bench.sh target/release
+	@scripts/bench.py target/release
 
 ## fuzz: run every cargo-fuzz target for FUZZ_SECONDS each (needs `cargo install cargo-fuzz`)
 FUZZ_SECONDS ?= 60
