@@ -1,11 +1,13 @@
 //! The vswitch data plane: ports, poll-mode workers, per-network L2 forwarding and the
 //! gateway. The control plane reaches it only through `Engine`.
 
+pub mod arp;
 pub mod engine;
 pub mod fdb;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod ipv4;
 mod pipeline;
 pub mod port;
 pub mod stats;
