@@ -125,8 +125,11 @@ pub fn ping_df(ns: &str, dst: &str, size: u32) -> bool {
     out.status.success()
 }
 
-/// A vswitchd of the test's own, stopped (SIGTERM, then SIGKILL) on drop.
+/// A vswitchd of the test's own, stopped (SIGTERM, then SIGKILL) on drop. It runs in
+/// a namespace of its own (`host_ns`, the test's stand-in for the host), so the links it
+/// makes (the switch's veth ends, an uplink) never appear in the real host namespace.
 pub struct Daemon {
+    pub host_ns: String,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub log: PathBuf,
@@ -137,7 +140,12 @@ pub struct Daemon {
 impl Daemon {
     /// Start with `--workers 1` and the given extra flags (e.g. `--io af_packet`).
     pub fn start(lab: &Lab, extra: &[&str]) -> Daemon {
+        let host_ns = lab.name("h");
+        let st = Command::new("ip").args(["netns", "add", &host_ns]).status().expect("ip netns add");
+        assert!(st.success(), "cannot create the daemon's namespace {host_ns}");
+        let _ = Command::new("ip").args(["-n", &host_ns, "link", "set", "lo", "up"]).status();
         let mut d = Daemon {
+            host_ns,
             socket: lab.dir.join("vswitchd.sock"),
             state_dir: lab.dir.join("state"),
             log: lab.dir.join("vswitchd.log"),
@@ -154,8 +162,13 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("open daemon log");
-        let mut cmd = Command::new(bin("vswitchd"));
-        cmd.arg("--socket")
+        // nsenter joins only the network namespace: the daemon must share our mount
+        // namespace so the sandboxes it mounts under /run/netns are visible to the test.
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.host_ns))
+            .arg("--")
+            .arg(bin("vswitchd"))
+            .arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
             .arg(&self.state_dir)
