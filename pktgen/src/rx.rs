@@ -108,8 +108,9 @@ fn count_in_kernel(
     let deadline = run_for.map(|d| start + d);
     let mut progress = Progress::new("rx");
     // When the counts first and last changed, for a rate over the traffic itself.
-    let (mut first, mut last): (Option<(Instant, u64, u64)>, Option<(Instant, u64, u64)>) =
-        (None, None);
+    // (when, frames, bytes) at the first and the last look that saw the counts move.
+    type Sample = (Instant, u64, u64);
+    let (mut first, mut last): (Option<Sample>, Option<Sample>) = (None, None);
     let mut seen = (0u64, 0u64);
     let read = || {
         counter

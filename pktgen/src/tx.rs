@@ -32,6 +32,8 @@ const LIVE_CHUNK_VARIED: u64 = 1 << 12;
 struct Counters {
     frames: AtomicU64,
     bytes: AtomicU64,
+    /// When the last sender finished (after its flush), in ns since the run started.
+    end_ns: AtomicU64,
 }
 
 /// What one sender thread does.
@@ -236,10 +238,13 @@ pub fn run(args: &TxArgs) -> Result<TxReport, Failure> {
                         eprintln!("pktgen: could not pin sender {i} to core {}", core.id);
                     }
                 }
-                match out {
+                let res = match out {
                     Output::Frames(mut out) => send_bursts(out.as_mut(), job, &counters),
                     Output::Live(live) => send_live(&live, job, &counters),
-                }
+                };
+                let end = start.elapsed().as_nanos() as u64;
+                counters.end_ns.fetch_max(end, Ordering::Relaxed);
+                res
             })
             .map_err(|e| Failure::Runtime(anyhow!("start sender thread {i}: {e}")))?;
         handles.push(handle);
@@ -247,7 +252,7 @@ pub fn run(args: &TxArgs) -> Result<TxReport, Failure> {
 
     let mut progress = Progress::new("tx");
     while !handles.iter().all(|h| h.is_finished()) {
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
         if progress.due() {
             progress.show(
                 counters.frames.load(Ordering::Relaxed),
@@ -271,7 +276,8 @@ pub fn run(args: &TxArgs) -> Result<TxReport, Failure> {
             anyhow::Error::new(e).context("sending failed"),
         ));
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    // The senders' own span, not this loop's polling granularity.
+    let elapsed = counters.end_ns.load(Ordering::Relaxed) as f64 / 1e9;
     let frames = counters.frames.load(Ordering::Relaxed);
     let bytes = counters.bytes.load(Ordering::Relaxed);
     let (pps, bps) = rates(frames, bytes, elapsed);

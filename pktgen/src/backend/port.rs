@@ -12,7 +12,8 @@ use switch::port::{Burst, Port};
 /// A port pktgen sends on, with a way to tell when its queue has drained.
 pub enum PortOut {
     Packet(PacketPort),
-    Xdp(XdpPort),
+    // Boxed: the AF_XDP port is several times larger than the others.
+    Xdp(Box<XdpPort>),
     Tap(TapPort),
 }
 
@@ -21,7 +22,7 @@ impl PortOut {
         PacketPort::open(iface).map(PortOut::Packet)
     }
     pub fn af_xdp(iface: &str) -> io::Result<Self> {
-        XdpPort::open(iface).map(PortOut::Xdp)
+        XdpPort::open(iface).map(|p| PortOut::Xdp(Box::new(p)))
     }
     pub fn tap(name: &str) -> io::Result<Self> {
         TapPort::create(name).map(PortOut::Tap)
@@ -30,7 +31,7 @@ impl PortOut {
     fn port(&mut self) -> &mut dyn Port {
         match self {
             PortOut::Packet(p) => p,
-            PortOut::Xdp(p) => p,
+            PortOut::Xdp(p) => p.as_mut(),
             PortOut::Tap(p) => p,
         }
     }
