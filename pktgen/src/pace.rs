@@ -7,8 +7,14 @@ use crate::cli::Rate;
 /// Slack for float rounding, so exactly-due tokens count as there.
 const EPSILON: f64 = 1e-6;
 
-/// Tokens are frames (pps) or bits (bps); the bucket holds at most one burst's worth so
-/// an idle stretch does not turn into a line-rate spike afterwards.
+/// Longest stretch of traffic the bucket saves up: enough to make up for a sleep that
+/// overshot, short enough that an idle stretch does not become a line-rate spike.
+const SAVE_NS: f64 = 2_000_000.0;
+/// How long a sender lets tokens gather before sending: bursts instead of one syscall
+/// per frame, and still smooth at a microsecond scale.
+const GATHER_NS: f64 = 200_000.0;
+
+/// Tokens are frames (pps) or bits (bps).
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
     /// Tokens per nanosecond.
@@ -20,9 +26,10 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// A bucket for `rate`, allowing bursts of `burst` frames of up to `max_frame` bytes.
+    /// A bucket for `rate` that always holds at least `burst` frames of up to
+    /// `max_frame` bytes.
     pub fn new(rate: Rate, burst: usize, max_frame: usize, now_ns: u64) -> Self {
-        let (per_s, bits, cap) = match rate {
+        let (per_s, bits, burst_cost) = match rate {
             Rate::Pps(p) => (p, false, burst as f64),
             Rate::Bps(b) => (b, true, (burst * max_frame * 8) as f64),
         };
@@ -30,12 +37,20 @@ impl TokenBucket {
             per_ns: per_s / 1e9,
             bits,
             tokens: 0.0,
-            cap,
+            cap: burst_cost.max(per_s / 1e9 * SAVE_NS),
             last_ns: now_ns,
         }
     }
 
-    fn refill(&mut self, now_ns: u64) {
+    /// Frames worth gathering before a send (1 at low rates, up to `burst`), for
+    /// frames of `len` bytes.
+    pub fn gather(&self, len: usize, burst: usize) -> usize {
+        let n = (self.per_ns * GATHER_NS / self.cost(len)).floor() as usize;
+        n.clamp(1, burst.max(1))
+    }
+
+    /// Add the tokens earned since the last call.
+    pub fn refill(&mut self, now_ns: u64) {
         let dt = now_ns.saturating_sub(self.last_ns);
         self.last_ns = now_ns;
         self.tokens = (self.tokens + dt as f64 * self.per_ns).min(self.cap);
@@ -73,8 +88,13 @@ impl TokenBucket {
 
     /// Nanoseconds until a frame of `len` bytes can go.
     pub fn wait_ns(&self, len: usize) -> u64 {
-        let missing = self.cost(len) - self.tokens;
-        if missing <= 0.0 {
+        self.wait_n_ns(len, 1)
+    }
+
+    /// Nanoseconds (from the last refill) until `n` frames of `len` bytes can go.
+    pub fn wait_n_ns(&self, len: usize, n: usize) -> u64 {
+        let missing = self.cost(len) * n as f64 - self.tokens;
+        if missing <= EPSILON {
             0
         } else {
             (missing / self.per_ns).ceil() as u64
@@ -123,10 +143,30 @@ mod tests {
     }
 
     #[test]
-    fn bucket_caps_at_one_burst_after_idle() {
+    fn bucket_saves_at_most_2ms_or_a_burst_after_idle() {
         let mut b = TokenBucket::new(Rate::Pps(1e6), 32, 64, 0);
-        assert_eq!(b.take_up_to(64, u64::MAX, 10 * SEC), 32);
+        assert_eq!(b.take_up_to(64, u64::MAX, 10 * SEC), 2000);
         assert_eq!(b.take_up_to(64, u64::MAX, 10 * SEC), 0);
+        let mut b = TokenBucket::new(Rate::Pps(1000.0), 32, 64, 0);
+        assert_eq!(b.take_up_to(64, u64::MAX, 10 * SEC), 32);
+    }
+
+    #[test]
+    fn senders_gather_small_bursts_at_moderate_rates() {
+        let b = TokenBucket::new(Rate::Pps(50_000.0), 32, 64, 0);
+        assert_eq!(b.gather(64, 32), 10);
+        assert_eq!(
+            TokenBucket::new(Rate::Pps(10.0), 32, 64, 0).gather(64, 32),
+            1
+        );
+        assert_eq!(
+            TokenBucket::new(Rate::Pps(1e7), 32, 64, 0).gather(64, 32),
+            32
+        );
+        // 100 Mbit/s of 1000-bit frames is 100 kpps: 20 frames per 200 us.
+        let b = TokenBucket::new(Rate::Bps(100e6), 32, 125, 0);
+        assert_eq!(b.gather(125, 32), 20);
+        assert_eq!(b.wait_n_ns(125, 20), 200_000);
     }
 
     #[test]

@@ -238,12 +238,16 @@ pub fn run(args: &TxArgs) -> Result<TxReport, Failure> {
                         eprintln!("pktgen: could not pin sender {i} to core {}", core.id);
                     }
                 }
-                let res = match out {
-                    Output::Frames(mut out) => send_bursts(out.as_mut(), job, &counters),
-                    Output::Live(live) => send_live(&live, job, &counters),
+                let mut out = out;
+                let res = match &mut out {
+                    Output::Frames(out) => send_bursts(out.as_mut(), job, &counters),
+                    Output::Live(live) => send_live(live, job, &counters),
                 };
                 let end = start.elapsed().as_nanos() as u64;
                 counters.end_ns.fetch_max(end, Ordering::Relaxed);
+                // Closing a packet socket waits for an RCU grace period (tens of ms):
+                // not part of the sending.
+                drop(out);
                 res
             })
             .map_err(|e| Failure::Runtime(anyhow!("start sender thread {i}: {e}")))?;
@@ -311,6 +315,14 @@ fn send_bursts(out: &mut dyn FrameOut, mut job: Job, counters: &Counters) -> io:
             .quota
             .map_or(BURST as u64, |q| (q - sent).min(BURST as u64)) as usize;
         let now = now_ns();
+        if let Some(b) = bucket.as_mut() {
+            b.refill(now);
+            let wait = b.wait_n_ns(next_len, b.gather(next_len, room));
+            if wait > 0 {
+                pause_ns(wait);
+                continue;
+            }
+        }
         burst.clear();
         while burst.len() < room {
             if let Some(b) = bucket.as_mut() {
