@@ -321,6 +321,12 @@ impl PacketPort {
         self.stats
     }
 
+    /// Whether frames queued by `send` still wait for a kick (the last one hit a full
+    /// socket buffer); `send` with an empty burst kicks again.
+    pub fn tx_pending(&self) -> bool {
+        self.tx_kick_pending
+    }
+
     /// Hand the current block back to the kernel and move to the next.
     fn release_block(&mut self) {
         let base = self.rx_block * RX_BLOCK_SIZE;

@@ -146,6 +146,12 @@ impl XdpPort {
         self.stats
     }
 
+    /// Frames handed to the TX ring that the kernel has not completed yet; `send` with
+    /// an empty burst reaps completions and kicks again.
+    pub fn tx_pending(&self) -> usize {
+        self.tx_in_flight
+    }
+
     /// The kernel's counters for the socket (drops for a full RX ring, an empty fill ring...).
     pub fn kernel_stats(&self) -> io::Result<xdp::libc::xdp::XdpStatistics> {
         self.socket

@@ -1,0 +1,354 @@
+//! Raw bpf(2) for the two programs pktgen loads (hand-assembled, no clang/ELF, as the
+//! switch's `xdp_prog` does): map create/lookup, program load with the verifier log on
+//! failure, BPF links for XDP, and BPF_PROG_TEST_RUN for XDP live frames.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+// Commands, types and flags from linux/bpf.h and linux/if_link.h.
+const BPF_MAP_CREATE: libc::c_int = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_TEST_RUN: libc::c_int = 10;
+const BPF_LINK_CREATE: libc::c_int = 28;
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+pub const BPF_PSEUDO_MAP_FD: u8 = 1;
+/// BPF_PROG_TEST_RUN: send the frames for real instead of returning them.
+pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// `struct bpf_insn`: dst in the low nibble of `regs`, src in the high one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BpfInsn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> BpfInsn {
+    BpfInsn {
+        code,
+        regs: dst | (src << 4),
+        off,
+        imm,
+    }
+}
+
+/// The program as the bytes the kernel reads (for tests against literal bytes).
+#[cfg(test)]
+pub fn insn_bytes(prog: &[BpfInsn]) -> Vec<u8> {
+    prog.iter()
+        .flat_map(|i| {
+            let mut b = [0u8; 8];
+            b[0] = i.code;
+            b[1] = i.regs;
+            b[2..4].copy_from_slice(&i.off.to_le_bytes());
+            b[4..8].copy_from_slice(&i.imm.to_le_bytes());
+            b
+        })
+        .collect()
+}
+
+// The bpf_attr members for exactly the commands used; the kernel zero-fills the rest.
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// The `test` member of bpf_attr (BPF_PROG_TEST_RUN).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// bpf(2) itself; returns the syscall's non-negative result.
+fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<i64> {
+    // SAFETY: `attr` is a live, initialised #[repr(C)] prefix of `union bpf_attr` for
+    // `cmd`, and its exact size is passed, so the kernel reads no further. Pointers
+    // inside it (insns, license, log buffer, keys, values, frame data) point at memory
+    // the caller keeps alive for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// bpf(2) for a command that returns a new fd.
+fn bpf_fd<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<OwnedFd> {
+    let fd = bpf(cmd, attr)?;
+    // SAFETY: on success these commands return a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `EPERM (Operation not permitted)` for an OS error, the plain text otherwise.
+pub fn errno_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => {
+            let errno = nix::errno::Errno::from_raw(code);
+            format!("{errno:?} ({})", errno.desc())
+        }
+        None => e.to_string(),
+    }
+}
+
+/// Wrap an OS error with what was being done and, where there is one, what to do.
+pub fn context(e: io::Error, what: &str, hint: &str) -> io::Error {
+    let text = errno_text(&e);
+    let msg = if hint.is_empty() {
+        format!("{what}: {text}")
+    } else {
+        format!("{what}: {text}; {hint}")
+    };
+    io::Error::new(e.kind(), msg)
+}
+
+fn name16(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = name.len().min(15);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+pub fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    entries: u32,
+    name: &str,
+) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries: entries,
+        map_name: name16(name),
+        ..Default::default()
+    };
+    bpf_fd(BPF_MAP_CREATE, &mut attr)
+}
+
+/// Look up `key`, filling `value` (for per-CPU maps: one slot per possible CPU, each
+/// rounded up to 8 bytes).
+pub fn map_lookup(map: &OwnedFd, key: u32, value: &mut [u8]) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: value.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(|_| ())
+}
+
+/// Load an XDP program, asking for the verifier log when the first try fails.
+pub fn prog_load_xdp(insns: &[BpfInsn], name: &str) -> io::Result<OwnedFd> {
+    const LICENSE: &CStr = c"Dual MIT/GPL";
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: LICENSE.as_ptr() as u64,
+        expected_attach_type: BPF_XDP,
+        prog_name: name16(name),
+        ..Default::default()
+    };
+    match bpf_fd(BPF_PROG_LOAD, &mut attr) {
+        Ok(fd) => Ok(fd),
+        Err(first) => {
+            let mut log = vec![0u8; 64 * 1024];
+            attr.log_level = 1;
+            attr.log_size = log.len() as u32;
+            attr.log_buf = log.as_mut_ptr() as u64;
+            let again = bpf_fd(BPF_PROG_LOAD, &mut attr);
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            match again {
+                Ok(fd) => Ok(fd),
+                Err(_) => {
+                    let hint = if first.raw_os_error() == Some(libc::EPERM) {
+                        "run as root or with CAP_BPF and CAP_NET_ADMIN".to_string()
+                    } else {
+                        format!("verifier log: {}", text.trim())
+                    };
+                    Err(context(first, &format!("load XDP program {name}"), &hint))
+                }
+            }
+        }
+    }
+}
+
+/// Attach an XDP program to `ifindex` through a BPF link (detached when the fd closes,
+/// also when the process is killed).
+pub fn xdp_link_create(prog: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags,
+    };
+    bpf_fd(BPF_LINK_CREATE, &mut attr)
+}
+
+/// Run an XDP program `repeat` times over `data` with BPF_F_TEST_XDP_LIVE_FRAMES: the
+/// kernel builds real frames from `data` and acts on the verdict (XDP_REDIRECT sends
+/// them). Returns the program's return value.
+pub fn prog_test_run_live(
+    prog: &OwnedFd,
+    data: &[u8],
+    repeat: u32,
+    batch_size: u32,
+) -> io::Result<u32> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data.len() as u32,
+        data_in: data.as_ptr() as u64,
+        repeat,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(attr.retval)
+}
+
+/// The interface's index in the calling thread's network namespace.
+pub fn ifindex(iface: &str) -> io::Result<u32> {
+    nix::net::if_::if_nametoindex(iface).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "look up interface {iface}: {} (does it exist in this network namespace?)",
+                e.desc()
+            ),
+        )
+    })
+}
+
+/// How many CPUs per-CPU maps have slots for (`/sys/devices/system/cpu/possible`).
+pub fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("read /sys/devices/system/cpu/possible: {e}"),
+        )
+    })?;
+    parse_cpu_list(&text).ok_or_else(|| {
+        io::Error::other(format!(
+            "cannot parse /sys/devices/system/cpu/possible: {:?}",
+            text.trim()
+        ))
+    })
+}
+
+/// "0-3,5" -> 6 (highest CPU + 1, which is what per-CPU values are laid out by).
+pub fn parse_cpu_list(text: &str) -> Option<usize> {
+    let mut highest = None;
+    for part in text.trim().split(',') {
+        let last = part.rsplit('-').next()?.trim();
+        let n: usize = last.parse().ok()?;
+        highest = Some(highest.map_or(n, |h: usize| h.max(n)));
+    }
+    highest.map(|h| h + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attr_layouts_match_linux_bpf_h() {
+        assert_eq!(std::mem::size_of::<BpfInsn>(), 8);
+        assert_eq!(std::mem::size_of::<MapElemAttr>(), 32);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, log_buf), 32);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, prog_name), 48);
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(std::mem::size_of::<LinkCreateAttr>(), 16);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, repeat), 32);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, ctx_in), 48);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, flags), 64);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, batch_size), 72);
+    }
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-3,8-11"), Some(12));
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+}
