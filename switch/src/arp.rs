@@ -30,8 +30,15 @@ pub struct ArpCounters {
 }
 
 enum State {
-    Resolved { mac: Mac, until: Instant },
-    Pending { since: Instant, last_request: Instant, held: Vec<Vec<u8>> },
+    Resolved {
+        mac: Mac,
+        until: Instant,
+    },
+    Pending {
+        since: Instant,
+        last_request: Instant,
+        held: Vec<Vec<u8>>,
+    },
 }
 
 /// What to do with a frame that needs `ip`'s MAC.
@@ -39,7 +46,9 @@ enum State {
 pub enum Lookup {
     Known(Mac),
     /// Held; send an ARP request now if `request` is true.
-    Held { request: bool },
+    Held {
+        request: bool,
+    },
     Dropped,
 }
 
@@ -60,16 +69,28 @@ impl ArpCache {
                 return Lookup::Dropped;
             }
         }
-        let st = self.entries.entry(ip).or_insert(State::Pending { since: now, last_request: now, held: Vec::new() });
+        let st = self.entries.entry(ip).or_insert(State::Pending {
+            since: now,
+            last_request: now,
+            held: Vec::new(),
+        });
         match st {
             State::Resolved { mac, until } if *until > now => Lookup::Known(*mac),
             State::Resolved { .. } => {
-                *st = State::Pending { since: now, last_request: now, held: vec![frame.to_vec()] };
+                *st = State::Pending {
+                    since: now,
+                    last_request: now,
+                    held: vec![frame.to_vec()],
+                };
                 self.counters.held += 1;
                 self.counters.requests_sent += 1;
                 Lookup::Held { request: true }
             }
-            State::Pending { since, last_request, held } => {
+            State::Pending {
+                since,
+                last_request,
+                held,
+            } => {
                 let first = held.is_empty() && *since == now && *last_request == now;
                 if held.len() >= HOLD_FRAMES {
                     self.counters.hold_drops += 1;
@@ -90,7 +111,13 @@ impl ArpCache {
     /// A neighbour announced itself (reply, or a request from it): cache it and return
     /// the frames that were waiting for it.
     pub fn learn(&mut self, ip: Ipv4Addr, mac: Mac, now: Instant) -> Vec<Vec<u8>> {
-        let prev = self.entries.insert(ip, State::Resolved { mac, until: now + REACHABLE });
+        let prev = self.entries.insert(
+            ip,
+            State::Resolved {
+                mac,
+                until: now + REACHABLE,
+            },
+        );
         self.counters.replies_learned += 1;
         match prev {
             Some(State::Pending { held, .. }) => held,
@@ -114,7 +141,11 @@ impl ArpCache {
         let mut dropped = 0u64;
         self.entries.retain(|ip, st| match st {
             State::Resolved { until, .. } => *until + REACHABLE > now,
-            State::Pending { since, last_request, held } => {
+            State::Pending {
+                since,
+                last_request,
+                held,
+            } => {
                 if now.saturating_duration_since(*since) >= HOLD {
                     dropped += held.len() as u64;
                     false
@@ -172,10 +203,22 @@ mod tests {
         let t = Instant::now();
         let mut c = ArpCache::default();
         assert_eq!(c.resolve(GW, b"one", t), Lookup::Held { request: true });
-        assert_eq!(c.resolve(GW, b"two", t), Lookup::Held { request: false }, "one request per burst");
-        assert_eq!(c.resolve(GW, b"three", t + RETRY), Lookup::Held { request: true }, "retried after RETRY");
+        assert_eq!(
+            c.resolve(GW, b"two", t),
+            Lookup::Held { request: false },
+            "one request per burst"
+        );
+        assert_eq!(
+            c.resolve(GW, b"three", t + RETRY),
+            Lookup::Held { request: true },
+            "retried after RETRY"
+        );
         let held = c.learn(GW, M, t + RETRY);
-        assert_eq!(held, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()], "in order");
+        assert_eq!(
+            held,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()],
+            "in order"
+        );
         assert_eq!(c.resolve(GW, b"x", t + RETRY), Lookup::Known(M));
         assert_eq!(c.counters.requests_sent, 2);
     }
@@ -189,9 +232,17 @@ mod tests {
         }
         assert_eq!(c.resolve(GW, b"f", t), Lookup::Dropped);
         assert!(c.expire(t + HOLD).is_empty());
-        assert_eq!(c.counters.hold_drops, 1 + HOLD_FRAMES as u64, "unresolved frames dropped after HOLD");
+        assert_eq!(
+            c.counters.hold_drops,
+            1 + HOLD_FRAMES as u64,
+            "unresolved frames dropped after HOLD"
+        );
         c.learn(GW, M, t);
-        assert_eq!(c.resolve(GW, b"f", t + REACHABLE), Lookup::Held { request: true }, "stale entries re-resolve");
+        assert_eq!(
+            c.resolve(GW, b"f", t + REACHABLE),
+            Lookup::Held { request: true },
+            "stale entries re-resolve"
+        );
     }
 
     #[test]
@@ -209,7 +260,10 @@ mod tests {
         let mut out = [0u8; 64];
         let n = request(M, Ipv4Addr::new(198, 51, 100, 2), GW, &mut out);
         assert_eq!(n, 60);
-        assert_eq!(&out[..14], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 8, 6]);
+        assert_eq!(
+            &out[..14],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 8, 6]
+        );
         assert_eq!(&out[20..22], &[0, 1], "request");
         assert_eq!(&out[28..32], &[198, 51, 100, 2]);
         assert_eq!(&out[38..42], &[198, 51, 100, 1]);

@@ -60,7 +60,13 @@ impl IcmpError {
 /// Ethernet+IPv4 frame), sent from (`src_mac`, `src_ip`) back to the frame's sender.
 /// None when no error may be sent (RFC 1812: not about ICMP errors, fragments other
 /// than the first, broadcasts or multicasts).
-pub fn icmp_error(kind: IcmpError, frame: &[u8], src_mac: Mac, src_ip: Ipv4Addr, out: &mut [u8]) -> Option<usize> {
+pub fn icmp_error(
+    kind: IcmpError,
+    frame: &[u8],
+    src_mac: Mac,
+    src_ip: Ipv4Addr,
+    out: &mut [u8],
+) -> Option<usize> {
     let ip = frame.get(ETH_HLEN..)?;
     if ip.len() < 20 || ip[0] >> 4 != 4 {
         return None;
@@ -72,7 +78,12 @@ pub fn icmp_error(kind: IcmpError, frame: &[u8], src_mac: Mac, src_ip: Ipv4Addr,
     let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
     let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    if frag_offset != 0 || dst.is_broadcast() || dst.is_multicast() || src.is_unspecified() || frame[6] & 1 != 0 {
+    if frag_offset != 0
+        || dst.is_broadcast()
+        || dst.is_multicast()
+        || src.is_unspecified()
+        || frame[6] & 1 != 0
+    {
         return None;
     }
     if ip[9] == 1 && ip.len() > ihl {
@@ -93,7 +104,9 @@ pub fn icmp_error(kind: IcmpError, frame: &[u8], src_mac: Mac, src_ip: Ipv4Addr,
     out[6..12].copy_from_slice(&src_mac);
     out[12..14].copy_from_slice(&[0x08, 0x00]);
     let h = &mut out[ETH_HLEN..ETH_HLEN + 20];
-    h.copy_from_slice(&[0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    h.copy_from_slice(&[
+        0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
     h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     h[12..16].copy_from_slice(&src_ip.octets());
     h[16..20].copy_from_slice(&src.octets());
@@ -114,7 +127,9 @@ mod tests {
 
     fn udp_frame(ttl: u8) -> Vec<u8> {
         let mut f = vec![2, 0x42, 172, 18, 0, 1, 2, 0x42, 172, 18, 0, 2, 8, 0];
-        let mut ip = vec![0x45, 0, 0, 36, 0xab, 0xcd, 0x40, 0, ttl, 17, 0, 0, 172, 18, 0, 2, 198, 51, 100, 7];
+        let mut ip = vec![
+            0x45, 0, 0, 36, 0xab, 0xcd, 0x40, 0, ttl, 17, 0, 0, 172, 18, 0, 2, 198, 51, 100, 7,
+        ];
         let c = internet_checksum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         f.extend(ip);
@@ -136,7 +151,9 @@ mod tests {
 
     #[test]
     fn checksum_adjust_matches_recomputation() {
-        let mut h = [0x45u8, 0, 0, 60, 1, 2, 0, 0, 9, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut h = [
+            0x45u8, 0, 0, 60, 1, 2, 0, 0, 9, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
         let c = internet_checksum(&h);
         h[10..12].copy_from_slice(&c.to_be_bytes());
         // Rewrite the source address word by word, as SNAT would.
@@ -144,7 +161,8 @@ mod tests {
             let old = u16::from_be_bytes([h[i], h[i + 1]]);
             h[i..i + 2].copy_from_slice(&new);
             let hc = u16::from_be_bytes([h[10], h[11]]);
-            h[10..12].copy_from_slice(&checksum_adjust(hc, old, u16::from_be_bytes(new)).to_be_bytes());
+            h[10..12]
+                .copy_from_slice(&checksum_adjust(hc, old, u16::from_be_bytes(new)).to_be_bytes());
         }
         assert_eq!(internet_checksum(&h), 0);
     }
@@ -154,7 +172,14 @@ mod tests {
         let f = udp_frame(1);
         let mut out = [0u8; 128];
         let gw = Ipv4Addr::new(172, 18, 0, 1);
-        let n = icmp_error(IcmpError::TtlExceeded, &f, [2, 0x42, 172, 18, 0, 1], gw, &mut out).expect("error sent");
+        let n = icmp_error(
+            IcmpError::TtlExceeded,
+            &f,
+            [2, 0x42, 172, 18, 0, 1],
+            gw,
+            &mut out,
+        )
+        .expect("error sent");
         assert_eq!(n, 14 + 20 + 8 + 28);
         let r = &out[..n];
         assert_eq!(&r[0..6], &f[6..12], "back to the sender's MAC");
@@ -183,6 +208,9 @@ mod tests {
         let mut f = udp_frame(1);
         f[30..34].copy_from_slice(&[255, 255, 255, 255]);
         assert!(icmp_error(IcmpError::NetUnreachable, &f, mac, gw, &mut out).is_none());
-        assert!(icmp_error(IcmpError::NetUnreachable, &f[..20], mac, gw, &mut out).is_none(), "truncated");
+        assert!(
+            icmp_error(IcmpError::NetUnreachable, &f[..20], mac, gw, &mut out).is_none(),
+            "truncated"
+        );
     }
 }

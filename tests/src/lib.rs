@@ -141,9 +141,17 @@ impl Daemon {
     /// Start with `--workers 1` and the given extra flags (e.g. `--io af_packet`).
     pub fn start(lab: &Lab, extra: &[&str]) -> Daemon {
         let host_ns = lab.name("h");
-        let st = Command::new("ip").args(["netns", "add", &host_ns]).status().expect("ip netns add");
-        assert!(st.success(), "cannot create the daemon's namespace {host_ns}");
-        let _ = Command::new("ip").args(["-n", &host_ns, "link", "set", "lo", "up"]).status();
+        let st = Command::new("ip")
+            .args(["netns", "add", &host_ns])
+            .status()
+            .expect("ip netns add");
+        assert!(
+            st.success(),
+            "cannot create the daemon's namespace {host_ns}"
+        );
+        let _ = Command::new("ip")
+            .args(["-n", &host_ns, "link", "set", "lo", "up"])
+            .status();
         let mut d = Daemon {
             host_ns,
             socket: lab.dir.join("vswitchd.sock"),
