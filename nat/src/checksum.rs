@@ -51,8 +51,14 @@ impl Delta {
 
     /// Records that a 32-bit field (an IPv4 address) changed.
     pub fn addr(&mut self, old: [u8; 4], new: [u8; 4]) {
-        self.word(u16::from_be_bytes([old[0], old[1]]), u16::from_be_bytes([new[0], new[1]]));
-        self.word(u16::from_be_bytes([old[2], old[3]]), u16::from_be_bytes([new[2], new[3]]));
+        self.word(
+            u16::from_be_bytes([old[0], old[1]]),
+            u16::from_be_bytes([new[0], new[1]]),
+        );
+        self.word(
+            u16::from_be_bytes([old[2], old[3]]),
+            u16::from_be_bytes([new[2], new[3]]),
+        );
     }
 
     /// Both sets of changes.
@@ -82,8 +88,8 @@ mod tests {
     fn incremental_matches_full_recompute() {
         // An IPv4 header captured on the wire (172.16.5.2 -> 203.0.113.7, UDP).
         let mut h = [
-            0x45, 0x00, 0x00, 0x2c, 0x4a, 0xcc, 0x40, 0x00, 0x40, 0x11, 0x02, 0xdb, 172, 16, 5,
-            2, 203, 0, 113, 7,
+            0x45, 0x00, 0x00, 0x2c, 0x4a, 0xcc, 0x40, 0x00, 0x40, 0x11, 0x02, 0xdb, 172, 16, 5, 2,
+            203, 0, 113, 7,
         ];
         assert_eq!(checksum(&h, 0), 0);
         let mut d = Delta::default();

@@ -79,7 +79,11 @@ impl TcpState {
         }
         if flags & TCP_FIN != 0 && matches!(self, SynRecv | Established | FinWait) {
             fins[dir as usize] = true;
-            return if fins[0] && fins[1] { TimeWait } else { FinWait };
+            return if fins[0] && fins[1] {
+                TimeWait
+            } else {
+                FinWait
+            };
         }
         match (self, dir) {
             (SynRecv, Dir::Original) if ack => Established,
@@ -414,14 +418,22 @@ mod tests {
     fn tcp_rst_simultaneous_open_and_reuse() {
         use Dir::*;
         use TcpState::*;
-        assert_eq!(run(&[(Original, ACK)]), vec![SynSent], "no ACK before SYN+ACK");
-        assert_eq!(run(&[(Reply, SYN), (Original, SYNACK), (Original, ACK)]), vec![
-            SynRecv,
-            SynRecv,
-            Established
-        ]);
         assert_eq!(
-            run(&[(Reply, SYNACK), (Original, ACK), (Reply, TCP_RST), (Original, SYN)]),
+            run(&[(Original, ACK)]),
+            vec![SynSent],
+            "no ACK before SYN+ACK"
+        );
+        assert_eq!(
+            run(&[(Reply, SYN), (Original, SYNACK), (Original, ACK)]),
+            vec![SynRecv, SynRecv, Established]
+        );
+        assert_eq!(
+            run(&[
+                (Reply, SYNACK),
+                (Original, ACK),
+                (Reply, TCP_RST),
+                (Original, SYN)
+            ]),
             vec![SynRecv, Established, Close, SynSent]
         );
         assert_eq!(
@@ -442,7 +454,16 @@ mod tests {
             src: Ipv4Addr::new(203, 0, 113, 1),
             ..t
         };
-        Session::new(Proto::Udp, Kind::Snat, t, x, Side::Inside, Side::Outside, true, now)
+        Session::new(
+            Proto::Udp,
+            Kind::Snat,
+            t,
+            x,
+            Side::Inside,
+            Side::Outside,
+            true,
+            now,
+        )
     }
 
     #[test]

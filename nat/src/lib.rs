@@ -63,6 +63,8 @@
 mod checksum;
 mod conntrack;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod nat;
 mod ports;
 mod published;

@@ -11,7 +11,9 @@ use crate::conntrack::{Dir, Key, Kind, Session, Side, Table, TcpState, Timeouts}
 use crate::error::NatError;
 use crate::ports::{PortRange, Ports};
 use crate::published::{PortMapping, Published};
-use crate::wire::{self, Headers, ParseError, Proto, Tuple, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::wire::{
+    self, Headers, ParseError, Proto, Tuple, L4, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+};
 
 /// Limits and timeouts. `Default` gives the RFC-recommended values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,28 +159,46 @@ impl From<Tuple> for FlowTuple {
     }
 }
 
-/// A session's state for listings: the TCP state, or whether a reply was seen.
+/// A session's state for listings: the TCP state, or for UDP and ICMP whether a reply
+/// was seen. Serialized as the upper-case name (`"ESTABLISHED"`, `"UNREPLIED"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SessionState {
-    Tcp(TcpState),
+    SynSent,
+    SynRecv,
+    Established,
+    FinWait,
+    TimeWait,
+    Close,
     Unreplied,
     Replied,
 }
 
+impl From<TcpState> for SessionState {
+    fn from(t: TcpState) -> Self {
+        match t {
+            TcpState::SynSent => SessionState::SynSent,
+            TcpState::SynRecv => SessionState::SynRecv,
+            TcpState::Established => SessionState::Established,
+            TcpState::FinWait => SessionState::FinWait,
+            TcpState::TimeWait => SessionState::TimeWait,
+            TcpState::Close => SessionState::Close,
+        }
+    }
+}
+
 impl std::fmt::Display for SessionState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            SessionState::Tcp(TcpState::SynSent) => "SYN_SENT",
-            SessionState::Tcp(TcpState::SynRecv) => "SYN_RECV",
-            SessionState::Tcp(TcpState::Established) => "ESTABLISHED",
-            SessionState::Tcp(TcpState::FinWait) => "FIN_WAIT",
-            SessionState::Tcp(TcpState::TimeWait) => "TIME_WAIT",
-            SessionState::Tcp(TcpState::Close) => "CLOSE",
+        f.write_str(match self {
+            SessionState::SynSent => "SYN_SENT",
+            SessionState::SynRecv => "SYN_RECV",
+            SessionState::Established => "ESTABLISHED",
+            SessionState::FinWait => "FIN_WAIT",
+            SessionState::TimeWait => "TIME_WAIT",
+            SessionState::Close => "CLOSE",
             SessionState::Unreplied => "UNREPLIED",
             SessionState::Replied => "REPLIED",
-        };
-        f.write_str(s)
+        })
     }
 }
 
@@ -385,7 +405,16 @@ impl Nat {
             dport: m.target_port,
             ..t
         };
-        let s = Session::new(h.proto, Kind::Dnat, t, xlat, Side::Outside, Side::Inside, false, now);
+        let s = Session::new(
+            h.proto,
+            Kind::Dnat,
+            t,
+            xlat,
+            Side::Outside,
+            Side::Inside,
+            false,
+            now,
+        );
         match self.create(s) {
             Ok(i) => self.forward(pkt, &h, i, Dir::Original, now),
             Err(r) => Verdict::Drop(r),
@@ -402,7 +431,16 @@ impl Nat {
             sport: port,
             ..t
         };
-        let s = Session::new(h.proto, Kind::Snat, t, xlat, Side::Inside, Side::Outside, true, now);
+        let s = Session::new(
+            h.proto,
+            Kind::Snat,
+            t,
+            xlat,
+            Side::Inside,
+            Side::Outside,
+            true,
+            now,
+        );
         match self.create(s) {
             Ok(i) => self.forward(pkt, h, i, Dir::Original, now),
             Err(r) => {
@@ -426,7 +464,16 @@ impl Nat {
             dst: m.target_ip,
             dport: m.target_port,
         };
-        let s = Session::new(h.proto, Kind::Hairpin, t, xlat, Side::Inside, Side::Inside, true, now);
+        let s = Session::new(
+            h.proto,
+            Kind::Hairpin,
+            t,
+            xlat,
+            Side::Inside,
+            Side::Inside,
+            true,
+            now,
+        );
         match self.create(s) {
             Ok(i) => self.forward(pkt, h, i, Dir::Original, now),
             Err(r) => {
@@ -479,7 +526,13 @@ impl Nat {
 
     /// The live session a packet arriving from `side` belongs to. An expired one is
     /// removed here, so correctness does not depend on how often `expire` runs.
-    fn lookup(&mut self, side: Side, proto: Proto, tuple: Tuple, now: Instant) -> Option<(u32, Dir)> {
+    fn lookup(
+        &mut self,
+        side: Side,
+        proto: Proto,
+        tuple: Tuple,
+        now: Instant,
+    ) -> Option<(u32, Dir)> {
         let (i, dir) = self.table.lookup(&Key { side, proto, tuple })?;
         if self.table.get(i).expired(now, &self.timeouts) {
             self.remove(i);
@@ -514,7 +567,13 @@ impl Nat {
     /// packet is put back as it was before translation (IP and transport checksums
     /// included), and the outer header is addressed to the quoted packet's sender.
     /// None when the quote matches no session.
-    fn icmp_error(&mut self, pkt: &mut [u8], h: &Headers, side: Side, now: Instant) -> Option<Verdict> {
+    fn icmp_error(
+        &mut self,
+        pkt: &mut [u8],
+        h: &Headers,
+        side: Side,
+        now: Instant,
+    ) -> Option<Verdict> {
         let q = wire::quote_offset(h);
         let quote = pkt.get(q..h.end)?;
         let Ok(inner) = wire::parse(quote, true) else {
@@ -583,7 +642,7 @@ impl Nat {
                     original: s.orig.into(),
                     translated: s.xlat.into(),
                     state: match (s.proto, s.replied) {
-                        (Proto::Tcp, _) => SessionState::Tcp(s.tcp),
+                        (Proto::Tcp, _) => s.tcp.into(),
                         (_, true) => SessionState::Replied,
                         (_, false) => SessionState::Unreplied,
                     },

@@ -187,12 +187,14 @@ mod tests {
             "protocols have separate port spaces"
         );
         assert_eq!(
-            p.acquire(Proto::Udp, (C2, 6000), |x| x == 6000).map(|x| x != 6000),
+            p.acquire(Proto::Udp, (C2, 6000), |x| x == 6000)
+                .map(|x| x != 6000),
             Some(true),
             "reserved (published) ports are skipped"
         );
         assert_eq!(
-            p.acquire(Proto::Udp, (C2, 80), |_| false).map(|x| x >= 1024),
+            p.acquire(Proto::Udp, (C2, 80), |_| false)
+                .map(|x| x >= 1024),
             Some(true),
             "out-of-range source ports are not kept"
         );
@@ -209,7 +211,11 @@ mod tests {
         assert_eq!(p.acquire(Proto::Udp, (C1, 3), |_| false), None);
         p.acquire(Proto::Udp, (C1, 1), |_| false);
         p.release(Proto::Udp, (C1, 1));
-        assert_eq!(p.acquire(Proto::Udp, (C1, 3), |_| false), None, "still held");
+        assert_eq!(
+            p.acquire(Proto::Udp, (C1, 3), |_| false),
+            None,
+            "still held"
+        );
         p.release(Proto::Udp, (C1, 1));
         assert_eq!(p.acquire(Proto::Udp, (C1, 3), |_| false), Some(2000));
         assert_eq!(p.len(), 2);
@@ -226,7 +232,11 @@ mod tests {
         p.release(Proto::Icmp, (C1, 1));
         assert_eq!(p.acquire(Proto::Icmp, (C1, 3), |_| false), Some(65534));
         let mut q = Ports::new(PortRange { first: 0, last: 1 });
-        assert_eq!(q.acquire(Proto::Icmp, (C1, 0), |_| false), Some(1), "never 0");
+        assert_eq!(
+            q.acquire(Proto::Icmp, (C1, 0), |_| false),
+            Some(1),
+            "never 0"
+        );
         assert_eq!(q.acquire(Proto::Icmp, (C1, 5), |_| false), None);
     }
 }

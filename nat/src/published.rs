@@ -34,9 +34,10 @@ impl Published {
             return Err(NatError::InvalidMapping(m));
         }
         let list = self.by_port.entry((m.proto, m.host_port)).or_default();
-        if list.iter().any(|o| {
-            o.host_ip.is_none() || m.host_ip.is_none() || o.host_ip == m.host_ip
-        }) {
+        if list
+            .iter()
+            .any(|o| o.host_ip.is_none() || m.host_ip.is_none() || o.host_ip == m.host_ip)
+        {
             return Err(NatError::PortAllocated {
                 host_ip: m.host_ip,
                 host_port: m.host_port,
@@ -72,10 +73,13 @@ impl Published {
         port: u16,
         external: impl Fn(Ipv4Addr) -> bool,
     ) -> Option<&PortMapping> {
-        self.by_port.get(&(proto, port))?.iter().find(|m| match m.host_ip {
-            Some(ip) => ip == dst,
-            None => external(dst),
-        })
+        self.by_port
+            .get(&(proto, port))?
+            .iter()
+            .find(|m| match m.host_ip {
+                Some(ip) => ip == dst,
+                None => external(dst),
+            })
     }
 
     /// Whether any mapping uses `port` (SNAT must not hand it out).

@@ -101,9 +101,13 @@ impl Tuple {
 /// What follows the IPv4 header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
-    Tcp { flags: u8 },
+    Tcp {
+        flags: u8,
+    },
     Udp,
-    IcmpEcho { reply: bool },
+    IcmpEcho {
+        reply: bool,
+    },
     /// Destination unreachable, time exceeded or parameter problem: quotes a packet.
     IcmpError,
 }
@@ -333,8 +337,7 @@ mod tests {
 
     fn udp() -> Vec<u8> {
         let mut p = vec![
-            0x45, 0x00, 0x00, 0x1c, 0, 1, 0x40, 0x00, 64, 17, 0, 0, 172, 16, 0, 2, 198, 51, 100,
-            7,
+            0x45, 0x00, 0x00, 0x1c, 0, 1, 0x40, 0x00, 64, 17, 0, 0, 172, 16, 0, 2, 198, 51, 100, 7,
         ];
         p.extend([0x13, 0x88, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00]);
         p
