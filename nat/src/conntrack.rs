@@ -219,6 +219,9 @@ pub struct Key {
 }
 
 const NIL: u32 = u32::MAX;
+/// Sessions allocated up front; the table grows (on session creation only) beyond it,
+/// so an idle worker does not hold megabytes for a bound it never reaches.
+const INITIAL_CAPACITY: usize = 4096;
 
 /// Sessions in a slab (indices stay valid until removal), a hash index from both
 /// directions' keys, and an intrusive LRU list through the slab.
@@ -236,9 +239,9 @@ pub struct Table {
 impl Table {
     pub fn with_capacity(n: usize) -> Table {
         Table {
-            slots: Vec::with_capacity(n.min(1 << 16)),
+            slots: Vec::with_capacity(n.min(INITIAL_CAPACITY)),
             free: Vec::new(),
-            index: HashMap::with_capacity(2 * n.min(1 << 16)),
+            index: HashMap::with_capacity(2 * n.min(INITIAL_CAPACITY)),
             head: NIL,
             tail: NIL,
             len: 0,

@@ -812,3 +812,53 @@ fn fuzz_body_survives_random_and_mutated_input() {
         "the scripts reach translation: {translated}"
     );
 }
+
+#[test]
+fn workers_with_disjoint_ranges_never_hand_out_the_same_port() {
+    let half = |first, last| NatConfig {
+        port_range: PortRange { first, last },
+        ..NatConfig::default()
+    };
+    let mut w0 = nat_with(half(1024, 32767));
+    let mut w1 = nat_with(half(32768, 65535));
+    let t = Instant::now();
+    let mut a = udp((C1, 40000), (REMOTE, 53), b"x");
+    let mut b = udp((C2, 40000), (REMOTE, 53), b"x");
+    assert_eq!(w0.outbound(&mut a, t), OUT);
+    assert_eq!(w1.outbound(&mut b, t), OUT);
+    assert!(
+        (1024..=32767).contains(&tuple_of(&a).sport),
+        "40000 is not w0's to keep"
+    );
+    assert_eq!(tuple_of(&b).sport, 40000, "kept: in w1's range");
+}
+
+#[test]
+fn published_ports_answer_on_every_external_address_unless_bound() {
+    let mut n = nat();
+    let second = Ipv4Addr::new(203, 0, 113, 2);
+    n.add_external_ip(second);
+    n.add_port_mapping(web()).unwrap();
+    n.add_port_mapping(PortMapping {
+        host_ip: Some(EXT),
+        host_port: 9090,
+        ..web()
+    })
+    .unwrap();
+    let t = Instant::now();
+    let mut a = tcp((REMOTE, 1), (second, 8080), wire::TCP_SYN);
+    assert_eq!(n.inbound(&mut a, t), IN);
+    let mut b = tcp((REMOTE, 1), (second, 9090), wire::TCP_SYN);
+    assert_eq!(
+        n.inbound(&mut b, t),
+        Verdict::NotOurs,
+        "9090 is bound to EXT only"
+    );
+    // Same target and remote ip:port as `a`: the target's replies could not be told
+    // apart, so the session is refused rather than shared.
+    let mut c = tcp((REMOTE, 1), (EXT, 9090), wire::TCP_SYN);
+    assert_eq!(n.inbound(&mut c, t), Verdict::Drop(DropReason::Collision));
+    let mut d = tcp((REMOTE, 2), (EXT, 9090), wire::TCP_SYN);
+    assert_eq!(n.inbound(&mut d, t), IN);
+    assert_eq!(n.external_ip(), EXT, "SNAT still uses the first address");
+}

@@ -1,0 +1,10 @@
+//! Arbitrary bytes as a script of outbound / inbound / expire / list steps against a
+//! small NAT (see `nat::fuzzing::conntrack`): no input may panic, a packet that is not
+//! translated is left unchanged, and translation never breaks a valid checksum.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    nat::fuzzing::conntrack(data);
+});
