@@ -107,3 +107,10 @@ pub struct CaptureId {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Conntrack {
+    /// Only sessions of this network's addresses.
+    pub network: Option<String>,
+}

@@ -16,6 +16,7 @@ use crate::driver::{self, Ctx, Driver};
 use crate::error::{ApiError, ApiResult};
 use crate::ipam::{self, Pool};
 use crate::model::{self, DriverKind, Endpoint, LinkKind, Mac, Network, Sandbox, SandboxMode};
+use crate::publish::{self, Binding};
 use crate::sandbox;
 use crate::state::{State, Store};
 
@@ -25,6 +26,8 @@ pub struct Config {
     pub io: IoMode,
     /// Upstream resolvers, written into resolv.conf of sandboxes on the default bridge.
     pub dns_upstreams: Vec<IpAddr>,
+    /// The uplink address, when there is an uplink (egress, published ports).
+    pub uplink_ip: Option<Ipv4Addr>,
 }
 
 pub struct Controller {
@@ -131,8 +134,17 @@ impl Controller {
                     tracing::error!(sandbox = %sb.name, network = %net.name, error = %format!("{e:#}"), "cannot restore endpoint");
                 }
             }
+            if let Err(e) = self.publish(&sb.name, &sb.ports) {
+                tracing::error!(sandbox = %sb.name, error = %e, "cannot restore published ports");
+            }
             if let Err(e) = self.refresh_sandbox_config(&sb.name) {
                 tracing::error!(sandbox = %sb.name, error = %format!("{e:#}"), "cannot restore routes and resolv.conf");
+            }
+        }
+        let ids: Vec<String> = self.state.networks.keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.sync_hosts(&id) {
+                tracing::error!(network = %id, error = %e, "cannot restore the network's address table");
             }
         }
         tracing::info!(
@@ -164,6 +176,146 @@ impl Controller {
 
     fn save(&self) -> ApiResult<()> {
         self.store.save(&self.state).map_err(ApiError::system)
+    }
+
+    /// Tell the data plane which endpoint owns which address on a network.
+    fn sync_hosts(&mut self, net_id: &str) -> ApiResult<()> {
+        let Some(net) = self.state.networks.get(net_id).cloned() else {
+            return Ok(());
+        };
+        let hosts: Vec<(Ipv4Addr, Mac)> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|e| e.network == net_id)
+            .map(|e| (e.ip, e.mac))
+            .collect();
+        self.with_driver(net.driver, |d, ctx| d.sync_network(ctx, &net, &hosts))?;
+        Ok(())
+    }
+
+    /// The address a sandbox's published ports forward to: its first network's.
+    fn publish_target(&self, sandbox: &str) -> ApiResult<Ipv4Addr> {
+        let sb = self.sandbox(sandbox)?;
+        sb.endpoints
+            .first()
+            .and_then(|e| self.state.endpoints.get(e))
+            .map(|e| e.ip)
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "sandbox {sandbox} has no network to publish ports from"
+                ))
+            })
+    }
+
+    /// Program the NAT for a sandbox's bindings; all or nothing.
+    fn publish(&mut self, sandbox: &str, bindings: &[Binding]) -> ApiResult<()> {
+        if bindings.is_empty() {
+            return Ok(());
+        }
+        let target = self.publish_target(sandbox)?;
+        for (i, b) in bindings.iter().enumerate() {
+            let m = nat::PortMapping {
+                proto: b.proto.nat(),
+                host_ip: b.host_ip,
+                host_port: b.host_port,
+                target_ip: target,
+                target_port: b.port,
+            };
+            if let Err(e) = self.engine.port_mapping(true, m) {
+                self.unpublish(sandbox, &bindings[..i]);
+                return Err(ApiError::conflict(format!("{e:#}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn unpublish(&mut self, sandbox: &str, bindings: &[Binding]) {
+        let target = self
+            .publish_target(sandbox)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        for b in bindings {
+            let m = nat::PortMapping {
+                proto: b.proto.nat(),
+                host_ip: b.host_ip,
+                host_port: b.host_port,
+                target_ip: target,
+                target_port: b.port,
+            };
+            if let Err(e) = self.engine.port_mapping(false, m) {
+                tracing::warn!(sandbox, error = %e, "cannot unpublish port");
+            }
+        }
+    }
+
+    /// Validate `-p`/`-P`/`--expose` and choose host ports, refusing claims of a host
+    /// port another sandbox holds.
+    fn plan_bindings(&self, req: &api::SandboxCreate, net: &Network) -> ApiResult<Vec<Binding>> {
+        if req.publish.is_empty() && !req.publish_all {
+            for e in &req.expose {
+                publish::parse_expose(e)?;
+            }
+            return Ok(Vec::new());
+        }
+        let Some(uplink_ip) = self.cfg.uplink_ip else {
+            return Err(ApiError::invalid("publishing ports needs an uplink: start vswitchd with --uplink, --uplink-ip and --uplink-gw"));
+        };
+        if net.internal || net.driver != DriverKind::Bridge {
+            return Err(ApiError::invalid(format!(
+                "cannot publish ports on network {}: only non-internal bridge networks publish ports",
+                net.name
+            )));
+        }
+        let mut wanted: Vec<Binding> = req
+            .publish
+            .iter()
+            .map(|p| publish::parse(p))
+            .collect::<ApiResult<_>>()?;
+        if req.publish_all {
+            for e in &req.expose {
+                let (port, proto) = publish::parse_expose(e)?;
+                if !wanted.iter().any(|b| b.port == port && b.proto == proto) {
+                    wanted.push(Binding {
+                        proto,
+                        host_ip: None,
+                        host_port: 0,
+                        port,
+                    });
+                }
+            }
+        }
+        let mut taken: Vec<Binding> = self
+            .state
+            .sandboxes
+            .values()
+            .flat_map(|s| s.ports.iter().copied())
+            .collect();
+        let mut out = Vec::new();
+        for mut b in wanted {
+            if let Some(ip) = b.host_ip {
+                if ip != uplink_ip {
+                    return Err(ApiError::invalid(format!(
+                        "cannot publish on {ip}: the switch's address is {uplink_ip}"
+                    )));
+                }
+            }
+            if b.host_port == 0 {
+                let free = publish::EPHEMERAL.clone().find(|p| {
+                    let c = Binding { host_port: *p, ..b };
+                    !taken.iter().any(|t| t.clashes(&c))
+                });
+                b.host_port = free
+                    .ok_or_else(|| ApiError::conflict("no free host port left in 32768-60999"))?;
+            } else if taken.iter().any(|t| t.clashes(&b)) {
+                return Err(ApiError::conflict(format!(
+                    "Bind for {} failed: port is already allocated",
+                    b.host()
+                )));
+            }
+            taken.push(b);
+            out.push(b);
+        }
+        Ok(out)
     }
 
     // ---- lookups -------------------------------------------------------------------
@@ -580,6 +732,9 @@ impl Controller {
         if let Some(sb) = self.state.sandboxes.get_mut(sandbox) {
             sb.endpoints.push(ep.id.clone());
         }
+        if let Err(e) = self.sync_hosts(net_id) {
+            tracing::warn!(network = %net.name, error = %e, "cannot update the network's address table");
+        }
         let done = self
             .refresh_sandbox_config(sandbox)
             .map_err(ApiError::from)
@@ -655,6 +810,9 @@ impl Controller {
         if let Some(sb) = self.state.sandboxes.get_mut(&ep.sandbox) {
             sb.endpoints.retain(|e| e != ep_id);
         }
+        if let Err(e) = self.sync_hosts(&ep.network) {
+            tracing::warn!(network = %net.name, error = %e, "cannot update the network's address table");
+        }
         if self.state.sandboxes.contains_key(&ep.sandbox) {
             if let Err(e) = self.refresh_sandbox_config(&ep.sandbox) {
                 tracing::warn!(sandbox = %ep.sandbox, error = %format!("{e:#}"), "cannot update routes after disconnect");
@@ -707,13 +865,9 @@ impl Controller {
                 req.name
             )));
         }
-        if !req.publish.is_empty() || req.publish_all || !req.expose.is_empty() {
-            return Err(ApiError::invalid(
-                "published ports need the uplink and NAT, which this build does not have yet",
-            ));
-        }
         let net_ref = req.network.clone().unwrap_or_else(|| "bridge".into());
         let net = self.network(&net_ref)?.clone();
+        let bindings = self.plan_bindings(&req, &net)?;
         let mode = match net.driver {
             DriverKind::Host => SandboxMode::Host,
             DriverKind::Null => SandboxMode::None,
@@ -753,16 +907,34 @@ impl Controller {
             mode: mode.clone(),
             endpoints: Vec::new(),
             created: model::now_rfc3339(),
+            ports: Vec::new(),
         };
         self.state.sandboxes.insert(sb.name.clone(), sb.clone());
         let result = match mode {
-            SandboxMode::Netns => self.connect(&sb.name, &net.id, ip, mac, req.aliases, link),
+            SandboxMode::Netns => self
+                .connect(&sb.name, &net.id, ip, mac, req.aliases, link)
+                .and_then(|_| self.publish(&sb.name, &bindings))
+                .and_then(|_| {
+                    if let Some(s) = self.state.sandboxes.get_mut(&sb.name) {
+                        s.ports = bindings.clone();
+                    }
+                    self.save()
+                }),
             _ => self.save().and_then(|_| {
                 sandbox::write_resolv_conf(&sb.name, &self.cfg.dns_upstreams)
                     .map_err(ApiError::system)
             }),
         };
         if let Err(e) = result {
+            let eps = self
+                .state
+                .sandboxes
+                .get(&sb.name)
+                .map(|s| s.endpoints.clone())
+                .unwrap_or_default();
+            for ep in eps {
+                let _ = self.disconnect_endpoint(&ep);
+            }
             self.state.sandboxes.remove(&sb.name);
             let _ = sandbox::remove(&sb.name);
             let _ = self.save();
@@ -830,12 +1002,17 @@ impl Controller {
             "Created": sb.created,
             "NetworkMode": mode,
             "SandboxKey": sandbox::netns_path(&sb.name),
+            "Ports": ports_json(&sb.ports),
             "Networks": networks,
         }))
     }
 
     pub fn sandbox_rm(&mut self, req: api::SandboxRm) -> ApiResult<Value> {
         let sb = self.sandbox(&req.name)?.clone();
+        self.unpublish(&sb.name, &sb.ports);
+        if let Some(s) = self.state.sandboxes.get_mut(&sb.name) {
+            s.ports.clear();
+        }
         for ep in sb.endpoints.clone() {
             if let Err(e) = self.disconnect_endpoint(&ep) {
                 if !req.force {
@@ -971,6 +1148,41 @@ impl Controller {
         Ok(json!({ "frames": frames }))
     }
 
+    /// NAT sessions, optionally only those of one network's addresses.
+    pub fn conntrack(&self, req: api::Conntrack) -> ApiResult<Value> {
+        let subnet = match &req.network {
+            Some(n) => Some(
+                self.network(n)?
+                    .pool
+                    .as_ref()
+                    .map(|p| p.subnet)
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!("network {n} has no addresses to track"))
+                    })?,
+            ),
+            None => None,
+        };
+        let Some((_, sessions)) = self.engine.router().map_err(ApiError::system)? else {
+            return Ok(json!([]));
+        };
+        let rows: Vec<&nat::SessionRow> = sessions
+            .iter()
+            .filter(|r| {
+                subnet.is_none_or(|s| {
+                    [
+                        r.original.src.ip(),
+                        r.original.dst.ip(),
+                        r.translated.src.ip(),
+                        r.translated.dst.ip(),
+                    ]
+                    .iter()
+                    .any(|ip| s.contains(*ip))
+                })
+            })
+            .collect();
+        Ok(serde_json::to_value(rows).unwrap_or(Value::Null))
+    }
+
     pub fn stats(&self, req: api::StatsGet) -> ApiResult<Value> {
         let mut s = self.engine.stats();
         let by_port: HashMap<PortId, &Endpoint> = self
@@ -1002,11 +1214,35 @@ impl Controller {
                 v
             })
             .collect();
-        Ok(json!({ "ports": ports, "workers": s.workers }))
+        let router = self
+            .engine
+            .router()
+            .map_err(ApiError::system)?
+            .map(|(r, _)| r);
+        Ok(json!({ "ports": ports, "workers": s.workers, "router": router }))
     }
 }
 
 fn parse_ip(s: &str) -> ApiResult<Ipv4Addr> {
     s.parse()
         .map_err(|_| ApiError::invalid(format!("invalid IPv4 address {s:?}")))
+}
+
+/// Docker's shape: {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}.
+fn ports_json(bindings: &[Binding]) -> Value {
+    let mut m = serde_json::Map::new();
+    for b in bindings {
+        let key = format!("{}/{}", b.port, b.proto);
+        let entry = json!({
+            "HostIp": b.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string(),
+            "HostPort": b.host_port.to_string(),
+        });
+        match m.get_mut(&key) {
+            Some(Value::Array(a)) => a.push(entry),
+            _ => {
+                m.insert(key, json!([entry]));
+            }
+        }
+    }
+    Value::Object(m)
 }

@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod link;
 pub mod model;
 pub mod netns;
+pub mod publish;
 pub mod rpc;
 pub mod sandbox;
 pub mod server;

@@ -183,6 +183,9 @@ pub struct Sandbox {
     /// Endpoint ids in connection order; the first non-internal one holds the default route.
     pub endpoints: Vec<String>,
     pub created: String,
+    /// Published ports (`-p`, `-P`), reached through the uplink address.
+    #[serde(default)]
+    pub ports: Vec<crate::publish::Binding>,
 }
 
 /// A random 64-hex-digit id, like Docker's.

@@ -142,6 +142,7 @@ mod tests {
                 mode: crate::model::SandboxMode::Netns,
                 endpoints: vec![],
                 created: "now".into(),
+                ports: vec![],
             },
         );
         store.save(&s).unwrap();

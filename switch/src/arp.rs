@@ -19,7 +19,7 @@ pub const HOLD_FRAMES: usize = 8;
 /// Neighbours tracked at most (a scan of the uplink subnet must not grow it forever).
 pub const MAX_ENTRIES: usize = 4096;
 
-#[derive(Default, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ArpCounters {
     pub requests_sent: u64,
     pub replies_learned: u64,

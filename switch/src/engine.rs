@@ -13,10 +13,11 @@ use serde::Serialize;
 
 use crate::fdb::FdbEntry;
 use crate::port::{Backend, Port};
+use crate::router::{Router, RouterStats, UplinkConfig};
 use crate::stats::{PortCounters, PortCountersSnapshot, WorkerCounters, WorkerCountersSnapshot};
 pub use crate::worker::{CaptureTap, Captured};
 use crate::worker::{Control, NewPort, Peer, Worker, WorkerSetup};
-use crate::{NetConfig, NetId, PollMode, PortId};
+use crate::{NetConfig, NetId, PollMode, PortId, UPLINK_NET};
 
 /// Depth of each worker's queue of frames from other workers.
 const HANDOFF_QUEUE: usize = 4096;
@@ -240,6 +241,87 @@ impl Engine {
         Ok(())
     }
 
+    /// Attach the uplink: its worker (the first) owns the router and the NAT; every
+    /// other worker hands it the frames its networks route.
+    pub fn set_uplink(&mut self, cfg: UplinkConfig, port: Box<dyn Port>) -> Result<PortId> {
+        if self.ports.values().any(|p| p.info.network == UPLINK_NET) {
+            return Err(anyhow!("the uplink is already attached"));
+        }
+        let id = (0..).find(|i| !self.ports.contains_key(i)).unwrap_or(0);
+        let worker = 0;
+        let counters = Arc::new(PortCounters::default());
+        let router =
+            Router::new(id, cfg, counters.clone()).map_err(|e| anyhow!("uplink NAT: {e}"))?;
+        let info = PortInfo {
+            id,
+            name: port.name().to_string(),
+            network: UPLINK_NET,
+            backend: port.backend(),
+            worker,
+        };
+        for w in 1..self.workers.len() {
+            self.send(
+                w,
+                Control::AddRemotePort {
+                    id,
+                    net: UPLINK_NET,
+                    worker,
+                },
+            )?;
+            self.send(w, Control::RouteVia(Some(worker)))?;
+        }
+        self.send(
+            worker,
+            Control::AddPort(NewPort {
+                id,
+                net: UPLINK_NET,
+                port,
+                counters: counters.clone(),
+            }),
+        )?;
+        self.send(worker, Control::EnableRouter(Box::new(router)))?;
+        self.ports.insert(id, PortEntry { info, counters });
+        self.barrier()?;
+        Ok(id)
+    }
+
+    fn router_worker(&self) -> Option<usize> {
+        self.ports
+            .values()
+            .find(|p| p.info.network == UPLINK_NET)
+            .map(|p| p.info.worker)
+    }
+
+    /// Publish (or, with `add` false, unpublish) a port on the uplink address.
+    pub fn port_mapping(&self, add: bool, mapping: nat::PortMapping) -> Result<()> {
+        let w = self
+            .router_worker()
+            .ok_or_else(|| anyhow!("publishing ports needs an uplink (vswitchd --uplink)"))?;
+        let (tx, rx) = bounded(1);
+        self.send(
+            w,
+            Control::PortMapping {
+                add,
+                mapping,
+                reply: tx,
+            },
+        )?;
+        rx.recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| anyhow!("the router's worker did not answer in time"))?
+            .map_err(|e| anyhow!(e))
+    }
+
+    /// The router's counters and NAT sessions; None without an uplink.
+    pub fn router(&self) -> Result<Option<(RouterStats, Vec<nat::SessionRow>)>> {
+        let Some(w) = self.router_worker() else {
+            return Ok(None);
+        };
+        let (tx, rx) = bounded(1);
+        self.send(w, Control::RouterDump(tx))?;
+        rx.recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| anyhow!("the router's worker did not answer in time"))
+    }
+
     /// Copy every frame the port receives or sends into `tap` (None stops). Frames are
     /// copied only while a capture is armed; a full tap loses frames, never slows the port.
     pub fn capture(&self, port: PortId, tap: Option<CaptureTap>) -> Result<()> {
@@ -430,6 +512,7 @@ mod tests {
         e.add_network(NetConfig {
             id: 7,
             gateway: Some(gw),
+            ..Default::default()
         })
         .expect("network");
         let (p0, t0) = pair("p0");

@@ -20,6 +20,9 @@ impl Emit for Count {
         self.0 += 1;
     }
     fn learned(&mut self, _net: NetId, _mac: Mac, _port: PortId) {}
+    fn route(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
+        self.0 += 1;
+    }
 }
 
 /// Split `data` into frames (each prefixed by one length byte, scaled) and switch them
@@ -33,7 +36,9 @@ pub fn switch_frames(data: &[u8]) {
         cfg: NetConfig {
             id: 1,
             gateway: Some(gw),
+            ..Default::default()
         },
+        hosts: Default::default(),
         fdb: Fdb::new(16, Duration::from_secs(300)),
         members: vec![0, 1, 2],
     };

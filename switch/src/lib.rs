@@ -10,10 +10,12 @@ pub mod gateway;
 pub mod ipv4;
 mod pipeline;
 pub mod port;
+pub mod router;
 pub mod stats;
 mod worker;
 
 pub use engine::{CaptureTap, Captured, Engine, EngineConfig, PortInfo, StatsSnapshot};
+pub use router::{RouterStats, UplinkConfig};
 
 /// A port's number inside the engine: small, dense, reused after removal.
 pub type PortId = u32;
@@ -21,12 +23,21 @@ pub type PortId = u32;
 pub type NetId = u32;
 
 /// What the data plane needs to know of a network.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetConfig {
     pub id: NetId,
     /// The switch answers ARP/ICMP for this address (bridge networks).
     pub gateway: Option<gateway::Gateway>,
+    /// The network's subnet (address, prefix length), for routing.
+    pub subnet: Option<(std::net::Ipv4Addr, u8)>,
+    /// No traffic leaves it (`--internal`).
+    pub internal: bool,
+    /// Endpoint addresses and MACs, so routed traffic reaches them without ARP.
+    pub hosts: Vec<(std::net::Ipv4Addr, fdb::Mac)>,
 }
+
+/// The pseudo-network the uplink port belongs to: its frames go to the router.
+pub const UPLINK_NET: NetId = NetId::MAX;
 
 /// How workers wait for frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

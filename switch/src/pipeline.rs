@@ -21,6 +21,8 @@ pub trait Emit {
     fn emit(&mut self, to: PortId, frame: &[u8], from: &PortCounters);
     /// A MAC was newly learned (or moved): tell the other workers.
     fn learned(&mut self, net: NetId, mac: Mac, port: PortId);
+    /// A frame for the gateway to route (leaving the network): to the router.
+    fn route(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters);
 }
 
 /// What to do with one frame.
@@ -31,6 +33,8 @@ enum Verdict {
     Reply(usize),
     Unicast(PortId),
     Flood,
+    /// Addressed to the gateway's MAC but not to the gateway: the router's.
+    Route,
 }
 
 /// Switch a burst received on `in_port` of `net`.
@@ -60,6 +64,7 @@ pub(crate) fn switch_burst(
             Verdict::Drop(why) => counters.dropped(why, 1),
             Verdict::Reply(len) => out.emit(in_port, &scratch[..len], counters),
             Verdict::Unicast(to) => out.emit(to, frame, counters),
+            Verdict::Route => out.route(net.cfg.id, in_port, frame, counters),
             Verdict::Flood => {
                 for &p in &net.members {
                     if p != in_port {
@@ -114,7 +119,7 @@ fn classify(
             if let Some(n) = gateway::arp_reply(gw, frame, scratch) {
                 return Verdict::Reply(n);
             }
-            return Verdict::Drop(DropReason::NoRoute);
+            return Verdict::Route;
         }
     }
 
@@ -143,6 +148,7 @@ mod tests {
     struct Sink {
         out: Vec<(PortId, Vec<u8>)>,
         learned: Vec<Mac>,
+        routed: Vec<Vec<u8>>,
     }
     impl Emit for Sink {
         fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
@@ -150,6 +156,9 @@ mod tests {
         }
         fn learned(&mut self, _net: NetId, mac: Mac, _port: PortId) {
             self.learned.push(mac);
+        }
+        fn route(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
+            self.routed.push(frame.to_vec());
         }
     }
 
@@ -163,7 +172,9 @@ mod tests {
                     ip: Ipv4Addr::new(172, 18, 0, 1),
                     mac: GW_MAC,
                 }),
+                ..Default::default()
             },
+            hosts: Default::default(),
             fdb: Fdb::new(4, Duration::from_secs(300)),
             members,
         }

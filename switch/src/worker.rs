@@ -2,6 +2,8 @@
 //! through the pipeline, flushes transmit queues, then applies control messages.
 //! Adaptive polling spins while frames flow and sleeps on the ports' fds when idle.
 
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,8 +16,9 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use crate::fdb::{Fdb, FdbEntry, Mac};
 use crate::pipeline::{self, Emit};
 use crate::port::{Burst, Port, MAX_FRAME};
+use crate::router::{self, Router, RouterStats};
 use crate::stats::{DropReason, PortCounters, WorkerCounters};
-use crate::{NetConfig, NetId, PollMode, PortId};
+use crate::{NetConfig, NetId, PollMode, PortId, UPLINK_NET};
 
 /// How long a worker keeps spinning with nothing to do before it sleeps.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
@@ -93,6 +96,18 @@ pub enum Control {
         net: NetId,
         reply: Sender<Vec<FdbEntry>>,
     },
+    /// This worker owns the uplink from now on and routes for every worker.
+    EnableRouter(Box<Router>),
+    /// Routed frames go to that worker (None: there is no uplink).
+    RouteVia(Option<usize>),
+    /// Publish (`add`) or unpublish a port; the router's worker answers.
+    PortMapping {
+        add: bool,
+        mapping: nat::PortMapping,
+        reply: Sender<Result<(), String>>,
+    },
+    /// The router's counters and NAT sessions, if this worker has the router.
+    RouterDump(Sender<Option<(RouterStats, Vec<nat::SessionRow>)>>),
     /// Reply once every message sent before it has been applied.
     Barrier(Sender<()>),
     Stop,
@@ -100,8 +115,21 @@ pub enum Control {
 
 /// Data handed between workers.
 pub enum Handoff {
-    Frame { port: PortId, frame: Box<[u8]> },
-    Learned { net: NetId, mac: Mac, port: PortId },
+    Frame {
+        port: PortId,
+        frame: Box<[u8]>,
+    },
+    /// A frame for the router, which lives on the uplink's worker.
+    Route {
+        net: NetId,
+        in_port: PortId,
+        frame: Box<[u8]>,
+    },
+    Learned {
+        net: NetId,
+        mac: Mac,
+        port: PortId,
+    },
 }
 
 /// The channels to one worker, held by the engine and by every other worker.
@@ -157,6 +185,17 @@ pub(crate) struct Network {
     pub fdb: Fdb,
     /// Every port of the network, on any worker, in insertion order.
     pub members: Vec<PortId>,
+    /// `cfg.hosts` as a map, for the router.
+    pub hosts: HashMap<Ipv4Addr, Mac>,
+}
+
+/// Where this worker's routed frames go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RouterAt {
+    /// No uplink: the sender is told the network is unreachable.
+    Nowhere,
+    Local,
+    Remote(usize),
 }
 
 /// The transmit side of a worker: what the pipeline emits into.
@@ -167,6 +206,11 @@ pub(crate) struct TxSide {
     peers: Vec<Peer>,
     peers_to_wake: u64,
     counters: Arc<WorkerCounters>,
+    router_at: RouterAt,
+    /// Frames for this worker's router (or for the no-uplink answer), drained after
+    /// each burst, with (network, ingress port).
+    routeq: Burst,
+    routeq_meta: Vec<(NetId, PortId)>,
 }
 
 impl TxSide {
@@ -226,6 +270,13 @@ impl TxSide {
         self.peers_to_wake |= 1 << (worker % 64);
         ok
     }
+
+    fn port_counters(&self, id: PortId) -> Option<Arc<PortCounters>> {
+        match self.home(id) {
+            Some(Home::Local(i)) => Some(self.ports[i].counters.clone()),
+            _ => None,
+        }
+    }
 }
 
 impl Emit for TxSide {
@@ -261,6 +312,30 @@ impl Emit for TxSide {
             let _ = self.peer_send(w, Handoff::Learned { net, mac, port });
         }
     }
+
+    fn route(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
+        match self.router_at {
+            RouterAt::Remote(w) => {
+                let msg = Handoff::Route {
+                    net,
+                    in_port,
+                    frame: frame.into(),
+                };
+                if self.peer_send(w, msg) {
+                    WorkerCounters::add(&self.counters.cross_worker, 1);
+                } else {
+                    from.dropped(DropReason::QueueFull, 1);
+                }
+            }
+            RouterAt::Local | RouterAt::Nowhere => {
+                if self.routeq.push(frame) {
+                    self.routeq_meta.push((net, in_port));
+                } else {
+                    from.dropped(DropReason::NoRoute, 1);
+                }
+            }
+        }
+    }
 }
 
 pub struct Worker {
@@ -268,9 +343,12 @@ pub struct Worker {
     control: Receiver<Control>,
     data: Receiver<Handoff>,
     waker: Arc<Waker>,
-    nets: std::collections::HashMap<NetId, Network>,
+    nets: HashMap<NetId, Network>,
     tx: TxSide,
     epoll: Epoll,
+    router: Option<Box<Router>>,
+    /// Swapped with `tx.routeq` to drain it while the pipeline may refill the other.
+    route_spare: Burst,
 }
 
 impl Worker {
@@ -300,8 +378,13 @@ impl Worker {
                 peers,
                 peers_to_wake: 0,
                 counters,
+                router_at: RouterAt::Nowhere,
+                routeq: Burst::new(),
+                routeq_meta: Vec::with_capacity(crate::port::BURST),
             },
             epoll,
+            router: None,
+            route_spare: Burst::new(),
         })
     }
 
@@ -314,7 +397,7 @@ impl Worker {
         let mut rx = Burst::new();
         let mut scratch = [0u8; MAX_FRAME];
         let mut idle_since: Option<Instant> = None;
-        let mut last_aging = Instant::now();
+        let mut last_tick = Instant::now();
         let c = self.setup.counters.clone();
         tracing::debug!(worker = self.setup.index, "worker running");
         loop {
@@ -323,17 +406,21 @@ impl Worker {
             for i in 0..self.tx.ports.len() {
                 work += self.poll_port(i, &mut rx, &mut scratch, now);
             }
-            work += self.drain_handoffs(now);
+            work += self.drain_handoffs(&mut scratch, now);
             self.tx.flush();
             match self.apply_control(now) {
                 Ok(n) => work += n,
                 Err(()) => return,
             }
-            if now.duration_since(last_aging) >= Duration::from_secs(1) {
+            if now.duration_since(last_tick) >= Duration::from_secs(1) {
                 for n in self.nets.values_mut() {
                     n.fdb.expire(now);
                 }
-                last_aging = now;
+                if let Some(r) = self.router.as_mut() {
+                    r.tick(&mut self.tx, &mut scratch, now);
+                    self.tx.flush();
+                }
+                last_tick = now;
             }
             if work > 0 {
                 WorkerCounters::add(&c.busy_polls, 1);
@@ -388,21 +475,97 @@ impl Worker {
         }
         let (id, net_id, counters) = (op.id, op.net, op.counters.clone());
         WorkerCounters::add(&self.setup.counters.rx_packets, n as u64);
-        if let Some(net) = self.nets.get_mut(&net_id) {
+        if net_id == UPLINK_NET {
+            for frame in rx.iter() {
+                counters.rx(frame.len());
+                if let Some(r) = self.router.as_mut() {
+                    r.receive_from_uplink(&mut self.nets, frame, &mut self.tx, scratch, now);
+                }
+            }
+        } else if let Some(net) = self.nets.get_mut(&net_id) {
             let multi = self.tx.peers.len() > 1;
             pipeline::switch_burst(net, id, rx, &counters, &mut self.tx, scratch, now, multi);
+            self.route_queued(scratch, now);
         }
         n
     }
 
-    fn drain_handoffs(&mut self, now: Instant) -> usize {
+    /// Run what the pipeline queued for the router (after the burst, when the router
+    /// may borrow every network).
+    fn route_queued(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+        if self.tx.routeq.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut self.tx.routeq, &mut self.route_spare);
+        let meta = std::mem::take(&mut self.tx.routeq_meta);
+        for (i, &(net, in_port)) in meta.iter().enumerate() {
+            let frame = self.route_spare.frame(i);
+            match self.router.as_mut() {
+                Some(r) => r.route_from_network(
+                    &mut self.nets,
+                    net,
+                    in_port,
+                    frame,
+                    &mut self.tx,
+                    scratch,
+                    now,
+                ),
+                None => self.unreachable(net, in_port, i, scratch),
+            }
+        }
+        self.route_spare.clear();
+        self.tx.routeq_meta = meta;
+        self.tx.routeq_meta.clear();
+    }
+
+    /// No uplink: drop, count, and tell the sender at once (ICMP net unreachable).
+    fn unreachable(
+        &mut self,
+        net: NetId,
+        in_port: PortId,
+        i: usize,
+        scratch: &mut [u8; MAX_FRAME],
+    ) {
+        let Some(counters) = self.tx.port_counters(in_port) else {
+            return;
+        };
+        counters.dropped(DropReason::NoRoute, 1);
+        if let Some(n) = self.nets.get(&net) {
+            router::no_uplink(
+                n,
+                in_port,
+                self.route_spare.frame(i),
+                &mut self.tx,
+                scratch,
+                &counters,
+            );
+        }
+    }
+
+    fn drain_handoffs(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) -> usize {
         let mut n = 0;
         while n < QUEUE_BUDGET {
             match self.data.try_recv() {
                 Ok(Handoff::Frame { port, frame }) => {
-                    if let Some(Home::Local(i)) = self.tx.home(port) {
-                        let counters = self.tx.ports[i].counters.clone();
+                    if let Some(counters) = self.tx.port_counters(port) {
                         self.tx.emit(port, &frame, &counters);
+                    }
+                }
+                Ok(Handoff::Route {
+                    net,
+                    in_port,
+                    frame,
+                }) => {
+                    if let Some(r) = self.router.as_mut() {
+                        r.route_from_network(
+                            &mut self.nets,
+                            net,
+                            in_port,
+                            &frame,
+                            &mut self.tx,
+                            scratch,
+                            now,
+                        );
                     }
                 }
                 Ok(Handoff::Learned { net, mac, port }) => {
@@ -429,41 +592,31 @@ impl Worker {
             n += 1;
             match msg {
                 Control::AddNetwork(cfg) => {
-                    let fdb = Fdb::new(self.setup.fdb_max, self.setup.fdb_age);
-                    let members = self
-                        .nets
-                        .get(&cfg.id)
-                        .map(|n| n.members.clone())
-                        .unwrap_or_default();
-                    self.nets.insert(cfg.id, Network { cfg, fdb, members });
+                    let hosts = cfg.hosts.iter().copied().collect();
+                    match self.nets.get_mut(&cfg.id) {
+                        // An update (endpoints came or went): keep what was learned.
+                        Some(net) => {
+                            net.cfg = cfg;
+                            net.hosts = hosts;
+                        }
+                        None => {
+                            let fdb = Fdb::new(self.setup.fdb_max, self.setup.fdb_age);
+                            self.nets.insert(
+                                cfg.id,
+                                Network {
+                                    cfg,
+                                    fdb,
+                                    members: Vec::new(),
+                                    hosts,
+                                },
+                            );
+                        }
+                    }
                 }
                 Control::RemoveNetwork(id) => {
                     self.nets.remove(&id);
                 }
-                Control::AddPort(p) => {
-                    if let Some(fd) = fd_of(p.port.as_ref()) {
-                        if let Err(e) = self
-                            .epoll
-                            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, p.id as u64))
-                        {
-                            tracing::warn!(port = p.port.name(), error = %e, "cannot watch port fd; adaptive sleep may delay it");
-                        }
-                    }
-                    if let Some(net) = self.nets.get_mut(&p.net) {
-                        net.members.push(p.id);
-                    }
-                    let idx = self.tx.ports.len();
-                    self.tx.set_home(p.id, Some(Home::Local(idx)));
-                    self.tx.ports.push(OwnedPort {
-                        id: p.id,
-                        net: p.net,
-                        port: p.port,
-                        tx: Burst::new(),
-                        counters: p.counters,
-                        faulted: false,
-                        capture: None,
-                    });
-                }
+                Control::AddPort(p) => self.add_port(p),
                 Control::AddRemotePort { id, net, worker } => {
                     self.tx.set_home(id, Some(Home::Remote(worker)));
                     if let Some(n) = self.nets.get_mut(&net) {
@@ -484,12 +637,77 @@ impl Worker {
                         .unwrap_or_default();
                     let _ = reply.send(entries);
                 }
+                Control::EnableRouter(r) => {
+                    self.router = Some(r);
+                    self.tx.router_at = RouterAt::Local;
+                }
+                Control::RouteVia(w) => {
+                    self.tx.router_at = match w {
+                        Some(w) => RouterAt::Remote(w),
+                        None => RouterAt::Nowhere,
+                    };
+                }
+                Control::PortMapping {
+                    add,
+                    mapping,
+                    reply,
+                } => {
+                    let result = match self.router.as_mut() {
+                        None => {
+                            Err("publishing ports needs an uplink (vswitchd --uplink)".to_string())
+                        }
+                        Some(r) if add => {
+                            r.nat.add_port_mapping(mapping).map_err(|e| e.to_string())
+                        }
+                        Some(r) => {
+                            r.nat.remove_port_mapping(
+                                mapping.proto,
+                                mapping.host_ip,
+                                mapping.host_port,
+                            );
+                            Ok(())
+                        }
+                    };
+                    let _ = reply.send(result);
+                }
+                Control::RouterDump(reply) => {
+                    let dump = self
+                        .router
+                        .as_ref()
+                        .map(|r| (r.stats(), r.nat.sessions(now)));
+                    let _ = reply.send(dump);
+                }
                 Control::Barrier(reply) => {
                     let _ = reply.send(());
                 }
                 Control::Stop => return Err(()),
             }
         }
+    }
+
+    fn add_port(&mut self, p: NewPort) {
+        if let Some(fd) = fd_of(p.port.as_ref()) {
+            if let Err(e) = self
+                .epoll
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, p.id as u64))
+            {
+                tracing::warn!(port = p.port.name(), error = %e, "cannot watch port fd; adaptive sleep may delay it");
+            }
+        }
+        if let Some(net) = self.nets.get_mut(&p.net) {
+            net.members.push(p.id);
+        }
+        let idx = self.tx.ports.len();
+        self.tx.set_home(p.id, Some(Home::Local(idx)));
+        self.tx.ports.push(OwnedPort {
+            id: p.id,
+            net: p.net,
+            port: p.port,
+            tx: Burst::new(),
+            counters: p.counters,
+            faulted: false,
+            capture: None,
+        });
     }
 
     fn remove_port(&mut self, id: PortId) {
@@ -518,7 +736,7 @@ impl Worker {
         self.tx.set_home(id, None);
     }
 
-    /// Sleep until a port or the waker is readable (or the aging tick).
+    /// Sleep until a port or the waker is readable (or the one-second tick).
     fn sleep(&mut self) {
         self.waker.sleeping.store(true, Ordering::SeqCst);
         // Re-check after announcing sleep: a sender that saw `sleeping == false` has

@@ -56,6 +56,11 @@ enum Cmd {
     Fdb { network: String },
     /// Per-port and per-worker counters.
     Stats { port: Option<String> },
+    /// NAT sessions (protocol, original and translated tuples, state, idle time).
+    Conntrack {
+        #[arg(long)]
+        network: Option<String>,
+    },
     /// Write the frames a port receives and sends to a pcap file (Ctrl-C stops).
     Capture {
         /// Switch-side interface name, SANDBOX, or SANDBOX:ethN.
@@ -356,9 +361,40 @@ fn run(cli: Cli) -> Res<()> {
             if json_out {
                 print_json(&ports);
             } else if let Some(m) = ports.as_object() {
-                for (k, v) in m {
-                    println!("{k} -> {}", v.as_str().unwrap_or_default());
+                // Like `docker port`: 80/tcp -> 0.0.0.0:8080
+                for (k, list) in m {
+                    for b in list.as_array().into_iter().flatten() {
+                        println!("{k} -> {}:{}", s(b, "HostIp"), s(b, "HostPort"));
+                    }
                 }
+            }
+            Ok(())
+        }
+        Cmd::Conntrack { network } => {
+            let v = c.call("conntrack.get", to_value(&api::Conntrack { network }))?;
+            if json_out {
+                print_json(&v);
+            } else {
+                let rows = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        let t = |k: &str| format!("{} -> {}", s(&r[k], "src"), s(&r[k], "dst"));
+                        vec![
+                            s(r, "proto"),
+                            s(r, "kind"),
+                            t("original"),
+                            t("translated"),
+                            s(r, "state"),
+                            s(r, "idle_secs"),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["PROTO", "KIND", "ORIGINAL", "TRANSLATED", "STATE", "IDLE"],
+                    rows,
+                );
             }
             Ok(())
         }

@@ -1,16 +1,21 @@
 //! vswitchd: the control plane and the poll-mode data plane in one process.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use ipnet::Ipv4Net;
 use mgmt::controller::{Config, Controller};
+use mgmt::driver::bridge;
+use mgmt::link::Netlink;
 use mgmt::server::{self, Server};
 use mgmt::state::Store;
-use switch::port::IoMode;
+use nat::NatConfig;
+use switch::port::{self, IoMode};
+use switch::UplinkConfig;
 use switch::{Engine, EngineConfig, PollMode};
 
 #[derive(Parser, Debug)]
@@ -55,6 +60,15 @@ struct Args {
     /// Shared state for multi-host overlays (etcd://HOST:PORT[,HOST:PORT]).
     #[arg(long)]
     cluster_store: Option<String>,
+    /// Idle timeout of UDP NAT sessions, seconds (RFC 4787: at least 120).
+    #[arg(long, default_value_t = 300)]
+    nat_udp_timeout: u64,
+    /// Idle timeout of established TCP NAT sessions, seconds (RFC 5382: at least 7440).
+    #[arg(long, default_value_t = 7440)]
+    nat_tcp_timeout: u64,
+    /// Bound on NAT sessions; the least recently used is evicted beyond it.
+    #[arg(long, default_value_t = 65536)]
+    nat_max_sessions: usize,
     /// Bound on learned MAC addresses per network.
     #[arg(long, default_value_t = 8192)]
     fdb_max: usize,
@@ -92,11 +106,54 @@ fn upstreams(specs: &[String]) -> Result<Vec<IpAddr>> {
         .collect()
 }
 
+/// `--uplink IFACE --uplink-ip CIDR --uplink-gw IP`: the switch owns the address (the
+/// kernel must not), answers ARP for it and routes and NATs through the interface.
+fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<Ipv4Addr>> {
+    let (iface, cidr, gw) = match (&args.uplink, &args.uplink_ip, &args.uplink_gw) {
+        (None, None, None) => return Ok(None),
+        (Some(i), Some(c), Some(g)) => (i, c, g),
+        _ => bail!("--uplink, --uplink-ip and --uplink-gw go together: give all three, or none for no egress"),
+    };
+    let net: Ipv4Net = cidr.parse().with_context(|| {
+        format!("invalid --uplink-ip {cidr:?}: expected CIDR like 198.51.100.2/24")
+    })?;
+    let gw: Ipv4Addr = gw
+        .parse()
+        .with_context(|| format!("invalid --uplink-gw {gw:?}: expected an IPv4 address"))?;
+    if !net.contains(&gw) || gw == net.addr() {
+        bail!(
+            "--uplink-gw {gw} must be another address of the uplink subnet {}",
+            net.trunc()
+        );
+    }
+    let mut nl = Netlink::new()?;
+    if !nl.link_exists(iface) {
+        bail!("uplink interface {iface} does not exist in vswitchd's network namespace");
+    }
+    let mac = nl.link_mac(iface)?;
+    bridge::prepare_host_end(iface)?;
+    nl.set_up(iface)?;
+    let port = port::open(iface, args.io).with_context(|| format!("open uplink {iface}"))?;
+    let nat = NatConfig {
+        udp: Duration::from_secs(args.nat_udp_timeout),
+        tcp_established: Duration::from_secs(args.nat_tcp_timeout),
+        max_sessions: args.nat_max_sessions,
+        ..NatConfig::default()
+    };
+    let cfg = UplinkConfig {
+        ip: net.addr(),
+        prefix: net.prefix_len(),
+        gateway: gw,
+        mac,
+        nat,
+    };
+    engine.set_uplink(cfg, port)?;
+    tracing::info!(uplink = %iface, ip = %net, gateway = %gw, "uplink attached");
+    Ok(Some(net.addr()))
+}
+
 fn run(args: Args) -> Result<()> {
     for (flag, v) in [
-        ("--uplink", &args.uplink),
-        ("--uplink-ip", &args.uplink_ip),
-        ("--uplink-gw", &args.uplink_gw),
         ("--vtep-ip", &args.vtep_ip),
         ("--cluster-store", &args.cluster_store),
     ] {
@@ -115,17 +172,19 @@ fn run(args: Args) -> Result<()> {
     let mut signals = server::block_signals()?;
     let store = Store::open(&args.state_dir)?;
     let server = Server::bind(&args.socket)?;
-    let engine = Engine::start(EngineConfig {
+    let mut engine = Engine::start(EngineConfig {
         workers,
         poll: args.poll,
         fdb_max: args.fdb_max,
         fdb_age: Duration::from_secs(args.fdb_age),
         pin: true,
     })?;
+    let uplink_ip = attach_uplink(&mut engine, &args)?;
     let mut ctl = Controller::start(
         Config {
             io: args.io,
             dns_upstreams,
+            uplink_ip,
         },
         store,
         engine,

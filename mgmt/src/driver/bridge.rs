@@ -2,6 +2,7 @@
 //! gateway, endpoints as veth pairs (the switch reads the host end) or TAP devices
 //! living in the sandbox (the switch holds the fd).
 
+use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 
 use anyhow::{Context, Result};
@@ -33,9 +34,24 @@ impl Driver for Bridge {
     }
 
     fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
+        self.sync_network(ctx, net, &[])
+    }
+
+    fn sync_network(
+        &mut self,
+        ctx: &mut Ctx,
+        net: &Network,
+        hosts: &[(Ipv4Addr, Mac)],
+    ) -> Result<()> {
         ctx.engine.add_network(NetConfig {
             id: net.num,
             gateway: gateway(net),
+            subnet: net
+                .pool
+                .as_ref()
+                .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
+            internal: net.internal,
+            hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
         })
     }
 
@@ -113,9 +129,10 @@ fn configure_sandbox_end(ep: &Endpoint, prefix: u8) -> Result<()> {
     .with_context(|| format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))
 }
 
-/// The switch's end lives in the daemon's namespace: keep that kernel out of the data
-/// path (no IPv6 chatter, never answer ARP for host addresses arriving on it).
-fn prepare_host_end(host: &str) -> Result<()> {
+/// A link the switch reads (a veth end, the uplink) lives in the daemon's namespace:
+/// keep that kernel out of the data path (no IPv6 chatter, never answer ARP for host
+/// addresses arriving on it).
+pub fn prepare_host_end(host: &str) -> Result<()> {
     for (key, val) in [
         (format!("ipv6/conf/{host}/disable_ipv6"), "1"),
         (format!("ipv4/conf/{host}/arp_ignore"), "8"),

@@ -11,7 +11,8 @@ use anyhow::Result;
 use switch::port::IoMode;
 use switch::{Engine, PortId};
 
-use crate::model::{DriverKind, Endpoint, Network};
+use crate::model::{DriverKind, Endpoint, Mac, Network};
+use std::net::Ipv4Addr;
 
 /// What drivers may touch: the data plane and the runtime map of endpoint ports.
 pub struct Ctx<'a> {
@@ -26,6 +27,15 @@ pub trait Driver {
     /// Program the data plane for a network (also on restart).
     fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()>;
     fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()>;
+    /// The network's endpoints changed: tell the data plane their addresses.
+    fn sync_network(
+        &mut self,
+        _ctx: &mut Ctx,
+        _net: &Network,
+        _hosts: &[(Ipv4Addr, Mac)],
+    ) -> Result<()> {
+        Ok(())
+    }
     /// Give the sandbox its interface on the network and attach it to the data plane.
     /// On restart the same call re-attaches an endpoint whose link survived.
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()>;

@@ -1,0 +1,400 @@
+//! The router between bridge networks and the uplink: it owns the uplink address
+//! (answers ARP and ping for it), resolves next hops by ARP, sends container traffic
+//! out through SNAT and brings replies and published-port traffic back through DNAT
+//! (the `nat` crate), decrementing TTL and sending the ICMP errors a router sends.
+//! One worker (the uplink's owner) runs it; other workers hand it their routed frames.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nat::{Nat, NatConfig, NatCounters, Side, Verdict as NatVerdict};
+use serde::Serialize;
+
+use crate::arp::{self, ArpCache, ArpCounters, Lookup};
+use crate::fdb::Mac;
+use crate::gateway::{self, Gateway};
+use crate::ipv4::{self, IcmpError, ETH_HLEN};
+use crate::pipeline::Emit;
+use crate::port::MAX_FRAME;
+use crate::stats::PortCounters;
+use crate::worker::Network;
+use crate::{NetId, PortId};
+
+/// The external side, as `vswitchd --uplink ... --uplink-ip ... --uplink-gw` gives it.
+#[derive(Clone, Debug)]
+pub struct UplinkConfig {
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    /// The uplink interface's MAC: frames leave with it as source.
+    pub mac: Mac,
+    pub nat: NatConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
+pub struct RouterCounters {
+    /// Container traffic sent out of the uplink.
+    pub routed_out: u64,
+    /// Traffic from the uplink delivered to a container.
+    pub routed_in: u64,
+    /// Routed frames with no uplink to leave by.
+    pub no_uplink: u64,
+    /// Frames toward another container network (networks are isolated).
+    pub isolated: u64,
+    /// Frames leaving an --internal network.
+    pub internal: u64,
+    pub ttl_exceeded: u64,
+    pub icmp_errors_sent: u64,
+    /// Not IPv4, or a malformed header.
+    pub not_ipv4: u64,
+    /// No endpoint has the destination address.
+    pub unknown_host: u64,
+    /// Dropped by the NAT (see its counters for why).
+    pub nat_drops: u64,
+    /// Uplink frames that were not for the switch.
+    pub uplink_ignored: u64,
+    /// Echo requests to the uplink address answered.
+    pub echo_answered: u64,
+}
+
+/// What `stats` shows of the router.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct RouterStats {
+    pub uplink_port: PortId,
+    pub router: RouterCounters,
+    pub nat: NatCounters,
+    pub arp: ArpCounters,
+    pub sessions: usize,
+}
+
+pub(crate) struct Router {
+    pub port: PortId,
+    cfg: UplinkConfig,
+    pub nat: Nat,
+    arp: ArpCache,
+    counters: RouterCounters,
+    /// Charged for drops of what the router emits.
+    port_counters: Arc<PortCounters>,
+    pkt: Box<[u8; MAX_FRAME]>,
+}
+
+fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix as u32)
+    };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// The IPv4 header of an Ethernet frame, checked: (header length, total length).
+fn ipv4_lengths(frame: &[u8]) -> Option<(usize, usize)> {
+    if frame.len() < ETH_HLEN + 20 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+        return None;
+    }
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([frame[16], frame[17]]) as usize;
+    (ihl >= 20 && total >= ihl && ETH_HLEN + total <= frame.len()).then_some((ihl, total))
+}
+
+fn dst_ip(frame: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33])
+}
+
+impl Router {
+    pub fn new(
+        port: PortId,
+        cfg: UplinkConfig,
+        port_counters: Arc<PortCounters>,
+    ) -> Result<Router, nat::NatError> {
+        Ok(Router {
+            port,
+            nat: Nat::new(cfg.nat, cfg.ip)?,
+            cfg,
+            arp: ArpCache::default(),
+            counters: RouterCounters::default(),
+            port_counters,
+            pkt: Box::new([0u8; MAX_FRAME]),
+        })
+    }
+
+    pub fn stats(&self) -> RouterStats {
+        RouterStats {
+            uplink_port: self.port,
+            router: self.counters,
+            nat: self.nat.counters(),
+            arp: self.arp.counters,
+            sessions: self.nat.session_count(),
+        }
+    }
+
+    /// A frame a container sent to its gateway's MAC that is not for the gateway itself.
+    #[allow(clippy::too_many_arguments)]
+    pub fn route_from_network(
+        &mut self,
+        nets: &mut HashMap<NetId, Network>,
+        net_id: NetId,
+        in_port: PortId,
+        frame: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let Some(net) = nets.get(&net_id) else { return };
+        let Some((gw, (subnet, prefix))) = net.cfg.gateway.zip(net.cfg.subnet) else {
+            return;
+        };
+        let Some((_, total)) = ipv4_lengths(frame) else {
+            self.counters.not_ipv4 += 1;
+            return;
+        };
+        let dst = dst_ip(frame);
+        if net.cfg.internal {
+            self.counters.internal += 1;
+            self.icmp_error(IcmpError::NetUnreachable, frame, gw, in_port, out, scratch);
+            return;
+        }
+        if in_subnet(dst, subnet, prefix)
+            || nets
+                .values()
+                .any(|n| n.cfg.subnet.is_some_and(|(s, p)| in_subnet(dst, s, p)))
+        {
+            self.counters.isolated += 1;
+            return;
+        }
+        if frame[ETH_HLEN + 8] <= 1 {
+            self.counters.ttl_exceeded += 1;
+            self.icmp_error(IcmpError::TtlExceeded, frame, gw, in_port, out, scratch);
+            return;
+        }
+        let len = ETH_HLEN + total;
+        self.pkt[..len].copy_from_slice(&frame[..len]);
+        match self.nat.outbound(&mut self.pkt[ETH_HLEN..len], now) {
+            NatVerdict::Translated { to: Side::Outside } => {
+                let _ = ipv4::decrement_ttl(&mut self.pkt[ETH_HLEN..len]);
+                self.counters.routed_out += 1;
+                self.send_out(len, out, scratch, now);
+            }
+            NatVerdict::Translated { to: Side::Inside } => {
+                // Hairpin: a container reached a published port through the uplink address.
+                self.deliver_inside(nets, len, out, now);
+            }
+            NatVerdict::NotOurs if dst == self.cfg.ip => {
+                let me = Gateway {
+                    ip: self.cfg.ip,
+                    mac: gw.mac,
+                };
+                if let Some(n) = gateway::icmp_echo_reply(&me, frame, scratch) {
+                    self.counters.echo_answered += 1;
+                    out.emit(in_port, &scratch[..n], &self.port_counters);
+                }
+            }
+            NatVerdict::NotOurs => self.counters.nat_drops += 1,
+            NatVerdict::Drop(_) => self.counters.nat_drops += 1,
+        }
+    }
+
+    /// A frame that arrived on the uplink.
+    pub fn receive_from_uplink(
+        &mut self,
+        nets: &mut HashMap<NetId, Network>,
+        frame: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let me = Gateway {
+            ip: self.cfg.ip,
+            mac: self.cfg.mac,
+        };
+        if frame.len() >= 42 && frame[12..14] == [0x08, 0x06] {
+            self.arp_in(&me, frame, out, scratch, now);
+            return;
+        }
+        if frame.len() < ETH_HLEN || frame[0..6] != self.cfg.mac {
+            self.counters.uplink_ignored += 1;
+            return;
+        }
+        let Some((_, total)) = ipv4_lengths(frame) else {
+            self.counters.not_ipv4 += 1;
+            return;
+        };
+        let len = ETH_HLEN + total;
+        self.pkt[..len].copy_from_slice(&frame[..len]);
+        match self.nat.inbound(&mut self.pkt[ETH_HLEN..len], now) {
+            NatVerdict::Translated { to: Side::Inside } => self.deliver_inside(nets, len, out, now),
+            NatVerdict::Translated { to: Side::Outside } => self.counters.nat_drops += 1,
+            NatVerdict::NotOurs => {
+                if let Some(n) = gateway::icmp_echo_reply(&me, frame, scratch) {
+                    self.counters.echo_answered += 1;
+                    out.emit(self.port, &scratch[..n], &self.port_counters);
+                } else {
+                    self.counters.uplink_ignored += 1;
+                }
+            }
+            NatVerdict::Drop(_) => self.counters.nat_drops += 1,
+        }
+    }
+
+    fn arp_in(
+        &mut self,
+        me: &Gateway,
+        frame: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let a = &frame[ETH_HLEN..];
+        if a[0..8] != [0, 1, 8, 0, 6, 4, 0, 1] && a[0..8] != [0, 1, 8, 0, 6, 4, 0, 2] {
+            self.counters.uplink_ignored += 1;
+            return;
+        }
+        let mut mac: Mac = [0; 6];
+        mac.copy_from_slice(&a[8..14]);
+        let sender = Ipv4Addr::new(a[14], a[15], a[16], a[17]);
+        let target = Ipv4Addr::new(a[24], a[25], a[26], a[27]);
+        let for_us = target == self.cfg.ip;
+        // RFC 826: update a known sender; learn it if the packet was for us.
+        let released = if for_us {
+            self.arp.learn(sender, mac, now)
+        } else {
+            self.arp.refresh(sender, mac, now)
+        };
+        for mut held in released {
+            held[0..6].copy_from_slice(&mac);
+            out.emit(self.port, &held, &self.port_counters);
+        }
+        if a[7] == 1 && for_us {
+            if let Some(n) = gateway::arp_reply(me, frame, scratch) {
+                out.emit(self.port, &scratch[..n], &self.port_counters);
+            }
+        }
+    }
+
+    /// `self.pkt[..len]` leaves by the uplink toward its next hop.
+    fn send_out(
+        &mut self,
+        len: usize,
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        self.pkt[6..12].copy_from_slice(&self.cfg.mac);
+        let dst = dst_ip(&self.pkt[..len]);
+        let hop = if in_subnet(dst, self.cfg.ip, self.cfg.prefix) {
+            dst
+        } else {
+            self.cfg.gateway
+        };
+        match self.arp.resolve(hop, &self.pkt[..len], now) {
+            Lookup::Known(mac) => {
+                self.pkt[0..6].copy_from_slice(&mac);
+                out.emit(self.port, &self.pkt[..len], &self.port_counters);
+            }
+            Lookup::Held { request: true } => {
+                let n = arp::request(self.cfg.mac, self.cfg.ip, hop, scratch);
+                out.emit(self.port, &scratch[..n], &self.port_counters);
+            }
+            Lookup::Held { request: false } | Lookup::Dropped => {}
+        }
+    }
+
+    /// `self.pkt[..len]` (already translated) goes to the container owning its
+    /// destination address.
+    fn deliver_inside(
+        &mut self,
+        nets: &mut HashMap<NetId, Network>,
+        len: usize,
+        out: &mut impl Emit,
+        now: Instant,
+    ) {
+        let dst = dst_ip(&self.pkt[..len]);
+        let found = nets
+            .values_mut()
+            .find(|n| n.cfg.subnet.is_some_and(|(s, p)| in_subnet(dst, s, p)));
+        let Some(net) = found else {
+            self.counters.unknown_host += 1;
+            return;
+        };
+        let (Some(gw), Some(mac)) = (net.cfg.gateway, net.hosts.get(&dst).copied()) else {
+            self.counters.unknown_host += 1;
+            return;
+        };
+        if ipv4::decrement_ttl(&mut self.pkt[ETH_HLEN..len]).is_none() {
+            self.counters.ttl_exceeded += 1;
+            return;
+        }
+        self.pkt[0..6].copy_from_slice(&mac);
+        self.pkt[6..12].copy_from_slice(&gw.mac);
+        self.counters.routed_in += 1;
+        match net.fdb.lookup(&mac, now) {
+            Some(p) => out.emit(p, &self.pkt[..len], &self.port_counters),
+            None => {
+                for &p in &net.members {
+                    out.emit(p, &self.pkt[..len], &self.port_counters);
+                }
+            }
+        }
+    }
+
+    fn icmp_error(
+        &mut self,
+        kind: IcmpError,
+        frame: &[u8],
+        gw: Gateway,
+        to: PortId,
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+    ) {
+        if let Some(n) = ipv4::icmp_error(kind, frame, gw.mac, gw.ip, scratch) {
+            self.counters.icmp_errors_sent += 1;
+            out.emit(to, &scratch[..n], &self.port_counters);
+        }
+    }
+
+    /// Once a second: idle sessions out, stale neighbours out, ARP retries sent.
+    pub fn tick(&mut self, out: &mut impl Emit, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+        self.nat.expire(now);
+        for ip in self.arp.expire(now) {
+            let n = arp::request(self.cfg.mac, self.cfg.ip, ip, scratch);
+            out.emit(self.port, &scratch[..n], &self.port_counters);
+        }
+    }
+}
+
+/// A routed frame when there is no uplink: dropped, and the sender told at once.
+pub(crate) fn no_uplink(
+    net: &Network,
+    in_port: PortId,
+    frame: &[u8],
+    out: &mut impl Emit,
+    scratch: &mut [u8; MAX_FRAME],
+    from: &PortCounters,
+) -> bool {
+    let Some(gw) = net.cfg.gateway else {
+        return false;
+    };
+    if ipv4_lengths(frame).is_none() {
+        return false;
+    }
+    if let Some(n) = ipv4::icmp_error(IcmpError::NetUnreachable, frame, gw.mac, gw.ip, scratch) {
+        out.emit(in_port, &scratch[..n], from);
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets() {
+        let n = Ipv4Addr::new(172, 18, 0, 0);
+        assert!(in_subnet(Ipv4Addr::new(172, 18, 255, 1), n, 16));
+        assert!(!in_subnet(Ipv4Addr::new(172, 19, 0, 1), n, 16));
+        assert!(in_subnet(Ipv4Addr::new(1, 2, 3, 4), n, 0));
+    }
+}
