@@ -7,8 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::Message;
 use dns::{Action, Client, NameTable, Record, Resolver, ResolverConfig, Transport};
+use hickory_proto::op::Message;
 use libfuzzer_sys::fuzz_target;
 
 fn resolver() -> Resolver {
@@ -30,7 +30,10 @@ fn resolver() -> Resolver {
             ipv6: Some(format!("fd00::{i}").parse().expect("literal")),
         })
         .collect();
-    r.set_network(1, Arc::new(NameTable::new(&records).expect("literal names")));
+    r.set_network(
+        1,
+        Arc::new(NameTable::new(&records).expect("literal names")),
+    );
     r
 }
 
@@ -61,7 +64,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sel, body)) = data.split_first() else {
         return;
     };
-    let transport = if sel & 1 == 0 { Transport::Udp } else { Transport::Tcp };
+    let transport = if sel & 1 == 0 {
+        Transport::Udp
+    } else {
+        Transport::Tcp
+    };
     let client = Client {
         net: u32::from(sel >> 1 & 1) + 1,
         addr: SocketAddr::from(([172, 18, 0, 99], 40000)),
@@ -79,8 +86,8 @@ fuzz_target!(|data: &[u8]| {
         let mut reply = bytes.clone();
         reply[2] = 0x80 | body.get(2).copied().unwrap_or(0);
         reply[3] = body.get(3).copied().unwrap_or(0);
-        for i in 6..12 {
-            reply[i] = body.get(i).copied().unwrap_or(0);
+        for (i, b) in reply.iter_mut().enumerate().take(12).skip(6) {
+            *b = body.get(i).copied().unwrap_or(0);
         }
         reply.extend_from_slice(body);
         check(&r.handle_upstream_reply(to, &reply, t0));
