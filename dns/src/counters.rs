@@ -12,6 +12,8 @@ pub struct Counters {
     pub nxdomain: u64,
     /// Client queries sent upstream (retries to the next upstream not counted again).
     pub forwarded: u64,
+    /// Client retransmissions of a query already in flight (dropped, not re-forwarded).
+    pub duplicates: u64,
     /// Upstream replies that matched a query in flight.
     pub upstream_replies: u64,
     /// Upstream replies matching nothing in flight (late, spoofed, garbage).
@@ -38,6 +40,7 @@ impl AddAssign for Counters {
         self.local_answers += o.local_answers;
         self.nxdomain += o.nxdomain;
         self.forwarded += o.forwarded;
+        self.duplicates += o.duplicates;
         self.upstream_replies += o.upstream_replies;
         self.unmatched_replies += o.unmatched_replies;
         self.upstream_timeouts += o.upstream_timeouts;

@@ -36,6 +36,9 @@ pub(crate) struct Pending {
 pub(crate) struct InFlight {
     by_id: HashMap<u16, Pending>,
     deadlines: BTreeSet<(Instant, u16)>,
+    /// (client, client's message ID) of everything in flight: a retransmission of a
+    /// query already upstream is not forwarded twice.
+    by_client: HashMap<(Client, u16), u16>,
 }
 
 impl InFlight {
@@ -47,6 +50,11 @@ impl InFlight {
         self.by_id.contains_key(&id)
     }
 
+    /// Whether `client` already has query `client_id` in flight.
+    pub fn has_client_query(&self, client: Client, client_id: u16) -> bool {
+        self.by_client.contains_key(&(client, client_id))
+    }
+
     pub fn get(&self, id: u16) -> Option<&Pending> {
         self.by_id.get(&id)
     }
@@ -54,6 +62,7 @@ impl InFlight {
     /// Track `p` under upstream ID `id` (the caller picked an unused one).
     pub fn insert(&mut self, id: u16, p: Pending) {
         self.deadlines.insert((p.deadline, id));
+        self.by_client.insert((p.client, p.client_id), id);
         if let Some(old) = self.by_id.insert(id, p) {
             self.deadlines.remove(&(old.deadline, id));
         }
@@ -62,6 +71,7 @@ impl InFlight {
     pub fn remove(&mut self, id: u16) -> Option<Pending> {
         let p = self.by_id.remove(&id)?;
         self.deadlines.remove(&(p.deadline, id));
+        self.by_client.remove(&(p.client, p.client_id));
         Some(p)
     }
 

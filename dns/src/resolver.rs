@@ -322,6 +322,11 @@ impl Resolver {
             let m = reply::response_to(req, false, ResponseCode::ServFail);
             return self.answer(client, &m, limit);
         }
+        if self.inflight.has_client_query(client, req.metadata.id) {
+            // The client retransmitted while we wait upstream: one answer will come.
+            self.counters.duplicates += 1;
+            return Action::Drop;
+        }
         if self.inflight.len() >= self.cfg.max_inflight {
             self.counters.inflight_full += 1;
             self.counters.servfail += 1;

@@ -269,3 +269,31 @@ fn config_is_validated() {
     })
     .is_err());
 }
+
+#[test]
+fn a_client_retransmission_is_not_forwarded_twice() {
+    let mut r = resolver(vec![upstream(1)]);
+    let t = now();
+    let q = query_bytes(21, "dup.example", RecordType::A);
+    let (_, _, fwd) = forward(r.handle_query(udp(1), &q, t));
+    assert_eq!(r.handle_query(udp(1), &q, t), Action::Drop);
+    assert_eq!(r.counters().duplicates, 1);
+    assert_eq!(r.inflight(), 1);
+    // Another client asking the same is its own query.
+    let mut other = udp(1);
+    other.addr.set_port(40001);
+    assert!(matches!(
+        r.handle_query(other, &q, t),
+        Action::Forward { .. }
+    ));
+    // Once answered, the same ID from the same client is a new query.
+    let reply = upstream_reply(&fwd, ResponseCode::NoError, false, &[[1, 2, 3, 4]]);
+    assert!(matches!(
+        r.handle_upstream_reply(upstream(1), &reply, t),
+        Action::Answer { .. }
+    ));
+    assert!(matches!(
+        r.handle_query(udp(1), &q, t),
+        Action::Forward { .. }
+    ));
+}
