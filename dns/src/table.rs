@@ -20,7 +20,7 @@ pub struct Record {
 /// A name the control plane tried to publish that DNS cannot carry.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
-    #[error("DNS name {name:?} is not valid ({reason}); use letters, digits, '-' and '.', labels of at most 63 bytes")]
+    #[error("DNS name {name:?} is not valid ({reason}); use letters, digits, '_', '-' and '.', labels of at most 63 bytes")]
     Invalid { name: String, reason: String },
 }
 
@@ -104,7 +104,14 @@ fn parse_name(s: &str) -> Result<Name, NameError> {
     if trimmed.is_empty() {
         return Err(invalid("empty".into()));
     }
-    let mut n = Name::from_utf8(trimmed).map_err(|e| invalid(e.to_string()))?;
+    // ASCII as given (Docker names may hold '_', which IDNA refuses); IDNA only for
+    // non-ASCII names, which the client will ask for in punycode.
+    let parsed = if trimmed.is_ascii() {
+        Name::from_ascii(trimmed)
+    } else {
+        Name::from_utf8(trimmed)
+    };
+    let mut n = parsed.map_err(|e| invalid(e.to_string()))?;
     if n.iter().any(|l| l.is_empty()) {
         return Err(invalid("empty label".into()));
     }
@@ -165,6 +172,18 @@ mod tests {
             t.reverse(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
             Some(&Name::from_ascii("b.").unwrap())
         );
+    }
+
+    #[test]
+    fn docker_style_names_are_accepted() {
+        // Docker allows [a-zA-Z0-9][a-zA-Z0-9_.-]* for container names.
+        let names = ["my_app-1", "App.v2", "a", "x1_2.y-3"];
+        for n in names {
+            let t = NameTable::new(&[rec(n, &[], [10, 0, 0, 1])]);
+            let t = t.unwrap_or_else(|e| panic!("{n}: {e}"));
+            let q = Name::from_ascii(n.to_uppercase()).unwrap();
+            assert!(t.lookup(&q).is_some(), "{n}");
+        }
     }
 
     #[test]
