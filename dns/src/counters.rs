@@ -1,0 +1,54 @@
+//! What a resolver did, as plain numbers: one set per worker, summed on read.
+
+use std::ops::AddAssign;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages passed to `handle_query`.
+    pub queries: u64,
+    /// Answered from a network's table (including NOERROR without records).
+    pub local_answers: u64,
+    /// Single-label names no network owns, answered NXDOMAIN locally.
+    pub nxdomain: u64,
+    /// Client queries sent upstream (retries to the next upstream not counted again).
+    pub forwarded: u64,
+    /// Client retransmissions of a query already in flight (dropped, not re-forwarded).
+    pub duplicates: u64,
+    /// Upstream replies that matched a query in flight.
+    pub upstream_replies: u64,
+    /// Upstream replies matching nothing in flight (late, spoofed, garbage).
+    pub unmatched_replies: u64,
+    /// An upstream did not answer within the timeout.
+    pub upstream_timeouts: u64,
+    /// SERVFAIL made here: no upstream, every upstream silent, or too many in flight.
+    pub servfail: u64,
+    /// Queries refused because `max_inflight` were already forwarded (also in `servfail`).
+    pub inflight_full: u64,
+    /// Queries whose header parsed but whose body did not (or bad EDNS version).
+    pub formerr: u64,
+    /// Opcodes other than QUERY.
+    pub notimp: u64,
+    /// Messages with no answer at all: shorter than a header, or a response.
+    pub dropped: u64,
+    /// Answers cut to fit the client's UDP size, TC set.
+    pub truncated: u64,
+}
+
+impl AddAssign for Counters {
+    fn add_assign(&mut self, o: Counters) {
+        self.queries += o.queries;
+        self.local_answers += o.local_answers;
+        self.nxdomain += o.nxdomain;
+        self.forwarded += o.forwarded;
+        self.duplicates += o.duplicates;
+        self.upstream_replies += o.upstream_replies;
+        self.unmatched_replies += o.unmatched_replies;
+        self.upstream_timeouts += o.upstream_timeouts;
+        self.servfail += o.servfail;
+        self.inflight_full += o.inflight_full;
+        self.formerr += o.formerr;
+        self.notimp += o.notimp;
+        self.dropped += o.dropped;
+        self.truncated += o.truncated;
+    }
+}
