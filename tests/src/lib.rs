@@ -88,6 +88,126 @@ impl Drop for Lab {
     }
 }
 
+/// The namespace standing in for the daemon's host, created on first use.
+pub fn host_ns(lab: &Lab) -> String {
+    let ns = lab.name("h");
+    if !Path::new("/run/netns").join(&ns).exists() {
+        let st = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .expect("ip netns add");
+        assert!(st.success(), "cannot create the daemon's namespace {ns}");
+        run_ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    }
+    ns
+}
+
+fn run_ok(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The outside world behind the uplink: a namespace with 198.51.100.1/24 on a veth
+/// whose other end (the uplink) sits in the daemon's namespace.
+pub struct Outside {
+    pub ns: String,
+    pub uplink: String,
+    pub ip: &'static str,
+    pub uplink_ip: &'static str,
+}
+
+impl Outside {
+    pub fn new(lab: &Lab) -> Outside {
+        let host = host_ns(lab);
+        let ns = lab.name("out");
+        let uplink = lab.name("up");
+        let peer = lab.name("o");
+        run_ok(&["ip", "netns", "add", &ns]);
+        run_ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        run_ok(&[
+            "ip", "-n", &host, "link", "add", &uplink, "type", "veth", "peer", "name", &peer,
+            "netns", &ns,
+        ]);
+        run_ok(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "198.51.100.1/24",
+            "dev",
+            &peer,
+        ]);
+        run_ok(&["ip", "-n", &ns, "link", "set", &peer, "up"]);
+        // A wire delivers finished checksums; a veth would hand over partial ones.
+        run_ok(&[
+            "ip", "netns", "exec", &ns, "ethtool", "-K", &peer, "tx", "off",
+        ]);
+        Outside {
+            ns,
+            uplink,
+            ip: "198.51.100.1",
+            uplink_ip: "198.51.100.2",
+        }
+    }
+
+    /// vswitchd flags attaching this uplink.
+    pub fn daemon_args(&self) -> Vec<String> {
+        [
+            "--uplink",
+            &self.uplink,
+            "--uplink-ip",
+            "198.51.100.2/24",
+            "--uplink-gw",
+            self.ip,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+/// A background process in a namespace (a server), killed on drop; its output goes
+/// to a file in the lab dir.
+pub struct Bg {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Bg {
+    pub fn spawn(lab: &Lab, ns: &str, tag: &str, args: &[&str]) -> Bg {
+        let log = lab.dir.join(format!("{tag}.log"));
+        let f = std::fs::File::create(&log).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .expect("spawn background process");
+        Bg { child, log }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Run a command in a namespace (`ip netns exec`), with a time bound.
 pub fn ns_exec(ns: &str, args: &[&str], timeout: Duration) -> Output {
     let mut full = vec!["timeout", "-k", "1"];
@@ -140,18 +260,7 @@ pub struct Daemon {
 impl Daemon {
     /// Start with `--workers 1` and the given extra flags (e.g. `--io af_packet`).
     pub fn start(lab: &Lab, extra: &[&str]) -> Daemon {
-        let host_ns = lab.name("h");
-        let st = Command::new("ip")
-            .args(["netns", "add", &host_ns])
-            .status()
-            .expect("ip netns add");
-        assert!(
-            st.success(),
-            "cannot create the daemon's namespace {host_ns}"
-        );
-        let _ = Command::new("ip")
-            .args(["-n", &host_ns, "link", "set", "lo", "up"])
-            .status();
+        let host_ns = host_ns(lab);
         let mut d = Daemon {
             host_ns,
             socket: lab.dir.join("vswitchd.sock"),

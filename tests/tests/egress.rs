@@ -1,0 +1,361 @@
+//! Egress and published ports end to end: an "outside" namespace behind the uplink with
+//! real servers and clients (python's http.server and urllib, a UDP echo, iperf3,
+//! ping), the switch routing, SNATing and DNATing in userspace.
+
+use std::time::Duration;
+
+use e2e::{ns_exec, ping, Bg, Daemon, Lab, Outside};
+
+/// A daemon with an uplink to a fresh outside namespace, and one user network.
+fn setup(lab: &Lab, extra: &[&str]) -> (Outside, Daemon, String) {
+    let out = Outside::new(lab);
+    let mut args: Vec<String> = out.daemon_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start(lab, &args);
+    let net = lab.name("net");
+    d.ok(&["network", "create", "--subnet", "172.20.0.0/24", &net]);
+    (out, d, net)
+}
+
+/// Fetch a URL from a namespace with python's urllib; the HTTP status, or the error.
+fn http_get(ns: &str, url: &str) -> String {
+    let code = format!(
+        "import urllib.request,sys\ntry:\n print(urllib.request.urlopen('{url}', timeout=3).status)\nexcept Exception as e:\n print('error', e)"
+    );
+    let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(10));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Retry until a server in the background answers (bounded).
+fn http_get_eventually(ns: &str, url: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..20 {
+        last = http_get(ns, url);
+        if last == "200" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    last
+}
+
+fn udp_echo_server(lab: &Lab, ns: &str, port: u16) -> Bg {
+    let code = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{port}))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(d,a)"
+    );
+    Bg::spawn(
+        lab,
+        ns,
+        &format!("udpecho{port}"),
+        &["python3", "-c", &code],
+    )
+}
+
+/// Send one UDP datagram from a namespace and wait for the echo; the echoed text.
+fn udp_roundtrip(ns: &str, ip: &str, port: u16, msg: &str) -> String {
+    let code = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\nfor _ in range(5):\n try:\n  s.sendto(b'{msg}',('{ip}',{port}))\n  print(s.recvfrom(2048)[0].decode()); break\n except Exception: pass"
+    );
+    let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(10));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn containers_reach_the_outside_as_the_uplink_address() {
+    let lab = Lab::new();
+    let (out, d, net) = setup(&lab, &[]);
+    let a = lab.name("a");
+    d.sandbox(&a, &net, &[]);
+    let web = Bg::spawn(
+        &lab,
+        &out.ns,
+        "outweb",
+        &["python3", "-m", "http.server", "8000", "--bind", out.ip],
+    );
+    assert_eq!(http_get_eventually(&a, "http://198.51.100.1:8000/"), "200");
+    assert!(
+        web.output().contains("198.51.100.2 - -"),
+        "the server must see the uplink address: {}",
+        web.output()
+    );
+    assert!(
+        !web.output().contains("172.20."),
+        "container addresses must not leak: {}",
+        web.output()
+    );
+
+    assert!(ping(&a, out.ip, 2), "ping to an outside host");
+    assert!(
+        ping(&a, out.uplink_ip, 1),
+        "ping to the switch's uplink address"
+    );
+    assert!(
+        ping(&out.ns, out.uplink_ip, 1),
+        "the outside pings the uplink address"
+    );
+    // TTL 1: the gateway answers with time exceeded, as a router does for traceroute.
+    let o = ns_exec(
+        &a,
+        &["ping", "-n", "-c", "1", "-t", "1", "-W", "2", out.ip],
+        Duration::from_secs(5),
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains("From 172.20.0.1") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
+
+    let ct = d.json(&["conntrack", "--network", &net]);
+    let rows = ct.as_array().expect("sessions");
+    assert!(
+        rows.iter().any(|r| r["proto"] == "tcp"
+            && r["original"]["src"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("172.20.0.2:"))
+            && r["translated"]["src"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("198.51.100.2:"))),
+        "conntrack shows the SNAT session: {ct}"
+    );
+}
+
+#[test]
+fn published_tcp_and_udp_ports_and_hairpin() {
+    let lab = Lab::new();
+    let (out, d, net) = setup(&lab, &[]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    d.sandbox(&a, &net, &["-p", "8080:80", "-p", "5353:53/udp"]);
+    d.sandbox(&b, &net, &[]);
+    let ports = d.ok(&["port", &a]);
+    assert!(
+        ports.contains("80/tcp -> 0.0.0.0:8080") && ports.contains("53/udp -> 0.0.0.0:5353"),
+        "{ports}"
+    );
+
+    let web = Bg::spawn(
+        &lab,
+        &a,
+        "web",
+        &["python3", "-m", "http.server", "80", "--bind", "0.0.0.0"],
+    );
+    let _echo = udp_echo_server(&lab, &a, 53);
+    assert_eq!(
+        http_get_eventually(&out.ns, "http://198.51.100.2:8080/"),
+        "200",
+        "outside -> published TCP port"
+    );
+    assert!(
+        web.output().contains("198.51.100.1 - -"),
+        "DNAT keeps the client's address: {}",
+        web.output()
+    );
+    assert_eq!(
+        udp_roundtrip(&out.ns, "198.51.100.2", 5353, "hello"),
+        "hello",
+        "outside -> published UDP port"
+    );
+    // Hairpin: another container reaches the published port through the uplink address.
+    assert_eq!(http_get(&b, "http://198.51.100.2:8080/"), "200", "hairpin");
+    // A port that is not published is not reachable.
+    assert_ne!(http_get(&out.ns, "http://198.51.100.2:8081/"), "200");
+}
+
+#[test]
+fn port_conflicts_and_publish_all() {
+    let lab = Lab::new();
+    let (_out, d, net) = setup(&lab, &[]);
+    let (a, b, c) = (lab.name("a"), lab.name("b"), lab.name("c"));
+    d.sandbox(&a, &net, &["-p", "8080:80"]);
+    let err = d.refused(&["sandbox", "create", "--network", &net, "-p", "8080:81", &b]);
+    assert!(err.contains("port is already allocated"), "{err}");
+    assert!(
+        !std::path::Path::new(&format!("/run/netns/{b}")).exists(),
+        "nothing left of the refused sandbox"
+    );
+    d.sandbox(&b, &net, &["-p", "8080:80/udp"]);
+    d.sandbox(&c, &net, &["-P", "--expose", "80", "--expose", "53/udp"]);
+    let v = d.json(&["sandbox", "inspect", &c]);
+    for k in ["80/tcp", "53/udp"] {
+        let hp: u16 = v["Ports"][k][0]["HostPort"]
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        assert!((32768..=60999).contains(&hp), "{k}: {v}");
+    }
+    let err = d.refused(&[
+        "sandbox",
+        "create",
+        "--network",
+        &net,
+        "-p",
+        "8000-8010:80",
+        &lab.name("r"),
+    ]);
+    assert!(err.contains("ranges"), "{err}");
+}
+
+#[test]
+fn internal_networks_do_not_get_out() {
+    let lab = Lab::new();
+    let (out, d, _net) = setup(&lab, &[]);
+    let internal = lab.name("int");
+    d.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "172.21.0.0/24",
+        &internal,
+    ]);
+    let a = lab.name("a");
+    d.sandbox(&a, &internal, &[]);
+    assert!(
+        !ping(&a, out.ip, 1),
+        "an internal network reached the outside"
+    );
+    // Even with a route forced through the gateway, the switch refuses.
+    let o = ns_exec(
+        &a,
+        &["ip", "route", "add", "default", "via", "172.21.0.1"],
+        Duration::from_secs(5),
+    );
+    assert!(o.status.success());
+    assert!(
+        !ping(&a, out.ip, 1),
+        "an internal network got out through the gateway"
+    );
+    let err = d.refused(&[
+        "sandbox",
+        "create",
+        "--network",
+        &internal,
+        "-p",
+        "9000:80",
+        &lab.name("p"),
+    ]);
+    assert!(err.contains("internal"), "{err}");
+}
+
+#[test]
+fn idle_udp_sessions_expire() {
+    let lab = Lab::new();
+    let (out, d, net) = setup(&lab, &["--nat-udp-timeout", "2"]);
+    let a = lab.name("a");
+    d.sandbox(&a, &net, &[]);
+    let _echo = udp_echo_server(&lab, &out.ns, 7007);
+    assert_eq!(udp_roundtrip(&a, out.ip, 7007, "ping"), "ping");
+    let udp = |d: &Daemon| {
+        d.json(&["conntrack"])
+            .as_array()
+            .map(|r| r.iter().filter(|s| s["proto"] == "udp").count())
+            .unwrap_or(0)
+    };
+    assert_eq!(udp(&d), 1, "the UDP session is tracked");
+    e2e::wait_for(
+        "the idle UDP session to expire",
+        Duration::from_secs(10),
+        || udp(&d) == 0,
+    );
+}
+
+#[test]
+fn iperf3_through_snat_and_dnat() {
+    let lab = Lab::new();
+    let (out, d, net) = setup(&lab, &[]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    d.sandbox(&a, &net, &[]);
+    d.sandbox(&b, &net, &["-p", "5201:5201"]);
+    let _outside = Bg::spawn(&lab, &out.ns, "iperf-out", &["iperf3", "-s", "-B", out.ip]);
+    let _inside = Bg::spawn(&lab, &b, "iperf-in", &["iperf3", "-s"]);
+    let run = |ns: &str, target: &str| {
+        let mut last = String::new();
+        for _ in 0..10 {
+            let o = ns_exec(
+                ns,
+                &["iperf3", "-c", target, "-t", "2", "-J"],
+                Duration::from_secs(20),
+            );
+            last = String::from_utf8_lossy(&o.stdout).to_string();
+            if o.status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+        v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
+    };
+    assert!(
+        run(&a, out.ip) > 1_000_000,
+        "iperf3 through SNAT moved almost nothing"
+    );
+    assert!(
+        run(&out.ns, out.uplink_ip) > 1_000_000,
+        "iperf3 through DNAT moved almost nothing"
+    );
+}
+
+#[test]
+fn published_ports_survive_restart() {
+    let lab = Lab::new();
+    let (out, mut d, net) = setup(&lab, &[]);
+    let a = lab.name("a");
+    d.sandbox(&a, &net, &["-p", "8080:80"]);
+    let _web = Bg::spawn(&lab, &a, "web", &["python3", "-m", "http.server", "80"]);
+    assert_eq!(
+        http_get_eventually(&out.ns, "http://198.51.100.2:8080/"),
+        "200"
+    );
+    d.restart(true);
+    assert!(d.ok(&["port", &a]).contains("80/tcp -> 0.0.0.0:8080"));
+    assert_eq!(
+        http_get_eventually(&out.ns, "http://198.51.100.2:8080/"),
+        "200",
+        "after restart"
+    );
+    let err = d.refused(&[
+        "sandbox",
+        "create",
+        "--network",
+        &net,
+        "-p",
+        "8080:80",
+        &lab.name("b"),
+    ]);
+    assert!(
+        err.contains("port is already allocated"),
+        "the restored claim still holds: {err}"
+    );
+}
+
+#[test]
+fn without_an_uplink_egress_is_refused_at_once() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &[]);
+    let net = lab.name("net");
+    d.ok(&["network", "create", &net]);
+    let a = lab.name("a");
+    d.sandbox(&a, &net, &[]);
+    let o = ns_exec(
+        &a,
+        &["ping", "-n", "-c", "1", "-W", "2", "198.51.100.1"],
+        Duration::from_secs(5),
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("Destination Net Unreachable"), "{text}");
+    let err = d.refused(&[
+        "sandbox",
+        "create",
+        "--network",
+        &net,
+        "-p",
+        "8080:80",
+        &lab.name("p"),
+    ]);
+    assert!(err.contains("uplink"), "{err}");
+    let stats = d.json(&["stats", &a]);
+    assert!(
+        stats["ports"][0]["drops"]["no_route"].as_u64().unwrap_or(0) >= 1,
+        "{stats}"
+    );
+}
