@@ -39,8 +39,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-## bench: pktgen-driven benchmarks against the kernel's own bridge (not run by CI)
+## bench: pktgen-driven benchmarks against the Linux bridge and OVS (not run by CI)
+BENCH_PACKAGES := openvswitch-switch
 bench: build
+	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
+	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	@scripts/bench.py target/release
 
 ## fuzz: run every cargo-fuzz target for FUZZ_SECONDS each (needs `cargo install cargo-fuzz`)

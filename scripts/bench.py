@@ -127,19 +127,75 @@ def linux_bridge(size, netfilter, latency=False):
         lab.veth(s, "s0", b, "s1", SINK_MAC)
         for p in ("g1", "s1"):
             ip("-n", b, "link", "set", p, "master", "br0")
+            # A veth takes frames redirected by XDP (the generator's) only with GRO on
+            # or an XDP program attached; vswitchd's ports have their XDP program.
+            nsx(b, "ethtool", "-K", p, "gro", "on", capture=True)
         ip("-n", b, "link", "set", "br0", "up")
         sh("bridge", "-n", b, "fdb", "add", SINK_MAC, "dev", "s1", "master", "static")
         nsx(b, "sysctl", "-qw", f"net.bridge.bridge-nf-call-iptables={1 if netfilter else 0}")
         if netfilter:
             # What a Docker host has: bridged IPv4 traverses a stateful forward chain.
-            rules = ("table ip filter { chain forward { type filter hook forward priority 0; policy accept; "
-                     "ct state established,related accept; accept; } }")
-            nsx(b, "nft", rules)
+            rules = ("table ip filter {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n"
+                     "  ct state established,related accept\n  accept\n }\n}\n")
+            with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as f:
+                f.write(rules)
+            try:
+                nsx(b, "nft", "-f", f.name)
+            finally:
+                os.unlink(f.name)
         if latency:
             return run_pair(g, "g0", s, "s0", size, SINK_MAC, sink_backend="af_xdp", rate=LAT_RATE)[1]
         return rx_pps(run_pair(g, "g0", s, "s0", size, SINK_MAC)[1])
     finally:
         lab.close()
+
+
+def have_ovs():
+    return all(shutil.which(b) for b in ("ovs-vswitchd", "ovsdb-server", "ovs-vsctl", "ovsdb-tool"))
+
+
+def ovs(size, latency=False):
+    """Open vSwitch, userspace (netdev) datapath with AF_XDP ports, private db and run
+    dirs, its PMD thread on core 1 like vswitchd's worker; the NORMAL action learns."""
+    lab = Lab()
+    d = tempfile.mkdtemp(prefix=f"{PFX}-ovs-")
+    env = dict(os.environ, OVS_RUNDIR=d, OVS_DBDIR=d, OVS_LOGDIR=d, OVS_SYSCONFDIR=d)
+    pids = []
+    try:
+        g, b, s = lab.ns("g"), lab.ns("b"), lab.ns("s")
+        lab.veth(g, "g0", b, "g1", GEN_MAC)
+        lab.veth(s, "s0", b, "s1", SINK_MAC)
+        sh("ovsdb-tool", "create", f"{d}/conf.db", "/usr/share/openvswitch/vswitch.ovsschema")
+        for args in (["ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock", f"--pidfile={d}/db.pid", "--detach",
+                      f"--log-file={d}/db.log"],
+                     ["ovs-vswitchd", f"unix:{d}/db.sock", f"--pidfile={d}/vs.pid", "--detach", f"--log-file={d}/vs.log"]):
+            subprocess.run(["ip", "netns", "exec", b, *args], env=env, check=True, capture_output=True, timeout=30)
+        for f in ("db.pid", "vs.pid"):
+            with open(f"{d}/{f}") as fh:
+                pids.append(int(fh.read().strip()))
+        vsctl = ["ovs-vsctl", f"--db=unix:{d}/db.sock"]
+        sh(*vsctl, "--no-wait", "init")
+        sh(*vsctl, "--no-wait", "set", "Open_vSwitch", ".", "other_config:pmd-cpu-mask=0x2")
+        sh(*vsctl, "add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev", timeout=30)
+        for p in ("g1", "s1"):
+            sh(*vsctl, "add-port", "br0", p, "--", "set", "interface", p, "type=afxdp", "options:xdp-mode=native",
+               timeout=30)
+        time.sleep(1)
+        # Let NORMAL learn where the sink is.
+        nsx(s, f"{BIN}/pktgen", "tx", "--iface", "s0", "--count", "10", "--src-mac", SINK_MAC, "--dst-mac",
+            "ff:ff:ff:ff:ff:ff", capture=True)
+        if latency:
+            return run_pair(g, "g0", s, "s0", size, SINK_MAC, sink_backend="af_xdp", rate=LAT_RATE)[1]
+        return rx_pps(run_pair(g, "g0", s, "s0", size, SINK_MAC)[1])
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, 15)
+            except OSError:
+                pass
+        time.sleep(0.5)
+        lab.close()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 class Vswitchd:
@@ -235,12 +291,17 @@ def main():
         ours = vswitch(size, workers=1)
         add("L2 bridge, 1 worker", size, "linux bridge (br_netfilter)", linux_bridge(size, netfilter=True), ours)
         add("L2 bridge, 1 worker", size, "linux bridge (pure)", linux_bridge(size, netfilter=False), ours)
+        if have_ovs():
+            add("L2 bridge, 1 worker", size, "OVS 3 netdev + AF_XDP", ovs(size), ours)
     two = vswitch(64, workers=2)
     add("L2 bridge, 2 workers", 64, "linux bridge (pure)", linux_bridge(64, netfilter=False), two)
 
     lat = {"rate_pps": int(LAT_RATE)}
-    for name, fn in (("linux bridge (br_netfilter)", lambda: linux_bridge(64, True, latency=True)),
-                     ("vswitchd", lambda: vswitch(64, 1, latency=True))):
+    lat_runs = [("linux bridge (br_netfilter)", lambda: linux_bridge(64, True, latency=True)),
+                ("vswitchd", lambda: vswitch(64, 1, latency=True))]
+    if have_ovs():
+        lat_runs.append(("OVS 3 netdev + AF_XDP", lambda: ovs(64, latency=True)))
+    for name, fn in lat_runs:
         r = fn()
         l = r.get("latency_ns") or {}
         lat[name] = {"p50_us": l.get("p50", 0) / 1e3, "p99_us": l.get("p99", 0) / 1e3, "loss": r.get("loss")}

@@ -65,6 +65,8 @@ pub struct PortCounters {
     /// Source MACs not learned because the network's table was at its bound.
     pub fdb_full: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
+    /// The backend's own counters, copied by the owning worker once a second.
+    pub backend: std::sync::Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl PortCounters {
@@ -97,6 +99,11 @@ impl PortCounters {
                 .iter()
                 .map(|r| (r.name().to_string(), self.drops[*r as usize].load(Relaxed)))
                 .collect(),
+            backend: self
+                .backend
+                .lock()
+                .map(|b| b.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -109,6 +116,7 @@ pub struct PortCountersSnapshot {
     pub tx_bytes: u64,
     pub fdb_full: u64,
     pub drops: std::collections::BTreeMap<String, u64>,
+    pub backend: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Default)]

@@ -420,6 +420,12 @@ impl Worker {
                     r.tick(&mut self.tx, &mut scratch, now);
                     self.tx.flush();
                 }
+                for op in self.tx.ports.iter_mut() {
+                    let b = op.port.backend_stats();
+                    if let Ok(mut slot) = op.counters.backend.lock() {
+                        *slot = b;
+                    }
+                }
                 last_tick = now;
             }
             if work > 0 {

@@ -508,6 +508,14 @@ impl Port for PacketPort {
         Ok(queued)
     }
 
+    fn backend_stats(&mut self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("rx_oversize", self.stats.dropped_oversize),
+            ("rx_malformed", self.stats.dropped_malformed),
+            ("csum_completed", self.stats.csum_completed),
+        ]
+    }
+
     fn fd(&self) -> RawFd {
         self.rx_fd.as_raw_fd()
     }

@@ -398,6 +398,25 @@ impl Port for XdpPort {
         Ok(queued)
     }
 
+    fn backend_stats(&mut self) -> Vec<(&'static str, u64)> {
+        let mut v = vec![
+            ("rx_oversize", self.stats.rx_oversize),
+            ("tx_full", self.stats.tx_full),
+            ("tx_kick_errors", self.stats.tx_kick_errors),
+        ];
+        if let Ok(k) = self.kernel_stats() {
+            v.extend([
+                ("xsk_rx_dropped", k.rx_dropped),
+                ("xsk_rx_ring_full", k.rx_ring_full),
+                ("xsk_rx_fill_ring_empty", k.rx_fill_ring_empty_descs),
+                ("xsk_rx_invalid_descs", k.rx_invalid_descs),
+                ("xsk_tx_invalid_descs", k.tx_invalid_descs),
+                ("xsk_tx_ring_empty", k.tx_ring_empty_descs),
+            ]);
+        }
+        v
+    }
+
     fn fd(&self) -> RawFd {
         self.socket.raw_fd()
     }

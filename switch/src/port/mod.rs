@@ -136,6 +136,11 @@ pub trait Port: Send {
     fn send(&mut self, burst: &Burst) -> io::Result<usize>;
     /// An fd that polls readable when `recv` has something to return.
     fn fd(&self) -> RawFd;
+    /// The backend's own counters (kernel ring drops and the like), by name. Read about
+    /// once a second by the owning worker, never per frame.
+    fn backend_stats(&mut self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// How `open` should reach a veth end or uplink.

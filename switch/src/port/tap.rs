@@ -167,6 +167,13 @@ impl Port for TapPort {
         Ok(taken)
     }
 
+    fn backend_stats(&mut self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("rx_oversize", self.stats.dropped_oversize),
+            ("tx_invalid", self.stats.dropped_invalid),
+        ]
+    }
+
     fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
