@@ -78,7 +78,8 @@ def pktgen_json(ns, *args, timeout):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def run_pair(gen_ns, gen_if, sink_ns, sink_if, size, dst_mac, extra_tx=(), sink_backend="xdp-count", rate=None):
+def run_pair(gen_ns, gen_if, sink_ns, sink_if, size, dst_mac, extra_tx=(), sink_backend="xdp-count", rate=None,
+             gen_backend="xdp-live"):
     """Start the sink, run the generator, return (tx report, rx report)."""
     sink_secs = DURATION + 2
     rx = subprocess.Popen(
@@ -86,12 +87,13 @@ def run_pair(gen_ns, gen_if, sink_ns, sink_if, size, dst_mac, extra_tx=(), sink_
          "--duration", str(sink_secs), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
+    addrs = [] if "--src-ip" in extra_tx else ["--src-ip", "172.31.0.1", "--dst-ip", "172.31.0.2"]
     tx_args = ["tx", "--iface", gen_if, "--size", str(size), "--duration", str(DURATION), "--dst-mac", dst_mac,
-               "--src-ip", "172.31.0.1", "--dst-ip", "172.31.0.2", *extra_tx]
+               *addrs, *extra_tx]
     if rate:
         tx_args += ["--rate", str(rate)]
     else:
-        tx_args += ["--backend", "xdp-live"]
+        tx_args += ["--backend", gen_backend]
     tx = pktgen_json(gen_ns, *tx_args, timeout=DURATION + 30)
     out, err = rx.communicate(timeout=sink_secs + 30)
     if rx.returncode != 0:
@@ -199,12 +201,15 @@ def ovs(size, latency=False):
 
 
 class Vswitchd:
-    def __init__(self, workers):
+    def __init__(self, workers, netns=None, extra=()):
         self.dir = tempfile.mkdtemp(prefix=f"{PFX}-")
         self.sock = os.path.join(self.dir, "s.sock")
         self.log = open(os.path.join(self.dir, "log"), "w")
-        self.p = subprocess.Popen([f"{BIN}/vswitchd", "--socket", self.sock, "--state-dir", self.dir + "/state",
-                                   "--workers", str(workers), "--log-level", "warn"], stdout=self.log, stderr=self.log)
+        # nsenter joins only the network namespace, so sandboxes stay visible to us.
+        wrap = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else []
+        self.p = subprocess.Popen([*wrap, f"{BIN}/vswitchd", "--socket", self.sock, "--state-dir", self.dir + "/state",
+                                   "--workers", str(workers), "--log-level", "warn", *extra],
+                                  stdout=self.log, stderr=self.log)
         for _ in range(100):
             if self.ctl("network", "ls", check=False).returncode == 0:
                 break
@@ -238,6 +243,113 @@ def vswitch(size, workers, latency=False):
         d.close([g, s])
 
 
+# ---------------------------------------------------------------- NAT
+
+OUT_IP, UPLINK_IP, CT_IP = "198.51.100.1", "198.51.100.2", "172.31.0.2"
+# Routed traffic is generated with AF_XDP (an skb per frame, like a container's): GRO,
+# which a veth needs to take XDP-live frames, coalesces identical UDP frames on a routed
+# path and would make the kernel reference meaningless.
+NAT_FLOWS = ["--src-ip", CT_IP, "--dst-ip", OUT_IP, "--sport", "1024-2047", "--dport", "9", "--flows", "1024"]
+
+CONN_SERVER = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80)); s.listen(1024)
+while True:
+    c, _ = s.accept(); c.close()
+"""
+
+CONN_CLIENT = """
+import socket, struct, sys, time
+ip, secs = sys.argv[1], float(sys.argv[2])
+for _ in range(50):  # wait (bounded) for the server
+    try:
+        socket.create_connection((ip, 8080), timeout=1).close(); break
+    except OSError:
+        time.sleep(0.1)
+n, end = 0, time.time() + secs
+while time.time() < end:
+    s = socket.create_connection((ip, 8080), timeout=2)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST: no TIME_WAIT pile-up
+    s.close(); n += 1
+print(n / secs)
+"""
+
+
+def conn_rate(server_ns, client_ns):
+    srv = subprocess.Popen(["ip", "netns", "exec", server_ns, "python3", "-c", CONN_SERVER],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        r = nsx(client_ns, "python3", "-c", CONN_CLIENT, UPLINK_IP, str(DURATION), capture=True, timeout=DURATION + 30)
+        return float(r.stdout.strip() or 0)
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def outside(lab, host_ns):
+    """The outside namespace behind an uplink veth `up0` in `host_ns`."""
+    o = lab.ns("o")
+    lab.veth(host_ns, "up0", o, "o0")
+    ip("-n", o, "addr", "add", f"{OUT_IP}/24", "dev", "o0")
+    nsx(o, "ethtool", "-K", "o0", "tx", "off", capture=True)
+    return o
+
+
+def kernel_nat(what):
+    """The kernel as a Docker host does it: a router namespace forwarding with nftables
+    masquerade and a DNAT for the published port."""
+    lab = Lab()
+    try:
+        g, r = lab.ns("g"), lab.ns("r")
+        o = outside(lab, r)
+        lab.veth(g, "g0", r, "r0")
+        ip("-n", g, "addr", "add", f"{CT_IP}/24", "dev", "g0")
+        ip("-n", g, "route", "add", "default", "via", "172.31.0.1")
+        ip("-n", r, "addr", "add", "172.31.0.1/24", "dev", "r0")
+        ip("-n", r, "addr", "add", f"{UPLINK_IP}/24", "dev", "up0")
+        nsx(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        nsx(g, "ethtool", "-K", "g0", "tx", "off", capture=True)
+        rules = ("table ip nat {\n chain post { type nat hook postrouting priority 100; oifname \"up0\" masquerade; }\n"
+                 f" chain pre {{ type nat hook prerouting priority -100; iifname \"up0\" tcp dport 8080 dnat to {CT_IP}:80; }}\n}}\n")
+        with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as f:
+            f.write(rules)
+        try:
+            nsx(r, "nft", "-f", f.name)
+        finally:
+            os.unlink(f.name)
+        mac = lambda ns, dev: sh("ip", "-n", ns, "-j", "link", "show", dev, capture=True).stdout
+        o_mac = json.loads(mac(o, "o0"))[0]["address"]
+        r_mac = json.loads(mac(r, "r0"))[0]["address"]
+        ip("-n", r, "neigh", "replace", OUT_IP, "lladdr", o_mac, "dev", "up0", "nud", "permanent")
+        if what == "conn":
+            return conn_rate(g, o)
+        return rx_pps(run_pair(g, "g0", o, "o0", 64, r_mac, extra_tx=NAT_FLOWS, gen_backend="af_xdp")[1])
+    finally:
+        lab.close()
+
+
+def vswitch_nat(what):
+    lab = Lab()
+    h = lab.ns("h")
+    o = outside(lab, h)
+    d = Vswitchd(1, netns=h, extra=["--uplink", "up0", "--uplink-ip", f"{UPLINK_IP}/24", "--uplink-gw", OUT_IP])
+    g = f"{PFX}c"
+    try:
+        d.ctl("network", "create", "--subnet", "172.31.0.0/24", f"{PFX}net")
+        publish = ["-p", "8080:80"] if what == "conn" else []
+        d.ctl("sandbox", "create", "--network", f"{PFX}net", *publish, g)
+        # Resolve the next hop before the sink (which drops everything) takes over.
+        nsx(g, "ping", "-c1", "-W1", OUT_IP, capture=True)
+        if what == "conn":
+            return conn_rate(g, o)
+        gw_mac = "02:42:ac:1f:00:01"
+        return rx_pps(run_pair(g, "eth0", o, "o0", 64, gw_mac, extra_tx=NAT_FLOWS, gen_backend="af_xdp")[1])
+    finally:
+        d.close([g])
+        lab.close()
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -253,7 +365,7 @@ def svg_chart(rows, path):
              '<text x="10" y="20" font-size="14" font-weight="bold">vswitchd vs the Linux bridge and OVS, 64 B and 1500 B frames, pps (higher is better)</text>']
     y = 36
     for r in rows:
-        label = f'{r["scenario"]} {r["size"]}B'
+        label = f'{r["scenario"]} {r["size"]}B' if r["size"] else r["scenario"]
         parts.append(f'<text x="10" y="{y + bar_h + 4}">{label}</text>')
         for i, (key, color, who) in enumerate((("reference_pps", "#999", r["reference"]), ("vswitchd_pps", "#2a7", "vswitchd"))):
             bw = (w - left - 140) * r[key] / top
@@ -295,6 +407,13 @@ def main():
             add("L2 bridge, 1 worker", size, "OVS 3 netdev + AF_XDP", ovs(size), ours)
     two = vswitch(64, workers=2)
     add("L2 bridge, 2 workers", 64, "linux bridge (pure)", linux_bridge(64, netfilter=False), two)
+    add("NAT (SNAT), 1024 UDP flows", 64, "kernel + nft masquerade", kernel_nat("pps"), vswitch_nat("pps"))
+    kc, vc = kernel_nat("conn"), vswitch_nat("conn")
+    rows.append({"scenario": "new TCP connections/s via published port", "size": 0, "reference": "kernel + nft dnat",
+                 "reference_pps": kc, "vswitchd_pps": vc, "ratio": vc / kc if kc else None,
+                 "generator_pps": None, "generator_bound": False})
+    print(f'{"new TCP conn/s, published port":<36} kernel + nft dnat {kc:>10.0f}/s  vswitchd {vc:>10.0f}/s  '
+          f'ratio {vc / kc if kc else 0:.2f}', flush=True)
 
     lat = {"rate_pps": int(LAT_RATE)}
     lat_runs = [("linux bridge (br_netfilter)", lambda: linux_bridge(64, True, latency=True)),
