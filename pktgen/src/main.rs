@@ -2,7 +2,6 @@
 //! success, 1 on a runtime error, 2 on a usage error (bad flags or values).
 
 mod backend;
-mod bpf;
 mod cli;
 mod pace;
 mod payload;

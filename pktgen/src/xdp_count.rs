@@ -2,9 +2,9 @@
 //! adds each frame and its length to a BPF_MAP_TYPE_PERCPU_ARRAY and drops it, attached
 //! through a BPF link (gone when pktgen exits or is killed). Userspace sums the CPUs.
 
-use crate::bpf::{self, insn, BpfInsn};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use switch::bpf::{self, insn, BpfInsn};
 
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const XDP_DROP: i32 = 1;

@@ -3,9 +3,9 @@
 //! BPF_PROG_TEST_RUN and BPF_F_TEST_XDP_LIVE_FRAMES; the kernel sends real frames. The
 //! program is never attached anywhere. Frames are static, so they carry no pktgen header.
 
-use crate::bpf::{self, insn, BpfInsn};
 use std::io;
 use std::os::fd::OwnedFd;
+use switch::bpf::{self, insn, BpfInsn};
 
 const BPF_FUNC_REDIRECT: i32 = 23;
 /// Frames the kernel builds and sends per internal batch (the kernel's maximum is 256).

@@ -2,6 +2,7 @@
 //! gateway. The control plane reaches it only through `Engine`.
 
 pub mod arp;
+pub mod bpf;
 pub mod engine;
 pub mod fdb;
 #[doc(hidden)]

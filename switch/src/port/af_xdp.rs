@@ -2,7 +2,7 @@
 //! UMEM and four rings from the pure-Rust `xdp` crate, fed by the redirect program of
 //! `xdp_prog` attached through a BPF link (so it detaches when the process dies).
 
-use super::xdp_prog::{self, XskRedirect};
+use super::xdp_prog::XskRedirect;
 use super::{Backend, Burst, Port, BURST, MAX_FRAME};
 use std::ffi::CString;
 use std::io;
@@ -81,7 +81,7 @@ impl XdpPort {
         .build()
         .map_err(|e| io::Error::other(format!("configure the UMEM for {iface}: {e}")))?;
         let mut umem = Umem::map(umem_cfg).map_err(|e| {
-            xdp_prog::context(e, &format!("map the UMEM for {iface}"), "check free memory")
+            crate::bpf::context(e, &format!("map the UMEM for {iface}"), "check free memory")
         })?;
 
         let ring_cfg = RingConfigBuilder {
@@ -200,7 +200,7 @@ impl XdpPort {
                 Some(libc::EINTR) => {}
                 _ => {
                     self.stats.tx_kick_errors += 1;
-                    return Err(xdp_prog::context(
+                    return Err(crate::bpf::context(
                         err,
                         &format!("kick AF_XDP transmit on {}", self.name),
                         "is the interface up?",
@@ -236,7 +236,7 @@ fn ifindex(iface: &str) -> io::Result<u32> {
     // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
     let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
     if index == 0 {
-        return Err(xdp_prog::context(
+        return Err(crate::bpf::context(
             io::Error::last_os_error(),
             &format!("find interface {iface}"),
             "does it exist in this network namespace?",
@@ -251,21 +251,21 @@ fn socket_err(iface: &str, what: &str, e: xdp::socket::SocketError) -> io::Error
         E::SocketCreation(inner) => ("create", inner),
         E::Bind(inner) => ("bind", inner),
         E::SetSockOpt { inner, option } => {
-            return xdp_prog::context(
+            return crate::bpf::context(
                 inner,
                 &format!("{what} the AF_XDP socket on {iface} (setsockopt {option:?})"),
                 "",
             )
         }
         E::GetSockOpt { inner, option } => {
-            return xdp_prog::context(
+            return crate::bpf::context(
                 inner,
                 &format!("{what} the AF_XDP socket on {iface} (getsockopt {option:?})"),
                 "",
             )
         }
         E::RingMap { inner, ring } => {
-            return xdp_prog::context(
+            return crate::bpf::context(
                 inner,
                 &format!("{what} the AF_XDP socket on {iface} (mmap the {ring:?} ring)"),
                 "",
@@ -280,7 +280,7 @@ fn socket_err(iface: &str, what: &str, e: xdp::socket::SocketError) -> io::Error
         Some(libc::EAFNOSUPPORT) => "the kernel has no AF_XDP (CONFIG_XDP_SOCKETS)",
         _ => "",
     };
-    xdp_prog::context(inner, &format!("{step} the AF_XDP socket on {iface}"), hint)
+    crate::bpf::context(inner, &format!("{step} the AF_XDP socket on {iface}"), hint)
 }
 
 /// What `RxRing::recv` fills: copies each frame straight into the Burst and keeps the

@@ -2,25 +2,14 @@
 //! (hand-assembled, no clang/ELF), and a BPF link attaching it to the interface, all
 //! made with raw bpf(2) calls. The link detaches by itself when its fd closes.
 
-use std::ffi::CStr;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-// Commands, types and flags from linux/bpf.h and linux/if_link.h.
-const BPF_MAP_CREATE: libc::c_int = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
-const BPF_PROG_LOAD: libc::c_int = 5;
-const BPF_LINK_CREATE: libc::c_int = 28;
-const BPF_MAP_TYPE_XSKMAP: u32 = 17;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_XDP: u32 = 37;
-const BPF_ANY: u64 = 0;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
+use crate::bpf::{self, context, insn, BpfInsn};
+
 const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 const XDP_PASS: i32 = 2;
-const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 /// Offset of `rx_queue_index` in `struct xdp_md`.
 const XDP_MD_RX_QUEUE_INDEX: i16 = 16;
 /// One entry per queue the port binds; only queue 0 is used, others fall back to XDP_PASS.
@@ -47,25 +36,6 @@ impl fmt::Display for XdpMode {
     }
 }
 
-/// `struct bpf_insn`: dst in the low nibble of `regs`, src in the high one.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct BpfInsn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> BpfInsn {
-    BpfInsn {
-        code,
-        regs: dst | (src << 4),
-        off,
-        imm,
-    }
-}
-
 /// The redirect program:
 /// ```text
 /// r2 = *(u32 *)(r1 + 16)          ; ctx->rx_queue_index
@@ -77,105 +47,12 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> BpfInsn {
 pub(crate) fn redirect_program(map_fd: RawFd) -> [BpfInsn; 6] {
     [
         insn(0x61, 2, 1, XDP_MD_RX_QUEUE_INDEX, 0), // BPF_LDX | BPF_W | BPF_MEM
-        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // BPF_LD | BPF_DW | BPF_IMM
+        insn(0x18, 1, bpf::BPF_PSEUDO_MAP_FD, 0, map_fd), // BPF_LD | BPF_DW | BPF_IMM
         insn(0, 0, 0, 0, 0),                        // upper half of the 64-bit immediate
         insn(0xb7, 3, 0, 0, XDP_PASS),              // BPF_ALU64 | BPF_MOV | BPF_K
         insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP), // BPF_JMP | BPF_CALL
         insn(0x95, 0, 0, 0, 0),                     // BPF_JMP | BPF_EXIT
     ]
-}
-
-// The bpf_attr members for exactly the commands used; the kernel zero-fills the rest.
-
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    inner_map_fd: u32,
-    numa_node: u32,
-    map_name: [u8; 16],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct MapUpdateAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct LinkCreateAttr {
-    prog_fd: u32,
-    target_ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-}
-
-/// bpf(2) for a command that returns a new fd.
-fn bpf_fd<T>(cmd: libc::c_int, attr: &mut T) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a live, initialised #[repr(C)] prefix of `union bpf_attr` for
-    // `cmd`, and its exact size is passed, so the kernel reads no further. Pointers
-    // inside it (insns, license, log buffer) are kept alive by the caller for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: on success these commands return a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
-}
-
-/// `EOPNOTSUPP (Operation not supported)` for an OS error, the plain text otherwise.
-pub(crate) fn errno_text(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => {
-            let errno = nix::errno::Errno::from_raw(code);
-            format!("{errno:?} ({})", errno.desc())
-        }
-        None => e.to_string(),
-    }
-}
-
-/// Wrap an OS error with what was being done and, where there is one, what to do.
-pub(crate) fn context(e: io::Error, what: &str, hint: &str) -> io::Error {
-    let text = errno_text(&e);
-    let msg = if hint.is_empty() {
-        format!("{what}: {text}")
-    } else {
-        format!("{what}: {text}; {hint}")
-    };
-    io::Error::new(e.kind(), msg)
 }
 
 /// The redirect program attached to an interface. Fields drop in order: the link
@@ -263,89 +140,23 @@ impl XskRedirect {
 }
 
 fn create_xskmap() -> io::Result<OwnedFd> {
-    let mut attr = MapCreateAttr {
-        map_type: BPF_MAP_TYPE_XSKMAP,
-        key_size: 4,
-        value_size: 4,
-        max_entries: XSKMAP_ENTRIES,
-        ..Default::default()
-    };
-    attr.map_name[..8].copy_from_slice(b"vsw_xsks");
-    bpf_fd(BPF_MAP_CREATE, &mut attr)
+    bpf::map_create(bpf::BPF_MAP_TYPE_XSKMAP, 4, 4, XSKMAP_ENTRIES, "vsw_xsks")
 }
 
 fn map_update(map: &OwnedFd, key: u32, value: RawFd) -> io::Result<()> {
-    let value = value as u32;
-    let mut attr = MapUpdateAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: &key as *const u32 as u64,
-        value: &value as *const u32 as u64,
-        flags: BPF_ANY,
-        ..Default::default()
-    };
-    // SAFETY: `attr` is the map-element member of bpf_attr with its exact size; `key`
-    // and `value` are live u32s on this stack frame for the duration of the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_ELEM,
-            &mut attr as *mut MapUpdateAttr as *mut libc::c_void,
-            std::mem::size_of::<MapUpdateAttr>() as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    bpf::map_update(map, key, value as u32)
 }
 
 fn load_program(map: &OwnedFd) -> io::Result<OwnedFd> {
-    const LICENSE: &CStr = c"Dual MIT/GPL";
-    let insns = redirect_program(map.as_raw_fd());
-    let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: LICENSE.as_ptr() as u64,
-        expected_attach_type: BPF_XDP,
-        ..Default::default()
-    };
-    attr.prog_name[..13].copy_from_slice(b"vsw_xsk_redir");
-    match bpf_fd(BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => Ok(fd),
-        Err(first) => {
-            // Load again asking for the verifier log, so the error says why.
-            let mut log = vec![0u8; 64 * 1024];
-            attr.log_level = 1;
-            attr.log_size = log.len() as u32;
-            attr.log_buf = log.as_mut_ptr() as u64;
-            let again = bpf_fd(BPF_PROG_LOAD, &mut attr);
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            let text = String::from_utf8_lossy(&log[..end]);
-            match again {
-                Ok(fd) => Ok(fd),
-                Err(_) => Err(context(
-                    first,
-                    "BPF_PROG_LOAD",
-                    &format!("verifier log: {}", text.trim()),
-                )),
-            }
-        }
-    }
+    bpf::prog_load_xdp(&redirect_program(map.as_raw_fd()), "vsw_xsk_redir")
 }
 
 fn link_create(prog: &OwnedFd, ifindex: u32, mode: XdpMode) -> io::Result<OwnedFd> {
-    let mut attr = LinkCreateAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_ifindex: ifindex,
-        attach_type: BPF_XDP,
-        flags: match mode {
-            XdpMode::Generic => XDP_FLAGS_SKB_MODE,
-            _ => XDP_FLAGS_DRV_MODE,
-        },
+    let flags = match mode {
+        XdpMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
+        _ => bpf::XDP_FLAGS_DRV_MODE,
     };
-    bpf_fd(BPF_LINK_CREATE, &mut attr)
+    bpf::xdp_link_create(prog, ifindex, flags)
 }
 
 #[cfg(test)]
@@ -353,21 +164,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attr_layouts_match_linux_bpf_h() {
-        assert_eq!(std::mem::size_of::<BpfInsn>(), 8);
-        assert_eq!(std::mem::size_of::<MapUpdateAttr>(), 32);
-        assert_eq!(std::mem::offset_of!(ProgLoadAttr, log_buf), 32);
-        assert_eq!(std::mem::offset_of!(ProgLoadAttr, prog_name), 48);
-        assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
-        assert_eq!(std::mem::size_of::<LinkCreateAttr>(), 16);
-    }
-
-    #[test]
     fn redirect_program_bytes() {
-        let prog = redirect_program(7);
-        // SAFETY: BpfInsn is #[repr(C)], 8 bytes with no padding; reading it as bytes is sound.
-        let bytes: &[u8] =
-            unsafe { std::slice::from_raw_parts(prog.as_ptr().cast::<u8>(), prog.len() * 8) };
+        let bytes = bpf::insn_bytes(&redirect_program(7));
         #[rustfmt::skip]
         let expected: [u8; 48] = [
             0x61, 0x12, 16, 0, 0, 0, 0, 0,   // r2 = *(u32 *)(r1 + 16)
@@ -377,6 +175,6 @@ mod tests {
             0x85, 0x00, 0, 0, 51, 0, 0, 0,   // call bpf_redirect_map
             0x95, 0, 0, 0, 0, 0, 0, 0,       // exit
         ];
-        assert_eq!(bytes, &expected);
+        assert_eq!(bytes, expected);
     }
 }

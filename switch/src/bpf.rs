@@ -1,6 +1,7 @@
-//! Raw bpf(2) for the two programs pktgen loads (hand-assembled, no clang/ELF, as the
-//! switch's `xdp_prog` does): map create/lookup, program load with the verifier log on
-//! failure, BPF links for XDP, and BPF_PROG_TEST_RUN for XDP live frames.
+//! Raw bpf(2) for the hand-assembled programs the switch and pktgen load (no clang, no
+//! ELF, no libbpf): map create/update/lookup, program load with the verifier log on
+//! failure, BPF links for XDP (detached when the fd closes), and BPF_PROG_TEST_RUN for
+//! XDP live frames.
 
 use std::ffi::CStr;
 use std::io;
@@ -9,6 +10,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 // Commands, types and flags from linux/bpf.h and linux/if_link.h.
 const BPF_MAP_CREATE: libc::c_int = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
+const BPF_ANY: u64 = 0;
+pub const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_PROG_TEST_RUN: libc::c_int = 10;
 const BPF_LINK_CREATE: libc::c_int = 28;
@@ -41,7 +45,6 @@ pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> BpfInsn {
 }
 
 /// The program as the bytes the kernel reads (for tests against literal bytes).
-#[cfg(test)]
 pub fn insn_bytes(prog: &[BpfInsn]) -> Vec<u8> {
     prog.iter()
         .flat_map(|i| {
@@ -213,6 +216,18 @@ pub fn map_lookup(map: &OwnedFd, key: u32, value: &mut [u8]) -> io::Result<()> {
         ..Default::default()
     };
     bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(|_| ())
+}
+
+/// Set `key` to `value` (both u32: an XSKMAP slot and a socket fd, an array index...).
+pub fn map_update(map: &OwnedFd, key: u32, value: u32) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        flags: BPF_ANY,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
 }
 
 /// Load an XDP program, asking for the verifier log when the first try fails.
