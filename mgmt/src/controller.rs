@@ -649,17 +649,12 @@ impl Controller {
                 sb.name, net.name
             )));
         }
-        let link = req
-            .link
-            .as_deref()
-            .map(LinkKind::parse)
-            .transpose()?
-            .unwrap_or_default();
-        let ip = req.ip.as_deref().map(parse_ip).transpose()?;
-        let mac = req.mac.as_deref().map(Mac::parse).transpose()?;
-        for a in &req.aliases {
-            model::validate_name("alias", a)?;
-        }
+        let (link, ip, mac) = endpoint_options(
+            req.link.as_deref(),
+            req.ip.as_deref(),
+            req.mac.as_deref(),
+            &req.aliases,
+        )?;
         self.connect(&sb.name, &net.id, ip, mac, req.aliases, link)?;
         Ok(json!({}))
     }
@@ -881,17 +876,12 @@ impl Controller {
                 net.name
             )));
         }
-        let link = req
-            .link
-            .as_deref()
-            .map(LinkKind::parse)
-            .transpose()?
-            .unwrap_or_default();
-        let ip = req.ip.as_deref().map(parse_ip).transpose()?;
-        let mac = req.mac.as_deref().map(Mac::parse).transpose()?;
-        for a in &req.aliases {
-            model::validate_name("alias", a)?;
-        }
+        let (link, ip, mac) = endpoint_options(
+            req.link.as_deref(),
+            req.ip.as_deref(),
+            req.mac.as_deref(),
+            &req.aliases,
+        )?;
         if let (Some(ip), Some(pool)) = (ip, net.pool.as_ref()) {
             if pool.is_allocated(ip) {
                 return Err(ApiError::conflict(format!(
@@ -1221,6 +1211,23 @@ impl Controller {
             .map(|(r, _)| r);
         Ok(json!({ "ports": ports, "workers": s.workers, "router": router }))
     }
+}
+
+/// `--link`, `--ip`, `--mac` and `--alias` as `network connect` and `sandbox create`
+/// take them, validated.
+fn endpoint_options(
+    link: Option<&str>,
+    ip: Option<&str>,
+    mac: Option<&str>,
+    aliases: &[String],
+) -> ApiResult<(LinkKind, Option<Ipv4Addr>, Option<Mac>)> {
+    let link = link.map(LinkKind::parse).transpose()?.unwrap_or_default();
+    let ip = ip.map(parse_ip).transpose()?;
+    let mac = mac.map(Mac::parse).transpose()?;
+    for a in aliases {
+        model::validate_name("alias", a)?;
+    }
+    Ok((link, ip, mac))
 }
 
 fn parse_ip(s: &str) -> ApiResult<Ipv4Addr> {
