@@ -2,6 +2,8 @@
 //! gateway. The control plane reaches it only through `Engine`.
 
 pub mod arp;
+mod dns_server;
+mod dns_tcp;
 pub mod engine;
 pub mod fdb;
 #[doc(hidden)]
@@ -14,6 +16,7 @@ pub mod router;
 pub mod stats;
 mod worker;
 
+pub use dns_server::DnsStats;
 pub use engine::{CaptureTap, Captured, Engine, EngineConfig, PortInfo, StatsSnapshot};
 pub use router::{RouterStats, UplinkConfig};
 
@@ -34,6 +37,9 @@ pub struct NetConfig {
     pub internal: bool,
     /// Endpoint addresses and MACs, so routed traffic reaches them without ARP.
     pub hosts: Vec<(std::net::Ipv4Addr, fdb::Mac)>,
+    /// The embedded resolver answers at the gateway address, UDP/TCP port 53
+    /// (user-defined networks; not the default bridge).
+    pub dns: bool,
 }
 
 /// The pseudo-network the uplink port belongs to: its frames go to the router.

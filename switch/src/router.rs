@@ -57,6 +57,10 @@ pub struct RouterCounters {
     pub uplink_ignored: u64,
     /// Echo requests to the uplink address answered.
     pub echo_answered: u64,
+    /// Upstream DNS replies handed to the embedded resolver.
+    pub dns_replies: u64,
+    /// Upstream DNS replies dropped: more than a burst's worth at once.
+    pub dns_inbox_full: u64,
 }
 
 /// What `stats` shows of the router.
@@ -78,7 +82,15 @@ pub(crate) struct Router {
     /// Charged for drops of what the router emits.
     port_counters: Arc<PortCounters>,
     pkt: Box<[u8; MAX_FRAME]>,
+    /// The embedded resolver's source port for upstream queries, when it has one.
+    pub dns_port: Option<u16>,
+    /// Upstream replies to that port (source, DNS message), drained by the worker after
+    /// each uplink burst; bounded by `DNS_INBOX`.
+    pub dns_inbox: Vec<(std::net::SocketAddr, Vec<u8>)>,
 }
+
+/// Upstream DNS replies held per uplink burst at most (more are dropped and counted).
+const DNS_INBOX: usize = 64;
 
 fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     let mask = if prefix == 0 {
@@ -117,6 +129,8 @@ impl Router {
             counters: RouterCounters::default(),
             port_counters,
             pkt: Box::new([0u8; MAX_FRAME]),
+            dns_port: None,
+            dns_inbox: Vec::new(),
         })
     }
 
@@ -227,6 +241,9 @@ impl Router {
             NatVerdict::Translated { to: Side::Inside } => self.deliver_inside(nets, len, out, now),
             NatVerdict::Translated { to: Side::Outside } => self.counters.nat_drops += 1,
             NatVerdict::NotOurs => {
+                if self.dns_reply(frame) {
+                    return;
+                }
                 if let Some(n) = gateway::icmp_echo_reply(&me, frame, scratch) {
                     self.counters.echo_answered += 1;
                     out.emit(self.port, &scratch[..n], &self.port_counters);
@@ -236,6 +253,51 @@ impl Router {
             }
             NatVerdict::Drop(_) => self.counters.nat_drops += 1,
         }
+    }
+
+    /// A UDP datagram to the resolver's port on the uplink address goes to its inbox.
+    fn dns_reply(&mut self, frame: &[u8]) -> bool {
+        let Some(port) = self.dns_port else {
+            return false;
+        };
+        let Some((src, dst, payload)) = ipv4::parse_udp(frame) else {
+            return false;
+        };
+        if *dst.ip() != self.cfg.ip || dst.port() != port {
+            return false;
+        }
+        if self.dns_inbox.len() >= DNS_INBOX {
+            self.counters.dns_inbox_full += 1;
+        } else {
+            self.counters.dns_replies += 1;
+            self.dns_inbox
+                .push((std::net::SocketAddr::V4(src), payload.to_vec()));
+        }
+        true
+    }
+
+    /// Send a datagram from the uplink address (`sport`) to `dst` by the uplink; false if
+    /// it cannot be built.
+    pub fn send_udp(
+        &mut self,
+        sport: u16,
+        dst: std::net::SocketAddrV4,
+        payload: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) -> bool {
+        let addrs = ipv4::UdpAddrs {
+            src_mac: self.cfg.mac,
+            dst_mac: [0; 6],
+            src: std::net::SocketAddrV4::new(self.cfg.ip, sport),
+            dst,
+        };
+        let Some(len) = ipv4::udp_frame(&addrs, payload, &mut self.pkt[..]) else {
+            return false;
+        };
+        self.send_out(len, out, scratch, now);
+        true
     }
 
     fn arp_in(
