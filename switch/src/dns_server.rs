@@ -76,7 +76,9 @@ pub(crate) struct DnsServer {
     stats: DnsStats,
     /// Charged for drops of the frames we emit.
     counters: Arc<PortCounters>,
-    pub(crate) tcp: crate::dns_tcp::DnsTcp,
+    tcp: crate::dns_tcp::DnsTcp,
+    /// TCP queries completed while answering others, handled before returning.
+    tcp_backlog: Vec<(Client, Vec<u8>)>,
 }
 
 fn resolver(upstreams: Vec<SocketAddr>) -> Result<Resolver, dns::ConfigError> {
@@ -102,6 +104,7 @@ impl DnsServer {
             stats: DnsStats::default(),
             counters: Arc::new(PortCounters::default()),
             tcp: crate::dns_tcp::DnsTcp::default(),
+            tcp_backlog: Vec::new(),
         })
     }
 
@@ -181,18 +184,12 @@ impl DnsServer {
     ) {
         let Some(n) = nets.get(&net) else { return };
         if frame.len() > ipv4::ETH_HLEN + 9 && frame[ipv4::ETH_HLEN + 9] == 6 {
-            let mut queries = Vec::new();
-            let r = self.tcp.receive(n, in_port, frame, out, &mut queries, now);
-            if !r {
+            let mut queries = std::mem::take(&mut self.tcp_backlog);
+            if !self.tcp.receive(n, in_port, frame, out, &mut queries, now) {
                 self.stats.malformed_frames += 1;
             }
-            self.stats.tcp_connections = self.tcp.accepted;
-            self.stats.tcp_refused = self.tcp.refused;
-            let mut router = router;
-            for (client, q) in queries {
-                let a = self.resolver.handle_query(client, &q, now);
-                self.act(a, nets, out, router.as_deref_mut(), scratch, now);
-            }
+            self.tcp_backlog = queries;
+            self.tcp_queries(nets, out, router, scratch, now);
             return;
         }
         let Some((src, _dst, payload)) = ipv4::parse_udp(frame) else {
@@ -227,8 +224,30 @@ impl DnsServer {
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
+        let mut router = router;
         let a = self.resolver.handle_upstream_reply(from, payload, now);
-        self.act(a, nets, out, router, scratch, now);
+        self.act(a, nets, out, router.as_deref_mut(), scratch, now);
+        self.tcp_queries(nets, out, router, scratch, now);
+    }
+
+    /// Answer (or forward) the TCP queries waiting in `tcp_backlog`; answering one may
+    /// complete the next.
+    fn tcp_queries(
+        &mut self,
+        nets: &HashMap<NetId, Network>,
+        out: &mut impl Emit,
+        mut router: Option<&mut Router>,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        // In arrival order; `act` may append (a pipelined client's next query).
+        while !self.tcp_backlog.is_empty() {
+            let (client, q) = self.tcp_backlog.remove(0);
+            let a = self.resolver.handle_query(client, &q, now);
+            self.act(a, nets, out, router.as_deref_mut(), scratch, now);
+        }
+        self.stats.tcp_connections = self.tcp.accepted;
+        self.stats.tcp_refused = self.tcp.refused;
     }
 
     /// Expired upstream queries move on (next upstream or SERVFAIL); TCP timers run.
@@ -243,7 +262,9 @@ impl DnsServer {
         for a in self.resolver.poll_timeouts(now) {
             self.act(a, nets, out, router.as_deref_mut(), scratch, now);
         }
-        self.tcp.poll(nets, out, now);
+        let more = self.tcp.poll(out, now);
+        self.tcp_backlog.extend(more);
+        self.tcp_queries(nets, out, router, scratch, now);
     }
 
     fn act(
@@ -259,7 +280,13 @@ impl DnsServer {
             Action::Drop => {}
             Action::Answer { client, bytes } => match client.transport {
                 Transport::Udp => self.answer_udp(client, &bytes, nets, out, scratch),
-                Transport::Tcp => self.tcp.answer(client, &bytes, nets, out, now),
+                Transport::Tcp => {
+                    let mut more = std::mem::take(&mut self.tcp_backlog);
+                    if !self.tcp.answer(client, &bytes, out, &mut more, now) {
+                        self.stats.client_gone += 1;
+                    }
+                    self.tcp_backlog = more;
+                }
             },
             // TCP queries go upstream over UDP too (documented in ARCHITECTURE.md): the
             // switch has no TCP client on the uplink.

@@ -349,7 +349,7 @@ mod tests {
             dst: "172.18.0.2:40000".parse().expect("addr"),
         };
         let mut out = [0u8; 128];
-        let n = udp_frame(&a, b"hello", &mut out).expect("fits");
+        let n = super::udp_frame(&a, b"hello", &mut out).expect("fits");
         assert_eq!(n, 14 + 20 + 8 + 5);
         assert_eq!(internet_checksum(&out[14..34]), 0);
         let (src, dst, payload) = parse_udp(&out[..n]).expect("parses back");
@@ -357,6 +357,6 @@ mod tests {
         out[n - 1] ^= 1;
         assert!(parse_udp(&out[..n]).is_none(), "a bad checksum is refused");
         assert!(parse_udp(&out[..30]).is_none(), "truncated");
-        assert!(udp_frame(&a, &[0u8; 100], &mut [0u8; 64]).is_none());
+        assert!(super::udp_frame(&a, &[0u8; 100], &mut [0u8; 64]).is_none());
     }
 }
