@@ -331,3 +331,159 @@ impl DnsServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdb::Fdb;
+    use crate::gateway::Gateway;
+    use crate::NetConfig;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Sink(Vec<(PortId, Vec<u8>)>);
+    impl Emit for Sink {
+        fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
+            self.0.push((to, frame.to_vec()));
+        }
+        fn learned(&mut self, _net: NetId, _mac: Mac, _port: PortId) {}
+        fn route(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {}
+        fn dns(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {}
+    }
+
+    const GW: Gateway = Gateway {
+        ip: Ipv4Addr::new(172, 18, 0, 1),
+        mac: [2, 0x42, 172, 18, 0, 1],
+    };
+    const CLIENT_MAC: Mac = [2, 0x42, 172, 18, 0, 3];
+
+    fn nets() -> HashMap<NetId, Network> {
+        let mut m = HashMap::new();
+        m.insert(
+            1,
+            Network {
+                cfg: NetConfig {
+                    id: 1,
+                    gateway: Some(GW),
+                    subnet: Some((Ipv4Addr::new(172, 18, 0, 0), 16)),
+                    dns: true,
+                    ..Default::default()
+                },
+                fdb: Fdb::new(16, Duration::from_secs(300)),
+                members: vec![4, 5],
+                hosts: HashMap::new(),
+            },
+        );
+        m
+    }
+
+    /// A DNS query for `name` (one label), type A, class IN, RD set.
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend([1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        q.push(name.len() as u8);
+        q.extend(name.as_bytes());
+        q.extend([0, 0, 1, 0, 1]);
+        q
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let a = UdpAddrs {
+            src_mac: CLIENT_MAC,
+            dst_mac: GW.mac,
+            src: "172.18.0.3:40000".parse().expect("addr"),
+            dst: SocketAddrV4::new(GW.ip, 53),
+        };
+        let mut buf = [0u8; MAX_FRAME];
+        let n = ipv4::udp_frame(&a, payload, &mut buf).expect("fits");
+        buf[..n].to_vec()
+    }
+
+    fn server() -> DnsServer {
+        let mut d = DnsServer::new(Vec::new()).expect("resolver");
+        let table = NameTable::new(&[dns::Record {
+            name: "web".into(),
+            aliases: vec!["front".into()],
+            ipv4: Some(Ipv4Addr::new(172, 18, 0, 2)),
+            ipv6: None,
+        }])
+        .expect("table");
+        d.set_network(1, Some(Arc::new(table)));
+        d
+    }
+
+    #[test]
+    fn answers_leave_from_the_gateway_to_the_asking_port() {
+        let mut d = server();
+        let nets = nets();
+        let mut out = Sink::default();
+        let mut scratch = [0u8; MAX_FRAME];
+        let f = frame(&query(0x1234, "front"));
+        d.query_frame(
+            &nets,
+            1,
+            5,
+            &f,
+            &mut out,
+            None,
+            &mut scratch,
+            Instant::now(),
+        );
+        assert_eq!(out.0.len(), 1);
+        let (port, reply) = &out.0[0];
+        assert_eq!(*port, 5, "back out of the ingress port");
+        assert_eq!(&reply[0..6], &CLIENT_MAC);
+        assert_eq!(&reply[6..12], &GW.mac);
+        let (src, dst, msg) = ipv4::parse_udp(reply).expect("a valid datagram");
+        assert_eq!(src, SocketAddrV4::new(GW.ip, 53));
+        assert_eq!(dst, "172.18.0.3:40000".parse().expect("addr"));
+        assert_eq!(&msg[0..2], &[0x12, 0x34], "same ID");
+        assert_eq!(msg[2] & 0x80, 0x80, "a response");
+        assert_eq!(msg[3] & 0x0f, 0, "NOERROR");
+        assert_eq!(&msg[6..8], &[0, 1], "one answer");
+        assert_eq!(&msg[msg.len() - 4..], &[172, 18, 0, 2]);
+        assert_eq!(d.stats().local_answers, 1);
+    }
+
+    #[test]
+    fn without_an_uplink_unknown_names_fail_at_once_and_garbage_is_counted() {
+        let mut d =
+            DnsServer::new(vec!["198.51.100.1:53".parse().expect("addr")]).expect("resolver");
+        let nets = nets();
+        let mut out = Sink::default();
+        let mut scratch = [0u8; MAX_FRAME];
+        let mut q = query(7, "example");
+        // Two labels: "example.test".
+        q.truncate(q.len() - 5);
+        q.extend([4]);
+        q.extend(b"test");
+        q.extend([0, 0, 1, 0, 1]);
+        let now = Instant::now();
+        d.query_frame(&nets, 1, 4, &frame(&q), &mut out, None, &mut scratch, now);
+        assert_eq!(out.0.len(), 1);
+        let (_, _, msg) = ipv4::parse_udp(&out.0[0].1).expect("datagram");
+        assert_eq!(msg[3] & 0x0f, 2, "SERVFAIL");
+        assert!(d.next_deadline(now).is_none(), "nothing in flight");
+
+        let mut bad = frame(&query(8, "web"));
+        bad[20] = 0x20; // more fragments follow: not a datagram we can read whole
+        d.query_frame(&nets, 1, 4, &bad, &mut out, None, &mut scratch, now);
+        d.query_frame(
+            &nets,
+            1,
+            4,
+            &frame(&[1, 2]),
+            &mut out,
+            None,
+            &mut scratch,
+            now,
+        );
+        assert_eq!(out.0.len(), 1, "nothing answered");
+        let s = d.stats();
+        assert_eq!((s.malformed_frames, s.dropped), (1, 1));
+        assert!(
+            DnsServer::new(vec!["198.51.100.1:53".parse().expect("addr"); 4]).is_err(),
+            "at most three upstreams"
+        );
+    }
+}

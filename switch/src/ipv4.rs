@@ -194,8 +194,8 @@ fn ones_sum(data: &[u8]) -> u32 {
 }
 
 /// A UDP datagram inside an Ethernet/IPv4 frame: (source, destination, payload). None
-/// when the frame is not an unfragmented, well-formed IPv4/UDP datagram (a non-zero
-/// checksum must verify).
+/// when the frame is not an unfragmented, well-formed IPv4/UDP datagram (the header
+/// checksum, and a non-zero UDP checksum, must verify).
 pub fn parse_udp(frame: &[u8]) -> Option<(std::net::SocketAddrV4, std::net::SocketAddrV4, &[u8])> {
     let ip = frame.get(ETH_HLEN..)?;
     if frame[12..14] != [0x08, 0x00] || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
@@ -205,6 +205,9 @@ pub fn parse_udp(frame: &[u8]) -> Option<(std::net::SocketAddrV4, std::net::Sock
     let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
     let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
     if ihl < 20 || total < ihl + 8 || total > ip.len() || frag != 0 {
+        return None;
+    }
+    if internet_checksum(&ip[..ihl]) != 0 {
         return None;
     }
     let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);

@@ -328,3 +328,22 @@ for m in [b'\x01', b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff', b'\x
     assert!(s["dns"]["dropped"].as_u64() >= Some(2), "{}", s["dns"]);
     assert!(s["dns"]["formerr"].as_u64() >= Some(1), "{}", s["dns"]);
 }
+
+#[test]
+fn names_come_back_after_a_restart() {
+    let lab = Lab::new();
+    let mut d = Daemon::start(&lab, &[]);
+    let net = lab.name("net");
+    d.ok(&["network", "create", "--subnet", "172.26.0.0/24", &net]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    d.sandbox(&a, &net, &[]);
+    let ip_b = d.sandbox(&b, &net, &["--alias", "db"]);
+    assert_eq!(short(&a, "172.26.0.1", &["db"]), vec![ip_b.clone()]);
+    d.restart(false);
+    assert_eq!(
+        short(&a, "172.26.0.1", &["db"]),
+        vec![ip_b.clone()],
+        "restored names"
+    );
+    assert_eq!(short(&a, "172.26.0.1", &["+tcp", &b]), vec![ip_b]);
+}
