@@ -56,6 +56,8 @@ pub struct DnsStats {
     pub tcp_connections: u64,
     /// TCP connections refused because every listener was busy.
     pub tcp_refused: u64,
+    /// Queries that came over TCP, forwarded to an upstream over TCP.
+    pub tcp_forwarded: u64,
 }
 
 /// Where an answer goes back: the client's MAC and the port it asked through.
@@ -79,6 +81,8 @@ pub(crate) struct DnsServer {
     tcp: crate::dns_tcp::DnsTcp,
     /// TCP queries completed while answering others, handled before returning.
     tcp_backlog: Vec<(Client, Vec<u8>)>,
+    /// Connections to upstreams for queries that came over TCP (once there is an uplink).
+    upstream_tcp: Option<crate::dns_tcp::UpstreamTcp>,
 }
 
 fn resolver(upstreams: Vec<SocketAddr>) -> Result<Resolver, dns::ConfigError> {
@@ -105,11 +109,15 @@ impl DnsServer {
             counters: Arc::new(PortCounters::default()),
             tcp: crate::dns_tcp::DnsTcp::default(),
             tcp_backlog: Vec::new(),
+            upstream_tcp: None,
         })
     }
 
-    /// The uplink is attached: forward to the configured upstreams from now on.
-    pub fn enable_upstreams(&mut self) {
+    /// The uplink is attached (its address, prefix length and gateway): forward to the
+    /// configured upstreams from now on.
+    pub fn enable_upstreams(&mut self, uplink: (Ipv4Addr, u8, Ipv4Addr), now: Instant) {
+        let (ip, prefix, gw) = uplink;
+        self.upstream_tcp = Some(crate::dns_tcp::UpstreamTcp::new(ip, prefix, gw, now));
         // Validated in `new`; the old resolver's counters restart (there were no
         // forwards before the uplink).
         let Ok(r) = resolver(self.upstreams.clone()) else {
@@ -161,11 +169,14 @@ impl DnsServer {
 
     /// When the resolver (or a TCP connection) next needs `tick`.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let tcp = self.tcp.next_deadline(now);
-        match (self.resolver.next_deadline(), tcp) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.resolver.next_deadline(),
+            self.tcp.next_deadline(now),
+            self.upstream_tcp.as_ref().and_then(|u| u.next_deadline()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// A frame the pipeline classified as DNS for network `net` (UDP or TCP to the
@@ -212,22 +223,64 @@ impl DnsServer {
         self.act(a, nets, out, router, scratch, now);
     }
 
-    /// A datagram from `from` to the resolver's port on the uplink address.
-    #[allow(clippy::too_many_arguments)]
-    pub fn upstream_reply(
+    /// A frame the router set aside: UDP to the resolver's port, or TCP to one of its
+    /// upstream connections, on the uplink address.
+    pub fn uplink_frame(
         &mut self,
         nets: &HashMap<NetId, Network>,
-        from: SocketAddr,
-        payload: &[u8],
+        frame: &[u8],
         out: &mut impl Emit,
-        router: Option<&mut Router>,
+        mut router: Option<&mut Router>,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
-        let mut router = router;
-        let a = self.resolver.handle_upstream_reply(from, payload, now);
-        self.act(a, nets, out, router.as_deref_mut(), scratch, now);
+        let mut replies = Vec::new();
+        if frame.len() > ipv4::ETH_HLEN + 9 && frame[ipv4::ETH_HLEN + 9] == 6 {
+            if let Some(u) = self.upstream_tcp.as_mut() {
+                u.receive(&frame[ipv4::ETH_HLEN..], now, &mut replies);
+            }
+        } else if let Some((src, _, payload)) = ipv4::parse_udp(frame) {
+            replies.push((SocketAddr::V4(src), payload.to_vec()));
+        } else {
+            self.stats.malformed_frames += 1;
+        }
+        self.upstream_replies(nets, replies, out, router.as_deref_mut(), scratch, now);
+        self.flush_upstream_tcp(router, out, scratch, now);
+    }
+
+    fn upstream_replies(
+        &mut self,
+        nets: &HashMap<NetId, Network>,
+        replies: Vec<(SocketAddr, Vec<u8>)>,
+        out: &mut impl Emit,
+        mut router: Option<&mut Router>,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        for (from, msg) in replies {
+            let a = self.resolver.handle_upstream_reply(from, &msg, now);
+            self.act(a, nets, out, router.as_deref_mut(), scratch, now);
+        }
         self.tcp_queries(nets, out, router, scratch, now);
+    }
+
+    /// Put what the upstream TCP connections sent on the uplink.
+    fn flush_upstream_tcp(
+        &mut self,
+        router: Option<&mut Router>,
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let Some(u) = self.upstream_tcp.as_mut() else {
+            return;
+        };
+        let packets = u.take_output();
+        if let Some(r) = router {
+            for p in &packets {
+                r.send_ip(p, out, scratch, now);
+            }
+        }
     }
 
     /// Answer (or forward) the TCP queries waiting in `tcp_backlog`; answering one may
@@ -264,7 +317,13 @@ impl DnsServer {
         }
         let more = self.tcp.poll(out, now);
         self.tcp_backlog.extend(more);
-        self.tcp_queries(nets, out, router, scratch, now);
+        self.tcp_queries(nets, out, router.as_deref_mut(), scratch, now);
+        let mut replies = Vec::new();
+        if let Some(u) = self.upstream_tcp.as_mut() {
+            u.poll(now, &mut replies);
+        }
+        self.upstream_replies(nets, replies, out, router.as_deref_mut(), scratch, now);
+        self.flush_upstream_tcp(router, out, scratch, now);
     }
 
     fn act(
@@ -288,9 +347,11 @@ impl DnsServer {
                     self.tcp_backlog = more;
                 }
             },
-            // TCP queries go upstream over UDP too (documented in ARCHITECTURE.md): the
-            // switch has no TCP client on the uplink.
-            Action::Forward { to, bytes, .. } => {
+            Action::Forward {
+                to,
+                transport: Transport::Udp,
+                bytes,
+            } => {
                 let (Some(r), SocketAddr::V4(to)) = (router, to) else {
                     self.stats.upstream_unreachable += 1;
                     return;
@@ -299,7 +360,34 @@ impl DnsServer {
                     self.stats.upstream_unreachable += 1;
                 }
             }
+            Action::Forward {
+                to,
+                transport: Transport::Tcp,
+                bytes,
+            } => {
+                let port = self.free_tcp_port();
+                let sent = match (self.upstream_tcp.as_mut(), port) {
+                    (Some(u), Some(port)) => u.send(to, port, &bytes, now),
+                    _ => false,
+                };
+                if sent {
+                    self.stats.tcp_forwarded += 1;
+                    self.flush_upstream_tcp(router, out, scratch, now);
+                } else {
+                    // The resolver's timeout moves the query on.
+                    self.stats.upstream_unreachable += 1;
+                }
+            }
         }
+    }
+
+    /// A random local port for a new upstream connection, not the UDP port and not
+    /// one in use.
+    fn free_tcp_port(&self) -> Option<u16> {
+        let u = self.upstream_tcp.as_ref()?;
+        (0..16)
+            .map(|_| rand::random_range(UPSTREAM_PORTS))
+            .find(|p| *p != self.port && !u.uses_port(*p))
     }
 
     fn answer_udp(

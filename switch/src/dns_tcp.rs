@@ -395,3 +395,181 @@ impl DnsTcp {
         self.nets.remove(&net);
     }
 }
+
+/// A forwarded query over TCP (the client asked over TCP) to an upstream, from the
+/// uplink address: a smoltcp interface holding that address, one connection per query.
+/// Its segments leave through the router's ARP-resolved uplink path; the router sets
+/// aside the segments coming back to our ports.
+pub(crate) struct UpstreamTcp {
+    iface: Interface,
+    wire: Wire,
+    sockets: SocketSet<'static>,
+    conns: HashMap<SocketHandle, UpConn>,
+    epoch: Instant,
+    next_poll: Option<Instant>,
+}
+
+struct UpConn {
+    to: SocketAddr,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    started: Instant,
+}
+
+/// A connection to an upstream is given up after this (the resolver has long since
+/// moved on to the next upstream or answered SERVFAIL).
+const UPSTREAM_LIFETIME: Duration = Duration::from_secs(10);
+/// Connections to upstreams at once; a query beyond it is not sent, and the resolver's
+/// timeout moves it on (next upstream, then SERVFAIL).
+const MAX_UPSTREAM_CONNS: usize = 64;
+
+impl UpstreamTcp {
+    pub fn new(ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr, now: Instant) -> UpstreamTcp {
+        let mut wire = Wire::default();
+        let mut iface = Interface::new(
+            Config::new(HardwareAddress::Ip),
+            &mut wire,
+            SmolInstant::ZERO,
+        );
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
+        });
+        let _ = iface.routes_mut().add_default_ipv4_route(gateway);
+        UpstreamTcp {
+            iface,
+            wire,
+            sockets: SocketSet::new(Vec::new()),
+            conns: HashMap::new(),
+            epoch: now,
+            next_poll: None,
+        }
+    }
+
+    /// Open a connection from `local_port` to `to` carrying `query`; false if it
+    /// cannot be opened (too many, or refused by the stack).
+    pub fn send(&mut self, to: SocketAddr, local_port: u16, query: &[u8], now: Instant) -> bool {
+        let (IpAddr::V4(ip), Ok(len)) = (to.ip(), u16::try_from(query.len())) else {
+            return false;
+        };
+        if self.conns.len() >= MAX_UPSTREAM_CONNS {
+            return false;
+        }
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TX_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; RX_BUFFER]),
+        );
+        s.set_nagle_enabled(false);
+        let remote = IpEndpoint::new(IpAddress::Ipv4(ip), to.port());
+        if s.connect(self.iface.context(), remote, local_port).is_err() {
+            return false;
+        }
+        let h = self.sockets.add(s);
+        let mut outbuf = len.to_be_bytes().to_vec();
+        outbuf.extend_from_slice(query);
+        self.conns.insert(
+            h,
+            UpConn {
+                to,
+                inbuf: Vec::new(),
+                outbuf,
+                started: now,
+            },
+        );
+        self.service(now);
+        true
+    }
+
+    /// Local ports in use (a new connection must not reuse one).
+    pub fn uses_port(&self, port: u16) -> bool {
+        self.conns.keys().any(|h| {
+            self.sockets
+                .get::<tcp::Socket>(*h)
+                .local_endpoint()
+                .is_some_and(|e| e.port == port)
+        })
+    }
+
+    /// An IP packet from the uplink for one of our connections; complete replies
+    /// (from, message) are appended to `replies`.
+    pub fn receive(
+        &mut self,
+        packet: &[u8],
+        now: Instant,
+        replies: &mut Vec<(SocketAddr, Vec<u8>)>,
+    ) {
+        self.wire.rx.push_back(packet.to_vec());
+        self.service_into(now, replies);
+    }
+
+    /// Timers and cleanup; complete replies are appended to `replies`.
+    pub fn poll(&mut self, now: Instant, replies: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        self.service_into(now, replies);
+    }
+
+    fn service(&mut self, now: Instant) {
+        let mut replies = Vec::new();
+        self.service_into(now, &mut replies);
+    }
+
+    fn service_into(&mut self, now: Instant, replies: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let t = smol(self.epoch, now);
+        self.iface.poll(t, &mut self.wire, &mut self.sockets);
+        let mut done = Vec::new();
+        for (&h, c) in self.conns.iter_mut() {
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            if !c.outbuf.is_empty() && s.can_send() {
+                if let Ok(n) = s.send_slice(&c.outbuf) {
+                    c.outbuf.drain(..n);
+                }
+            }
+            while s.can_recv() && c.inbuf.len() < MAX_MESSAGE {
+                let mut buf = [0u8; 2048];
+                match s.recv_slice(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                }
+            }
+            if c.inbuf.len() >= 2 {
+                let len = u16::from_be_bytes([c.inbuf[0], c.inbuf[1]]) as usize;
+                if c.inbuf.len() >= 2 + len {
+                    replies.push((c.to, c.inbuf[2..2 + len].to_vec()));
+                    c.inbuf.clear();
+                    s.close();
+                }
+            }
+            let expired = now.saturating_duration_since(c.started) >= UPSTREAM_LIFETIME;
+            if expired {
+                s.abort();
+            }
+            if expired || matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                done.push(h);
+            }
+        }
+        self.iface.poll(t, &mut self.wire, &mut self.sockets);
+        for h in done {
+            // An aborted socket's RST has gone out in the poll above.
+            self.conns.remove(&h);
+            self.sockets.remove(h);
+        }
+        self.next_poll = if self.conns.is_empty() {
+            None
+        } else {
+            let d = self
+                .iface
+                .poll_delay(t, &self.sockets)
+                .map_or(Duration::from_secs(1), |d| {
+                    Duration::from_micros(d.total_micros())
+                });
+            Some(now + d.min(Duration::from_secs(1)))
+        };
+    }
+
+    /// IP packets the stack sent, for the router to put on the uplink.
+    pub fn take_output(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.wire.tx)
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_poll
+    }
+}

@@ -620,11 +620,10 @@ impl Worker {
         }
         let inbox = std::mem::take(&mut r.dns_inbox);
         if let Some(d) = self.dns.as_mut() {
-            for (from, msg) in &inbox {
-                d.upstream_reply(
+            for frame in &inbox {
+                d.uplink_frame(
                     &self.nets,
-                    *from,
-                    msg,
+                    frame,
                     &mut self.tx,
                     self.router.as_deref_mut(),
                     scratch,
@@ -790,7 +789,7 @@ impl Worker {
                 }
                 Control::EnableRouter(mut r) => {
                     if let Some(d) = self.dns.as_mut() {
-                        d.enable_upstreams();
+                        d.enable_upstreams(r.uplink_addr(), now);
                         r.dns_port = Some(d.port);
                     }
                     self.router = Some(r);

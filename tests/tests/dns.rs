@@ -55,7 +55,7 @@ fn resolv_conf(sandbox: &str) -> String {
 }
 
 /// dnsmasq in the outside namespace: example.test names, and a TXT name whose answer
-/// is far beyond 512 bytes.
+/// (~1.7 KB) is beyond 512 bytes and beyond what dnsmasq itself sends over UDP.
 fn upstream(lab: &Lab, out: &Outside) -> Bg {
     let big = "x".repeat(200);
     let mut args: Vec<String> = [
@@ -72,7 +72,7 @@ fn upstream(lab: &Lab, out: &Outside) -> Bg {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for i in 0..4 {
+    for i in 0..8 {
         args.push(format!("--txt-record=big.example.test,{i}{big}"));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -231,10 +231,13 @@ fn unknown_names_are_forwarded_to_the_upstream() {
         &a,
         &["@172.23.0.1", "+tcp", "+short", "big.example.test", "TXT"],
     );
-    assert_eq!(tcp.lines().count(), 4, "all four records over TCP: {tcp}");
+    assert_eq!(tcp.lines().count(), 8, "all eight records over TCP: {tcp}");
 
     let s = d.json(&["stats"]);
     assert!(s["dns"]["forwarded"].as_u64() >= Some(3), "{}", s["dns"]);
+    // The TCP query went upstream over TCP: dnsmasq's UDP answer would stop at its
+    // EDNS size and come back truncated.
+    assert_eq!(s["dns"]["tcp_forwarded"].as_u64(), Some(1), "{}", s["dns"]);
 
     // The upstream goes away: SERVFAIL within the bound (one upstream, 2 s timeout).
     drop(dnsmasq);
