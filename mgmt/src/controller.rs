@@ -24,8 +24,9 @@ use crate::state::{State, Store};
 #[derive(Clone, Debug)]
 pub struct Config {
     pub io: IoMode,
-    /// Upstream resolvers, written into resolv.conf of sandboxes on the default bridge.
-    pub dns_upstreams: Vec<IpAddr>,
+    /// Upstream resolvers: the embedded DNS forwards to them, and resolv.conf of
+    /// sandboxes on the default bridge names their addresses (resolv.conf has no ports).
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// The uplink address, when there is an uplink (egress, published ports).
     pub uplink_ip: Option<Ipv4Addr>,
 }
@@ -191,7 +192,33 @@ impl Controller {
             .map(|e| (e.ip, e.mac))
             .collect();
         self.with_driver(net.driver, |d, ctx| d.sync_network(ctx, &net, &hosts))?;
-        Ok(())
+        self.sync_names(&net)
+    }
+
+    /// Give the network's embedded resolver its names: each endpoint's sandbox name and
+    /// aliases, scoped to this network.
+    fn sync_names(&mut self, net: &Network) -> ApiResult<()> {
+        if !net.has_embedded_dns() || net.driver != DriverKind::Bridge {
+            return Ok(());
+        }
+        let records: Vec<dns::Record> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|e| e.network == net.id)
+            .map(|e| dns::Record {
+                name: e.sandbox.clone(),
+                aliases: e.aliases.clone(),
+                ipv4: Some(e.ip),
+                ipv6: None,
+            })
+            .collect();
+        let table = dns::NameTable::new(&records).map_err(|e| {
+            ApiError::invalid(format!("names on network {} for its DNS: {e}", net.name))
+        })?;
+        self.engine
+            .set_dns_names(net.num, Some(std::sync::Arc::new(table)))
+            .map_err(ApiError::system)
     }
 
     /// The address a sandbox's published ports forward to: its first network's.
@@ -837,11 +864,17 @@ impl Controller {
             .and_then(|n| n.pool.as_ref())
             .map(|p| p.gateway);
         sandbox::set_default_route(name, gw)?;
-        let resolvers: Vec<IpAddr> = match nets.iter().find(|n| n.has_embedded_dns()) {
-            Some(n) => n.pool.iter().map(|p| IpAddr::V4(p.gateway)).collect(),
-            None => self.cfg.dns_upstreams.clone(),
-        };
-        sandbox::write_resolv_conf(name, &resolvers)
+        match nets.iter().find(|n| n.has_embedded_dns()) {
+            Some(n) => {
+                let gw: Vec<IpAddr> = n.pool.iter().map(|p| IpAddr::V4(p.gateway)).collect();
+                sandbox::write_resolv_conf(name, &gw, true)
+            }
+            None => sandbox::write_resolv_conf(name, &self.upstream_ips(), false),
+        }
+    }
+
+    fn upstream_ips(&self) -> Vec<IpAddr> {
+        self.cfg.dns_upstreams.iter().map(|a| a.ip()).collect()
     }
 
     // ---- sandboxes -----------------------------------------------------------------
@@ -911,7 +944,7 @@ impl Controller {
                     self.save()
                 }),
             _ => self.save().and_then(|_| {
-                sandbox::write_resolv_conf(&sb.name, &self.cfg.dns_upstreams)
+                sandbox::write_resolv_conf(&sb.name, &self.upstream_ips(), false)
                     .map_err(ApiError::system)
             }),
         };
@@ -1209,7 +1242,8 @@ impl Controller {
             .router()
             .map_err(ApiError::system)?
             .map(|(r, _)| r);
-        Ok(json!({ "ports": ports, "workers": s.workers, "router": router }))
+        let dns = self.engine.dns_stats().map_err(ApiError::system)?;
+        Ok(json!({ "ports": ports, "workers": s.workers, "router": router, "dns": dns }))
     }
 }
 

@@ -257,15 +257,19 @@ pub fn resolv_conf_path(name: &str) -> PathBuf {
     Path::new(ETC_DIR).join(name).join("resolv.conf")
 }
 
-/// Writes /etc/netns/NAME/resolv.conf naming `nameservers` (no search or options),
-/// replacing it atomically so a process in the sandbox never reads half a file.
-pub fn write_resolv_conf(name: &str, nameservers: &[IpAddr]) -> Result<()> {
+/// Writes /etc/netns/NAME/resolv.conf naming `nameservers` (no search list) with an
+/// `options` line when `options` is not empty, replacing it atomically so a process in
+/// the sandbox never reads half a file.
+pub fn write_resolv_conf(name: &str, nameservers: &[IpAddr], options: &[&str]) -> Result<()> {
     validate_name(name)?;
     let dir = Path::new(ETC_DIR).join(name);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut text = String::new();
     for ns in nameservers {
         text.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !options.is_empty() {
+        text.push_str(&format!("options {}\n", options.join(" ")));
     }
     let tmp = dir.join(".resolv.conf.tmp");
     let final_path = dir.join("resolv.conf");

@@ -61,7 +61,10 @@ pub fn set_default_route(name: &str, gw: Option<Ipv4Addr>) -> Result<()> {
         .with_context(|| format!("set default route via {gw} in sandbox {name}"))
 }
 
-pub fn write_resolv_conf(name: &str, servers: &[IpAddr]) -> Result<()> {
-    netns::write_resolv_conf(name, servers)
+/// resolv.conf naming `servers`; `embedded` (the gateway's resolver) adds `ndots:0`, so
+/// a dotted name is asked as given before any search domain, as Docker writes it.
+pub fn write_resolv_conf(name: &str, servers: &[IpAddr], embedded: bool) -> Result<()> {
+    let options: &[&str] = if embedded { &["ndots:0"] } else { &[] };
+    netns::write_resolv_conf(name, servers, options)
         .with_context(|| format!("write resolv.conf for sandbox {name}"))
 }

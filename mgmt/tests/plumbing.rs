@@ -88,10 +88,14 @@ fn namespace_lifecycle_leaves_nothing_behind() {
     );
     run(&["ip", "netns", "exec", &name, "true"]);
 
-    netns::write_resolv_conf(&name, &[IpAddr::V4(Ipv4Addr::new(172, 16, 0, 1))])
-        .expect("writing resolv.conf");
+    netns::write_resolv_conf(
+        &name,
+        &[IpAddr::V4(Ipv4Addr::new(172, 16, 0, 1))],
+        &["ndots:0"],
+    )
+    .expect("writing resolv.conf");
     let resolv = run(&["ip", "netns", "exec", &name, "cat", "/etc/resolv.conf"]);
-    assert_eq!(resolv, "nameserver 172.16.0.1\n");
+    assert_eq!(resolv, "nameserver 172.16.0.1\noptions ndots:0\n");
 
     netns::delete(&name).expect("deleting the namespace");
     assert!(!netns::exists(&name));

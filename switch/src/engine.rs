@@ -11,12 +11,13 @@ use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
 
+use crate::dns_server::{DnsServer, DnsStats};
 use crate::fdb::FdbEntry;
 use crate::port::{Backend, Port};
 use crate::router::{Router, RouterStats, UplinkConfig};
 use crate::stats::{PortCounters, PortCountersSnapshot, WorkerCounters, WorkerCountersSnapshot};
 pub use crate::worker::{CaptureTap, Captured};
-use crate::worker::{Control, NewPort, Peer, Worker, WorkerSetup};
+use crate::worker::{Control, NewPort, Peer, Worker, WorkerSetup, DNS_WORKER};
 use crate::{NetConfig, NetId, PollMode, PortId, UPLINK_NET};
 
 /// Depth of each worker's queue of frames from other workers.
@@ -33,6 +34,8 @@ pub struct EngineConfig {
     pub fdb_age: Duration,
     /// Pin each worker to its own core.
     pub pin: bool,
+    /// Where the embedded DNS forwards names it does not own (reached by the uplink).
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +46,7 @@ impl Default for EngineConfig {
             fdb_max: 8192,
             fdb_age: Duration::from_secs(300),
             pin: true,
+            dns_upstreams: Vec::new(),
         }
     }
 }
@@ -106,6 +110,9 @@ impl Engine {
             });
             receivers.push((ctl_rx, data_rx, waker));
         }
+        let mut dns = Some(Box::new(
+            DnsServer::new(cfg.dns_upstreams.clone()).map_err(|e| anyhow!("{e}"))?,
+        ));
         let mut workers = Vec::with_capacity(n);
         for (i, (ctl_rx, data_rx, waker)) in receivers.into_iter().enumerate() {
             let counters = Arc::new(WorkerCounters::default());
@@ -118,7 +125,8 @@ impl Engine {
                 fdb_age: cfg.fdb_age,
                 counters: counters.clone(),
             };
-            let worker = Worker::new(setup, ctl_rx, data_rx, waker, peers.clone())
+            let resolver = if i == DNS_WORKER { dns.take() } else { None };
+            let worker = Worker::new(setup, ctl_rx, data_rx, waker, peers.clone(), resolver)
                 .context("create worker epoll set")?;
             let thread = std::thread::Builder::new()
                 .name(format!("vs-worker-{i}"))
@@ -248,7 +256,8 @@ impl Engine {
             return Err(anyhow!("the uplink is already attached"));
         }
         let id = (0..).find(|i| !self.ports.contains_key(i)).unwrap_or(0);
-        let worker = 0;
+        // The resolver's worker too: its upstream queries and replies never cross workers.
+        let worker = DNS_WORKER;
         let counters = Arc::new(PortCounters::default());
         let router =
             Router::new(id, cfg, counters.clone()).map_err(|e| anyhow!("uplink NAT: {e}"))?;
@@ -320,6 +329,19 @@ impl Engine {
         self.send(w, Control::RouterDump(tx))?;
         rx.recv_timeout(REPLY_TIMEOUT)
             .map_err(|_| anyhow!("the router's worker did not answer in time"))
+    }
+
+    /// Install (Some) or forget (None) the names network `net`'s resolver answers.
+    pub fn set_dns_names(&self, net: NetId, table: Option<Arc<dns::NameTable>>) -> Result<()> {
+        self.send(DNS_WORKER, Control::DnsNames { net, table })
+    }
+
+    /// The embedded resolver's counters.
+    pub fn dns_stats(&self) -> Result<Option<DnsStats>> {
+        let (tx, rx) = bounded(1);
+        self.send(DNS_WORKER, Control::DnsDump(tx))?;
+        rx.recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| anyhow!("the resolver's worker did not answer in time"))
     }
 
     /// Copy every frame the port receives or sends into `tap` (None stops). Frames are

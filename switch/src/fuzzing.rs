@@ -1,5 +1,6 @@
 //! Entry points for the fuzz targets (`switch/fuzz`), also run over random inputs by
-//! a unit test so CI exercises them: arbitrary bytes through the frame path.
+//! a unit test so CI exercises them: arbitrary bytes through the frame path and the
+//! embedded resolver's frame handling.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -21,6 +22,9 @@ impl Emit for Count {
     }
     fn learned(&mut self, _net: NetId, _mac: Mac, _port: PortId) {}
     fn route(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
+        self.0 += 1;
+    }
+    fn dns(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
         self.0 += 1;
     }
 }
@@ -83,6 +87,94 @@ pub fn switch_frames(data: &[u8]) {
     );
 }
 
+/// Split `data` into frames as `switch_frames` does and hand each to the embedded
+/// resolver as a query frame of a DNS network: odd-length-prefixed chunks raw (the
+/// frame checks), the others wrapped in a valid UDP datagram to gateway:53 (the DNS
+/// parser), and every fourth raw chunk as a TCP segment (the TCP stack).
+pub fn dns_frames(data: &[u8]) {
+    use std::collections::HashMap;
+    let gw = Gateway {
+        ip: Ipv4Addr::new(172, 18, 0, 1),
+        mac: [0x02, 0x42, 172, 18, 0, 1],
+    };
+    let mut nets = HashMap::new();
+    nets.insert(
+        1,
+        Network {
+            cfg: NetConfig {
+                id: 1,
+                gateway: Some(gw),
+                subnet: Some((Ipv4Addr::new(172, 18, 0, 0), 16)),
+                dns: true,
+                ..Default::default()
+            },
+            hosts: Default::default(),
+            fdb: Fdb::new(16, Duration::from_secs(300)),
+            members: vec![0, 1],
+        },
+    );
+    let Ok(mut d) = crate::dns_server::DnsServer::new(Vec::new()) else {
+        return;
+    };
+    if let Ok(t) = dns::NameTable::new(&[dns::Record {
+        name: "web".into(),
+        aliases: vec!["front".into()],
+        ipv4: Some(Ipv4Addr::new(172, 18, 0, 2)),
+        ipv6: None,
+    }]) {
+        d.set_network(1, Some(std::sync::Arc::new(t)));
+    }
+    let mut out = Count(0);
+    let mut scratch = [0u8; MAX_FRAME];
+    let mut frame = [0u8; MAX_FRAME];
+    let now = Instant::now();
+    let mut rest = data;
+    let mut i = 0usize;
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = (len as usize * 6).min(tail.len());
+        let (chunk, tail) = tail.split_at(n);
+        rest = tail;
+        i += 1;
+        let f: &[u8] = if len & 1 == 0 {
+            let a = crate::ipv4::UdpAddrs {
+                src_mac: [2, 0x42, 172, 18, 0, 3],
+                dst_mac: gw.mac,
+                src: std::net::SocketAddrV4::new(Ipv4Addr::new(172, 18, 0, 3), 40000),
+                dst: std::net::SocketAddrV4::new(gw.ip, 53),
+            };
+            match crate::ipv4::udp_frame(&a, chunk, &mut frame) {
+                Some(n) => &frame[..n],
+                None => continue,
+            }
+        } else {
+            let n = chunk.len().min(MAX_FRAME);
+            frame[..n].copy_from_slice(&chunk[..n]);
+            if i & 3 == 0 && n > 34 {
+                frame[12..14].copy_from_slice(&[0x08, 0x00]);
+                frame[23] = 6;
+            }
+            &frame[..n]
+        };
+        d.query_frame(
+            &nets,
+            1,
+            (i % 2) as u32,
+            f,
+            &mut out,
+            None,
+            &mut scratch,
+            now,
+        );
+    }
+    d.tick(
+        &nets,
+        &mut out,
+        None,
+        &mut scratch,
+        now + Duration::from_secs(30),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -106,6 +198,28 @@ mod tests {
                 buf[13..17].copy_from_slice(&[0x08, 0x00, 0x45, 0x00]);
             }
             super::switch_frames(&buf);
+        }
+    }
+
+    #[test]
+    fn resolver_survives_random_frames() {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut buf = Vec::new();
+        for i in 0..2000 {
+            buf.clear();
+            for _ in 0..(i % 600) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(x as u8);
+            }
+            if i % 2 == 0 && buf.len() > 20 {
+                // A plausible DNS header: one question.
+                buf[0] = 40;
+                buf[3..5].copy_from_slice(&[0x01, 0x00]);
+                buf[5..7].copy_from_slice(&[0, 1]);
+            }
+            super::dns_frames(&buf);
         }
     }
 }

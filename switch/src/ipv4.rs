@@ -121,6 +121,135 @@ pub fn icmp_error(
     Some(len)
 }
 
+/// One UDP datagram's addressing, as the switch sends it from an address it owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpAddrs {
+    pub src_mac: Mac,
+    pub dst_mac: Mac,
+    pub src: std::net::SocketAddrV4,
+    pub dst: std::net::SocketAddrV4,
+}
+
+/// Write an Ethernet/IPv4/UDP frame carrying `payload` into `out` (IPv4 and UDP
+/// checksums complete, DF set, TTL 64); its length, or None if it does not fit.
+pub fn udp_frame(a: &UdpAddrs, payload: &[u8], out: &mut [u8]) -> Option<usize> {
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let len = ETH_HLEN + total;
+    if out.len() < len || total > u16::MAX as usize {
+        return None;
+    }
+    out[0..6].copy_from_slice(&a.dst_mac);
+    out[6..12].copy_from_slice(&a.src_mac);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    let h = &mut out[ETH_HLEN..ETH_HLEN + 20];
+    h.copy_from_slice(&[
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    h[12..16].copy_from_slice(&a.src.ip().octets());
+    h[16..20].copy_from_slice(&a.dst.ip().octets());
+    let c = internet_checksum(h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let u = &mut out[ETH_HLEN + 20..len];
+    u[0..2].copy_from_slice(&a.src.port().to_be_bytes());
+    u[2..4].copy_from_slice(&a.dst.port().to_be_bytes());
+    u[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    u[6..8].fill(0);
+    u[8..].copy_from_slice(payload);
+    let c = udp_checksum(*a.src.ip(), *a.dst.ip(), u);
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    Some(len)
+}
+
+/// The UDP checksum of datagram `udp` (header with a zero checksum field, and payload)
+/// between `src` and `dst`; 0 is sent as 0xffff (RFC 768).
+pub fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
+    let mut pseudo = [0u8; 12];
+    pseudo[0..4].copy_from_slice(&src.octets());
+    pseudo[4..8].copy_from_slice(&dst.octets());
+    pseudo[9] = 17;
+    pseudo[10..12].copy_from_slice(&(udp.len() as u16).to_be_bytes());
+    let sum = ones_sum(&pseudo) + ones_sum(udp);
+    let mut s = sum;
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    match !(s as u16) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
+fn ones_sum(data: &[u8]) -> u32 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+    }
+    if let [b] = chunks.remainder() {
+        sum += (*b as u32) << 8;
+    }
+    sum
+}
+
+/// A UDP datagram inside an Ethernet/IPv4 frame: (source, destination, payload). None
+/// when the frame is not an unfragmented, well-formed IPv4/UDP datagram (the header
+/// checksum, and a non-zero UDP checksum, must verify).
+pub fn parse_udp(frame: &[u8]) -> Option<(std::net::SocketAddrV4, std::net::SocketAddrV4, &[u8])> {
+    let ip = frame.get(ETH_HLEN..)?;
+    if frame[12..14] != [0x08, 0x00] || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+        return None;
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    if ihl < 20 || total < ihl + 8 || total > ip.len() || frag != 0 {
+        return None;
+    }
+    if internet_checksum(&ip[..ihl]) != 0 {
+        return None;
+    }
+    let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst_ip = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let u = &ip[ihl..total];
+    let ulen = u16::from_be_bytes([u[4], u[5]]) as usize;
+    if ulen < 8 || ulen > u.len() {
+        return None;
+    }
+    let u = &u[..ulen];
+    let sum = u16::from_be_bytes([u[6], u[7]]);
+    if sum != 0 {
+        let mut copy = [0u8; 8];
+        copy.copy_from_slice(&u[..8]);
+        copy[6..8].fill(0);
+        let mut s = ones_sum(&copy) + ones_sum(&u[8..]);
+        let mut pseudo = [0u8; 12];
+        pseudo[0..4].copy_from_slice(&src_ip.octets());
+        pseudo[4..8].copy_from_slice(&dst_ip.octets());
+        pseudo[9] = 17;
+        pseudo[10..12].copy_from_slice(&(ulen as u16).to_be_bytes());
+        s += ones_sum(&pseudo);
+        while s >> 16 != 0 {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        let c = match !(s as u16) {
+            0 => 0xffff,
+            c => c,
+        };
+        if c != sum {
+            return None;
+        }
+    }
+    let sport = u16::from_be_bytes([u[0], u[1]]);
+    let dport = u16::from_be_bytes([u[2], u[3]]);
+    Some((
+        std::net::SocketAddrV4::new(src_ip, sport),
+        std::net::SocketAddrV4::new(dst_ip, dport),
+        &u[8..],
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +341,25 @@ mod tests {
             icmp_error(IcmpError::NetUnreachable, &f[..20], mac, gw, &mut out).is_none(),
             "truncated"
         );
+    }
+
+    #[test]
+    fn udp_frames_round_trip_with_valid_checksums() {
+        let a = UdpAddrs {
+            src_mac: [2, 0x42, 172, 18, 0, 1],
+            dst_mac: [2, 0x42, 172, 18, 0, 2],
+            src: "172.18.0.1:53".parse().expect("addr"),
+            dst: "172.18.0.2:40000".parse().expect("addr"),
+        };
+        let mut out = [0u8; 128];
+        let n = super::udp_frame(&a, b"hello", &mut out).expect("fits");
+        assert_eq!(n, 14 + 20 + 8 + 5);
+        assert_eq!(internet_checksum(&out[14..34]), 0);
+        let (src, dst, payload) = parse_udp(&out[..n]).expect("parses back");
+        assert_eq!((src, dst, payload), (a.src, a.dst, &b"hello"[..]));
+        out[n - 1] ^= 1;
+        assert!(parse_udp(&out[..n]).is_none(), "a bad checksum is refused");
+        assert!(parse_udp(&out[..30]).is_none(), "truncated");
+        assert!(super::udp_frame(&a, &[0u8; 100], &mut [0u8; 64]).is_none());
     }
 }

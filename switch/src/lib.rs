@@ -3,6 +3,8 @@
 
 pub mod arp;
 pub mod bpf;
+mod dns_server;
+mod dns_tcp;
 pub mod engine;
 pub mod fdb;
 #[doc(hidden)]
@@ -15,6 +17,7 @@ pub mod router;
 pub mod stats;
 mod worker;
 
+pub use dns_server::DnsStats;
 pub use engine::{CaptureTap, Captured, Engine, EngineConfig, PortInfo, StatsSnapshot};
 pub use router::{RouterStats, UplinkConfig};
 
@@ -35,6 +38,9 @@ pub struct NetConfig {
     pub internal: bool,
     /// Endpoint addresses and MACs, so routed traffic reaches them without ARP.
     pub hosts: Vec<(std::net::Ipv4Addr, fdb::Mac)>,
+    /// The embedded resolver answers at the gateway address, UDP/TCP port 53
+    /// (user-defined networks; not the default bridge).
+    pub dns: bool,
 }
 
 /// The pseudo-network the uplink port belongs to: its frames go to the router.

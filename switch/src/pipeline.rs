@@ -23,6 +23,8 @@ pub trait Emit {
     fn learned(&mut self, net: NetId, mac: Mac, port: PortId);
     /// A frame for the gateway to route (leaving the network): to the router.
     fn route(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters);
+    /// A query to the network's embedded resolver (gateway address, port 53).
+    fn dns(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters);
 }
 
 /// What to do with one frame.
@@ -35,6 +37,8 @@ enum Verdict {
     Flood,
     /// Addressed to the gateway's MAC but not to the gateway: the router's.
     Route,
+    /// UDP or TCP to the gateway address, port 53: the embedded resolver's.
+    Dns,
 }
 
 /// Switch a burst received on `in_port` of `net`.
@@ -65,6 +69,7 @@ pub(crate) fn switch_burst(
             Verdict::Reply(len) => out.emit(in_port, &scratch[..len], counters),
             Verdict::Unicast(to) => out.emit(to, frame, counters),
             Verdict::Route => out.route(net.cfg.id, in_port, frame, counters),
+            Verdict::Dns => out.dns(net.cfg.id, in_port, frame, counters),
             Verdict::Flood => {
                 for &p in &net.members {
                     if p != in_port {
@@ -119,6 +124,9 @@ fn classify(
             if let Some(n) = gateway::arp_reply(gw, frame, scratch) {
                 return Verdict::Reply(n);
             }
+            if net.cfg.dns && is_dns_to(gw.ip, frame) {
+                return Verdict::Dns;
+            }
             return Verdict::Route;
         }
     }
@@ -135,6 +143,23 @@ fn classify(
     Verdict::Flood
 }
 
+/// IPv4 UDP or TCP to `ip`, destination port 53, first (or only) fragment. Only
+/// frames already addressed to the gateway's MAC get here: the rest never pay for it.
+#[inline]
+fn is_dns_to(ip: std::net::Ipv4Addr, frame: &[u8]) -> bool {
+    const IP: usize = ETH_HLEN;
+    if frame.len() < IP + 20 || frame[12..14] != [0x08, 0x00] || frame[IP] >> 4 != 4 {
+        return false;
+    }
+    let ihl = ((frame[IP] & 0x0f) as usize) * 4;
+    let proto = frame[IP + 9];
+    let frag_offset = u16::from_be_bytes([frame[IP + 6], frame[IP + 7]]) & 0x1fff;
+    if ihl < 20 || frame.len() < IP + ihl + 4 || frag_offset != 0 || (proto != 17 && proto != 6) {
+        return false;
+    }
+    frame[IP + 16..IP + 20] == ip.octets() && frame[IP + ihl + 2..IP + ihl + 4] == [0, 53]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +174,7 @@ mod tests {
         out: Vec<(PortId, Vec<u8>)>,
         learned: Vec<Mac>,
         routed: Vec<Vec<u8>>,
+        dns: Vec<Vec<u8>>,
     }
     impl Emit for Sink {
         fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
@@ -159,6 +185,9 @@ mod tests {
         }
         fn route(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
             self.routed.push(frame.to_vec());
+        }
+        fn dns(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
+            self.dns.push(frame.to_vec());
         }
     }
 
@@ -273,5 +302,32 @@ mod tests {
             10,
             "frames from unlearned sources are still flooded"
         );
+    }
+
+    fn udp_to_gateway(dport: u16) -> Vec<u8> {
+        let mut f = GW_MAC.to_vec();
+        f.extend(A);
+        f.extend([0x08, 0x00]);
+        f.extend([
+            0x45, 0, 0, 40, 0, 0, 0, 0, 64, 17, 0, 0, 172, 18, 0, 2, 172, 18, 0, 1,
+        ]);
+        f.extend(40000u16.to_be_bytes());
+        f.extend(dport.to_be_bytes());
+        f.extend([0, 20, 0, 0]);
+        f.resize(14 + 40, 0);
+        f
+    }
+
+    #[test]
+    fn queries_to_the_gateway_go_to_the_resolver_only_where_it_runs() {
+        let mut n = net(vec![1, 2]);
+        n.cfg.dns = true;
+        let (s, _) = run(&mut n, 1, &[udp_to_gateway(53), udp_to_gateway(54)]);
+        assert_eq!(s.dns.len(), 1, "port 53 to the gateway");
+        assert_eq!(s.routed.len(), 1, "other ports are routed as before");
+        n.cfg.dns = false;
+        let (s, _) = run(&mut n, 1, &[udp_to_gateway(53)]);
+        assert!(s.dns.is_empty(), "no resolver on this network");
+        assert_eq!(s.routed.len(), 1);
     }
 }

@@ -57,6 +57,10 @@ pub struct RouterCounters {
     pub uplink_ignored: u64,
     /// Echo requests to the uplink address answered.
     pub echo_answered: u64,
+    /// Upstream DNS replies (datagrams, TCP segments) handed to the embedded resolver.
+    pub dns_replies: u64,
+    /// Upstream DNS replies dropped: more than a burst's worth at once.
+    pub dns_inbox_full: u64,
 }
 
 /// What `stats` shows of the router.
@@ -78,7 +82,15 @@ pub(crate) struct Router {
     /// Charged for drops of what the router emits.
     port_counters: Arc<PortCounters>,
     pkt: Box<[u8; MAX_FRAME]>,
+    /// The embedded resolver's source port for upstream queries, when it has one.
+    pub dns_port: Option<u16>,
+    /// Uplink frames for the resolver (UDP to `dns_port`, TCP to its upstream ports),
+    /// drained by the worker after each uplink burst; bounded by `DNS_INBOX`.
+    pub dns_inbox: Vec<Vec<u8>>,
 }
+
+/// Upstream DNS replies held per uplink burst at most (more are dropped and counted).
+const DNS_INBOX: usize = 64;
 
 fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     let mask = if prefix == 0 {
@@ -117,6 +129,8 @@ impl Router {
             counters: RouterCounters::default(),
             port_counters,
             pkt: Box::new([0u8; MAX_FRAME]),
+            dns_port: None,
+            dns_inbox: Vec::new(),
         })
     }
 
@@ -227,6 +241,9 @@ impl Router {
             NatVerdict::Translated { to: Side::Inside } => self.deliver_inside(nets, len, out, now),
             NatVerdict::Translated { to: Side::Outside } => self.counters.nat_drops += 1,
             NatVerdict::NotOurs => {
+                if self.dns_reply(frame) {
+                    return;
+                }
                 if let Some(n) = gateway::icmp_echo_reply(&me, frame, scratch) {
                     self.counters.echo_answered += 1;
                     out.emit(self.port, &scratch[..n], &self.port_counters);
@@ -236,6 +253,83 @@ impl Router {
             }
             NatVerdict::Drop(_) => self.counters.nat_drops += 1,
         }
+    }
+
+    /// UDP to the resolver's port, or TCP to its upstream connections' ports, on the
+    /// uplink address goes to its inbox.
+    fn dns_reply(&mut self, frame: &[u8]) -> bool {
+        let Some(port) = self.dns_port else {
+            return false;
+        };
+        let Some((ihl, total)) = ipv4_lengths(frame) else {
+            return false;
+        };
+        if total < ihl + 4 || dst_ip(frame) != self.cfg.ip {
+            return false;
+        }
+        let l4 = ETH_HLEN + ihl;
+        let dport = u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]);
+        let ours = match frame[ETH_HLEN + 9] {
+            17 => dport == port,
+            6 => crate::dns_server::UPSTREAM_PORTS.contains(&dport),
+            _ => false,
+        };
+        if !ours {
+            return false;
+        }
+        if self.dns_inbox.len() >= DNS_INBOX {
+            self.counters.dns_inbox_full += 1;
+        } else {
+            self.counters.dns_replies += 1;
+            self.dns_inbox.push(frame[..ETH_HLEN + total].to_vec());
+        }
+        true
+    }
+
+    /// The uplink's address, prefix length and gateway.
+    pub fn uplink_addr(&self) -> (Ipv4Addr, u8, Ipv4Addr) {
+        (self.cfg.ip, self.cfg.prefix, self.cfg.gateway)
+    }
+
+    /// Send an IPv4 packet the switch made (from the uplink address) by the uplink.
+    pub fn send_ip(
+        &mut self,
+        packet: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let len = ETH_HLEN + packet.len();
+        if packet.len() < 20 || len > MAX_FRAME {
+            return;
+        }
+        self.pkt[12..14].copy_from_slice(&[0x08, 0x00]);
+        self.pkt[ETH_HLEN..len].copy_from_slice(packet);
+        self.send_out(len, out, scratch, now);
+    }
+
+    /// Send a datagram from the uplink address (`sport`) to `dst` by the uplink; false if
+    /// it cannot be built.
+    pub fn send_udp(
+        &mut self,
+        sport: u16,
+        dst: std::net::SocketAddrV4,
+        payload: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) -> bool {
+        let addrs = ipv4::UdpAddrs {
+            src_mac: self.cfg.mac,
+            dst_mac: [0; 6],
+            src: std::net::SocketAddrV4::new(self.cfg.ip, sport),
+            dst,
+        };
+        let Some(len) = ipv4::udp_frame(&addrs, payload, &mut self.pkt[..]) else {
+            return false;
+        };
+        self.send_out(len, out, scratch, now);
+        true
     }
 
     fn arp_in(

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::dns_server::{DnsServer, DnsStats};
 use crate::fdb::{Fdb, FdbEntry, Mac};
 use crate::pipeline::{self, Emit};
 use crate::port::{Burst, Port, MAX_FRAME};
@@ -108,6 +109,13 @@ pub enum Control {
     },
     /// The router's counters and NAT sessions, if this worker has the router.
     RouterDump(Sender<Option<(RouterStats, Vec<nat::SessionRow>)>>),
+    /// A network's names for the embedded resolver (None: forget them).
+    DnsNames {
+        net: NetId,
+        table: Option<Arc<dns::NameTable>>,
+    },
+    /// The embedded resolver's counters, if this worker runs it.
+    DnsDump(Sender<Option<DnsStats>>),
     /// Reply once every message sent before it has been applied.
     Barrier(Sender<()>),
     Stop,
@@ -130,7 +138,17 @@ pub enum Handoff {
         mac: Mac,
         port: PortId,
     },
+    /// A query for the embedded resolver, which lives on worker `DNS_WORKER`.
+    Dns {
+        net: NetId,
+        in_port: PortId,
+        frame: Box<[u8]>,
+    },
 }
+
+/// The worker running the embedded resolver: the uplink's (the router's) worker, so
+/// forwarded queries and their replies never cross workers.
+pub const DNS_WORKER: usize = 0;
 
 /// The channels to one worker, held by the engine and by every other worker.
 #[derive(Clone)]
@@ -211,6 +229,10 @@ pub(crate) struct TxSide {
     /// each burst, with (network, ingress port).
     routeq: Burst,
     routeq_meta: Vec<(NetId, PortId)>,
+    /// This worker runs the resolver: DNS frames queue here, drained after each burst.
+    dns_local: bool,
+    dnsq: Burst,
+    dnsq_meta: Vec<(NetId, PortId)>,
 }
 
 impl TxSide {
@@ -336,6 +358,27 @@ impl Emit for TxSide {
             }
         }
     }
+
+    fn dns(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
+        if self.dns_local {
+            if self.dnsq.push(frame) {
+                self.dnsq_meta.push((net, in_port));
+            } else {
+                from.dropped(DropReason::QueueFull, 1);
+            }
+            return;
+        }
+        let msg = Handoff::Dns {
+            net,
+            in_port,
+            frame: frame.into(),
+        };
+        if self.peer_send(DNS_WORKER, msg) {
+            WorkerCounters::add(&self.counters.cross_worker, 1);
+        } else {
+            from.dropped(DropReason::QueueFull, 1);
+        }
+    }
 }
 
 pub struct Worker {
@@ -349,6 +392,9 @@ pub struct Worker {
     router: Option<Box<Router>>,
     /// Swapped with `tx.routeq` to drain it while the pipeline may refill the other.
     route_spare: Burst,
+    /// The embedded resolver (on `DNS_WORKER` only).
+    dns: Option<Box<DnsServer>>,
+    dns_spare: Burst,
 }
 
 impl Worker {
@@ -358,6 +404,7 @@ impl Worker {
         data: Receiver<Handoff>,
         waker: Arc<Waker>,
         peers: Vec<Peer>,
+        dns: Option<Box<DnsServer>>,
     ) -> nix::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(
@@ -381,10 +428,15 @@ impl Worker {
                 router_at: RouterAt::Nowhere,
                 routeq: Burst::new(),
                 routeq_meta: Vec::with_capacity(crate::port::BURST),
+                dns_local: dns.is_some(),
+                dnsq: Burst::new(),
+                dnsq_meta: Vec::with_capacity(crate::port::BURST),
             },
             epoll,
             router: None,
             route_spare: Burst::new(),
+            dns,
+            dns_spare: Burst::new(),
         })
     }
 
@@ -411,6 +463,18 @@ impl Worker {
             match self.apply_control(now) {
                 Ok(n) => work += n,
                 Err(()) => return,
+            }
+            if let Some(d) = self.dns.as_mut() {
+                if d.next_deadline(now).is_some_and(|t| t <= now) {
+                    d.tick(
+                        &self.nets,
+                        &mut self.tx,
+                        self.router.as_deref_mut(),
+                        &mut scratch,
+                        now,
+                    );
+                    self.tx.flush();
+                }
             }
             if now.duration_since(last_tick) >= Duration::from_secs(1) {
                 for n in self.nets.values_mut() {
@@ -488,10 +552,12 @@ impl Worker {
                     r.receive_from_uplink(&mut self.nets, frame, &mut self.tx, scratch, now);
                 }
             }
+            self.dns_replies(scratch, now);
         } else if let Some(net) = self.nets.get_mut(&net_id) {
             let multi = self.tx.peers.len() > 1;
             pipeline::switch_burst(net, id, rx, &counters, &mut self.tx, scratch, now, multi);
             self.route_queued(scratch, now);
+            self.dns_queued(scratch, now);
         }
         n
     }
@@ -522,6 +588,61 @@ impl Worker {
         self.route_spare.clear();
         self.tx.routeq_meta = meta;
         self.tx.routeq_meta.clear();
+    }
+
+    /// Hand what the pipeline queued for the resolver to it (after the burst).
+    fn dns_queued(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+        if self.tx.dnsq.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut self.tx.dnsq, &mut self.dns_spare);
+        let meta = std::mem::take(&mut self.tx.dnsq_meta);
+        if let Some(d) = self.dns.as_mut() {
+            for (i, &(net, in_port)) in meta.iter().enumerate() {
+                d.query_frame(
+                    &self.nets,
+                    net,
+                    in_port,
+                    self.dns_spare.frame(i),
+                    &mut self.tx,
+                    self.router.as_deref_mut(),
+                    scratch,
+                    now,
+                );
+            }
+        }
+        self.dns_spare.clear();
+        self.tx.dnsq_meta = meta;
+        self.tx.dnsq_meta.clear();
+    }
+
+    /// Upstream replies the router set aside during an uplink burst.
+    fn dns_replies(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+        let Some(r) = self.router.as_mut() else {
+            return;
+        };
+        if r.dns_inbox.is_empty() {
+            return;
+        }
+        let inbox = std::mem::take(&mut r.dns_inbox);
+        if let Some(d) = self.dns.as_mut() {
+            for frame in &inbox {
+                d.uplink_frame(
+                    &self.nets,
+                    frame,
+                    &mut self.tx,
+                    self.router.as_deref_mut(),
+                    scratch,
+                    now,
+                );
+            }
+        }
+        if let Some(r) = self.router.as_mut() {
+            // Keep the allocation for the next burst.
+            let mut inbox = inbox;
+            inbox.clear();
+            r.dns_inbox = inbox;
+        }
     }
 
     /// No uplink: drop, count, and tell the sender at once (ICMP net unreachable).
@@ -574,6 +695,24 @@ impl Worker {
                         );
                     }
                 }
+                Ok(Handoff::Dns {
+                    net,
+                    in_port,
+                    frame,
+                }) => {
+                    if let Some(d) = self.dns.as_mut() {
+                        d.query_frame(
+                            &self.nets,
+                            net,
+                            in_port,
+                            &frame,
+                            &mut self.tx,
+                            self.router.as_deref_mut(),
+                            scratch,
+                            now,
+                        );
+                    }
+                }
                 Ok(Handoff::Learned { net, mac, port }) => {
                     if let Some(n) = self.nets.get_mut(&net) {
                         n.fdb.install(mac, port, now);
@@ -621,6 +760,17 @@ impl Worker {
                 }
                 Control::RemoveNetwork(id) => {
                     self.nets.remove(&id);
+                    if let Some(d) = self.dns.as_mut() {
+                        d.set_network(id, None);
+                    }
+                }
+                Control::DnsNames { net, table } => {
+                    if let Some(d) = self.dns.as_mut() {
+                        d.set_network(net, table);
+                    }
+                }
+                Control::DnsDump(reply) => {
+                    let _ = reply.send(self.dns.as_ref().map(|d| d.stats()));
                 }
                 Control::AddPort(p) => self.add_port(p),
                 Control::AddRemotePort { id, net, worker } => {
@@ -643,7 +793,11 @@ impl Worker {
                         .unwrap_or_default();
                     let _ = reply.send(entries);
                 }
-                Control::EnableRouter(r) => {
+                Control::EnableRouter(mut r) => {
+                    if let Some(d) = self.dns.as_mut() {
+                        d.enable_upstreams(r.uplink_addr(), now);
+                        r.dns_port = Some(d.port);
+                    }
                     self.router = Some(r);
                     self.tx.router_at = RouterAt::Local;
                 }
@@ -753,9 +907,15 @@ impl Worker {
         }
         WorkerCounters::add(&self.setup.counters.sleeps, 1);
         let mut events = [EpollEvent::empty(); 16];
-        let _ = self
-            .epoll
-            .wait(&mut events, EpollTimeout::from(MAX_SLEEP_MS));
+        // Never past the resolver's next deadline (an upstream's timeout, a TCP timer).
+        let now = Instant::now();
+        let ms = self
+            .dns
+            .as_ref()
+            .and_then(|d| d.next_deadline(now))
+            .map(|t| t.saturating_duration_since(now).as_millis() as u64 + 1)
+            .map_or(MAX_SLEEP_MS, |ms| ms.min(MAX_SLEEP_MS as u64) as u16);
+        let _ = self.epoll.wait(&mut events, EpollTimeout::from(ms));
         self.waker.sleeping.store(false, Ordering::SeqCst);
         let _ = self.waker.fd.read();
     }

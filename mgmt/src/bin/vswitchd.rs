@@ -1,6 +1,6 @@
 //! vswitchd: the control plane and the poll-mode data plane in one process.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -93,15 +93,22 @@ fn workers(spec: &str) -> Result<usize> {
     }
 }
 
-fn upstreams(specs: &[String]) -> Result<Vec<IpAddr>> {
+/// `--dns-upstream IP[:PORT]`, port 53 unless given; at most `dns::MAX_UPSTREAMS`.
+fn upstreams(specs: &[String]) -> Result<Vec<SocketAddr>> {
+    if specs.len() > dns::MAX_UPSTREAMS {
+        bail!(
+            "{} --dns-upstream given; at most {} are used, drop the extra ones",
+            specs.len(),
+            dns::MAX_UPSTREAMS
+        );
+    }
     specs
         .iter()
         .map(|s| {
-            let host = s
-                .parse::<std::net::SocketAddr>()
-                .map(|a| a.ip())
-                .or_else(|_| s.parse::<IpAddr>());
-            host.with_context(|| format!("invalid --dns-upstream {s:?}: expected IP or IP:PORT"))
+            let addr = s
+                .parse::<SocketAddr>()
+                .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+            addr.with_context(|| format!("invalid --dns-upstream {s:?}: expected IP or IP:PORT"))
         })
         .collect()
 }
@@ -138,6 +145,11 @@ fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<Ipv4Addr>> {
         udp: Duration::from_secs(args.nat_udp_timeout),
         tcp_established: Duration::from_secs(args.nat_tcp_timeout),
         max_sessions: args.nat_max_sessions,
+        // The embedded resolver's upstream queries use a port above this range.
+        port_range: nat::PortRange {
+            first: 1024,
+            last: 60999,
+        },
         ..NatConfig::default()
     };
     let cfg = UplinkConfig {
@@ -178,6 +190,7 @@ fn run(args: Args) -> Result<()> {
         fdb_max: args.fdb_max,
         fdb_age: Duration::from_secs(args.fdb_age),
         pin: true,
+        dns_upstreams: dns_upstreams.clone(),
     })?;
     let uplink_ip = attach_uplink(&mut engine, &args)?;
     let mut ctl = Controller::start(

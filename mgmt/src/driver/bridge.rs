@@ -52,6 +52,7 @@ impl Driver for Bridge {
                 .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
             internal: net.internal,
             hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
+            dns: net.has_embedded_dns(),
         })
     }
 
