@@ -208,6 +208,19 @@ impl Drop for Bg {
     }
 }
 
+/// Wait (bounded) until something in `ns` listens on TCP `port`.
+pub fn wait_listening(ns: &str, port: u16) {
+    let filter = format!("sport = :{port}");
+    wait_for(
+        &format!("a listener on TCP {port} in {ns}"),
+        Duration::from_secs(15),
+        || {
+            let o = ns_exec(ns, &["ss", "-Hltn", &filter], Duration::from_secs(5));
+            !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+        },
+    );
+}
+
 /// Run a command in a namespace (`ip netns exec`), with a time bound.
 pub fn ns_exec(ns: &str, args: &[&str], timeout: Duration) -> Output {
     let mut full = vec!["timeout", "-k", "1"];

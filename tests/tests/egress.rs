@@ -30,7 +30,7 @@ fn http_get(ns: &str, url: &str) -> String {
 /// Retry until a server in the background answers (bounded).
 fn http_get_eventually(ns: &str, url: &str) -> String {
     let mut last = String::new();
-    for _ in 0..20 {
+    for _ in 0..50 {
         last = http_get(ns, url);
         if last == "200" {
             break;
@@ -55,7 +55,7 @@ fn udp_echo_server(lab: &Lab, ns: &str, port: u16) -> Bg {
 /// Send one UDP datagram from a namespace and wait for the echo; the echoed text.
 fn udp_roundtrip(ns: &str, ip: &str, port: u16, msg: &str) -> String {
     let code = format!(
-        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\nfor _ in range(5):\n try:\n  s.sendto(b'{msg}',('{ip}',{port}))\n  print(s.recvfrom(2048)[0].decode()); break\n except Exception: pass"
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\nfor _ in range(10):\n try:\n  s.sendto(b'{msg}',('{ip}',{port}))\n  print(s.recvfrom(2048)[0].decode()); break\n except Exception: pass"
     );
     let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(10));
     String::from_utf8_lossy(&o.stdout).trim().to_string()
@@ -268,30 +268,42 @@ fn iperf3_through_snat_and_dnat() {
     d.sandbox(&b, &net, &["-p", "5201:5201"]);
     let _outside = Bg::spawn(&lab, &out.ns, "iperf-out", &["iperf3", "-s", "-B", out.ip]);
     let _inside = Bg::spawn(&lab, &b, "iperf-in", &["iperf3", "-s"]);
+    e2e::wait_listening(&out.ns, 5201);
+    e2e::wait_listening(&b, 5201);
+    // Bytes received by the server, or what iperf3 said went wrong.
     let run = |ns: &str, target: &str| {
         let mut last = String::new();
-        for _ in 0..10 {
+        for _ in 0..3 {
             let o = ns_exec(
                 ns,
                 &["iperf3", "-c", target, "-t", "2", "-J"],
-                Duration::from_secs(20),
+                Duration::from_secs(30),
             );
             last = String::from_utf8_lossy(&o.stdout).to_string();
             if o.status.success() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_millis(500));
         }
         let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
-        v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
+        let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        (
+            bytes,
+            v["error"]
+                .as_str()
+                .unwrap_or("no JSON from iperf3")
+                .to_string(),
+        )
     };
+    let (snat, why) = run(&a, out.ip);
     assert!(
-        run(&a, out.ip) > 1_000_000,
-        "iperf3 through SNAT moved almost nothing"
+        snat > 1_000_000,
+        "iperf3 through SNAT moved {snat} bytes: {why}"
     );
+    let (dnat, why) = run(&out.ns, out.uplink_ip);
     assert!(
-        run(&out.ns, out.uplink_ip) > 1_000_000,
-        "iperf3 through DNAT moved almost nothing"
+        dnat > 1_000_000,
+        "iperf3 through DNAT moved {dnat} bytes: {why}"
     );
 }
 
