@@ -1,0 +1,312 @@
+//! The headers a VXLAN frame carries on the underlay (RFC 7348 section 5), as views over
+//! the frame bytes: the 8-byte VXLAN header as a smoltcp-style `Packet` with a `Repr`,
+//! and the whole 50-byte outer header stack (Ethernet / IPv4 / UDP / VXLAN, no IP
+//! options) as [`OuterRepr`] whose `emit` and `parse` are a matched pair.
+
+use std::net::Ipv4Addr;
+
+use crate::checksum::checksum;
+use crate::{Mac, Vni};
+
+/// Field offsets, named once: Ethernet from the frame start, the others from the start
+/// of their own header.
+pub(crate) mod field {
+    use std::ops::Range;
+    pub const ETH_DST: Range<usize> = 0..6;
+    pub const ETH_SRC: Range<usize> = 6..12;
+    pub const ETHERTYPE: Range<usize> = 12..14;
+
+    pub const IP_VER_IHL: usize = 0;
+    pub const IP_TOS: usize = 1;
+    pub const IP_TOTAL_LEN: Range<usize> = 2..4;
+    pub const IP_IDENT: Range<usize> = 4..6;
+    pub const IP_FRAG: Range<usize> = 6..8;
+    pub const IP_TTL: usize = 8;
+    pub const IP_PROTO: usize = 9;
+    pub const IP_CHECKSUM: Range<usize> = 10..12;
+    pub const IP_SRC: Range<usize> = 12..16;
+    pub const IP_DST: Range<usize> = 16..20;
+
+    pub const UDP_SPORT: Range<usize> = 0..2;
+    pub const UDP_DPORT: Range<usize> = 2..4;
+    pub const UDP_LEN: Range<usize> = 4..6;
+    pub const UDP_CHECKSUM: Range<usize> = 6..8;
+
+    pub const VXLAN_FLAGS: usize = 0;
+    /// 24 reserved bits between the flags and the VNI.
+    pub const VXLAN_RESERVED1: Range<usize> = 1..4;
+    pub const VXLAN_VNI: Range<usize> = 4..7;
+    pub const VXLAN_RESERVED2: usize = 7;
+}
+
+pub const ETH_HLEN: usize = 14;
+pub const IPV4_HLEN: usize = 20;
+pub const UDP_HLEN: usize = 8;
+pub const VXLAN_HLEN: usize = 8;
+/// Outer Ethernet + IPv4 (no options) + UDP + VXLAN: what encapsulation adds.
+pub const OUTER_LEN: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN;
+/// What encapsulation adds to the IP packet the underlay MTU limits.
+pub const OUTER_IP_OVERHEAD: usize = IPV4_HLEN + UDP_HLEN + VXLAN_HLEN;
+
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_TCP: u8 = 6;
+/// The IANA-assigned VXLAN port (RFC 7348 section 5).
+pub const VXLAN_PORT: u16 = 4789;
+/// The I flag: the VNI is valid. The only flag RFC 7348 defines.
+pub const FLAG_I: u8 = 0x08;
+pub const IP_DF: u16 = 0x4000;
+/// MF and the fragment offset: any of them set means a fragment.
+pub const IP_FRAGMENT_MASK: u16 = 0x3fff;
+
+pub(crate) fn be16(b: &[u8], r: std::ops::Range<usize>) -> Option<u16> {
+    match b.get(r)? {
+        [h, l] => Some(u16::from_be_bytes([*h, *l])),
+        _ => None,
+    }
+}
+
+pub(crate) fn ipv4(b: &[u8], r: std::ops::Range<usize>) -> Option<Ipv4Addr> {
+    match b.get(r)? {
+        [a, b, c, d] => Some(Ipv4Addr::new(*a, *b, *c, *d)),
+        _ => None,
+    }
+}
+
+pub(crate) fn mac(b: &[u8], r: std::ops::Range<usize>) -> Option<Mac> {
+    b.get(r)?.try_into().ok()
+}
+
+/// A read/write view of a VXLAN header followed by the inner frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+/// The buffer is shorter than a VXLAN header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncated;
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// A view that is checked for length: every accessor below is then in bounds.
+    pub fn new_checked(buffer: T) -> Result<Self, Truncated> {
+        if buffer.as_ref().len() < VXLAN_HLEN {
+            return Err(Truncated);
+        }
+        Ok(Packet { buffer })
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::VXLAN_FLAGS]
+    }
+
+    /// The 24-bit VXLAN Network Identifier, as sent (0 included).
+    pub fn vni(&self) -> u32 {
+        let v = &self.buffer.as_ref()[field::VXLAN_VNI];
+        u32::from_be_bytes([0, v[0], v[1], v[2]])
+    }
+
+    /// Whether every reserved bit (flags other than I, both reserved fields) is zero.
+    /// Receivers ignore them (RFC 7348); this is for tests and diagnostics.
+    pub fn reserved_zero(&self) -> bool {
+        let b = self.buffer.as_ref();
+        b[field::VXLAN_FLAGS] & !FLAG_I == 0
+            && b[field::VXLAN_RESERVED1] == [0, 0, 0]
+            && b[field::VXLAN_RESERVED2] == 0
+    }
+
+    /// The inner Ethernet frame.
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[VXLAN_HLEN..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_flags(&mut self, flags: u8) {
+        self.buffer.as_mut()[field::VXLAN_FLAGS] = flags;
+    }
+
+    /// Writes the low 24 bits of `vni`.
+    pub fn set_vni(&mut self, vni: u32) {
+        let b = vni.to_be_bytes();
+        self.buffer.as_mut()[field::VXLAN_VNI].copy_from_slice(&b[1..]);
+    }
+
+    pub fn clear_reserved(&mut self) {
+        let b = self.buffer.as_mut();
+        b[field::VXLAN_RESERVED1].fill(0);
+        b[field::VXLAN_RESERVED2] = 0;
+    }
+
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[VXLAN_HLEN..]
+    }
+}
+
+/// The meaning of a VXLAN header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    /// As sent: 0 and unconfigured VNIs are the receiver's to refuse.
+    pub vni: u32,
+}
+
+/// The I flag is clear: the VNI is not valid (RFC 7348 section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoVniFlag;
+
+impl Repr {
+    /// Reads the header; reserved bits are ignored, as RFC 7348 requires of receivers.
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr, NoVniFlag> {
+        if p.flags() & FLAG_I == 0 {
+            return Err(NoVniFlag);
+        }
+        Ok(Repr { vni: p.vni() })
+    }
+
+    /// Writes the header: the I flag, every reserved bit zero, the VNI.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut Packet<T>) {
+        p.set_flags(FLAG_I);
+        p.clear_reserved();
+        p.set_vni(self.vni);
+    }
+}
+
+/// Every field of the 50-byte outer header stack that encapsulation chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OuterRepr {
+    pub eth_src: Mac,
+    pub eth_dst: Mac,
+    pub ip_src: Ipv4Addr,
+    pub ip_dst: Ipv4Addr,
+    pub ip_id: u16,
+    pub ttl: u8,
+    pub dont_fragment: bool,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// The UDP checksum field as sent (0: none).
+    pub udp_checksum: u16,
+    pub vni: Vni,
+    /// Length of the inner Ethernet frame that follows.
+    pub inner_len: usize,
+}
+
+impl OuterRepr {
+    /// Writes the outer headers into `buf[..OUTER_LEN]` with the IPv4 header checksum.
+    /// The caller has checked that `buf` is long enough and the lengths fit 16 bits.
+    pub fn emit(&self, buf: &mut [u8]) {
+        let (eth, rest) = buf.split_at_mut(ETH_HLEN);
+        eth[field::ETH_DST].copy_from_slice(&self.eth_dst);
+        eth[field::ETH_SRC].copy_from_slice(&self.eth_src);
+        eth[field::ETHERTYPE].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+
+        let (ip, rest) = rest.split_at_mut(IPV4_HLEN);
+        let ip_len = OUTER_IP_OVERHEAD + self.inner_len;
+        ip[field::IP_VER_IHL] = 0x45;
+        ip[field::IP_TOS] = 0;
+        ip[field::IP_TOTAL_LEN].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        ip[field::IP_IDENT].copy_from_slice(&self.ip_id.to_be_bytes());
+        let frag = if self.dont_fragment { IP_DF } else { 0 };
+        ip[field::IP_FRAG].copy_from_slice(&frag.to_be_bytes());
+        ip[field::IP_TTL] = self.ttl;
+        ip[field::IP_PROTO] = PROTO_UDP;
+        ip[field::IP_CHECKSUM].fill(0);
+        ip[field::IP_SRC].copy_from_slice(&self.ip_src.octets());
+        ip[field::IP_DST].copy_from_slice(&self.ip_dst.octets());
+        let c = checksum(ip, 0);
+        ip[field::IP_CHECKSUM].copy_from_slice(&c.to_be_bytes());
+
+        let (udp, rest) = rest.split_at_mut(UDP_HLEN);
+        udp[field::UDP_SPORT].copy_from_slice(&self.src_port.to_be_bytes());
+        udp[field::UDP_DPORT].copy_from_slice(&self.dst_port.to_be_bytes());
+        let udp_len = (ip_len - IPV4_HLEN) as u16;
+        udp[field::UDP_LEN].copy_from_slice(&udp_len.to_be_bytes());
+        udp[field::UDP_CHECKSUM].copy_from_slice(&self.udp_checksum.to_be_bytes());
+
+        let mut vx = Packet {
+            buffer: &mut rest[..VXLAN_HLEN],
+        };
+        Repr {
+            vni: self.vni.get(),
+        }
+        .emit(&mut vx);
+    }
+
+    /// Reads back what `emit` wrote: a frame with the exact layout `emit` produces (no
+    /// IP options, the lengths consistent, the I flag set). `None` otherwise. This is
+    /// the strict mirror of `emit`, for tests and tools; the receive path is
+    /// [`crate::decapsulate`], which also takes IP options and says why it refuses.
+    pub fn parse(frame: &[u8]) -> Option<OuterRepr> {
+        if be16(frame, field::ETHERTYPE)? != ETHERTYPE_IPV4 {
+            return None;
+        }
+        let ip = frame.get(ETH_HLEN..)?;
+        if *ip.first()? != 0x45 || ip.get(field::IP_PROTO) != Some(&PROTO_UDP) {
+            return None;
+        }
+        let ip_len = usize::from(be16(ip, field::IP_TOTAL_LEN)?);
+        let inner_len = ip_len.checked_sub(OUTER_IP_OVERHEAD)?;
+        if ip.len() < ip_len || checksum(ip.get(..IPV4_HLEN)?, 0) != 0 {
+            return None;
+        }
+        let udp = &ip[IPV4_HLEN..];
+        if usize::from(be16(udp, field::UDP_LEN)?) != ip_len - IPV4_HLEN {
+            return None;
+        }
+        let vx = Packet::new_checked(&udp[UDP_HLEN..]).ok()?;
+        let repr = Repr::parse(&vx).ok()?;
+        Some(OuterRepr {
+            eth_src: mac(frame, field::ETH_SRC)?,
+            eth_dst: mac(frame, field::ETH_DST)?,
+            ip_src: ipv4(ip, field::IP_SRC)?,
+            ip_dst: ipv4(ip, field::IP_DST)?,
+            ip_id: be16(ip, field::IP_IDENT)?,
+            ttl: ip[field::IP_TTL],
+            dont_fragment: be16(ip, field::IP_FRAG)? & IP_DF != 0,
+            src_port: be16(udp, field::UDP_SPORT)?,
+            dst_port: be16(udp, field::UDP_DPORT)?,
+            udp_checksum: be16(udp, field::UDP_CHECKSUM)?,
+            vni: Vni::from_wire(repr.vni),
+            inner_len,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vxlan_header_both_ways() {
+        // VNI 42 as the kernel sent it (testdata/kernel_vxlan_capture.txt).
+        let bytes = [0x08, 0, 0, 0, 0, 0, 0x2a, 0, 0xaa];
+        let p = Packet::new_checked(&bytes[..]).expect("long enough");
+        assert!(p.reserved_zero());
+        assert_eq!(Repr::parse(&p), Ok(Repr { vni: 42 }));
+        assert_eq!(p.payload(), &[0xaa]);
+
+        let mut out = [0xffu8; 9];
+        let mut q = Packet::new_checked(&mut out[..]).expect("long enough");
+        Repr { vni: 42 }.emit(&mut q);
+        assert_eq!(&out[..8], &bytes[..8]);
+        let mut q = Packet::new_checked(&mut out[..]).expect("long enough");
+        q.set_vni(0x00ab_cdef);
+        assert_eq!(q.vni(), 0xab_cdef);
+    }
+
+    #[test]
+    fn vxlan_header_refusals() {
+        assert_eq!(Packet::new_checked(&[0x08u8; 7][..]), Err(Truncated));
+        let no_i = [0x00, 0, 0, 0, 0, 0, 0x2a, 0];
+        let p = Packet::new_checked(&no_i[..]).expect("long enough");
+        assert_eq!(Repr::parse(&p), Err(NoVniFlag));
+        // Reserved bits set are ignored on receipt (RFC 7348), but noticed.
+        let reserved = [0x88, 1, 0, 0, 0, 0, 0x2a, 1];
+        let p = Packet::new_checked(&reserved[..]).expect("long enough");
+        assert_eq!(Repr::parse(&p), Ok(Repr { vni: 42 }));
+        assert!(!p.reserved_zero());
+    }
+}
