@@ -23,7 +23,7 @@ fn http_get(ns: &str, url: &str) -> String {
     let code = format!(
         "import urllib.request,sys\ntry:\n print(urllib.request.urlopen('{url}', timeout=3).status)\nexcept Exception as e:\n print('error', e)"
     );
-    let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(10));
+    let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(20));
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -57,7 +57,7 @@ fn udp_roundtrip(ns: &str, ip: &str, port: u16, msg: &str) -> String {
     let code = format!(
         "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\nfor _ in range(10):\n try:\n  s.sendto(b'{msg}',('{ip}',{port}))\n  print(s.recvfrom(2048)[0].decode()); break\n except Exception: pass"
     );
-    let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(10));
+    let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(20));
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
