@@ -99,7 +99,7 @@ impl PortCounters {
                 .iter()
                 .map(|r| (r.name().to_string(), self.drops[*r as usize].load(Relaxed)))
                 .collect(),
-            backend: self
+            backend_counters: self
                 .backend
                 .lock()
                 .map(|b| b.iter().map(|(k, v)| (k.to_string(), *v)).collect())
@@ -116,7 +116,7 @@ pub struct PortCountersSnapshot {
     pub tx_bytes: u64,
     pub fdb_full: u64,
     pub drops: std::collections::BTreeMap<String, u64>,
-    pub backend: std::collections::BTreeMap<String, u64>,
+    pub backend_counters: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
