@@ -350,6 +350,87 @@ def vswitch_nat(what):
         lab.close()
 
 
+# ---------------------------------------------------------------- DNS
+
+DNS_LOCAL = [f"web{i}" for i in range(1, 5)]
+DNS_FWD = [f"fwd{i}.example.test" for i in range(1, 5)]
+
+
+def upstream_dnsmasq(ns):
+    """The upstream behind the uplink, serving the forwarded names."""
+    args = ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces",
+            f"--listen-address={OUT_IP}", "--port=53", "--cache-size=0"]
+    args += [f"--address=/{n}/198.51.100.{10 + i}" for i, n in enumerate(DNS_FWD)]
+    return subprocess.Popen(["ip", "netns", "exec", ns, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def dnsperf(client_ns, server, names):
+    """dnsperf from a sandbox for DURATION seconds: (queries/s, average latency in µs)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("".join(f"{n} A\n" for n in names))
+    try:
+        r = nsx(client_ns, "dnsperf", "-s", server, "-d", f.name, "-l", str(DURATION), "-c", "4", "-q", "64",
+                capture=True, timeout=DURATION + 30)
+    finally:
+        os.unlink(f.name)
+    qps = lat = 0.0
+    for line in r.stdout.splitlines():
+        if "Queries per second:" in line:
+            qps = float(line.split(":")[1])
+        if "Average Latency (s):" in line:
+            lat = float(line.split(":")[1].split()[0]) * 1e6
+    return qps, lat
+
+
+def kernel_dns():
+    """dnsmasq in a router namespace, answering the same local names and forwarding the
+    rest upstream (cache off, as vswitchd does not cache)."""
+    lab = Lab()
+    up = None
+    ref = None
+    try:
+        c, r = lab.ns("c"), lab.ns("r")
+        o = outside(lab, r)
+        lab.veth(c, "c0", r, "r0")
+        ip("-n", c, "addr", "add", f"{CT_IP}/24", "dev", "c0")
+        ip("-n", r, "addr", "add", "172.31.0.1/24", "dev", "r0")
+        ip("-n", r, "addr", "add", f"{UPLINK_IP}/24", "dev", "up0")
+        up = upstream_dnsmasq(o)
+        args = ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                "--listen-address=172.31.0.1", "--port=53", "--cache-size=0", f"--server={OUT_IP}"]
+        args += [f"--host-record={n},172.31.0.{10 + i}" for i, n in enumerate(DNS_LOCAL)]
+        ref = subprocess.Popen(["ip", "netns", "exec", r, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        return dnsperf(c, "172.31.0.1", DNS_LOCAL), dnsperf(c, "172.31.0.1", DNS_FWD)
+    finally:
+        for p in (ref, up):
+            if p:
+                p.kill()
+                p.wait()
+        lab.close()
+
+
+def vswitch_dns():
+    lab = Lab()
+    h = lab.ns("h")
+    o = outside(lab, h)
+    d = Vswitchd(1, netns=h, extra=["--uplink", "up0", "--uplink-ip", f"{UPLINK_IP}/24", "--uplink-gw", OUT_IP,
+                                    "--dns-upstream", OUT_IP])
+    names = [f"{PFX}cl"] + [f"{PFX}{n}" for n in DNS_LOCAL]
+    up = upstream_dnsmasq(o)
+    try:
+        d.ctl("network", "create", "--subnet", "172.31.0.0/24", f"{PFX}net")
+        for n, alias in zip(names, ["client"] + DNS_LOCAL):
+            d.ctl("sandbox", "create", "--network", f"{PFX}net", "--alias", alias, n)
+        time.sleep(1)
+        return dnsperf(names[0], "172.31.0.1", DNS_LOCAL), dnsperf(names[0], "172.31.0.1", DNS_FWD)
+    finally:
+        up.kill()
+        up.wait()
+        d.close(names)
+        lab.close()
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -414,6 +495,16 @@ def main():
                  "generator_pps": None, "generator_bound": False})
     print(f'{"new TCP conn/s, published port":<36} kernel + nft dnat {kc:>10.0f}/s  vswitchd {vc:>10.0f}/s  '
           f'ratio {vc / kc if kc else 0:.2f}', flush=True)
+
+    if shutil.which("dnsperf") and shutil.which("dnsmasq"):
+        (kl, kf), (vl, vf) = kernel_dns(), vswitch_dns()
+        for what, k, v in (("local names", kl, vl), ("forwarded names", kf, vf)):
+            rows.append({"scenario": f"DNS {what}, queries/s", "size": 0, "reference": "dnsmasq",
+                         "reference_pps": k[0], "vswitchd_pps": v[0], "ratio": v[0] / k[0] if k[0] else None,
+                         "reference_latency_us": k[1], "vswitchd_latency_us": v[1],
+                         "generator_pps": None, "generator_bound": False})
+            print(f'{"DNS " + what:<36} dnsmasq {k[0]:>9.0f} q/s ({k[1]:.0f} us)  vswitchd {v[0]:>9.0f} q/s '
+                  f'({v[1]:.0f} us)  ratio {v[0] / k[0] if k[0] else 0:.2f}', flush=True)
 
     lat = {"rate_pps": int(LAT_RATE)}
     lat_runs = [("linux bridge (br_netfilter)", lambda: linux_bridge(64, True, latency=True)),
