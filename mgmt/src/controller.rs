@@ -116,7 +116,9 @@ impl Controller {
                 tracing::error!(network = %net.name, error = %format!("{e:#}"), "cannot restore network");
             }
         }
-        let sandboxes: Vec<Sandbox> = self.state.sandboxes.values().cloned().collect();
+        let mut sandboxes: Vec<Sandbox> = self.state.sandboxes.values().cloned().collect();
+        // Namespaces that others join come back before the sandboxes joining them.
+        sandboxes.sort_by_key(|s| matches!(s.mode, SandboxMode::Container(_)));
         for sb in &sandboxes {
             if let Err(e) = sandbox::ensure(&sb.name, &sb.mode) {
                 tracing::error!(sandbox = %sb.name, error = %format!("{e:#}"), "cannot restore sandbox namespace");
@@ -284,15 +286,26 @@ impl Controller {
             }
             return Ok(Vec::new());
         }
+        match net.driver {
+            DriverKind::Host => {
+                return Err(ApiError::invalid(
+                    "published ports make no sense in host network mode: the sandbox already uses the host's ports",
+                ))
+            }
+            DriverKind::Null => {
+                return Err(ApiError::invalid("cannot publish ports on the none network: it has no connectivity"))
+            }
+            _ if net.internal || net.driver != DriverKind::Bridge => {
+                return Err(ApiError::invalid(format!(
+                    "cannot publish ports on network {}: only non-internal bridge networks publish ports",
+                    net.name
+                )))
+            }
+            _ => {}
+        }
         let Some(uplink_ip) = self.cfg.uplink_ip else {
             return Err(ApiError::invalid("publishing ports needs an uplink: start vswitchd with --uplink, --uplink-ip and --uplink-gw"));
         };
-        if net.internal || net.driver != DriverKind::Bridge {
-            return Err(ApiError::invalid(format!(
-                "cannot publish ports on network {}: only non-internal bridge networks publish ports",
-                net.name
-            )));
-        }
         let mut wanted: Vec<Binding> = req
             .publish
             .iter()
@@ -657,6 +670,12 @@ impl Controller {
                     sb.name
                 )))
             }
+            SandboxMode::Container(ref of) => {
+                return Err(ApiError::invalid(format!(
+                    "sandbox {} shares the namespace of {of}: connect {of} instead",
+                    sb.name
+                )))
+            }
             SandboxMode::Netns => {}
         }
         if matches!(net.driver, DriverKind::Host | DriverKind::Null) {
@@ -894,6 +913,9 @@ impl Controller {
             )));
         }
         let net_ref = req.network.clone().unwrap_or_else(|| "bridge".into());
+        if let Some(target) = net_ref.strip_prefix("container:") {
+            return self.sandbox_join(&req, target);
+        }
         let net = self.network(&net_ref)?.clone();
         let bindings = self.plan_bindings(&req, &net)?;
         let mode = match net.driver {
@@ -967,6 +989,44 @@ impl Controller {
         Ok(json!({ "Id": sb.id, "Name": sb.name }))
     }
 
+    /// `--network container:TARGET`: a name for TARGET's namespace, nothing else.
+    fn sandbox_join(&mut self, req: &api::SandboxCreate, target: &str) -> ApiResult<Value> {
+        if !req.publish.is_empty() || req.publish_all {
+            return Err(ApiError::invalid(
+                "conflicting options: port publishing and the container type network mode",
+            ));
+        }
+        if req.ip.is_some() || !req.aliases.is_empty() || req.mac.is_some() || req.link.is_some() {
+            return Err(ApiError::invalid(
+                "conflicting options: --ip, --alias, --mac and --link configure a network endpoint; a container-mode sandbox has none",
+            ));
+        }
+        let t = self.sandbox(target)?;
+        // Joining a sandbox that itself joined another joins the namespace's owner.
+        let owner = match &t.mode {
+            SandboxMode::Container(of) => of.clone(),
+            _ => t.name.clone(),
+        };
+        let mode = SandboxMode::Container(owner.clone());
+        sandbox::ensure(&req.name, &mode).map_err(ApiError::system)?;
+        let sb = Sandbox {
+            id: model::new_id(),
+            name: req.name.clone(),
+            mode,
+            endpoints: Vec::new(),
+            created: model::now_rfc3339(),
+            ports: Vec::new(),
+        };
+        self.state.sandboxes.insert(sb.name.clone(), sb.clone());
+        if let Err(e) = self.save() {
+            self.state.sandboxes.remove(&sb.name);
+            let _ = sandbox::remove(&sb.name);
+            return Err(e);
+        }
+        tracing::info!(sandbox = %sb.name, joins = %owner, "sandbox created");
+        Ok(json!({ "Id": sb.id, "Name": sb.name }))
+    }
+
     pub fn sandbox_ls(&self) -> ApiResult<Value> {
         Ok(Value::Array(
             self.state
@@ -974,9 +1034,10 @@ impl Controller {
                 .values()
                 .map(|sb| {
                     let nets: Vec<String> = self.sandbox_networks(sb).iter().map(|(n, _)| n.name.clone()).collect();
-                    let nets = match sb.mode {
+                    let nets = match &sb.mode {
                         SandboxMode::Host => vec!["host".to_string()],
                         SandboxMode::None => vec!["none".to_string()],
+                        SandboxMode::Container(of) => vec![format!("container:{of}")],
                         SandboxMode::Netns => nets,
                     };
                     json!({ "ID": &sb.id[..12], "Name": sb.name, "Networks": nets, "Created": sb.created })
@@ -1014,10 +1075,11 @@ impl Controller {
                 }),
             );
         }
-        let mode = match sb.mode {
-            SandboxMode::Netns => "netns",
-            SandboxMode::Host => "host",
-            SandboxMode::None => "none",
+        let mode = match &sb.mode {
+            SandboxMode::Netns => "netns".to_string(),
+            SandboxMode::Host => "host".to_string(),
+            SandboxMode::None => "none".to_string(),
+            SandboxMode::Container(of) => format!("container:{of}"),
         };
         Ok(json!({
             "Id": sb.id,
@@ -1032,6 +1094,21 @@ impl Controller {
 
     pub fn sandbox_rm(&mut self, req: api::SandboxRm) -> ApiResult<Value> {
         let sb = self.sandbox(&req.name)?.clone();
+        let joined: Vec<String> = self
+            .state
+            .sandboxes
+            .values()
+            .filter(|s| s.mode == SandboxMode::Container(sb.name.clone()))
+            .map(|s| s.name.clone())
+            .collect();
+        if !joined.is_empty() && !req.force {
+            return Err(ApiError::in_use(format!(
+                "sandbox {} is joined by {} (--network container:{}); remove them first, or use -f",
+                sb.name,
+                joined.join(", "),
+                sb.name
+            )));
+        }
         self.unpublish(&sb.name, &sb.ports);
         if let Some(s) = self.state.sandboxes.get_mut(&sb.name) {
             s.ports.clear();

@@ -173,6 +173,9 @@ pub enum SandboxMode {
     Host,
     /// Its own namespace with loopback only; never connected.
     None,
+    /// Another sandbox's namespace (`--network container:NAME`): same addresses, same
+    /// ports, no endpoints of its own.
+    Container(String),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -59,6 +59,38 @@ pub fn bind_current(name: &str) -> Result<()> {
     mount_named(name, false)
 }
 
+/// Names an existing named namespace `target` also `name` (a bind mount of its file),
+/// for a sandbox that joins another's namespace (`--network container:TARGET`).
+pub fn bind_existing(name: &str, target: &str) -> Result<()> {
+    validate_name(name)?;
+    validate_name(target)?;
+    prepare_run_dir()?;
+    let dst = path(name);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&dst)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                anyhow!("network namespace {name:?} already exists")
+            } else {
+                anyhow!(e).context(format!("creating {}", dst.display()))
+            }
+        })?;
+    if let Err(e) = mount(
+        Some(&path(target)),
+        &dst,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        let _ = fs::remove_file(&dst);
+        return Err(e).with_context(|| format!("bind-mounting namespace {target:?} as {name:?}"));
+    }
+    Ok(())
+}
+
 fn mount_named(name: &str, new_namespace: bool) -> Result<()> {
     validate_name(name)?;
     prepare_run_dir()?;

@@ -28,6 +28,21 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
         SandboxMode::Host => {
             netns::bind_current(name).with_context(|| format!("bind host namespace as {name}"))
         }
+        SandboxMode::Container(target) => {
+            netns::bind_existing(name, target)
+                .with_context(|| format!("join the namespace of sandbox {target} as {name}"))?;
+            // The same resolver as the sandbox it joins.
+            let src = netns::resolv_conf_path(target);
+            if let Ok(text) = std::fs::read(&src) {
+                let dst = netns::resolv_conf_path(name);
+                if let Some(dir) = dst.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("create {}", dir.display()))?;
+                }
+                std::fs::write(&dst, text).with_context(|| format!("write {}", dst.display()))?;
+            }
+            Ok(())
+        }
         SandboxMode::Netns | SandboxMode::None => {
             netns::create(name).with_context(|| format!("create network namespace {name}"))?;
             let setup = netns::run_in(name, || {

@@ -626,3 +626,115 @@ fn capture_writes_pcap_of_one_port_only() {
         "n1 frames captured on n2"
     );
 }
+
+/// `--network container:NAME` joins another sandbox's namespace: same addresses, same
+/// ports; it refuses endpoint options and -p, cannot be connected, keeps its target
+/// from being removed, and comes back after a restart. `host` refuses -p too.
+#[test]
+fn container_mode_shares_the_namespace() {
+    let lab = Lab::new();
+    let mut d = Daemon::start(&lab, &[]);
+    let net = lab.name("net");
+    d.ok(&["network", "create", "--subnet", "172.25.0.0/24", &net]);
+    let (web, side, peer) = (lab.name("web"), lab.name("side"), lab.name("peer"));
+    let ip_web = d.sandbox(&web, &net, &[]);
+    d.sandbox(&peer, &net, &[]);
+    d.ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        &format!("container:{web}"),
+        &side,
+    ]);
+    let addr = |ns: &str| {
+        let o = e2e::ns_exec(
+            ns,
+            &["ip", "-o", "-4", "addr", "show", "eth0"],
+            Duration::from_secs(5),
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert!(
+        addr(&side).contains(&format!("{ip_web}/24")),
+        "same addresses: {}",
+        addr(&side)
+    );
+    // Same ports: a server started in one is on localhost of the other.
+    let _srv = e2e::Bg::spawn(
+        &lab,
+        &web,
+        "srv",
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8081",
+            "--bind",
+            "127.0.0.1",
+        ],
+    );
+    e2e::wait_listening(&side, 8081);
+    assert!(ping(&peer, &ip_web, 1));
+    let v = d.json(&["sandbox", "inspect", &side]);
+    assert_eq!(v["NetworkMode"], format!("container:{web}"));
+
+    let err = d.refused(&[
+        "sandbox",
+        "create",
+        "--network",
+        &format!("container:{web}"),
+        "-p",
+        "80:80",
+        &lab.name("p"),
+    ]);
+    assert!(
+        err.contains("port publishing and the container type network mode"),
+        "{err}"
+    );
+    let err = d.refused(&[
+        "sandbox",
+        "create",
+        "--network",
+        &format!("container:{web}"),
+        "--ip",
+        "172.25.0.9",
+        &lab.name("i"),
+    ]);
+    assert!(err.contains("conflicting options"), "{err}");
+    assert!(d
+        .refused(&["network", "connect", &net, &side])
+        .contains(&format!("connect {web} instead")));
+    assert!(d.refused(&["sandbox", "rm", &web]).contains("is joined by"));
+    assert!(d
+        .refused(&[
+            "sandbox",
+            "create",
+            "--network",
+            "container:nosuch",
+            &lab.name("n")
+        ])
+        .contains("no such sandbox"));
+    let err = d.refused(&[
+        "sandbox",
+        "create",
+        "--network",
+        "host",
+        "-p",
+        "80:80",
+        &lab.name("hp"),
+    ]);
+    assert!(err.contains("host network mode"), "{err}");
+
+    d.restart(false);
+    assert!(
+        addr(&side).contains(&format!("{ip_web}/24")),
+        "after restart: {}",
+        addr(&side)
+    );
+    d.ok(&["sandbox", "rm", &side]);
+    assert!(
+        ping(&peer, &ip_web, 1),
+        "removing the joiner leaves the namespace it joined"
+    );
+    d.ok(&["sandbox", "rm", &web]);
+}
