@@ -424,6 +424,22 @@ impl Controller {
                 driver.name()
             )));
         }
+        if driver == DriverKind::Macvlan {
+            if req.subnet.is_none() {
+                return Err(ApiError::invalid(
+                    "a macvlan network needs --subnet (and --gateway) of the LAN its parent is on",
+                ));
+            }
+            if req.internal {
+                return Err(ApiError::invalid(
+                    "--internal is not supported with the macvlan driver",
+                ));
+            }
+            let parent = req.options.get("parent").ok_or_else(|| {
+                ApiError::invalid("a macvlan network needs its parent interface: -o parent=IFACE or -o parent=IFACE.VID")
+            })?;
+            driver::macvlan::parse_parent(parent)?;
+        }
         let taken: Vec<Ipv4Net> = self
             .state
             .networks
@@ -1158,7 +1174,11 @@ impl Controller {
                 .map(|e| {
                     json!({
                         "mac": Mac(e.mac).to_string(),
-                        "port": names.get(&e.port).cloned().unwrap_or_else(|| e.port.to_string()),
+                        "port": names
+                            .get(&e.port)
+                            .cloned()
+                            .or_else(|| self.engine.vlan_member_name(e.port))
+                            .unwrap_or_else(|| e.port.to_string()),
                         "sandbox": owners.get(&e.port).map(|ep| ep.sandbox.clone()),
                         "age": e.age_secs,
                         "static": e.is_static,

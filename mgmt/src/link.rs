@@ -148,6 +148,22 @@ impl Netlink {
         })
     }
 
+    /// Turns promiscuous mode on or off (a macvlan parent receives frames for every
+    /// endpoint's MAC).
+    pub fn set_promisc(&mut self, name: &str, on: bool) -> Result<()> {
+        let mut msg = self.link_message_for(name)?;
+        if on {
+            msg.header.flags |= LinkFlags::Promisc;
+        } else {
+            msg.header.flags.remove(LinkFlags::Promisc);
+        }
+        msg.header.change_mask |= LinkFlags::Promisc;
+        let state = if on { "on" } else { "off" };
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0, || {
+            format!("setting promiscuous mode {state} on {name}")
+        })
+    }
+
     /// Sets the MTU of `name`.
     pub fn set_mtu(&mut self, name: &str, mtu: u32) -> Result<()> {
         let mut msg = self.link_message_for(name)?;

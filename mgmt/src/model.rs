@@ -86,8 +86,9 @@ pub struct Network {
 
 impl Network {
     /// Whether sandboxes on it get the embedded resolver (user-defined networks only).
+    /// (Not macvlan: its gateway is a router on the LAN, not the switch.)
     pub fn has_embedded_dns(&self) -> bool {
-        !self.predefined
+        !self.predefined && matches!(self.driver, DriverKind::Bridge | DriverKind::Overlay)
     }
 }
 

@@ -18,7 +18,7 @@ use crate::router::{Router, RouterStats, UplinkConfig};
 use crate::stats::{PortCounters, PortCountersSnapshot, WorkerCounters, WorkerCountersSnapshot};
 pub use crate::worker::{CaptureTap, Captured};
 use crate::worker::{Control, NewPort, Peer, Worker, WorkerSetup, DNS_WORKER};
-use crate::{NetConfig, NetId, PollMode, PortId, UPLINK_NET};
+use crate::{NetConfig, NetId, PollMode, PortId, TRUNK_NET, UPLINK_NET};
 
 /// Depth of each worker's queue of frames from other workers.
 const HANDOFF_QUEUE: usize = 4096;
@@ -91,6 +91,10 @@ pub struct Engine {
     cfg: EngineConfig,
     workers: Vec<WorkerHandle>,
     ports: BTreeMap<PortId, PortEntry>,
+    /// Trunk ports (macvlan parents) by interface name.
+    trunks: BTreeMap<String, PortId>,
+    /// Networks' members on trunks: member id -> (trunk, VID, network).
+    vlan_members: BTreeMap<PortId, (PortId, Option<u16>, NetId)>,
 }
 
 impl Engine {
@@ -155,7 +159,143 @@ impl Engine {
             cfg,
             workers,
             ports: BTreeMap::new(),
+            trunks: BTreeMap::new(),
+            vlan_members: BTreeMap::new(),
         })
+    }
+
+    /// The lowest id neither a port nor a trunk member has.
+    fn free_id(&self) -> PortId {
+        (0..)
+            .find(|i| !self.ports.contains_key(i) && !self.vlan_members.contains_key(i))
+            .unwrap_or(0)
+    }
+
+    /// Put network `net` on the trunk `parent` (a macvlan parent) with 802.1Q `vid`
+    /// (None: untagged). The trunk is opened with `open` on first use and shared by
+    /// every network on that parent. Returns the network's member port.
+    pub fn vlan_attach(
+        &mut self,
+        parent: &str,
+        vid: Option<u16>,
+        net: NetId,
+        open: impl FnOnce() -> Result<Box<dyn Port>>,
+    ) -> Result<PortId> {
+        let trunk = match self.trunks.get(parent) {
+            Some(t) => *t,
+            None => {
+                let port = open()?;
+                let id = self.free_id();
+                let worker = self.least_loaded();
+                let counters = Arc::new(PortCounters::default());
+                let info = PortInfo {
+                    id,
+                    name: port.name().to_string(),
+                    network: TRUNK_NET,
+                    backend: port.backend(),
+                    worker,
+                };
+                for w in 0..self.workers.len() {
+                    if w != worker {
+                        self.send(
+                            w,
+                            Control::AddRemotePort {
+                                id,
+                                net: TRUNK_NET,
+                                worker,
+                            },
+                        )?;
+                    }
+                }
+                self.send(
+                    worker,
+                    Control::AddPort(NewPort {
+                        id,
+                        net: TRUNK_NET,
+                        port,
+                        counters: counters.clone(),
+                    }),
+                )?;
+                self.ports.insert(id, PortEntry { info, counters });
+                self.trunks.insert(parent.to_string(), id);
+                id
+            }
+        };
+        if let Some((m, _)) = self
+            .vlan_members
+            .iter()
+            .find(|(_, (t, v, _))| *t == trunk && *v == vid)
+        {
+            let what = vid
+                .map(|v| format!("{parent}.{v}"))
+                .unwrap_or_else(|| parent.to_string());
+            return Err(anyhow!(
+                "{what} is already used by another network (member port {m})"
+            ));
+        }
+        let member = self.free_id();
+        self.vlan_members.insert(member, (trunk, vid, net));
+        let owner = self.ports.get(&trunk).map(|p| p.info.worker).unwrap_or(0);
+        for w in 0..self.workers.len() {
+            if w == owner {
+                self.send(
+                    w,
+                    Control::AddVlanMember {
+                        trunk,
+                        member,
+                        vid,
+                        net,
+                    },
+                )?;
+            } else {
+                self.send(
+                    w,
+                    Control::AddRemotePort {
+                        id: member,
+                        net,
+                        worker: owner,
+                    },
+                )?;
+            }
+        }
+        self.barrier()?;
+        Ok(member)
+    }
+
+    /// Take a network off its trunk; when it was the trunk's last network the trunk is
+    /// closed and its interface name returned (so the caller can restore it).
+    pub fn vlan_detach(&mut self, member: PortId) -> Result<Option<String>> {
+        let Some((trunk, _, _)) = self.vlan_members.remove(&member) else {
+            return Ok(None);
+        };
+        self.broadcast(|| Control::RemovePort(member))?;
+        self.barrier()?;
+        if self.vlan_members.values().any(|(t, _, _)| *t == trunk) {
+            return Ok(None);
+        }
+        let parent = self
+            .trunks
+            .iter()
+            .find(|(_, t)| **t == trunk)
+            .map(|(p, _)| p.clone());
+        if let Some(p) = &parent {
+            self.trunks.remove(p);
+        }
+        self.remove_port(trunk)?;
+        Ok(parent)
+    }
+
+    /// The name `fdb` and `stats` show for a trunk member: PARENT.VID (or PARENT).
+    pub fn vlan_member_name(&self, member: PortId) -> Option<String> {
+        let (trunk, vid, _) = self.vlan_members.get(&member)?;
+        let parent = self.ports.get(trunk)?.info.name.clone();
+        Some(vid.map(|v| format!("{parent}.{v}")).unwrap_or(parent))
+    }
+
+    fn least_loaded(&self) -> usize {
+        (0..self.workers.len())
+            .min_by_key(|w| self.ports.values().filter(|p| p.info.worker == *w).count())
+            .unwrap_or(0)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -199,7 +339,7 @@ impl Engine {
 
     /// Attach an opened port to a network; the least-loaded worker owns it.
     pub fn add_port(&mut self, net: NetId, port: Box<dyn Port>) -> Result<PortId> {
-        let id = (0..).find(|i| !self.ports.contains_key(i)).unwrap_or(0);
+        let id = self.free_id();
         let worker = (0..self.workers.len())
             .min_by_key(|w| self.ports.values().filter(|p| p.info.worker == *w).count())
             .unwrap_or(0);
@@ -255,7 +395,7 @@ impl Engine {
         if self.ports.values().any(|p| p.info.network == UPLINK_NET) {
             return Err(anyhow!("the uplink is already attached"));
         }
-        let id = (0..).find(|i| !self.ports.contains_key(i)).unwrap_or(0);
+        let id = self.free_id();
         // The resolver's worker too: its upstream queries and replies never cross workers.
         let worker = DNS_WORKER;
         let counters = Arc::new(PortCounters::default());

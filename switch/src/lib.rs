@@ -45,6 +45,9 @@ pub struct NetConfig {
 
 /// The pseudo-network the uplink port belongs to: its frames go to the router.
 pub const UPLINK_NET: NetId = NetId::MAX;
+/// The pseudo-network of a trunk port (a macvlan parent): its frames go, by VID, to
+/// the networks on it.
+pub const TRUNK_NET: NetId = NetId::MAX - 1;
 
 /// How workers wait for frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

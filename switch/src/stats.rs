@@ -24,10 +24,12 @@ pub enum DropReason {
     QueueFull,
     /// The port's backend reported an error.
     PortError,
+    /// On a trunk: a VID (or no tag) no network on it uses.
+    Vlan,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::BadSource,
@@ -36,6 +38,7 @@ impl DropReason {
         DropReason::TxFull,
         DropReason::QueueFull,
         DropReason::PortError,
+        DropReason::Vlan,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -46,6 +49,7 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::QueueFull => "worker_queue_full",
             DropReason::PortError => "port_error",
+            DropReason::Vlan => "vlan_mismatch",
         }
     }
 }

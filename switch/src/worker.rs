@@ -19,7 +19,7 @@ use crate::pipeline::{self, Emit};
 use crate::port::{Burst, Port, MAX_FRAME};
 use crate::router::{self, Router, RouterStats};
 use crate::stats::{DropReason, PortCounters, WorkerCounters};
-use crate::{NetConfig, NetId, PollMode, PortId, UPLINK_NET};
+use crate::{NetConfig, NetId, PollMode, PortId, TRUNK_NET, UPLINK_NET};
 
 /// How long a worker keeps spinning with nothing to do before it sleeps.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
@@ -118,6 +118,13 @@ pub enum Control {
     DnsDump(Sender<Option<DnsStats>>),
     /// Reply once every message sent before it has been applied.
     Barrier(Sender<()>),
+    /// A network joins a trunk this or another worker owns, as member port `member`.
+    AddVlanMember {
+        trunk: PortId,
+        member: PortId,
+        vid: Option<u16>,
+        net: NetId,
+    },
     Stop,
 }
 
@@ -171,6 +178,27 @@ pub struct WorkerSetup {
 enum Home {
     Local(usize),
     Remote(usize),
+    /// A network's member on a trunk this worker owns (a macvlan parent): frames to it
+    /// leave by that port, tagged with the VID if there is one.
+    Vlan {
+        port: usize,
+        vid: Option<u16>,
+    },
+}
+
+/// One network on a trunk: frames with this VID (or untagged, for None) belong to it.
+struct VlanMember {
+    vid: Option<u16>,
+    /// The member's own PortId: what the network's FDB and flood list name.
+    id: PortId,
+    net: NetId,
+    rx: Burst,
+}
+
+/// The 802.1Q VID of a frame, if tagged.
+fn vlan_of(frame: &[u8]) -> Option<u16> {
+    (frame.len() >= 18 && frame[12..14] == [0x81, 0x00])
+        .then(|| u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff)
 }
 
 struct OwnedPort {
@@ -182,6 +210,8 @@ struct OwnedPort {
     /// Set after a receive error until the port is removed: not polled any more.
     faulted: bool,
     capture: Option<CaptureTap>,
+    /// For a trunk: the networks on it by VID.
+    vlans: Vec<VlanMember>,
 }
 
 /// Copy frames to a capture tap; false once the reader has gone away.
@@ -295,8 +325,31 @@ impl TxSide {
 
     fn port_counters(&self, id: PortId) -> Option<Arc<PortCounters>> {
         match self.home(id) {
-            Some(Home::Local(i)) => Some(self.ports[i].counters.clone()),
+            Some(Home::Local(i)) | Some(Home::Vlan { port: i, .. }) => {
+                Some(self.ports[i].counters.clone())
+            }
             _ => None,
+        }
+    }
+
+    /// Queue a frame on trunk port `i` with an 802.1Q tag for `vid` pushed in.
+    fn emit_tagged(&mut self, i: usize, vid: u16, frame: &[u8], from: &PortCounters) {
+        if frame.len() < 14 || frame.len() + 4 > MAX_FRAME {
+            from.dropped(DropReason::TxFull, 1);
+            return;
+        }
+        if self.ports[i].tx.is_full() {
+            self.flush_port(i);
+        }
+        if self.ports[i].tx.is_empty() {
+            self.dirty.push(i);
+        }
+        if let Some(slot) = self.ports[i].tx.slot() {
+            slot[..12].copy_from_slice(&frame[..12]);
+            slot[12..14].copy_from_slice(&[0x81, 0x00]);
+            slot[14..16].copy_from_slice(&vid.to_be_bytes());
+            slot[16..frame.len() + 4].copy_from_slice(&frame[12..]);
+            self.ports[i].tx.commit(frame.len() + 4);
         }
     }
 }
@@ -312,6 +365,19 @@ impl Emit for TxSide {
                     self.dirty.push(i);
                 }
                 self.ports[i].tx.push(frame);
+            }
+            Some(Home::Vlan {
+                port,
+                vid: Some(vid),
+            }) => self.emit_tagged(port, vid, frame, from),
+            Some(Home::Vlan { port, vid: None }) => {
+                if self.ports[port].tx.is_full() {
+                    self.flush_port(port);
+                }
+                if self.ports[port].tx.is_empty() {
+                    self.dirty.push(port);
+                }
+                self.ports[port].tx.push(frame);
             }
             Some(Home::Remote(w)) => {
                 let msg = Handoff::Frame {
@@ -545,7 +611,9 @@ impl Worker {
         }
         let (id, net_id, counters) = (op.id, op.net, op.counters.clone());
         WorkerCounters::add(&self.setup.counters.rx_packets, n as u64);
-        if net_id == UPLINK_NET {
+        if net_id == TRUNK_NET {
+            self.trunk_burst(i, rx, &counters, scratch, now);
+        } else if net_id == UPLINK_NET {
             for frame in rx.iter() {
                 counters.rx(frame.len());
                 if let Some(r) = self.router.as_mut() {
@@ -840,6 +908,25 @@ impl Worker {
                 Control::Barrier(reply) => {
                     let _ = reply.send(());
                 }
+                Control::AddVlanMember {
+                    trunk,
+                    member,
+                    vid,
+                    net,
+                } => {
+                    if let Some(Home::Local(i)) = self.tx.home(trunk) {
+                        self.tx.ports[i].vlans.push(VlanMember {
+                            vid,
+                            id: member,
+                            net,
+                            rx: Burst::new(),
+                        });
+                        self.tx.set_home(member, Some(Home::Vlan { port: i, vid }));
+                    }
+                    if let Some(n) = self.nets.get_mut(&net) {
+                        n.members.push(member);
+                    }
+                }
                 Control::Stop => return Err(()),
             }
         }
@@ -867,13 +954,76 @@ impl Worker {
             counters: p.counters,
             faulted: false,
             capture: None,
+            vlans: Vec::new(),
         });
+    }
+
+    /// Frames from a trunk: by VID to the member network (tag stripped); frames for no
+    /// member (wrong VID, or untagged without an untagged network) are dropped. A double
+    /// tag stays in the payload of the outer VID's network: it never reaches another.
+    fn trunk_burst(
+        &mut self,
+        i: usize,
+        rx: &Burst,
+        counters: &PortCounters,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let mut vlans = std::mem::take(&mut self.tx.ports[i].vlans);
+        for frame in rx.iter() {
+            let vid = vlan_of(frame);
+            match vlans.iter_mut().find(|m| m.vid == vid) {
+                Some(m) => {
+                    let pushed = match vid {
+                        Some(_) => m.rx.slot().map(|slot| {
+                            slot[..12].copy_from_slice(&frame[..12]);
+                            slot[12..frame.len() - 4].copy_from_slice(&frame[16..]);
+                        }),
+                        None => {
+                            m.rx.slot()
+                                .map(|slot| slot[..frame.len()].copy_from_slice(frame))
+                        }
+                    };
+                    if pushed.is_some() {
+                        m.rx.commit(if vid.is_some() {
+                            frame.len() - 4
+                        } else {
+                            frame.len()
+                        });
+                    }
+                }
+                None => {
+                    counters.rx(frame.len());
+                    counters.dropped(DropReason::Vlan, 1);
+                }
+            }
+        }
+        let multi = self.tx.peers.len() > 1;
+        for m in vlans.iter_mut().filter(|m| !m.rx.is_empty()) {
+            if let Some(net) = self.nets.get_mut(&m.net) {
+                pipeline::switch_burst(
+                    net,
+                    m.id,
+                    &m.rx,
+                    counters,
+                    &mut self.tx,
+                    scratch,
+                    now,
+                    multi,
+                );
+            }
+            m.rx.clear();
+        }
+        self.tx.ports[i].vlans = vlans;
     }
 
     fn remove_port(&mut self, id: PortId) {
         for net in self.nets.values_mut() {
             net.members.retain(|p| *p != id);
             net.fdb.forget_port(id);
+        }
+        if let Some(Home::Vlan { port, .. }) = self.tx.home(id) {
+            self.tx.ports[port].vlans.retain(|m| m.id != id);
         }
         if let Some(Home::Local(i)) = self.tx.home(id) {
             self.tx.flush_port(i);
@@ -885,6 +1035,15 @@ impl Worker {
             if i < self.tx.ports.len() {
                 let moved = self.tx.ports[i].id;
                 self.tx.set_home(moved, Some(Home::Local(i)));
+                // A moved trunk's members now leave by index i.
+                let members: Vec<(PortId, Option<u16>)> = self.tx.ports[i]
+                    .vlans
+                    .iter()
+                    .map(|m| (m.id, m.vid))
+                    .collect();
+                for (m, vid) in members {
+                    self.tx.set_home(m, Some(Home::Vlan { port: i, vid }));
+                }
                 let last = self.tx.ports.len();
                 for d in self.tx.dirty.iter_mut() {
                     if *d == last {

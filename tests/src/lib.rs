@@ -489,7 +489,18 @@ impl Capture {
         let file = lab.dir.join(format!("{tag}.pcap"));
         let child = Command::new("ip")
             .args([
-                "netns", "exec", ns, "tcpdump", "-n", "-U", "-s", "128", "-i", iface, "-w",
+                "netns",
+                "exec",
+                ns,
+                "tcpdump",
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-s",
+                "128",
+                "-i",
+                iface,
+                "-w",
             ])
             .arg(&file)
             .stdout(Stdio::null())
@@ -503,13 +514,13 @@ impl Capture {
         Capture { child, file }
     }
 
-    /// Stop and return the frames as `tcpdump -r` prints them.
+    /// Stop and return the frames as `tcpdump -e -r` prints them (with link-level headers).
     pub fn stop(mut self) -> Vec<String> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
         let out = Command::new("tcpdump")
-            .args(["-n", "-r"])
+            .args(["-e", "-n", "-r"])
             .arg(&self.file)
             .output()
             .expect("tcpdump -r");

@@ -61,60 +61,72 @@ impl Driver for Bridge {
     }
 
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {
-        let prefix = net
-            .pool
-            .as_ref()
-            .map(|p| p.subnet.prefix_len())
-            .unwrap_or(32);
-        let port: Box<dyn Port> = match ep.link {
-            LinkKind::Veth => {
-                let host = ep
-                    .host_ifname
-                    .clone()
-                    .context("veth endpoint without a host interface name")?;
-                let mut nl = Netlink::new()?;
-                if !nl.link_exists(&host) {
-                    let ns = netns::open(&ep.sandbox)?;
-                    nl.create_veth(&host, &ep.ifname, ns.as_fd(), Some(ep.mac.0), MTU)
-                        .with_context(|| {
-                            format!("create veth {host} <-> {}:{}", ep.sandbox, ep.ifname)
-                        })?;
-                    configure_sandbox_end(ep, prefix)?;
-                }
-                prepare_host_end(&host)?;
-                nl.set_up(&host)?;
-                port::open(&host, ctx.io).with_context(|| format!("open port on {host}"))?
-            }
-            LinkKind::Tap => {
-                let (ifname, mac, ip) = (ep.ifname.clone(), ep.mac.0, ep.ip);
-                let tap = netns::run_in(&ep.sandbox, move || {
-                    let tap =
-                        TapPort::create(&ifname).with_context(|| format!("create TAP {ifname}"))?;
-                    let mut nl = Netlink::new()?;
-                    nl.set_mac(&ifname, mac)?;
-                    nl.set_mtu(&ifname, MTU)?;
-                    nl.add_address(&ifname, ip, prefix)?;
-                    nl.set_up(&ifname)?;
-                    Ok(tap)
-                })
-                .with_context(|| format!("create TAP endpoint in sandbox {}", ep.sandbox))?;
-                Box::new(tap)
-            }
-        };
-        let id = ctx.engine.add_port(net.num, port)?;
-        ctx.ports.insert(ep.id.clone(), id);
-        Ok(())
+        attach_endpoint(ctx, net, ep, MTU)
     }
 
     fn delete_endpoint(&mut self, ctx: &mut Ctx, _net: &Network, ep: &Endpoint) -> Result<()> {
-        if let Some(p) = ctx.ports.remove(&ep.id) {
-            ctx.engine.remove_port(p)?;
-        }
-        if let Some(host) = &ep.host_ifname {
-            Netlink::new()?.delete_link(host)?;
-        }
-        Ok(())
+        detach_endpoint(ctx, ep)
     }
+}
+
+/// Give the sandbox its interface on the network (a veth pair whose host end the switch
+/// reads, or a TAP device in the sandbox) and attach it to the network in the data
+/// plane. Idempotent: a veth that survived a restart is re-attached as it is.
+pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) -> Result<()> {
+    let prefix = net
+        .pool
+        .as_ref()
+        .map(|p| p.subnet.prefix_len())
+        .unwrap_or(32);
+    let port: Box<dyn Port> = match ep.link {
+        LinkKind::Veth => {
+            let host = ep
+                .host_ifname
+                .clone()
+                .context("veth endpoint without a host interface name")?;
+            let mut nl = Netlink::new()?;
+            if !nl.link_exists(&host) {
+                let ns = netns::open(&ep.sandbox)?;
+                nl.create_veth(&host, &ep.ifname, ns.as_fd(), Some(ep.mac.0), mtu)
+                    .with_context(|| {
+                        format!("create veth {host} <-> {}:{}", ep.sandbox, ep.ifname)
+                    })?;
+                configure_sandbox_end(ep, prefix)?;
+            }
+            prepare_host_end(&host)?;
+            nl.set_up(&host)?;
+            port::open(&host, ctx.io).with_context(|| format!("open port on {host}"))?
+        }
+        LinkKind::Tap => {
+            let (ifname, mac, ip) = (ep.ifname.clone(), ep.mac.0, ep.ip);
+            let tap = netns::run_in(&ep.sandbox, move || {
+                let tap =
+                    TapPort::create(&ifname).with_context(|| format!("create TAP {ifname}"))?;
+                let mut nl = Netlink::new()?;
+                nl.set_mac(&ifname, mac)?;
+                nl.set_mtu(&ifname, mtu)?;
+                nl.add_address(&ifname, ip, prefix)?;
+                nl.set_up(&ifname)?;
+                Ok(tap)
+            })
+            .with_context(|| format!("create TAP endpoint in sandbox {}", ep.sandbox))?;
+            Box::new(tap)
+        }
+    };
+    let id = ctx.engine.add_port(net.num, port)?;
+    ctx.ports.insert(ep.id.clone(), id);
+    Ok(())
+}
+
+/// Detach the endpoint from the data plane and remove its link.
+pub fn detach_endpoint(ctx: &mut Ctx, ep: &Endpoint) -> Result<()> {
+    if let Some(p) = ctx.ports.remove(&ep.id) {
+        ctx.engine.remove_port(p)?;
+    }
+    if let Some(host) = &ep.host_ifname {
+        Netlink::new()?.delete_link(host)?;
+    }
+    Ok(())
 }
 
 /// Inside the sandbox: full checksums in software (the switch forwards frames as they

@@ -1,0 +1,157 @@
+//! The macvlan driver: endpoints sit directly on a parent interface's LAN, each with its
+//! own MAC and an address of the LAN's subnet; no NAT, and no gateway in the switch (the
+//! LAN's router is the gateway). `-o parent=IFACE.VID` makes the switch itself add and
+//! strip 802.1Q tags with VID on the parent: no kernel VLAN device is created.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result};
+use switch::port::{self, IoMode, Port};
+use switch::NetConfig;
+
+use super::bridge::{attach_endpoint, detach_endpoint, prepare_host_end};
+use super::{Ctx, Driver};
+use crate::error::ApiError;
+use crate::link::Netlink;
+use crate::model::{DriverKind, Endpoint, Mac, Network};
+
+/// Endpoint MTU: the LAN's.
+const MTU: u32 = 1500;
+
+pub struct Macvlan;
+
+/// `-o parent=IFACE[.VID]` of a network.
+pub fn parent_of(net: &Network) -> Result<(String, Option<u16>)> {
+    let spec = net.options.get("parent").ok_or_else(|| {
+        ApiError::invalid(
+            "a macvlan network needs its parent interface: -o parent=IFACE or -o parent=IFACE.VID",
+        )
+    })?;
+    parse_parent(spec).map_err(Into::into)
+}
+
+pub fn parse_parent(spec: &str) -> std::result::Result<(String, Option<u16>), ApiError> {
+    let (iface, vid) = match spec.rsplit_once('.') {
+        Some((i, v)) => {
+            let vid: u16 = v
+                .parse()
+                .ok()
+                .filter(|v| (1..=4094).contains(v))
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "invalid VLAN id {v:?} in parent {spec}: expected 1-4094"
+                    ))
+                })?;
+            (i, Some(vid))
+        }
+        None => (spec, None),
+    };
+    if iface.is_empty() || iface.len() > 15 || iface.contains('/') {
+        return Err(ApiError::invalid(format!(
+            "invalid parent interface name {iface:?}"
+        )));
+    }
+    Ok((iface.to_string(), vid))
+}
+
+fn vlan_key(net: &Network) -> String {
+    format!("vlan:{}", net.id)
+}
+
+/// Open the parent as the switch's trunk: kernel kept out, promiscuous (it must take
+/// frames for every endpoint's MAC), up.
+fn open_parent(parent: &str, io: IoMode) -> Result<Box<dyn Port>> {
+    let mut nl = Netlink::new()?;
+    if !nl.link_exists(parent) {
+        return Err(ApiError::invalid(format!(
+            "parent interface {parent} does not exist in vswitchd's network namespace"
+        ))
+        .into());
+    }
+    prepare_host_end(parent)?;
+    nl.set_promisc(parent, true)?;
+    nl.set_up(parent)?;
+    port::open(parent, io).with_context(|| format!("open macvlan parent {parent}"))
+}
+
+impl Driver for Macvlan {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Macvlan
+    }
+
+    fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
+        let (parent, vid) = parent_of(net)?;
+        // The network first, so the worker can add the trunk member to it.
+        self.sync_network(ctx, net, &[])?;
+        let io = ctx.io;
+        let member = ctx
+            .engine
+            .vlan_attach(&parent, vid, net.num, || open_parent(&parent, io))
+            .map_err(|e| {
+                let text = format!("{e:#}");
+                if text.contains("already used") {
+                    anyhow::Error::new(ApiError::conflict(text))
+                } else {
+                    e
+                }
+            })?;
+        ctx.ports.insert(vlan_key(net), member);
+        Ok(())
+    }
+
+    fn sync_network(
+        &mut self,
+        ctx: &mut Ctx,
+        net: &Network,
+        hosts: &[(Ipv4Addr, Mac)],
+    ) -> Result<()> {
+        ctx.engine.add_network(NetConfig {
+            id: net.num,
+            // The LAN's router is the gateway: the switch answers nothing for it.
+            gateway: None,
+            subnet: net
+                .pool
+                .as_ref()
+                .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
+            internal: false,
+            hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
+            dns: false,
+        })
+    }
+
+    fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
+        if let Some(member) = ctx.ports.remove(&vlan_key(net)) {
+            if let Some(parent) = ctx.engine.vlan_detach(member)? {
+                // The last macvlan network on it: give the parent back as it was.
+                Netlink::new()?.set_promisc(&parent, false)?;
+            }
+        }
+        ctx.engine.remove_network(net.num)
+    }
+
+    fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {
+        attach_endpoint(ctx, net, ep, MTU)
+    }
+
+    fn delete_endpoint(&mut self, ctx: &mut Ctx, _net: &Network, ep: &Endpoint) -> Result<()> {
+        detach_endpoint(ctx, ep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_specs() {
+        assert_eq!(parse_parent("eth1").unwrap(), ("eth1".to_string(), None));
+        assert_eq!(
+            parse_parent("eth1.10").unwrap(),
+            ("eth1".to_string(), Some(10))
+        );
+        assert!(parse_parent("eth1.0").is_err());
+        assert!(parse_parent("eth1.4095").is_err());
+        assert!(parse_parent("eth1.x").is_err());
+        assert!(parse_parent(".10").is_err());
+    }
+}
