@@ -56,7 +56,7 @@ fn macvlan_endpoints_sit_on_the_lan() {
         Duration::from_secs(5),
     );
     assert!(o.status.success());
-    let d = Daemon::start(&lab, &[]);
+    let mut d = Daemon::start(&lab, &[]);
     let net = lab.name("mv");
     let opt = format!("parent={parent}");
     d.ok(&[
@@ -156,6 +156,13 @@ fn macvlan_endpoints_sit_on_the_lan() {
         &lab.name("np"),
     ]);
     assert!(err.contains("does not exist"), "{err}");
+
+    d.restart(true);
+    assert!(
+        ping(&a, "192.168.0.1", 2),
+        "the trunk comes back after a restart"
+    );
+    assert!(promisc(&d.host_ns, &parent));
 
     d.ok(&["sandbox", "rm", &a]);
     d.ok(&["sandbox", "rm", &b]);
