@@ -122,8 +122,11 @@ impl Driver for Macvlan {
     fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
         if let Some(member) = ctx.ports.remove(&vlan_key(net)) {
             if let Some(parent) = ctx.engine.vlan_detach(member)? {
-                // The last macvlan network on it: give the parent back as it was.
-                Netlink::new()?.set_promisc(&parent, false)?;
+                // The last macvlan network on it: give the parent back as it was. Best
+                // effort: a parent that has gone away must not keep the network alive.
+                if let Err(e) = Netlink::new().and_then(|mut nl| nl.set_promisc(&parent, false)) {
+                    tracing::warn!(parent = %parent, error = %format!("{e:#}"), "cannot restore the parent's promiscuous mode");
+                }
             }
         }
         ctx.engine.remove_network(net.num)
