@@ -29,6 +29,8 @@ pub struct Config {
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// The uplink address, when there is an uplink (egress, published ports).
     pub uplink_ip: Option<Ipv4Addr>,
+    /// The overlay tunnel endpoint (`--vtep-ip`, else the uplink address).
+    pub vtep_ip: Option<Ipv4Addr>,
 }
 
 pub struct Controller {
@@ -198,7 +200,9 @@ impl Controller {
     /// Give the network's embedded resolver its names: each endpoint's sandbox name and
     /// aliases, scoped to this network.
     fn sync_names(&mut self, net: &Network) -> ApiResult<()> {
-        if !net.has_embedded_dns() || net.driver != DriverKind::Bridge {
+        if !net.has_embedded_dns()
+            || !matches!(net.driver, DriverKind::Bridge | DriverKind::Overlay)
+        {
             return Ok(());
         }
         let records: Vec<dns::Record> = self
@@ -411,6 +415,21 @@ impl Controller {
                 driver.name()
             )));
         }
+        let options = match driver {
+            DriverKind::Overlay => {
+                let vnis: Vec<u32> = self
+                    .state
+                    .networks
+                    .values()
+                    .filter_map(driver::overlay::vni_of)
+                    .collect();
+                driver::overlay::settle_options(req.options, &vnis, self.cfg.vtep_ip)?
+            }
+            _ => {
+                driver::overlay::validate_mtu(&req.options)?;
+                req.options
+            }
+        };
         let taken: Vec<Ipv4Net> = self
             .state
             .networks
@@ -461,7 +480,7 @@ impl Controller {
             pool: Some(pool),
             internal: req.internal,
             attachable: req.attachable,
-            options: req.options,
+            options,
             labels: req.labels,
             created: model::now_rfc3339(),
             num,
@@ -1079,9 +1098,18 @@ impl Controller {
             entries
                 .iter()
                 .map(|e| {
+                    let port = if e.port == switch::TUNNEL_PORT {
+                        "vxlan".to_string()
+                    } else {
+                        names
+                            .get(&e.port)
+                            .cloned()
+                            .unwrap_or_else(|| e.port.to_string())
+                    };
                     json!({
                         "mac": Mac(e.mac).to_string(),
-                        "port": names.get(&e.port).cloned().unwrap_or_else(|| e.port.to_string()),
+                        "port": port,
+                        "vtep": e.vtep.map(|v| v.to_string()),
                         "sandbox": owners.get(&e.port).map(|ep| ep.sandbox.clone()),
                         "age": e.age_secs,
                         "static": e.is_static,

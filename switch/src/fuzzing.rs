@@ -27,6 +27,9 @@ impl Emit for Count {
     fn dns(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
         self.0 += 1;
     }
+    fn tunnel(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
+        self.0 += 1;
+    }
 }
 
 /// Split `data` into frames (each prefixed by one length byte, scaled) and switch them

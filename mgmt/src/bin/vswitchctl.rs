@@ -413,10 +413,16 @@ fn run(cli: Cli) -> Res<()> {
                         } else {
                             s(e, "age")
                         };
-                        vec![s(e, "mac"), s(e, "port"), s(e, "sandbox"), kind]
+                        vec![
+                            s(e, "mac"),
+                            s(e, "port"),
+                            s(e, "sandbox"),
+                            s(e, "vtep"),
+                            kind,
+                        ]
                     })
                     .collect();
-                print_table(&["MAC", "PORT", "SANDBOX", "AGE"], rows);
+                print_table(&["MAC", "PORT", "SANDBOX", "VTEP", "AGE"], rows);
             }
             Ok(())
         }

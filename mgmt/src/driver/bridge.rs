@@ -16,8 +16,17 @@ use crate::link::Netlink;
 use crate::model::{DriverKind, Endpoint, LinkKind, Mac, Network};
 use crate::{ethtool, netns};
 
-/// Endpoint MTU on bridge networks.
-const MTU: u32 = 1500;
+/// Endpoint MTU on bridge networks unless `-o mtu=N` says otherwise.
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// The endpoint MTU a network asks for with `-o mtu=N` (validated at create), else
+/// `default`.
+pub fn mtu(net: &Network, default: u32) -> u32 {
+    net.options
+        .get("mtu")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(default)
+}
 
 pub struct Bridge;
 
@@ -43,17 +52,7 @@ impl Driver for Bridge {
         net: &Network,
         hosts: &[(Ipv4Addr, Mac)],
     ) -> Result<()> {
-        ctx.engine.add_network(NetConfig {
-            id: net.num,
-            gateway: gateway(net),
-            subnet: net
-                .pool
-                .as_ref()
-                .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
-            internal: net.internal,
-            hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
-            dns: net.has_embedded_dns(),
-        })
+        ctx.engine.add_network(net_config(net, hosts))
     }
 
     fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
@@ -61,60 +60,88 @@ impl Driver for Bridge {
     }
 
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {
-        let prefix = net
-            .pool
-            .as_ref()
-            .map(|p| p.subnet.prefix_len())
-            .unwrap_or(32);
-        let port: Box<dyn Port> = match ep.link {
-            LinkKind::Veth => {
-                let host = ep
-                    .host_ifname
-                    .clone()
-                    .context("veth endpoint without a host interface name")?;
-                let mut nl = Netlink::new()?;
-                if !nl.link_exists(&host) {
-                    let ns = netns::open(&ep.sandbox)?;
-                    nl.create_veth(&host, &ep.ifname, ns.as_fd(), Some(ep.mac.0), MTU)
-                        .with_context(|| {
-                            format!("create veth {host} <-> {}:{}", ep.sandbox, ep.ifname)
-                        })?;
-                    configure_sandbox_end(ep, prefix)?;
-                }
-                prepare_host_end(&host)?;
-                nl.set_up(&host)?;
-                port::open(&host, ctx.io).with_context(|| format!("open port on {host}"))?
-            }
-            LinkKind::Tap => {
-                let (ifname, mac, ip) = (ep.ifname.clone(), ep.mac.0, ep.ip);
-                let tap = netns::run_in(&ep.sandbox, move || {
-                    let tap =
-                        TapPort::create(&ifname).with_context(|| format!("create TAP {ifname}"))?;
-                    let mut nl = Netlink::new()?;
-                    nl.set_mac(&ifname, mac)?;
-                    nl.set_mtu(&ifname, MTU)?;
-                    nl.add_address(&ifname, ip, prefix)?;
-                    nl.set_up(&ifname)?;
-                    Ok(tap)
-                })
-                .with_context(|| format!("create TAP endpoint in sandbox {}", ep.sandbox))?;
-                Box::new(tap)
-            }
-        };
-        let id = ctx.engine.add_port(net.num, port)?;
-        ctx.ports.insert(ep.id.clone(), id);
-        Ok(())
+        attach_endpoint(ctx, net, ep, mtu(net, DEFAULT_MTU))
     }
 
     fn delete_endpoint(&mut self, ctx: &mut Ctx, _net: &Network, ep: &Endpoint) -> Result<()> {
-        if let Some(p) = ctx.ports.remove(&ep.id) {
-            ctx.engine.remove_port(p)?;
-        }
-        if let Some(host) = &ep.host_ifname {
-            Netlink::new()?.delete_link(host)?;
-        }
-        Ok(())
+        detach_endpoint(ctx, ep)
     }
+}
+
+/// What the data plane needs of a network with the switch as its gateway (bridge and
+/// overlay networks; the overlay driver adds its tunnel).
+pub fn net_config(net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> NetConfig {
+    NetConfig {
+        id: net.num,
+        gateway: gateway(net),
+        subnet: net
+            .pool
+            .as_ref()
+            .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
+        internal: net.internal,
+        hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
+        dns: net.has_embedded_dns(),
+        overlay: None,
+    }
+}
+
+/// Give the sandbox its interface (veth or TAP, with the address and `mtu`) and attach
+/// it to the network's switch. Idempotent: re-attaches a surviving link on restart.
+pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) -> Result<()> {
+    let prefix = net
+        .pool
+        .as_ref()
+        .map(|p| p.subnet.prefix_len())
+        .unwrap_or(32);
+    let port: Box<dyn Port> = match ep.link {
+        LinkKind::Veth => {
+            let host = ep
+                .host_ifname
+                .clone()
+                .context("veth endpoint without a host interface name")?;
+            let mut nl = Netlink::new()?;
+            if !nl.link_exists(&host) {
+                let ns = netns::open(&ep.sandbox)?;
+                nl.create_veth(&host, &ep.ifname, ns.as_fd(), Some(ep.mac.0), mtu)
+                    .with_context(|| {
+                        format!("create veth {host} <-> {}:{}", ep.sandbox, ep.ifname)
+                    })?;
+                configure_sandbox_end(ep, prefix)?;
+            }
+            prepare_host_end(&host)?;
+            nl.set_up(&host)?;
+            port::open(&host, ctx.io).with_context(|| format!("open port on {host}"))?
+        }
+        LinkKind::Tap => {
+            let (ifname, mac, ip) = (ep.ifname.clone(), ep.mac.0, ep.ip);
+            let tap = netns::run_in(&ep.sandbox, move || {
+                let tap =
+                    TapPort::create(&ifname).with_context(|| format!("create TAP {ifname}"))?;
+                let mut nl = Netlink::new()?;
+                nl.set_mac(&ifname, mac)?;
+                nl.set_mtu(&ifname, mtu)?;
+                nl.add_address(&ifname, ip, prefix)?;
+                nl.set_up(&ifname)?;
+                Ok(tap)
+            })
+            .with_context(|| format!("create TAP endpoint in sandbox {}", ep.sandbox))?;
+            Box::new(tap)
+        }
+    };
+    let id = ctx.engine.add_port(net.num, port)?;
+    ctx.ports.insert(ep.id.clone(), id);
+    Ok(())
+}
+
+/// Detach an endpoint from the switch and remove its link.
+pub fn detach_endpoint(ctx: &mut Ctx, ep: &Endpoint) -> Result<()> {
+    if let Some(p) = ctx.ports.remove(&ep.id) {
+        ctx.engine.remove_port(p)?;
+    }
+    if let Some(host) = &ep.host_ifname {
+        Netlink::new()?.delete_link(host)?;
+    }
+    Ok(())
 }
 
 /// Inside the sandbox: full checksums in software (the switch forwards frames as they

@@ -4,6 +4,7 @@
 pub mod bridge;
 pub mod host;
 pub mod null;
+pub mod overlay;
 
 use std::collections::HashMap;
 
@@ -49,6 +50,7 @@ pub fn for_kind(kind: DriverKind) -> Option<Box<dyn Driver>> {
         DriverKind::Bridge => Some(Box::new(bridge::Bridge)),
         DriverKind::Host => Some(Box::new(host::Host)),
         DriverKind::Null => Some(Box::new(null::Null)),
-        DriverKind::Overlay | DriverKind::Macvlan => None,
+        DriverKind::Overlay => Some(Box::new(overlay::Overlay)),
+        DriverKind::Macvlan => None,
     }
 }
