@@ -307,7 +307,7 @@ impl TxSide {
 impl TxSide {
     /// Queue a frame for the router (routing, or the overlay tunnel), here or on the
     /// uplink's worker.
-    fn to_router(
+    fn hand_to_router(
         &mut self,
         net: NetId,
         in_port: PortId,
@@ -375,11 +375,11 @@ impl Emit for TxSide {
     }
 
     fn route(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
-        self.to_router(net, in_port, frame, from, false);
+        self.hand_to_router(net, in_port, frame, from, false);
     }
 
     fn tunnel(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
-        self.to_router(net, in_port, frame, from, true);
+        self.hand_to_router(net, in_port, frame, from, true);
     }
 
     fn dns(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
