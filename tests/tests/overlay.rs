@@ -214,7 +214,7 @@ fn overlay_options_vni_and_mtu() {
 fn two_hosts_ping_mtu_and_tcp() {
     let lab = Lab::new();
     let ul = Underlay::new(&lab);
-    let d1 = ul.host(&lab, "h1", "10.200.0.1");
+    let mut d1 = ul.host(&lab, "h1", "10.200.0.1");
     let d2 = ul.host(&lab, "h2", "10.200.0.2");
     let net = lab.name("ov");
     overlay_net(&d1, &net, "10.200.0.2");
@@ -294,6 +294,11 @@ fn two_hosts_ping_mtu_and_tcp() {
         r["overlay"]["decapsulated"].as_u64().unwrap_or(0) > 100,
         "{r}"
     );
+
+    // A restarted host brings its overlay back (VNI, peers, endpoints).
+    d1.restart(false);
+    ping_eventually(&a, "172.28.0.3");
+    assert!(ping(&b, "172.28.0.2", 3), "host 2 -> restarted host 1");
 }
 
 /// The far end is the Linux kernel's vxlan device; tshark decodes what the switch
