@@ -342,6 +342,14 @@ impl Controller {
                     "Bind for {} failed: port is already allocated",
                     b.host()
                 )));
+            } else if b.proto == publish::Proto::Udp
+                && b.host_port == vxlan::wire::VXLAN_PORT
+                && self.cfg.vtep_ip == Some(uplink_ip)
+            {
+                return Err(ApiError::conflict(format!(
+                    "Bind for {} failed: port is already allocated (the overlay tunnel endpoint's VXLAN port)",
+                    b.host()
+                )));
             }
             taken.push(b);
             out.push(b);

@@ -200,6 +200,10 @@ fn overlay_options_vni_and_mtu() {
     assert_eq!(mtu(&sa), "1450", "overlay default MTU");
     assert_eq!(mtu(&sb), "1400", "-o mtu");
 
+    // The VTEP owns UDP 4789 of the uplink address: it cannot be published.
+    let err = d.refused(&["sandbox", "create", "-p", "4789:4789/udp", &lab.name("sp")]);
+    assert!(err.contains("4789"), "{err}");
+
     // Persisted: after a restart the VNI is still taken and the next one follows it.
     d.restart(false);
     let v = d.json(&["network", "inspect", &a]);

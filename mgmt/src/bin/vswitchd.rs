@@ -142,17 +142,6 @@ fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<(Ipv4Addr, I
     bridge::prepare_host_end(iface)?;
     nl.set_up(iface)?;
     let port = port::open(iface, args.io).with_context(|| format!("open uplink {iface}"))?;
-    let nat = NatConfig {
-        udp: Duration::from_secs(args.nat_udp_timeout),
-        tcp_established: Duration::from_secs(args.nat_tcp_timeout),
-        max_sessions: args.nat_max_sessions,
-        // The embedded resolver's upstream queries use a port above this range.
-        port_range: nat::PortRange {
-            first: 1024,
-            last: 60999,
-        },
-        ..NatConfig::default()
-    };
     let vtep_ip = match &args.vtep_ip {
         None => None,
         Some(v) => {
@@ -167,6 +156,23 @@ fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<(Ipv4Addr, I
             }
             Some(ip)
         }
+    };
+    let nat = NatConfig {
+        udp: Duration::from_secs(args.nat_udp_timeout),
+        tcp_established: Duration::from_secs(args.nat_tcp_timeout),
+        max_sessions: args.nat_max_sessions,
+        // The embedded resolver's upstream queries use a port above this range; the VTEP
+        // owns UDP 4789 of its address, so SNAT on that address stays above it (a kept
+        // source port 4789 would have its replies taken for tunnel traffic).
+        port_range: nat::PortRange {
+            first: if vtep_ip.is_none_or(|v| v == net.addr()) {
+                vxlan::wire::VXLAN_PORT + 1
+            } else {
+                1024
+            },
+            last: 60999,
+        },
+        ..NatConfig::default()
     };
     let cfg = UplinkConfig {
         vtep_ip,
