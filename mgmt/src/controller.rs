@@ -1279,6 +1279,18 @@ impl Controller {
             .map_err(ApiError::system)?
             .map(|(r, _)| r);
         let dns = self.engine.dns_stats().map_err(ApiError::system)?;
+        let mut router = serde_json::to_value(router).unwrap_or(Value::Null);
+        // The VTEP's drops by name too (`dropped` is indexed by `DropReason::ALL`).
+        if let Some(o) = router.get_mut("overlay") {
+            let drops: serde_json::Map<String, Value> = vxlan::DropReason::ALL
+                .iter()
+                .filter_map(|r| {
+                    let name = serde_json::to_value(r).ok()?.as_str()?.to_string();
+                    Some((name, o["dropped"][r.index()].clone()))
+                })
+                .collect();
+            o["drops"] = Value::Object(drops);
+        }
         Ok(json!({ "ports": ports, "workers": s.workers, "router": router, "dns": dns }))
     }
 }

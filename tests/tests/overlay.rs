@@ -479,4 +479,13 @@ fn interop_with_kernel_vxlan() {
         },
     );
     assert!(ping(&a, "172.28.0.4", 1), "still working");
+    let table = d1.ok(&["stats"]);
+    assert!(
+        table.contains("VTEP 10.200.0.1") && table.contains("unknown_vni="),
+        "{table}"
+    );
+    assert!(
+        router_stats(&d1)["overlay"]["drops"]["unknown_vni"].as_u64() >= Some(3),
+        "drops by name"
+    );
 }
