@@ -55,21 +55,23 @@ impl Underlay {
 
     /// A vswitchd "host" with its uplink on the underlay at `ip`.
     fn host(&self, lab: &Lab, tag: &str, ip: &str) -> Daemon {
+        self.host_with(lab, tag, ip, &[])
+    }
+
+    fn host_with(&self, lab: &Lab, tag: &str, ip: &str, extra: &[&str]) -> Daemon {
         let ns = named_ns(lab, tag);
         let up = self.plug(lab, &ns, &format!("{tag}u"));
         let cidr = format!("{ip}/16");
-        Daemon::start_named(
-            lab,
-            tag,
-            &[
-                "--uplink",
-                &up,
-                "--uplink-ip",
-                &cidr,
-                "--uplink-gw",
-                UNDERLAY_GW,
-            ],
-        )
+        let mut args = vec![
+            "--uplink",
+            &up,
+            "--uplink-ip",
+            &cidr,
+            "--uplink-gw",
+            UNDERLAY_GW,
+        ];
+        args.extend(extra);
+        Daemon::start_named(lab, tag, &args)
     }
 }
 
@@ -219,9 +221,10 @@ fn two_hosts_ping_mtu_and_tcp() {
     let lab = Lab::new();
     let ul = Underlay::new(&lab);
     let mut d1 = ul.host(&lab, "h1", "10.200.0.1");
-    let d2 = ul.host(&lab, "h2", "10.200.0.2");
+    // Host 2's tunnels use an address of their own on the underlay (`--vtep-ip`).
+    let d2 = ul.host_with(&lab, "h2", "10.200.0.2", &["--vtep-ip", "10.200.0.12"]);
     let net = lab.name("ov");
-    overlay_net(&d1, &net, "10.200.0.2");
+    overlay_net(&d1, &net, "10.200.0.12");
     overlay_net(&d2, &net, "10.200.0.1");
     let a = lab.name("a");
     let b = lab.name("b");
@@ -236,13 +239,13 @@ fn two_hosts_ping_mtu_and_tcp() {
     assert!(ping(&a, "172.28.0.1", 1));
     assert!(ping(&b, "172.28.0.1", 1));
     assert!(
-        fdb_has(&d1, &net, "02:42:ac:1c:00:03", "10.200.0.2"),
+        fdb_has(&d1, &net, "02:42:ac:1c:00:03", "10.200.0.12"),
         "host 1 learned b behind host 2's VTEP: {}",
         d1.ok(&["fdb", &net])
     );
     let table = d1.ok(&["fdb", &net]);
     assert!(
-        table.contains("VTEP") && table.contains("10.200.0.2"),
+        table.contains("VTEP") && table.contains("10.200.0.12"),
         "{table}"
     );
 
