@@ -29,6 +29,8 @@ pub struct Config {
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// The uplink address, when there is an uplink (egress, published ports).
     pub uplink_ip: Option<Ipv4Addr>,
+    /// The overlay tunnel endpoint (`--vtep-ip`, else the uplink address).
+    pub vtep_ip: Option<Ipv4Addr>,
 }
 
 pub struct Controller {
@@ -200,7 +202,9 @@ impl Controller {
     /// Give the network's embedded resolver its names: each endpoint's sandbox name and
     /// aliases, scoped to this network.
     fn sync_names(&mut self, net: &Network) -> ApiResult<()> {
-        if !net.has_embedded_dns() || net.driver != DriverKind::Bridge {
+        if !net.has_embedded_dns()
+            || !matches!(net.driver, DriverKind::Bridge | DriverKind::Overlay)
+        {
             return Ok(());
         }
         let records: Vec<dns::Record> = self
@@ -351,6 +355,14 @@ impl Controller {
                     "Bind for {} failed: port is already allocated",
                     b.host()
                 )));
+            } else if b.proto == publish::Proto::Udp
+                && b.host_port == vxlan::wire::VXLAN_PORT
+                && self.cfg.vtep_ip == Some(uplink_ip)
+            {
+                return Err(ApiError::conflict(format!(
+                    "Bind for {} failed: port is already allocated (the overlay tunnel endpoint's VXLAN port)",
+                    b.host()
+                )));
             }
             taken.push(b);
             out.push(b);
@@ -440,6 +452,21 @@ impl Controller {
             })?;
             driver::macvlan::parse_parent(parent)?;
         }
+        let options = match driver {
+            DriverKind::Overlay => {
+                let vnis: Vec<u32> = self
+                    .state
+                    .networks
+                    .values()
+                    .filter_map(driver::overlay::vni_of)
+                    .collect();
+                driver::overlay::settle_options(req.options, &vnis, self.cfg.vtep_ip)?
+            }
+            _ => {
+                driver::overlay::validate_mtu(&req.options)?;
+                req.options
+            }
+        };
         let taken: Vec<Ipv4Net> = self
             .state
             .networks
@@ -490,7 +517,7 @@ impl Controller {
             pool: Some(pool),
             internal: req.internal,
             attachable: req.attachable,
-            options: req.options,
+            options,
             labels: req.labels,
             created: model::now_rfc3339(),
             num,
@@ -1172,13 +1199,19 @@ impl Controller {
             entries
                 .iter()
                 .map(|e| {
-                    json!({
-                        "mac": Mac(e.mac).to_string(),
-                        "port": names
+                    let port = if e.port == switch::TUNNEL_PORT {
+                        "vxlan".to_string()
+                    } else {
+                        names
                             .get(&e.port)
                             .cloned()
                             .or_else(|| self.engine.vlan_member_name(e.port))
-                            .unwrap_or_else(|| e.port.to_string()),
+                            .unwrap_or_else(|| e.port.to_string())
+                    };
+                    json!({
+                        "mac": Mac(e.mac).to_string(),
+                        "port": port,
+                        "vtep": e.vtep.map(|v| v.to_string()),
                         "sandbox": owners.get(&e.port).map(|ep| ep.sandbox.clone()),
                         "age": e.age_secs,
                         "static": e.is_static,
@@ -1340,6 +1373,18 @@ impl Controller {
             .map_err(ApiError::system)?
             .map(|(r, _)| r);
         let dns = self.engine.dns_stats().map_err(ApiError::system)?;
+        let mut router = serde_json::to_value(router).unwrap_or(Value::Null);
+        // The VTEP's drops by name too (`dropped` is indexed by `DropReason::ALL`).
+        if let Some(o) = router.get_mut("overlay") {
+            let drops: serde_json::Map<String, Value> = vxlan::DropReason::ALL
+                .iter()
+                .filter_map(|r| {
+                    let name = serde_json::to_value(r).ok()?.as_str()?.to_string();
+                    Some((name, o["dropped"][r.index()].clone()))
+                })
+                .collect();
+            o["drops"] = Value::Object(drops);
+        }
         Ok(json!({ "ports": ports, "workers": s.workers, "router": router, "dns": dns }))
     }
 }

@@ -437,6 +437,7 @@ mod tests {
         fn learned(&mut self, _net: NetId, _mac: Mac, _port: PortId) {}
         fn route(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {}
         fn dns(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {}
+        fn tunnel(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {}
     }
 
     const GW: Gateway = Gateway {

@@ -512,10 +512,12 @@ impl Engine {
             let entries = rx
                 .recv_timeout(REPLY_TIMEOUT)
                 .map_err(|_| anyhow!("a data-plane worker did not answer in time"))?;
-            for e in entries {
-                match merged.get(&e.mac) {
-                    Some(old) if old.age_secs <= e.age_secs => {}
-                    _ => {
+            for mut e in entries {
+                match merged.get_mut(&e.mac) {
+                    // Only the router's worker knows the VTEP of a remote MAC.
+                    Some(old) if old.age_secs <= e.age_secs => old.vtep = old.vtep.or(e.vtep),
+                    old => {
+                        e.vtep = e.vtep.or(old.and_then(|o| o.vtep));
                         merged.insert(e.mac, e);
                     }
                 }

@@ -42,6 +42,9 @@ pub struct FdbEntry {
     /// Seconds since last seen (0 for static entries).
     pub age_secs: u64,
     pub is_static: bool,
+    /// For a MAC behind the tunnel (`TUNNEL_PORT`): the remote VTEP, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<std::net::Ipv4Addr>,
 }
 
 pub struct Fdb {
@@ -175,6 +178,7 @@ impl Fdb {
                     now.saturating_duration_since(e.last_seen).as_secs()
                 },
                 is_static: e.is_static,
+                vtep: None,
             })
             .collect();
         v.sort_by_key(|e| e.mac);

@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets (`switch/fuzz`), also run over random inputs by
 //! a unit test so CI exercises them: arbitrary bytes through the frame path and the
-//! embedded resolver's frame handling.
+//! embedded resolver's frame handling, and the VTEP (decapsulation into an overlay
+//! network, encapsulation out of it).
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -25,6 +26,9 @@ impl Emit for Count {
         self.0 += 1;
     }
     fn dns(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
+        self.0 += 1;
+    }
+    fn tunnel(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
         self.0 += 1;
     }
 }
@@ -175,6 +179,75 @@ pub fn dns_frames(data: &[u8]) {
     );
 }
 
+/// Split `data` into chunks (one length byte each, scaled) and give them to the VTEP
+/// of a router with one overlay network (VNI 5000): odd-length-prefixed chunks raw as
+/// uplink frames (ARP, IPv4, VXLAN parsers), the others as the inner frame of a valid
+/// VXLAN datagram from a peer (learning and delivery), and every chunk also as a frame
+/// for the tunnel (encapsulation, head-end replication, frag-needed). Emitted frames
+/// must fit a port's buffer.
+pub fn vtep_frames(data: &[u8]) {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let me = Ipv4Addr::new(10, 200, 0, 1);
+    let peer = Ipv4Addr::new(10, 200, 0, 2);
+    let up_mac: Mac = [2, 0, 0, 0, 0, 1];
+    let cfg = crate::UplinkConfig {
+        ip: me,
+        prefix: 16,
+        gateway: Ipv4Addr::new(10, 200, 0, 254),
+        mac: up_mac,
+        nat: nat::NatConfig::default(),
+        vtep_ip: None,
+    };
+    let Ok(mut r) = crate::router::Router::new(9, cfg, Arc::new(PortCounters::default())) else {
+        return;
+    };
+    let overlay = crate::OverlayConfig {
+        vni: 5000,
+        peers: vec![peer],
+    };
+    r.set_overlay(1, Some(&overlay));
+    let mut nets = HashMap::new();
+    nets.insert(
+        1,
+        Network {
+            cfg: NetConfig {
+                id: 1,
+                gateway: Some(Gateway {
+                    ip: Ipv4Addr::new(172, 28, 0, 1),
+                    mac: [0x02, 0x42, 172, 28, 0, 1],
+                }),
+                subnet: Some((Ipv4Addr::new(172, 28, 0, 0), 24)),
+                overlay: Some(overlay),
+                ..Default::default()
+            },
+            hosts: Default::default(),
+            fdb: Fdb::new(16, Duration::from_secs(300)),
+            members: vec![0, 1],
+        },
+    );
+    let Ok(vni) = vxlan::Vni::new(5000) else {
+        return;
+    };
+    let mut remote = vxlan::Vtep::new(vxlan::VtepConfig::new([2, 0, 0, 0, 0, 2], peer));
+    let mut out = Count(0);
+    let mut scratch = [0u8; MAX_FRAME];
+    let mut wrapped = [0u8; MAX_FRAME];
+    let now = Instant::now();
+    let mut rest = data;
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = (len as usize * 6).min(tail.len());
+        let (frame, tail) = tail.split_at(n);
+        rest = tail;
+        if len % 2 == 1 {
+            r.receive_from_uplink(&mut nets, frame, &mut out, &mut scratch, now);
+        } else if let Ok(w) = remote.encapsulate(vni, me, up_mac, frame, &mut wrapped) {
+            r.receive_from_uplink(&mut nets, &wrapped[..w], &mut out, &mut scratch, now);
+        }
+        r.tunnel_out(&nets, 1, 0, frame, &mut out, &mut scratch, now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -220,6 +293,32 @@ mod tests {
                 buf[5..7].copy_from_slice(&[0, 1]);
             }
             super::dns_frames(&buf);
+        }
+    }
+
+    #[test]
+    fn vtep_survives_random_frames() {
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        let mut buf = Vec::new();
+        for i in 0..2000 {
+            buf.clear();
+            for _ in 0..(i % 900) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.push(x as u8);
+            }
+            // Bias some chunks toward IPv4/UDP to the VTEP on port 4789.
+            if i % 2 == 0 && buf.len() > 60 {
+                buf[0] = 9;
+                buf[1..7].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+                buf[13..17].copy_from_slice(&[0x08, 0x00, 0x45, 0x00]);
+                buf[24] = 17;
+                buf[31..35].copy_from_slice(&[10, 200, 0, 1]);
+                buf[37..39].copy_from_slice(&4789u16.to_be_bytes());
+                buf[43] = 0x08;
+            }
+            super::vtep_frames(&buf);
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum IcmpError {
     HostUnreachable,
     /// Type 3 code 13: administratively prohibited (e.g. an internal network).
     Prohibited,
+    /// Type 3 code 4: fragmentation needed and DF set, with the next-hop MTU
+    /// (RFC 1191).
+    FragNeeded { mtu: u16 },
 }
 
 impl IcmpError {
@@ -52,6 +55,7 @@ impl IcmpError {
             IcmpError::NetUnreachable => (3, 0),
             IcmpError::HostUnreachable => (3, 1),
             IcmpError::Prohibited => (3, 13),
+            IcmpError::FragNeeded { .. } => (3, 4),
         }
     }
 }
@@ -115,6 +119,9 @@ pub fn icmp_error(
     let (t, code) = kind.type_code();
     let m = &mut out[ETH_HLEN + 20..len];
     m[..8].copy_from_slice(&[t, code, 0, 0, 0, 0, 0, 0]);
+    if let IcmpError::FragNeeded { mtu } = kind {
+        m[6..8].copy_from_slice(&mtu.to_be_bytes());
+    }
     m[8..].copy_from_slice(quoted);
     let c = internet_checksum(m);
     m[2..4].copy_from_slice(&c.to_be_bytes());
@@ -294,6 +301,29 @@ mod tests {
                 .copy_from_slice(&checksum_adjust(hc, old, u16::from_be_bytes(new)).to_be_bytes());
         }
         assert_eq!(internet_checksum(&h), 0);
+    }
+
+    #[test]
+    fn frag_needed_carries_the_next_hop_mtu() {
+        let f = udp_frame(64);
+        let mut out = [0u8; 128];
+        let gw = Ipv4Addr::new(172, 18, 0, 1);
+        let n = icmp_error(
+            IcmpError::FragNeeded { mtu: 1450 },
+            &f,
+            [2, 0x42, 172, 18, 0, 1],
+            gw,
+            &mut out,
+        )
+        .expect("error sent");
+        let r = &out[..n];
+        assert_eq!((r[34], r[35]), (3, 4));
+        assert_eq!(
+            u16::from_be_bytes([r[40], r[41]]),
+            1450,
+            "RFC 1191 MTU field"
+        );
+        assert_eq!(internet_checksum(&r[34..]), 0);
     }
 
     #[test]

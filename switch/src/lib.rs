@@ -41,7 +41,21 @@ pub struct NetConfig {
     /// The embedded resolver answers at the gateway address, UDP/TCP port 53
     /// (user-defined networks; not the default bridge).
     pub dns: bool,
+    /// An overlay network: its VNI and the peer VTEPs floods are replicated to.
+    pub overlay: Option<OverlayConfig>,
 }
+
+/// What makes a network an overlay: the VXLAN network identifier and the VTEPs of the
+/// other hosts (head-end replication list).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OverlayConfig {
+    pub vni: u32,
+    pub peers: Vec<std::net::Ipv4Addr>,
+}
+
+/// The pseudo-port "the tunnel": remote MACs of an overlay network are learned on it;
+/// frames for it are encapsulated by the router's worker.
+pub const TUNNEL_PORT: PortId = PortId::MAX - 1;
 
 /// The pseudo-network the uplink port belongs to: its frames go to the router.
 pub const UPLINK_NET: NetId = NetId::MAX;

@@ -9,7 +9,7 @@ use crate::gateway;
 use crate::port::{Burst, MAX_FRAME};
 use crate::stats::{DropReason, PortCounters};
 use crate::worker::Network;
-use crate::{NetId, PortId};
+use crate::{NetId, PortId, TUNNEL_PORT};
 
 const ETH_HLEN: usize = 14;
 const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
@@ -25,6 +25,9 @@ pub trait Emit {
     fn route(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters);
     /// A query to the network's embedded resolver (gateway address, port 53).
     fn dns(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters);
+    /// A frame of an overlay network for the tunnel (a remote MAC, or the tunnel's
+    /// share of a flood): to the router's worker, which encapsulates it.
+    fn tunnel(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters);
 }
 
 /// What to do with one frame.
@@ -39,6 +42,8 @@ enum Verdict {
     Route,
     /// UDP or TCP to the gateway address, port 53: the embedded resolver's.
     Dns,
+    /// A MAC learned behind the tunnel (overlay networks).
+    Tunnel,
 }
 
 /// Switch a burst received on `in_port` of `net`.
@@ -70,11 +75,15 @@ pub(crate) fn switch_burst(
             Verdict::Unicast(to) => out.emit(to, frame, counters),
             Verdict::Route => out.route(net.cfg.id, in_port, frame, counters),
             Verdict::Dns => out.dns(net.cfg.id, in_port, frame, counters),
+            Verdict::Tunnel => out.tunnel(net.cfg.id, in_port, frame, counters),
             Verdict::Flood => {
                 for &p in &net.members {
                     if p != in_port {
                         out.emit(p, frame, counters);
                     }
+                }
+                if net.cfg.overlay.is_some() {
+                    out.tunnel(net.cfg.id, in_port, frame, counters);
                 }
             }
         }
@@ -135,6 +144,8 @@ fn classify(
         if let Some(to) = net.fdb.lookup(&dst, now) {
             return if to == in_port {
                 Verdict::Drop(DropReason::SamePort)
+            } else if to == TUNNEL_PORT {
+                Verdict::Tunnel
             } else {
                 Verdict::Unicast(to)
             };
@@ -175,6 +186,7 @@ mod tests {
         learned: Vec<Mac>,
         routed: Vec<Vec<u8>>,
         dns: Vec<Vec<u8>>,
+        tunnel: Vec<Vec<u8>>,
     }
     impl Emit for Sink {
         fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
@@ -188,6 +200,9 @@ mod tests {
         }
         fn dns(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
             self.dns.push(frame.to_vec());
+        }
+        fn tunnel(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
+            self.tunnel.push(frame.to_vec());
         }
     }
 
@@ -329,5 +344,23 @@ mod tests {
         let (s, _) = run(&mut n, 1, &[udp_to_gateway(53)]);
         assert!(s.dns.is_empty(), "no resolver on this network");
         assert_eq!(s.routed.len(), 1);
+    }
+
+    #[test]
+    fn overlay_floods_include_the_tunnel_and_remote_macs_go_to_it() {
+        let mut n = net(vec![1, 2]);
+        let (s, _) = run(&mut n, 1, &[frame(B, A)]);
+        assert!(s.tunnel.is_empty(), "not an overlay: no tunnel");
+        n.cfg.overlay = Some(crate::OverlayConfig {
+            vni: 4096,
+            peers: vec![Ipv4Addr::new(10, 200, 0, 2)],
+        });
+        let (s, _) = run(&mut n, 1, &[frame(B, A)]);
+        assert_eq!(s.out.len(), 1, "local ports still get the flood");
+        assert_eq!(s.tunnel.len(), 1, "and the tunnel gets its share");
+        n.fdb.learn(B, TUNNEL_PORT, Instant::now());
+        let (s, _) = run(&mut n, 1, &[frame(B, A)]);
+        assert!(s.out.is_empty(), "a remote MAC goes to the tunnel only");
+        assert_eq!(s.tunnel.len(), 1);
     }
 }

@@ -20,7 +20,8 @@ use crate::pipeline::Emit;
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::worker::Network;
-use crate::{NetId, PortId};
+use crate::{NetId, OverlayConfig, PortId, TUNNEL_PORT};
+use vxlan::{Decap, Origin, Overlay, Vni, VtepConfig};
 
 /// The external side, as `vswitchd --uplink ... --uplink-ip ... --uplink-gw` gives it.
 #[derive(Clone, Debug)]
@@ -31,6 +32,8 @@ pub struct UplinkConfig {
     /// The uplink interface's MAC: frames leave with it as source.
     pub mac: Mac,
     pub nat: NatConfig,
+    /// The overlay tunnel endpoint's address (`--vtep-ip`); None: the uplink address.
+    pub vtep_ip: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
@@ -61,6 +64,14 @@ pub struct RouterCounters {
     pub dns_replies: u64,
     /// Upstream DNS replies dropped: more than a burst's worth at once.
     pub dns_inbox_full: u64,
+    /// Decapsulated frames delivered into an overlay network.
+    pub tunnel_in: u64,
+    /// Overlay frames not sent or not delivered: runt or multicast-source inner
+    /// frames, frames for the tunnel from a tunnel, frames of an unknown overlay.
+    pub tunnel_dropped: u64,
+    /// Inner frames too big for the underlay MTU (the VTEP never fragments); IPv4 with
+    /// DF gets ICMP fragmentation needed.
+    pub tunnel_too_big: u64,
 }
 
 /// What `stats` shows of the router.
@@ -71,6 +82,9 @@ pub struct RouterStats {
     pub nat: NatCounters,
     pub arp: ArpCounters,
     pub sessions: usize,
+    /// The VTEP address and its VXLAN counters (encap/decap, drops by reason).
+    pub vtep: Ipv4Addr,
+    pub overlay: vxlan::Counters,
 }
 
 pub(crate) struct Router {
@@ -87,6 +101,12 @@ pub(crate) struct Router {
     /// Uplink frames for the resolver (UDP to `dns_port`, TCP to its upstream ports),
     /// drained by the worker after each uplink burst; bounded by `DNS_INBOX`.
     pub dns_inbox: Vec<Vec<u8>>,
+    /// The VTEP: encapsulation, decapsulation and a tunnel table per overlay network.
+    overlay: Overlay,
+    vni_nets: HashMap<Vni, NetId>,
+    net_vnis: HashMap<NetId, Vni>,
+    /// The VTEPs one frame goes to (reused: no allocation per frame).
+    flood: Vec<Ipv4Addr>,
 }
 
 /// Upstream DNS replies held per uplink burst at most (more are dropped and counted).
@@ -121,8 +141,13 @@ impl Router {
         cfg: UplinkConfig,
         port_counters: Arc<PortCounters>,
     ) -> Result<Router, nat::NatError> {
+        let vtep = VtepConfig::new(cfg.mac, cfg.vtep_ip.unwrap_or(cfg.ip));
         Ok(Router {
             port,
+            overlay: Overlay::new(vtep, vxlan::DEFAULT_MAX_ENTRIES, vxlan::DEFAULT_MAX_AGE),
+            vni_nets: HashMap::new(),
+            net_vnis: HashMap::new(),
+            flood: Vec::with_capacity(16),
             nat: Nat::new(cfg.nat, cfg.ip)?,
             cfg,
             arp: ArpCache::default(),
@@ -141,7 +166,168 @@ impl Router {
             nat: self.nat.counters(),
             arp: self.arp.counters,
             sessions: self.nat.session_count(),
+            vtep: self.overlay.vtep().config().ip,
+            overlay: self.overlay.counters().clone(),
         }
+    }
+
+    /// A network is (Some) or is no longer (None) an overlay: its tunnel table and
+    /// peers. An update keeps what was learned.
+    pub fn set_overlay(&mut self, net: NetId, cfg: Option<&OverlayConfig>) {
+        let vni = cfg.and_then(|c| Vni::new(c.vni).ok().map(|v| (v, c)));
+        if let Some(old) = self.net_vnis.get(&net).copied() {
+            if vni.is_none_or(|(v, _)| v != old) {
+                self.net_vnis.remove(&net);
+                self.vni_nets.remove(&old);
+                self.overlay.remove_network(old);
+            }
+        }
+        if let Some((v, c)) = vni {
+            self.overlay.add_network(v, &c.peers);
+            self.vni_nets.insert(v, net);
+            self.net_vnis.insert(net, v);
+        }
+    }
+
+    /// Fill in the remote VTEP of entries learned behind the tunnel.
+    pub fn fill_vteps(&self, net: &Network, entries: &mut [crate::fdb::FdbEntry], now: Instant) {
+        let Some(table) = self
+            .net_vnis
+            .get(&net.cfg.id)
+            .and_then(|v| self.overlay.table(*v))
+        else {
+            return;
+        };
+        for e in entries.iter_mut().filter(|e| e.port == TUNNEL_PORT) {
+            e.vtep = table.lookup(&e.mac, now);
+        }
+    }
+
+    /// A frame of an overlay network for the tunnel: encapsulated to the VTEP its
+    /// destination lives behind, or replicated to every peer VTEP (head-end
+    /// replication) when the destination is unknown, broadcast or multicast.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tunnel_out(
+        &mut self,
+        nets: &HashMap<NetId, Network>,
+        net_id: NetId,
+        in_port: PortId,
+        frame: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let (Some(net), Some(&vni)) = (nets.get(&net_id), self.net_vnis.get(&net_id)) else {
+            self.counters.tunnel_dropped += 1;
+            return;
+        };
+        // Ethernet padding stays home: an IPv4 frame goes as long as its packet.
+        let frame = match ipv4_lengths(frame) {
+            Some((_, total)) => &frame[..ETH_HLEN + total],
+            None => frame,
+        };
+        let max = self.overlay.vtep().config().max_inner_frame();
+        if frame.len() > max {
+            self.counters.tunnel_too_big += 1;
+            let df = ipv4_lengths(frame).is_some()
+                && u16::from_be_bytes([frame[ETH_HLEN + 6], frame[ETH_HLEN + 7]]) & 0x4000 != 0;
+            if let (true, Some(gw)) = (df, net.cfg.gateway) {
+                let mtu = (max - ETH_HLEN).min(u16::MAX as usize) as u16;
+                self.icmp_error(
+                    IcmpError::FragNeeded { mtu },
+                    frame,
+                    gw,
+                    in_port,
+                    out,
+                    scratch,
+                );
+            }
+            return;
+        }
+        let local = self.overlay.vtep().config().ip;
+        let Some(table) = self.overlay.table_mut(vni) else {
+            self.counters.tunnel_dropped += 1;
+            return;
+        };
+        self.flood.clear();
+        let known = if frame.len() >= 6 && frame[0] & 1 == 0 {
+            let mut dst: Mac = [0; 6];
+            dst.copy_from_slice(&frame[0..6]);
+            table.lookup(&dst, now)
+        } else {
+            None
+        };
+        match known {
+            Some(vtep) => self.flood.push(vtep),
+            None => self
+                .flood
+                .extend_from_slice(table.flood_list(Origin::Local, local)),
+        }
+        for i in 0..self.flood.len() {
+            let peer = self.flood[i];
+            match self
+                .overlay
+                .send(vni, peer, [0; 6], frame, &mut self.pkt[..])
+            {
+                Ok(n) => self.send_out(n, out, scratch, now),
+                Err(_) => self.counters.tunnel_dropped += 1,
+            }
+        }
+    }
+
+    /// A decapsulated frame enters its overlay network as if from the tunnel port:
+    /// its source is learned behind the tunnel, and it goes to its local port or is
+    /// flooded to local ports only (never back into tunnels).
+    fn tunnel_in(
+        &mut self,
+        nets: &mut HashMap<NetId, Network>,
+        vni: Vni,
+        inner: &[u8],
+        out: &mut impl Emit,
+        now: Instant,
+    ) {
+        let Some(net) = self.vni_nets.get(&vni).and_then(|id| nets.get_mut(id)) else {
+            self.counters.tunnel_dropped += 1;
+            return;
+        };
+        if inner.len() < ETH_HLEN || inner[6] & 1 != 0 {
+            self.counters.tunnel_dropped += 1;
+            return;
+        }
+        let mut dst: Mac = [0; 6];
+        dst.copy_from_slice(&inner[0..6]);
+        let mut src: Mac = [0; 6];
+        src.copy_from_slice(&inner[6..12]);
+        let id = net.cfg.id;
+        match net.fdb.learn(src, TUNNEL_PORT, now) {
+            crate::fdb::Learned::Changed | crate::fdb::Learned::Reannounce => {
+                out.learned(id, src, TUNNEL_PORT)
+            }
+            _ => {}
+        }
+        if net.cfg.gateway.is_some_and(|g| g.mac == dst) {
+            // Each host is its own gateway: another host's gateway traffic is not ours.
+            self.counters.tunnel_dropped += 1;
+            return;
+        }
+        let to = if dst[0] & 1 == 0 {
+            net.fdb.lookup(&dst, now)
+        } else {
+            None
+        };
+        match to {
+            Some(TUNNEL_PORT) => {
+                self.counters.tunnel_dropped += 1;
+                return;
+            }
+            Some(p) => out.emit(p, inner, &self.port_counters),
+            None => {
+                for &p in &net.members {
+                    out.emit(p, inner, &self.port_counters);
+                }
+            }
+        }
+        self.counters.tunnel_in += 1;
     }
 
     /// A frame a container sent to its gateway's MAC that is not for the gateway itself.
@@ -230,6 +416,15 @@ impl Router {
         if frame.len() < ETH_HLEN || frame[0..6] != self.cfg.mac {
             self.counters.uplink_ignored += 1;
             return;
+        }
+        // VXLAN to the VTEP comes before the NAT; drops are counted by the VTEP.
+        match self.overlay.receive(frame, now) {
+            Decap::Pass(_) => {}
+            Decap::Drop(_) => return,
+            Decap::Frame(d) => {
+                self.tunnel_in(nets, d.vni, d.inner, out, now);
+                return;
+            }
         }
         let Some((_, total)) = ipv4_lengths(frame) else {
             self.counters.not_ipv4 += 1;
@@ -349,7 +544,12 @@ impl Router {
         mac.copy_from_slice(&a[8..14]);
         let sender = Ipv4Addr::new(a[14], a[15], a[16], a[17]);
         let target = Ipv4Addr::new(a[24], a[25], a[26], a[27]);
-        let for_us = target == self.cfg.ip;
+        let vtep = self.overlay.vtep().config().ip;
+        let for_us = target == self.cfg.ip || target == vtep;
+        let me = &Gateway {
+            ip: target,
+            mac: me.mac,
+        };
         // RFC 826: update a known sender; learn it if the packet was for us.
         let released = if for_us {
             self.arp.learn(sender, mac, now)
@@ -451,6 +651,7 @@ impl Router {
     /// Once a second: idle sessions out, stale neighbours out, ARP retries sent.
     pub fn tick(&mut self, out: &mut impl Emit, scratch: &mut [u8; MAX_FRAME], now: Instant) {
         self.nat.expire(now);
+        self.overlay.expire(now);
         for ip in self.arp.expire(now) {
             let n = arp::request(self.cfg.mac, self.cfg.ip, ip, scratch);
             out.emit(self.port, &scratch[..n], &self.port_counters);
@@ -483,6 +684,238 @@ pub(crate) fn no_uplink(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::fdb::Fdb;
+    use crate::{NetConfig, OverlayConfig};
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Sink {
+        out: Vec<(PortId, Vec<u8>)>,
+        learned: Vec<Mac>,
+    }
+    impl Emit for Sink {
+        fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
+            self.out.push((to, frame.to_vec()));
+        }
+        fn learned(&mut self, _net: NetId, mac: Mac, _port: PortId) {
+            self.learned.push(mac);
+        }
+        fn route(&mut self, _: NetId, _: PortId, _: &[u8], _: &PortCounters) {}
+        fn dns(&mut self, _: NetId, _: PortId, _: &[u8], _: &PortCounters) {}
+        fn tunnel(&mut self, _: NetId, _: PortId, _: &[u8], _: &PortCounters) {}
+    }
+
+    const UPLINK: PortId = 9;
+    const UP_MAC: Mac = [2, 0, 0, 0, 0, 1];
+    const ME: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+    const PEER2: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+    const PEER3: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 3);
+    const GW_MAC: Mac = [2, 0x42, 172, 28, 0, 1];
+    const LOCAL: Mac = [2, 0x42, 172, 28, 0, 2];
+    const REMOTE: Mac = [2, 0x42, 172, 28, 0, 3];
+
+    fn setup() -> (Router, HashMap<NetId, Network>) {
+        let cfg = UplinkConfig {
+            ip: ME,
+            prefix: 16,
+            gateway: Ipv4Addr::new(10, 200, 0, 254),
+            mac: UP_MAC,
+            nat: NatConfig::default(),
+            vtep_ip: None,
+        };
+        let mut r = Router::new(UPLINK, cfg, Arc::new(PortCounters::default())).expect("router");
+        let overlay = OverlayConfig {
+            vni: 5000,
+            peers: vec![PEER2, PEER3],
+        };
+        let net = Network {
+            cfg: NetConfig {
+                id: 1,
+                gateway: Some(Gateway {
+                    ip: Ipv4Addr::new(172, 28, 0, 1),
+                    mac: GW_MAC,
+                }),
+                subnet: Some((Ipv4Addr::new(172, 28, 0, 0), 24)),
+                overlay: Some(overlay.clone()),
+                ..Default::default()
+            },
+            fdb: Fdb::new(64, Duration::from_secs(300)),
+            members: vec![1, 2],
+            hosts: Default::default(),
+        };
+        r.set_overlay(1, Some(&overlay));
+        let mut nets = HashMap::new();
+        nets.insert(1, net);
+        // Both peers' MACs known, so encapsulated frames leave at once.
+        let mut sink = Sink::default();
+        let mut scratch = [0u8; MAX_FRAME];
+        for (i, peer) in [PEER2, PEER3].into_iter().enumerate() {
+            let mut f = UP_MAC.to_vec();
+            let mac = [2, 0, 0, 0, 0, 2 + i as u8];
+            f.extend(mac);
+            f.extend([0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+            f.extend(mac);
+            f.extend(peer.octets());
+            f.extend(UP_MAC);
+            f.extend(ME.octets());
+            f.resize(60, 0);
+            r.receive_from_uplink(&mut nets, &f, &mut sink, &mut scratch, Instant::now());
+        }
+        (r, nets)
+    }
+
+    /// An inner IPv4/UDP frame of `len` bytes, DF set.
+    fn inner(dst: Mac, src: Mac, len: usize) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend(src);
+        f.extend([0x08, 0x00]);
+        let ip_len = (len - ETH_HLEN) as u16;
+        f.extend([0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0]);
+        f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+        f.extend([172, 28, 0, 2, 172, 28, 0, 3]);
+        f.resize(len, 0);
+        f
+    }
+
+    fn decap(frame: &[u8]) -> (Ipv4Addr, Vec<u8>) {
+        let mut rx = vxlan::Overlay::new(
+            VtepConfig::new([2, 0, 0, 0, 0, 2], dst_ip(frame)),
+            16,
+            Duration::from_secs(300),
+        );
+        rx.add_network(Vni::new(5000).expect("vni"), &[]);
+        match rx.receive(frame, Instant::now()) {
+            Decap::Frame(d) => (dst_ip(frame), d.inner.to_vec()),
+            other => panic!("not VXLAN 5000: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
+        let (mut r, mut nets) = setup();
+        let mut scratch = [0u8; MAX_FRAME];
+        let now = Instant::now();
+        let f = inner([0xff; 6], LOCAL, 100);
+        let mut sink = Sink::default();
+        r.tunnel_out(&nets, 1, 1, &f, &mut sink, &mut scratch, now);
+        let dsts: Vec<Ipv4Addr> = sink
+            .out
+            .iter()
+            .map(|(p, o)| {
+                assert_eq!(*p, UPLINK);
+                let (d, i) = decap(o);
+                assert_eq!(i, f, "inner frame unchanged");
+                d
+            })
+            .collect();
+        assert_eq!(dsts, vec![PEER2, PEER3], "head-end replication");
+
+        // REMOTE speaks from behind 10.200.0.2: learned, delivered to local ports only.
+        let mut remote = vxlan::Vtep::new(VtepConfig::new([2, 0, 0, 0, 0, 2], PEER2));
+        let mut out = [0u8; MAX_FRAME];
+        let reply = inner(LOCAL, REMOTE, 100);
+        let n = remote
+            .encapsulate(Vni::new(5000).expect("vni"), ME, UP_MAC, &reply, &mut out)
+            .expect("encap");
+        let mut sink = Sink::default();
+        r.receive_from_uplink(&mut nets, &out[..n], &mut sink, &mut scratch, now);
+        let ports: Vec<PortId> = sink.out.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            ports,
+            vec![1, 2],
+            "LOCAL unknown yet: flooded to local ports, not tunnels"
+        );
+        assert_eq!(sink.out[0].1, reply);
+        assert_eq!(sink.learned, vec![REMOTE]);
+        let net = &nets[&1];
+        assert_eq!(net.fdb.lookup(&REMOTE, now), Some(TUNNEL_PORT));
+        let mut rows = net.fdb.entries(now);
+        r.fill_vteps(net, &mut rows, now);
+        assert_eq!(rows[0].vtep, Some(PEER2));
+
+        let mut sink = Sink::default();
+        r.tunnel_out(
+            &nets,
+            1,
+            1,
+            &inner(REMOTE, LOCAL, 100),
+            &mut sink,
+            &mut scratch,
+            now,
+        );
+        assert_eq!(
+            sink.out.len(),
+            1,
+            "a known remote MAC goes to its VTEP only"
+        );
+        assert_eq!(decap(&sink.out[0].1).0, PEER2);
+    }
+
+    #[test]
+    fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
+        let (mut r, mut nets) = setup();
+        let mut scratch = [0u8; MAX_FRAME];
+        let now = Instant::now();
+        let mut sink = Sink::default();
+        r.tunnel_out(
+            &nets,
+            1,
+            2,
+            &inner([0xff; 6], LOCAL, 14 + 1450),
+            &mut sink,
+            &mut scratch,
+            now,
+        );
+        assert_eq!(sink.out.len(), 2, "1450 bytes of IP fit");
+        let mut sink = Sink::default();
+        r.tunnel_out(
+            &nets,
+            1,
+            2,
+            &inner(REMOTE, LOCAL, 14 + 1451),
+            &mut sink,
+            &mut scratch,
+            now,
+        );
+        assert_eq!(sink.out.len(), 1);
+        let (to, icmp) = &sink.out[0];
+        assert_eq!(*to, 2, "back to the sender's port");
+        assert_eq!(&icmp[0..6], &LOCAL);
+        assert_eq!((icmp[34], icmp[35]), (3, 4), "frag needed");
+        assert_eq!(u16::from_be_bytes([icmp[40], icmp[41]]), 1450);
+        assert_eq!(r.stats().router.tunnel_too_big, 1);
+
+        let mut remote = vxlan::Vtep::new(VtepConfig::new([2, 0, 0, 0, 0, 2], PEER2));
+        let mut out = [0u8; MAX_FRAME];
+        let n = remote
+            .encapsulate(
+                Vni::new(77).expect("vni"),
+                ME,
+                UP_MAC,
+                &inner(LOCAL, REMOTE, 100),
+                &mut out,
+            )
+            .expect("encap");
+        let mut sink = Sink::default();
+        r.receive_from_uplink(&mut nets, &out[..n], &mut sink, &mut scratch, now);
+        assert!(sink.out.is_empty());
+        assert_eq!(r.stats().overlay.dropped(vxlan::DropReason::UnknownVni), 1);
+        // The network stops being an overlay: its VNI is unknown from then on.
+        r.set_overlay(1, None);
+        let n = remote
+            .encapsulate(
+                Vni::new(5000).expect("vni"),
+                ME,
+                UP_MAC,
+                &inner(LOCAL, REMOTE, 100),
+                &mut out,
+            )
+            .expect("encap");
+        r.receive_from_uplink(&mut nets, &out[..n], &mut sink, &mut scratch, now);
+        assert!(sink.out.is_empty());
+        assert_eq!(r.stats().overlay.dropped(vxlan::DropReason::UnknownVni), 2);
+    }
 
     #[test]
     fn subnets() {

@@ -134,11 +134,13 @@ pub enum Handoff {
         port: PortId,
         frame: Box<[u8]>,
     },
-    /// A frame for the router, which lives on the uplink's worker.
+    /// A frame for the router, which lives on the uplink's worker (`tunnel`: for the
+    /// VXLAN tunnel of an overlay network rather than for routing).
     Route {
         net: NetId,
         in_port: PortId,
         frame: Box<[u8]>,
+        tunnel: bool,
     },
     Learned {
         net: NetId,
@@ -258,7 +260,8 @@ pub(crate) struct TxSide {
     /// Frames for this worker's router (or for the no-uplink answer), drained after
     /// each burst, with (network, ingress port).
     routeq: Burst,
-    routeq_meta: Vec<(NetId, PortId)>,
+    /// (network, ingress port, for the tunnel rather than routing)
+    routeq_meta: Vec<(NetId, PortId, bool)>,
     /// This worker runs the resolver: DNS frames queue here, drained after each burst.
     dns_local: bool,
     dnsq: Burst,
@@ -354,6 +357,42 @@ impl TxSide {
     }
 }
 
+impl TxSide {
+    /// Queue a frame for the router (routing, or the overlay tunnel), here or on the
+    /// uplink's worker.
+    fn hand_to_router(
+        &mut self,
+        net: NetId,
+        in_port: PortId,
+        frame: &[u8],
+        from: &PortCounters,
+        tunnel: bool,
+    ) {
+        match self.router_at {
+            RouterAt::Remote(w) => {
+                let msg = Handoff::Route {
+                    net,
+                    in_port,
+                    frame: frame.into(),
+                    tunnel,
+                };
+                if self.peer_send(w, msg) {
+                    WorkerCounters::add(&self.counters.cross_worker, 1);
+                } else {
+                    from.dropped(DropReason::QueueFull, 1);
+                }
+            }
+            RouterAt::Local | RouterAt::Nowhere => {
+                if self.routeq.push(frame) {
+                    self.routeq_meta.push((net, in_port, tunnel));
+                } else {
+                    from.dropped(DropReason::NoRoute, 1);
+                }
+            }
+        }
+    }
+}
+
 impl Emit for TxSide {
     fn emit(&mut self, to: PortId, frame: &[u8], from: &PortCounters) {
         match self.home(to) {
@@ -402,27 +441,11 @@ impl Emit for TxSide {
     }
 
     fn route(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
-        match self.router_at {
-            RouterAt::Remote(w) => {
-                let msg = Handoff::Route {
-                    net,
-                    in_port,
-                    frame: frame.into(),
-                };
-                if self.peer_send(w, msg) {
-                    WorkerCounters::add(&self.counters.cross_worker, 1);
-                } else {
-                    from.dropped(DropReason::QueueFull, 1);
-                }
-            }
-            RouterAt::Local | RouterAt::Nowhere => {
-                if self.routeq.push(frame) {
-                    self.routeq_meta.push((net, in_port));
-                } else {
-                    from.dropped(DropReason::NoRoute, 1);
-                }
-            }
-        }
+        self.hand_to_router(net, in_port, frame, from, false);
+    }
+
+    fn tunnel(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
+        self.hand_to_router(net, in_port, frame, from, true);
     }
 
     fn dns(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
@@ -638,9 +661,18 @@ impl Worker {
         }
         std::mem::swap(&mut self.tx.routeq, &mut self.route_spare);
         let meta = std::mem::take(&mut self.tx.routeq_meta);
-        for (i, &(net, in_port)) in meta.iter().enumerate() {
+        for (i, &(net, in_port, tunnel)) in meta.iter().enumerate() {
             let frame = self.route_spare.frame(i);
             match self.router.as_mut() {
+                Some(r) if tunnel => {
+                    r.tunnel_out(&self.nets, net, in_port, frame, &mut self.tx, scratch, now)
+                }
+                // No uplink: an overlay has no tunnel to send by.
+                None if tunnel => {
+                    if let Some(c) = self.tx.port_counters(in_port) {
+                        c.dropped(DropReason::NoRoute, 1);
+                    }
+                }
                 Some(r) => r.route_from_network(
                     &mut self.nets,
                     net,
@@ -750,6 +782,17 @@ impl Worker {
                     net,
                     in_port,
                     frame,
+                    tunnel: true,
+                }) => {
+                    if let Some(r) = self.router.as_mut() {
+                        r.tunnel_out(&self.nets, net, in_port, &frame, &mut self.tx, scratch, now);
+                    }
+                }
+                Ok(Handoff::Route {
+                    net,
+                    in_port,
+                    frame,
+                    tunnel: false,
                 }) => {
                     if let Some(r) = self.router.as_mut() {
                         r.route_from_network(
@@ -805,6 +848,9 @@ impl Worker {
             n += 1;
             match msg {
                 Control::AddNetwork(cfg) => {
+                    if let Some(r) = self.router.as_mut() {
+                        r.set_overlay(cfg.id, cfg.overlay.as_ref());
+                    }
                     let hosts = cfg.hosts.iter().copied().collect();
                     match self.nets.get_mut(&cfg.id) {
                         // An update (endpoints came or went): keep what was learned.
@@ -828,6 +874,9 @@ impl Worker {
                 }
                 Control::RemoveNetwork(id) => {
                     self.nets.remove(&id);
+                    if let Some(r) = self.router.as_mut() {
+                        r.set_overlay(id, None);
+                    }
                     if let Some(d) = self.dns.as_mut() {
                         d.set_network(id, None);
                     }
@@ -854,17 +903,23 @@ impl Worker {
                     }
                 }
                 Control::FdbDump { net, reply } => {
-                    let entries = self
+                    let mut entries = self
                         .nets
                         .get(&net)
                         .map(|n| n.fdb.entries(now))
                         .unwrap_or_default();
+                    if let (Some(r), Some(n)) = (self.router.as_ref(), self.nets.get(&net)) {
+                        r.fill_vteps(n, &mut entries, now);
+                    }
                     let _ = reply.send(entries);
                 }
                 Control::EnableRouter(mut r) => {
                     if let Some(d) = self.dns.as_mut() {
                         d.enable_upstreams(r.uplink_addr(), now);
                         r.dns_port = Some(d.port);
+                    }
+                    for n in self.nets.values() {
+                        r.set_overlay(n.cfg.id, n.cfg.overlay.as_ref());
                     }
                     self.router = Some(r);
                     self.tx.router_at = RouterAt::Local;

@@ -90,7 +90,13 @@ impl Drop for Lab {
 
 /// The namespace standing in for the daemon's host, created on first use.
 pub fn host_ns(lab: &Lab) -> String {
-    let ns = lab.name("h");
+    named_ns(lab, "h")
+}
+
+/// A lab namespace `<prefix><tag>` with `lo` up, created on first use (a second
+/// "host" of a multi-host test, say).
+pub fn named_ns(lab: &Lab, tag: &str) -> String {
+    let ns = lab.name(tag);
     if !Path::new("/run/netns").join(&ns).exists() {
         let st = Command::new("ip")
             .args(["netns", "add", &ns])
@@ -102,7 +108,8 @@ pub fn host_ns(lab: &Lab) -> String {
     ns
 }
 
-fn run_ok(args: &[&str]) {
+/// Run a command that must succeed (lab plumbing: `ip`, `ethtool`).
+pub fn run_ok(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -279,6 +286,22 @@ impl Daemon {
             socket: lab.dir.join("vswitchd.sock"),
             state_dir: lab.dir.join("state"),
             log: lab.dir.join("vswitchd.log"),
+            child: None,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Another daemon of the same lab (a second "host"): its own host namespace
+    /// (`named_ns(lab, tag)`), socket, state dir and log, all named by `tag`.
+    pub fn start_named(lab: &Lab, tag: &str, extra: &[&str]) -> Daemon {
+        let host_ns = named_ns(lab, tag);
+        let mut d = Daemon {
+            host_ns,
+            socket: lab.dir.join(format!("vswitchd-{tag}.sock")),
+            state_dir: lab.dir.join(format!("state-{tag}")),
+            log: lab.dir.join(format!("vswitchd-{tag}.log")),
             child: None,
             args: extra.iter().map(|s| s.to_string()).collect(),
         };

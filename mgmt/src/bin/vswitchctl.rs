@@ -413,10 +413,16 @@ fn run(cli: Cli) -> Res<()> {
                         } else {
                             s(e, "age")
                         };
-                        vec![s(e, "mac"), s(e, "port"), s(e, "sandbox"), kind]
+                        vec![
+                            s(e, "mac"),
+                            s(e, "port"),
+                            s(e, "sandbox"),
+                            s(e, "vtep"),
+                            kind,
+                        ]
                     })
                     .collect();
-                print_table(&["MAC", "PORT", "SANDBOX", "AGE"], rows);
+                print_table(&["MAC", "PORT", "SANDBOX", "VTEP", "AGE"], rows);
             }
             Ok(())
         }
@@ -495,6 +501,29 @@ fn run(cli: Cli) -> Res<()> {
                 ],
                 rows,
             );
+            let o = &v["router"]["overlay"];
+            if o.is_object() {
+                let drops: Vec<String> = o["drops"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                    .map(|(k, n)| format!("{k}={n}"))
+                    .collect();
+                println!();
+                println!(
+                    "VTEP {}: encapsulated={} decapsulated={} too_big={} drops: {}",
+                    s(&v["router"], "vtep"),
+                    s(o, "encapsulated"),
+                    s(o, "decapsulated"),
+                    s(&v["router"]["router"], "tunnel_too_big"),
+                    if drops.is_empty() {
+                        "none".to_string()
+                    } else {
+                        drops.join(",")
+                    }
+                );
+            }
             Ok(())
         }
     }

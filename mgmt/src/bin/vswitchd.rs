@@ -115,7 +115,8 @@ fn upstreams(specs: &[String]) -> Result<Vec<SocketAddr>> {
 
 /// `--uplink IFACE --uplink-ip CIDR --uplink-gw IP`: the switch owns the address (the
 /// kernel must not), answers ARP for it and routes and NATs through the interface.
-fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<Ipv4Addr>> {
+/// Returns the uplink address and the VTEP address.
+fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<(Ipv4Addr, Ipv4Addr)>> {
     let (iface, cidr, gw) = match (&args.uplink, &args.uplink_ip, &args.uplink_gw) {
         (None, None, None) => return Ok(None),
         (Some(i), Some(c), Some(g)) => (i, c, g),
@@ -141,18 +142,40 @@ fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<Ipv4Addr>> {
     bridge::prepare_host_end(iface)?;
     nl.set_up(iface)?;
     let port = port::open(iface, args.io).with_context(|| format!("open uplink {iface}"))?;
+    let vtep_ip = match &args.vtep_ip {
+        None => None,
+        Some(v) => {
+            let ip: Ipv4Addr = v
+                .parse()
+                .with_context(|| format!("invalid --vtep-ip {v:?}: expected an IPv4 address"))?;
+            if !net.contains(&ip) || ip == net.network() || ip == net.broadcast() || ip == gw {
+                bail!(
+                    "--vtep-ip {ip} must be a free host address of the uplink subnet {}",
+                    net.trunc()
+                );
+            }
+            Some(ip)
+        }
+    };
     let nat = NatConfig {
         udp: Duration::from_secs(args.nat_udp_timeout),
         tcp_established: Duration::from_secs(args.nat_tcp_timeout),
         max_sessions: args.nat_max_sessions,
-        // The embedded resolver's upstream queries use a port above this range.
+        // The embedded resolver's upstream queries use a port above this range; the VTEP
+        // owns UDP 4789 of its address, so SNAT on that address stays above it (a kept
+        // source port 4789 would have its replies taken for tunnel traffic).
         port_range: nat::PortRange {
-            first: 1024,
+            first: if vtep_ip.is_none_or(|v| v == net.addr()) {
+                vxlan::wire::VXLAN_PORT + 1
+            } else {
+                1024
+            },
             last: 60999,
         },
         ..NatConfig::default()
     };
     let cfg = UplinkConfig {
+        vtep_ip,
         ip: net.addr(),
         prefix: net.prefix_len(),
         gateway: gw,
@@ -161,19 +184,15 @@ fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<Ipv4Addr>> {
     };
     engine.set_uplink(cfg, port)?;
     tracing::info!(uplink = %iface, ip = %net, gateway = %gw, "uplink attached");
-    Ok(Some(net.addr()))
+    Ok(Some((net.addr(), vtep_ip.unwrap_or(net.addr()))))
 }
 
 fn run(args: Args) -> Result<()> {
-    for (flag, v) in [
-        ("--vtep-ip", &args.vtep_ip),
-        ("--cluster-store", &args.cluster_store),
-    ] {
-        if v.is_some() {
-            bail!(
-                "{flag} is not supported by this build yet (egress, NAT and overlays come later)"
-            );
-        }
+    if args.cluster_store.is_some() {
+        bail!("--cluster-store is not supported by this build yet (overlay peers are given with -o vxlan.peers)");
+    }
+    if args.vtep_ip.is_some() && args.uplink.is_none() {
+        bail!("--vtep-ip needs an uplink: the tunnels leave by it (--uplink, --uplink-ip, --uplink-gw)");
     }
     let workers = workers(&args.workers)?;
     let dns_upstreams = upstreams(&args.dns_upstream)?;
@@ -192,12 +211,13 @@ fn run(args: Args) -> Result<()> {
         pin: true,
         dns_upstreams: dns_upstreams.clone(),
     })?;
-    let uplink_ip = attach_uplink(&mut engine, &args)?;
+    let addrs = attach_uplink(&mut engine, &args)?;
     let mut ctl = Controller::start(
         Config {
             io: args.io,
             dns_upstreams,
-            uplink_ip,
+            uplink_ip: addrs.map(|a| a.0),
+            vtep_ip: addrs.map(|a| a.1),
         },
         store,
         engine,

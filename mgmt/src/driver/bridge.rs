@@ -16,8 +16,17 @@ use crate::link::Netlink;
 use crate::model::{DriverKind, Endpoint, LinkKind, Mac, Network};
 use crate::{ethtool, netns};
 
-/// Endpoint MTU on bridge networks.
-const MTU: u32 = 1500;
+/// Endpoint MTU on bridge networks unless `-o mtu=N` says otherwise.
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// The endpoint MTU a network asks for with `-o mtu=N` (validated at create), else
+/// `default`.
+pub fn mtu(net: &Network, default: u32) -> u32 {
+    net.options
+        .get("mtu")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(default)
+}
 
 pub struct Bridge;
 
@@ -43,17 +52,7 @@ impl Driver for Bridge {
         net: &Network,
         hosts: &[(Ipv4Addr, Mac)],
     ) -> Result<()> {
-        ctx.engine.add_network(NetConfig {
-            id: net.num,
-            gateway: gateway(net),
-            subnet: net
-                .pool
-                .as_ref()
-                .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
-            internal: net.internal,
-            hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
-            dns: net.has_embedded_dns(),
-        })
+        ctx.engine.add_network(net_config(net, hosts))
     }
 
     fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
@@ -61,7 +60,7 @@ impl Driver for Bridge {
     }
 
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {
-        attach_endpoint(ctx, net, ep, MTU)
+        attach_endpoint(ctx, net, ep, mtu(net, DEFAULT_MTU))
     }
 
     fn delete_endpoint(&mut self, ctx: &mut Ctx, _net: &Network, ep: &Endpoint) -> Result<()> {
@@ -69,9 +68,25 @@ impl Driver for Bridge {
     }
 }
 
-/// Give the sandbox its interface on the network (a veth pair whose host end the switch
-/// reads, or a TAP device in the sandbox) and attach it to the network in the data
-/// plane. Idempotent: a veth that survived a restart is re-attached as it is.
+/// What the data plane needs of a network with the switch as its gateway (bridge and
+/// overlay networks; the overlay driver adds its tunnel).
+pub fn net_config(net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> NetConfig {
+    NetConfig {
+        id: net.num,
+        gateway: gateway(net),
+        subnet: net
+            .pool
+            .as_ref()
+            .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
+        internal: net.internal,
+        hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
+        dns: net.has_embedded_dns(),
+        overlay: None,
+    }
+}
+
+/// Give the sandbox its interface (veth or TAP, with the address and `mtu`) and attach
+/// it to the network's switch. Idempotent: re-attaches a surviving link on restart.
 pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) -> Result<()> {
     let prefix = net
         .pool
@@ -118,7 +133,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
     Ok(())
 }
 
-/// Detach the endpoint from the data plane and remove its link.
+/// Detach an endpoint from the switch and remove its link.
 pub fn detach_endpoint(ctx: &mut Ctx, ep: &Endpoint) -> Result<()> {
     if let Some(p) = ctx.ports.remove(&ep.id) {
         ctx.engine.remove_port(p)?;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use switch::port::{self, IoMode, Port};
 use switch::NetConfig;
 
-use super::bridge::{attach_endpoint, detach_endpoint, prepare_host_end};
+use super::bridge::{attach_endpoint, detach_endpoint, mtu, prepare_host_end};
 use super::{Ctx, Driver};
 use crate::error::ApiError;
 use crate::link::Netlink;
@@ -116,6 +116,7 @@ impl Driver for Macvlan {
             internal: false,
             hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
             dns: false,
+            overlay: None,
         })
     }
 
@@ -133,7 +134,7 @@ impl Driver for Macvlan {
     }
 
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {
-        attach_endpoint(ctx, net, ep, MTU)
+        attach_endpoint(ctx, net, ep, mtu(net, MTU))
     }
 
     fn delete_endpoint(&mut self, ctx: &mut Ctx, _net: &Network, ep: &Endpoint) -> Result<()> {

@@ -5,6 +5,7 @@ pub mod bridge;
 pub mod host;
 pub mod macvlan;
 pub mod null;
+pub mod overlay;
 
 use std::collections::HashMap;
 
@@ -51,6 +52,6 @@ pub fn for_kind(kind: DriverKind) -> Option<Box<dyn Driver>> {
         DriverKind::Host => Some(Box::new(host::Host)),
         DriverKind::Null => Some(Box::new(null::Null)),
         DriverKind::Macvlan => Some(Box::new(macvlan::Macvlan)),
-        DriverKind::Overlay => None,
+        DriverKind::Overlay => Some(Box::new(overlay::Overlay)),
     }
 }

@@ -1,0 +1,494 @@
+//! Overlay networks end to end: two "hosts" (two vswitchd, each in its own namespace)
+//! whose uplinks plug into an underlay namespace holding a Linux bridge
+//! (10.200.0.0/16), one overlay network (same VNI) on both; and interop with the Linux
+//! kernel's own `vxlan` device as the far end, checked on the wire with tshark.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use e2e::{named_ns, ns_exec, ping, ping_df, run_ok, send_raw, wait_for, wait_listening};
+use e2e::{Bg, Daemon, Lab};
+
+const VNI: &str = "5000";
+const SUBNET: &str = "172.28.0.0/24";
+const UNDERLAY_GW: &str = "10.200.0.254";
+
+/// The underlay: a namespace with a Linux bridge every host's uplink plugs into.
+struct Underlay {
+    ns: String,
+}
+
+impl Underlay {
+    fn new(lab: &Lab) -> Underlay {
+        let ns = named_ns(lab, "ul");
+        run_ok(&["ip", "-n", &ns, "link", "add", "br0", "type", "bridge"]);
+        run_ok(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{UNDERLAY_GW}/16"),
+            "dev",
+            "br0",
+        ]);
+        run_ok(&["ip", "-n", &ns, "link", "set", "br0", "up"]);
+        Underlay { ns }
+    }
+
+    /// A veth from namespace `ns` into the bridge; returns its name in `ns`.
+    fn plug(&self, lab: &Lab, ns: &str, tag: &str) -> String {
+        let end = lab.name(tag);
+        let port = lab.name(&format!("{tag}p"));
+        run_ok(&[
+            "ip", "-n", ns, "link", "add", &end, "type", "veth", "peer", "name", &port, "netns",
+            &self.ns,
+        ]);
+        run_ok(&["ip", "-n", &self.ns, "link", "set", &port, "master", "br0"]);
+        run_ok(&["ip", "-n", &self.ns, "link", "set", &port, "up"]);
+        // A wire delivers finished checksums; a veth would hand over partial ones.
+        run_ok(&[
+            "ip", "netns", "exec", &self.ns, "ethtool", "-K", &port, "tx", "off",
+        ]);
+        end
+    }
+
+    /// A vswitchd "host" with its uplink on the underlay at `ip`.
+    fn host(&self, lab: &Lab, tag: &str, ip: &str) -> Daemon {
+        self.host_with(lab, tag, ip, &[])
+    }
+
+    fn host_with(&self, lab: &Lab, tag: &str, ip: &str, extra: &[&str]) -> Daemon {
+        let ns = named_ns(lab, tag);
+        let up = self.plug(lab, &ns, &format!("{tag}u"));
+        let cidr = format!("{ip}/16");
+        let mut args = vec![
+            "--uplink",
+            &up,
+            "--uplink-ip",
+            &cidr,
+            "--uplink-gw",
+            UNDERLAY_GW,
+        ];
+        args.extend(extra);
+        Daemon::start_named(lab, tag, &args)
+    }
+}
+
+fn overlay_net(d: &Daemon, name: &str, peers: &str) {
+    let peers = format!("vxlan.peers={peers}");
+    let vni = format!("vxlan.id={VNI}");
+    d.ok(&[
+        "network", "create", "-d", "overlay", "--subnet", SUBNET, "-o", &vni, "-o", &peers, name,
+    ]);
+}
+
+fn router_stats(d: &Daemon) -> serde_json::Value {
+    d.json(&["stats"])["router"].clone()
+}
+
+/// Wait (bounded) until a first ping gets through: the first one waits for ARP on the
+/// underlay and inside the overlay.
+fn ping_eventually(ns: &str, dst: &str) {
+    wait_for(
+        &format!("{ns} to reach {dst}"),
+        Duration::from_secs(15),
+        || ping(ns, dst, 1),
+    );
+}
+
+/// iperf3 TCP for 2 s from `client_ns` to a server in `server_ns`; the bits/s received.
+fn iperf(lab: &Lab, server_ns: &str, client_ns: &str, server_ip: &str) -> f64 {
+    iperf_with(lab, server_ns, client_ns, server_ip, &["-t", "2"])
+}
+
+fn iperf_with(lab: &Lab, server_ns: &str, client_ns: &str, server_ip: &str, how: &[&str]) -> f64 {
+    let _srv = Bg::spawn(lab, server_ns, "iperf3-s", &["iperf3", "-s", "-1"]);
+    wait_listening(server_ns, 5201);
+    let mut args = vec!["iperf3", "-c", server_ip, "-J"];
+    args.extend(how);
+    let o = ns_exec(client_ns, &args, Duration::from_secs(30));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "iperf3 {client_ns} -> {server_ip}: {out}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// The MAC of an interface in a namespace.
+fn mac_of(ns: &str, ifname: &str) -> [u8; 6] {
+    let o = ns_exec(
+        ns,
+        &["cat", &format!("/sys/class/net/{ifname}/address")],
+        Duration::from_secs(5),
+    );
+    let s = String::from_utf8_lossy(&o.stdout);
+    let mut m = [0u8; 6];
+    for (i, p) in s.trim().split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(p, 16).expect("MAC");
+    }
+    m
+}
+
+fn fdb_has(d: &Daemon, net: &str, mac: &str, vtep: &str) -> bool {
+    d.json(&["fdb", net])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["mac"] == mac && e["vtep"] == vtep && e["port"] == "vxlan")
+}
+
+#[test]
+fn overlay_options_vni_and_mtu() {
+    let lab = Lab::new();
+    let ul = Underlay::new(&lab);
+    // Without an uplink there is no tunnel.
+    let bare = Daemon::start(&lab, &[]);
+    let err = bare.refused(&["network", "create", "-d", "overlay", &lab.name("x")]);
+    assert!(err.contains("uplink"), "{err}");
+    drop(bare);
+
+    let mut d = ul.host(&lab, "h1", "10.200.0.1");
+    let a = lab.name("oa");
+    d.ok(&["network", "create", "-d", "overlay", &a]);
+    let v = d.json(&["network", "inspect", &a]);
+    assert_eq!(v[0]["Driver"], "overlay");
+    assert_eq!(
+        v[0]["Options"]["vxlan.id"], "4096",
+        "allocated from 4096: {v}"
+    );
+    let b = lab.name("ob");
+    let err = d.refused(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "-o",
+        "vxlan.id=4096",
+        "--subnet",
+        SUBNET,
+        &b,
+    ]);
+    assert!(err.contains("4096"), "{err}");
+    d.refused(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "-o",
+        "vxlan.id=99999999",
+        &b,
+    ]);
+    d.refused(&["network", "create", "-d", "overlay", "-o", "mtu=12", &b]);
+    d.ok(&[
+        "network", "create", "-d", "overlay", "-o", "mtu=1400", "--subnet", SUBNET, &b,
+    ]);
+    let sa = lab.name("sa");
+    let sb = lab.name("sb");
+    d.sandbox(&sa, &a, &[]);
+    d.sandbox(&sb, &b, &[]);
+    let mtu = |ns: &str| {
+        let o = ns_exec(
+            ns,
+            &["cat", "/sys/class/net/eth0/mtu"],
+            Duration::from_secs(5),
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(mtu(&sa), "1450", "overlay default MTU");
+    assert_eq!(mtu(&sb), "1400", "-o mtu");
+
+    // The VTEP owns UDP 4789 of the uplink address: it cannot be published.
+    let err = d.refused(&["sandbox", "create", "-p", "4789:4789/udp", &lab.name("sp")]);
+    assert!(err.contains("4789"), "{err}");
+
+    // Persisted: after a restart the VNI is still taken and the next one follows it.
+    d.restart(false);
+    let v = d.json(&["network", "inspect", &a]);
+    assert_eq!(v[0]["Options"]["vxlan.id"], "4096");
+    let c = lab.name("oc");
+    d.ok(&["network", "create", "-d", "overlay", &c]);
+    let v = d.json(&["network", "inspect", &c]);
+    assert_eq!(v[0]["Options"]["vxlan.id"], "4098", "{v}");
+}
+
+#[test]
+fn two_hosts_ping_mtu_and_tcp() {
+    let lab = Lab::new();
+    let ul = Underlay::new(&lab);
+    let mut d1 = ul.host(&lab, "h1", "10.200.0.1");
+    // Host 2's tunnels use an address of their own on the underlay (`--vtep-ip`).
+    let d2 = ul.host_with(&lab, "h2", "10.200.0.2", &["--vtep-ip", "10.200.0.12"]);
+    let net = lab.name("ov");
+    overlay_net(&d1, &net, "10.200.0.12");
+    overlay_net(&d2, &net, "10.200.0.1");
+    let a = lab.name("a");
+    let b = lab.name("b");
+    // Without a cluster store each host's IPAM is its own: the addresses are given.
+    d1.sandbox(&a, &net, &["--ip", "172.28.0.2"]);
+    d2.sandbox(&b, &net, &["--ip", "172.28.0.3"]);
+
+    ping_eventually(&a, "172.28.0.3");
+    assert!(ping(&b, "172.28.0.2", 3), "host 2 -> host 1");
+    assert!(ping(&a, "172.28.0.3", 3), "host 1 -> host 2");
+    // The gateway stays local on each host.
+    assert!(ping(&a, "172.28.0.1", 1));
+    assert!(ping(&b, "172.28.0.1", 1));
+    assert!(
+        fdb_has(&d1, &net, "02:42:ac:1c:00:03", "10.200.0.12"),
+        "host 1 learned b behind host 2's VTEP: {}",
+        d1.ok(&["fdb", &net])
+    );
+    let table = d1.ok(&["fdb", &net]);
+    assert!(
+        table.contains("VTEP") && table.contains("10.200.0.12"),
+        "{table}"
+    );
+
+    // MTU 1450: 1422 bytes of ICMP payload + 8 + 20 = 1450 pass with DF.
+    assert!(ping_df(&a, "172.28.0.3", 1422), "1422-byte DF ping");
+    assert!(!ping_df(&a, "172.28.0.3", 1423), "over the endpoint MTU");
+    // A sender that believes in a bigger MTU is told, not silently dropped.
+    run_ok(&["ip", "-n", &a, "link", "set", "eth0", "mtu", "1500"]);
+    let o = ns_exec(
+        &a,
+        &[
+            "ping",
+            "-n",
+            "-c",
+            "2",
+            "-i",
+            "0.3",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1423",
+            "172.28.0.3",
+        ],
+        Duration::from_secs(10),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "too big must not pass: {text}");
+    assert!(
+        text.contains("mtu = 1450") || text.contains("mtu=1450"),
+        "frag-needed with the next-hop MTU: {text}"
+    );
+    let r = router_stats(&d1);
+    assert!(
+        r["router"]["tunnel_too_big"].as_u64().unwrap_or(0) >= 1,
+        "{r}"
+    );
+    run_ok(&["ip", "-n", &a, "link", "set", "eth0", "mtu", "1450"]);
+
+    let bps = iperf(&lab, &b, &a, "172.28.0.3");
+    assert!(bps > 0.0, "TCP across the overlay");
+    let r = router_stats(&d1);
+    assert!(
+        r["overlay"]["encapsulated"].as_u64().unwrap_or(0) > 100,
+        "{r}"
+    );
+    assert!(
+        r["overlay"]["decapsulated"].as_u64().unwrap_or(0) > 100,
+        "{r}"
+    );
+
+    // A restarted host brings its overlay back (VNI, peers, endpoints).
+    d1.restart(false);
+    ping_eventually(&a, "172.28.0.3");
+    assert!(ping(&b, "172.28.0.2", 3), "host 2 -> restarted host 1");
+}
+
+/// The far end is the Linux kernel's vxlan device; tshark decodes what the switch
+/// puts on the underlay; a frame for an unknown VNI is dropped and counted.
+#[test]
+fn interop_with_kernel_vxlan() {
+    let lab = Lab::new();
+    let ul = Underlay::new(&lab);
+    let d1 = ul.host(&lab, "h1", "10.200.0.1");
+    let net = lab.name("ov");
+    overlay_net(&d1, &net, "10.200.0.3");
+    let a = lab.name("a");
+    d1.sandbox(&a, &net, &["--ip", "172.28.0.2"]);
+
+    // The kernel's side: a namespace on the underlay at 10.200.0.3 with vx0.
+    let k = named_ns(&lab, "k");
+    let ku = ul.plug(&lab, &k, "ku");
+    run_ok(&["ip", "-n", &k, "addr", "add", "10.200.0.3/16", "dev", &ku]);
+    run_ok(&["ip", "-n", &k, "link", "set", &ku, "up"]);
+    run_ok(&["ip", "netns", "exec", &k, "ethtool", "-K", &ku, "tx", "off"]);
+    run_ok(&[
+        "ip",
+        "-n",
+        &k,
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        VNI,
+        "dstport",
+        "4789",
+        "local",
+        "10.200.0.3",
+        "remote",
+        "10.200.0.1",
+        "dev",
+        &ku,
+    ]);
+    run_ok(&["ip", "-n", &k, "link", "set", "vx0", "mtu", "1450"]);
+    run_ok(&[
+        "ip", "netns", "exec", &k, "ethtool", "-K", "vx0", "tx", "off",
+    ]);
+    run_ok(&["ip", "-n", &k, "addr", "add", "172.28.0.4/24", "dev", "vx0"]);
+    run_ok(&["ip", "-n", &k, "link", "set", "vx0", "up"]);
+
+    let pcap = lab.dir.join("underlay.pcap");
+    let pcap_s = pcap.to_string_lossy().to_string();
+    let cap = Bg::spawn(
+        &lab,
+        &ul.ns,
+        "tcpdump",
+        &[
+            "tcpdump", "-n", "-U", "-s", "256", "-i", "br0", "-w", &pcap_s, "udp", "port", "4789",
+        ],
+    );
+    wait_for("tcpdump to start", Duration::from_secs(10), || {
+        pcap.exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    ping_eventually(&a, "172.28.0.4");
+    assert!(ping(&a, "172.28.0.4", 3), "switch -> kernel vxlan");
+    assert!(ping(&k, "172.28.0.2", 3), "kernel vxlan -> switch");
+    let vx_mac = mac_of(&k, "vx0");
+    let vx_mac_s = vx_mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    assert!(
+        fdb_has(&d1, &net, &vx_mac_s, "10.200.0.3"),
+        "{}",
+        d1.ok(&["fdb", &net])
+    );
+    // A short TCP transfer each way on the wire too (4 MB: enough for full-size
+    // segments, small enough for tshark to read at once).
+    let n = ["-n", "2M"];
+    assert!(iperf_with(&lab, &k, &a, "172.28.0.4", &n) > 0.0);
+    assert!(iperf_with(&lab, &a, &k, "172.28.0.2", &n) > 0.0);
+    drop(cap);
+    assert!(
+        iperf(&lab, &k, &a, "172.28.0.4") > 0.0,
+        "TCP switch -> kernel"
+    );
+    assert!(
+        iperf(&lab, &a, &k, "172.28.0.2") > 0.0,
+        "TCP kernel -> switch"
+    );
+
+    let fields = String::from_utf8_lossy(
+        &std::process::Command::new("tshark")
+            .args([
+                "-r",
+                &pcap_s,
+                "-Y",
+                "vxlan",
+                "-T",
+                "fields",
+                "-e",
+                "vxlan.vni",
+            ])
+            .output()
+            .expect("tshark")
+            .stdout,
+    )
+    .to_string();
+    let vnis: Vec<&str> = fields.lines().collect();
+    assert!(
+        vnis.len() >= 2000,
+        "tunnelled frames on the underlay: {}",
+        vnis.len()
+    );
+    assert!(vnis.iter().all(|v| *v == VNI), "every frame VNI {VNI}");
+    let all = std::process::Command::new("tshark")
+        .args(["-r", &pcap_s, "-T", "fields", "-e", "frame.number"])
+        .output()
+        .expect("tshark");
+    assert_eq!(
+        String::from_utf8_lossy(&all.stdout).lines().count(),
+        vnis.len(),
+        "every UDP 4789 frame decodes as VXLAN"
+    );
+    let malformed = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            &pcap_s,
+            "-Y",
+            "_ws.malformed || _ws.expert.severity >= error",
+        ])
+        .output()
+        .expect("tshark");
+    let malformed = String::from_utf8_lossy(&malformed.stdout).to_string();
+    assert!(malformed.trim().is_empty(), "malformed frames: {malformed}");
+
+    // A VXLAN frame for a VNI no network has: dropped and counted.
+    let unknown = vxlan::DropReason::UnknownVni.index();
+    let before = router_stats(&d1)["overlay"]["dropped"][unknown]
+        .as_u64()
+        .unwrap_or(0);
+    let uplink_mac = mac_of(&d1.host_ns, &lab.name("h1u"));
+    let mut vtep = vxlan::Vtep::new(vxlan::VtepConfig::new(
+        [2, 0, 0, 0, 0, 0xfe],
+        Ipv4Addr::new(10, 200, 0, 254),
+    ));
+    let mut inner = vec![0xff; 6];
+    inner.extend([2, 0, 0, 0, 0, 0xfd, 0x08, 0x00]);
+    inner.resize(60, 0);
+    let mut frames = Vec::new();
+    for _ in 0..3 {
+        let mut out = vec![0u8; 200];
+        let n = vtep
+            .encapsulate(
+                vxlan::Vni::new(999).expect("vni"),
+                Ipv4Addr::new(10, 200, 0, 1),
+                uplink_mac,
+                &inner,
+                &mut out,
+            )
+            .expect("encapsulate");
+        out.truncate(n);
+        frames.push(out);
+    }
+    assert_eq!(send_raw(&ul.ns, "br0", frames.into_iter()), 3);
+    wait_for(
+        "the unknown-VNI drops to be counted",
+        Duration::from_secs(5),
+        || {
+            router_stats(&d1)["overlay"]["dropped"][unknown]
+                .as_u64()
+                .unwrap_or(0)
+                >= before + 3
+        },
+    );
+    assert!(ping(&a, "172.28.0.4", 1), "still working");
+    let table = d1.ok(&["stats"]);
+    assert!(
+        table.contains("VTEP 10.200.0.1") && table.contains("unknown_vni="),
+        "{table}"
+    );
+    assert!(
+        router_stats(&d1)["overlay"]["drops"]["unknown_vni"].as_u64() >= Some(3),
+        "drops by name"
+    );
+}
