@@ -335,19 +335,25 @@ impl TxSide {
         }
     }
 
-    /// Queue a frame on trunk port `i` with an 802.1Q tag for `vid` pushed in.
-    fn emit_tagged(&mut self, i: usize, vid: u16, frame: &[u8], from: &PortCounters) {
-        if frame.len() < 14 || frame.len() + 4 > MAX_FRAME {
-            from.dropped(DropReason::TxFull, 1);
-            return;
-        }
+    /// Port `i`'s transmit burst, flushed first when full and marked for the flush at the
+    /// end of the loop iteration.
+    fn tx_burst(&mut self, i: usize) -> &mut Burst {
         if self.ports[i].tx.is_full() {
             self.flush_port(i);
         }
         if self.ports[i].tx.is_empty() {
             self.dirty.push(i);
         }
-        if let Some(slot) = self.ports[i].tx.slot() {
+        &mut self.ports[i].tx
+    }
+
+    /// Queue a frame on trunk port `i` with an 802.1Q tag for `vid` pushed in.
+    fn emit_tagged(&mut self, i: usize, vid: u16, frame: &[u8], from: &PortCounters) {
+        if frame.len() < 14 || frame.len() + 4 > MAX_FRAME {
+            from.dropped(DropReason::TxFull, 1);
+            return;
+        }
+        if let Some(slot) = self.tx_burst(i).slot() {
             slot[..12].copy_from_slice(&frame[..12]);
             slot[12..14].copy_from_slice(&[0x81, 0x00]);
             slot[14..16].copy_from_slice(&vid.to_be_bytes());
@@ -396,28 +402,13 @@ impl TxSide {
 impl Emit for TxSide {
     fn emit(&mut self, to: PortId, frame: &[u8], from: &PortCounters) {
         match self.home(to) {
-            Some(Home::Local(i)) => {
-                if self.ports[i].tx.is_full() {
-                    self.flush_port(i);
-                }
-                if self.ports[i].tx.is_empty() {
-                    self.dirty.push(i);
-                }
-                self.ports[i].tx.push(frame);
+            Some(Home::Local(i)) | Some(Home::Vlan { port: i, vid: None }) => {
+                self.tx_burst(i).push(frame);
             }
             Some(Home::Vlan {
                 port,
                 vid: Some(vid),
             }) => self.emit_tagged(port, vid, frame, from),
-            Some(Home::Vlan { port, vid: None }) => {
-                if self.ports[port].tx.is_full() {
-                    self.flush_port(port);
-                }
-                if self.ports[port].tx.is_empty() {
-                    self.dirty.push(port);
-                }
-                self.ports[port].tx.push(frame);
-            }
             Some(Home::Remote(w)) => {
                 let msg = Handoff::Frame {
                     port: to,
