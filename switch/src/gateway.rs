@@ -108,20 +108,9 @@ pub fn icmp_echo_reply(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usi
     Some(len)
 }
 
-/// RFC 1071 one's-complement sum over `data`, folded and inverted.
+/// RFC 1071 one's-complement sum over `data`, folded and inverted (the `nat` crate's).
 pub fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    if let [b] = chunks.remainder() {
-        sum += (*b as u32) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    nat::checksum(data, 0)
 }
 
 #[cfg(test)]

@@ -9,13 +9,12 @@ use crate::gateway::internet_checksum;
 
 pub const ETH_HLEN: usize = 14;
 
-/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), for one 16-bit word changing from m to m'.
+/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), for one 16-bit word changing from m to m'
+/// (the `nat` crate's incremental update).
 pub fn checksum_adjust(hc: u16, old: u16, new: u16) -> u16 {
-    let mut sum = (!hc as u32) + (!old as u32 & 0xffff) + new as u32;
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let mut d = nat::Delta::default();
+    d.word(old, new);
+    d.apply(hc)
 }
 
 /// Decrement the TTL of the IPv4 header at `ip` (checksum updated in place). Returns the
