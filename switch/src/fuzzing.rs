@@ -255,13 +255,7 @@ mod tests {
         let mut x: u64 = 0x2545f4914f6cdd1d;
         let mut buf = Vec::new();
         for i in 0..3000 {
-            buf.clear();
-            for _ in 0..(i % 700) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                buf.push(x as u8);
-            }
+            random_bytes(&mut x, i % 700, &mut buf);
             // Bias some inputs toward ARP and IPv4/ICMP so the parsers go deep.
             if i % 3 == 0 && buf.len() > 40 {
                 buf[0] = 10;
@@ -274,18 +268,23 @@ mod tests {
         }
     }
 
+    /// Refill `buf` with `n` xorshift bytes (deterministic, so a failure reproduces).
+    fn random_bytes(x: &mut u64, n: usize, buf: &mut Vec<u8>) {
+        buf.clear();
+        for _ in 0..n {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            buf.push(*x as u8);
+        }
+    }
+
     #[test]
     fn resolver_survives_random_frames() {
         let mut x: u64 = 0x9e3779b97f4a7c15;
         let mut buf = Vec::new();
         for i in 0..2000 {
-            buf.clear();
-            for _ in 0..(i % 600) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                buf.push(x as u8);
-            }
+            random_bytes(&mut x, i % 600, &mut buf);
             if i % 2 == 0 && buf.len() > 20 {
                 // A plausible DNS header: one question.
                 buf[0] = 40;
@@ -301,13 +300,7 @@ mod tests {
         let mut x: u64 = 0x2545f4914f6cdd1d;
         let mut buf = Vec::new();
         for i in 0..2000 {
-            buf.clear();
-            for _ in 0..(i % 900) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                buf.push(x as u8);
-            }
+            random_bytes(&mut x, i % 900, &mut buf);
             // Bias some chunks toward IPv4/UDP to the VTEP on port 4789.
             if i % 2 == 0 && buf.len() > 60 {
                 buf[0] = 9;

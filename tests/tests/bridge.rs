@@ -261,38 +261,15 @@ fn static_and_conflicting_addresses() {
         "dynamic addresses come from --ip-range"
     );
     let c = lab.name("c");
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        &net,
-        "--ip",
-        "172.24.0.10",
-        &c,
-    ]);
-    assert!(err.contains("already in use"), "{err}");
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        &net,
-        "--ip",
-        "172.24.0.1",
-        &c,
-    ]);
-    assert!(err.contains("gateway"), "{err}");
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        &net,
-        "--ip",
-        "172.25.0.9",
-        &c,
-    ]);
-    assert!(err.contains("not in subnet"), "{err}");
-    let err = d.refused(&["sandbox", "create", "--network", &net, "--ip", "banana", &c]);
-    assert!(err.contains("invalid IPv4 address"), "{err}");
+    for (ip, why) in [
+        ("172.24.0.10", "already in use"),
+        ("172.24.0.1", "gateway"),
+        ("172.25.0.9", "not in subnet"),
+        ("banana", "invalid IPv4 address"),
+    ] {
+        let err = d.refused(&["sandbox", "create", "--network", &net, "--ip", ip, &c]);
+        assert!(err.contains(why), "--ip {ip}: {err}");
+    }
     assert!(
         !std::path::Path::new(&format!("/run/netns/{c}")).exists(),
         "a refused create leaves no namespace"
