@@ -23,6 +23,13 @@ use crate::{NetConfig, NetId, PollMode, PortId, TRUNK_NET, UPLINK_NET};
 
 /// How long a worker keeps spinning with nothing to do before it sleeps.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+/// How long a worker stays awake before it stops watching its ports' fds. A watched
+/// socket has the worker's epoll entry on its wait queue, and the kernel then takes that
+/// queue's lock (irqsave) for every transmitted frame it frees (`sock_wfree` wakes
+/// writers): 7% of a forwarding worker's time at 0.6 Mpps. The fds are watched again
+/// just before the worker sleeps; level-triggered epoll reports frames that arrived in
+/// between.
+const DISARM_AFTER: Duration = Duration::from_millis(10);
 /// Upper bound on a sleep, so aging runs even on an idle switch.
 const MAX_SLEEP_MS: u16 = 1000;
 /// Frames taken from the cross-worker queue per loop iteration.
@@ -469,6 +476,10 @@ pub struct Worker {
     nets: HashMap<NetId, Network>,
     tx: TxSide,
     epoll: Epoll,
+    /// Whether the ports' fds are registered with `epoll` (see [`DISARM_AFTER`]).
+    armed: bool,
+    /// When the worker last woke up (or started).
+    awake_since: Instant,
     router: Option<Box<Router>>,
     /// Swapped with `tx.routeq` to drain it while the pipeline may refill the other.
     route_spare: Burst,
@@ -513,6 +524,8 @@ impl Worker {
                 dnsq_meta: Vec::with_capacity(crate::port::BURST),
             },
             epoll,
+            armed: true,
+            awake_since: Instant::now(),
             router: None,
             route_spare: Burst::new(),
             dns,
@@ -575,6 +588,9 @@ impl Worker {
             if work > 0 {
                 WorkerCounters::add(&c.busy_polls, 1);
                 idle_since = None;
+                if self.armed && now.duration_since(self.awake_since) >= DISARM_AFTER {
+                    self.set_armed(false);
+                }
                 continue;
             }
             WorkerCounters::add(&c.idle_polls, 1);
@@ -609,7 +625,7 @@ impl Worker {
                 tracing::warn!(port = op.port.name(), error = %e, "receive failed; port no longer polled");
                 op.counters.dropped(DropReason::PortError, 1);
                 op.faulted = true;
-                if let Some(fd) = fd_of(op.port.as_ref()) {
+                if let (true, Some(fd)) = (self.armed, fd_of(op.port.as_ref())) {
                     let _ = self.epoll.delete(fd);
                 }
                 return 0;
@@ -979,13 +995,8 @@ impl Worker {
     }
 
     fn add_port(&mut self, p: NewPort) {
-        if let Some(fd) = fd_of(p.port.as_ref()) {
-            if let Err(e) = self
-                .epoll
-                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, p.id as u64))
-            {
-                tracing::warn!(port = p.port.name(), error = %e, "cannot watch port fd; adaptive sleep may delay it");
-            }
+        if self.armed {
+            watch(&self.epoll, p.port.as_ref(), p.id);
         }
         if let Some(net) = self.nets.get_mut(&p.net) {
             net.members.push(p.id);
@@ -1074,7 +1085,7 @@ impl Worker {
         if let Some(Home::Local(i)) = self.tx.home(id) {
             self.tx.flush_port(i);
             let op = self.tx.ports.swap_remove(i);
-            if let (false, Some(fd)) = (op.faulted, fd_of(op.port.as_ref())) {
+            if let (false, true, Some(fd)) = (op.faulted, self.armed, fd_of(op.port.as_ref())) {
                 let _ = self.epoll.delete(fd);
             }
             self.tx.dirty.retain(|d| *d != i);
@@ -1110,6 +1121,9 @@ impl Worker {
             self.waker.sleeping.store(false, Ordering::SeqCst);
             return;
         }
+        if !self.armed {
+            self.set_armed(true);
+        }
         WorkerCounters::add(&self.setup.counters.sleeps, 1);
         let mut events = [EpollEvent::empty(); 16];
         // Never past the resolver's next deadline (an upstream's timeout, a TCP timer).
@@ -1123,6 +1137,27 @@ impl Worker {
         let _ = self.epoll.wait(&mut events, EpollTimeout::from(ms));
         self.waker.sleeping.store(false, Ordering::SeqCst);
         let _ = self.waker.fd.read();
+        self.awake_since = Instant::now();
+    }
+
+    /// Watch (or stop watching) every working port's fd; the waker stays watched.
+    fn set_armed(&mut self, armed: bool) {
+        for op in self.tx.ports.iter().filter(|op| !op.faulted) {
+            if armed {
+                watch(&self.epoll, op.port.as_ref(), op.id);
+            } else if let Some(fd) = fd_of(op.port.as_ref()) {
+                let _ = self.epoll.delete(fd);
+            }
+        }
+        self.armed = armed;
+    }
+}
+
+fn watch(epoll: &Epoll, port: &dyn Port, id: PortId) {
+    if let Some(fd) = fd_of(port) {
+        if let Err(e) = epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, id as u64)) {
+            tracing::warn!(port = port.name(), error = %e, "cannot watch port fd; adaptive sleep may delay it");
+        }
     }
 }
 
