@@ -232,8 +232,9 @@ class Vswitchd:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def vswitch(size, workers, latency=False):
-    d = Vswitchd(workers)
+def vswitch(size, workers, latency=False, fast=True):
+    """fast=False: --fast-path off, every frame through the worker (AF_XDP copy mode)."""
+    d = Vswitchd(workers, extra=() if fast else ("--fast-path", "off"))
     g, s = f"{PFX}g", f"{PFX}s"
     try:
         d.ctl("network", "create", "--subnet", "172.31.0.0/24", f"{PFX}net")
@@ -570,14 +571,19 @@ def main():
         print(f'{scenario:<28} {size:>5} B  {ref_name:<26} {fmt_pps(ref):>12}  vswitchd {fmt_pps(ours):>12}  '
               f'ratio {row["ratio"]:.2f}{"  (generator-bound)" if bound else ""}', flush=True)
 
+    # vswitchd as it ships (known unicast forwarded by its in-kernel fast path), and with
+    # --fast-path off (every frame through the worker: the AF_XDP copy-mode forwarder).
     for size in (64, 1500):
-        ours = vswitch(size, workers=1)
-        add("L2 bridge, 1 worker", size, "linux bridge (br_netfilter)", linux_bridge(size, netfilter=True), ours)
-        add("L2 bridge, 1 worker", size, "linux bridge (pure)", linux_bridge(size, netfilter=False), ours)
+        refs = [("linux bridge (br_netfilter)", linux_bridge(size, netfilter=True)),
+                ("linux bridge (pure)", linux_bridge(size, netfilter=False))]
         if have_ovs():
-            add("L2 bridge, 1 worker", size, "OVS 3 netdev + AF_XDP", ovs(size), ours)
-    two = vswitch(64, workers=2)
-    add("L2 bridge, 2 workers", 64, "linux bridge (pure)", linux_bridge(64, netfilter=False), two)
+            refs.append(("OVS 3 netdev + AF_XDP", ovs(size)))
+        for scenario, ours in (("L2 bridge, 1 worker", vswitch(size, workers=1)),
+                               ("L2, 1 worker, fast path off", vswitch(size, workers=1, fast=False))):
+            for ref_name, ref in refs:
+                add(scenario, size, ref_name, ref, ours)
+    two = vswitch(64, workers=2, fast=False)
+    add("L2, 2 workers, fast path off", 64, "linux bridge (pure)", linux_bridge(64, netfilter=False), two)
     add("NAT (SNAT), 1024 UDP flows", 64, "kernel + nft masquerade", kernel_nat("pps"), vswitch_nat("pps"))
     kc, vc = kernel_nat("conn"), vswitch_nat("conn")
     rows.append({"scenario": "new TCP connections/s via published port", "size": 0, "reference": "kernel + nft dnat",
@@ -608,7 +614,8 @@ def main():
 
     lat = {"rate_pps": int(LAT_RATE)}
     lat_runs = [("linux bridge (br_netfilter)", lambda: linux_bridge(64, True, latency=True)),
-                ("vswitchd", lambda: vswitch(64, 1, latency=True))]
+                ("vswitchd", lambda: vswitch(64, 1, latency=True)),
+                ("vswitchd, fast path off", lambda: vswitch(64, 1, latency=True, fast=False))]
     if have_ovs():
         lat_runs.append(("OVS 3 netdev + AF_XDP", lambda: ovs(64, latency=True)))
     for name, fn in lat_runs:

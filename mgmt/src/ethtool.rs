@@ -14,6 +14,8 @@ const ETHTOOL_GTXCSUM: u32 = 0x16;
 const ETHTOOL_STXCSUM: u32 = 0x17;
 const ETHTOOL_GTSO: u32 = 0x1e;
 const ETHTOOL_STSO: u32 = 0x1f;
+const ETHTOOL_GGRO: u32 = 0x2b;
+const ETHTOOL_SGRO: u32 = 0x2c;
 
 /// `struct ethtool_value`.
 #[repr(C)]
@@ -45,6 +47,20 @@ pub fn disable_tx_checksum(name: &str) -> Result<()> {
             .with_context(|| format!("turning off {what} on {name}"))?;
     }
     Ok(())
+}
+
+/// Turns GRO on for `name`. On a veth this also makes it take frames other devices
+/// redirect to it from XDP (its NAPI receive path), which the fast path needs.
+pub fn enable_gro(name: &str) -> Result<()> {
+    let sock = control_socket()?;
+    ethtool_value(&sock, name, ETHTOOL_SGRO, 1)
+        .with_context(|| format!("turning on GRO on {name}"))?;
+    Ok(())
+}
+
+/// Whether GRO is on for `name`.
+pub fn gro_enabled(name: &str) -> Result<bool> {
+    get_flag(name, ETHTOOL_GGRO, "GRO")
 }
 
 /// Whether TX checksum offload is on for `name`.

@@ -11,11 +11,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 const BPF_MAP_CREATE: libc::c_int = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 const BPF_ANY: u64 = 0;
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+pub const BPF_MAP_TYPE_DEVMAP: u32 = 14;
 pub const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_PROG_TEST_RUN: libc::c_int = 10;
 const BPF_LINK_CREATE: libc::c_int = 28;
+const BPF_LINK_UPDATE: libc::c_int = 29;
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
@@ -41,6 +45,21 @@ pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> BpfInsn {
         regs: dst | (src << 4),
         off,
         imm,
+    }
+}
+
+impl BpfInsn {
+    pub const fn code(&self) -> u8 {
+        self.code
+    }
+    pub const fn dst(&self) -> u8 {
+        self.regs & 0x0f
+    }
+    pub const fn src(&self) -> u8 {
+        self.regs >> 4
+    }
+    pub const fn imm(&self) -> i32 {
+        self.imm
     }
 }
 
@@ -107,6 +126,15 @@ struct LinkCreateAttr {
     target_ifindex: u32,
     attach_type: u32,
     flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
 }
 
 /// The `test` member of bpf_attr (BPF_PROG_TEST_RUN).
@@ -209,25 +237,46 @@ pub fn map_create(
 /// Look up `key`, filling `value` (for per-CPU maps: one slot per possible CPU, each
 /// rounded up to 8 bytes).
 pub fn map_lookup(map: &OwnedFd, key: u32, value: &mut [u8]) -> io::Result<()> {
+    map_lookup_bytes(map, &key.to_ne_bytes(), value)
+}
+
+/// Set `key` to `value` (both u32: an XSKMAP slot and a socket fd, an array index...).
+pub fn map_update(map: &OwnedFd, key: u32, value: u32) -> io::Result<()> {
+    map_update_bytes(map, &key.to_ne_bytes(), &value.to_ne_bytes())
+}
+
+/// Set `key` to `value`, both exactly the map's key and value sizes (for per-CPU maps,
+/// the value holds one slot per possible CPU, each rounded up to 8 bytes).
+pub fn map_update_bytes(map: &OwnedFd, key: &[u8], value: &[u8]) -> io::Result<()> {
     let mut attr = MapElemAttr {
         map_fd: map.as_raw_fd() as u32,
-        key: &key as *const u32 as u64,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        flags: BPF_ANY,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+}
+
+/// Look up `key` (exactly the map's key size), filling `value`.
+pub fn map_lookup_bytes(map: &OwnedFd, key: &[u8], value: &mut [u8]) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
         value: value.as_mut_ptr() as u64,
         ..Default::default()
     };
     bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(|_| ())
 }
 
-/// Set `key` to `value` (both u32: an XSKMAP slot and a socket fd, an array index...).
-pub fn map_update(map: &OwnedFd, key: u32, value: u32) -> io::Result<()> {
+/// Remove `key` (exactly the map's key size); ENOENT when it is not there.
+pub fn map_delete_bytes(map: &OwnedFd, key: &[u8]) -> io::Result<()> {
     let mut attr = MapElemAttr {
         map_fd: map.as_raw_fd() as u32,
-        key: &key as *const u32 as u64,
-        value: &value as *const u32 as u64,
-        flags: BPF_ANY,
+        key: key.as_ptr() as u64,
         ..Default::default()
     };
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+    bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(|_| ())
 }
 
 /// Load an XDP program, asking for the verifier log when the first try fails.
@@ -277,6 +326,29 @@ pub fn xdp_link_create(prog: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<O
         flags,
     };
     bpf_fd(BPF_LINK_CREATE, &mut attr)
+}
+
+/// Run an XDP program once over `data` (nothing is sent) and return its verdict.
+pub fn prog_test_run(prog: &OwnedFd, data: &[u8]) -> io::Result<u32> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data.len() as u32,
+        data_in: data.as_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(attr.retval)
+}
+
+/// Swap the program behind a BPF link (atomically: every frame sees one or the other).
+pub fn link_update(link: &OwnedFd, prog: &OwnedFd) -> io::Result<()> {
+    let mut attr = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: prog.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
 }
 
 /// Run an XDP program `repeat` times over `data` with BPF_F_TEST_XDP_LIVE_FRAMES: the

@@ -12,6 +12,7 @@ use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
 
 use crate::dns_server::{DnsServer, DnsStats};
+use crate::fastpath::{self, FastPath};
 use crate::fdb::FdbEntry;
 use crate::port::{Backend, Port};
 use crate::router::{Router, RouterStats, UplinkConfig};
@@ -36,6 +37,8 @@ pub struct EngineConfig {
     pub pin: bool,
     /// Where the embedded DNS forwards names it does not own (reached by the uplink).
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Forward known unicast between AF_XDP veth ports in the kernel (`fastpath`).
+    pub fast_path: bool,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +50,7 @@ impl Default for EngineConfig {
             fdb_age: Duration::from_secs(300),
             pin: true,
             dns_upstreams: Vec::new(),
+            fast_path: true,
         }
     }
 }
@@ -66,6 +70,9 @@ pub struct PortInfo {
     pub network: NetId,
     pub backend: Backend,
     pub worker: usize,
+    /// Known unicast between this port and other fast-path ports is forwarded in the
+    /// kernel (`fastpath`); its frames count in the port's counters all the same.
+    pub fast_path: bool,
 }
 
 struct PortEntry {
@@ -95,6 +102,7 @@ pub struct Engine {
     trunks: BTreeMap<String, PortId>,
     /// Networks' members on trunks: member id -> (trunk, VID, network).
     vlan_members: BTreeMap<PortId, (PortId, Option<u16>, NetId)>,
+    fast: Option<Arc<FastPath>>,
 }
 
 impl Engine {
@@ -117,6 +125,17 @@ impl Engine {
         let mut dns = Some(Box::new(
             DnsServer::new(cfg.dns_upstreams.clone()).map_err(|e| anyhow!("{e}"))?,
         ));
+        let fast = if cfg.fast_path {
+            match FastPath::new() {
+                Ok(f) => Some(Arc::new(f)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no in-kernel fast path; every frame goes through the workers");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut workers = Vec::with_capacity(n);
         for (i, (ctl_rx, data_rx, waker)) in receivers.into_iter().enumerate() {
             let counters = Arc::new(WorkerCounters::default());
@@ -128,6 +147,7 @@ impl Engine {
                 fdb_max: cfg.fdb_max,
                 fdb_age: cfg.fdb_age,
                 counters: counters.clone(),
+                fast: fast.clone(),
             };
             let resolver = if i == DNS_WORKER { dns.take() } else { None };
             let worker = Worker::new(setup, ctl_rx, data_rx, waker, peers.clone(), resolver)
@@ -161,6 +181,7 @@ impl Engine {
             ports: BTreeMap::new(),
             trunks: BTreeMap::new(),
             vlan_members: BTreeMap::new(),
+            fast,
         })
     }
 
@@ -194,6 +215,7 @@ impl Engine {
                     network: TRUNK_NET,
                     backend: port.backend(),
                     worker,
+                    fast_path: false,
                 };
                 for w in 0..self.workers.len() {
                     if w != worker {
@@ -214,6 +236,7 @@ impl Engine {
                         net: TRUNK_NET,
                         port,
                         counters: counters.clone(),
+                        fast: false,
                     }),
                 )?;
                 self.ports.insert(id, PortEntry { info, counters });
@@ -339,7 +362,33 @@ impl Engine {
 
     /// Attach an opened port to a network; the least-loaded worker owns it.
     pub fn add_port(&mut self, net: NetId, port: Box<dyn Port>) -> Result<PortId> {
+        self.add_port_with(net, port, false)
+    }
+
+    /// `add_port`, and with `fast_path` the port runs the in-kernel fast path if it can
+    /// (an AF_XDP port). Only for a veth whose peer takes XDP-redirected frames (GRO on
+    /// or an XDP program there): the kernel drops redirected frames a veth cannot take.
+    pub fn add_port_with(
+        &mut self,
+        net: NetId,
+        mut port: Box<dyn Port>,
+        fast_path: bool,
+    ) -> Result<PortId> {
         let id = self.free_id();
+        let fast = match (&self.fast, fast_path && id < fastpath::MAX_PORTS) {
+            (Some(fp), true) => match port
+                .enable_fast_path(fp, net, id)
+                .and_then(|ifindex| fp.add_port(id, ifindex))
+            {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => false,
+                Err(e) => {
+                    tracing::warn!(port = port.name(), error = %e, "fast path not enabled; the worker forwards all of this port's frames");
+                    false
+                }
+            },
+            _ => false,
+        };
         let worker = (0..self.workers.len())
             .min_by_key(|w| self.ports.values().filter(|p| p.info.worker == *w).count())
             .unwrap_or(0);
@@ -350,6 +399,7 @@ impl Engine {
             network: net,
             backend: port.backend(),
             worker,
+            fast_path: fast,
         };
         for w in 0..self.workers.len() {
             if w != worker {
@@ -363,6 +413,7 @@ impl Engine {
                 net,
                 port,
                 counters: counters.clone(),
+                fast,
             }),
         )?;
         self.ports.insert(id, PortEntry { info, counters });
@@ -371,9 +422,12 @@ impl Engine {
 
     /// Detach a port; the worker closes it once it has flushed what was queued.
     pub fn remove_port(&mut self, id: PortId) -> Result<()> {
-        if self.ports.remove(&id).is_some() {
+        if let Some(p) = self.ports.remove(&id) {
             self.broadcast(|| Control::RemovePort(id))?;
             self.barrier()?;
+            if let (true, Some(fp)) = (p.info.fast_path, &self.fast) {
+                fp.remove_port(id);
+            }
         }
         Ok(())
     }
@@ -407,6 +461,7 @@ impl Engine {
             network: UPLINK_NET,
             backend: port.backend(),
             worker,
+            fast_path: false,
         };
         for w in 1..self.workers.len() {
             self.send(
@@ -426,6 +481,7 @@ impl Engine {
                 net: UPLINK_NET,
                 port,
                 counters: counters.clone(),
+                fast: false,
             }),
         )?;
         self.send(worker, Control::EnableRouter(Box::new(router)))?;
@@ -530,9 +586,22 @@ impl Engine {
         let ports = self
             .ports
             .values()
-            .map(|p| PortStats {
-                info: p.info.clone(),
-                counters: p.counters.snapshot(),
+            .map(|p| {
+                let mut counters = p.counters.snapshot();
+                if let (true, Some(fp)) = (p.info.fast_path, &self.fast) {
+                    if let Ok(k) = fp.counters(p.info.id) {
+                        counters.rx_packets += k.rx_packets;
+                        counters.rx_bytes += k.rx_bytes;
+                        counters.tx_packets += k.tx_packets;
+                        counters.tx_bytes += k.tx_bytes;
+                        counters.fast_path_rx_packets = k.rx_packets;
+                        counters.fast_path_tx_packets = k.tx_packets;
+                    }
+                }
+                PortStats {
+                    info: p.info.clone(),
+                    counters,
+                }
             })
             .collect();
         let workers = self

@@ -6,6 +6,7 @@ pub mod bpf;
 mod dns_server;
 mod dns_tcp;
 pub mod engine;
+pub mod fastpath;
 pub mod fdb;
 #[doc(hidden)]
 pub mod fuzzing;

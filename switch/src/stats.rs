@@ -98,6 +98,8 @@ impl PortCounters {
             rx_bytes: self.rx_bytes.load(Relaxed),
             tx_packets: self.tx_packets.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
+            fast_path_rx_packets: 0,
+            fast_path_tx_packets: 0,
             fdb_full: self.fdb_full.load(Relaxed),
             drops: DropReason::ALL
                 .iter()
@@ -118,6 +120,11 @@ pub struct PortCountersSnapshot {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Of rx_packets and tx_packets, those the in-kernel fast path forwarded.
+    #[serde(default)]
+    pub fast_path_rx_packets: u64,
+    #[serde(default)]
+    pub fast_path_tx_packets: u64,
     pub fdb_full: u64,
     pub drops: std::collections::BTreeMap<String, u64>,
     pub backend_counters: std::collections::BTreeMap<String, u64>,

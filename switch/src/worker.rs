@@ -14,7 +14,8 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::dns_server::{DnsServer, DnsStats};
-use crate::fdb::{Fdb, FdbEntry, Mac};
+use crate::fastpath::FastPath;
+use crate::fdb::{Fdb, FdbEntry, Learned, Mac};
 use crate::pipeline::{self, Emit};
 use crate::port::{Burst, Port, MAX_FRAME};
 use crate::router::{self, Router, RouterStats};
@@ -69,6 +70,8 @@ pub struct NewPort {
     pub net: NetId,
     pub port: Box<dyn Port>,
     pub counters: Arc<PortCounters>,
+    /// The port runs the fast path's program (`crate::fastpath`).
+    pub fast: bool,
 }
 
 /// A frame copied off a port for `vswitchctl capture`.
@@ -180,6 +183,8 @@ pub struct WorkerSetup {
     pub fdb_max: usize,
     pub fdb_age: Duration,
     pub counters: Arc<WorkerCounters>,
+    /// The in-kernel fast path's maps, when it runs.
+    pub fast: Option<Arc<FastPath>>,
 }
 
 /// Where a port lives, indexed by PortId (ids are small and reused).
@@ -219,6 +224,8 @@ struct OwnedPort {
     /// Set after a receive error until the port is removed: not polled any more.
     faulted: bool,
     capture: Option<CaptureTap>,
+    /// Runs the fast path's program; entries are installed for it unless captured.
+    fast: bool,
     /// For a trunk: the networks on it by VID.
     vlans: Vec<VlanMember>,
 }
@@ -480,6 +487,10 @@ pub struct Worker {
     armed: bool,
     /// When the worker last woke up (or started).
     awake_since: Instant,
+    /// What this worker installed in the fast path: (network, MAC) -> its port.
+    installed: HashMap<(NetId, Mac), PortId>,
+    /// Per fast-path port, the kernel's rx count at the last tick.
+    fast_rx_seen: HashMap<PortId, u64>,
     router: Option<Box<Router>>,
     /// Swapped with `tx.routeq` to drain it while the pipeline may refill the other.
     route_spare: Burst,
@@ -526,6 +537,8 @@ impl Worker {
             epoll,
             armed: true,
             awake_since: Instant::now(),
+            installed: HashMap::new(),
+            fast_rx_seen: HashMap::new(),
             router: None,
             route_spare: Burst::new(),
             dns,
@@ -583,6 +596,7 @@ impl Worker {
                         *slot = b;
                     }
                 }
+                self.sync_fast_path(now);
                 last_tick = now;
             }
             if work > 0 {
@@ -640,6 +654,7 @@ impl Worker {
             }
         }
         let (id, net_id, counters) = (op.id, op.net, op.counters.clone());
+        let install = op.fast && op.capture.is_none();
         WorkerCounters::add(&self.setup.counters.rx_packets, n as u64);
         if net_id == TRUNK_NET {
             self.trunk_burst(i, rx, &counters, scratch, now);
@@ -654,6 +669,9 @@ impl Worker {
         } else if let Some(net) = self.nets.get_mut(&net_id) {
             let multi = self.tx.peers.len() > 1;
             pipeline::switch_burst(net, id, rx, &counters, &mut self.tx, scratch, now, multi);
+            if install {
+                self.install_sources(id, net_id, rx, now);
+            }
             self.route_queued(scratch, now);
             self.dns_queued(scratch, now);
         }
@@ -906,6 +924,10 @@ impl Worker {
                 Control::RemovePort(id) => self.remove_port(id),
                 Control::Capture { port, tap } => {
                     if let Some(Home::Local(i)) = self.tx.home(port) {
+                        // A captured port's frames all go through the worker, both ways.
+                        if tap.is_some() {
+                            self.uninstall_port(port);
+                        }
                         self.tx.ports[i].capture = tap;
                     }
                 }
@@ -1011,6 +1033,7 @@ impl Worker {
             counters: p.counters,
             faulted: false,
             capture: None,
+            fast: p.fast,
             vlans: Vec::new(),
         });
     }
@@ -1075,6 +1098,8 @@ impl Worker {
     }
 
     fn remove_port(&mut self, id: PortId) {
+        self.uninstall_port(id);
+        self.fast_rx_seen.remove(&id);
         for net in self.nets.values_mut() {
             net.members.retain(|p| *p != id);
             net.fdb.forget_port(id);
@@ -1138,6 +1163,86 @@ impl Worker {
         self.waker.sleeping.store(false, Ordering::SeqCst);
         let _ = self.waker.fd.read();
         self.awake_since = Instant::now();
+    }
+
+    /// After a burst from fast-path port `id`: install the sources the FDB has on it, so
+    /// the kernel forwards their conversations from now on (`crate::fastpath`).
+    fn install_sources(&mut self, id: PortId, net: NetId, rx: &Burst, now: Instant) {
+        let (Some(fp), Some(n)) = (self.setup.fast.as_ref(), self.nets.get(&net)) else {
+            return;
+        };
+        let mut last: Option<Mac> = None;
+        for frame in rx.iter() {
+            let Some(src) = frame.get(6..12) else {
+                continue;
+            };
+            let src: Mac = src.try_into().expect("six bytes");
+            if last == Some(src) || src[0] & 1 != 0 {
+                continue;
+            }
+            last = Some(src);
+            if n.fdb.lookup(&src, now) != Some(id) || self.installed.get(&(net, src)) == Some(&id) {
+                continue;
+            }
+            match fp.install(net, src, id) {
+                Ok(()) => {
+                    self.installed.insert((net, src), id);
+                }
+                // The map is full: this address stays with the worker.
+                Err(e) => tracing::debug!(error = %e, "fast path: cannot install a MAC"),
+            }
+        }
+    }
+
+    /// Take every entry of port `id` out of the fast path.
+    fn uninstall_port(&mut self, id: PortId) {
+        let Some(fp) = self.setup.fast.as_ref() else {
+            return;
+        };
+        self.installed.retain(|&(net, mac), port| {
+            if *port == id {
+                fp.remove(net, mac, id);
+            }
+            *port != id
+        });
+    }
+
+    /// Once a second: MACs the FDB no longer has on their port leave the fast path, and
+    /// MACs of ports the kernel forwarded for are refreshed in the FDB (the worker never
+    /// sees their frames, so they would otherwise age out while in use).
+    fn sync_fast_path(&mut self, now: Instant) {
+        let Some(fp) = self.setup.fast.clone() else {
+            return;
+        };
+        if self.installed.is_empty() {
+            return;
+        }
+        let mut active = Vec::new();
+        for op in self.tx.ports.iter().filter(|op| op.fast) {
+            if let Ok(c) = fp.counters(op.id) {
+                let seen = self.fast_rx_seen.insert(op.id, c.rx_packets);
+                if seen.is_some_and(|s| s != c.rx_packets) {
+                    active.push(op.id);
+                }
+            }
+        }
+        let multi = self.tx.peers.len() > 1;
+        let (nets, tx) = (&mut self.nets, &mut self.tx);
+        self.installed.retain(|&(net, mac), port| {
+            let Some(n) = nets.get_mut(&net) else {
+                fp.remove(net, mac, *port);
+                return false;
+            };
+            if n.fdb.lookup(&mac, now) != Some(*port) {
+                fp.remove(net, mac, *port);
+                return false;
+            }
+            if active.contains(port) && n.fdb.learn(mac, *port, now) == Learned::Reannounce && multi
+            {
+                tx.learned(net, mac, *port);
+            }
+            true
+        });
     }
 
     /// Watch (or stop watching) every working port's fd; the waker stays watched.

@@ -715,3 +715,159 @@ fn container_mode_shares_the_namespace() {
     );
     d.ok(&["sandbox", "rm", &web]);
 }
+
+/// The in-kernel fast path (AF_XDP veth ports): once both ends are learned the kernel
+/// forwards their frames, counted on the ports all the same; it keeps networks apart,
+/// follows a MAC that moves to another port as soon as it speaks there, and steps aside
+/// for a capture. `--fast-path off` leaves every frame to the worker.
+#[test]
+fn fast_path_forwards_known_unicast_and_steps_aside() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &["--io", "af_xdp"]);
+    let (n1, n2) = (lab.name("n1"), lab.name("n2"));
+    d.ok(&["network", "create", "--subnet", "172.23.0.0/24", &n1]);
+    d.ok(&["network", "create", "--subnet", "172.24.0.0/24", &n2]);
+    let (a, b, c, x) = (lab.name("a"), lab.name("b"), lab.name("c"), lab.name("x"));
+    d.sandbox(&a, &n1, &[]);
+    let ip_b = d.sandbox(&b, &n1, &[]);
+    let ip_c = d.sandbox(&c, &n1, &[]);
+    let ip_x = d.sandbox(&x, &n2, &[]);
+    let port = |s: &str| d.json(&["stats", s])["ports"][0].clone();
+    let count = |s: &str, key: &str| port(s)[key].as_u64().unwrap_or(0);
+    assert_eq!(port(&a)["fast_path"], true, "{}", port(&a));
+
+    // Learn both ends, then a fast ping: all but the first frames stay in the kernel.
+    assert!(ping(&a, &ip_b, 1));
+    let (rx0, fast0) = (count(&a, "rx_packets"), count(&a, "fast_path_rx_packets"));
+    let out = e2e::ns_exec(
+        &a,
+        &[
+            "ping", "-n", "-q", "-c", "100", "-i", "0.005", "-W", "2", &ip_b,
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (rx1, fast1) = (count(&a, "rx_packets"), count(&a, "fast_path_rx_packets"));
+    assert!(
+        fast1 - fast0 >= 95,
+        "the kernel forwarded {} of 100",
+        fast1 - fast0
+    );
+    assert!(rx1 - rx0 >= 100, "fast-path frames count in rx_packets too");
+    assert!(count(&b, "fast_path_tx_packets") >= 95, "{}", port(&b));
+
+    // Isolation: a frame from n1 to x's MAC (an address of n2) never reaches x.
+    assert!(
+        ping(&x, "172.24.0.1", 1),
+        "x speaks, so n2 has learned its MAC"
+    );
+    let mac_x = mac_of(&ip_x);
+    e2e::run_ok(&[
+        "ip",
+        "-n",
+        &a,
+        "neigh",
+        "replace",
+        "172.23.0.99",
+        "lladdr",
+        &mac_x,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    let seen = Capture::start(&lab, &x, "eth0", "x");
+    assert!(!ping(&a, "172.23.0.99", 2));
+    let leaked: Vec<String> = seen
+        .stop()
+        .into_iter()
+        .filter(|l| l.contains("172.23."))
+        .collect();
+    assert!(leaked.is_empty(), "a frame of n1 reached n2: {leaked:?}");
+
+    // A MAC moves: b goes quiet, c takes over its MAC and address and speaks once.
+    e2e::run_ok(&["ip", "-n", &b, "link", "set", "eth0", "down"]);
+    e2e::run_ok(&[
+        "ip",
+        "-n",
+        &c,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        &mac_of(&ip_b),
+    ]);
+    e2e::run_ok(&[
+        "ip",
+        "-n",
+        &c,
+        "addr",
+        "add",
+        &format!("{ip_b}/24"),
+        "dev",
+        "eth0",
+    ]);
+    e2e::run_ok(&[
+        "ip",
+        "-n",
+        &c,
+        "route",
+        "replace",
+        "default",
+        "via",
+        "172.23.0.1",
+    ]);
+    assert!(ping(&c, "172.23.0.1", 1), "c speaks from b's MAC");
+    assert!(ping(&a, &ip_b, 3), "a reaches b's MAC on its new port");
+    assert!(ping(&a, &ip_c, 1));
+
+    // A capture sees every frame of its port: the kernel leaves that port's to the worker.
+    let file = lab.dir.join("c.pcap");
+    let mut cap = std::process::Command::new(e2e::bin("vswitchctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["capture", &c, "-w", file.to_str().expect("path")])
+        .spawn()
+        .expect("spawn capture");
+    e2e::wait_for("the capture to start", Duration::from_secs(5), || {
+        file.exists()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(ping(&a, &ip_c, 10));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(cap.id() as i32, libc::SIGINT) };
+    assert!(cap.wait().expect("capture").success());
+    let o = std::process::Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(&file)
+        .output()
+        .expect("tcpdump -r");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines().filter(|l| l.contains("ICMP echo")).count() >= 20,
+        "the capture missed frames the kernel forwarded: {text}"
+    );
+
+    // Off: the worker forwards everything.
+    let lab2 = Lab::new();
+    let d2 = Daemon::start(&lab2, &["--io", "af_xdp", "--fast-path", "off"]);
+    let n = lab2.name("n");
+    d2.ok(&["network", "create", "--subnet", "172.25.0.0/24", &n]);
+    let (p, q) = (lab2.name("p"), lab2.name("q"));
+    d2.sandbox(&p, &n, &[]);
+    let ip_q = d2.sandbox(&q, &n, &[]);
+    assert!(ping(&p, &ip_q, 5));
+    let s = d2.json(&["stats", &p])["ports"][0].clone();
+    assert_eq!(s["fast_path"], false, "{s}");
+    assert_eq!(s["fast_path_rx_packets"], 0, "{s}");
+}
+
+/// The MAC vswitchd gives an endpoint: 02:42 and its IPv4 address, as Docker does.
+fn mac_of(ip: &str) -> String {
+    let o: Vec<u8> = ip.split('.').map(|b| b.parse().expect("IPv4")).collect();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}

@@ -44,6 +44,10 @@ struct Args {
     /// How veth ends are read: auto (AF_XDP, else AF_PACKET), af_xdp, af_packet.
     #[arg(long, default_value = "auto")]
     io: IoMode,
+    /// Forward known unicast between veth endpoints in the kernel (XDP) once both ends
+    /// are learned: on, or off (every frame through the workers).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    fast_path: String,
     /// The external interface (egress, published ports).
     #[arg(long)]
     uplink: Option<String>,
@@ -210,6 +214,7 @@ fn run(args: Args) -> Result<()> {
         fdb_age: Duration::from_secs(args.fdb_age),
         pin: true,
         dns_upstreams: dns_upstreams.clone(),
+        fast_path: args.fast_path == "on",
     })?;
     let addrs = attach_uplink(&mut engine, &args)?;
     let mut ctl = Controller::start(

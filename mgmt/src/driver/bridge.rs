@@ -93,6 +93,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
         .as_ref()
         .map(|p| p.subnet.prefix_len())
         .unwrap_or(32);
+    let mut fast_path = false;
     let port: Box<dyn Port> = match ep.link {
         LinkKind::Veth => {
             let host = ep
@@ -110,6 +111,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
             }
             prepare_host_end(&host)?;
             nl.set_up(&host)?;
+            fast_path = sandbox_end_takes_redirects(ep);
             port::open(&host, ctx.io).with_context(|| format!("open port on {host}"))?
         }
         LinkKind::Tap => {
@@ -128,7 +130,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
             Box::new(tap)
         }
     };
-    let id = ctx.engine.add_port(net.num, port)?;
+    let id = ctx.engine.add_port_with(net.num, port, fast_path)?;
     ctx.ports.insert(ep.id.clone(), id);
     Ok(())
 }
@@ -155,6 +157,20 @@ fn configure_sandbox_end(ep: &Endpoint, prefix: u8) -> Result<()> {
         nl.set_up(&ifname)
     })
     .with_context(|| format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))
+}
+
+/// GRO on the sandbox's end of the veth (also on restart: the link may predate it), so
+/// it takes the frames the fast path redirects to it. Without it the switch keeps the
+/// endpoint off the fast path.
+fn sandbox_end_takes_redirects(ep: &Endpoint) -> bool {
+    let ifname = ep.ifname.clone();
+    match netns::run_in(&ep.sandbox, move || ethtool::enable_gro(&ifname)) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(endpoint = %ep.id, error = %format!("{e:#}"), "GRO stays off: the endpoint is kept off the fast path");
+            false
+        }
+    }
 }
 
 /// A link the switch reads (a veth end, the uplink) lives in the daemon's namespace:

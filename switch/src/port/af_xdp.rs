@@ -44,6 +44,7 @@ pub struct XdpStats {
 
 pub struct XdpPort {
     name: String,
+    ifindex: u32,
     // Fields drop in declaration order: ring mappings, the socket, the BPF link /
     // program / map, and the UMEM last, once the kernel has let go of it.
     fill: FillRing,
@@ -122,6 +123,7 @@ impl XdpPort {
 
         Ok(XdpPort {
             name: iface.to_string(),
+            ifindex,
             fill,
             rx,
             tx,
@@ -415,6 +417,19 @@ impl Port for XdpPort {
             ]);
         }
         v
+    }
+
+    fn enable_fast_path(
+        &mut self,
+        fp: &crate::fastpath::FastPath,
+        net: crate::NetId,
+        id: crate::PortId,
+    ) -> io::Result<u32> {
+        let prog = fp.program(self.redirect.xsks(), net, id);
+        self.redirect
+            .replace(&prog, "vsw_fast")
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.name)))?;
+        Ok(self.ifindex)
     }
 
     fn fd(&self) -> RawFd {

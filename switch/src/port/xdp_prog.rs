@@ -58,9 +58,9 @@ pub(crate) fn redirect_program(map_fd: RawFd) -> [BpfInsn; 6] {
 /// The redirect program attached to an interface. Fields drop in order: the link
 /// (detaching the program), then the program, then the map.
 pub struct XskRedirect {
-    _link: OwnedFd,
-    _prog: OwnedFd,
-    _map: OwnedFd,
+    link: OwnedFd,
+    prog: OwnedFd,
+    map: OwnedFd,
     mode: XdpMode,
 }
 
@@ -126,11 +126,25 @@ impl XskRedirect {
             },
         };
         Ok(XskRedirect {
-            _link: link,
-            _prog: prog,
-            _map: map,
+            link,
+            prog,
+            map,
             mode,
         })
+    }
+
+    /// The XSKMAP the programs redirect to (slot 0: this port's socket).
+    pub fn xsks(&self) -> &OwnedFd {
+        &self.map
+    }
+
+    /// Load `insns` and swap it in for the running program, atomically.
+    pub fn replace(&mut self, insns: &[BpfInsn], name: &str) -> io::Result<()> {
+        let prog = bpf::prog_load_xdp(insns, name)?;
+        bpf::link_update(&self.link, &prog)
+            .map_err(|e| context(e, &format!("swap in XDP program {name}"), ""))?;
+        self.prog = prog;
+        Ok(())
     }
 
     /// The mode actually attached: Native or Generic, never Auto.
