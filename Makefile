@@ -41,7 +41,7 @@ lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 ## bench: pktgen-driven benchmarks against the Linux bridge and OVS (not run by CI)
-BENCH_PACKAGES := openvswitch-switch dnsperf
+BENCH_PACKAGES := openvswitch-switch dnsperf netsniff-ng dpdk-dev librte-net-af-xdp23
 bench: build
 	@missing=$$(for p in $(BENCH_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
 	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi

@@ -126,6 +126,52 @@ def generator_alone(size):
         lab.close()
 
 
+TRAFGEN_64 = bytes([0x02, 0, 0, 0, 0xbb, 0x02, 0x02, 0, 0, 0, 0xaa, 0x01, 0x08, 0x00,  # Ethernet
+                    0x45, 0, 0, 50, 0, 0, 0x40, 0, 64, 17, 0, 0, 172, 31, 0, 1, 172, 31, 0, 2,  # IPv4
+                    0x30, 0x39, 0, 9, 0, 30, 0, 0]) + bytes(22)  # UDP, payload: 64 bytes
+
+
+def userspace_generator(name):
+    """One userspace generator on core 0 sending 64-byte frames into one veth whose peer
+    counts them with pktgen's XDP sink; returns the generator's own rate (pps). The
+    peers users would pick instead: trafgen (AF_PACKET, qdisc bypass) and DPDK testpmd
+    txonly over its AF_XDP PMD (copy mode: veth has no zero-copy)."""
+    import re
+    lab = Lab()
+    try:
+        g, s = lab.ns("g"), lab.ns("s")
+        lab.veth(g, "g0", s, "s0", GEN_MAC, SINK_MAC)
+        sink = subprocess.Popen([*PIN, "ip", "netns", "exec", s, f"{BIN}/pktgen", "rx", "--iface", "s0", "--backend",
+                                 "xdp-count", "--duration", str(DURATION + 4), "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        run = ["ip", "netns", "exec", g]
+        if name.startswith("pktgen"):
+            backend = name.split()[1]
+            r = sh(*PIN, *run, f"{BIN}/pktgen", "tx", "--iface", "g0", "--backend", backend, "--size", "64",
+                   "--duration", str(DURATION), "--dst-mac", SINK_MAC, "--json", capture=True, timeout=DURATION + 30)
+            pps = json.loads(r.stdout.strip().splitlines()[-1])["pps"]
+        elif name == "trafgen":
+            with tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False) as f:
+                f.write("{ " + ", ".join(f"0x{b:02x}" for b in TRAFGEN_64) + " }\n")
+            r = sh("timeout", "-s", "INT", str(DURATION), *PIN, *run, "trafgen", "--dev", "g0", "--conf", f.name,
+                   "-P", "1", check=False, capture=True, timeout=DURATION + 30)
+            os.unlink(f.name)
+            m = re.search(r"(\d+) sec, (\d+) usec on CPU0 \((\d+) packets\)", r.stdout + r.stderr)
+            pps = int(m.group(3)) / (int(m.group(1)) + int(m.group(2)) / 1e6) if m else 0.0
+        else:  # DPDK testpmd: forwarding lcore 0, its main lcore (stats, stdin) on 1
+            cmd = (f"sleep {DURATION + 10} | timeout -s INT {DURATION + 1} ip netns exec {g} dpdk-testpmd -l 0,1 "
+                   f"--main-lcore 1 --no-huge -m 512 --no-pci --no-shconf --vdev net_af_xdp0,iface=g0,force_copy=1 "
+                   f"-- --forward-mode=txonly --txpkts=64 --auto-start --total-num-mbufs=8192 --stats-period 1")
+            r = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=DURATION + 30)
+            rates = sorted(int(x) for x in re.findall(r"Tx-pps:\s+(\d+)", r.stdout))
+            pps = float(rates[len(rates) // 2]) if rates else 0.0  # the median second
+        sink.communicate(timeout=DURATION + 30)
+        return pps
+    finally:
+        lab.close()
+
+
 def linux_bridge(size, netfilter, latency=False):
     lab = Lab()
     try:
@@ -562,6 +608,14 @@ def main():
         gen[size] = generator_alone(size)
         print(f"generator alone, {size} B: {fmt_pps(gen[size])}", flush=True)
 
+    gens = {"pktgen af_xdp": userspace_generator("pktgen af_xdp"),
+            "pktgen af_packet": userspace_generator("pktgen af_packet")}
+    for name, tool in (("trafgen", "trafgen"), ("DPDK testpmd txonly, AF_XDP", "dpdk-testpmd")):
+        if shutil.which(tool):
+            gens[name] = userspace_generator(name)
+    for name, pps in gens.items():
+        print(f"userspace generator on one core, 64 B: {name:<28} {fmt_pps(pps)}", flush=True)
+
     def add(scenario, size, ref_name, ref, ours):
         g = gen.get(size)  # measured for the XDP-live generator's sizes only
         bound = g is not None and (ours >= 0.9 * g or ref >= 0.9 * g)
@@ -626,7 +680,8 @@ def main():
               f'loss {lat[name]["loss"]}', flush=True)
 
     result = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "duration_s": DURATION,
-              "kernel": os.uname().release, "cores": os.cpu_count(), "rows": rows, "latency": lat}
+              "kernel": os.uname().release, "cores": os.cpu_count(), "rows": rows, "latency": lat,
+              "generators": {"xdp_live_alone_pps": gen, "userspace_one_core_64B_pps": gens}}
     with open(f"{OUT_DIR}/results.json", "w") as f:
         json.dump(result, f, indent=2)
     svg_chart(rows, f"{OUT_DIR}/results.svg")
