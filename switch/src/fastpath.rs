@@ -144,6 +144,24 @@ impl FastPath {
         }
     }
 
+    /// Whether the kernel forwarded a frame from `mac` since the last call (clearing the
+    /// mark); None when the entry is gone or now names another port.
+    pub fn take_seen(&self, net: NetId, mac: Mac, port: PortId) -> Option<bool> {
+        let k = key(net, mac);
+        let mut value = [0u8; VALUE_LEN];
+        bpf::map_lookup_bytes(&self.fdb, &k, &mut value).ok()?;
+        if value[..4] != port.to_ne_bytes() {
+            return None;
+        }
+        let seen = value[4..] != [0; 4];
+        if seen {
+            value[4..].fill(0);
+            // Fails only if the entry went in between: the next look reinstalls it.
+            let _ = bpf::map_update_bytes(&self.fdb, &k, &value);
+        }
+        Some(seen)
+    }
+
     /// What the kernel forwarded for `port`, summed over CPUs.
     pub fn counters(&self, port: PortId) -> io::Result<FastCounters> {
         let mut buf = vec![0u8; STATS_LEN * self.cpus];
@@ -174,6 +192,7 @@ enum Label {
     Punt,
     Tx,
     Done,
+    Seen,
 }
 
 /// A few helpers to write the program with labels instead of counted offsets.
@@ -181,7 +200,7 @@ enum Label {
 struct Asm {
     code: Vec<BpfInsn>,
     fixups: Vec<(usize, Label)>,
-    labels: [Option<usize>; 3],
+    labels: [Option<usize>; 4],
 }
 
 impl Asm {
@@ -227,7 +246,8 @@ impl Asm {
 }
 
 /// The fast-path program (r6 = ctx, r7 = egress port, r8 = frame length; the FDB key
-/// is built at fp-16: network u32, MAC, u16 zero; the counters' key at fp-20).
+/// is built at fp-16: network u32, MAC, u16 zero; the counters' key at fp-20). An FDB
+/// value is the port (u32) and a `seen` mark (u32) the program sets on a source.
 fn program(xsks: i32, fdb: i32, ports: i32, stats: i32, net: NetId, port: PortId) -> Vec<BpfInsn> {
     use Label::*;
     let mut a = Asm::default();
@@ -255,7 +275,12 @@ fn program(xsks: i32, fdb: i32, ports: i32, stats: i32, net: NetId, port: PortId
     a.jump(0x15, 0, 0, 0, Punt); // if !r0
     a.op(0x61, 5, 0, 0, 0); // r5 = value->port
     a.jump(0x55, 5, 0, port, Punt); // if r5 != port
-                                    // The destination must be installed on another port.
+                                    // Mark the source seen, for the worker's aging (a write only when it is not yet).
+    a.op(0x61, 5, 0, 4, 0); // r5 = value->seen
+    a.jump(0x55, 5, 0, 0, Seen);
+    a.op(0x62, 0, 0, 4, 1); // value->seen = 1
+    a.bind(Seen);
+    // The destination must be installed on another port.
     a.op(0x61, 2, 6, 0, 0); // the call clobbered r2-r5: reload and recheck
     a.op(0x61, 3, 6, 4, 0);
     a.op(0xbf, 4, 2, 0, 0);
@@ -382,6 +407,17 @@ mod tests {
             "a MAC of another network"
         );
 
+        assert_eq!(
+            fp.take_seen(net, A, port),
+            Some(true),
+            "A was seen as a source"
+        );
+        assert_eq!(
+            fp.take_seen(net, A, port),
+            Some(false),
+            "and the mark was cleared"
+        );
+        assert_eq!(fp.take_seen(net, A, other), None, "not on that port");
         let rx = fp.counters(port).unwrap();
         let tx = fp.counters(other).unwrap();
         assert_eq!((rx.rx_packets, rx.rx_bytes, rx.tx_packets), (1, 64, 0));

@@ -112,6 +112,11 @@ fn classify(
     if src[0] & 1 != 0 {
         return Verdict::Drop(DropReason::BadSource);
     }
+    // A sandbox claiming the gateway's MAC would take the network's routed traffic once
+    // learned (the in-kernel fast path forwards by the FDB alone).
+    if net.cfg.gateway.as_ref().is_some_and(|gw| gw.mac == src) {
+        return Verdict::Drop(DropReason::BadSource);
+    }
 
     match net.fdb.learn(src, in_port, now) {
         Learned::Changed | Learned::Reannounce if announce_learning => {
@@ -272,11 +277,19 @@ mod tests {
     #[test]
     fn drops_runts_bad_sources_and_hairpins() {
         let mut n = net(vec![1, 2]);
-        let (s, c) = run(&mut n, 1, &[vec![0; 10], frame(B, BROADCAST)]);
+        let (s, c) = run(
+            &mut n,
+            1,
+            &[vec![0; 10], frame(B, BROADCAST), frame(B, GW_MAC)],
+        );
         assert!(s.out.is_empty());
         let snap = c.snapshot();
         assert_eq!(snap.drops["runt"], 1);
-        assert_eq!(snap.drops["bad_source_mac"], 1);
+        assert_eq!(
+            snap.drops["bad_source_mac"], 2,
+            "multicast, and the gateway's MAC"
+        );
+        assert_eq!(n.fdb.lookup(&GW_MAC, Instant::now()), None, "never learned");
         run(&mut n, 1, &[frame(B, A)]);
         let (s, c) = run(&mut n, 1, &[frame(A, [2, 0, 0, 0, 0, 0xc])]);
         assert!(s.out.is_empty(), "A lives on the ingress port");

@@ -488,9 +488,7 @@ pub struct Worker {
     /// When the worker last woke up (or started).
     awake_since: Instant,
     /// What this worker installed in the fast path: (network, MAC) -> its port.
-    installed: HashMap<(NetId, Mac), PortId>,
-    /// Per fast-path port, the kernel's rx count at the last tick.
-    fast_rx_seen: HashMap<PortId, u64>,
+    installed: HashMap<(NetId, Mac), PortId, ahash::RandomState>,
     router: Option<Box<Router>>,
     /// Swapped with `tx.routeq` to drain it while the pipeline may refill the other.
     route_spare: Burst,
@@ -537,8 +535,7 @@ impl Worker {
             epoll,
             armed: true,
             awake_since: Instant::now(),
-            installed: HashMap::new(),
-            fast_rx_seen: HashMap::new(),
+            installed: HashMap::default(),
             router: None,
             route_spare: Burst::new(),
             dns,
@@ -642,6 +639,8 @@ impl Worker {
                 if let (true, Some(fd)) = (self.armed, fd_of(op.port.as_ref())) {
                     let _ = self.epoll.delete(fd);
                 }
+                let id = op.id;
+                self.uninstall_port(id);
                 return 0;
             }
         };
@@ -655,6 +654,7 @@ impl Worker {
         }
         let (id, net_id, counters) = (op.id, op.net, op.counters.clone());
         let install = op.fast && op.capture.is_none();
+        let check_moves = !self.installed.is_empty();
         WorkerCounters::add(&self.setup.counters.rx_packets, n as u64);
         if net_id == TRUNK_NET {
             self.trunk_burst(i, rx, &counters, scratch, now);
@@ -669,8 +669,8 @@ impl Worker {
         } else if let Some(net) = self.nets.get_mut(&net_id) {
             let multi = self.tx.peers.len() > 1;
             pipeline::switch_burst(net, id, rx, &counters, &mut self.tx, scratch, now, multi);
-            if install {
-                self.install_sources(id, net_id, rx, now);
+            if install || check_moves {
+                self.sync_sources(id, net_id, install, rx, now);
             }
             self.route_queued(scratch, now);
             self.dns_queued(scratch, now);
@@ -853,6 +853,8 @@ impl Worker {
                     if let Some(n) = self.nets.get_mut(&net) {
                         n.fdb.install(mac, port, now);
                     }
+                    // Moved to another worker's port: stop claiming it in the kernel.
+                    self.forget_moved(net, mac, port);
                 }
                 Err(_) => break,
             }
@@ -1099,7 +1101,6 @@ impl Worker {
 
     fn remove_port(&mut self, id: PortId) {
         self.uninstall_port(id);
-        self.fast_rx_seen.remove(&id);
         for net in self.nets.values_mut() {
             net.members.retain(|p| *p != id);
             net.fdb.forget_port(id);
@@ -1165,9 +1166,12 @@ impl Worker {
         self.awake_since = Instant::now();
     }
 
-    /// After a burst from fast-path port `id`: install the sources the FDB has on it, so
-    /// the kernel forwards their conversations from now on (`crate::fastpath`).
-    fn install_sources(&mut self, id: PortId, net: NetId, rx: &Burst, now: Instant) {
+    /// After a burst from port `id` of `net`: sources the FDB has on it are installed in
+    /// the fast path when the port runs it (`install`), so the kernel forwards their
+    /// conversations from now on; a source installed on another of this worker's ports
+    /// has moved here, and leaves the fast path (a port off the fast path, or one being
+    /// captured, gets its frames through the worker).
+    fn sync_sources(&mut self, id: PortId, net: NetId, install: bool, rx: &Burst, now: Instant) {
         let (Some(fp), Some(n)) = (self.setup.fast.as_ref(), self.nets.get(&net)) else {
             return;
         };
@@ -1181,15 +1185,29 @@ impl Worker {
                 continue;
             }
             last = Some(src);
-            if n.fdb.lookup(&src, now) != Some(id) || self.installed.get(&(net, src)) == Some(&id) {
-                continue;
-            }
-            match fp.install(net, src, id) {
-                Ok(()) => {
-                    self.installed.insert((net, src), id);
+            let here = n.fdb.lookup(&src, now) == Some(id);
+            match self.installed.get(&(net, src)) {
+                Some(&p) if p == id => {}
+                Some(&p) if here => {
+                    fp.remove(net, src, p);
+                    self.installed.remove(&(net, src));
+                    if install {
+                        install_mac(&mut self.installed, fp, net, src, id);
+                    }
                 }
-                // The map is full: this address stays with the worker.
-                Err(e) => tracing::debug!(error = %e, "fast path: cannot install a MAC"),
+                None if here && install => install_mac(&mut self.installed, fp, net, src, id),
+                _ => {}
+            }
+        }
+    }
+
+    /// Another worker learned `mac` on its `port`: if this worker had it installed on one
+    /// of its own ports, that entry is stale.
+    fn forget_moved(&mut self, net: NetId, mac: Mac, port: PortId) {
+        if let (Some(fp), Some(&p)) = (self.setup.fast.as_ref(), self.installed.get(&(net, mac))) {
+            if p != port {
+                fp.remove(net, mac, p);
+                self.installed.remove(&(net, mac));
             }
         }
     }
@@ -1207,41 +1225,35 @@ impl Worker {
         });
     }
 
-    /// Once a second: MACs the FDB no longer has on their port leave the fast path, and
-    /// MACs of ports the kernel forwarded for are refreshed in the FDB (the worker never
-    /// sees their frames, so they would otherwise age out while in use).
+    /// Once a second, for every entry this worker installed: one the FDB no longer has on
+    /// its port (aged, moved) leaves the fast path; one the kernel forwarded frames from
+    /// since the last look (its `seen` mark) is refreshed in the FDB, as the worker never
+    /// saw those frames; one that another worker's removal or install raced away is put
+    /// back. A syscall or two per entry per second, none per frame.
     fn sync_fast_path(&mut self, now: Instant) {
         let Some(fp) = self.setup.fast.clone() else {
             return;
         };
-        if self.installed.is_empty() {
-            return;
-        }
-        let mut active = Vec::new();
-        for op in self.tx.ports.iter().filter(|op| op.fast) {
-            if let Ok(c) = fp.counters(op.id) {
-                let seen = self.fast_rx_seen.insert(op.id, c.rx_packets);
-                if seen.is_some_and(|s| s != c.rx_packets) {
-                    active.push(op.id);
-                }
-            }
-        }
         let multi = self.tx.peers.len() > 1;
         let (nets, tx) = (&mut self.nets, &mut self.tx);
         self.installed.retain(|&(net, mac), port| {
-            let Some(n) = nets.get_mut(&net) else {
+            let Some(n) = nets
+                .get_mut(&net)
+                .filter(|n| n.fdb.lookup(&mac, now) == Some(*port))
+            else {
                 fp.remove(net, mac, *port);
                 return false;
             };
-            if n.fdb.lookup(&mac, now) != Some(*port) {
-                fp.remove(net, mac, *port);
-                return false;
+            match fp.take_seen(net, mac, *port) {
+                Some(true) => {
+                    if n.fdb.learn(mac, *port, now) == Learned::Reannounce && multi {
+                        tx.learned(net, mac, *port);
+                    }
+                    true
+                }
+                Some(false) => true,
+                None => fp.install(net, mac, *port).is_ok(),
             }
-            if active.contains(port) && n.fdb.learn(mac, *port, now) == Learned::Reannounce && multi
-            {
-                tx.learned(net, mac, *port);
-            }
-            true
         });
     }
 
@@ -1255,6 +1267,23 @@ impl Worker {
             }
         }
         self.armed = armed;
+    }
+}
+
+/// Install `mac` of `net` on port `id` in the fast path, and note it in `installed`.
+fn install_mac(
+    installed: &mut HashMap<(NetId, Mac), PortId, ahash::RandomState>,
+    fp: &FastPath,
+    net: NetId,
+    mac: Mac,
+    id: PortId,
+) {
+    match fp.install(net, mac, id) {
+        Ok(()) => {
+            installed.insert((net, mac), id);
+        }
+        // The map is full: this address stays with the worker.
+        Err(e) => tracing::debug!(error = %e, "fast path: cannot install a MAC"),
     }
 }
 
