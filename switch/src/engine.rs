@@ -376,10 +376,7 @@ impl Engine {
     ) -> Result<PortId> {
         let id = self.free_id();
         let fast = match (&self.fast, fast_path && id < fastpath::MAX_PORTS) {
-            (Some(fp), true) => match port
-                .enable_fast_path(fp, net, id)
-                .and_then(|ifindex| fp.add_port(id, ifindex))
-            {
+            (Some(fp), true) => match port.enable_fast_path(fp, net, id) {
                 Ok(()) => true,
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => false,
                 Err(e) => {

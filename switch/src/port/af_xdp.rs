@@ -424,12 +424,14 @@ impl Port for XdpPort {
         fp: &crate::fastpath::FastPath,
         net: crate::NetId,
         id: crate::PortId,
-    ) -> io::Result<u32> {
+    ) -> io::Result<()> {
+        // The redirect target first: a port running the program is always reachable.
+        fp.add_port(id, self.ifindex)?;
         let prog = fp.program(self.redirect.xsks(), net, id);
-        self.redirect
-            .replace(&prog, "vsw_fast")
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.name)))?;
-        Ok(self.ifindex)
+        self.redirect.replace(&prog, "vsw_fast").map_err(|e| {
+            fp.remove_port(id);
+            io::Error::new(e.kind(), format!("{}: {e}", self.name))
+        })
     }
 
     fn fd(&self) -> RawFd {

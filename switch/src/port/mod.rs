@@ -142,14 +142,13 @@ pub trait Port: Send {
         Vec::new()
     }
     /// Run the in-kernel fast path (`crate::fastpath`) on this port as port `id` of
-    /// network `net`; returns the interface index frames are redirected to. Only
-    /// AF_XDP ports can.
+    /// network `net`, and make it a redirect target. Only AF_XDP ports can.
     fn enable_fast_path(
         &mut self,
         _fp: &crate::fastpath::FastPath,
         _net: crate::NetId,
         _id: crate::PortId,
-    ) -> io::Result<u32> {
+    ) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "only AF_XDP ports run the fast path",
