@@ -432,6 +432,13 @@ fn run(cli: Cli) -> Res<()> {
                 print_json(&v);
                 return Ok(());
             }
+            let fast = |p: &Value, key: &str| {
+                if p["fast_path"] == true {
+                    s(p, key)
+                } else {
+                    "-".to_string()
+                }
+            };
             let rows = v["ports"]
                 .as_array()
                 .into_iter()
@@ -454,6 +461,9 @@ fn run(cli: Cli) -> Res<()> {
                         s(p, "rx_bytes"),
                         s(p, "tx_packets"),
                         s(p, "tx_bytes"),
+                        // Of those, what the in-kernel fast path forwarded.
+                        fast(p, "fast_path_rx_packets"),
+                        fast(p, "fast_path_tx_packets"),
                         s(p, "fdb_full"),
                         drops.join(","),
                     ]
@@ -462,7 +472,7 @@ fn run(cli: Cli) -> Res<()> {
             print_table(
                 &[
                     "PORT", "SANDBOX", "NETWORK", "BACKEND", "WORKER", "RX-PKTS", "RX-BYTES",
-                    "TX-PKTS", "TX-BYTES", "FDB-FULL", "DROPS",
+                    "TX-PKTS", "TX-BYTES", "FAST-RX", "FAST-TX", "FDB-FULL", "DROPS",
                 ],
                 rows,
             );
