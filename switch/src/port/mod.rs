@@ -5,7 +5,7 @@ pub mod af_packet;
 pub mod af_xdp;
 mod csum;
 #[cfg(test)]
-mod lab;
+pub(crate) mod lab;
 pub mod tap;
 mod xdp_prog;
 
