@@ -1215,6 +1215,7 @@ impl Controller {
                         "sandbox": owners.get(&e.port).map(|ep| ep.sandbox.clone()),
                         "age": e.age_secs,
                         "static": e.is_static,
+                        "fast_path": e.fast_path,
                     })
                 })
                 .collect(),

@@ -576,7 +576,13 @@ impl Engine {
                 }
             }
         }
-        Ok(merged.into_values().collect())
+        let mut entries: Vec<FdbEntry> = merged.into_values().collect();
+        if let Some(fp) = &self.fast {
+            for e in entries.iter_mut() {
+                e.fast_path = fp.installed_on(net, e.mac, e.port);
+            }
+        }
+        Ok(entries)
     }
 
     pub fn stats(&self) -> StatsSnapshot {

@@ -162,6 +162,13 @@ impl FastPath {
         Some(seen)
     }
 
+    /// Whether `mac` of `net` is installed on `port`.
+    pub fn installed_on(&self, net: NetId, mac: Mac, port: PortId) -> bool {
+        let mut value = [0u8; VALUE_LEN];
+        bpf::map_lookup_bytes(&self.fdb, &key(net, mac), &mut value).is_ok()
+            && value[..4] == port.to_ne_bytes()
+    }
+
     /// What the kernel forwarded for `port`, summed over CPUs.
     pub fn counters(&self, port: PortId) -> io::Result<FastCounters> {
         let mut buf = vec![0u8; STATS_LEN * self.cpus];

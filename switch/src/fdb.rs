@@ -45,6 +45,9 @@ pub struct FdbEntry {
     /// For a MAC behind the tunnel (`TUNNEL_PORT`): the remote VTEP, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep: Option<std::net::Ipv4Addr>,
+    /// Installed in the in-kernel fast path on `port` (`crate::fastpath`).
+    #[serde(default)]
+    pub fast_path: bool,
 }
 
 pub struct Fdb {
@@ -179,6 +182,7 @@ impl Fdb {
                 },
                 is_static: e.is_static,
                 vtep: None,
+                fast_path: false,
             })
             .collect();
         v.sort_by_key(|e| e.mac);

@@ -759,6 +759,18 @@ fn fast_path_forwards_known_unicast_and_steps_aside() {
     );
     assert!(rx1 - rx0 >= 100, "fast-path frames count in rx_packets too");
     assert!(count(&b, "fast_path_tx_packets") >= 95, "{}", port(&b));
+    let fdb = d.json(&["fdb", &n1]);
+    let fast: Vec<&str> = fdb
+        .as_array()
+        .expect("fdb")
+        .iter()
+        .filter(|e| e["fast_path"] == true)
+        .filter_map(|e| e["mac"].as_str())
+        .collect();
+    assert!(
+        fast.contains(&mac_of(&ip_b).as_str()) && fast.len() == 2,
+        "fdb shows a and b in the fast path: {fdb}"
+    );
 
     // Isolation: a frame from n1 to x's MAC (an address of n2) never reaches x.
     assert!(

@@ -419,10 +419,14 @@ fn run(cli: Cli) -> Res<()> {
                             s(e, "sandbox"),
                             s(e, "vtep"),
                             kind,
+                            if e["fast_path"] == true { "yes" } else { "" }.into(),
                         ]
                     })
                     .collect();
-                print_table(&["MAC", "PORT", "SANDBOX", "VTEP", "AGE"], rows);
+                print_table(
+                    &["MAC", "PORT", "SANDBOX", "VTEP", "AGE", "FAST-PATH"],
+                    rows,
+                );
             }
             Ok(())
         }
