@@ -547,9 +547,13 @@ def vswitch_overlay(what, size=64):
     lab.veth(h1, "up1", h2, "up2")
     daemons, names = [], []
     try:
-        for h, up, (me, peer), sb, addr, mac in ((h1, "up1", UNDERLAY, f"{PFX}g", OV_GEN, GEN_MAC),
-                                                 (h2, "up2", UNDERLAY[::-1], f"{PFX}s", OV_SINK, SINK_MAC)):
-            d = Vswitchd(1, netns=h, extra=["--uplink", up, "--uplink-ip", f"{me}/24", "--uplink-gw", "10.200.0.254"])
+        # Two hosts, a core each for its worker (by default both would pin to core 1 and
+        # take turns on it, which no two real hosts do).
+        for h, up, (me, peer), sb, addr, mac, cpu in (
+                (h1, "up1", UNDERLAY, f"{PFX}g", OV_GEN, GEN_MAC, "0"),
+                (h2, "up2", UNDERLAY[::-1], f"{PFX}s", OV_SINK, SINK_MAC, "1")):
+            d = Vswitchd(1, netns=h, extra=["--cpus", cpu, "--uplink", up, "--uplink-ip", f"{me}/24",
+                                            "--uplink-gw", "10.200.0.254"])
             daemons.append((d, [sb]))
             d.ctl("network", "create", "-d", "overlay", "--subnet", "172.31.0.0/24", "-o", f"vxlan.id={VNI}",
                   "-o", f"vxlan.peers={peer}", f"{PFX}ov")

@@ -35,6 +35,9 @@ pub struct EngineConfig {
     pub fdb_age: Duration,
     /// Pin each worker to its own core.
     pub pin: bool,
+    /// The cores to pin to, worker i on `cpus[i % len]`; None: core i+1 (wrapping),
+    /// leaving core 0 to the control plane and the kernel.
+    pub cpus: Option<Vec<usize>>,
     /// Where the embedded DNS forwards names it does not own (reached by the uplink).
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// Forward known unicast between AF_XDP veth ports in the kernel (`fastpath`).
@@ -49,6 +52,7 @@ impl Default for EngineConfig {
             fdb_max: 8192,
             fdb_age: Duration::from_secs(300),
             pin: true,
+            cpus: None,
             dns_upstreams: Vec::new(),
             fast_path: true,
         }
@@ -140,7 +144,13 @@ impl Engine {
         for (i, (ctl_rx, data_rx, waker)) in receivers.into_iter().enumerate() {
             let counters = Arc::new(WorkerCounters::default());
             // Leave core 0 to the control plane and the kernel when we can.
-            let core = (cfg.pin && !cores.is_empty()).then(|| cores[(i + 1) % cores.len()]);
+            let core = match &cfg.cpus {
+                _ if !cfg.pin => None,
+                Some(list) if !list.is_empty() => Some(core_affinity::CoreId {
+                    id: list[i % list.len()],
+                }),
+                _ => (!cores.is_empty()).then(|| cores[(i + 1) % cores.len()]),
+            };
             let setup = WorkerSetup {
                 index: i,
                 poll: cfg.poll,

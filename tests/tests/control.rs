@@ -199,3 +199,23 @@ fn inspect_and_ls_have_docker_shapes() {
     let q = d.ok(&["network", "ls", "-q"]);
     assert!(q.lines().all(|l| l.len() == 12), "{q}");
 }
+
+/// `--cpus` pins the workers where asked (as DPDK's -l or OVS's pmd-cpu-mask) and a
+/// core the machine does not have is refused, naming it.
+#[test]
+fn cpus_pin_the_workers_where_asked() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &["--cpus", "0"]);
+    let stats = d.json(&["stats"]);
+    assert_eq!(stats["workers"][0]["core"], 0, "{stats}");
+
+    let out = std::process::Command::new(bin("vswitchd"))
+        .args(["--socket"])
+        .arg(lab.dir.join("refused.sock"))
+        .args(["--cpus", "4096"])
+        .output()
+        .expect("run vswitchd");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cpus names core 4096"), "{err}");
+}

@@ -38,6 +38,11 @@ struct Args {
     /// Poll-mode workers, one pinned per core: N, or auto (cores-1, at least 1).
     #[arg(long, default_value = "auto")]
     workers: String,
+    /// Cores the workers are pinned to, like DPDK's -l or OVS's pmd-cpu-mask: a list
+    /// such as 1 or 2,3 or 1-3. With --workers auto, one worker per core listed; with
+    /// N workers, pinned in turn over the list. Default: every core but core 0.
+    #[arg(long)]
+    cpus: Option<String>,
     /// adaptive (spin while traffic flows, sleep when idle) or busy.
     #[arg(long, default_value = "adaptive")]
     poll: PollMode,
@@ -95,6 +100,43 @@ fn workers(spec: &str) -> Result<usize> {
         Ok(n) if n >= 1 => Ok(n),
         _ => bail!("invalid --workers {spec:?}: expected a number of at least 1, or auto"),
     }
+}
+
+/// `--cpus LIST`: core numbers and ranges (`1`, `2,3`, `0-1,3`), each below `online`,
+/// in the order given, without repeats.
+fn cpu_list(spec: &str, online: usize) -> Result<Vec<usize>> {
+    let bad = || {
+        anyhow::anyhow!(
+            "invalid --cpus {spec:?}: expected core numbers and ranges such as 1, 2,3 or 0-1,3"
+        )
+    };
+    let mut cores = Vec::new();
+    for part in spec.split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (lo, hi),
+            None => (part, part),
+        };
+        let (lo, hi): (usize, usize) = (
+            lo.trim().parse().map_err(|_| bad())?,
+            hi.trim().parse().map_err(|_| bad())?,
+        );
+        if lo > hi {
+            return Err(bad());
+        }
+        for c in lo..=hi {
+            if c >= online {
+                bail!(
+                    "--cpus names core {c}, but this machine has cores 0-{} only",
+                    online - 1
+                );
+            }
+            if cores.contains(&c) {
+                bail!("--cpus names core {c} twice");
+            }
+            cores.push(c);
+        }
+    }
+    Ok(cores)
 }
 
 /// `--dns-upstream IP[:PORT]`, port 53 unless given; at most `dns::MAX_UPSTREAMS`.
@@ -198,7 +240,18 @@ fn run(args: Args) -> Result<()> {
     if args.vtep_ip.is_some() && args.uplink.is_none() {
         bail!("--vtep-ip needs an uplink: the tunnels leave by it (--uplink, --uplink-ip, --uplink-gw)");
     }
-    let workers = workers(&args.workers)?;
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cpus = args
+        .cpus
+        .as_deref()
+        .map(|spec| cpu_list(spec, online))
+        .transpose()?;
+    let workers = match &cpus {
+        Some(list) if args.workers == "auto" => list.len(),
+        _ => workers(&args.workers)?,
+    };
     let dns_upstreams = upstreams(&args.dns_upstream)?;
     if !nix::unistd::Uid::effective().is_root() {
         bail!("vswitchd needs root (namespaces, links and AF_XDP/AF_PACKET sockets)");
@@ -213,6 +266,7 @@ fn run(args: Args) -> Result<()> {
         fdb_max: args.fdb_max,
         fdb_age: Duration::from_secs(args.fdb_age),
         pin: true,
+        cpus,
         dns_upstreams: dns_upstreams.clone(),
         fast_path: args.fast_path == "on",
     })?;
@@ -246,6 +300,29 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("vswitchd: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(cpu_list("1", 4).unwrap(), vec![1]);
+        assert_eq!(cpu_list("2,3", 4).unwrap(), vec![2, 3]);
+        assert_eq!(cpu_list("0-1,3", 4).unwrap(), vec![0, 1, 3]);
+        for (spec, says) in [
+            ("", "invalid --cpus"),
+            ("a", "invalid --cpus"),
+            ("3-1", "invalid --cpus"),
+            ("1,", "invalid --cpus"),
+            ("4", "names core 4, but this machine has cores 0-3 only"),
+            ("1,1", "names core 1 twice"),
+        ] {
+            let e = cpu_list(spec, 4).unwrap_err().to_string();
+            assert!(e.contains(says), "{spec:?}: {e}");
         }
     }
 }
