@@ -391,6 +391,18 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Start vswitchctl against this daemon in the background (a capture, say); its
+    /// stderr is piped.
+    pub fn spawn_ctl(&self, args: &[&str]) -> Child {
+        Command::new(bin("vswitchctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vswitchctl")
+    }
+
     /// Run vswitchctl against this daemon.
     pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new(bin("vswitchctl"))
@@ -542,16 +554,29 @@ impl Capture {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
-        let out = Command::new("tcpdump")
-            .args(["-e", "-n", "-r"])
-            .arg(&self.file)
-            .output()
-            .expect("tcpdump -r");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
-            .collect()
+        pcap_lines(&self.file, &["-e"])
     }
+}
+
+/// The frames of a pcap file as `tcpdump -n -r` (plus `extra` flags) prints them; a
+/// file tcpdump cannot read fails the test.
+pub fn pcap_lines(file: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let out = Command::new("tcpdump")
+        .args(extra)
+        .args(["-n", "-r"])
+        .arg(file)
+        .output()
+        .expect("tcpdump -r");
+    assert!(
+        out.status.success(),
+        "tcpdump cannot read {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 impl Drop for Capture {

@@ -524,15 +524,7 @@ fn capture_writes_pcap_of_one_port_only() {
 
     let file_a = lab.dir.join("a.pcap");
     let file_c = lab.dir.join("c.pcap");
-    let ctl = |args: &[&str]| {
-        std::process::Command::new(e2e::bin("vswitchctl"))
-            .arg("--socket")
-            .arg(&d.socket)
-            .args(args)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn capture")
-    };
+    let ctl = |args: &[&str]| d.spawn_ctl(args);
     let cap_a = ctl(&[
         "capture",
         &a,
@@ -563,23 +555,7 @@ fn capture_writes_pcap_of_one_port_only() {
     unsafe { libc::kill(cap_c.id() as i32, libc::SIGINT) };
     assert!(cap_c.wait().expect("capture c").success());
 
-    let read = |f: &std::path::Path| {
-        let o = std::process::Command::new("tcpdump")
-            .args(["-n", "-r"])
-            .arg(f)
-            .output()
-            .expect("tcpdump -r");
-        assert!(
-            o.status.success(),
-            "tcpdump cannot read {}: {}",
-            f.display(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(String::from)
-            .collect::<Vec<_>>()
-    };
+    let read = |f: &std::path::Path| e2e::pcap_lines(f, &[]);
     let seen_a = read(&file_a);
     assert_eq!(seen_a.len(), 6, "{seen_a:?}");
     assert_eq!(
@@ -839,12 +815,7 @@ fn fast_path_forwards_known_unicast_and_steps_aside() {
 
     // A capture sees every frame of its port: the kernel leaves that port's to the worker.
     let file = lab.dir.join("c.pcap");
-    let mut cap = std::process::Command::new(e2e::bin("vswitchctl"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["capture", &c, "-w", file.to_str().expect("path")])
-        .spawn()
-        .expect("spawn capture");
+    let mut cap = d.spawn_ctl(&["capture", &c, "-w", file.to_str().expect("path")]);
     e2e::wait_for("the capture to start", Duration::from_secs(5), || {
         file.exists()
     });
@@ -853,12 +824,7 @@ fn fast_path_forwards_known_unicast_and_steps_aside() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(cap.id() as i32, libc::SIGINT) };
     assert!(cap.wait().expect("capture").success());
-    let o = std::process::Command::new("tcpdump")
-        .args(["-n", "-r"])
-        .arg(&file)
-        .output()
-        .expect("tcpdump -r");
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = e2e::pcap_lines(&file, &[]).join("\n");
     assert!(
         text.lines().filter(|l| l.contains("ICMP echo")).count() >= 20,
         "the capture missed frames the kernel forwarded: {text}"
