@@ -1176,6 +1176,7 @@ impl Worker {
             return;
         };
         let mut last: Option<Mac> = None;
+        let mut flushed = false;
         for frame in rx.iter() {
             let Some(src) = frame.get(6..12) else {
                 continue;
@@ -1186,17 +1187,24 @@ impl Worker {
             }
             last = Some(src);
             let here = n.fdb.lookup(&src, now) == Some(id);
-            match self.installed.get(&(net, src)) {
-                Some(&p) if p == id => {}
-                Some(&p) if here => {
+            let old = self.installed.get(&(net, src)).copied();
+            match old {
+                Some(p) if p == id => continue,
+                Some(p) if here => {
                     fp.remove(net, src, p);
                     self.installed.remove(&(net, src));
-                    if install {
-                        install_mac(&mut self.installed, fp, net, src, id);
-                    }
                 }
-                None if here && install => install_mac(&mut self.installed, fp, net, src, id),
-                _ => {}
+                None if here => {}
+                _ => continue,
+            }
+            if install {
+                // What the worker has queued goes out before the kernel takes over, so
+                // the kernel's first frames of a conversation do not overtake them.
+                if !flushed {
+                    self.tx.flush();
+                    flushed = true;
+                }
+                install_mac(&mut self.installed, fp, net, src, id);
             }
         }
     }
