@@ -849,3 +849,50 @@ fn mac_of(ip: &str) -> String {
     let o: Vec<u8> = ip.split('.').map(|b| b.parse().expect("IPv4")).collect();
     format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
+
+/// MACs the kernel forwards for stay learned: the worker never sees their frames, so it
+/// refreshes them from the fast path's `seen` marks. With a 2-second age, 4 seconds of
+/// pings must all stay in the kernel (an expiry would send a frame to the worker).
+#[test]
+fn fast_path_keeps_busy_macs_learned() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &["--io", "af_xdp", "--fdb-age", "2"]);
+    let net = lab.name("n");
+    d.ok(&["network", "create", "--subnet", "172.26.0.0/24", &net]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    d.sandbox(&a, &net, &[]);
+    let ip_b = d.sandbox(&b, &net, &[]);
+    assert!(ping(&a, &ip_b, 2), "learn both ends");
+    let counts = |s: &str| {
+        let p = d.json(&["stats", s])["ports"][0].clone();
+        let n = |k: &str| p[k].as_u64().unwrap_or(0);
+        (n("rx_packets"), n("fast_path_rx_packets"))
+    };
+    let (rx0, fast0) = counts(&a);
+    let out = e2e::ns_exec(
+        &a,
+        &[
+            "ping", "-n", "-q", "-c", "400", "-i", "0.01", "-W", "2", &ip_b,
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (rx1, fast1) = counts(&a);
+    assert_eq!(
+        rx1 - rx0,
+        fast1 - fast0,
+        "frames the worker had to take while the conversation was busy: an entry aged out"
+    );
+    let fdb = d.json(&["fdb", &net]);
+    assert!(
+        fdb.as_array()
+            .expect("fdb")
+            .iter()
+            .all(|e| e["fast_path"] == true && e["age"].as_u64().unwrap_or(9) <= 1),
+        "{fdb}"
+    );
+}
