@@ -22,7 +22,11 @@ const BPF_LINK_CREATE: libc::c_int = 28;
 const BPF_LINK_UPDATE: libc::c_int = 29;
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_XDP: u32 = 37;
+/// tcx (kernel 6.6+): the ingress hook of a device, attached through a BPF link.
+const BPF_TCX_INGRESS: u32 = 46;
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_PSEUDO_MAP_FD: u8 = 1;
 /// BPF_PROG_TEST_RUN: send the frames for real instead of returning them.
 pub const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
@@ -281,13 +285,29 @@ pub fn map_delete_bytes(map: &OwnedFd, key: &[u8]) -> io::Result<()> {
 
 /// Load an XDP program, asking for the verifier log when the first try fails.
 pub fn prog_load_xdp(insns: &[BpfInsn], name: &str) -> io::Result<OwnedFd> {
+    prog_load(BPF_PROG_TYPE_XDP, BPF_XDP, insns, name)
+}
+
+/// Load a tc (SCHED_CLS) program for tcx, asking for the verifier log when the first
+/// try fails.
+pub fn prog_load_tc(insns: &[BpfInsn], name: &str) -> io::Result<OwnedFd> {
+    prog_load(BPF_PROG_TYPE_SCHED_CLS, 0, insns, name)
+}
+
+fn prog_load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[BpfInsn],
+    name: &str,
+) -> io::Result<OwnedFd> {
+    // GPL: bpf_redirect_peer and the skb VLAN helpers are GPL-only.
     const LICENSE: &CStr = c"Dual MIT/GPL";
     let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
+        prog_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: LICENSE.as_ptr() as u64,
-        expected_attach_type: BPF_XDP,
+        expected_attach_type,
         prog_name: name16(name),
         ..Default::default()
     };
@@ -309,7 +329,7 @@ pub fn prog_load_xdp(insns: &[BpfInsn], name: &str) -> io::Result<OwnedFd> {
                     } else {
                         format!("verifier log: {}", text.trim())
                     };
-                    Err(context(first, &format!("load XDP program {name}"), &hint))
+                    Err(context(first, &format!("load BPF program {name}"), &hint))
                 }
             }
         }
@@ -328,13 +348,42 @@ pub fn xdp_link_create(prog: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<O
     bpf_fd(BPF_LINK_CREATE, &mut attr)
 }
 
-/// Run an XDP program once over `data` (nothing is sent) and return its verdict.
+/// Attach a tc program to the ingress of `ifindex` through a tcx BPF link (kernel 6.6+;
+/// detached when the fd closes, also when the process is killed).
+pub fn tcx_ingress_link_create(prog: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_TCX_INGRESS,
+        flags: 0,
+    };
+    bpf_fd(BPF_LINK_CREATE, &mut attr)
+}
+
+/// Run a program once over `data` (nothing is sent) and return its verdict.
 pub fn prog_test_run(prog: &OwnedFd, data: &[u8]) -> io::Result<u32> {
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: data.len() as u32,
         data_in: data.as_ptr() as u64,
         repeat: 1,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(attr.retval)
+}
+
+/// Run a tc program once over `data` with the first `ctx.len()` bytes of its
+/// `struct __sk_buff` given (the kernel accepts only a few fields there, `ifindex` among
+/// them); returns its verdict. Redirects are decided, not carried out.
+pub fn prog_test_run_ctx(prog: &OwnedFd, data: &[u8], ctx: &[u8]) -> io::Result<u32> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data.len() as u32,
+        data_in: data.as_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: ctx.len() as u32,
+        ctx_in: ctx.as_ptr() as u64,
         ..Default::default()
     };
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;

@@ -1,0 +1,95 @@
+//! A small label assembler for the fast path's hand-written eBPF programs: forward
+//! jumps name a label instead of a counted offset, and the few instruction shapes the
+//! programs use have a name each.
+
+use crate::bpf::{self, insn, BpfInsn};
+
+/// A jump target, bound once with [`Asm::bind`].
+#[derive(Clone, Copy)]
+pub(super) struct Label(usize);
+
+#[derive(Default)]
+pub(super) struct Asm {
+    code: Vec<BpfInsn>,
+    fixups: Vec<(usize, Label)>,
+    labels: Vec<Option<usize>>,
+}
+
+// Opcodes (linux/bpf.h: class | size/op | source).
+pub(super) const LDX_W: u8 = 0x61;
+pub(super) const LDX_H: u8 = 0x69;
+pub(super) const LDX_B: u8 = 0x71;
+pub(super) const LDX_DW: u8 = 0x79;
+pub(super) const STX_W: u8 = 0x63;
+pub(super) const STX_H: u8 = 0x6b;
+pub(super) const STX_DW: u8 = 0x7b;
+pub(super) const ST_W: u8 = 0x62;
+pub(super) const ST_H: u8 = 0x6a;
+pub(super) const MOV_REG: u8 = 0xbf;
+pub(super) const MOV_IMM: u8 = 0xb7;
+pub(super) const ADD_REG: u8 = 0x0f;
+pub(super) const ADD_IMM: u8 = 0x07;
+pub(super) const JEQ_IMM: u8 = 0x15;
+pub(super) const JNE_IMM: u8 = 0x55;
+pub(super) const JNE_REG: u8 = 0x5d;
+pub(super) const JEQ_REG: u8 = 0x1d;
+pub(super) const JGT_REG: u8 = 0x2d;
+pub(super) const JSET_IMM: u8 = 0x45;
+pub(super) const CALL: u8 = 0x85;
+pub(super) const EXIT: u8 = 0x95;
+
+impl Asm {
+    pub(super) fn label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
+    pub(super) fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        self.code.push(insn(code, dst, src, off, imm));
+    }
+    pub(super) fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
+        self.fixups.push((self.code.len(), to));
+        self.op(code, dst, src, 0, imm);
+    }
+    pub(super) fn bind(&mut self, l: Label) {
+        self.labels[l.0] = Some(self.code.len());
+    }
+    pub(super) fn call(&mut self, helper: i32) {
+        self.op(CALL, 0, 0, 0, helper);
+    }
+    /// r0 = imm; exit
+    pub(super) fn ret(&mut self, imm: i32) {
+        self.op(MOV_IMM, 0, 0, 0, imm);
+        self.op(EXIT, 0, 0, 0, 0);
+    }
+    pub(super) fn load_map(&mut self, dst: u8, fd: i32) {
+        self.op(0x18, dst, bpf::BPF_PSEUDO_MAP_FD, 0, fd);
+        self.op(0, 0, 0, 0, 0);
+    }
+    /// r2 = fp + off; call bpf_map_lookup_elem(r1 = map, r2)
+    pub(super) fn lookup(&mut self, map: i32, off: i32) {
+        self.load_map(1, map);
+        self.op(MOV_REG, 2, 10, 0, 0); // r2 = r10
+        self.op(ADD_IMM, 2, 0, 0, off); // r2 += off
+        self.call(FUNC_MAP_LOOKUP);
+    }
+    /// *(u64 *)(r0 + off) += reg (or 1 with reg None)
+    pub(super) fn add_u64(&mut self, off: i16, reg: Option<u8>) {
+        self.op(LDX_DW, 1, 0, off, 0); // r1 = *(u64 *)(r0 + off)
+        match reg {
+            Some(r) => self.op(ADD_REG, 1, r, 0, 0), // r1 += reg
+            None => self.op(ADD_IMM, 1, 0, 0, 1),    // r1 += 1
+        }
+        self.op(STX_DW, 0, 1, off, 0); // *(u64 *)(r0 + off) = r1
+    }
+    pub(super) fn finish(mut self) -> Vec<BpfInsn> {
+        for (at, l) in self.fixups {
+            let to = self.labels[l.0].expect("every label is bound");
+            let off = to as i64 - at as i64 - 1;
+            let i = &mut self.code[at];
+            *i = insn(i.code(), i.dst(), i.src(), off as i16, i.imm());
+        }
+        self.code
+    }
+}
+
+pub(super) const FUNC_MAP_LOOKUP: i32 = 1;

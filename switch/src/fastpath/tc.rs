@@ -1,0 +1,195 @@
+//! The tc flavour of the fast path (the default for sandbox veths): programs on skbs,
+//! so a sandbox keeps TSO, GSO and checksum offload and a 64 KiB segment crosses the
+//! switch in one piece.
+//!
+//! - The endpoint program runs at tcx ingress of each sandbox veth's host end (frames
+//!   the sandbox sends). Known unicast (same rules as the XDP flavour: unicast, no VLAN,
+//!   the source installed on this port, the destination on another) goes by
+//!   `bpf_redirect_peer` straight into the destination sandbox's namespace, GSO intact.
+//!   Everything else is punted to this endpoint's worker: an 802.1ad tag whose TCI is
+//!   the port id is pushed and the skb is redirected to the egress of the worker's
+//!   trunk veth. That device has no checksum, TSO, GSO or S-VLAN offload, so the kernel
+//!   inserts the tag, segments and finishes checksums before the worker's AF_XDP (or
+//!   AF_PACKET) socket on the trunk's other end reads MTU-sized, complete frames.
+//! - The trunk program runs at tcx ingress of the trunk's kernel end (frames the worker
+//!   sends): it takes the tag off and hands the frame by `bpf_redirect_peer` to the
+//!   sandbox that the TCI names.
+//!
+//! Neither program ever returns TC_ACT_OK: a frame passed up would reach the daemon
+//! namespace's own stack (broadcasts, frames for the veth's MAC). What cannot be
+//! forwarded or punted is dropped.
+
+use super::asm::*;
+use crate::bpf::BpfInsn;
+
+// Offsets in `struct __sk_buff` (linux/bpf.h).
+const SKB_LEN: i16 = 0;
+const SKB_VLAN_PRESENT: i16 = 20;
+const SKB_VLAN_TCI: i16 = 24;
+const SKB_VLAN_PROTO: i16 = 28;
+const SKB_IFINDEX: i16 = 40;
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+const SKB_GSO_SEGS: i16 = 164;
+
+const FUNC_SKB_VLAN_PUSH: i32 = 18;
+const FUNC_SKB_VLAN_POP: i32 = 19;
+const FUNC_REDIRECT: i32 = 23;
+const FUNC_REDIRECT_PEER: i32 = 155;
+const TC_ACT_SHOT: i32 = 2;
+pub(super) const TC_ACT_REDIRECT: i32 = 7;
+/// 802.1ad (S-VLAN) in network order, as `vlan_proto` reads and `skb_vlan_push` takes it.
+const ETH_P_8021AD_BE: i32 = 0xa888;
+
+/// The maps the programs read, by fd.
+pub(super) struct Maps {
+    /// ifindex of a host end -> (network, port, trunk ifindex, 0)
+    pub endpoints: i32,
+    /// port -> ifindex of its host end (0: none)
+    pub peers: i32,
+    /// (network, MAC) -> (port, seen), shared with the XDP flavour and the workers
+    pub fdb: i32,
+    /// port -> per-CPU rx/tx packets/bytes the kernel forwarded
+    pub stats: i32,
+}
+
+/// The endpoint program. r6 = skb, r7 = network, r8 = port, r9 = trunk ifindex. Stack:
+/// fp-16 the FDB key (network, MAC, u16 0), fp-20 the endpoint key, fp-24 the egress
+/// port, fp-28 the counters' key.
+pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
+    let mut a = Asm::default();
+    let (punt, drop, seen, segs, tx, done) = (
+        a.label(),
+        a.label(),
+        a.label(),
+        a.label(),
+        a.label(),
+        a.label(),
+    );
+    a.op(MOV_REG, 6, 1, 0, 0);
+    a.op(LDX_W, 2, 6, SKB_IFINDEX, 0);
+    a.op(STX_W, 10, 2, -20, 0);
+    a.lookup(m.endpoints, -20);
+    a.jump(JEQ_IMM, 0, 0, 0, drop); // not an endpoint (any more): never pass
+    a.op(LDX_W, 7, 0, 0, 0);
+    a.op(LDX_W, 8, 0, 4, 0);
+    a.op(LDX_W, 9, 0, 8, 0);
+
+    // Unicast, untagged, with the Ethernet header in the linear part.
+    a.op(LDX_W, 2, 6, SKB_VLAN_PRESENT, 0);
+    a.jump(JNE_IMM, 2, 0, 0, punt);
+    bounds(&mut a, punt);
+    a.op(LDX_B, 5, 2, 0, 0);
+    a.jump(JSET_IMM, 5, 0, 1, punt);
+    a.op(LDX_H, 5, 2, 12, 0);
+    a.jump(JEQ_IMM, 5, 0, 0x0081, punt);
+    a.jump(JEQ_IMM, 5, 0, ETH_P_8021AD_BE, punt);
+    // The source is installed on this very port.
+    a.op(STX_W, 10, 7, -16, 0);
+    a.op(LDX_W, 5, 2, 6, 0);
+    a.op(STX_W, 10, 5, -12, 0);
+    a.op(LDX_H, 5, 2, 10, 0);
+    a.op(STX_H, 10, 5, -8, 0);
+    a.op(ST_H, 10, 0, -6, 0);
+    a.lookup(m.fdb, -16);
+    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.op(LDX_W, 5, 0, 0, 0);
+    a.jump(JNE_REG, 5, 8, 0, punt);
+    a.op(LDX_W, 5, 0, 4, 0); // mark it seen (a write only when it is not yet)
+    a.jump(JNE_IMM, 5, 0, 0, seen);
+    a.op(ST_W, 0, 0, 4, 1);
+    a.bind(seen);
+    // The destination is installed on another port that has a host end.
+    bounds(&mut a, punt); // the call clobbered r2-r5
+    a.op(LDX_W, 5, 2, 0, 0);
+    a.op(STX_W, 10, 5, -12, 0);
+    a.op(LDX_H, 5, 2, 4, 0);
+    a.op(STX_H, 10, 5, -8, 0);
+    a.lookup(m.fdb, -16);
+    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.op(LDX_W, 5, 0, 0, 0);
+    a.jump(JEQ_REG, 5, 8, 0, punt); // same port: the worker drops and counts it
+    a.op(STX_W, 10, 5, -24, 0);
+    a.lookup(m.peers, -24);
+    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.op(LDX_W, 1, 0, 0, 0);
+    a.jump(JEQ_IMM, 1, 0, 0, punt);
+    a.op(MOV_IMM, 2, 0, 0, 0);
+    a.call(FUNC_REDIRECT_PEER);
+    a.jump(JNE_IMM, 0, 0, TC_ACT_REDIRECT, drop);
+
+    // Count: r7 = segments (a GSO skb is that many frames on a wire), r9 = bytes.
+    a.op(LDX_W, 7, 6, SKB_GSO_SEGS, 0);
+    a.jump(JNE_IMM, 7, 0, 0, segs);
+    a.op(MOV_IMM, 7, 0, 0, 1);
+    a.bind(segs);
+    a.op(LDX_W, 9, 6, SKB_LEN, 0);
+    a.op(STX_W, 10, 8, -28, 0);
+    a.lookup(m.stats, -28);
+    a.jump(JEQ_IMM, 0, 0, 0, tx);
+    a.add_u64(0, Some(7));
+    a.add_u64(8, Some(9));
+    a.bind(tx);
+    a.op(LDX_W, 1, 10, -24, 0);
+    a.op(STX_W, 10, 1, -28, 0);
+    a.lookup(m.stats, -28);
+    a.jump(JEQ_IMM, 0, 0, 0, done);
+    a.add_u64(16, Some(7));
+    a.add_u64(24, Some(9));
+    a.bind(done);
+    a.ret(TC_ACT_REDIRECT);
+
+    // Everything else: tagged with the port, to the worker through its trunk.
+    a.bind(punt);
+    a.op(MOV_REG, 1, 6, 0, 0);
+    a.op(MOV_IMM, 2, 0, 0, ETH_P_8021AD_BE);
+    a.op(MOV_REG, 3, 8, 0, 0);
+    a.call(FUNC_SKB_VLAN_PUSH);
+    a.jump(JNE_IMM, 0, 0, 0, drop);
+    a.op(MOV_REG, 1, 9, 0, 0);
+    a.op(MOV_IMM, 2, 0, 0, 0);
+    a.call(FUNC_REDIRECT);
+    a.op(EXIT, 0, 0, 0, 0);
+
+    a.bind(drop);
+    a.ret(TC_ACT_SHOT);
+    a.finish()
+}
+
+/// r2 = skb->data, r3 = skb->data_end; to `fail` unless 14 bytes are in the linear part.
+fn bounds(a: &mut Asm, fail: Label) {
+    a.op(LDX_W, 2, 6, SKB_DATA, 0);
+    a.op(LDX_W, 3, 6, SKB_DATA_END, 0);
+    a.op(MOV_REG, 4, 2, 0, 0);
+    a.op(ADD_IMM, 4, 0, 0, 14);
+    a.jump(JGT_REG, 4, 3, 0, fail);
+}
+
+/// The trunk program: the worker's frame, tagged 802.1ad with the destination port as
+/// its TCI (taken off into the skb by the kernel's receive path), goes untagged to that
+/// port's sandbox. r6 = skb, r7 = the host end's ifindex; fp-4 the port.
+pub(super) fn trunk_program(m: &Maps) -> Vec<BpfInsn> {
+    let mut a = Asm::default();
+    let drop = a.label();
+    a.op(MOV_REG, 6, 1, 0, 0);
+    a.op(LDX_W, 2, 6, SKB_VLAN_PRESENT, 0);
+    a.jump(JEQ_IMM, 2, 0, 0, drop);
+    a.op(LDX_W, 2, 6, SKB_VLAN_PROTO, 0);
+    a.jump(JNE_IMM, 2, 0, ETH_P_8021AD_BE, drop);
+    a.op(LDX_W, 2, 6, SKB_VLAN_TCI, 0);
+    a.op(STX_W, 10, 2, -4, 0);
+    a.lookup(m.peers, -4);
+    a.jump(JEQ_IMM, 0, 0, 0, drop);
+    a.op(LDX_W, 7, 0, 0, 0);
+    a.jump(JEQ_IMM, 7, 0, 0, drop);
+    a.op(MOV_REG, 1, 6, 0, 0);
+    a.call(FUNC_SKB_VLAN_POP);
+    a.jump(JNE_IMM, 0, 0, 0, drop);
+    a.op(MOV_REG, 1, 7, 0, 0);
+    a.op(MOV_IMM, 2, 0, 0, 0);
+    a.call(FUNC_REDIRECT_PEER);
+    a.op(EXIT, 0, 0, 0, 0);
+    a.bind(drop);
+    a.ret(TC_ACT_SHOT);
+    a.finish()
+}
