@@ -464,6 +464,7 @@ impl Controller {
             }
             _ => {
                 driver::overlay::validate_mtu(&req.options)?;
+                driver::bridge::validate_fastpath(&req.options)?;
                 req.options
             }
         };
@@ -1364,6 +1365,8 @@ impl Controller {
                     v["sandbox"] = json!(ep.sandbox);
                     v["network"] =
                         json!(self.state.networks.get(&ep.network).map(|n| n.name.clone()));
+                } else if let Some(role) = switch_port_role(p.info.network) {
+                    v["network"] = json!(role);
                 }
                 v
             })
@@ -1387,6 +1390,16 @@ impl Controller {
             o["drops"] = Value::Object(drops);
         }
         Ok(json!({ "ports": ports, "workers": s.workers, "router": router, "dns": dns }))
+    }
+}
+
+/// What `stats` shows as the network of the switch's own ports.
+fn switch_port_role(net: switch::NetId) -> Option<&'static str> {
+    match net {
+        switch::UPLINK_NET => Some("(uplink)"),
+        switch::TRUNK_NET => Some("(vlan trunk)"),
+        switch::ENDPOINT_TRUNK_NET => Some("(endpoint trunk)"),
+        _ => None,
     }
 }
 

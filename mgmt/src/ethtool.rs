@@ -16,6 +16,12 @@ const ETHTOOL_GTSO: u32 = 0x1e;
 const ETHTOOL_STSO: u32 = 0x1f;
 const ETHTOOL_GGRO: u32 = 0x2b;
 const ETHTOOL_SGRO: u32 = 0x2c;
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+const ETHTOOL_GSSET_INFO: u32 = 0x37;
+const ETHTOOL_GFEATURES: u32 = 0x3a;
+const ETHTOOL_SFEATURES: u32 = 0x3b;
+const ETH_SS_FEATURES: u32 = 4;
+const ETH_GSTRING_LEN: usize = 32;
 
 /// `struct ethtool_value`.
 #[repr(C)]
@@ -58,6 +64,92 @@ pub fn enable_gro(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The transmit offloads a device must not have for the kernel to hand it only
+/// complete frames: checksums finished, segmented, VLAN tags in the frame.
+pub const TX_OFFLOADS: &[&str] = &[
+    "tx-checksum-ipv4",
+    "tx-checksum-ip-generic",
+    "tx-checksum-ipv6",
+    "tx-checksum-sctp",
+    "tx-scatter-gather",
+    "tx-scatter-gather-fraglist",
+    "tx-tcp-segmentation",
+    "tx-tcp-ecn-segmentation",
+    "tx-tcp-mangleid-segmentation",
+    "tx-tcp6-segmentation",
+    "tx-udp-segmentation",
+    "tx-gso-list",
+    "tx-sctp-segmentation",
+    "tx-generic-segmentation",
+    "tx-vlan-hw-insert",
+    "tx-vlan-stag-hw-insert",
+];
+
+/// Turns off every feature named in `features` that `name` has (ETHTOOL_SFEATURES, by
+/// the kernel's feature names as `ethtool -k` shows them), then checks that none of them
+/// stayed on (a fixed feature cannot be turned off: that is an error naming it).
+pub fn disable_features(name: &str, features: &[&str]) -> Result<()> {
+    let sock = control_socket()?;
+    let names = feature_names(&sock, name)?;
+    let words = names.len().div_ceil(32);
+    // ethtool_sfeatures: cmd, size, then (valid, requested) per 32 features.
+    let mut req = vec![0u32; 2 + 2 * words];
+    req[0] = ETHTOOL_SFEATURES;
+    req[1] = words as u32;
+    let wanted: Vec<usize> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| features.contains(&n.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    for &i in &wanted {
+        req[2 + 2 * (i / 32)] |= 1 << (i % 32);
+    }
+    // A positive return only says some requests were adjusted: checked below.
+    ethtool_raw(&sock, name, req.as_mut_ptr().cast())
+        .with_context(|| format!("turning off transmit offloads on {name}"))?;
+    // ethtool_gfeatures: cmd, size, then (available, requested, active, never_changed).
+    let mut get = vec![0u32; 2 + 4 * words];
+    get[0] = ETHTOOL_GFEATURES;
+    get[1] = words as u32;
+    ethtool_raw(&sock, name, get.as_mut_ptr().cast())
+        .with_context(|| format!("reading the features of {name}"))?;
+    let still: Vec<&str> = wanted
+        .iter()
+        .filter(|&&i| get[2 + 4 * (i / 32) + 2] & (1 << (i % 32)) != 0)
+        .map(|&i| names[i].as_str())
+        .collect();
+    if !still.is_empty() {
+        anyhow::bail!("{name} keeps {} on (fixed by its driver)", still.join(", "));
+    }
+    Ok(())
+}
+
+/// The device's feature names, by bit (the ETH_SS_FEATURES string set).
+fn feature_names(sock: &OwnedFd, name: &str) -> Result<Vec<String>> {
+    // ethtool_sset_info: cmd, reserved, u64 mask, then one u32 count per set in the mask.
+    let mut info = [0u32; 5];
+    info[0] = ETHTOOL_GSSET_INFO;
+    info[2] = 1 << ETH_SS_FEATURES;
+    ethtool_raw(sock, name, info.as_mut_ptr().cast())
+        .with_context(|| format!("counting the features of {name}"))?;
+    let count = info[4] as usize;
+    // ethtool_gstrings: cmd, string_set, len, then len names of 32 bytes.
+    let mut buf = vec![0u8; 12 + count * ETH_GSTRING_LEN];
+    buf[..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
+    buf[4..8].copy_from_slice(&ETH_SS_FEATURES.to_ne_bytes());
+    buf[8..12].copy_from_slice(&(count as u32).to_ne_bytes());
+    ethtool_raw(sock, name, buf.as_mut_ptr().cast())
+        .with_context(|| format!("reading the feature names of {name}"))?;
+    Ok(buf[12..]
+        .chunks_exact(ETH_GSTRING_LEN)
+        .map(|c| {
+            let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+            String::from_utf8_lossy(&c[..end]).into_owned()
+        })
+        .collect())
+}
+
 /// Whether GRO is on for `name`.
 pub fn gro_enabled(name: &str) -> Result<bool> {
     get_flag(name, ETHTOOL_GGRO, "GRO")
@@ -94,24 +186,32 @@ fn control_socket() -> Result<OwnedFd> {
 /// Runs one ETHTOOL_G*/S* command carrying a `struct ethtool_value`, returning the
 /// value the kernel left in it (the setting, for a G* command).
 fn ethtool_value(sock: &OwnedFd, name: &str, cmd: u32, data: u32) -> Result<u32> {
-    validate_ifname(name)?;
     let mut value = EthtoolValue { cmd, data };
+    ethtool_raw(sock, name, (&mut value as *mut EthtoolValue).cast())?;
+    Ok(value.data)
+}
+
+/// SIOCETHTOOL on `name` with `data` pointing at the command's structure (its first
+/// u32 the command); the caller keeps it alive and sized for what the command returns.
+fn ethtool_raw(sock: &OwnedFd, name: &str, data: *mut libc::c_void) -> Result<()> {
+    validate_ifname(name)?;
     let mut req = IfreqData {
         name: [0; libc::IFNAMSIZ],
-        data: (&mut value as *mut EthtoolValue).cast(),
+        data,
         _pad: [0; 16],
     };
     // validate_ifname() bounds the name to IFNAMSIZ - 1, so the NUL stays in place.
     for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    // SAFETY: req is a properly laid out ifreq whose data pointer points at `value`,
-    // and both outlive the call; the kernel reads/writes only sizeof(ethtool_value).
+    // SAFETY: req is a properly laid out ifreq whose data pointer points at the
+    // command's structure, which the caller keeps alive and sized for the command (the
+    // kernel reads and writes only what the command and its counts say).
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
     if rc < 0 {
         return Err(io::Error::last_os_error()).context("SIOCETHTOOL");
     }
-    Ok(value.data)
+    Ok(())
 }
 
 #[cfg(test)]

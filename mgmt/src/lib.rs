@@ -5,6 +5,7 @@ pub mod api;
 pub mod capture;
 pub mod controller;
 pub mod driver;
+pub mod endpoint_trunk;
 pub mod error;
 pub mod ethtool;
 pub mod ipam;

@@ -12,14 +12,14 @@ use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
 
 use crate::dns_server::{DnsServer, DnsStats};
-use crate::fastpath::{self, FastPath};
+use crate::fastpath::{self, FastPath, TcLink};
 use crate::fdb::FdbEntry;
 use crate::port::{Backend, Port};
 use crate::router::{Router, RouterStats, UplinkConfig};
 use crate::stats::{PortCounters, PortCountersSnapshot, WorkerCounters, WorkerCountersSnapshot};
 pub use crate::worker::{CaptureTap, Captured};
-use crate::worker::{Control, NewPort, Peer, Worker, WorkerSetup, DNS_WORKER};
-use crate::{NetConfig, NetId, PollMode, PortId, TRUNK_NET, UPLINK_NET};
+use crate::worker::{Control, NewPort, NewSkbPort, Peer, Worker, WorkerSetup, DNS_WORKER};
+use crate::{NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, TRUNK_NET, UPLINK_NET};
 
 /// Depth of each worker's queue of frames from other workers.
 const HANDOFF_QUEUE: usize = 4096;
@@ -40,7 +40,7 @@ pub struct EngineConfig {
     pub cpus: Option<Vec<usize>>,
     /// Where the embedded DNS forwards names it does not own (reached by the uplink).
     pub dns_upstreams: Vec<std::net::SocketAddr>,
-    /// Forward known unicast between AF_XDP veth ports in the kernel (`fastpath`).
+    /// Forward known unicast between sandbox endpoints in the kernel (`fastpath`).
     pub fast_path: bool,
 }
 
@@ -82,6 +82,16 @@ pub struct PortInfo {
 struct PortEntry {
     info: PortInfo,
     counters: Arc<PortCounters>,
+    /// A tc endpoint: its host end's ifindex and the link of its program.
+    tc: Option<(u32, TcLink)>,
+}
+
+/// A worker's endpoint trunk: the port its worker reads, the kernel end's ifindex, and
+/// the trunk program's link there.
+struct EndpointTrunk {
+    port: PortId,
+    ifindex: u32,
+    _link: TcLink,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -106,7 +116,11 @@ pub struct Engine {
     trunks: BTreeMap<String, PortId>,
     /// Networks' members on trunks: member id -> (trunk, VID, network).
     vlan_members: BTreeMap<PortId, (PortId, Option<u16>, NetId)>,
-    fast: Option<Arc<FastPath>>,
+    /// The fast path's maps and programs (also with `--fast-path off`: the tc data path
+    /// punts through them); None where BPF is unavailable.
+    maps: Option<Arc<FastPath>>,
+    /// Each worker's endpoint trunk, once attached.
+    endpoint_trunks: Vec<Option<EndpointTrunk>>,
 }
 
 impl Engine {
@@ -129,17 +143,15 @@ impl Engine {
         let mut dns = Some(Box::new(
             DnsServer::new(cfg.dns_upstreams.clone()).map_err(|e| anyhow!("{e}"))?,
         ));
-        let fast = if cfg.fast_path {
-            match FastPath::new() {
-                Ok(f) => Some(Arc::new(f)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no in-kernel fast path; every frame goes through the workers");
-                    None
-                }
+        let maps = match FastPath::new() {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no in-kernel fast path or tc data path; sandbox veths get a socket each and every frame goes through the workers");
+                None
             }
-        } else {
-            None
         };
+        // The workers install learned MACs in the kernel only with the fast path on.
+        let fast = maps.clone().filter(|_| cfg.fast_path);
         let mut workers = Vec::with_capacity(n);
         for (i, (ctl_rx, data_rx, waker)) in receivers.into_iter().enumerate() {
             let counters = Arc::new(WorkerCounters::default());
@@ -191,7 +203,8 @@ impl Engine {
             ports: BTreeMap::new(),
             trunks: BTreeMap::new(),
             vlan_members: BTreeMap::new(),
-            fast,
+            maps,
+            endpoint_trunks: (0..n).map(|_| None).collect(),
         })
     }
 
@@ -249,7 +262,14 @@ impl Engine {
                         fast: false,
                     }),
                 )?;
-                self.ports.insert(id, PortEntry { info, counters });
+                self.ports.insert(
+                    id,
+                    PortEntry {
+                        info,
+                        counters,
+                        tc: None,
+                    },
+                );
                 self.trunks.insert(parent.to_string(), id);
                 id
             }
@@ -385,7 +405,7 @@ impl Engine {
         fast_path: bool,
     ) -> Result<PortId> {
         let id = self.free_id();
-        let fast = match (&self.fast, fast_path && id < fastpath::MAX_PORTS) {
+        let fast = match (self.fast(), fast_path && id < fastpath::MAX_PORTS) {
             (Some(fp), true) => match port.enable_fast_path(fp, net, id) {
                 Ok(()) => true,
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => false,
@@ -423,16 +443,157 @@ impl Engine {
                 fast,
             }),
         )?;
-        self.ports.insert(id, PortEntry { info, counters });
+        self.ports.insert(
+            id,
+            PortEntry {
+                info,
+                counters,
+                tc: None,
+            },
+        );
+        Ok(id)
+    }
+
+    /// The fast path's maps when the workers install learned MACs in them.
+    fn fast(&self) -> Option<&Arc<FastPath>> {
+        self.maps.as_ref().filter(|_| self.cfg.fast_path)
+    }
+
+    /// Give worker `worker` its endpoint trunk: `port` is the worker's end of a veth
+    /// pair whose other end, `kernel_end`, has no checksum, TSO, GSO or S-VLAN transmit
+    /// offload (so what tc endpoints punt reaches the worker segmented, checksummed and
+    /// with the tag in the frame). Tc endpoints then can be placed on this worker.
+    pub fn add_endpoint_trunk(
+        &mut self,
+        worker: usize,
+        kernel_end: &str,
+        port: Box<dyn Port>,
+    ) -> Result<PortId> {
+        let maps = self
+            .maps
+            .clone()
+            .ok_or_else(|| anyhow!("the tc data path needs BPF (maps and tcx programs)"))?;
+        if worker >= self.workers.len() || self.endpoint_trunks[worker].is_some() {
+            return Err(anyhow!("worker {worker} has no slot for an endpoint trunk"));
+        }
+        let ifindex = crate::bpf::ifindex(kernel_end)?;
+        let link = maps.attach_trunk(ifindex)?;
+        let id = self.free_id();
+        let counters = Arc::new(PortCounters::default());
+        let info = PortInfo {
+            id,
+            name: port.name().to_string(),
+            network: ENDPOINT_TRUNK_NET,
+            backend: port.backend(),
+            worker,
+            fast_path: false,
+        };
+        self.send(
+            worker,
+            Control::AddPort(NewPort {
+                id,
+                net: ENDPOINT_TRUNK_NET,
+                port,
+                counters: counters.clone(),
+                fast: false,
+            }),
+        )?;
+        self.ports.insert(
+            id,
+            PortEntry {
+                info,
+                counters,
+                tc: None,
+            },
+        );
+        self.endpoint_trunks[worker] = Some(EndpointTrunk {
+            port: id,
+            ifindex,
+            _link: link,
+        });
+        Ok(id)
+    }
+
+    /// Whether sandbox veths can be attached on the tc data path (`add_tc_endpoint`).
+    pub fn has_tc_path(&self) -> bool {
+        self.endpoint_trunks.iter().any(Option::is_some)
+    }
+
+    /// Attach the host end `iface` of a sandbox veth to network `net` on the tc data
+    /// path: no socket of its own; a tcx program forwards known unicast in the kernel
+    /// (with the fast path on) and punts the rest to the least-loaded worker's trunk.
+    pub fn add_tc_endpoint(&mut self, net: NetId, iface: &str) -> Result<PortId> {
+        let maps = self
+            .maps
+            .clone()
+            .ok_or_else(|| anyhow!("the tc data path needs BPF (maps and tcx programs)"))?;
+        let id = self.free_id();
+        if id >= fastpath::MAX_PORTS {
+            return Err(anyhow!(
+                "the switch has {} ports, as many as the tc data path has slots for; remove some first",
+                fastpath::MAX_PORTS
+            ));
+        }
+        let (worker, trunk, trunk_ifindex) = (0..self.workers.len())
+            .filter_map(|w| {
+                let t = self.endpoint_trunks[w].as_ref()?;
+                Some((w, t.port, t.ifindex))
+            })
+            .min_by_key(|(w, _, _)| self.ports.values().filter(|p| p.info.worker == *w).count())
+            .ok_or_else(|| anyhow!("no worker has an endpoint trunk for the tc data path"))?;
+        let ifindex = crate::bpf::ifindex(iface)?;
+        let counters = Arc::new(PortCounters::default());
+        for w in 0..self.workers.len() {
+            if w != worker {
+                self.send(w, Control::AddRemotePort { id, net, worker })?;
+            }
+        }
+        self.send(
+            worker,
+            Control::AddSkbPort(NewSkbPort {
+                id,
+                net,
+                counters: counters.clone(),
+                trunk,
+            }),
+        )?;
+        let link = match maps.attach_endpoint(ifindex, net, id, trunk_ifindex) {
+            Ok(l) => l,
+            Err(e) => {
+                self.broadcast(|| Control::RemovePort(id))?;
+                return Err(anyhow!("attach {iface} to the tc data path: {e}"));
+            }
+        };
+        let info = PortInfo {
+            id,
+            name: iface.to_string(),
+            network: net,
+            backend: Backend::Tc,
+            worker,
+            fast_path: self.cfg.fast_path,
+        };
+        self.ports.insert(
+            id,
+            PortEntry {
+                info,
+                counters,
+                tc: Some((ifindex, link)),
+            },
+        );
         Ok(id)
     }
 
     /// Detach a port; the worker closes it once it has flushed what was queued.
     pub fn remove_port(&mut self, id: PortId) -> Result<()> {
         if let Some(p) = self.ports.remove(&id) {
+            if let (Some((ifindex, link)), Some(maps)) = (p.tc, &self.maps) {
+                // The program goes first, so no frame is punted for a port being removed.
+                drop(link);
+                maps.detach_endpoint(ifindex, id);
+            }
             self.broadcast(|| Control::RemovePort(id))?;
             self.barrier()?;
-            if let (true, Some(fp)) = (p.info.fast_path, &self.fast) {
+            if let (true, Some(fp)) = (p.info.fast_path, &self.maps) {
                 fp.remove_port(id);
             }
         }
@@ -492,7 +653,14 @@ impl Engine {
             }),
         )?;
         self.send(worker, Control::EnableRouter(Box::new(router)))?;
-        self.ports.insert(id, PortEntry { info, counters });
+        self.ports.insert(
+            id,
+            PortEntry {
+                info,
+                counters,
+                tc: None,
+            },
+        );
         self.barrier()?;
         Ok(id)
     }
@@ -587,7 +755,7 @@ impl Engine {
             }
         }
         let mut entries: Vec<FdbEntry> = merged.into_values().collect();
-        if let Some(fp) = &self.fast {
+        if let Some(fp) = self.fast() {
             for e in entries.iter_mut() {
                 e.fast_path = fp.installed_on(net, e.mac, e.port);
             }
@@ -601,7 +769,7 @@ impl Engine {
             .values()
             .map(|p| {
                 let mut counters = p.counters.snapshot();
-                if let (true, Some(fp)) = (p.info.fast_path, &self.fast) {
+                if let (true, Some(fp)) = (p.info.fast_path, self.fast()) {
                     if let Ok(k) = fp.counters(p.info.id) {
                         counters.rx_packets += k.rx_packets;
                         counters.rx_bytes += k.rx_bytes;

@@ -15,6 +15,7 @@ pub mod ipv4;
 mod pipeline;
 pub mod port;
 pub mod router;
+mod skb_trunk;
 pub mod stats;
 mod worker;
 
@@ -63,6 +64,9 @@ pub const UPLINK_NET: NetId = NetId::MAX;
 /// The pseudo-network of a trunk port (a macvlan parent): its frames go, by VID, to
 /// the networks on it.
 pub const TRUNK_NET: NetId = NetId::MAX - 1;
+/// The pseudo-network of a worker's endpoint trunk (the tc data path): its frames go, by
+/// their tag, to the tc endpoints on it (`skb_trunk`).
+pub const ENDPOINT_TRUNK_NET: NetId = NetId::MAX - 2;
 
 /// How workers wait for frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -19,8 +19,9 @@ use crate::fdb::{Fdb, FdbEntry, Learned, Mac};
 use crate::pipeline::{self, Emit};
 use crate::port::{Burst, Port, MAX_FRAME};
 use crate::router::{self, Router, RouterStats};
+use crate::skb_trunk::{self, SkbMember};
 use crate::stats::{DropReason, PortCounters, WorkerCounters};
-use crate::{NetConfig, NetId, PollMode, PortId, TRUNK_NET, UPLINK_NET};
+use crate::{NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, TRUNK_NET, UPLINK_NET};
 
 /// How long a worker keeps spinning with nothing to do before it sleeps.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
@@ -74,6 +75,14 @@ pub struct NewPort {
     pub fast: bool,
 }
 
+/// A tc endpoint (`skb_trunk`) being added to the worker that owns its trunk.
+pub struct NewSkbPort {
+    pub id: PortId,
+    pub net: NetId,
+    pub counters: Arc<PortCounters>,
+    pub trunk: PortId,
+}
+
 /// A frame copied off a port for `vswitchctl capture`.
 pub struct Captured {
     /// Wall-clock time the worker saw it.
@@ -96,6 +105,8 @@ pub enum Control {
     RemoveNetwork(NetId),
     /// A port this worker owns from now on.
     AddPort(NewPort),
+    /// A tc endpoint on a trunk this worker owns.
+    AddSkbPort(NewSkbPort),
     /// A port owned by another worker, so frames for it can be handed over.
     AddRemotePort {
         id: PortId,
@@ -198,6 +209,9 @@ enum Home {
         port: usize,
         vid: Option<u16>,
     },
+    /// A tc endpoint on trunk port `trunk` (owned by this worker): frames to it leave by
+    /// the trunk with its tag (`skb_trunk`).
+    Skb { trunk: PortId },
 }
 
 /// One network on a trunk: frames with this VID (or untagged, for None) belong to it.
@@ -266,6 +280,8 @@ enum RouterAt {
 pub(crate) struct TxSide {
     ports: Vec<OwnedPort>,
     home: Vec<Option<Home>>,
+    /// This worker's tc endpoints, by PortId.
+    skb: Vec<Option<SkbMember>>,
     dirty: Vec<usize>,
     peers: Vec<Peer>,
     peers_to_wake: u64,
@@ -345,6 +361,7 @@ impl TxSide {
             Some(Home::Local(i)) | Some(Home::Vlan { port: i, .. }) => {
                 Some(self.ports[i].counters.clone())
             }
+            Some(Home::Skb { .. }) => self.skb_member(id).map(|m| m.counters.clone()),
             _ => None,
         }
     }
@@ -359,6 +376,34 @@ impl TxSide {
             self.dirty.push(i);
         }
         &mut self.ports[i].tx
+    }
+
+    fn skb_member(&self, id: PortId) -> Option<&SkbMember> {
+        self.skb.get(id as usize).and_then(|m| m.as_ref())
+    }
+
+    /// Queue a frame for tc endpoint `to`: on its trunk, tagged with its port.
+    fn emit_skb(&mut self, to: PortId, trunk: PortId, frame: &[u8], from: &PortCounters) {
+        let Some(Home::Local(i)) = self.home(trunk) else {
+            from.dropped(DropReason::PortError, 1);
+            return;
+        };
+        let Some(slot) = self.tx_burst(i).slot() else {
+            return;
+        };
+        let Some(n) = skb_trunk::tag_into(frame, to, slot) else {
+            from.dropped(DropReason::TxFull, 1);
+            return;
+        };
+        self.ports[i].tx.commit(n);
+        if let Some(Some(m)) = self.skb.get_mut(to as usize) {
+            m.counters.tx(1, frame.len());
+            if let Some(tap) = &m.capture {
+                if !tee(tap, std::iter::once(frame)) {
+                    m.capture = None;
+                }
+            }
+        }
     }
 
     /// Queue a frame on trunk port `i` with an 802.1Q tag for `vid` pushed in.
@@ -423,6 +468,7 @@ impl Emit for TxSide {
                 port,
                 vid: Some(vid),
             }) => self.emit_tagged(port, vid, frame, from),
+            Some(Home::Skb { trunk }) => self.emit_skb(to, trunk, frame, from),
             Some(Home::Remote(w)) => {
                 let msg = Handoff::Frame {
                     port: to,
@@ -495,6 +541,8 @@ pub struct Worker {
     /// The embedded resolver (on `DNS_WORKER` only).
     dns: Option<Box<DnsServer>>,
     dns_spare: Burst,
+    /// One tc endpoint's frames from a trunk burst, untagged (`skb_trunk_burst`).
+    skb_run: Option<Box<Burst>>,
 }
 
 impl Worker {
@@ -521,6 +569,7 @@ impl Worker {
             tx: TxSide {
                 ports: Vec::new(),
                 home: Vec::new(),
+                skb: Vec::new(),
                 dirty: Vec::new(),
                 peers,
                 peers_to_wake: 0,
@@ -540,6 +589,7 @@ impl Worker {
             route_spare: Burst::new(),
             dns,
             dns_spare: Burst::new(),
+            skb_run: None,
         })
     }
 
@@ -658,6 +708,10 @@ impl Worker {
         WorkerCounters::add(&self.setup.counters.rx_packets, n as u64);
         if net_id == TRUNK_NET {
             self.trunk_burst(i, rx, &counters, scratch, now);
+        } else if net_id == ENDPOINT_TRUNK_NET {
+            self.skb_trunk_burst(rx, &counters, scratch, now);
+            self.route_queued(scratch, now);
+            self.dns_queued(scratch, now);
         } else if net_id == UPLINK_NET {
             for frame in rx.iter() {
                 counters.rx(frame.len());
@@ -917,6 +971,21 @@ impl Worker {
                     let _ = reply.send(self.dns.as_ref().map(|d| d.stats()));
                 }
                 Control::AddPort(p) => self.add_port(p),
+                Control::AddSkbPort(p) => {
+                    let i = p.id as usize;
+                    if self.tx.skb.len() <= i {
+                        self.tx.skb.resize_with(i + 1, || None);
+                    }
+                    self.tx.skb[i] = Some(SkbMember {
+                        net: p.net,
+                        counters: p.counters,
+                        capture: None,
+                    });
+                    self.tx.set_home(p.id, Some(Home::Skb { trunk: p.trunk }));
+                    if let Some(n) = self.nets.get_mut(&p.net) {
+                        n.members.push(p.id);
+                    }
+                }
                 Control::AddRemotePort { id, net, worker } => {
                     self.tx.set_home(id, Some(Home::Remote(worker)));
                     if let Some(n) = self.nets.get_mut(&net) {
@@ -925,12 +994,18 @@ impl Worker {
                 }
                 Control::RemovePort(id) => self.remove_port(id),
                 Control::Capture { port, tap } => {
-                    if let Some(Home::Local(i)) = self.tx.home(port) {
-                        // A captured port's frames all go through the worker, both ways.
-                        if tap.is_some() {
-                            self.uninstall_port(port);
+                    // A captured port's frames all go through the worker, both ways.
+                    if tap.is_some() {
+                        self.uninstall_port(port);
+                    }
+                    match self.tx.home(port) {
+                        Some(Home::Local(i)) => self.tx.ports[i].capture = tap,
+                        Some(Home::Skb { .. }) => {
+                            if let Some(Some(m)) = self.tx.skb.get_mut(port as usize) {
+                                m.capture = tap;
+                            }
                         }
-                        self.tx.ports[i].capture = tap;
+                        _ => {}
                     }
                 }
                 Control::FdbDump { net, reply } => {
@@ -1099,6 +1174,66 @@ impl Worker {
         self.tx.ports[i].vlans = vlans;
     }
 
+    /// Frames from this worker's endpoint trunk: each run of frames for one tc endpoint
+    /// (by the tag's TCI) goes untagged through its network's pipeline as a burst from
+    /// that endpoint. A frame for no endpoint of this worker is dropped and counted.
+    fn skb_trunk_burst(
+        &mut self,
+        rx: &Burst,
+        trunk: &PortCounters,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let mut run = self.skb_run.take().unwrap_or_default();
+        let mut cur: Option<PortId> = None;
+        for frame in rx.iter() {
+            trunk.rx(frame.len());
+            let port = skb_trunk::tagged_port(frame).filter(|p| self.tx.skb_member(*p).is_some());
+            if port != cur || run.is_full() {
+                if let Some(p) = cur {
+                    self.skb_run_done(p, &run, scratch, now);
+                }
+                run.clear();
+                cur = None;
+            }
+            let Some(p) = port else {
+                trunk.dropped(DropReason::Vlan, 1);
+                continue;
+            };
+            cur = Some(p);
+            if let Some(slot) = run.slot() {
+                let n = skb_trunk::untag_into(frame, slot);
+                run.commit(n);
+            }
+        }
+        if let Some(p) = cur {
+            self.skb_run_done(p, &run, scratch, now);
+        }
+        run.clear();
+        self.skb_run = Some(run);
+    }
+
+    /// A run of frames from tc endpoint `id`, through its network's pipeline.
+    fn skb_run_done(&mut self, id: PortId, run: &Burst, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+        let Some(Some(m)) = self.tx.skb.get_mut(id as usize) else {
+            return;
+        };
+        if let Some(tap) = &m.capture {
+            if !tee(tap, run.iter()) {
+                m.capture = None;
+            }
+        }
+        let (net_id, counters, install) = (m.net, m.counters.clone(), m.capture.is_none());
+        let check_moves = !self.installed.is_empty();
+        let multi = self.tx.peers.len() > 1;
+        if let Some(net) = self.nets.get_mut(&net_id) {
+            pipeline::switch_burst(net, id, run, &counters, &mut self.tx, scratch, now, multi);
+            if install || check_moves {
+                self.sync_sources(id, net_id, install, run, now);
+            }
+        }
+    }
+
     fn remove_port(&mut self, id: PortId) {
         self.uninstall_port(id);
         for net in self.nets.values_mut() {
@@ -1107,6 +1242,9 @@ impl Worker {
         }
         if let Some(Home::Vlan { port, .. }) = self.tx.home(id) {
             self.tx.ports[port].vlans.retain(|m| m.id != id);
+        }
+        if let Some(m) = self.tx.skb.get_mut(id as usize) {
+            *m = None;
         }
         if let Some(Home::Local(i)) = self.tx.home(id) {
             self.tx.flush_port(i);

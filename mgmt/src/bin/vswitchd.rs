@@ -10,6 +10,7 @@ use clap::Parser;
 use ipnet::Ipv4Net;
 use mgmt::controller::{Config, Controller};
 use mgmt::driver::bridge;
+use mgmt::endpoint_trunk;
 use mgmt::link::Netlink;
 use mgmt::server::{self, Server};
 use mgmt::state::Store;
@@ -256,6 +257,7 @@ fn run(args: Args) -> Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("vswitchd needs root (namespaces, links and AF_XDP/AF_PACKET sockets)");
     }
+    raise_nofile_limit();
     // Before any thread exists, so every thread inherits the blocked mask.
     let mut signals = server::block_signals()?;
     let store = Store::open(&args.state_dir)?;
@@ -270,6 +272,9 @@ fn run(args: Args) -> Result<()> {
         dns_upstreams: dns_upstreams.clone(),
         fast_path: args.fast_path == "on",
     })?;
+    if let Err(e) = endpoint_trunk::attach_all(&mut engine, args.io) {
+        tracing::warn!(error = %format!("{e:#}"), "no tc data path: sandbox veths get a socket each (no TCP offloads in sandboxes)");
+    }
     let addrs = attach_uplink(&mut engine, &args)?;
     let mut ctl = Controller::start(
         Config {
@@ -281,10 +286,27 @@ fn run(args: Args) -> Result<()> {
         store,
         engine,
     )?;
-    server.run(&mut ctl, &mut signals)?;
+    let served = server.run(&mut ctl, &mut signals);
     drop(ctl);
+    endpoint_trunk::remove_all(workers);
+    served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Each endpoint holds a few fds (a BPF link, a TAP, or a socket): raise the soft limit
+/// on open files as far as the hard limit allows, so a thousand sandboxes fit.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
 }
 
 fn main() -> ExitCode {

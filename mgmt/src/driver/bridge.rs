@@ -12,12 +12,46 @@ use switch::port::{self, Port};
 use switch::NetConfig;
 
 use super::{Ctx, Driver};
+use crate::error::{ApiError, ApiResult};
 use crate::link::Netlink;
 use crate::model::{DriverKind, Endpoint, LinkKind, Mac, Network};
 use crate::{ethtool, netns};
 
 /// Endpoint MTU on bridge networks unless `-o mtu=N` says otherwise.
 pub const DEFAULT_MTU: u32 = 1500;
+
+/// `-o fastpath=tc|xdp`: how the network's veth endpoints reach the switch.
+pub const OPT_FASTPATH: &str = "fastpath";
+
+/// How a network's veth endpoints are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Datapath {
+    /// The default: tcx programs on skbs (GSO and checksum offload kept in the sandbox,
+    /// known unicast by `bpf_redirect_peer`, the rest through the worker's trunk), no
+    /// socket per endpoint.
+    Tc,
+    /// An AF_XDP socket per endpoint and the XDP fast path: more small frames per second
+    /// for lab traffic, but sandboxes segment and checksum TCP in software.
+    Xdp,
+}
+
+/// The network's `-o fastpath` (validated at create), tc unless it says xdp.
+pub fn datapath(net: &Network) -> Datapath {
+    match net.options.get(OPT_FASTPATH).map(String::as_str) {
+        Some("xdp") => Datapath::Xdp,
+        _ => Datapath::Tc,
+    }
+}
+
+/// Refuse a `-o fastpath` other than tc or xdp.
+pub fn validate_fastpath(options: &std::collections::BTreeMap<String, String>) -> ApiResult<()> {
+    match options.get(OPT_FASTPATH).map(String::as_str) {
+        None | Some("tc") | Some("xdp") => Ok(()),
+        Some(v) => Err(ApiError::invalid(format!(
+            "invalid -o fastpath={v}: expected tc (the default: TCP offloads kept, known unicast forwarded on skbs) or xdp (AF_XDP per endpoint: more small packets per second, no TCP offloads)"
+        ))),
+    }
+}
 
 /// The endpoint MTU a network asks for with `-o mtu=N` (validated at create), else
 /// `default`.
@@ -100,6 +134,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                 .host_ifname
                 .clone()
                 .context("veth endpoint without a host interface name")?;
+            let tc = datapath(net) == Datapath::Tc && ctx.engine.has_tc_path();
             let mut nl = Netlink::new()?;
             if !nl.link_exists(&host) {
                 let ns = netns::open(&ep.sandbox)?;
@@ -112,6 +147,16 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
             prepare_host_end(&host)?;
             nl.set_up(&host)?;
             fast_path = sandbox_end_takes_redirects(ep);
+            if tc {
+                let id = ctx.engine.add_tc_endpoint(net.num, &host)?;
+                ctx.ports.insert(ep.id.clone(), id);
+                return Ok(());
+            }
+            // A socket reads the host end: the sandbox finishes its own checksums and
+            // segments (also on restart, when the link may predate this choice).
+            let (sb, ifname) = (ep.sandbox.clone(), ep.ifname.clone());
+            netns::run_in(&sb, move || ethtool::disable_tx_checksum(&ifname))
+                .with_context(|| format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))?;
             port::open(&host, ctx.io).with_context(|| format!("open port on {host}"))?
         }
         LinkKind::Tap => {
@@ -146,12 +191,10 @@ pub fn detach_endpoint(ctx: &mut Ctx, ep: &Endpoint) -> Result<()> {
     Ok(())
 }
 
-/// Inside the sandbox: full checksums in software (the switch forwards frames as they
-/// are, and CHECKSUM_PARTIAL frames would leave it unfinished), the address, link up.
+/// Inside the sandbox: the address, link up. Offloads stay as the kernel sets them.
 fn configure_sandbox_end(ep: &Endpoint, prefix: u8) -> Result<()> {
     let (ifname, ip) = (ep.ifname.clone(), ep.ip);
     netns::run_in(&ep.sandbox, move || {
-        ethtool::disable_tx_checksum(&ifname)?;
         let mut nl = Netlink::new()?;
         nl.add_address(&ifname, ip, prefix)?;
         nl.set_up(&ifname)

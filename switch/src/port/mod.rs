@@ -108,6 +108,9 @@ pub enum Backend {
     AfXdp,
     AfPacket,
     Tap,
+    /// A sandbox veth on the tc data path: no socket of its own; the kernel forwards
+    /// known unicast and its worker's trunk carries the rest (`fastpath::tc`).
+    Tc,
 }
 
 impl fmt::Display for Backend {
@@ -116,6 +119,7 @@ impl fmt::Display for Backend {
             Backend::AfXdp => "af_xdp",
             Backend::AfPacket => "af_packet",
             Backend::Tap => "tap",
+            Backend::Tc => "tc",
         })
     }
 }

@@ -1,0 +1,67 @@
+//! Each worker's endpoint trunk, the door between the kernel and the worker on the tc
+//! data path: a veth pair in the daemon's namespace, `vsw-tN` (the kernel end, where the
+//! sandbox veths' tc programs send what they do not forward, and whose tc program
+//! delivers the worker's frames) and `vsw-tNw` (the worker's end, read by AF_XDP or
+//! AF_PACKET). The kernel end has no transmit offload at all, so the kernel segments,
+//! checksums and writes the tag into every frame before it crosses to the worker.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use anyhow::{Context, Result};
+use switch::port::{self, IoMode};
+use switch::Engine;
+
+use crate::driver::bridge::prepare_host_end;
+use crate::ethtool;
+use crate::link::Netlink;
+
+/// MTU of the trunk: a sandbox frame of up to 1500 bytes plus the 4-byte tag.
+const TRUNK_MTU: u32 = 1504;
+
+/// The names of worker `w`'s trunk: (kernel end, worker end).
+pub fn names(worker: usize) -> (String, String) {
+    (format!("vsw-t{worker}"), format!("vsw-t{worker}w"))
+}
+
+/// Create and attach every worker's trunk (replacing leftovers of an earlier run).
+pub fn attach_all(engine: &mut Engine, io: IoMode) -> Result<()> {
+    for w in 0..engine.config().workers.max(1) {
+        attach(engine, io, w).with_context(|| format!("endpoint trunk of worker {w}"))?;
+    }
+    Ok(())
+}
+
+fn attach(engine: &mut Engine, io: IoMode, worker: usize) -> Result<()> {
+    let (kernel, user) = names(worker);
+    let mut nl = Netlink::new()?;
+    if nl.link_exists(&kernel) {
+        nl.delete_link(&kernel)?;
+    }
+    let here = own_netns()?;
+    nl.create_veth(&kernel, &user, here.as_fd(), None, TRUNK_MTU)?;
+    ethtool::disable_features(&kernel, ethtool::TX_OFFLOADS)?;
+    for end in [&kernel, &user] {
+        prepare_host_end(end)?;
+        nl.set_up(end)?;
+    }
+    let port = port::open(&user, io).with_context(|| format!("open port on {user}"))?;
+    engine.add_endpoint_trunk(worker, &kernel, port)?;
+    tracing::debug!(worker, trunk = %kernel, "endpoint trunk attached");
+    Ok(())
+}
+
+/// Remove the trunks (at shutdown; the engine must have let go of them).
+pub fn remove_all(workers: usize) {
+    let Ok(mut nl) = Netlink::new() else {
+        return;
+    };
+    for w in 0..workers.max(1) {
+        let _ = nl.delete_link(&names(w).0);
+    }
+}
+
+fn own_netns() -> Result<OwnedFd> {
+    std::fs::File::open("/proc/thread-self/ns/net")
+        .map(OwnedFd::from)
+        .context("open this thread's network namespace")
+}

@@ -1,0 +1,91 @@
+//! Sandbox endpoints on the tc data path, as a worker sees them: members of the
+//! worker's trunk veth. What the kernel does not forward itself (`fastpath::tc`) arrives
+//! on the trunk segmented and checksummed, with an 802.1ad tag whose TCI names the
+//! endpoint's port; what the worker sends to an endpoint leaves by the trunk with the
+//! same tag, which the trunk's tc program takes off before it delivers the frame.
+//! An endpoint costs the worker this small record, not a socket, rings or buffers.
+
+use std::sync::Arc;
+
+use crate::port::MAX_FRAME;
+use crate::stats::PortCounters;
+use crate::worker::CaptureTap;
+use crate::{NetId, PortId};
+
+/// The trunk's tag: 802.1ad TPID and a 16-bit TCI holding the port.
+pub(crate) const TAG_LEN: usize = 4;
+const TPID_8021AD: [u8; 2] = [0x88, 0xa8];
+const MACS_LEN: usize = 12;
+
+/// One endpoint on a trunk this worker owns.
+pub(crate) struct SkbMember {
+    pub net: NetId,
+    pub counters: Arc<PortCounters>,
+    pub capture: Option<CaptureTap>,
+}
+
+/// The endpoint a trunk frame belongs to (its tag's TCI); None for a frame without the
+/// trunk's tag or too short to hold one behind its MACs.
+pub(crate) fn tagged_port(frame: &[u8]) -> Option<PortId> {
+    (frame.len() >= MACS_LEN + TAG_LEN + 2 && frame[12..14] == TPID_8021AD)
+        .then(|| u16::from_be_bytes([frame[14], frame[15]]) as PortId)
+}
+
+/// Copy a tagged trunk frame into `slot` without its tag; returns the length.
+pub(crate) fn untag_into(frame: &[u8], slot: &mut [u8; MAX_FRAME]) -> usize {
+    let len = frame.len() - TAG_LEN;
+    slot[..MACS_LEN].copy_from_slice(&frame[..MACS_LEN]);
+    slot[MACS_LEN..len].copy_from_slice(&frame[MACS_LEN + TAG_LEN..]);
+    len
+}
+
+/// Write `frame` into `slot` with the trunk's tag for `port`; None when the tagged
+/// frame would not fit or the frame has no Ethernet header.
+pub(crate) fn tag_into(frame: &[u8], port: PortId, slot: &mut [u8; MAX_FRAME]) -> Option<usize> {
+    let len = frame.len() + TAG_LEN;
+    if frame.len() < MACS_LEN + 2 || len > MAX_FRAME || port > u16::MAX as PortId {
+        return None;
+    }
+    slot[..MACS_LEN].copy_from_slice(&frame[..MACS_LEN]);
+    slot[MACS_LEN..MACS_LEN + 2].copy_from_slice(&TPID_8021AD);
+    slot[MACS_LEN + 2..MACS_LEN + TAG_LEN].copy_from_slice(&(port as u16).to_be_bytes());
+    slot[MACS_LEN + TAG_LEN..len].copy_from_slice(&frame[MACS_LEN..]);
+    Some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ARP request as a sandbox sends it, and the same with the trunk's tag for port 0x0102.
+    const PLAIN: &[u8] = &[
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x42, 0xac, 0x12, 0x00, 0x02, 0x08, 0x06,
+        0x00, 0x01,
+    ];
+    const TAGGED: &[u8] = &[
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x42, 0xac, 0x12, 0x00, 0x02, 0x88, 0xa8,
+        0x01, 0x02, 0x08, 0x06, 0x00, 0x01,
+    ];
+
+    #[test]
+    fn tag_and_untag_are_inverse_byte_for_byte() {
+        let mut slot = [0u8; MAX_FRAME];
+        let n = tag_into(PLAIN, 0x0102, &mut slot).expect("fits");
+        assert_eq!(&slot[..n], TAGGED);
+        assert_eq!(tagged_port(TAGGED), Some(0x0102));
+        let n = untag_into(TAGGED, &mut slot);
+        assert_eq!(&slot[..n], PLAIN);
+    }
+
+    #[test]
+    fn frames_without_the_tag_name_no_port() {
+        assert_eq!(tagged_port(PLAIN), None, "untagged");
+        let mut q = TAGGED.to_vec();
+        q[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert_eq!(tagged_port(&q), None, "an 802.1Q tag is not the trunk's");
+        assert_eq!(tagged_port(&TAGGED[..17]), None, "truncated");
+        let mut slot = [0u8; MAX_FRAME];
+        assert_eq!(tag_into(&[0u8; MAX_FRAME - 3], 1, &mut slot), None, "too big");
+        assert_eq!(tag_into(&PLAIN[..10], 1, &mut slot), None, "runt");
+    }
+}
