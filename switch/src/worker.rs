@@ -211,7 +211,9 @@ enum Home {
     },
     /// A tc endpoint on trunk port `trunk` (owned by this worker): frames to it leave by
     /// the trunk with its tag (`skb_trunk`).
-    Skb { trunk: PortId },
+    Skb {
+        trunk: PortId,
+    },
 }
 
 /// One network on a trunk: frames with this VID (or untagged, for None) belong to it.
@@ -1214,7 +1216,13 @@ impl Worker {
     }
 
     /// A run of frames from tc endpoint `id`, through its network's pipeline.
-    fn skb_run_done(&mut self, id: PortId, run: &Burst, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+    fn skb_run_done(
+        &mut self,
+        id: PortId,
+        run: &Burst,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
         let Some(Some(m)) = self.tx.skb.get_mut(id as usize) else {
             return;
         };

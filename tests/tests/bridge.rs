@@ -1,6 +1,7 @@
 //! Bridge networks end to end: real vswitchd, real namespaces, real ping and tcpdump.
-//! Each data-path scenario runs with AF_XDP veth ports, AF_PACKET veth ports and TAP
-//! endpoints.
+//! Each data-path scenario runs with veth endpoints on the tc data path (the worker's
+//! trunk read by AF_XDP, and by AF_PACKET), with TAP endpoints, and with veth endpoints
+//! on AF_XDP sockets of their own (`-o fastpath=xdp`).
 
 use std::time::Duration;
 
@@ -11,14 +12,24 @@ enum Mode {
     AfXdp,
     AfPacket,
     Tap,
+    Xdp,
 }
 
 impl Mode {
     fn daemon_args(self) -> &'static [&'static str] {
         match self {
-            Mode::AfXdp => &["--io", "af_xdp"],
+            Mode::AfXdp | Mode::Xdp => &["--io", "af_xdp"],
             Mode::AfPacket | Mode::Tap => &["--io", "af_packet"],
         }
+    }
+    /// `network create` with the mode's options and then `rest`.
+    fn create(self, d: &Daemon, rest: &[&str]) {
+        let mut args = vec!["network", "create"];
+        if let Mode::Xdp = self {
+            args.extend(["-o", "fastpath=xdp"]);
+        }
+        args.extend(rest);
+        d.ok(&args);
     }
     fn link(self) -> &'static [&'static str] {
         match self {
@@ -26,11 +37,19 @@ impl Mode {
             _ => &[],
         }
     }
+    /// The backend `stats` shows for a sandbox's port.
     fn backend(self) -> &'static str {
         match self {
-            Mode::AfXdp => "af_xdp",
-            Mode::AfPacket => "af_packet",
+            Mode::AfXdp | Mode::AfPacket => "tc",
+            Mode::Xdp => "af_xdp",
             Mode::Tap => "tap",
+        }
+    }
+    /// The backend of the worker's endpoint trunk (what `--io` chose).
+    fn trunk_backend(self) -> &'static str {
+        match self {
+            Mode::AfXdp | Mode::Xdp => "af_xdp",
+            Mode::AfPacket | Mode::Tap => "af_packet",
         }
     }
 }
@@ -44,6 +63,8 @@ macro_rules! each_mode {
             fn af_packet() { super::$name(super::Mode::AfPacket) }
             #[test]
             fn tap() { super::$name(super::Mode::Tap) }
+            #[test]
+            fn xdp() { super::$name(super::Mode::Xdp) }
         }
     )*};
 }
@@ -62,7 +83,7 @@ fn peers_and_gateway_answer_ping(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
     let net = lab.name("net");
-    d.ok(&["network", "create", "--subnet", "172.20.0.0/24", &net]);
+    m.create(&d, &["--subnet", "172.20.0.0/24", &net]);
     let (a, b) = (lab.name("a"), lab.name("b"));
     let ip_a = d.sandbox(&a, &net, m.link());
     let ip_b = d.sandbox(&b, &net, m.link());
@@ -79,8 +100,15 @@ fn peers_and_gateway_answer_ping(m: Mode) {
     );
 
     let stats = d.json(&["stats"]);
-    let ports = stats["ports"].as_array().expect("ports");
-    assert_eq!(ports.len(), 2);
+    let all = stats["ports"].as_array().expect("ports");
+    let trunks: Vec<_> = all
+        .iter()
+        .filter(|p| p["network"] == "(endpoint trunk)")
+        .collect();
+    assert_eq!(trunks.len(), 1, "one worker, one endpoint trunk: {stats}");
+    assert_eq!(trunks[0]["backend"], m.trunk_backend(), "{stats}");
+    let ports: Vec<_> = all.iter().filter(|p| p["sandbox"].is_string()).collect();
+    assert_eq!(ports.len(), 2, "{stats}");
     for p in ports {
         assert_eq!(p["backend"], m.backend(), "port {p}");
         assert!(
@@ -106,7 +134,7 @@ fn full_size_frames_pass_with_df(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
     let net = lab.name("net");
-    d.ok(&["network", "create", &net]);
+    m.create(&d, &[&net]);
     let (a, b) = (lab.name("a"), lab.name("b"));
     d.sandbox(&a, &net, m.link());
     let ip_b = d.sandbox(&b, &net, m.link());
@@ -134,8 +162,8 @@ fn networks_are_isolated(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
     let (n1, n2) = (lab.name("n1"), lab.name("n2"));
-    d.ok(&["network", "create", "--subnet", "172.21.0.0/24", &n1]);
-    d.ok(&["network", "create", "--subnet", "172.22.0.0/24", &n2]);
+    m.create(&d, &["--subnet", "172.21.0.0/24", &n1]);
+    m.create(&d, &["--subnet", "172.22.0.0/24", &n2]);
     let (a, b, c) = (lab.name("a"), lab.name("b"), lab.name("c"));
     d.sandbox(&a, &n1, m.link());
     d.sandbox(&b, &n1, m.link());
@@ -164,8 +192,8 @@ fn sandbox_on_two_networks_reaches_both(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
     let (front, back) = (lab.name("front"), lab.name("back"));
-    d.ok(&["network", "create", &front]);
-    d.ok(&["network", "create", &back]);
+    m.create(&d, &[&front]);
+    m.create(&d, &[&back]);
     let (web, api, db) = (lab.name("web"), lab.name("api"), lab.name("db"));
     let ip_web = d.sandbox(&web, &front, m.link());
     d.sandbox(&api, &front, m.link());
@@ -197,15 +225,10 @@ fn restart_restores_everything(m: Mode) {
     let lab = Lab::new();
     let mut d = Daemon::start(&lab, m.daemon_args());
     let net = lab.name("net");
-    d.ok(&[
-        "network",
-        "create",
-        "--subnet",
-        "172.23.0.0/24",
-        "--label",
-        "team=x",
-        &net,
-    ]);
+    m.create(
+        &d,
+        &["--subnet", "172.23.0.0/24", "--label", "team=x", &net],
+    );
     let (a, b) = (lab.name("a"), lab.name("b"));
     d.sandbox(&a, &net, m.link());
     let ip_b = d.sandbox(&b, &net, &[m.link(), &["--ip", "172.23.0.50"]].concat());
@@ -692,17 +715,26 @@ fn container_mode_shares_the_namespace() {
     d.ok(&["sandbox", "rm", &web]);
 }
 
-/// The in-kernel fast path (AF_XDP veth ports): once both ends are learned the kernel
+/// The in-kernel fast path, in both flavours: once both ends are learned the kernel
 /// forwards their frames, counted on the ports all the same; it keeps networks apart,
 /// follows a MAC that moves to another port as soon as it speaks there, and steps aside
 /// for a capture. `--fast-path off` leaves every frame to the worker.
 #[test]
-fn fast_path_forwards_known_unicast_and_steps_aside() {
+fn fast_path_forwards_known_unicast_and_steps_aside_tc() {
+    fast_path_forwards_known_unicast_and_steps_aside(Mode::AfXdp);
+}
+
+#[test]
+fn fast_path_forwards_known_unicast_and_steps_aside_xdp() {
+    fast_path_forwards_known_unicast_and_steps_aside(Mode::Xdp);
+}
+
+fn fast_path_forwards_known_unicast_and_steps_aside(m: Mode) {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &["--io", "af_xdp"]);
+    let d = Daemon::start(&lab, m.daemon_args());
     let (n1, n2) = (lab.name("n1"), lab.name("n2"));
-    d.ok(&["network", "create", "--subnet", "172.23.0.0/24", &n1]);
-    d.ok(&["network", "create", "--subnet", "172.24.0.0/24", &n2]);
+    m.create(&d, &["--subnet", "172.23.0.0/24", &n1]);
+    m.create(&d, &["--subnet", "172.24.0.0/24", &n2]);
     let (a, b, c, x) = (lab.name("a"), lab.name("b"), lab.name("c"), lab.name("x"));
     d.sandbox(&a, &n1, &[]);
     let ip_b = d.sandbox(&b, &n1, &[]);
@@ -711,6 +743,7 @@ fn fast_path_forwards_known_unicast_and_steps_aside() {
     let port = |s: &str| d.json(&["stats", s])["ports"][0].clone();
     let count = |s: &str, key: &str| port(s)[key].as_u64().unwrap_or(0);
     assert_eq!(port(&a)["fast_path"], true, "{}", port(&a));
+    assert_eq!(port(&a)["backend"], m.backend(), "{}", port(&a));
 
     // Learn both ends, then a fast ping: all but the first frames stay in the kernel.
     assert!(ping(&a, &ip_b, 1));
@@ -834,7 +867,7 @@ fn fast_path_forwards_known_unicast_and_steps_aside() {
     let lab2 = Lab::new();
     let d2 = Daemon::start(&lab2, &["--io", "af_xdp", "--fast-path", "off"]);
     let n = lab2.name("n");
-    d2.ok(&["network", "create", "--subnet", "172.25.0.0/24", &n]);
+    m.create(&d2, &["--subnet", "172.25.0.0/24", &n]);
     let (p, q) = (lab2.name("p"), lab2.name("q"));
     d2.sandbox(&p, &n, &[]);
     let ip_q = d2.sandbox(&q, &n, &[]);
@@ -854,11 +887,20 @@ fn mac_of(ip: &str) -> String {
 /// refreshes them from the fast path's `seen` marks. With a 2-second age, 4 seconds of
 /// pings must all stay in the kernel (an expiry would send a frame to the worker).
 #[test]
-fn fast_path_keeps_busy_macs_learned() {
+fn fast_path_keeps_busy_macs_learned_tc() {
+    fast_path_keeps_busy_macs_learned(Mode::AfXdp);
+}
+
+#[test]
+fn fast_path_keeps_busy_macs_learned_xdp() {
+    fast_path_keeps_busy_macs_learned(Mode::Xdp);
+}
+
+fn fast_path_keeps_busy_macs_learned(m: Mode) {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &["--io", "af_xdp", "--fdb-age", "2"]);
+    let d = Daemon::start(&lab, &[m.daemon_args(), &["--fdb-age", "2"]].concat());
     let net = lab.name("n");
-    d.ok(&["network", "create", "--subnet", "172.26.0.0/24", &net]);
+    m.create(&d, &["--subnet", "172.26.0.0/24", &net]);
     let (a, b) = (lab.name("a"), lab.name("b"));
     d.sandbox(&a, &net, &[]);
     let ip_b = d.sandbox(&b, &net, &[]);

@@ -420,10 +420,15 @@ mod tests {
             c[40..44].copy_from_slice(&ifindex.to_ne_bytes());
             c
         };
-        let run = |f: &[u8]| bpf::prog_test_run_ctx(&fp.tc_endpoint, f, &ctx(lo)).expect("test run");
+        let run =
+            |f: &[u8]| bpf::prog_test_run_ctx(&fp.tc_endpoint, f, &ctx(lo)).expect("test run");
         let ip = [0x08, 0x00];
         let (shot, redirect) = (2u32, tc::TC_ACT_REDIRECT as u32);
-        assert_eq!(run(&frame(B, A, ip)), shot, "not an endpoint: dropped, never passed");
+        assert_eq!(
+            run(&frame(B, A, ip)),
+            shot,
+            "not an endpoint: dropped, never passed"
+        );
         // Only the maps: nothing is attached to any device (the test runs read the maps).
         let mut value = [0u8; ENDPOINT_LEN];
         value[..4].copy_from_slice(&net.to_ne_bytes());
@@ -435,7 +440,11 @@ mod tests {
         assert_eq!(run(&frame(B, A, ip)), redirect, "punted to the trunk");
         fp.install(net, A, port).unwrap();
         fp.install(net, B, other).unwrap();
-        assert_eq!(run(&frame(B, A, ip)), redirect, "punted: the egress has no host end");
+        assert_eq!(
+            run(&frame(B, A, ip)),
+            redirect,
+            "punted: the egress has no host end"
+        );
         assert_eq!(fast(), 0);
         bpf::map_update(&fp.peers, other, 77).unwrap();
         assert_eq!(run(&frame(B, A, ip)), redirect);

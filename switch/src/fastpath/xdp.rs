@@ -12,7 +12,14 @@ const FUNC_XDP_GET_BUFF_LEN: i32 = 188;
 /// The fast-path program (r6 = ctx, r7 = egress port, r8 = frame length; the FDB key
 /// is built at fp-16: network u32, MAC, u16 zero; the counters' key at fp-20). An FDB
 /// value is the port (u32) and a `seen` mark (u32) the program sets on a source.
-pub(super) fn program(xsks: i32, fdb: i32, ports: i32, stats: i32, net: NetId, port: PortId) -> Vec<BpfInsn> {
+pub(super) fn program(
+    xsks: i32,
+    fdb: i32,
+    ports: i32,
+    stats: i32,
+    net: NetId,
+    port: PortId,
+) -> Vec<BpfInsn> {
     let mut a = Asm::default();
     let (punt, tx, done, seen) = (a.label(), a.label(), a.label(), a.label());
     let port = port as i32;
@@ -90,4 +97,3 @@ pub(super) fn program(xsks: i32, fdb: i32, ports: i32, stats: i32, net: NetId, p
     a.op(0x95, 0, 0, 0, 0);
     a.finish()
 }
-
