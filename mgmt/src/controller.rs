@@ -1338,6 +1338,11 @@ impl Controller {
         Ok(serde_json::to_value(rows).unwrap_or(Value::Null))
     }
 
+    /// At a clean stop: every veth host end down until the next start attaches it again.
+    pub fn park_endpoints(&self) {
+        driver::bridge::park_endpoints(self.state.endpoints.values());
+    }
+
     pub fn stats(&self, req: api::StatsGet) -> ApiResult<Value> {
         let mut s = self.engine.stats();
         let by_port: HashMap<PortId, &Endpoint> = self

@@ -30,6 +30,15 @@ struct EthtoolValue {
     data: u32,
 }
 
+/// `struct ethtool_sset_info` asking for one string set (so one count follows the mask).
+#[repr(C)]
+struct SsetInfo {
+    cmd: u32,
+    reserved: u32,
+    mask: u64,
+    count: u32,
+}
+
 /// `struct ifreq` with the `ifr_data` member of its union, padded to the kernel's size.
 #[repr(C)]
 struct IfreqData {
@@ -51,6 +60,20 @@ pub fn disable_tx_checksum(name: &str) -> Result<()> {
     ] {
         ethtool_value(&sock, name, cmd, 0)
             .with_context(|| format!("turning off {what} on {name}"))?;
+    }
+    Ok(())
+}
+
+/// Turns TX checksum offload and TSO on for `name` (as a veth has them by default), so
+/// the sandbox hands the switch GSO skbs with partial checksums (the tc data path).
+pub fn enable_tx_checksum(name: &str) -> Result<()> {
+    let sock = control_socket()?;
+    for (cmd, what) in [
+        (ETHTOOL_STXCSUM, "TX checksum offload"),
+        (ETHTOOL_STSO, "TCP segmentation offload"),
+    ] {
+        ethtool_value(&sock, name, cmd, 1)
+            .with_context(|| format!("turning on {what} on {name}"))?;
     }
     Ok(())
 }
@@ -127,13 +150,19 @@ pub fn disable_features(name: &str, features: &[&str]) -> Result<()> {
 
 /// The device's feature names, by bit (the ETH_SS_FEATURES string set).
 fn feature_names(sock: &OwnedFd, name: &str) -> Result<Vec<String>> {
-    // ethtool_sset_info: cmd, reserved, u64 mask, then one u32 count per set in the mask.
-    let mut info = [0u32; 5];
-    info[0] = ETHTOOL_GSSET_INFO;
-    info[2] = 1 << ETH_SS_FEATURES;
-    ethtool_raw(sock, name, info.as_mut_ptr().cast())
+    let mut info = SsetInfo {
+        cmd: ETHTOOL_GSSET_INFO,
+        reserved: 0,
+        mask: 1 << ETH_SS_FEATURES,
+        count: 0,
+    };
+    ethtool_raw(sock, name, (&mut info as *mut SsetInfo).cast())
         .with_context(|| format!("counting the features of {name}"))?;
-    let count = info[4] as usize;
+    // The kernel clears the mask bit of a set it cannot count.
+    if info.mask & (1 << ETH_SS_FEATURES) == 0 || info.count == 0 {
+        anyhow::bail!("{name} reports no feature names (ETHTOOL_GSSET_INFO)");
+    }
+    let count = info.count as usize;
     // ethtool_gstrings: cmd, string_set, len, then len names of 32 bytes.
     let mut buf = vec![0u8; 12 + count * ETH_GSTRING_LEN];
     buf[..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());

@@ -21,6 +21,11 @@ pub use crate::worker::{CaptureTap, Captured};
 use crate::worker::{Control, NewPort, NewSkbPort, Peer, Worker, WorkerSetup, DNS_WORKER};
 use crate::{NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, TRUNK_NET, UPLINK_NET};
 
+/// How long a removed port's id is not handed out again: frames of the old port may
+/// still wait in a trunk's rings or a cross-worker queue, and must not be taken for the
+/// new port's (which may be on another network).
+const ID_QUARANTINE: Duration = Duration::from_secs(2);
+
 /// Depth of each worker's queue of frames from other workers.
 const HANDOFF_QUEUE: usize = 4096;
 /// How long a control request waits for a worker's answer.
@@ -121,6 +126,8 @@ pub struct Engine {
     maps: Option<Arc<FastPath>>,
     /// Each worker's endpoint trunk, once attached.
     endpoint_trunks: Vec<Option<EndpointTrunk>>,
+    /// Ids of ports removed lately, and when (see [`ID_QUARANTINE`]).
+    retired: Vec<(PortId, std::time::Instant)>,
 }
 
 impl Engine {
@@ -205,14 +212,29 @@ impl Engine {
             vlan_members: BTreeMap::new(),
             maps,
             endpoint_trunks: (0..n).map(|_| None).collect(),
+            retired: Vec::new(),
         })
     }
 
     /// The lowest id neither a port nor a trunk member has.
-    fn free_id(&self) -> PortId {
-        (0..)
-            .find(|i| !self.ports.contains_key(i) && !self.vlan_members.contains_key(i))
-            .unwrap_or(0)
+    fn free_id(&mut self) -> PortId {
+        self.free_id_from(0)
+    }
+
+    /// The lowest id from `first` that no port or trunk member has and that was not
+    /// retired within [`ID_QUARANTINE`].
+    fn free_id_from(&mut self, first: PortId) -> PortId {
+        let now = std::time::Instant::now();
+        self.retired
+            .retain(|(_, at)| now.duration_since(*at) < ID_QUARANTINE);
+        let retired = &self.retired;
+        (first..)
+            .find(|i| {
+                !self.ports.contains_key(i)
+                    && !self.vlan_members.contains_key(i)
+                    && !retired.iter().any(|(r, _)| r == i)
+            })
+            .unwrap_or(first)
     }
 
     /// Put network `net` on the trunk `parent` (a macvlan parent) with 802.1Q `vid`
@@ -321,6 +343,7 @@ impl Engine {
         let Some((trunk, _, _)) = self.vlan_members.remove(&member) else {
             return Ok(None);
         };
+        self.retired.push((member, std::time::Instant::now()));
         self.broadcast(|| Control::RemovePort(member))?;
         self.barrier()?;
         if self.vlan_members.values().any(|(t, _, _)| *t == trunk) {
@@ -527,7 +550,8 @@ impl Engine {
             .maps
             .clone()
             .ok_or_else(|| anyhow!("the tc data path needs BPF (maps and tcx programs)"))?;
-        let id = self.free_id();
+        // Never 0: an 802.1ad TCI of 0 reads as a priority tag on some receive paths.
+        let id = self.free_id_from(1);
         if id >= fastpath::MAX_PORTS {
             return Err(anyhow!(
                 "the switch has {} ports, as many as the tc data path has slots for; remove some first",
@@ -586,10 +610,13 @@ impl Engine {
     /// Detach a port; the worker closes it once it has flushed what was queued.
     pub fn remove_port(&mut self, id: PortId) -> Result<()> {
         if let Some(p) = self.ports.remove(&id) {
+            self.retired.push((id, std::time::Instant::now()));
             if let (Some((ifindex, link)), Some(maps)) = (p.tc, &self.maps) {
-                // The program goes first, so no frame is punted for a port being removed.
-                drop(link);
+                // Out of the maps first: the program, still attached, then drops every
+                // frame of the host end instead of punting it for a port being removed
+                // (and never lets one through to this namespace's stack).
                 maps.detach_endpoint(ifindex, id);
+                drop(link);
             }
             self.broadcast(|| Control::RemovePort(id))?;
             self.barrier()?;

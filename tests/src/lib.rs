@@ -110,6 +110,11 @@ pub fn named_ns(lab: &Lab, tag: &str) -> String {
 
 /// Run a command that must succeed (lab plumbing: `ip`, `ethtool`).
 pub fn run_ok(args: &[&str]) {
+    run_out(args);
+}
+
+/// Run a command that must succeed; its stdout.
+pub fn run_out(args: &[&str]) -> String {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -119,6 +124,7 @@ pub fn run_ok(args: &[&str]) {
         "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The outside world behind the uplink: a namespace with 198.51.100.1/24 on a veth

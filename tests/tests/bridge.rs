@@ -252,6 +252,13 @@ fn restart_restores_everything(m: Mode) {
             ping(&b, "172.23.0.1", 2),
             "gateway after restart (kill={kill})"
         );
+        if let Mode::AfXdp | Mode::AfPacket = m {
+            let k = e2e::run_out(&["ip", "netns", "exec", &a, "ethtool", "-k", "eth0"]);
+            assert!(
+                k.contains("tx-checksumming: on") && k.contains("tcp-segmentation-offload: on"),
+                "the sandbox keeps its offloads after a restart: {k}"
+            );
+        }
         // The next address handed out is still the lowest free one.
         let c = lab.name(if kill { "k" } else { "t" });
         let ip_c = d.sandbox(&c, &net, m.link());

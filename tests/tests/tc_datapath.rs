@@ -96,6 +96,10 @@ fn gso_segments_cross_the_fast_path_whole() {
     );
     let s = d.json(&["stats", &a])["ports"][0].clone();
     assert_eq!(s["backend"], "tc", "{s}");
+    // No XDP program of any kind on the host end: it would clear the sandbox's GSO.
+    let host = s["name"].as_str().expect("port name");
+    let link = e2e::run_out(&["ip", "-n", &e2e::host_ns(&lab), "-d", "link", "show", host]);
+    assert!(!link.contains("xdp"), "{link}");
     assert!(
         s["fast_path_rx_packets"].as_u64().unwrap_or(0) > 1000,
         "the kernel forwarded the stream: {s}"

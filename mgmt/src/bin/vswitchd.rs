@@ -287,6 +287,7 @@ fn run(args: Args) -> Result<()> {
         engine,
     )?;
     let served = server.run(&mut ctl, &mut signals);
+    ctl.park_endpoints();
     drop(ctl);
     endpoint_trunk::remove_all(workers);
     served?;

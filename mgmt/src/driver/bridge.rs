@@ -145,13 +145,27 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                 configure_sandbox_end(ep, prefix)?;
             }
             prepare_host_end(&host)?;
-            nl.set_up(&host)?;
             fast_path = sandbox_end_takes_redirects(ep);
             if tc {
+                // Offloads on (a link made by a socket attachment earlier may have them
+                // off), the program attached, and only then the host end up: a host end
+                // without its program would hand the sandbox's frames to this
+                // namespace's stack.
+                let (sb, ifname) = (ep.sandbox.clone(), ep.ifname.clone());
+                netns::run_in(&sb, move || ethtool::enable_tx_checksum(&ifname)).with_context(
+                    || {
+                        format!(
+                            "turn offloads on for {} in sandbox {}",
+                            ep.ifname, ep.sandbox
+                        )
+                    },
+                )?;
                 let id = ctx.engine.add_tc_endpoint(net.num, &host)?;
                 ctx.ports.insert(ep.id.clone(), id);
+                nl.set_up(&host)?;
                 return Ok(());
             }
+            nl.set_up(&host)?;
             // A socket reads the host end: the sandbox finishes its own checksums and
             // segments (also on restart, when the link may predate this choice).
             let (sb, ifname) = (ep.sandbox.clone(), ep.ifname.clone());
@@ -180,15 +194,36 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
     Ok(())
 }
 
-/// Detach an endpoint from the switch and remove its link.
+/// Detach an endpoint from the switch and remove its link (taken down first, so no
+/// frame reaches this namespace's stack once its program is gone).
 pub fn detach_endpoint(ctx: &mut Ctx, ep: &Endpoint) -> Result<()> {
+    let mut nl = Netlink::new()?;
+    if let Some(host) = &ep.host_ifname {
+        if nl.link_exists(host) {
+            nl.set_down(host)?;
+        }
+    }
     if let Some(p) = ctx.ports.remove(&ep.id) {
         ctx.engine.remove_port(p)?;
     }
     if let Some(host) = &ep.host_ifname {
-        Netlink::new()?.delete_link(host)?;
+        nl.delete_link(host)?;
     }
     Ok(())
+}
+
+/// At a clean stop: take every veth host end down, so no sandbox frame reaches this
+/// namespace's stack while the daemon (and the endpoints' programs) are gone. The next
+/// start brings them up again as it attaches them.
+pub fn park_endpoints<'a>(eps: impl Iterator<Item = &'a Endpoint>) {
+    let Ok(mut nl) = Netlink::new() else {
+        return;
+    };
+    for host in eps.filter_map(|e| e.host_ifname.as_ref()) {
+        if nl.link_exists(host) {
+            let _ = nl.set_down(host);
+        }
+    }
 }
 
 /// Inside the sandbox: the address, link up. Offloads stay as the kernel sets them.

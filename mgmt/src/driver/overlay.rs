@@ -28,10 +28,11 @@ pub struct Overlay;
 pub fn validate_mtu(options: &BTreeMap<String, String>) -> ApiResult<()> {
     if let Some(m) = options.get(OPT_MTU) {
         match m.parse::<u32>() {
-            Ok(v) if (68..=9000).contains(&v) => {}
+            // The workers' frame buffers hold a 1500-byte MTU (plus Ethernet and a tag).
+            Ok(v) if (68..=1500).contains(&v) => {}
             _ => {
                 return Err(ApiError::invalid(format!(
-                    "invalid -o mtu={m}: expected a number from 68 to 9000"
+                    "invalid -o mtu={m}: expected a number from 68 to 1500 (the switch's frame buffers hold at most a 1500-byte MTU)"
                 )))
             }
         }

@@ -77,8 +77,9 @@ pub struct FastPath {
     endpoints: OwnedFd,
     /// A tc endpoint's host end by port.
     peers: OwnedFd,
-    tc_endpoint: OwnedFd,
-    tc_trunk: OwnedFd,
+    /// The tc programs (endpoint, trunk), or why they could not be loaded (the XDP
+    /// flavour works without them).
+    tc: Result<(OwnedFd, OwnedFd), String>,
     cpus: usize,
 }
 
@@ -125,21 +126,33 @@ impl FastPath {
             fdb: fdb.as_raw_fd(),
             stats: stats.as_raw_fd(),
         };
-        let tc_hint = "tcx needs Linux 6.6 or later";
-        let tc_endpoint = bpf::prog_load_tc(&tc::endpoint_program(&maps), "vsw_tc_ep")
-            .map_err(|e| bpf::context(e, "load the tc endpoint program", tc_hint))?;
-        let tc_trunk = bpf::prog_load_tc(&tc::trunk_program(&maps), "vsw_tc_trunk")
-            .map_err(|e| bpf::context(e, "load the tc trunk program", tc_hint))?;
+        let load = |insns: Vec<BpfInsn>, name: &str| {
+            bpf::prog_load_tc(&insns, name).map_err(|e| format!("load {name}: {e}"))
+        };
+        let tc = load(tc::endpoint_program(&maps), "vsw_tc_ep")
+            .and_then(|ep| Ok((ep, load(tc::trunk_program(&maps), "vsw_tc_trunk")?)));
+        if let Err(e) = &tc {
+            tracing::warn!(error = %e, "no tc data path");
+        }
         Ok(FastPath {
             fdb,
             ports,
             stats,
             endpoints,
             peers,
-            tc_endpoint,
-            tc_trunk,
+            tc,
             cpus: bpf::possible_cpus()?,
         })
+    }
+
+    /// The tc programs (endpoint, trunk), or an error saying why there are none.
+    fn tc_programs(&self) -> io::Result<(&OwnedFd, &OwnedFd)> {
+        match &self.tc {
+            Ok((ep, trunk)) => Ok((ep, trunk)),
+            Err(e) => Err(io::Error::other(format!(
+                "the tc data path is unavailable: {e}"
+            ))),
+        }
     }
 
     /// Make the veth host end `ifindex` tc endpoint `port` of network `net`: its frames
@@ -157,6 +170,7 @@ impl FastPath {
                 "port {port} is past the {MAX_PORTS} endpoints the tc data path has slots for"
             )));
         }
+        let (program, _) = self.tc_programs()?;
         let mut value = [0u8; ENDPOINT_LEN];
         value[..4].copy_from_slice(&net.to_ne_bytes());
         value[4..8].copy_from_slice(&port.to_ne_bytes());
@@ -168,14 +182,15 @@ impl FastPath {
             .map_err(|e| bpf::context(e, "add the endpoint to the tc endpoints map", ""))?;
         bpf::map_update(&self.peers, port, ifindex)
             .map_err(|e| bpf::context(e, "add the endpoint to the tc peers map", ""))?;
-        match bpf::tcx_ingress_link_create(&self.tc_endpoint, ifindex) {
+        match bpf::tcx_ingress_link_create(program, ifindex) {
             Ok(link) => Ok(TcLink { _link: link }),
             Err(e) => {
                 self.detach_endpoint(ifindex, port);
+                let hint = tcx_hint(&e);
                 Err(bpf::context(
                     e,
                     "attach the tc endpoint program (tcx ingress)",
-                    "tcx needs Linux 6.6 or later",
+                    hint,
                 ))
             }
         }
@@ -189,14 +204,12 @@ impl FastPath {
 
     /// Run the trunk program on the kernel end of a worker's trunk, `ifindex`.
     pub fn attach_trunk(&self, ifindex: u32) -> io::Result<TcLink> {
-        bpf::tcx_ingress_link_create(&self.tc_trunk, ifindex)
+        let (_, program) = self.tc_programs()?;
+        bpf::tcx_ingress_link_create(program, ifindex)
             .map(|link| TcLink { _link: link })
             .map_err(|e| {
-                bpf::context(
-                    e,
-                    "attach the tc trunk program (tcx ingress)",
-                    "tcx needs Linux 6.6 or later",
-                )
+                let hint = tcx_hint(&e);
+                bpf::context(e, "attach the tc trunk program (tcx ingress)", hint)
             })
     }
 
@@ -290,6 +303,15 @@ impl FastPath {
             c.tx_bytes += field(3);
         }
         Ok(c)
+    }
+}
+
+/// What to tell the operator when a tcx attach fails: a kernel without tcx refuses the
+/// attach type; other errors (EMFILE, EPERM, ENODEV) speak for themselves.
+fn tcx_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => "tcx needs Linux 6.6 or later",
+        _ => "",
     }
 }
 
@@ -420,8 +442,8 @@ mod tests {
             c[40..44].copy_from_slice(&ifindex.to_ne_bytes());
             c
         };
-        let run =
-            |f: &[u8]| bpf::prog_test_run_ctx(&fp.tc_endpoint, f, &ctx(lo)).expect("test run");
+        let (ep_prog, trunk_prog) = fp.tc_programs().expect("the verifier accepts both");
+        let run = |f: &[u8]| bpf::prog_test_run_ctx(ep_prog, f, &ctx(lo)).expect("test run");
         let ip = [0x08, 0x00];
         let (shot, redirect) = (2u32, tc::TC_ACT_REDIRECT as u32);
         assert_eq!(
@@ -461,9 +483,8 @@ mod tests {
             assert_eq!(fast(), 1, "{why}: not forwarded in the kernel");
         }
         assert_eq!(fp.take_seen(net, A, port), Some(true));
-        assert!(bpf::prog_test_run_ctx(&fp.tc_trunk, &frame(B, A, ip), &ctx(lo)).is_ok());
         assert_eq!(
-            bpf::prog_test_run_ctx(&fp.tc_trunk, &frame(B, A, ip), &ctx(lo)).unwrap(),
+            bpf::prog_test_run_ctx(trunk_prog, &frame(B, A, ip), &ctx(lo)).unwrap(),
             shot,
             "an untagged frame on the trunk is dropped"
         );
