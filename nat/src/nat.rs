@@ -608,6 +608,33 @@ impl Nat {
         Some(Verdict::Translated { to })
     }
 
+    /// Whether an inside packet of `proto` from `src` to `dst` belongs to a live session
+    /// (for TCP: an established one); with `touch`, the session counts as just used. For
+    /// packets that were translated elsewhere (the kernel repeating this session's
+    /// translation) and never passed through `outbound`.
+    pub fn inside_session(
+        &mut self,
+        proto: Proto,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        touch: bool,
+        now: Instant,
+    ) -> bool {
+        let tuple = Tuple {
+            src: *src.ip(),
+            sport: src.port(),
+            dst: *dst.ip(),
+            dport: dst.port(),
+        };
+        let Some((i, _)) = self.lookup(Side::Inside, proto, tuple, now) else {
+            return false;
+        };
+        if touch {
+            self.table.touch(i, now);
+        }
+        proto != Proto::Tcp || self.table.get(i).tcp.is_established()
+    }
+
     /// Removes sessions idle longer than their timeout. Returns how many. Call it every
     /// second or so between bursts; lookups also drop expired sessions they meet.
     pub fn expire(&mut self, now: Instant) -> usize {

@@ -390,6 +390,25 @@ pub fn prog_test_run_ctx(prog: &OwnedFd, data: &[u8], ctx: &[u8]) -> io::Result<
     Ok(attr.retval)
 }
 
+/// `prog_test_run_ctx`, also returning the frame as the program left it.
+pub fn prog_test_run_out(prog: &OwnedFd, data: &[u8], ctx: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; data.len() + 256];
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data.len() as u32,
+        data_in: data.as_ptr() as u64,
+        data_size_out: out.len() as u32,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: ctx.len() as u32,
+        ctx_in: ctx.as_ptr() as u64,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
+}
+
 /// Swap the program behind a BPF link (atomically: every frame sees one or the other).
 pub fn link_update(link: &OwnedFd, prog: &OwnedFd) -> io::Result<()> {
     let mut attr = LinkUpdateAttr {

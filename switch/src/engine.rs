@@ -12,6 +12,7 @@ use crossbeam_channel::{bounded, unbounded};
 use serde::Serialize;
 
 use crate::dns_server::{DnsServer, DnsStats};
+use crate::fast_nat::FastNat;
 use crate::fastpath::{self, FastPath, TcLink};
 use crate::fdb::FdbEntry;
 use crate::port::{Backend, Port};
@@ -648,8 +649,15 @@ impl Engine {
         // The resolver's worker too: its upstream queries and replies never cross workers.
         let worker = DNS_WORKER;
         let counters = Arc::new(PortCounters::default());
-        let router =
+        let mut router =
             Router::new(id, cfg, counters.clone()).map_err(|e| anyhow!("uplink NAT: {e}"))?;
+        // Established routed TCP from tc endpoints is translated in the kernel too.
+        if let (Some(maps), true) = (self.fast(), self.has_tc_path()) {
+            match crate::bpf::ifindex(port.name()) {
+                Ok(ifindex) => router.fast_nat = Some(FastNat::new(maps.clone(), ifindex)),
+                Err(e) => tracing::warn!(error = %e, "no NAT fast path"),
+            }
+        }
         let info = PortInfo {
             id,
             name: port.name().to_string(),

@@ -6,6 +6,7 @@ pub mod bpf;
 mod dns_server;
 mod dns_tcp;
 pub mod engine;
+mod fast_nat;
 pub mod fastpath;
 pub mod fdb;
 #[doc(hidden)]

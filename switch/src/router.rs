@@ -13,6 +13,7 @@ use nat::{Nat, NatConfig, NatCounters, Side, Verdict as NatVerdict};
 use serde::Serialize;
 
 use crate::arp::{self, ArpCache, ArpCounters, Lookup};
+use crate::fast_nat::FastNat;
 use crate::fdb::Mac;
 use crate::gateway::{self, Gateway};
 use crate::ipv4::{self, IcmpError, ETH_HLEN};
@@ -82,6 +83,9 @@ pub struct RouterStats {
     pub nat: NatCounters,
     pub arp: ArpCounters,
     pub sessions: usize,
+    /// Of those, established TCP sessions the tc fast path translates in the kernel.
+    #[serde(default)]
+    pub fast_path_sessions: usize,
     /// The VTEP address and its VXLAN counters (encap/decap, drops by reason).
     pub vtep: Ipv4Addr,
     pub overlay: vxlan::Counters,
@@ -107,6 +111,8 @@ pub(crate) struct Router {
     net_vnis: HashMap<NetId, Vni>,
     /// The VTEPs one frame goes to (reused: no allocation per frame).
     flood: Vec<Ipv4Addr>,
+    /// Established TCP sessions handed to the tc fast path (`fast_nat`).
+    pub fast_nat: Option<FastNat>,
 }
 
 /// Upstream DNS replies held per uplink burst at most (more are dropped and counted).
@@ -148,6 +154,7 @@ impl Router {
             vni_nets: HashMap::new(),
             net_vnis: HashMap::new(),
             flood: Vec::with_capacity(16),
+            fast_nat: None,
             nat: Nat::new(cfg.nat, cfg.ip)?,
             cfg,
             arp: ArpCache::default(),
@@ -166,6 +173,7 @@ impl Router {
             nat: self.nat.counters(),
             arp: self.arp.counters,
             sessions: self.nat.session_count(),
+            fast_path_sessions: self.fast_nat.as_ref().map_or(0, FastNat::len),
             vtep: self.overlay.vtep().config().ip,
             overlay: self.overlay.counters().clone(),
         }
@@ -269,7 +277,9 @@ impl Router {
                 .overlay
                 .send(vni, peer, [0; 6], frame, &mut self.pkt[..])
             {
-                Ok(n) => self.send_out(n, out, scratch, now),
+                Ok(n) => {
+                    self.send_out(n, out, scratch, now);
+                }
                 Err(_) => self.counters.tunnel_dropped += 1,
             }
         }
@@ -375,7 +385,11 @@ impl Router {
             NatVerdict::Translated { to: Side::Outside } => {
                 let _ = ipv4::decrement_ttl(&mut self.pkt[ETH_HLEN..len]);
                 self.counters.routed_out += 1;
-                self.send_out(len, out, scratch, now);
+                let sent = self.send_out(len, out, scratch, now);
+                if let Some(f) = self.fast_nat.as_mut() {
+                    let as_sent: &[u8] = if sent { &self.pkt[..len] } else { &[] };
+                    f.outbound(&mut self.nat, in_port, frame, as_sent, now);
+                }
             }
             NatVerdict::Translated { to: Side::Inside } => {
                 // Hairpin: a container reached a published port through the uplink address.
@@ -433,7 +447,12 @@ impl Router {
         let len = ETH_HLEN + total;
         self.pkt[..len].copy_from_slice(&frame[..len]);
         match self.nat.inbound(&mut self.pkt[ETH_HLEN..len], now) {
-            NatVerdict::Translated { to: Side::Inside } => self.deliver_inside(nets, len, out, now),
+            NatVerdict::Translated { to: Side::Inside } => {
+                if let Some(f) = self.fast_nat.as_mut() {
+                    f.inbound(&self.pkt[..len]);
+                }
+                self.deliver_inside(nets, len, out, now)
+            }
             NatVerdict::Translated { to: Side::Outside } => self.counters.nat_drops += 1,
             NatVerdict::NotOurs => {
                 if self.dns_reply(frame) {
@@ -568,13 +587,15 @@ impl Router {
     }
 
     /// `self.pkt[..len]` leaves by the uplink toward its next hop.
+    /// Send `self.pkt[..len]` to its next hop; true when it went (the next hop's MAC
+    /// known), false when it waits for ARP or was dropped.
     fn send_out(
         &mut self,
         len: usize,
         out: &mut impl Emit,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
-    ) {
+    ) -> bool {
         self.pkt[6..12].copy_from_slice(&self.cfg.mac);
         let dst = dst_ip(&self.pkt[..len]);
         let hop = if in_subnet(dst, self.cfg.ip, self.cfg.prefix) {
@@ -586,12 +607,14 @@ impl Router {
             Lookup::Known(mac) => {
                 self.pkt[0..6].copy_from_slice(&mac);
                 out.emit(self.port, &self.pkt[..len], &self.port_counters);
+                true
             }
             Lookup::Held { request: true } => {
                 let n = arp::request(self.cfg.mac, self.cfg.ip, hop, scratch);
                 out.emit(self.port, &scratch[..n], &self.port_counters);
+                false
             }
-            Lookup::Held { request: false } | Lookup::Dropped => {}
+            Lookup::Held { request: false } | Lookup::Dropped => false,
         }
     }
 
@@ -651,6 +674,9 @@ impl Router {
     /// Once a second: idle sessions out, stale neighbours out, ARP retries sent.
     pub fn tick(&mut self, out: &mut impl Emit, scratch: &mut [u8; MAX_FRAME], now: Instant) {
         self.nat.expire(now);
+        if let Some(f) = self.fast_nat.as_mut() {
+            f.tick(&mut self.nat, now);
+        }
         self.overlay.expire(now);
         for ip in self.arp.expire(now) {
             let n = arp::request(self.cfg.mac, self.cfg.ip, ip, scratch);

@@ -1244,6 +1244,9 @@ impl Worker {
 
     fn remove_port(&mut self, id: PortId) {
         self.uninstall_port(id);
+        if let Some(f) = self.router.as_mut().and_then(|r| r.fast_nat.as_mut()) {
+            f.forget_port(id);
+        }
         for net in self.nets.values_mut() {
             net.members.retain(|p| *p != id);
             net.fdb.forget_port(id);

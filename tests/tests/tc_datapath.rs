@@ -109,7 +109,9 @@ fn gso_segments_cross_the_fast_path_whole() {
 /// With offloads on in the sandboxes, what the workers handle still works: the gateway
 /// (ARP, ping), floods, the embedded DNS over UDP and TCP, and TCP sent by a sandbox
 /// through SNAT and through a published port. Frames the tc program punts must reach the
-/// worker segmented and with finished checksums, or the outside drops them.
+/// worker segmented and with finished checksums, or the outside drops them. Established
+/// routed TCP is then translated by the kernel (the sender's FAST-RX grows), and with TX
+/// checksumming off on the uplink the outside verifies every checksum it translated.
 #[test]
 fn worker_traffic_works_with_offloads_on() {
     let lab = Lab::new();
@@ -126,6 +128,25 @@ fn worker_traffic_works_with_offloads_on() {
     for s in [&a, &b, &c] {
         assert_eq!(offloads(s), (true, true), "{s} keeps its offloads");
     }
+    // The kernel then finishes the checksums of what leaves by the uplink, from the
+    // pseudo-header sums the translation left, and the outside checks them.
+    let host = e2e::host_ns(&lab);
+    e2e::run_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &host,
+        "ethtool",
+        "-K",
+        &out.uplink,
+        "tx",
+        "off",
+    ]);
+    let fast_rx = |s: &str| {
+        d.json(&["stats", s])["ports"][0]["fast_path_rx_packets"]
+            .as_u64()
+            .unwrap_or(0)
+    };
 
     // The gateway answers ARP and echo; the first ARP for b floods, so c sees it.
     assert!(ping(&a, "172.28.0.1", 2), "the gateway answers");
@@ -166,16 +187,41 @@ fn worker_traffic_works_with_offloads_on() {
     let _inside = Bg::spawn(&lab, &b, "iperf-in", &["iperf3", "-s"]);
     e2e::wait_listening(&out.ns, 5201);
     e2e::wait_listening(&b, 5201);
+    let before = fast_rx(&a);
     let (snat, why) = iperf_bytes(&a, out.ip, false);
     assert!(
         snat > 10_000_000,
         "sandbox -> outside through SNAT moved {snat} bytes: {why}"
     );
+    assert!(
+        fast_rx(&a) - before > 1000,
+        "the kernel translated the established SNAT session"
+    );
+    let before = fast_rx(&b);
     let (dnat, why) = iperf_bytes(&out.ns, out.uplink_ip, true);
     assert!(
         dnat > 10_000_000,
         "published port, sandbox sending, moved {dnat} bytes: {why}"
     );
+    assert!(
+        fast_rx(&b) - before > 1000,
+        "the kernel translated the published port's replies"
+    );
+    let o = ns_exec(
+        &out.ns,
+        &["nstat", "-az", "TcpInCsumErrors"],
+        Duration::from_secs(5),
+    );
+    let errors = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        errors
+            .lines()
+            .any(|l| l.starts_with("TcpInCsumErrors") && l.split_whitespace().nth(1) == Some("0")),
+        "the outside saw bad TCP checksums: {errors}"
+    );
+    // The sessions stay listed in the NAT, which keeps their state.
+    let ct = d.json(&["conntrack"]);
+    assert!(ct.as_array().is_some_and(|a| !a.is_empty()), "{ct}");
     let _ = ip_a;
 }
 

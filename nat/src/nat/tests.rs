@@ -862,3 +862,34 @@ fn published_ports_answer_on_every_external_address_unless_bound() {
     assert_eq!(n.inbound(&mut d, t), IN);
     assert_eq!(n.external_ip(), EXT, "SNAT still uses the first address");
 }
+
+/// What the kernel's NAT fast path asks: an established TCP session of an inside flow
+/// exists (only once the handshake is done), and using it in the kernel keeps it alive.
+#[test]
+fn inside_sessions_are_found_established_and_refreshed() {
+    let cfg = NatConfig::default();
+    let mut n = nat_with(cfg);
+    let t = Instant::now();
+    let (c, r, x) = ((C1, 40000), (REMOTE, 443), (EXT, 40000));
+    let sa = |(ip, port): (Ipv4Addr, u16)| std::net::SocketAddrV4::new(ip, port);
+    let ask = |n: &mut Nat, touch, at| n.inside_session(Proto::Tcp, sa(c), sa(r), touch, at);
+    assert!(!ask(&mut n, false, t), "no session yet");
+    n.outbound(&mut tcp(c, r, wire::TCP_SYN), t);
+    assert!(!ask(&mut n, false, t), "SYN sent: not established");
+    n.inbound(&mut tcp(r, x, wire::TCP_SYN | wire::TCP_ACK), t);
+    n.outbound(&mut tcp(c, r, wire::TCP_ACK), t);
+    assert!(ask(&mut n, false, t), "established");
+    assert!(
+        !n.inside_session(Proto::Tcp, sa(r), sa(c), false, t),
+        "an outside tuple is not an inside flow"
+    );
+    // Refreshed just before it would idle out, it lives on past the first deadline.
+    let late = t + cfg.tcp_established;
+    assert!(ask(&mut n, true, late));
+    assert_eq!(n.expire(late + Duration::from_secs(60)), 0);
+    assert!(!ask(
+        &mut n,
+        false,
+        late + cfg.tcp_established + Duration::from_secs(1)
+    ));
+}

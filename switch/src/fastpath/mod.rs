@@ -54,6 +54,20 @@ const VALUE_LEN: usize = 8;
 const STATS_LEN: usize = 32;
 /// A tc endpoint: network, port, the trunk's ifindex, padding.
 const ENDPOINT_LEN: usize = 16;
+/// Routed TCP sessions the kernel translates (`NatKey` -> `NatValue`).
+const NAT_ENTRIES: u32 = 16384;
+pub const NAT_KEY_LEN: usize = 16;
+pub const NAT_VALUE_LEN: usize = 32;
+
+/// An outbound session as the tc endpoint program looks it up: the endpoint's port
+/// (u32, native order), then the packet's source and destination addresses and ports
+/// as they are on the wire.
+pub type NatKey = [u8; NAT_KEY_LEN];
+
+/// What the program does to such a packet: destination and source MACs (12 bytes), the
+/// new source address (4) and port (2), both in network order, 2 bytes padding, the
+/// uplink's ifindex (u32), 4 bytes reserved, and the `seen` mark (u32) it sets.
+pub type NatValue = [u8; NAT_VALUE_LEN];
 
 const FUNC_REDIRECT_MAP: i32 = 51;
 const XDP_PASS: i32 = 2;
@@ -77,6 +91,8 @@ pub struct FastPath {
     endpoints: OwnedFd,
     /// A tc endpoint's host end by port.
     peers: OwnedFd,
+    /// Routed TCP sessions the tc endpoint program translates itself.
+    nat_out: OwnedFd,
     /// The tc programs (endpoint, trunk), or why they could not be loaded (the XDP
     /// flavour works without them).
     tc: Result<(OwnedFd, OwnedFd), String>,
@@ -120,11 +136,20 @@ impl FastPath {
         .map_err(|e| bpf::context(e, "create the tc endpoints map", hint))?;
         let peers = bpf::map_create(bpf::BPF_MAP_TYPE_ARRAY, 4, 4, MAX_PORTS, "vsw_tc_peers")
             .map_err(|e| bpf::context(e, "create the tc peers map", hint))?;
+        let nat_out = bpf::map_create(
+            bpf::BPF_MAP_TYPE_HASH,
+            NAT_KEY_LEN as u32,
+            NAT_VALUE_LEN as u32,
+            NAT_ENTRIES,
+            "vsw_tc_nat",
+        )
+        .map_err(|e| bpf::context(e, "create the tc NAT map", hint))?;
         let maps = tc::Maps {
             endpoints: endpoints.as_raw_fd(),
             peers: peers.as_raw_fd(),
             fdb: fdb.as_raw_fd(),
             stats: stats.as_raw_fd(),
+            nat_out: nat_out.as_raw_fd(),
         };
         let load = |insns: Vec<BpfInsn>, name: &str| {
             bpf::prog_load_tc(&insns, name).map_err(|e| format!("load {name}: {e}"))
@@ -140,6 +165,7 @@ impl FastPath {
             stats,
             endpoints,
             peers,
+            nat_out,
             tc,
             cpus: bpf::possible_cpus()?,
         })
@@ -288,6 +314,29 @@ impl FastPath {
         let mut value = [0u8; VALUE_LEN];
         bpf::map_lookup_bytes(&self.fdb, &key(net, mac), &mut value).is_ok()
             && value[..4] == port.to_ne_bytes()
+    }
+
+    /// From now on the tc endpoint program translates and sends the packets matching
+    /// `key` itself (a full map keeps the session with the router).
+    pub fn nat_install(&self, key: &NatKey, value: &NatValue) -> io::Result<()> {
+        bpf::map_update_bytes(&self.nat_out, key, value)
+    }
+
+    pub fn nat_remove(&self, key: &NatKey) {
+        let _ = bpf::map_delete_bytes(&self.nat_out, key);
+    }
+
+    /// Whether the kernel translated a packet of `key` since the last call (clearing the
+    /// mark); None when the entry is gone.
+    pub fn nat_take_seen(&self, key: &NatKey) -> Option<bool> {
+        let mut value = [0u8; NAT_VALUE_LEN];
+        bpf::map_lookup_bytes(&self.nat_out, key, &mut value).ok()?;
+        let seen = value[28..] != [0; 4];
+        if seen {
+            value[28..].fill(0);
+            let _ = bpf::map_update_bytes(&self.nat_out, key, &value);
+        }
+        Some(seen)
     }
 
     /// What the kernel forwarded for `port`, summed over CPUs.
@@ -490,6 +539,84 @@ mod tests {
         );
         fp.detach_endpoint(lo, port);
         assert_eq!(run(&frame(B, A, ip)), shot, "detached");
+    }
+
+    /// The tc program's routed TCP branch, over a real frame: an established session's
+    /// packet comes out exactly as the router would send it (MACs, source address and
+    /// port, TTL, both checksums recomputed from scratch by etherparse for the expected
+    /// frame); SYN, FIN and RST, other ports and unknown sessions are left alone.
+    #[test]
+    fn tc_endpoint_translates_routed_tcp_like_the_router() {
+        use etherparse::PacketBuilder;
+        let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
+        let (ep_prog, _) = fp.tc_programs().expect("the verifier accepts it");
+        let (net, port): (NetId, PortId) = (11, 5);
+        let lo = 1u32;
+        let mut value = [0u8; ENDPOINT_LEN];
+        value[..4].copy_from_slice(&net.to_ne_bytes());
+        value[4..8].copy_from_slice(&port.to_ne_bytes());
+        value[8..12].copy_from_slice(&lo.to_ne_bytes());
+        bpf::map_update_bytes(&fp.endpoints, &lo.to_ne_bytes(), &value).unwrap();
+        fp.install(net, A, port).unwrap();
+        let gw_mac: Mac = [2, 0x42, 172, 18, 0, 1];
+        let (hop, uplink): (Mac, Mac) = ([2, 0, 0, 0, 0, 0x99], [2, 0, 0, 0, 0, 0x55]);
+        let tcp = |src: Mac, dst: Mac, from: ([u8; 4], u16), ttl: u8, syn: bool| {
+            let b = PacketBuilder::ethernet2(src, dst)
+                .ipv4(from.0, [198, 51, 100, 1], ttl)
+                .tcp(from.1, 5201, 1000, 64000)
+                .ack(7);
+            let b = if syn { b.syn() } else { b };
+            let payload = [0xabu8; 100];
+            let mut f = Vec::new();
+            b.write(&mut f, &payload).unwrap();
+            f
+        };
+        let orig = tcp(A, gw_mac, ([172, 18, 0, 2], 40000), 64, false);
+        let want = tcp(uplink, hop, ([198, 51, 100, 2], 1024), 63, false);
+        let mut key: NatKey = [0; 16];
+        key[..4].copy_from_slice(&port.to_ne_bytes());
+        key[4..16].copy_from_slice(&orig[26..38]);
+        let mut v: NatValue = [0; NAT_VALUE_LEN];
+        v[..6].copy_from_slice(&hop);
+        v[6..12].copy_from_slice(&uplink);
+        v[12..16].copy_from_slice(&[198, 51, 100, 2]);
+        v[16..18].copy_from_slice(&1024u16.to_be_bytes());
+        v[20..24].copy_from_slice(&7u32.to_ne_bytes());
+        let ctx = {
+            let mut c = vec![0u8; 44];
+            c[40..44].copy_from_slice(&lo.to_ne_bytes());
+            c
+        };
+        let run = |f: &[u8]| bpf::prog_test_run_out(ep_prog, f, &ctx).expect("test run");
+        let redirect = tc::TC_ACT_REDIRECT as u32;
+
+        let (verdict, out) = run(&orig);
+        assert_eq!(
+            (verdict, &out[..]),
+            (redirect, &orig[..]),
+            "no session: punted untouched"
+        );
+        fp.nat_install(&key, &v).unwrap();
+        let (verdict, out) = run(&orig);
+        assert_eq!(verdict, redirect);
+        assert_eq!(out, want, "translated as the router does, byte for byte");
+        assert_eq!(fp.nat_take_seen(&key), Some(true));
+        assert_eq!(fp.counters(port).unwrap().rx_packets, 1);
+
+        let syn = tcp(A, gw_mac, ([172, 18, 0, 2], 40000), 64, true);
+        assert_eq!(run(&syn).1, syn, "a SYN is the router's");
+        let mut other = orig.clone();
+        other[35] ^= 1; // another source port: another session
+        assert_eq!(run(&other).1, other, "an unknown session is the router's");
+        let ttl1 = tcp(A, gw_mac, ([172, 18, 0, 2], 40000), 1, false);
+        assert_eq!(
+            run(&ttl1).1,
+            ttl1,
+            "TTL 1: the router answers time exceeded"
+        );
+        fp.nat_remove(&key);
+        assert_eq!(run(&orig).1, orig, "removed");
+        fp.remove(net, A, port);
     }
 
     #[test]

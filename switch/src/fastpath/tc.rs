@@ -15,6 +15,12 @@
 //!   sends): it takes the tag off and hands the frame by `bpf_redirect_peer` to the
 //!   sandbox that the TCI names.
 //!
+//! - Routed TCP: an outbound packet of an established session that the router has
+//!   translated before (`nat_out`, installed by `fast_nat`) is translated here the same
+//!   way (MACs, source address and port, TTL, with the checksum helpers, which keep a
+//!   CHECKSUM_PARTIAL skb's pseudo-header sum right) and sent out of the uplink, GSO
+//!   intact. SYN, FIN and RST still go to the router, which keeps the session's state.
+//!
 //! Neither program ever returns TC_ACT_OK: a frame passed up would reach the daemon
 //! namespace's own stack (broadcasts, frames for the veth's MAC). What cannot be
 //! forwarded or punted is dropped.
@@ -32,7 +38,24 @@ const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
 const SKB_GSO_SEGS: i16 = 164;
 
+const FUNC_SKB_STORE_BYTES: i32 = 9;
+const FUNC_L3_CSUM_REPLACE: i32 = 10;
+const FUNC_L4_CSUM_REPLACE: i32 = 11;
 const FUNC_SKB_VLAN_PUSH: i32 = 18;
+/// bpf_l4_csum_replace: the field is part of the pseudo-header (addresses).
+const BPF_F_PSEUDO_HDR: i32 = 1 << 4;
+// Offsets in an untagged Ethernet + IPv4 (no options) + TCP frame.
+const IP_VER_IHL: i16 = 14;
+const IP_FRAG: i16 = 20;
+const IP_TTL: i16 = 22;
+const IP_PROTO: i16 = 23;
+const IP_CSUM: i32 = 24;
+const IP_SRC: i16 = 26;
+const IP_DST: i16 = 30;
+const TCP_PORTS: i16 = 34;
+const TCP_FLAGS: i16 = 47;
+const TCP_CSUM: i32 = 50;
+const TCP_HDR_END: i32 = 54;
 const FUNC_SKB_VLAN_POP: i32 = 19;
 const FUNC_REDIRECT: i32 = 23;
 const FUNC_REDIRECT_PEER: i32 = 155;
@@ -51,14 +74,18 @@ pub(super) struct Maps {
     pub fdb: i32,
     /// port -> per-CPU rx/tx packets/bytes the kernel forwarded
     pub stats: i32,
+    /// outbound routed TCP sessions the program translates (`NatKey` -> `NatValue`)
+    pub nat_out: i32,
 }
 
 /// The endpoint program. r6 = skb, r7 = network, r8 = port, r9 = trunk ifindex. Stack:
 /// fp-16 the FDB key (network, MAC, u16 0), fp-20 the endpoint key, fp-24 the egress
-/// port, fp-28 the counters' key.
+/// port, fp-28 the counters' key; for routed TCP (`nat`) fp-48 the NAT key, fp-52 the
+/// old TTL/protocol word, fp-56 the new one, fp-60 the uplink's ifindex.
 pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     let mut a = Asm::default();
-    let (punt, drop, seen, segs, tx, done) = (
+    let (punt, drop, seen, segs, tx, done, nat) = (
+        a.label(),
         a.label(),
         a.label(),
         a.label(),
@@ -106,7 +133,7 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     a.op(LDX_H, 5, 2, 4, 0);
     a.op(STX_H, 10, 5, -8, 0);
     a.lookup(m.fdb, -16);
-    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.jump(JEQ_IMM, 0, 0, 0, nat); // not an endpoint's MAC: routed, perhaps
     a.op(LDX_W, 5, 0, 0, 0);
     a.jump(JEQ_REG, 5, 8, 0, punt); // same port: the worker drops and counts it
     a.op(STX_W, 10, 5, -24, 0);
@@ -139,6 +166,8 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     a.bind(done);
     a.ret(TC_ACT_REDIRECT);
 
+    routed_tcp(&mut a, m, nat, punt, drop);
+
     // Everything else: tagged with the port, to the worker through its trunk.
     a.bind(punt);
     a.op(MOV_REG, 1, 6, 0, 0);
@@ -158,11 +187,146 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
 
 /// r2 = skb->data, r3 = skb->data_end; to `fail` unless 14 bytes are in the linear part.
 fn bounds(a: &mut Asm, fail: Label) {
+    bounds_n(a, 14, fail);
+}
+
+fn bounds_n(a: &mut Asm, n: i32, fail: Label) {
     a.op(LDX_W, 2, 6, SKB_DATA, 0);
     a.op(LDX_W, 3, 6, SKB_DATA_END, 0);
     a.op(MOV_REG, 4, 2, 0, 0);
-    a.op(ADD_IMM, 4, 0, 0, 14);
+    a.op(ADD_IMM, 4, 0, 0, n);
     a.jump(JGT_REG, 4, 3, 0, fail);
+}
+
+/// r1 = skb; r2 = off; r3 = fp + at (or r7 + at with `from_value`); r4 = len; r5 = 0;
+/// call bpf_skb_store_bytes; to `fail` on error.
+fn store(a: &mut Asm, off: i32, from_value: bool, at: i32, len: i32, fail: Label) {
+    a.op(MOV_REG, 1, 6, 0, 0);
+    a.op(MOV_IMM, 2, 0, 0, off);
+    a.op(MOV_REG, 3, if from_value { 7 } else { 10 }, 0, 0);
+    a.op(ADD_IMM, 3, 0, 0, at);
+    a.op(MOV_IMM, 4, 0, 0, len);
+    a.op(MOV_IMM, 5, 0, 0, 0);
+    a.call(FUNC_SKB_STORE_BYTES);
+    a.jump(JNE_IMM, 0, 0, 0, fail);
+}
+
+/// One checksum update: `helper` (l3 or l4 csum_replace) on the field at `off`, from
+/// the old value on the stack at fp + `from` to the new one at `to` (the session's value
+/// in r7, or the stack), `size` bytes, with `flags`.
+struct Replace {
+    helper: i32,
+    off: i32,
+    from: i16,
+    to: Src,
+    size: i32,
+    flags: i32,
+}
+
+/// Where a new value is read from.
+#[derive(Clone, Copy)]
+enum Src {
+    Value(i16),
+    Stack(i16),
+}
+
+/// r1 = skb; r2 = offset; r3 = old; r4 = new; r5 = flags | size; call; to `fail` on error.
+fn csum(a: &mut Asm, r: Replace, fail: Label) {
+    let ld = if r.size == 4 { LDX_W } else { LDX_H };
+    a.op(MOV_REG, 1, 6, 0, 0);
+    a.op(MOV_IMM, 2, 0, 0, r.off);
+    a.op(ld, 3, 10, r.from, 0);
+    match r.to {
+        Src::Value(at) => a.op(ld, 4, 7, at, 0),
+        Src::Stack(at) => a.op(ld, 4, 10, at, 0),
+    }
+    a.op(MOV_IMM, 5, 0, 0, r.flags | r.size);
+    a.call(r.helper);
+    a.jump(JNE_IMM, 0, 0, 0, fail);
+}
+
+/// The routed TCP branch (entered at `nat` with r6 = skb, r8 = port): an outbound
+/// packet of a session in `nat_out` is translated as the router would and sent out of
+/// the uplink; anything else goes to `punt`. r7 = the session's value.
+fn routed_tcp(a: &mut Asm, m: &Maps, nat: Label, punt: Label, drop: Label) {
+    let (seen, segs) = (a.label(), a.label());
+    a.bind(nat);
+    bounds_n(a, TCP_HDR_END, punt);
+    a.op(LDX_H, 5, 2, 12, 0);
+    a.jump(JNE_IMM, 5, 0, 0x0008, punt); // IPv4
+    a.op(LDX_B, 5, 2, IP_VER_IHL, 0);
+    a.jump(JNE_IMM, 5, 0, 0x45, punt); // no options
+    a.op(LDX_H, 5, 2, IP_FRAG, 0);
+    a.op(0x57, 5, 0, 0, 0xff3f); // r5 &= MF | offset (DF may be set)
+    a.jump(JNE_IMM, 5, 0, 0, punt);
+    a.op(LDX_B, 5, 2, IP_PROTO, 0);
+    a.jump(JNE_IMM, 5, 0, 6, punt); // TCP
+    a.op(LDX_B, 5, 2, IP_TTL, 0);
+    a.jump(0xb5, 5, 0, 1, punt); // TTL <= 1: the router answers time exceeded
+    a.op(LDX_B, 5, 2, TCP_FLAGS, 0);
+    a.jump(JSET_IMM, 5, 0, 0x07, punt); // FIN, SYN, RST: the router tracks them
+                                        // The key: port, addresses, ports.
+    a.op(STX_W, 10, 8, -48, 0);
+    a.op(LDX_W, 5, 2, IP_SRC, 0);
+    a.op(STX_W, 10, 5, -44, 0);
+    a.op(LDX_W, 5, 2, IP_DST, 0);
+    a.op(STX_W, 10, 5, -40, 0);
+    a.op(LDX_W, 5, 2, TCP_PORTS, 0);
+    a.op(STX_W, 10, 5, -36, 0);
+    a.op(LDX_H, 5, 2, IP_TTL, 0); // TTL (low byte as loaded) and protocol
+    a.op(STX_W, 10, 5, -52, 0);
+    a.op(ADD_IMM, 5, 0, 0, -1);
+    a.op(STX_W, 10, 5, -56, 0);
+    a.lookup(m.nat_out, -48);
+    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.op(MOV_REG, 7, 0, 0, 0);
+    a.op(LDX_W, 5, 7, 28, 0); // mark it seen
+    a.jump(JNE_IMM, 5, 0, 0, seen);
+    a.op(ST_W, 7, 0, 28, 1);
+    a.bind(seen);
+    a.op(LDX_W, 5, 7, 20, 0);
+    a.op(STX_W, 10, 5, -60, 0);
+    // Rewrite, then fix the checksums from the old and new values.
+    store(a, 0, true, 0, 12, drop); // MACs
+    store(a, IP_SRC as i32, true, 12, 4, drop);
+    store(a, TCP_PORTS as i32, true, 16, 2, drop);
+    store(a, IP_TTL as i32, false, -56, 1, drop);
+    let (l3, l4) = (FUNC_L3_CSUM_REPLACE, FUNC_L4_CSUM_REPLACE);
+    for r in [
+        // The source address, in the IP header's checksum and the TCP pseudo-header.
+        (l3, IP_CSUM, -44, Src::Value(12), 4, 0),
+        (l3, IP_CSUM, -52, Src::Stack(-56), 2, 0), // TTL
+        (l4, TCP_CSUM, -44, Src::Value(12), 4, BPF_F_PSEUDO_HDR),
+        (l4, TCP_CSUM, -36, Src::Value(16), 2, 0), // source port
+    ] {
+        let (helper, off, from, to, size, flags) = r;
+        let r = Replace {
+            helper,
+            off,
+            from,
+            to,
+            size,
+            flags,
+        };
+        csum(a, r, drop);
+    }
+    // Count it on the endpoint (a GSO skb as its segments).
+    a.op(LDX_W, 7, 6, SKB_GSO_SEGS, 0);
+    a.jump(JNE_IMM, 7, 0, 0, segs);
+    a.op(MOV_IMM, 7, 0, 0, 1);
+    a.bind(segs);
+    a.op(LDX_W, 9, 6, SKB_LEN, 0);
+    a.op(STX_W, 10, 8, -28, 0);
+    let out = a.label();
+    a.lookup(m.stats, -28);
+    a.jump(JEQ_IMM, 0, 0, 0, out);
+    a.add_u64(0, Some(7));
+    a.add_u64(8, Some(9));
+    a.bind(out);
+    a.op(LDX_W, 1, 10, -60, 0);
+    a.op(MOV_IMM, 2, 0, 0, 0);
+    a.call(FUNC_REDIRECT);
+    a.op(EXIT, 0, 0, 0, 0);
 }
 
 /// The trunk program: the worker's frame, tagged 802.1ad with the destination port as

@@ -1,0 +1,161 @@
+//! The kernel's share of routed TCP. The router translates every session's first
+//! packets; once an outbound packet of an established TCP session has been translated
+//! and sent to a known next hop, the session goes into the tc fast path's NAT map, and
+//! the endpoint's tc program repeats exactly that translation for the session's later
+//! packets (64 KiB GSO skbs whole) and sends them out of the uplink itself. SYN, FIN
+//! and RST still reach the router, so the NAT keeps the session's state; a FIN or RST
+//! either way takes the session out of the map. Once a second the router refreshes in
+//! the NAT the sessions the kernel used (their `seen` marks) and takes out those the NAT
+//! no longer has. Only what the router decided is repeated, and only for the port the
+//! session came from.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nat::{Nat, Proto};
+
+use crate::fastpath::{FastPath, NatKey, NatValue, NAT_VALUE_LEN};
+use crate::PortId;
+
+const ETH_HLEN: usize = 14;
+const TCP_END: usize = ETH_HLEN + 20 + 20;
+const FIN_SYN_RST: u8 = 0x07;
+const ACK: u8 = 0x10;
+
+/// An inside TCP flow: source, destination.
+type Flow = (SocketAddrV4, SocketAddrV4);
+
+pub(crate) struct FastNat {
+    maps: Arc<FastPath>,
+    uplink_ifindex: u32,
+    installed: HashMap<Flow, NatKey, ahash::RandomState>,
+}
+
+/// An untagged IPv4 TCP frame without IP options: (source, destination, TCP flags).
+fn tcp_flow(frame: &[u8]) -> Option<(Flow, u8)> {
+    if frame.len() < TCP_END
+        || frame[12..14] != [0x08, 0x00]
+        || frame[ETH_HLEN] != 0x45
+        || frame[ETH_HLEN + 9] != 6
+    {
+        return None;
+    }
+    let ip = |o: usize| Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3]);
+    let port = |o: usize| u16::from_be_bytes([frame[o], frame[o + 1]]);
+    let src = SocketAddrV4::new(ip(ETH_HLEN + 12), port(ETH_HLEN + 20));
+    let dst = SocketAddrV4::new(ip(ETH_HLEN + 16), port(ETH_HLEN + 22));
+    Some(((src, dst), frame[ETH_HLEN + 33]))
+}
+
+impl FastNat {
+    pub fn new(maps: Arc<FastPath>, uplink_ifindex: u32) -> FastNat {
+        FastNat {
+            maps,
+            uplink_ifindex,
+            installed: HashMap::default(),
+        }
+    }
+
+    /// An outbound frame from `in_port` (`orig`, as it arrived) was translated and sent
+    /// as `sent` (the whole frame, MACs included): hand the session to the kernel if it
+    /// is established TCP and not there yet. A frame with FIN or RST takes it out.
+    pub fn outbound(
+        &mut self,
+        nat: &mut Nat,
+        in_port: PortId,
+        orig: &[u8],
+        sent: &[u8],
+        now: Instant,
+    ) {
+        let Some((flow, flags)) = tcp_flow(orig) else {
+            return;
+        };
+        if flags & FIN_SYN_RST != 0 {
+            if flags & (FIN_SYN_RST & !0x02) != 0 {
+                self.forget(&flow);
+            }
+            return;
+        }
+        if flags & ACK == 0
+            || self.installed.contains_key(&flow)
+            || sent.len() < TCP_END
+            || !nat.inside_session(Proto::Tcp, flow.0, flow.1, false, now)
+        {
+            return;
+        }
+        let mut key: NatKey = [0; 16];
+        key[..4].copy_from_slice(&in_port.to_ne_bytes());
+        key[4..16].copy_from_slice(&orig[ETH_HLEN + 12..ETH_HLEN + 24]);
+        let mut value: NatValue = [0; NAT_VALUE_LEN];
+        value[..12].copy_from_slice(&sent[..12]);
+        value[12..16].copy_from_slice(&sent[ETH_HLEN + 12..ETH_HLEN + 16]);
+        value[16..18].copy_from_slice(&sent[ETH_HLEN + 20..ETH_HLEN + 22]);
+        value[20..24].copy_from_slice(&self.uplink_ifindex.to_ne_bytes());
+        match self.maps.nat_install(&key, &value) {
+            Ok(()) => {
+                self.installed.insert(flow, key);
+            }
+            // The map is full: this session stays with the router.
+            Err(e) => tracing::debug!(error = %e, "fast path: cannot install a NAT session"),
+        }
+    }
+
+    /// An inbound frame, already translated back (`inner`: to the endpoint): a FIN or
+    /// RST from outside takes its session out of the kernel.
+    pub fn inbound(&mut self, inner: &[u8]) {
+        if let Some(((src, dst), flags)) = tcp_flow(inner) {
+            if flags & (FIN_SYN_RST & !0x02) != 0 {
+                self.forget(&(dst, src));
+            }
+        }
+    }
+
+    fn forget(&mut self, flow: &Flow) {
+        if let Some(key) = self.installed.remove(flow) {
+            self.maps.nat_remove(&key);
+        }
+    }
+
+    /// Once a second: sessions the kernel used count as used in the NAT; sessions the
+    /// NAT no longer has (expired, evicted) or no longer holds as established leave.
+    pub fn tick(&mut self, nat: &mut Nat, now: Instant) {
+        let maps = &self.maps;
+        self.installed.retain(|flow, key| {
+            let keep = match maps.nat_take_seen(key) {
+                Some(seen) => nat.inside_session(Proto::Tcp, flow.0, flow.1, seen, now),
+                None => false,
+            };
+            if !keep {
+                maps.nat_remove(key);
+            }
+            keep
+        });
+    }
+
+    /// Every session of `port` leaves the kernel (the port is going).
+    pub fn forget_port(&mut self, port: PortId) {
+        let maps = &self.maps;
+        self.installed.retain(|_, key| {
+            let mine = key[..4] == port.to_ne_bytes();
+            if mine {
+                maps.nat_remove(key);
+            }
+            !mine
+        });
+    }
+
+    /// How many sessions the kernel translates now.
+    pub fn len(&self) -> usize {
+        self.installed.len()
+    }
+}
+
+impl Drop for FastNat {
+    fn drop(&mut self) {
+        for key in self.installed.values() {
+            self.maps.nat_remove(key);
+        }
+    }
+}
