@@ -401,7 +401,12 @@ pub fn prog_test_run_out(prog: &OwnedFd, data: &[u8], ctx: &[u8]) -> io::Result<
         data_out: out.as_mut_ptr() as u64,
         repeat: 1,
         ctx_size_in: ctx.len() as u32,
-        ctx_in: ctx.as_ptr() as u64,
+        // No context at all unless one is given (XDP takes none by default).
+        ctx_in: if ctx.is_empty() {
+            0
+        } else {
+            ctx.as_ptr() as u64
+        },
         ..Default::default()
     };
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;

@@ -641,7 +641,7 @@ impl Engine {
 
     /// Attach the uplink: its worker (the first) owns the router and the NAT; every
     /// other worker hands it the frames its networks route.
-    pub fn set_uplink(&mut self, cfg: UplinkConfig, port: Box<dyn Port>) -> Result<PortId> {
+    pub fn set_uplink(&mut self, cfg: UplinkConfig, mut port: Box<dyn Port>) -> Result<PortId> {
         if self.ports.values().any(|p| p.info.network == UPLINK_NET) {
             return Err(anyhow!("the uplink is already attached"));
         }
@@ -652,9 +652,20 @@ impl Engine {
         let mut router =
             Router::new(id, cfg, counters.clone()).map_err(|e| anyhow!("uplink NAT: {e}"))?;
         // Established routed TCP from tc endpoints is translated in the kernel too.
-        if let (Some(maps), true) = (self.fast(), self.has_tc_path()) {
+        if let (Some(maps), true) = (self.fast().cloned(), self.has_tc_path()) {
             match crate::bpf::ifindex(port.name()) {
-                Ok(ifindex) => router.fast_nat = Some(FastNat::new(maps.clone(), ifindex)),
+                Ok(ifindex) => {
+                    // Replies too, where the uplink runs XDP (AF_XDP).
+                    let inbound = match port.enable_nat_in(&maps) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "replies of kernel-translated sessions go through the router");
+                            false
+                        }
+                    };
+                    router.fast_nat = Some(FastNat::new(maps, ifindex, inbound));
+                }
                 Err(e) => tracing::warn!(error = %e, "no NAT fast path"),
             }
         }

@@ -1,8 +1,10 @@
 //! The kernel's share of routed TCP. The router translates every session's first
 //! packets; once an outbound packet of an established TCP session has been translated
-//! and sent to a known next hop, the session goes into the tc fast path's NAT map, and
-//! the endpoint's tc program repeats exactly that translation for the session's later
-//! packets (64 KiB GSO skbs whole) and sends them out of the uplink itself. SYN, FIN
+//! and sent to a known next hop, the session goes into the fast path's NAT maps: the
+//! endpoint's tc program repeats exactly that translation for the session's later
+//! packets (64 KiB GSO skbs whole) and sends them out of the uplink itself, and, when
+//! the uplink is an AF_XDP port, the uplink's XDP program translates the replies back
+//! and redirects them straight to the endpoint's veth. SYN, FIN
 //! and RST still reach the router, so the NAT keeps the session's state; a FIN or RST
 //! either way takes the session out of the map. Once a second the router refreshes in
 //! the NAT the sessions the kernel used (their `seen` marks) and takes out those the NAT
@@ -16,7 +18,7 @@ use std::time::Instant;
 
 use nat::{Nat, Proto};
 
-use crate::fastpath::{FastPath, NatKey, NatValue, NAT_VALUE_LEN};
+use crate::fastpath::{FastPath, NatDir, NatKey, NatValue, NAT_VALUE_LEN};
 use crate::PortId;
 
 const ETH_HLEN: usize = 14;
@@ -27,10 +29,19 @@ const ACK: u8 = 0x10;
 /// An inside TCP flow: source, destination.
 type Flow = (SocketAddrV4, SocketAddrV4);
 
+/// A session's keys in the two maps (the inbound one only with `inbound`).
+#[derive(Clone, Copy)]
+struct Keys {
+    out: NatKey,
+    inb: Option<NatKey>,
+}
+
 pub(crate) struct FastNat {
     maps: Arc<FastPath>,
     uplink_ifindex: u32,
-    installed: HashMap<Flow, NatKey, ahash::RandomState>,
+    /// The uplink runs the inbound program.
+    inbound: bool,
+    installed: HashMap<Flow, Keys, ahash::RandomState>,
 }
 
 /// An untagged IPv4 TCP frame without IP options: (source, destination, TCP flags).
@@ -50,10 +61,11 @@ fn tcp_flow(frame: &[u8]) -> Option<(Flow, u8)> {
 }
 
 impl FastNat {
-    pub fn new(maps: Arc<FastPath>, uplink_ifindex: u32) -> FastNat {
+    pub fn new(maps: Arc<FastPath>, uplink_ifindex: u32, inbound: bool) -> FastNat {
         FastNat {
             maps,
             uplink_ifindex,
+            inbound,
             installed: HashMap::default(),
         }
     }
@@ -93,12 +105,41 @@ impl FastNat {
         value[12..16].copy_from_slice(&sent[ETH_HLEN + 12..ETH_HLEN + 16]);
         value[16..18].copy_from_slice(&sent[ETH_HLEN + 20..ETH_HLEN + 22]);
         value[20..24].copy_from_slice(&self.uplink_ifindex.to_ne_bytes());
-        match self.maps.nat_install(&key, &value) {
-            Ok(()) => {
-                self.installed.insert(flow, key);
-            }
+        if let Err(e) = self.maps.nat_install(NatDir::Out, &key, &value) {
             // The map is full: this session stays with the router.
-            Err(e) => tracing::debug!(error = %e, "fast path: cannot install a NAT session"),
+            tracing::debug!(error = %e, "fast path: cannot install a NAT session");
+            return;
+        }
+        let inb = self
+            .inbound
+            .then(|| self.install_inbound(in_port, orig, sent))
+            .flatten();
+        self.installed.insert(flow, Keys { out: key, inb });
+    }
+
+    /// The replies' half: from the remote end to the uplink address and mapped port, back
+    /// to the endpoint's address, port and MAC, from the gateway's MAC.
+    fn install_inbound(&self, in_port: PortId, orig: &[u8], sent: &[u8]) -> Option<NatKey> {
+        let ip = ETH_HLEN;
+        let mut key: NatKey = [0; 16];
+        key[..4].copy_from_slice(&sent[ip + 16..ip + 20]);
+        key[4..8].copy_from_slice(&sent[ip + 12..ip + 16]);
+        key[8..10].copy_from_slice(&sent[ip + 22..ip + 24]);
+        key[10..12].copy_from_slice(&sent[ip + 20..ip + 22]);
+        let mut value: NatValue = [0; NAT_VALUE_LEN];
+        value[..6].copy_from_slice(&orig[6..12]);
+        value[6..12].copy_from_slice(&orig[..6]);
+        value[12..16].copy_from_slice(&orig[ip + 12..ip + 16]);
+        value[16..18].copy_from_slice(&orig[ip + 20..ip + 22]);
+        value[20..24].copy_from_slice(&in_port.to_ne_bytes());
+        self.maps.nat_install(NatDir::In, &key, &value).ok()?;
+        Some(key)
+    }
+
+    fn remove(maps: &FastPath, keys: &Keys) {
+        maps.nat_remove(NatDir::Out, &keys.out);
+        if let Some(k) = &keys.inb {
+            maps.nat_remove(NatDir::In, k);
         }
     }
 
@@ -113,8 +154,8 @@ impl FastNat {
     }
 
     fn forget(&mut self, flow: &Flow) {
-        if let Some(key) = self.installed.remove(flow) {
-            self.maps.nat_remove(&key);
+        if let Some(keys) = self.installed.remove(flow) {
+            Self::remove(&self.maps, &keys);
         }
     }
 
@@ -122,13 +163,17 @@ impl FastNat {
     /// NAT no longer has (expired, evicted) or no longer holds as established leave.
     pub fn tick(&mut self, nat: &mut Nat, now: Instant) {
         let maps = &self.maps;
-        self.installed.retain(|flow, key| {
-            let keep = match maps.nat_take_seen(key) {
-                Some(seen) => nat.inside_session(Proto::Tcp, flow.0, flow.1, seen, now),
-                None => false,
-            };
+        self.installed.retain(|flow, keys| {
+            let out = maps.nat_take_seen(NatDir::Out, &keys.out);
+            let inb = keys.inb.map(|k| maps.nat_take_seen(NatDir::In, &k));
+            let keep = match (out, inb) {
+                (Some(o), None) => Some(o),
+                (Some(o), Some(Some(i))) => Some(o || i),
+                _ => None, // an entry went missing: the router takes the session back
+            }
+            .is_some_and(|seen| nat.inside_session(Proto::Tcp, flow.0, flow.1, seen, now));
             if !keep {
-                maps.nat_remove(key);
+                Self::remove(maps, keys);
             }
             keep
         });
@@ -137,10 +182,10 @@ impl FastNat {
     /// Every session of `port` leaves the kernel (the port is going).
     pub fn forget_port(&mut self, port: PortId) {
         let maps = &self.maps;
-        self.installed.retain(|_, key| {
-            let mine = key[..4] == port.to_ne_bytes();
+        self.installed.retain(|_, keys| {
+            let mine = keys.out[..4] == port.to_ne_bytes();
             if mine {
-                maps.nat_remove(key);
+                Self::remove(maps, keys);
             }
             !mine
         });
@@ -154,8 +199,8 @@ impl FastNat {
 
 impl Drop for FastNat {
     fn drop(&mut self) {
-        for key in self.installed.values() {
-            self.maps.nat_remove(key);
+        for keys in self.installed.values() {
+            Self::remove(&self.maps, keys);
         }
     }
 }

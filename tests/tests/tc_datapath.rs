@@ -207,18 +207,38 @@ fn worker_traffic_works_with_offloads_on() {
         fast_rx(&b) - before > 1000,
         "the kernel translated the published port's replies"
     );
-    let o = ns_exec(
-        &out.ns,
-        &["nstat", "-az", "TcpInCsumErrors"],
-        Duration::from_secs(5),
-    );
-    let errors = String::from_utf8_lossy(&o.stdout).to_string();
+    // Replies come back through the uplink's XDP program, straight to the endpoint.
+    let fast_tx = |s: &str| {
+        d.json(&["stats", s])["ports"][0]["fast_path_tx_packets"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = fast_tx(&a);
+    let (down, why) = iperf_bytes(&a, out.ip, true);
     assert!(
-        errors
-            .lines()
-            .any(|l| l.starts_with("TcpInCsumErrors") && l.split_whitespace().nth(1) == Some("0")),
-        "the outside saw bad TCP checksums: {errors}"
+        down > 10_000_000,
+        "outside -> sandbox through SNAT moved {down} bytes: {why}"
     );
+    assert!(
+        fast_tx(&a) - before > 1000,
+        "the uplink's program translated the replies back"
+    );
+    // Both ends checked every checksum the kernel's translations left.
+    for ns in [&out.ns, &a] {
+        let o = ns_exec(
+            ns,
+            &["nstat", "-az", "TcpInCsumErrors"],
+            Duration::from_secs(5),
+        );
+        let errors = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            errors
+                .lines()
+                .any(|l| l.starts_with("TcpInCsumErrors")
+                    && l.split_whitespace().nth(1) == Some("0")),
+            "{ns} saw bad TCP checksums: {errors}"
+        );
+    }
     // The sessions stay listed in the NAT, which keeps their state.
     let ct = d.json(&["conntrack"]);
     assert!(ct.as_array().is_some_and(|a| !a.is_empty()), "{ct}");

@@ -33,6 +33,7 @@
 //! the port's counters by `stats`.
 
 mod asm;
+mod nat_in;
 pub mod tc;
 mod xdp;
 
@@ -69,6 +70,15 @@ pub type NatKey = [u8; NAT_KEY_LEN];
 /// uplink's ifindex (u32), 4 bytes reserved, and the `seen` mark (u32) it sets.
 pub type NatValue = [u8; NAT_VALUE_LEN];
 
+/// Which half of a NAT session: outbound (a tc endpoint's program) or inbound (the
+/// uplink's). An inbound key is the packet's addresses and ports as on the wire and 4
+/// bytes of zero; its value has the endpoint's port id at 20 instead of an ifindex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatDir {
+    Out,
+    In,
+}
+
 const FUNC_REDIRECT_MAP: i32 = 51;
 const XDP_PASS: i32 = 2;
 const XDP_REDIRECT: i32 = 4;
@@ -93,6 +103,8 @@ pub struct FastPath {
     peers: OwnedFd,
     /// Routed TCP sessions the tc endpoint program translates itself.
     nat_out: OwnedFd,
+    /// Their inbound halves, which the uplink's XDP program translates back.
+    nat_in: OwnedFd,
     /// The tc programs (endpoint, trunk), or why they could not be loaded (the XDP
     /// flavour works without them).
     tc: Result<(OwnedFd, OwnedFd), String>,
@@ -144,6 +156,14 @@ impl FastPath {
             "vsw_tc_nat",
         )
         .map_err(|e| bpf::context(e, "create the tc NAT map", hint))?;
+        let nat_in = bpf::map_create(
+            bpf::BPF_MAP_TYPE_HASH,
+            NAT_KEY_LEN as u32,
+            NAT_VALUE_LEN as u32,
+            NAT_ENTRIES,
+            "vsw_nat_in",
+        )
+        .map_err(|e| bpf::context(e, "create the inbound NAT map", hint))?;
         let maps = tc::Maps {
             endpoints: endpoints.as_raw_fd(),
             peers: peers.as_raw_fd(),
@@ -166,6 +186,7 @@ impl FastPath {
             endpoints,
             peers,
             nat_out,
+            nat_in,
             tc,
             cpus: bpf::possible_cpus()?,
         })
@@ -208,6 +229,9 @@ impl FastPath {
             .map_err(|e| bpf::context(e, "add the endpoint to the tc endpoints map", ""))?;
         bpf::map_update(&self.peers, port, ifindex)
             .map_err(|e| bpf::context(e, "add the endpoint to the tc peers map", ""))?;
+        // A redirect target for the uplink's inbound NAT.
+        bpf::map_update(&self.ports, port, ifindex)
+            .map_err(|e| bpf::context(e, "add the endpoint to the fast path's devmap", ""))?;
         match bpf::tcx_ingress_link_create(program, ifindex) {
             Ok(link) => Ok(TcLink { _link: link }),
             Err(e) => {
@@ -226,6 +250,7 @@ impl FastPath {
     pub fn detach_endpoint(&self, ifindex: u32, port: PortId) {
         let _ = bpf::map_delete_bytes(&self.endpoints, &ifindex.to_ne_bytes());
         let _ = bpf::map_update(&self.peers, port, 0);
+        self.remove_port(port);
     }
 
     /// Run the trunk program on the kernel end of a worker's trunk, `ifindex`.
@@ -250,6 +275,17 @@ impl FastPath {
             net,
             port,
         )
+    }
+
+    /// The uplink's program: the inbound half of the NAT fast path, punting to the AF_XDP
+    /// socket in `xsks`.
+    pub fn nat_in_program(&self, xsks: &OwnedFd) -> Vec<BpfInsn> {
+        nat_in::program(&nat_in::Maps {
+            xsks: xsks.as_raw_fd(),
+            nat_in: self.nat_in.as_raw_fd(),
+            ports: self.ports.as_raw_fd(),
+            stats: self.stats.as_raw_fd(),
+        })
     }
 
     /// Make `port` (the veth with `ifindex`) a redirect target with zeroed counters.
@@ -316,25 +352,34 @@ impl FastPath {
             && value[..4] == port.to_ne_bytes()
     }
 
-    /// From now on the tc endpoint program translates and sends the packets matching
-    /// `key` itself (a full map keeps the session with the router).
-    pub fn nat_install(&self, key: &NatKey, value: &NatValue) -> io::Result<()> {
-        bpf::map_update_bytes(&self.nat_out, key, value)
+    fn nat_map(&self, dir: NatDir) -> &OwnedFd {
+        match dir {
+            NatDir::Out => &self.nat_out,
+            NatDir::In => &self.nat_in,
+        }
     }
 
-    pub fn nat_remove(&self, key: &NatKey) {
-        let _ = bpf::map_delete_bytes(&self.nat_out, key);
+    /// From now on the kernel translates the packets matching `key` itself, outbound
+    /// (the tc endpoint program) or inbound (the uplink's program); a full map keeps the
+    /// session with the router.
+    pub fn nat_install(&self, dir: NatDir, key: &NatKey, value: &NatValue) -> io::Result<()> {
+        bpf::map_update_bytes(self.nat_map(dir), key, value)
+    }
+
+    pub fn nat_remove(&self, dir: NatDir, key: &NatKey) {
+        let _ = bpf::map_delete_bytes(self.nat_map(dir), key);
     }
 
     /// Whether the kernel translated a packet of `key` since the last call (clearing the
     /// mark); None when the entry is gone.
-    pub fn nat_take_seen(&self, key: &NatKey) -> Option<bool> {
+    pub fn nat_take_seen(&self, dir: NatDir, key: &NatKey) -> Option<bool> {
+        let map = self.nat_map(dir);
         let mut value = [0u8; NAT_VALUE_LEN];
-        bpf::map_lookup_bytes(&self.nat_out, key, &mut value).ok()?;
+        bpf::map_lookup_bytes(map, key, &mut value).ok()?;
         let seen = value[28..] != [0; 4];
         if seen {
             value[28..].fill(0);
-            let _ = bpf::map_update_bytes(&self.nat_out, key, &value);
+            let _ = bpf::map_update_bytes(map, key, &value);
         }
         Some(seen)
     }
@@ -596,11 +641,11 @@ mod tests {
             (redirect, &orig[..]),
             "no session: punted untouched"
         );
-        fp.nat_install(&key, &v).unwrap();
+        fp.nat_install(NatDir::Out, &key, &v).unwrap();
         let (verdict, out) = run(&orig);
         assert_eq!(verdict, redirect);
         assert_eq!(out, want, "translated as the router does, byte for byte");
-        assert_eq!(fp.nat_take_seen(&key), Some(true));
+        assert_eq!(fp.nat_take_seen(NatDir::Out, &key), Some(true));
         assert_eq!(fp.counters(port).unwrap().rx_packets, 1);
 
         let syn = tcp(A, gw_mac, ([172, 18, 0, 2], 40000), 64, true);
@@ -614,9 +659,77 @@ mod tests {
             ttl1,
             "TTL 1: the router answers time exceeded"
         );
-        fp.nat_remove(&key);
+        fp.nat_remove(NatDir::Out, &key);
         assert_eq!(run(&orig).1, orig, "removed");
         fp.remove(net, A, port);
+    }
+
+    /// The uplink's inbound NAT program, over a real frame: a reply of a session in
+    /// `nat_in` comes out translated back exactly (MACs, destination address and port,
+    /// TTL, checksums as etherparse computes them from scratch) and is redirected to the
+    /// endpoint; without the session, or without a redirect target, it is left alone for
+    /// the AF_XDP socket.
+    #[test]
+    fn uplink_translates_replies_back_like_the_router() {
+        use etherparse::PacketBuilder;
+        let fp = FastPath::new().expect("create the fast path's maps (root?)");
+        let xsks = bpf::map_create(bpf::BPF_MAP_TYPE_XSKMAP, 4, 4, 1, "t_xsks").unwrap();
+        let prog = bpf::prog_load_xdp(&fp.nat_in_program(&xsks), "t_nat_in")
+            .expect("the verifier accepts the program");
+        let port: PortId = 6;
+        let (gw_mac, ep_mac, up_mac, out_mac): (Mac, Mac, Mac, Mac) = (
+            [2, 0x42, 172, 18, 0, 1],
+            [2, 0x42, 172, 18, 0, 2],
+            [2, 0, 0, 0, 0, 0x55],
+            [2, 0, 0, 0, 0, 0x99],
+        );
+        let tcp = |src: Mac, dst: Mac, to: ([u8; 4], u16), ttl: u8, fin: bool| {
+            let b = PacketBuilder::ethernet2(src, dst)
+                .ipv4([198, 51, 100, 1], to.0, ttl)
+                .tcp(5201, to.1, 9000, 64000)
+                .ack(1001);
+            let b = if fin { b.fin() } else { b };
+            let mut f = Vec::new();
+            b.write(&mut f, &[0x5a; 200]).unwrap();
+            f
+        };
+        let reply = tcp(out_mac, up_mac, ([198, 51, 100, 2], 1024), 64, false);
+        let want = tcp(gw_mac, ep_mac, ([172, 18, 0, 2], 40000), 63, false);
+        let mut key: NatKey = [0; 16];
+        key[..12].copy_from_slice(&reply[26..38]);
+        let mut v: NatValue = [0; NAT_VALUE_LEN];
+        v[..6].copy_from_slice(&ep_mac);
+        v[6..12].copy_from_slice(&gw_mac);
+        v[12..16].copy_from_slice(&[172, 18, 0, 2]);
+        v[16..18].copy_from_slice(&40000u16.to_be_bytes());
+        v[20..24].copy_from_slice(&port.to_ne_bytes());
+        let run = |f: &[u8]| bpf::prog_test_run_out(&prog, f, &[]).expect("test run");
+        let (pass, redirect) = (XDP_PASS as u32, XDP_REDIRECT as u32);
+
+        assert_eq!(
+            run(&reply),
+            (pass, reply.clone()),
+            "no session: the socket's"
+        );
+        fp.nat_install(NatDir::In, &key, &v).unwrap();
+        assert_eq!(
+            run(&reply),
+            (pass, reply.clone()),
+            "no redirect target: untouched"
+        );
+        fp.add_port(port, 1).unwrap();
+        let (verdict, out) = run(&reply);
+        assert_eq!(verdict, redirect);
+        assert_eq!(
+            out, want,
+            "translated back as the router does, byte for byte"
+        );
+        assert_eq!(fp.nat_take_seen(NatDir::In, &key), Some(true));
+        assert_eq!(fp.counters(port).unwrap().tx_packets, 1);
+        let fin = tcp(out_mac, up_mac, ([198, 51, 100, 2], 1024), 64, true);
+        assert_eq!(run(&fin), (pass, fin.clone()), "a FIN is the router's");
+        fp.nat_remove(NatDir::In, &key);
+        assert_eq!(run(&reply), (pass, reply.clone()), "removed");
     }
 
     #[test]

@@ -434,6 +434,13 @@ impl Port for XdpPort {
         })
     }
 
+    fn enable_nat_in(&mut self, fp: &crate::fastpath::FastPath) -> io::Result<()> {
+        let prog = fp.nat_in_program(self.redirect.xsks());
+        self.redirect
+            .replace(&prog, "vsw_nat_in")
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.name)))
+    }
+
     fn fd(&self) -> RawFd {
         self.socket.raw_fd()
     }

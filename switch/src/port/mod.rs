@@ -145,6 +145,14 @@ pub trait Port: Send {
     fn backend_stats(&mut self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// Run the inbound half of the NAT fast path on this port (the uplink): replies of
+    /// sessions the kernel translates go straight to their endpoints. Only AF_XDP ports.
+    fn enable_nat_in(&mut self, _fp: &crate::fastpath::FastPath) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "only AF_XDP ports run the inbound NAT fast path",
+        ))
+    }
     /// Run the in-kernel fast path (`crate::fastpath`) on this port as port `id` of
     /// network `net`, and make it a redirect target. Only AF_XDP ports can.
     fn enable_fast_path(
