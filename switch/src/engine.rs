@@ -254,15 +254,6 @@ impl Engine {
                 let port = open()?;
                 let id = self.free_id();
                 let worker = self.least_loaded();
-                let counters = Arc::new(PortCounters::default());
-                let info = PortInfo {
-                    id,
-                    name: port.name().to_string(),
-                    network: TRUNK_NET,
-                    backend: port.backend(),
-                    worker,
-                    fast_path: false,
-                };
                 for w in 0..self.workers.len() {
                     if w != worker {
                         self.send(
@@ -275,24 +266,7 @@ impl Engine {
                         )?;
                     }
                 }
-                self.send(
-                    worker,
-                    Control::AddPort(NewPort {
-                        id,
-                        net: TRUNK_NET,
-                        port,
-                        counters: counters.clone(),
-                        fast: false,
-                    }),
-                )?;
-                self.ports.insert(
-                    id,
-                    PortEntry {
-                        info,
-                        counters,
-                        tc: None,
-                    },
-                );
+                self.hand_port(worker, id, TRUNK_NET, port, false)?;
                 self.trunks.insert(parent.to_string(), id);
                 id
             }
@@ -443,6 +417,25 @@ impl Engine {
         let worker = (0..self.workers.len())
             .min_by_key(|w| self.ports.values().filter(|p| p.info.worker == *w).count())
             .unwrap_or(0);
+        for w in 0..self.workers.len() {
+            if w != worker {
+                self.send(w, Control::AddRemotePort { id, net, worker })?;
+            }
+        }
+        self.hand_port(worker, id, net, port, fast)?;
+        Ok(id)
+    }
+
+    /// Hand `port` to `worker` as port `id` of `net` (running the fast path's program
+    /// with `fast`), and record it.
+    fn hand_port(
+        &mut self,
+        worker: usize,
+        id: PortId,
+        net: NetId,
+        port: Box<dyn Port>,
+        fast: bool,
+    ) -> Result<()> {
         let counters = Arc::new(PortCounters::default());
         let info = PortInfo {
             id,
@@ -452,11 +445,6 @@ impl Engine {
             worker,
             fast_path: fast,
         };
-        for w in 0..self.workers.len() {
-            if w != worker {
-                self.send(w, Control::AddRemotePort { id, net, worker })?;
-            }
-        }
         self.send(
             worker,
             Control::AddPort(NewPort {
@@ -475,7 +463,7 @@ impl Engine {
                 tc: None,
             },
         );
-        Ok(id)
+        Ok(())
     }
 
     /// The fast path's maps when the workers install learned MACs in them.
@@ -503,33 +491,7 @@ impl Engine {
         let ifindex = crate::bpf::ifindex(kernel_end)?;
         let link = maps.attach_trunk(ifindex)?;
         let id = self.free_id();
-        let counters = Arc::new(PortCounters::default());
-        let info = PortInfo {
-            id,
-            name: port.name().to_string(),
-            network: ENDPOINT_TRUNK_NET,
-            backend: port.backend(),
-            worker,
-            fast_path: false,
-        };
-        self.send(
-            worker,
-            Control::AddPort(NewPort {
-                id,
-                net: ENDPOINT_TRUNK_NET,
-                port,
-                counters: counters.clone(),
-                fast: false,
-            }),
-        )?;
-        self.ports.insert(
-            id,
-            PortEntry {
-                info,
-                counters,
-                tc: None,
-            },
-        );
+        self.hand_port(worker, id, ENDPOINT_TRUNK_NET, port, false)?;
         self.endpoint_trunks[worker] = Some(EndpointTrunk {
             port: id,
             ifindex,

@@ -247,6 +247,31 @@ pub fn ns_exec(ns: &str, args: &[&str], timeout: Duration) -> Output {
         .expect("run ip netns exec")
 }
 
+/// Bytes an iperf3 client in `ns` moved to `target` in 2 s (`reverse`: the server sent),
+/// or what went wrong.
+pub fn iperf_bytes(ns: &str, target: &str, reverse: bool) -> (u64, String) {
+    let mut args = vec!["iperf3", "-c", target, "-t", "2", "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    let mut last = String::new();
+    for _ in 0..3 {
+        let o = ns_exec(ns, &args, Duration::from_secs(30));
+        last = String::from_utf8_lossy(&o.stdout).to_string();
+        if o.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+    let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    let why = v["error"]
+        .as_str()
+        .unwrap_or("no JSON from iperf3")
+        .to_string();
+    (bytes, why)
+}
+
 /// `ping` from a namespace; true when every echo came back.
 pub fn ping(ns: &str, dst: &str, count: u32) -> bool {
     let c = count.to_string();

@@ -270,37 +270,12 @@ fn iperf3_through_snat_and_dnat() {
     let _inside = Bg::spawn(&lab, &b, "iperf-in", &["iperf3", "-s"]);
     e2e::wait_listening(&out.ns, 5201);
     e2e::wait_listening(&b, 5201);
-    // Bytes received by the server, or what iperf3 said went wrong.
-    let run = |ns: &str, target: &str| {
-        let mut last = String::new();
-        for _ in 0..3 {
-            let o = ns_exec(
-                ns,
-                &["iperf3", "-c", target, "-t", "2", "-J"],
-                Duration::from_secs(30),
-            );
-            last = String::from_utf8_lossy(&o.stdout).to_string();
-            if o.status.success() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
-        let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-        (
-            bytes,
-            v["error"]
-                .as_str()
-                .unwrap_or("no JSON from iperf3")
-                .to_string(),
-        )
-    };
-    let (snat, why) = run(&a, out.ip);
+    let (snat, why) = e2e::iperf_bytes(&a, out.ip, false);
     assert!(
         snat > 1_000_000,
         "iperf3 through SNAT moved {snat} bytes: {why}"
     );
-    let (dnat, why) = run(&out.ns, out.uplink_ip);
+    let (dnat, why) = e2e::iperf_bytes(&out.ns, out.uplink_ip, false);
     assert!(
         dnat > 1_000_000,
         "iperf3 through DNAT moved {dnat} bytes: {why}"

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{ns_exec, ping, Bg, Capture, Daemon, Lab, Outside};
+use e2e::{iperf_bytes, ns_exec, ping, Bg, Capture, Daemon, Lab, Outside};
 
 /// `ethtool -k` of the sandbox's eth0: (tx checksumming, TSO) as "on"/"off".
 fn offloads(ns: &str) -> (bool, bool) {
@@ -16,31 +16,6 @@ fn offloads(ns: &str) -> (bool, bool) {
             .any(|l| l.trim_start().starts_with(key) && l.contains(": on"))
     };
     (on("tx-checksumming:"), on("tcp-segmentation-offload:"))
-}
-
-/// Bytes an iperf3 client in `ns` moved to `target` in 2 s (`reverse`: the server sent),
-/// or what went wrong.
-fn iperf_bytes(ns: &str, target: &str, reverse: bool) -> (u64, String) {
-    let mut args = vec!["iperf3", "-c", target, "-t", "2", "-J"];
-    if reverse {
-        args.push("-R");
-    }
-    let mut last = String::new();
-    for _ in 0..3 {
-        let o = ns_exec(ns, &args, Duration::from_secs(30));
-        last = String::from_utf8_lossy(&o.stdout).to_string();
-        if o.status.success() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
-    let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    let why = v["error"]
-        .as_str()
-        .unwrap_or("no JSON from iperf3")
-        .to_string();
-    (bytes, why)
 }
 
 /// Frame lengths tcpdump printed (`-e`: "... length N: ...", the first is the frame's).
