@@ -1373,6 +1373,17 @@ impl Controller {
                 } else if let Some(role) = switch_port_role(p.info.network) {
                     v["network"] = json!(role);
                 }
+                if p.info.network == switch::ENDPOINT_TRUNK_NET {
+                    // What the kernel dropped on its way to the worker (a sandbox's
+                    // oversized frames, a full ring) shows here, not in the worker.
+                    if let Some(kernel_end) = p.info.name.strip_suffix('w') {
+                        if let Ok((_, tx)) =
+                            crate::link::Netlink::new().and_then(|mut nl| nl.link_drops(kernel_end))
+                        {
+                            v["drops"]["trunk_kernel"] = json!(tx);
+                        }
+                    }
+                }
                 v
             })
             .collect();

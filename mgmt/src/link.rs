@@ -242,6 +242,18 @@ impl Netlink {
             .ok_or_else(|| anyhow!("the kernel reported no MTU for interface {name}"))
     }
 
+    /// The frames the kernel dropped on `name`: (received, sent), from its 64-bit stats.
+    pub fn link_drops(&mut self, name: &str) -> Result<(u64, u64)> {
+        let msg = self.require_link(name)?;
+        msg.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Stats64(s) => Some((s.rx_dropped, s.tx_dropped)),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("the kernel reported no statistics for interface {name}"))
+    }
+
     /// Whether `name` is administratively up (IFF_UP).
     pub fn is_up(&mut self, name: &str) -> Result<bool> {
         Ok(self
