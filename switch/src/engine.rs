@@ -731,7 +731,12 @@ impl Engine {
             .get(&port)
             .map(|p| p.info.worker)
             .ok_or_else(|| anyhow!("no port {port}"))?;
+        let on = tap.is_some();
         self.send(worker, Control::Capture { port, tap })?;
+        // The NAT fast path steps aside too: the capture sees every routed frame.
+        if let Some(r) = self.router_worker() {
+            self.send(r, Control::NatExclude { port, on })?;
+        }
         self.barrier()
     }
 

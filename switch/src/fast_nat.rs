@@ -11,7 +11,7 @@
 //! no longer has. Only what the router decided is repeated, and only for the port the
 //! session came from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +42,8 @@ pub(crate) struct FastNat {
     /// The uplink runs the inbound program.
     inbound: bool,
     installed: HashMap<Flow, Keys, ahash::RandomState>,
+    /// Ports under capture: their sessions are not handed to the kernel.
+    excluded: HashSet<PortId>,
 }
 
 /// An untagged IPv4 TCP frame without IP options: (source, destination, TCP flags).
@@ -67,6 +69,7 @@ impl FastNat {
             uplink_ifindex,
             inbound,
             installed: HashMap::default(),
+            excluded: HashSet::new(),
         }
     }
 
@@ -84,13 +87,14 @@ impl FastNat {
         let Some((flow, flags)) = tcp_flow(orig) else {
             return;
         };
+        // A FIN or RST ends the session's time in the kernel; a SYN starts a new session
+        // for the flow, whose translation may differ from an old one's.
         if flags & FIN_SYN_RST != 0 {
-            if flags & (FIN_SYN_RST & !0x02) != 0 {
-                self.forget(&flow);
-            }
+            self.forget(&flow);
             return;
         }
         if flags & ACK == 0
+            || self.excluded.contains(&in_port)
             || self.installed.contains_key(&flow)
             || sent.len() < TCP_END
             || !nat.inside_session(Proto::Tcp, flow.0, flow.1, false, now)
@@ -147,9 +151,20 @@ impl FastNat {
     /// RST from outside takes its session out of the kernel.
     pub fn inbound(&mut self, inner: &[u8]) {
         if let Some(((src, dst), flags)) = tcp_flow(inner) {
-            if flags & (FIN_SYN_RST & !0x02) != 0 {
+            if flags & FIN_SYN_RST != 0 {
                 self.forget(&(dst, src));
             }
+        }
+    }
+
+    /// While `on`, `port`'s sessions stay with the router (a capture of the port sees
+    /// every frame): those in the kernel leave it now.
+    pub fn exclude(&mut self, port: PortId, on: bool) {
+        if on {
+            self.forget_port(port);
+            self.excluded.insert(port);
+        } else {
+            self.excluded.remove(&port);
         }
     }
 
@@ -179,8 +194,9 @@ impl FastNat {
         });
     }
 
-    /// Every session of `port` leaves the kernel (the port is going).
+    /// Every session of `port` leaves the kernel (the port is going, or captured).
     pub fn forget_port(&mut self, port: PortId) {
+        self.excluded.remove(&port);
         let maps = &self.maps;
         self.installed.retain(|_, keys| {
             let mine = keys.out[..4] == port.to_ne_bytes();

@@ -101,6 +101,12 @@ pub enum Control {
         port: PortId,
         tap: Option<CaptureTap>,
     },
+    /// While `on`, the router hands none of `port`'s NAT sessions to the kernel (the
+    /// port is captured).
+    NatExclude {
+        port: PortId,
+        on: bool,
+    },
     AddNetwork(NetConfig),
     RemoveNetwork(NetId),
     /// A port this worker owns from now on.
@@ -973,6 +979,11 @@ impl Worker {
                     let _ = reply.send(self.dns.as_ref().map(|d| d.stats()));
                 }
                 Control::AddPort(p) => self.add_port(p),
+                Control::NatExclude { port, on } => {
+                    if let Some(f) = self.router.as_mut().and_then(|r| r.fast_nat.as_mut()) {
+                        f.exclude(port, on);
+                    }
+                }
                 Control::AddSkbPort(p) => {
                     let i = p.id as usize;
                     if self.tx.skb.len() <= i {

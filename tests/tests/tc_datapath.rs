@@ -280,3 +280,46 @@ fn fastpath_option_is_validated() {
     );
     d.ok(&["network", "create", "-o", "fastpath=xdp", &lab.name("x")]);
 }
+
+/// A capture of a port sees its routed TCP too: while it runs, the router hands none of
+/// the port's NAT sessions to the kernel (and takes back those it had).
+#[test]
+fn capture_sees_routed_tcp_the_kernel_would_translate() {
+    let lab = Lab::new();
+    let out = Outside::new(&lab);
+    let args = out.daemon_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start(&lab, &args);
+    let net = lab.name("n");
+    d.ok(&["network", "create", "--subnet", "172.28.1.0/24", &net]);
+    let a = lab.name("a");
+    d.sandbox(&a, &net, &[]);
+    let _srv = Bg::spawn(&lab, &out.ns, "iperf-out", &["iperf3", "-s", "-B", out.ip]);
+    e2e::wait_listening(&out.ns, 5201);
+    let fast = || {
+        let p = d.json(&["stats", &a])["ports"][0].clone();
+        let n = |k: &str| p[k].as_u64().unwrap_or(0);
+        n("fast_path_rx_packets") + n("fast_path_tx_packets")
+    };
+    let file = lab.dir.join("a.pcap");
+    let mut cap = d.spawn_ctl(&["capture", &a, "-w", file.to_str().expect("path")]);
+    e2e::wait_for("the capture to start", Duration::from_secs(5), || {
+        file.exists()
+    });
+    let before = fast();
+    let (bytes, why) = iperf_bytes(&a, out.ip, false);
+    assert!(
+        bytes > 1_000_000,
+        "iperf3 through SNAT moved {bytes} bytes: {why}"
+    );
+    let kernel = fast() - before;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(cap.id() as i32, libc::SIGINT) };
+    assert!(cap.wait().expect("capture").success());
+    assert_eq!(kernel, 0, "the kernel translated frames of a captured port");
+    let lines = e2e::pcap_lines(&file, &[]);
+    let count = |pat: &str| lines.iter().filter(|l| l.contains(pat)).count();
+    let (sent, replies) = (count("> 198.51.100.1.5201"), count("198.51.100.1.5201 >"));
+    assert!(sent > 500, "the capture saw {sent} frames of the transfer");
+    assert!(replies > 100, "the capture saw {replies} replies");
+}
