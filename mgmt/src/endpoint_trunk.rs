@@ -25,11 +25,23 @@ pub fn names(worker: usize) -> (String, String) {
 
 /// Create and attach every worker's trunk (replacing leftovers of an earlier run).
 pub fn attach_all(engine: &mut Engine, io: IoMode) -> Result<()> {
-    for w in 0..engine.config().workers.max(1) {
+    let workers = engine.config().workers.max(1);
+    // Trunks of an earlier run with more workers (killed before it removed them).
+    let mut nl = Netlink::new()?;
+    for w in workers..LEFTOVER_SCAN {
+        let kernel = names(w).0;
+        if nl.link_exists(&kernel) {
+            nl.delete_link(&kernel)?;
+        }
+    }
+    for w in 0..workers {
         attach(engine, io, w).with_context(|| format!("endpoint trunk of worker {w}"))?;
     }
     Ok(())
 }
+
+/// How many trunk names a start looks for leftovers of.
+const LEFTOVER_SCAN: usize = 256;
 
 fn attach(engine: &mut Engine, io: IoMode, worker: usize) -> Result<()> {
     let (kernel, user) = names(worker);
