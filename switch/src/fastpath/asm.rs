@@ -35,6 +35,14 @@ pub(super) const JNE_REG: u8 = 0x5d;
 pub(super) const JEQ_REG: u8 = 0x1d;
 pub(super) const JGT_REG: u8 = 0x2d;
 pub(super) const JSET_IMM: u8 = 0x45;
+pub(super) const AND_IMM: u8 = 0x57;
+pub(super) const OR_IMM: u8 = 0x47;
+pub(super) const XOR_IMM: u8 = 0xa7;
+pub(super) const RSH_IMM: u8 = 0x77;
+pub(super) const JGT_IMM: u8 = 0x25;
+pub(super) const JA: u8 = 0x05;
+pub(super) const JLE_IMM: u8 = 0xb5;
+pub(super) const STX_B: u8 = 0x73;
 pub(super) const CALL: u8 = 0x85;
 pub(super) const EXIT: u8 = 0x95;
 
@@ -60,6 +68,15 @@ impl Asm {
     pub(super) fn ret(&mut self, imm: i32) {
         self.op(MOV_IMM, 0, 0, 0, imm);
         self.op(EXIT, 0, 0, 0, 0);
+    }
+    /// dst = imm (64 bits, the two-slot load)
+    pub(super) fn ld_imm64(&mut self, dst: u8, imm: u64) {
+        self.op(0x18, dst, 0, 0, imm as u32 as i32);
+        self.op(0, 0, 0, 0, (imm >> 32) as u32 as i32);
+    }
+    /// dst = the low 16 bits of dst in network order (a byte swap on this host)
+    pub(super) fn to_be16(&mut self, dst: u8) {
+        self.op(0xdc, dst, 0, 0, 16);
     }
     pub(super) fn load_map(&mut self, dst: u8, fd: i32) {
         self.op(0x18, dst, bpf::BPF_PSEUDO_MAP_FD, 0, fd);

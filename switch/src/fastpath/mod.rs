@@ -35,6 +35,8 @@
 mod asm;
 mod nat_in;
 pub mod tc;
+mod tunnel;
+pub mod uplink;
 mod xdp;
 
 use std::io;
@@ -79,6 +81,43 @@ pub enum NatDir {
     In,
 }
 
+/// The tc uplink as its program sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct TcUplink {
+    pub ifindex: u32,
+    pub port: PortId,
+    pub trunk_ifindex: u32,
+    pub mac: Mac,
+    /// The VTEP address: VXLAN to it is decapsulated.
+    pub vtep: std::net::Ipv4Addr,
+}
+
+/// A `vxlan_out` value ([`tunnel`]): the outer headers for one MAC behind a VTEP.
+pub type VxlanValue = [u8; tunnel::VXLAN_VALUE_LEN];
+
+/// The `vxlan_out` value for frames to a VTEP: `outer` is the 50 bytes of outer
+/// headers (Ethernet, IPv4, UDP, VXLAN) as the router writes them for that VTEP; the
+/// lengths, checksums and IP ID are the program's (zeroed here, and the IPv4 checksum
+/// recomputed over a total length of 0).
+pub fn vxlan_value(outer: &[u8], uplink_ifindex: u32, uplink_port: PortId) -> VxlanValue {
+    let mut v = [0u8; tunnel::VXLAN_VALUE_LEN];
+    v[..50].copy_from_slice(&outer[..50]);
+    v[16..20].fill(0); // total length, IP ID
+    v[24..26].fill(0);
+    v[38..42].fill(0); // UDP length and checksum
+    let mut sum = 0u32;
+    for w in v[14..34].chunks_exact(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    v[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    v[52..56].copy_from_slice(&uplink_ifindex.to_ne_bytes());
+    v[60..64].copy_from_slice(&uplink_port.to_ne_bytes());
+    v
+}
+
 const FUNC_REDIRECT_MAP: i32 = 51;
 const XDP_PASS: i32 = 2;
 const XDP_REDIRECT: i32 = 4;
@@ -103,12 +142,25 @@ pub struct FastPath {
     peers: OwnedFd,
     /// Routed TCP sessions the tc endpoint program translates itself.
     nat_out: OwnedFd,
-    /// Their inbound halves, which the uplink's XDP program translates back.
+    /// Their inbound halves, which the uplink's program (XDP or tc) translates back.
     nat_in: OwnedFd,
-    /// The tc programs (endpoint, trunk), or why they could not be loaded (the XDP
-    /// flavour works without them).
-    tc: Result<(OwnedFd, OwnedFd), String>,
+    /// Overlay unicast: (network, MAC behind a VTEP) -> the outer headers.
+    vxlan_out: OwnedFd,
+    /// VNI -> network, for the tc uplink's decapsulation.
+    vnis: OwnedFd,
+    /// The tc uplink's configuration (one entry).
+    uplink_cfg: OwnedFd,
+    /// The tc programs, or why they could not be loaded (the XDP flavour works without
+    /// them).
+    tc: Result<TcPrograms, String>,
     cpus: usize,
+}
+
+/// The tc data path's programs.
+struct TcPrograms {
+    endpoint: OwnedFd,
+    trunk: OwnedFd,
+    uplink: OwnedFd,
 }
 
 /// A tc program attached to a device's ingress; detached when dropped (also when the
@@ -164,18 +216,51 @@ impl FastPath {
             "vsw_nat_in",
         )
         .map_err(|e| bpf::context(e, "create the inbound NAT map", hint))?;
+        let vxlan_out = bpf::map_create(
+            bpf::BPF_MAP_TYPE_HASH,
+            KEY_LEN as u32,
+            tunnel::VXLAN_VALUE_LEN as u32,
+            FDB_ENTRIES,
+            "vsw_vxlan_out",
+        )
+        .map_err(|e| bpf::context(e, "create the overlay fast path's map", hint))?;
+        let vnis = bpf::map_create(bpf::BPF_MAP_TYPE_HASH, 4, 4, MAX_PORTS, "vsw_vnis")
+            .map_err(|e| bpf::context(e, "create the VNI map", hint))?;
+        let uplink_cfg = bpf::map_create(
+            bpf::BPF_MAP_TYPE_ARRAY,
+            4,
+            uplink::CFG_LEN as u32,
+            1,
+            "vsw_uplink",
+        )
+        .map_err(|e| bpf::context(e, "create the uplink's map", hint))?;
         let maps = tc::Maps {
             endpoints: endpoints.as_raw_fd(),
             peers: peers.as_raw_fd(),
             fdb: fdb.as_raw_fd(),
             stats: stats.as_raw_fd(),
             nat_out: nat_out.as_raw_fd(),
+            vxlan_out: vxlan_out.as_raw_fd(),
+        };
+        let uplink_maps = uplink::Maps {
+            cfg: uplink_cfg.as_raw_fd(),
+            vnis: vnis.as_raw_fd(),
+            fdb: fdb.as_raw_fd(),
+            peers: peers.as_raw_fd(),
+            vxlan_out: vxlan_out.as_raw_fd(),
+            nat_in: nat_in.as_raw_fd(),
+            stats: stats.as_raw_fd(),
         };
         let load = |insns: Vec<BpfInsn>, name: &str| {
             bpf::prog_load_tc(&insns, name).map_err(|e| format!("load {name}: {e}"))
         };
-        let tc = load(tc::endpoint_program(&maps), "vsw_tc_ep")
-            .and_then(|ep| Ok((ep, load(tc::trunk_program(&maps), "vsw_tc_trunk")?)));
+        let tc = (|| {
+            Ok(TcPrograms {
+                endpoint: load(tc::endpoint_program(&maps), "vsw_tc_ep")?,
+                trunk: load(tc::trunk_program(&maps), "vsw_tc_trunk")?,
+                uplink: load(uplink::program(&uplink_maps), "vsw_tc_uplink")?,
+            })
+        })();
         if let Err(e) = &tc {
             tracing::warn!(error = %e, "no tc data path");
         }
@@ -187,15 +272,18 @@ impl FastPath {
             peers,
             nat_out,
             nat_in,
+            vxlan_out,
+            vnis,
+            uplink_cfg,
             tc,
             cpus: bpf::possible_cpus()?,
         })
     }
 
-    /// The tc programs (endpoint, trunk), or an error saying why there are none.
-    fn tc_programs(&self) -> io::Result<(&OwnedFd, &OwnedFd)> {
+    /// The tc programs, or an error saying why there are none.
+    fn tc_programs(&self) -> io::Result<&TcPrograms> {
         match &self.tc {
-            Ok((ep, trunk)) => Ok((ep, trunk)),
+            Ok(p) => Ok(p),
             Err(e) => Err(io::Error::other(format!(
                 "the tc data path is unavailable: {e}"
             ))),
@@ -217,7 +305,7 @@ impl FastPath {
                 "port {port} is past the {MAX_PORTS} endpoints the tc data path has slots for"
             )));
         }
-        let (program, _) = self.tc_programs()?;
+        let program = &self.tc_programs()?.endpoint;
         let mut value = [0u8; ENDPOINT_LEN];
         value[..4].copy_from_slice(&net.to_ne_bytes());
         value[4..8].copy_from_slice(&port.to_ne_bytes());
@@ -255,13 +343,90 @@ impl FastPath {
 
     /// Run the trunk program on the kernel end of a worker's trunk, `ifindex`.
     pub fn attach_trunk(&self, ifindex: u32) -> io::Result<TcLink> {
-        let (_, program) = self.tc_programs()?;
+        let program = &self.tc_programs()?.trunk;
         bpf::tcx_ingress_link_create(program, ifindex)
             .map(|link| TcLink { _link: link })
             .map_err(|e| {
                 let hint = tcx_hint(&e);
                 bpf::context(e, "attach the tc trunk program (tcx ingress)", hint)
             })
+    }
+
+    /// Make `ifindex` the tc uplink, port `port`: its frames are forwarded in the
+    /// kernel ([`uplink`]) or punted to the trunk `trunk_ifindex`, and the worker's
+    /// frames for `port` leave by its egress.
+    pub fn attach_uplink(&self, u: &TcUplink) -> io::Result<TcLink> {
+        if u.port >= MAX_PORTS {
+            return Err(io::Error::other(format!(
+                "port {} is past the {MAX_PORTS} the tc data path has slots for",
+                u.port
+            )));
+        }
+        let program = &self.tc_programs()?.uplink;
+        let zero = vec![0u8; STATS_LEN * self.cpus];
+        bpf::map_update_bytes(&self.stats, &u.port.to_ne_bytes(), &zero)
+            .map_err(|e| bpf::context(e, "zero the fast path's counters", ""))?;
+        bpf::map_update(&self.peers, u.port, u.ifindex | uplink::EGRESS)
+            .map_err(|e| bpf::context(e, "add the uplink to the tc peers map", ""))?;
+        self.set_uplink_cfg(u, 0)?;
+        match bpf::tcx_ingress_link_create(program, u.ifindex) {
+            Ok(link) => Ok(TcLink { _link: link }),
+            Err(e) => {
+                let _ = bpf::map_update(&self.peers, u.port, 0);
+                let hint = tcx_hint(&e);
+                Err(bpf::context(
+                    e,
+                    "attach the tc uplink program (tcx ingress)",
+                    hint,
+                ))
+            }
+        }
+    }
+
+    /// The tc uplink's configuration with `flags` ([`uplink::CFG_PUNT_ALL`]).
+    pub fn set_uplink_cfg(&self, u: &TcUplink, flags: u32) -> io::Result<()> {
+        let mut v = [0u8; uplink::CFG_LEN];
+        v[..6].copy_from_slice(&u.mac);
+        v[8..12].copy_from_slice(&u.vtep.octets());
+        v[12..16].copy_from_slice(&u.port.to_ne_bytes());
+        v[16..20].copy_from_slice(&u.trunk_ifindex.to_ne_bytes());
+        v[20..24].copy_from_slice(&flags.to_ne_bytes());
+        bpf::map_update_bytes(&self.uplink_cfg, &0u32.to_ne_bytes(), &v)
+            .map_err(|e| bpf::context(e, "configure the tc uplink", ""))
+    }
+
+    /// Overlay network `net` has VNI `vni` (Some), or no longer (None).
+    pub fn set_vni(&self, vni: u32, net: Option<NetId>) {
+        let b = vni.to_be_bytes();
+        let key = [b[1], b[2], b[3], 0];
+        let _ = match net {
+            Some(n) => bpf::map_update_bytes(&self.vnis, &key, &n.to_ne_bytes()),
+            None => bpf::map_delete_bytes(&self.vnis, &key),
+        };
+    }
+
+    /// Frames for `mac` of `net` are encapsulated with `value` ([`VxlanValue`]) and
+    /// leave by the uplink; frames from it through the uplink are decapsulated.
+    pub fn vxlan_install(&self, net: NetId, mac: Mac, value: &VxlanValue) -> io::Result<()> {
+        bpf::map_update_bytes(&self.vxlan_out, &key(net, mac), value)
+    }
+
+    pub fn vxlan_remove(&self, net: NetId, mac: Mac) {
+        let _ = bpf::map_delete_bytes(&self.vxlan_out, &key(net, mac));
+    }
+
+    /// Whether the kernel carried a frame to or from `mac` of `net` since the last call
+    /// (clearing the mark); None when the entry is gone.
+    pub fn vxlan_take_seen(&self, net: NetId, mac: Mac) -> Option<bool> {
+        let k = key(net, mac);
+        let mut value = [0u8; tunnel::VXLAN_VALUE_LEN];
+        bpf::map_lookup_bytes(&self.vxlan_out, &k, &mut value).ok()?;
+        let seen = value[56..60] != [0; 4];
+        if seen {
+            value[56..60].fill(0);
+            let _ = bpf::map_update_bytes(&self.vxlan_out, &k, &value);
+        }
+        Some(seen)
     }
 
     /// The program for port `port` of network `net`, punting to the AF_XDP socket in
@@ -536,7 +701,8 @@ mod tests {
             c[40..44].copy_from_slice(&ifindex.to_ne_bytes());
             c
         };
-        let (ep_prog, trunk_prog) = fp.tc_programs().expect("the verifier accepts both");
+        let progs = fp.tc_programs().expect("the verifier accepts them");
+        let (ep_prog, trunk_prog) = (&progs.endpoint, &progs.trunk);
         let run = |f: &[u8]| bpf::prog_test_run_ctx(ep_prog, f, &ctx(lo)).expect("test run");
         let ip = [0x08, 0x00];
         let (shot, redirect) = (2u32, tc::TC_ACT_REDIRECT as u32);
@@ -594,7 +760,7 @@ mod tests {
     fn tc_endpoint_translates_routed_tcp_like_the_router() {
         use etherparse::PacketBuilder;
         let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
-        let (ep_prog, _) = fp.tc_programs().expect("the verifier accepts it");
+        let ep_prog = &fp.tc_programs().expect("the verifier accepts it").endpoint;
         let (net, port): (NetId, PortId) = (11, 5);
         let lo = 1u32;
         let mut value = [0u8; ENDPOINT_LEN];
@@ -862,3 +1028,6 @@ mod engine_tests {
         });
     }
 }
+
+#[cfg(test)]
+mod tunnel_tests;

@@ -20,12 +20,6 @@ pub(super) struct Maps {
     pub stats: i32,
 }
 
-const AND_IMM: u8 = 0x57;
-const XOR_IMM: u8 = 0xa7;
-const RSH_IMM: u8 = 0x77;
-const STX_B: u8 = 0x73;
-const JLE_IMM: u8 = 0xb5;
-
 /// r0 += (16-bit word at r2 + `old`) ^ 0xffff (the old value's complement); r0 += the new
 /// 16-bit word at r7 + `new` (the session's value). r4 is clobbered.
 fn swap_word(a: &mut Asm, old: i16, new: i16) {

@@ -29,40 +29,40 @@ use super::asm::*;
 use crate::bpf::BpfInsn;
 
 // Offsets in `struct __sk_buff` (linux/bpf.h).
-const SKB_LEN: i16 = 0;
-const SKB_VLAN_PRESENT: i16 = 20;
-const SKB_VLAN_TCI: i16 = 24;
-const SKB_VLAN_PROTO: i16 = 28;
-const SKB_IFINDEX: i16 = 40;
-const SKB_DATA: i16 = 76;
-const SKB_DATA_END: i16 = 80;
-const SKB_GSO_SEGS: i16 = 164;
+pub(super) const SKB_LEN: i16 = 0;
+pub(super) const SKB_VLAN_PRESENT: i16 = 20;
+pub(super) const SKB_VLAN_TCI: i16 = 24;
+pub(super) const SKB_VLAN_PROTO: i16 = 28;
+pub(super) const SKB_IFINDEX: i16 = 40;
+pub(super) const SKB_DATA: i16 = 76;
+pub(super) const SKB_DATA_END: i16 = 80;
+pub(super) const SKB_GSO_SEGS: i16 = 164;
 
-const FUNC_SKB_STORE_BYTES: i32 = 9;
-const FUNC_L3_CSUM_REPLACE: i32 = 10;
-const FUNC_L4_CSUM_REPLACE: i32 = 11;
-const FUNC_SKB_VLAN_PUSH: i32 = 18;
+pub(super) const FUNC_SKB_STORE_BYTES: i32 = 9;
+pub(super) const FUNC_L3_CSUM_REPLACE: i32 = 10;
+pub(super) const FUNC_L4_CSUM_REPLACE: i32 = 11;
+pub(super) const FUNC_SKB_VLAN_PUSH: i32 = 18;
 /// bpf_l4_csum_replace: the field is part of the pseudo-header (addresses).
-const BPF_F_PSEUDO_HDR: i32 = 1 << 4;
+pub(super) const BPF_F_PSEUDO_HDR: i32 = 1 << 4;
 // Offsets in an untagged Ethernet + IPv4 (no options) + TCP frame.
-const IP_VER_IHL: i16 = 14;
-const IP_FRAG: i16 = 20;
-const IP_TTL: i16 = 22;
-const IP_PROTO: i16 = 23;
-const IP_CSUM: i32 = 24;
-const IP_SRC: i16 = 26;
-const IP_DST: i16 = 30;
-const TCP_PORTS: i16 = 34;
-const TCP_FLAGS: i16 = 47;
-const TCP_CSUM: i32 = 50;
-const TCP_HDR_END: i32 = 54;
-const FUNC_SKB_VLAN_POP: i32 = 19;
-const FUNC_REDIRECT: i32 = 23;
-const FUNC_REDIRECT_PEER: i32 = 155;
-const TC_ACT_SHOT: i32 = 2;
+pub(super) const IP_VER_IHL: i16 = 14;
+pub(super) const IP_FRAG: i16 = 20;
+pub(super) const IP_TTL: i16 = 22;
+pub(super) const IP_PROTO: i16 = 23;
+pub(super) const IP_CSUM: i32 = 24;
+pub(super) const IP_SRC: i16 = 26;
+pub(super) const IP_DST: i16 = 30;
+pub(super) const TCP_PORTS: i16 = 34;
+pub(super) const TCP_FLAGS: i16 = 47;
+pub(super) const TCP_CSUM: i32 = 50;
+pub(super) const TCP_HDR_END: i32 = 54;
+pub(super) const FUNC_SKB_VLAN_POP: i32 = 19;
+pub(super) const FUNC_REDIRECT: i32 = 23;
+pub(super) const FUNC_REDIRECT_PEER: i32 = 155;
+pub(super) const TC_ACT_SHOT: i32 = 2;
 pub(super) const TC_ACT_REDIRECT: i32 = 7;
 /// 802.1ad (S-VLAN) in network order, as `vlan_proto` reads and `skb_vlan_push` takes it.
-const ETH_P_8021AD_BE: i32 = 0xa888;
+pub(super) const ETH_P_8021AD_BE: i32 = 0xa888;
 
 /// The maps the programs read, by fd.
 pub(super) struct Maps {
@@ -76,6 +76,8 @@ pub(super) struct Maps {
     pub stats: i32,
     /// outbound routed TCP sessions the program translates (`NatKey` -> `NatValue`)
     pub nat_out: i32,
+    /// (network, MAC) -> the outer headers to its VTEP ([`super::tunnel`])
+    pub vxlan_out: i32,
 }
 
 /// The endpoint program. r6 = skb, r7 = network, r8 = port, r9 = trunk ifindex. Stack:
@@ -84,7 +86,8 @@ pub(super) struct Maps {
 /// old TTL/protocol word, fp-56 the new one, fp-60 the uplink's ifindex.
 pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     let mut a = Asm::default();
-    let (punt, drop, seen, segs, tx, done, nat) = (
+    let (punt, drop, seen, segs, tx, done, nat, vx) = (
+        a.label(),
         a.label(),
         a.label(),
         a.label(),
@@ -133,7 +136,7 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     a.op(LDX_H, 5, 2, 4, 0);
     a.op(STX_H, 10, 5, -8, 0);
     a.lookup(m.fdb, -16);
-    a.jump(JEQ_IMM, 0, 0, 0, nat); // not an endpoint's MAC: routed, perhaps
+    a.jump(JEQ_IMM, 0, 0, 0, vx); // not an endpoint's MAC: a tunnel's, or routed
     a.op(LDX_W, 5, 0, 0, 0);
     a.jump(JEQ_REG, 5, 8, 0, punt); // same port: the worker drops and counts it
     a.op(STX_W, 10, 5, -24, 0);
@@ -166,6 +169,7 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     a.bind(done);
     a.ret(TC_ACT_REDIRECT);
 
+    super::tunnel::encap(&mut a, m.vxlan_out, m.stats, [vx, nat, punt, drop]);
     routed_tcp(&mut a, m, nat, punt, drop);
 
     // Everything else: tagged with the port, to the worker through its trunk.
@@ -186,11 +190,11 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
 }
 
 /// r2 = skb->data, r3 = skb->data_end; to `fail` unless 14 bytes are in the linear part.
-fn bounds(a: &mut Asm, fail: Label) {
+pub(super) fn bounds(a: &mut Asm, fail: Label) {
     bounds_n(a, 14, fail);
 }
 
-fn bounds_n(a: &mut Asm, n: i32, fail: Label) {
+pub(super) fn bounds_n(a: &mut Asm, n: i32, fail: Label) {
     a.op(LDX_W, 2, 6, SKB_DATA, 0);
     a.op(LDX_W, 3, 6, SKB_DATA_END, 0);
     a.op(MOV_REG, 4, 2, 0, 0);
@@ -200,7 +204,7 @@ fn bounds_n(a: &mut Asm, n: i32, fail: Label) {
 
 /// r1 = skb; r2 = off; r3 = fp + at (or r7 + at with `from_value`); r4 = len; r5 = 0;
 /// call bpf_skb_store_bytes; to `fail` on error.
-fn store(a: &mut Asm, off: i32, from_value: bool, at: i32, len: i32, fail: Label) {
+pub(super) fn store(a: &mut Asm, off: i32, from_value: bool, at: i32, len: i32, fail: Label) {
     a.op(MOV_REG, 1, 6, 0, 0);
     a.op(MOV_IMM, 2, 0, 0, off);
     a.op(MOV_REG, 3, if from_value { 7 } else { 10 }, 0, 0);
@@ -214,24 +218,24 @@ fn store(a: &mut Asm, off: i32, from_value: bool, at: i32, len: i32, fail: Label
 /// One checksum update: `helper` (l3 or l4 csum_replace) on the field at `off`, from
 /// the old value on the stack at fp + `from` to the new one at `to` (the session's value
 /// in r7, or the stack), `size` bytes, with `flags`.
-struct Replace {
-    helper: i32,
-    off: i32,
-    from: i16,
-    to: Src,
-    size: i32,
-    flags: i32,
+pub(super) struct Replace {
+    pub helper: i32,
+    pub off: i32,
+    pub from: i16,
+    pub to: Src,
+    pub size: i32,
+    pub flags: i32,
 }
 
 /// Where a new value is read from.
 #[derive(Clone, Copy)]
-enum Src {
+pub(super) enum Src {
     Value(i16),
     Stack(i16),
 }
 
 /// r1 = skb; r2 = offset; r3 = old; r4 = new; r5 = flags | size; call; to `fail` on error.
-fn csum(a: &mut Asm, r: Replace, fail: Label) {
+pub(super) fn csum(a: &mut Asm, r: Replace, fail: Label) {
     let ld = if r.size == 4 { LDX_W } else { LDX_H };
     a.op(MOV_REG, 1, 6, 0, 0);
     a.op(MOV_IMM, 2, 0, 0, r.off);
@@ -331,7 +335,7 @@ fn routed_tcp(a: &mut Asm, m: &Maps, nat: Label, punt: Label, drop: Label) {
 
 /// The trunk program: the worker's frame, tagged 802.1ad with the destination port as
 /// its TCI (taken off into the skb by the kernel's receive path), goes untagged to that
-/// port's sandbox. r6 = skb, r7 = the host end's ifindex; fp-4 the port.
+/// port's sandbox, or out of the uplink when that is the port. r6 = skb, r7 = the host end's ifindex; fp-4 the port.
 pub(super) fn trunk_program(m: &Maps) -> Vec<BpfInsn> {
     let mut a = Asm::default();
     let drop = a.label();
@@ -349,9 +353,18 @@ pub(super) fn trunk_program(m: &Maps) -> Vec<BpfInsn> {
     a.op(MOV_REG, 1, 6, 0, 0);
     a.call(FUNC_SKB_VLAN_POP);
     a.jump(JNE_IMM, 0, 0, 0, drop);
+    let egress = a.label();
+    a.jump(JSET_IMM, 7, 0, super::uplink::EGRESS as i32, egress);
     a.op(MOV_REG, 1, 7, 0, 0);
     a.op(MOV_IMM, 2, 0, 0, 0);
     a.call(FUNC_REDIRECT_PEER);
+    a.op(EXIT, 0, 0, 0, 0);
+    // The uplink: out of its egress.
+    a.bind(egress);
+    a.op(MOV_REG, 1, 7, 0, 0);
+    a.op(AND_IMM, 1, 0, 0, !(super::uplink::EGRESS as i32));
+    a.op(MOV_IMM, 2, 0, 0, 0);
+    a.call(FUNC_REDIRECT);
     a.op(EXIT, 0, 0, 0, 0);
     a.bind(drop);
     a.ret(TC_ACT_SHOT);

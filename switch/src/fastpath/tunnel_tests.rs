@@ -1,0 +1,260 @@
+//! The overlay and tc-uplink programs through the verifier and over real frames
+//! (BPF_PROG_TEST_RUN decides redirects without carrying them out): encapsulation
+//! byte-exact against the vxlan crate's VTEP, decapsulation back to the inner frame,
+//! and the uplink's inbound NAT against etherparse.
+
+use super::*;
+use std::net::Ipv4Addr;
+
+const A: Mac = [2, 0, 0, 0, 0, 0xa];
+const B: Mac = [2, 0, 0, 0, 0, 0xb];
+const UP_MAC: Mac = [2, 0, 0, 0, 0, 0x55];
+const HOP_MAC: Mac = [2, 0, 0, 0, 0, 0x99];
+const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+const VNI: u32 = 4242;
+
+fn udp_frame(dst: Mac, src: Mac, len: usize) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(src, dst)
+        .ipv4([172, 31, 0, 2], [172, 31, 0, 3], 64)
+        .udp(4000, 5000);
+    let mut f = Vec::new();
+    b.write(&mut f, &vec![0x6b; len]).unwrap();
+    f
+}
+
+/// What the crate's VTEP sends for `inner` from `from` to `to`.
+fn encapsulated(inner: &[u8], from: Ipv4Addr, to: Ipv4Addr, src_mac: Mac, hop: Mac) -> Vec<u8> {
+    let mut vtep = vxlan::Vtep::new(vxlan::VtepConfig::new(src_mac, from));
+    let mut out = vec![0u8; 2048];
+    let n = vtep
+        .encapsulate(vxlan::Vni::new(VNI).unwrap(), to, hop, inner, &mut out)
+        .unwrap();
+    out.truncate(n);
+    out
+}
+
+fn ctx(ifindex: u32) -> Vec<u8> {
+    let mut c = vec![0u8; 44];
+    c[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    c
+}
+
+/// An endpoint frame for a MAC behind a VTEP comes out as the crate's VTEP would send
+/// it (all but the UDP source port, which the program takes from the skb's flow hash),
+/// counted on the endpoint and the uplink; one too big for the underlay, or without an
+/// entry, is punted untouched.
+#[test]
+fn endpoint_encapsulates_like_the_vtep() {
+    let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
+    let prog = &fp
+        .tc_programs()
+        .expect("the verifier accepts them")
+        .endpoint;
+    let (net, port, uplink_port, lo): (NetId, PortId, PortId, u32) = (21, 8, 9, 1);
+    let mut ep = [0u8; ENDPOINT_LEN];
+    ep[..4].copy_from_slice(&net.to_ne_bytes());
+    ep[4..8].copy_from_slice(&port.to_ne_bytes());
+    ep[8..12].copy_from_slice(&lo.to_ne_bytes());
+    bpf::map_update_bytes(&fp.endpoints, &lo.to_ne_bytes(), &ep).unwrap();
+    fp.install(net, A, port).unwrap();
+    for p in [port, uplink_port] {
+        let zero = vec![0u8; STATS_LEN * fp.cpus];
+        bpf::map_update_bytes(&fp.stats, &p.to_ne_bytes(), &zero).unwrap();
+    }
+    let inner = udp_frame(B, A, 200);
+    let want = encapsulated(&inner, LOCAL, REMOTE, UP_MAC, HOP_MAC);
+    let run = |f: &[u8]| bpf::prog_test_run_out(prog, f, &ctx(lo)).expect("test run");
+    let redirect = tc::TC_ACT_REDIRECT as u32;
+    assert_eq!(
+        run(&inner),
+        (redirect, inner.clone()),
+        "no entry: punted untouched"
+    );
+
+    // The router's template: the headers it sends to that VTEP, any frame's.
+    let other = udp_frame(B, A, 17);
+    let tmpl = encapsulated(&other, LOCAL, REMOTE, UP_MAC, HOP_MAC);
+    fp.vxlan_install(net, B, &vxlan_value(&tmpl, 77, uplink_port))
+        .unwrap();
+    let (verdict, mut out) = run(&inner);
+    assert_eq!(verdict, redirect);
+    assert_eq!(out.len(), want.len());
+    let sport = u16::from_be_bytes([out[34], out[35]]);
+    assert!(sport >= 49152, "source port {sport} in the dynamic range");
+    out[34..36].copy_from_slice(&want[34..36]);
+    assert_eq!(out, want, "encapsulated as the VTEP does, byte for byte");
+    assert_eq!(fp.vxlan_take_seen(net, B), Some(true));
+    assert_eq!(fp.vxlan_take_seen(net, B), Some(false));
+    let (rx, tx) = (
+        fp.counters(port).unwrap(),
+        fp.counters(uplink_port).unwrap(),
+    );
+    assert_eq!((rx.rx_packets, rx.rx_bytes), (1, inner.len() as u64));
+    assert_eq!((tx.tx_packets, tx.tx_bytes), (1, inner.len() as u64));
+
+    let big = udp_frame(B, A, 1500 - 36 - 14 - 28 + 1);
+    assert_eq!(
+        run(&big),
+        (redirect, big.clone()),
+        "too big for the underlay: the router's"
+    );
+    fp.vxlan_remove(net, B);
+    assert_eq!(run(&inner), (redirect, inner.clone()), "removed");
+}
+
+fn uplink_ctx(fp: &FastPath, up_port: PortId, trunk: u32, lo: u32) {
+    let u = TcUplink {
+        ifindex: lo,
+        port: up_port,
+        trunk_ifindex: trunk,
+        mac: UP_MAC,
+        vtep: LOCAL,
+    };
+    bpf::map_update(&fp.peers, up_port, lo | uplink::EGRESS).unwrap();
+    fp.set_uplink_cfg(&u, 0).unwrap();
+    for p in [up_port, 12, 13] {
+        let zero = vec![0u8; STATS_LEN * fp.cpus];
+        bpf::map_update_bytes(&fp.stats, &p.to_ne_bytes(), &zero).unwrap();
+    }
+}
+
+/// VXLAN from a known VTEP for a local endpoint comes out as the inner frame (the
+/// outer Ethernet header's place taken by the inner MACs), redirected and counted; an
+/// unknown VNI, a source learned behind another VTEP, a destination that is no local
+/// endpoint, or a captured uplink punt it to the worker untouched.
+#[test]
+fn uplink_decapsulates_for_local_endpoints() {
+    let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
+    let prog = &fp.tc_programs().expect("the verifier accepts them").uplink;
+    let (net, up_port, ep_port, lo, trunk): (NetId, PortId, PortId, u32, u32) = (22, 12, 13, 1, 1);
+    uplink_ctx(&fp, up_port, trunk, lo);
+    let inner = udp_frame(B, A, 300);
+    let frame = encapsulated(&inner, REMOTE, LOCAL, HOP_MAC, UP_MAC);
+    let run = |f: &[u8]| bpf::prog_test_run_out(prog, f, &ctx(lo)).expect("test run");
+    let redirect = tc::TC_ACT_REDIRECT as u32;
+    let delivered = || fp.counters(ep_port).unwrap().tx_packets;
+    assert_eq!(
+        run(&frame),
+        (redirect, frame.clone()),
+        "unknown VNI: punted"
+    );
+    fp.set_vni(VNI, Some(net));
+    assert_eq!(
+        run(&frame),
+        (redirect, frame.clone()),
+        "unknown destination: punted"
+    );
+    fp.install(net, B, ep_port).unwrap();
+    bpf::map_update(&fp.peers, ep_port, 55).unwrap();
+    assert_eq!(
+        run(&frame),
+        (redirect, frame.clone()),
+        "unknown source: punted (the router learns it)"
+    );
+    // The source is known behind another VTEP: still the router's.
+    let elsewhere = encapsulated(&inner, LOCAL, Ipv4Addr::new(10, 200, 0, 9), UP_MAC, HOP_MAC);
+    fp.vxlan_install(net, A, &vxlan_value(&elsewhere, 1, up_port))
+        .unwrap();
+    assert_eq!(
+        run(&frame),
+        (redirect, frame.clone()),
+        "source behind another VTEP: punted"
+    );
+    assert_eq!(delivered(), 0);
+    let back = encapsulated(&inner, LOCAL, REMOTE, UP_MAC, HOP_MAC);
+    fp.vxlan_install(net, A, &vxlan_value(&back, 1, up_port))
+        .unwrap();
+    assert_eq!(
+        run(&frame),
+        (redirect, inner.clone()),
+        "decapsulated to the inner frame"
+    );
+    assert_eq!(delivered(), 1);
+    assert_eq!(fp.counters(up_port).unwrap().rx_packets, 1);
+    assert_eq!(
+        fp.vxlan_take_seen(net, A),
+        Some(true),
+        "the remote source was seen"
+    );
+
+    let mut csum = frame.clone();
+    csum[40] = 0x12; // an outer UDP checksum: the router verifies it
+    assert_eq!(run(&csum), (redirect, csum.clone()));
+    let mut other_mac = frame.clone();
+    other_mac[5] ^= 1;
+    assert_eq!(
+        run(&other_mac),
+        (redirect, other_mac.clone()),
+        "not for the uplink's MAC"
+    );
+    let u = TcUplink {
+        ifindex: lo,
+        port: up_port,
+        trunk_ifindex: trunk,
+        mac: UP_MAC,
+        vtep: LOCAL,
+    };
+    fp.set_uplink_cfg(&u, uplink::CFG_PUNT_ALL).unwrap();
+    assert_eq!(
+        run(&frame),
+        (redirect, frame.clone()),
+        "captured: everything punted"
+    );
+    assert_eq!(delivered(), 1);
+    fp.set_uplink_cfg(&u, 0).unwrap();
+    fp.set_vni(VNI, None);
+    assert_eq!(run(&frame), (redirect, frame.clone()), "VNI gone");
+}
+
+/// The tc uplink's inbound NAT: a reply of a kernel session comes out translated back
+/// exactly as etherparse builds the expected frame; a FIN is the router's.
+#[test]
+fn uplink_translates_replies_back_on_skbs() {
+    use etherparse::PacketBuilder;
+    let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
+    let prog = &fp.tc_programs().expect("the verifier accepts them").uplink;
+    let (up_port, ep_port, lo): (PortId, PortId, u32) = (12, 13, 1);
+    uplink_ctx(&fp, up_port, 1, lo);
+    let gw_mac: Mac = [2, 0x42, 172, 18, 0, 1];
+    let tcp = |src: Mac, dst: Mac, to: ([u8; 4], u16), ttl: u8, fin: bool| {
+        let b = PacketBuilder::ethernet2(src, dst)
+            .ipv4([198, 51, 100, 1], to.0, ttl)
+            .tcp(5201, to.1, 9000, 64000)
+            .ack(1001);
+        let b = if fin { b.fin() } else { b };
+        let mut f = Vec::new();
+        b.write(&mut f, &[0x5a; 200]).unwrap();
+        f
+    };
+    let reply = tcp(HOP_MAC, UP_MAC, ([198, 51, 100, 2], 1024), 64, false);
+    let want = tcp(gw_mac, A, ([172, 18, 0, 2], 40000), 63, false);
+    let mut key: NatKey = [0; 16];
+    key[..12].copy_from_slice(&reply[26..38]);
+    let mut v: NatValue = [0; NAT_VALUE_LEN];
+    v[..6].copy_from_slice(&A);
+    v[6..12].copy_from_slice(&gw_mac);
+    v[12..16].copy_from_slice(&[172, 18, 0, 2]);
+    v[16..18].copy_from_slice(&40000u16.to_be_bytes());
+    v[20..24].copy_from_slice(&ep_port.to_ne_bytes());
+    let run = |f: &[u8]| bpf::prog_test_run_out(prog, f, &ctx(lo)).expect("test run");
+    let redirect = tc::TC_ACT_REDIRECT as u32;
+    assert_eq!(run(&reply), (redirect, reply.clone()), "no session: punted");
+    fp.nat_install(NatDir::In, &key, &v).unwrap();
+    assert_eq!(
+        run(&reply),
+        (redirect, reply.clone()),
+        "no host end: punted"
+    );
+    bpf::map_update(&fp.peers, ep_port, 55).unwrap();
+    assert_eq!(
+        run(&reply),
+        (redirect, want),
+        "translated back, byte for byte"
+    );
+    assert_eq!(fp.nat_take_seen(NatDir::In, &key), Some(true));
+    assert_eq!(fp.counters(ep_port).unwrap().tx_packets, 1);
+    let fin = tcp(HOP_MAC, UP_MAC, ([198, 51, 100, 2], 1024), 64, true);
+    assert_eq!(run(&fin), (redirect, fin.clone()), "a FIN is the router's");
+    fp.nat_remove(NatDir::In, &key);
+}

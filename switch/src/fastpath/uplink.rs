@@ -1,0 +1,293 @@
+//! The uplink in the tc data path (`--uplink-mode tc`, the default): a tcx program at
+//! the uplink's ingress, and no socket or XDP on it, so a veth wire's far end keeps
+//! GSO and a NIC's GRO runs before the program.
+//!
+//! - VXLAN for this VTEP that the overlay fast path knows ([`super::tunnel`]) loses its
+//!   outer headers and goes by `bpf_redirect_peer` into the destination sandbox.
+//! - A TCP packet of an established session the router handed to the kernel (`nat_in`,
+//!   installed by `fast_nat`) is translated back (MACs, destination address and port,
+//!   TTL, with the checksum helpers, which keep a CHECKSUM_PARTIAL skb's pseudo-header
+//!   sum right) and goes by `bpf_redirect_peer` to the endpoint.
+//! - Everything else is punted to the router's worker exactly like an endpoint's frames:
+//!   tagged 802.1ad with the uplink's port id and redirected to the worker's trunk,
+//!   where the kernel segments it. The worker's frames for the uplink come back through
+//!   the trunk, whose program sends them out of the uplink (`peers` marks the uplink's
+//!   slot with [`EGRESS`]).
+//!
+//! Like the endpoint program, it never returns TC_ACT_OK.
+
+use super::asm::*;
+use super::tc::*;
+use super::tunnel::{BPF_ADJ_ROOM_MAC, FUNC_SKB_ADJUST_ROOM, HDR_LEN};
+use crate::bpf::BpfInsn;
+
+/// The maps the program reads, by fd.
+pub(super) struct Maps {
+    /// one entry: [`UplinkCfg`]
+    pub cfg: i32,
+    /// VNI (3 bytes as on the wire, then 0) -> network
+    pub vnis: i32,
+    pub fdb: i32,
+    pub peers: i32,
+    pub vxlan_out: i32,
+    pub nat_in: i32,
+    pub stats: i32,
+}
+
+/// The `cfg` entry: the uplink's MAC (6 bytes, 2 padding), the VTEP address (as on the
+/// wire), the uplink's port id, the router's trunk's ifindex, flags.
+pub const CFG_LEN: usize = 24;
+/// Flag: every frame goes to the worker (the uplink is captured).
+pub const CFG_PUNT_ALL: u32 = 1;
+
+/// In a `peers` slot: the device's frames leave by its egress (the uplink), not into a
+/// sandbox.
+pub const EGRESS: u32 = 1 << 31;
+const EGRESS_BIT: i32 = EGRESS as i32;
+const UDP_VXLAN_BE: i32 = 0xb512; // port 4789 as loaded from the wire
+                                  // The stack: fp-4 the cfg key; fp-16 the FDB key (network, MAC) or the NAT key (16
+                                  // bytes); fp-24 the destination port; fp-28 the counters' key; fp-32 the VNI key;
+                                  // fp-48 the inner MACs; fp-52 the destination's ifindex; fp-56/-60 the old and new
+                                  // TTL word; fp-64 the VTEP address; fp-72 the uplink's MAC; fp-132/-136 segments and
+                                  // length.
+const SAVED_SEGS: i16 = -132;
+const SAVED_LEN: i16 = -136;
+
+pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
+    let mut a = Asm::default();
+    let (punt, drop, nat, deliver) = (a.label(), a.label(), a.label(), a.label());
+    a.op(MOV_REG, 6, 1, 0, 0);
+    a.op(ST_W, 10, 0, -4, 0);
+    a.lookup(m.cfg, -4);
+    a.jump(JEQ_IMM, 0, 0, 0, drop);
+    a.op(LDX_W, 8, 0, 12, 0);
+    a.op(LDX_W, 9, 0, 16, 0);
+    a.op(LDX_W, 5, 0, 8, 0);
+    a.op(STX_W, 10, 5, -64, 0);
+    a.op(LDX_W, 5, 0, 0, 0);
+    a.op(STX_W, 10, 5, -72, 0);
+    a.op(LDX_H, 5, 0, 4, 0);
+    a.op(STX_H, 10, 5, -68, 0);
+    a.op(LDX_W, 5, 0, 20, 0);
+    a.jump(JSET_IMM, 5, 0, CFG_PUNT_ALL as i32, punt);
+    a.jump(JEQ_IMM, 8, 0, 0, drop); // not configured yet
+                                    // Unicast for this uplink's MAC, untagged IPv4.
+    a.op(LDX_W, 2, 6, SKB_VLAN_PRESENT, 0);
+    a.jump(JNE_IMM, 2, 0, 0, punt);
+    bounds(&mut a, punt);
+    a.op(LDX_W, 5, 2, 0, 0);
+    a.op(LDX_W, 4, 10, -72, 0);
+    a.jump(JNE_REG, 5, 4, 0, punt);
+    a.op(LDX_H, 5, 2, 4, 0);
+    a.op(LDX_H, 4, 10, -68, 0);
+    a.jump(JNE_REG, 5, 4, 0, punt);
+    a.op(LDX_H, 5, 2, 12, 0);
+    a.jump(JNE_IMM, 5, 0, 0x0008, punt);
+    a.op(LDX_W, 5, 6, SKB_LEN, 0);
+    a.op(STX_W, 10, 5, SAVED_LEN, 0);
+    a.op(LDX_W, 5, 6, SKB_GSO_SEGS, 0);
+    a.op(STX_W, 10, 5, SAVED_SEGS, 0);
+
+    decap(&mut a, m, [nat, deliver, punt, drop]);
+    nat_in(&mut a, m, [nat, deliver, punt, drop]);
+
+    // Delivered (fp-52 the ifindex, fp-24 the port): count on both ports.
+    a.bind(deliver);
+    a.op(LDX_W, 1, 10, -52, 0);
+    a.op(MOV_IMM, 2, 0, 0, 0);
+    a.call(FUNC_REDIRECT_PEER);
+    a.jump(JNE_IMM, 0, 0, TC_ACT_REDIRECT, drop);
+    let (segs, tx, done) = (a.label(), a.label(), a.label());
+    a.op(LDX_W, 7, 10, SAVED_SEGS, 0);
+    a.jump(JNE_IMM, 7, 0, 0, segs);
+    a.op(MOV_IMM, 7, 0, 0, 1);
+    a.bind(segs);
+    a.op(STX_W, 10, 8, -28, 0);
+    a.lookup(m.stats, -28);
+    a.jump(JEQ_IMM, 0, 0, 0, tx);
+    a.op(LDX_W, 5, 10, SAVED_LEN, 0);
+    a.add_u64(0, Some(7));
+    a.add_u64(8, Some(5));
+    a.bind(tx);
+    a.op(LDX_W, 5, 10, -24, 0);
+    a.op(STX_W, 10, 5, -28, 0);
+    a.lookup(m.stats, -28);
+    a.jump(JEQ_IMM, 0, 0, 0, done);
+    a.op(LDX_W, 5, 10, SAVED_LEN, 0);
+    a.add_u64(16, Some(7));
+    a.add_u64(24, Some(5));
+    a.bind(done);
+    a.ret(TC_ACT_REDIRECT);
+
+    // Everything else: tagged with the uplink's port, to the router's worker.
+    a.bind(punt);
+    a.op(MOV_REG, 1, 6, 0, 0);
+    a.op(MOV_IMM, 2, 0, 0, ETH_P_8021AD_BE);
+    a.op(MOV_REG, 3, 8, 0, 0);
+    a.call(FUNC_SKB_VLAN_PUSH);
+    a.jump(JNE_IMM, 0, 0, 0, drop);
+    a.op(MOV_REG, 1, 9, 0, 0);
+    a.op(MOV_IMM, 2, 0, 0, 0);
+    a.call(FUNC_REDIRECT);
+    a.op(EXIT, 0, 0, 0, 0);
+
+    a.bind(drop);
+    a.ret(TC_ACT_SHOT);
+    a.finish()
+}
+
+/// fp-24 = the port the MAC at fp-16 is installed on, fp-52 its host end's ifindex; to
+/// `fail` unless it is a local endpoint.
+fn local_endpoint(a: &mut Asm, m: &Maps, fail: Label) {
+    a.lookup(m.fdb, -16);
+    a.jump(JEQ_IMM, 0, 0, 0, fail);
+    a.op(LDX_W, 5, 0, 0, 0);
+    a.op(STX_W, 10, 5, -24, 0);
+    a.lookup(m.peers, -24);
+    a.jump(JEQ_IMM, 0, 0, 0, fail);
+    a.op(LDX_W, 5, 0, 0, 0);
+    a.jump(JEQ_IMM, 5, 0, 0, fail);
+    a.jump(JSET_IMM, 5, 0, EGRESS_BIT, fail);
+    a.op(STX_W, 10, 5, -52, 0);
+}
+
+/// VXLAN to this VTEP; anything else that is not VXLAN goes on to `nat`.
+fn decap(a: &mut Asm, m: &Maps, l: [Label; 4]) {
+    let [nat, deliver, punt, drop] = l;
+    let seen = a.label();
+    bounds_n(a, HDR_LEN + 14, nat);
+    a.op(LDX_B, 5, 2, IP_VER_IHL, 0);
+    a.jump(JNE_IMM, 5, 0, 0x45, nat);
+    a.op(LDX_H, 5, 2, IP_FRAG, 0);
+    a.op(AND_IMM, 5, 0, 0, 0xff3f);
+    a.jump(JNE_IMM, 5, 0, 0, nat);
+    a.op(LDX_B, 5, 2, IP_PROTO, 0);
+    a.jump(JNE_IMM, 5, 0, 17, nat);
+    a.op(LDX_W, 5, 2, IP_DST, 0);
+    a.op(LDX_W, 4, 10, -64, 0);
+    a.jump(JNE_REG, 5, 4, 0, nat);
+    a.op(LDX_H, 5, 2, 36, 0);
+    a.jump(JNE_IMM, 5, 0, UDP_VXLAN_BE, nat);
+    // VXLAN for us: from here on what the program does not take is the router's.
+    a.op(LDX_H, 5, 2, 40, 0);
+    a.jump(JNE_IMM, 5, 0, 0, punt); // a UDP checksum the router verifies
+    a.op(LDX_B, 5, 2, 42, 0);
+    a.jump(JNE_IMM, 5, 0, 0x08, punt);
+    a.op(LDX_W, 5, 2, 46, 0);
+    a.op(AND_IMM, 5, 0, 0, 0x00ff_ffff);
+    a.op(STX_W, 10, 5, -32, 0);
+    a.lookup(m.vnis, -32);
+    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.op(LDX_W, 5, 0, 0, 0);
+    a.op(STX_W, 10, 5, -16, 0);
+    // The inner destination: unicast IPv4 for a local endpoint.
+    bounds_n(a, HDR_LEN + 14, punt);
+    a.op(LDX_B, 5, 2, 50, 0);
+    a.jump(JSET_IMM, 5, 0, 1, punt);
+    a.op(LDX_H, 5, 2, 62, 0);
+    a.jump(JNE_IMM, 5, 0, 0x0008, punt);
+    a.op(LDX_W, 5, 2, 50, 0);
+    a.op(STX_W, 10, 5, -12, 0);
+    a.op(LDX_H, 5, 2, 54, 0);
+    a.op(STX_H, 10, 5, -8, 0);
+    a.op(ST_H, 10, 0, -6, 0);
+    local_endpoint(a, m, punt);
+    // The inner source: learned by the router behind this very VTEP.
+    bounds_n(a, HDR_LEN + 14, punt);
+    a.op(LDX_W, 5, 2, 56, 0);
+    a.op(STX_W, 10, 5, -12, 0);
+    a.op(LDX_H, 5, 2, 60, 0);
+    a.op(STX_H, 10, 5, -8, 0);
+    a.lookup(m.vxlan_out, -16);
+    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.op(MOV_REG, 7, 0, 0, 0);
+    bounds_n(a, HDR_LEN + 14, punt);
+    a.op(LDX_W, 5, 7, 30, 0); // the template's outer destination
+    a.op(LDX_W, 4, 2, IP_SRC, 0);
+    a.jump(JNE_REG, 5, 4, 0, punt);
+    a.op(LDX_W, 5, 7, 56, 0);
+    a.jump(JNE_IMM, 5, 0, 0, seen);
+    a.op(ST_W, 7, 0, 56, 1);
+    a.bind(seen);
+    for i in 0..3 {
+        a.op(LDX_W, 5, 2, 50 + i * 4, 0);
+        a.op(STX_W, 10, 5, -48 + i * 4, 0);
+    }
+    a.op(MOV_REG, 1, 6, 0, 0);
+    a.op(MOV_IMM, 2, 0, 0, -HDR_LEN);
+    a.op(MOV_IMM, 3, 0, 0, BPF_ADJ_ROOM_MAC);
+    a.op(MOV_IMM, 4, 0, 0, 1); // BPF_F_ADJ_ROOM_FIXED_GSO: the segment size is the inner's
+    a.call(FUNC_SKB_ADJUST_ROOM);
+    a.jump(JNE_IMM, 0, 0, 0, punt);
+    store(a, 0, false, -48, 12, drop);
+    // Count the inner frame: the uplink's share is the outer one's less the headers.
+    a.op(LDX_W, 5, 10, SAVED_LEN, 0);
+    a.op(ADD_IMM, 5, 0, 0, -HDR_LEN);
+    a.op(STX_W, 10, 5, SAVED_LEN, 0);
+    a.jump(JA, 0, 0, 0, deliver);
+}
+
+/// An inbound packet of a session the kernel translates; anything else to `punt`.
+fn nat_in(a: &mut Asm, m: &Maps, l: [Label; 4]) {
+    let [nat, deliver, punt, drop] = l;
+    let seen = a.label();
+    a.bind(nat);
+    bounds_n(a, TCP_HDR_END, punt);
+    a.op(LDX_B, 5, 2, IP_VER_IHL, 0);
+    a.jump(JNE_IMM, 5, 0, 0x45, punt);
+    a.op(LDX_H, 5, 2, IP_FRAG, 0);
+    a.op(AND_IMM, 5, 0, 0, 0xff3f);
+    a.jump(JNE_IMM, 5, 0, 0, punt);
+    a.op(LDX_B, 5, 2, IP_PROTO, 0);
+    a.jump(JNE_IMM, 5, 0, 6, punt);
+    a.op(LDX_B, 5, 2, IP_TTL, 0);
+    a.jump(JLE_IMM, 5, 0, 1, punt);
+    a.op(LDX_B, 5, 2, TCP_FLAGS, 0);
+    a.jump(JSET_IMM, 5, 0, 0x07, punt); // FIN, SYN, RST: the router's
+    for (from, to) in [(IP_SRC, -16), (IP_DST, -12), (TCP_PORTS, -8)] {
+        a.op(LDX_W, 5, 2, from, 0);
+        a.op(STX_W, 10, 5, to, 0);
+    }
+    a.op(ST_W, 10, 0, -4, 0);
+    a.op(LDX_H, 5, 2, IP_TTL, 0); // TTL (low byte as loaded) and protocol
+    a.op(STX_W, 10, 5, -56, 0);
+    a.op(ADD_IMM, 5, 0, 0, -1);
+    a.op(STX_W, 10, 5, -60, 0);
+    a.lookup(m.nat_in, -16);
+    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.op(MOV_REG, 7, 0, 0, 0);
+    a.op(LDX_W, 5, 7, 20, 0);
+    a.op(STX_W, 10, 5, -24, 0);
+    a.lookup(m.peers, -24);
+    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.op(LDX_W, 5, 0, 0, 0);
+    a.jump(JEQ_IMM, 5, 0, 0, punt);
+    a.jump(JSET_IMM, 5, 0, EGRESS_BIT, punt);
+    a.op(STX_W, 10, 5, -52, 0);
+    a.op(LDX_W, 5, 7, 28, 0);
+    a.jump(JNE_IMM, 5, 0, 0, seen);
+    a.op(ST_W, 7, 0, 28, 1);
+    a.bind(seen);
+    store(a, 0, true, 0, 12, drop);
+    store(a, IP_DST as i32, true, 12, 4, drop);
+    store(a, TCP_PORTS as i32 + 2, true, 16, 2, drop);
+    store(a, IP_TTL as i32, false, -60, 1, drop);
+    let (l3, l4) = (FUNC_L3_CSUM_REPLACE, FUNC_L4_CSUM_REPLACE);
+    for (helper, off, from, to, size, flags) in [
+        (l3, IP_CSUM, -12, Src::Value(12), 4, 0),
+        (l3, IP_CSUM, -56, Src::Stack(-60), 2, 0),
+        (l4, TCP_CSUM, -12, Src::Value(12), 4, BPF_F_PSEUDO_HDR),
+        (l4, TCP_CSUM, -6, Src::Value(16), 2, 0),
+    ] {
+        let r = Replace {
+            helper,
+            off,
+            from,
+            to,
+            size,
+            flags,
+        };
+        csum(a, r, drop);
+    }
+    a.jump(JA, 0, 0, 0, deliver);
+}
