@@ -108,6 +108,14 @@ impl ArpCache {
         }
     }
 
+    /// The MAC for `ip` if it is resolved, without asking or holding anything.
+    pub fn known(&self, ip: Ipv4Addr, now: Instant) -> Option<Mac> {
+        match self.entries.get(&ip) {
+            Some(State::Resolved { mac, until }) if *until > now => Some(*mac),
+            _ => None,
+        }
+    }
+
     /// A neighbour announced itself (reply, or a request from it): cache it and return
     /// the frames that were waiting for it.
     pub fn learn(&mut self, ip: Ipv4Addr, mac: Mac, now: Instant) -> Vec<Vec<u8>> {

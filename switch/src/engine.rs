@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::dns_server::{DnsServer, DnsStats};
 use crate::fast_nat::FastNat;
+use crate::fast_vxlan::FastVxlan;
 use crate::fastpath::{self, FastPath, TcLink};
 use crate::fdb::FdbEntry;
 use crate::port::{Backend, Port};
@@ -127,6 +128,8 @@ pub struct Engine {
     maps: Option<Arc<FastPath>>,
     /// Each worker's endpoint trunk, once attached.
     endpoint_trunks: Vec<Option<EndpointTrunk>>,
+    /// The uplink in the tc data path, if it is there.
+    tc_uplink: Option<fastpath::TcUplink>,
     /// Ids of ports removed lately, and when (see [`ID_QUARANTINE`]).
     retired: Vec<(PortId, std::time::Instant)>,
 }
@@ -213,6 +216,7 @@ impl Engine {
             vlan_members: BTreeMap::new(),
             maps,
             endpoint_trunks: (0..n).map(|_| None).collect(),
+            tc_uplink: None,
             retired: Vec::new(),
         })
     }
@@ -673,6 +677,87 @@ impl Engine {
         Ok(id)
     }
 
+    /// Attach the uplink in the tc data path: no socket, a tcx program at its ingress
+    /// ([`fastpath::uplink`]). Its frames reach the router's worker through that worker's
+    /// endpoint trunk, and the router's go out of it the same way; with the fast path
+    /// on, established routed TCP and overlay unicast stay in the kernel both ways.
+    pub fn set_uplink_tc(&mut self, cfg: UplinkConfig, iface: &str) -> Result<PortId> {
+        if self.ports.values().any(|p| p.info.network == UPLINK_NET) {
+            return Err(anyhow!("the uplink is already attached"));
+        }
+        let maps = self
+            .maps
+            .clone()
+            .ok_or_else(|| anyhow!("the tc data path needs BPF (maps and tcx programs)"))?;
+        let worker = DNS_WORKER;
+        let (trunk, trunk_ifindex) = self.endpoint_trunks[worker]
+            .as_ref()
+            .map(|t| (t.port, t.ifindex))
+            .ok_or_else(|| anyhow!("the router's worker has no endpoint trunk"))?;
+        let id = self.free_id_from(1);
+        if id >= fastpath::MAX_PORTS {
+            return Err(anyhow!("no port id left for the uplink"));
+        }
+        let ifindex = crate::bpf::ifindex(iface)?;
+        let tc = fastpath::TcUplink {
+            ifindex,
+            port: id,
+            trunk_ifindex,
+            mac: cfg.mac,
+            vtep: cfg.vtep_ip.unwrap_or(cfg.ip),
+        };
+        let counters = Arc::new(PortCounters::default());
+        let mut router =
+            Router::new(id, cfg, counters.clone()).map_err(|e| anyhow!("uplink NAT: {e}"))?;
+        if let Some(fp) = self.fast().cloned() {
+            router.fast_nat = Some(FastNat::new(fp.clone(), ifindex, true));
+            router.fast_vxlan = Some(FastVxlan::new(fp, ifindex, id));
+        }
+        for w in (0..self.workers.len()).filter(|w| *w != worker) {
+            self.send(
+                w,
+                Control::AddRemotePort {
+                    id,
+                    net: UPLINK_NET,
+                    worker,
+                },
+            )?;
+            self.send(w, Control::RouteVia(Some(worker)))?;
+        }
+        self.send(
+            worker,
+            Control::AddSkbPort(NewSkbPort {
+                id,
+                net: UPLINK_NET,
+                counters: counters.clone(),
+                trunk,
+            }),
+        )?;
+        self.send(worker, Control::EnableRouter(Box::new(router)))?;
+        self.barrier()?;
+        let link = maps
+            .attach_uplink(&tc)
+            .map_err(|e| anyhow!("attach the uplink {iface} to the tc data path: {e}"))?;
+        let info = PortInfo {
+            id,
+            name: iface.to_string(),
+            network: UPLINK_NET,
+            backend: Backend::Tc,
+            worker,
+            fast_path: true,
+        };
+        self.ports.insert(
+            id,
+            PortEntry {
+                info,
+                counters,
+                tc: Some((ifindex, link)),
+            },
+        );
+        self.tc_uplink = Some(tc);
+        Ok(id)
+    }
+
     fn router_worker(&self) -> Option<usize> {
         self.ports
             .values()
@@ -733,6 +818,17 @@ impl Engine {
             .ok_or_else(|| anyhow!("no port {port}"))?;
         let on = tap.is_some();
         self.send(worker, Control::Capture { port, tap })?;
+        // A captured tc uplink punts everything to its worker.
+        if let (Some(u), Some(maps)) = (self.tc_uplink.filter(|u| u.port == port), &self.maps) {
+            maps.set_uplink_cfg(
+                &u,
+                if on {
+                    fastpath::uplink::CFG_PUNT_ALL
+                } else {
+                    0
+                },
+            )?;
+        }
         // The NAT fast path steps aside too: the capture sees every routed frame.
         if let Some(r) = self.router_worker() {
             self.send(r, Control::NatExclude { port, on })?;

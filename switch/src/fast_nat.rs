@@ -44,6 +44,8 @@ pub(crate) struct FastNat {
     installed: HashMap<Flow, Keys, ahash::RandomState>,
     /// Ports under capture: their sessions are not handed to the kernel.
     excluded: HashSet<PortId>,
+    /// The uplink is under capture: no session is.
+    all_excluded: bool,
 }
 
 /// An untagged IPv4 TCP frame without IP options: (source, destination, TCP flags).
@@ -70,6 +72,7 @@ impl FastNat {
             inbound,
             installed: HashMap::default(),
             excluded: HashSet::new(),
+            all_excluded: false,
         }
     }
 
@@ -94,6 +97,7 @@ impl FastNat {
             return;
         }
         if flags & ACK == 0
+            || self.all_excluded
             || self.excluded.contains(&in_port)
             || self.installed.contains_key(&flow)
             || sent.len() < TCP_END
@@ -159,8 +163,17 @@ impl FastNat {
 
     /// While `on`, `port`'s sessions stay with the router (a capture of the port sees
     /// every frame): those in the kernel leave it now.
-    pub fn exclude(&mut self, port: PortId, on: bool) {
-        if on {
+    /// (`all`: the port is the uplink, and every session steps aside.)
+    pub fn exclude(&mut self, port: PortId, on: bool, all: bool) {
+        if all {
+            self.all_excluded = on;
+            if on {
+                for keys in self.installed.values() {
+                    Self::remove(&self.maps, keys);
+                }
+                self.installed.clear();
+            }
+        } else if on {
             self.forget_port(port);
             self.excluded.insert(port);
         } else {

@@ -7,6 +7,7 @@ mod dns_server;
 mod dns_tcp;
 pub mod engine;
 mod fast_nat;
+mod fast_vxlan;
 pub mod fastpath;
 pub mod fdb;
 #[doc(hidden)]

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::arp::{self, ArpCache, ArpCounters, Lookup};
 use crate::fast_nat::FastNat;
+use crate::fast_vxlan::FastVxlan;
 use crate::fdb::Mac;
 use crate::gateway::{self, Gateway};
 use crate::ipv4::{self, IcmpError, ETH_HLEN};
@@ -86,6 +87,10 @@ pub struct RouterStats {
     /// Of those, established TCP sessions the tc fast path translates in the kernel.
     #[serde(default)]
     pub fast_path_sessions: usize,
+    /// Overlay MACs behind remote VTEPs whose unicast the kernel encapsulates and
+    /// decapsulates itself (tc uplink).
+    #[serde(default)]
+    pub fast_path_tunnel_macs: usize,
     /// The VTEP address and its VXLAN counters (encap/decap, drops by reason).
     pub vtep: Ipv4Addr,
     pub overlay: vxlan::Counters,
@@ -113,6 +118,8 @@ pub(crate) struct Router {
     flood: Vec<Ipv4Addr>,
     /// Established TCP sessions handed to the tc fast path (`fast_nat`).
     pub fast_nat: Option<FastNat>,
+    /// Overlay MACs handed to the tc fast path (`fast_vxlan`), with the tc uplink.
+    pub fast_vxlan: Option<FastVxlan>,
 }
 
 /// Upstream DNS replies held per uplink burst at most (more are dropped and counted).
@@ -155,6 +162,7 @@ impl Router {
             net_vnis: HashMap::new(),
             flood: Vec::with_capacity(16),
             fast_nat: None,
+            fast_vxlan: None,
             nat: Nat::new(cfg.nat, cfg.ip)?,
             cfg,
             arp: ArpCache::default(),
@@ -174,6 +182,7 @@ impl Router {
             arp: self.arp.counters,
             sessions: self.nat.session_count(),
             fast_path_sessions: self.fast_nat.as_ref().map_or(0, FastNat::len),
+            fast_path_tunnel_macs: self.fast_vxlan.as_ref().map_or(0, FastVxlan::len),
             vtep: self.overlay.vtep().config().ip,
             overlay: self.overlay.counters().clone(),
         }
@@ -188,12 +197,18 @@ impl Router {
                 self.net_vnis.remove(&net);
                 self.vni_nets.remove(&old);
                 self.overlay.remove_network(old);
+                if let Some(f) = self.fast_vxlan.as_mut() {
+                    f.set_network(old.get(), None, net);
+                }
             }
         }
         if let Some((v, c)) = vni {
             self.overlay.add_network(v, &c.peers);
             self.vni_nets.insert(v, net);
             self.net_vnis.insert(net, v);
+            if let Some(f) = self.fast_vxlan.as_mut() {
+                f.set_network(v.get(), Some(net), net);
+            }
         }
     }
 
@@ -271,6 +286,11 @@ impl Router {
                 .flood
                 .extend_from_slice(table.flood_list(Origin::Local, local)),
         }
+        if let (Some(vtep), true) = (known, self.fast_vxlan.is_some()) {
+            let mut dst: Mac = [0; 6];
+            dst.copy_from_slice(&frame[0..6]);
+            self.fast_tunnel(net_id, vni, dst, vtep, now);
+        }
         for i in 0..self.flood.len() {
             let peer = self.flood[i];
             match self
@@ -291,11 +311,11 @@ impl Router {
     fn tunnel_in(
         &mut self,
         nets: &mut HashMap<NetId, Network>,
-        vni: Vni,
-        inner: &[u8],
+        d: &vxlan::Decapsulated,
         out: &mut impl Emit,
         now: Instant,
     ) {
+        let (vni, inner) = (d.vni, d.inner);
         let Some(net) = self.vni_nets.get(&vni).and_then(|id| nets.get_mut(id)) else {
             self.counters.tunnel_dropped += 1;
             return;
@@ -330,7 +350,12 @@ impl Router {
                 self.counters.tunnel_dropped += 1;
                 return;
             }
-            Some(p) => out.emit(p, inner, &self.port_counters),
+            Some(p) => {
+                out.emit(p, inner, &self.port_counters);
+                if self.fast_vxlan.is_some() {
+                    self.fast_tunnel(id, vni, src, d.outer_src, now);
+                }
+            }
             None => {
                 for &p in &net.members {
                     out.emit(p, inner, &self.port_counters);
@@ -338,6 +363,80 @@ impl Router {
             }
         }
         self.counters.tunnel_in += 1;
+    }
+
+    /// The outer headers (Ethernet, IPv4, UDP, VXLAN: 50 bytes) of frames to `vtep` on
+    /// `vni`, once the next hop toward it is resolved.
+    fn outer_headers(&self, vni: Vni, vtep: Ipv4Addr, now: Instant) -> Option<[u8; 64]> {
+        let cfg = self.overlay.vtep().config();
+        if cfg.udp_checksum {
+            return None; // the kernel's copy leaves the UDP checksum 0
+        }
+        let hop = if in_subnet(vtep, self.cfg.ip, self.cfg.prefix) {
+            vtep
+        } else {
+            self.cfg.gateway
+        };
+        let mac = self.arp.known(hop, now)?;
+        let mut buf = [0u8; 64];
+        vxlan::Vtep::new(*cfg)
+            .encapsulate(vni, vtep, mac, &[0u8; ETH_HLEN], &mut buf)
+            .ok()?;
+        Some(buf)
+    }
+
+    /// `mac` of overlay network `net` lives behind `vtep`: the kernel carries its unicast
+    /// from now on, if it does not already.
+    fn fast_tunnel(&mut self, net: NetId, vni: Vni, mac: Mac, vtep: Ipv4Addr, now: Instant) {
+        if self
+            .fast_vxlan
+            .as_ref()
+            .is_none_or(|f| f.has(net, mac, vtep))
+        {
+            return;
+        }
+        let outer = self.outer_headers(vni, vtep, now);
+        if let (Some(f), Some(outer)) = (self.fast_vxlan.as_mut(), outer) {
+            f.install(net, mac, &outer);
+        }
+    }
+
+    /// Once a second: what the kernel carried counts as heard in the tunnel table and
+    /// the FDB; entries the router no longer holds (aged, moved, network gone) leave,
+    /// and a changed next hop is written again.
+    fn fast_tunnel_tick(&mut self, nets: &mut HashMap<NetId, Network>, now: Instant) {
+        let Some(mut f) = self.fast_vxlan.take() else {
+            return;
+        };
+        for (net, mac, vtep, seen) in f.take_seen() {
+            let vni = self.net_vnis.get(&net).copied();
+            let Some((vni, table)) = vni.and_then(|v| Some((v, self.overlay.table_mut(v)?))) else {
+                f.remove(net, mac);
+                continue;
+            };
+            let fdb = nets.get_mut(&net).map(|n| &mut n.fdb);
+            if seen {
+                table.learn(mac, vtep, now);
+            }
+            let held = match fdb {
+                Some(fdb) => {
+                    if seen {
+                        fdb.learn(mac, TUNNEL_PORT, now);
+                    }
+                    fdb.lookup(&mac, now) == Some(TUNNEL_PORT)
+                }
+                None => false,
+            };
+            if !held || table.lookup(&mac, now) != Some(vtep) {
+                f.remove(net, mac);
+                continue;
+            }
+            match self.outer_headers(vni, vtep, now) {
+                Some(outer) => f.install(net, mac, &outer),
+                None => f.remove(net, mac),
+            }
+        }
+        self.fast_vxlan = Some(f);
     }
 
     /// A frame a container sent to its gateway's MAC that is not for the gateway itself.
@@ -436,7 +535,7 @@ impl Router {
             Decap::Pass(_) => {}
             Decap::Drop(_) => return,
             Decap::Frame(d) => {
-                self.tunnel_in(nets, d.vni, d.inner, out, now);
+                self.tunnel_in(nets, &d, out, now);
                 return;
             }
         }
@@ -672,11 +771,18 @@ impl Router {
     }
 
     /// Once a second: idle sessions out, stale neighbours out, ARP retries sent.
-    pub fn tick(&mut self, out: &mut impl Emit, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+    pub fn tick(
+        &mut self,
+        nets: &mut HashMap<NetId, Network>,
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
         self.nat.expire(now);
         if let Some(f) = self.fast_nat.as_mut() {
             f.tick(&mut self.nat, now);
         }
+        self.fast_tunnel_tick(nets, now);
         self.overlay.expire(now);
         for ip in self.arp.expire(now) {
             let n = arp::request(self.cfg.mac, self.cfg.ip, ip, scratch);

@@ -642,7 +642,7 @@ impl Worker {
                     n.fdb.expire(now);
                 }
                 if let Some(r) = self.router.as_mut() {
-                    r.tick(&mut self.tx, &mut scratch, now);
+                    r.tick(&mut self.nets, &mut self.tx, &mut scratch, now);
                     self.tx.flush();
                 }
                 for op in self.tx.ports.iter_mut() {
@@ -980,8 +980,15 @@ impl Worker {
                 }
                 Control::AddPort(p) => self.add_port(p),
                 Control::NatExclude { port, on } => {
-                    if let Some(f) = self.router.as_mut().and_then(|r| r.fast_nat.as_mut()) {
-                        f.exclude(port, on);
+                    if let Some(r) = self.router.as_mut() {
+                        // The uplink itself: nothing routed or tunnelled in the kernel.
+                        let uplink = port == r.port;
+                        if let Some(f) = r.fast_nat.as_mut() {
+                            f.exclude(port, on, uplink);
+                        }
+                        if let (true, Some(f)) = (uplink, r.fast_vxlan.as_mut()) {
+                            f.exclude(on);
+                        }
                     }
                 }
                 Control::AddSkbPort(p) => {
@@ -1243,6 +1250,17 @@ impl Worker {
             }
         }
         let (net_id, counters, install) = (m.net, m.counters.clone(), m.capture.is_none());
+        if net_id == UPLINK_NET {
+            // The tc uplink's frames: the router's, as from an uplink socket.
+            for frame in run.iter() {
+                counters.rx(frame.len());
+                if let Some(r) = self.router.as_mut() {
+                    r.receive_from_uplink(&mut self.nets, frame, &mut self.tx, scratch, now);
+                }
+            }
+            self.dns_replies(scratch, now);
+            return;
+        }
         let check_moves = !self.installed.is_empty();
         let multi = self.tx.peers.len() > 1;
         if let Some(net) = self.nets.get_mut(&net_id) {

@@ -57,6 +57,14 @@ struct Args {
     /// The external interface (egress, published ports).
     #[arg(long)]
     uplink: Option<String>,
+    /// How the uplink is attached: tc (a tcx program on it: routed TCP and overlay
+    /// unicast stay in the kernel with GSO both ways, the rest reaches the router's
+    /// worker through its trunk) or socket (the worker reads it with its own --io
+    /// socket: AF_XDP with the XDP inbound-NAT program, or AF_PACKET; more frames per
+    /// second for small packets, no GSO). tc falls back to socket without the tc data
+    /// path.
+    #[arg(long, default_value = "tc", value_parser = ["tc", "socket"])]
+    uplink_mode: String,
     #[arg(long)]
     uplink_ip: Option<String>,
     #[arg(long)]
@@ -187,8 +195,6 @@ fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<(Ipv4Addr, I
     }
     let mac = nl.link_mac(iface)?;
     bridge::prepare_host_end(iface)?;
-    nl.set_up(iface)?;
-    let port = port::open(iface, args.io).with_context(|| format!("open uplink {iface}"))?;
     let vtep_ip = match &args.vtep_ip {
         None => None,
         Some(v) => {
@@ -229,8 +235,22 @@ fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<(Ipv4Addr, I
         mac,
         nat,
     };
-    engine.set_uplink(cfg, port)?;
-    tracing::info!(uplink = %iface, ip = %net, gateway = %gw, "uplink attached");
+    let tc = args.uplink_mode == "tc" && engine.has_tc_path();
+    if args.uplink_mode == "tc" && !tc {
+        tracing::warn!(uplink = %iface, "no tc data path: the uplink gets a socket (--uplink-mode socket)");
+    }
+    let mode = if tc {
+        // Up once its program is attached: nothing reaches this namespace's stack.
+        engine.set_uplink_tc(cfg, iface)?;
+        nl.set_up(iface)?;
+        "tc"
+    } else {
+        nl.set_up(iface)?;
+        let port = port::open(iface, args.io).with_context(|| format!("open uplink {iface}"))?;
+        engine.set_uplink(cfg, port)?;
+        "socket"
+    };
+    tracing::info!(uplink = %iface, ip = %net, gateway = %gw, mode, "uplink attached");
     Ok(Some((net.addr(), vtep_ip.unwrap_or(net.addr()))))
 }
 

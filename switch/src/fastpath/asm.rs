@@ -75,7 +75,7 @@ impl Asm {
         self.op(0, 0, 0, 0, (imm >> 32) as u32 as i32);
     }
     /// dst = the low 16 bits of dst in network order (a byte swap on this host)
-    pub(super) fn to_be16(&mut self, dst: u8) {
+    pub(super) fn bswap16(&mut self, dst: u8) {
         self.op(0xdc, dst, 0, 0, 16);
     }
     pub(super) fn load_map(&mut self, dst: u8, fd: i32) {

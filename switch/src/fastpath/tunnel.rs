@@ -97,7 +97,7 @@ pub(super) fn encap(a: &mut Asm, vxlan_out: i32, stats: i32, l: [Label; 4]) {
     a.op(LDX_W, 5, 10, SAVED_LEN, 0);
     a.op(MOV_REG, 4, 5, 0, 0);
     a.op(ADD_IMM, 4, 0, 0, 36);
-    a.to_be16(4);
+    a.bswap16(4);
     a.op(STX_H, 10, 4, HDR + 16, 0);
     a.op(LDX_H, 0, 10, HDR + 24, 0);
     a.op(XOR_IMM, 0, 0, 0, 0xffff);
@@ -112,13 +112,13 @@ pub(super) fn encap(a: &mut Asm, vxlan_out: i32, stats: i32, l: [Label; 4]) {
     a.op(STX_H, 10, 0, HDR + 24, 0);
     // UDP length; the source port from the flow's hash, in 49152-65535.
     a.op(ADD_IMM, 5, 0, 0, 16);
-    a.to_be16(5);
+    a.bswap16(5);
     a.op(STX_H, 10, 5, HDR + 38, 0);
     a.op(MOV_REG, 1, 6, 0, 0);
     a.call(FUNC_GET_HASH_RECALC);
     a.op(RSH_IMM, 0, 0, 0, 18);
     a.op(OR_IMM, 0, 0, 0, 0xc000);
-    a.to_be16(0);
+    a.bswap16(0);
     a.op(STX_H, 10, 0, HDR + 34, 0);
     // Room for the outer headers after the Ethernet header, marked as a UDP tunnel
     // (GSO segments it as one; the segment size stays the sandbox's).
