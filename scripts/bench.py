@@ -595,6 +595,13 @@ def vswitch_dns():
 # ---------------------------------------------------------------- overlay
 
 VNI = "4242"
+# The overlay rows count with an AF_PACKET sink on both sides. With tc uplinks the
+# kernel carries the frames: encapsulated at the sender's endpoint and sent out of its
+# uplink by bpf_redirect, which marks the skb redirected, a mark that survives the veth
+# wire; generic XDP (the only XDP hook a frame delivered by bpf_redirect_peer meets)
+# skips redirected skbs, so an XDP sink there would count nothing. A socket tap sees
+# every skb on either path.
+OV_SINK_BACKEND = "af_packet"
 UNDERLAY = ("10.200.0.1", "10.200.0.2")
 OV_GEN, OV_SINK = "172.31.0.2", "172.31.0.3"
 
@@ -656,7 +663,7 @@ def kernel_overlay(what, size=64):
         nsx(g, "ping", "-c2", "-W1", OV_SINK, capture=True, check=False)
         if what == "tcp":
             return iperf_bps(s, g, OV_SINK)
-        return rx_pps(run_pair(g, "g0", s, "s0", size, SINK_MAC,
+        return rx_pps(run_pair(g, "g0", s, "s0", size, SINK_MAC, sink_backend=OV_SINK_BACKEND,
                                extra_tx=["--src-ip", OV_GEN, "--dst-ip", OV_SINK], gen_backend="af_xdp")[1])
     finally:
         lab.close()
@@ -687,6 +694,7 @@ def vswitch_overlay(what, size=64):
         d = daemons[1][0]
         d.expose(s)
         return rx_pps(d.count(s, lambda: run_pair(g, "eth0", s, "eth0", size, SINK_MAC,
+                                                  sink_backend=OV_SINK_BACKEND,
                                                   extra_tx=["--src-ip", OV_GEN, "--dst-ip", OV_SINK],
                                                   gen_backend="af_xdp")))
     finally:
