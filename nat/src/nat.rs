@@ -635,6 +635,38 @@ impl Nat {
         proto != Proto::Tcp || self.table.get(i).tcp.is_established()
     }
 
+    /// A TCP session whose SYN went through `inbound` but whose handshake the kernel
+    /// carried on (its SYN+ACK and ACK were translated elsewhere): whether it is still
+    /// live. With `done` (both directions carried packets after the SYN) a session
+    /// still opening counts as established from now on; with `touch`, as just used.
+    pub fn kernel_opened(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        done: bool,
+        touch: bool,
+        now: Instant,
+    ) -> bool {
+        let tuple = Tuple {
+            src: *src.ip(),
+            sport: src.port(),
+            dst: *dst.ip(),
+            dport: dst.port(),
+        };
+        let Some((i, _)) = self.lookup(Side::Inside, Proto::Tcp, tuple, now) else {
+            return false;
+        };
+        if touch {
+            self.table.touch(i, now);
+        }
+        let s = self.table.get_mut(i);
+        if done && matches!(s.tcp, TcpState::SynSent | TcpState::SynRecv) {
+            s.tcp = TcpState::Established;
+            s.replied = true;
+        }
+        true
+    }
+
     /// Removes sessions idle longer than their timeout. Returns how many. Call it every
     /// second or so between bursts; lookups also drop expired sessions they meet.
     pub fn expire(&mut self, now: Instant) -> usize {

@@ -710,7 +710,7 @@ impl Engine {
         let mut router =
             Router::new(id, cfg, counters.clone()).map_err(|e| anyhow!("uplink NAT: {e}"))?;
         if let Some(fp) = self.fast().cloned() {
-            router.fast_nat = Some(FastNat::new(fp.clone(), ifindex, true));
+            router.fast_nat = Some(FastNat::new(fp.clone(), ifindex, true).opening_published());
             router.fast_vxlan = Some(FastVxlan::new(fp, ifindex, id));
         }
         for w in (0..self.workers.len()).filter(|w| *w != worker) {

@@ -10,6 +10,15 @@
 //! the NAT the sessions the kernel used (their `seen` marks) and takes out those the NAT
 //! no longer has. Only what the router decided is repeated, and only for the port the
 //! session came from.
+//!
+//! Published ports on a tc uplink go one step further. Once the router has answered a
+//! connection to a published port (the endpoint's SYN+ACK went out through it), the
+//! port goes into the `published` map: the uplink's program opens the next sessions to
+//! it itself (both halves, from the SYN) and sends the router a copy of the SYN marked
+//! observed, which [`FastNat::adopt`] takes in after the NAT has run it through `inbound`.
+//! The NAT then holds the session as if it had carried the SYN; once both directions
+//! have carried packets in the kernel, [`nat::Nat::kernel_opened`] counts it
+//! established. A new connection's handshake so never waits for a worker.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -18,12 +27,14 @@ use std::time::Instant;
 
 use nat::{Nat, Proto};
 
-use crate::fastpath::{FastPath, NatDir, NatKey, NatValue, NAT_VALUE_LEN};
+use crate::fastpath::{FastPath, NatDir, NatKey, NatValue, PublishedKey, NAT_VALUE_LEN};
+use crate::fdb::Mac;
 use crate::PortId;
 
 const ETH_HLEN: usize = 14;
 const TCP_END: usize = ETH_HLEN + 20 + 20;
 const FIN_SYN_RST: u8 = 0x07;
+const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
 /// An inside TCP flow: source, destination.
@@ -34,6 +45,9 @@ type Flow = (SocketAddrV4, SocketAddrV4);
 struct Keys {
     out: NatKey,
     inb: Option<NatKey>,
+    /// Opened by the uplink's program: whether each way (out, in) has carried a packet
+    /// since, until both have and the NAT counts the session established.
+    opening: Option<[bool; 2]>,
 }
 
 pub(crate) struct FastNat {
@@ -46,6 +60,11 @@ pub(crate) struct FastNat {
     excluded: HashSet<PortId>,
     /// The uplink is under capture: no session is.
     all_excluded: bool,
+    /// The uplink's program opens sessions to published ports (a tc uplink).
+    opens: bool,
+    /// Published ports it opens sessions for: key -> the endpoint's port and the
+    /// container's address and port.
+    published: HashMap<PublishedKey, (PortId, SocketAddrV4), ahash::RandomState>,
 }
 
 /// An untagged IPv4 TCP frame without IP options: (source, destination, TCP flags).
@@ -64,6 +83,15 @@ fn tcp_flow(frame: &[u8]) -> Option<(Flow, u8)> {
     Some(((src, dst), frame[ETH_HLEN + 33]))
 }
 
+/// The `published` key for SYNs to `public`.
+fn published_key(public: SocketAddrV4) -> PublishedKey {
+    let mut key = [0u8; 8];
+    key[..4].copy_from_slice(&public.ip().octets());
+    key[4..6].copy_from_slice(&public.port().to_be_bytes());
+    key[6] = 6;
+    key
+}
+
 impl FastNat {
     pub fn new(maps: Arc<FastPath>, uplink_ifindex: u32, inbound: bool) -> FastNat {
         FastNat {
@@ -73,7 +101,15 @@ impl FastNat {
             installed: HashMap::default(),
             excluded: HashSet::new(),
             all_excluded: false,
+            opens: false,
+            published: HashMap::default(),
         }
+    }
+
+    /// The uplink's program (a tc uplink's) opens sessions to published ports itself.
+    pub fn opening_published(mut self) -> FastNat {
+        self.opens = true;
+        self
     }
 
     /// An outbound frame from `in_port` (`orig`, as it arrived) was translated and sent
@@ -90,6 +126,11 @@ impl FastNat {
         let Some((flow, flags)) = tcp_flow(orig) else {
             return;
         };
+        // The router answered a connection to a published port: the kernel may open the
+        // next ones.
+        if flags & (FIN_SYN_RST | ACK) == SYN | ACK {
+            self.publish(nat, in_port, orig, sent);
+        }
         // A FIN or RST ends the session's time in the kernel; a SYN starts a new session
         // for the flow, whose translation may differ from an old one's.
         if flags & FIN_SYN_RST != 0 {
@@ -122,7 +163,134 @@ impl FastNat {
             .inbound
             .then(|| self.install_inbound(in_port, orig, sent))
             .flatten();
-        self.installed.insert(flow, Keys { out: key, inb });
+        let keys = Keys {
+            out: key,
+            inb,
+            opening: None,
+        };
+        self.installed.insert(flow, keys);
+    }
+
+    /// `orig` (as the endpoint sent it) is the SYN+ACK of a published port's session,
+    /// sent as `sent`: SYNs to that address and port open their sessions in the kernel.
+    fn publish(&mut self, nat: &Nat, in_port: PortId, orig: &[u8], sent: &[u8]) {
+        if !self.opens
+            || self.all_excluded
+            || self.excluded.contains(&in_port)
+            || sent.len() < TCP_END
+        {
+            return;
+        }
+        let (Some(((inside, _), _)), Some(((public, _), _))) = (tcp_flow(orig), tcp_flow(sent))
+        else {
+            return;
+        };
+        let key = published_key(public);
+        if self.published.contains_key(&key)
+            || !nat.port_mappings().any(|m| {
+                m.proto == Proto::Tcp
+                    && m.host_port == public.port()
+                    && m.host_ip.is_none_or(|ip| ip == *public.ip())
+                    && m.target_ip == *inside.ip()
+                    && m.target_port == inside.port()
+            })
+        {
+            return;
+        }
+        let mut value: NatValue = [0; NAT_VALUE_LEN];
+        value[..6].copy_from_slice(&orig[6..12]);
+        value[6..12].copy_from_slice(&orig[..6]);
+        value[12..16].copy_from_slice(&inside.ip().octets());
+        value[16..18].copy_from_slice(&inside.port().to_be_bytes());
+        value[20..24].copy_from_slice(&in_port.to_ne_bytes());
+        match self.maps.published_install(&key, &value) {
+            Ok(()) => {
+                self.published.insert(key, (in_port, inside));
+            }
+            Err(e) => tracing::debug!(error = %e, "fast path: cannot publish a port"),
+        }
+    }
+
+    /// No more sessions opened in the kernel for TCP port `host_port` (unpublished).
+    pub fn unpublish(&mut self, host_port: u16) {
+        let maps = &self.maps;
+        self.published.retain(|key, _| {
+            let mine = key[4..6] == host_port.to_be_bytes();
+            if mine {
+                maps.published_remove(key);
+            }
+            !mine
+        });
+    }
+
+    fn unpublish_port(&mut self, port: Option<PortId>) {
+        let maps = &self.maps;
+        self.published.retain(|key, (p, _)| {
+            let mine = port.is_none_or(|port| port == *p);
+            if mine {
+                maps.published_remove(key);
+            }
+            !mine
+        });
+    }
+
+    /// The router observed `orig`, a SYN the uplink's program opened a session for and
+    /// delivered; `xlat` is what the NAT made of it (None: the NAT did not take it). The
+    /// session stays in the kernel if the NAT agrees with what the kernel did; else its
+    /// entries go. `hop` is the MAC the router sends the remote end's traffic to, when
+    /// it knows one: the replies go there rather than to the SYN's source MAC.
+    /// Whether the session was adopted.
+    pub fn adopt(&mut self, orig: &[u8], xlat: Option<&[u8]>, hop: Option<Mac>) -> bool {
+        let Some(((remote, public), _)) = tcp_flow(orig) else {
+            return false;
+        };
+        let mut inb: NatKey = [0; 16];
+        inb[..12].copy_from_slice(&orig[ETH_HLEN + 12..ETH_HLEN + 24]);
+        // What the kernel opened it with: the published entry, or (unpublished since)
+        // the session's own inbound half.
+        let published = self.published.get(&published_key(public)).copied();
+        let Some((port, inside)) = published.or_else(|| {
+            let v = self.maps.nat_value(NatDir::In, &inb)?;
+            let port = PortId::from_ne_bytes(v[20..24].try_into().expect("4 bytes"));
+            let ip = Ipv4Addr::new(v[12], v[13], v[14], v[15]);
+            Some((
+                port,
+                SocketAddrV4::new(ip, u16::from_be_bytes([v[16], v[17]])),
+            ))
+        }) else {
+            return false; // gone already (evicted, or the router took it back)
+        };
+        let mut out: NatKey = [0; 16];
+        out[..4].copy_from_slice(&port.to_ne_bytes());
+        out[4..8].copy_from_slice(&inside.ip().octets());
+        out[8..12].copy_from_slice(&remote.ip().octets());
+        out[12..14].copy_from_slice(&inside.port().to_be_bytes());
+        out[14..16].copy_from_slice(&remote.port().to_be_bytes());
+        let keys = Keys {
+            out,
+            inb: Some(inb),
+            opening: Some([false; 2]),
+        };
+        let agrees = xlat
+            .and_then(tcp_flow)
+            .is_some_and(|((src, dst), _)| src == remote && dst == inside)
+            && published.is_some()
+            && !self.all_excluded
+            && !self.excluded.contains(&port);
+        if !agrees {
+            Self::remove(&self.maps, &keys);
+            return false;
+        }
+        if let Some(mac) = hop {
+            if let Some(mut value) = self.maps.nat_value(NatDir::Out, &out) {
+                if value[..6] != mac {
+                    value[..6].copy_from_slice(&mac);
+                    let _ = self.maps.nat_install(NatDir::Out, &out, &value);
+                }
+            }
+        }
+        self.installed.insert((inside, remote), keys);
+        true
     }
 
     /// The replies' half: from the remote end to the uplink address and mapped port, back
@@ -172,6 +340,7 @@ impl FastNat {
                     Self::remove(&self.maps, keys);
                 }
                 self.installed.clear();
+                self.unpublish_port(None);
             }
         } else if on {
             self.forget_port(port);
@@ -194,12 +363,24 @@ impl FastNat {
         self.installed.retain(|flow, keys| {
             let out = maps.nat_take_seen(NatDir::Out, &keys.out);
             let inb = keys.inb.map(|k| maps.nat_take_seen(NatDir::In, &k));
-            let keep = match (out, inb) {
-                (Some(o), None) => Some(o),
-                (Some(o), Some(Some(i))) => Some(o || i),
+            let seen = match (out, inb) {
+                (Some(o), None) => Some([o, false]),
+                (Some(o), Some(Some(i))) => Some([o, i]),
                 _ => None, // an entry went missing: the router takes the session back
-            }
-            .is_some_and(|seen| nat.inside_session(Proto::Tcp, flow.0, flow.1, seen, now));
+            };
+            let keep = match (seen, keys.opening.as_mut()) {
+                (None, _) => false,
+                (Some([o, i]), None) => nat.inside_session(Proto::Tcp, flow.0, flow.1, o || i, now),
+                (Some([o, i]), Some(ways)) => {
+                    ways[0] |= o;
+                    ways[1] |= i;
+                    let done = ways[0] && ways[1];
+                    if done {
+                        keys.opening = None;
+                    }
+                    nat.kernel_opened(flow.0, flow.1, done, o || i, now)
+                }
+            };
             if !keep {
                 Self::remove(maps, keys);
             }
@@ -210,6 +391,7 @@ impl FastNat {
     /// Every session of `port` leaves the kernel (the port is going, or captured).
     pub fn forget_port(&mut self, port: PortId) {
         self.excluded.remove(&port);
+        self.unpublish_port(Some(port));
         let maps = &self.maps;
         self.installed.retain(|_, keys| {
             let mine = keys.out[..4] == port.to_ne_bytes();
@@ -231,5 +413,6 @@ impl Drop for FastNat {
         for keys in self.installed.values() {
             Self::remove(&self.maps, keys);
         }
+        self.unpublish_port(None);
     }
 }

@@ -74,6 +74,14 @@ pub struct RouterCounters {
     /// Inner frames too big for the underlay MTU (the VTEP never fragments); IPv4 with
     /// DF gets ICMP fragmentation needed.
     pub tunnel_too_big: u64,
+    /// TCP sessions to published ports the tc uplink opened in the kernel and the NAT
+    /// took in from the SYN's observed copy.
+    #[serde(default)]
+    pub kernel_opened: u64,
+    /// Such sessions the NAT did not take (unpublished meanwhile, table full, capture
+    /// started): their kernel entries were removed.
+    #[serde(default)]
+    pub kernel_open_refused: u64,
 }
 
 /// What `stats` shows of the router.
@@ -142,6 +150,10 @@ fn ipv4_lengths(frame: &[u8]) -> Option<(usize, usize)> {
     let ihl = ((frame[14] & 0x0f) as usize) * 4;
     let total = u16::from_be_bytes([frame[16], frame[17]]) as usize;
     (ihl >= 20 && total >= ihl && ETH_HLEN + total <= frame.len()).then_some((ihl, total))
+}
+
+fn src_ip(frame: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29])
 }
 
 fn dst_ip(frame: &[u8]) -> Ipv4Addr {
@@ -372,12 +384,7 @@ impl Router {
         if cfg.udp_checksum {
             return None; // the kernel's copy leaves the UDP checksum 0
         }
-        let hop = if in_subnet(vtep, self.cfg.ip, self.cfg.prefix) {
-            vtep
-        } else {
-            self.cfg.gateway
-        };
-        let mac = self.arp.known(hop, now)?;
+        let mac = self.arp.known(self.next_hop(vtep), now)?;
         let mut buf = [0u8; 64];
         vxlan::Vtep::new(*cfg)
             .encapsulate(vni, vtep, mac, &[0u8; ETH_HLEN], &mut buf)
@@ -506,6 +513,41 @@ impl Router {
             }
             NatVerdict::NotOurs => self.counters.nat_drops += 1,
             NatVerdict::Drop(_) => self.counters.nat_drops += 1,
+        }
+    }
+
+    /// Where traffic to `dst` goes first: itself on the uplink's subnet, else the gateway.
+    fn next_hop(&self, dst: Ipv4Addr) -> Ipv4Addr {
+        if in_subnet(dst, self.cfg.ip, self.cfg.prefix) {
+            dst
+        } else {
+            self.cfg.gateway
+        }
+    }
+
+    /// A copy of a SYN that the tc uplink delivered to a published port itself, having
+    /// opened the session in the kernel: the NAT runs it through `inbound` as if it had
+    /// carried it (nothing is sent), and the session stays in the kernel if the NAT
+    /// translated it the same way (`FastNat::adopt`).
+    pub fn observe_from_uplink(&mut self, frame: &[u8], now: Instant) {
+        let Some((_, total)) = ipv4_lengths(frame) else {
+            return;
+        };
+        let hop = self.next_hop(src_ip(frame));
+        let mac = self.arp.known(hop, now);
+        let Some(f) = self.fast_nat.as_mut() else {
+            return;
+        };
+        let len = ETH_HLEN + total;
+        self.pkt[..len].copy_from_slice(&frame[..len]);
+        let xlat = match self.nat.inbound(&mut self.pkt[ETH_HLEN..len], now) {
+            NatVerdict::Translated { to: Side::Inside } => Some(&self.pkt[..len]),
+            _ => None,
+        };
+        if f.adopt(frame, xlat, mac) {
+            self.counters.kernel_opened += 1;
+        } else {
+            self.counters.kernel_open_refused += 1;
         }
     }
 
@@ -696,12 +738,7 @@ impl Router {
         now: Instant,
     ) -> bool {
         self.pkt[6..12].copy_from_slice(&self.cfg.mac);
-        let dst = dst_ip(&self.pkt[..len]);
-        let hop = if in_subnet(dst, self.cfg.ip, self.cfg.prefix) {
-            dst
-        } else {
-            self.cfg.gateway
-        };
+        let hop = self.next_hop(dst_ip(&self.pkt[..len]));
         match self.arp.resolve(hop, &self.pkt[..len], now) {
             Lookup::Known(mac) => {
                 self.pkt[0..6].copy_from_slice(&mac);

@@ -24,11 +24,29 @@ pub(crate) struct SkbMember {
     pub capture: Option<CaptureTap>,
 }
 
+/// The TCI bit of a copy the kernel sent only to be observed (it delivered the frame
+/// itself): [`crate::fastpath::OBSERVED`].
+const OBSERVED: u16 = crate::fastpath::OBSERVED;
+
+/// Who a trunk frame is from: the endpoint its tag's TCI names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tagged {
+    pub port: PortId,
+    /// A copy of a frame the kernel already delivered: the router learns from it and
+    /// nothing is forwarded.
+    pub observed: bool,
+}
+
 /// The endpoint a trunk frame belongs to (its tag's TCI); None for a frame without the
 /// trunk's tag or too short to hold one behind its MACs.
-pub(crate) fn tagged_port(frame: &[u8]) -> Option<PortId> {
-    (frame.len() >= MACS_LEN + TAG_LEN + 2 && frame[12..14] == TPID_8021AD)
-        .then(|| u16::from_be_bytes([frame[14], frame[15]]) as PortId)
+pub(crate) fn tagged_port(frame: &[u8]) -> Option<Tagged> {
+    (frame.len() >= MACS_LEN + TAG_LEN + 2 && frame[12..14] == TPID_8021AD).then(|| {
+        let tci = u16::from_be_bytes([frame[14], frame[15]]);
+        Tagged {
+            port: (tci & !OBSERVED) as PortId,
+            observed: tci & OBSERVED != 0,
+        }
+    })
 }
 
 /// Copy a tagged trunk frame into `slot` without its tag; returns the length.
@@ -72,9 +90,13 @@ mod tests {
         let mut slot = [0u8; MAX_FRAME];
         let n = tag_into(PLAIN, 0x0102, &mut slot).expect("fits");
         assert_eq!(&slot[..n], TAGGED);
-        assert_eq!(tagged_port(TAGGED), Some(0x0102));
+        let port = |port, observed| Some(Tagged { port, observed });
+        assert_eq!(tagged_port(TAGGED), port(0x0102, false));
         let n = untag_into(TAGGED, &mut slot);
         assert_eq!(&slot[..n], PLAIN);
+        let mut copy = TAGGED.to_vec();
+        copy[14] |= 0x10;
+        assert_eq!(tagged_port(&copy), port(0x0102, true), "the kernel's copy");
     }
 
     #[test]

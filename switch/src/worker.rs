@@ -1074,6 +1074,10 @@ impl Worker {
                                 mapping.host_ip,
                                 mapping.host_port,
                             );
+                            if let (nat::Proto::Tcp, Some(f)) = (mapping.proto, r.fast_nat.as_mut())
+                            {
+                                f.unpublish(mapping.host_port);
+                            }
                             Ok(())
                         }
                     };
@@ -1205,10 +1209,11 @@ impl Worker {
         now: Instant,
     ) {
         let mut run = self.skb_run.take().unwrap_or_default();
-        let mut cur: Option<PortId> = None;
+        let mut cur: Option<skb_trunk::Tagged> = None;
         for frame in rx.iter() {
             trunk.rx(frame.len());
-            let port = skb_trunk::tagged_port(frame).filter(|p| self.tx.skb_member(*p).is_some());
+            let port =
+                skb_trunk::tagged_port(frame).filter(|t| self.tx.skb_member(t.port).is_some());
             if port != cur || run.is_full() {
                 if let Some(p) = cur {
                     self.skb_run_done(p, &run, scratch, now);
@@ -1233,17 +1238,27 @@ impl Worker {
         self.skb_run = Some(run);
     }
 
-    /// A run of frames from tc endpoint `id`, through its network's pipeline.
+    /// A run of frames from tc endpoint `from.port`, through its network's pipeline; or
+    /// copies of frames the kernel delivered itself, which only the router observes.
     fn skb_run_done(
         &mut self,
-        id: PortId,
+        from: skb_trunk::Tagged,
         run: &Burst,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
+        let id = from.port;
         let Some(Some(m)) = self.tx.skb.get_mut(id as usize) else {
             return;
         };
+        if from.observed {
+            if let (UPLINK_NET, Some(r)) = (m.net, self.router.as_mut()) {
+                for frame in run.iter() {
+                    r.observe_from_uplink(frame, now);
+                }
+            }
+            return;
+        }
         if let Some(tap) = &m.capture {
             if !tee(tap, run.iter()) {
                 m.capture = None;

@@ -323,3 +323,117 @@ fn capture_sees_routed_tcp_the_kernel_would_translate() {
     assert!(sent > 500, "the capture saw {sent} frames of the transfer");
     assert!(replies > 100, "the capture saw {replies} replies");
 }
+
+/// Line echo server on port 80 (a thread per connection).
+const ECHO_SERVER: &str = r"import socketserver
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(('0.0.0.0', 80), H).serve_forever()
+";
+
+/// New connections to a published port open in the kernel once the router has answered
+/// one: the tc uplink's program opens the session from the SYN and the handshake never
+/// reaches a worker, while the NAT still holds every session (the router observes each
+/// SYN), counts a long one established once both ways carried packets in the kernel,
+/// and sees it end. Every checksum the kernel's translations left is verified by the
+/// receiving stacks.
+#[test]
+fn published_port_connections_open_in_the_kernel() {
+    let lab = Lab::new();
+    let out = Outside::new(&lab);
+    let args = out.daemon_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start(&lab, &args);
+    let net = lab.name("n");
+    d.ok(&["network", "create", "--subnet", "172.28.2.0/24", &net]);
+    let a = lab.name("a");
+    let ip_a = d.sandbox(&a, &net, &["-p", "8080:80"]);
+    let _srv = Bg::spawn(&lab, &a, "echo", &["python3", "-c", ECHO_SERVER]);
+    e2e::wait_listening(&a, 80);
+    let router = |k: &str| {
+        d.json(&["stats"])["router"]["router"][k]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let clients = format!(
+        "import socket\nok = 0\nfor i in range(40):\n s = socket.create_connection(('{}', 8080), timeout=3)\n s.sendall(b'hi %d\\n' % i)\n ok += s.makefile().readline() == 'hi %d\\n' % i\n s.close()\nprint(ok)",
+        out.uplink_ip
+    );
+    let o = ns_exec(
+        &out.ns,
+        &["python3", "-c", &clients],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "40",
+        "40 connections answered: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let opened = router("kernel_opened");
+    assert!(
+        opened >= 35,
+        "the kernel opened {opened} of 40 sessions: {}",
+        d.json(&["stats"])["router"]
+    );
+    assert_eq!(router("kernel_open_refused"), 0);
+
+    // A long connection from a known port: established in the NAT though the router
+    // saw only its SYN, and gone from the kernel when it closes.
+    let long = format!(
+        "import socket, time\ns = socket.socket()\ns.bind(('{}', 45000))\ns.connect(('{}', 8080))\nf = s.makefile()\nfor i in range(60):\n s.sendall(b'x\\n'); assert f.readline() == 'x\\n'; time.sleep(0.1)\nprint('done')",
+        out.ip, out.uplink_ip
+    );
+    let client = Bg::spawn(&lab, &out.ns, "long", &["python3", "-c", &long]);
+    let row = || {
+        let ct = d.json(&["conntrack"]);
+        ct.as_array()
+            .and_then(|rows| {
+                rows.iter()
+                    .find(|r| r["original"]["src"] == "198.51.100.1:45000")
+                    .cloned()
+            })
+            .unwrap_or_default()
+    };
+    e2e::wait_for(
+        "the long session to count as established",
+        Duration::from_secs(5),
+        || row()["state"] == "ESTABLISHED",
+    );
+    assert_eq!(
+        row()["translated"]["dst"],
+        format!("{ip_a}:80"),
+        "{}",
+        row()
+    );
+    assert!(
+        router("kernel_opened") > opened,
+        "the long one opened in the kernel too"
+    );
+    e2e::wait_for("the long client to finish", Duration::from_secs(20), || {
+        client.output().contains("done")
+    });
+    for ns in [&out.ns, &a] {
+        let o = ns_exec(
+            ns,
+            &["nstat", "-az", "TcpInCsumErrors"],
+            Duration::from_secs(5),
+        );
+        let errors = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            errors
+                .lines()
+                .any(|l| l.starts_with("TcpInCsumErrors")
+                    && l.split_whitespace().nth(1) == Some("0")),
+            "{ns} saw bad TCP checksums: {errors}"
+        );
+    }
+    e2e::wait_for(
+        "the closed sessions to leave the kernel",
+        Duration::from_secs(5),
+        || d.json(&["stats"])["router"]["fast_path_sessions"] == 0,
+    );
+}

@@ -515,6 +515,17 @@ fn run(cli: Cli) -> Res<()> {
                 ],
                 rows,
             );
+            let r = &v["router"];
+            if r.is_object() {
+                println!();
+                println!(
+                    "NAT: sessions={} in_kernel={} opened_in_kernel={} open_refused={}",
+                    s(r, "sessions"),
+                    s(r, "fast_path_sessions"),
+                    s(&r["router"], "kernel_opened"),
+                    s(&r["router"], "kernel_open_refused"),
+                );
+            }
             let o = &v["router"]["overlay"];
             if o.is_object() {
                 let drops: Vec<String> = o["drops"]

@@ -893,3 +893,38 @@ fn inside_sessions_are_found_established_and_refreshed() {
         late + cfg.tcp_established + Duration::from_secs(1)
     ));
 }
+
+/// A published-port session the kernel opened: the NAT saw only its SYN, stays live
+/// (transitory) until both directions carried packets elsewhere, then is established.
+#[test]
+fn kernel_opened_sessions_become_established_when_both_ways_carried() {
+    let cfg = NatConfig::default();
+    let mut n = nat_with(cfg);
+    n.add_port_mapping(web()).unwrap();
+    let t = Instant::now();
+    let sa = |(ip, port): (Ipv4Addr, u16)| std::net::SocketAddrV4::new(ip, port);
+    let (inside, remote) = (sa((C1, 80)), sa((REMOTE, 40000)));
+    assert!(
+        !n.kernel_opened(inside, remote, false, false, t),
+        "no session yet"
+    );
+    let mut syn = tcp((REMOTE, 40000), (EXT, 8080), wire::TCP_SYN);
+    assert_eq!(n.inbound(&mut syn, t), IN);
+    assert!(n.kernel_opened(inside, remote, false, false, t));
+    assert!(
+        !n.inside_session(Proto::Tcp, inside, remote, false, t),
+        "still opening"
+    );
+    let after_transitory = t + cfg.tcp_transitory + Duration::from_secs(1);
+    assert!(n.kernel_opened(inside, remote, true, true, t + Duration::from_secs(1)));
+    assert!(n.inside_session(Proto::Tcp, inside, remote, false, after_transitory));
+    assert_eq!(
+        n.sessions(after_transitory)[0].state,
+        SessionState::Established
+    );
+    // An RST the router sees still closes it; promotion never reopens a closed one.
+    let mut rst = tcp((REMOTE, 40000), (EXT, 8080), wire::TCP_RST | wire::TCP_ACK);
+    assert_eq!(n.inbound(&mut rst, after_transitory), IN);
+    assert!(n.kernel_opened(inside, remote, true, false, after_transitory));
+    assert_eq!(n.sessions(after_transitory)[0].state, SessionState::Close);
+}

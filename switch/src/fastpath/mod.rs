@@ -49,6 +49,7 @@ use crate::{NetId, PortId};
 /// Ports with ids below this can use the fast path (array and devmap slots), and only
 /// they can be tc endpoints (the trunk tag's TCI names the port).
 pub const MAX_PORTS: u32 = 4096;
+pub use uplink::OBSERVED;
 /// Installed (network, MAC) entries, for every network together.
 const FDB_ENTRIES: u32 = 65536;
 const KEY_LEN: usize = 12;
@@ -57,8 +58,13 @@ const VALUE_LEN: usize = 8;
 const STATS_LEN: usize = 32;
 /// A tc endpoint: network, port, the trunk's ifindex, padding.
 const ENDPOINT_LEN: usize = 16;
-/// Routed TCP sessions the kernel translates (`NatKey` -> `NatValue`).
-const NAT_ENTRIES: u32 = 16384;
+/// Routed TCP sessions the kernel translates (`NatKey` -> `NatValue`), per direction.
+/// The maps are LRU: an entry nobody took back (a session whose adoption the router
+/// never saw) cannot fill them, and one evicted goes back to the router at its next
+/// tick.
+const NAT_ENTRIES: u32 = 65536;
+/// Published ports the tc uplink opens TCP sessions for ([`PublishedKey`]).
+const PUBLISHED_ENTRIES: u32 = 4096;
 pub const NAT_KEY_LEN: usize = 16;
 pub const NAT_VALUE_LEN: usize = 32;
 
@@ -71,6 +77,12 @@ pub type NatKey = [u8; NAT_KEY_LEN];
 /// new source address (4) and port (2), both in network order, 2 bytes padding, the
 /// uplink's ifindex (u32), 4 bytes reserved, and the `seen` mark (u32) it sets.
 pub type NatValue = [u8; NAT_VALUE_LEN];
+
+/// A published port as the tc uplink looks it up for a SYN: the address (4 bytes) and
+/// port (2) it was sent to, as on the wire, the protocol (6) and a zero byte. Its value
+/// is the `nat_in` value of the sessions it opens: the endpoint's and the gateway's
+/// MACs, the container's address and port, the endpoint's port id at 20.
+pub type PublishedKey = [u8; 8];
 
 /// Which half of a NAT session: outbound (a tc endpoint's program) or inbound (the
 /// uplink's). An inbound key is the packet's addresses and ports as on the wire and 4
@@ -144,6 +156,8 @@ pub struct FastPath {
     nat_out: OwnedFd,
     /// Their inbound halves, which the uplink's program (XDP or tc) translates back.
     nat_in: OwnedFd,
+    /// Published ports the tc uplink opens sessions for itself.
+    published: OwnedFd,
     /// Overlay unicast: (network, MAC behind a VTEP) -> the outer headers.
     vxlan_out: OwnedFd,
     /// VNI -> network, for the tc uplink's decapsulation.
@@ -201,7 +215,7 @@ impl FastPath {
         let peers = bpf::map_create(bpf::BPF_MAP_TYPE_ARRAY, 4, 4, MAX_PORTS, "vsw_tc_peers")
             .map_err(|e| bpf::context(e, "create the tc peers map", hint))?;
         let nat_out = bpf::map_create(
-            bpf::BPF_MAP_TYPE_HASH,
+            bpf::BPF_MAP_TYPE_LRU_HASH,
             NAT_KEY_LEN as u32,
             NAT_VALUE_LEN as u32,
             NAT_ENTRIES,
@@ -209,13 +223,21 @@ impl FastPath {
         )
         .map_err(|e| bpf::context(e, "create the tc NAT map", hint))?;
         let nat_in = bpf::map_create(
-            bpf::BPF_MAP_TYPE_HASH,
+            bpf::BPF_MAP_TYPE_LRU_HASH,
             NAT_KEY_LEN as u32,
             NAT_VALUE_LEN as u32,
             NAT_ENTRIES,
             "vsw_nat_in",
         )
         .map_err(|e| bpf::context(e, "create the inbound NAT map", hint))?;
+        let published = bpf::map_create(
+            bpf::BPF_MAP_TYPE_HASH,
+            8,
+            NAT_VALUE_LEN as u32,
+            PUBLISHED_ENTRIES,
+            "vsw_published",
+        )
+        .map_err(|e| bpf::context(e, "create the published ports' map", hint))?;
         let vxlan_out = bpf::map_create(
             bpf::BPF_MAP_TYPE_HASH,
             KEY_LEN as u32,
@@ -249,6 +271,8 @@ impl FastPath {
             peers: peers.as_raw_fd(),
             vxlan_out: vxlan_out.as_raw_fd(),
             nat_in: nat_in.as_raw_fd(),
+            nat_out: nat_out.as_raw_fd(),
+            published: published.as_raw_fd(),
             stats: stats.as_raw_fd(),
         };
         let load = |insns: Vec<BpfInsn>, name: &str| {
@@ -272,6 +296,7 @@ impl FastPath {
             peers,
             nat_out,
             nat_in,
+            published,
             vxlan_out,
             vnis,
             uplink_cfg,
@@ -533,6 +558,22 @@ impl FastPath {
 
     pub fn nat_remove(&self, dir: NatDir, key: &NatKey) {
         let _ = bpf::map_delete_bytes(self.nat_map(dir), key);
+    }
+
+    /// SYNs to `key` open sessions in the kernel (the tc uplink's), translated to `value`.
+    pub fn published_install(&self, key: &PublishedKey, value: &NatValue) -> io::Result<()> {
+        bpf::map_update_bytes(&self.published, key, value)
+    }
+
+    pub fn published_remove(&self, key: &PublishedKey) {
+        let _ = bpf::map_delete_bytes(&self.published, key);
+    }
+
+    /// The value installed for `key` in `dir`'s map, if any.
+    pub fn nat_value(&self, dir: NatDir, key: &NatKey) -> Option<NatValue> {
+        let mut value = [0u8; NAT_VALUE_LEN];
+        bpf::map_lookup_bytes(self.nat_map(dir), key, &mut value).ok()?;
+        Some(value)
     }
 
     /// Whether the kernel translated a packet of `key` since the last call (clearing the
@@ -814,8 +855,19 @@ mod tests {
         assert_eq!(fp.nat_take_seen(NatDir::Out, &key), Some(true));
         assert_eq!(fp.counters(port).unwrap().rx_packets, 1);
 
-        let syn = tcp(A, gw_mac, ([172, 18, 0, 2], 40000), 64, true);
+        let syn_ack = tcp(A, gw_mac, ([172, 18, 0, 2], 40000), 64, true);
+        let want = tcp(uplink, hop, ([198, 51, 100, 2], 1024), 63, true);
+        assert_eq!(
+            run(&syn_ack).1,
+            want,
+            "the SYN+ACK of a session the uplink opened"
+        );
+        let mut syn = syn_ack.clone();
+        syn[47] &= !0x10; // no ACK: a new connection (punted before any checksum matters)
         assert_eq!(run(&syn).1, syn, "a SYN is the router's");
+        let mut fin = orig.clone();
+        fin[47] |= 0x01;
+        assert_eq!(run(&fin).1, fin, "a FIN is the router's");
         let mut other = orig.clone();
         other[35] ^= 1; // another source port: another session
         assert_eq!(run(&other).1, other, "an unknown session is the router's");

@@ -19,7 +19,8 @@
 //!   translated before (`nat_out`, installed by `fast_nat`) is translated here the same
 //!   way (MACs, source address and port, TTL, with the checksum helpers, which keep a
 //!   CHECKSUM_PARTIAL skb's pseudo-header sum right) and sent out of the uplink, GSO
-//!   intact. SYN, FIN and RST still go to the router, which keeps the session's state.
+//!   intact. SYN, FIN and RST still go to the router, which keeps the session's state,
+//!   except the SYN+ACK of a session the tc uplink opened for a published port.
 //!
 //! Neither program ever returns TC_ACT_OK: a frame passed up would reach the daemon
 //! namespace's own stack (broadcasts, frames for the veth's MAC). What cannot be
@@ -267,9 +268,16 @@ fn routed_tcp(a: &mut Asm, m: &Maps, nat: Label, punt: Label, drop: Label) {
     a.jump(JNE_IMM, 5, 0, 6, punt); // TCP
     a.op(LDX_B, 5, 2, IP_TTL, 0);
     a.jump(0xb5, 5, 0, 1, punt); // TTL <= 1: the router answers time exceeded
+                                 // FIN, SYN, RST: the router tracks them; but a SYN+ACK of a session the tc uplink
+                                 // opened (only such a session can have one in the map) goes on.
+    let flags_ok = a.label();
     a.op(LDX_B, 5, 2, TCP_FLAGS, 0);
-    a.jump(JSET_IMM, 5, 0, 0x07, punt); // FIN, SYN, RST: the router tracks them
-                                        // The key: port, addresses, ports.
+    a.op(MOV_REG, 4, 5, 0, 0);
+    a.op(AND_IMM, 4, 0, 0, 0x17);
+    a.jump(JEQ_IMM, 4, 0, 0x12, flags_ok);
+    a.jump(JSET_IMM, 5, 0, 0x07, punt);
+    a.bind(flags_ok);
+    // The key: port, addresses, ports.
     a.op(STX_W, 10, 8, -48, 0);
     a.op(LDX_W, 5, 2, IP_SRC, 0);
     a.op(STX_W, 10, 5, -44, 0);

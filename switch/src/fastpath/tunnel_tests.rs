@@ -258,3 +258,151 @@ fn uplink_translates_replies_back_on_skbs() {
     assert_eq!(run(&fin), (redirect, fin.clone()), "a FIN is the router's");
     fp.nat_remove(NatDir::In, &key);
 }
+
+/// The tc uplink opens a published port's session from its SYN: both halves in the
+/// maps (the reply toward the MAC the SYN came from), the SYN translated as the NAT
+/// does (etherparse builds the expected frame), a copy on the trunk for the router;
+/// the endpoint program then carries the SYN+ACK out. A SYN for a session already
+/// there, to a port not published, or on a captured uplink is punted untouched.
+#[test]
+fn uplink_opens_published_sessions_from_the_syn() {
+    use crate::port::lab::{Netns, RawSock};
+    use etherparse::PacketBuilder;
+    let ns = Netns::new();
+    ns.ip(&["link", "add", "t0", "type", "veth", "peer", "name", "t1"]);
+    for dev in ["lo", "t0", "t1"] {
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    ns.run(|| {
+        let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
+        let progs = fp.tc_programs().expect("the verifier accepts them");
+        let (up_port, ep_port, lo): (PortId, PortId, u32) = (12, 13, 1);
+        let trunk = bpf::ifindex("t0").unwrap();
+        uplink_ctx(&fp, up_port, trunk, lo);
+        bpf::map_update(&fp.peers, ep_port, 55).unwrap();
+        let sink = RawSock::open("t1").unwrap();
+        let gw_mac: Mac = [2, 0x42, 172, 18, 0, 1];
+        type Addr = ([u8; 4], u16);
+        let (remote, public, inside): (Addr, Addr, Addr) = (
+            ([198, 51, 100, 1], 40000),
+            ([198, 51, 100, 2], 8080),
+            ([172, 18, 0, 2], 80),
+        );
+        let tcp =
+            |src: Mac, dst: Mac, from: ([u8; 4], u16), to: ([u8; 4], u16), ttl: u8, ack: bool| {
+                let b = PacketBuilder::ethernet2(src, dst)
+                    .ipv4(from.0, to.0, ttl)
+                    .tcp(from.1, to.1, 1000, 64000)
+                    .syn();
+                let b = if ack { b.ack(1001) } else { b };
+                let mut f = Vec::new();
+                b.write(&mut f, &[]).unwrap();
+                f
+            };
+        let syn = tcp(HOP_MAC, UP_MAC, remote, public, 64, false);
+        let run =
+            |prog: &OwnedFd, f: &[u8]| bpf::prog_test_run_out(prog, f, &ctx(lo)).expect("test run");
+        let redirect = tc::TC_ACT_REDIRECT as u32;
+        assert_eq!(
+            run(&progs.uplink, &syn),
+            (redirect, syn.clone()),
+            "not published: punted"
+        );
+
+        let mut key: PublishedKey = [0; 8];
+        key[..4].copy_from_slice(&public.0);
+        key[4..6].copy_from_slice(&public.1.to_be_bytes());
+        key[6] = 6;
+        let mut v: NatValue = [0; NAT_VALUE_LEN];
+        v[..6].copy_from_slice(&A);
+        v[6..12].copy_from_slice(&gw_mac);
+        v[12..16].copy_from_slice(&inside.0);
+        v[16..18].copy_from_slice(&inside.1.to_be_bytes());
+        v[20..24].copy_from_slice(&ep_port.to_ne_bytes());
+        fp.published_install(&key, &v).unwrap();
+        let want = tcp(gw_mac, A, remote, inside, 63, false);
+        assert_eq!(
+            run(&progs.uplink, &syn),
+            (redirect, want),
+            "translated, byte for byte"
+        );
+        let mut in_key: NatKey = [0; 16];
+        in_key[..12].copy_from_slice(&syn[26..38]);
+        assert_eq!(
+            fp.nat_value(NatDir::In, &in_key),
+            Some(v),
+            "the inbound half"
+        );
+        assert_eq!(
+            fp.nat_take_seen(NatDir::In, &in_key),
+            Some(false),
+            "a SYN is no sign of use"
+        );
+        let mut out_key: NatKey = [0; 16];
+        out_key[..4].copy_from_slice(&ep_port.to_ne_bytes());
+        out_key[4..8].copy_from_slice(&inside.0);
+        out_key[8..12].copy_from_slice(&remote.0);
+        out_key[12..14].copy_from_slice(&inside.1.to_be_bytes());
+        out_key[14..16].copy_from_slice(&remote.1.to_be_bytes());
+        let mut out_v: NatValue = [0; NAT_VALUE_LEN];
+        out_v[..6].copy_from_slice(&HOP_MAC);
+        out_v[6..12].copy_from_slice(&UP_MAC);
+        out_v[12..16].copy_from_slice(&public.0);
+        out_v[16..18].copy_from_slice(&public.1.to_be_bytes());
+        out_v[20..24].copy_from_slice(&lo.to_ne_bytes());
+        assert_eq!(
+            fp.nat_value(NatDir::Out, &out_key),
+            Some(out_v),
+            "the outbound half"
+        );
+        let copy = sink.recv(std::time::Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            copy.as_deref(),
+            Some(&syn[..]),
+            "the router's copy, untranslated"
+        );
+
+        assert_eq!(
+            run(&progs.uplink, &syn),
+            (redirect, syn.clone()),
+            "already open: the router's"
+        );
+        // The endpoint's SYN+ACK leaves translated by the endpoint program.
+        let mut ep = [0u8; ENDPOINT_LEN];
+        ep[..4].copy_from_slice(&21u32.to_ne_bytes());
+        ep[4..8].copy_from_slice(&ep_port.to_ne_bytes());
+        ep[8..12].copy_from_slice(&trunk.to_ne_bytes());
+        bpf::map_update_bytes(&fp.endpoints, &lo.to_ne_bytes(), &ep).unwrap();
+        fp.install(21, A, ep_port).unwrap();
+        let syn_ack = tcp(A, gw_mac, inside, remote, 64, true);
+        let want = tcp(UP_MAC, HOP_MAC, public, remote, 63, true);
+        assert_eq!(
+            run(&progs.endpoint, &syn_ack),
+            (redirect, want),
+            "the SYN+ACK, translated"
+        );
+        assert_eq!(fp.nat_take_seen(NatDir::Out, &out_key), Some(true));
+
+        fp.nat_remove(NatDir::In, &in_key);
+        fp.nat_remove(NatDir::Out, &out_key);
+        let u = TcUplink {
+            ifindex: lo,
+            port: up_port,
+            trunk_ifindex: trunk,
+            mac: UP_MAC,
+            vtep: LOCAL,
+        };
+        fp.set_uplink_cfg(&u, uplink::CFG_PUNT_ALL).unwrap();
+        assert_eq!(
+            run(&progs.uplink, &syn),
+            (redirect, syn.clone()),
+            "captured: punted"
+        );
+        assert_eq!(
+            fp.nat_value(NatDir::In, &in_key),
+            None,
+            "and nothing opened"
+        );
+        fp.published_remove(&key);
+    });
+}

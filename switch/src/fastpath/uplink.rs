@@ -8,6 +8,14 @@
 //!   installed by `fast_nat`) is translated back (MACs, destination address and port,
 //!   TTL, with the checksum helpers, which keep a CHECKSUM_PARTIAL skb's pseudo-header
 //!   sum right) and goes by `bpf_redirect_peer` to the endpoint.
+//! - A SYN to a published port the router has already delivered to its endpoint
+//!   (`published`, installed by `fast_nat`) opens the session here: both halves go
+//!   into `nat_in` and `nat_out` (the reply to the MAC the SYN came from), a copy of
+//!   the SYN tagged with the uplink's port and [`OBSERVED`] goes to the worker, whose
+//!   router runs it through the NAT without sending anything (so the NAT holds the
+//!   session as if it had translated it), and the SYN itself is translated and
+//!   delivered like any packet of the session. The handshake never waits for the
+//!   worker.
 //! - Everything else is punted to the router's worker exactly like an endpoint's frames:
 //!   tagged 802.1ad with the uplink's port id and redirected to the worker's trunk,
 //!   where the kernel segments it. The worker's frames for the uplink come back through
@@ -31,6 +39,8 @@ pub(super) struct Maps {
     pub peers: i32,
     pub vxlan_out: i32,
     pub nat_in: i32,
+    pub nat_out: i32,
+    pub published: i32,
     pub stats: i32,
 }
 
@@ -44,14 +54,28 @@ pub const CFG_PUNT_ALL: u32 = 1;
 /// sandbox.
 pub const EGRESS: u32 = 1 << 31;
 const EGRESS_BIT: i32 = EGRESS as i32;
+/// In a trunk tag's TCI (the DEI bit, above every port id): a copy of a frame the kernel
+/// delivered itself, for the router to observe, never to forward.
+pub const OBSERVED: u16 = 0x1000;
 const UDP_VXLAN_BE: i32 = 0xb512; // port 4789 as loaded from the wire
-                                  // The stack: fp-4 the cfg key; fp-16 the FDB key (network, MAC) or the NAT key (16
-                                  // bytes); fp-24 the destination port; fp-28 the counters' key; fp-32 the VNI key;
-                                  // fp-48 the inner MACs; fp-52 the destination's ifindex; fp-56/-60 the old and new
-                                  // TTL word; fp-64 the VTEP address; fp-72 the uplink's MAC; fp-132/-136 segments and
-                                  // length.
+
+// The stack: fp-4 the cfg key; fp-16 the FDB key (network, MAC) or the NAT key (16
+// bytes); fp-24 the destination port; fp-28 the counters' key; fp-32 the VNI key;
+// fp-48 the inner MACs; fp-52 the destination's ifindex; fp-56/-60 the old and new
+// TTL word; fp-64 the VTEP address; fp-72 the uplink's MAC; fp-132/-136 segments and
+// length. Opening a session: fp-144 the published key, fp-176 the nat_in value,
+// fp-192 the nat_out key, fp-224 its value, fp-228 "this SYN opened it".
 const SAVED_SEGS: i16 = -132;
 const SAVED_LEN: i16 = -136;
+const PUB_KEY: i16 = -144;
+const IN_VALUE: i16 = -176;
+const OUT_KEY: i16 = -192;
+const OUT_VALUE: i16 = -224;
+const OPENED: i16 = -228;
+const FUNC_MAP_UPDATE: i32 = 2;
+const FUNC_MAP_DELETE: i32 = 3;
+const FUNC_CLONE_REDIRECT: i32 = 13;
+const BPF_NOEXIST: i32 = 1;
 
 pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
     let mut a = Asm::default();
@@ -242,17 +266,23 @@ fn nat_in(a: &mut Asm, m: &Maps, l: [Label; 4]) {
     a.jump(JNE_IMM, 5, 0, 6, punt);
     a.op(LDX_B, 5, 2, IP_TTL, 0);
     a.jump(JLE_IMM, 5, 0, 1, punt);
-    a.op(LDX_B, 5, 2, TCP_FLAGS, 0);
-    a.jump(JSET_IMM, 5, 0, 0x07, punt); // FIN, SYN, RST: the router's
     for (from, to) in [(IP_SRC, -16), (IP_DST, -12), (TCP_PORTS, -8)] {
         a.op(LDX_W, 5, 2, from, 0);
         a.op(STX_W, 10, 5, to, 0);
     }
     a.op(ST_W, 10, 0, -4, 0);
+    a.op(ST_W, 10, 0, OPENED, 0);
     a.op(LDX_H, 5, 2, IP_TTL, 0); // TTL (low byte as loaded) and protocol
     a.op(STX_W, 10, 5, -56, 0);
     a.op(ADD_IMM, 5, 0, 0, -1);
     a.op(STX_W, 10, 5, -60, 0);
+    let (lookup, open) = (a.label(), a.label());
+    a.op(LDX_B, 5, 2, TCP_FLAGS, 0);
+    a.op(MOV_REG, 4, 5, 0, 0);
+    a.op(AND_IMM, 4, 0, 0, 0x17);
+    a.jump(JEQ_IMM, 4, 0, 0x02, open); // a SYN alone: perhaps to a published port
+    a.jump(JSET_IMM, 5, 0, 0x07, punt); // FIN, SYN, RST: the router's
+    a.bind(lookup);
     a.lookup(m.nat_in, -16);
     a.jump(JEQ_IMM, 0, 0, 0, punt);
     a.op(MOV_REG, 7, 0, 0, 0);
@@ -264,6 +294,9 @@ fn nat_in(a: &mut Asm, m: &Maps, l: [Label; 4]) {
     a.jump(JEQ_IMM, 5, 0, 0, punt);
     a.jump(JSET_IMM, 5, 0, EGRESS_BIT, punt);
     a.op(STX_W, 10, 5, -52, 0);
+    // The SYN that opened the session is no sign the handshake went on.
+    a.op(LDX_W, 5, 10, OPENED, 0);
+    a.jump(JNE_IMM, 5, 0, 0, seen);
     a.op(LDX_W, 5, 7, 28, 0);
     a.jump(JNE_IMM, 5, 0, 0, seen);
     a.op(ST_W, 7, 0, 28, 1);
@@ -290,4 +323,115 @@ fn nat_in(a: &mut Asm, m: &Maps, l: [Label; 4]) {
         csum(a, r, drop);
     }
     a.jump(JA, 0, 0, 0, deliver);
+    open_session(a, m, [open, lookup, punt, drop]);
+}
+
+/// A SYN (fp-16 its `nat_in` key) to a published port: both halves of its session into
+/// the maps, a copy to the router to observe; then on to `lookup`, which translates it.
+/// Anything in the way (not published, an endpoint without a host end, a session
+/// already there, a map full) leaves the SYN to the router.
+fn open_session(a: &mut Asm, m: &Maps, l: [Label; 4]) {
+    let [open, lookup, punt, drop] = l;
+    let (undo, undo_in) = (a.label(), a.label());
+    a.bind(open);
+    a.op(LDX_W, 5, 10, -12, 0);
+    a.op(STX_W, 10, 5, PUB_KEY, 0);
+    a.op(LDX_H, 5, 10, -6, 0);
+    a.op(STX_H, 10, 5, PUB_KEY + 4, 0);
+    a.op(ST_H, 10, 0, PUB_KEY + 6, 6);
+    a.lookup(m.published, PUB_KEY as i32);
+    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.op(MOV_REG, 7, 0, 0, 0);
+    for i in 0..4 {
+        a.op(LDX_DW, 5, 7, i * 8, 0);
+        a.op(STX_DW, 10, 5, IN_VALUE + i * 8, 0);
+    }
+    a.op(ST_W, 10, 0, IN_VALUE + 28, 0);
+    // The outbound half's key: the endpoint's port, its address, the remote address,
+    // its port, the remote port.
+    a.op(LDX_W, 5, 7, 20, 0);
+    a.op(STX_W, 10, 5, OUT_KEY, 0);
+    a.op(LDX_W, 5, 7, 12, 0);
+    a.op(STX_W, 10, 5, OUT_KEY + 4, 0);
+    a.op(LDX_W, 5, 10, -16, 0);
+    a.op(STX_W, 10, 5, OUT_KEY + 8, 0);
+    a.op(LDX_H, 5, 7, 16, 0);
+    a.op(STX_H, 10, 5, OUT_KEY + 12, 0);
+    a.op(LDX_H, 5, 10, -8, 0);
+    a.op(STX_H, 10, 5, OUT_KEY + 14, 0);
+    // The endpoint has a host end to deliver to.
+    a.op(LDX_W, 5, 7, 20, 0);
+    a.op(STX_W, 10, 5, -24, 0);
+    a.lookup(m.peers, -24);
+    a.jump(JEQ_IMM, 0, 0, 0, punt);
+    a.op(LDX_W, 5, 0, 0, 0);
+    a.jump(JEQ_IMM, 5, 0, 0, punt);
+    a.jump(JSET_IMM, 5, 0, EGRESS_BIT, punt);
+    // Its value: replies to the MAC the SYN came from, from the uplink's, from the
+    // address and port the SYN was sent to, out of this device.
+    bounds(a, punt);
+    for (ld, from, st, to) in [
+        (LDX_W, 6, STX_W, 0),
+        (LDX_H, 10, STX_H, 4),
+        (LDX_H, 0, STX_H, 6),
+        (LDX_W, 2, STX_W, 8),
+    ] {
+        a.op(ld, 5, 2, from, 0);
+        a.op(st, 10, 5, OUT_VALUE + to, 0);
+    }
+    a.op(LDX_W, 5, 10, -12, 0);
+    a.op(STX_W, 10, 5, OUT_VALUE + 12, 0);
+    a.op(LDX_H, 5, 10, -6, 0);
+    a.op(STX_H, 10, 5, OUT_VALUE + 16, 0);
+    a.op(ST_H, 10, 0, OUT_VALUE + 18, 0);
+    a.op(LDX_W, 5, 6, SKB_IFINDEX, 0);
+    a.op(STX_W, 10, 5, OUT_VALUE + 20, 0);
+    a.op(ST_W, 10, 0, OUT_VALUE + 24, 0);
+    a.op(ST_W, 10, 0, OUT_VALUE + 28, 0);
+    update(a, m.nat_in, -16, IN_VALUE);
+    a.jump(JNE_IMM, 0, 0, 0, punt);
+    update(a, m.nat_out, OUT_KEY, OUT_VALUE);
+    a.jump(JNE_IMM, 0, 0, 0, undo_in);
+    // The router's copy: tagged with the uplink's port and OBSERVED.
+    a.op(MOV_REG, 1, 6, 0, 0);
+    a.op(MOV_IMM, 2, 0, 0, ETH_P_8021AD_BE);
+    a.op(MOV_REG, 3, 8, 0, 0);
+    a.op(OR_IMM, 3, 0, 0, OBSERVED as i32);
+    a.call(FUNC_SKB_VLAN_PUSH);
+    a.jump(JNE_IMM, 0, 0, 0, undo);
+    a.op(MOV_REG, 1, 6, 0, 0);
+    a.op(MOV_REG, 2, 9, 0, 0);
+    a.op(MOV_IMM, 3, 0, 0, 0);
+    a.call(FUNC_CLONE_REDIRECT);
+    a.op(MOV_REG, 7, 0, 0, 0);
+    a.op(MOV_REG, 1, 6, 0, 0);
+    a.call(FUNC_SKB_VLAN_POP);
+    a.jump(JNE_IMM, 0, 0, 0, drop);
+    a.jump(JNE_IMM, 7, 0, 0, undo); // the router would never hear of it
+    a.op(ST_W, 10, 0, OPENED, 1);
+    a.jump(JA, 0, 0, 0, lookup);
+    a.bind(undo);
+    delete(a, m.nat_out, OUT_KEY);
+    a.bind(undo_in);
+    delete(a, m.nat_in, -16);
+    a.jump(JA, 0, 0, 0, punt);
+}
+
+/// r0 = bpf_map_update_elem(map, fp + key, fp + value, BPF_NOEXIST)
+fn update(a: &mut Asm, map: i32, key: i16, value: i16) {
+    a.load_map(1, map);
+    a.op(MOV_REG, 2, 10, 0, 0);
+    a.op(ADD_IMM, 2, 0, 0, key as i32);
+    a.op(MOV_REG, 3, 10, 0, 0);
+    a.op(ADD_IMM, 3, 0, 0, value as i32);
+    a.op(MOV_IMM, 4, 0, 0, BPF_NOEXIST);
+    a.call(FUNC_MAP_UPDATE);
+}
+
+/// bpf_map_delete_elem(map, fp + key)
+fn delete(a: &mut Asm, map: i32, key: i16) {
+    a.load_map(1, map);
+    a.op(MOV_REG, 2, 10, 0, 0);
+    a.op(ADD_IMM, 2, 0, 0, key as i32);
+    a.call(FUNC_MAP_DELETE);
 }
