@@ -670,6 +670,10 @@ impl Worker {
                     if now.duration_since(since) >= SPIN_BEFORE_SLEEP {
                         self.sleep();
                         idle_since = None;
+                    } else {
+                        // Spinning, but not at the expense of a runnable thread on
+                        // this core (a sandbox's, on a small host).
+                        std::thread::yield_now();
                     }
                 }
             }
