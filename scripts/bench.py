@@ -18,6 +18,9 @@ the scale row measures the daemon's memory and the control plane's latency with 
 BENCH_ONLY (comma list of generators, l2, tcp, nat, dns, overlay, latency, scale) runs
 those groups alone (results then go to results-GROUP-GROUP.json/.svg); by default all
 run. BENCH_SECONDS sets each measurement's length, BENCH_OUT the results' directory.
+TCP and connection rows (single iperf3 or connect-loop runs, which swing by a third from
+one run to the next on a small shared machine) are measured BENCH_TRIALS times (default
+3), the reference and vswitchd interleaved, and report the medians.
 
 Results go to bench/results.json and bench/results.svg. Not run by CI (it takes
 minutes and numbers depend on the machine); `make test` runs pktgen's smoke test.
@@ -25,6 +28,7 @@ minutes and numbers depend on the machine); `make test` runs pktgen's smoke test
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,10 +43,21 @@ SINK_MAC = "02:00:00:00:bb:02"
 GEN_MAC = "02:00:00:00:aa:01"
 GROUPS = ("generators", "l2", "tcp", "nat", "dns", "overlay", "latency", "scale")
 ONLY = [g for g in os.environ.get("BENCH_ONLY", "").replace(" ", "").split(",") if g]
+TRIALS = max(1, int(os.environ.get("BENCH_TRIALS", "3")))
 
 
 def wanted(group):
     return not ONLY or group in ONLY
+
+
+def medians(*fns):
+    """Each of `fns` measured TRIALS times, interleaved (A B A B ...) so that a noisy spell
+    of the machine hits every side alike: the medians, and every sample."""
+    runs = [[] for _ in fns]
+    for _ in range(TRIALS):
+        for r, fn in zip(runs, fns):
+            r.append(fn())
+    return [statistics.median(r) for r in runs], runs
 
 
 def sh(*args, check=True, capture=False, timeout=60):
@@ -607,17 +622,10 @@ OV_GEN, OV_SINK = "172.31.0.2", "172.31.0.3"
 
 
 # A single iperf3 run of a few seconds moves by +-30% on this 2-core machine (where the
-# sender, the receiver and the kernel's softirq work land): TCP figures are the median
-# of TCP_RUNS runs.
-TCP_RUNS = int(os.environ.get("BENCH_TCP_RUNS", "3"))
-
-
+# sender, the receiver and the kernel's softirq work land), and a noisy spell can last
+# longer than one side's runs: TCP rows are measured by `medians`, the reference and
+# vswitchd interleaved.
 def iperf_bps(server_ns, client_ns, server_ip, streams=1):
-    runs = sorted(iperf_once(server_ns, client_ns, server_ip, streams) for _ in range(TCP_RUNS))
-    return runs[len(runs) // 2]
-
-
-def iperf_once(server_ns, client_ns, server_ip, streams=1):
     srv = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -829,8 +837,13 @@ def main():
         row = {"scenario": scenario, "size": 0, "reference": ref_name, "reference_pps": ref, "vswitchd_pps": ours,
                "ratio": ours / ref if ref else None, **extra, "generator_pps": None, "generator_bound": False}
         rows.append(row)
+        spread = ""
+        if len(extra.get("vswitchd_samples", [])) > 1:
+            lo = min(v / r for v, r in zip(extra["vswitchd_samples"], extra["reference_samples"]) if r)
+            hi = max(v / r for v, r in zip(extra["vswitchd_samples"], extra["reference_samples"]) if r)
+            spread = f"  (median of {len(extra['vswitchd_samples'])}; trials {lo:.2f}-{hi:.2f})"
         print(f'{scenario:<58} {ref_name:<28} {fmt_value(row, ref):>12}  vswitchd {fmt_value(row, ours):>12}  '
-              f'ratio {row["ratio"] or 0:.2f}', flush=True)
+              f'ratio {row["ratio"] or 0:.2f}{spread}', flush=True)
 
     if wanted("l2"):
         # vswitchd as it ships (tc data path: known unicast by bpf_redirect_peer), with
@@ -858,24 +871,26 @@ def main():
         # the xdp data path's sandboxes send MTU-sized frames (offloads off: an AF_XDP
         # socket reads complete frames, and XDP on a veth cannot carry GSO).
         for streams in (1, 4):
-            refs = [("linux bridge (br_netfilter)", linux_bridge(0, netfilter=True, tcp=True, streams=streams)),
-                    ("linux bridge (pure)", linux_bridge(0, netfilter=False, tcp=True, streams=streams))]
-            ours = [("tc fast path (default)", vswitch(0, 1, tcp=True, streams=streams))]
+            sides = [("linux bridge (br_netfilter)", lambda: linux_bridge(0, netfilter=True, tcp=True, streams=streams)),
+                     ("linux bridge (pure)", lambda: linux_bridge(0, netfilter=False, tcp=True, streams=streams)),
+                     ("tc fast path (default)", lambda: vswitch(0, 1, tcp=True, streams=streams))]
             if streams == 1:
-                ours.append(("xdp fast path", vswitch(0, 1, tcp=True, mode="xdp")))
-            for name, v in ours:
-                for ref_name, ref in refs:
+                sides.append(("xdp fast path", lambda: vswitch(0, 1, tcp=True, mode="xdp")))
+            figures, samples = medians(*(fn for _, fn in sides))
+            measured = [(name, v, s) for (name, _), v, s in zip(sides, figures, samples)]
+            for name, v, vs in measured[2:]:
+                for ref_name, ref, rs in measured[:2]:
                     add_rate(f"L2 iperf3 TCP, {streams} stream{'s' if streams > 1 else ''}, {name}, bits/s",
-                             ref_name, ref, v)
+                             ref_name, ref, v, reference_samples=rs, vswitchd_samples=vs)
 
     if wanted("nat"):
         add("NAT (SNAT), 1024 UDP flows", 64, "kernel + nft masquerade", kernel_nat("pps"), vswitch_nat("pps"))
-        add_rate("new TCP connections/s via published port", "kernel + nft dnat", kernel_nat("conn"),
-                 vswitch_nat("conn"))
-        add_rate("iperf3 TCP through SNAT to the outside, bits/s", "kernel + nft masquerade", kernel_nat("snat-tcp"),
-                 vswitch_nat("snat-tcp"))
-        add_rate("iperf3 TCP via published port 5201, bits/s", "kernel + nft dnat", kernel_nat("pub-tcp"),
-                 vswitch_nat("pub-tcp"))
+        for scenario, ref_name, what in (
+                ("new TCP connections/s via published port", "kernel + nft dnat", "conn"),
+                ("iperf3 TCP through SNAT to the outside, bits/s", "kernel + nft masquerade", "snat-tcp"),
+                ("iperf3 TCP via published port 5201, bits/s", "kernel + nft dnat", "pub-tcp")):
+            (k, v), (ks, vs) = medians(lambda: kernel_nat(what), lambda: vswitch_nat(what))
+            add_rate(scenario, ref_name, k, v, reference_samples=ks, vswitchd_samples=vs)
 
     if wanted("dns") and shutil.which("dnsperf") and shutil.which("dnsmasq"):
         (kl, kf), (vl, vf) = kernel_dns(), vswitch_dns()
@@ -888,7 +903,9 @@ def main():
         for size in (64, 1464):
             add("overlay (VXLAN), 2 hosts", size, "kernel vxlan + bridge", kernel_overlay("pps", size),
                 vswitch_overlay("pps", size))
-        add_rate("overlay iperf3 TCP, bits/s", "kernel vxlan + bridge", kernel_overlay("tcp"), vswitch_overlay("tcp"))
+        (k, v), (ks, vs) = medians(lambda: kernel_overlay("tcp"), lambda: vswitch_overlay("tcp"))
+        add_rate("overlay iperf3 TCP, bits/s", "kernel vxlan + bridge", k, v, reference_samples=ks,
+                 vswitchd_samples=vs)
 
     lat = {"rate_pps": int(LAT_RATE)}
     if wanted("latency"):
@@ -911,7 +928,7 @@ def main():
         print(f'scale: {scale["per_endpoint_mib"] * 1024:.1f} KiB per idle endpoint; sandbox create '
               f'{scale["create_mean_ms"]:.1f} ms, rm {scale["rm_mean_ms"]:.1f} ms mean ({scale["timed"]})', flush=True)
 
-    result = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "duration_s": DURATION,
+    result = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "duration_s": DURATION, "trials": TRIALS,
               "kernel": os.uname().release, "cores": os.cpu_count(), "groups": ONLY or list(GROUPS), "rows": rows,
               "latency": lat, "generators": {"xdp_live_alone_pps": gen, "userspace_one_core_64B_pps": gens},
               "scale": scale}

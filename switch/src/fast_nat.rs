@@ -281,12 +281,11 @@ impl FastNat {
             Self::remove(&self.maps, &keys);
             return false;
         }
-        if let Some(mac) = hop {
+        // The kernel addressed the replies to the SYN's source MAC.
+        if let Some(mac) = hop.filter(|mac| mac[..] != orig[6..12]) {
             if let Some(mut value) = self.maps.nat_value(NatDir::Out, &out) {
-                if value[..6] != mac {
-                    value[..6].copy_from_slice(&mac);
-                    let _ = self.maps.nat_install(NatDir::Out, &out, &value);
-                }
+                value[..6].copy_from_slice(&mac);
+                let _ = self.maps.nat_install(NatDir::Out, &out, &value);
             }
         }
         self.installed.insert((inside, remote), keys);

@@ -241,6 +241,7 @@ pub fn vtep_frames(data: &[u8]) {
         rest = tail;
         if len % 2 == 1 {
             r.receive_from_uplink(&mut nets, frame, &mut out, &mut scratch, now);
+            r.observe_from_uplink(frame, now);
         } else if let Ok(w) = remote.encapsulate(vni, me, up_mac, frame, &mut wrapped) {
             r.receive_from_uplink(&mut nets, &wrapped[..w], &mut out, &mut scratch, now);
         }
