@@ -5,9 +5,9 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::checksum::{checksum, pseudo_header};
 use crate::wire::{self, L4, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::{Nat, NatConfig, PortMapping, PortRange, Proto, Verdict};
+use ::wire::checksum::{checksum, pseudo_header};
 
 /// Whether every checksum that can be verified in `pkt` (an IPv4 packet) is correct,
 /// computed from scratch: the IPv4 header, TCP/UDP with the pseudo-header (UDP 0 =

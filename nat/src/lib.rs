@@ -60,7 +60,6 @@
 //! outbound, steer by internal source address so one endpoint's mapping stays on one
 //! worker (endpoint-independent mapping holds per worker).
 
-mod checksum;
 mod conntrack;
 mod error;
 #[doc(hidden)]
@@ -70,7 +69,6 @@ mod ports;
 mod published;
 mod wire;
 
-pub use checksum::{checksum, pseudo_header, Delta};
 pub use conntrack::{Kind, Side, TcpState};
 pub use error::NatError;
 pub use nat::{

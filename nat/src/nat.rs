@@ -620,19 +620,32 @@ impl Nat {
         touch: bool,
         now: Instant,
     ) -> bool {
+        let Some(i) = self.inside_flow(proto, src, dst, touch, now) else {
+            return false;
+        };
+        proto != Proto::Tcp || self.table.get(i).tcp.is_established()
+    }
+
+    /// The live session of an inside flow, refreshed with `touch`.
+    fn inside_flow(
+        &mut self,
+        proto: Proto,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        touch: bool,
+        now: Instant,
+    ) -> Option<u32> {
         let tuple = Tuple {
             src: *src.ip(),
             sport: src.port(),
             dst: *dst.ip(),
             dport: dst.port(),
         };
-        let Some((i, _)) = self.lookup(Side::Inside, proto, tuple, now) else {
-            return false;
-        };
+        let (i, _) = self.lookup(Side::Inside, proto, tuple, now)?;
         if touch {
             self.table.touch(i, now);
         }
-        proto != Proto::Tcp || self.table.get(i).tcp.is_established()
+        Some(i)
     }
 
     /// A TCP session whose SYN went through `inbound` but whose handshake the kernel
@@ -647,18 +660,9 @@ impl Nat {
         touch: bool,
         now: Instant,
     ) -> bool {
-        let tuple = Tuple {
-            src: *src.ip(),
-            sport: src.port(),
-            dst: *dst.ip(),
-            dport: dst.port(),
-        };
-        let Some((i, _)) = self.lookup(Side::Inside, Proto::Tcp, tuple, now) else {
+        let Some(i) = self.inside_flow(Proto::Tcp, src, dst, touch, now) else {
             return false;
         };
-        if touch {
-            self.table.touch(i, now);
-        }
         let s = self.table.get_mut(i);
         if done && matches!(s.tcp, TcpState::SynSent | TcpState::SynRecv) {
             s.tcp = TcpState::Established;

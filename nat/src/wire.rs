@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checksum::Delta;
+use ::wire::Delta;
 
 /// Field offsets, named once.
 mod field {
@@ -32,17 +32,8 @@ mod field {
 
 pub const IPV4_MIN_HLEN: usize = 20;
 const TCP_MIN_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
-const ICMP_HLEN: usize = 8;
-
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+use ::wire::ip::{ICMP_HLEN, UDP_HLEN};
+pub use ::wire::ip::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_DEST_UNREACHABLE: u8 = 3;

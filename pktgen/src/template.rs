@@ -6,6 +6,7 @@ use crate::cli::{mac_to_u64, u64_to_mac, Proto, Range, SizeSpec, MIN_FRAME};
 use crate::payload::{self, HEADER_LEN};
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, UdpHeader};
 use std::net::Ipv4Addr;
+use wire::checksum::{finish, sum, udp_sent};
 
 /// VXLAN's IANA UDP port (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;
@@ -99,27 +100,6 @@ impl TrafficSpec {
     }
 }
 
-/// Sum of big-endian 16-bit words (an odd last byte is padded with zero).
-pub fn sum16(bytes: &[u8]) -> u32 {
-    let mut chunks = bytes.chunks_exact(2);
-    let mut sum: u32 = 0;
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-/// Fold a 32-bit one's-complement sum to 16 bits.
-pub fn fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
 fn u64_words(v: u64) -> u32 {
     ((v >> 48) & 0xffff) as u32
         + ((v >> 32) & 0xffff) as u32
@@ -194,7 +174,7 @@ impl Template {
                 Some(Outer {
                     ip: ip_off,
                     udp: udp_off,
-                    ip_sum: sum16(&bytes[ip_off..udp_off]),
+                    ip_sum: sum(&bytes[ip_off..udp_off]),
                 })
             }
         };
@@ -229,8 +209,8 @@ impl Template {
             Proto::Udp => 17,
             Proto::TcpSyn => 6,
         };
-        let ip_sum = sum16(&bytes[ip..l4]);
-        let l4_sum = sum16(&bytes[ip + 12..ip + 20]) + proto_num + sum16(&bytes[l4..]);
+        let ip_sum = sum(&bytes[ip..l4]);
+        let l4_sum = sum(&bytes[ip + 12..ip + 20]) + proto_num + sum(&bytes[l4..]);
         Ok(Template {
             bytes,
             outer,
@@ -284,7 +264,7 @@ impl Template {
         if let Some(o) = self.outer {
             let total = (len - o.ip) as u16;
             out[o.ip + 2..o.ip + 4].copy_from_slice(&total.to_be_bytes());
-            let csum = !fold(o.ip_sum + u32::from(total));
+            let csum = finish(o.ip_sum + u32::from(total));
             out[o.ip + 10..o.ip + 12].copy_from_slice(&csum.to_be_bytes());
             let udp_len = (len - o.udp) as u16;
             out[o.udp + 4..o.udp + 6].copy_from_slice(&udp_len.to_be_bytes());
@@ -292,7 +272,7 @@ impl Template {
         let (ip, l4) = (self.ip, self.l4);
         let total = (len - ip) as u16;
         out[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
-        let ip_csum = !fold(self.ip_sum + u32::from(total));
+        let ip_csum = finish(self.ip_sum + u32::from(total));
         out[ip + 10..ip + 12].copy_from_slice(&ip_csum.to_be_bytes());
         let l4_len = (len - l4) as u16;
         match self.proto {
@@ -300,14 +280,11 @@ impl Template {
                 out[l4 + 4..l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
                 // The length counts twice: in the pseudo-header and in the UDP header.
                 let sum = self.l4_sum + 2 * u32::from(l4_len) + payload_sum;
-                let csum = match !fold(sum) {
-                    0 => 0xffff, // 0 means "no checksum" in UDP
-                    c => c,
-                };
+                let csum = udp_sent(finish(sum));
                 out[l4 + 6..l4 + 8].copy_from_slice(&csum.to_be_bytes());
             }
             Proto::TcpSyn => {
-                let csum = !fold(self.l4_sum + u32::from(l4_len) + payload_sum);
+                let csum = finish(self.l4_sum + u32::from(l4_len) + payload_sum);
                 out[l4 + 16..l4 + 18].copy_from_slice(&csum.to_be_bytes());
             }
         }

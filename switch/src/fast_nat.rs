@@ -31,11 +31,10 @@ use crate::fastpath::{FastPath, NatDir, NatKey, NatValue, PublishedKey, NAT_VALU
 use crate::fdb::Mac;
 use crate::PortId;
 
-const ETH_HLEN: usize = 14;
+use wire::ETH_HLEN;
 const TCP_END: usize = ETH_HLEN + 20 + 20;
-const FIN_SYN_RST: u8 = 0x07;
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
+use wire::ip::{TCP_ACK as ACK, TCP_SYN as SYN};
+const FIN_SYN_RST: u8 = wire::ip::TCP_FIN | SYN | wire::ip::TCP_RST;
 
 /// An inside TCP flow: source, destination.
 type Flow = (SocketAddrV4, SocketAddrV4);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::PortId;
 
-pub type Mac = [u8; 6];
+pub use wire::Mac;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {

@@ -9,7 +9,8 @@ use etherparse::{
 
 use crate::fdb::Mac;
 
-const ETH_HLEN: usize = 14;
+use wire::checksum::checksum;
+use wire::ETH_HLEN;
 const ARP_LEN: usize = 28;
 /// ARP over Ethernet is padded to the 60-byte minimum frame.
 const MIN_FRAME: usize = 60;
@@ -80,7 +81,7 @@ pub fn icmp_echo_reply(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usi
     }
     let icmp_bytes = &frame[ETH_HLEN + ihl..ETH_HLEN + total];
     let icmp = Icmpv4Slice::from_slice(icmp_bytes).ok()?;
-    if icmp.type_u8() != 8 || icmp.code_u8() != 0 || internet_checksum(icmp_bytes) != 0 {
+    if icmp.type_u8() != 8 || icmp.code_u8() != 0 || checksum(icmp_bytes, 0) != 0 {
         return None;
     }
     let len = ETH_HLEN + total;
@@ -97,20 +98,15 @@ pub fn icmp_echo_reply(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usi
     iph[16..20].copy_from_slice(&ip.source());
     iph[8] = 64;
     iph[10..12].fill(0);
-    let c = internet_checksum(iph);
+    let c = checksum(iph, 0);
     iph[10..12].copy_from_slice(&c.to_be_bytes());
     // ICMP: type 0, same id/seq/payload.
     let ic = &mut out[ETH_HLEN + ihl..len];
     ic[0] = 0;
     ic[2..4].fill(0);
-    let c = internet_checksum(ic);
+    let c = checksum(ic, 0);
     ic[2..4].copy_from_slice(&c.to_be_bytes());
     Some(len)
-}
-
-/// RFC 1071 one's-complement sum over `data`, folded and inverted (the `nat` crate's).
-pub fn internet_checksum(data: &[u8]) -> u16 {
-    nat::checksum(data, 0)
 }
 
 #[cfg(test)]
@@ -176,11 +172,11 @@ mod tests {
             0,
         ];
         ip.extend([172, 18, 0, 2, 172, 18, 0, 1]);
-        let c = internet_checksum(&ip);
+        let c = checksum(&ip, 0);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         let mut icmp = vec![8, 0, 0, 0, 0x00, 0x07, 0x00, 0x01];
         icmp.extend(payload);
-        let c = internet_checksum(&icmp);
+        let c = checksum(&icmp, 0);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         f.extend(ip);
         f.extend(icmp);
@@ -197,9 +193,9 @@ mod tests {
         assert_eq!(&r[0..6], &req[6..12]);
         assert_eq!(&r[26..30], &[172, 18, 0, 1]);
         assert_eq!(&r[30..34], &[172, 18, 0, 2]);
-        assert_eq!(internet_checksum(&r[14..34]), 0, "IPv4 header checksum");
+        assert_eq!(checksum(&r[14..34], 0), 0, "IPv4 header checksum");
         assert_eq!(r[34], 0, "echo reply");
-        assert_eq!(internet_checksum(&r[34..]), 0, "ICMP checksum");
+        assert_eq!(checksum(&r[34..], 0), 0, "ICMP checksum");
         assert_eq!(&r[38..], &req[38..], "id, seq and payload echoed");
     }
 

@@ -5,17 +5,9 @@
 use std::net::Ipv4Addr;
 
 use crate::fdb::Mac;
-use crate::gateway::internet_checksum;
+use wire::checksum::{adjust, checksum, pseudo_header, udp_sent};
 
-pub const ETH_HLEN: usize = 14;
-
-/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), for one 16-bit word changing from m to m'
-/// (the `nat` crate's incremental update).
-pub fn checksum_adjust(hc: u16, old: u16, new: u16) -> u16 {
-    let mut d = nat::Delta::default();
-    d.word(old, new);
-    d.apply(hc)
-}
+pub use wire::ETH_HLEN;
 
 /// Decrement the TTL of the IPv4 header at `ip` (checksum updated in place). Returns the
 /// new TTL, or None if the packet must not be forwarded (TTL was 0 or 1).
@@ -27,7 +19,7 @@ pub fn decrement_ttl(ip: &mut [u8]) -> Option<u8> {
     ip[8] -= 1;
     let new = u16::from_be_bytes([ip[8], ip[9]]);
     let hc = u16::from_be_bytes([ip[10], ip[11]]);
-    ip[10..12].copy_from_slice(&checksum_adjust(hc, old, new).to_be_bytes());
+    ip[10..12].copy_from_slice(&adjust(hc, old, new).to_be_bytes());
     Some(ip[8])
 }
 
@@ -113,7 +105,7 @@ pub fn icmp_error(
     h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     h[12..16].copy_from_slice(&src_ip.octets());
     h[16..20].copy_from_slice(&src.octets());
-    let c = internet_checksum(h);
+    let c = checksum(h, 0);
     h[10..12].copy_from_slice(&c.to_be_bytes());
     let (t, code) = kind.type_code();
     let m = &mut out[ETH_HLEN + 20..len];
@@ -122,7 +114,7 @@ pub fn icmp_error(
         m[6..8].copy_from_slice(&mtu.to_be_bytes());
     }
     m[8..].copy_from_slice(quoted);
-    let c = internet_checksum(m);
+    let c = checksum(m, 0);
     m[2..4].copy_from_slice(&c.to_be_bytes());
     Some(len)
 }
@@ -155,7 +147,7 @@ pub fn udp_frame(a: &UdpAddrs, payload: &[u8], out: &mut [u8]) -> Option<usize> 
     h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     h[12..16].copy_from_slice(&a.src.ip().octets());
     h[16..20].copy_from_slice(&a.dst.ip().octets());
-    let c = internet_checksum(h);
+    let c = checksum(h, 0);
     h[10..12].copy_from_slice(&c.to_be_bytes());
     let u = &mut out[ETH_HLEN + 20..len];
     u[0..2].copy_from_slice(&a.src.port().to_be_bytes());
@@ -171,32 +163,10 @@ pub fn udp_frame(a: &UdpAddrs, payload: &[u8], out: &mut [u8]) -> Option<usize> 
 /// The UDP checksum of datagram `udp` (header with a zero checksum field, and payload)
 /// between `src` and `dst`; 0 is sent as 0xffff (RFC 768).
 pub fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&src.octets());
-    pseudo[4..8].copy_from_slice(&dst.octets());
-    pseudo[9] = 17;
-    pseudo[10..12].copy_from_slice(&(udp.len() as u16).to_be_bytes());
-    let sum = ones_sum(&pseudo) + ones_sum(udp);
-    let mut s = sum;
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    match !(s as u16) {
-        0 => 0xffff,
-        c => c,
-    }
-}
-
-fn ones_sum(data: &[u8]) -> u32 {
-    let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    if let [b] = chunks.remainder() {
-        sum += (*b as u32) << 8;
-    }
-    sum
+    udp_sent(checksum(
+        udp,
+        pseudo_header(src.octets(), dst.octets(), 17, udp.len()),
+    ))
 }
 
 /// A UDP datagram inside an Ethernet/IPv4 frame: (source, destination, payload). None
@@ -213,7 +183,7 @@ pub fn parse_udp(frame: &[u8]) -> Option<(std::net::SocketAddrV4, std::net::Sock
     if ihl < 20 || total < ihl + 8 || total > ip.len() || frag != 0 {
         return None;
     }
-    if internet_checksum(&ip[..ihl]) != 0 {
+    if checksum(&ip[..ihl], 0) != 0 {
         return None;
     }
     let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
@@ -225,27 +195,8 @@ pub fn parse_udp(frame: &[u8]) -> Option<(std::net::SocketAddrV4, std::net::Sock
     }
     let u = &u[..ulen];
     let sum = u16::from_be_bytes([u[6], u[7]]);
-    if sum != 0 {
-        let mut copy = [0u8; 8];
-        copy.copy_from_slice(&u[..8]);
-        copy[6..8].fill(0);
-        let mut s = ones_sum(&copy) + ones_sum(&u[8..]);
-        let mut pseudo = [0u8; 12];
-        pseudo[0..4].copy_from_slice(&src_ip.octets());
-        pseudo[4..8].copy_from_slice(&dst_ip.octets());
-        pseudo[9] = 17;
-        pseudo[10..12].copy_from_slice(&(ulen as u16).to_be_bytes());
-        s += ones_sum(&pseudo);
-        while s >> 16 != 0 {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        let c = match !(s as u16) {
-            0 => 0xffff,
-            c => c,
-        };
-        if c != sum {
-            return None;
-        }
+    if sum != 0 && checksum(u, pseudo_header(src_ip.octets(), dst_ip.octets(), 17, ulen)) != 0 {
+        return None;
     }
     let sport = u16::from_be_bytes([u[0], u[1]]);
     let dport = u16::from_be_bytes([u[2], u[3]]);
@@ -265,7 +216,7 @@ mod tests {
         let mut ip = vec![
             0x45, 0, 0, 36, 0xab, 0xcd, 0x40, 0, ttl, 17, 0, 0, 172, 18, 0, 2, 198, 51, 100, 7,
         ];
-        let c = internet_checksum(&ip);
+        let c = checksum(&ip, 0);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         f.extend(ip);
         f.extend([0x30, 0x39, 0x00, 0x35, 0, 16, 0, 0]); // 12345 -> 53, no checksum
@@ -278,7 +229,7 @@ mod tests {
         for ttl in [2u8, 64, 128, 255] {
             let mut f = udp_frame(ttl);
             assert_eq!(decrement_ttl(&mut f[14..]), Some(ttl - 1));
-            assert_eq!(internet_checksum(&f[14..34]), 0, "ttl {ttl}");
+            assert_eq!(checksum(&f[14..34], 0), 0, "ttl {ttl}");
         }
         assert_eq!(decrement_ttl(&mut udp_frame(1)[14..]), None);
         assert_eq!(decrement_ttl(&mut udp_frame(0)[14..]), None);
@@ -289,17 +240,16 @@ mod tests {
         let mut h = [
             0x45u8, 0, 0, 60, 1, 2, 0, 0, 9, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
         ];
-        let c = internet_checksum(&h);
+        let c = checksum(&h, 0);
         h[10..12].copy_from_slice(&c.to_be_bytes());
         // Rewrite the source address word by word, as SNAT would.
         for (i, new) in [(12usize, [198u8, 51]), (14, [100, 2])] {
             let old = u16::from_be_bytes([h[i], h[i + 1]]);
             h[i..i + 2].copy_from_slice(&new);
             let hc = u16::from_be_bytes([h[10], h[11]]);
-            h[10..12]
-                .copy_from_slice(&checksum_adjust(hc, old, u16::from_be_bytes(new)).to_be_bytes());
+            h[10..12].copy_from_slice(&adjust(hc, old, u16::from_be_bytes(new)).to_be_bytes());
         }
-        assert_eq!(internet_checksum(&h), 0);
+        assert_eq!(checksum(&h, 0), 0);
     }
 
     #[test]
@@ -322,7 +272,7 @@ mod tests {
             1450,
             "RFC 1191 MTU field"
         );
-        assert_eq!(internet_checksum(&r[34..]), 0);
+        assert_eq!(checksum(&r[34..], 0), 0);
     }
 
     #[test]
@@ -343,9 +293,9 @@ mod tests {
         assert_eq!(&r[0..6], &f[6..12], "back to the sender's MAC");
         assert_eq!(&r[26..30], &[172, 18, 0, 1]);
         assert_eq!(&r[30..34], &[172, 18, 0, 2]);
-        assert_eq!(internet_checksum(&r[14..34]), 0);
+        assert_eq!(checksum(&r[14..34], 0), 0);
         assert_eq!((r[34], r[35]), (11, 0));
-        assert_eq!(internet_checksum(&r[34..]), 0);
+        assert_eq!(checksum(&r[34..], 0), 0);
         assert_eq!(&r[42..], &f[14..14 + 28], "original header + 8 bytes");
     }
 
@@ -383,7 +333,7 @@ mod tests {
         let mut out = [0u8; 128];
         let n = super::udp_frame(&a, b"hello", &mut out).expect("fits");
         assert_eq!(n, 14 + 20 + 8 + 5);
-        assert_eq!(internet_checksum(&out[14..34]), 0);
+        assert_eq!(checksum(&out[14..34], 0), 0);
         let (src, dst, payload) = parse_udp(&out[..n]).expect("parses back");
         assert_eq!((src, dst, payload), (a.src, a.dst, &b"hello"[..]));
         out[n - 1] ^= 1;

@@ -11,8 +11,8 @@ use crate::stats::{DropReason, PortCounters};
 use crate::worker::Network;
 use crate::{NetId, PortId, TUNNEL_PORT};
 
-const ETH_HLEN: usize = 14;
-const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
+use wire::ETH_HLEN;
+const ETHERTYPE_ARP: [u8; 2] = wire::ethernet::ETHERTYPE_ARP.to_be_bytes();
 const BROADCAST: Mac = [0xff; 6];
 
 /// Where the pipeline puts its output: the worker's transmit side.

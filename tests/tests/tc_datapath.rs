@@ -18,6 +18,34 @@ fn offloads(ns: &str) -> (bool, bool) {
     (on("tx-checksumming:"), on("tcp-segmentation-offload:"))
 }
 
+/// A daemon with an uplink to a fresh outside namespace, and one network on `subnet`.
+fn with_uplink(lab: &Lab, subnet: &str) -> (Outside, Daemon, String) {
+    let out = Outside::new(lab);
+    let args = out.daemon_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start(lab, &args);
+    let net = lab.name("n");
+    d.ok(&["network", "create", "--subnet", subnet, &net]);
+    (out, d, net)
+}
+
+/// The namespace's TCP stack has verified every checksum it received (the kernel's
+/// translations left them right).
+fn assert_no_tcp_checksum_errors(ns: &str) {
+    let o = ns_exec(
+        ns,
+        &["nstat", "-az", "TcpInCsumErrors"],
+        Duration::from_secs(5),
+    );
+    let errors = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        errors
+            .lines()
+            .any(|l| l.starts_with("TcpInCsumErrors") && l.split_whitespace().nth(1) == Some("0")),
+        "{ns} saw bad TCP checksums: {errors}"
+    );
+}
+
 /// Frame lengths tcpdump printed (`-e`: "... length N: ...", the first is the frame's).
 fn frame_lengths(lines: &[String]) -> Vec<usize> {
     lines
@@ -90,12 +118,7 @@ fn gso_segments_cross_the_fast_path_whole() {
 #[test]
 fn worker_traffic_works_with_offloads_on() {
     let lab = Lab::new();
-    let out = Outside::new(&lab);
-    let args = out.daemon_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let d = Daemon::start(&lab, &args);
-    let net = lab.name("n");
-    d.ok(&["network", "create", "--subnet", "172.28.0.0/24", &net]);
+    let (out, d, net) = with_uplink(&lab, "172.28.0.0/24");
     let (a, b, c) = (lab.name("a"), lab.name("b"), lab.name("c"));
     let ip_a = d.sandbox(&a, &net, &[]);
     let ip_b = d.sandbox(&b, &net, &["-p", "5201:5201"]);
@@ -200,19 +223,7 @@ fn worker_traffic_works_with_offloads_on() {
     );
     // Both ends checked every checksum the kernel's translations left.
     for ns in [&out.ns, &a] {
-        let o = ns_exec(
-            ns,
-            &["nstat", "-az", "TcpInCsumErrors"],
-            Duration::from_secs(5),
-        );
-        let errors = String::from_utf8_lossy(&o.stdout).to_string();
-        assert!(
-            errors
-                .lines()
-                .any(|l| l.starts_with("TcpInCsumErrors")
-                    && l.split_whitespace().nth(1) == Some("0")),
-            "{ns} saw bad TCP checksums: {errors}"
-        );
+        assert_no_tcp_checksum_errors(ns);
     }
     // The sessions stay listed in the NAT, which keeps their state.
     let ct = d.json(&["conntrack"]);
@@ -286,12 +297,7 @@ fn fastpath_option_is_validated() {
 #[test]
 fn capture_sees_routed_tcp_the_kernel_would_translate() {
     let lab = Lab::new();
-    let out = Outside::new(&lab);
-    let args = out.daemon_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let d = Daemon::start(&lab, &args);
-    let net = lab.name("n");
-    d.ok(&["network", "create", "--subnet", "172.28.1.0/24", &net]);
+    let (out, d, net) = with_uplink(&lab, "172.28.1.0/24");
     let a = lab.name("a");
     d.sandbox(&a, &net, &[]);
     let _srv = Bg::spawn(&lab, &out.ns, "iperf-out", &["iperf3", "-s", "-B", out.ip]);
@@ -343,12 +349,7 @@ socketserver.ThreadingTCPServer(('0.0.0.0', 80), H).serve_forever()
 #[test]
 fn published_port_connections_open_in_the_kernel() {
     let lab = Lab::new();
-    let out = Outside::new(&lab);
-    let args = out.daemon_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let d = Daemon::start(&lab, &args);
-    let net = lab.name("n");
-    d.ok(&["network", "create", "--subnet", "172.28.2.0/24", &net]);
+    let (out, d, net) = with_uplink(&lab, "172.28.2.0/24");
     let a = lab.name("a");
     let ip_a = d.sandbox(&a, &net, &["-p", "8080:80"]);
     let _srv = Bg::spawn(&lab, &a, "echo", &["python3", "-c", ECHO_SERVER]);
@@ -417,19 +418,7 @@ fn published_port_connections_open_in_the_kernel() {
         client.output().contains("done")
     });
     for ns in [&out.ns, &a] {
-        let o = ns_exec(
-            ns,
-            &["nstat", "-az", "TcpInCsumErrors"],
-            Duration::from_secs(5),
-        );
-        let errors = String::from_utf8_lossy(&o.stdout).to_string();
-        assert!(
-            errors
-                .lines()
-                .any(|l| l.starts_with("TcpInCsumErrors")
-                    && l.split_whitespace().nth(1) == Some("0")),
-            "{ns} saw bad TCP checksums: {errors}"
-        );
+        assert_no_tcp_checksum_errors(ns);
     }
     e2e::wait_for(
         "the closed sessions to leave the kernel",

@@ -8,13 +8,13 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checksum::{checksum, udp_pseudo_header};
 use crate::encap::Vtep;
 use crate::wire::{
     self, field, Packet, Repr, ETHERTYPE_IPV4, ETH_HLEN, IPV4_HLEN, IP_FRAGMENT_MASK, PROTO_UDP,
     UDP_HLEN, VXLAN_HLEN,
 };
 use crate::{Mac, Vni};
+use ::wire::checksum::{checksum, pseudo_header};
 
 /// A VXLAN frame for this VTEP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +166,7 @@ fn decapsulate<'a>(cfg: &crate::VtepConfig, frame: &'a [u8]) -> Decap<'a> {
         };
         if checksum(
             udp,
-            udp_pseudo_header(src.octets(), dst.octets(), udp.len()),
+            pseudo_header(src.octets(), dst.octets(), 17, udp.len()),
         ) != 0
         {
             return Decap::Drop(BadUdpChecksum);

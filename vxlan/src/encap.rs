@@ -7,13 +7,13 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checksum::{checksum, udp_pseudo_header};
 use crate::error::EncapError;
 use crate::wire::{
     self, field, OuterRepr, ETHERTYPE_IPV4, ETH_HLEN, IP_FRAGMENT_MASK, OUTER_IP_OVERHEAD,
     OUTER_LEN, PROTO_TCP, PROTO_UDP, UDP_HLEN, VXLAN_PORT,
 };
 use crate::{Mac, Vni};
+use ::wire::checksum::{checksum, pseudo_header, udp_sent};
 
 /// An inclusive range of UDP source ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,12 +244,9 @@ pub fn fill_udp_checksum(frame: &mut [u8]) {
         return;
     }
     udp[field::UDP_CHECKSUM].fill(0);
-    let c = match checksum(
+    let c = udp_sent(checksum(
         udp,
-        udp_pseudo_header(src.octets(), dst.octets(), udp.len()),
-    ) {
-        0 => 0xffff, // 0 means "no checksum": a computed 0 is sent as all ones (RFC 768)
-        c => c,
-    };
+        pseudo_header(src.octets(), dst.octets(), 17, udp.len()),
+    ));
     udp[field::UDP_CHECKSUM].copy_from_slice(&c.to_be_bytes());
 }

@@ -40,7 +40,6 @@
 //!   gets an empty replication list.
 //! - [`VniAllocator`] for the control plane; [`RemoteEntry`] rows for `vswitchctl fdb`.
 
-mod checksum;
 mod decap;
 mod encap;
 mod error;
@@ -55,7 +54,7 @@ pub mod wire;
 mod tests;
 
 /// An Ethernet address.
-pub type Mac = [u8; 6];
+pub use ::wire::Mac;
 
 pub use decap::{Decap, Decapsulated, DropReason, PassReason};
 pub use encap::{fill_udp_checksum, flow_hash, source_port, PortRange, Vtep, VtepConfig};

@@ -248,7 +248,7 @@ fn refuses_what_exceeds_the_underlay_mtu() {
 fn fix_ip_checksum(f: &mut [u8]) {
     let ihl = usize::from(f[14] & 0x0f) * 4;
     f[24..26].fill(0);
-    let c = crate::checksum::checksum(&f[14..14 + ihl], 0);
+    let c = ::wire::checksum::checksum(&f[14..14 + ihl], 0);
     f[24..26].copy_from_slice(&c.to_be_bytes());
 }
 

@@ -5,8 +5,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::checksum::checksum;
 use crate::{Mac, Vni};
+use ::wire::checksum::checksum;
 
 /// Field offsets, named once: Ethernet from the frame start, the others from the start
 /// of their own header.
@@ -39,25 +39,19 @@ pub(crate) mod field {
     pub const VXLAN_RESERVED2: usize = 7;
 }
 
-pub const ETH_HLEN: usize = 14;
-pub const IPV4_HLEN: usize = 20;
-pub const UDP_HLEN: usize = 8;
+pub use ::wire::ethernet::ETHERTYPE_IPV4;
+pub use ::wire::ip::{IPV4_HLEN, IP_DF, IP_FRAGMENT_MASK, PROTO_TCP, PROTO_UDP, UDP_HLEN};
+pub use ::wire::ETH_HLEN;
 pub const VXLAN_HLEN: usize = 8;
 /// Outer Ethernet + IPv4 (no options) + UDP + VXLAN: what encapsulation adds.
 pub const OUTER_LEN: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN;
 /// What encapsulation adds to the IP packet the underlay MTU limits.
 pub const OUTER_IP_OVERHEAD: usize = IPV4_HLEN + UDP_HLEN + VXLAN_HLEN;
 
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_TCP: u8 = 6;
 /// The IANA-assigned VXLAN port (RFC 7348 section 5).
 pub const VXLAN_PORT: u16 = 4789;
 /// The I flag: the VNI is valid. The only flag RFC 7348 defines.
 pub const FLAG_I: u8 = 0x08;
-pub const IP_DF: u16 = 0x4000;
-/// MF and the fragment offset: any of them set means a fragment.
-pub const IP_FRAGMENT_MASK: u16 = 0x3fff;
 
 pub(crate) fn be16(b: &[u8], r: std::ops::Range<usize>) -> Option<u16> {
     match b.get(r)? {

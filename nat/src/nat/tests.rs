@@ -3,8 +3,8 @@
 //! with etherparse, with every checksum verified by a full recompute.
 
 use super::*;
-use crate::checksum::checksum;
 use crate::fuzzing::checksums_ok;
+use ::wire::checksum::checksum;
 use etherparse::PacketBuilder;
 
 const EXT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);

@@ -117,14 +117,8 @@ pub fn vxlan_value(outer: &[u8], uplink_ifindex: u32, uplink_port: PortId) -> Vx
     v[16..20].fill(0); // total length, IP ID
     v[24..26].fill(0);
     v[38..42].fill(0); // UDP length and checksum
-    let mut sum = 0u32;
-    for w in v[14..34].chunks_exact(2) {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    v[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let sum = wire::checksum::checksum(&v[14..34], 0);
+    v[24..26].copy_from_slice(&sum.to_be_bytes());
     v[52..56].copy_from_slice(&uplink_ifindex.to_ne_bytes());
     v[60..64].copy_from_slice(&uplink_port.to_ne_bytes());
     v

@@ -103,14 +103,19 @@ fn endpoint_encapsulates_like_the_vtep() {
     assert_eq!(run(&inner), (redirect, inner.clone()), "removed");
 }
 
-fn uplink_ctx(fp: &FastPath, up_port: PortId, trunk: u32, lo: u32) {
-    let u = TcUplink {
+/// The tc uplink of these tests: on `lo`, port `up_port`, punting to `trunk`.
+fn test_uplink(up_port: PortId, trunk: u32, lo: u32) -> TcUplink {
+    TcUplink {
         ifindex: lo,
         port: up_port,
         trunk_ifindex: trunk,
         mac: UP_MAC,
         vtep: LOCAL,
-    };
+    }
+}
+
+fn uplink_ctx(fp: &FastPath, up_port: PortId, trunk: u32, lo: u32) {
+    let u = test_uplink(up_port, trunk, lo);
     bpf::map_update(&fp.peers, up_port, lo | uplink::EGRESS).unwrap();
     fp.set_uplink_cfg(&u, 0).unwrap();
     for p in [up_port, 12, 13] {
@@ -188,13 +193,7 @@ fn uplink_decapsulates_for_local_endpoints() {
         (redirect, other_mac.clone()),
         "not for the uplink's MAC"
     );
-    let u = TcUplink {
-        ifindex: lo,
-        port: up_port,
-        trunk_ifindex: trunk,
-        mac: UP_MAC,
-        vtep: LOCAL,
-    };
+    let u = test_uplink(up_port, trunk, lo);
     fp.set_uplink_cfg(&u, uplink::CFG_PUNT_ALL).unwrap();
     assert_eq!(
         run(&frame),
@@ -385,13 +384,7 @@ fn uplink_opens_published_sessions_from_the_syn() {
 
         fp.nat_remove(NatDir::In, &in_key);
         fp.nat_remove(NatDir::Out, &out_key);
-        let u = TcUplink {
-            ifindex: lo,
-            port: up_port,
-            trunk_ifindex: trunk,
-            mac: UP_MAC,
-            vtep: LOCAL,
-        };
+        let u = test_uplink(up_port, trunk, lo);
         fp.set_uplink_cfg(&u, uplink::CFG_PUNT_ALL).unwrap();
         assert_eq!(
             run(&progs.uplink, &syn),

@@ -167,12 +167,18 @@ fn local_endpoint(a: &mut Asm, m: &Maps, fail: Label) {
     a.jump(JEQ_IMM, 0, 0, 0, fail);
     a.op(LDX_W, 5, 0, 0, 0);
     a.op(STX_W, 10, 5, -24, 0);
+    host_end(a, m, fail);
+    a.op(STX_W, 10, 5, -52, 0);
+}
+
+/// r5 = the ifindex of the host end of the port at fp-24; to `fail` unless the port is a
+/// sandbox's (it has a host end, and it is not the uplink's egress).
+fn host_end(a: &mut Asm, m: &Maps, fail: Label) {
     a.lookup(m.peers, -24);
     a.jump(JEQ_IMM, 0, 0, 0, fail);
     a.op(LDX_W, 5, 0, 0, 0);
     a.jump(JEQ_IMM, 5, 0, 0, fail);
     a.jump(JSET_IMM, 5, 0, EGRESS_BIT, fail);
-    a.op(STX_W, 10, 5, -52, 0);
 }
 
 /// VXLAN to this VTEP; anything else that is not VXLAN goes on to `nat`.
@@ -288,11 +294,7 @@ fn nat_in(a: &mut Asm, m: &Maps, l: [Label; 4]) {
     a.op(MOV_REG, 7, 0, 0, 0);
     a.op(LDX_W, 5, 7, 20, 0);
     a.op(STX_W, 10, 5, -24, 0);
-    a.lookup(m.peers, -24);
-    a.jump(JEQ_IMM, 0, 0, 0, punt);
-    a.op(LDX_W, 5, 0, 0, 0);
-    a.jump(JEQ_IMM, 5, 0, 0, punt);
-    a.jump(JSET_IMM, 5, 0, EGRESS_BIT, punt);
+    host_end(a, m, punt);
     a.op(STX_W, 10, 5, -52, 0);
     // The SYN that opened the session is no sign the handshake went on.
     a.op(LDX_W, 5, 10, OPENED, 0);
@@ -362,11 +364,7 @@ fn open_session(a: &mut Asm, m: &Maps, l: [Label; 4]) {
     // The endpoint has a host end to deliver to.
     a.op(LDX_W, 5, 7, 20, 0);
     a.op(STX_W, 10, 5, -24, 0);
-    a.lookup(m.peers, -24);
-    a.jump(JEQ_IMM, 0, 0, 0, punt);
-    a.op(LDX_W, 5, 0, 0, 0);
-    a.jump(JEQ_IMM, 5, 0, 0, punt);
-    a.jump(JSET_IMM, 5, 0, EGRESS_BIT, punt);
+    host_end(a, m, punt);
     // Its value: replies to the MAC the SYN came from, from the uplink's, from the
     // address and port the SYN was sent to, out of this device.
     bounds(a, punt);

@@ -3,35 +3,15 @@
 //! holds only the pseudo-header seed. Once such a frame leaves the kernel through the
 //! switch, nobody else will complete it, so the port does.
 
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+use wire::checksum::{finish, udp_sent};
+#[cfg(test)]
+use wire::checksum::{fold, sum};
+
+use wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use wire::ip::{PROTO_TCP, PROTO_UDP};
 
 fn be16(f: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*f.get(off)?, *f.get(off + 1)?]))
-}
-
-/// One's-complement sum of `data` (big-endian 16-bit words, odd byte padded), unfolded.
-fn sum(data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    let mut acc: u32 = chunks
-        .by_ref()
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .fold(0, |a, w| a.wrapping_add(w));
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// Where the L4 header starts, its protocol, and where the IP payload ends.
@@ -39,12 +19,12 @@ fn locate_l4(f: &[u8]) -> Option<(usize, u8, usize)> {
     let mut off = 12;
     let mut ethertype = be16(f, off)?;
     off += 2;
-    while ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+    while ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
         ethertype = be16(f, off + 2)?;
         off += 4;
     }
     match ethertype {
-        ETH_P_IPV4 => {
+        ETHERTYPE_IPV4 => {
             let ihl = usize::from(*f.get(off)? & 0x0f) * 4;
             let total = usize::from(be16(f, off + 2)?);
             let frag = be16(f, off + 6)?;
@@ -54,7 +34,7 @@ fn locate_l4(f: &[u8]) -> Option<(usize, u8, usize)> {
             }
             Some((off + ihl, *f.get(off + 9)?, off + total))
         }
-        ETH_P_IPV6 => {
+        ETHERTYPE_IPV6 => {
             let end = off + 40 + usize::from(be16(f, off + 4)?);
             let mut next = *f.get(off + 6)?;
             let mut l4 = off + 40;
@@ -78,16 +58,16 @@ pub fn complete_partial(f: &mut [u8]) -> bool {
         return false;
     };
     let field = match proto {
-        IPPROTO_TCP => l4 + 16,
-        IPPROTO_UDP => l4 + 6,
+        PROTO_TCP => l4 + 16,
+        PROTO_UDP => l4 + 6,
         _ => return false,
     };
     if end > f.len() || field + 2 > end {
         return false;
     }
-    let mut csum = !fold(sum(&f[l4..end]));
-    if proto == IPPROTO_UDP && csum == 0 {
-        csum = 0xffff; // 0 would mean "no checksum"
+    let mut csum = finish(wire::checksum::sum(&f[l4..end]));
+    if proto == PROTO_UDP {
+        csum = udp_sent(csum);
     }
     f[field..field + 2].copy_from_slice(&csum.to_be_bytes());
     true
@@ -97,7 +77,7 @@ pub fn complete_partial(f: &mut [u8]) -> bool {
 #[cfg(test)]
 pub fn l4_checksum_ok(f: &[u8]) -> Option<bool> {
     let (l4, proto, end) = locate_l4(f)?;
-    if !matches!(proto, IPPROTO_TCP | IPPROTO_UDP) || end > f.len() {
+    if !matches!(proto, PROTO_TCP | PROTO_UDP) || end > f.len() {
         return None;
     }
     let ip = ip_off(f)?;
@@ -113,7 +93,7 @@ pub fn l4_checksum_ok(f: &[u8]) -> Option<bool> {
 #[cfg(test)]
 fn ip_off(f: &[u8]) -> Option<usize> {
     let mut off = 12;
-    while matches!(be16(f, off)?, ETH_P_8021Q | ETH_P_8021AD) {
+    while matches!(be16(f, off)?, ETHERTYPE_VLAN | ETHERTYPE_QINQ) {
         off += 4;
     }
     Some(off + 2)
