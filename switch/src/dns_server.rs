@@ -13,11 +13,11 @@ use serde::Serialize;
 
 use crate::fdb::Mac;
 use crate::ipv4::{self, UdpAddrs};
+use crate::network::Network;
 use crate::pipeline::Emit;
 use crate::port::MAX_FRAME;
 use crate::router::Router;
 use crate::stats::PortCounters;
-use crate::worker::Network;
 use crate::{NetId, PortId};
 
 /// Clients remembered (network, address -> MAC, port) for answers that come later

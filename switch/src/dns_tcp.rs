@@ -20,10 +20,10 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use crate::fdb::Mac;
 use crate::gateway::Gateway;
 use crate::ipv4::ETH_HLEN;
+use crate::network::Network;
 use crate::pipeline::Emit;
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
-use crate::worker::Network;
 use crate::{NetId, PortId};
 
 /// Connections served at once per network; a SYN beyond them is answered with RST.

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::fdb::{Fdb, Mac};
 use crate::gateway::{self, Gateway};
+use crate::network::Network;
 use crate::pipeline::{switch_burst, Emit};
 use crate::port::{Burst, MAX_FRAME};
 use crate::stats::PortCounters;
-use crate::worker::Network;
 use crate::{NetConfig, NetId, PortId};
 
 struct Count(usize);

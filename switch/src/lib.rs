@@ -14,6 +14,7 @@ pub mod fdb;
 pub mod fuzzing;
 pub mod gateway;
 pub mod ipv4;
+mod network;
 mod pipeline;
 pub mod port;
 pub mod router;

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use crate::fdb::{Learned, Mac};
 use crate::gateway;
+use crate::network::Network;
 use crate::port::{Burst, MAX_FRAME};
 use crate::stats::{DropReason, PortCounters};
-use crate::worker::Network;
 use crate::{NetId, PortId, TUNNEL_PORT};
 
 use wire::ETH_HLEN;

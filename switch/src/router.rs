@@ -18,10 +18,10 @@ use crate::fast_vxlan::FastVxlan;
 use crate::fdb::Mac;
 use crate::gateway::{self, Gateway};
 use crate::ipv4::{self, IcmpError, ETH_HLEN};
+use crate::network::Network;
 use crate::pipeline::Emit;
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
-use crate::worker::Network;
 use crate::{NetId, OverlayConfig, PortId, TUNNEL_PORT};
 use vxlan::{Decap, Origin, Overlay, Vni, VtepConfig};
 
