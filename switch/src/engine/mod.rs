@@ -1,0 +1,523 @@
+//! The engine: starts the workers, assigns ports to them, and is the one door through
+//! which the control plane changes or reads the data plane. Every change is a message
+//! that workers apply between bursts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{bounded, unbounded};
+use serde::Serialize;
+
+use crate::dns_server::{DnsServer, DnsStats};
+use crate::fast_nat::FastNat;
+use crate::fast_vxlan::FastVxlan;
+use crate::fastpath::{self, FastPath, TcLink};
+use crate::fdb::FdbEntry;
+use crate::port::{Backend, Port};
+use crate::router::{Router, RouterStats, UplinkConfig};
+use crate::stats::{PortCounters, PortCountersSnapshot, WorkerCounters, WorkerCountersSnapshot};
+pub use crate::worker::{CaptureTap, Captured};
+use crate::worker::{Control, NewPort, NewSkbPort, Peer, Worker, WorkerSetup, DNS_WORKER};
+use crate::{NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, TRUNK_NET, UPLINK_NET};
+
+mod query;
+mod uplink;
+mod vlan;
+
+/// How long a removed port's id is not handed out again: frames of the old port may
+/// still wait in a trunk's rings or a cross-worker queue, and must not be taken for the
+/// new port's (which may be on another network).
+const ID_QUARANTINE: Duration = Duration::from_secs(2);
+
+/// Depth of each worker's queue of frames from other workers.
+const HANDOFF_QUEUE: usize = 4096;
+/// How long a control request waits for a worker's answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub workers: usize,
+    pub poll: PollMode,
+    /// Bound on learned MACs per network.
+    pub fdb_max: usize,
+    pub fdb_age: Duration,
+    /// Pin each worker to its own core.
+    pub pin: bool,
+    /// The cores to pin to, worker i on `cpus[i % len]`; None: core i+1 (wrapping),
+    /// leaving core 0 to the control plane and the kernel.
+    pub cpus: Option<Vec<usize>>,
+    /// Where the embedded DNS forwards names it does not own (reached by the uplink).
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Forward known unicast between sandbox endpoints in the kernel (`fastpath`).
+    pub fast_path: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: 1,
+            poll: PollMode::Adaptive,
+            fdb_max: 8192,
+            fdb_age: Duration::from_secs(300),
+            pin: true,
+            cpus: None,
+            dns_upstreams: Vec::new(),
+            fast_path: true,
+        }
+    }
+}
+
+struct WorkerHandle {
+    peer: Peer,
+    counters: Arc<WorkerCounters>,
+    core: Option<usize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the engine knows of a port, for stats and listings.
+#[derive(Clone, Debug, Serialize)]
+pub struct PortInfo {
+    pub id: PortId,
+    pub name: String,
+    pub network: NetId,
+    pub backend: Backend,
+    pub worker: usize,
+    /// Known unicast between this port and other fast-path ports is forwarded in the
+    /// kernel (`fastpath`); its frames count in the port's counters all the same.
+    pub fast_path: bool,
+}
+
+struct PortEntry {
+    info: PortInfo,
+    counters: Arc<PortCounters>,
+    /// A tc endpoint: its host end's ifindex and the link of its program.
+    tc: Option<(u32, TcLink)>,
+}
+
+/// A worker's endpoint trunk: the port its worker reads, the kernel end's ifindex, and
+/// the trunk program's link there.
+struct EndpointTrunk {
+    port: PortId,
+    ifindex: u32,
+    _link: TcLink,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PortStats {
+    #[serde(flatten)]
+    pub info: PortInfo,
+    #[serde(flatten)]
+    pub counters: PortCountersSnapshot,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatsSnapshot {
+    pub ports: Vec<PortStats>,
+    pub workers: Vec<WorkerCountersSnapshot>,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    workers: Vec<WorkerHandle>,
+    ports: BTreeMap<PortId, PortEntry>,
+    /// Trunk ports (macvlan parents) by interface name.
+    trunks: BTreeMap<String, PortId>,
+    /// Networks' members on trunks: member id -> (trunk, VID, network).
+    vlan_members: BTreeMap<PortId, (PortId, Option<u16>, NetId)>,
+    /// The fast path's maps and programs (also with `--fast-path off`: the tc data path
+    /// punts through them); None where BPF is unavailable.
+    maps: Option<Arc<FastPath>>,
+    /// Each worker's endpoint trunk, once attached.
+    endpoint_trunks: Vec<Option<EndpointTrunk>>,
+    /// The uplink in the tc data path, if it is there.
+    tc_uplink: Option<fastpath::TcUplink>,
+    /// Ids of ports removed lately, and when (see [`ID_QUARANTINE`]).
+    retired: Vec<(PortId, std::time::Instant)>,
+}
+
+impl Engine {
+    pub fn start(cfg: EngineConfig) -> Result<Engine> {
+        let n = cfg.workers.max(1);
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut receivers = Vec::with_capacity(n);
+        let mut peers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (ctl_tx, ctl_rx) = unbounded();
+            let (data_tx, data_rx) = bounded(HANDOFF_QUEUE);
+            let waker = Worker::new_waker().context("create worker wake-up eventfd")?;
+            peers.push(Peer {
+                control: ctl_tx,
+                data: data_tx,
+                waker: waker.clone(),
+            });
+            receivers.push((ctl_rx, data_rx, waker));
+        }
+        let mut dns = Some(Box::new(
+            DnsServer::new(cfg.dns_upstreams.clone()).map_err(|e| anyhow!("{e}"))?,
+        ));
+        let maps = match FastPath::new() {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no in-kernel fast path or tc data path; sandbox veths get a socket each and every frame goes through the workers");
+                None
+            }
+        };
+        // The workers install learned MACs in the kernel only with the fast path on.
+        let fast = maps.clone().filter(|_| cfg.fast_path);
+        let mut workers = Vec::with_capacity(n);
+        for (i, (ctl_rx, data_rx, waker)) in receivers.into_iter().enumerate() {
+            let counters = Arc::new(WorkerCounters::default());
+            // Leave core 0 to the control plane and the kernel when we can.
+            let core = match &cfg.cpus {
+                _ if !cfg.pin => None,
+                Some(list) if !list.is_empty() => Some(core_affinity::CoreId {
+                    id: list[i % list.len()],
+                }),
+                _ => (!cores.is_empty()).then(|| cores[(i + 1) % cores.len()]),
+            };
+            let setup = WorkerSetup {
+                index: i,
+                poll: cfg.poll,
+                fdb_max: cfg.fdb_max,
+                fdb_age: cfg.fdb_age,
+                counters: counters.clone(),
+                fast: fast.clone(),
+            };
+            let resolver = if i == DNS_WORKER { dns.take() } else { None };
+            let worker = Worker::new(setup, ctl_rx, data_rx, waker, peers.clone(), resolver)
+                .context("create worker epoll set")?;
+            let thread = std::thread::Builder::new()
+                .name(format!("vs-worker-{i}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        if !core_affinity::set_for_current(c) {
+                            tracing::warn!(
+                                worker = i,
+                                core = c.id,
+                                "could not pin worker to its core"
+                            );
+                        }
+                    }
+                    worker.run()
+                })
+                .context("spawn worker thread")?;
+            workers.push(WorkerHandle {
+                peer: peers[i].clone(),
+                counters,
+                core: core.map(|c| c.id),
+                thread: Some(thread),
+            });
+        }
+        tracing::info!(workers = n, poll = ?cfg.poll, "data plane started");
+        Ok(Engine {
+            cfg,
+            workers,
+            ports: BTreeMap::new(),
+            trunks: BTreeMap::new(),
+            vlan_members: BTreeMap::new(),
+            maps,
+            endpoint_trunks: (0..n).map(|_| None).collect(),
+            tc_uplink: None,
+            retired: Vec::new(),
+        })
+    }
+
+    /// The lowest id neither a port nor a trunk member has.
+    fn free_id(&mut self) -> PortId {
+        self.free_id_from(0)
+    }
+
+    /// The lowest id from `first` that no port or trunk member has and that was not
+    /// retired within [`ID_QUARANTINE`].
+    fn free_id_from(&mut self, first: PortId) -> PortId {
+        let now = std::time::Instant::now();
+        self.retired
+            .retain(|(_, at)| now.duration_since(*at) < ID_QUARANTINE);
+        let retired = &self.retired;
+        (first..)
+            .find(|i| {
+                !self.ports.contains_key(i)
+                    && !self.vlan_members.contains_key(i)
+                    && !retired.iter().any(|(r, _)| r == i)
+            })
+            .unwrap_or(first)
+    }
+
+    fn least_loaded(&self) -> usize {
+        (0..self.workers.len())
+            .min_by_key(|w| self.ports.values().filter(|p| p.info.worker == *w).count())
+            .unwrap_or(0)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    fn send(&self, worker: usize, msg: Control) -> Result<()> {
+        let w = &self.workers[worker];
+        w.peer
+            .control
+            .send(msg)
+            .map_err(|_| anyhow!("data-plane worker {worker} has stopped"))?;
+        w.peer.waker.wake();
+        Ok(())
+    }
+
+    fn broadcast(&self, msg: impl Fn() -> Control) -> Result<()> {
+        for i in 0..self.workers.len() {
+            self.send(i, msg())?;
+        }
+        Ok(())
+    }
+
+    /// Add or update a network on every worker (its ports are kept).
+    pub fn add_network(&self, cfg: NetConfig) -> Result<()> {
+        self.broadcast(|| Control::AddNetwork(cfg.clone()))
+    }
+
+    pub fn remove_network(&mut self, id: NetId) -> Result<()> {
+        let ports: Vec<PortId> = self
+            .ports
+            .values()
+            .filter(|p| p.info.network == id)
+            .map(|p| p.info.id)
+            .collect();
+        for p in ports {
+            self.remove_port(p)?;
+        }
+        self.broadcast(|| Control::RemoveNetwork(id))
+    }
+
+    /// Attach an opened port to a network; the least-loaded worker owns it.
+    pub fn add_port(&mut self, net: NetId, port: Box<dyn Port>) -> Result<PortId> {
+        self.add_port_with(net, port, false)
+    }
+
+    /// `add_port`, and with `fast_path` the port runs the in-kernel fast path if it can
+    /// (an AF_XDP port). Only for a veth whose peer takes XDP-redirected frames (GRO on
+    /// or an XDP program there): the kernel drops redirected frames a veth cannot take.
+    pub fn add_port_with(
+        &mut self,
+        net: NetId,
+        mut port: Box<dyn Port>,
+        fast_path: bool,
+    ) -> Result<PortId> {
+        let id = self.free_id();
+        let fast = match (self.fast(), fast_path && id < fastpath::MAX_PORTS) {
+            (Some(fp), true) => match port.enable_fast_path(fp, net, id) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => false,
+                Err(e) => {
+                    tracing::warn!(port = port.name(), error = %e, "fast path not enabled; the worker forwards all of this port's frames");
+                    false
+                }
+            },
+            _ => false,
+        };
+        let worker = (0..self.workers.len())
+            .min_by_key(|w| self.ports.values().filter(|p| p.info.worker == *w).count())
+            .unwrap_or(0);
+        for w in 0..self.workers.len() {
+            if w != worker {
+                self.send(w, Control::AddRemotePort { id, net, worker })?;
+            }
+        }
+        self.hand_port(worker, id, net, port, fast)?;
+        Ok(id)
+    }
+
+    /// Hand `port` to `worker` as port `id` of `net` (running the fast path's program
+    /// with `fast`), and record it.
+    fn hand_port(
+        &mut self,
+        worker: usize,
+        id: PortId,
+        net: NetId,
+        port: Box<dyn Port>,
+        fast: bool,
+    ) -> Result<()> {
+        let counters = Arc::new(PortCounters::default());
+        let info = PortInfo {
+            id,
+            name: port.name().to_string(),
+            network: net,
+            backend: port.backend(),
+            worker,
+            fast_path: fast,
+        };
+        self.send(
+            worker,
+            Control::AddPort(NewPort {
+                id,
+                net,
+                port,
+                counters: counters.clone(),
+                fast,
+            }),
+        )?;
+        self.ports.insert(
+            id,
+            PortEntry {
+                info,
+                counters,
+                tc: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// The fast path's maps when the workers install learned MACs in them.
+    fn fast(&self) -> Option<&Arc<FastPath>> {
+        self.maps.as_ref().filter(|_| self.cfg.fast_path)
+    }
+
+    /// Give worker `worker` its endpoint trunk: `port` is the worker's end of a veth
+    /// pair whose other end, `kernel_end`, has no checksum, TSO, GSO or S-VLAN transmit
+    /// offload (so what tc endpoints punt reaches the worker segmented, checksummed and
+    /// with the tag in the frame). Tc endpoints then can be placed on this worker.
+    pub fn add_endpoint_trunk(
+        &mut self,
+        worker: usize,
+        kernel_end: &str,
+        port: Box<dyn Port>,
+    ) -> Result<PortId> {
+        let maps = self
+            .maps
+            .clone()
+            .ok_or_else(|| anyhow!("the tc data path needs BPF (maps and tcx programs)"))?;
+        if worker >= self.workers.len() || self.endpoint_trunks[worker].is_some() {
+            return Err(anyhow!("worker {worker} has no slot for an endpoint trunk"));
+        }
+        let ifindex = crate::bpf::ifindex(kernel_end)?;
+        let link = maps.attach_trunk(ifindex)?;
+        let id = self.free_id();
+        self.hand_port(worker, id, ENDPOINT_TRUNK_NET, port, false)?;
+        self.endpoint_trunks[worker] = Some(EndpointTrunk {
+            port: id,
+            ifindex,
+            _link: link,
+        });
+        Ok(id)
+    }
+
+    /// Whether sandbox veths can be attached on the tc data path (`add_tc_endpoint`).
+    pub fn has_tc_path(&self) -> bool {
+        self.endpoint_trunks.iter().any(Option::is_some)
+    }
+
+    /// Attach the host end `iface` of a sandbox veth to network `net` on the tc data
+    /// path: no socket of its own; a tcx program forwards known unicast in the kernel
+    /// (with the fast path on) and punts the rest to the least-loaded worker's trunk.
+    pub fn add_tc_endpoint(&mut self, net: NetId, iface: &str) -> Result<PortId> {
+        let maps = self
+            .maps
+            .clone()
+            .ok_or_else(|| anyhow!("the tc data path needs BPF (maps and tcx programs)"))?;
+        // Never 0: an 802.1ad TCI of 0 reads as a priority tag on some receive paths.
+        let id = self.free_id_from(1);
+        if id >= fastpath::MAX_PORTS {
+            return Err(anyhow!(
+                "the switch has {} ports, as many as the tc data path has slots for; remove some first",
+                fastpath::MAX_PORTS
+            ));
+        }
+        let (worker, trunk, trunk_ifindex) = (0..self.workers.len())
+            .filter_map(|w| {
+                let t = self.endpoint_trunks[w].as_ref()?;
+                Some((w, t.port, t.ifindex))
+            })
+            .min_by_key(|(w, _, _)| self.ports.values().filter(|p| p.info.worker == *w).count())
+            .ok_or_else(|| anyhow!("no worker has an endpoint trunk for the tc data path"))?;
+        let ifindex = crate::bpf::ifindex(iface)?;
+        let counters = Arc::new(PortCounters::default());
+        for w in 0..self.workers.len() {
+            if w != worker {
+                self.send(w, Control::AddRemotePort { id, net, worker })?;
+            }
+        }
+        self.send(
+            worker,
+            Control::AddSkbPort(NewSkbPort {
+                id,
+                net,
+                counters: counters.clone(),
+                trunk,
+            }),
+        )?;
+        let link = match maps.attach_endpoint(ifindex, net, id, trunk_ifindex) {
+            Ok(l) => l,
+            Err(e) => {
+                self.broadcast(|| Control::RemovePort(id))?;
+                return Err(anyhow!("attach {iface} to the tc data path: {e}"));
+            }
+        };
+        let info = PortInfo {
+            id,
+            name: iface.to_string(),
+            network: net,
+            backend: Backend::Tc,
+            worker,
+            fast_path: self.cfg.fast_path,
+        };
+        self.ports.insert(
+            id,
+            PortEntry {
+                info,
+                counters,
+                tc: Some((ifindex, link)),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Detach a port; the worker closes it once it has flushed what was queued.
+    pub fn remove_port(&mut self, id: PortId) -> Result<()> {
+        if let Some(p) = self.ports.remove(&id) {
+            self.retired.push((id, std::time::Instant::now()));
+            if let (Some((ifindex, link)), Some(maps)) = (p.tc, &self.maps) {
+                // Out of the maps first: the program, still attached, then drops every
+                // frame of the host end instead of punting it for a port being removed
+                // (and never lets one through to this namespace's stack).
+                maps.detach_endpoint(ifindex, id);
+                drop(link);
+            }
+            self.broadcast(|| Control::RemovePort(id))?;
+            self.barrier()?;
+            if let (true, Some(fp)) = (p.info.fast_path, &self.maps) {
+                fp.remove_port(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until every worker has applied all messages sent so far.
+    pub fn barrier(&self) -> Result<()> {
+        let (tx, rx) = bounded(self.workers.len());
+        self.broadcast(|| Control::Barrier(tx.clone()))?;
+        for _ in 0..self.workers.len() {
+            rx.recv_timeout(REPLY_TIMEOUT)
+                .map_err(|_| anyhow!("a data-plane worker did not answer in time"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            let _ = w.peer.control.send(Control::Stop);
+            w.peer.waker.wake();
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

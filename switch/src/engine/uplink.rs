@@ -1,0 +1,196 @@
+//! The uplink: attaching it (a socket, or the tc data path), where the router lives,
+//! published ports and the router's state.
+
+use super::*;
+
+impl Engine {
+    /// Attach the uplink: its worker (the first) owns the router and the NAT; every
+    /// other worker hands it the frames its networks route.
+    pub fn set_uplink(&mut self, cfg: UplinkConfig, mut port: Box<dyn Port>) -> Result<PortId> {
+        if self.ports.values().any(|p| p.info.network == UPLINK_NET) {
+            return Err(anyhow!("the uplink is already attached"));
+        }
+        let id = self.free_id();
+        // The resolver's worker too: its upstream queries and replies never cross workers.
+        let worker = DNS_WORKER;
+        let counters = Arc::new(PortCounters::default());
+        let mut router =
+            Router::new(id, cfg, counters.clone()).map_err(|e| anyhow!("uplink NAT: {e}"))?;
+        // Established routed TCP from tc endpoints is translated in the kernel too.
+        if let (Some(maps), true) = (self.fast().cloned(), self.has_tc_path()) {
+            match crate::bpf::ifindex(port.name()) {
+                Ok(ifindex) => {
+                    // Replies too, where the uplink runs XDP (AF_XDP).
+                    let inbound = match port.enable_nat_in(&maps) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "replies of kernel-translated sessions go through the router");
+                            false
+                        }
+                    };
+                    router.fast_nat = Some(FastNat::new(maps, ifindex, inbound));
+                }
+                Err(e) => tracing::warn!(error = %e, "no NAT fast path"),
+            }
+        }
+        let info = PortInfo {
+            id,
+            name: port.name().to_string(),
+            network: UPLINK_NET,
+            backend: port.backend(),
+            worker,
+            fast_path: false,
+        };
+        for w in 1..self.workers.len() {
+            self.send(
+                w,
+                Control::AddRemotePort {
+                    id,
+                    net: UPLINK_NET,
+                    worker,
+                },
+            )?;
+            self.send(w, Control::RouteVia(Some(worker)))?;
+        }
+        self.send(
+            worker,
+            Control::AddPort(NewPort {
+                id,
+                net: UPLINK_NET,
+                port,
+                counters: counters.clone(),
+                fast: false,
+            }),
+        )?;
+        self.send(worker, Control::EnableRouter(Box::new(router)))?;
+        self.ports.insert(
+            id,
+            PortEntry {
+                info,
+                counters,
+                tc: None,
+            },
+        );
+        self.barrier()?;
+        Ok(id)
+    }
+
+    /// Attach the uplink in the tc data path: no socket, a tcx program at its ingress
+    /// ([`fastpath::uplink`]). Its frames reach the router's worker through that worker's
+    /// endpoint trunk, and the router's go out of it the same way; with the fast path
+    /// on, established routed TCP and overlay unicast stay in the kernel both ways.
+    pub fn set_uplink_tc(&mut self, cfg: UplinkConfig, iface: &str) -> Result<PortId> {
+        if self.ports.values().any(|p| p.info.network == UPLINK_NET) {
+            return Err(anyhow!("the uplink is already attached"));
+        }
+        let maps = self
+            .maps
+            .clone()
+            .ok_or_else(|| anyhow!("the tc data path needs BPF (maps and tcx programs)"))?;
+        let worker = DNS_WORKER;
+        let (trunk, trunk_ifindex) = self.endpoint_trunks[worker]
+            .as_ref()
+            .map(|t| (t.port, t.ifindex))
+            .ok_or_else(|| anyhow!("the router's worker has no endpoint trunk"))?;
+        let id = self.free_id_from(1);
+        if id >= fastpath::MAX_PORTS {
+            return Err(anyhow!("no port id left for the uplink"));
+        }
+        let ifindex = crate::bpf::ifindex(iface)?;
+        let tc = fastpath::TcUplink {
+            ifindex,
+            port: id,
+            trunk_ifindex,
+            mac: cfg.mac,
+            vtep: cfg.vtep_ip.unwrap_or(cfg.ip),
+        };
+        let counters = Arc::new(PortCounters::default());
+        let mut router =
+            Router::new(id, cfg, counters.clone()).map_err(|e| anyhow!("uplink NAT: {e}"))?;
+        if let Some(fp) = self.fast().cloned() {
+            router.fast_nat = Some(FastNat::new(fp.clone(), ifindex, true).opening_published());
+            router.fast_vxlan = Some(FastVxlan::new(fp, ifindex, id));
+        }
+        for w in (0..self.workers.len()).filter(|w| *w != worker) {
+            self.send(
+                w,
+                Control::AddRemotePort {
+                    id,
+                    net: UPLINK_NET,
+                    worker,
+                },
+            )?;
+            self.send(w, Control::RouteVia(Some(worker)))?;
+        }
+        self.send(
+            worker,
+            Control::AddSkbPort(NewSkbPort {
+                id,
+                net: UPLINK_NET,
+                counters: counters.clone(),
+                trunk,
+            }),
+        )?;
+        self.send(worker, Control::EnableRouter(Box::new(router)))?;
+        self.barrier()?;
+        let link = maps
+            .attach_uplink(&tc)
+            .map_err(|e| anyhow!("attach the uplink {iface} to the tc data path: {e}"))?;
+        let info = PortInfo {
+            id,
+            name: iface.to_string(),
+            network: UPLINK_NET,
+            backend: Backend::Tc,
+            worker,
+            fast_path: true,
+        };
+        self.ports.insert(
+            id,
+            PortEntry {
+                info,
+                counters,
+                tc: Some((ifindex, link)),
+            },
+        );
+        self.tc_uplink = Some(tc);
+        Ok(id)
+    }
+
+    pub(super) fn router_worker(&self) -> Option<usize> {
+        self.ports
+            .values()
+            .find(|p| p.info.network == UPLINK_NET)
+            .map(|p| p.info.worker)
+    }
+
+    /// Publish (or, with `add` false, unpublish) a port on the uplink address.
+    pub fn port_mapping(&self, add: bool, mapping: nat::PortMapping) -> Result<()> {
+        let w = self
+            .router_worker()
+            .ok_or_else(|| anyhow!("publishing ports needs an uplink (vswitchd --uplink)"))?;
+        let (tx, rx) = bounded(1);
+        self.send(
+            w,
+            Control::PortMapping {
+                add,
+                mapping,
+                reply: tx,
+            },
+        )?;
+        rx.recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| anyhow!("the router's worker did not answer in time"))?
+            .map_err(|e| anyhow!(e))
+    }
+
+    /// The router's counters and NAT sessions; None without an uplink.
+    pub fn router(&self) -> Result<Option<(RouterStats, Vec<nat::SessionRow>)>> {
+        let Some(w) = self.router_worker() else {
+            return Ok(None);
+        };
+        let (tx, rx) = bounded(1);
+        self.send(w, Control::RouterDump(tx))?;
+        rx.recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| anyhow!("the router's worker did not answer in time"))
+    }
+}

@@ -1,0 +1,331 @@
+use super::*;
+
+#[test]
+fn jumps_land_on_their_labels() {
+    let p = xdp::program(3, 4, 5, 6, 7, 8);
+    let bytes = bpf::insn_bytes(&p);
+    let at = |i: usize| &bytes[i * 8..i * 8 + 8];
+    // The first bounds check jumps to the punt tail: r2 = ctx->rx_queue_index.
+    let first = at(5);
+    assert_eq!(first[0], 0x2d);
+    let off = i16::from_le_bytes([first[2], first[3]]) as usize;
+    assert_eq!(at(5 + 1 + off)[..4], [0x61, 0x62, 16, 0]);
+    // The program ends with the punt's call and exit.
+    assert_eq!(at(p.len() - 1)[0], 0x95);
+    assert_eq!(at(p.len() - 2)[..1], [0x85]);
+    assert_eq!(at(p.len() - 2)[4], FUNC_REDIRECT_MAP as u8);
+}
+
+const A: Mac = [2, 0, 0, 0, 0, 0xa];
+const B: Mac = [2, 0, 0, 0, 0, 0xb];
+
+fn frame(dst: Mac, src: Mac, ethertype: [u8; 2]) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&ethertype);
+    f
+}
+
+/// The program, through the kernel's verifier, run over frames against real maps:
+/// it forwards (XDP_REDIRECT) only known unicast from an installed source, and
+/// counts what it forwards. Needs root (BPF), as the e2e tests do.
+#[test]
+fn forwards_only_known_unicast_from_its_own_sources() {
+    let fp = FastPath::new().expect("create the fast path's maps (root?)");
+    let xsks = bpf::map_create(bpf::BPF_MAP_TYPE_XSKMAP, 4, 4, 1, "t_xsks").unwrap();
+    let (net, port, other) = (7, 1, 2);
+    let prog = bpf::prog_load_xdp(&fp.program(&xsks, net, port), "t_fast")
+        .expect("the verifier accepts the program");
+    let run = |f: &[u8]| bpf::prog_test_run(&prog, f).expect("test run");
+    let ip = [0x08, 0x00];
+    let (pass, redirect) = (XDP_PASS as u32, XDP_REDIRECT as u32);
+
+    assert_eq!(
+        run(&frame(B, A, ip)),
+        pass,
+        "nothing installed: the worker's"
+    );
+    fp.install(net, A, port).unwrap();
+    assert_eq!(run(&frame(B, A, ip)), pass, "unknown destination");
+    fp.install(net, B, other).unwrap();
+    assert_eq!(
+        run(&frame(B, A, ip)),
+        pass,
+        "no devmap slot for the egress yet"
+    );
+    fp.add_port(port, 1).unwrap();
+    fp.add_port(other, 1).unwrap();
+    assert_eq!(
+        run(&frame(B, A, ip)),
+        redirect,
+        "known unicast is forwarded"
+    );
+    assert_eq!(run(&frame([0xff; 6], A, ip)), pass, "broadcast");
+    assert_eq!(run(&frame(B, A, [0x81, 0x00])), pass, "VLAN tag");
+    assert_eq!(
+        run(&frame(A, B, ip)),
+        pass,
+        "source installed on another port"
+    );
+    assert_eq!(run(&frame(A, A, ip)), pass, "destination on the same port");
+    fp.install(net + 1, [2, 0, 0, 0, 0, 0xc], other).unwrap();
+    assert_eq!(
+        run(&frame([2, 0, 0, 0, 0, 0xc], A, ip)),
+        pass,
+        "a MAC of another network"
+    );
+
+    assert_eq!(
+        fp.take_seen(net, A, port),
+        Some(true),
+        "A was seen as a source"
+    );
+    assert_eq!(
+        fp.take_seen(net, A, port),
+        Some(false),
+        "and the mark was cleared"
+    );
+    assert_eq!(fp.take_seen(net, A, other), None, "not on that port");
+    let rx = fp.counters(port).unwrap();
+    let tx = fp.counters(other).unwrap();
+    assert_eq!((rx.rx_packets, rx.rx_bytes, rx.tx_packets), (1, 64, 0));
+    assert_eq!((tx.tx_packets, tx.tx_bytes, tx.rx_packets), (1, 64, 0));
+
+    fp.remove(net, B, port); // not B's port: stays
+    assert_eq!(run(&frame(B, A, ip)), redirect);
+    fp.remove(net, B, other);
+    assert_eq!(run(&frame(B, A, ip)), pass, "removed");
+    fp.install(net, B, other).unwrap();
+    fp.remove_port(other);
+    assert_eq!(run(&frame(B, A, ip)), pass, "egress left the devmap");
+}
+
+/// The tc endpoint program through the verifier and over skbs on loopback (test runs
+/// decide redirects without carrying them out): only known unicast from an installed
+/// source is forwarded and counted; the rest is punted, never passed; a device that
+/// is no endpoint gets nothing through. The trunk program loads too.
+#[test]
+fn tc_endpoint_forwards_known_unicast_and_punts_the_rest() {
+    let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
+    let (net, port, other): (NetId, PortId, PortId) = (9, 3, 4);
+    let lo = 1u32;
+    let ctx = |ifindex: u32| {
+        let mut c = vec![0u8; 44];
+        c[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        c
+    };
+    let progs = fp.tc_programs().expect("the verifier accepts them");
+    let (ep_prog, trunk_prog) = (&progs.endpoint, &progs.trunk);
+    let run = |f: &[u8]| bpf::prog_test_run_ctx(ep_prog, f, &ctx(lo)).expect("test run");
+    let ip = [0x08, 0x00];
+    let (shot, redirect) = (2u32, tc::TC_ACT_REDIRECT as u32);
+    assert_eq!(
+        run(&frame(B, A, ip)),
+        shot,
+        "not an endpoint: dropped, never passed"
+    );
+    // Only the maps: nothing is attached to any device (the test runs read the maps).
+    let mut value = [0u8; ENDPOINT_LEN];
+    value[..4].copy_from_slice(&net.to_ne_bytes());
+    value[4..8].copy_from_slice(&port.to_ne_bytes());
+    value[8..12].copy_from_slice(&lo.to_ne_bytes());
+    bpf::map_update_bytes(&fp.endpoints, &lo.to_ne_bytes(), &value).unwrap();
+    bpf::map_update(&fp.peers, port, lo).unwrap();
+    let fast = || fp.counters(port).unwrap().rx_packets;
+    assert_eq!(run(&frame(B, A, ip)), redirect, "punted to the trunk");
+    fp.install(net, A, port).unwrap();
+    fp.install(net, B, other).unwrap();
+    assert_eq!(
+        run(&frame(B, A, ip)),
+        redirect,
+        "punted: the egress has no host end"
+    );
+    assert_eq!(fast(), 0);
+    bpf::map_update(&fp.peers, other, 77).unwrap();
+    assert_eq!(run(&frame(B, A, ip)), redirect);
+    assert_eq!(fast(), 1, "known unicast forwarded in the kernel");
+    let tx = fp.counters(other).unwrap();
+    assert_eq!((tx.tx_packets, tx.tx_bytes), (1, 64));
+    for (f, why) in [
+        (frame([0xff; 6], A, ip), "broadcast"),
+        (frame(B, A, [0x81, 0x00]), "VLAN tag"),
+        (frame(A, B, ip), "source installed on another port"),
+        (frame(A, A, ip), "destination on the same port"),
+    ] {
+        assert_eq!(run(&f), redirect, "{why}: punted");
+        assert_eq!(fast(), 1, "{why}: not forwarded in the kernel");
+    }
+    assert_eq!(fp.take_seen(net, A, port), Some(true));
+    assert_eq!(
+        bpf::prog_test_run_ctx(trunk_prog, &frame(B, A, ip), &ctx(lo)).unwrap(),
+        shot,
+        "an untagged frame on the trunk is dropped"
+    );
+    fp.detach_endpoint(lo, port);
+    assert_eq!(run(&frame(B, A, ip)), shot, "detached");
+}
+
+/// The tc program's routed TCP branch, over a real frame: an established session's
+/// packet comes out exactly as the router would send it (MACs, source address and
+/// port, TTL, both checksums recomputed from scratch by etherparse for the expected
+/// frame); SYN, FIN and RST, other ports and unknown sessions are left alone.
+#[test]
+fn tc_endpoint_translates_routed_tcp_like_the_router() {
+    use etherparse::PacketBuilder;
+    let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
+    let ep_prog = &fp.tc_programs().expect("the verifier accepts it").endpoint;
+    let (net, port): (NetId, PortId) = (11, 5);
+    let lo = 1u32;
+    let mut value = [0u8; ENDPOINT_LEN];
+    value[..4].copy_from_slice(&net.to_ne_bytes());
+    value[4..8].copy_from_slice(&port.to_ne_bytes());
+    value[8..12].copy_from_slice(&lo.to_ne_bytes());
+    bpf::map_update_bytes(&fp.endpoints, &lo.to_ne_bytes(), &value).unwrap();
+    fp.install(net, A, port).unwrap();
+    let gw_mac: Mac = [2, 0x42, 172, 18, 0, 1];
+    let (hop, uplink): (Mac, Mac) = ([2, 0, 0, 0, 0, 0x99], [2, 0, 0, 0, 0, 0x55]);
+    let tcp = |src: Mac, dst: Mac, from: ([u8; 4], u16), ttl: u8, syn: bool| {
+        let b = PacketBuilder::ethernet2(src, dst)
+            .ipv4(from.0, [198, 51, 100, 1], ttl)
+            .tcp(from.1, 5201, 1000, 64000)
+            .ack(7);
+        let b = if syn { b.syn() } else { b };
+        let payload = [0xabu8; 100];
+        let mut f = Vec::new();
+        b.write(&mut f, &payload).unwrap();
+        f
+    };
+    let orig = tcp(A, gw_mac, ([172, 18, 0, 2], 40000), 64, false);
+    let want = tcp(uplink, hop, ([198, 51, 100, 2], 1024), 63, false);
+    let mut key: NatKey = [0; 16];
+    key[..4].copy_from_slice(&port.to_ne_bytes());
+    key[4..16].copy_from_slice(&orig[26..38]);
+    let mut v: NatValue = [0; NAT_VALUE_LEN];
+    v[..6].copy_from_slice(&hop);
+    v[6..12].copy_from_slice(&uplink);
+    v[12..16].copy_from_slice(&[198, 51, 100, 2]);
+    v[16..18].copy_from_slice(&1024u16.to_be_bytes());
+    v[20..24].copy_from_slice(&7u32.to_ne_bytes());
+    let ctx = {
+        let mut c = vec![0u8; 44];
+        c[40..44].copy_from_slice(&lo.to_ne_bytes());
+        c
+    };
+    let run = |f: &[u8]| bpf::prog_test_run_out(ep_prog, f, &ctx).expect("test run");
+    let redirect = tc::TC_ACT_REDIRECT as u32;
+
+    let (verdict, out) = run(&orig);
+    assert_eq!(
+        (verdict, &out[..]),
+        (redirect, &orig[..]),
+        "no session: punted untouched"
+    );
+    fp.nat_install(NatDir::Out, &key, &v).unwrap();
+    let (verdict, out) = run(&orig);
+    assert_eq!(verdict, redirect);
+    assert_eq!(out, want, "translated as the router does, byte for byte");
+    assert_eq!(fp.nat_take_seen(NatDir::Out, &key), Some(true));
+    assert_eq!(fp.counters(port).unwrap().rx_packets, 1);
+
+    let syn_ack = tcp(A, gw_mac, ([172, 18, 0, 2], 40000), 64, true);
+    let want = tcp(uplink, hop, ([198, 51, 100, 2], 1024), 63, true);
+    assert_eq!(
+        run(&syn_ack).1,
+        want,
+        "the SYN+ACK of a session the uplink opened"
+    );
+    let mut syn = syn_ack.clone();
+    syn[47] &= !0x10; // no ACK: a new connection (punted before any checksum matters)
+    assert_eq!(run(&syn).1, syn, "a SYN is the router's");
+    let mut fin = orig.clone();
+    fin[47] |= 0x01;
+    assert_eq!(run(&fin).1, fin, "a FIN is the router's");
+    let mut other = orig.clone();
+    other[35] ^= 1; // another source port: another session
+    assert_eq!(run(&other).1, other, "an unknown session is the router's");
+    let ttl1 = tcp(A, gw_mac, ([172, 18, 0, 2], 40000), 1, false);
+    assert_eq!(
+        run(&ttl1).1,
+        ttl1,
+        "TTL 1: the router answers time exceeded"
+    );
+    fp.nat_remove(NatDir::Out, &key);
+    assert_eq!(run(&orig).1, orig, "removed");
+    fp.remove(net, A, port);
+}
+
+/// The uplink's inbound NAT program, over a real frame: a reply of a session in
+/// `nat_in` comes out translated back exactly (MACs, destination address and port,
+/// TTL, checksums as etherparse computes them from scratch) and is redirected to the
+/// endpoint; without the session, or without a redirect target, it is left alone for
+/// the AF_XDP socket.
+#[test]
+fn uplink_translates_replies_back_like_the_router() {
+    use etherparse::PacketBuilder;
+    let fp = FastPath::new().expect("create the fast path's maps (root?)");
+    let xsks = bpf::map_create(bpf::BPF_MAP_TYPE_XSKMAP, 4, 4, 1, "t_xsks").unwrap();
+    let prog = bpf::prog_load_xdp(&fp.nat_in_program(&xsks), "t_nat_in")
+        .expect("the verifier accepts the program");
+    let port: PortId = 6;
+    let (gw_mac, ep_mac, up_mac, out_mac): (Mac, Mac, Mac, Mac) = (
+        [2, 0x42, 172, 18, 0, 1],
+        [2, 0x42, 172, 18, 0, 2],
+        [2, 0, 0, 0, 0, 0x55],
+        [2, 0, 0, 0, 0, 0x99],
+    );
+    let tcp = |src: Mac, dst: Mac, to: ([u8; 4], u16), ttl: u8, fin: bool| {
+        let b = PacketBuilder::ethernet2(src, dst)
+            .ipv4([198, 51, 100, 1], to.0, ttl)
+            .tcp(5201, to.1, 9000, 64000)
+            .ack(1001);
+        let b = if fin { b.fin() } else { b };
+        let mut f = Vec::new();
+        b.write(&mut f, &[0x5a; 200]).unwrap();
+        f
+    };
+    let reply = tcp(out_mac, up_mac, ([198, 51, 100, 2], 1024), 64, false);
+    let want = tcp(gw_mac, ep_mac, ([172, 18, 0, 2], 40000), 63, false);
+    let mut key: NatKey = [0; 16];
+    key[..12].copy_from_slice(&reply[26..38]);
+    let mut v: NatValue = [0; NAT_VALUE_LEN];
+    v[..6].copy_from_slice(&ep_mac);
+    v[6..12].copy_from_slice(&gw_mac);
+    v[12..16].copy_from_slice(&[172, 18, 0, 2]);
+    v[16..18].copy_from_slice(&40000u16.to_be_bytes());
+    v[20..24].copy_from_slice(&port.to_ne_bytes());
+    let run = |f: &[u8]| bpf::prog_test_run_out(&prog, f, &[]).expect("test run");
+    let (pass, redirect) = (XDP_PASS as u32, XDP_REDIRECT as u32);
+
+    assert_eq!(
+        run(&reply),
+        (pass, reply.clone()),
+        "no session: the socket's"
+    );
+    fp.nat_install(NatDir::In, &key, &v).unwrap();
+    assert_eq!(
+        run(&reply),
+        (pass, reply.clone()),
+        "no redirect target: untouched"
+    );
+    fp.add_port(port, 1).unwrap();
+    let (verdict, out) = run(&reply);
+    assert_eq!(verdict, redirect);
+    assert_eq!(
+        out, want,
+        "translated back as the router does, byte for byte"
+    );
+    assert_eq!(fp.nat_take_seen(NatDir::In, &key), Some(true));
+    assert_eq!(fp.counters(port).unwrap().tx_packets, 1);
+    let fin = tcp(out_mac, up_mac, ([198, 51, 100, 2], 1024), 64, true);
+    assert_eq!(run(&fin), (pass, fin.clone()), "a FIN is the router's");
+    fp.nat_remove(NatDir::In, &key);
+    assert_eq!(run(&reply), (pass, reply.clone()), "removed");
+}
+
+#[test]
+fn key_layout() {
+    let k = key(0x0102_0304, [2, 0, 0, 0, 0, 9]);
+    assert_eq!(&k[..4], &0x0102_0304u32.to_ne_bytes());
+    assert_eq!(&k[4..], &[2, 0, 0, 0, 0, 9, 0, 0]);
+}

@@ -1,0 +1,534 @@
+//! The router between bridge networks and the uplink: it owns the uplink address
+//! (answers ARP and ping for it), resolves next hops by ARP, sends container traffic
+//! out through SNAT and brings replies and published-port traffic back through DNAT
+//! (the `nat` crate), decrementing TTL and sending the ICMP errors a router sends.
+//! One worker (the uplink's owner) runs it; other workers hand it their routed frames.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nat::{Nat, NatConfig, NatCounters, Side, Verdict as NatVerdict};
+use serde::Serialize;
+
+use crate::arp::{self, ArpCache, ArpCounters, Lookup};
+use crate::fast_nat::FastNat;
+use crate::fast_vxlan::FastVxlan;
+use crate::fdb::Mac;
+use crate::gateway::{self, Gateway};
+use crate::ipv4::{self, IcmpError, ETH_HLEN};
+use crate::network::Network;
+use crate::pipeline::Emit;
+use crate::port::MAX_FRAME;
+use crate::stats::PortCounters;
+use crate::{NetId, OverlayConfig, PortId, TUNNEL_PORT};
+use vxlan::{Decap, Origin, Overlay, Vni, VtepConfig};
+
+mod overlay;
+mod resolver;
+
+/// The external side, as `vswitchd --uplink ... --uplink-ip ... --uplink-gw` gives it.
+#[derive(Clone, Debug)]
+pub struct UplinkConfig {
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    /// The uplink interface's MAC: frames leave with it as source.
+    pub mac: Mac,
+    pub nat: NatConfig,
+    /// The overlay tunnel endpoint's address (`--vtep-ip`); None: the uplink address.
+    pub vtep_ip: Option<Ipv4Addr>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
+pub struct RouterCounters {
+    /// Container traffic sent out of the uplink.
+    pub routed_out: u64,
+    /// Traffic from the uplink delivered to a container.
+    pub routed_in: u64,
+    /// Routed frames with no uplink to leave by.
+    pub no_uplink: u64,
+    /// Frames toward another container network (networks are isolated).
+    pub isolated: u64,
+    /// Frames leaving an --internal network.
+    pub internal: u64,
+    pub ttl_exceeded: u64,
+    pub icmp_errors_sent: u64,
+    /// Not IPv4, or a malformed header.
+    pub not_ipv4: u64,
+    /// No endpoint has the destination address.
+    pub unknown_host: u64,
+    /// Dropped by the NAT (see its counters for why).
+    pub nat_drops: u64,
+    /// Uplink frames that were not for the switch.
+    pub uplink_ignored: u64,
+    /// Echo requests to the uplink address answered.
+    pub echo_answered: u64,
+    /// Upstream DNS replies (datagrams, TCP segments) handed to the embedded resolver.
+    pub dns_replies: u64,
+    /// Upstream DNS replies dropped: more than a burst's worth at once.
+    pub dns_inbox_full: u64,
+    /// Decapsulated frames delivered into an overlay network.
+    pub tunnel_in: u64,
+    /// Overlay frames not sent or not delivered: runt or multicast-source inner
+    /// frames, frames for the tunnel from a tunnel, frames of an unknown overlay.
+    pub tunnel_dropped: u64,
+    /// Inner frames too big for the underlay MTU (the VTEP never fragments); IPv4 with
+    /// DF gets ICMP fragmentation needed.
+    pub tunnel_too_big: u64,
+    /// TCP sessions to published ports the tc uplink opened in the kernel and the NAT
+    /// took in from the SYN's observed copy.
+    #[serde(default)]
+    pub kernel_opened: u64,
+    /// Such sessions the NAT did not take (unpublished meanwhile, table full, capture
+    /// started): their kernel entries were removed.
+    #[serde(default)]
+    pub kernel_open_refused: u64,
+}
+
+/// What `stats` shows of the router.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct RouterStats {
+    pub uplink_port: PortId,
+    pub router: RouterCounters,
+    pub nat: NatCounters,
+    pub arp: ArpCounters,
+    pub sessions: usize,
+    /// Of those, established TCP sessions the tc fast path translates in the kernel.
+    #[serde(default)]
+    pub fast_path_sessions: usize,
+    /// Overlay MACs behind remote VTEPs whose unicast the kernel encapsulates and
+    /// decapsulates itself (tc uplink).
+    #[serde(default)]
+    pub fast_path_tunnel_macs: usize,
+    /// The VTEP address and its VXLAN counters (encap/decap, drops by reason).
+    pub vtep: Ipv4Addr,
+    pub overlay: vxlan::Counters,
+}
+
+pub(crate) struct Router {
+    pub port: PortId,
+    cfg: UplinkConfig,
+    pub nat: Nat,
+    arp: ArpCache,
+    counters: RouterCounters,
+    /// Charged for drops of what the router emits.
+    port_counters: Arc<PortCounters>,
+    pkt: Box<[u8; MAX_FRAME]>,
+    /// The embedded resolver's source port for upstream queries, when it has one.
+    pub dns_port: Option<u16>,
+    /// Uplink frames for the resolver (UDP to `dns_port`, TCP to its upstream ports),
+    /// drained by the worker after each uplink burst; bounded by `DNS_INBOX`.
+    pub dns_inbox: Vec<Vec<u8>>,
+    /// The VTEP: encapsulation, decapsulation and a tunnel table per overlay network.
+    overlay: Overlay,
+    vni_nets: HashMap<Vni, NetId>,
+    net_vnis: HashMap<NetId, Vni>,
+    /// The VTEPs one frame goes to (reused: no allocation per frame).
+    flood: Vec<Ipv4Addr>,
+    /// Established TCP sessions handed to the tc fast path (`fast_nat`).
+    pub fast_nat: Option<FastNat>,
+    /// Overlay MACs handed to the tc fast path (`fast_vxlan`), with the tc uplink.
+    pub fast_vxlan: Option<FastVxlan>,
+}
+
+/// Upstream DNS replies held per uplink burst at most (more are dropped and counted).
+const DNS_INBOX: usize = 64;
+
+fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix as u32)
+    };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// The IPv4 header of an Ethernet frame, checked: (header length, total length).
+fn ipv4_lengths(frame: &[u8]) -> Option<(usize, usize)> {
+    if frame.len() < ETH_HLEN + 20 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+        return None;
+    }
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([frame[16], frame[17]]) as usize;
+    (ihl >= 20 && total >= ihl && ETH_HLEN + total <= frame.len()).then_some((ihl, total))
+}
+
+fn src_ip(frame: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29])
+}
+
+fn dst_ip(frame: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33])
+}
+
+impl Router {
+    pub fn new(
+        port: PortId,
+        cfg: UplinkConfig,
+        port_counters: Arc<PortCounters>,
+    ) -> Result<Router, nat::NatError> {
+        let vtep = VtepConfig::new(cfg.mac, cfg.vtep_ip.unwrap_or(cfg.ip));
+        Ok(Router {
+            port,
+            overlay: Overlay::new(vtep, vxlan::DEFAULT_MAX_ENTRIES, vxlan::DEFAULT_MAX_AGE),
+            vni_nets: HashMap::new(),
+            net_vnis: HashMap::new(),
+            flood: Vec::with_capacity(16),
+            fast_nat: None,
+            fast_vxlan: None,
+            nat: Nat::new(cfg.nat, cfg.ip)?,
+            cfg,
+            arp: ArpCache::default(),
+            counters: RouterCounters::default(),
+            port_counters,
+            pkt: Box::new([0u8; MAX_FRAME]),
+            dns_port: None,
+            dns_inbox: Vec::new(),
+        })
+    }
+
+    pub fn stats(&self) -> RouterStats {
+        RouterStats {
+            uplink_port: self.port,
+            router: self.counters,
+            nat: self.nat.counters(),
+            arp: self.arp.counters,
+            sessions: self.nat.session_count(),
+            fast_path_sessions: self.fast_nat.as_ref().map_or(0, FastNat::len),
+            fast_path_tunnel_macs: self.fast_vxlan.as_ref().map_or(0, FastVxlan::len),
+            vtep: self.overlay.vtep().config().ip,
+            overlay: self.overlay.counters().clone(),
+        }
+    }
+
+    /// A frame a container sent to its gateway's MAC that is not for the gateway itself.
+    #[allow(clippy::too_many_arguments)]
+    pub fn route_from_network(
+        &mut self,
+        nets: &mut HashMap<NetId, Network>,
+        net_id: NetId,
+        in_port: PortId,
+        frame: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let Some(net) = nets.get(&net_id) else { return };
+        let Some((gw, (subnet, prefix))) = net.cfg.gateway.zip(net.cfg.subnet) else {
+            return;
+        };
+        let Some((_, total)) = ipv4_lengths(frame) else {
+            self.counters.not_ipv4 += 1;
+            return;
+        };
+        let dst = dst_ip(frame);
+        if net.cfg.internal {
+            self.counters.internal += 1;
+            self.icmp_error(IcmpError::NetUnreachable, frame, gw, in_port, out, scratch);
+            return;
+        }
+        if in_subnet(dst, subnet, prefix)
+            || nets
+                .values()
+                .any(|n| n.cfg.subnet.is_some_and(|(s, p)| in_subnet(dst, s, p)))
+        {
+            self.counters.isolated += 1;
+            return;
+        }
+        if frame[ETH_HLEN + 8] <= 1 {
+            self.counters.ttl_exceeded += 1;
+            self.icmp_error(IcmpError::TtlExceeded, frame, gw, in_port, out, scratch);
+            return;
+        }
+        let len = ETH_HLEN + total;
+        self.pkt[..len].copy_from_slice(&frame[..len]);
+        match self.nat.outbound(&mut self.pkt[ETH_HLEN..len], now) {
+            NatVerdict::Translated { to: Side::Outside } => {
+                let _ = ipv4::decrement_ttl(&mut self.pkt[ETH_HLEN..len]);
+                self.counters.routed_out += 1;
+                let sent = self.send_out(len, out, scratch, now);
+                if let Some(f) = self.fast_nat.as_mut() {
+                    let as_sent: &[u8] = if sent { &self.pkt[..len] } else { &[] };
+                    f.outbound(&mut self.nat, in_port, frame, as_sent, now);
+                }
+            }
+            NatVerdict::Translated { to: Side::Inside } => {
+                // Hairpin: a container reached a published port through the uplink address.
+                self.deliver_inside(nets, len, out, now);
+            }
+            NatVerdict::NotOurs if dst == self.cfg.ip => {
+                let me = Gateway {
+                    ip: self.cfg.ip,
+                    mac: gw.mac,
+                };
+                if let Some(n) = gateway::icmp_echo_reply(&me, frame, scratch) {
+                    self.counters.echo_answered += 1;
+                    out.emit(in_port, &scratch[..n], &self.port_counters);
+                }
+            }
+            NatVerdict::NotOurs => self.counters.nat_drops += 1,
+            NatVerdict::Drop(_) => self.counters.nat_drops += 1,
+        }
+    }
+
+    /// Where traffic to `dst` goes first: itself on the uplink's subnet, else the gateway.
+    fn next_hop(&self, dst: Ipv4Addr) -> Ipv4Addr {
+        if in_subnet(dst, self.cfg.ip, self.cfg.prefix) {
+            dst
+        } else {
+            self.cfg.gateway
+        }
+    }
+
+    /// A copy of a SYN that the tc uplink delivered to a published port itself, having
+    /// opened the session in the kernel: the NAT runs it through `inbound` as if it had
+    /// carried it (nothing is sent), and the session stays in the kernel if the NAT
+    /// translated it the same way (`FastNat::adopt`).
+    pub fn observe_from_uplink(&mut self, frame: &[u8], now: Instant) {
+        let Some((_, total)) = ipv4_lengths(frame) else {
+            return;
+        };
+        let hop = self.next_hop(src_ip(frame));
+        let mac = self.arp.known(hop, now);
+        let Some(f) = self.fast_nat.as_mut() else {
+            return;
+        };
+        let len = ETH_HLEN + total;
+        self.pkt[..len].copy_from_slice(&frame[..len]);
+        let xlat = match self.nat.inbound(&mut self.pkt[ETH_HLEN..len], now) {
+            NatVerdict::Translated { to: Side::Inside } => Some(&self.pkt[..len]),
+            _ => None,
+        };
+        if f.adopt(frame, xlat, mac) {
+            self.counters.kernel_opened += 1;
+        } else {
+            self.counters.kernel_open_refused += 1;
+        }
+    }
+
+    /// A frame that arrived on the uplink.
+    pub fn receive_from_uplink(
+        &mut self,
+        nets: &mut HashMap<NetId, Network>,
+        frame: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let me = Gateway {
+            ip: self.cfg.ip,
+            mac: self.cfg.mac,
+        };
+        if frame.len() >= 42 && frame[12..14] == [0x08, 0x06] {
+            self.arp_in(&me, frame, out, scratch, now);
+            return;
+        }
+        if frame.len() < ETH_HLEN || frame[0..6] != self.cfg.mac {
+            self.counters.uplink_ignored += 1;
+            return;
+        }
+        // VXLAN to the VTEP comes before the NAT; drops are counted by the VTEP.
+        match self.overlay.receive(frame, now) {
+            Decap::Pass(_) => {}
+            Decap::Drop(_) => return,
+            Decap::Frame(d) => {
+                self.tunnel_in(nets, &d, out, now);
+                return;
+            }
+        }
+        let Some((_, total)) = ipv4_lengths(frame) else {
+            self.counters.not_ipv4 += 1;
+            return;
+        };
+        let len = ETH_HLEN + total;
+        self.pkt[..len].copy_from_slice(&frame[..len]);
+        match self.nat.inbound(&mut self.pkt[ETH_HLEN..len], now) {
+            NatVerdict::Translated { to: Side::Inside } => {
+                if let Some(f) = self.fast_nat.as_mut() {
+                    f.inbound(&self.pkt[..len]);
+                }
+                self.deliver_inside(nets, len, out, now)
+            }
+            NatVerdict::Translated { to: Side::Outside } => self.counters.nat_drops += 1,
+            NatVerdict::NotOurs => {
+                if self.dns_reply(frame) {
+                    return;
+                }
+                if let Some(n) = gateway::icmp_echo_reply(&me, frame, scratch) {
+                    self.counters.echo_answered += 1;
+                    out.emit(self.port, &scratch[..n], &self.port_counters);
+                } else {
+                    self.counters.uplink_ignored += 1;
+                }
+            }
+            NatVerdict::Drop(_) => self.counters.nat_drops += 1,
+        }
+    }
+
+    fn arp_in(
+        &mut self,
+        me: &Gateway,
+        frame: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let a = &frame[ETH_HLEN..];
+        if a[0..8] != [0, 1, 8, 0, 6, 4, 0, 1] && a[0..8] != [0, 1, 8, 0, 6, 4, 0, 2] {
+            self.counters.uplink_ignored += 1;
+            return;
+        }
+        let mut mac: Mac = [0; 6];
+        mac.copy_from_slice(&a[8..14]);
+        let sender = Ipv4Addr::new(a[14], a[15], a[16], a[17]);
+        let target = Ipv4Addr::new(a[24], a[25], a[26], a[27]);
+        let vtep = self.overlay.vtep().config().ip;
+        let for_us = target == self.cfg.ip || target == vtep;
+        let me = &Gateway {
+            ip: target,
+            mac: me.mac,
+        };
+        // RFC 826: update a known sender; learn it if the packet was for us.
+        let released = if for_us {
+            self.arp.learn(sender, mac, now)
+        } else {
+            self.arp.refresh(sender, mac, now)
+        };
+        for mut held in released {
+            held[0..6].copy_from_slice(&mac);
+            out.emit(self.port, &held, &self.port_counters);
+        }
+        if a[7] == 1 && for_us {
+            if let Some(n) = gateway::arp_reply(me, frame, scratch) {
+                out.emit(self.port, &scratch[..n], &self.port_counters);
+            }
+        }
+    }
+
+    /// `self.pkt[..len]` leaves by the uplink toward its next hop.
+    /// Send `self.pkt[..len]` to its next hop; true when it went (the next hop's MAC
+    /// known), false when it waits for ARP or was dropped.
+    fn send_out(
+        &mut self,
+        len: usize,
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) -> bool {
+        self.pkt[6..12].copy_from_slice(&self.cfg.mac);
+        let hop = self.next_hop(dst_ip(&self.pkt[..len]));
+        match self.arp.resolve(hop, &self.pkt[..len], now) {
+            Lookup::Known(mac) => {
+                self.pkt[0..6].copy_from_slice(&mac);
+                out.emit(self.port, &self.pkt[..len], &self.port_counters);
+                true
+            }
+            Lookup::Held { request: true } => {
+                let n = arp::request(self.cfg.mac, self.cfg.ip, hop, scratch);
+                out.emit(self.port, &scratch[..n], &self.port_counters);
+                false
+            }
+            Lookup::Held { request: false } | Lookup::Dropped => false,
+        }
+    }
+
+    /// `self.pkt[..len]` (already translated) goes to the container owning its
+    /// destination address.
+    fn deliver_inside(
+        &mut self,
+        nets: &mut HashMap<NetId, Network>,
+        len: usize,
+        out: &mut impl Emit,
+        now: Instant,
+    ) {
+        let dst = dst_ip(&self.pkt[..len]);
+        let found = nets
+            .values_mut()
+            .find(|n| n.cfg.subnet.is_some_and(|(s, p)| in_subnet(dst, s, p)));
+        let Some(net) = found else {
+            self.counters.unknown_host += 1;
+            return;
+        };
+        let (Some(gw), Some(mac)) = (net.cfg.gateway, net.hosts.get(&dst).copied()) else {
+            self.counters.unknown_host += 1;
+            return;
+        };
+        if ipv4::decrement_ttl(&mut self.pkt[ETH_HLEN..len]).is_none() {
+            self.counters.ttl_exceeded += 1;
+            return;
+        }
+        self.pkt[0..6].copy_from_slice(&mac);
+        self.pkt[6..12].copy_from_slice(&gw.mac);
+        self.counters.routed_in += 1;
+        match net.fdb.lookup(&mac, now) {
+            Some(p) => out.emit(p, &self.pkt[..len], &self.port_counters),
+            None => {
+                for &p in &net.members {
+                    out.emit(p, &self.pkt[..len], &self.port_counters);
+                }
+            }
+        }
+    }
+
+    fn icmp_error(
+        &mut self,
+        kind: IcmpError,
+        frame: &[u8],
+        gw: Gateway,
+        to: PortId,
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+    ) {
+        if let Some(n) = ipv4::icmp_error(kind, frame, gw.mac, gw.ip, scratch) {
+            self.counters.icmp_errors_sent += 1;
+            out.emit(to, &scratch[..n], &self.port_counters);
+        }
+    }
+
+    /// Once a second: idle sessions out, stale neighbours out, ARP retries sent.
+    pub fn tick(
+        &mut self,
+        nets: &mut HashMap<NetId, Network>,
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        self.nat.expire(now);
+        if let Some(f) = self.fast_nat.as_mut() {
+            f.tick(&mut self.nat, now);
+        }
+        self.fast_tunnel_tick(nets, now);
+        self.overlay.expire(now);
+        for ip in self.arp.expire(now) {
+            let n = arp::request(self.cfg.mac, self.cfg.ip, ip, scratch);
+            out.emit(self.port, &scratch[..n], &self.port_counters);
+        }
+    }
+}
+
+/// A routed frame when there is no uplink: dropped, and the sender told at once.
+pub(crate) fn no_uplink(
+    net: &Network,
+    in_port: PortId,
+    frame: &[u8],
+    out: &mut impl Emit,
+    scratch: &mut [u8; MAX_FRAME],
+    from: &PortCounters,
+) -> bool {
+    let Some(gw) = net.cfg.gateway else {
+        return false;
+    };
+    if ipv4_lengths(frame).is_none() {
+        return false;
+    }
+    if let Some(n) = ipv4::icmp_error(IcmpError::NetUnreachable, frame, gw.mac, gw.ip, scratch) {
+        out.emit(in_port, &scratch[..n], from);
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! The router's VTEP: overlay networks' VNIs, encapsulation toward remote VTEPs,
+//! decapsulated frames into their network, and the tunnelled MACs the kernel carries
+//! itself.
+
+use super::*;
+
+impl Router {
+    /// A network is (Some) or is no longer (None) an overlay: its tunnel table and
+    /// peers. An update keeps what was learned.
+    pub fn set_overlay(&mut self, net: NetId, cfg: Option<&OverlayConfig>) {
+        let vni = cfg.and_then(|c| Vni::new(c.vni).ok().map(|v| (v, c)));
+        if let Some(old) = self.net_vnis.get(&net).copied() {
+            if vni.is_none_or(|(v, _)| v != old) {
+                self.net_vnis.remove(&net);
+                self.vni_nets.remove(&old);
+                self.overlay.remove_network(old);
+                if let Some(f) = self.fast_vxlan.as_mut() {
+                    f.set_network(old.get(), None, net);
+                }
+            }
+        }
+        if let Some((v, c)) = vni {
+            self.overlay.add_network(v, &c.peers);
+            self.vni_nets.insert(v, net);
+            self.net_vnis.insert(net, v);
+            if let Some(f) = self.fast_vxlan.as_mut() {
+                f.set_network(v.get(), Some(net), net);
+            }
+        }
+    }
+
+    /// Fill in the remote VTEP of entries learned behind the tunnel.
+    pub fn fill_vteps(&self, net: &Network, entries: &mut [crate::fdb::FdbEntry], now: Instant) {
+        let Some(table) = self
+            .net_vnis
+            .get(&net.cfg.id)
+            .and_then(|v| self.overlay.table(*v))
+        else {
+            return;
+        };
+        for e in entries.iter_mut().filter(|e| e.port == TUNNEL_PORT) {
+            e.vtep = table.lookup(&e.mac, now);
+        }
+    }
+
+    /// A frame of an overlay network for the tunnel: encapsulated to the VTEP its
+    /// destination lives behind, or replicated to every peer VTEP (head-end
+    /// replication) when the destination is unknown, broadcast or multicast.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tunnel_out(
+        &mut self,
+        nets: &HashMap<NetId, Network>,
+        net_id: NetId,
+        in_port: PortId,
+        frame: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let (Some(net), Some(&vni)) = (nets.get(&net_id), self.net_vnis.get(&net_id)) else {
+            self.counters.tunnel_dropped += 1;
+            return;
+        };
+        // Ethernet padding stays home: an IPv4 frame goes as long as its packet.
+        let frame = match ipv4_lengths(frame) {
+            Some((_, total)) => &frame[..ETH_HLEN + total],
+            None => frame,
+        };
+        let max = self.overlay.vtep().config().max_inner_frame();
+        if frame.len() > max {
+            self.counters.tunnel_too_big += 1;
+            let df = ipv4_lengths(frame).is_some()
+                && u16::from_be_bytes([frame[ETH_HLEN + 6], frame[ETH_HLEN + 7]]) & 0x4000 != 0;
+            if let (true, Some(gw)) = (df, net.cfg.gateway) {
+                let mtu = (max - ETH_HLEN).min(u16::MAX as usize) as u16;
+                self.icmp_error(
+                    IcmpError::FragNeeded { mtu },
+                    frame,
+                    gw,
+                    in_port,
+                    out,
+                    scratch,
+                );
+            }
+            return;
+        }
+        let local = self.overlay.vtep().config().ip;
+        let Some(table) = self.overlay.table_mut(vni) else {
+            self.counters.tunnel_dropped += 1;
+            return;
+        };
+        self.flood.clear();
+        let known = if frame.len() >= 6 && frame[0] & 1 == 0 {
+            let mut dst: Mac = [0; 6];
+            dst.copy_from_slice(&frame[0..6]);
+            table.lookup(&dst, now)
+        } else {
+            None
+        };
+        match known {
+            Some(vtep) => self.flood.push(vtep),
+            None => self
+                .flood
+                .extend_from_slice(table.flood_list(Origin::Local, local)),
+        }
+        if let (Some(vtep), true) = (known, self.fast_vxlan.is_some()) {
+            let mut dst: Mac = [0; 6];
+            dst.copy_from_slice(&frame[0..6]);
+            self.fast_tunnel(net_id, vni, dst, vtep, now);
+        }
+        for i in 0..self.flood.len() {
+            let peer = self.flood[i];
+            match self
+                .overlay
+                .send(vni, peer, [0; 6], frame, &mut self.pkt[..])
+            {
+                Ok(n) => {
+                    self.send_out(n, out, scratch, now);
+                }
+                Err(_) => self.counters.tunnel_dropped += 1,
+            }
+        }
+    }
+
+    /// A decapsulated frame enters its overlay network as if from the tunnel port:
+    /// its source is learned behind the tunnel, and it goes to its local port or is
+    /// flooded to local ports only (never back into tunnels).
+    pub(super) fn tunnel_in(
+        &mut self,
+        nets: &mut HashMap<NetId, Network>,
+        d: &vxlan::Decapsulated,
+        out: &mut impl Emit,
+        now: Instant,
+    ) {
+        let (vni, inner) = (d.vni, d.inner);
+        let Some(net) = self.vni_nets.get(&vni).and_then(|id| nets.get_mut(id)) else {
+            self.counters.tunnel_dropped += 1;
+            return;
+        };
+        if inner.len() < ETH_HLEN || inner[6] & 1 != 0 {
+            self.counters.tunnel_dropped += 1;
+            return;
+        }
+        let mut dst: Mac = [0; 6];
+        dst.copy_from_slice(&inner[0..6]);
+        let mut src: Mac = [0; 6];
+        src.copy_from_slice(&inner[6..12]);
+        let id = net.cfg.id;
+        match net.fdb.learn(src, TUNNEL_PORT, now) {
+            crate::fdb::Learned::Changed | crate::fdb::Learned::Reannounce => {
+                out.learned(id, src, TUNNEL_PORT)
+            }
+            _ => {}
+        }
+        if net.cfg.gateway.is_some_and(|g| g.mac == dst) {
+            // Each host is its own gateway: another host's gateway traffic is not ours.
+            self.counters.tunnel_dropped += 1;
+            return;
+        }
+        let to = if dst[0] & 1 == 0 {
+            net.fdb.lookup(&dst, now)
+        } else {
+            None
+        };
+        match to {
+            Some(TUNNEL_PORT) => {
+                self.counters.tunnel_dropped += 1;
+                return;
+            }
+            Some(p) => {
+                out.emit(p, inner, &self.port_counters);
+                if self.fast_vxlan.is_some() {
+                    self.fast_tunnel(id, vni, src, d.outer_src, now);
+                }
+            }
+            None => {
+                for &p in &net.members {
+                    out.emit(p, inner, &self.port_counters);
+                }
+            }
+        }
+        self.counters.tunnel_in += 1;
+    }
+
+    /// The outer headers (Ethernet, IPv4, UDP, VXLAN: 50 bytes) of frames to `vtep` on
+    /// `vni`, once the next hop toward it is resolved.
+    pub(super) fn outer_headers(&self, vni: Vni, vtep: Ipv4Addr, now: Instant) -> Option<[u8; 64]> {
+        let cfg = self.overlay.vtep().config();
+        if cfg.udp_checksum {
+            return None; // the kernel's copy leaves the UDP checksum 0
+        }
+        let mac = self.arp.known(self.next_hop(vtep), now)?;
+        let mut buf = [0u8; 64];
+        vxlan::Vtep::new(*cfg)
+            .encapsulate(vni, vtep, mac, &[0u8; ETH_HLEN], &mut buf)
+            .ok()?;
+        Some(buf)
+    }
+
+    /// `mac` of overlay network `net` lives behind `vtep`: the kernel carries its unicast
+    /// from now on, if it does not already.
+    pub(super) fn fast_tunnel(
+        &mut self,
+        net: NetId,
+        vni: Vni,
+        mac: Mac,
+        vtep: Ipv4Addr,
+        now: Instant,
+    ) {
+        if self
+            .fast_vxlan
+            .as_ref()
+            .is_none_or(|f| f.has(net, mac, vtep))
+        {
+            return;
+        }
+        let outer = self.outer_headers(vni, vtep, now);
+        if let (Some(f), Some(outer)) = (self.fast_vxlan.as_mut(), outer) {
+            f.install(net, mac, &outer);
+        }
+    }
+
+    /// Once a second: what the kernel carried counts as heard in the tunnel table and
+    /// the FDB; entries the router no longer holds (aged, moved, network gone) leave,
+    /// and a changed next hop is written again.
+    pub(super) fn fast_tunnel_tick(&mut self, nets: &mut HashMap<NetId, Network>, now: Instant) {
+        let Some(mut f) = self.fast_vxlan.take() else {
+            return;
+        };
+        for (net, mac, vtep, seen) in f.take_seen() {
+            let vni = self.net_vnis.get(&net).copied();
+            let Some((vni, table)) = vni.and_then(|v| Some((v, self.overlay.table_mut(v)?))) else {
+                f.remove(net, mac);
+                continue;
+            };
+            let fdb = nets.get_mut(&net).map(|n| &mut n.fdb);
+            if seen {
+                table.learn(mac, vtep, now);
+            }
+            let held = match fdb {
+                Some(fdb) => {
+                    if seen {
+                        fdb.learn(mac, TUNNEL_PORT, now);
+                    }
+                    fdb.lookup(&mac, now) == Some(TUNNEL_PORT)
+                }
+                None => false,
+            };
+            if !held || table.lookup(&mac, now) != Some(vtep) {
+                f.remove(net, mac);
+                continue;
+            }
+            match self.outer_headers(vni, vtep, now) {
+                Some(outer) => f.install(net, mac, &outer),
+                None => f.remove(net, mac),
+            }
+        }
+        self.fast_vxlan = Some(f);
+    }
+}

@@ -1,0 +1,83 @@
+//! What the embedded resolver asks of the router: its upstream traffic out of the
+//! uplink and the replies back to it.
+
+use super::*;
+
+impl Router {
+    /// UDP to the resolver's port, or TCP to its upstream connections' ports, on the
+    /// uplink address goes to its inbox.
+    pub(super) fn dns_reply(&mut self, frame: &[u8]) -> bool {
+        let Some(port) = self.dns_port else {
+            return false;
+        };
+        let Some((ihl, total)) = ipv4_lengths(frame) else {
+            return false;
+        };
+        if total < ihl + 4 || dst_ip(frame) != self.cfg.ip {
+            return false;
+        }
+        let l4 = ETH_HLEN + ihl;
+        let dport = u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]);
+        let ours = match frame[ETH_HLEN + 9] {
+            17 => dport == port,
+            6 => crate::dns_server::UPSTREAM_PORTS.contains(&dport),
+            _ => false,
+        };
+        if !ours {
+            return false;
+        }
+        if self.dns_inbox.len() >= DNS_INBOX {
+            self.counters.dns_inbox_full += 1;
+        } else {
+            self.counters.dns_replies += 1;
+            self.dns_inbox.push(frame[..ETH_HLEN + total].to_vec());
+        }
+        true
+    }
+
+    /// The uplink's address, prefix length and gateway.
+    pub fn uplink_addr(&self) -> (Ipv4Addr, u8, Ipv4Addr) {
+        (self.cfg.ip, self.cfg.prefix, self.cfg.gateway)
+    }
+
+    /// Send an IPv4 packet the switch made (from the uplink address) by the uplink.
+    pub fn send_ip(
+        &mut self,
+        packet: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let len = ETH_HLEN + packet.len();
+        if packet.len() < 20 || len > MAX_FRAME {
+            return;
+        }
+        self.pkt[12..14].copy_from_slice(&[0x08, 0x00]);
+        self.pkt[ETH_HLEN..len].copy_from_slice(packet);
+        self.send_out(len, out, scratch, now);
+    }
+
+    /// Send a datagram from the uplink address (`sport`) to `dst` by the uplink; false if
+    /// it cannot be built.
+    pub fn send_udp(
+        &mut self,
+        sport: u16,
+        dst: std::net::SocketAddrV4,
+        payload: &[u8],
+        out: &mut impl Emit,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) -> bool {
+        let addrs = ipv4::UdpAddrs {
+            src_mac: self.cfg.mac,
+            dst_mac: [0; 6],
+            src: std::net::SocketAddrV4::new(self.cfg.ip, sport),
+            dst,
+        };
+        let Some(len) = ipv4::udp_frame(&addrs, payload, &mut self.pkt[..]) else {
+            return false;
+        };
+        self.send_out(len, out, scratch, now);
+        true
+    }
+}

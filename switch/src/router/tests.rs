@@ -1,0 +1,241 @@
+use super::*;
+
+use crate::fdb::Fdb;
+use crate::{NetConfig, OverlayConfig};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Sink {
+    out: Vec<(PortId, Vec<u8>)>,
+    learned: Vec<Mac>,
+}
+impl Emit for Sink {
+    fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
+        self.out.push((to, frame.to_vec()));
+    }
+    fn learned(&mut self, _net: NetId, mac: Mac, _port: PortId) {
+        self.learned.push(mac);
+    }
+    fn route(&mut self, _: NetId, _: PortId, _: &[u8], _: &PortCounters) {}
+    fn dns(&mut self, _: NetId, _: PortId, _: &[u8], _: &PortCounters) {}
+    fn tunnel(&mut self, _: NetId, _: PortId, _: &[u8], _: &PortCounters) {}
+}
+
+const UPLINK: PortId = 9;
+const UP_MAC: Mac = [2, 0, 0, 0, 0, 1];
+const ME: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+const PEER2: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+const PEER3: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 3);
+const GW_MAC: Mac = [2, 0x42, 172, 28, 0, 1];
+const LOCAL: Mac = [2, 0x42, 172, 28, 0, 2];
+const REMOTE: Mac = [2, 0x42, 172, 28, 0, 3];
+
+fn setup() -> (Router, HashMap<NetId, Network>) {
+    let cfg = UplinkConfig {
+        ip: ME,
+        prefix: 16,
+        gateway: Ipv4Addr::new(10, 200, 0, 254),
+        mac: UP_MAC,
+        nat: NatConfig::default(),
+        vtep_ip: None,
+    };
+    let mut r = Router::new(UPLINK, cfg, Arc::new(PortCounters::default())).expect("router");
+    let overlay = OverlayConfig {
+        vni: 5000,
+        peers: vec![PEER2, PEER3],
+    };
+    let net = Network {
+        cfg: NetConfig {
+            id: 1,
+            gateway: Some(Gateway {
+                ip: Ipv4Addr::new(172, 28, 0, 1),
+                mac: GW_MAC,
+            }),
+            subnet: Some((Ipv4Addr::new(172, 28, 0, 0), 24)),
+            overlay: Some(overlay.clone()),
+            ..Default::default()
+        },
+        fdb: Fdb::new(64, Duration::from_secs(300)),
+        members: vec![1, 2],
+        hosts: Default::default(),
+    };
+    r.set_overlay(1, Some(&overlay));
+    let mut nets = HashMap::new();
+    nets.insert(1, net);
+    // Both peers' MACs known, so encapsulated frames leave at once.
+    let mut sink = Sink::default();
+    let mut scratch = [0u8; MAX_FRAME];
+    for (i, peer) in [PEER2, PEER3].into_iter().enumerate() {
+        let mut f = UP_MAC.to_vec();
+        let mac = [2, 0, 0, 0, 0, 2 + i as u8];
+        f.extend(mac);
+        f.extend([0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+        f.extend(mac);
+        f.extend(peer.octets());
+        f.extend(UP_MAC);
+        f.extend(ME.octets());
+        f.resize(60, 0);
+        r.receive_from_uplink(&mut nets, &f, &mut sink, &mut scratch, Instant::now());
+    }
+    (r, nets)
+}
+
+/// An inner IPv4/UDP frame of `len` bytes, DF set.
+fn inner(dst: Mac, src: Mac, len: usize) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend(src);
+    f.extend([0x08, 0x00]);
+    let ip_len = (len - ETH_HLEN) as u16;
+    f.extend([0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0]);
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f.extend([172, 28, 0, 2, 172, 28, 0, 3]);
+    f.resize(len, 0);
+    f
+}
+
+fn decap(frame: &[u8]) -> (Ipv4Addr, Vec<u8>) {
+    let mut rx = vxlan::Overlay::new(
+        VtepConfig::new([2, 0, 0, 0, 0, 2], dst_ip(frame)),
+        16,
+        Duration::from_secs(300),
+    );
+    rx.add_network(Vni::new(5000).expect("vni"), &[]);
+    match rx.receive(frame, Instant::now()) {
+        Decap::Frame(d) => (dst_ip(frame), d.inner.to_vec()),
+        other => panic!("not VXLAN 5000: {other:?}"),
+    }
+}
+
+#[test]
+fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
+    let (mut r, mut nets) = setup();
+    let mut scratch = [0u8; MAX_FRAME];
+    let now = Instant::now();
+    let f = inner([0xff; 6], LOCAL, 100);
+    let mut sink = Sink::default();
+    r.tunnel_out(&nets, 1, 1, &f, &mut sink, &mut scratch, now);
+    let dsts: Vec<Ipv4Addr> = sink
+        .out
+        .iter()
+        .map(|(p, o)| {
+            assert_eq!(*p, UPLINK);
+            let (d, i) = decap(o);
+            assert_eq!(i, f, "inner frame unchanged");
+            d
+        })
+        .collect();
+    assert_eq!(dsts, vec![PEER2, PEER3], "head-end replication");
+
+    // REMOTE speaks from behind 10.200.0.2: learned, delivered to local ports only.
+    let mut remote = vxlan::Vtep::new(VtepConfig::new([2, 0, 0, 0, 0, 2], PEER2));
+    let mut out = [0u8; MAX_FRAME];
+    let reply = inner(LOCAL, REMOTE, 100);
+    let n = remote
+        .encapsulate(Vni::new(5000).expect("vni"), ME, UP_MAC, &reply, &mut out)
+        .expect("encap");
+    let mut sink = Sink::default();
+    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, &mut scratch, now);
+    let ports: Vec<PortId> = sink.out.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        ports,
+        vec![1, 2],
+        "LOCAL unknown yet: flooded to local ports, not tunnels"
+    );
+    assert_eq!(sink.out[0].1, reply);
+    assert_eq!(sink.learned, vec![REMOTE]);
+    let net = &nets[&1];
+    assert_eq!(net.fdb.lookup(&REMOTE, now), Some(TUNNEL_PORT));
+    let mut rows = net.fdb.entries(now);
+    r.fill_vteps(net, &mut rows, now);
+    assert_eq!(rows[0].vtep, Some(PEER2));
+
+    let mut sink = Sink::default();
+    r.tunnel_out(
+        &nets,
+        1,
+        1,
+        &inner(REMOTE, LOCAL, 100),
+        &mut sink,
+        &mut scratch,
+        now,
+    );
+    assert_eq!(
+        sink.out.len(),
+        1,
+        "a known remote MAC goes to its VTEP only"
+    );
+    assert_eq!(decap(&sink.out[0].1).0, PEER2);
+}
+
+#[test]
+fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
+    let (mut r, mut nets) = setup();
+    let mut scratch = [0u8; MAX_FRAME];
+    let now = Instant::now();
+    let mut sink = Sink::default();
+    r.tunnel_out(
+        &nets,
+        1,
+        2,
+        &inner([0xff; 6], LOCAL, 14 + 1450),
+        &mut sink,
+        &mut scratch,
+        now,
+    );
+    assert_eq!(sink.out.len(), 2, "1450 bytes of IP fit");
+    let mut sink = Sink::default();
+    r.tunnel_out(
+        &nets,
+        1,
+        2,
+        &inner(REMOTE, LOCAL, 14 + 1451),
+        &mut sink,
+        &mut scratch,
+        now,
+    );
+    assert_eq!(sink.out.len(), 1);
+    let (to, icmp) = &sink.out[0];
+    assert_eq!(*to, 2, "back to the sender's port");
+    assert_eq!(&icmp[0..6], &LOCAL);
+    assert_eq!((icmp[34], icmp[35]), (3, 4), "frag needed");
+    assert_eq!(u16::from_be_bytes([icmp[40], icmp[41]]), 1450);
+    assert_eq!(r.stats().router.tunnel_too_big, 1);
+
+    let mut remote = vxlan::Vtep::new(VtepConfig::new([2, 0, 0, 0, 0, 2], PEER2));
+    let mut out = [0u8; MAX_FRAME];
+    let n = remote
+        .encapsulate(
+            Vni::new(77).expect("vni"),
+            ME,
+            UP_MAC,
+            &inner(LOCAL, REMOTE, 100),
+            &mut out,
+        )
+        .expect("encap");
+    let mut sink = Sink::default();
+    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, &mut scratch, now);
+    assert!(sink.out.is_empty());
+    assert_eq!(r.stats().overlay.dropped(vxlan::DropReason::UnknownVni), 1);
+    // The network stops being an overlay: its VNI is unknown from then on.
+    r.set_overlay(1, None);
+    let n = remote
+        .encapsulate(
+            Vni::new(5000).expect("vni"),
+            ME,
+            UP_MAC,
+            &inner(LOCAL, REMOTE, 100),
+            &mut out,
+        )
+        .expect("encap");
+    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, &mut scratch, now);
+    assert!(sink.out.is_empty());
+    assert_eq!(r.stats().overlay.dropped(vxlan::DropReason::UnknownVni), 2);
+}
+
+#[test]
+fn subnets() {
+    let n = Ipv4Addr::new(172, 18, 0, 0);
+    assert!(in_subnet(Ipv4Addr::new(172, 18, 255, 1), n, 16));
+    assert!(!in_subnet(Ipv4Addr::new(172, 19, 0, 1), n, 16));
+    assert!(in_subnet(Ipv4Addr::new(1, 2, 3, 4), n, 0));
+}
