@@ -42,17 +42,7 @@ impl Engine {
             worker,
             fast_path: false,
         };
-        for w in 1..self.workers.len() {
-            self.send(
-                w,
-                Control::AddRemotePort {
-                    id,
-                    net: UPLINK_NET,
-                    worker,
-                },
-            )?;
-            self.send(w, Control::RouteVia(Some(worker)))?;
-        }
+        self.route_via(id, worker)?;
         self.send(
             worker,
             Control::AddPort(NewPort {
@@ -112,17 +102,7 @@ impl Engine {
             router.fast_nat = Some(FastNat::new(fp.clone(), ifindex, true).opening_published());
             router.fast_vxlan = Some(FastVxlan::new(fp, ifindex, id));
         }
-        for w in (0..self.workers.len()).filter(|w| *w != worker) {
-            self.send(
-                w,
-                Control::AddRemotePort {
-                    id,
-                    net: UPLINK_NET,
-                    worker,
-                },
-            )?;
-            self.send(w, Control::RouteVia(Some(worker)))?;
-        }
+        self.route_via(id, worker)?;
         self.send(
             worker,
             Control::AddSkbPort(NewSkbPort {
@@ -155,6 +135,22 @@ impl Engine {
         );
         self.tc_uplink = Some(tc);
         Ok(id)
+    }
+
+    /// Every other worker hands `worker` the frames its networks route, for uplink `id`.
+    fn route_via(&self, id: PortId, worker: usize) -> Result<()> {
+        for w in (0..self.workers.len()).filter(|w| *w != worker) {
+            self.send(
+                w,
+                Control::AddRemotePort {
+                    id,
+                    net: UPLINK_NET,
+                    worker,
+                },
+            )?;
+            self.send(w, Control::RouteVia(Some(worker)))?;
+        }
+        Ok(())
     }
 
     pub(super) fn router_worker(&self) -> Option<usize> {

@@ -627,3 +627,6 @@ mod engine_tests;
 
 #[cfg(test)]
 mod tunnel_tests;
+
+#[cfg(test)]
+mod test_frames;

@@ -174,6 +174,14 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     routed_tcp(&mut a, m, nat, punt, drop);
 
     // Everything else: tagged with the port, to the worker through its trunk.
+    punt_and_drop(&mut a, punt, drop);
+    a.finish()
+}
+
+/// The programs' two exits: at `punt`, the skb tagged 802.1ad with the port in r8 and
+/// redirected to the egress of the trunk whose ifindex is in r9 (the worker's); at
+/// `drop`, shot.
+pub(super) fn punt_and_drop(a: &mut Asm, punt: Label, drop: Label) {
     a.bind(punt);
     a.op(MOV_REG, 1, 6, 0, 0);
     a.op(MOV_IMM, 2, 0, 0, ETH_P_8021AD_BE);
@@ -184,10 +192,8 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     a.op(MOV_IMM, 2, 0, 0, 0);
     a.call(FUNC_REDIRECT);
     a.op(EXIT, 0, 0, 0, 0);
-
     a.bind(drop);
     a.ret(TC_ACT_SHOT);
-    a.finish()
 }
 
 /// r2 = skb->data, r3 = skb->data_end; to `fail` unless 14 bytes are in the linear part.

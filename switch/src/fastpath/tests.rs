@@ -262,38 +262,23 @@ fn tc_endpoint_translates_routed_tcp_like_the_router() {
 /// the AF_XDP socket.
 #[test]
 fn uplink_translates_replies_back_like_the_router() {
-    use etherparse::PacketBuilder;
     let fp = FastPath::new().expect("create the fast path's maps (root?)");
     let xsks = bpf::map_create(bpf::BPF_MAP_TYPE_XSKMAP, 4, 4, 1, "t_xsks").unwrap();
     let prog = bpf::prog_load_xdp(&fp.nat_in_program(&xsks), "t_nat_in")
         .expect("the verifier accepts the program");
     let port: PortId = 6;
-    let (gw_mac, ep_mac, up_mac, out_mac): (Mac, Mac, Mac, Mac) = (
-        [2, 0x42, 172, 18, 0, 1],
+    let (ep_mac, up_mac, out_mac): (Mac, Mac, Mac) = (
         [2, 0x42, 172, 18, 0, 2],
         [2, 0, 0, 0, 0, 0x55],
         [2, 0, 0, 0, 0, 0x99],
     );
-    let tcp = |src: Mac, dst: Mac, to: ([u8; 4], u16), ttl: u8, fin: bool| {
-        let b = PacketBuilder::ethernet2(src, dst)
-            .ipv4([198, 51, 100, 1], to.0, ttl)
-            .tcp(5201, to.1, 9000, 64000)
-            .ack(1001);
-        let b = if fin { b.fin() } else { b };
-        let mut f = Vec::new();
-        b.write(&mut f, &[0x5a; 200]).unwrap();
-        f
-    };
-    let reply = tcp(out_mac, up_mac, ([198, 51, 100, 2], 1024), 64, false);
-    let want = tcp(gw_mac, ep_mac, ([172, 18, 0, 2], 40000), 63, false);
-    let mut key: NatKey = [0; 16];
-    key[..12].copy_from_slice(&reply[26..38]);
-    let mut v: NatValue = [0; NAT_VALUE_LEN];
-    v[..6].copy_from_slice(&ep_mac);
-    v[6..12].copy_from_slice(&gw_mac);
-    v[12..16].copy_from_slice(&[172, 18, 0, 2]);
-    v[16..18].copy_from_slice(&40000u16.to_be_bytes());
-    v[20..24].copy_from_slice(&port.to_ne_bytes());
+    let super::test_frames::InboundCase {
+        reply,
+        want,
+        fin,
+        key,
+        value: v,
+    } = super::test_frames::inbound_case(out_mac, up_mac, ep_mac, port);
     let run = |f: &[u8]| bpf::prog_test_run_out(&prog, f, &[]).expect("test run");
     let (pass, redirect) = (XDP_PASS as u32, XDP_REDIRECT as u32);
 
@@ -317,7 +302,6 @@ fn uplink_translates_replies_back_like_the_router() {
     );
     assert_eq!(fp.nat_take_seen(NatDir::In, &key), Some(true));
     assert_eq!(fp.counters(port).unwrap().tx_packets, 1);
-    let fin = tcp(out_mac, up_mac, ([198, 51, 100, 2], 1024), 64, true);
     assert_eq!(run(&fin), (pass, fin.clone()), "a FIN is the router's");
     fp.nat_remove(NatDir::In, &key);
     assert_eq!(run(&reply), (pass, reply.clone()), "removed");

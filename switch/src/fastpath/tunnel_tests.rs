@@ -210,32 +210,17 @@ fn uplink_decapsulates_for_local_endpoints() {
 /// exactly as etherparse builds the expected frame; a FIN is the router's.
 #[test]
 fn uplink_translates_replies_back_on_skbs() {
-    use etherparse::PacketBuilder;
     let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
     let prog = &fp.tc_programs().expect("the verifier accepts them").uplink;
     let (up_port, ep_port, lo): (PortId, PortId, u32) = (12, 13, 1);
     uplink_ctx(&fp, up_port, 1, lo);
-    let gw_mac: Mac = [2, 0x42, 172, 18, 0, 1];
-    let tcp = |src: Mac, dst: Mac, to: ([u8; 4], u16), ttl: u8, fin: bool| {
-        let b = PacketBuilder::ethernet2(src, dst)
-            .ipv4([198, 51, 100, 1], to.0, ttl)
-            .tcp(5201, to.1, 9000, 64000)
-            .ack(1001);
-        let b = if fin { b.fin() } else { b };
-        let mut f = Vec::new();
-        b.write(&mut f, &[0x5a; 200]).unwrap();
-        f
-    };
-    let reply = tcp(HOP_MAC, UP_MAC, ([198, 51, 100, 2], 1024), 64, false);
-    let want = tcp(gw_mac, A, ([172, 18, 0, 2], 40000), 63, false);
-    let mut key: NatKey = [0; 16];
-    key[..12].copy_from_slice(&reply[26..38]);
-    let mut v: NatValue = [0; NAT_VALUE_LEN];
-    v[..6].copy_from_slice(&A);
-    v[6..12].copy_from_slice(&gw_mac);
-    v[12..16].copy_from_slice(&[172, 18, 0, 2]);
-    v[16..18].copy_from_slice(&40000u16.to_be_bytes());
-    v[20..24].copy_from_slice(&ep_port.to_ne_bytes());
+    let super::test_frames::InboundCase {
+        reply,
+        want,
+        fin,
+        key,
+        value: v,
+    } = super::test_frames::inbound_case(HOP_MAC, UP_MAC, A, ep_port);
     let run = |f: &[u8]| bpf::prog_test_run_out(prog, f, &ctx(lo)).expect("test run");
     let redirect = tc::TC_ACT_REDIRECT as u32;
     assert_eq!(run(&reply), (redirect, reply.clone()), "no session: punted");
@@ -253,7 +238,6 @@ fn uplink_translates_replies_back_on_skbs() {
     );
     assert_eq!(fp.nat_take_seen(NatDir::In, &key), Some(true));
     assert_eq!(fp.counters(ep_port).unwrap().tx_packets, 1);
-    let fin = tcp(HOP_MAC, UP_MAC, ([198, 51, 100, 2], 1024), 64, true);
     assert_eq!(run(&fin), (redirect, fin.clone()), "a FIN is the router's");
     fp.nat_remove(NatDir::In, &key);
 }
@@ -280,7 +264,7 @@ fn uplink_opens_published_sessions_from_the_syn() {
         uplink_ctx(&fp, up_port, trunk, lo);
         bpf::map_update(&fp.peers, ep_port, 55).unwrap();
         let sink = RawSock::open("t1").unwrap();
-        let gw_mac: Mac = [2, 0x42, 172, 18, 0, 1];
+        let gw_mac = super::test_frames::GW_MAC;
         type Addr = ([u8; 4], u16);
         let (remote, public, inside): (Addr, Addr, Addr) = (
             ([198, 51, 100, 1], 40000),

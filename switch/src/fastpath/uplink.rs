@@ -144,19 +144,7 @@ pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
     a.ret(TC_ACT_REDIRECT);
 
     // Everything else: tagged with the uplink's port, to the router's worker.
-    a.bind(punt);
-    a.op(MOV_REG, 1, 6, 0, 0);
-    a.op(MOV_IMM, 2, 0, 0, ETH_P_8021AD_BE);
-    a.op(MOV_REG, 3, 8, 0, 0);
-    a.call(FUNC_SKB_VLAN_PUSH);
-    a.jump(JNE_IMM, 0, 0, 0, drop);
-    a.op(MOV_REG, 1, 9, 0, 0);
-    a.op(MOV_IMM, 2, 0, 0, 0);
-    a.call(FUNC_REDIRECT);
-    a.op(EXIT, 0, 0, 0, 0);
-
-    a.bind(drop);
-    a.ret(TC_ACT_SHOT);
+    punt_and_drop(&mut a, punt, drop);
     a.finish()
 }
 
