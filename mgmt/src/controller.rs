@@ -257,7 +257,7 @@ impl Controller {
             };
             if let Err(e) = self.engine.port_mapping(true, m) {
                 self.unpublish(sandbox, &bindings[..i]);
-                return Err(ApiError::conflict(format!("{e:#}")));
+                return Err(e.into());
             }
         }
         Ok(())

@@ -51,6 +51,21 @@ impl ApiError {
     }
 }
 
+/// The code follows from what went wrong: a published port that is taken is the
+/// user's conflict, an invalid mapping or a missing uplink the user's request, a worker
+/// that stopped or did not answer the system's fault.
+impl From<switch::engine::EngineError> for ApiError {
+    fn from(e: switch::engine::EngineError) -> Self {
+        use switch::engine::EngineError as E;
+        let code = match &e {
+            E::Nat(nat::NatError::PortAllocated { .. }) => Code::Conflict,
+            E::Nat(_) | E::Unavailable(_) => Code::Invalid,
+            E::Timeout(_) | E::Stopped(_) => Code::System,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         match e.downcast::<ApiError>() {
@@ -61,3 +76,32 @@ impl From<anyhow::Error> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switch::engine::EngineError;
+
+    #[test]
+    fn engine_errors_answer_with_the_code_of_their_kind() {
+        let taken = EngineError::Nat(nat::NatError::PortAllocated {
+            host_ip: None,
+            host_port: 8080,
+            proto: nat::Proto::Tcp,
+        });
+        let e = ApiError::from(taken);
+        assert_eq!(e.code, Code::Conflict);
+        assert_eq!(
+            e.message,
+            "Bind for 0.0.0.0:8080/tcp failed: port is already allocated"
+        );
+        let stuck = ApiError::from(EngineError::Timeout("the router's worker"));
+        assert_eq!(stuck.code, Code::System, "a time-out is no conflict");
+        assert_eq!(stuck.message, "the router's worker did not answer in time");
+        assert_eq!(ApiError::from(EngineError::Stopped(1)).code, Code::System);
+        assert_eq!(
+            ApiError::from(EngineError::Unavailable("publishing ports needs an uplink")).code,
+            Code::Invalid
+        );
+    }
+}

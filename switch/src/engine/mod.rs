@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::{bounded, unbounded, Receiver};
 use serde::Serialize;
 
 use crate::dns_server::{DnsServer, DnsStats};
@@ -23,9 +23,12 @@ pub use crate::worker::{CaptureTap, Captured};
 use crate::worker::{Control, NewPort, NewSkbPort, Peer, Worker, WorkerSetup, DNS_WORKER};
 use crate::{NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, TRUNK_NET, UPLINK_NET};
 
+mod error;
 mod query;
 mod uplink;
 mod vlan;
+
+pub use error::{EngineError, EngineResult};
 
 /// How long a removed port's id is not handed out again: frames of the old port may
 /// still wait in a trunk's rings or a cross-worker queue, and must not be taken for the
@@ -256,14 +259,20 @@ impl Engine {
         &self.cfg
     }
 
-    fn send(&self, worker: usize, msg: Control) -> Result<()> {
+    fn send(&self, worker: usize, msg: Control) -> EngineResult<()> {
         let w = &self.workers[worker];
         w.peer
             .control
             .send(msg)
-            .map_err(|_| anyhow!("data-plane worker {worker} has stopped"))?;
+            .map_err(|_| EngineError::Stopped(worker))?;
         w.peer.waker.wake();
         Ok(())
+    }
+
+    /// A worker's answer on `rx`, or `Timeout` naming `who` after the reply time-out.
+    fn reply<T>(rx: &Receiver<T>, who: &'static str) -> EngineResult<T> {
+        rx.recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| EngineError::Timeout(who))
     }
 
     fn broadcast(&self, msg: impl Fn() -> Control) -> Result<()> {
@@ -498,8 +507,7 @@ impl Engine {
         let (tx, rx) = bounded(self.workers.len());
         self.broadcast(|| Control::Barrier(tx.clone()))?;
         for _ in 0..self.workers.len() {
-            rx.recv_timeout(REPLY_TIMEOUT)
-                .map_err(|_| anyhow!("a data-plane worker did not answer in time"))?;
+            Self::reply(&rx, "a data-plane worker")?;
         }
         Ok(())
     }

@@ -6,15 +6,14 @@ use super::*;
 impl Engine {
     /// Install (Some) or forget (None) the names network `net`'s resolver answers.
     pub fn set_dns_names(&self, net: NetId, table: Option<Arc<dns::NameTable>>) -> Result<()> {
-        self.send(DNS_WORKER, Control::DnsNames { net, table })
+        Ok(self.send(DNS_WORKER, Control::DnsNames { net, table })?)
     }
 
     /// The embedded resolver's counters.
     pub fn dns_stats(&self) -> Result<Option<DnsStats>> {
         let (tx, rx) = bounded(1);
         self.send(DNS_WORKER, Control::DnsDump(tx))?;
-        rx.recv_timeout(REPLY_TIMEOUT)
-            .map_err(|_| anyhow!("the resolver's worker did not answer in time"))
+        Ok(Self::reply(&rx, "the resolver's worker")?)
     }
 
     /// Copy every frame the port receives or sends into `tap` (None stops). Frames are
@@ -58,9 +57,7 @@ impl Engine {
         })?;
         let mut merged: BTreeMap<[u8; 6], FdbEntry> = BTreeMap::new();
         for _ in 0..self.workers.len() {
-            let entries = rx
-                .recv_timeout(REPLY_TIMEOUT)
-                .map_err(|_| anyhow!("a data-plane worker did not answer in time"))?;
+            let entries = Self::reply(&rx, "a data-plane worker")?;
             for mut e in entries {
                 match merged.get_mut(&e.mac) {
                     // Only the router's worker knows the VTEP of a remote MAC.

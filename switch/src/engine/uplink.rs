@@ -161,10 +161,10 @@ impl Engine {
     }
 
     /// Publish (or, with `add` false, unpublish) a port on the uplink address.
-    pub fn port_mapping(&self, add: bool, mapping: nat::PortMapping) -> Result<()> {
-        let w = self
-            .router_worker()
-            .ok_or_else(|| anyhow!("publishing ports needs an uplink (vswitchd --uplink)"))?;
+    pub fn port_mapping(&self, add: bool, mapping: nat::PortMapping) -> EngineResult<()> {
+        let w = self.router_worker().ok_or(EngineError::Unavailable(
+            "publishing ports needs an uplink (vswitchd --uplink)",
+        ))?;
         let (tx, rx) = bounded(1);
         self.send(
             w,
@@ -174,9 +174,7 @@ impl Engine {
                 reply: tx,
             },
         )?;
-        rx.recv_timeout(REPLY_TIMEOUT)
-            .map_err(|_| anyhow!("the router's worker did not answer in time"))?
-            .map_err(|e| anyhow!(e))
+        Self::reply(&rx, "the router's worker")?
     }
 
     /// The router's counters and NAT sessions; None without an uplink.
@@ -186,7 +184,6 @@ impl Engine {
         };
         let (tx, rx) = bounded(1);
         self.send(w, Control::RouterDump(tx))?;
-        rx.recv_timeout(REPLY_TIMEOUT)
-            .map_err(|_| anyhow!("the router's worker did not answer in time"))
+        Ok(Self::reply(&rx, "the router's worker")?)
     }
 }

@@ -141,12 +141,10 @@ impl Worker {
                     reply,
                 } => {
                     let result = match self.router.as_mut() {
-                        None => {
-                            Err("publishing ports needs an uplink (vswitchd --uplink)".to_string())
-                        }
-                        Some(r) if add => {
-                            r.nat.add_port_mapping(mapping).map_err(|e| e.to_string())
-                        }
+                        None => Err(crate::engine::EngineError::Unavailable(
+                            "publishing ports needs an uplink (vswitchd --uplink)",
+                        )),
+                        Some(r) if add => r.nat.add_port_mapping(mapping).map_err(Into::into),
                         Some(r) => {
                             r.nat.remove_port_mapping(
                                 mapping.proto,

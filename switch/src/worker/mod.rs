@@ -143,7 +143,7 @@ pub enum Control {
     PortMapping {
         add: bool,
         mapping: nat::PortMapping,
-        reply: Sender<Result<(), String>>,
+        reply: Sender<Result<(), crate::engine::EngineError>>,
     },
     /// The router's counters and NAT sessions, if this worker has the router.
     RouterDump(Sender<Option<(RouterStats, Vec<nat::SessionRow>)>>),
