@@ -40,6 +40,23 @@ pub enum Kind {
     Hairpin,
 }
 
+impl Kind {
+    /// Where a session's original packets come from, and its replies.
+    fn sides(self) -> (Side, Side) {
+        match self {
+            Kind::Snat => (Side::Inside, Side::Outside),
+            Kind::Dnat => (Side::Outside, Side::Inside),
+            Kind::Hairpin => (Side::Inside, Side::Inside),
+        }
+    }
+
+    /// Whether the session holds an external port of its own (SNAT, hairpin); a DNAT
+    /// session uses the published one.
+    fn holds_port(self) -> bool {
+        self != Kind::Dnat
+    }
+}
+
 /// TCP connection state as far as NAT needs it (no sequence-number checks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -131,17 +148,9 @@ pub struct Session {
 }
 
 impl Session {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        proto: Proto,
-        kind: Kind,
-        orig: Tuple,
-        xlat: Tuple,
-        orig_side: Side,
-        reply_side: Side,
-        holds_port: bool,
-        now: Instant,
-    ) -> Session {
+    /// A new session of `kind`: its first packet `orig`, translated to `xlat`.
+    pub fn new(proto: Proto, kind: Kind, orig: Tuple, xlat: Tuple, now: Instant) -> Session {
+        let (orig_side, reply_side) = kind.sides();
         Session {
             proto,
             kind,
@@ -153,7 +162,7 @@ impl Session {
             fins: [false; 2],
             replied: false,
             last_seen: now,
-            holds_port,
+            holds_port: kind.holds_port(),
             prev: NIL,
             next: NIL,
             live: true,
@@ -457,16 +466,7 @@ mod tests {
             src: Ipv4Addr::new(203, 0, 113, 1),
             ..t
         };
-        Session::new(
-            Proto::Udp,
-            Kind::Snat,
-            t,
-            x,
-            Side::Inside,
-            Side::Outside,
-            true,
-            now,
-        )
+        Session::new(Proto::Udp, Kind::Snat, t, x, now)
     }
 
     #[test]

@@ -405,16 +405,7 @@ impl Nat {
             dport: m.target_port,
             ..t
         };
-        let s = Session::new(
-            h.proto,
-            Kind::Dnat,
-            t,
-            xlat,
-            Side::Outside,
-            Side::Inside,
-            false,
-            now,
-        );
+        let s = Session::new(h.proto, Kind::Dnat, t, xlat, now);
         match self.create(s) {
             Ok(i) => self.forward(pkt, &h, i, Dir::Original, now),
             Err(r) => Verdict::Drop(r),
@@ -431,16 +422,7 @@ impl Nat {
             sport: port,
             ..t
         };
-        let s = Session::new(
-            h.proto,
-            Kind::Snat,
-            t,
-            xlat,
-            Side::Inside,
-            Side::Outside,
-            true,
-            now,
-        );
+        let s = Session::new(h.proto, Kind::Snat, t, xlat, now);
         match self.create(s) {
             Ok(i) => self.forward(pkt, h, i, Dir::Original, now),
             Err(r) => {
@@ -464,16 +446,7 @@ impl Nat {
             dst: m.target_ip,
             dport: m.target_port,
         };
-        let s = Session::new(
-            h.proto,
-            Kind::Hairpin,
-            t,
-            xlat,
-            Side::Inside,
-            Side::Inside,
-            true,
-            now,
-        );
+        let s = Session::new(h.proto, Kind::Hairpin, t, xlat, now);
         match self.create(s) {
             Ok(i) => self.forward(pkt, h, i, Dir::Original, now),
             Err(r) => {

@@ -14,9 +14,8 @@ use serde::Serialize;
 use crate::fdb::Mac;
 use crate::ipv4::{self, UdpAddrs};
 use crate::network::Network;
-use crate::pipeline::Emit;
+use crate::pipeline::{Emit, Ingress};
 use crate::port::MAX_FRAME;
-use crate::router::Router;
 use crate::stats::PortCounters;
 use crate::{NetId, PortId};
 
@@ -25,7 +24,16 @@ use crate::{NetId, PortId};
 const MAX_CLIENTS: usize = 4096;
 /// Source ports for upstream queries are picked from here; the NAT's SNAT range stays
 /// below it (`nat::PortRange`), so no session can take the resolver's port.
-pub const UPSTREAM_PORTS: std::ops::RangeInclusive<u16> = 61000..=65535;
+pub use crate::DNS_UPSTREAM_PORTS as UPSTREAM_PORTS;
+
+/// What the resolver asks to have sent out of the uplink. It never reaches into the
+/// router: the worker drains [`DnsServer::outbox`] into it after each call.
+pub(crate) enum Upstream {
+    /// A query over UDP, from the resolver's port.
+    Udp { to: SocketAddrV4, bytes: Vec<u8> },
+    /// An IP packet of an upstream TCP connection.
+    Ip(Vec<u8>),
+}
 
 /// What `stats` shows of the embedded DNS.
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
@@ -83,6 +91,8 @@ pub(crate) struct DnsServer {
     tcp_backlog: Vec<(Client, Vec<u8>)>,
     /// Connections to upstreams for queries that came over TCP (once there is an uplink).
     upstream_tcp: Option<crate::dns_tcp::UpstreamTcp>,
+    /// For the uplink, in order (see [`Upstream`]).
+    pub outbox: Vec<Upstream>,
 }
 
 fn resolver(upstreams: Vec<SocketAddr>) -> Result<Resolver, dns::ConfigError> {
@@ -110,6 +120,7 @@ impl DnsServer {
             tcp: crate::dns_tcp::DnsTcp::default(),
             tcp_backlog: Vec::new(),
             upstream_tcp: None,
+            outbox: Vec::new(),
         })
     }
 
@@ -181,18 +192,16 @@ impl DnsServer {
 
     /// A frame the pipeline classified as DNS for network `net` (UDP or TCP to the
     /// gateway, port 53).
-    #[allow(clippy::too_many_arguments)]
     pub fn query_frame(
         &mut self,
         nets: &HashMap<NetId, Network>,
-        net: NetId,
-        in_port: PortId,
+        from: Ingress,
         frame: &[u8],
         out: &mut impl Emit,
-        router: Option<&mut Router>,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
+        let Ingress { net, port: in_port } = from;
         let Some(n) = nets.get(&net) else { return };
         if frame.len() > ipv4::ETH_HLEN + 9 && frame[ipv4::ETH_HLEN + 9] == 6 {
             let mut queries = std::mem::take(&mut self.tcp_backlog);
@@ -200,7 +209,7 @@ impl DnsServer {
                 self.stats.malformed_frames += 1;
             }
             self.tcp_backlog = queries;
-            self.tcp_queries(nets, out, router, scratch, now);
+            self.tcp_queries(nets, out, scratch, now);
             return;
         }
         let Some((src, _dst, payload)) = ipv4::parse_udp(frame) else {
@@ -220,7 +229,7 @@ impl DnsServer {
             transport: Transport::Udp,
         };
         let a = self.resolver.handle_query(client, payload, now);
-        self.act(a, nets, out, router, scratch, now);
+        self.act(a, nets, out, scratch, now);
     }
 
     /// A frame the router set aside: UDP to the resolver's port, or TCP to one of its
@@ -230,7 +239,6 @@ impl DnsServer {
         nets: &HashMap<NetId, Network>,
         frame: &[u8],
         out: &mut impl Emit,
-        mut router: Option<&mut Router>,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
@@ -244,8 +252,8 @@ impl DnsServer {
         } else {
             self.stats.malformed_frames += 1;
         }
-        self.upstream_replies(nets, replies, out, router.as_deref_mut(), scratch, now);
-        self.flush_upstream_tcp(router, out, scratch, now);
+        self.upstream_replies(nets, replies, out, scratch, now);
+        self.flush_upstream_tcp();
     }
 
     fn upstream_replies(
@@ -253,34 +261,28 @@ impl DnsServer {
         nets: &HashMap<NetId, Network>,
         replies: Vec<(SocketAddr, Vec<u8>)>,
         out: &mut impl Emit,
-        mut router: Option<&mut Router>,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         for (from, msg) in replies {
             let a = self.resolver.handle_upstream_reply(from, &msg, now);
-            self.act(a, nets, out, router.as_deref_mut(), scratch, now);
+            self.act(a, nets, out, scratch, now);
         }
-        self.tcp_queries(nets, out, router, scratch, now);
+        self.tcp_queries(nets, out, scratch, now);
     }
 
-    /// Put what the upstream TCP connections sent on the uplink.
-    fn flush_upstream_tcp(
-        &mut self,
-        router: Option<&mut Router>,
-        out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) {
+    /// What the upstream TCP connections sent, for the uplink.
+    fn flush_upstream_tcp(&mut self) {
         let Some(u) = self.upstream_tcp.as_mut() else {
             return;
         };
-        let packets = u.take_output();
-        if let Some(r) = router {
-            for p in &packets {
-                r.send_ip(p, out, scratch, now);
-            }
-        }
+        self.outbox
+            .extend(u.take_output().into_iter().map(Upstream::Ip));
+    }
+
+    /// `n` UDP queries of the outbox could not be sent (no uplink, no route).
+    pub fn upstream_failed(&mut self, n: u64) {
+        self.stats.upstream_unreachable += n;
     }
 
     /// Answer (or forward) the TCP queries waiting in `tcp_backlog`; answering one may
@@ -289,7 +291,6 @@ impl DnsServer {
         &mut self,
         nets: &HashMap<NetId, Network>,
         out: &mut impl Emit,
-        mut router: Option<&mut Router>,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
@@ -297,7 +298,7 @@ impl DnsServer {
         while !self.tcp_backlog.is_empty() {
             let (client, q) = self.tcp_backlog.remove(0);
             let a = self.resolver.handle_query(client, &q, now);
-            self.act(a, nets, out, router.as_deref_mut(), scratch, now);
+            self.act(a, nets, out, scratch, now);
         }
         self.stats.tcp_connections = self.tcp.accepted;
         self.stats.tcp_refused = self.tcp.refused;
@@ -308,22 +309,21 @@ impl DnsServer {
         &mut self,
         nets: &HashMap<NetId, Network>,
         out: &mut impl Emit,
-        mut router: Option<&mut Router>,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         for a in self.resolver.poll_timeouts(now) {
-            self.act(a, nets, out, router.as_deref_mut(), scratch, now);
+            self.act(a, nets, out, scratch, now);
         }
         let more = self.tcp.poll(out, now);
         self.tcp_backlog.extend(more);
-        self.tcp_queries(nets, out, router.as_deref_mut(), scratch, now);
+        self.tcp_queries(nets, out, scratch, now);
         let mut replies = Vec::new();
         if let Some(u) = self.upstream_tcp.as_mut() {
             u.poll(now, &mut replies);
         }
-        self.upstream_replies(nets, replies, out, router.as_deref_mut(), scratch, now);
-        self.flush_upstream_tcp(router, out, scratch, now);
+        self.upstream_replies(nets, replies, out, scratch, now);
+        self.flush_upstream_tcp();
     }
 
     fn act(
@@ -331,7 +331,6 @@ impl DnsServer {
         action: Action,
         nets: &HashMap<NetId, Network>,
         out: &mut impl Emit,
-        router: Option<&mut Router>,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
@@ -352,13 +351,11 @@ impl DnsServer {
                 transport: Transport::Udp,
                 bytes,
             } => {
-                let (Some(r), SocketAddr::V4(to)) = (router, to) else {
+                let SocketAddr::V4(to) = to else {
                     self.stats.upstream_unreachable += 1;
                     return;
                 };
-                if !r.send_udp(self.port, to, &bytes, out, scratch, now) {
-                    self.stats.upstream_unreachable += 1;
-                }
+                self.outbox.push(Upstream::Udp { to, bytes });
             }
             Action::Forward {
                 to,
@@ -372,7 +369,7 @@ impl DnsServer {
                 };
                 if sent {
                     self.stats.tcp_forwarded += 1;
-                    self.flush_upstream_tcp(router, out, scratch, now);
+                    self.flush_upstream_tcp();
                 } else {
                     // The resolver's timeout moves the query on.
                     self.stats.upstream_unreachable += 1;
@@ -510,11 +507,9 @@ mod tests {
         let f = frame(&query(0x1234, "front"));
         d.query_frame(
             &nets,
-            1,
-            5,
+            Ingress { net: 1, port: 5 },
             &f,
             &mut out,
-            None,
             &mut scratch,
             Instant::now(),
         );
@@ -548,7 +543,14 @@ mod tests {
         q.extend(b"test");
         q.extend([0, 0, 1, 0, 1]);
         let now = Instant::now();
-        d.query_frame(&nets, 1, 4, &frame(&q), &mut out, None, &mut scratch, now);
+        d.query_frame(
+            &nets,
+            Ingress { net: 1, port: 4 },
+            &frame(&q),
+            &mut out,
+            &mut scratch,
+            now,
+        );
         assert_eq!(out.0.len(), 1);
         let (_, _, msg) = ipv4::parse_udp(&out.0[0].1).expect("datagram");
         assert_eq!(msg[3] & 0x0f, 2, "SERVFAIL");
@@ -556,14 +558,19 @@ mod tests {
 
         let mut bad = frame(&query(8, "web"));
         bad[20] = 0x20; // more fragments follow: not a datagram we can read whole
-        d.query_frame(&nets, 1, 4, &bad, &mut out, None, &mut scratch, now);
         d.query_frame(
             &nets,
-            1,
-            4,
+            Ingress { net: 1, port: 4 },
+            &bad,
+            &mut out,
+            &mut scratch,
+            now,
+        );
+        d.query_frame(
+            &nets,
+            Ingress { net: 1, port: 4 },
             &frame(&[1, 2]),
             &mut out,
-            None,
             &mut scratch,
             now,
         );

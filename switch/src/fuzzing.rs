@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::fdb::{Fdb, Mac};
 use crate::gateway::{self, Gateway};
 use crate::network::Network;
-use crate::pipeline::{switch_burst, Emit};
+use crate::pipeline::{switch_burst, Emit, Ingress, Source};
 use crate::port::{Burst, MAX_FRAME};
 use crate::stats::PortCounters;
 use crate::{NetConfig, NetId, PortId};
@@ -67,13 +67,15 @@ pub fn switch_frames(data: &[u8]) {
         if burst.is_full() {
             switch_burst(
                 &mut net,
-                port,
+                Source {
+                    port,
+                    counters: &counters,
+                    announce_learning: true,
+                },
                 &burst,
-                &counters,
                 &mut out,
                 &mut scratch,
                 now,
-                true,
             );
             burst.clear();
             port = (port + 1) % 3;
@@ -81,13 +83,15 @@ pub fn switch_frames(data: &[u8]) {
     }
     switch_burst(
         &mut net,
-        port,
+        Source {
+            port,
+            counters: &counters,
+            announce_learning: true,
+        },
         &burst,
-        &counters,
         &mut out,
         &mut scratch,
         now,
-        true,
     );
 }
 
@@ -161,22 +165,17 @@ pub fn dns_frames(data: &[u8]) {
         };
         d.query_frame(
             &nets,
-            1,
-            (i % 2) as u32,
+            Ingress {
+                net: 1,
+                port: (i % 2) as u32,
+            },
             f,
             &mut out,
-            None,
             &mut scratch,
             now,
         );
     }
-    d.tick(
-        &nets,
-        &mut out,
-        None,
-        &mut scratch,
-        now + Duration::from_secs(30),
-    );
+    d.tick(&nets, &mut out, &mut scratch, now + Duration::from_secs(30));
 }
 
 /// Split `data` into chunks (one length byte each, scaled) and give them to the VTEP
@@ -245,7 +244,14 @@ pub fn vtep_frames(data: &[u8]) {
         } else if let Ok(w) = remote.encapsulate(vni, me, up_mac, frame, &mut wrapped) {
             r.receive_from_uplink(&mut nets, &wrapped[..w], &mut out, &mut scratch, now);
         }
-        r.tunnel_out(&nets, 1, 0, frame, &mut out, &mut scratch, now);
+        r.tunnel_out(
+            &nets,
+            Ingress { net: 1, port: 0 },
+            frame,
+            &mut out,
+            &mut scratch,
+            now,
+        );
     }
 }
 

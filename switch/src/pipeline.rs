@@ -46,30 +46,35 @@ enum Verdict {
     Tunnel,
 }
 
-/// Switch a burst received on `in_port` of `net`.
-#[allow(clippy::too_many_arguments)]
+/// Where a frame came in: its network and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ingress {
+    pub net: NetId,
+    pub port: PortId,
+}
+
+/// The port a burst came in on, as the L2 stage needs it: its id, its counters, and
+/// whether the MACs it learns are announced to the other workers.
+#[derive(Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub port: PortId,
+    pub counters: &'a PortCounters,
+    pub announce_learning: bool,
+}
+
+/// Switch a burst received from `src` on `net`.
 pub(crate) fn switch_burst(
     net: &mut Network,
-    in_port: PortId,
+    src: Source,
     rx: &Burst,
-    counters: &PortCounters,
     out: &mut impl Emit,
     scratch: &mut [u8; MAX_FRAME],
     now: Instant,
-    announce_learning: bool,
 ) {
+    let (in_port, counters) = (src.port, src.counters);
     for frame in rx.iter() {
         counters.rx(frame.len());
-        match classify(
-            net,
-            in_port,
-            frame,
-            counters,
-            out,
-            scratch,
-            now,
-            announce_learning,
-        ) {
+        match classify(net, src, frame, out, scratch, now) {
             Verdict::Drop(why) => counters.dropped(why, 1),
             Verdict::Reply(len) => out.emit(in_port, &scratch[..len], counters),
             Verdict::Unicast(to) => out.emit(to, frame, counters),
@@ -90,18 +95,20 @@ pub(crate) fn switch_burst(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline]
 fn classify(
     net: &mut Network,
-    in_port: PortId,
+    src: Source,
     frame: &[u8],
-    counters: &PortCounters,
     out: &mut impl Emit,
     scratch: &mut [u8; MAX_FRAME],
     now: Instant,
-    announce_learning: bool,
 ) -> Verdict {
+    let Source {
+        port: in_port,
+        counters,
+        announce_learning,
+    } = src;
     if frame.len() < ETH_HLEN {
         return Verdict::Drop(DropReason::Runt);
     }
@@ -247,13 +254,15 @@ mod tests {
         let mut scratch = [0u8; MAX_FRAME];
         switch_burst(
             n,
-            port,
+            Source {
+                port,
+                counters: &c,
+                announce_learning: true,
+            },
             &b,
-            &c,
             &mut sink,
             &mut scratch,
             Instant::now(),
-            true,
         );
         (sink, c)
     }

@@ -19,7 +19,7 @@ use crate::fdb::Mac;
 use crate::gateway::{self, Gateway};
 use crate::ipv4::{self, IcmpError, ETH_HLEN};
 use crate::network::Network;
-use crate::pipeline::Emit;
+use crate::pipeline::{Emit, Ingress};
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::{NetId, OverlayConfig, PortId, TUNNEL_PORT};
@@ -204,17 +204,19 @@ impl Router {
     }
 
     /// A frame a container sent to its gateway's MAC that is not for the gateway itself.
-    #[allow(clippy::too_many_arguments)]
     pub fn route_from_network(
         &mut self,
         nets: &mut HashMap<NetId, Network>,
-        net_id: NetId,
-        in_port: PortId,
+        from: Ingress,
         frame: &[u8],
         out: &mut impl Emit,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
+        let Ingress {
+            net: net_id,
+            port: in_port,
+        } = from;
         let Some(net) = nets.get(&net_id) else { return };
         let Some((gw, (subnet, prefix))) = net.cfg.gateway.zip(net.cfg.subnet) else {
             return;

@@ -46,17 +46,19 @@ impl Router {
     /// A frame of an overlay network for the tunnel: encapsulated to the VTEP its
     /// destination lives behind, or replicated to every peer VTEP (head-end
     /// replication) when the destination is unknown, broadcast or multicast.
-    #[allow(clippy::too_many_arguments)]
     pub fn tunnel_out(
         &mut self,
         nets: &HashMap<NetId, Network>,
-        net_id: NetId,
-        in_port: PortId,
+        from: Ingress,
         frame: &[u8],
         out: &mut impl Emit,
         scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
+        let Ingress {
+            net: net_id,
+            port: in_port,
+        } = from;
         let (Some(net), Some(&vni)) = (nets.get(&net_id), self.net_vnis.get(&net_id)) else {
             self.counters.tunnel_dropped += 1;
             return;

@@ -20,7 +20,7 @@ impl Router {
         let dport = u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]);
         let ours = match frame[ETH_HLEN + 9] {
             17 => dport == port,
-            6 => crate::dns_server::UPSTREAM_PORTS.contains(&dport),
+            6 => crate::DNS_UPSTREAM_PORTS.contains(&dport),
             _ => false,
         };
         if !ours {

@@ -113,7 +113,14 @@ fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
     let now = Instant::now();
     let f = inner([0xff; 6], LOCAL, 100);
     let mut sink = Sink::default();
-    r.tunnel_out(&nets, 1, 1, &f, &mut sink, &mut scratch, now);
+    r.tunnel_out(
+        &nets,
+        Ingress { net: 1, port: 1 },
+        &f,
+        &mut sink,
+        &mut scratch,
+        now,
+    );
     let dsts: Vec<Ipv4Addr> = sink
         .out
         .iter()
@@ -152,8 +159,7 @@ fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
     let mut sink = Sink::default();
     r.tunnel_out(
         &nets,
-        1,
-        1,
+        Ingress { net: 1, port: 1 },
         &inner(REMOTE, LOCAL, 100),
         &mut sink,
         &mut scratch,
@@ -175,8 +181,7 @@ fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
     let mut sink = Sink::default();
     r.tunnel_out(
         &nets,
-        1,
-        2,
+        Ingress { net: 1, port: 2 },
         &inner([0xff; 6], LOCAL, 14 + 1450),
         &mut sink,
         &mut scratch,
@@ -186,8 +191,7 @@ fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
     let mut sink = Sink::default();
     r.tunnel_out(
         &nets,
-        1,
-        2,
+        Ingress { net: 1, port: 2 },
         &inner(REMOTE, LOCAL, 14 + 1451),
         &mut sink,
         &mut scratch,

@@ -17,11 +17,11 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::dns_server::{DnsServer, DnsStats};
+use crate::dns_server::{DnsServer, DnsStats, Upstream};
 use crate::fastpath::FastPath;
 use crate::fdb::{Fdb, FdbEntry, Learned, Mac};
 use crate::network::Network;
-use crate::pipeline::{self, Emit};
+use crate::pipeline::{self, Emit, Ingress, Source};
 use crate::port::{Burst, Port, MAX_FRAME};
 use crate::router::{self, Router, RouterStats};
 use crate::skb_trunk::{self, SkbMember};
@@ -406,13 +406,8 @@ impl Worker {
             }
             if let Some(d) = self.dns.as_mut() {
                 if d.next_deadline(now).is_some_and(|t| t <= now) {
-                    d.tick(
-                        &self.nets,
-                        &mut self.tx,
-                        self.router.as_deref_mut(),
-                        &mut scratch,
-                        now,
-                    );
+                    d.tick(&self.nets, &mut self.tx, &mut scratch, now);
+                    self.dns_upstream(&mut scratch, now);
                     self.tx.flush();
                 }
             }
@@ -513,7 +508,18 @@ impl Worker {
             self.dns_replies(scratch, now);
         } else if let Some(net) = self.nets.get_mut(&net_id) {
             let multi = self.tx.peers.len() > 1;
-            pipeline::switch_burst(net, id, rx, &counters, &mut self.tx, scratch, now, multi);
+            pipeline::switch_burst(
+                net,
+                Source {
+                    port: id,
+                    counters: &counters,
+                    announce_learning: multi,
+                },
+                rx,
+                &mut self.tx,
+                scratch,
+                now,
+            );
             if install || check_moves {
                 self.sync_sources(id, net_id, install, rx, now);
             }

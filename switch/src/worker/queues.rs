@@ -15,9 +15,14 @@ impl Worker {
         for (i, &(net, in_port, tunnel)) in meta.iter().enumerate() {
             let frame = self.route_spare.frame(i);
             match self.router.as_mut() {
-                Some(r) if tunnel => {
-                    r.tunnel_out(&self.nets, net, in_port, frame, &mut self.tx, scratch, now)
-                }
+                Some(r) if tunnel => r.tunnel_out(
+                    &self.nets,
+                    Ingress { net, port: in_port },
+                    frame,
+                    &mut self.tx,
+                    scratch,
+                    now,
+                ),
                 // No uplink: an overlay has no tunnel to send by.
                 None if tunnel => {
                     if let Some(c) = self.tx.port_counters(in_port) {
@@ -26,8 +31,7 @@ impl Worker {
                 }
                 Some(r) => r.route_from_network(
                     &mut self.nets,
-                    net,
-                    in_port,
+                    Ingress { net, port: in_port },
                     frame,
                     &mut self.tx,
                     scratch,
@@ -52,19 +56,42 @@ impl Worker {
             for (i, &(net, in_port)) in meta.iter().enumerate() {
                 d.query_frame(
                     &self.nets,
-                    net,
-                    in_port,
+                    Ingress { net, port: in_port },
                     self.dns_spare.frame(i),
                     &mut self.tx,
-                    self.router.as_deref_mut(),
                     scratch,
                     now,
                 );
             }
         }
+        self.dns_upstream(scratch, now);
         self.dns_spare.clear();
         self.tx.dnsq_meta = meta;
         self.tx.dnsq_meta.clear();
+    }
+
+    /// What the resolver asked to send out of the uplink, to the router (queries from its
+    /// port, its TCP connections' packets); without an uplink the queries fail at once.
+    pub(super) fn dns_upstream(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+        let Some(d) = self.dns.as_mut() else {
+            return;
+        };
+        if d.outbox.is_empty() {
+            return;
+        }
+        let mut failed = 0;
+        for u in d.outbox.drain(..) {
+            match (self.router.as_mut(), u) {
+                (Some(r), Upstream::Udp { to, bytes }) => {
+                    failed +=
+                        u64::from(!r.send_udp(d.port, to, &bytes, &mut self.tx, scratch, now));
+                }
+                (Some(r), Upstream::Ip(packet)) => r.send_ip(&packet, &mut self.tx, scratch, now),
+                (None, Upstream::Udp { .. }) => failed += 1,
+                (None, Upstream::Ip(_)) => {}
+            }
+        }
+        d.upstream_failed(failed);
     }
 
     /// Upstream replies the router set aside during an uplink burst.
@@ -78,16 +105,10 @@ impl Worker {
         let inbox = std::mem::take(&mut r.dns_inbox);
         if let Some(d) = self.dns.as_mut() {
             for frame in &inbox {
-                d.uplink_frame(
-                    &self.nets,
-                    frame,
-                    &mut self.tx,
-                    self.router.as_deref_mut(),
-                    scratch,
-                    now,
-                );
+                d.uplink_frame(&self.nets, frame, &mut self.tx, scratch, now);
             }
         }
+        self.dns_upstream(scratch, now);
         if let Some(r) = self.router.as_mut() {
             // Keep the allocation for the next burst.
             let mut inbox = inbox;
@@ -136,7 +157,14 @@ impl Worker {
                     tunnel: true,
                 }) => {
                     if let Some(r) = self.router.as_mut() {
-                        r.tunnel_out(&self.nets, net, in_port, &frame, &mut self.tx, scratch, now);
+                        r.tunnel_out(
+                            &self.nets,
+                            Ingress { net, port: in_port },
+                            &frame,
+                            &mut self.tx,
+                            scratch,
+                            now,
+                        );
                     }
                 }
                 Ok(Handoff::Route {
@@ -148,8 +176,7 @@ impl Worker {
                     if let Some(r) = self.router.as_mut() {
                         r.route_from_network(
                             &mut self.nets,
-                            net,
-                            in_port,
+                            Ingress { net, port: in_port },
                             &frame,
                             &mut self.tx,
                             scratch,
@@ -165,15 +192,14 @@ impl Worker {
                     if let Some(d) = self.dns.as_mut() {
                         d.query_frame(
                             &self.nets,
-                            net,
-                            in_port,
+                            Ingress { net, port: in_port },
                             &frame,
                             &mut self.tx,
-                            self.router.as_deref_mut(),
                             scratch,
                             now,
                         );
                     }
+                    self.dns_upstream(scratch, now);
                 }
                 Ok(Handoff::Learned { net, mac, port }) => {
                     if let Some(n) = self.nets.get_mut(&net) {

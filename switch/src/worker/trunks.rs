@@ -49,13 +49,15 @@ impl Worker {
             if let Some(net) = self.nets.get_mut(&m.net) {
                 pipeline::switch_burst(
                     net,
-                    m.id,
+                    Source {
+                        port: m.id,
+                        counters,
+                        announce_learning: multi,
+                    },
                     &m.rx,
-                    counters,
                     &mut self.tx,
                     scratch,
                     now,
-                    multi,
                 );
             }
             m.rx.clear();
@@ -144,7 +146,18 @@ impl Worker {
         let check_moves = !self.installed.is_empty();
         let multi = self.tx.peers.len() > 1;
         if let Some(net) = self.nets.get_mut(&net_id) {
-            pipeline::switch_burst(net, id, run, &counters, &mut self.tx, scratch, now, multi);
+            pipeline::switch_burst(
+                net,
+                Source {
+                    port: id,
+                    counters: &counters,
+                    announce_learning: multi,
+                },
+                run,
+                &mut self.tx,
+                scratch,
+                now,
+            );
             if install || check_moves {
                 self.sync_sources(id, net_id, install, run, now);
             }
