@@ -1,6 +1,8 @@
 //! The vswitch data plane: ports, poll-mode workers, per-network L2 forwarding and the
 //! gateway. The control plane reaches it only through `Engine`.
 
+#[cfg(test)]
+mod alloc_tests;
 pub mod arp;
 pub mod bpf;
 mod dns_server;
