@@ -430,44 +430,19 @@ impl Controller {
             )));
         }
         let driver = DriverKind::parse(req.driver.as_deref().unwrap_or("bridge"))?;
-        if driver::for_kind(driver).is_none() {
+        let Some(d) = driver::for_kind(driver) else {
             return Err(ApiError::invalid(format!(
                 "the {} driver is not available in this build yet; use bridge",
                 driver.name()
             )));
-        }
-        if driver == DriverKind::Macvlan {
-            if req.subnet.is_none() {
-                return Err(ApiError::invalid(
-                    "a macvlan network needs --subnet (and --gateway) of the LAN its parent is on",
-                ));
-            }
-            if req.internal {
-                return Err(ApiError::invalid(
-                    "--internal is not supported with the macvlan driver",
-                ));
-            }
-            let parent = req.options.get("parent").ok_or_else(|| {
-                ApiError::invalid("a macvlan network needs its parent interface: -o parent=IFACE or -o parent=IFACE.VID")
-            })?;
-            driver::macvlan::parse_parent(parent)?;
-        }
-        let options = match driver {
-            DriverKind::Overlay => {
-                let vnis: Vec<u32> = self
-                    .state
-                    .networks
-                    .values()
-                    .filter_map(driver::overlay::vni_of)
-                    .collect();
-                driver::overlay::settle_options(req.options, &vnis, self.cfg.vtep_ip)?
-            }
-            _ => {
-                driver::overlay::validate_mtu(&req.options)?;
-                driver::bridge::validate_fastpath(&req.options)?;
-                req.options
-            }
         };
+        let options = d.allocate(driver::NetworkRequest {
+            subnet_given: req.subnet.is_some(),
+            internal: req.internal,
+            options: req.options,
+            networks: &mut self.state.networks.values(),
+            vtep_ip: self.cfg.vtep_ip,
+        })?;
         let taken: Vec<Ipv4Net> = self
             .state
             .networks

@@ -3,6 +3,7 @@
 //! LAN's router is the gateway). `-o parent=IFACE.VID` makes the switch itself add and
 //! strip 802.1Q tags with VID on the parent: no kernel VLAN device is created.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
@@ -10,8 +11,8 @@ use switch::port::{self, IoMode, Port};
 use switch::NetConfig;
 
 use super::bridge::{attach_endpoint, detach_endpoint, mtu, prepare_host_end};
-use super::{Ctx, Driver};
-use crate::error::ApiError;
+use super::{Ctx, Driver, NetworkRequest};
+use crate::error::{ApiError, ApiResult};
 use crate::link::Netlink;
 use crate::model::{DriverKind, Endpoint, Mac, Network};
 
@@ -77,6 +78,28 @@ fn open_parent(parent: &str, io: IoMode) -> Result<Box<dyn Port>> {
 impl Driver for Macvlan {
     fn kind(&self) -> DriverKind {
         DriverKind::Macvlan
+    }
+
+    /// The LAN's subnet and the parent interface are the user's to give; a macvlan
+    /// network is never internal.
+    fn allocate(&self, req: NetworkRequest) -> ApiResult<BTreeMap<String, String>> {
+        if !req.subnet_given {
+            return Err(ApiError::invalid(
+                "a macvlan network needs --subnet (and --gateway) of the LAN its parent is on",
+            ));
+        }
+        if req.internal {
+            return Err(ApiError::invalid(
+                "--internal is not supported with the macvlan driver",
+            ));
+        }
+        let parent = req.options.get("parent").ok_or_else(|| {
+            ApiError::invalid("a macvlan network needs its parent interface: -o parent=IFACE or -o parent=IFACE.VID")
+        })?;
+        parse_parent(parent)?;
+        super::overlay::validate_mtu(&req.options)?;
+        super::bridge::validate_fastpath(&req.options)?;
+        Ok(req.options)
     }
 
     fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {

@@ -7,14 +7,29 @@ pub mod macvlan;
 pub mod null;
 pub mod overlay;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 use switch::port::IoMode;
 use switch::{Engine, PortId};
 
+use crate::error::ApiResult;
 use crate::model::{DriverKind, Endpoint, Mac, Network};
 use std::net::Ipv4Addr;
+
+/// A network about to be created, as a driver checks it (libnetwork's
+/// `NetworkAllocate`): nothing exists yet, and a refusal changes nothing.
+pub struct NetworkRequest<'a> {
+    /// `--subnet` was given (not chosen from the default pools).
+    pub subnet_given: bool,
+    pub internal: bool,
+    /// `-o KEY=VALUE`, as the user gave them.
+    pub options: BTreeMap<String, String>,
+    /// The networks that exist.
+    pub networks: &'a mut dyn Iterator<Item = &'a Network>,
+    /// The VTEP address (`--vtep-ip`, else the uplink's), if there is an uplink.
+    pub vtep_ip: Option<Ipv4Addr>,
+}
 
 /// What drivers may touch: the data plane and the runtime map of endpoint ports.
 pub struct Ctx<'a> {
@@ -26,6 +41,13 @@ pub struct Ctx<'a> {
 
 pub trait Driver {
     fn kind(&self) -> DriverKind;
+    /// Check a new network's request and settle its options (what is stored): the
+    /// default takes the bridge-family options (`mtu`, `fastpath`) and refuses bad ones.
+    fn allocate(&self, req: NetworkRequest) -> ApiResult<BTreeMap<String, String>> {
+        overlay::validate_mtu(&req.options)?;
+        bridge::validate_fastpath(&req.options)?;
+        Ok(req.options)
+    }
     /// Program the data plane for a network (also on restart).
     fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()>;
     fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()>;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use switch::OverlayConfig;
 
 use super::bridge;
-use super::{Ctx, Driver};
+use super::{Ctx, Driver, NetworkRequest};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{DriverKind, Endpoint, Mac, Network};
 
@@ -130,6 +130,12 @@ fn overlay_config(net: &Network) -> Result<OverlayConfig> {
 impl Driver for Overlay {
     fn kind(&self) -> DriverKind {
         DriverKind::Overlay
+    }
+
+    /// A VNI (given, or the next free one) and the VTEP the tunnels leave from.
+    fn allocate(&self, req: NetworkRequest) -> ApiResult<BTreeMap<String, String>> {
+        let vnis: Vec<u32> = req.networks.filter_map(vni_of).collect();
+        settle_options(req.options, &vnis, req.vtep_ip)
     }
 
     fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
