@@ -160,6 +160,16 @@ impl Controller {
         );
     }
 
+    /// The driver of `net`, for what it decides without touching the data plane.
+    fn driver_of(&self, net: &Network) -> ApiResult<Box<dyn Driver>> {
+        driver::for_kind(net.driver).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "the {} driver is not available in this build",
+                net.driver.name()
+            ))
+        })
+    }
+
     fn with_driver<T>(
         &mut self,
         kind: DriverKind,
@@ -203,7 +213,7 @@ impl Controller {
     /// aliases, scoped to this network.
     fn sync_names(&mut self, net: &Network) -> ApiResult<()> {
         if !net.has_embedded_dns()
-            || !matches!(net.driver, DriverKind::Bridge | DriverKind::Overlay)
+            || !driver::for_kind(net.driver).is_some_and(|d| d.embedded_dns())
         {
             return Ok(());
         }
@@ -290,23 +300,7 @@ impl Controller {
             }
             return Ok(Vec::new());
         }
-        match net.driver {
-            DriverKind::Host => {
-                return Err(ApiError::invalid(
-                    "published ports make no sense in host network mode: the sandbox already uses the host's ports",
-                ))
-            }
-            DriverKind::Null => {
-                return Err(ApiError::invalid("cannot publish ports on the none network: it has no connectivity"))
-            }
-            _ if net.internal || net.driver != DriverKind::Bridge => {
-                return Err(ApiError::invalid(format!(
-                    "cannot publish ports on network {}: only non-internal bridge networks publish ports",
-                    net.name
-                )))
-            }
-            _ => {}
-        }
+        self.driver_of(net)?.check_publish(net)?;
         let Some(uplink_ip) = self.cfg.uplink_ip else {
             return Err(ApiError::invalid("publishing ports needs an uplink: start vswitchd with --uplink, --uplink-ip and --uplink-gw"));
         };
@@ -697,7 +691,7 @@ impl Controller {
             }
             SandboxMode::Netns => {}
         }
-        if matches!(net.driver, DriverKind::Host | DriverKind::Null) {
+        if self.driver_of(&net)?.sandbox_mode() != SandboxMode::Netns {
             return Err(ApiError::invalid(format!(
                 "a sandbox cannot be connected to the {} network after creation; use `sandbox create --network {}`",
                 net.name, net.name
@@ -937,11 +931,7 @@ impl Controller {
         }
         let net = self.network(&net_ref)?.clone();
         let bindings = self.plan_bindings(&req, &net)?;
-        let mode = match net.driver {
-            DriverKind::Host => SandboxMode::Host,
-            DriverKind::Null => SandboxMode::None,
-            _ => SandboxMode::Netns,
-        };
+        let mode = self.driver_of(&net)?.sandbox_mode();
         if mode != SandboxMode::Netns
             && (req.ip.is_some() || !req.aliases.is_empty() || req.mac.is_some())
         {

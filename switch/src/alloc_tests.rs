@@ -16,11 +16,12 @@ use etherparse::PacketBuilder;
 use crate::fdb::{Fdb, Mac};
 use crate::gateway::Gateway;
 use crate::network::Network;
-use crate::pipeline::{switch_burst, Emit, Ingress, Source};
+use crate::pipeline::{switch_burst, Ingress, Source};
 use crate::port::{Burst, MAX_FRAME};
 use crate::router::{Router, UplinkConfig};
+use crate::sinks::Counter;
 use crate::stats::PortCounters;
-use crate::{NetConfig, NetId, PortId};
+use crate::NetConfig;
 
 struct Counting;
 
@@ -71,25 +72,6 @@ fn allocations(f: impl FnOnce()) -> u64 {
     COUNT.with(|c| c.replace(None)).unwrap_or(0)
 }
 
-/// Counts what it is given, keeps nothing.
-#[derive(Default)]
-struct Tally {
-    frames: usize,
-    routed: usize,
-}
-
-impl Emit for Tally {
-    fn emit(&mut self, _to: PortId, _frame: &[u8], _from: &PortCounters) {
-        self.frames += 1;
-    }
-    fn learned(&mut self, _net: NetId, _mac: Mac, _port: PortId) {}
-    fn route(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
-        self.routed += 1;
-    }
-    fn dns(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {}
-    fn tunnel(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {}
-}
-
 const GW: Gateway = Gateway {
     ip: Ipv4Addr::new(172, 28, 0, 1),
     mac: [2, 0x42, 172, 28, 0, 1],
@@ -132,14 +114,14 @@ fn the_counter_sees_allocations() {
 fn the_l2_path_does_not_allocate_per_frame() {
     let mut net = network();
     let counters = PortCounters::default();
-    let mut out = Tally::default();
+    let mut out = Counter::default();
     let mut scratch = [0u8; MAX_FRAME];
     let mut burst = Burst::new();
     // From A on port 1: to B (unknown, then known), a broadcast; from B on port 2 to A.
     let to_b = udp(B, A, [172, 28, 0, 3], 1000);
     let bcast = udp([0xff; 6], A, [172, 28, 0, 255], 1001);
     let to_a = udp(A, B, [172, 28, 0, 2], 1002);
-    let mut run = |net: &mut Network, out: &mut Tally, scratch: &mut [u8; MAX_FRAME]| {
+    let mut run = |net: &mut Network, out: &mut Counter, scratch: &mut [u8; MAX_FRAME]| {
         let now = Instant::now();
         for (port, frames) in [(1, [&to_b, &bcast]), (2, [&to_a, &to_a])] {
             burst.clear();
@@ -187,7 +169,7 @@ fn the_routed_path_does_not_allocate_per_frame() {
     net.fdb.install(A, 1, now); // the replies' destination is known unicast
     let mut nets = HashMap::new();
     nets.insert(1, net);
-    let mut out = Tally::default();
+    let mut out = Counter::default();
     let mut scratch = [0u8; MAX_FRAME];
     // The remote end is on the uplink's subnet and answers ARP.
     let arp = {

@@ -425,17 +425,7 @@ mod tests {
     use crate::NetConfig;
     use std::time::Duration;
 
-    #[derive(Default)]
-    struct Sink(Vec<(PortId, Vec<u8>)>);
-    impl Emit for Sink {
-        fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
-            self.0.push((to, frame.to_vec()));
-        }
-        fn learned(&mut self, _net: NetId, _mac: Mac, _port: PortId) {}
-        fn route(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {}
-        fn dns(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {}
-        fn tunnel(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {}
-    }
+    use crate::sinks::Recorder as Sink;
 
     const GW: Gateway = Gateway {
         ip: Ipv4Addr::new(172, 18, 0, 1),
@@ -513,8 +503,8 @@ mod tests {
             &mut scratch,
             Instant::now(),
         );
-        assert_eq!(out.0.len(), 1);
-        let (port, reply) = &out.0[0];
+        assert_eq!(out.out.len(), 1);
+        let (port, reply) = &out.out[0];
         assert_eq!(*port, 5, "back out of the ingress port");
         assert_eq!(&reply[0..6], &CLIENT_MAC);
         assert_eq!(&reply[6..12], &GW.mac);
@@ -551,8 +541,8 @@ mod tests {
             &mut scratch,
             now,
         );
-        assert_eq!(out.0.len(), 1);
-        let (_, _, msg) = ipv4::parse_udp(&out.0[0].1).expect("datagram");
+        assert_eq!(out.out.len(), 1);
+        let (_, _, msg) = ipv4::parse_udp(&out.out[0].1).expect("datagram");
         assert_eq!(msg[3] & 0x0f, 2, "SERVFAIL");
         assert!(d.next_deadline(now).is_none(), "nothing in flight");
 
@@ -574,7 +564,7 @@ mod tests {
             &mut scratch,
             now,
         );
-        assert_eq!(out.0.len(), 1, "nothing answered");
+        assert_eq!(out.out.len(), 1, "nothing answered");
         let s = d.stats();
         assert_eq!((s.malformed_frames, s.dropped), (1, 1));
         assert!(

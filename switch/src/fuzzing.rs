@@ -9,29 +9,11 @@ use std::time::{Duration, Instant};
 use crate::fdb::{Fdb, Mac};
 use crate::gateway::{self, Gateway};
 use crate::network::Network;
-use crate::pipeline::{switch_burst, Emit, Ingress, Source};
+use crate::pipeline::{switch_burst, Ingress, Source};
 use crate::port::{Burst, MAX_FRAME};
+use crate::sinks::Counter;
 use crate::stats::PortCounters;
-use crate::{NetConfig, NetId, PortId};
-
-struct Count(usize);
-
-impl Emit for Count {
-    fn emit(&mut self, _to: PortId, frame: &[u8], _from: &PortCounters) {
-        assert!(frame.len() <= MAX_FRAME);
-        self.0 += 1;
-    }
-    fn learned(&mut self, _net: NetId, _mac: Mac, _port: PortId) {}
-    fn route(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
-        self.0 += 1;
-    }
-    fn dns(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
-        self.0 += 1;
-    }
-    fn tunnel(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
-        self.0 += 1;
-    }
-}
+use crate::NetConfig;
 
 /// Split `data` into frames (each prefixed by one length byte, scaled) and switch them
 /// as bursts arriving on alternating ports of a small network with a gateway.
@@ -51,7 +33,7 @@ pub fn switch_frames(data: &[u8]) {
         members: vec![0, 1, 2],
     };
     let counters = PortCounters::default();
-    let mut out = Count(0);
+    let mut out = Counter::default();
     let mut scratch = [0u8; MAX_FRAME];
     let mut burst = Burst::new();
     let now = Instant::now();
@@ -132,7 +114,7 @@ pub fn dns_frames(data: &[u8]) {
     }]) {
         d.set_network(1, Some(std::sync::Arc::new(t)));
     }
-    let mut out = Count(0);
+    let mut out = Counter::default();
     let mut scratch = [0u8; MAX_FRAME];
     let mut frame = [0u8; MAX_FRAME];
     let now = Instant::now();
@@ -229,7 +211,7 @@ pub fn vtep_frames(data: &[u8]) {
         return;
     };
     let mut remote = vxlan::Vtep::new(vxlan::VtepConfig::new([2, 0, 0, 0, 0, 2], peer));
-    let mut out = Count(0);
+    let mut out = Counter::default();
     let mut scratch = [0u8; MAX_FRAME];
     let mut wrapped = [0u8; MAX_FRAME];
     let now = Instant::now();

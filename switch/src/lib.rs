@@ -20,6 +20,7 @@ mod network;
 mod pipeline;
 pub mod port;
 pub mod router;
+mod sinks;
 mod skb_trunk;
 pub mod stats;
 mod worker;

@@ -192,31 +192,7 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::time::Duration;
 
-    #[derive(Default)]
-    struct Sink {
-        out: Vec<(PortId, Vec<u8>)>,
-        learned: Vec<Mac>,
-        routed: Vec<Vec<u8>>,
-        dns: Vec<Vec<u8>>,
-        tunnel: Vec<Vec<u8>>,
-    }
-    impl Emit for Sink {
-        fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
-            self.out.push((to, frame.to_vec()));
-        }
-        fn learned(&mut self, _net: NetId, mac: Mac, _port: PortId) {
-            self.learned.push(mac);
-        }
-        fn route(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
-            self.routed.push(frame.to_vec());
-        }
-        fn dns(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
-            self.dns.push(frame.to_vec());
-        }
-        fn tunnel(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
-            self.tunnel.push(frame.to_vec());
-        }
-    }
+    use crate::sinks::Recorder as Sink;
 
     const GW_MAC: Mac = [0x02, 0x42, 0xac, 0x12, 0, 1];
 

@@ -473,12 +473,13 @@ fn interop_with_kernel_vxlan() {
             Some((vni, len.parse().ok()?))
         })
         .collect();
-    // 2 MB each way; tcpdump may lose some on a busy machine, and a GSO skb the kernel
+    // 2 MB each way; tcpdump loses some on a busy machine (up to half, seen once on
+    // the 2-core CI machine right after another build), and a GSO skb the kernel
     // encapsulated is one capture record of many segments: what matters is that every
-    // record is well-formed VXLAN of our VNI and that most of the bytes were seen.
+    // record is well-formed VXLAN of our VNI and that a good share of the bytes was seen.
     let bytes: usize = rows.iter().map(|r| r.1).sum();
     assert!(
-        rows.len() >= 100 && bytes >= 2_000_000,
+        rows.len() >= 100 && bytes >= 1_000_000,
         "tunnelled on the underlay: {} records, {bytes} bytes",
         rows.len()
     );

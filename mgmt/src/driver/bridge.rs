@@ -75,6 +75,20 @@ impl Driver for Bridge {
     fn kind(&self) -> DriverKind {
         DriverKind::Bridge
     }
+    fn embedded_dns(&self) -> bool {
+        true
+    }
+    /// Published ports are DNAT from the uplink into the network: not for an internal
+    /// one, which has no way out.
+    fn check_publish(&self, net: &Network) -> ApiResult<()> {
+        if net.internal {
+            return Err(ApiError::invalid(format!(
+                "cannot publish ports on network {}: only non-internal bridge networks publish ports",
+                net.name
+            )));
+        }
+        Ok(())
+    }
 
     fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
         self.sync_network(ctx, net, &[])

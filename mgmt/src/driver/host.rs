@@ -4,13 +4,22 @@
 use anyhow::{bail, Result};
 
 use super::{Ctx, Driver};
-use crate::model::{DriverKind, Endpoint, Network};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{DriverKind, Endpoint, Network, SandboxMode};
 
 pub struct Host;
 
 impl Driver for Host {
     fn kind(&self) -> DriverKind {
         DriverKind::Host
+    }
+    fn sandbox_mode(&self) -> SandboxMode {
+        SandboxMode::Host
+    }
+    fn check_publish(&self, _: &Network) -> ApiResult<()> {
+        Err(ApiError::invalid(
+            "published ports make no sense in host network mode: the sandbox already uses the host's ports",
+        ))
     }
     fn create_network(&mut self, _: &mut Ctx, _: &Network) -> Result<()> {
         Ok(())

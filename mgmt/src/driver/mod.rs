@@ -13,8 +13,9 @@ use anyhow::Result;
 use switch::port::IoMode;
 use switch::{Engine, PortId};
 
+use crate::error::ApiError;
 use crate::error::ApiResult;
-use crate::model::{DriverKind, Endpoint, Mac, Network};
+use crate::model::{DriverKind, Endpoint, Mac, Network, SandboxMode};
 use std::net::Ipv4Addr;
 
 /// A network about to be created, as a driver checks it (libnetwork's
@@ -47,6 +48,23 @@ pub trait Driver {
         overlay::validate_mtu(&req.options)?;
         bridge::validate_fastpath(&req.options)?;
         Ok(req.options)
+    }
+    /// How a sandbox created on this driver's network gets its networking: a namespace
+    /// of its own that networks connect to (the default), the host's, or loopback only.
+    fn sandbox_mode(&self) -> SandboxMode {
+        SandboxMode::Netns
+    }
+    /// Whether the embedded resolver serves the network's sandbox names.
+    fn embedded_dns(&self) -> bool {
+        false
+    }
+    /// Whether ports can be published on `net` (DNAT from the uplink); the refusal says
+    /// why not.
+    fn check_publish(&self, net: &Network) -> ApiResult<()> {
+        Err(ApiError::invalid(format!(
+            "cannot publish ports on network {}: only non-internal bridge networks publish ports",
+            net.name
+        )))
     }
     /// Program the data plane for a network (also on restart).
     fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()>;

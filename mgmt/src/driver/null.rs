@@ -3,13 +3,22 @@
 use anyhow::{bail, Result};
 
 use super::{Ctx, Driver};
-use crate::model::{DriverKind, Endpoint, Network};
+use crate::error::{ApiError, ApiResult};
+use crate::model::{DriverKind, Endpoint, Network, SandboxMode};
 
 pub struct Null;
 
 impl Driver for Null {
     fn kind(&self) -> DriverKind {
         DriverKind::Null
+    }
+    fn sandbox_mode(&self) -> SandboxMode {
+        SandboxMode::None
+    }
+    fn check_publish(&self, _: &Network) -> ApiResult<()> {
+        Err(ApiError::invalid(
+            "cannot publish ports on the none network: it has no connectivity",
+        ))
     }
     fn create_network(&mut self, _: &mut Ctx, _: &Network) -> Result<()> {
         Ok(())

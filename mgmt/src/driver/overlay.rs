@@ -131,6 +131,9 @@ impl Driver for Overlay {
     fn kind(&self) -> DriverKind {
         DriverKind::Overlay
     }
+    fn embedded_dns(&self) -> bool {
+        true
+    }
 
     /// A VNI (given, or the next free one) and the VTEP the tunnels leave from.
     fn allocate(&self, req: NetworkRequest) -> ApiResult<BTreeMap<String, String>> {

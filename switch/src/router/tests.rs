@@ -4,22 +4,7 @@ use crate::fdb::Fdb;
 use crate::{NetConfig, OverlayConfig};
 use std::time::Duration;
 
-#[derive(Default)]
-struct Sink {
-    out: Vec<(PortId, Vec<u8>)>,
-    learned: Vec<Mac>,
-}
-impl Emit for Sink {
-    fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
-        self.out.push((to, frame.to_vec()));
-    }
-    fn learned(&mut self, _net: NetId, mac: Mac, _port: PortId) {
-        self.learned.push(mac);
-    }
-    fn route(&mut self, _: NetId, _: PortId, _: &[u8], _: &PortCounters) {}
-    fn dns(&mut self, _: NetId, _: PortId, _: &[u8], _: &PortCounters) {}
-    fn tunnel(&mut self, _: NetId, _: PortId, _: &[u8], _: &PortCounters) {}
-}
+use crate::sinks::Recorder as Sink;
 
 const UPLINK: PortId = 9;
 const UP_MAC: Mac = [2, 0, 0, 0, 0, 1];
