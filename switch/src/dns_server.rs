@@ -102,6 +102,11 @@ fn resolver(upstreams: Vec<SocketAddr>) -> Result<Resolver, dns::ConfigError> {
     })
 }
 
+/// TCP in IPv4 (the resolver's TCP side takes it; anything else is tried as UDP).
+fn is_tcp(frame: &[u8]) -> bool {
+    wire::ip::Ipv4Frame::new(frame).is_some_and(|f| f.proto() == wire::ip::PROTO_TCP)
+}
+
 impl DnsServer {
     /// Refuses a configuration the resolver would refuse (too many upstreams).
     pub fn new(upstreams: Vec<SocketAddr>) -> Result<DnsServer, dns::ConfigError> {
@@ -203,7 +208,7 @@ impl DnsServer {
     ) {
         let Ingress { net, port: in_port } = from;
         let Some(n) = nets.get(&net) else { return };
-        if frame.len() > ipv4::ETH_HLEN + 9 && frame[ipv4::ETH_HLEN + 9] == 6 {
+        if is_tcp(frame) {
             let mut queries = std::mem::take(&mut self.tcp_backlog);
             if !self.tcp.receive(n, in_port, frame, out, &mut queries, now) {
                 self.stats.malformed_frames += 1;
@@ -243,7 +248,7 @@ impl DnsServer {
         now: Instant,
     ) {
         let mut replies = Vec::new();
-        if frame.len() > ipv4::ETH_HLEN + 9 && frame[ipv4::ETH_HLEN + 9] == 6 {
+        if is_tcp(frame) {
             if let Some(u) = self.upstream_tcp.as_mut() {
                 u.receive(&frame[ipv4::ETH_HLEN..], now, &mut replies);
             }

@@ -33,7 +33,7 @@ use crate::PortId;
 
 use wire::ETH_HLEN;
 const TCP_END: usize = ETH_HLEN + 20 + 20;
-use wire::ip::{TCP_ACK as ACK, TCP_SYN as SYN};
+use wire::ip::{Ipv4Frame, IPV4_HLEN, TCP_ACK as ACK, TCP_SYN as SYN};
 const FIN_SYN_RST: u8 = wire::ip::TCP_FIN | SYN | wire::ip::TCP_RST;
 
 /// An inside TCP flow: source, destination.
@@ -66,20 +66,11 @@ pub(crate) struct FastNat {
     published: HashMap<PublishedKey, (PortId, SocketAddrV4), ahash::RandomState>,
 }
 
-/// An untagged IPv4 TCP frame without IP options: (source, destination, TCP flags).
+/// An untagged IPv4 TCP frame without IP options (the kernel's programs take no
+/// others): (source, destination, TCP flags).
 fn tcp_flow(frame: &[u8]) -> Option<(Flow, u8)> {
-    if frame.len() < TCP_END
-        || frame[12..14] != [0x08, 0x00]
-        || frame[ETH_HLEN] != 0x45
-        || frame[ETH_HLEN + 9] != 6
-    {
-        return None;
-    }
-    let ip = |o: usize| Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3]);
-    let port = |o: usize| u16::from_be_bytes([frame[o], frame[o + 1]]);
-    let src = SocketAddrV4::new(ip(ETH_HLEN + 12), port(ETH_HLEN + 20));
-    let dst = SocketAddrV4::new(ip(ETH_HLEN + 16), port(ETH_HLEN + 22));
-    Some(((src, dst), frame[ETH_HLEN + 33]))
+    let ip = Ipv4Frame::new(frame).filter(|f| f.header_len() == IPV4_HLEN)?;
+    Some((ip.endpoints()?, ip.tcp_flags()?))
 }
 
 /// The `published` key for SYNs to `public`.

@@ -24,6 +24,8 @@ use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::{NetId, OverlayConfig, PortId, TUNNEL_PORT};
 use vxlan::{Decap, Origin, Overlay, Vni, VtepConfig};
+use wire::ethernet::{ethertype, ETHERTYPE_ARP};
+use wire::ip::Ipv4Frame;
 
 mod overlay;
 mod resolver;
@@ -147,20 +149,12 @@ fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
 
 /// The IPv4 header of an Ethernet frame, checked: (header length, total length).
 fn ipv4_lengths(frame: &[u8]) -> Option<(usize, usize)> {
-    if frame.len() < ETH_HLEN + 20 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
-        return None;
-    }
-    let ihl = ((frame[14] & 0x0f) as usize) * 4;
-    let total = u16::from_be_bytes([frame[16], frame[17]]) as usize;
-    (ihl >= 20 && total >= ihl && ETH_HLEN + total <= frame.len()).then_some((ihl, total))
+    Ipv4Frame::new(frame).map(|f| (f.header_len(), f.total_len()))
 }
 
-fn src_ip(frame: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29])
-}
-
+/// The destination of a frame the router built or checked as IPv4.
 fn dst_ip(frame: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33])
+    Ipv4Frame::new(frame).map_or(Ipv4Addr::UNSPECIFIED, |f| f.dst())
 }
 
 impl Router {
@@ -221,11 +215,11 @@ impl Router {
         let Some((gw, (subnet, prefix))) = net.cfg.gateway.zip(net.cfg.subnet) else {
             return;
         };
-        let Some((_, total)) = ipv4_lengths(frame) else {
+        let Some(ip) = Ipv4Frame::new(frame) else {
             self.counters.not_ipv4 += 1;
             return;
         };
-        let dst = dst_ip(frame);
+        let (total, dst) = (ip.total_len(), ip.dst());
         if net.cfg.internal {
             self.counters.internal += 1;
             self.icmp_error(IcmpError::NetUnreachable, frame, gw, in_port, out, scratch);
@@ -239,7 +233,7 @@ impl Router {
             self.counters.isolated += 1;
             return;
         }
-        if frame[ETH_HLEN + 8] <= 1 {
+        if ip.ttl() <= 1 {
             self.counters.ttl_exceeded += 1;
             self.icmp_error(IcmpError::TtlExceeded, frame, gw, in_port, out, scratch);
             return;
@@ -289,10 +283,11 @@ impl Router {
     /// carried it (nothing is sent), and the session stays in the kernel if the NAT
     /// translated it the same way (`FastNat::adopt`).
     pub fn observe_from_uplink(&mut self, frame: &[u8], now: Instant) {
-        let Some((_, total)) = ipv4_lengths(frame) else {
+        let Some(ip) = Ipv4Frame::new(frame) else {
             return;
         };
-        let hop = self.next_hop(src_ip(frame));
+        let total = ip.total_len();
+        let hop = self.next_hop(ip.src());
         let mac = self.arp.known(hop, now);
         let Some(f) = self.fast_nat.as_mut() else {
             return;
@@ -323,7 +318,7 @@ impl Router {
             ip: self.cfg.ip,
             mac: self.cfg.mac,
         };
-        if frame.len() >= 42 && frame[12..14] == [0x08, 0x06] {
+        if frame.len() >= 42 && ethertype(frame) == Some(ETHERTYPE_ARP) {
             self.arp_in(&me, frame, out, scratch, now);
             return;
         }

@@ -71,8 +71,7 @@ impl Router {
         let max = self.overlay.vtep().config().max_inner_frame();
         if frame.len() > max {
             self.counters.tunnel_too_big += 1;
-            let df = ipv4_lengths(frame).is_some()
-                && u16::from_be_bytes([frame[ETH_HLEN + 6], frame[ETH_HLEN + 7]]) & 0x4000 != 0;
+            let df = Ipv4Frame::new(frame).is_some_and(|f| f.dont_fragment());
             if let (true, Some(gw)) = (df, net.cfg.gateway) {
                 let mtu = (max - ETH_HLEN).min(u16::MAX as usize) as u16;
                 self.icmp_error(

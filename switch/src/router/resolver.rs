@@ -2,6 +2,7 @@
 //! uplink and the replies back to it.
 
 use super::*;
+use wire::ip::{PROTO_TCP, PROTO_UDP};
 
 impl Router {
     /// UDP to the resolver's port, or TCP to its upstream connections' ports, on the
@@ -10,17 +11,16 @@ impl Router {
         let Some(port) = self.dns_port else {
             return false;
         };
-        let Some((ihl, total)) = ipv4_lengths(frame) else {
+        let Some(ip) = Ipv4Frame::new(frame) else {
             return false;
         };
-        if total < ihl + 4 || dst_ip(frame) != self.cfg.ip {
+        let Some((_, to)) = ip.endpoints().filter(|(_, to)| *to.ip() == self.cfg.ip) else {
             return false;
-        }
-        let l4 = ETH_HLEN + ihl;
-        let dport = u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]);
-        let ours = match frame[ETH_HLEN + 9] {
-            17 => dport == port,
-            6 => crate::DNS_UPSTREAM_PORTS.contains(&dport),
+        };
+        let total = ip.total_len();
+        let ours = match ip.proto() {
+            PROTO_UDP => to.port() == port,
+            PROTO_TCP => crate::DNS_UPSTREAM_PORTS.contains(&to.port()),
             _ => false,
         };
         if !ours {
