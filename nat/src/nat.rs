@@ -593,18 +593,17 @@ impl Nat {
         touch: bool,
         now: Instant,
     ) -> bool {
-        let Some(i) = self.inside_flow(proto, src, dst, touch, now) else {
+        let Some(i) = self.inside_flow(proto, (src, dst), touch, now) else {
             return false;
         };
         proto != Proto::Tcp || self.table.get(i).tcp.is_established()
     }
 
-    /// The live session of an inside flow, refreshed with `touch`.
+    /// The live session of an inside flow (source, destination), refreshed with `touch`.
     fn inside_flow(
         &mut self,
         proto: Proto,
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
+        (src, dst): (SocketAddrV4, SocketAddrV4),
         touch: bool,
         now: Instant,
     ) -> Option<u32> {
@@ -633,7 +632,7 @@ impl Nat {
         touch: bool,
         now: Instant,
     ) -> bool {
-        let Some(i) = self.inside_flow(Proto::Tcp, src, dst, touch, now) else {
+        let Some(i) = self.inside_flow(Proto::Tcp, (src, dst), touch, now) else {
             return false;
         };
         let s = self.table.get_mut(i);

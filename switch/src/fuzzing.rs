@@ -33,6 +33,11 @@ pub fn switch_frames(data: &[u8]) {
         members: vec![0, 1, 2],
     };
     let counters = PortCounters::default();
+    let from = |port| Source {
+        port,
+        counters: &counters,
+        announce_learning: true,
+    };
     let mut out = Counter::default();
     let mut scratch = [0u8; MAX_FRAME];
     let mut burst = Burst::new();
@@ -47,34 +52,13 @@ pub fn switch_frames(data: &[u8]) {
         let _ = gateway::icmp_echo_reply(&gw, frame, &mut scratch);
         burst.push(frame);
         if burst.is_full() {
-            switch_burst(
-                &mut net,
-                Source {
-                    port,
-                    counters: &counters,
-                    announce_learning: true,
-                },
-                &burst,
-                &mut out,
-                &mut scratch,
-                now,
-            );
+            let src = from(port);
+            switch_burst(&mut net, src, &burst, &mut out, &mut scratch, now);
             burst.clear();
             port = (port + 1) % 3;
         }
     }
-    switch_burst(
-        &mut net,
-        Source {
-            port,
-            counters: &counters,
-            announce_learning: true,
-        },
-        &burst,
-        &mut out,
-        &mut scratch,
-        now,
-    );
+    switch_burst(&mut net, from(port), &burst, &mut out, &mut scratch, now);
 }
 
 /// Split `data` into frames as `switch_frames` does and hand each to the embedded

@@ -334,12 +334,12 @@ impl Engine {
                 self.send(w, Control::AddRemotePort { id, net, worker })?;
             }
         }
-        self.hand_port(worker, id, net, port, fast)?;
+        self.hand_port(worker, id, net, port, fast, Arc::default())?;
         Ok(id)
     }
 
     /// Hand `port` to `worker` as port `id` of `net` (running the fast path's program
-    /// with `fast`), and record it.
+    /// with `fast`), counting on `counters`, and record it.
     fn hand_port(
         &mut self,
         worker: usize,
@@ -347,8 +347,8 @@ impl Engine {
         net: NetId,
         port: Box<dyn Port>,
         fast: bool,
+        counters: Arc<PortCounters>,
     ) -> Result<()> {
-        let counters = Arc::new(PortCounters::default());
         let info = PortInfo {
             id,
             name: port.name().to_string(),
@@ -403,7 +403,7 @@ impl Engine {
         let ifindex = crate::bpf::ifindex(kernel_end)?;
         let link = maps.attach_trunk(ifindex)?;
         let id = self.free_id();
-        self.hand_port(worker, id, ENDPOINT_TRUNK_NET, port, false)?;
+        self.hand_port(worker, id, ENDPOINT_TRUNK_NET, port, false, Arc::default())?;
         self.endpoint_trunks[worker] = Some(EndpointTrunk {
             port: id,
             ifindex,

@@ -34,34 +34,9 @@ impl Engine {
                 Err(e) => tracing::warn!(error = %e, "no NAT fast path"),
             }
         }
-        let info = PortInfo {
-            id,
-            name: port.name().to_string(),
-            network: UPLINK_NET,
-            backend: port.backend(),
-            worker,
-            fast_path: false,
-        };
         self.route_via(id, worker)?;
-        self.send(
-            worker,
-            Control::AddPort(NewPort {
-                id,
-                net: UPLINK_NET,
-                port,
-                counters: counters.clone(),
-                fast: false,
-            }),
-        )?;
+        self.hand_port(worker, id, UPLINK_NET, port, false, counters)?;
         self.send(worker, Control::EnableRouter(Box::new(router)))?;
-        self.ports.insert(
-            id,
-            PortEntry {
-                info,
-                counters,
-                tc: None,
-            },
-        );
         self.barrier()?;
         Ok(id)
     }

@@ -31,7 +31,7 @@ impl Engine {
                         )?;
                     }
                 }
-                self.hand_port(worker, id, TRUNK_NET, port, false)?;
+                self.hand_port(worker, id, TRUNK_NET, port, false, Arc::default())?;
                 self.trunks.insert(parent.to_string(), id);
                 id
             }

@@ -325,10 +325,7 @@ impl FastPath {
             )));
         }
         let program = &self.tc_programs()?.endpoint;
-        let mut value = [0u8; ENDPOINT_LEN];
-        value[..4].copy_from_slice(&net.to_ne_bytes());
-        value[4..8].copy_from_slice(&port.to_ne_bytes());
-        value[8..12].copy_from_slice(&trunk_ifindex.to_ne_bytes());
+        let value = endpoint_value(net, port, trunk_ifindex);
         let zero = vec![0u8; STATS_LEN * self.cpus];
         bpf::map_update_bytes(&self.stats, &port.to_ne_bytes(), &zero)
             .map_err(|e| bpf::context(e, "zero the fast path's counters", ""))?;
@@ -602,6 +599,22 @@ impl FastPath {
 
 /// What to tell the operator when a tcx attach fails: a kernel without tcx refuses the
 /// attach type; other errors (EMFILE, EPERM, ENODEV) speak for themselves.
+/// An `endpoints` entry: the endpoint's network and port, its worker's trunk.
+fn endpoint_value(net: NetId, port: PortId, trunk_ifindex: u32) -> [u8; ENDPOINT_LEN] {
+    let mut value = [0u8; ENDPOINT_LEN];
+    value[..4].copy_from_slice(&net.to_ne_bytes());
+    value[4..8].copy_from_slice(&port.to_ne_bytes());
+    value[8..12].copy_from_slice(&trunk_ifindex.to_ne_bytes());
+    value
+}
+
+/// The program tests' endpoint: the maps' entry for host end `ifindex`, nothing attached.
+#[cfg(test)]
+fn test_endpoint(fp: &FastPath, ifindex: u32, net: NetId, port: PortId, trunk_ifindex: u32) {
+    let value = endpoint_value(net, port, trunk_ifindex);
+    bpf::map_update_bytes(&fp.endpoints, &ifindex.to_ne_bytes(), &value).unwrap();
+}
+
 fn tcx_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => "tcx needs Linux 6.6 or later",

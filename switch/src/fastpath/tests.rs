@@ -126,11 +126,7 @@ fn tc_endpoint_forwards_known_unicast_and_punts_the_rest() {
         "not an endpoint: dropped, never passed"
     );
     // Only the maps: nothing is attached to any device (the test runs read the maps).
-    let mut value = [0u8; ENDPOINT_LEN];
-    value[..4].copy_from_slice(&net.to_ne_bytes());
-    value[4..8].copy_from_slice(&port.to_ne_bytes());
-    value[8..12].copy_from_slice(&lo.to_ne_bytes());
-    bpf::map_update_bytes(&fp.endpoints, &lo.to_ne_bytes(), &value).unwrap();
+    test_endpoint(&fp, lo, net, port, lo);
     bpf::map_update(&fp.peers, port, lo).unwrap();
     let fast = || fp.counters(port).unwrap().rx_packets;
     assert_eq!(run(&frame(B, A, ip)), redirect, "punted to the trunk");
@@ -177,11 +173,7 @@ fn tc_endpoint_translates_routed_tcp_like_the_router() {
     let ep_prog = &fp.tc_programs().expect("the verifier accepts it").endpoint;
     let (net, port): (NetId, PortId) = (11, 5);
     let lo = 1u32;
-    let mut value = [0u8; ENDPOINT_LEN];
-    value[..4].copy_from_slice(&net.to_ne_bytes());
-    value[4..8].copy_from_slice(&port.to_ne_bytes());
-    value[8..12].copy_from_slice(&lo.to_ne_bytes());
-    bpf::map_update_bytes(&fp.endpoints, &lo.to_ne_bytes(), &value).unwrap();
+    test_endpoint(&fp, lo, net, port, lo);
     fp.install(net, A, port).unwrap();
     let gw_mac: Mac = [2, 0x42, 172, 18, 0, 1];
     let (hop, uplink): (Mac, Mac) = ([2, 0, 0, 0, 0, 0x99], [2, 0, 0, 0, 0, 0x55]);
@@ -272,13 +264,8 @@ fn uplink_translates_replies_back_like_the_router() {
         [2, 0, 0, 0, 0, 0x55],
         [2, 0, 0, 0, 0, 0x99],
     );
-    let super::test_frames::InboundCase {
-        reply,
-        want,
-        fin,
-        key,
-        value: v,
-    } = super::test_frames::inbound_case(out_mac, up_mac, ep_mac, port);
+    let case = super::test_frames::inbound_case(out_mac, up_mac, ep_mac, port);
+    let (reply, want, fin, key, v) = (case.reply, case.want, case.fin, case.key, case.value);
     let run = |f: &[u8]| bpf::prog_test_run_out(&prog, f, &[]).expect("test run");
     let (pass, redirect) = (XDP_PASS as u32, XDP_REDIRECT as u32);
 

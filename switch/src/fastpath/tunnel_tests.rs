@@ -52,11 +52,7 @@ fn endpoint_encapsulates_like_the_vtep() {
         .expect("the verifier accepts them")
         .endpoint;
     let (net, port, uplink_port, lo): (NetId, PortId, PortId, u32) = (21, 8, 9, 1);
-    let mut ep = [0u8; ENDPOINT_LEN];
-    ep[..4].copy_from_slice(&net.to_ne_bytes());
-    ep[4..8].copy_from_slice(&port.to_ne_bytes());
-    ep[8..12].copy_from_slice(&lo.to_ne_bytes());
-    bpf::map_update_bytes(&fp.endpoints, &lo.to_ne_bytes(), &ep).unwrap();
+    test_endpoint(&fp, lo, net, port, lo);
     fp.install(net, A, port).unwrap();
     for p in [port, uplink_port] {
         let zero = vec![0u8; STATS_LEN * fp.cpus];
@@ -214,13 +210,8 @@ fn uplink_translates_replies_back_on_skbs() {
     let prog = &fp.tc_programs().expect("the verifier accepts them").uplink;
     let (up_port, ep_port, lo): (PortId, PortId, u32) = (12, 13, 1);
     uplink_ctx(&fp, up_port, 1, lo);
-    let super::test_frames::InboundCase {
-        reply,
-        want,
-        fin,
-        key,
-        value: v,
-    } = super::test_frames::inbound_case(HOP_MAC, UP_MAC, A, ep_port);
+    let case = super::test_frames::inbound_case(HOP_MAC, UP_MAC, A, ep_port);
+    let (reply, want, fin, key, v) = (case.reply, case.want, case.fin, case.key, case.value);
     let run = |f: &[u8]| bpf::prog_test_run_out(prog, f, &ctx(lo)).expect("test run");
     let redirect = tc::TC_ACT_REDIRECT as u32;
     assert_eq!(run(&reply), (redirect, reply.clone()), "no session: punted");
@@ -351,11 +342,7 @@ fn uplink_opens_published_sessions_from_the_syn() {
             "already open: the router's"
         );
         // The endpoint's SYN+ACK leaves translated by the endpoint program.
-        let mut ep = [0u8; ENDPOINT_LEN];
-        ep[..4].copy_from_slice(&21u32.to_ne_bytes());
-        ep[4..8].copy_from_slice(&ep_port.to_ne_bytes());
-        ep[8..12].copy_from_slice(&trunk.to_ne_bytes());
-        bpf::map_update_bytes(&fp.endpoints, &lo.to_ne_bytes(), &ep).unwrap();
+        test_endpoint(&fp, lo, 21, ep_port, trunk);
         fp.install(21, A, ep_port).unwrap();
         let syn_ack = tcp(A, gw_mac, inside, remote, 64, true);
         let want = tcp(UP_MAC, HOP_MAC, public, remote, 63, true);

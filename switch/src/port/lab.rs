@@ -27,6 +27,11 @@ pub fn require_root() {
 
 /// Run `ip ARGS`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) {
+    ip_output(args);
+}
+
+/// Run `ip ARGS`: its standard output, or a panic with its stderr.
+pub fn ip_output(args: &[&str]) -> String {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -36,6 +41,7 @@ pub fn ip(args: &[&str]) {
         "ip {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A named network namespace, deleted on drop.
@@ -80,22 +86,37 @@ impl Netns {
         ip(&all);
     }
 
+    /// `ip -n NS ARGS`, its standard output.
+    pub fn ip_output(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip_output(&all)
+    }
+
     /// Run `f` on a thread that has entered this namespace. Sockets and devices it opens
     /// stay in the namespace when handed back.
     pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let path = format!("/run/netns/{}", self.name);
-        let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        let handle = std::thread::spawn(move || {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("setns into {path}: {e}"));
-            f()
-        });
-        match handle.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        run_in(&self.name, f)
     }
 }
+
+/// Run `f` on a thread that has entered the named namespace (one this process did not
+/// make, such as a parent test's).
+pub fn run_in<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let path = format!("/run/netns/{name}");
+    let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    let handle = std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns into {path}: {e}"));
+        f()
+    });
+    match handle.join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+impl Netns {}
 
 impl Drop for Netns {
     fn drop(&mut self) {

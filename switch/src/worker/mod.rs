@@ -490,7 +490,6 @@ impl Worker {
         }
         let (id, net_id, counters) = (op.id, op.net, op.counters.clone());
         let install = op.fast && op.capture.is_none();
-        let check_moves = !self.installed.is_empty();
         WorkerCounters::add(&self.setup.counters.rx_packets, n as u64);
         if net_id == TRUNK_NET {
             self.trunk_burst(i, rx, &counters, scratch, now);
@@ -499,34 +498,57 @@ impl Worker {
             self.route_queued(scratch, now);
             self.dns_queued(scratch, now);
         } else if net_id == UPLINK_NET {
-            for frame in rx.iter() {
-                counters.rx(frame.len());
-                if let Some(r) = self.router.as_mut() {
-                    r.receive_from_uplink(&mut self.nets, frame, &mut self.tx, scratch, now);
-                }
-            }
-            self.dns_replies(scratch, now);
-        } else if let Some(net) = self.nets.get_mut(&net_id) {
+            self.uplink_burst(rx, &counters, scratch, now);
+        } else {
             let multi = self.tx.peers.len() > 1;
-            pipeline::switch_burst(
-                net,
-                Source {
-                    port: id,
-                    counters: &counters,
-                    announce_learning: multi,
-                },
-                rx,
-                &mut self.tx,
-                scratch,
-                now,
-            );
-            if install || check_moves {
-                self.sync_sources(id, net_id, install, rx, now);
-            }
+            let src = Source {
+                port: id,
+                counters: &counters,
+                announce_learning: multi,
+            };
+            self.l2_burst(net_id, src, rx, install, scratch, now);
             self.route_queued(scratch, now);
             self.dns_queued(scratch, now);
         }
         n
+    }
+
+    /// A burst from `src` through network `net_id`'s L2 stage; with `install`, the
+    /// sources it learned go into the fast path (and moved MACs leave it either way).
+    pub(super) fn l2_burst(
+        &mut self,
+        net_id: NetId,
+        src: Source,
+        rx: &Burst,
+        install: bool,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        let check_moves = !self.installed.is_empty();
+        if let Some(net) = self.nets.get_mut(&net_id) {
+            pipeline::switch_burst(net, src, rx, &mut self.tx, scratch, now);
+            if install || check_moves {
+                self.sync_sources(src.port, net_id, install, rx, now);
+            }
+        }
+    }
+
+    /// Frames from the uplink, to the router; the upstream replies it set aside, to the
+    /// resolver.
+    pub(super) fn uplink_burst(
+        &mut self,
+        rx: &Burst,
+        counters: &PortCounters,
+        scratch: &mut [u8; MAX_FRAME],
+        now: Instant,
+    ) {
+        for frame in rx.iter() {
+            counters.rx(frame.len());
+            if let Some(r) = self.router.as_mut() {
+                r.receive_from_uplink(&mut self.nets, frame, &mut self.tx, scratch, now);
+            }
+        }
+        self.dns_replies(scratch, now);
     }
 
     /// Sleep until a port or the waker is readable (or the one-second tick).

@@ -134,33 +134,15 @@ impl Worker {
         let (net_id, counters, install) = (m.net, m.counters.clone(), m.capture.is_none());
         if net_id == UPLINK_NET {
             // The tc uplink's frames: the router's, as from an uplink socket.
-            for frame in run.iter() {
-                counters.rx(frame.len());
-                if let Some(r) = self.router.as_mut() {
-                    r.receive_from_uplink(&mut self.nets, frame, &mut self.tx, scratch, now);
-                }
-            }
-            self.dns_replies(scratch, now);
+            self.uplink_burst(run, &counters, scratch, now);
             return;
         }
-        let check_moves = !self.installed.is_empty();
         let multi = self.tx.peers.len() > 1;
-        if let Some(net) = self.nets.get_mut(&net_id) {
-            pipeline::switch_burst(
-                net,
-                Source {
-                    port: id,
-                    counters: &counters,
-                    announce_learning: multi,
-                },
-                run,
-                &mut self.tx,
-                scratch,
-                now,
-            );
-            if install || check_moves {
-                self.sync_sources(id, net_id, install, run, now);
-            }
-        }
+        let src = Source {
+            port: id,
+            counters: &counters,
+            announce_learning: multi,
+        };
+        self.l2_burst(net_id, src, run, install, scratch, now);
     }
 }

@@ -12,95 +12,51 @@ const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 const WAIT: Duration = Duration::from_secs(5);
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("this test needs root (network namespaces, BPF, AF_XDP): run `cargo test -p switch` as root");
-    }
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run `ip` (install iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A namespace holding a veth pair; deleting the namespace on drop removes both ends.
+/// The port lab's namespace holding a veth pair: the port under test on one end, the
+/// raw peer on the other.
 struct Lab {
-    ns: String,
+    ns: crate::port::lab::Netns,
     port_dev: String,
     peer_dev: String,
 }
 
 impl Lab {
-    fn new(tag: &str) -> Lab {
-        require_root();
-        let ns = format!("vsx{}{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        ip(&["netns", "add", &ns]);
-        let lab = Lab {
-            port_dev: format!("{ns}p"),
-            peer_dev: format!("{ns}q"),
-            ns,
-        };
-        let (ns, a, b) = (&lab.ns, &lab.port_dev, &lab.peer_dev);
-        ip(&[
-            "-n", ns, "link", "add", a, "type", "veth", "peer", "name", b,
+    fn new(_tag: &str) -> Lab {
+        let ns = crate::port::lab::Netns::new();
+        let (port_dev, peer_dev) = (format!("{}p", ns.name()), format!("{}q", ns.name()));
+        ns.ip(&[
+            "link", "add", &port_dev, "type", "veth", "peer", "name", &peer_dev,
         ]);
-        ip(&[
-            "-n",
-            ns,
+        ns.ip(&[
             "link",
             "set",
-            a,
+            &port_dev,
             "address",
             "02:00:00:00:00:0a",
             "up",
         ]);
-        ip(&[
-            "-n",
-            ns,
+        ns.ip(&[
             "link",
             "set",
-            b,
+            &peer_dev,
             "address",
             "02:00:00:00:00:0b",
             "up",
         ]);
-        lab
+        Lab {
+            ns,
+            port_dev,
+            peer_dev,
+        }
     }
 
     /// Run `f` on a thread inside the namespace (sockets it opens stay there).
     fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.ns);
-        let handle = std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("open the test namespace");
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("setns into the test namespace");
-            f()
-        });
-        match handle.join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        self.ns.run(f)
     }
 
     fn link_show(&self, dev: &str) -> String {
-        ip(&["-n", &self.ns, "link", "show", dev])
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        self.ns.ip_output(&["link", "show", dev])
     }
 }
 
@@ -297,12 +253,14 @@ fn rx_tx_in_mode(tag: &str, mode: XdpMode, shown: &'static str) {
     };
     let link = lab.link_show(&a);
     assert!(!link.contains("xdp"), "no program before open: {link}");
-    let ns = lab.ns.clone();
+    let ns = lab.ns.name().to_string();
     lab.run(move || {
         let mut port = XdpPort::open_with(&port_dev, mode).expect("open XdpPort");
         assert_eq!(port.mode(), mode);
         assert_eq!(port.name(), port_dev);
-        check_attached(ip(&["-n", &ns, "link", "show", &port_dev]));
+        check_attached(crate::port::lab::ip_output(&[
+            "-n", &ns, "link", "show", &port_dev,
+        ]));
         let peer = Peer::open(&b);
         receives_from_peer(&mut port, &peer);
         sends_to_peer(&mut port, &peer);
@@ -348,13 +306,9 @@ fn hold_port_until_killed() {
     let (Ok(ns), Ok(dev)) = (std::env::var("VSX_HOLD_NS"), std::env::var("VSX_HOLD_DEV")) else {
         return;
     };
-    let lab = Lab {
-        ns,
-        port_dev: dev.clone(),
-        peer_dev: String::new(),
-    };
-    let port = lab.run(move || XdpPort::open(&dev).expect("open in the child"));
-    std::mem::forget(lab); // the parent owns the namespace
+    // The parent owns the namespace.
+    let port =
+        crate::port::lab::run_in(&ns, move || XdpPort::open(&dev).expect("open in the child"));
     println!("VSX_READY {}", port.mode());
     std::thread::sleep(WAIT * 6);
 }
@@ -372,7 +326,7 @@ fn killed_process_leaves_no_program() {
             "--ignored",
             "--nocapture",
         ])
-        .env("VSX_HOLD_NS", &lab.ns)
+        .env("VSX_HOLD_NS", lab.ns.name())
         .env("VSX_HOLD_DEV", &lab.port_dev)
         .stdout(std::process::Stdio::piped())
         .spawn()
