@@ -15,19 +15,27 @@ use wire::ETH_HLEN;
 const ETHERTYPE_ARP: [u8; 2] = wire::ethernet::ETHERTYPE_ARP.to_be_bytes();
 const BROADCAST: Mac = [0xff; 6];
 
-/// Where the pipeline puts its output: the worker's transmit side.
+/// The edges of the worker's stage graph (`worker::graph`): where a stage puts a frame
+/// it is done with. The worker's transmit side implements it; tests record into
+/// `sinks`. `counters` (the ingress port's) are charged for drops.
 pub trait Emit {
-    /// Queue `frame` for transmission on port `to`; `from` is charged for drops.
-    fn emit(&mut self, to: PortId, frame: &[u8], from: &PortCounters);
+    /// To port output: queue `frame` for transmission on port `to`.
+    fn emit(&mut self, to: PortId, frame: &[u8], counters: &PortCounters);
+    /// The gateway's answer (ARP, echo), to port output on port `to`.
+    fn answer(&mut self, to: PortId, frame: &[u8], counters: &PortCounters);
     /// A MAC was newly learned (or moved): tell the other workers.
     fn learned(&mut self, net: NetId, mac: Mac, port: PortId);
-    /// A frame for the gateway to route (leaving the network): to the router.
-    fn route(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters);
-    /// A query to the network's embedded resolver (gateway address, port 53).
-    fn dns(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters);
-    /// A frame of an overlay network for the tunnel (a remote MAC, or the tunnel's
-    /// share of a flood): to the router's worker, which encapsulates it.
-    fn tunnel(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters);
+    /// To the router stage: a frame for the gateway to route (leaving the network).
+    fn route(&mut self, from: Ingress, frame: &[u8], counters: &PortCounters);
+    /// To the dns stage: a query to the network's embedded resolver (gateway address,
+    /// port 53).
+    fn dns(&mut self, from: Ingress, frame: &[u8], counters: &PortCounters);
+    /// To the vtep stage: a frame of an overlay network for the tunnel (a remote MAC,
+    /// or the tunnel's share of a flood).
+    fn tunnel(&mut self, from: Ingress, frame: &[u8], counters: &PortCounters);
+    /// From the router to the dns stage: an upstream reply for the resolver; false when
+    /// its queue is full.
+    fn upstream_reply(&mut self, frame: &[u8]) -> bool;
 }
 
 /// What to do with one frame.
@@ -72,15 +80,19 @@ pub(crate) fn switch_burst(
     now: Instant,
 ) {
     let (in_port, counters) = (src.port, src.counters);
+    let from = Ingress {
+        net: net.cfg.id,
+        port: in_port,
+    };
     for frame in rx.iter() {
         counters.rx(frame.len());
         match classify(net, src, frame, out, scratch, now) {
             Verdict::Drop(why) => counters.dropped(why, 1),
-            Verdict::Reply(len) => out.emit(in_port, &scratch[..len], counters),
+            Verdict::Reply(len) => out.answer(in_port, &scratch[..len], counters),
             Verdict::Unicast(to) => out.emit(to, frame, counters),
-            Verdict::Route => out.route(net.cfg.id, in_port, frame, counters),
-            Verdict::Dns => out.dns(net.cfg.id, in_port, frame, counters),
-            Verdict::Tunnel => out.tunnel(net.cfg.id, in_port, frame, counters),
+            Verdict::Route => out.route(from, frame, counters),
+            Verdict::Dns => out.dns(from, frame, counters),
+            Verdict::Tunnel => out.tunnel(from, frame, counters),
             Verdict::Flood => {
                 for &p in &net.members {
                     if p != in_port {
@@ -88,7 +100,7 @@ pub(crate) fn switch_burst(
                     }
                 }
                 if net.cfg.overlay.is_some() {
-                    out.tunnel(net.cfg.id, in_port, frame, counters);
+                    out.tunnel(from, frame, counters);
                 }
             }
         }

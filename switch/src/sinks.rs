@@ -3,7 +3,7 @@
 //! port's buffer; [`Recorder`] (tests only) keeps every frame and learned MAC.
 
 use crate::fdb::Mac;
-use crate::pipeline::Emit;
+use crate::pipeline::{Emit, Ingress};
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::{NetId, PortId};
@@ -20,15 +20,22 @@ impl Emit for Counter {
         assert!(frame.len() <= MAX_FRAME, "a {}-byte frame", frame.len());
         self.frames += 1;
     }
+    fn answer(&mut self, to: PortId, frame: &[u8], from: &PortCounters) {
+        self.emit(to, frame, from);
+    }
     fn learned(&mut self, _net: NetId, _mac: Mac, _port: PortId) {}
-    fn route(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
+    fn route(&mut self, _from: Ingress, _frame: &[u8], _counters: &PortCounters) {
         self.handed += 1;
     }
-    fn dns(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
+    fn dns(&mut self, _from: Ingress, _frame: &[u8], _counters: &PortCounters) {
         self.handed += 1;
     }
-    fn tunnel(&mut self, _net: NetId, _in_port: PortId, _frame: &[u8], _from: &PortCounters) {
+    fn tunnel(&mut self, _from: Ingress, _frame: &[u8], _counters: &PortCounters) {
         self.handed += 1;
+    }
+    fn upstream_reply(&mut self, _frame: &[u8]) -> bool {
+        self.handed += 1;
+        true
     }
 }
 
@@ -41,6 +48,7 @@ pub(crate) struct Recorder {
     pub routed: Vec<Vec<u8>>,
     pub dns: Vec<Vec<u8>>,
     pub tunnel: Vec<Vec<u8>>,
+    pub upstream_replies: Vec<Vec<u8>>,
 }
 
 #[cfg(test)]
@@ -48,16 +56,23 @@ impl Emit for Recorder {
     fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
         self.out.push((to, frame.to_vec()));
     }
+    fn answer(&mut self, to: PortId, frame: &[u8], from: &PortCounters) {
+        self.emit(to, frame, from);
+    }
     fn learned(&mut self, _net: NetId, mac: Mac, _port: PortId) {
         self.learned.push(mac);
     }
-    fn route(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
+    fn route(&mut self, _from: Ingress, frame: &[u8], _counters: &PortCounters) {
         self.routed.push(frame.to_vec());
     }
-    fn dns(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
+    fn dns(&mut self, _from: Ingress, frame: &[u8], _counters: &PortCounters) {
         self.dns.push(frame.to_vec());
     }
-    fn tunnel(&mut self, _net: NetId, _in_port: PortId, frame: &[u8], _from: &PortCounters) {
+    fn tunnel(&mut self, _from: Ingress, frame: &[u8], _counters: &PortCounters) {
         self.tunnel.push(frame.to_vec());
+    }
+    fn upstream_reply(&mut self, frame: &[u8]) -> bool {
+        self.upstream_replies.push(frame.to_vec());
+        true
     }
 }

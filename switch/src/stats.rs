@@ -54,6 +54,50 @@ impl DropReason {
     }
 }
 
+/// The worker's stages, in the order a frame meets them (`worker::graph` runs them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Stage {
+    /// Receive a burst, copy it to a capture, demultiplex a trunk by its tags.
+    PortInput,
+    /// Learn the source, look up the destination, flood (`pipeline`).
+    L2,
+    /// The gateway's own answers: ARP for its address, ICMP echo (`gateway`).
+    Gateway,
+    /// Routing between networks and the uplink: ARP, NAT (`router`).
+    Router,
+    /// An overlay's VXLAN tunnel end (`router::overlay`).
+    Vtep,
+    /// The embedded resolver's queries and its upstream replies (`dns_server`).
+    Dns,
+    /// Transmit bursts and hand-offs to other workers (`worker::tx`).
+    PortOutput,
+}
+
+impl Stage {
+    pub const COUNT: usize = 7;
+    pub const ALL: [Stage; Self::COUNT] = [
+        Stage::PortInput,
+        Stage::L2,
+        Stage::Gateway,
+        Stage::Router,
+        Stage::Vtep,
+        Stage::Dns,
+        Stage::PortOutput,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::PortInput => "port_input",
+            Stage::L2 => "l2",
+            Stage::Gateway => "gateway",
+            Stage::Router => "router",
+            Stage::Vtep => "vtep",
+            Stage::Dns => "dns",
+            Stage::PortOutput => "port_output",
+        }
+    }
+}
+
 #[inline]
 fn bump(c: &AtomicU64, n: u64) {
     // Single writer: a relaxed read-modify-write without the lock prefix.
@@ -143,12 +187,19 @@ pub struct WorkerCounters {
     /// Frames handed to another worker's port.
     pub cross_worker: AtomicU64,
     pub drops: AtomicU64,
+    /// Frames each stage took in (indexed by `Stage`).
+    pub stages: [AtomicU64; Stage::COUNT],
 }
 
 impl WorkerCounters {
     #[inline]
     pub fn add(c: &AtomicU64, n: u64) {
         bump(c, n)
+    }
+    /// `n` frames entered `stage`.
+    #[inline]
+    pub fn stage(&self, stage: Stage, n: usize) {
+        bump(&self.stages[stage as usize], n as u64)
     }
     pub fn snapshot(&self, id: usize, core: Option<usize>, ports: usize) -> WorkerCountersSnapshot {
         WorkerCountersSnapshot {
@@ -162,6 +213,7 @@ impl WorkerCounters {
             tx_packets: self.tx_packets.load(Relaxed),
             cross_worker: self.cross_worker.load(Relaxed),
             drops: self.drops.load(Relaxed),
+            stages: StageCountersSnapshot::of(&self.stages),
         }
     }
 }
@@ -178,4 +230,48 @@ pub struct WorkerCountersSnapshot {
     pub tx_packets: u64,
     pub cross_worker: u64,
     pub drops: u64,
+    #[serde(default)]
+    pub stages: StageCountersSnapshot,
+}
+
+/// Frames each stage took in, by name, in the stages' order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StageCountersSnapshot {
+    pub port_input: u64,
+    pub l2: u64,
+    pub gateway: u64,
+    pub router: u64,
+    pub vtep: u64,
+    pub dns: u64,
+    pub port_output: u64,
+}
+
+impl StageCountersSnapshot {
+    fn of(c: &[AtomicU64; Stage::COUNT]) -> Self {
+        let get = |s: Stage| c[s as usize].load(Relaxed);
+        StageCountersSnapshot {
+            port_input: get(Stage::PortInput),
+            l2: get(Stage::L2),
+            gateway: get(Stage::Gateway),
+            router: get(Stage::Router),
+            vtep: get(Stage::Vtep),
+            dns: get(Stage::Dns),
+            port_output: get(Stage::PortOutput),
+        }
+    }
+    /// (name, frames) in the stages' order.
+    pub fn rows(&self) -> [(&'static str, u64); Stage::COUNT] {
+        Stage::ALL.map(|s| {
+            let v = match s {
+                Stage::PortInput => self.port_input,
+                Stage::L2 => self.l2,
+                Stage::Gateway => self.gateway,
+                Stage::Router => self.router,
+                Stage::Vtep => self.vtep,
+                Stage::Dns => self.dns,
+                Stage::PortOutput => self.port_output,
+            };
+            (s.name(), v)
+        })
+    }
 }

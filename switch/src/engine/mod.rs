@@ -20,7 +20,10 @@ use crate::port::{Backend, Port};
 use crate::router::{Router, RouterStats, UplinkConfig};
 use crate::stats::{PortCounters, PortCountersSnapshot, WorkerCounters, WorkerCountersSnapshot};
 pub use crate::worker::{CaptureTap, Captured};
-use crate::worker::{Control, NewPort, NewSkbPort, Peer, Worker, WorkerSetup, DNS_WORKER};
+use crate::worker::{
+    Control, DnsControl, L2Control, NewPort, NewSkbPort, Peer, PortControl, RouterControl, Worker,
+    WorkerSetup, DNS_WORKER,
+};
 use crate::{NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, TRUNK_NET, UPLINK_NET};
 
 mod error;
@@ -259,11 +262,11 @@ impl Engine {
         &self.cfg
     }
 
-    fn send(&self, worker: usize, msg: Control) -> EngineResult<()> {
+    fn send(&self, worker: usize, msg: impl Into<Control>) -> EngineResult<()> {
         let w = &self.workers[worker];
         w.peer
             .control
-            .send(msg)
+            .send(msg.into())
             .map_err(|_| EngineError::Stopped(worker))?;
         w.peer.waker.wake();
         Ok(())
@@ -275,7 +278,7 @@ impl Engine {
             .map_err(|_| EngineError::Timeout(who))
     }
 
-    fn broadcast(&self, msg: impl Fn() -> Control) -> Result<()> {
+    fn broadcast<M: Into<Control>>(&self, msg: impl Fn() -> M) -> Result<()> {
         for i in 0..self.workers.len() {
             self.send(i, msg())?;
         }
@@ -284,7 +287,7 @@ impl Engine {
 
     /// Add or update a network on every worker (its ports are kept).
     pub fn add_network(&self, cfg: NetConfig) -> Result<()> {
-        self.broadcast(|| Control::AddNetwork(cfg.clone()))
+        self.broadcast(|| L2Control::AddNetwork(cfg.clone()))
     }
 
     pub fn remove_network(&mut self, id: NetId) -> Result<()> {
@@ -297,7 +300,7 @@ impl Engine {
         for p in ports {
             self.remove_port(p)?;
         }
-        self.broadcast(|| Control::RemoveNetwork(id))
+        self.broadcast(|| L2Control::RemoveNetwork(id))
     }
 
     /// Attach an opened port to a network; the least-loaded worker owns it.
@@ -331,7 +334,7 @@ impl Engine {
             .unwrap_or(0);
         for w in 0..self.workers.len() {
             if w != worker {
-                self.send(w, Control::AddRemotePort { id, net, worker })?;
+                self.send(w, PortControl::AddRemotePort { id, net, worker })?;
             }
         }
         self.hand_port(worker, id, net, port, fast, Arc::default())?;
@@ -359,7 +362,7 @@ impl Engine {
         };
         self.send(
             worker,
-            Control::AddPort(NewPort {
+            PortControl::AddPort(NewPort {
                 id,
                 net,
                 port,
@@ -444,12 +447,12 @@ impl Engine {
         let counters = Arc::new(PortCounters::default());
         for w in 0..self.workers.len() {
             if w != worker {
-                self.send(w, Control::AddRemotePort { id, net, worker })?;
+                self.send(w, PortControl::AddRemotePort { id, net, worker })?;
             }
         }
         self.send(
             worker,
-            Control::AddSkbPort(NewSkbPort {
+            PortControl::AddSkbPort(NewSkbPort {
                 id,
                 net,
                 counters: counters.clone(),
@@ -459,7 +462,7 @@ impl Engine {
         let link = match maps.attach_endpoint(ifindex, net, id, trunk_ifindex) {
             Ok(l) => l,
             Err(e) => {
-                self.broadcast(|| Control::RemovePort(id))?;
+                self.broadcast(|| PortControl::RemovePort(id))?;
                 return Err(anyhow!("attach {iface} to the tc data path: {e}"));
             }
         };
@@ -493,7 +496,7 @@ impl Engine {
                 maps.detach_endpoint(ifindex, id);
                 drop(link);
             }
-            self.broadcast(|| Control::RemovePort(id))?;
+            self.broadcast(|| PortControl::RemovePort(id))?;
             self.barrier()?;
             if let (true, Some(fp)) = (p.info.fast_path, &self.maps) {
                 fp.remove_port(id);

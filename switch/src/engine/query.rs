@@ -6,13 +6,13 @@ use super::*;
 impl Engine {
     /// Install (Some) or forget (None) the names network `net`'s resolver answers.
     pub fn set_dns_names(&self, net: NetId, table: Option<Arc<dns::NameTable>>) -> Result<()> {
-        Ok(self.send(DNS_WORKER, Control::DnsNames { net, table })?)
+        Ok(self.send(DNS_WORKER, DnsControl::DnsNames { net, table })?)
     }
 
     /// The embedded resolver's counters.
     pub fn dns_stats(&self) -> Result<Option<DnsStats>> {
         let (tx, rx) = bounded(1);
-        self.send(DNS_WORKER, Control::DnsDump(tx))?;
+        self.send(DNS_WORKER, DnsControl::DnsDump(tx))?;
         Ok(Self::reply(&rx, "the resolver's worker")?)
     }
 
@@ -25,7 +25,7 @@ impl Engine {
             .map(|p| p.info.worker)
             .ok_or_else(|| anyhow!("no port {port}"))?;
         let on = tap.is_some();
-        self.send(worker, Control::Capture { port, tap })?;
+        self.send(worker, PortControl::Capture { port, tap })?;
         // A captured tc uplink punts everything to its worker.
         if let (Some(u), Some(maps)) = (self.tc_uplink.filter(|u| u.port == port), &self.maps) {
             maps.set_uplink_cfg(
@@ -39,7 +39,7 @@ impl Engine {
         }
         // The NAT fast path steps aside too: the capture sees every routed frame.
         if let Some(r) = self.router_worker() {
-            self.send(r, Control::NatExclude { port, on })?;
+            self.send(r, RouterControl::NatExclude { port, on })?;
         }
         self.barrier()
     }
@@ -51,7 +51,7 @@ impl Engine {
     /// The network's forwarding table, merged over the workers' replicas (freshest wins).
     pub fn fdb(&self, net: NetId) -> Result<Vec<FdbEntry>> {
         let (tx, rx) = bounded(self.workers.len());
-        self.broadcast(|| Control::FdbDump {
+        self.broadcast(|| L2Control::FdbDump {
             net,
             reply: tx.clone(),
         })?;

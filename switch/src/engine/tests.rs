@@ -172,6 +172,15 @@ fn frames_and_learning_cross_workers() {
     };
     assert_eq!((p(id0).rx_packets, p(id0).tx_packets), (1, 1));
     assert_eq!((p(id1).rx_packets, p(id1).tx_packets), (1, 1));
+    // Each stage counts the frames it took in, summed over the workers: two received,
+    // both through L2, three sent (the flood's two copies and the unicast), none routed.
+    let stages = s.workers.iter().fold([0u64; 7], |mut sum, w| {
+        for (k, (_, v)) in w.stages.rows().iter().enumerate() {
+            sum[k] += v;
+        }
+        sum
+    });
+    assert_eq!(stages, [2, 2, 0, 0, 0, 0, 3], "{:?}", s.workers);
 
     // After removal nothing is sent to the port and its MACs are forgotten.
     e.remove_port(id1).expect("remove");

@@ -36,7 +36,7 @@ impl Engine {
         }
         self.route_via(id, worker)?;
         self.hand_port(worker, id, UPLINK_NET, port, false, counters)?;
-        self.send(worker, Control::EnableRouter(Box::new(router)))?;
+        self.send(worker, RouterControl::EnableRouter(Box::new(router)))?;
         self.barrier()?;
         Ok(id)
     }
@@ -80,14 +80,14 @@ impl Engine {
         self.route_via(id, worker)?;
         self.send(
             worker,
-            Control::AddSkbPort(NewSkbPort {
+            PortControl::AddSkbPort(NewSkbPort {
                 id,
                 net: UPLINK_NET,
                 counters: counters.clone(),
                 trunk,
             }),
         )?;
-        self.send(worker, Control::EnableRouter(Box::new(router)))?;
+        self.send(worker, RouterControl::EnableRouter(Box::new(router)))?;
         self.barrier()?;
         let link = maps
             .attach_uplink(&tc)
@@ -117,13 +117,13 @@ impl Engine {
         for w in (0..self.workers.len()).filter(|w| *w != worker) {
             self.send(
                 w,
-                Control::AddRemotePort {
+                PortControl::AddRemotePort {
                     id,
                     net: UPLINK_NET,
                     worker,
                 },
             )?;
-            self.send(w, Control::RouteVia(Some(worker)))?;
+            self.send(w, RouterControl::RouteVia(Some(worker)))?;
         }
         Ok(())
     }
@@ -143,7 +143,7 @@ impl Engine {
         let (tx, rx) = bounded(1);
         self.send(
             w,
-            Control::PortMapping {
+            RouterControl::PortMapping {
                 add,
                 mapping,
                 reply: tx,
@@ -158,7 +158,7 @@ impl Engine {
             return Ok(None);
         };
         let (tx, rx) = bounded(1);
-        self.send(w, Control::RouterDump(tx))?;
+        self.send(w, RouterControl::RouterDump(tx))?;
         Ok(Self::reply(&rx, "the router's worker")?)
     }
 }

@@ -23,7 +23,7 @@ impl Engine {
                     if w != worker {
                         self.send(
                             w,
-                            Control::AddRemotePort {
+                            PortControl::AddRemotePort {
                                 id,
                                 net: TRUNK_NET,
                                 worker,
@@ -55,7 +55,7 @@ impl Engine {
             if w == owner {
                 self.send(
                     w,
-                    Control::AddVlanMember {
+                    PortControl::AddVlanMember {
                         trunk,
                         member,
                         vid,
@@ -65,7 +65,7 @@ impl Engine {
             } else {
                 self.send(
                     w,
-                    Control::AddRemotePort {
+                    PortControl::AddRemotePort {
                         id: member,
                         net,
                         worker: owner,
@@ -84,7 +84,7 @@ impl Engine {
             return Ok(None);
         };
         self.retired.push((member, std::time::Instant::now()));
-        self.broadcast(|| Control::RemovePort(member))?;
+        self.broadcast(|| PortControl::RemovePort(member))?;
         self.barrier()?;
         if self.vlan_members.values().any(|(t, _, _)| *t == trunk) {
             return Ok(None);

@@ -120,9 +120,6 @@ pub(crate) struct Router {
     pkt: Box<[u8; MAX_FRAME]>,
     /// The embedded resolver's source port for upstream queries, when it has one.
     pub dns_port: Option<u16>,
-    /// Uplink frames for the resolver (UDP to `dns_port`, TCP to its upstream ports),
-    /// drained by the worker after each uplink burst; bounded by `DNS_INBOX`.
-    pub dns_inbox: Vec<Vec<u8>>,
     /// The VTEP: encapsulation, decapsulation and a tunnel table per overlay network.
     overlay: Overlay,
     vni_nets: HashMap<Vni, NetId>,
@@ -134,9 +131,6 @@ pub(crate) struct Router {
     /// Overlay MACs handed to the tc fast path (`fast_vxlan`), with the tc uplink.
     pub fast_vxlan: Option<FastVxlan>,
 }
-
-/// Upstream DNS replies held per uplink burst at most (more are dropped and counted).
-const DNS_INBOX: usize = 64;
 
 fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     let mask = if prefix == 0 {
@@ -179,7 +173,6 @@ impl Router {
             port_counters,
             pkt: Box::new([0u8; MAX_FRAME]),
             dns_port: None,
-            dns_inbox: Vec::new(),
         })
     }
 
@@ -350,7 +343,7 @@ impl Router {
             }
             NatVerdict::Translated { to: Side::Outside } => self.counters.nat_drops += 1,
             NatVerdict::NotOurs => {
-                if self.dns_reply(frame) {
+                if self.dns_reply(frame, out) {
                     return;
                 }
                 if let Some(n) = gateway::icmp_echo_reply(&me, frame, scratch) {

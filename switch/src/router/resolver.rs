@@ -6,8 +6,8 @@ use wire::ip::{PROTO_TCP, PROTO_UDP};
 
 impl Router {
     /// UDP to the resolver's port, or TCP to its upstream connections' ports, on the
-    /// uplink address goes to its inbox.
-    pub(super) fn dns_reply(&mut self, frame: &[u8]) -> bool {
+    /// uplink address goes to the dns stage's queue (`Emit::upstream_reply`).
+    pub(super) fn dns_reply(&mut self, frame: &[u8], out: &mut impl Emit) -> bool {
         let Some(port) = self.dns_port else {
             return false;
         };
@@ -26,11 +26,10 @@ impl Router {
         if !ours {
             return false;
         }
-        if self.dns_inbox.len() >= DNS_INBOX {
-            self.counters.dns_inbox_full += 1;
-        } else {
+        if out.upstream_reply(&frame[..ETH_HLEN + total]) {
             self.counters.dns_replies += 1;
-            self.dns_inbox.push(frame[..ETH_HLEN + total].to_vec());
+        } else {
+            self.counters.dns_inbox_full += 1;
         }
         true
     }

@@ -1,7 +1,98 @@
-//! Control messages from the engine, applied between bursts: ports in and out, networks,
-//! the router, captures, the fast path.
+//! Control messages from the engine, applied between bursts, each by the stage it
+//! concerns: port input/output (ports in and out, trunk members, captures), L2
+//! (networks, the FDB), the router (uplink, NAT, published ports) and the resolver.
 
 use super::*;
+
+/// Control-plane requests, applied between bursts.
+pub enum Control {
+    Port(PortControl),
+    L2(L2Control),
+    Router(RouterControl),
+    Dns(DnsControl),
+    /// Reply once every message sent before it has been applied.
+    Barrier(Sender<()>),
+    Stop,
+}
+
+/// For port input and output: the ports a worker reads and writes.
+pub enum PortControl {
+    /// A port this worker owns from now on.
+    AddPort(NewPort),
+    /// A tc endpoint on a trunk this worker owns.
+    AddSkbPort(NewSkbPort),
+    /// A port owned by another worker, so frames for it can be handed over.
+    AddRemotePort {
+        id: PortId,
+        net: NetId,
+        worker: usize,
+    },
+    /// A network joins a trunk this or another worker owns, as member port `member`.
+    AddVlanMember {
+        trunk: PortId,
+        member: PortId,
+        vid: Option<u16>,
+        net: NetId,
+    },
+    RemovePort(PortId),
+    /// Start (Some) or stop (None) copying a port's received and sent frames.
+    Capture {
+        port: PortId,
+        tap: Option<CaptureTap>,
+    },
+}
+
+/// For the L2 stage: the networks and their FDBs.
+pub enum L2Control {
+    /// Add a network, or update it (its endpoints came or went).
+    AddNetwork(NetConfig),
+    RemoveNetwork(NetId),
+    FdbDump {
+        net: NetId,
+        reply: Sender<Vec<FdbEntry>>,
+    },
+}
+
+/// For the router (and the vtep it holds).
+pub enum RouterControl {
+    /// This worker owns the uplink from now on and routes for every worker.
+    EnableRouter(Box<Router>),
+    /// Routed frames go to that worker (None: there is no uplink).
+    RouteVia(Option<usize>),
+    /// Publish (`add`) or unpublish a port; the router's worker answers.
+    PortMapping {
+        add: bool,
+        mapping: nat::PortMapping,
+        reply: Sender<Result<(), crate::engine::EngineError>>,
+    },
+    /// The router's counters and NAT sessions, if this worker has the router.
+    RouterDump(Sender<Option<(RouterStats, Vec<nat::SessionRow>)>>),
+    /// While `on`, the router hands none of `port`'s NAT sessions to the kernel (the
+    /// port is captured).
+    NatExclude { port: PortId, on: bool },
+}
+
+/// For the embedded resolver.
+pub enum DnsControl {
+    /// A network's names (None: forget them).
+    DnsNames {
+        net: NetId,
+        table: Option<Arc<dns::NameTable>>,
+    },
+    /// The resolver's counters, if this worker runs it.
+    DnsDump(Sender<Option<DnsStats>>),
+}
+
+macro_rules! into_control {
+    ($($t:ident => $v:ident),*) => {$(
+        impl From<$t> for Control {
+            fn from(m: $t) -> Control {
+                Control::$v(m)
+            }
+        }
+    )*};
+}
+into_control!(PortControl => Port, L2Control => L2, RouterControl => Router, DnsControl => Dns);
 
 impl Worker {
     /// Apply pending control messages; Err(()) means stop.
@@ -15,182 +106,214 @@ impl Worker {
             };
             n += 1;
             match msg {
-                Control::AddNetwork(cfg) => {
-                    if let Some(r) = self.router.as_mut() {
-                        r.set_overlay(cfg.id, cfg.overlay.as_ref());
-                    }
-                    let hosts = cfg.hosts.iter().copied().collect();
-                    match self.nets.get_mut(&cfg.id) {
-                        // An update (endpoints came or went): keep what was learned.
-                        Some(net) => {
-                            net.cfg = cfg;
-                            net.hosts = hosts;
-                        }
-                        None => {
-                            let fdb = Fdb::new(self.setup.fdb_max, self.setup.fdb_age);
-                            self.nets.insert(
-                                cfg.id,
-                                Network {
-                                    cfg,
-                                    fdb,
-                                    members: Vec::new(),
-                                    hosts,
-                                },
-                            );
-                        }
-                    }
-                }
-                Control::RemoveNetwork(id) => {
-                    self.nets.remove(&id);
-                    if let Some(r) = self.router.as_mut() {
-                        r.set_overlay(id, None);
-                    }
-                    if let Some(d) = self.dns.as_mut() {
-                        d.set_network(id, None);
-                    }
-                }
-                Control::DnsNames { net, table } => {
-                    if let Some(d) = self.dns.as_mut() {
-                        d.set_network(net, table);
-                    }
-                }
-                Control::DnsDump(reply) => {
-                    let _ = reply.send(self.dns.as_ref().map(|d| d.stats()));
-                }
-                Control::AddPort(p) => self.add_port(p),
-                Control::NatExclude { port, on } => {
-                    if let Some(r) = self.router.as_mut() {
-                        // The uplink itself: nothing routed or tunnelled in the kernel.
-                        let uplink = port == r.port;
-                        if let Some(f) = r.fast_nat.as_mut() {
-                            f.exclude(port, on, uplink);
-                        }
-                        if let (true, Some(f)) = (uplink, r.fast_vxlan.as_mut()) {
-                            f.exclude(on);
-                        }
-                    }
-                }
-                Control::AddSkbPort(p) => {
-                    let i = p.id as usize;
-                    if self.tx.skb.len() <= i {
-                        self.tx.skb.resize_with(i + 1, || None);
-                    }
-                    self.tx.skb[i] = Some(SkbMember {
-                        net: p.net,
-                        counters: p.counters,
-                        capture: None,
-                    });
-                    self.tx.set_home(p.id, Some(Home::Skb { trunk: p.trunk }));
-                    if let Some(n) = self.nets.get_mut(&p.net) {
-                        n.members.push(p.id);
-                    }
-                }
-                Control::AddRemotePort { id, net, worker } => {
-                    self.tx.set_home(id, Some(Home::Remote(worker)));
-                    if let Some(n) = self.nets.get_mut(&net) {
-                        n.members.push(id);
-                    }
-                }
-                Control::RemovePort(id) => self.remove_port(id),
-                Control::Capture { port, tap } => {
-                    // A captured port's frames all go through the worker, both ways.
-                    if tap.is_some() {
-                        self.uninstall_port(port);
-                    }
-                    match self.tx.home(port) {
-                        Some(Home::Local(i)) => self.tx.ports[i].capture = tap,
-                        Some(Home::Skb { .. }) => {
-                            if let Some(Some(m)) = self.tx.skb.get_mut(port as usize) {
-                                m.capture = tap;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Control::FdbDump { net, reply } => {
-                    let mut entries = self
-                        .nets
-                        .get(&net)
-                        .map(|n| n.fdb.entries(now))
-                        .unwrap_or_default();
-                    if let (Some(r), Some(n)) = (self.router.as_ref(), self.nets.get(&net)) {
-                        r.fill_vteps(n, &mut entries, now);
-                    }
-                    let _ = reply.send(entries);
-                }
-                Control::EnableRouter(mut r) => {
-                    if let Some(d) = self.dns.as_mut() {
-                        d.enable_upstreams(r.uplink_addr(), now);
-                        r.dns_port = Some(d.port);
-                    }
-                    for n in self.nets.values() {
-                        r.set_overlay(n.cfg.id, n.cfg.overlay.as_ref());
-                    }
-                    self.router = Some(r);
-                    self.tx.router_at = RouterAt::Local;
-                }
-                Control::RouteVia(w) => {
-                    self.tx.router_at = match w {
-                        Some(w) => RouterAt::Remote(w),
-                        None => RouterAt::Nowhere,
-                    };
-                }
-                Control::PortMapping {
-                    add,
-                    mapping,
-                    reply,
-                } => {
-                    let result = match self.router.as_mut() {
-                        None => Err(crate::engine::EngineError::Unavailable(
-                            "publishing ports needs an uplink (vswitchd --uplink)",
-                        )),
-                        Some(r) if add => r.nat.add_port_mapping(mapping).map_err(Into::into),
-                        Some(r) => {
-                            r.nat.remove_port_mapping(
-                                mapping.proto,
-                                mapping.host_ip,
-                                mapping.host_port,
-                            );
-                            if let (nat::Proto::Tcp, Some(f)) = (mapping.proto, r.fast_nat.as_mut())
-                            {
-                                f.unpublish(mapping.host_port);
-                            }
-                            Ok(())
-                        }
-                    };
-                    let _ = reply.send(result);
-                }
-                Control::RouterDump(reply) => {
-                    let dump = self
-                        .router
-                        .as_ref()
-                        .map(|r| (r.stats(), r.nat.sessions(now)));
-                    let _ = reply.send(dump);
-                }
+                Control::Port(m) => self.port_control(m),
+                Control::L2(m) => self.l2_control(m, now),
+                Control::Router(m) => self.router_control(m, now),
+                Control::Dns(m) => self.dns_control(m),
                 Control::Barrier(reply) => {
                     let _ = reply.send(());
                 }
-                Control::AddVlanMember {
-                    trunk,
-                    member,
-                    vid,
-                    net,
-                } => {
-                    if let Some(Home::Local(i)) = self.tx.home(trunk) {
-                        self.tx.ports[i].vlans.push(VlanMember {
-                            vid,
-                            id: member,
-                            net,
-                            rx: Burst::new(),
-                        });
-                        self.tx.set_home(member, Some(Home::Vlan { port: i, vid }));
-                    }
-                    if let Some(n) = self.nets.get_mut(&net) {
-                        n.members.push(member);
-                    }
-                }
                 Control::Stop => return Err(()),
             }
+        }
+    }
+
+    fn port_control(&mut self, msg: PortControl) {
+        match msg {
+            PortControl::AddPort(p) => self.add_port(p),
+            PortControl::AddSkbPort(p) => self.add_skb_port(p),
+            PortControl::AddRemotePort { id, net, worker } => {
+                self.tx.set_home(id, Some(Home::Remote(worker)));
+                self.join_network(net, id);
+            }
+            PortControl::AddVlanMember {
+                trunk,
+                member,
+                vid,
+                net,
+            } => {
+                if let Some(Home::Local(i)) = self.tx.home(trunk) {
+                    self.tx.ports[i].vlans.push(VlanMember {
+                        vid,
+                        id: member,
+                        net,
+                        rx: Burst::new(),
+                    });
+                    self.tx.set_home(member, Some(Home::Vlan { port: i, vid }));
+                }
+                self.join_network(net, member);
+            }
+            PortControl::RemovePort(id) => self.remove_port(id),
+            PortControl::Capture { port, tap } => self.capture(port, tap),
+        }
+    }
+
+    fn l2_control(&mut self, msg: L2Control, now: Instant) {
+        match msg {
+            L2Control::AddNetwork(cfg) => {
+                if let Some(r) = self.router.as_mut() {
+                    r.set_overlay(cfg.id, cfg.overlay.as_ref());
+                }
+                let hosts = cfg.hosts.iter().copied().collect();
+                match self.nets.get_mut(&cfg.id) {
+                    // An update (endpoints came or went): keep what was learned.
+                    Some(net) => {
+                        net.cfg = cfg;
+                        net.hosts = hosts;
+                    }
+                    None => {
+                        let fdb = Fdb::new(self.setup.fdb_max, self.setup.fdb_age);
+                        self.nets.insert(
+                            cfg.id,
+                            Network {
+                                cfg,
+                                fdb,
+                                members: Vec::new(),
+                                hosts,
+                            },
+                        );
+                    }
+                }
+            }
+            L2Control::RemoveNetwork(id) => {
+                self.nets.remove(&id);
+                if let Some(r) = self.router.as_mut() {
+                    r.set_overlay(id, None);
+                }
+                if let Some(d) = self.dns.as_mut() {
+                    d.set_network(id, None);
+                }
+            }
+            L2Control::FdbDump { net, reply } => {
+                let mut entries = self
+                    .nets
+                    .get(&net)
+                    .map(|n| n.fdb.entries(now))
+                    .unwrap_or_default();
+                if let (Some(r), Some(n)) = (self.router.as_ref(), self.nets.get(&net)) {
+                    r.fill_vteps(n, &mut entries, now);
+                }
+                let _ = reply.send(entries);
+            }
+        }
+    }
+
+    fn router_control(&mut self, msg: RouterControl, now: Instant) {
+        match msg {
+            RouterControl::EnableRouter(mut r) => {
+                if let Some(d) = self.dns.as_mut() {
+                    d.enable_upstreams(r.uplink_addr(), now);
+                    r.dns_port = Some(d.port);
+                }
+                for n in self.nets.values() {
+                    r.set_overlay(n.cfg.id, n.cfg.overlay.as_ref());
+                }
+                self.router = Some(r);
+                self.tx.router_at = RouterAt::Local;
+            }
+            RouterControl::RouteVia(w) => {
+                self.tx.router_at = match w {
+                    Some(w) => RouterAt::Remote(w),
+                    None => RouterAt::Nowhere,
+                };
+            }
+            RouterControl::PortMapping {
+                add,
+                mapping,
+                reply,
+            } => {
+                let _ = reply.send(self.port_mapping(add, mapping));
+            }
+            RouterControl::RouterDump(reply) => {
+                let dump = self
+                    .router
+                    .as_ref()
+                    .map(|r| (r.stats(), r.nat.sessions(now)));
+                let _ = reply.send(dump);
+            }
+            RouterControl::NatExclude { port, on } => {
+                if let Some(r) = self.router.as_mut() {
+                    // The uplink itself: nothing routed or tunnelled in the kernel.
+                    let uplink = port == r.port;
+                    if let Some(f) = r.fast_nat.as_mut() {
+                        f.exclude(port, on, uplink);
+                    }
+                    if let (true, Some(f)) = (uplink, r.fast_vxlan.as_mut()) {
+                        f.exclude(on);
+                    }
+                }
+            }
+        }
+    }
+
+    fn dns_control(&mut self, msg: DnsControl) {
+        match msg {
+            DnsControl::DnsNames { net, table } => {
+                if let Some(d) = self.dns.as_mut() {
+                    d.set_network(net, table);
+                }
+            }
+            DnsControl::DnsDump(reply) => {
+                let _ = reply.send(self.dns.as_ref().map(|d| d.stats()));
+            }
+        }
+    }
+
+    fn port_mapping(
+        &mut self,
+        add: bool,
+        mapping: nat::PortMapping,
+    ) -> Result<(), crate::engine::EngineError> {
+        let Some(r) = self.router.as_mut() else {
+            return Err(crate::engine::EngineError::Unavailable(
+                "publishing ports needs an uplink (vswitchd --uplink)",
+            ));
+        };
+        if add {
+            return r.nat.add_port_mapping(mapping).map_err(Into::into);
+        }
+        r.nat
+            .remove_port_mapping(mapping.proto, mapping.host_ip, mapping.host_port);
+        if let (nat::Proto::Tcp, Some(f)) = (mapping.proto, r.fast_nat.as_mut()) {
+            f.unpublish(mapping.host_port);
+        }
+        Ok(())
+    }
+
+    /// Port `id` is a member of network `net` (its floods reach it).
+    fn join_network(&mut self, net: NetId, id: PortId) {
+        if let Some(n) = self.nets.get_mut(&net) {
+            n.members.push(id);
+        }
+    }
+
+    fn add_skb_port(&mut self, p: NewSkbPort) {
+        let i = p.id as usize;
+        if self.tx.skb.len() <= i {
+            self.tx.skb.resize_with(i + 1, || None);
+        }
+        self.tx.skb[i] = Some(SkbMember {
+            net: p.net,
+            counters: p.counters,
+            capture: None,
+        });
+        self.tx.set_home(p.id, Some(Home::Skb { trunk: p.trunk }));
+        self.join_network(p.net, p.id);
+    }
+
+    fn capture(&mut self, port: PortId, tap: Option<CaptureTap>) {
+        // A captured port's frames all go through the worker, both ways.
+        if tap.is_some() {
+            self.uninstall_port(port);
+        }
+        match self.tx.home(port) {
+            Some(Home::Local(i)) => self.tx.ports[i].capture = tap,
+            Some(Home::Skb { .. }) => {
+                if let Some(Some(m)) = self.tx.skb.get_mut(port as usize) {
+                    m.capture = tap;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -198,9 +321,7 @@ impl Worker {
         if self.armed {
             watch(&self.epoll, p.port.as_ref(), p.id);
         }
-        if let Some(net) = self.nets.get_mut(&p.net) {
-            net.members.push(p.id);
-        }
+        self.join_network(p.net, p.id);
         let idx = self.tx.ports.len();
         self.tx.set_home(p.id, Some(Home::Local(idx)));
         self.tx.ports.push(OwnedPort {

@@ -3,9 +3,10 @@
 //! Adaptive polling spins while frames flow and sleeps on the ports' fds when idle.
 //!
 //! This file holds the worker's types and its loop (`run`, `poll_port`, `sleep`); the
-//! rest is one file a job: `trunks` (trunk ports' demultiplexing), `queues` (the router's
-//! and the resolver's queues, hand-offs from other workers), `tx` (the transmit side, the
-//! pipeline's `Emit`), `control` (control messages), `fast` (the fast path's FDB).
+//! rest is one file a job: `graph` (the stage graph: the queued stages' inputs and their
+//! runs), `trunks` (trunk ports' demultiplexing, part of port input), `handoff` (frames
+//! from other workers), `tx` (port output: the transmit side, the stages' `Emit`),
+//! `control` (control messages, by stage), `fast` (the fast path's FDB).
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -25,14 +26,18 @@ use crate::pipeline::{self, Emit, Ingress, Source};
 use crate::port::{Burst, Port, MAX_FRAME};
 use crate::router::{self, Router, RouterStats};
 use crate::skb_trunk::{self, SkbMember};
-use crate::stats::{DropReason, PortCounters, WorkerCounters};
+use crate::stats::{DropReason, PortCounters, Stage, WorkerCounters};
 use crate::{NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, TRUNK_NET, UPLINK_NET};
 
 mod control;
 mod fast;
-mod queues;
+mod graph;
+mod handoff;
 mod trunks;
 mod tx;
+
+pub use control::{Control, DnsControl, L2Control, PortControl, RouterControl};
+use graph::{Queues, Spares};
 
 /// How long a worker keeps spinning with nothing to do before it sleeps.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
@@ -105,80 +110,21 @@ pub struct Captured {
 /// slows the worker).
 pub type CaptureTap = Sender<Captured>;
 
-/// Control-plane requests, applied between bursts.
-pub enum Control {
-    /// Start (Some) or stop (None) copying a port's received and sent frames.
-    Capture {
-        port: PortId,
-        tap: Option<CaptureTap>,
-    },
-    /// While `on`, the router hands none of `port`'s NAT sessions to the kernel (the
-    /// port is captured).
-    NatExclude {
-        port: PortId,
-        on: bool,
-    },
-    AddNetwork(NetConfig),
-    RemoveNetwork(NetId),
-    /// A port this worker owns from now on.
-    AddPort(NewPort),
-    /// A tc endpoint on a trunk this worker owns.
-    AddSkbPort(NewSkbPort),
-    /// A port owned by another worker, so frames for it can be handed over.
-    AddRemotePort {
-        id: PortId,
-        net: NetId,
-        worker: usize,
-    },
-    RemovePort(PortId),
-    FdbDump {
-        net: NetId,
-        reply: Sender<Vec<FdbEntry>>,
-    },
-    /// This worker owns the uplink from now on and routes for every worker.
-    EnableRouter(Box<Router>),
-    /// Routed frames go to that worker (None: there is no uplink).
-    RouteVia(Option<usize>),
-    /// Publish (`add`) or unpublish a port; the router's worker answers.
-    PortMapping {
-        add: bool,
-        mapping: nat::PortMapping,
-        reply: Sender<Result<(), crate::engine::EngineError>>,
-    },
-    /// The router's counters and NAT sessions, if this worker has the router.
-    RouterDump(Sender<Option<(RouterStats, Vec<nat::SessionRow>)>>),
-    /// A network's names for the embedded resolver (None: forget them).
-    DnsNames {
-        net: NetId,
-        table: Option<Arc<dns::NameTable>>,
-    },
-    /// The embedded resolver's counters, if this worker runs it.
-    DnsDump(Sender<Option<DnsStats>>),
-    /// Reply once every message sent before it has been applied.
-    Barrier(Sender<()>),
-    /// A network joins a trunk this or another worker owns, as member port `member`.
-    AddVlanMember {
-        trunk: PortId,
-        member: PortId,
-        vid: Option<u16>,
-        net: NetId,
-    },
-    Stop,
-}
-
 /// Data handed between workers.
 pub enum Handoff {
     Frame {
         port: PortId,
         frame: Box<[u8]>,
     },
-    /// A frame for the router, which lives on the uplink's worker (`tunnel`: for the
-    /// VXLAN tunnel of an overlay network rather than for routing).
+    /// A frame for the router, which lives on the uplink's worker.
     Route {
-        net: NetId,
-        in_port: PortId,
+        from: Ingress,
         frame: Box<[u8]>,
-        tunnel: bool,
+    },
+    /// A frame of an overlay network for the vtep, which lives there too.
+    Tunnel {
+        from: Ingress,
+        frame: Box<[u8]>,
     },
     Learned {
         net: NetId,
@@ -187,8 +133,7 @@ pub enum Handoff {
     },
     /// A query for the embedded resolver, which lives on worker `DNS_WORKER`.
     Dns {
-        net: NetId,
-        in_port: PortId,
+        from: Ingress,
         frame: Box<[u8]>,
     },
 }
@@ -297,15 +242,10 @@ pub(crate) struct TxSide {
     peers_to_wake: u64,
     counters: Arc<WorkerCounters>,
     router_at: RouterAt,
-    /// Frames for this worker's router (or for the no-uplink answer), drained after
-    /// each burst, with (network, ingress port).
-    routeq: Burst,
-    /// (network, ingress port, for the tunnel rather than routing)
-    routeq_meta: Vec<(NetId, PortId, bool)>,
-    /// This worker runs the resolver: DNS frames queue here, drained after each burst.
+    /// This worker runs the resolver: queries queue here rather than crossing over.
     dns_local: bool,
-    dnsq: Burst,
-    dnsq_meta: Vec<(NetId, PortId)>,
+    /// The inputs of the stages that run after each burst (`graph`).
+    queues: Queues,
 }
 
 pub struct Worker {
@@ -323,11 +263,10 @@ pub struct Worker {
     /// What this worker installed in the fast path: (network, MAC) -> its port.
     installed: HashMap<(NetId, Mac), PortId, ahash::RandomState>,
     router: Option<Box<Router>>,
-    /// Swapped with `tx.routeq` to drain it while the pipeline may refill the other.
-    route_spare: Burst,
     /// The embedded resolver (on `DNS_WORKER` only).
     dns: Option<Box<DnsServer>>,
-    dns_spare: Burst,
+    /// Swapped with `tx.queues` to drain them while the stages refill the others.
+    spares: Spares,
     /// One tc endpoint's frames from a trunk burst, untagged (`skb_trunk_burst`).
     skb_run: Option<Box<Burst>>,
 }
@@ -362,20 +301,16 @@ impl Worker {
                 peers_to_wake: 0,
                 counters,
                 router_at: RouterAt::Nowhere,
-                routeq: Burst::new(),
-                routeq_meta: Vec::with_capacity(crate::port::BURST),
                 dns_local: dns.is_some(),
-                dnsq: Burst::new(),
-                dnsq_meta: Vec::with_capacity(crate::port::BURST),
+                queues: Queues::new(),
             },
             epoll,
             armed: true,
             awake_since: Instant::now(),
             installed: HashMap::default(),
             router: None,
-            route_spare: Burst::new(),
             dns,
-            dns_spare: Burst::new(),
+            spares: Spares::new(),
             skb_run: None,
         })
     }
@@ -491,12 +426,13 @@ impl Worker {
         let (id, net_id, counters) = (op.id, op.net, op.counters.clone());
         let install = op.fast && op.capture.is_none();
         WorkerCounters::add(&self.setup.counters.rx_packets, n as u64);
+        self.setup.counters.stage(Stage::PortInput, n);
         if net_id == TRUNK_NET {
             self.trunk_burst(i, rx, &counters, scratch, now);
+            self.run_queued(scratch, now);
         } else if net_id == ENDPOINT_TRUNK_NET {
             self.skb_trunk_burst(rx, &counters, scratch, now);
-            self.route_queued(scratch, now);
-            self.dns_queued(scratch, now);
+            self.run_queued(scratch, now);
         } else if net_id == UPLINK_NET {
             self.uplink_burst(rx, &counters, scratch, now);
         } else {
@@ -507,8 +443,7 @@ impl Worker {
                 announce_learning: multi,
             };
             self.l2_burst(net_id, src, rx, install, scratch, now);
-            self.route_queued(scratch, now);
-            self.dns_queued(scratch, now);
+            self.run_queued(scratch, now);
         }
         n
     }
@@ -526,6 +461,7 @@ impl Worker {
     ) {
         let check_moves = !self.installed.is_empty();
         if let Some(net) = self.nets.get_mut(&net_id) {
+            self.setup.counters.stage(Stage::L2, rx.len());
             pipeline::switch_burst(net, src, rx, &mut self.tx, scratch, now);
             if install || check_moves {
                 self.sync_sources(src.port, net_id, install, rx, now);
@@ -533,8 +469,8 @@ impl Worker {
         }
     }
 
-    /// Frames from the uplink, to the router; the upstream replies it set aside, to the
-    /// resolver.
+    /// Frames from the uplink, to the router stage; then the stages it queued for (the
+    /// resolver's upstream replies).
     pub(super) fn uplink_burst(
         &mut self,
         rx: &Burst,
@@ -544,11 +480,14 @@ impl Worker {
     ) {
         for frame in rx.iter() {
             counters.rx(frame.len());
-            if let Some(r) = self.router.as_mut() {
+        }
+        if let Some(r) = self.router.as_mut() {
+            self.setup.counters.stage(Stage::Router, rx.len());
+            for frame in rx.iter() {
                 r.receive_from_uplink(&mut self.nets, frame, &mut self.tx, scratch, now);
             }
         }
-        self.dns_replies(scratch, now);
+        self.run_queued(scratch, now);
     }
 
     /// Sleep until a port or the waker is readable (or the one-second tick).

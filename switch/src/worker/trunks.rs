@@ -47,6 +47,7 @@ impl Worker {
         let multi = self.tx.peers.len() > 1;
         for m in vlans.iter_mut().filter(|m| !m.rx.is_empty()) {
             if let Some(net) = self.nets.get_mut(&m.net) {
+                self.setup.counters.stage(Stage::L2, m.rx.len());
                 pipeline::switch_burst(
                     net,
                     Source {

@@ -34,6 +34,7 @@ impl TxSide {
         }
         op.counters.tx(sent, bytes);
         WorkerCounters::add(&self.counters.tx_packets, sent as u64);
+        self.counters.stage(Stage::PortOutput, sent);
         if sent < queued {
             op.counters.dropped(DropReason::TxFull, queued - sent);
             WorkerCounters::add(&self.counters.drops, (queued - sent) as u64);
@@ -128,35 +129,37 @@ impl TxSide {
 }
 
 impl TxSide {
-    /// Queue a frame for the router (routing, or the overlay tunnel), here or on the
-    /// uplink's worker.
-    pub(super) fn hand_to_router(
+    /// Queue a frame for a stage on the uplink's worker (the router or the vtep): here,
+    /// or handed over to that worker.
+    fn hand_to_uplink_worker(
         &mut self,
-        net: NetId,
-        in_port: PortId,
+        from: Ingress,
         frame: &[u8],
-        from: &PortCounters,
+        counters: &PortCounters,
         tunnel: bool,
     ) {
         match self.router_at {
             RouterAt::Remote(w) => {
-                let msg = Handoff::Route {
-                    net,
-                    in_port,
-                    frame: frame.into(),
-                    tunnel,
+                let frame = frame.into();
+                let msg = if tunnel {
+                    Handoff::Tunnel { from, frame }
+                } else {
+                    Handoff::Route { from, frame }
                 };
                 if self.peer_send(w, msg) {
                     WorkerCounters::add(&self.counters.cross_worker, 1);
                 } else {
-                    from.dropped(DropReason::QueueFull, 1);
+                    counters.dropped(DropReason::QueueFull, 1);
                 }
             }
             RouterAt::Local | RouterAt::Nowhere => {
-                if self.routeq.push(frame) {
-                    self.routeq_meta.push((net, in_port, tunnel));
+                let q = if tunnel {
+                    &mut self.queues.vtep
                 } else {
-                    from.dropped(DropReason::NoRoute, 1);
+                    &mut self.queues.router
+                };
+                if !q.push(from, frame) {
+                    counters.dropped(DropReason::NoRoute, 1);
                 }
             }
         }
@@ -196,32 +199,38 @@ impl Emit for TxSide {
         }
     }
 
-    fn route(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
-        self.hand_to_router(net, in_port, frame, from, false);
+    fn answer(&mut self, to: PortId, frame: &[u8], from: &PortCounters) {
+        self.counters.stage(Stage::Gateway, 1);
+        self.emit(to, frame, from);
     }
 
-    fn tunnel(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
-        self.hand_to_router(net, in_port, frame, from, true);
+    fn route(&mut self, from: Ingress, frame: &[u8], counters: &PortCounters) {
+        self.hand_to_uplink_worker(from, frame, counters, false);
     }
 
-    fn dns(&mut self, net: NetId, in_port: PortId, frame: &[u8], from: &PortCounters) {
+    fn tunnel(&mut self, from: Ingress, frame: &[u8], counters: &PortCounters) {
+        self.hand_to_uplink_worker(from, frame, counters, true);
+    }
+
+    fn dns(&mut self, from: Ingress, frame: &[u8], counters: &PortCounters) {
         if self.dns_local {
-            if self.dnsq.push(frame) {
-                self.dnsq_meta.push((net, in_port));
-            } else {
-                from.dropped(DropReason::QueueFull, 1);
+            if !self.queues.dns.push(from, frame) {
+                counters.dropped(DropReason::QueueFull, 1);
             }
             return;
         }
         let msg = Handoff::Dns {
-            net,
-            in_port,
+            from,
             frame: frame.into(),
         };
         if self.peer_send(DNS_WORKER, msg) {
             WorkerCounters::add(&self.counters.cross_worker, 1);
         } else {
-            from.dropped(DropReason::QueueFull, 1);
+            counters.dropped(DropReason::QueueFull, 1);
         }
+    }
+
+    fn upstream_reply(&mut self, frame: &[u8]) -> bool {
+        self.queue_for_resolver(frame)
     }
 }

@@ -1,0 +1,60 @@
+//! Frames other workers handed over: for a port of this worker, or for a stage that
+//! lives here (the router, the vtep, the resolver), and MACs they learned.
+
+use super::*;
+use crate::stats::Stage;
+
+impl Worker {
+    pub(super) fn drain_handoffs(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) -> usize {
+        let mut n = 0;
+        while n < QUEUE_BUDGET {
+            let msg = match self.data.try_recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            n += 1;
+            let c = &self.setup.counters;
+            match msg {
+                Handoff::Frame { port, frame } => {
+                    if let Some(counters) = self.tx.port_counters(port) {
+                        self.tx.emit(port, &frame, &counters);
+                    }
+                }
+                Handoff::Route { from, frame } => {
+                    if let Some(r) = self.router.as_mut() {
+                        c.stage(Stage::Router, 1);
+                        r.route_from_network(
+                            &mut self.nets,
+                            from,
+                            &frame,
+                            &mut self.tx,
+                            scratch,
+                            now,
+                        );
+                    }
+                }
+                Handoff::Tunnel { from, frame } => {
+                    if let Some(r) = self.router.as_mut() {
+                        c.stage(Stage::Vtep, 1);
+                        r.tunnel_out(&self.nets, from, &frame, &mut self.tx, scratch, now);
+                    }
+                }
+                Handoff::Dns { from, frame } => {
+                    if let Some(d) = self.dns.as_mut() {
+                        c.stage(Stage::Dns, 1);
+                        d.query_frame(&self.nets, from, &frame, &mut self.tx, scratch, now);
+                    }
+                    self.dns_upstream(scratch, now);
+                }
+                Handoff::Learned { net, mac, port } => {
+                    if let Some(n) = self.nets.get_mut(&net) {
+                        n.fdb.install(mac, port, now);
+                    }
+                    // Moved to another worker's port: stop claiming it in the kernel.
+                    self.forget_moved(net, mac, port);
+                }
+            }
+        }
+        n
+    }
+}
