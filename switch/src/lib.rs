@@ -5,6 +5,7 @@
 mod alloc_tests;
 pub mod arp;
 pub mod bpf;
+mod capture;
 mod dns_server;
 mod dns_tcp;
 pub mod engine;

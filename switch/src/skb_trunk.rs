@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
+use crate::capture::CaptureTap;
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
-use crate::worker::CaptureTap;
 use crate::{NetId, PortId};
 
 /// The trunk's tag: 802.1ad TPID and a 16-bit TCI holding the port.

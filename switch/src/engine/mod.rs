@@ -11,6 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, unbounded, Receiver};
 use serde::Serialize;
 
+pub use crate::capture::{CaptureTap, Captured};
 use crate::dns_server::{DnsServer, DnsStats};
 use crate::fast_nat::FastNat;
 use crate::fast_vxlan::FastVxlan;
@@ -19,7 +20,6 @@ use crate::fdb::FdbEntry;
 use crate::port::{Backend, Port};
 use crate::router::{Router, RouterStats, UplinkConfig};
 use crate::stats::{PortCounters, PortCountersSnapshot, WorkerCounters, WorkerCountersSnapshot};
-pub use crate::worker::{CaptureTap, Captured};
 use crate::worker::{
     Control, DnsControl, L2Control, NewPort, NewSkbPort, Peer, PortControl, RouterControl, Worker,
     WorkerSetup, DNS_WORKER,

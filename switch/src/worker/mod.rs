@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::capture::{tee, CaptureTap};
 use crate::dns_server::{DnsServer, DnsStats, Upstream};
 use crate::fastpath::FastPath;
 use crate::fdb::{Fdb, FdbEntry, Learned, Mac};
@@ -98,17 +99,6 @@ pub struct NewSkbPort {
     pub counters: Arc<PortCounters>,
     pub trunk: PortId,
 }
-
-/// A frame copied off a port for `vswitchctl capture`.
-pub struct Captured {
-    /// Wall-clock time the worker saw it.
-    pub at: std::time::SystemTime,
-    pub frame: Box<[u8]>,
-}
-
-/// Where a port's captured frames go (bounded: a slow reader loses frames, never
-/// slows the worker).
-pub type CaptureTap = Sender<Captured>;
 
 /// Data handed between workers.
 pub enum Handoff {
@@ -206,20 +196,6 @@ struct OwnedPort {
     fast: bool,
     /// For a trunk: the networks on it by VID.
     vlans: Vec<VlanMember>,
-}
-
-/// Copy frames to a capture tap; false once the reader has gone away.
-fn tee<'a>(tap: &CaptureTap, frames: impl Iterator<Item = &'a [u8]>) -> bool {
-    let at = std::time::SystemTime::now();
-    for f in frames {
-        if let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tap.try_send(Captured {
-            at,
-            frame: f.into(),
-        }) {
-            return false;
-        }
-    }
-    true
 }
 
 /// Where this worker's routed frames go.
