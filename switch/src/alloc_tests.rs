@@ -170,7 +170,6 @@ fn the_routed_path_does_not_allocate_per_frame() {
     let mut nets = HashMap::new();
     nets.insert(1, net);
     let mut out = Counter::default();
-    let mut scratch = [0u8; MAX_FRAME];
     // The remote end is on the uplink's subnet and answers ARP.
     let arp = {
         let mut f = up_mac.to_vec();
@@ -183,12 +182,12 @@ fn the_routed_path_does_not_allocate_per_frame() {
         f.resize(60, 0);
         f
     };
-    r.receive_from_uplink(&mut nets, &arp, &mut out, &mut scratch, now);
+    r.receive_from_uplink(&mut nets, &arp, &mut out, now);
     let from = Ingress { net: 1, port: 1 };
     let flows: Vec<Vec<u8>> = (0..8).map(|i| udp(GW.mac, A, remote, 2000 + i)).collect();
     // Each flow's first packet opens its NAT session (the table's one allocation).
     for f in &flows {
-        r.route_from_network(&mut nets, from, f, &mut out, &mut scratch, now);
+        r.route_from_network(&mut nets, from, f, &mut out, now);
     }
     let sent = out.frames;
     assert_eq!(sent, flows.len(), "the first packets left by the uplink");
@@ -214,8 +213,8 @@ fn the_routed_path_does_not_allocate_per_frame() {
     let n = allocations(|| {
         for _ in 0..50 {
             for (f, reply) in flows.iter().zip(&replies) {
-                r.route_from_network(&mut nets, from, f, &mut out, &mut scratch, now);
-                r.receive_from_uplink(&mut nets, reply, &mut out, &mut scratch, now);
+                r.route_from_network(&mut nets, from, f, &mut out, now);
+                r.receive_from_uplink(&mut nets, reply, &mut out, now);
             }
         }
     });

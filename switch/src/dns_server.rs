@@ -93,6 +93,8 @@ pub(crate) struct DnsServer {
     upstream_tcp: Option<crate::dns_tcp::UpstreamTcp>,
     /// For the uplink, in order (see [`Upstream`]).
     pub outbox: Vec<Upstream>,
+    /// The answers' frames are written here.
+    scratch: Box<[u8; MAX_FRAME]>,
 }
 
 fn resolver(upstreams: Vec<SocketAddr>) -> Result<Resolver, dns::ConfigError> {
@@ -126,6 +128,7 @@ impl DnsServer {
             tcp_backlog: Vec::new(),
             upstream_tcp: None,
             outbox: Vec::new(),
+            scratch: Box::new([0u8; MAX_FRAME]),
         })
     }
 
@@ -203,7 +206,6 @@ impl DnsServer {
         from: Ingress,
         frame: &[u8],
         out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         let Ingress { net, port: in_port } = from;
@@ -214,7 +216,7 @@ impl DnsServer {
                 self.stats.malformed_frames += 1;
             }
             self.tcp_backlog = queries;
-            self.tcp_queries(nets, out, scratch, now);
+            self.tcp_queries(nets, out, now);
             return;
         }
         let Some((src, _dst, payload)) = ipv4::parse_udp(frame) else {
@@ -234,7 +236,7 @@ impl DnsServer {
             transport: Transport::Udp,
         };
         let a = self.resolver.handle_query(client, payload, now);
-        self.act(a, nets, out, scratch, now);
+        self.act(a, nets, out, now);
     }
 
     /// A frame the router set aside: UDP to the resolver's port, or TCP to one of its
@@ -244,7 +246,6 @@ impl DnsServer {
         nets: &HashMap<NetId, Network>,
         frame: &[u8],
         out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         let mut replies = Vec::new();
@@ -257,7 +258,7 @@ impl DnsServer {
         } else {
             self.stats.malformed_frames += 1;
         }
-        self.upstream_replies(nets, replies, out, scratch, now);
+        self.upstream_replies(nets, replies, out, now);
         self.flush_upstream_tcp();
     }
 
@@ -266,14 +267,13 @@ impl DnsServer {
         nets: &HashMap<NetId, Network>,
         replies: Vec<(SocketAddr, Vec<u8>)>,
         out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         for (from, msg) in replies {
             let a = self.resolver.handle_upstream_reply(from, &msg, now);
-            self.act(a, nets, out, scratch, now);
+            self.act(a, nets, out, now);
         }
-        self.tcp_queries(nets, out, scratch, now);
+        self.tcp_queries(nets, out, now);
     }
 
     /// What the upstream TCP connections sent, for the uplink.
@@ -292,42 +292,30 @@ impl DnsServer {
 
     /// Answer (or forward) the TCP queries waiting in `tcp_backlog`; answering one may
     /// complete the next.
-    fn tcp_queries(
-        &mut self,
-        nets: &HashMap<NetId, Network>,
-        out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) {
+    fn tcp_queries(&mut self, nets: &HashMap<NetId, Network>, out: &mut impl Emit, now: Instant) {
         // In arrival order; `act` may append (a pipelined client's next query).
         while !self.tcp_backlog.is_empty() {
             let (client, q) = self.tcp_backlog.remove(0);
             let a = self.resolver.handle_query(client, &q, now);
-            self.act(a, nets, out, scratch, now);
+            self.act(a, nets, out, now);
         }
         self.stats.tcp_connections = self.tcp.accepted;
         self.stats.tcp_refused = self.tcp.refused;
     }
 
     /// Expired upstream queries move on (next upstream or SERVFAIL); TCP timers run.
-    pub fn tick(
-        &mut self,
-        nets: &HashMap<NetId, Network>,
-        out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) {
+    pub fn tick(&mut self, nets: &HashMap<NetId, Network>, out: &mut impl Emit, now: Instant) {
         for a in self.resolver.poll_timeouts(now) {
-            self.act(a, nets, out, scratch, now);
+            self.act(a, nets, out, now);
         }
         let more = self.tcp.poll(out, now);
         self.tcp_backlog.extend(more);
-        self.tcp_queries(nets, out, scratch, now);
+        self.tcp_queries(nets, out, now);
         let mut replies = Vec::new();
         if let Some(u) = self.upstream_tcp.as_mut() {
             u.poll(now, &mut replies);
         }
-        self.upstream_replies(nets, replies, out, scratch, now);
+        self.upstream_replies(nets, replies, out, now);
         self.flush_upstream_tcp();
     }
 
@@ -336,13 +324,12 @@ impl DnsServer {
         action: Action,
         nets: &HashMap<NetId, Network>,
         out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         match action {
             Action::Drop => {}
             Action::Answer { client, bytes } => match client.transport {
-                Transport::Udp => self.answer_udp(client, &bytes, nets, out, scratch),
+                Transport::Udp => self.answer_udp(client, &bytes, nets, out),
                 Transport::Tcp => {
                     let mut more = std::mem::take(&mut self.tcp_backlog);
                     if !self.tcp.answer(client, &bytes, out, &mut more, now) {
@@ -398,7 +385,6 @@ impl DnsServer {
         bytes: &[u8],
         nets: &HashMap<NetId, Network>,
         out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
     ) {
         let SocketAddr::V4(to) = client.addr else {
             return;
@@ -415,8 +401,8 @@ impl DnsServer {
             src: SocketAddrV4::new(gw.ip, 53),
             dst: to,
         };
-        match ipv4::udp_frame(&addrs, bytes, scratch) {
-            Some(n) => out.emit(seen.port, &scratch[..n], &self.counters),
+        match ipv4::udp_frame(&addrs, bytes, &mut *self.scratch) {
+            Some(n) => out.emit(seen.port, &self.scratch[..n], &self.counters),
             None => self.stats.dropped += 1,
         }
     }
@@ -498,14 +484,12 @@ mod tests {
         let mut d = server();
         let nets = nets();
         let mut out = Sink::default();
-        let mut scratch = [0u8; MAX_FRAME];
         let f = frame(&query(0x1234, "front"));
         d.query_frame(
             &nets,
             Ingress { net: 1, port: 5 },
             &f,
             &mut out,
-            &mut scratch,
             Instant::now(),
         );
         assert_eq!(out.out.len(), 1);
@@ -530,7 +514,6 @@ mod tests {
             DnsServer::new(vec!["198.51.100.1:53".parse().expect("addr")]).expect("resolver");
         let nets = nets();
         let mut out = Sink::default();
-        let mut scratch = [0u8; MAX_FRAME];
         let mut q = query(7, "example");
         // Two labels: "example.test".
         q.truncate(q.len() - 5);
@@ -543,7 +526,6 @@ mod tests {
             Ingress { net: 1, port: 4 },
             &frame(&q),
             &mut out,
-            &mut scratch,
             now,
         );
         assert_eq!(out.out.len(), 1);
@@ -553,20 +535,12 @@ mod tests {
 
         let mut bad = frame(&query(8, "web"));
         bad[20] = 0x20; // more fragments follow: not a datagram we can read whole
-        d.query_frame(
-            &nets,
-            Ingress { net: 1, port: 4 },
-            &bad,
-            &mut out,
-            &mut scratch,
-            now,
-        );
+        d.query_frame(&nets, Ingress { net: 1, port: 4 }, &bad, &mut out, now);
         d.query_frame(
             &nets,
             Ingress { net: 1, port: 4 },
             &frame(&[1, 2]),
             &mut out,
-            &mut scratch,
             now,
         );
         assert_eq!(out.out.len(), 1, "nothing answered");

@@ -99,7 +99,6 @@ pub fn dns_frames(data: &[u8]) {
         d.set_network(1, Some(std::sync::Arc::new(t)));
     }
     let mut out = Counter::default();
-    let mut scratch = [0u8; MAX_FRAME];
     let mut frame = [0u8; MAX_FRAME];
     let now = Instant::now();
     let mut rest = data;
@@ -137,11 +136,10 @@ pub fn dns_frames(data: &[u8]) {
             },
             f,
             &mut out,
-            &mut scratch,
             now,
         );
     }
-    d.tick(&nets, &mut out, &mut scratch, now + Duration::from_secs(30));
+    d.tick(&nets, &mut out, now + Duration::from_secs(30));
 }
 
 /// Split `data` into chunks (one length byte each, scaled) and give them to the VTEP
@@ -196,7 +194,6 @@ pub fn vtep_frames(data: &[u8]) {
     };
     let mut remote = vxlan::Vtep::new(vxlan::VtepConfig::new([2, 0, 0, 0, 0, 2], peer));
     let mut out = Counter::default();
-    let mut scratch = [0u8; MAX_FRAME];
     let mut wrapped = [0u8; MAX_FRAME];
     let now = Instant::now();
     let mut rest = data;
@@ -205,19 +202,12 @@ pub fn vtep_frames(data: &[u8]) {
         let (frame, tail) = tail.split_at(n);
         rest = tail;
         if len % 2 == 1 {
-            r.receive_from_uplink(&mut nets, frame, &mut out, &mut scratch, now);
+            r.receive_from_uplink(&mut nets, frame, &mut out, now);
             r.observe_from_uplink(frame, now);
         } else if let Ok(w) = remote.encapsulate(vni, me, up_mac, frame, &mut wrapped) {
-            r.receive_from_uplink(&mut nets, &wrapped[..w], &mut out, &mut scratch, now);
+            r.receive_from_uplink(&mut nets, &wrapped[..w], &mut out, now);
         }
-        r.tunnel_out(
-            &nets,
-            Ingress { net: 1, port: 0 },
-            frame,
-            &mut out,
-            &mut scratch,
-            now,
-        );
+        r.tunnel_out(&nets, Ingress { net: 1, port: 0 }, frame, &mut out, now);
     }
 }
 

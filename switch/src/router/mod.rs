@@ -118,6 +118,8 @@ pub(crate) struct Router {
     /// Charged for drops of what the router emits.
     port_counters: Arc<PortCounters>,
     pkt: Box<[u8; MAX_FRAME]>,
+    /// What the router writes itself (ARP, ICMP errors and echo replies).
+    scratch: Box<[u8; MAX_FRAME]>,
     /// The embedded resolver's source port for upstream queries, when it has one.
     pub dns_port: Option<u16>,
     /// The VTEP: encapsulation, decapsulation and a tunnel table per overlay network.
@@ -172,6 +174,7 @@ impl Router {
             counters: RouterCounters::default(),
             port_counters,
             pkt: Box::new([0u8; MAX_FRAME]),
+            scratch: Box::new([0u8; MAX_FRAME]),
             dns_port: None,
         })
     }
@@ -197,7 +200,6 @@ impl Router {
         from: Ingress,
         frame: &[u8],
         out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         let Ingress {
@@ -215,7 +217,7 @@ impl Router {
         let (total, dst) = (ip.total_len(), ip.dst());
         if net.cfg.internal {
             self.counters.internal += 1;
-            self.icmp_error(IcmpError::NetUnreachable, frame, gw, in_port, out, scratch);
+            self.icmp_error(IcmpError::NetUnreachable, frame, gw, in_port, out);
             return;
         }
         if in_subnet(dst, subnet, prefix)
@@ -228,7 +230,7 @@ impl Router {
         }
         if ip.ttl() <= 1 {
             self.counters.ttl_exceeded += 1;
-            self.icmp_error(IcmpError::TtlExceeded, frame, gw, in_port, out, scratch);
+            self.icmp_error(IcmpError::TtlExceeded, frame, gw, in_port, out);
             return;
         }
         let len = ETH_HLEN + total;
@@ -237,7 +239,7 @@ impl Router {
             NatVerdict::Translated { to: Side::Outside } => {
                 let _ = ipv4::decrement_ttl(&mut self.pkt[ETH_HLEN..len]);
                 self.counters.routed_out += 1;
-                let sent = self.send_out(len, out, scratch, now);
+                let sent = self.send_out(len, out, now);
                 if let Some(f) = self.fast_nat.as_mut() {
                     let as_sent: &[u8] = if sent { &self.pkt[..len] } else { &[] };
                     f.outbound(&mut self.nat, in_port, frame, as_sent, now);
@@ -252,9 +254,9 @@ impl Router {
                     ip: self.cfg.ip,
                     mac: gw.mac,
                 };
-                if let Some(n) = gateway::icmp_echo_reply(&me, frame, scratch) {
+                if let Some(n) = gateway::icmp_echo_reply(&me, frame, &mut *self.scratch) {
                     self.counters.echo_answered += 1;
-                    out.emit(in_port, &scratch[..n], &self.port_counters);
+                    out.emit(in_port, &self.scratch[..n], &self.port_counters);
                 }
             }
             NatVerdict::NotOurs => self.counters.nat_drops += 1,
@@ -304,7 +306,6 @@ impl Router {
         nets: &mut HashMap<NetId, Network>,
         frame: &[u8],
         out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         let me = Gateway {
@@ -312,7 +313,7 @@ impl Router {
             mac: self.cfg.mac,
         };
         if frame.len() >= 42 && ethertype(frame) == Some(ETHERTYPE_ARP) {
-            self.arp_in(&me, frame, out, scratch, now);
+            self.arp_in(&me, frame, out, now);
             return;
         }
         if frame.len() < ETH_HLEN || frame[0..6] != self.cfg.mac {
@@ -346,9 +347,9 @@ impl Router {
                 if self.dns_reply(frame, out) {
                     return;
                 }
-                if let Some(n) = gateway::icmp_echo_reply(&me, frame, scratch) {
+                if let Some(n) = gateway::icmp_echo_reply(&me, frame, &mut *self.scratch) {
                     self.counters.echo_answered += 1;
-                    out.emit(self.port, &scratch[..n], &self.port_counters);
+                    out.emit(self.port, &self.scratch[..n], &self.port_counters);
                 } else {
                     self.counters.uplink_ignored += 1;
                 }
@@ -357,14 +358,7 @@ impl Router {
         }
     }
 
-    fn arp_in(
-        &mut self,
-        me: &Gateway,
-        frame: &[u8],
-        out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) {
+    fn arp_in(&mut self, me: &Gateway, frame: &[u8], out: &mut impl Emit, now: Instant) {
         let a = &frame[ETH_HLEN..];
         if a[0..8] != [0, 1, 8, 0, 6, 4, 0, 1] && a[0..8] != [0, 1, 8, 0, 6, 4, 0, 2] {
             self.counters.uplink_ignored += 1;
@@ -391,8 +385,8 @@ impl Router {
             out.emit(self.port, &held, &self.port_counters);
         }
         if a[7] == 1 && for_us {
-            if let Some(n) = gateway::arp_reply(me, frame, scratch) {
-                out.emit(self.port, &scratch[..n], &self.port_counters);
+            if let Some(n) = gateway::arp_reply(me, frame, &mut *self.scratch) {
+                out.emit(self.port, &self.scratch[..n], &self.port_counters);
             }
         }
     }
@@ -400,13 +394,7 @@ impl Router {
     /// `self.pkt[..len]` leaves by the uplink toward its next hop.
     /// Send `self.pkt[..len]` to its next hop; true when it went (the next hop's MAC
     /// known), false when it waits for ARP or was dropped.
-    fn send_out(
-        &mut self,
-        len: usize,
-        out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) -> bool {
+    fn send_out(&mut self, len: usize, out: &mut impl Emit, now: Instant) -> bool {
         self.pkt[6..12].copy_from_slice(&self.cfg.mac);
         let hop = self.next_hop(dst_ip(&self.pkt[..len]));
         match self.arp.resolve(hop, &self.pkt[..len], now) {
@@ -416,8 +404,8 @@ impl Router {
                 true
             }
             Lookup::Held { request: true } => {
-                let n = arp::request(self.cfg.mac, self.cfg.ip, hop, scratch);
-                out.emit(self.port, &scratch[..n], &self.port_counters);
+                let n = arp::request(self.cfg.mac, self.cfg.ip, hop, &mut *self.scratch);
+                out.emit(self.port, &self.scratch[..n], &self.port_counters);
                 false
             }
             Lookup::Held { request: false } | Lookup::Dropped => false,
@@ -469,22 +457,15 @@ impl Router {
         gw: Gateway,
         to: PortId,
         out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
     ) {
-        if let Some(n) = ipv4::icmp_error(kind, frame, gw.mac, gw.ip, scratch) {
+        if let Some(n) = ipv4::icmp_error(kind, frame, gw.mac, gw.ip, &mut *self.scratch) {
             self.counters.icmp_errors_sent += 1;
-            out.emit(to, &scratch[..n], &self.port_counters);
+            out.emit(to, &self.scratch[..n], &self.port_counters);
         }
     }
 
     /// Once a second: idle sessions out, stale neighbours out, ARP retries sent.
-    pub fn tick(
-        &mut self,
-        nets: &mut HashMap<NetId, Network>,
-        out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) {
+    pub fn tick(&mut self, nets: &mut HashMap<NetId, Network>, out: &mut impl Emit, now: Instant) {
         self.nat.expire(now);
         if let Some(f) = self.fast_nat.as_mut() {
             f.tick(&mut self.nat, now);
@@ -492,8 +473,8 @@ impl Router {
         self.fast_tunnel_tick(nets, now);
         self.overlay.expire(now);
         for ip in self.arp.expire(now) {
-            let n = arp::request(self.cfg.mac, self.cfg.ip, ip, scratch);
-            out.emit(self.port, &scratch[..n], &self.port_counters);
+            let n = arp::request(self.cfg.mac, self.cfg.ip, ip, &mut *self.scratch);
+            out.emit(self.port, &self.scratch[..n], &self.port_counters);
         }
     }
 }

@@ -52,7 +52,6 @@ impl Router {
         from: Ingress,
         frame: &[u8],
         out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         let Ingress {
@@ -74,14 +73,7 @@ impl Router {
             let df = Ipv4Frame::new(frame).is_some_and(|f| f.dont_fragment());
             if let (true, Some(gw)) = (df, net.cfg.gateway) {
                 let mtu = (max - ETH_HLEN).min(u16::MAX as usize) as u16;
-                self.icmp_error(
-                    IcmpError::FragNeeded { mtu },
-                    frame,
-                    gw,
-                    in_port,
-                    out,
-                    scratch,
-                );
+                self.icmp_error(IcmpError::FragNeeded { mtu }, frame, gw, in_port, out);
             }
             return;
         }
@@ -116,7 +108,7 @@ impl Router {
                 .send(vni, peer, [0; 6], frame, &mut self.pkt[..])
             {
                 Ok(n) => {
-                    self.send_out(n, out, scratch, now);
+                    self.send_out(n, out, now);
                 }
                 Err(_) => self.counters.tunnel_dropped += 1,
             }

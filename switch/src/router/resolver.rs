@@ -40,20 +40,14 @@ impl Router {
     }
 
     /// Send an IPv4 packet the switch made (from the uplink address) by the uplink.
-    pub fn send_ip(
-        &mut self,
-        packet: &[u8],
-        out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) {
+    pub fn send_ip(&mut self, packet: &[u8], out: &mut impl Emit, now: Instant) {
         let len = ETH_HLEN + packet.len();
         if packet.len() < 20 || len > MAX_FRAME {
             return;
         }
         self.pkt[12..14].copy_from_slice(&[0x08, 0x00]);
         self.pkt[ETH_HLEN..len].copy_from_slice(packet);
-        self.send_out(len, out, scratch, now);
+        self.send_out(len, out, now);
     }
 
     /// Send a datagram from the uplink address (`sport`) to `dst` by the uplink; false if
@@ -64,7 +58,6 @@ impl Router {
         dst: std::net::SocketAddrV4,
         payload: &[u8],
         out: &mut impl Emit,
-        scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) -> bool {
         let addrs = ipv4::UdpAddrs {
@@ -76,7 +69,7 @@ impl Router {
         let Some(len) = ipv4::udp_frame(&addrs, payload, &mut self.pkt[..]) else {
             return false;
         };
-        self.send_out(len, out, scratch, now);
+        self.send_out(len, out, now);
         true
     }
 }

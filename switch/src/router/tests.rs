@@ -49,7 +49,6 @@ fn setup() -> (Router, HashMap<NetId, Network>) {
     nets.insert(1, net);
     // Both peers' MACs known, so encapsulated frames leave at once.
     let mut sink = Sink::default();
-    let mut scratch = [0u8; MAX_FRAME];
     for (i, peer) in [PEER2, PEER3].into_iter().enumerate() {
         let mut f = UP_MAC.to_vec();
         let mac = [2, 0, 0, 0, 0, 2 + i as u8];
@@ -60,7 +59,7 @@ fn setup() -> (Router, HashMap<NetId, Network>) {
         f.extend(UP_MAC);
         f.extend(ME.octets());
         f.resize(60, 0);
-        r.receive_from_uplink(&mut nets, &f, &mut sink, &mut scratch, Instant::now());
+        r.receive_from_uplink(&mut nets, &f, &mut sink, Instant::now());
     }
     (r, nets)
 }
@@ -94,18 +93,10 @@ fn decap(frame: &[u8]) -> (Ipv4Addr, Vec<u8>) {
 #[test]
 fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
     let (mut r, mut nets) = setup();
-    let mut scratch = [0u8; MAX_FRAME];
     let now = Instant::now();
     let f = inner([0xff; 6], LOCAL, 100);
     let mut sink = Sink::default();
-    r.tunnel_out(
-        &nets,
-        Ingress { net: 1, port: 1 },
-        &f,
-        &mut sink,
-        &mut scratch,
-        now,
-    );
+    r.tunnel_out(&nets, Ingress { net: 1, port: 1 }, &f, &mut sink, now);
     let dsts: Vec<Ipv4Addr> = sink
         .out
         .iter()
@@ -126,7 +117,7 @@ fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
         .encapsulate(Vni::new(5000).expect("vni"), ME, UP_MAC, &reply, &mut out)
         .expect("encap");
     let mut sink = Sink::default();
-    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, &mut scratch, now);
+    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, now);
     let ports: Vec<PortId> = sink.out.iter().map(|(p, _)| *p).collect();
     assert_eq!(
         ports,
@@ -147,7 +138,6 @@ fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
         Ingress { net: 1, port: 1 },
         &inner(REMOTE, LOCAL, 100),
         &mut sink,
-        &mut scratch,
         now,
     );
     assert_eq!(
@@ -161,7 +151,6 @@ fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
 #[test]
 fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
     let (mut r, mut nets) = setup();
-    let mut scratch = [0u8; MAX_FRAME];
     let now = Instant::now();
     let mut sink = Sink::default();
     r.tunnel_out(
@@ -169,7 +158,6 @@ fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
         Ingress { net: 1, port: 2 },
         &inner([0xff; 6], LOCAL, 14 + 1450),
         &mut sink,
-        &mut scratch,
         now,
     );
     assert_eq!(sink.out.len(), 2, "1450 bytes of IP fit");
@@ -179,7 +167,6 @@ fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
         Ingress { net: 1, port: 2 },
         &inner(REMOTE, LOCAL, 14 + 1451),
         &mut sink,
-        &mut scratch,
         now,
     );
     assert_eq!(sink.out.len(), 1);
@@ -202,7 +189,7 @@ fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
         )
         .expect("encap");
     let mut sink = Sink::default();
-    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, &mut scratch, now);
+    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, now);
     assert!(sink.out.is_empty());
     assert_eq!(r.stats().overlay.dropped(vxlan::DropReason::UnknownVni), 1);
     // The network stops being an overlay: its VNI is unknown from then on.
@@ -216,7 +203,7 @@ fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
             &mut out,
         )
         .expect("encap");
-    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, &mut scratch, now);
+    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, now);
     assert!(sink.out.is_empty());
     assert_eq!(r.stats().overlay.dropped(vxlan::DropReason::UnknownVni), 2);
 }

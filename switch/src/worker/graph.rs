@@ -102,15 +102,15 @@ impl TxSide {
 impl Worker {
     /// Run the queued stages in the graph's order: router, vtep, dns (whose upstream
     /// queries go to the router at once), then the resolver's upstream replies.
-    pub(super) fn run_queued(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) {
-        self.router_stage(scratch, now);
-        self.vtep_stage(scratch, now);
-        self.dns_stage(scratch, now);
-        self.resolver_replies(scratch, now);
+    pub(super) fn run_queued(&mut self, now: Instant) {
+        self.router_stage(now);
+        self.vtep_stage(now);
+        self.dns_stage(now);
+        self.resolver_replies(now);
     }
 
     /// The router stage: frames the L2 stage sent to the gateway to be routed.
-    fn router_stage(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+    fn router_stage(&mut self, now: Instant) {
         if self.tx.queues.router.is_empty() {
             return;
         }
@@ -120,17 +120,15 @@ impl Worker {
         for i in 0..q.len() {
             let (from, frame) = q.get(i);
             match self.router.as_mut() {
-                Some(r) => {
-                    r.route_from_network(&mut self.nets, from, frame, &mut self.tx, scratch, now)
-                }
-                None => unreachable_net(&self.nets, &mut self.tx, from, frame, scratch),
+                Some(r) => r.route_from_network(&mut self.nets, from, frame, &mut self.tx, now),
+                None => unreachable_net(&self.nets, &mut self.tx, from, frame, &mut self.scratch),
             }
         }
         self.spares.router.clear();
     }
 
     /// The vtep stage: frames of overlay networks for the tunnel.
-    fn vtep_stage(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+    fn vtep_stage(&mut self, now: Instant) {
         if self.tx.queues.vtep.is_empty() {
             return;
         }
@@ -140,7 +138,7 @@ impl Worker {
         for i in 0..q.len() {
             let (from, frame) = q.get(i);
             match self.router.as_mut() {
-                Some(r) => r.tunnel_out(&self.nets, from, frame, &mut self.tx, scratch, now),
+                Some(r) => r.tunnel_out(&self.nets, from, frame, &mut self.tx, now),
                 // No uplink: an overlay has no tunnel to send by.
                 None => {
                     if let Some(c) = self.tx.port_counters(from.port) {
@@ -153,7 +151,7 @@ impl Worker {
     }
 
     /// The dns stage: queries to the gateway's resolver.
-    fn dns_stage(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+    fn dns_stage(&mut self, now: Instant) {
         if self.tx.queues.dns.is_empty() {
             return;
         }
@@ -163,15 +161,15 @@ impl Worker {
         if let Some(d) = self.dns.as_mut() {
             for i in 0..q.len() {
                 let (from, frame) = q.get(i);
-                d.query_frame(&self.nets, from, frame, &mut self.tx, scratch, now);
+                d.query_frame(&self.nets, from, frame, &mut self.tx, now);
             }
         }
         self.spares.dns.clear();
-        self.dns_upstream(scratch, now);
+        self.dns_upstream(now);
     }
 
     /// The resolver's upstream replies, which the router set aside.
-    fn resolver_replies(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+    fn resolver_replies(&mut self, now: Instant) {
         if self.tx.queues.resolver.is_empty() {
             return;
         }
@@ -180,16 +178,16 @@ impl Worker {
         self.setup.counters.stage(Stage::Dns, q.len());
         if let Some(d) = self.dns.as_mut() {
             for i in 0..q.len() {
-                d.uplink_frame(&self.nets, q.get(i).1, &mut self.tx, scratch, now);
+                d.uplink_frame(&self.nets, q.get(i).1, &mut self.tx, now);
             }
         }
         self.spares.resolver.clear();
-        self.dns_upstream(scratch, now);
+        self.dns_upstream(now);
     }
 
     /// What the resolver asked to send out of the uplink, to the router (queries from its
     /// port, its TCP connections' packets); without an uplink the queries fail at once.
-    pub(super) fn dns_upstream(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) {
+    pub(super) fn dns_upstream(&mut self, now: Instant) {
         let Some(d) = self.dns.as_mut() else {
             return;
         };
@@ -200,10 +198,9 @@ impl Worker {
         for u in d.outbox.drain(..) {
             match (self.router.as_mut(), u) {
                 (Some(r), Upstream::Udp { to, bytes }) => {
-                    failed +=
-                        u64::from(!r.send_udp(d.port, to, &bytes, &mut self.tx, scratch, now));
+                    failed += u64::from(!r.send_udp(d.port, to, &bytes, &mut self.tx, now));
                 }
-                (Some(r), Upstream::Ip(packet)) => r.send_ip(&packet, &mut self.tx, scratch, now),
+                (Some(r), Upstream::Ip(packet)) => r.send_ip(&packet, &mut self.tx, now),
                 (None, Upstream::Udp { .. }) => failed += 1,
                 (None, Upstream::Ip(_)) => {}
             }

@@ -5,7 +5,7 @@ use super::*;
 use crate::stats::Stage;
 
 impl Worker {
-    pub(super) fn drain_handoffs(&mut self, scratch: &mut [u8; MAX_FRAME], now: Instant) -> usize {
+    pub(super) fn drain_handoffs(&mut self, now: Instant) -> usize {
         let mut n = 0;
         while n < QUEUE_BUDGET {
             let msg = match self.data.try_recv() {
@@ -23,28 +23,21 @@ impl Worker {
                 Handoff::Route { from, frame } => {
                     if let Some(r) = self.router.as_mut() {
                         c.stage(Stage::Router, 1);
-                        r.route_from_network(
-                            &mut self.nets,
-                            from,
-                            &frame,
-                            &mut self.tx,
-                            scratch,
-                            now,
-                        );
+                        r.route_from_network(&mut self.nets, from, &frame, &mut self.tx, now);
                     }
                 }
                 Handoff::Tunnel { from, frame } => {
                     if let Some(r) = self.router.as_mut() {
                         c.stage(Stage::Vtep, 1);
-                        r.tunnel_out(&self.nets, from, &frame, &mut self.tx, scratch, now);
+                        r.tunnel_out(&self.nets, from, &frame, &mut self.tx, now);
                     }
                 }
                 Handoff::Dns { from, frame } => {
                     if let Some(d) = self.dns.as_mut() {
                         c.stage(Stage::Dns, 1);
-                        d.query_frame(&self.nets, from, &frame, &mut self.tx, scratch, now);
+                        d.query_frame(&self.nets, from, &frame, &mut self.tx, now);
                     }
-                    self.dns_upstream(scratch, now);
+                    self.dns_upstream(now);
                 }
                 Handoff::Learned { net, mac, port } => {
                     if let Some(n) = self.nets.get_mut(&net) {

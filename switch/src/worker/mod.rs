@@ -243,6 +243,9 @@ pub struct Worker {
     dns: Option<Box<DnsServer>>,
     /// Swapped with `tx.queues` to drain them while the stages refill the others.
     spares: Spares,
+    /// Where the L2 stage writes the gateway's answers (the router and the resolver
+    /// have their own).
+    scratch: Box<[u8; MAX_FRAME]>,
     /// One tc endpoint's frames from a trunk burst, untagged (`skb_trunk_burst`).
     skb_run: Option<Box<Burst>>,
 }
@@ -287,6 +290,7 @@ impl Worker {
             router: None,
             dns,
             spares: Spares::new(),
+            scratch: Box::new([0u8; MAX_FRAME]),
             skb_run: None,
         })
     }
@@ -298,7 +302,6 @@ impl Worker {
     /// The worker loop; returns on `Control::Stop` or when the engine is gone.
     pub fn run(mut self) {
         let mut rx = Burst::new();
-        let mut scratch = [0u8; MAX_FRAME];
         let mut idle_since: Option<Instant> = None;
         let mut last_tick = Instant::now();
         let c = self.setup.counters.clone();
@@ -307,9 +310,9 @@ impl Worker {
             let now = Instant::now();
             let mut work = 0usize;
             for i in 0..self.tx.ports.len() {
-                work += self.poll_port(i, &mut rx, &mut scratch, now);
+                work += self.poll_port(i, &mut rx, now);
             }
-            work += self.drain_handoffs(&mut scratch, now);
+            work += self.drain_handoffs(now);
             self.tx.flush();
             match self.apply_control(now) {
                 Ok(n) => work += n,
@@ -317,8 +320,8 @@ impl Worker {
             }
             if let Some(d) = self.dns.as_mut() {
                 if d.next_deadline(now).is_some_and(|t| t <= now) {
-                    d.tick(&self.nets, &mut self.tx, &mut scratch, now);
-                    self.dns_upstream(&mut scratch, now);
+                    d.tick(&self.nets, &mut self.tx, now);
+                    self.dns_upstream(now);
                     self.tx.flush();
                 }
             }
@@ -327,7 +330,7 @@ impl Worker {
                     n.fdb.expire(now);
                 }
                 if let Some(r) = self.router.as_mut() {
-                    r.tick(&mut self.nets, &mut self.tx, &mut scratch, now);
+                    r.tick(&mut self.nets, &mut self.tx, now);
                     self.tx.flush();
                 }
                 for op in self.tx.ports.iter_mut() {
@@ -365,13 +368,7 @@ impl Worker {
         }
     }
 
-    fn poll_port(
-        &mut self,
-        i: usize,
-        rx: &mut Burst,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) -> usize {
+    fn poll_port(&mut self, i: usize, rx: &mut Burst, now: Instant) -> usize {
         let op = &mut self.tx.ports[i];
         if op.faulted {
             return 0;
@@ -404,13 +401,13 @@ impl Worker {
         WorkerCounters::add(&self.setup.counters.rx_packets, n as u64);
         self.setup.counters.stage(Stage::PortInput, n);
         if net_id == TRUNK_NET {
-            self.trunk_burst(i, rx, &counters, scratch, now);
-            self.run_queued(scratch, now);
+            self.trunk_burst(i, rx, &counters, now);
+            self.run_queued(now);
         } else if net_id == ENDPOINT_TRUNK_NET {
-            self.skb_trunk_burst(rx, &counters, scratch, now);
-            self.run_queued(scratch, now);
+            self.skb_trunk_burst(rx, &counters, now);
+            self.run_queued(now);
         } else if net_id == UPLINK_NET {
-            self.uplink_burst(rx, &counters, scratch, now);
+            self.uplink_burst(rx, &counters, now);
         } else {
             let multi = self.tx.peers.len() > 1;
             let src = Source {
@@ -418,8 +415,8 @@ impl Worker {
                 counters: &counters,
                 announce_learning: multi,
             };
-            self.l2_burst(net_id, src, rx, install, scratch, now);
-            self.run_queued(scratch, now);
+            self.l2_burst(net_id, src, rx, install, now);
+            self.run_queued(now);
         }
         n
     }
@@ -432,13 +429,12 @@ impl Worker {
         src: Source,
         rx: &Burst,
         install: bool,
-        scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         let check_moves = !self.installed.is_empty();
         if let Some(net) = self.nets.get_mut(&net_id) {
             self.setup.counters.stage(Stage::L2, rx.len());
-            pipeline::switch_burst(net, src, rx, &mut self.tx, scratch, now);
+            pipeline::switch_burst(net, src, rx, &mut self.tx, &mut self.scratch, now);
             if install || check_moves {
                 self.sync_sources(src.port, net_id, install, rx, now);
             }
@@ -447,23 +443,17 @@ impl Worker {
 
     /// Frames from the uplink, to the router stage; then the stages it queued for (the
     /// resolver's upstream replies).
-    pub(super) fn uplink_burst(
-        &mut self,
-        rx: &Burst,
-        counters: &PortCounters,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) {
+    pub(super) fn uplink_burst(&mut self, rx: &Burst, counters: &PortCounters, now: Instant) {
         for frame in rx.iter() {
             counters.rx(frame.len());
         }
         if let Some(r) = self.router.as_mut() {
             self.setup.counters.stage(Stage::Router, rx.len());
             for frame in rx.iter() {
-                r.receive_from_uplink(&mut self.nets, frame, &mut self.tx, scratch, now);
+                r.receive_from_uplink(&mut self.nets, frame, &mut self.tx, now);
             }
         }
-        self.run_queued(scratch, now);
+        self.run_queued(now);
     }
 
     /// Sleep until a port or the waker is readable (or the one-second tick).

@@ -12,7 +12,6 @@ impl Worker {
         i: usize,
         rx: &Burst,
         counters: &PortCounters,
-        scratch: &mut [u8; MAX_FRAME],
         now: Instant,
     ) {
         let mut vlans = std::mem::take(&mut self.tx.ports[i].vlans);
@@ -57,7 +56,7 @@ impl Worker {
                     },
                     &m.rx,
                     &mut self.tx,
-                    scratch,
+                    &mut self.scratch,
                     now,
                 );
             }
@@ -69,13 +68,7 @@ impl Worker {
     /// Frames from this worker's endpoint trunk: each run of frames for one tc endpoint
     /// (by the tag's TCI) goes untagged through its network's pipeline as a burst from
     /// that endpoint. A frame for no endpoint of this worker is dropped and counted.
-    pub(super) fn skb_trunk_burst(
-        &mut self,
-        rx: &Burst,
-        trunk: &PortCounters,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) {
+    pub(super) fn skb_trunk_burst(&mut self, rx: &Burst, trunk: &PortCounters, now: Instant) {
         let mut run = self.skb_run.take().unwrap_or_default();
         let mut cur: Option<skb_trunk::Tagged> = None;
         for frame in rx.iter() {
@@ -84,7 +77,7 @@ impl Worker {
                 skb_trunk::tagged_port(frame).filter(|t| self.tx.skb_member(t.port).is_some());
             if port != cur || run.is_full() {
                 if let Some(p) = cur {
-                    self.skb_run_done(p, &run, scratch, now);
+                    self.skb_run_done(p, &run, now);
                 }
                 run.clear();
                 cur = None;
@@ -100,7 +93,7 @@ impl Worker {
             }
         }
         if let Some(p) = cur {
-            self.skb_run_done(p, &run, scratch, now);
+            self.skb_run_done(p, &run, now);
         }
         run.clear();
         self.skb_run = Some(run);
@@ -108,13 +101,7 @@ impl Worker {
 
     /// A run of frames from tc endpoint `from.port`, through its network's pipeline; or
     /// copies of frames the kernel delivered itself, which only the router observes.
-    pub(super) fn skb_run_done(
-        &mut self,
-        from: skb_trunk::Tagged,
-        run: &Burst,
-        scratch: &mut [u8; MAX_FRAME],
-        now: Instant,
-    ) {
+    pub(super) fn skb_run_done(&mut self, from: skb_trunk::Tagged, run: &Burst, now: Instant) {
         let id = from.port;
         let Some(Some(m)) = self.tx.skb.get_mut(id as usize) else {
             return;
@@ -135,7 +122,7 @@ impl Worker {
         let (net_id, counters, install) = (m.net, m.counters.clone(), m.capture.is_none());
         if net_id == UPLINK_NET {
             // The tc uplink's frames: the router's, as from an uplink socket.
-            self.uplink_burst(run, &counters, scratch, now);
+            self.uplink_burst(run, &counters, now);
             return;
         }
         let multi = self.tx.peers.len() > 1;
@@ -144,6 +131,6 @@ impl Worker {
             counters: &counters,
             announce_learning: multi,
         };
-        self.l2_burst(net_id, src, run, install, scratch, now);
+        self.l2_burst(net_id, src, run, install, now);
     }
 }
