@@ -19,7 +19,7 @@ use crate::network::Network;
 use crate::pipeline::{switch_burst, Ingress, Source};
 use crate::port::{Burst, MAX_FRAME};
 use crate::router::{Router, UplinkConfig};
-use crate::sinks::Counter;
+use crate::sinks::Sink;
 use crate::stats::PortCounters;
 use crate::NetConfig;
 
@@ -114,14 +114,14 @@ fn the_counter_sees_allocations() {
 fn the_l2_path_does_not_allocate_per_frame() {
     let mut net = network();
     let counters = PortCounters::default();
-    let mut out = Counter::default();
+    let mut out = Sink::counting();
     let mut scratch = [0u8; MAX_FRAME];
     let mut burst = Burst::new();
     // From A on port 1: to B (unknown, then known), a broadcast; from B on port 2 to A.
     let to_b = udp(B, A, [172, 28, 0, 3], 1000);
     let bcast = udp([0xff; 6], A, [172, 28, 0, 255], 1001);
     let to_a = udp(A, B, [172, 28, 0, 2], 1002);
-    let mut run = |net: &mut Network, out: &mut Counter, scratch: &mut [u8; MAX_FRAME]| {
+    let mut run = |net: &mut Network, out: &mut Sink, scratch: &mut [u8; MAX_FRAME]| {
         let now = Instant::now();
         for (port, frames) in [(1, [&to_b, &bcast]), (2, [&to_a, &to_a])] {
             burst.clear();
@@ -169,7 +169,7 @@ fn the_routed_path_does_not_allocate_per_frame() {
     net.fdb.install(A, 1, now); // the replies' destination is known unicast
     let mut nets = HashMap::new();
     nets.insert(1, net);
-    let mut out = Counter::default();
+    let mut out = Sink::counting();
     // The remote end is on the uplink's subnet and answers ARP.
     let arp = {
         let mut f = up_mac.to_vec();

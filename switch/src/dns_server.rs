@@ -416,7 +416,7 @@ mod tests {
     use crate::NetConfig;
     use std::time::Duration;
 
-    use crate::sinks::Recorder as Sink;
+    use crate::sinks::Sink;
 
     const GW: Gateway = Gateway {
         ip: Ipv4Addr::new(172, 18, 0, 1),

@@ -11,7 +11,7 @@ use crate::gateway::{self, Gateway};
 use crate::network::Network;
 use crate::pipeline::{switch_burst, Ingress, Source};
 use crate::port::{Burst, MAX_FRAME};
-use crate::sinks::Counter;
+use crate::sinks::Sink;
 use crate::stats::PortCounters;
 use crate::NetConfig;
 
@@ -38,7 +38,7 @@ pub fn switch_frames(data: &[u8]) {
         counters: &counters,
         announce_learning: true,
     };
-    let mut out = Counter::default();
+    let mut out = Sink::counting();
     let mut scratch = [0u8; MAX_FRAME];
     let mut burst = Burst::new();
     let now = Instant::now();
@@ -98,7 +98,7 @@ pub fn dns_frames(data: &[u8]) {
     }]) {
         d.set_network(1, Some(std::sync::Arc::new(t)));
     }
-    let mut out = Counter::default();
+    let mut out = Sink::counting();
     let mut frame = [0u8; MAX_FRAME];
     let now = Instant::now();
     let mut rest = data;
@@ -193,7 +193,7 @@ pub fn vtep_frames(data: &[u8]) {
         return;
     };
     let mut remote = vxlan::Vtep::new(vxlan::VtepConfig::new([2, 0, 0, 0, 0, 2], peer));
-    let mut out = Counter::default();
+    let mut out = Sink::counting();
     let mut wrapped = [0u8; MAX_FRAME];
     let now = Instant::now();
     let mut rest = data;

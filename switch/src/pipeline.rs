@@ -204,7 +204,7 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::time::Duration;
 
-    use crate::sinks::Recorder as Sink;
+    use crate::sinks::Sink;
 
     const GW_MAC: Mac = [0x02, 0x42, 0xac, 0x12, 0, 1];
 

@@ -1,6 +1,7 @@
-//! What the frame path's tests and fuzz targets emit into: [`Counter`] only counts (no
-//! allocation, so the allocation tests can use it) and checks every frame fits a
-//! port's buffer; [`Recorder`] (tests only) keeps every frame and learned MAC.
+//! What the frame path's tests, fuzz targets and the `frame_cost` example emit into:
+//! one [`Sink`]. It counts every frame (and checks each fits a port's buffer); unless
+//! made with [`Sink::counting`] it also keeps them, by port and by next stage. A
+//! counting sink allocates nothing, so the allocation tests use it.
 
 use crate::fdb::Mac;
 use crate::pipeline::{Emit, Ingress};
@@ -8,41 +9,12 @@ use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::{NetId, PortId};
 
-/// Counts frames sent to ports and frames handed to the router, resolver or tunnel.
-#[derive(Default)]
-pub(crate) struct Counter {
+pub(crate) struct Sink {
+    /// Frames sent to ports (the gateway's answers included).
     pub frames: usize,
+    /// Frames handed to the router, the resolver or the tunnel.
     pub handed: usize,
-}
-
-impl Emit for Counter {
-    fn emit(&mut self, _to: PortId, frame: &[u8], _from: &PortCounters) {
-        assert!(frame.len() <= MAX_FRAME, "a {}-byte frame", frame.len());
-        self.frames += 1;
-    }
-    fn answer(&mut self, to: PortId, frame: &[u8], from: &PortCounters) {
-        self.emit(to, frame, from);
-    }
-    fn learned(&mut self, _net: NetId, _mac: Mac, _port: PortId) {}
-    fn route(&mut self, _from: Ingress, _frame: &[u8], _counters: &PortCounters) {
-        self.handed += 1;
-    }
-    fn dns(&mut self, _from: Ingress, _frame: &[u8], _counters: &PortCounters) {
-        self.handed += 1;
-    }
-    fn tunnel(&mut self, _from: Ingress, _frame: &[u8], _counters: &PortCounters) {
-        self.handed += 1;
-    }
-    fn upstream_reply(&mut self, _frame: &[u8]) -> bool {
-        self.handed += 1;
-        true
-    }
-}
-
-/// Keeps what it is given: frames by port, learned MACs, frames for each next stage.
-#[cfg(test)]
-#[derive(Default)]
-pub(crate) struct Recorder {
+    record: bool,
     pub out: Vec<(PortId, Vec<u8>)>,
     pub learned: Vec<Mac>,
     pub routed: Vec<Vec<u8>>,
@@ -51,28 +23,67 @@ pub(crate) struct Recorder {
     pub upstream_replies: Vec<Vec<u8>>,
 }
 
-#[cfg(test)]
-impl Emit for Recorder {
-    fn emit(&mut self, to: PortId, frame: &[u8], _from: &PortCounters) {
-        self.out.push((to, frame.to_vec()));
+impl Default for Sink {
+    /// A sink that keeps what it is given.
+    fn default() -> Self {
+        Sink {
+            frames: 0,
+            handed: 0,
+            record: true,
+            out: Vec::new(),
+            learned: Vec::new(),
+            routed: Vec::new(),
+            dns: Vec::new(),
+            tunnel: Vec::new(),
+            upstream_replies: Vec::new(),
+        }
     }
-    fn answer(&mut self, to: PortId, frame: &[u8], from: &PortCounters) {
-        self.emit(to, frame, from);
+}
+
+impl Sink {
+    /// A sink that only counts: no allocation per frame.
+    pub fn counting() -> Self {
+        Sink {
+            record: false,
+            ..Default::default()
+        }
+    }
+
+    fn hand(&mut self, to: fn(&mut Sink) -> &mut Vec<Vec<u8>>, frame: &[u8]) {
+        self.handed += 1;
+        if self.record {
+            to(self).push(frame.to_vec());
+        }
+    }
+}
+
+impl Emit for Sink {
+    fn emit(&mut self, to: PortId, frame: &[u8], _counters: &PortCounters) {
+        assert!(frame.len() <= MAX_FRAME, "a {}-byte frame", frame.len());
+        self.frames += 1;
+        if self.record {
+            self.out.push((to, frame.to_vec()));
+        }
+    }
+    fn answer(&mut self, to: PortId, frame: &[u8], counters: &PortCounters) {
+        self.emit(to, frame, counters);
     }
     fn learned(&mut self, _net: NetId, mac: Mac, _port: PortId) {
-        self.learned.push(mac);
+        if self.record {
+            self.learned.push(mac);
+        }
     }
     fn route(&mut self, _from: Ingress, frame: &[u8], _counters: &PortCounters) {
-        self.routed.push(frame.to_vec());
+        self.hand(|s| &mut s.routed, frame);
     }
     fn dns(&mut self, _from: Ingress, frame: &[u8], _counters: &PortCounters) {
-        self.dns.push(frame.to_vec());
+        self.hand(|s| &mut s.dns, frame);
     }
     fn tunnel(&mut self, _from: Ingress, frame: &[u8], _counters: &PortCounters) {
-        self.tunnel.push(frame.to_vec());
+        self.hand(|s| &mut s.tunnel, frame);
     }
     fn upstream_reply(&mut self, frame: &[u8]) -> bool {
-        self.upstream_replies.push(frame.to_vec());
+        self.hand(|s| &mut s.upstream_replies, frame);
         true
     }
 }

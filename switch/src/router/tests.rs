@@ -4,7 +4,7 @@ use crate::fdb::Fdb;
 use crate::{NetConfig, OverlayConfig};
 use std::time::Duration;
 
-use crate::sinks::Recorder as Sink;
+use crate::sinks::Sink;
 
 const UPLINK: PortId = 9;
 const UP_MAC: Mac = [2, 0, 0, 0, 0, 1];
