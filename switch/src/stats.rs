@@ -6,95 +6,66 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
-/// Why a frame was dropped. Order is the on-the-wire order of `DropReason::ALL`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum DropReason {
-    /// Shorter than an Ethernet header.
-    Runt,
-    /// Source MAC is multicast/broadcast: never valid.
-    BadSource,
-    /// Destination was learned on the port it arrived on.
-    SamePort,
-    /// Sent to the gateway but not something the gateway handles (yet: routing).
-    NoRoute,
-    /// The port's transmit ring was full.
-    TxFull,
-    /// The queue to the worker owning the destination port was full.
-    QueueFull,
-    /// The port's backend reported an error.
-    PortError,
-    /// On a trunk: a VID (or no tag) no network on it uses.
-    Vlan,
+/// An enum indexing a counter array, with each variant's name as reports show it.
+macro_rules! counter_index {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum $name { $($(#[$vm])* $v,)* }
+
+        impl $name {
+            pub const COUNT: usize = [$($s),*].len();
+            /// Every variant, in the order of the counter array.
+            pub const ALL: [$name; Self::COUNT] = [$($name::$v),*];
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$v => $s,)*
+                }
+            }
+        }
+    };
 }
 
-impl DropReason {
-    pub const COUNT: usize = 8;
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::Runt,
-        DropReason::BadSource,
-        DropReason::SamePort,
-        DropReason::NoRoute,
-        DropReason::TxFull,
-        DropReason::QueueFull,
-        DropReason::PortError,
-        DropReason::Vlan,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::Runt => "runt",
-            DropReason::BadSource => "bad_source_mac",
-            DropReason::SamePort => "same_port",
-            DropReason::NoRoute => "no_route",
-            DropReason::TxFull => "tx_full",
-            DropReason::QueueFull => "worker_queue_full",
-            DropReason::PortError => "port_error",
-            DropReason::Vlan => "vlan_mismatch",
-        }
+counter_index! {
+    /// Why a frame was dropped.
+    pub enum DropReason {
+        /// Shorter than an Ethernet header.
+        Runt => "runt",
+        /// Source MAC is multicast/broadcast: never valid.
+        BadSource => "bad_source_mac",
+        /// Destination was learned on the port it arrived on.
+        SamePort => "same_port",
+        /// Sent to the gateway but not something the gateway handles (yet: routing).
+        NoRoute => "no_route",
+        /// The port's transmit ring was full.
+        TxFull => "tx_full",
+        /// The queue to the worker owning the destination port was full.
+        QueueFull => "worker_queue_full",
+        /// The port's backend reported an error.
+        PortError => "port_error",
+        /// On a trunk: a VID (or no tag) no network on it uses.
+        Vlan => "vlan_mismatch",
     }
 }
 
-/// The worker's stages, in the order a frame meets them (`worker::graph` runs them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Stage {
-    /// Receive a burst, copy it to a capture, demultiplex a trunk by its tags.
-    PortInput,
-    /// Learn the source, look up the destination, flood (`pipeline`).
-    L2,
-    /// The gateway's own answers: ARP for its address, ICMP echo (`gateway`).
-    Gateway,
-    /// Routing between networks and the uplink: ARP, NAT (`router`).
-    Router,
-    /// An overlay's VXLAN tunnel end (`router::overlay`).
-    Vtep,
-    /// The embedded resolver's queries and its upstream replies (`dns_server`).
-    Dns,
-    /// Transmit bursts and hand-offs to other workers (`worker::tx`).
-    PortOutput,
-}
-
-impl Stage {
-    pub const COUNT: usize = 7;
-    pub const ALL: [Stage; Self::COUNT] = [
-        Stage::PortInput,
-        Stage::L2,
-        Stage::Gateway,
-        Stage::Router,
-        Stage::Vtep,
-        Stage::Dns,
-        Stage::PortOutput,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::PortInput => "port_input",
-            Stage::L2 => "l2",
-            Stage::Gateway => "gateway",
-            Stage::Router => "router",
-            Stage::Vtep => "vtep",
-            Stage::Dns => "dns",
-            Stage::PortOutput => "port_output",
-        }
+counter_index! {
+    /// The worker's stages, in the order a frame meets them (`worker::graph` runs them).
+    pub enum Stage {
+        /// Receive a burst, copy it to a capture, demultiplex a trunk by its tags.
+        PortInput => "port_input",
+        /// Learn the source, look up the destination, flood (`pipeline`).
+        L2 => "l2",
+        /// The gateway's own answers: ARP for its address, ICMP echo (`gateway`).
+        Gateway => "gateway",
+        /// Routing between networks and the uplink: ARP, NAT (`router`).
+        Router => "router",
+        /// An overlay's VXLAN tunnel end (`router::overlay`).
+        Vtep => "vtep",
+        /// The embedded resolver's queries and its upstream replies (`dns_server`).
+        Dns => "dns",
+        /// Transmit bursts and hand-offs to other workers (`worker::tx`).
+        PortOutput => "port_output",
     }
 }
 
@@ -248,30 +219,56 @@ pub struct StageCountersSnapshot {
 
 impl StageCountersSnapshot {
     fn of(c: &[AtomicU64; Stage::COUNT]) -> Self {
-        let get = |s: Stage| c[s as usize].load(Relaxed);
+        let [port_input, l2, gateway, router, vtep, dns, port_output] =
+            std::array::from_fn(|i| c[i].load(Relaxed));
         StageCountersSnapshot {
-            port_input: get(Stage::PortInput),
-            l2: get(Stage::L2),
-            gateway: get(Stage::Gateway),
-            router: get(Stage::Router),
-            vtep: get(Stage::Vtep),
-            dns: get(Stage::Dns),
-            port_output: get(Stage::PortOutput),
+            port_input,
+            l2,
+            gateway,
+            router,
+            vtep,
+            dns,
+            port_output,
         }
     }
+
     /// (name, frames) in the stages' order.
     pub fn rows(&self) -> [(&'static str, u64); Stage::COUNT] {
-        Stage::ALL.map(|s| {
-            let v = match s {
-                Stage::PortInput => self.port_input,
-                Stage::L2 => self.l2,
-                Stage::Gateway => self.gateway,
-                Stage::Router => self.router,
-                Stage::Vtep => self.vtep,
-                Stage::Dns => self.dns,
-                Stage::PortOutput => self.port_output,
-            };
-            (s.name(), v)
-        })
+        let v = [
+            self.port_input,
+            self.l2,
+            self.gateway,
+            self.router,
+            self.vtep,
+            self.dns,
+            self.port_output,
+        ];
+        std::array::from_fn(|i| (Stage::ALL[i].name(), v[i]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_snapshot_fields_are_the_stages_in_order() {
+        let c: [AtomicU64; Stage::COUNT] = std::array::from_fn(|i| AtomicU64::new(i as u64));
+        let snap = StageCountersSnapshot::of(&c);
+        let json = serde_json::to_value(&snap).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut names: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+        // serde_json's map sorts its keys; the rows keep the stages' order.
+        names.sort_unstable();
+        assert_eq!(keys, names);
+        for (i, (name, v)) in snap.rows().iter().enumerate() {
+            assert_eq!((*name, *v), (Stage::ALL[i].name(), i as u64));
+            assert_eq!(json[name], i as u64, "{name}");
+        }
     }
 }

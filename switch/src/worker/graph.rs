@@ -109,14 +109,26 @@ impl Worker {
         self.resolver_replies(now);
     }
 
+    /// Swap the queue `pick` names with its spare, to be read while the stages refill
+    /// it; counts its frames into `stage`. False when it was empty.
+    fn take(&mut self, pick: fn(&mut Queues) -> &mut StageQueue, stage: Stage) -> bool {
+        let queue = pick(&mut self.tx.queues);
+        if queue.is_empty() {
+            return false;
+        }
+        let spare = pick(&mut self.spares);
+        spare.clear();
+        std::mem::swap(queue, spare);
+        self.setup.counters.stage(stage, spare.len());
+        true
+    }
+
     /// The router stage: frames the L2 stage sent to the gateway to be routed.
     fn router_stage(&mut self, now: Instant) {
-        if self.tx.queues.router.is_empty() {
+        if !self.take(|q| &mut q.router, Stage::Router) {
             return;
         }
-        std::mem::swap(&mut self.tx.queues.router, &mut self.spares.router);
         let q = &self.spares.router;
-        self.setup.counters.stage(Stage::Router, q.len());
         for i in 0..q.len() {
             let (from, frame) = q.get(i);
             match self.router.as_mut() {
@@ -124,17 +136,14 @@ impl Worker {
                 None => unreachable_net(&self.nets, &mut self.tx, from, frame, &mut self.scratch),
             }
         }
-        self.spares.router.clear();
     }
 
     /// The vtep stage: frames of overlay networks for the tunnel.
     fn vtep_stage(&mut self, now: Instant) {
-        if self.tx.queues.vtep.is_empty() {
+        if !self.take(|q| &mut q.vtep, Stage::Vtep) {
             return;
         }
-        std::mem::swap(&mut self.tx.queues.vtep, &mut self.spares.vtep);
         let q = &self.spares.vtep;
-        self.setup.counters.stage(Stage::Vtep, q.len());
         for i in 0..q.len() {
             let (from, frame) = q.get(i);
             match self.router.as_mut() {
@@ -147,41 +156,34 @@ impl Worker {
                 }
             }
         }
-        self.spares.vtep.clear();
     }
 
     /// The dns stage: queries to the gateway's resolver.
     fn dns_stage(&mut self, now: Instant) {
-        if self.tx.queues.dns.is_empty() {
+        if !self.take(|q| &mut q.dns, Stage::Dns) {
             return;
         }
-        std::mem::swap(&mut self.tx.queues.dns, &mut self.spares.dns);
         let q = &self.spares.dns;
-        self.setup.counters.stage(Stage::Dns, q.len());
         if let Some(d) = self.dns.as_mut() {
             for i in 0..q.len() {
                 let (from, frame) = q.get(i);
                 d.query_frame(&self.nets, from, frame, &mut self.tx, now);
             }
         }
-        self.spares.dns.clear();
         self.dns_upstream(now);
     }
 
     /// The resolver's upstream replies, which the router set aside.
     fn resolver_replies(&mut self, now: Instant) {
-        if self.tx.queues.resolver.is_empty() {
+        if !self.take(|q| &mut q.resolver, Stage::Dns) {
             return;
         }
-        std::mem::swap(&mut self.tx.queues.resolver, &mut self.spares.resolver);
         let q = &self.spares.resolver;
-        self.setup.counters.stage(Stage::Dns, q.len());
         if let Some(d) = self.dns.as_mut() {
             for i in 0..q.len() {
                 d.uplink_frame(&self.nets, q.get(i).1, &mut self.tx, now);
             }
         }
-        self.spares.resolver.clear();
         self.dns_upstream(now);
     }
 
