@@ -22,11 +22,9 @@ struct Lab {
 
 impl Lab {
     fn new(_tag: &str) -> Lab {
-        let ns = crate::port::lab::Netns::new();
+        let ns = crate::port::lab::netns();
         let (port_dev, peer_dev) = (format!("{}p", ns.name()), format!("{}q", ns.name()));
-        ns.ip(&[
-            "link", "add", &port_dev, "type", "veth", "peer", "name", &peer_dev,
-        ]);
+        ns.veth(&port_dev, &peer_dev);
         ns.ip(&[
             "link",
             "set",
@@ -56,7 +54,7 @@ impl Lab {
     }
 
     fn link_show(&self, dev: &str) -> String {
-        self.ns.ip_output(&["link", "show", dev])
+        self.ns.ip_out(&["link", "show", dev])
     }
 }
 
@@ -258,7 +256,7 @@ fn rx_tx_in_mode(tag: &str, mode: XdpMode, shown: &'static str) {
         let mut port = XdpPort::open_with(&port_dev, mode).expect("open XdpPort");
         assert_eq!(port.mode(), mode);
         assert_eq!(port.name(), port_dev);
-        check_attached(crate::port::lab::ip_output(&[
+        check_attached(crate::port::lab::ip_out(&[
             "-n", &ns, "link", "show", &port_dev,
         ]));
         let peer = Peer::open(&b);
