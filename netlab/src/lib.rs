@@ -156,6 +156,27 @@ pub fn wait_for(what: &str, bound: Duration, f: impl FnMut() -> bool) {
     );
 }
 
+/// The frames of a pcap file as `tcpdump -n -r` (plus `extra` flags) prints them, one
+/// line each; a file tcpdump cannot read fails the test.
+pub fn pcap_lines(file: &Path, extra: &[&str]) -> Vec<String> {
+    let out = Command::new("tcpdump")
+        .args(extra)
+        .args(["-n", "-r"])
+        .arg(file)
+        .output()
+        .expect("tcpdump -r (is tcpdump installed?)");
+    assert!(
+        out.status.success(),
+        "tcpdump cannot read {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 /// Names of the live [`Netns`] guards of this process, so a repeated tag fails loudly
 /// instead of deleting another test's namespace as a "leftover".
 static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
