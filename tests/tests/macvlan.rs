@@ -11,11 +11,9 @@ use e2e::{ns_exec, ping, send_raw, Bg, Capture, Daemon, Lab};
 /// which lives in the daemon's namespace.
 fn lan(lab: &Lab) -> (String, String) {
     let host = e2e::host_ns(lab);
-    let ns = lab.name("lan");
+    let ns = e2e::named_ns(lab, "lan");
     let parent = lab.name("par");
     for args in [
-        vec!["ip", "netns", "add", &ns],
-        vec!["ip", "-n", &ns, "link", "set", "lo", "up"],
         vec![
             "ip", "-n", &host, "link", "add", &parent, "type", "veth", "peer", "name", "lan0",
             "netns", &ns,
@@ -25,15 +23,7 @@ fn lan(lab: &Lab) -> (String, String) {
             "ip", "netns", "exec", &ns, "ethtool", "-K", "lan0", "tx", "off",
         ],
     ] {
-        let o = Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .expect("run");
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        e2e::run_ok(&args);
     }
     (ns, parent)
 }

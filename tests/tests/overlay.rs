@@ -495,23 +495,15 @@ fn interop_with_kernel_vxlan() {
     );
     // iperf3's payload (port 5201) is random bytes: decoded as data, so that no
     // heuristic dissector (Thrift, seen once) takes it for a malformed protocol.
-    let malformed = std::process::Command::new("tshark")
-        .args([
-            "-r",
-            &pcap_s,
-            "-d",
-            "tcp.port==5201,data",
-            "-Y",
-            "_ws.malformed || _ws.expert.severity >= error",
-        ])
-        .output()
-        .expect("tshark");
-    assert!(
-        malformed.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&malformed.stderr)
-    );
-    let malformed = String::from_utf8_lossy(&malformed.stdout).to_string();
+    let malformed = e2e::run_out(&[
+        "tshark",
+        "-r",
+        &pcap_s,
+        "-d",
+        "tcp.port==5201,data",
+        "-Y",
+        "_ws.malformed || _ws.expert.severity >= error",
+    ]);
     assert!(malformed.trim().is_empty(), "malformed frames: {malformed}");
 
     // A VXLAN frame for a VNI no network has: dropped and counted.
