@@ -102,6 +102,20 @@ pub fn named_ns(lab: &Lab, tag: &str) -> String {
     ns
 }
 
+/// A lab namespace `<prefix><tag>` wired to the daemon's host namespace: a veth with
+/// `host_end` there (left down, for the daemon to take) and `far_end` here, up, TX
+/// checksum offload off (a wire delivers finished checksums; a veth would hand over
+/// partial ones). Returns the namespace's name.
+pub fn wired_ns(lab: &Lab, tag: &str, host_end: &str, far_end: &str) -> String {
+    let ns = named_ns(lab, tag);
+    netlab::veth(&host_ns(lab), host_end, &ns, far_end);
+    run_ok(&["ip", "-n", &ns, "link", "set", far_end, "up"]);
+    run_ok(&[
+        "ip", "netns", "exec", &ns, "ethtool", "-K", far_end, "tx", "off",
+    ]);
+    ns
+}
+
 /// The outside world behind the uplink: a namespace with 198.51.100.1/24 on a veth
 /// whose other end (the uplink) sits in the daemon's namespace.
 pub struct Outside {
@@ -113,27 +127,11 @@ pub struct Outside {
 
 impl Outside {
     pub fn new(lab: &Lab) -> Outside {
-        let host = host_ns(lab);
-        let ns = lab.name("out");
         let uplink = lab.name("up");
         let peer = lab.name("o");
-        netlab::add_netns(&ns);
-        netlab::veth(&host, &uplink, &ns, &peer);
-        run_ok(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            "198.51.100.1/24",
-            "dev",
-            &peer,
-        ]);
-        run_ok(&["ip", "-n", &ns, "link", "set", &peer, "up"]);
-        // A wire delivers finished checksums; a veth would hand over partial ones.
-        run_ok(&[
-            "ip", "netns", "exec", &ns, "ethtool", "-K", &peer, "tx", "off",
-        ]);
+        let ns = wired_ns(lab, "out", &uplink, &peer);
+        let cidr = "198.51.100.1/24";
+        run_ok(&["ip", "-n", &ns, "addr", "add", cidr, "dev", &peer]);
         Outside {
             ns,
             uplink,

@@ -10,21 +10,8 @@ use e2e::{ns_exec, ping, send_raw, Bg, Capture, Daemon, Lab};
 /// The LAN: a namespace whose `lan0` is the far end of the parent veth `<prefix>par`,
 /// which lives in the daemon's namespace.
 fn lan(lab: &Lab) -> (String, String) {
-    let host = e2e::host_ns(lab);
-    let ns = e2e::named_ns(lab, "lan");
     let parent = lab.name("par");
-    for args in [
-        vec![
-            "ip", "-n", &host, "link", "add", &parent, "type", "veth", "peer", "name", "lan0",
-            "netns", &ns,
-        ],
-        vec!["ip", "-n", &ns, "link", "set", "lan0", "up"],
-        vec![
-            "ip", "netns", "exec", &ns, "ethtool", "-K", "lan0", "tx", "off",
-        ],
-    ] {
-        e2e::run_ok(&args);
-    }
+    let ns = e2e::wired_ns(lab, "lan", &parent, "lan0");
     (ns, parent)
 }
 
