@@ -102,17 +102,22 @@ pub fn named_ns(lab: &Lab, tag: &str) -> String {
     ns
 }
 
-/// A lab namespace `<prefix><tag>` wired to the daemon's host namespace: a veth with
-/// `host_end` there (left down, for the daemon to take) and `far_end` here, up, TX
-/// checksum offload off (a wire delivers finished checksums; a veth would hand over
-/// partial ones). Returns the namespace's name.
+/// A wire between two namespaces: a veth with `near` in `near_ns` (left down, for the
+/// daemon to take, say) and `far` in `far_ns`, up, TX checksum offload off (a wire
+/// delivers finished checksums; a veth would hand over partial ones).
+pub fn wire(near_ns: &str, near: &str, far_ns: &str, far: &str) {
+    netlab::veth(near_ns, near, far_ns, far);
+    run_ok(&["ip", "-n", far_ns, "link", "set", far, "up"]);
+    run_ok(&[
+        "ip", "netns", "exec", far_ns, "ethtool", "-K", far, "tx", "off",
+    ]);
+}
+
+/// A lab namespace `<prefix><tag>` (created on first use) [`wire`]d to the daemon's
+/// host namespace: `host_end` there, `far_end` in it. Returns the namespace's name.
 pub fn wired_ns(lab: &Lab, tag: &str, host_end: &str, far_end: &str) -> String {
     let ns = named_ns(lab, tag);
-    netlab::veth(&host_ns(lab), host_end, &ns, far_end);
-    run_ok(&["ip", "-n", &ns, "link", "set", far_end, "up"]);
-    run_ok(&[
-        "ip", "netns", "exec", &ns, "ethtool", "-K", far_end, "tx", "off",
-    ]);
+    wire(&host_ns(lab), host_end, &ns, far_end);
     ns
 }
 

@@ -40,16 +40,8 @@ impl Underlay {
     fn plug(&self, lab: &Lab, ns: &str, tag: &str) -> String {
         let end = lab.name(tag);
         let port = lab.name(&format!("{tag}p"));
-        run_ok(&[
-            "ip", "-n", ns, "link", "add", &end, "type", "veth", "peer", "name", &port, "netns",
-            &self.ns,
-        ]);
+        e2e::wire(ns, &end, &self.ns, &port);
         run_ok(&["ip", "-n", &self.ns, "link", "set", &port, "master", "br0"]);
-        run_ok(&["ip", "-n", &self.ns, "link", "set", &port, "up"]);
-        // A wire delivers finished checksums; a veth would hand over partial ones.
-        run_ok(&[
-            "ip", "netns", "exec", &self.ns, "ethtool", "-K", &port, "tx", "off",
-        ]);
         end
     }
 
