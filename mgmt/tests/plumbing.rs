@@ -4,66 +4,31 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use mgmt::link::{errno_of, Netlink};
 use mgmt::{ethtool, netns};
+use netlab::{require_root, Netns};
 
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "these tests create network namespaces and veth pairs: run them as root"
-    );
-}
+/// Every namespace and interface these tests make starts with this (plus the pid), so
+/// `make clean-lab` can find leftovers.
+const PREFIX: &str = "vsn";
 
-/// A test namespace that is deleted when the test ends, also on panic.
-struct TestNs {
-    name: String,
-}
-
-impl TestNs {
-    fn new(tag: &str) -> Self {
-        let name = format!("vsn{}{tag}", std::process::id());
-        // A leftover from a crashed earlier run with a reused pid.
-        let _ = netns::delete(&name);
-        netns::create(&name).unwrap_or_else(|e| panic!("creating {name}: {e:#}"));
-        Self { name }
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        if let Err(e) = netns::delete(&self.name) {
-            eprintln!("cleanup of {} failed: {e:#}", self.name);
-        }
-    }
+/// A test namespace made by the library under test (`netns::create`), deleted when the
+/// test ends, also on panic.
+fn test_ns(tag: &str) -> Netns {
+    Netns::create_with(PREFIX, tag, |name| {
+        netns::create(name).unwrap_or_else(|e| panic!("creating {name}: {e:#}"))
+    })
 }
 
 /// Short unique interface names (<= 15 bytes): vsn<pid><letter><n>.
 fn ifname(role: char) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("vsn{}{role}{n}", std::process::id() % 1_000_000)
-}
-
-/// Runs a command, returning its stdout; panics with its stderr when it fails.
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    netlab::ifname(PREFIX, role)
 }
 
 fn netns_listed(name: &str) -> bool {
-    run(&["ip", "netns", "list"])
+    netlab::ip_out(&["netns", "list"])
         .lines()
         .any(|l| l.split_whitespace().next() == Some(name))
 }
@@ -71,8 +36,8 @@ fn netns_listed(name: &str) -> bool {
 #[test]
 fn namespace_lifecycle_leaves_nothing_behind() {
     require_root();
-    let ns = TestNs::new("life");
-    let name = ns.name.clone();
+    let ns = test_ns("life");
+    let name = ns.name().to_string();
     assert!(netns::exists(&name));
     assert!(netns_listed(&name), "ip netns list does not show {name}");
 
@@ -80,13 +45,13 @@ fn namespace_lifecycle_leaves_nothing_behind() {
     assert!(format!("{again:#}").contains("already exists"), "{again:#}");
 
     // A real, separate namespace: only lo, and ip netns exec works in it.
-    let links = run(&["ip", "-n", &name, "-o", "link", "show"]);
+    let links = ns.ip_out(&["-o", "link", "show"]);
     assert_eq!(
         links.lines().count(),
         1,
         "fresh namespace has more than lo: {links}"
     );
-    run(&["ip", "netns", "exec", &name, "true"]);
+    ns.exec(&["true"]);
 
     netns::write_resolv_conf(
         &name,
@@ -94,7 +59,7 @@ fn namespace_lifecycle_leaves_nothing_behind() {
         &["ndots:0"],
     )
     .expect("writing resolv.conf");
-    let resolv = run(&["ip", "netns", "exec", &name, "cat", "/etc/resolv.conf"]);
+    let resolv = ns.exec_out(&["cat", "/etc/resolv.conf"]);
     assert_eq!(resolv, "nameserver 172.16.0.1\noptions ndots:0\n");
 
     netns::delete(&name).expect("deleting the namespace");
@@ -117,26 +82,19 @@ fn invalid_namespace_names_are_refused() {
 #[test]
 fn run_in_and_sysctl_act_inside_the_namespace_only() {
     require_root();
-    let ns = TestNs::new("sys");
+    let ns = test_ns("sys");
     let key = "net/ipv6/conf/all/disable_ipv6";
     let host_before = std::fs::read_to_string(format!("/proc/sys/{key}")).expect("host sysctl");
     let flipped = if host_before.trim() == "1" { "0" } else { "1" };
 
-    netns::write_sysctl_in(&ns.name, key, flipped).expect("writing the sysctl");
-    let inside = run(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns.name,
-        "cat",
-        &format!("/proc/sys/{key}"),
-    ]);
+    netns::write_sysctl_in(ns.name(), key, flipped).expect("writing the sysctl");
+    let inside = ns.exec_out(&["cat", &format!("/proc/sys/{key}")]);
     assert_eq!(inside.trim(), flipped);
     let host_after = std::fs::read_to_string(format!("/proc/sys/{key}")).expect("host sysctl");
     assert_eq!(host_before, host_after, "the host's sysctl changed");
 
     // Netlink opened in run_in sees the namespace's links, not the host's.
-    let names = netns::run_in(&ns.name, || {
+    let names = netns::run_in(ns.name(), || {
         let mut nl = Netlink::new()?;
         Ok((
             nl.link_exists("lo"),
@@ -147,9 +105,11 @@ fn run_in_and_sysctl_act_inside_the_namespace_only() {
     .expect("run_in");
     assert_eq!(names, (true, Some(1), false));
 
-    assert!(netns::write_sysctl_in(&ns.name, "kernel/hostname", "x").is_err());
-    let err = netns::run_in(&ns.name, || -> anyhow::Result<()> { anyhow::bail!("boom") })
-        .expect_err("an error from the closure is returned");
+    assert!(netns::write_sysctl_in(ns.name(), "kernel/hostname", "x").is_err());
+    let err = netns::run_in(ns.name(), || -> anyhow::Result<()> {
+        anyhow::bail!("boom")
+    })
+    .expect_err("an error from the closure is returned");
     assert_eq!(err.to_string(), "boom");
 }
 
@@ -159,17 +119,17 @@ fn run_in_and_sysctl_act_inside_the_namespace_only() {
 #[test]
 fn veth_into_namespace_pings_across() {
     require_root();
-    let sb = TestNs::new("sb");
-    let far = TestNs::new("far");
+    let sb = test_ns("sb");
+    let far = test_ns("far");
     let host_if = ifname('h');
     let peer_if = ifname('p');
     let mac = [0x02, 0x42, 0xac, 0x10, 0x07, 0x02];
     let mtu = 1400;
 
-    let sb_fd = netns::open(&sb.name).expect("opening the sandbox namespace");
+    let sb_fd = netns::open(sb.name()).expect("opening the sandbox namespace");
     {
         let (h, p) = (host_if.clone(), peer_if.clone());
-        netns::run_in(&far.name, move || {
+        netns::run_in(far.name(), move || {
             let mut nl = Netlink::new()?;
             nl.create_veth(&h, &p, sb_fd.as_fd(), Some(mac), mtu)?;
             // The peer went straight into the sandbox.
@@ -185,7 +145,7 @@ fn veth_into_namespace_pings_across() {
 
     {
         let p = peer_if.clone();
-        netns::run_in(&sb.name, move || {
+        netns::run_in(sb.name(), move || {
             let mut nl = Netlink::new()?;
             assert_eq!(nl.link_mac(&p)?, mac);
             assert_eq!(nl.link_mtu(&p)?, mtu);
@@ -210,71 +170,33 @@ fn veth_into_namespace_pings_across() {
         .expect("configuring the sandbox end");
     }
 
-    let addrs = run(&[
-        "ip", "-n", &sb.name, "-4", "-o", "addr", "show", "dev", &peer_if,
-    ]);
+    let addrs = sb.ip_out(&["-4", "-o", "addr", "show", "dev", &peer_if]);
     assert!(
         addrs.contains("inet 172.16.7.2/24 brd 172.16.7.255"),
         "{addrs}"
     );
-    let route = run(&["ip", "-n", &sb.name, "-4", "route", "show", "default"]);
+    let route = sb.ip_out(&["-4", "route", "show", "default"]);
     assert!(
         route.contains(&format!("default via 172.16.7.1 dev {peer_if}")),
         "{route}"
     );
-    let link = run(&["ip", "-n", &sb.name, "link", "show", "dev", &peer_if]);
+    let link = sb.ip_out(&["link", "show", "dev", &peer_if]);
     assert!(
         link.contains("mtu 1400") && link.contains("02:42:ac:10:07:02"),
         "{link}"
     );
 
     // Across the veth, both ways; and via the default route to an off-link address.
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &sb.name,
-        "ping",
-        "-c1",
-        "-W2",
-        "172.16.7.1",
-    ]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &far.name,
-        "ping",
-        "-c1",
-        "-W2",
-        "172.16.7.2",
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &far.name,
-        "addr",
-        "add",
-        "172.16.99.1/32",
-        "dev",
-        "lo",
-    ]);
-    run(&["ip", "-n", &far.name, "link", "set", "lo", "up"]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &sb.name,
-        "ping",
-        "-c1",
-        "-W2",
-        "172.16.99.1",
-    ]);
+    sb.exec(&["ping", "-c1", "-W2", "172.16.7.1"]);
+    far.exec(&["ping", "-c1", "-W2", "172.16.7.2"]);
+    far.ip(&["addr", "add", "172.16.99.1/32", "dev", "lo"]);
+    far.ip(&["link", "set", "lo", "up"]);
+    sb.exec(&["ping", "-c1", "-W2", "172.16.99.1"]);
 
     // flush removes the IPv4 address (and with it the route through it).
     let p = peer_if.clone();
-    netns::run_in(&sb.name, move || Netlink::new()?.flush_addresses(&p)).expect("flush");
-    let addrs = run(&["ip", "-n", &sb.name, "-o", "addr", "show", "dev", &peer_if]);
+    netns::run_in(sb.name(), move || Netlink::new()?.flush_addresses(&p)).expect("flush");
+    let addrs = sb.ip_out(&["-o", "addr", "show", "dev", &peer_if]);
     assert!(
         addrs.trim().is_empty(),
         "addresses left after flush: {addrs}"
@@ -283,15 +205,10 @@ fn veth_into_namespace_pings_across() {
     // Deleting the namespaces takes the veth with them.
     drop(sb);
     let h = host_if.clone();
-    let name = far.name.clone();
-    let gone = (0..50).any(|_| {
+    let name = far.name().to_string();
+    let gone = netlab::eventually(Duration::from_secs(5), || {
         let h = h.clone();
-        let gone =
-            netns::run_in(&name, move || Ok(!Netlink::new()?.link_exists(&h))).unwrap_or(false);
-        if !gone {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        gone
+        netns::run_in(&name, move || Ok(!Netlink::new()?.link_exists(&h))).unwrap_or(false)
     });
     assert!(
         gone,
@@ -302,15 +219,15 @@ fn veth_into_namespace_pings_across() {
 #[test]
 fn link_settings_move_rename_delete() {
     require_root();
-    let a = TestNs::new("la");
-    let b = TestNs::new("lb");
+    let a = test_ns("la");
+    let b = test_ns("lb");
     let x = ifname('x');
     let y = ifname('y');
     let renamed = ifname('r');
-    let b_fd = netns::open(&b.name).expect("opening b");
-    let a_fd = netns::open(&a.name).expect("opening a");
+    let b_fd = netns::open(b.name()).expect("opening b");
+    let a_fd = netns::open(a.name()).expect("opening a");
     let (x2, y2, r2) = (x.clone(), y.clone(), renamed.clone());
-    netns::run_in(&a.name, move || {
+    netns::run_in(a.name(), move || {
         let mut nl = Netlink::new()?;
         // Both ends here first; then one is moved away.
         nl.create_veth(&x2, &y2, a_fd.as_fd(), None, 1500)?;
@@ -352,7 +269,7 @@ fn link_settings_move_rename_delete() {
     .expect("link settings in a");
 
     let y2 = y.clone();
-    netns::run_in(&b.name, move || {
+    netns::run_in(b.name(), move || {
         let mut nl = Netlink::new()?;
         assert!(nl.link_exists(&y2), "moved end not in b");
         nl.delete_link(&y2)?;
@@ -363,6 +280,6 @@ fn link_settings_move_rename_delete() {
     .expect("delete in b");
     let r2 = renamed.clone();
     let still =
-        netns::run_in(&a.name, move || Ok(Netlink::new()?.link_exists(&r2))).expect("checking a");
+        netns::run_in(a.name(), move || Ok(Netlink::new()?.link_exists(&r2))).expect("checking a");
     assert!(!still, "deleting one veth end left the other");
 }

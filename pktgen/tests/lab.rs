@@ -1,7 +1,8 @@
 //! The built pktgen binary against real kernel objects: a namespace with a veth pair per
-//! test (prefix `vsg<pid>`, removed by a Drop guard), a sink on one end and a generator
-//! on the other. Needs root, as CI has; without it these tests fail and say so.
+//! test (prefix `vsg<pid>`, a `netlab` guard that removes it), a sink on one end and a
+//! generator on the other. Needs root, as CI has; without it these tests fail and say so.
 
+use netlab::Netns;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -16,73 +17,30 @@ const CHILD_LIMIT: &str = "30";
 /// Bound on the sink saying it is listening.
 const READY_WAIT: Duration = Duration::from_secs(15);
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "pktgen lab tests need root (network namespaces, veth, XDP); run `cargo test -p pktgen` as root, as CI does"
-    );
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// Every namespace these tests make starts with this (plus the pid), so `make clean-lab`
+/// can find leftovers.
+const PREFIX: &str = "vsg";
 
 /// A namespace holding veth pair `a`-`b`, both up, IPv6 off so the kernel sends no
 /// chatter of its own; deleted on drop, also when the test fails.
 struct Lab {
-    ns: String,
+    ns: Netns,
     a: String,
     b: String,
 }
 
 impl Lab {
     fn new(tag: &str) -> Lab {
-        require_root();
-        let pid = std::process::id();
-        let ns = format!("vsg{pid}{tag}");
-        let lab = Lab {
-            a: format!("{ns}a"),
-            b: format!("{ns}b"),
-            ns,
-        };
-        assert!(lab.a.len() <= 15, "interface name {} too long", lab.a);
-        // Left over from a crashed run with the same pid: remove first.
-        let _ = Command::new("ip").args(["netns", "del", &lab.ns]).output();
-        sh(&["ip", "netns", "add", &lab.ns]);
-        lab.exec(&[
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ]);
-        lab.exec(&[
-            "ip", "link", "add", &lab.a, "type", "veth", "peer", "name", &lab.b,
-        ]);
-        for l in [&lab.a, &lab.b, "lo"] {
-            lab.exec(&["ip", "link", "set", l, "up"]);
-        }
-        lab
-    }
-
-    fn exec(&self, args: &[&str]) {
-        let mut all = vec!["ip", "netns", "exec", &self.ns];
-        all.extend_from_slice(args);
-        sh(&all);
+        let ns = Netns::new(PREFIX, tag).without_ipv6();
+        let (a, b) = (format!("{}a", ns.name()), format!("{}b", ns.name()));
+        assert!(a.len() <= 15, "interface name {a} too long");
+        ns.veth(&a, &b);
+        Lab { ns, a, b }
     }
 
     fn pktgen(&self, args: &[&str]) -> Command {
         let mut c = Command::new("timeout");
-        c.args([CHILD_LIMIT, "ip", "netns", "exec", &self.ns, PKTGEN]);
+        c.args([CHILD_LIMIT, "ip", "netns", "exec", self.ns.name(), PKTGEN]);
         c.args(args);
         c
     }
@@ -130,13 +88,6 @@ impl Lab {
         let rx_report: Value = serde_json::from_slice(&rx_out.stdout)
             .unwrap_or_else(|e| panic!("sink report is not JSON ({e}): {:?}", rx_out.stdout));
         (tx_report, rx_report)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes the veth pair in it.
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
 }
 
@@ -242,27 +193,6 @@ fn vxlan_tcp_syn_at_a_paced_rate_reaches_the_sink() {
     assert_eq!(rx["flows"][0]["proto"], 6, "inner TCP flow: {rx}");
 }
 
-fn pcap_frames(path: &std::path::Path) -> usize {
-    let out = Command::new("tshark")
-        .args(["-r"])
-        .arg(path)
-        .output()
-        .or_else(|_| {
-            Command::new("tcpdump")
-                .args(["-nn", "-r"])
-                .arg(path)
-                .output()
-        })
-        .expect("tshark or tcpdump is installed");
-    assert!(
-        out.status.success(),
-        "reading {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).lines().count()
-}
-
 #[test]
 fn pcap_output_reads_back_with_the_right_frame_count() {
     let dir = std::env::temp_dir().join(format!("vsg{}-pcap", std::process::id()));
@@ -277,7 +207,7 @@ fn pcap_output_reads_back_with_the_right_frame_count() {
         .expect("run pktgen");
     let tx = report(&out, "pcap writer");
     assert_eq!(tx["frames"], 250);
-    let n = pcap_frames(&path);
+    let n = netlab::pcap_lines(&path, &[]).len();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(n, 250);
 }
@@ -345,7 +275,7 @@ fn usage_errors_exit_2_and_runtime_errors_exit_1() {
 #[test]
 fn tap_backend_sends_into_its_own_device() {
     let lab = Lab::new("d");
-    let tap = format!("{}t", lab.ns);
+    let tap = format!("{}t", lab.ns.name());
     // The TAP exists only while the sender runs: send paced for a while, count a part.
     let tx = lab
         .pktgen(&["tx", "--iface", &tap, "--backend", "tap", "--rate", "2000"])
@@ -354,15 +284,11 @@ fn tap_backend_sends_into_its_own_device() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the TAP sender");
-    let appeared = (0..200).any(|_| {
-        let up = Command::new("ip")
-            .args(["-n", &lab.ns, "link", "show", &tap, "up"])
+    let appeared = netlab::eventually(Duration::from_secs(2), || {
+        Command::new("ip")
+            .args(["-n", lab.ns.name(), "link", "show", &tap, "up"])
             .output()
-            .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
-        if !up {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        up
+            .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
     });
     assert!(appeared, "the sender did not create and bring up {tap}");
     let rx = lab

@@ -1,6 +1,7 @@
 //! The lab for end-to-end scenarios: a unique name prefix per test, a vswitchd of its
 //! own (socket and state dir in a temp dir), and Drop guards that remove every
-//! namespace the test made, also when it fails.
+//! namespace the test made, also when it fails. The generic lab pieces (root check,
+//! command runner, namespaces, code in a namespace, waits) are `netlab`'s.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -10,14 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use netlab::{ns_exec, pcap_lines, require_root, run as run_ok, run_out, wait_for};
+
 /// Every lab object's name starts with this, so `make clean-lab` can find leftovers.
 pub const LAB_PREFIX: &str = "vt";
-
-pub fn require_root() {
-    if !nix::unistd::Uid::effective().is_root() {
-        panic!("this end-to-end test needs root (it creates network namespaces and runs vswitchd); run it as root, as CI does");
-    }
-}
 
 /// Where the workspace's binaries are (built by `make test` before the tests run).
 pub fn bin(name: &str) -> PathBuf {
@@ -64,11 +61,13 @@ impl Lab {
 
     /// Remove every namespace carrying this lab's prefix.
     fn cleanup(&self) {
-        if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        if let Ok(entries) = std::fs::read_dir(netlab::NETNS_DIR) {
             for e in entries.flatten() {
                 let n = e.file_name().to_string_lossy().to_string();
                 if n.starts_with(&self.prefix) {
-                    let _ = Command::new("ip").args(["netns", "del", &n]).status();
+                    if let Err(e) = netlab::del_netns(&n) {
+                        eprintln!("warning: deleting namespace {n}: {e}");
+                    }
                 }
             }
         }
@@ -97,34 +96,29 @@ pub fn host_ns(lab: &Lab) -> String {
 /// "host" of a multi-host test, say).
 pub fn named_ns(lab: &Lab, tag: &str) -> String {
     let ns = lab.name(tag);
-    if !Path::new("/run/netns").join(&ns).exists() {
-        let st = Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .expect("ip netns add");
-        assert!(st.success(), "cannot create the daemon's namespace {ns}");
-        run_ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    if !netlab::netns_exists(&ns) {
+        netlab::add_netns(&ns);
     }
     ns
 }
 
-/// Run a command that must succeed (lab plumbing: `ip`, `ethtool`).
-pub fn run_ok(args: &[&str]) {
-    run_out(args);
+/// A wire between two namespaces: a veth with `near` in `near_ns` (left down, for the
+/// daemon to take, say) and `far` in `far_ns`, up, TX checksum offload off (a wire
+/// delivers finished checksums; a veth would hand over partial ones).
+pub fn wire(near_ns: &str, near: &str, far_ns: &str, far: &str) {
+    netlab::veth(near_ns, near, far_ns, far);
+    run_ok(&["ip", "-n", far_ns, "link", "set", far, "up"]);
+    run_ok(&[
+        "ip", "netns", "exec", far_ns, "ethtool", "-K", far, "tx", "off",
+    ]);
 }
 
-/// Run a command that must succeed; its stdout.
-pub fn run_out(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// A lab namespace `<prefix><tag>` (created on first use) [`wire`]d to the daemon's
+/// host namespace: `host_end` there, `far_end` in it. Returns the namespace's name.
+pub fn wired_ns(lab: &Lab, tag: &str, host_end: &str, far_end: &str) -> String {
+    let ns = named_ns(lab, tag);
+    wire(&host_ns(lab), host_end, &ns, far_end);
+    ns
 }
 
 /// The outside world behind the uplink: a namespace with 198.51.100.1/24 on a veth
@@ -138,31 +132,11 @@ pub struct Outside {
 
 impl Outside {
     pub fn new(lab: &Lab) -> Outside {
-        let host = host_ns(lab);
-        let ns = lab.name("out");
         let uplink = lab.name("up");
         let peer = lab.name("o");
-        run_ok(&["ip", "netns", "add", &ns]);
-        run_ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        run_ok(&[
-            "ip", "-n", &host, "link", "add", &uplink, "type", "veth", "peer", "name", &peer,
-            "netns", &ns,
-        ]);
-        run_ok(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            "198.51.100.1/24",
-            "dev",
-            &peer,
-        ]);
-        run_ok(&["ip", "-n", &ns, "link", "set", &peer, "up"]);
-        // A wire delivers finished checksums; a veth would hand over partial ones.
-        run_ok(&[
-            "ip", "netns", "exec", &ns, "ethtool", "-K", &peer, "tx", "off",
-        ]);
+        let ns = wired_ns(lab, "out", &uplink, &peer);
+        let cidr = "198.51.100.1/24";
+        run_ok(&["ip", "-n", &ns, "addr", "add", cidr, "dev", &peer]);
         Outside {
             ns,
             uplink,
@@ -232,19 +206,6 @@ pub fn wait_listening(ns: &str, port: u16) {
             !String::from_utf8_lossy(&o.stdout).trim().is_empty()
         },
     );
-}
-
-/// Run a command in a namespace (`ip netns exec`), with a time bound.
-pub fn ns_exec(ns: &str, args: &[&str], timeout: Duration) -> Output {
-    let mut full = vec!["timeout", "-k", "1"];
-    let secs = format!("{}", timeout.as_secs_f64());
-    full.push(&secs);
-    full.extend(["ip", "netns", "exec", ns]);
-    full.extend(args);
-    Command::new(full[0])
-        .args(&full[1..])
-        .output()
-        .expect("run ip netns exec")
 }
 
 /// Bytes an iperf3 client in `ns` moved to `target` in 2 s (`reverse`: the server sent),
@@ -532,18 +493,6 @@ pub fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Poll `f` until it returns true or the bound passes.
-pub fn wait_for(what: &str, bound: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + bound;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {bound:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A `tcpdump` capturing in a namespace into a pcap file until stopped.
 pub struct Capture {
     child: Child,
@@ -589,27 +538,6 @@ impl Capture {
     }
 }
 
-/// The frames of a pcap file as `tcpdump -n -r` (plus `extra` flags) prints them; a
-/// file tcpdump cannot read fails the test.
-pub fn pcap_lines(file: &std::path::Path, extra: &[&str]) -> Vec<String> {
-    let out = Command::new("tcpdump")
-        .args(extra)
-        .args(["-n", "-r"])
-        .arg(file)
-        .output()
-        .expect("tcpdump -r");
-    assert!(
-        out.status.success(),
-        "tcpdump cannot read {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
 impl Drop for Capture {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -624,11 +552,8 @@ pub fn send_raw(
     iface: &str,
     frames: impl Iterator<Item = Vec<u8>> + Send + 'static,
 ) -> usize {
-    let ns_path = format!("/run/netns/{ns}");
     let iface = iface.to_string();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&ns_path).expect("open netns");
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    netlab::in_netns(ns, move || {
         // SAFETY: plain socket syscalls on values we own; the sockaddr is fully initialised.
         unsafe {
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
@@ -665,6 +590,4 @@ pub fn send_raw(
             sent
         }
     })
-    .join()
-    .expect("raw sender thread")
 }

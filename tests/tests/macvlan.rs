@@ -10,31 +10,8 @@ use e2e::{ns_exec, ping, send_raw, Bg, Capture, Daemon, Lab};
 /// The LAN: a namespace whose `lan0` is the far end of the parent veth `<prefix>par`,
 /// which lives in the daemon's namespace.
 fn lan(lab: &Lab) -> (String, String) {
-    let host = e2e::host_ns(lab);
-    let ns = lab.name("lan");
     let parent = lab.name("par");
-    for args in [
-        vec!["ip", "netns", "add", &ns],
-        vec!["ip", "-n", &ns, "link", "set", "lo", "up"],
-        vec![
-            "ip", "-n", &host, "link", "add", &parent, "type", "veth", "peer", "name", "lan0",
-            "netns", &ns,
-        ],
-        vec!["ip", "-n", &ns, "link", "set", "lan0", "up"],
-        vec![
-            "ip", "netns", "exec", &ns, "ethtool", "-K", "lan0", "tx", "off",
-        ],
-    ] {
-        let o = Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .expect("run");
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let ns = e2e::wired_ns(lab, "lan", &parent, "lan0");
     (ns, parent)
 }
 

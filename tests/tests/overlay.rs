@@ -40,16 +40,8 @@ impl Underlay {
     fn plug(&self, lab: &Lab, ns: &str, tag: &str) -> String {
         let end = lab.name(tag);
         let port = lab.name(&format!("{tag}p"));
-        run_ok(&[
-            "ip", "-n", ns, "link", "add", &end, "type", "veth", "peer", "name", &port, "netns",
-            &self.ns,
-        ]);
+        e2e::wire(ns, &end, &self.ns, &port);
         run_ok(&["ip", "-n", &self.ns, "link", "set", &port, "master", "br0"]);
-        run_ok(&["ip", "-n", &self.ns, "link", "set", &port, "up"]);
-        // A wire delivers finished checksums; a veth would hand over partial ones.
-        run_ok(&[
-            "ip", "netns", "exec", &self.ns, "ethtool", "-K", &port, "tx", "off",
-        ]);
         end
     }
 
@@ -495,23 +487,15 @@ fn interop_with_kernel_vxlan() {
     );
     // iperf3's payload (port 5201) is random bytes: decoded as data, so that no
     // heuristic dissector (Thrift, seen once) takes it for a malformed protocol.
-    let malformed = std::process::Command::new("tshark")
-        .args([
-            "-r",
-            &pcap_s,
-            "-d",
-            "tcp.port==5201,data",
-            "-Y",
-            "_ws.malformed || _ws.expert.severity >= error",
-        ])
-        .output()
-        .expect("tshark");
-    assert!(
-        malformed.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&malformed.stderr)
-    );
-    let malformed = String::from_utf8_lossy(&malformed.stdout).to_string();
+    let malformed = e2e::run_out(&[
+        "tshark",
+        "-r",
+        &pcap_s,
+        "-d",
+        "tcp.port==5201,data",
+        "-Y",
+        "_ws.malformed || _ws.expert.severity >= error",
+    ]);
     assert!(malformed.trim().is_empty(), "malformed frames: {malformed}");
 
     // A VXLAN frame for a VNI no network has: dropped and counted.

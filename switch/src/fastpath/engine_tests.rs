@@ -1,7 +1,7 @@
 use crate::engine::{Engine, EngineConfig};
 use crate::fdb::Mac;
 use crate::port::af_xdp::XdpPort;
-use crate::port::lab::{Netns, RawSock};
+use crate::port::lab::{self, RawSock};
 use crate::{NetConfig, PortId};
 use std::time::{Duration, Instant};
 
@@ -58,12 +58,10 @@ fn until_fast(e: &Engine, from: (&RawSock, PortId), to: &RawSock, dst: Mac, src:
 
 #[test]
 fn follows_a_mac_across_workers_and_back() {
-    let ns = Netns::new();
+    let ns = lab::netns();
     for i in 0..3 {
         let (s, p) = (format!("s{i}"), format!("p{i}"));
-        ns.ip(&["link", "add", &s, "type", "veth", "peer", "name", &p]);
-        ns.ip(&["link", "set", &s, "up"]);
-        ns.ip(&["link", "set", &p, "up"]);
+        ns.veth(&s, &p);
         // The far end takes frames the fast path redirects to it (NAPI).
         ns.exec(&["ethtool", "-K", &p, "gro", "on"]);
     }

@@ -240,13 +240,10 @@ fn uplink_translates_replies_back_on_skbs() {
 /// there, to a port not published, or on a captured uplink is punted untouched.
 #[test]
 fn uplink_opens_published_sessions_from_the_syn() {
-    use crate::port::lab::{Netns, RawSock};
+    use crate::port::lab::{self, RawSock};
     use etherparse::PacketBuilder;
-    let ns = Netns::new();
-    ns.ip(&["link", "add", "t0", "type", "veth", "peer", "name", "t1"]);
-    for dev in ["lo", "t0", "t1"] {
-        ns.ip(&["link", "set", dev, "up"]);
-    }
+    let ns = lab::netns();
+    ns.veth("t0", "t1");
     ns.run(|| {
         let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
         let progs = fp.tc_programs().expect("the verifier accepts them");

@@ -1,139 +1,23 @@
-//! Test lab for the port backends: throwaway network namespaces (removed on drop, also when
-//! a test panics), running code inside one, and a plain AF_PACKET socket as the far end
-//! that the backends under test are checked against.
+//! Test lab for the port backends: what is specific to them on top of the shared
+//! `netlab` (namespaces, `ip`, code run inside a namespace): a plain AF_PACKET socket as
+//! the far end that the backends under test are checked against, test frames, and a
+//! bounded receive loop.
 use std::ffi::CString;
-use std::fs::File;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+pub use netlab::{in_netns as run_in, ip_out, require_root, Netns};
 
 /// Every namespace a port test creates starts with this (plus the pid), so `make
 /// clean-lab` can find leftovers.
 pub const PREFIX: &str = "vsp";
 
-/// Fail (not skip) when not root: these tests need real kernel objects.
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root (it creates network namespaces, veth pairs and TAP devices); \
-         run it as root, as CI does"
-    );
-}
-
-/// Run `ip ARGS`, panicking with its stderr on failure.
-pub fn ip(args: &[&str]) {
-    ip_output(args);
-}
-
-/// Run `ip ARGS`: its standard output, or a panic with its stderr.
-pub fn ip_output(args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running ip {args:?}: {e} (is iproute2 installed?)"));
-    assert!(
-        out.status.success(),
-        "ip {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A named network namespace, deleted on drop.
-pub struct Netns {
-    name: String,
-}
-
-impl Netns {
-    pub fn new() -> Netns {
-        require_root();
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{PREFIX}{}n{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        // No IPv6 chatter (DAD, MLD, router solicitations) on the test links.
-        for key in ["all", "default"] {
-            let path = format!("net.ipv6.conf.{key}.disable_ipv6=1");
-            ns.exec(&["sysctl", "-qw", &path]);
-        }
-        ns
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `ip -n NS ARGS`
-    pub fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        ip(&all);
-    }
-
-    /// Run a command inside the namespace.
-    pub fn exec(&self, cmd: &[&str]) {
-        let mut all = vec!["netns", "exec", &self.name];
-        all.extend_from_slice(cmd);
-        ip(&all);
-    }
-
-    /// `ip -n NS ARGS`, its standard output.
-    pub fn ip_output(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        ip_output(&all)
-    }
-
-    /// Run `f` on a thread that has entered this namespace. Sockets and devices it opens
-    /// stay in the namespace when handed back.
-    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        run_in(&self.name, f)
-    }
-}
-
-/// Run `f` on a thread that has entered the named namespace (one this process did not
-/// make, such as a parent test's).
-pub fn run_in<R: Send + 'static>(name: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let path = format!("/run/netns/{name}");
-    let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-    let handle = std::thread::spawn(move || {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .unwrap_or_else(|e| panic!("setns into {path}: {e}"));
-        f()
-    });
-    match handle.join() {
-        Ok(r) => r,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-impl Netns {}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Never panic in drop (we may already be unwinding); report and move on.
-        match Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output()
-        {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "warning: ip netns del {} failed: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => eprintln!("warning: ip netns del {}: {e}", self.name),
-        }
-    }
+/// A fresh namespace for one port test (`vsp<pid>n<seq>`), IPv6 off so the kernel adds
+/// no chatter of its own to the links; deleted on drop.
+pub fn netns() -> Netns {
+    Netns::numbered(PREFIX).without_ipv6()
 }
 
 /// A plain (non-mmap) AF_PACKET socket bound to one interface: the independent far end.

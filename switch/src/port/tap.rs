@@ -192,7 +192,7 @@ mod tests {
 
     /// A namespace holding our TAP (up, `mtu`), and a raw socket on it as the kernel side.
     fn setup(mtu: &str) -> (Netns, TapPort, RawSock) {
-        let ns = Netns::new();
+        let ns = lab::netns();
         let tap = ns.run(|| TapPort::create(TAP).unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(tap.name(), TAP);
         ns.ip(&["link", "set", TAP, "mtu", mtu, "up"]);

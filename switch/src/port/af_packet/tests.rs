@@ -7,14 +7,12 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// A namespace with veth `vpa`<->`vpb`; our port on `vpa`, a plain raw socket on `vpb`.
 fn setup(mtu: Option<&str>) -> (Netns, PacketPort, RawSock) {
-    let ns = Netns::new();
-    ns.ip(&["link", "add", "vpa", "type", "veth", "peer", "name", "vpb"]);
+    let ns = lab::netns();
+    ns.veth("vpa", "vpb");
     if let Some(mtu) = mtu {
         ns.ip(&["link", "set", "vpa", "mtu", mtu]);
         ns.ip(&["link", "set", "vpb", "mtu", mtu]);
     }
-    ns.ip(&["link", "set", "vpa", "up"]);
-    ns.ip(&["link", "set", "vpb", "up"]);
     let (port, peer) = ns.run(|| {
         let port = PacketPort::open("vpa").unwrap_or_else(|e| panic!("{e}"));
         let peer = RawSock::open("vpb").unwrap_or_else(|e| panic!("raw socket: {e}"));

@@ -1,13 +1,10 @@
 //! Real kernel objects: a namespace and veth pair per test, an XdpPort on one end
 //! and a raw AF_PACKET socket on the other.
 use super::*;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use crate::port::lab::{self, is_test_frame, RawSock, TEST_ETHERTYPE};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Experimental EtherType (IEEE 802 local use): tells test frames from the IPv6
-/// chatter the kernel sends on a fresh link.
-const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 const WAIT: Duration = Duration::from_secs(5);
@@ -15,18 +12,16 @@ const WAIT: Duration = Duration::from_secs(5);
 /// The port lab's namespace holding a veth pair: the port under test on one end, the
 /// raw peer on the other.
 struct Lab {
-    ns: crate::port::lab::Netns,
+    ns: lab::Netns,
     port_dev: String,
     peer_dev: String,
 }
 
 impl Lab {
     fn new(_tag: &str) -> Lab {
-        let ns = crate::port::lab::Netns::new();
+        let ns = lab::netns();
         let (port_dev, peer_dev) = (format!("{}p", ns.name()), format!("{}q", ns.name()));
-        ns.ip(&[
-            "link", "add", &port_dev, "type", "veth", "peer", "name", &peer_dev,
-        ]);
+        ns.veth(&port_dev, &peer_dev);
         ns.ip(&[
             "link",
             "set",
@@ -56,107 +51,27 @@ impl Lab {
     }
 
     fn link_show(&self, dev: &str) -> String {
-        self.ns.ip_output(&["link", "show", dev])
+        self.ns.ip_out(&["link", "show", dev])
     }
 }
 
-/// A raw AF_PACKET socket bound to one interface, seeing every frame on it.
-struct Peer(OwnedFd);
-
-impl Peer {
-    fn open(dev: &str) -> Peer {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", io::Error::last_os_error());
-        // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let rcvbuf: libc::c_int = 8 << 20;
-        // SAFETY: setsockopt with a pointer to a live c_int and its size.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                &rcvbuf as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as u32,
-            )
-        };
-        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = proto;
-        addr.sll_ifindex = ifindex(dev).expect("peer ifindex") as i32;
-        // SAFETY: bind with a pointer to a live sockaddr_ll and its size.
-        let ret = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(ret, 0, "bind AF_PACKET: {}", io::Error::last_os_error());
-        Peer(fd)
-    }
-
-    fn send(&self, frame: &[u8]) {
-        // SAFETY: send from a live slice on a bound socket we own.
-        let n = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        assert_eq!(
-            n,
-            frame.len() as isize,
-            "send: {}",
-            io::Error::last_os_error()
-        );
-    }
-
-    /// Test frames (our EtherType) received from the port side, until `n` or WAIT.
-    fn recv_test_frames(&self, n: usize) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + WAIT;
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 4096];
-        while got.len() < n && Instant::now() < deadline {
-            if !poll_readable(self.0.as_raw_fd(), 100) {
-                continue;
-            }
-            // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut fromlen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: recvfrom into a live buffer and sockaddr of the sizes given.
-            let len = unsafe {
-                libc::recvfrom(
-                    self.0.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    &mut from as *mut libc::sockaddr_ll as *mut libc::sockaddr,
-                    &mut fromlen,
-                )
-            };
-            if len < 0 {
-                continue;
-            }
-            let frame = &buf[..len as usize];
-            if from.sll_pkttype != libc::PACKET_OUTGOING && is_test_frame(frame) {
-                got.push(frame.to_vec());
-            }
+/// Test frames (our EtherType) the peer received from the port side, until `n` or WAIT.
+fn recv_test_frames(peer: &RawSock, n: usize) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
         }
-        got
+        let frame = peer.recv(left).unwrap_or_else(|e| panic!("peer recv: {e}"));
+        got.extend(frame.filter(|f| is_test_frame(f)));
     }
+    got
 }
 
-fn poll_readable(fd: RawFd, ms: i32) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one live pollfd.
-    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
-}
-
-fn is_test_frame(frame: &[u8]) -> bool {
-    frame.len() >= 14 && frame[12..14] == ETHERTYPE
+fn poll_readable(fd: RawFd, within: Duration) -> bool {
+    lab::wait_readable(fd, within).unwrap_or_else(|e| panic!("poll: {e}"))
 }
 
 /// Frame number `i`: a distinct length (60..=1514) and distinct contents.
@@ -165,7 +80,7 @@ fn test_frame(i: usize, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     let mut f = Vec::with_capacity(len);
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
-    f.extend_from_slice(&ETHERTYPE);
+    f.extend_from_slice(&TEST_ETHERTYPE.to_be_bytes());
     f.extend_from_slice(&(i as u32).to_be_bytes());
     f.extend((f.len()..len).map(|j| (i * 7 + j) as u8));
     f
@@ -173,14 +88,14 @@ fn test_frame(i: usize, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
 
 /// Frames sent from the peer arrive on the port byte for byte and in order, over
 /// several bursts, and a part-filled burst is only topped up to BURST.
-fn receives_from_peer(port: &mut XdpPort, peer: &Peer) {
+fn receives_from_peer(port: &mut XdpPort, peer: &RawSock) {
     const N: usize = 100;
     let sent: Vec<Vec<u8>> = (0..N).map(|i| test_frame(i, PORT_MAC, PEER_MAC)).collect();
     for f in &sent {
-        peer.send(f);
+        peer.send(f).unwrap_or_else(|e| panic!("peer send: {e}"));
     }
     assert!(
-        poll_readable(port.fd(), WAIT.as_millis() as i32),
+        poll_readable(port.fd(), WAIT),
         "port fd never polled readable"
     );
     let mut got = Vec::new();
@@ -197,7 +112,7 @@ fn receives_from_peer(port: &mut XdpPort, peer: &Peer) {
         assert_eq!(burst.len(), before + n);
         assert!(burst.len() <= BURST);
         if n == 0 {
-            poll_readable(port.fd(), 100);
+            poll_readable(port.fd(), Duration::from_millis(100));
             continue;
         }
         calls_with_frames += 1;
@@ -222,7 +137,7 @@ fn receives_from_peer(port: &mut XdpPort, peer: &Peer) {
 }
 
 /// Bursts sent through the port reach the peer byte for byte and in order.
-fn sends_to_peer(port: &mut XdpPort, peer: &Peer) {
+fn sends_to_peer(port: &mut XdpPort, peer: &RawSock) {
     const BURSTS: usize = 3;
     let mut sent = Vec::new();
     for b in 0..BURSTS {
@@ -234,7 +149,7 @@ fn sends_to_peer(port: &mut XdpPort, peer: &Peer) {
         }
         assert_eq!(port.send(&burst).expect("send"), BURST);
     }
-    let got = peer.recv_test_frames(sent.len());
+    let got = recv_test_frames(peer, sent.len());
     assert_eq!(got.len(), sent.len(), "frames the peer received");
     for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
         assert_eq!(g, s, "frame {i} differs");
@@ -258,10 +173,8 @@ fn rx_tx_in_mode(tag: &str, mode: XdpMode, shown: &'static str) {
         let mut port = XdpPort::open_with(&port_dev, mode).expect("open XdpPort");
         assert_eq!(port.mode(), mode);
         assert_eq!(port.name(), port_dev);
-        check_attached(crate::port::lab::ip_output(&[
-            "-n", &ns, "link", "show", &port_dev,
-        ]));
-        let peer = Peer::open(&b);
+        check_attached(lab::ip_out(&["-n", &ns, "link", "show", &port_dev]));
+        let peer = RawSock::open(&b).unwrap_or_else(|e| panic!("peer socket: {e}"));
         receives_from_peer(&mut port, &peer);
         sends_to_peer(&mut port, &peer);
     });
@@ -307,8 +220,7 @@ fn hold_port_until_killed() {
         return;
     };
     // The parent owns the namespace.
-    let port =
-        crate::port::lab::run_in(&ns, move || XdpPort::open(&dev).expect("open in the child"));
+    let port = lab::run_in(&ns, move || XdpPort::open(&dev).expect("open in the child"));
     println!("VSX_READY {}", port.mode());
     std::thread::sleep(WAIT * 6);
 }
