@@ -78,6 +78,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
+impl<'a> Packet<&'a [u8]> {
+    /// The payload, for as long as the buffer lives.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        &self.buffer[field::PAYLOAD..usize::from(self.len_field())]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_src_port(&mut self, port: u16) {
@@ -149,6 +157,7 @@ mod tests {
         let p = Packet::new_checked(&HI[..]).expect("a datagram");
         assert_eq!((p.src_port(), p.dst_port(), p.len_field()), (1, 2, 10));
         assert_eq!(p.payload(), b"hi", "padding is not payload");
+        assert_eq!(p.into_payload(), b"hi");
         let r = Repr::parse(&p, A, B).expect("checksum verifies");
         assert_eq!(
             r,

@@ -137,11 +137,11 @@ impl TagRepr {
 }
 
 /// Copies `frame` into `out` with `tag` inserted behind the MACs; the new length, or
-/// None when `frame` has no Ethernet header or `out` is too short.
+/// None when `frame` is shorter than the MACs or `out` is too short.
 #[inline]
 pub fn push_tag(frame: &[u8], tag: TagRepr, out: &mut [u8]) -> Option<usize> {
     let len = frame.len() + TAG_LEN;
-    if frame.len() < crate::ETH_HLEN || out.len() < len {
+    if frame.len() < eth::MACS_END || out.len() < len {
         return None;
     }
     let macs = eth::MACS_END;
@@ -216,7 +216,7 @@ mod tests {
         TagRepr { vid: 7, ..tag }.emit(&mut t);
         assert_eq!(t.vid(), 7);
         assert_eq!(push_tag(&PLAIN, tag, &mut [0u8; 19]), None, "too short");
-        assert_eq!(push_tag(&PLAIN[..13], tag, &mut out), None, "runt");
+        assert_eq!(push_tag(&PLAIN[..11], tag, &mut out), None, "runt");
     }
 
     #[test]
