@@ -103,8 +103,8 @@ fn resolver(upstreams: Vec<SocketAddr>) -> Result<Resolver, dns::ConfigError> {
 }
 
 /// TCP in IPv4 (the resolver's TCP side takes it; anything else is tried as UDP).
-fn is_tcp(frame: &[u8]) -> bool {
-    wire::ip::Ipv4Frame::new(frame).is_some_and(|f| f.proto() == wire::ip::PROTO_TCP)
+fn tcp_frame(frame: &[u8]) -> Option<wire::ip::Ipv4Frame<'_>> {
+    wire::ip::Ipv4Frame::new(frame).filter(|f| f.proto() == wire::ip::PROTO_TCP)
 }
 
 impl DnsServer {
@@ -208,7 +208,7 @@ impl DnsServer {
     ) {
         let Ingress { net, port: in_port } = from;
         let Some(n) = nets.get(&net) else { return };
-        if is_tcp(frame) {
+        if tcp_frame(frame).is_some() {
             let mut queries = std::mem::take(&mut self.tcp_backlog);
             if !self.tcp.receive(n, in_port, frame, out, &mut queries, now) {
                 self.stats.malformed_frames += 1;
@@ -248,9 +248,9 @@ impl DnsServer {
         now: Instant,
     ) {
         let mut replies = Vec::new();
-        if is_tcp(frame) {
+        if let Some(f) = tcp_frame(frame) {
             if let Some(u) = self.upstream_tcp.as_mut() {
-                u.receive(&frame[ipv4::ETH_HLEN..], now, &mut replies);
+                u.receive(f.packet_bytes(), now, &mut replies);
             }
         } else if let Some((src, _, payload)) = ipv4::parse_udp(frame) {
             replies.push((SocketAddr::V4(src), payload.to_vec()));

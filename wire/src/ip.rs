@@ -304,6 +304,19 @@ impl<'a> Ipv4Frame<'a> {
     pub fn total_len(&self) -> usize {
         self.total
     }
+    /// The IPv4 packet's bytes, without the Ethernet header or padding.
+    #[inline]
+    pub fn packet_bytes(&self) -> &'a [u8] {
+        &self.frame[ETH_HLEN..ETH_HLEN + self.total]
+    }
+    #[inline]
+    pub fn dst_mac(&self) -> crate::Mac {
+        crate::mac(self.frame, crate::ethernet::field::DST)
+    }
+    #[inline]
+    pub fn src_mac(&self) -> crate::Mac {
+        crate::mac(self.frame, crate::ethernet::field::SRC)
+    }
     /// The Ethernet frame up to the packet's end (no padding).
     pub fn frame(&self) -> &'a [u8] {
         &self.frame[..ETH_HLEN + self.total]
@@ -353,7 +366,7 @@ impl<'a> Ipv4Frame<'a> {
     #[inline]
     pub fn packet(&self) -> Ipv4Packet<&'a [u8]> {
         Ipv4Packet {
-            buffer: &self.frame[ETH_HLEN..ETH_HLEN + self.total],
+            buffer: self.packet_bytes(),
         }
     }
 }
@@ -386,6 +399,9 @@ mod tests {
         assert_eq!((src.port(), dst.port()), (40000, 443));
         assert_eq!(f.tcp_flags(), Some(TCP_SYN));
         assert_eq!(f.payload().len(), 20);
+        assert_eq!(f.src_mac(), [0x02, 0x42, 0xac, 0x12, 0, 2]);
+        assert_eq!(f.dst_mac(), [0x02, 0x42, 0xac, 0x12, 0, 1]);
+        assert_eq!(f.packet_bytes(), &SYN[14..]);
     }
 
     #[test]

@@ -64,10 +64,7 @@ impl Router {
             return;
         };
         // Ethernet padding stays home: an IPv4 frame goes as long as its packet.
-        let frame = match ipv4_lengths(frame) {
-            Some((_, total)) => &frame[..ETH_HLEN + total],
-            None => frame,
-        };
+        let frame = Ipv4Frame::new(frame).map_or(frame, |f| f.frame());
         let max = self.overlay.vtep().config().max_inner_frame();
         if frame.len() > max {
             self.counters.tunnel_too_big += 1;
@@ -138,14 +135,14 @@ impl Router {
             self.counters.tunnel_dropped += 1;
             return;
         };
-        if inner.len() < ETH_HLEN || inner[6] & 1 != 0 {
+        let Some((dst, src)) = ethernet::Frame::new_checked(inner)
+            .ok()
+            .map(|e| (e.dst(), e.src()))
+            .filter(|(_, src)| !ethernet::is_group(src))
+        else {
             self.counters.tunnel_dropped += 1;
             return;
-        }
-        let mut dst: Mac = [0; 6];
-        dst.copy_from_slice(&inner[0..6]);
-        let mut src: Mac = [0; 6];
-        src.copy_from_slice(&inner[6..12]);
+        };
         let id = net.cfg.id;
         match net.fdb.learn(src, TUNNEL_PORT, now) {
             crate::fdb::Learned::Changed | crate::fdb::Learned::Reannounce => {
