@@ -16,6 +16,8 @@ pub const PROTO_UDP: u8 = 17;
 pub const IP_DF: u16 = 0x4000;
 /// MF and the fragment offset: any of them set means a fragment.
 pub const IP_FRAGMENT_MASK: u16 = 0x3fff;
+/// The fragment offset alone: non-zero in every fragment but the first.
+pub const IP_OFFSET_MASK: u16 = 0x1fff;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -107,7 +109,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// The fragment offset, in 8-byte units (non-zero: not the first fragment).
     #[inline]
     pub fn frag_offset(&self) -> u16 {
-        be16(self.buffer.as_ref(), ipv4::FRAG) & 0x1fff
+        be16(self.buffer.as_ref(), ipv4::FRAG) & IP_OFFSET_MASK
     }
     #[inline]
     pub fn ttl(&self) -> u8 {
