@@ -80,6 +80,14 @@ impl<T: AsRef<[u8]>> Tagged<T> {
     }
 }
 
+impl<'a> Tagged<&'a [u8]> {
+    /// What follows the inner EtherType, for as long as the buffer lives.
+    #[inline]
+    pub fn into_payload(self) -> &'a [u8] {
+        &self.buffer[field::PAYLOAD..]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Tagged<T> {
     #[inline]
     pub fn set_tpid(&mut self, tpid: u16) {
@@ -191,6 +199,7 @@ mod tests {
         );
         assert_eq!(t.inner_ethertype(), ETHERTYPE_ARP);
         assert_eq!(t.payload(), &[0x00, 0x01]);
+        assert_eq!(t.into_payload(), &[0x00, 0x01]);
         let r = TagRepr::parse(&t);
         assert_eq!(r.tci(), 0xa064);
         assert_eq!(TagRepr::from_tci(ETHERTYPE_QINQ, 0x1102).tci(), 0x1102);
