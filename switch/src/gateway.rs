@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use crate::fdb::Mac;
 
 use wire::arp::{self, Operation};
-use wire::ethernet::ETHERTYPE_IPV4;
+use wire::ethernet::{ethertype, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use wire::icmp;
 use wire::ip::{Ipv4Frame, Ipv4Packet, PROTO_ICMP};
 use wire::ETH_HLEN;
@@ -20,7 +20,16 @@ pub struct Gateway {
 
 /// If `frame` is an ARP request for the gateway's address, write the reply into `out`
 /// and return its length.
+#[inline]
 pub fn arp_reply(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
+    // Most frames are not ARP: they leave here, without a call.
+    if ethertype(frame) != Some(ETHERTYPE_ARP) {
+        return None;
+    }
+    arp_reply_to(gw, frame, out)
+}
+
+fn arp_reply_to(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
     let req = arp::Repr::parse_frame(frame).ok()?;
     if req.op != Operation::Request || req.target_ip != gw.ip {
         return None;
@@ -37,11 +46,21 @@ pub fn arp_reply(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
 
 /// If `frame` is an ICMP echo request to the gateway (its MAC and IP), write the echo
 /// reply into `out` and return its length.
+#[inline]
 pub fn icmp_echo_reply(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
-    let f = Ipv4Frame::new(frame)?;
+    // Most frames are not IPv4 to the gateway's MAC: they leave here, without a call.
     let eth = wire::ethernet::Frame::new_checked(frame).ok()?;
+    if eth.ethertype() != ETHERTYPE_IPV4 || eth.dst() != gw.mac {
+        return None;
+    }
+    echo_reply_to(gw, frame, out)
+}
+
+fn echo_reply_to(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
+    let eth = wire::ethernet::Frame::new_checked(frame).ok()?;
+    let f = Ipv4Frame::new(frame)?;
     let ip = f.packet();
-    if eth.dst() != gw.mac || ip.dst() != gw.ip || ip.proto() != PROTO_ICMP || ip.is_fragment() {
+    if ip.dst() != gw.ip || ip.proto() != PROTO_ICMP || ip.is_fragment() {
         return None;
     }
     let icmp = icmp::Packet::new_checked(ip.payload()).ok()?;

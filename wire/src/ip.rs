@@ -264,6 +264,7 @@ pub struct Ipv4Frame<'a> {
 }
 
 impl<'a> Ipv4Frame<'a> {
+    #[inline]
     pub fn new(frame: &'a [u8]) -> Option<Ipv4Frame<'a>> {
         if ethertype(frame)? != ETHERTYPE_IPV4 || frame.len() < ETH_HLEN + IPV4_HLEN {
             return None;
