@@ -221,8 +221,11 @@ impl DnsServer {
             self.stats.malformed_frames += 1;
             return;
         };
-        let mut mac: Mac = [0; 6];
-        mac.copy_from_slice(&frame[6..12]);
+        // parse_udp took it as an Ethernet/IPv4 frame.
+        let Ok(eth) = wire::ethernet::Frame::new_checked(frame) else {
+            return;
+        };
+        let mac = eth.src();
         if self.clients.len() >= MAX_CLIENTS && !self.clients.contains_key(&(net, *src.ip())) {
             self.clients.clear();
         }

@@ -88,22 +88,17 @@ impl Router {
             return;
         };
         self.flood.clear();
-        let known = if frame.len() >= 6 && frame[0] & 1 == 0 {
-            let mut dst: Mac = [0; 6];
-            dst.copy_from_slice(&frame[0..6]);
-            table.lookup(&dst, now)
-        } else {
-            None
-        };
+        let dst = ethernet::Frame::new_checked(frame).ok().map(|e| e.dst());
+        let known = dst
+            .filter(|d| !ethernet::is_group(d))
+            .and_then(|d| table.lookup(&d, now));
         match known {
             Some(vtep) => self.flood.push(vtep),
             None => self
                 .flood
                 .extend_from_slice(table.flood_list(Origin::Local, local)),
         }
-        if let (Some(vtep), true) = (known, self.fast_vxlan.is_some()) {
-            let mut dst: Mac = [0; 6];
-            dst.copy_from_slice(&frame[0..6]);
+        if let (Some(vtep), Some(dst), true) = (known, dst, self.fast_vxlan.is_some()) {
             self.fast_tunnel(net_id, vni, dst, vtep, now);
         }
         for i in 0..self.flood.len() {
