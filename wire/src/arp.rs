@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use crate::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, MIN_FRAME};
-use crate::{addr, be16, mac, put16, Error, Mac, Result, ETH_HLEN};
+use crate::{put16, Error, Mac, Result, ETH_HLEN};
 
 /// An Ethernet/IPv4 ARP packet.
 pub const ARP_LEN: usize = 28;
@@ -42,41 +42,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(Packet { buffer })
     }
 
-    #[inline]
-    pub fn hardware_type(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::HTYPE)
-    }
-    #[inline]
-    pub fn protocol_type(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::PTYPE)
-    }
-    #[inline]
-    pub fn hardware_len(&self) -> u8 {
-        self.buffer.as_ref()[field::HLEN]
-    }
-    #[inline]
-    pub fn protocol_len(&self) -> u8 {
-        self.buffer.as_ref()[field::PLEN]
-    }
-    #[inline]
-    pub fn operation(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::OPER)
-    }
-    #[inline]
-    pub fn sender_mac(&self) -> Mac {
-        mac(self.buffer.as_ref(), field::SHA)
-    }
-    #[inline]
-    pub fn sender_ip(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), field::SPA)
-    }
-    #[inline]
-    pub fn target_mac(&self) -> Mac {
-        mac(self.buffer.as_ref(), field::THA)
-    }
-    #[inline]
-    pub fn target_ip(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), field::TPA)
+    getters! {
+        hardware_type: u16 @ field::HTYPE;
+        protocol_type: u16 @ field::PTYPE;
+        hardware_len: u8 @ field::HLEN;
+        protocol_len: u8 @ field::PLEN;
+        operation: u16 @ field::OPER;
+        sender_mac: Mac @ field::SHA;
+        sender_ip: Ipv4Addr @ field::SPA;
+        target_mac: Mac @ field::THA;
+        target_ip: Ipv4Addr @ field::TPA;
     }
     /// Ethernet hardware addresses and IPv4 protocol addresses: the only ARP we speak.
     #[inline]
@@ -96,9 +71,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         b[field::HLEN] = 6;
         b[field::PLEN] = 4;
     }
-    #[inline]
-    pub fn set_operation(&mut self, op: u16) {
-        put16(self.buffer.as_mut(), field::OPER, op);
+    setters! {
+        set_operation: u16 @ field::OPER;
     }
     #[inline]
     pub fn set_sender(&mut self, mac: Mac, ip: Ipv4Addr) {

@@ -50,19 +50,10 @@ impl<T: AsRef<[u8]>> Frame<T> {
         self.buffer
     }
 
-    #[inline]
-    pub fn dst(&self) -> Mac {
-        crate::mac(self.buffer.as_ref(), field::DST)
-    }
-
-    #[inline]
-    pub fn src(&self) -> Mac {
-        crate::mac(self.buffer.as_ref(), field::SRC)
-    }
-
-    #[inline]
-    pub fn ethertype(&self) -> u16 {
-        crate::be16(self.buffer.as_ref(), field::ETHERTYPE)
+    getters! {
+        dst: Mac @ field::DST;
+        src: Mac @ field::SRC;
+        ethertype: u16 @ field::ETHERTYPE;
     }
 
     #[inline]
@@ -72,19 +63,10 @@ impl<T: AsRef<[u8]>> Frame<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
-    #[inline]
-    pub fn set_dst(&mut self, mac: Mac) {
-        self.buffer.as_mut()[field::DST..field::SRC].copy_from_slice(&mac);
-    }
-
-    #[inline]
-    pub fn set_src(&mut self, mac: Mac) {
-        self.buffer.as_mut()[field::SRC..field::MACS_END].copy_from_slice(&mac);
-    }
-
-    #[inline]
-    pub fn set_ethertype(&mut self, ethertype: u16) {
-        crate::put16(self.buffer.as_mut(), field::ETHERTYPE, ethertype);
+    setters! {
+        set_dst: Mac @ field::DST;
+        set_src: Mac @ field::SRC;
+        set_ethertype: u16 @ field::ETHERTYPE;
     }
 
     #[inline]

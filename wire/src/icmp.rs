@@ -2,7 +2,7 @@
 //! number, and the datagram an error quotes (RFC 1812 4.3.2.3).
 
 use crate::checksum::checksum;
-use crate::{be16, put16, Error, Result};
+use crate::{put16, Error, Result};
 
 pub use crate::ip::ICMP_HLEN as HEADER_LEN;
 
@@ -47,29 +47,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(Packet { buffer })
     }
 
-    #[inline]
-    pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[field::TYPE]
-    }
-    #[inline]
-    pub fn code(&self) -> u8 {
-        self.buffer.as_ref()[field::CODE]
-    }
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::CHECKSUM)
-    }
-    #[inline]
-    pub fn echo_ident(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::ECHO_IDENT)
-    }
-    #[inline]
-    pub fn echo_seq(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::ECHO_SEQ)
-    }
-    #[inline]
-    pub fn next_hop_mtu(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::NEXT_HOP_MTU)
+    getters! {
+        msg_type: u8 @ field::TYPE;
+        code: u8 @ field::CODE;
+        checksum: u16 @ field::CHECKSUM;
+        echo_ident: u16 @ field::ECHO_IDENT;
+        echo_seq: u16 @ field::ECHO_SEQ;
+        next_hop_mtu: u16 @ field::NEXT_HOP_MTU;
     }
     /// An error's quoted datagram (IPv4 header and at least 8 bytes), or echo data.
     #[inline]
@@ -82,21 +66,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
-    pub fn set_msg_type(&mut self, t: u8) {
-        self.buffer.as_mut()[field::TYPE] = t;
-    }
-    #[inline]
-    pub fn set_code(&mut self, code: u8) {
-        self.buffer.as_mut()[field::CODE] = code;
-    }
-    #[inline]
-    pub fn set_checksum(&mut self, c: u16) {
-        put16(self.buffer.as_mut(), field::CHECKSUM, c);
-    }
-    #[inline]
-    pub fn set_echo_ident(&mut self, id: u16) {
-        put16(self.buffer.as_mut(), field::ECHO_IDENT, id);
+    setters! {
+        set_msg_type: u8 @ field::TYPE;
+        set_code: u8 @ field::CODE;
+        set_checksum: u16 @ field::CHECKSUM;
+        set_echo_ident: u16 @ field::ECHO_IDENT;
     }
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {

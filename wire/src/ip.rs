@@ -42,7 +42,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::checksum::{adjust, checksum};
 use crate::ethernet::{ethertype, ETHERTYPE_IPV4, ETH_HLEN};
-use crate::{addr, be16, put16, Error, Result};
+use crate::{be16, put16, Error, Result};
 
 /// The header length an IPv4 header's first byte says, if its version is 4.
 #[inline]
@@ -84,18 +84,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[ipv4::VER_IHL] & 0x0f) * 4
     }
-    #[inline]
-    pub fn tos(&self) -> u8 {
-        self.buffer.as_ref()[ipv4::TOS]
-    }
     /// Header and payload.
     #[inline]
     pub fn total_len(&self) -> usize {
         usize::from(be16(self.buffer.as_ref(), ipv4::TOTAL_LEN))
-    }
-    #[inline]
-    pub fn ident(&self) -> u16 {
-        be16(self.buffer.as_ref(), ipv4::IDENT)
     }
     #[inline]
     pub fn dont_fragment(&self) -> bool {
@@ -111,25 +103,14 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn frag_offset(&self) -> u16 {
         be16(self.buffer.as_ref(), ipv4::FRAG) & IP_OFFSET_MASK
     }
-    #[inline]
-    pub fn ttl(&self) -> u8 {
-        self.buffer.as_ref()[ipv4::TTL]
-    }
-    #[inline]
-    pub fn proto(&self) -> u8 {
-        self.buffer.as_ref()[ipv4::PROTO]
-    }
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), ipv4::CHECKSUM)
-    }
-    #[inline]
-    pub fn src(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), ipv4::SRC)
-    }
-    #[inline]
-    pub fn dst(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), ipv4::DST)
+    getters! {
+        tos: u8 @ ipv4::TOS;
+        ident: u16 @ ipv4::IDENT;
+        ttl: u8 @ ipv4::TTL;
+        proto: u8 @ ipv4::PROTO;
+        checksum: u16 @ ipv4::CHECKSUM;
+        src: Ipv4Addr @ ipv4::SRC;
+        dst: Ipv4Addr @ ipv4::DST;
     }
     /// The header, options included.
     #[inline]
@@ -152,21 +133,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
-    #[inline]
-    pub fn set_ttl(&mut self, ttl: u8) {
-        self.buffer.as_mut()[ipv4::TTL] = ttl;
-    }
-    #[inline]
-    pub fn set_src(&mut self, a: Ipv4Addr) {
-        self.buffer.as_mut()[ipv4::SRC..ipv4::DST].copy_from_slice(&a.octets());
-    }
-    #[inline]
-    pub fn set_dst(&mut self, a: Ipv4Addr) {
-        self.buffer.as_mut()[ipv4::DST..IPV4_HLEN].copy_from_slice(&a.octets());
-    }
-    #[inline]
-    pub fn set_checksum(&mut self, c: u16) {
-        put16(self.buffer.as_mut(), ipv4::CHECKSUM, c);
+    setters! {
+        set_ttl: u8 @ ipv4::TTL;
+        set_src: Ipv4Addr @ ipv4::SRC;
+        set_dst: Ipv4Addr @ ipv4::DST;
+        set_checksum: u16 @ ipv4::CHECKSUM;
     }
     /// Computes the header checksum.
     pub fn fill_checksum(&mut self) {

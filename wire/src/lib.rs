@@ -22,6 +22,43 @@
 //! The protocol crates keep their own views of the headers they own (vxlan's VXLAN
 //! header, nat's translation tuples).
 
+/// Getters of fixed-offset fields for a view over `self.buffer`, whose length its
+/// constructor checked: `name: type @ offset;`, for `u8`, `u16` and `u32` (big-endian),
+/// `Ipv4Addr` and `Mac`.
+macro_rules! getters {
+    (@read u8, $b:expr, $at:expr) => { $b[$at] };
+    (@read u16, $b:expr, $at:expr) => { crate::be16($b, $at) };
+    (@read u32, $b:expr, $at:expr) => { crate::be32($b, $at) };
+    (@read Ipv4Addr, $b:expr, $at:expr) => { crate::addr($b, $at) };
+    (@read Mac, $b:expr, $at:expr) => { crate::mac($b, $at) };
+    ($($(#[$doc:meta])* $name:ident: $ty:tt @ $at:expr;)*) => {
+        $(
+            $(#[$doc])*
+            #[inline]
+            pub fn $name(&self) -> $ty {
+                getters!(@read $ty, self.buffer.as_ref(), $at)
+            }
+        )*
+    };
+}
+
+/// The setters that match [`getters`]: `name: type @ offset;`.
+macro_rules! setters {
+    (@write u8, $b:expr, $at:expr, $v:expr) => { $b[$at] = $v };
+    (@write u16, $b:expr, $at:expr, $v:expr) => { crate::put16($b, $at, $v) };
+    (@write Ipv4Addr, $b:expr, $at:expr, $v:expr) => { $b[$at..$at + 4].copy_from_slice(&$v.octets()) };
+    (@write Mac, $b:expr, $at:expr, $v:expr) => { $b[$at..$at + 6].copy_from_slice(&$v) };
+    ($($(#[$doc:meta])* $name:ident: $ty:tt @ $at:expr;)*) => {
+        $(
+            $(#[$doc])*
+            #[inline]
+            pub fn $name(&mut self, v: $ty) {
+                setters!(@write $ty, self.buffer.as_mut(), $at, v)
+            }
+        )*
+    };
+}
+
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;

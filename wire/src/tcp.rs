@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use crate::checksum::{checksum, pseudo_header};
 use crate::ip::PROTO_TCP;
-use crate::{be16, be32, put16, Error, Result};
+use crate::{put16, Error, Result};
 
 pub use crate::ip::TCP_HLEN as HEADER_LEN;
 pub use crate::ip::{TCP_ACK as ACK, TCP_FIN as FIN, TCP_RST as RST, TCP_SYN as SYN};
@@ -48,38 +48,21 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(Packet { buffer })
     }
 
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::SRC_PORT)
-    }
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::DST_PORT)
-    }
-    #[inline]
-    pub fn seq(&self) -> u32 {
-        be32(self.buffer.as_ref(), field::SEQ)
-    }
-    #[inline]
-    pub fn ack(&self) -> u32 {
-        be32(self.buffer.as_ref(), field::ACK)
+    getters! {
+        src_port: u16 @ field::SRC_PORT;
+        dst_port: u16 @ field::DST_PORT;
+        seq: u32 @ field::SEQ;
+        ack: u32 @ field::ACK;
     }
     /// The header's length in bytes, options included.
     #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::DATA_OFF] >> 4) * 4
     }
-    #[inline]
-    pub fn flags(&self) -> u8 {
-        self.buffer.as_ref()[field::FLAGS]
-    }
-    #[inline]
-    pub fn window(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::WINDOW)
-    }
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::CHECKSUM)
+    getters! {
+        flags: u8 @ field::FLAGS;
+        window: u16 @ field::WINDOW;
+        checksum: u16 @ field::CHECKSUM;
     }
     /// What follows the header, to the end of the buffer.
     #[inline]
@@ -97,21 +80,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
-    pub fn set_src_port(&mut self, port: u16) {
-        put16(self.buffer.as_mut(), field::SRC_PORT, port);
-    }
-    #[inline]
-    pub fn set_dst_port(&mut self, port: u16) {
-        put16(self.buffer.as_mut(), field::DST_PORT, port);
-    }
-    #[inline]
-    pub fn set_flags(&mut self, flags: u8) {
-        self.buffer.as_mut()[field::FLAGS] = flags;
-    }
-    #[inline]
-    pub fn set_checksum(&mut self, c: u16) {
-        put16(self.buffer.as_mut(), field::CHECKSUM, c);
+    setters! {
+        set_src_port: u16 @ field::SRC_PORT;
+        set_dst_port: u16 @ field::DST_PORT;
+        set_flags: u8 @ field::FLAGS;
+        set_checksum: u16 @ field::CHECKSUM;
     }
     /// Computes the checksum over the whole buffer (one segment).
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {

@@ -41,22 +41,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(Packet { buffer })
     }
 
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::SRC_PORT)
-    }
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::DST_PORT)
-    }
-    /// The length field: header and payload.
-    #[inline]
-    pub fn len_field(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::LEN)
-    }
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::CHECKSUM)
+    getters! {
+        src_port: u16 @ field::SRC_PORT;
+        dst_port: u16 @ field::DST_PORT;
+        /// The length field: header and payload.
+        len_field: u16 @ field::LEN;
+        checksum: u16 @ field::CHECKSUM;
     }
     /// Header and payload, up to the length field.
     #[inline]
@@ -87,17 +77,10 @@ impl<'a> Packet<&'a [u8]> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
-    pub fn set_src_port(&mut self, port: u16) {
-        put16(self.buffer.as_mut(), field::SRC_PORT, port);
-    }
-    #[inline]
-    pub fn set_dst_port(&mut self, port: u16) {
-        put16(self.buffer.as_mut(), field::DST_PORT, port);
-    }
-    #[inline]
-    pub fn set_checksum(&mut self, c: u16) {
-        put16(self.buffer.as_mut(), field::CHECKSUM, c);
+    setters! {
+        set_src_port: u16 @ field::SRC_PORT;
+        set_dst_port: u16 @ field::DST_PORT;
+        set_checksum: u16 @ field::CHECKSUM;
     }
     /// Computes the checksum over the datagram between `src` and `dst` (0 is sent as
     /// all ones).

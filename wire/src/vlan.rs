@@ -48,14 +48,10 @@ impl<T: AsRef<[u8]>> Tagged<T> {
         Ok(Tagged { buffer })
     }
 
-    #[inline]
-    pub fn tpid(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::TPID)
-    }
-    /// The whole tag control information word.
-    #[inline]
-    pub fn tci(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::TCI)
+    getters! {
+        tpid: u16 @ field::TPID;
+        /// The whole tag control information word.
+        tci: u16 @ field::TCI;
     }
     #[inline]
     pub fn pcp(&self) -> u8 {
@@ -69,9 +65,8 @@ impl<T: AsRef<[u8]>> Tagged<T> {
     pub fn vid(&self) -> u16 {
         self.tci() & VID_MASK
     }
-    #[inline]
-    pub fn inner_ethertype(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::INNER_ETHERTYPE)
+    getters! {
+        inner_ethertype: u16 @ field::INNER_ETHERTYPE;
     }
     /// What follows the inner EtherType.
     #[inline]
@@ -89,17 +84,10 @@ impl<'a> Tagged<&'a [u8]> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Tagged<T> {
-    #[inline]
-    pub fn set_tpid(&mut self, tpid: u16) {
-        put16(self.buffer.as_mut(), field::TPID, tpid);
-    }
-    #[inline]
-    pub fn set_tci(&mut self, tci: u16) {
-        put16(self.buffer.as_mut(), field::TCI, tci);
-    }
-    #[inline]
-    pub fn set_inner_ethertype(&mut self, ethertype: u16) {
-        put16(self.buffer.as_mut(), field::INNER_ETHERTYPE, ethertype);
+    setters! {
+        set_tpid: u16 @ field::TPID;
+        set_tci: u16 @ field::TCI;
+        set_inner_ethertype: u16 @ field::INNER_ETHERTYPE;
     }
 }
 
