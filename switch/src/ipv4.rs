@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::fdb::Mac;
-use wire::ethernet::{self, ETHERTYPE_IPV4};
+use wire::ethernet;
 use wire::icmp;
 use wire::ip::{Ipv4Frame, Ipv4Packet, Ipv4Repr, IPV4_HLEN, PROTO_ICMP, PROTO_UDP, UDP_HLEN};
 use wire::udp;
@@ -88,13 +88,7 @@ pub fn icmp_error(
     if out.len() < len {
         return None;
     }
-    ethernet::Repr {
-        src: src_mac,
-        dst: eth.src(),
-        ethertype: ETHERTYPE_IPV4,
-    }
-    .emit_into(out);
-    Ipv4Repr {
+    let m = Ipv4Repr {
         src: src_ip,
         dst: src,
         proto: PROTO_ICMP,
@@ -104,8 +98,7 @@ pub fn icmp_error(
         ident: 0,
         dont_fragment: false,
     }
-    .emit(&mut out[ETH_HLEN..]);
-    let m = &mut out[ETH_HLEN + IPV4_HLEN..len];
+    .emit_frame(src_mac, eth.src(), &mut out[..len]);
     m[icmp::field::DATA..].copy_from_slice(quoted);
     let (t, code) = kind.type_code();
     let repr = match t {
@@ -140,13 +133,7 @@ pub fn udp_frame(a: &UdpAddrs, payload: &[u8], out: &mut [u8]) -> Option<usize> 
     if out.len() < len || total > u16::MAX as usize {
         return None;
     }
-    ethernet::Repr {
-        src: a.src_mac,
-        dst: a.dst_mac,
-        ethertype: ETHERTYPE_IPV4,
-    }
-    .emit_into(out);
-    Ipv4Repr {
+    let u = Ipv4Repr {
         src: *a.src.ip(),
         dst: *a.dst.ip(),
         proto: PROTO_UDP,
@@ -156,8 +143,7 @@ pub fn udp_frame(a: &UdpAddrs, payload: &[u8], out: &mut [u8]) -> Option<usize> 
         ident: 0,
         dont_fragment: true,
     }
-    .emit(&mut out[ETH_HLEN..]);
-    let u = &mut out[ETH_HLEN + IPV4_HLEN..len];
+    .emit_frame(a.src_mac, a.dst_mac, &mut out[..len]);
     u[UDP_HLEN..].copy_from_slice(payload);
     udp::Repr {
         src_port: a.src.port(),

@@ -27,21 +27,12 @@ pub mod field {
     pub const TPA: usize = 24;
 }
 
-/// A view of an ARP packet (the Ethernet payload), at least 28 bytes long.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an ARP packet (the Ethernet payload), at least 28 bytes long.
+    Packet, min: ARP_LEN
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        if buffer.as_ref().len() < ARP_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Packet { buffer })
-    }
-
     getters! {
         hardware_type: u16 @ field::HTYPE;
         protocol_type: u16 @ field::PTYPE;

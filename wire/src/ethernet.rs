@@ -30,26 +30,12 @@ pub mod field {
     pub const PAYLOAD: usize = super::ETH_HLEN;
 }
 
-/// A view of an Ethernet II frame, at least a header long.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Frame<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an Ethernet II frame, at least a header long.
+    Frame, min: ETH_HLEN
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// The view, if `buffer` holds an Ethernet header.
-    #[inline]
-    pub fn new_checked(buffer: T) -> crate::Result<Self> {
-        if buffer.as_ref().len() < ETH_HLEN {
-            return Err(crate::Error::Truncated);
-        }
-        Ok(Frame { buffer })
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     getters! {
         dst: Mac @ field::DST;
         src: Mac @ field::SRC;

@@ -31,22 +31,13 @@ pub fn is_error(t: u8) -> bool {
     matches!(t, DEST_UNREACHABLE | TIME_EXCEEDED | PARAMETER_PROBLEM)
 }
 
-/// A view of an ICMP message, at least its 8-byte header long; the message is the
-/// whole buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an ICMP message, at least its 8-byte header long; the message is the
+    /// whole buffer.
+    Packet, min: HEADER_LEN
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        if buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Packet { buffer })
-    }
-
     getters! {
         msg_type: u8 @ field::TYPE;
         code: u8 @ field::CODE;

@@ -50,36 +50,24 @@ fn v4_header_len(ver_ihl: u8) -> Option<usize> {
     (ver_ihl >> 4 == 4).then_some(usize::from(ver_ihl & 0x0f) * 4)
 }
 
-/// A view of an IPv4 packet, checked once: version 4, a header length of at least 20
-/// bytes that fits, a total length that covers the header and fits the buffer (which
-/// may run on past it: Ethernet padding).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
-impl<T: AsRef<[u8]>> Ipv4Packet<T> {
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let b = buffer.as_ref();
-        if b.len() < IPV4_HLEN {
-            return Err(Error::Truncated);
-        }
+view! {
+    /// A view of an IPv4 packet, checked once: version 4, a header length of at least 20
+    /// bytes that fits, a total length that covers the header and fits the buffer (which
+    /// may run on past it: Ethernet padding).
+    Ipv4Packet, min: IPV4_HLEN, check: |b| {
         let ihl = v4_header_len(b[ipv4::VER_IHL]).ok_or(Error::Malformed)?;
         let total = usize::from(be16(b, ipv4::TOTAL_LEN));
         if ihl < IPV4_HLEN || total < ihl {
-            return Err(Error::Malformed);
+            Err(Error::Malformed)
+        } else if total > b.len() {
+            Err(Error::Truncated)
+        } else {
+            Ok(())
         }
-        if total > b.len() {
-            return Err(Error::Truncated);
-        }
-        Ok(Ipv4Packet { buffer })
     }
+}
 
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[ipv4::VER_IHL] & 0x0f) * 4
@@ -183,6 +171,27 @@ pub struct Ipv4Repr {
 }
 
 impl Ipv4Repr {
+    /// Writes an Ethernet header (`src_mac` to `dst_mac`, EtherType IPv4) and this
+    /// header at the start of `frame`; returns the room for the payload behind them.
+    /// The caller has checked that `frame` holds the whole packet.
+    #[inline]
+    pub fn emit_frame<'b>(
+        &self,
+        src_mac: crate::Mac,
+        dst_mac: crate::Mac,
+        frame: &'b mut [u8],
+    ) -> &'b mut [u8] {
+        crate::ethernet::Repr {
+            src: src_mac,
+            dst: dst_mac,
+            ethertype: ETHERTYPE_IPV4,
+        }
+        .emit_into(frame);
+        let start = ETH_HLEN + IPV4_HLEN;
+        self.emit(&mut frame[ETH_HLEN..]);
+        &mut frame[start..start + self.payload_len]
+    }
+
     /// What the header says; `Malformed` when its checksum does not verify or it has
     /// options (which this `Repr` does not carry), `Unsupported` for a fragment.
     pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) -> Result<Ipv4Repr> {
@@ -422,6 +431,15 @@ mod tests {
         let mut out = [0u8; 20];
         r.emit(&mut out);
         assert_eq!(&out[..], &syn[ETH_HLEN..ETH_HLEN + 20]);
+        let mut frame = [0u8; 54];
+        let room = r.emit_frame(
+            [0x02, 0x42, 0xac, 0x12, 0, 2],
+            [0x02, 0x42, 0xac, 0x12, 0, 1],
+            &mut frame,
+        );
+        assert_eq!(room.len(), 20);
+        room.copy_from_slice(&syn[34..]);
+        assert_eq!(frame, syn, "Ethernet, IPv4 and the payload's room");
         assert_eq!(Ipv4Frame::new(&syn).expect("IPv4").packet(), p);
         assert_eq!(p.payload().len(), 20);
         assert_eq!(

@@ -22,6 +22,40 @@
 //! The protocol crates keep their own views of the headers they own (vxlan's VXLAN
 //! header, nat's translation tuples).
 
+/// A view type over a buffer `T`: the struct, and a `new_checked` that refuses a
+/// buffer shorter than `min` (`Truncated`) or one `check` refuses, so that no getter
+/// indexes out of bounds afterwards.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident, min: $min:expr, check: $check:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            #[inline]
+            pub fn new_checked(buffer: T) -> crate::Result<Self> {
+                let b = buffer.as_ref();
+                if b.len() < $min {
+                    return Err(crate::Error::Truncated);
+                }
+                let check: fn(&[u8]) -> crate::Result<()> = $check;
+                check(b)?;
+                Ok($name { buffer })
+            }
+
+            /// The buffer back.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident, min: $min:expr) => {
+        view!($(#[$doc])* $name, min: $min, check: |_| Ok(()));
+    };
+}
+
 /// Getters of fixed-offset fields for a view over `self.buffer`, whose length its
 /// constructor checked: `name: type @ offset;`, for `u8`, `u16` and `u32` (big-endian),
 /// `Ipv4Addr` and `Mac`.

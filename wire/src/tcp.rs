@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use crate::checksum::{checksum, pseudo_header};
 use crate::ip::PROTO_TCP;
-use crate::{put16, Error, Result};
+use crate::{put16, Error};
 
 pub use crate::ip::TCP_HLEN as HEADER_LEN;
 pub use crate::ip::{TCP_ACK as ACK, TCP_FIN as FIN, TCP_RST as RST, TCP_SYN as SYN};
@@ -25,29 +25,21 @@ pub mod field {
     pub const URGENT: usize = 18;
 }
 
-/// A view of a TCP segment whose header (options included) is in the buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a TCP segment whose header (options included) is in the buffer.
+    Packet, min: HEADER_LEN, check: |b| {
+        let hl = usize::from(b[field::DATA_OFF] >> 4) * 4;
+        if hl < HEADER_LEN {
+            Err(Error::Malformed)
+        } else if hl > b.len() {
+            Err(Error::Truncated)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let b = buffer.as_ref();
-        if b.len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let hl = usize::from(b[field::DATA_OFF] >> 4) * 4;
-        if hl < HEADER_LEN {
-            return Err(Error::Malformed);
-        }
-        if hl > b.len() {
-            return Err(Error::Truncated);
-        }
-        Ok(Packet { buffer })
-    }
-
     getters! {
         src_port: u16 @ field::SRC_PORT;
         dst_port: u16 @ field::DST_PORT;

@@ -17,30 +17,22 @@ pub mod field {
     pub const PAYLOAD: usize = 8;
 }
 
-/// A view of a UDP datagram: the header is there, and the length field is at least a
-/// header and at most the buffer (which may run on past it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a UDP datagram: the header is there, and the length field is at least a
+    /// header and at most the buffer (which may run on past it).
+    Packet, min: HEADER_LEN, check: |b| {
+        let len = usize::from(be16(b, field::LEN));
+        if len < HEADER_LEN {
+            Err(Error::Malformed)
+        } else if len > b.len() {
+            Err(Error::Truncated)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let b = buffer.as_ref();
-        if b.len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let len = usize::from(be16(b, field::LEN));
-        if len < HEADER_LEN {
-            return Err(Error::Malformed);
-        }
-        if len > b.len() {
-            return Err(Error::Truncated);
-        }
-        Ok(Packet { buffer })
-    }
-
     getters! {
         src_port: u16 @ field::SRC_PORT;
         dst_port: u16 @ field::DST_PORT;

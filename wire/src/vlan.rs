@@ -2,7 +2,7 @@
 //! priority (PCP), drop eligibility (DEI) and VLAN ID, then the inner EtherType.
 
 use crate::ethernet::{field as eth, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
-use crate::{be16, put16, Error, Result};
+use crate::{be16, put16, Error};
 
 /// The tag's length: TPID and TCI.
 pub const TAG_LEN: usize = 4;
@@ -27,27 +27,16 @@ pub fn is_tpid(ethertype: u16) -> bool {
     ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ
 }
 
-/// A view of a frame whose EtherType is a TPID, long enough for the tag and the inner
-/// EtherType.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tagged<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a frame whose EtherType is a TPID, long enough for the tag and the inner
+    /// EtherType.
+    Tagged, min: TAGGED_HLEN, check: |b| match is_tpid(be16(b, field::TPID)) {
+        true => Ok(()),
+        false => Err(Error::Malformed),
+    }
 }
 
 impl<T: AsRef<[u8]>> Tagged<T> {
-    /// The view; `Malformed` when the EtherType is not a TPID.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let b = buffer.as_ref();
-        if b.len() < TAGGED_HLEN {
-            return Err(Error::Truncated);
-        }
-        if !is_tpid(be16(b, field::TPID)) {
-            return Err(Error::Malformed);
-        }
-        Ok(Tagged { buffer })
-    }
-
     getters! {
         tpid: u16 @ field::TPID;
         /// The whole tag control information word.
