@@ -56,14 +56,10 @@ view! {
     /// may run on past it: Ethernet padding).
     Ipv4Packet, min: IPV4_HLEN, check: |b| {
         let ihl = v4_header_len(b[ipv4::VER_IHL]).ok_or(Error::Malformed)?;
-        let total = usize::from(be16(b, ipv4::TOTAL_LEN));
-        if ihl < IPV4_HLEN || total < ihl {
-            Err(Error::Malformed)
-        } else if total > b.len() {
-            Err(Error::Truncated)
-        } else {
-            Ok(())
+        if ihl < IPV4_HLEN {
+            return Err(Error::Malformed);
         }
+        crate::stated_len(usize::from(be16(b, ipv4::TOTAL_LEN)), ihl, b.len())
     }
 }
 
@@ -246,44 +242,24 @@ pub struct Ipv4Frame<'a> {
 impl<'a> Ipv4Frame<'a> {
     #[inline]
     pub fn new(frame: &'a [u8]) -> Option<Ipv4Frame<'a>> {
-        if ethertype(frame)? != ETHERTYPE_IPV4 || frame.len() < ETH_HLEN + IPV4_HLEN {
+        if ethertype(frame)? != ETHERTYPE_IPV4 {
             return None;
         }
-        let ip = &frame[ETH_HLEN..];
-        if ip[0] >> 4 != 4 {
-            return None;
-        }
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([
-            ip[ipv4::TOTAL_LEN],
-            ip[ipv4::TOTAL_LEN + 1],
-        ]));
-        (ihl >= IPV4_HLEN && total >= ihl && ETH_HLEN + total <= frame.len()).then_some(Ipv4Frame {
+        let p = Ipv4Packet::new_checked(frame.get(ETH_HLEN..)?).ok()?;
+        Some(Ipv4Frame {
             frame,
-            ihl,
-            total,
+            ihl: p.header_len(),
+            total: p.total_len(),
         })
     }
 
-    fn ip(&self, at: usize) -> u8 {
-        self.frame[ETH_HLEN + at]
-    }
-
-    fn addr(&self, at: usize) -> Ipv4Addr {
-        let a = ETH_HLEN + at;
-        Ipv4Addr::new(
-            self.frame[a],
-            self.frame[a + 1],
-            self.frame[a + 2],
-            self.frame[a + 3],
-        )
-    }
-
     /// The IPv4 header's length (20 without options).
+    #[inline]
     pub fn header_len(&self) -> usize {
         self.ihl
     }
     /// The packet's length (header and payload), without the Ethernet header.
+    #[inline]
     pub fn total_len(&self) -> usize {
         self.total
     }
@@ -304,25 +280,31 @@ impl<'a> Ipv4Frame<'a> {
     pub fn frame(&self) -> &'a [u8] {
         &self.frame[..ETH_HLEN + self.total]
     }
+    #[inline]
     pub fn ttl(&self) -> u8 {
-        self.ip(ipv4::TTL)
+        self.packet().ttl()
     }
+    #[inline]
     pub fn proto(&self) -> u8 {
-        self.ip(ipv4::PROTO)
+        self.packet().proto()
     }
+    #[inline]
     pub fn src(&self) -> Ipv4Addr {
-        self.addr(ipv4::SRC)
+        self.packet().src()
     }
+    #[inline]
     pub fn dst(&self) -> Ipv4Addr {
-        self.addr(ipv4::DST)
+        self.packet().dst()
     }
     /// Don't Fragment is set.
+    #[inline]
     pub fn dont_fragment(&self) -> bool {
-        self.ip(ipv4::FRAG) & 0x40 != 0
+        self.packet().dont_fragment()
     }
     /// A fragment (MF set or a non-zero offset).
+    #[inline]
     pub fn is_fragment(&self) -> bool {
-        u16::from_be_bytes([self.ip(ipv4::FRAG), self.ip(ipv4::FRAG + 1)]) & IP_FRAGMENT_MASK != 0
+        self.packet().is_fragment()
     }
     /// What follows the header, up to the total length.
     pub fn payload(&self) -> &'a [u8] {

@@ -131,6 +131,19 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A length a header states (its own, or its packet's) checked against the least it may
+/// be and the buffer it is in.
+#[inline]
+pub(crate) fn stated_len(len: usize, min: usize, buffer: usize) -> Result<()> {
+    if len < min {
+        Err(Error::Malformed)
+    } else if len > buffer {
+        Err(Error::Truncated)
+    } else {
+        Ok(())
+    }
+}
+
 /// A big-endian 16-bit field at `at`; the caller's view has checked the bounds.
 #[inline]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {

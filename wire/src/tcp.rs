@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use crate::checksum::{checksum, pseudo_header};
 use crate::ip::PROTO_TCP;
-use crate::{put16, Error};
+use crate::put16;
 
 pub use crate::ip::TCP_HLEN as HEADER_LEN;
 pub use crate::ip::{TCP_ACK as ACK, TCP_FIN as FIN, TCP_RST as RST, TCP_SYN as SYN};
@@ -27,16 +27,7 @@ pub mod field {
 
 view! {
     /// A view of a TCP segment whose header (options included) is in the buffer.
-    Packet, min: HEADER_LEN, check: |b| {
-        let hl = usize::from(b[field::DATA_OFF] >> 4) * 4;
-        if hl < HEADER_LEN {
-            Err(Error::Malformed)
-        } else if hl > b.len() {
-            Err(Error::Truncated)
-        } else {
-            Ok(())
-        }
-    }
+    Packet, min: HEADER_LEN, check: |b| crate::stated_len(usize::from(b[field::DATA_OFF] >> 4) * 4, HEADER_LEN, b.len())
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
@@ -132,6 +123,7 @@ impl Repr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     /// 172.18.0.2:40000 -> 198.51.100.1:443, SYN, window 64240, as captured.
     const SEGMENT: [u8; 20] = [

@@ -20,16 +20,7 @@ pub mod field {
 view! {
     /// A view of a UDP datagram: the header is there, and the length field is at least a
     /// header and at most the buffer (which may run on past it).
-    Packet, min: HEADER_LEN, check: |b| {
-        let len = usize::from(be16(b, field::LEN));
-        if len < HEADER_LEN {
-            Err(Error::Malformed)
-        } else if len > b.len() {
-            Err(Error::Truncated)
-        } else {
-            Ok(())
-        }
-    }
+    Packet, min: HEADER_LEN, check: |b| crate::stated_len(usize::from(be16(b, field::LEN)), HEADER_LEN, b.len())
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
