@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use crate::wire::{self, L4, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::{Nat, NatConfig, PortMapping, PortRange, Proto, Verdict};
 use ::wire::checksum::{checksum, pseudo_header};
+use ::wire::ip::Ipv4Packet;
+use ::wire::udp;
 
 /// Whether every checksum that can be verified in `pkt` (an IPv4 packet) is correct,
 /// computed from scratch: the IPv4 header, TCP/UDP with the pseudo-header (UDP 0 =
@@ -31,28 +33,28 @@ pub fn checksums_ok(pkt: &[u8]) -> bool {
         if q.len() < inner.ihl || checksum(&q[..inner.ihl], 0) != 0 {
             return false;
         }
-        let total = usize::from(u16::from_be_bytes([q[2], q[3]]));
-        if total <= q.len() && !l4_ok(&q[..total], inner.ihl) {
-            return false;
+        // A quote cut short is not checked past its header.
+        if let Ok(whole) = Ipv4Packet::new_checked(q) {
+            if !l4_ok(whole.packet(), inner.ihl) {
+                return false;
+            }
         }
     }
     true
 }
 
 fn l4_ok(ip: &[u8], ihl: usize) -> bool {
+    let Ok(p) = Ipv4Packet::new_checked(ip) else {
+        return false;
+    };
     let Some(l4) = ip.get(ihl..) else {
         return false;
     };
-    let (Some(src), Some(dst)) = (ip.get(12..16), ip.get(16..20)) else {
-        return false;
-    };
-    let (mut s, mut d) = ([0u8; 4], [0u8; 4]);
-    s.copy_from_slice(src);
-    d.copy_from_slice(dst);
-    match ip[9] {
+    let (s, d) = (p.src().octets(), p.dst().octets());
+    match p.proto() {
         PROTO_TCP => checksum(l4, pseudo_header(s, d, PROTO_TCP, l4.len())) == 0,
         PROTO_UDP => {
-            l4.get(6..8) == Some(&[0, 0][..])
+            l4.get(udp::field::CHECKSUM..udp::field::PAYLOAD) == Some(&[0, 0][..])
                 || checksum(l4, pseudo_header(s, d, PROTO_UDP, l4.len())) == 0
         }
         PROTO_ICMP => checksum(l4, 0) == 0,

@@ -8,38 +8,44 @@ use serde::{Deserialize, Serialize};
 
 use ::wire::Delta;
 
-/// Field offsets, named once.
+/// The fields NAT reads, as ranges (a truncated quote may lack some): each one is
+/// wire's offset, named once there.
 mod field {
+    use ::wire::ip::ipv4;
+    use ::wire::{icmp, tcp, udp};
     use std::ops::Range;
-    pub const VER_IHL: usize = 0;
-    pub const TOTAL_LEN: Range<usize> = 2..4;
-    pub const FRAG: Range<usize> = 6..8;
-    pub const PROTO: usize = 9;
-    pub const CHECKSUM: Range<usize> = 10..12;
-    pub const SRC: Range<usize> = 12..16;
-    pub const DST: Range<usize> = 16..20;
-    /// TCP/UDP source and destination port; ICMP type and code.
-    pub const SPORT: Range<usize> = 0..2;
-    pub const DPORT: Range<usize> = 2..4;
-    pub const TCP_FLAGS: usize = 13;
-    pub const TCP_CHECKSUM: Range<usize> = 16..18;
-    pub const UDP_CHECKSUM: Range<usize> = 6..8;
-    pub const ICMP_CHECKSUM: Range<usize> = 2..4;
-    pub const ICMP_ID: Range<usize> = 4..6;
+
+    const fn word(at: usize) -> Range<usize> {
+        at..at + 2
+    }
+    const fn addr(at: usize) -> Range<usize> {
+        at..at + 4
+    }
+
+    pub const VER_IHL: usize = ipv4::VER_IHL;
+    pub const TOTAL_LEN: Range<usize> = word(ipv4::TOTAL_LEN);
+    pub const FRAG: Range<usize> = word(ipv4::FRAG);
+    pub const PROTO: usize = ipv4::PROTO;
+    pub const CHECKSUM: Range<usize> = word(ipv4::CHECKSUM);
+    pub const SRC: Range<usize> = addr(ipv4::SRC);
+    pub const DST: Range<usize> = addr(ipv4::DST);
+    /// TCP/UDP source and destination port (the same place in both).
+    pub const SPORT: Range<usize> = word(udp::field::SRC_PORT);
+    pub const DPORT: Range<usize> = word(udp::field::DST_PORT);
+    pub const TCP_FLAGS: usize = tcp::field::FLAGS;
+    pub const TCP_CHECKSUM: Range<usize> = word(tcp::field::CHECKSUM);
+    pub const UDP_CHECKSUM: Range<usize> = word(udp::field::CHECKSUM);
+    pub const ICMP_TYPE: usize = icmp::field::TYPE;
+    pub const ICMP_CODE: usize = icmp::field::CODE;
+    pub const ICMP_CHECKSUM: Range<usize> = word(icmp::field::CHECKSUM);
+    pub const ICMP_ID: Range<usize> = word(icmp::field::ECHO_IDENT);
     /// An ICMP error's quoted packet starts after type, code, checksum and 4 unused bytes.
-    pub const ICMP_ERROR_QUOTE: usize = 8;
+    pub const ICMP_ERROR_QUOTE: usize = icmp::field::DATA;
 }
 
-pub const IPV4_MIN_HLEN: usize = 20;
-const TCP_MIN_HLEN: usize = 20;
-use ::wire::ip::{ICMP_HLEN, UDP_HLEN};
+use ::wire::icmp::{DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, PARAMETER_PROBLEM, TIME_EXCEEDED};
+use ::wire::ip::{ICMP_HLEN, IPV4_HLEN, IP_FRAGMENT_MASK, TCP_HLEN, UDP_HLEN};
 pub use ::wire::ip::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_DEST_UNREACHABLE: u8 = 3;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMP_PARAMETER_PROBLEM: u8 = 12;
 
 /// The transport protocols NAT tracks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -142,12 +148,12 @@ fn addr(b: &[u8], r: std::ops::Range<usize>) -> Option<Ipv4Addr> {
 pub fn parse(pkt: &[u8], quoted: bool) -> Result<Headers, ParseError> {
     use ParseError::*;
     let vi = *pkt.get(field::VER_IHL).ok_or(Malformed)?;
-    if vi >> 4 != 4 || pkt.len() < IPV4_MIN_HLEN {
+    if vi >> 4 != 4 || pkt.len() < IPV4_HLEN {
         return Err(Malformed);
     }
     let ihl = usize::from(vi & 0x0f) * 4;
     let total = usize::from(be16(pkt, field::TOTAL_LEN).ok_or(Malformed)?);
-    if ihl < IPV4_MIN_HLEN || total < ihl || pkt.len() < ihl {
+    if ihl < IPV4_HLEN || total < ihl || pkt.len() < ihl {
         return Err(Malformed);
     }
     let end = if quoted {
@@ -157,7 +163,7 @@ pub fn parse(pkt: &[u8], quoted: bool) -> Result<Headers, ParseError> {
     } else {
         return Err(Malformed);
     };
-    if be16(pkt, field::FRAG).ok_or(Malformed)? & 0x3fff != 0 {
+    if be16(pkt, field::FRAG).ok_or(Malformed)? & IP_FRAGMENT_MASK != 0 {
         // MF set or a non-zero offset. A quoted first fragment would do, but errors
         // about fragments are rare enough to leave alone.
         return Err(Fragment);
@@ -169,7 +175,7 @@ pub fn parse(pkt: &[u8], quoted: bool) -> Result<Headers, ParseError> {
     let need = |full: usize| if quoted { ICMP_HLEN } else { full };
     let (proto, l4, sport, dport) = match pkt[field::PROTO] {
         PROTO_TCP => {
-            if l4b.len() < need(TCP_MIN_HLEN) {
+            if l4b.len() < need(TCP_HLEN) {
                 return Err(Malformed);
             }
             let flags = l4b.get(field::TCP_FLAGS).copied().unwrap_or(0);
@@ -188,12 +194,10 @@ pub fn parse(pkt: &[u8], quoted: bool) -> Result<Headers, ParseError> {
                 return Err(Malformed);
             }
             let id = be16(l4b, field::ICMP_ID).ok_or(Malformed)?;
-            match (l4b[0], l4b[1]) {
-                (ICMP_ECHO_REQUEST, 0) => (Proto::Icmp, L4::IcmpEcho { reply: false }, id, 0),
-                (ICMP_ECHO_REPLY, 0) => (Proto::Icmp, L4::IcmpEcho { reply: true }, 0, id),
-                (ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM, _)
-                    if !quoted =>
-                {
+            match (l4b[field::ICMP_TYPE], l4b[field::ICMP_CODE]) {
+                (ECHO_REQUEST, 0) => (Proto::Icmp, L4::IcmpEcho { reply: false }, id, 0),
+                (ECHO_REPLY, 0) => (Proto::Icmp, L4::IcmpEcho { reply: true }, 0, id),
+                (DEST_UNREACHABLE | TIME_EXCEEDED | PARAMETER_PROBLEM, _) if !quoted => {
                     (Proto::Icmp, L4::IcmpError, 0, 0)
                 }
                 _ => return Err(Unsupported),
@@ -285,10 +289,7 @@ pub fn rewrite(pkt: &mut [u8], h: &Headers, new: &Tuple) -> Delta {
             } else if let Some(c) = be16(l4, field::UDP_CHECKSUM) {
                 if c != 0 {
                     // 0 means "no checksum"; a computed 0 is sent as all ones (RFC 768).
-                    let n = match both.apply(c) {
-                        0 => 0xffff,
-                        n => n,
-                    };
+                    let n = ::wire::checksum::udp_sent(both.apply(c));
                     put16(l4, field::UDP_CHECKSUM, n, &mut total);
                 }
             }

@@ -3,10 +3,13 @@
 //! sliding window of recently seen sequence numbers) and one-way latency.
 
 use crate::payload;
-use crate::template::VXLAN_PORT;
+use crate::template::{VXLAN_FLAG_I, VXLAN_HLEN, VXLAN_PORT};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use wire::ethernet::{ethertype, ETHERTYPE_IPV4};
+use wire::ip::{ipv4, IPV4_HLEN, PROTO_TCP, PROTO_UDP, TCP_HLEN};
+use wire::{tcp, udp, vlan, ETH_HLEN};
 
 /// Sequence numbers remembered behind the highest one seen: a frame later than this is
 /// counted as reordered (it can no longer be told from a duplicate).
@@ -139,36 +142,53 @@ fn be16(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(off)?, *b.get(off + 1)?]))
 }
 
+/// Lenient on purpose: a frame cut short by a capture (or a total length past its end)
+/// still names its flow, so IPv4 is read by offset rather than through `Ipv4Packet`.
 fn parse_at(frame: &[u8], outer: bool) -> Option<Parsed<'_>> {
-    let mut off = 12;
-    let mut ethertype = be16(frame, off)?;
-    if ethertype == 0x8100 || ethertype == 0x88a8 {
-        off += 4;
-        ethertype = be16(frame, off)?;
-    }
-    if ethertype != 0x0800 {
+    let (ethertype, ip) = match vlan::Tagged::new_checked(frame) {
+        Ok(t) => (t.inner_ethertype(), t.into_payload()),
+        Err(_) => (ethertype(frame)?, frame.get(ETH_HLEN..)?),
+    };
+    if ethertype != ETHERTYPE_IPV4 {
         return None;
     }
-    let ip = frame.get(off + 2..)?;
     let ihl = usize::from(*ip.first()? & 0x0f) * 4;
-    if *ip.first()? >> 4 != 4 || ihl < 20 {
+    if *ip.first()? >> 4 != 4 || ihl < IPV4_HLEN {
         return None;
     }
-    let total = usize::from(be16(ip, 2)?).min(ip.len());
-    let proto = *ip.get(9)?;
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(*ip.get(16)?, ip[17], ip[18], ip[19]);
+    let total = usize::from(be16(ip, ipv4::TOTAL_LEN)?).min(ip.len());
+    let proto = *ip.get(ipv4::PROTO)?;
+    let addr = |at: usize| -> Option<Ipv4Addr> {
+        let a: [u8; 4] = ip.get(at..at + 4)?.try_into().ok()?;
+        Some(Ipv4Addr::from(a))
+    };
+    let (src, dst) = (addr(ipv4::SRC)?, addr(ipv4::DST)?);
     let l4 = ip.get(ihl..total)?;
+    let ports = |l4: &[u8]| {
+        Some((
+            be16(l4, udp::field::SRC_PORT)?,
+            be16(l4, udp::field::DST_PORT)?,
+        ))
+    };
     let (sport, dport, payload) = match proto {
-        17 => (be16(l4, 0)?, be16(l4, 2)?, l4.get(8..)?),
-        6 => {
-            let doff = usize::from(*l4.get(12)? >> 4) * 4;
-            (be16(l4, 0)?, be16(l4, 2)?, l4.get(doff.max(20)..)?)
+        PROTO_UDP => {
+            let (s, d) = ports(l4)?;
+            (s, d, l4.get(udp::field::PAYLOAD..)?)
+        }
+        PROTO_TCP => {
+            let doff = usize::from(*l4.get(tcp::field::DATA_OFF)? >> 4) * 4;
+            let (s, d) = ports(l4)?;
+            (s, d, l4.get(doff.max(TCP_HLEN)..)?)
         }
         _ => (0, 0, &l4[..0]),
     };
-    if outer && proto == 17 && dport == VXLAN_PORT && payload.len() > 8 && payload[0] & 0x08 != 0 {
-        if let Some(inner) = parse_at(&payload[8..], false) {
+    if outer
+        && proto == PROTO_UDP
+        && dport == VXLAN_PORT
+        && payload.len() > VXLAN_HLEN
+        && payload[0] & VXLAN_FLAG_I != 0
+    {
+        if let Some(inner) = parse_at(&payload[VXLAN_HLEN..], false) {
             return Some(inner);
         }
     }

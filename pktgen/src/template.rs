@@ -7,9 +7,20 @@ use crate::payload::{self, HEADER_LEN};
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, UdpHeader};
 use std::net::Ipv4Addr;
 use wire::checksum::{finish, sum, udp_sent};
+use wire::ip::{ipv4, IPV4_HLEN, PROTO_TCP, PROTO_UDP};
+use wire::{tcp, udp, ETH_HLEN};
+
+/// A big-endian 16-bit field of a frame being stamped.
+#[inline]
+fn put16(out: &mut [u8], at: usize, v: u16) {
+    out[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
 
 /// VXLAN's IANA UDP port (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;
+/// The VXLAN header, and its I flag (the VNI is valid).
+pub const VXLAN_HLEN: usize = 8;
+pub const VXLAN_FLAG_I: u8 = 0x08;
 /// Most flows a run may cycle through (each has its own template).
 pub const MAX_FLOWS: u64 = 65536;
 
@@ -167,10 +178,10 @@ impl Template {
                 let udp_off = bytes.len();
                 bytes.extend_from_slice(&udp.to_bytes());
                 // VXLAN header: I flag, 24 reserved bits, VNI, 8 reserved bits.
-                bytes.extend_from_slice(&[0x08, 0, 0, 0]);
+                bytes.extend_from_slice(&[VXLAN_FLAG_I, 0, 0, 0]);
                 bytes.extend_from_slice(&(v.vni << 8).to_be_bytes());
-                bytes[ip_off + 2..ip_off + 4].fill(0);
-                bytes[ip_off + 10..ip_off + 12].fill(0);
+                bytes[ip_off + ipv4::TOTAL_LEN..ip_off + ipv4::IDENT].fill(0);
+                bytes[ip_off + ipv4::CHECKSUM..ip_off + ipv4::SRC].fill(0);
                 Some(Outer {
                     ip: ip_off,
                     udp: udp_off,
@@ -192,25 +203,25 @@ impl Template {
                 .write(&mut bytes, &[]),
         };
         written.map_err(|e| format!("build the frame template: {e}"))?;
-        let ip = inner_start + 14;
-        let l4 = ip + 20;
+        let ip = inner_start + ETH_HLEN;
+        let l4 = ip + IPV4_HLEN;
         let (len_off, csum_off) = match spec.proto {
-            Proto::Udp => (Some(l4 + 4), l4 + 6),
-            Proto::TcpSyn => (None, l4 + 16),
+            Proto::Udp => (Some(l4 + udp::field::LEN), l4 + udp::field::CHECKSUM),
+            Proto::TcpSyn => (None, l4 + tcp::field::CHECKSUM),
         };
         // Zero what `write` fills per frame.
-        bytes[ip + 2..ip + 4].fill(0);
-        bytes[ip + 10..ip + 12].fill(0);
+        bytes[ip + ipv4::TOTAL_LEN..ip + ipv4::IDENT].fill(0);
+        bytes[ip + ipv4::CHECKSUM..ip + ipv4::SRC].fill(0);
         if let Some(off) = len_off {
             bytes[off..off + 2].fill(0);
         }
         bytes[csum_off..csum_off + 2].fill(0);
         let proto_num = match spec.proto {
-            Proto::Udp => 17,
-            Proto::TcpSyn => 6,
+            Proto::Udp => PROTO_UDP,
+            Proto::TcpSyn => PROTO_TCP,
         };
         let ip_sum = sum(&bytes[ip..l4]);
-        let l4_sum = sum(&bytes[ip + 12..ip + 20]) + proto_num + sum(&bytes[l4..]);
+        let l4_sum = sum(&bytes[ip + ipv4::SRC..l4]) + u32::from(proto_num) + sum(&bytes[l4..]);
         Ok(Template {
             bytes,
             outer,
@@ -263,29 +274,34 @@ impl Template {
         }
         if let Some(o) = self.outer {
             let total = (len - o.ip) as u16;
-            out[o.ip + 2..o.ip + 4].copy_from_slice(&total.to_be_bytes());
-            let csum = finish(o.ip_sum + u32::from(total));
-            out[o.ip + 10..o.ip + 12].copy_from_slice(&csum.to_be_bytes());
-            let udp_len = (len - o.udp) as u16;
-            out[o.udp + 4..o.udp + 6].copy_from_slice(&udp_len.to_be_bytes());
+            put16(out, o.ip + ipv4::TOTAL_LEN, total);
+            put16(
+                out,
+                o.ip + ipv4::CHECKSUM,
+                finish(o.ip_sum + u32::from(total)),
+            );
+            put16(out, o.udp + udp::field::LEN, (len - o.udp) as u16);
         }
         let (ip, l4) = (self.ip, self.l4);
         let total = (len - ip) as u16;
-        out[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
-        let ip_csum = finish(self.ip_sum + u32::from(total));
-        out[ip + 10..ip + 12].copy_from_slice(&ip_csum.to_be_bytes());
+        put16(out, ip + ipv4::TOTAL_LEN, total);
+        put16(
+            out,
+            ip + ipv4::CHECKSUM,
+            finish(self.ip_sum + u32::from(total)),
+        );
         let l4_len = (len - l4) as u16;
         match self.proto {
             Proto::Udp => {
-                out[l4 + 4..l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
+                put16(out, l4 + udp::field::LEN, l4_len);
                 // The length counts twice: in the pseudo-header and in the UDP header.
                 let sum = self.l4_sum + 2 * u32::from(l4_len) + payload_sum;
                 let csum = udp_sent(finish(sum));
-                out[l4 + 6..l4 + 8].copy_from_slice(&csum.to_be_bytes());
+                put16(out, l4 + udp::field::CHECKSUM, csum);
             }
             Proto::TcpSyn => {
                 let csum = finish(self.l4_sum + u32::from(l4_len) + payload_sum);
-                out[l4 + 16..l4 + 18].copy_from_slice(&csum.to_be_bytes());
+                put16(out, l4 + tcp::field::CHECKSUM, csum);
             }
         }
     }

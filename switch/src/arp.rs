@@ -185,18 +185,18 @@ impl ArpCache {
     }
 }
 
-/// Write an ARP request for `target` from (`mac`, `ip`) into `out`; returns its length.
+/// Write an ARP request for `target` from (`mac`, `ip`) into `out`, which holds at
+/// least a minimum frame; returns its length.
 pub fn request(mac: Mac, ip: Ipv4Addr, target: Ipv4Addr, out: &mut [u8]) -> usize {
-    const LEN: usize = 60;
-    out[..LEN].fill(0);
-    out[0..6].copy_from_slice(&[0xff; 6]);
-    out[6..12].copy_from_slice(&mac);
-    out[12..14].copy_from_slice(&[0x08, 0x06]);
-    out[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    out[22..28].copy_from_slice(&mac);
-    out[28..32].copy_from_slice(&ip.octets());
-    out[38..42].copy_from_slice(&target.octets());
-    LEN
+    wire::arp::Repr {
+        op: wire::arp::Operation::Request,
+        sender_mac: mac,
+        sender_ip: ip,
+        target_mac: [0; 6],
+        target_ip: target,
+    }
+    .emit_frame(wire::ethernet::BROADCAST, out)
+    .expect("room for a minimum frame")
 }
 
 #[cfg(test)]

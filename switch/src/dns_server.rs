@@ -105,8 +105,8 @@ fn resolver(upstreams: Vec<SocketAddr>) -> Result<Resolver, dns::ConfigError> {
 }
 
 /// TCP in IPv4 (the resolver's TCP side takes it; anything else is tried as UDP).
-fn is_tcp(frame: &[u8]) -> bool {
-    wire::ip::Ipv4Frame::new(frame).is_some_and(|f| f.proto() == wire::ip::PROTO_TCP)
+fn tcp_frame(frame: &[u8]) -> Option<wire::ip::Ipv4Frame<'_>> {
+    wire::ip::Ipv4Frame::new(frame).filter(|f| f.proto() == wire::ip::PROTO_TCP)
 }
 
 impl DnsServer {
@@ -210,7 +210,7 @@ impl DnsServer {
     ) {
         let Ingress { net, port: in_port } = from;
         let Some(n) = nets.get(&net) else { return };
-        if is_tcp(frame) {
+        if tcp_frame(frame).is_some() {
             let mut queries = std::mem::take(&mut self.tcp_backlog);
             if !self.tcp.receive(n, in_port, frame, out, &mut queries, now) {
                 self.stats.malformed_frames += 1;
@@ -223,8 +223,11 @@ impl DnsServer {
             self.stats.malformed_frames += 1;
             return;
         };
-        let mut mac: Mac = [0; 6];
-        mac.copy_from_slice(&frame[6..12]);
+        // parse_udp took it as an Ethernet/IPv4 frame.
+        let Ok(eth) = wire::ethernet::Frame::new_checked(frame) else {
+            return;
+        };
+        let mac = eth.src();
         if self.clients.len() >= MAX_CLIENTS && !self.clients.contains_key(&(net, *src.ip())) {
             self.clients.clear();
         }
@@ -249,9 +252,9 @@ impl DnsServer {
         now: Instant,
     ) {
         let mut replies = Vec::new();
-        if is_tcp(frame) {
+        if let Some(f) = tcp_frame(frame) {
             if let Some(u) = self.upstream_tcp.as_mut() {
-                u.receive(&frame[ipv4::ETH_HLEN..], now, &mut replies);
+                u.receive(f.packet_bytes(), now, &mut replies);
             }
         } else if let Some((src, _, payload)) = ipv4::parse_udp(frame) {
             replies.push((SocketAddr::V4(src), payload.to_vec()));

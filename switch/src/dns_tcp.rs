@@ -19,12 +19,14 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
 use crate::fdb::Mac;
 use crate::gateway::Gateway;
-use crate::ipv4::ETH_HLEN;
 use crate::network::Network;
 use crate::pipeline::Emit;
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::{NetId, PortId};
+use wire::ethernet::{self, ETHERTYPE_IPV4};
+use wire::ip::{Ipv4Frame, Ipv4Packet};
+use wire::ETH_HLEN;
 
 /// Connections served at once per network; a SYN beyond them is answered with RST.
 const LISTENERS: usize = 16;
@@ -252,16 +254,21 @@ impl NetTcp {
     fn emit(&mut self, out: &mut impl Emit, counters: &PortCounters) {
         let mut frame = [0u8; MAX_FRAME];
         for p in self.wire.tx.drain(..) {
-            if p.len() < 20 || ETH_HLEN + p.len() > MAX_FRAME {
+            if ETH_HLEN + p.len() > MAX_FRAME {
                 continue;
             }
-            let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
-            let Some(&(mac, port)) = self.clients.get(&dst) else {
+            let Ok(ip) = Ipv4Packet::new_checked(&p[..]) else {
                 continue;
             };
-            frame[0..6].copy_from_slice(&mac);
-            frame[6..12].copy_from_slice(&self.gw.mac);
-            frame[12..14].copy_from_slice(&[0x08, 0x00]);
+            let Some(&(mac, port)) = self.clients.get(&ip.dst()) else {
+                continue;
+            };
+            ethernet::Repr {
+                src: self.gw.mac,
+                dst: mac,
+                ethertype: ETHERTYPE_IPV4,
+            }
+            .emit_into(&mut frame);
             frame[ETH_HLEN..ETH_HLEN + p.len()].copy_from_slice(&p);
             out.emit(port, &frame[..ETH_HLEN + p.len()], counters);
         }
@@ -287,35 +294,27 @@ impl DnsTcp {
         let (Some(gw), Some((_, prefix))) = (net.cfg.gateway, net.cfg.subnet) else {
             return false;
         };
-        let Some(ip) = frame.get(ETH_HLEN..) else {
+        let Some(f) = Ipv4Frame::new(frame) else {
             return false;
         };
-        if ip.len() < 20 {
-            return false;
-        }
-        let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-        if total < 20 || total > ip.len() {
-            return false;
-        }
         let t = self.clock(now);
         let id = net.cfg.id;
         let n = self
             .nets
             .entry(id)
             .or_insert_with(|| NetTcp::new(gw, prefix, t));
-        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        let mut mac: Mac = [0; 6];
-        mac.copy_from_slice(&frame[6..12]);
+        let (src, mac) = (f.src(), f.src_mac());
         if n.clients.len() >= 4096 && !n.clients.contains_key(&src) {
             n.clients.clear();
         }
         n.clients.insert(src, (mac, in_port));
         // A SYN (without ACK) and no listener left: the stack will reset it.
-        let ihl = ((ip[0] & 0x0f) as usize) * 4;
-        if ip.len() > ihl + 13 && ip[ihl + 13] & 0x12 == 0x02 && n.listening() == 0 {
+        let syn = wire::tcp::Packet::new_checked(f.payload())
+            .is_ok_and(|t| t.flags() & (wire::tcp::SYN | wire::tcp::ACK) == wire::tcp::SYN);
+        if syn && n.listening() == 0 {
             self.refused += 1;
         }
-        n.wire.rx.push_back(ip[..total].to_vec());
+        n.wire.rx.push_back(f.packet_bytes().to_vec());
         n.service(id, now, t, queries, &mut self.accepted);
         n.emit(out, &self.counters);
         self.update_next_poll(now);

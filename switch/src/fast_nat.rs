@@ -31,10 +31,10 @@ use crate::fastpath::{FastPath, NatDir, NatKey, NatValue, PublishedKey, NAT_VALU
 use crate::fdb::Mac;
 use crate::PortId;
 
-use wire::ETH_HLEN;
-const TCP_END: usize = ETH_HLEN + 20 + 20;
-use wire::ip::{Ipv4Frame, IPV4_HLEN, TCP_ACK as ACK, TCP_SYN as SYN};
-const FIN_SYN_RST: u8 = wire::ip::TCP_FIN | SYN | wire::ip::TCP_RST;
+use wire::ethernet;
+use wire::ip::{Ipv4Frame, IPV4_HLEN};
+use wire::tcp::{ACK, FIN, RST, SYN};
+const FIN_SYN_RST: u8 = FIN | SYN | RST;
 
 /// An inside TCP flow: source, destination.
 type Flow = (SocketAddrV4, SocketAddrV4);
@@ -71,6 +71,40 @@ pub(crate) struct FastNat {
 fn tcp_flow(frame: &[u8]) -> Option<(Flow, u8)> {
     let ip = Ipv4Frame::new(frame).filter(|f| f.header_len() == IPV4_HLEN)?;
     Some((ip.endpoints()?, ip.tcp_flags()?))
+}
+
+/// A flow as the maps key it: source and destination address, source and destination
+/// port, in network order.
+fn flow_bytes((src, dst): Flow) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&src.ip().octets());
+    b[4..8].copy_from_slice(&dst.ip().octets());
+    b[8..10].copy_from_slice(&src.port().to_be_bytes());
+    b[10..12].copy_from_slice(&dst.port().to_be_bytes());
+    b
+}
+
+/// A map value: the MACs a translated frame leaves with, the address and port it is
+/// translated to, and the interface or port it leaves by.
+fn nat_value(dst_mac: Mac, src_mac: Mac, to: SocketAddrV4, via: u32) -> NatValue {
+    let mut value: NatValue = [0; NAT_VALUE_LEN];
+    value[..6].copy_from_slice(&dst_mac);
+    value[6..12].copy_from_slice(&src_mac);
+    value[12..16].copy_from_slice(&to.ip().octets());
+    value[16..18].copy_from_slice(&to.port().to_be_bytes());
+    value[20..24].copy_from_slice(&via.to_ne_bytes());
+    value
+}
+
+/// The address and port a map value translates to ([`nat_value`]'s `to`).
+fn value_target(v: &NatValue) -> SocketAddrV4 {
+    let ip = Ipv4Addr::new(v[12], v[13], v[14], v[15]);
+    SocketAddrV4::new(ip, u16::from_be_bytes([v[16], v[17]]))
+}
+
+/// The MACs of a frame `tcp_flow` accepted: (destination, source).
+fn macs(frame: &[u8]) -> (Mac, Mac) {
+    ethernet::Frame::new_checked(frame).map_or(([0; 6], [0; 6]), |f| (f.dst(), f.src()))
 }
 
 /// The `published` key for SYNs to `public`.
@@ -131,19 +165,18 @@ impl FastNat {
             || self.all_excluded
             || self.excluded.contains(&in_port)
             || self.installed.contains_key(&flow)
-            || sent.len() < TCP_END
             || !nat.inside_session(Proto::Tcp, flow.0, flow.1, false, now)
         {
             return;
         }
+        let Some((sent_flow, _)) = tcp_flow(sent) else {
+            return;
+        };
         let mut key: NatKey = [0; 16];
         key[..4].copy_from_slice(&in_port.to_ne_bytes());
-        key[4..16].copy_from_slice(&orig[ETH_HLEN + 12..ETH_HLEN + 24]);
-        let mut value: NatValue = [0; NAT_VALUE_LEN];
-        value[..12].copy_from_slice(&sent[..12]);
-        value[12..16].copy_from_slice(&sent[ETH_HLEN + 12..ETH_HLEN + 16]);
-        value[16..18].copy_from_slice(&sent[ETH_HLEN + 20..ETH_HLEN + 22]);
-        value[20..24].copy_from_slice(&self.uplink_ifindex.to_ne_bytes());
+        key[4..16].copy_from_slice(&flow_bytes(flow));
+        let (dst_mac, src_mac) = macs(sent);
+        let value = nat_value(dst_mac, src_mac, sent_flow.0, self.uplink_ifindex);
         if let Err(e) = self.maps.nat_install(NatDir::Out, &key, &value) {
             // The map is full: this session stays with the router.
             tracing::debug!(error = %e, "fast path: cannot install a NAT session");
@@ -151,7 +184,7 @@ impl FastNat {
         }
         let inb = self
             .inbound
-            .then(|| self.install_inbound(in_port, orig, sent))
+            .then(|| self.install_inbound(in_port, orig, flow.0, sent_flow))
             .flatten();
         let keys = Keys {
             out: key,
@@ -164,11 +197,7 @@ impl FastNat {
     /// `orig` (as the endpoint sent it) is the SYN+ACK of a published port's session,
     /// sent as `sent`: SYNs to that address and port open their sessions in the kernel.
     fn publish(&mut self, nat: &Nat, in_port: PortId, orig: &[u8], sent: &[u8]) {
-        if !self.opens
-            || self.all_excluded
-            || self.excluded.contains(&in_port)
-            || sent.len() < TCP_END
-        {
+        if !self.opens || self.all_excluded || self.excluded.contains(&in_port) {
             return;
         }
         let (Some(((inside, _), _)), Some(((public, _), _))) = (tcp_flow(orig), tcp_flow(sent))
@@ -187,12 +216,8 @@ impl FastNat {
         {
             return;
         }
-        let mut value: NatValue = [0; NAT_VALUE_LEN];
-        value[..6].copy_from_slice(&orig[6..12]);
-        value[6..12].copy_from_slice(&orig[..6]);
-        value[12..16].copy_from_slice(&inside.ip().octets());
-        value[16..18].copy_from_slice(&inside.port().to_be_bytes());
-        value[20..24].copy_from_slice(&in_port.to_ne_bytes());
+        let (dst_mac, src_mac) = macs(orig);
+        let value = nat_value(src_mac, dst_mac, inside, in_port);
         match self.maps.published_install(&key, &value) {
             Ok(()) => {
                 self.published.insert(key, (in_port, inside));
@@ -235,27 +260,20 @@ impl FastNat {
             return false;
         };
         let mut inb: NatKey = [0; 16];
-        inb[..12].copy_from_slice(&orig[ETH_HLEN + 12..ETH_HLEN + 24]);
+        inb[..12].copy_from_slice(&flow_bytes((remote, public)));
         // What the kernel opened it with: the published entry, or (unpublished since)
         // the session's own inbound half.
         let published = self.published.get(&published_key(public)).copied();
         let Some((port, inside)) = published.or_else(|| {
             let v = self.maps.nat_value(NatDir::In, &inb)?;
             let port = PortId::from_ne_bytes(v[20..24].try_into().expect("4 bytes"));
-            let ip = Ipv4Addr::new(v[12], v[13], v[14], v[15]);
-            Some((
-                port,
-                SocketAddrV4::new(ip, u16::from_be_bytes([v[16], v[17]])),
-            ))
+            Some((port, value_target(&v)))
         }) else {
             return false; // gone already (evicted, or the router took it back)
         };
         let mut out: NatKey = [0; 16];
         out[..4].copy_from_slice(&port.to_ne_bytes());
-        out[4..8].copy_from_slice(&inside.ip().octets());
-        out[8..12].copy_from_slice(&remote.ip().octets());
-        out[12..14].copy_from_slice(&inside.port().to_be_bytes());
-        out[14..16].copy_from_slice(&remote.port().to_be_bytes());
+        out[4..16].copy_from_slice(&flow_bytes((inside, remote)));
         let keys = Keys {
             out,
             inb: Some(inb),
@@ -272,7 +290,7 @@ impl FastNat {
             return false;
         }
         // The kernel addressed the replies to the SYN's source MAC.
-        if let Some(mac) = hop.filter(|mac| mac[..] != orig[6..12]) {
+        if let Some(mac) = hop.filter(|mac| *mac != macs(orig).1) {
             if let Some(mut value) = self.maps.nat_value(NatDir::Out, &out) {
                 value[..6].copy_from_slice(&mac);
                 let _ = self.maps.nat_install(NatDir::Out, &out, &value);
@@ -284,19 +302,17 @@ impl FastNat {
 
     /// The replies' half: from the remote end to the uplink address and mapped port, back
     /// to the endpoint's address, port and MAC, from the gateway's MAC.
-    fn install_inbound(&self, in_port: PortId, orig: &[u8], sent: &[u8]) -> Option<NatKey> {
-        let ip = ETH_HLEN;
+    fn install_inbound(
+        &self,
+        in_port: PortId,
+        orig: &[u8],
+        inside: SocketAddrV4,
+        (sent_src, sent_dst): Flow,
+    ) -> Option<NatKey> {
         let mut key: NatKey = [0; 16];
-        key[..4].copy_from_slice(&sent[ip + 16..ip + 20]);
-        key[4..8].copy_from_slice(&sent[ip + 12..ip + 16]);
-        key[8..10].copy_from_slice(&sent[ip + 22..ip + 24]);
-        key[10..12].copy_from_slice(&sent[ip + 20..ip + 22]);
-        let mut value: NatValue = [0; NAT_VALUE_LEN];
-        value[..6].copy_from_slice(&orig[6..12]);
-        value[6..12].copy_from_slice(&orig[..6]);
-        value[12..16].copy_from_slice(&orig[ip + 12..ip + 16]);
-        value[16..18].copy_from_slice(&orig[ip + 20..ip + 22]);
-        value[20..24].copy_from_slice(&in_port.to_ne_bytes());
+        key[..12].copy_from_slice(&flow_bytes((sent_dst, sent_src)));
+        let (dst_mac, src_mac) = macs(orig);
+        let value = nat_value(src_mac, dst_mac, inside, in_port);
         self.maps.nat_install(NatDir::In, &key, &value).ok()?;
         Some(key)
     }

@@ -27,7 +27,8 @@ pub(crate) struct FastVxlan {
 
 /// The remote VTEP a value sends to (the outer IPv4 destination).
 pub(crate) fn value_vtep(v: &VxlanValue) -> Ipv4Addr {
-    Ipv4Addr::new(v[30], v[31], v[32], v[33])
+    let dst = wire::ETH_HLEN + wire::ip::ipv4::DST;
+    Ipv4Addr::new(v[dst], v[dst + 1], v[dst + 2], v[dst + 3])
 }
 
 impl FastVxlan {

@@ -14,6 +14,9 @@ use crate::port::{Burst, MAX_FRAME};
 use crate::sinks::Sink;
 use crate::stats::PortCounters;
 use crate::NetConfig;
+use wire::ethernet::{ETHERTYPE_AT, ETHERTYPE_IPV4};
+use wire::ip::{ipv4, IPV4_HLEN, PROTO_TCP};
+use wire::ETH_HLEN;
 
 /// Split `data` into frames (each prefixed by one length byte, scaled) and switch them
 /// as bursts arriving on alternating ports of a small network with a gateway.
@@ -122,9 +125,10 @@ pub fn dns_frames(data: &[u8]) {
         } else {
             let n = chunk.len().min(MAX_FRAME);
             frame[..n].copy_from_slice(&chunk[..n]);
-            if i & 3 == 0 && n > 34 {
-                frame[12..14].copy_from_slice(&[0x08, 0x00]);
-                frame[23] = 6;
+            if i & 3 == 0 && n > ETH_HLEN + IPV4_HLEN {
+                // Now and then TCP in IPv4: the resolver's TCP side.
+                frame[ETHERTYPE_AT..ETH_HLEN].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+                frame[ETH_HLEN + ipv4::PROTO] = PROTO_TCP;
             }
             &frame[..n]
         };

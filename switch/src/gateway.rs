@@ -3,17 +3,13 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::{
-    ArpOperation, ArpPacketSlice, EtherType, Ethernet2Slice, Icmpv4Slice, IpNumber, Ipv4HeaderSlice,
-};
-
 use crate::fdb::Mac;
 
-use wire::checksum::checksum;
+use wire::arp::{self, Operation};
+use wire::ethernet::{ethertype, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use wire::icmp;
+use wire::ip::{Ipv4Frame, Ipv4Packet, PROTO_ICMP};
 use wire::ETH_HLEN;
-const ARP_LEN: usize = 28;
-/// ARP over Ethernet is padded to the 60-byte minimum frame.
-const MIN_FRAME: usize = 60;
 
 /// A network's gateway identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,94 +20,84 @@ pub struct Gateway {
 
 /// If `frame` is an ARP request for the gateway's address, write the reply into `out`
 /// and return its length.
+#[inline]
 pub fn arp_reply(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
-    let eth = Ethernet2Slice::from_slice_without_fcs(frame).ok()?;
-    if eth.ether_type() != EtherType::ARP {
+    // Most frames are not ARP: they leave here, without a call.
+    if ethertype(frame) != Some(ETHERTYPE_ARP) {
         return None;
     }
-    let arp = ArpPacketSlice::from_slice(eth.payload_slice()).ok()?;
-    if arp.operation() != ArpOperation::REQUEST
-        || arp.proto_addr_type() != EtherType::IPV4
-        || arp.hw_addr_size() != 6
-        || arp.proto_addr_size() != 4
-        || arp.target_protocol_addr() != gw.ip.octets()
-    {
+    arp_reply_to(gw, frame, out)
+}
+
+fn arp_reply_to(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
+    let req = arp::Repr::parse_frame(frame).ok()?;
+    if req.op != Operation::Request || req.target_ip != gw.ip {
         return None;
     }
-    if out.len() < MIN_FRAME {
-        return None;
+    arp::Repr {
+        op: Operation::Reply,
+        sender_mac: gw.mac,
+        sender_ip: gw.ip,
+        target_mac: req.sender_mac,
+        target_ip: req.sender_ip,
     }
-    let requester_mac = arp.sender_hw_addr();
-    let requester_ip = arp.sender_protocol_addr();
-    out[..MIN_FRAME].fill(0);
-    out[0..6].copy_from_slice(requester_mac);
-    out[6..12].copy_from_slice(&gw.mac);
-    out[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    let a = &mut out[ETH_HLEN..ETH_HLEN + ARP_LEN];
-    a[0..2].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
-    a[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
-    a[4] = 6;
-    a[5] = 4;
-    a[6..8].copy_from_slice(&2u16.to_be_bytes()); // reply
-    a[8..14].copy_from_slice(&gw.mac);
-    a[14..18].copy_from_slice(&gw.ip.octets());
-    a[18..24].copy_from_slice(requester_mac);
-    a[24..28].copy_from_slice(requester_ip);
-    Some(MIN_FRAME)
+    .emit_frame(req.sender_mac, out)
 }
 
 /// If `frame` is an ICMP echo request to the gateway (its MAC and IP), write the echo
 /// reply into `out` and return its length.
+#[inline]
 pub fn icmp_echo_reply(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
-    let eth = Ethernet2Slice::from_slice_without_fcs(frame).ok()?;
-    if eth.ether_type() != EtherType::IPV4 || eth.destination() != gw.mac {
+    // Most frames are not IPv4 to the gateway's MAC: they leave here, without a call.
+    let eth = wire::ethernet::Frame::new_checked(frame).ok()?;
+    if eth.ethertype() != ETHERTYPE_IPV4 || eth.dst() != gw.mac {
         return None;
     }
-    let ip = Ipv4HeaderSlice::from_slice(eth.payload_slice()).ok()?;
-    if ip.destination_addr() != gw.ip
-        || ip.protocol() != IpNumber::ICMP
-        || ip.is_fragmenting_payload()
+    echo_reply_to(gw, frame, out)
+}
+
+fn echo_reply_to(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
+    let eth = wire::ethernet::Frame::new_checked(frame).ok()?;
+    let f = Ipv4Frame::new(frame)?;
+    let ip = f.packet();
+    if ip.dst() != gw.ip || ip.proto() != PROTO_ICMP || ip.is_fragment() {
+        return None;
+    }
+    let icmp = icmp::Packet::new_checked(ip.payload()).ok()?;
+    if !matches!(icmp::Repr::parse(&icmp), Ok(icmp::Repr::EchoRequest { .. }))
+        || !icmp.verify_checksum()
     {
         return None;
     }
-    let ihl = ip.slice().len();
-    let total = ip.total_len() as usize;
-    if total < ihl || ETH_HLEN + total > frame.len() {
-        return None;
-    }
-    let icmp_bytes = &frame[ETH_HLEN + ihl..ETH_HLEN + total];
-    let icmp = Icmpv4Slice::from_slice(icmp_bytes).ok()?;
-    if icmp.type_u8() != 8 || icmp.code_u8() != 0 || checksum(icmp_bytes, 0) != 0 {
-        return None;
-    }
-    let len = ETH_HLEN + total;
+    let len = f.frame().len();
     if out.len() < len {
         return None;
     }
-    out[..len].copy_from_slice(&frame[..len]);
+    out[..len].copy_from_slice(f.frame());
     // Ethernet: back to the sender.
-    out[0..6].copy_from_slice(&eth.source());
-    out[6..12].copy_from_slice(&gw.mac);
+    wire::ethernet::Repr {
+        src: gw.mac,
+        dst: eth.src(),
+        ethertype: ETHERTYPE_IPV4,
+    }
+    .emit_into(out);
     // IPv4: swap addresses, fresh TTL, recompute the header checksum.
-    let iph = &mut out[ETH_HLEN..ETH_HLEN + ihl];
-    iph[12..16].copy_from_slice(&ip.destination());
-    iph[16..20].copy_from_slice(&ip.source());
-    iph[8] = 64;
-    iph[10..12].fill(0);
-    let c = checksum(iph, 0);
-    iph[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut iph = Ipv4Packet::new_checked(&mut out[ETH_HLEN..len]).ok()?;
+    iph.set_src(ip.dst());
+    iph.set_dst(ip.src());
+    iph.set_ttl(64);
+    iph.fill_checksum();
     // ICMP: type 0, same id/seq/payload.
-    let ic = &mut out[ETH_HLEN + ihl..len];
-    ic[0] = 0;
-    ic[2..4].fill(0);
-    let c = checksum(ic, 0);
-    ic[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ic = icmp::Packet::new_checked(iph.payload_mut()).ok()?;
+    ic.set_msg_type(icmp::ECHO_REPLY);
+    ic.fill_checksum();
     Some(len)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wire::checksum::checksum;
 
     const GW: Gateway = Gateway {
         ip: Ipv4Addr::new(172, 18, 0, 1),

@@ -2,25 +2,24 @@
 //! (RFC 1624) and the ICMP errors a router sends (time exceeded, unreachable, RFC 792 /
 //! RFC 1812 4.3.2.3: the original IP header plus the first 8 bytes of its payload).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::fdb::Mac;
-use wire::checksum::{adjust, checksum, pseudo_header, udp_sent};
+use wire::ethernet;
+use wire::icmp;
+use wire::ip::{Ipv4Frame, Ipv4Packet, Ipv4Repr, IPV4_HLEN, PROTO_ICMP, PROTO_UDP, UDP_HLEN};
+use wire::udp;
 
 pub use wire::ETH_HLEN;
 
 /// Decrement the TTL of the IPv4 header at `ip` (checksum updated in place). Returns the
 /// new TTL, or None if the packet must not be forwarded (TTL was 0 or 1).
 pub fn decrement_ttl(ip: &mut [u8]) -> Option<u8> {
-    if ip.len() < 20 || ip[8] <= 1 {
+    if ip.len() < IPV4_HLEN {
         return None;
     }
-    let old = u16::from_be_bytes([ip[8], ip[9]]);
-    ip[8] -= 1;
-    let new = u16::from_be_bytes([ip[8], ip[9]]);
-    let hc = u16::from_be_bytes([ip[10], ip[11]]);
-    ip[10..12].copy_from_slice(&adjust(hc, old, new).to_be_bytes());
-    Some(ip[8])
+    // The caller has parsed the packet (`Ipv4Frame`); only the fixed header is touched.
+    Ipv4Packet::new_checked(&mut ip[..]).ok()?.decrement_ttl()
 }
 
 /// ICMP types a router sends.
@@ -62,60 +61,57 @@ pub fn icmp_error(
     src_ip: Ipv4Addr,
     out: &mut [u8],
 ) -> Option<usize> {
-    let ip = frame.get(ETH_HLEN..)?;
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
-        return None;
-    }
-    let ihl = ((ip[0] & 0x0f) as usize) * 4;
-    if ihl < 20 || ip.len() < ihl {
-        return None;
-    }
-    let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    if frag_offset != 0
+    // Every caller has checked the frame as IPv4 already (`Ipv4Frame`).
+    let f = Ipv4Frame::new(frame)?;
+    let h = f.packet();
+    let (src, dst, ihl) = (h.src(), h.dst(), h.header_len());
+    let eth = ethernet::Frame::new_checked(frame).ok()?;
+    // What is quoted may run into the padding, as the frame came.
+    let ip = eth.payload();
+    if h.frag_offset() != 0
         || dst.is_broadcast()
         || dst.is_multicast()
         || src.is_unspecified()
-        || frame[6] & 1 != 0
+        || ethernet::is_group(&eth.src())
     {
         return None;
     }
-    if ip[9] == 1 && ip.len() > ihl {
+    if h.proto() == PROTO_ICMP && ip.len() > ihl {
         // Never an error about an error: only echo/timestamp/info queries may be answered.
-        let t = ip[ihl];
-        if !matches!(t, 0 | 8 | 13 | 14 | 15 | 16) {
+        if !matches!(ip[ihl], 0 | 8 | 13 | 14 | 15 | 16) {
             return None;
         }
     }
     let quoted = &ip[..(ihl + 8).min(ip.len())];
-    let icmp_len = 8 + quoted.len();
-    let total = 20 + icmp_len;
-    let len = ETH_HLEN + total;
+    let icmp_len = icmp::HEADER_LEN + quoted.len();
+    let len = ETH_HLEN + IPV4_HLEN + icmp_len;
     if out.len() < len {
         return None;
     }
-    out[0..6].copy_from_slice(&frame[6..12]);
-    out[6..12].copy_from_slice(&src_mac);
-    out[12..14].copy_from_slice(&[0x08, 0x00]);
-    let h = &mut out[ETH_HLEN..ETH_HLEN + 20];
-    h.copy_from_slice(&[
-        0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
-    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    h[12..16].copy_from_slice(&src_ip.octets());
-    h[16..20].copy_from_slice(&src.octets());
-    let c = checksum(h, 0);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    let (t, code) = kind.type_code();
-    let m = &mut out[ETH_HLEN + 20..len];
-    m[..8].copy_from_slice(&[t, code, 0, 0, 0, 0, 0, 0]);
-    if let IcmpError::FragNeeded { mtu } = kind {
-        m[6..8].copy_from_slice(&mtu.to_be_bytes());
+    let m = Ipv4Repr {
+        src: src_ip,
+        dst: src,
+        proto: PROTO_ICMP,
+        payload_len: icmp_len,
+        ttl: 64,
+        tos: 0xc0,
+        ident: 0,
+        dont_fragment: false,
     }
-    m[8..].copy_from_slice(quoted);
-    let c = checksum(m, 0);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
+    .emit_frame(src_mac, eth.src(), &mut out[..len]);
+    m[icmp::field::DATA..].copy_from_slice(quoted);
+    let (t, code) = kind.type_code();
+    let repr = match t {
+        icmp::TIME_EXCEEDED => icmp::Repr::TimeExceeded { code },
+        _ => icmp::Repr::DestUnreachable {
+            code,
+            next_hop_mtu: match kind {
+                IcmpError::FragNeeded { mtu } => mtu,
+                _ => 0,
+            },
+        },
+    };
+    repr.emit(m);
     Some(len)
 }
 
@@ -124,92 +120,61 @@ pub fn icmp_error(
 pub struct UdpAddrs {
     pub src_mac: Mac,
     pub dst_mac: Mac,
-    pub src: std::net::SocketAddrV4,
-    pub dst: std::net::SocketAddrV4,
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
 }
 
 /// Write an Ethernet/IPv4/UDP frame carrying `payload` into `out` (IPv4 and UDP
 /// checksums complete, DF set, TTL 64); its length, or None if it does not fit.
 pub fn udp_frame(a: &UdpAddrs, payload: &[u8], out: &mut [u8]) -> Option<usize> {
-    let udp_len = 8 + payload.len();
-    let total = 20 + udp_len;
+    let udp_len = UDP_HLEN + payload.len();
+    let total = IPV4_HLEN + udp_len;
     let len = ETH_HLEN + total;
     if out.len() < len || total > u16::MAX as usize {
         return None;
     }
-    out[0..6].copy_from_slice(&a.dst_mac);
-    out[6..12].copy_from_slice(&a.src_mac);
-    out[12..14].copy_from_slice(&[0x08, 0x00]);
-    let h = &mut out[ETH_HLEN..ETH_HLEN + 20];
-    h.copy_from_slice(&[
-        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
-    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    h[12..16].copy_from_slice(&a.src.ip().octets());
-    h[16..20].copy_from_slice(&a.dst.ip().octets());
-    let c = checksum(h, 0);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    let u = &mut out[ETH_HLEN + 20..len];
-    u[0..2].copy_from_slice(&a.src.port().to_be_bytes());
-    u[2..4].copy_from_slice(&a.dst.port().to_be_bytes());
-    u[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    u[6..8].fill(0);
-    u[8..].copy_from_slice(payload);
-    let c = udp_checksum(*a.src.ip(), *a.dst.ip(), u);
-    u[6..8].copy_from_slice(&c.to_be_bytes());
+    let u = Ipv4Repr {
+        src: *a.src.ip(),
+        dst: *a.dst.ip(),
+        proto: PROTO_UDP,
+        payload_len: udp_len,
+        ttl: 64,
+        tos: 0,
+        ident: 0,
+        dont_fragment: true,
+    }
+    .emit_frame(a.src_mac, a.dst_mac, &mut out[..len]);
+    u[UDP_HLEN..].copy_from_slice(payload);
+    udp::Repr {
+        src_port: a.src.port(),
+        dst_port: a.dst.port(),
+    }
+    .emit(u, *a.src.ip(), *a.dst.ip());
     Some(len)
-}
-
-/// The UDP checksum of datagram `udp` (header with a zero checksum field, and payload)
-/// between `src` and `dst`; 0 is sent as 0xffff (RFC 768).
-pub fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
-    udp_sent(checksum(
-        udp,
-        pseudo_header(src.octets(), dst.octets(), 17, udp.len()),
-    ))
 }
 
 /// A UDP datagram inside an Ethernet/IPv4 frame: (source, destination, payload). None
 /// when the frame is not an unfragmented, well-formed IPv4/UDP datagram (the header
 /// checksum, and a non-zero UDP checksum, must verify).
-pub fn parse_udp(frame: &[u8]) -> Option<(std::net::SocketAddrV4, std::net::SocketAddrV4, &[u8])> {
-    let ip = frame.get(ETH_HLEN..)?;
-    if frame[12..14] != [0x08, 0x00] || ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 17 {
+pub fn parse_udp(frame: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4, &[u8])> {
+    let f = Ipv4Frame::new(frame)?;
+    let ip = f.packet();
+    if ip.proto() != PROTO_UDP || ip.is_fragment() || !ip.verify_checksum() {
         return None;
     }
-    let ihl = ((ip[0] & 0x0f) as usize) * 4;
-    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    if ihl < 20 || total < ihl + 8 || total > ip.len() || frag != 0 {
-        return None;
-    }
-    if checksum(&ip[..ihl], 0) != 0 {
-        return None;
-    }
-    let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst_ip = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let u = &ip[ihl..total];
-    let ulen = u16::from_be_bytes([u[4], u[5]]) as usize;
-    if ulen < 8 || ulen > u.len() {
-        return None;
-    }
-    let u = &u[..ulen];
-    let sum = u16::from_be_bytes([u[6], u[7]]);
-    if sum != 0 && checksum(u, pseudo_header(src_ip.octets(), dst_ip.octets(), 17, ulen)) != 0 {
-        return None;
-    }
-    let sport = u16::from_be_bytes([u[0], u[1]]);
-    let dport = u16::from_be_bytes([u[2], u[3]]);
+    let u = udp::Packet::new_checked(f.payload()).ok()?;
+    let r = udp::Repr::parse(&u, ip.src(), ip.dst()).ok()?;
     Some((
-        std::net::SocketAddrV4::new(src_ip, sport),
-        std::net::SocketAddrV4::new(dst_ip, dport),
-        &u[8..],
+        SocketAddrV4::new(ip.src(), r.src_port),
+        SocketAddrV4::new(ip.dst(), r.dst_port),
+        u.into_payload(),
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wire::checksum::{adjust, checksum};
 
     fn udp_frame(ttl: u8) -> Vec<u8> {
         let mut f = vec![2, 0x42, 172, 18, 0, 1, 2, 0x42, 172, 18, 0, 2, 8, 0];

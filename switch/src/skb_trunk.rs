@@ -12,10 +12,10 @@ use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::{NetId, PortId};
 
-/// The trunk's tag: 802.1ad TPID and a 16-bit TCI holding the port.
-pub(crate) const TAG_LEN: usize = 4;
-const TPID_8021AD: [u8; 2] = [0x88, 0xa8];
-const MACS_LEN: usize = 12;
+use wire::ethernet::ETHERTYPE_QINQ;
+use wire::vlan::{self, TagRepr, Tagged as TaggedFrame};
+
+// The trunk's tag: 802.1ad TPID and a 16-bit TCI holding the port.
 
 /// One endpoint on a trunk this worker owns.
 pub(crate) struct SkbMember {
@@ -40,8 +40,9 @@ pub(crate) struct Tagged {
 /// The endpoint a trunk frame belongs to (its tag's TCI); None for a frame without the
 /// trunk's tag or too short to hold one behind its MACs.
 pub(crate) fn tagged_port(frame: &[u8]) -> Option<Tagged> {
-    (frame.len() >= MACS_LEN + TAG_LEN + 2 && frame[12..14] == TPID_8021AD).then(|| {
-        let tci = u16::from_be_bytes([frame[14], frame[15]]);
+    let t = TaggedFrame::new_checked(frame).ok()?;
+    (t.tpid() == ETHERTYPE_QINQ).then(|| {
+        let tci = t.tci();
         Tagged {
             port: (tci & !OBSERVED) as PortId,
             observed: tci & OBSERVED != 0,
@@ -51,24 +52,20 @@ pub(crate) fn tagged_port(frame: &[u8]) -> Option<Tagged> {
 
 /// Copy a tagged trunk frame into `slot` without its tag; returns the length.
 pub(crate) fn untag_into(frame: &[u8], slot: &mut [u8; MAX_FRAME]) -> usize {
-    let len = frame.len() - TAG_LEN;
-    slot[..MACS_LEN].copy_from_slice(&frame[..MACS_LEN]);
-    slot[MACS_LEN..len].copy_from_slice(&frame[MACS_LEN + TAG_LEN..]);
-    len
+    TaggedFrame::new_checked(frame)
+        .ok()
+        .and_then(|t| vlan::pop_tag(&t, slot))
+        .expect("a frame tagged_port accepted")
 }
 
 /// Write `frame` into `slot` with the trunk's tag for `port`; None when the tagged
 /// frame would not fit or the frame has no Ethernet header.
 pub(crate) fn tag_into(frame: &[u8], port: PortId, slot: &mut [u8; MAX_FRAME]) -> Option<usize> {
-    let len = frame.len() + TAG_LEN;
-    if frame.len() < MACS_LEN + 2 || len > MAX_FRAME || port > u16::MAX as PortId {
+    let tci = u16::try_from(port).ok()?;
+    if frame.len() < wire::ETH_HLEN {
         return None;
     }
-    slot[..MACS_LEN].copy_from_slice(&frame[..MACS_LEN]);
-    slot[MACS_LEN..MACS_LEN + 2].copy_from_slice(&TPID_8021AD);
-    slot[MACS_LEN + 2..MACS_LEN + TAG_LEN].copy_from_slice(&(port as u16).to_be_bytes());
-    slot[MACS_LEN + TAG_LEN..len].copy_from_slice(&frame[MACS_LEN..]);
-    Some(len)
+    vlan::push_tag(frame, TagRepr::from_tci(ETHERTYPE_QINQ, tci), slot)
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::encap::Vtep;
 use crate::wire::{
-    self, field, Packet, Repr, ETHERTYPE_IPV4, ETH_HLEN, IPV4_HLEN, IP_FRAGMENT_MASK, PROTO_UDP,
-    UDP_HLEN, VXLAN_HLEN,
+    self, field, Packet, Repr, ETHERTYPE_IPV4, ETH_HLEN, IPV4_HLEN, IP_FRAGMENT_MASK,
+    IP_OFFSET_MASK, PROTO_UDP, UDP_HLEN, VXLAN_HLEN,
 };
 use crate::{Mac, Vni};
 use ::wire::checksum::{checksum, pseudo_header};
@@ -122,7 +122,7 @@ fn decapsulate<'a>(cfg: &crate::VtepConfig, frame: &'a [u8]) -> Decap<'a> {
         return Decap::Pass(NotUdp);
     }
     let frag = wire::be16(ip, field::IP_FRAG).unwrap_or(0);
-    if frag & 0x1fff != 0 {
+    if frag & IP_OFFSET_MASK != 0 {
         return Decap::Pass(PassReason::Fragment);
     }
     let ihl = usize::from(ver_ihl & 0x0f) * 4;
@@ -166,7 +166,7 @@ fn decapsulate<'a>(cfg: &crate::VtepConfig, frame: &'a [u8]) -> Decap<'a> {
         };
         if checksum(
             udp,
-            pseudo_header(src.octets(), dst.octets(), 17, udp.len()),
+            pseudo_header(src.octets(), dst.octets(), PROTO_UDP, udp.len()),
         ) != 0
         {
             return Decap::Drop(BadUdpChecksum);

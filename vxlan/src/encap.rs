@@ -74,7 +74,7 @@ fn ip_flow(h: &mut Hasher, ip: &[u8]) -> Option<()> {
     h.bytes(ip.get(field::IP_DST)?);
     h.word(u64::from(proto));
     let fragment = wire::be16(ip, field::IP_FRAG)? & IP_FRAGMENT_MASK != 0;
-    if (proto == PROTO_TCP || proto == PROTO_UDP) && !fragment && ihl >= 20 {
+    if (proto == PROTO_TCP || proto == PROTO_UDP) && !fragment && ihl >= wire::IPV4_HLEN {
         h.bytes(ip.get(ihl..ihl + 4)?);
     }
     Some(())
@@ -246,7 +246,7 @@ pub fn fill_udp_checksum(frame: &mut [u8]) {
     udp[field::UDP_CHECKSUM].fill(0);
     let c = udp_sent(checksum(
         udp,
-        pseudo_header(src.octets(), dst.octets(), 17, udp.len()),
+        pseudo_header(src.octets(), dst.octets(), PROTO_UDP, udp.len()),
     ));
     udp[field::UDP_CHECKSUM].copy_from_slice(&c.to_be_bytes());
 }

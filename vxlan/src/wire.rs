@@ -7,30 +7,36 @@ use std::net::Ipv4Addr;
 
 use crate::{Mac, Vni};
 use ::wire::checksum::checksum;
+use ::wire::ip::Ipv4Repr;
 
-/// Field offsets, named once: Ethernet from the frame start, the others from the start
-/// of their own header.
+/// Field offsets as ranges: Ethernet from the frame start, the others from the start
+/// of their own header. All but VXLAN's are the `wire` crate's offsets, defined there.
 pub(crate) mod field {
+    use ::wire::ethernet::field as eth;
+    use ::wire::ip::ipv4;
+    use ::wire::udp::field as udp;
     use std::ops::Range;
-    pub const ETH_DST: Range<usize> = 0..6;
-    pub const ETH_SRC: Range<usize> = 6..12;
-    pub const ETHERTYPE: Range<usize> = 12..14;
 
-    pub const IP_VER_IHL: usize = 0;
-    pub const IP_TOS: usize = 1;
-    pub const IP_TOTAL_LEN: Range<usize> = 2..4;
-    pub const IP_IDENT: Range<usize> = 4..6;
-    pub const IP_FRAG: Range<usize> = 6..8;
-    pub const IP_TTL: usize = 8;
-    pub const IP_PROTO: usize = 9;
-    pub const IP_CHECKSUM: Range<usize> = 10..12;
-    pub const IP_SRC: Range<usize> = 12..16;
-    pub const IP_DST: Range<usize> = 16..20;
+    const fn range(at: usize, len: usize) -> Range<usize> {
+        at..at + len
+    }
 
-    pub const UDP_SPORT: Range<usize> = 0..2;
-    pub const UDP_DPORT: Range<usize> = 2..4;
-    pub const UDP_LEN: Range<usize> = 4..6;
-    pub const UDP_CHECKSUM: Range<usize> = 6..8;
+    pub const ETH_DST: Range<usize> = range(eth::DST, 6);
+    pub const ETH_SRC: Range<usize> = range(eth::SRC, 6);
+    pub const ETHERTYPE: Range<usize> = range(eth::ETHERTYPE, 2);
+
+    pub const IP_TOTAL_LEN: Range<usize> = range(ipv4::TOTAL_LEN, 2);
+    pub const IP_IDENT: Range<usize> = range(ipv4::IDENT, 2);
+    pub const IP_FRAG: Range<usize> = range(ipv4::FRAG, 2);
+    pub const IP_TTL: usize = ipv4::TTL;
+    pub const IP_PROTO: usize = ipv4::PROTO;
+    pub const IP_SRC: Range<usize> = range(ipv4::SRC, 4);
+    pub const IP_DST: Range<usize> = range(ipv4::DST, 4);
+
+    pub const UDP_SPORT: Range<usize> = range(udp::SRC_PORT, 2);
+    pub const UDP_DPORT: Range<usize> = range(udp::DST_PORT, 2);
+    pub const UDP_LEN: Range<usize> = range(udp::LEN, 2);
+    pub const UDP_CHECKSUM: Range<usize> = range(udp::CHECKSUM, 2);
 
     pub const VXLAN_FLAGS: usize = 0;
     /// 24 reserved bits between the flags and the VNI.
@@ -40,7 +46,9 @@ pub(crate) mod field {
 }
 
 pub use ::wire::ethernet::ETHERTYPE_IPV4;
-pub use ::wire::ip::{IPV4_HLEN, IP_DF, IP_FRAGMENT_MASK, PROTO_TCP, PROTO_UDP, UDP_HLEN};
+pub use ::wire::ip::{
+    IPV4_HLEN, IP_DF, IP_FRAGMENT_MASK, IP_OFFSET_MASK, PROTO_TCP, PROTO_UDP, UDP_HLEN,
+};
 pub use ::wire::ETH_HLEN;
 pub const VXLAN_HLEN: usize = 8;
 /// Outer Ethernet + IPv4 (no options) + UDP + VXLAN: what encapsulation adds.
@@ -193,25 +201,26 @@ impl OuterRepr {
     /// The caller has checked that `buf` is long enough and the lengths fit 16 bits.
     pub fn emit(&self, buf: &mut [u8]) {
         let (eth, rest) = buf.split_at_mut(ETH_HLEN);
-        eth[field::ETH_DST].copy_from_slice(&self.eth_dst);
-        eth[field::ETH_SRC].copy_from_slice(&self.eth_src);
-        eth[field::ETHERTYPE].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        ::wire::ethernet::Repr {
+            src: self.eth_src,
+            dst: self.eth_dst,
+            ethertype: ETHERTYPE_IPV4,
+        }
+        .emit_into(eth);
 
         let (ip, rest) = rest.split_at_mut(IPV4_HLEN);
         let ip_len = OUTER_IP_OVERHEAD + self.inner_len;
-        ip[field::IP_VER_IHL] = 0x45;
-        ip[field::IP_TOS] = 0;
-        ip[field::IP_TOTAL_LEN].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        ip[field::IP_IDENT].copy_from_slice(&self.ip_id.to_be_bytes());
-        let frag = if self.dont_fragment { IP_DF } else { 0 };
-        ip[field::IP_FRAG].copy_from_slice(&frag.to_be_bytes());
-        ip[field::IP_TTL] = self.ttl;
-        ip[field::IP_PROTO] = PROTO_UDP;
-        ip[field::IP_CHECKSUM].fill(0);
-        ip[field::IP_SRC].copy_from_slice(&self.ip_src.octets());
-        ip[field::IP_DST].copy_from_slice(&self.ip_dst.octets());
-        let c = checksum(ip, 0);
-        ip[field::IP_CHECKSUM].copy_from_slice(&c.to_be_bytes());
+        Ipv4Repr {
+            src: self.ip_src,
+            dst: self.ip_dst,
+            proto: PROTO_UDP,
+            payload_len: ip_len - IPV4_HLEN,
+            ttl: self.ttl,
+            tos: 0,
+            ident: self.ip_id,
+            dont_fragment: self.dont_fragment,
+        }
+        .emit(ip);
 
         let (udp, rest) = rest.split_at_mut(UDP_HLEN);
         udp[field::UDP_SPORT].copy_from_slice(&self.src_port.to_be_bytes());

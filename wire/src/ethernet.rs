@@ -17,6 +17,84 @@ pub const ETHERTYPE_VLAN: u16 = 0x8100;
 pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 
 pub const BROADCAST: Mac = [0xff; 6];
+/// The shortest frame Ethernet carries (without the FCS): shorter ones are padded.
+pub const MIN_FRAME: usize = 60;
+
+/// Offsets in the Ethernet header.
+pub mod field {
+    pub const DST: usize = 0;
+    pub const SRC: usize = 6;
+    /// Both MACs: what stays in front when a tag is pushed or popped.
+    pub const MACS_END: usize = 12;
+    pub const ETHERTYPE: usize = super::ETHERTYPE_AT;
+    pub const PAYLOAD: usize = super::ETH_HLEN;
+}
+
+view! {
+    /// A view of an Ethernet II frame, at least a header long.
+    Frame, min: ETH_HLEN
+}
+
+impl<T: AsRef<[u8]>> Frame<T> {
+    getters! {
+        dst: Mac @ field::DST;
+        src: Mac @ field::SRC;
+        ethertype: u16 @ field::ETHERTYPE;
+    }
+
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::PAYLOAD..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
+    setters! {
+        set_dst: Mac @ field::DST;
+        set_src: Mac @ field::SRC;
+        set_ethertype: u16 @ field::ETHERTYPE;
+    }
+
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[field::PAYLOAD..]
+    }
+}
+
+/// What an Ethernet header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repr {
+    pub src: Mac,
+    pub dst: Mac,
+    pub ethertype: u16,
+}
+
+impl Repr {
+    pub fn parse<T: AsRef<[u8]>>(f: &Frame<T>) -> Repr {
+        Repr {
+            src: f.src(),
+            dst: f.dst(),
+            ethertype: f.ethertype(),
+        }
+    }
+
+    /// Writes the header; the payload is the caller's.
+    #[inline]
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &mut Frame<T>) {
+        f.set_dst(self.dst);
+        f.set_src(self.src);
+        f.set_ethertype(self.ethertype);
+    }
+
+    /// Writes the header at the start of `buf`, which must hold one.
+    #[inline]
+    pub fn emit_into(&self, buf: &mut [u8]) {
+        let mut f = Frame {
+            buffer: &mut buf[..ETH_HLEN],
+        };
+        self.emit(&mut f);
+    }
+}
 
 /// The EtherType of `frame` (the first one, before any tag), if it has a header.
 pub fn ethertype(frame: &[u8]) -> Option<u16> {
@@ -45,5 +123,21 @@ mod tests {
         assert!(is_group(&BROADCAST));
         assert!(!is_group(&[0x02, 0x42, 0xac, 0x12, 0, 2]));
         assert!(is_group(&[0x01, 0x00, 0x5e, 0, 0, 1]));
+
+        let f = Frame::new_checked(&arp[..]).expect("a header");
+        let r = Repr::parse(&f);
+        assert_eq!(
+            r,
+            Repr {
+                src: [0x02, 0x42, 0xac, 0x12, 0x00, 0x02],
+                dst: BROADCAST,
+                ethertype: ETHERTYPE_ARP,
+            }
+        );
+        assert!(f.payload().is_empty());
+        let mut out = [0u8; ETH_HLEN];
+        r.emit_into(&mut out);
+        assert_eq!(out, arp, "emit mirrors parse");
+        assert_eq!(Frame::new_checked(&arp[..13]), Err(crate::Error::Truncated));
     }
 }

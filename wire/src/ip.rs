@@ -16,6 +16,8 @@ pub const PROTO_UDP: u8 = 17;
 pub const IP_DF: u16 = 0x4000;
 /// MF and the fragment offset: any of them set means a fragment.
 pub const IP_FRAGMENT_MASK: u16 = 0x3fff;
+/// The fragment offset alone: non-zero in every fragment but the first.
+pub const IP_OFFSET_MASK: u16 = 0x1fff;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -24,7 +26,10 @@ pub const TCP_ACK: u8 = 0x10;
 
 /// Offsets in an IPv4 header.
 pub mod ipv4 {
+    pub const VER_IHL: usize = 0;
+    pub const TOS: usize = 1;
     pub const TOTAL_LEN: usize = 2;
+    pub const IDENT: usize = 4;
     pub const FRAG: usize = 6;
     pub const TTL: usize = 8;
     pub const PROTO: usize = 9;
@@ -33,21 +38,196 @@ pub mod ipv4 {
     pub const DST: usize = 16;
 }
 
-/// Offsets in a TCP header.
-pub mod tcp {
-    pub const FLAGS: usize = 13;
-    pub const CHECKSUM: usize = 16;
-}
-
-/// Offsets in a UDP header.
-pub mod udp {
-    pub const LEN: usize = 4;
-    pub const CHECKSUM: usize = 6;
-}
-
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use crate::checksum::{adjust, checksum};
 use crate::ethernet::{ethertype, ETHERTYPE_IPV4, ETH_HLEN};
+use crate::{be16, put16, Error, Result};
+
+/// The header length an IPv4 header's first byte says, if its version is 4.
+#[inline]
+fn v4_header_len(ver_ihl: u8) -> Option<usize> {
+    (ver_ihl >> 4 == 4).then_some(usize::from(ver_ihl & 0x0f) * 4)
+}
+
+view! {
+    /// A view of an IPv4 packet, checked once: version 4, a header length of at least 20
+    /// bytes that fits, a total length that covers the header and fits the buffer (which
+    /// may run on past it: Ethernet padding).
+    Ipv4Packet, min: IPV4_HLEN, check: |b| {
+        let ihl = v4_header_len(b[ipv4::VER_IHL]).ok_or(Error::Malformed)?;
+        if ihl < IPV4_HLEN {
+            return Err(Error::Malformed);
+        }
+        crate::stated_len(usize::from(be16(b, ipv4::TOTAL_LEN)), ihl, b.len())
+    }
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[ipv4::VER_IHL] & 0x0f) * 4
+    }
+    /// Header and payload.
+    #[inline]
+    pub fn total_len(&self) -> usize {
+        usize::from(be16(self.buffer.as_ref(), ipv4::TOTAL_LEN))
+    }
+    #[inline]
+    pub fn dont_fragment(&self) -> bool {
+        be16(self.buffer.as_ref(), ipv4::FRAG) & IP_DF != 0
+    }
+    /// MF set or a non-zero offset.
+    #[inline]
+    pub fn is_fragment(&self) -> bool {
+        be16(self.buffer.as_ref(), ipv4::FRAG) & IP_FRAGMENT_MASK != 0
+    }
+    /// The fragment offset, in 8-byte units (non-zero: not the first fragment).
+    #[inline]
+    pub fn frag_offset(&self) -> u16 {
+        be16(self.buffer.as_ref(), ipv4::FRAG) & IP_OFFSET_MASK
+    }
+    getters! {
+        tos: u8 @ ipv4::TOS;
+        ident: u16 @ ipv4::IDENT;
+        ttl: u8 @ ipv4::TTL;
+        proto: u8 @ ipv4::PROTO;
+        checksum: u16 @ ipv4::CHECKSUM;
+        src: Ipv4Addr @ ipv4::SRC;
+        dst: Ipv4Addr @ ipv4::DST;
+    }
+    /// The header, options included.
+    #[inline]
+    pub fn header(&self) -> &[u8] {
+        &self.buffer.as_ref()[..self.header_len()]
+    }
+    /// Header and payload, up to the total length.
+    #[inline]
+    pub fn packet(&self) -> &[u8] {
+        &self.buffer.as_ref()[..self.total_len()]
+    }
+    /// What follows the header, up to the total length.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..self.total_len()]
+    }
+    pub fn verify_checksum(&self) -> bool {
+        checksum(self.header(), 0) == 0
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    setters! {
+        set_ttl: u8 @ ipv4::TTL;
+        set_src: Ipv4Addr @ ipv4::SRC;
+        set_dst: Ipv4Addr @ ipv4::DST;
+        set_checksum: u16 @ ipv4::CHECKSUM;
+    }
+    /// Computes the header checksum.
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let c = checksum(self.header(), 0);
+        self.set_checksum(c);
+    }
+    /// Decrements the TTL, updating the checksum incrementally (RFC 1624). The new TTL,
+    /// or None (packet untouched) when it was 0 or 1: the packet must not be forwarded.
+    #[inline]
+    pub fn decrement_ttl(&mut self) -> Option<u8> {
+        let ttl = self.ttl();
+        if ttl <= 1 {
+            return None;
+        }
+        let b = self.buffer.as_ref();
+        let old = be16(b, ipv4::TTL);
+        let new = old - 0x100;
+        let c = adjust(self.checksum(), old, new);
+        self.set_ttl(ttl - 1);
+        self.set_checksum(c);
+        Some(ttl - 1)
+    }
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let (h, t) = (self.header_len(), self.total_len());
+        &mut self.buffer.as_mut()[h..t]
+    }
+}
+
+/// The fields of an IPv4 header without options that a sender chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Repr {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    /// What follows the header.
+    pub payload_len: usize,
+    pub ttl: u8,
+    pub tos: u8,
+    pub ident: u16,
+    pub dont_fragment: bool,
+}
+
+impl Ipv4Repr {
+    /// Writes an Ethernet header (`src_mac` to `dst_mac`, EtherType IPv4) and this
+    /// header at the start of `frame`; returns the room for the payload behind them.
+    /// The caller has checked that `frame` holds the whole packet.
+    #[inline]
+    pub fn emit_frame<'b>(
+        &self,
+        src_mac: crate::Mac,
+        dst_mac: crate::Mac,
+        frame: &'b mut [u8],
+    ) -> &'b mut [u8] {
+        crate::ethernet::Repr {
+            src: src_mac,
+            dst: dst_mac,
+            ethertype: ETHERTYPE_IPV4,
+        }
+        .emit_into(frame);
+        let start = ETH_HLEN + IPV4_HLEN;
+        self.emit(&mut frame[ETH_HLEN..]);
+        &mut frame[start..start + self.payload_len]
+    }
+
+    /// What the header says; `Malformed` when its checksum does not verify or it has
+    /// options (which this `Repr` does not carry), `Unsupported` for a fragment.
+    pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) -> Result<Ipv4Repr> {
+        if p.header_len() != IPV4_HLEN || !p.verify_checksum() {
+            return Err(Error::Malformed);
+        }
+        if p.is_fragment() {
+            return Err(Error::Unsupported);
+        }
+        Ok(Ipv4Repr {
+            src: p.src(),
+            dst: p.dst(),
+            proto: p.proto(),
+            payload_len: p.total_len() - IPV4_HLEN,
+            ttl: p.ttl(),
+            tos: p.tos(),
+            ident: p.ident(),
+            dont_fragment: p.dont_fragment(),
+        })
+    }
+
+    /// Writes the 20-byte header at the start of `buf`, checksum included. The caller
+    /// has checked that `buf` holds it and the total length fits 16 bits.
+    #[inline]
+    pub fn emit(&self, buf: &mut [u8]) {
+        let h = &mut buf[..IPV4_HLEN];
+        h[ipv4::VER_IHL] = 0x45;
+        h[ipv4::TOS] = self.tos;
+        put16(h, ipv4::TOTAL_LEN, (IPV4_HLEN + self.payload_len) as u16);
+        put16(h, ipv4::IDENT, self.ident);
+        put16(h, ipv4::FRAG, if self.dont_fragment { IP_DF } else { 0 });
+        h[ipv4::TTL] = self.ttl;
+        h[ipv4::PROTO] = self.proto;
+        h[ipv4::SRC..ipv4::DST].copy_from_slice(&self.src.octets());
+        h[ipv4::DST..IPV4_HLEN].copy_from_slice(&self.dst.octets());
+        put16(h, ipv4::CHECKSUM, 0);
+        let c = checksum(h, 0);
+        put16(h, ipv4::CHECKSUM, c);
+    }
+}
 
 /// An untagged Ethernet frame carrying an IPv4 packet, checked once: version 4, a
 /// header length of at least 20 bytes, and a total length that fits the frame. The
@@ -60,71 +240,71 @@ pub struct Ipv4Frame<'a> {
 }
 
 impl<'a> Ipv4Frame<'a> {
+    #[inline]
     pub fn new(frame: &'a [u8]) -> Option<Ipv4Frame<'a>> {
-        if ethertype(frame)? != ETHERTYPE_IPV4 || frame.len() < ETH_HLEN + IPV4_HLEN {
+        if ethertype(frame)? != ETHERTYPE_IPV4 {
             return None;
         }
-        let ip = &frame[ETH_HLEN..];
-        if ip[0] >> 4 != 4 {
-            return None;
-        }
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([
-            ip[ipv4::TOTAL_LEN],
-            ip[ipv4::TOTAL_LEN + 1],
-        ]));
-        (ihl >= IPV4_HLEN && total >= ihl && ETH_HLEN + total <= frame.len()).then_some(Ipv4Frame {
+        let p = Ipv4Packet::new_checked(frame.get(ETH_HLEN..)?).ok()?;
+        Some(Ipv4Frame {
             frame,
-            ihl,
-            total,
+            ihl: p.header_len(),
+            total: p.total_len(),
         })
     }
 
-    fn ip(&self, at: usize) -> u8 {
-        self.frame[ETH_HLEN + at]
-    }
-
-    fn addr(&self, at: usize) -> Ipv4Addr {
-        let a = ETH_HLEN + at;
-        Ipv4Addr::new(
-            self.frame[a],
-            self.frame[a + 1],
-            self.frame[a + 2],
-            self.frame[a + 3],
-        )
-    }
-
     /// The IPv4 header's length (20 without options).
+    #[inline]
     pub fn header_len(&self) -> usize {
         self.ihl
     }
     /// The packet's length (header and payload), without the Ethernet header.
+    #[inline]
     pub fn total_len(&self) -> usize {
         self.total
+    }
+    /// The IPv4 packet's bytes, without the Ethernet header or padding.
+    #[inline]
+    pub fn packet_bytes(&self) -> &'a [u8] {
+        &self.frame[ETH_HLEN..ETH_HLEN + self.total]
+    }
+    #[inline]
+    pub fn dst_mac(&self) -> crate::Mac {
+        crate::mac(self.frame, crate::ethernet::field::DST)
+    }
+    #[inline]
+    pub fn src_mac(&self) -> crate::Mac {
+        crate::mac(self.frame, crate::ethernet::field::SRC)
     }
     /// The Ethernet frame up to the packet's end (no padding).
     pub fn frame(&self) -> &'a [u8] {
         &self.frame[..ETH_HLEN + self.total]
     }
+    #[inline]
     pub fn ttl(&self) -> u8 {
-        self.ip(ipv4::TTL)
+        self.packet().ttl()
     }
+    #[inline]
     pub fn proto(&self) -> u8 {
-        self.ip(ipv4::PROTO)
+        self.packet().proto()
     }
+    #[inline]
     pub fn src(&self) -> Ipv4Addr {
-        self.addr(ipv4::SRC)
+        self.packet().src()
     }
+    #[inline]
     pub fn dst(&self) -> Ipv4Addr {
-        self.addr(ipv4::DST)
+        self.packet().dst()
     }
     /// Don't Fragment is set.
+    #[inline]
     pub fn dont_fragment(&self) -> bool {
-        self.ip(ipv4::FRAG) & 0x40 != 0
+        self.packet().dont_fragment()
     }
     /// A fragment (MF set or a non-zero offset).
+    #[inline]
     pub fn is_fragment(&self) -> bool {
-        u16::from_be_bytes([self.ip(ipv4::FRAG), self.ip(ipv4::FRAG + 1)]) & IP_FRAGMENT_MASK != 0
+        self.packet().is_fragment()
     }
     /// What follows the header, up to the total length.
     pub fn payload(&self) -> &'a [u8] {
@@ -144,7 +324,15 @@ impl<'a> Ipv4Frame<'a> {
     /// A TCP segment's flags, when the payload holds its header.
     pub fn tcp_flags(&self) -> Option<u8> {
         let p = self.payload();
-        (self.proto() == PROTO_TCP && p.len() >= TCP_HLEN).then(|| p[tcp::FLAGS])
+        (self.proto() == PROTO_TCP && p.len() >= TCP_HLEN).then(|| p[crate::tcp::field::FLAGS])
+    }
+
+    /// The IPv4 packet (checked by construction), without the Ethernet header or padding.
+    #[inline]
+    pub fn packet(&self) -> Ipv4Packet<&'a [u8]> {
+        Ipv4Packet {
+            buffer: self.packet_bytes(),
+        }
     }
 }
 
@@ -176,6 +364,9 @@ mod tests {
         assert_eq!((src.port(), dst.port()), (40000, 443));
         assert_eq!(f.tcp_flags(), Some(TCP_SYN));
         assert_eq!(f.payload().len(), 20);
+        assert_eq!(f.src_mac(), [0x02, 0x42, 0xac, 0x12, 0, 2]);
+        assert_eq!(f.dst_mac(), [0x02, 0x42, 0xac, 0x12, 0, 1]);
+        assert_eq!(f.packet_bytes(), &SYN[14..]);
     }
 
     #[test]
@@ -196,5 +387,74 @@ mod tests {
         let mut frag = SYN;
         frag[20] = 0x20; // MF
         assert!(Ipv4Frame::new(&frag).expect("IPv4").is_fragment());
+    }
+
+    #[test]
+    fn packet_view_and_repr_mirror_each_other() {
+        let mut syn = SYN;
+        let mut p = Ipv4Packet::new_checked(&mut syn[ETH_HLEN..]).expect("IPv4");
+        p.fill_checksum();
+        let p = Ipv4Packet::new_checked(&syn[ETH_HLEN..]).expect("IPv4");
+        assert!(p.verify_checksum());
+        let r = Ipv4Repr::parse(&p).expect("no options, not a fragment");
+        assert_eq!(
+            r,
+            Ipv4Repr {
+                src: Ipv4Addr::new(172, 18, 0, 2),
+                dst: Ipv4Addr::new(198, 51, 100, 1),
+                proto: PROTO_TCP,
+                payload_len: 20,
+                ttl: 64,
+                tos: 0,
+                ident: 1,
+                dont_fragment: true,
+            }
+        );
+        let mut out = [0u8; 20];
+        r.emit(&mut out);
+        assert_eq!(&out[..], &syn[ETH_HLEN..ETH_HLEN + 20]);
+        let mut frame = [0u8; 54];
+        let room = r.emit_frame(
+            [0x02, 0x42, 0xac, 0x12, 0, 2],
+            [0x02, 0x42, 0xac, 0x12, 0, 1],
+            &mut frame,
+        );
+        assert_eq!(room.len(), 20);
+        room.copy_from_slice(&syn[34..]);
+        assert_eq!(frame, syn, "Ethernet, IPv4 and the payload's room");
+        assert_eq!(Ipv4Frame::new(&syn).expect("IPv4").packet(), p);
+        assert_eq!(p.payload().len(), 20);
+        assert_eq!(
+            Ipv4Packet::new_checked(&syn[ETH_HLEN..33]),
+            Err(Error::Truncated)
+        );
+        let mut bad = syn;
+        bad[ETH_HLEN] = 0x44;
+        assert_eq!(
+            Ipv4Packet::new_checked(&bad[ETH_HLEN..]),
+            Err(Error::Malformed)
+        );
+        bad = syn;
+        bad[ETH_HLEN + 11] ^= 1;
+        let p = Ipv4Packet::new_checked(&bad[ETH_HLEN..]).expect("IPv4");
+        assert_eq!(Ipv4Repr::parse(&p), Err(Error::Malformed), "bad checksum");
+    }
+
+    #[test]
+    fn ttl_decrement_keeps_the_checksum_valid() {
+        for ttl in [2u8, 64, 128, 255] {
+            let mut syn = SYN;
+            syn[ETH_HLEN + ipv4::TTL] = ttl;
+            let mut p = Ipv4Packet::new_checked(&mut syn[ETH_HLEN..]).expect("IPv4");
+            p.fill_checksum();
+            assert_eq!(p.decrement_ttl(), Some(ttl - 1));
+            assert!(p.verify_checksum(), "ttl {ttl}");
+        }
+        for ttl in [0u8, 1] {
+            let mut syn = SYN;
+            syn[ETH_HLEN + ipv4::TTL] = ttl;
+            let mut p = Ipv4Packet::new_checked(&mut syn[ETH_HLEN..]).expect("IPv4");
+            assert_eq!(p.decrement_ttl(), None);
+        }
     }
 }

@@ -1,14 +1,173 @@
 //! What every vswitch crate needs to know about frames on the wire, in one place below
 //! all of them (nat, vxlan, dns, switch and pktgen depend on it, it depends on nothing):
-//! the Internet checksum with its incremental update, and the Ethernet header's layout.
+//! the Internet checksum with its incremental update, and typed views of the headers a
+//! switch reads and writes.
 //!
-//! The protocol crates keep their own typed views of the headers they own (vxlan's
-//! VXLAN header, nat's translation tuples); this crate holds the pieces they would
-//! otherwise each write again.
+//! Each header is a module in the style of smoltcp's `wire`: `field` names its offsets
+//! once, a `Packet<T: AsRef<[u8]>>` (or, for a whole frame, a named view) is checked
+//! for length once in `new_checked` and then read by name without further bounds
+//! checks that can fail, setters exist for `T: AsMut<[u8]>`, and a `Repr` holds what the
+//! header means with a `parse` and an `emit` that are each other's mirror. Nothing
+//! allocates.
+//!
+//! - [`ethernet`]: the Ethernet II header ([`ethernet::Frame`], [`ethernet::Repr`]).
+//! - [`vlan`]: one 802.1Q / 802.1ad tag behind the MACs ([`vlan::Tagged`],
+//!   [`vlan::TagRepr`]), and pushing or popping it while copying a frame.
+//! - [`arp`]: Ethernet/IPv4 ARP ([`arp::Packet`], [`arp::Repr`]), whole request and
+//!   reply frames.
+//! - [`ip`]: IPv4 ([`ip::Ipv4Packet`], [`ip::Ipv4Repr`], and [`ip::Ipv4Frame`], the
+//!   checked view of an untagged Ethernet+IPv4 frame).
+//! - [`udp`], [`tcp`], [`icmp`]: the transport headers.
+//!
+//! The protocol crates keep their own views of the headers they own (vxlan's VXLAN
+//! header, nat's translation tuples).
 
+/// A view type over a buffer `T`: the struct, and a `new_checked` that refuses a
+/// buffer shorter than `min` (`Truncated`) or one `check` refuses, so that no getter
+/// indexes out of bounds afterwards.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident, min: $min:expr, check: $check:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            #[inline]
+            pub fn new_checked(buffer: T) -> crate::Result<Self> {
+                let b = buffer.as_ref();
+                if b.len() < $min {
+                    return Err(crate::Error::Truncated);
+                }
+                let check: fn(&[u8]) -> crate::Result<()> = $check;
+                check(b)?;
+                Ok($name { buffer })
+            }
+
+            /// The buffer back.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident, min: $min:expr) => {
+        view!($(#[$doc])* $name, min: $min, check: |_| Ok(()));
+    };
+}
+
+/// Getters of fixed-offset fields for a view over `self.buffer`, whose length its
+/// constructor checked: `name: type @ offset;`, for `u8`, `u16` and `u32` (big-endian),
+/// `Ipv4Addr` and `Mac`.
+macro_rules! getters {
+    (@read u8, $b:expr, $at:expr) => { $b[$at] };
+    (@read u16, $b:expr, $at:expr) => { crate::be16($b, $at) };
+    (@read u32, $b:expr, $at:expr) => { crate::be32($b, $at) };
+    (@read Ipv4Addr, $b:expr, $at:expr) => { crate::addr($b, $at) };
+    (@read Mac, $b:expr, $at:expr) => { crate::mac($b, $at) };
+    ($($(#[$doc:meta])* $name:ident: $ty:tt @ $at:expr;)*) => {
+        $(
+            $(#[$doc])*
+            #[inline]
+            pub fn $name(&self) -> $ty {
+                getters!(@read $ty, self.buffer.as_ref(), $at)
+            }
+        )*
+    };
+}
+
+/// The setters that match [`getters`]: `name: type @ offset;`.
+macro_rules! setters {
+    (@write u8, $b:expr, $at:expr, $v:expr) => { $b[$at] = $v };
+    (@write u16, $b:expr, $at:expr, $v:expr) => { crate::put16($b, $at, $v) };
+    (@write Ipv4Addr, $b:expr, $at:expr, $v:expr) => { $b[$at..$at + 4].copy_from_slice(&$v.octets()) };
+    (@write Mac, $b:expr, $at:expr, $v:expr) => { $b[$at..$at + 6].copy_from_slice(&$v) };
+    ($($(#[$doc:meta])* $name:ident: $ty:tt @ $at:expr;)*) => {
+        $(
+            $(#[$doc])*
+            #[inline]
+            pub fn $name(&mut self, v: $ty) {
+                setters!(@write $ty, self.buffer.as_mut(), $at, v)
+            }
+        )*
+    };
+}
+
+pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod icmp;
 pub mod ip;
+pub mod tcp;
+pub mod udp;
+pub mod vlan;
 
 pub use checksum::Delta;
 pub use ethernet::{Mac, ETH_HLEN};
+
+/// Why a view or a `Repr` refused the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// Shorter than the header (or than a length field says).
+    Truncated,
+    /// Fields that contradict each other or the protocol (a wrong TPID, a header length
+    /// under the minimum, an ARP that is not Ethernet/IPv4).
+    Malformed,
+    /// Well formed, but of a kind the `Repr` does not describe.
+    Unsupported,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Error::Truncated => "truncated",
+            Error::Malformed => "malformed",
+            Error::Unsupported => "unsupported",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A length a header states (its own, or its packet's) checked against the least it may
+/// be and the buffer it is in.
+#[inline]
+pub(crate) fn stated_len(len: usize, min: usize, buffer: usize) -> Result<()> {
+    if len < min {
+        Err(Error::Malformed)
+    } else if len > buffer {
+        Err(Error::Truncated)
+    } else {
+        Ok(())
+    }
+}
+
+/// A big-endian 16-bit field at `at`; the caller's view has checked the bounds.
+#[inline]
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline]
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[inline]
+pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+#[inline]
+pub(crate) fn addr(b: &[u8], at: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+#[inline]
+pub(crate) fn mac(b: &[u8], at: usize) -> Mac {
+    let mut m = [0; 6];
+    m.copy_from_slice(&b[at..at + 6]);
+    m
+}

@@ -112,13 +112,18 @@ pub type VxlanValue = [u8; tunnel::VXLAN_VALUE_LEN];
 /// lengths, checksums and IP ID are the program's (zeroed here, and the IPv4 checksum
 /// recomputed over a total length of 0).
 pub fn vxlan_value(outer: &[u8], uplink_ifindex: u32, uplink_port: PortId) -> VxlanValue {
+    use vxlan::wire::OUTER_LEN;
+    use wire::ip::{ipv4, IPV4_HLEN};
+    use wire::{udp, ETH_HLEN};
     let mut v = [0u8; tunnel::VXLAN_VALUE_LEN];
-    v[..50].copy_from_slice(&outer[..50]);
-    v[16..20].fill(0); // total length, IP ID
-    v[24..26].fill(0);
-    v[38..42].fill(0); // UDP length and checksum
-    let sum = wire::checksum::checksum(&v[14..34], 0);
-    v[24..26].copy_from_slice(&sum.to_be_bytes());
+    v[..OUTER_LEN].copy_from_slice(&outer[..OUTER_LEN]);
+    let ip = &mut v[ETH_HLEN..ETH_HLEN + IPV4_HLEN];
+    ip[ipv4::TOTAL_LEN..ipv4::FRAG].fill(0); // total length, IP ID
+    ip[ipv4::CHECKSUM..ipv4::SRC].fill(0);
+    let sum = wire::checksum::checksum(ip, 0);
+    ip[ipv4::CHECKSUM..ipv4::SRC].copy_from_slice(&sum.to_be_bytes());
+    let u = ETH_HLEN + IPV4_HLEN;
+    v[u + udp::field::LEN..u + udp::field::PAYLOAD].fill(0); // UDP length and checksum
     v[52..56].copy_from_slice(&uplink_ifindex.to_ne_bytes());
     v[60..64].copy_from_slice(&uplink_port.to_ne_bytes());
     v

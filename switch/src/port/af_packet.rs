@@ -33,9 +33,9 @@ const RX_SLL_OFF: usize = tpacket_align(size_of::<libc::tpacket3_hdr>());
 const BLOCK_STATUS_OFF: usize =
     offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, block_status);
 
-const MAC_PAIR_LEN: usize = 12;
-const VLAN_TAG_LEN: usize = 4;
-const ETH_P_8021Q: u16 = 0x8100;
+use wire::ethernet::field::MACS_END as MAC_PAIR_LEN;
+use wire::ethernet::ETHERTYPE_VLAN as ETH_P_8021Q;
+use wire::vlan::{self, TagRepr, TAG_LEN as VLAN_TAG_LEN};
 
 const fn tpacket_align(x: usize) -> usize {
     (x + libc::TPACKET_ALIGNMENT - 1) & !(libc::TPACKET_ALIGNMENT - 1)
@@ -377,11 +377,8 @@ impl PacketPort {
         match tag {
             None => slot[..snap].copy_from_slice(data),
             Some((tpid, tci)) => {
-                slot[..MAC_PAIR_LEN].copy_from_slice(&data[..MAC_PAIR_LEN]);
-                slot[MAC_PAIR_LEN..MAC_PAIR_LEN + 2].copy_from_slice(&tpid.to_be_bytes());
-                slot[MAC_PAIR_LEN + 2..MAC_PAIR_LEN + 4].copy_from_slice(&tci.to_be_bytes());
-                slot[MAC_PAIR_LEN + VLAN_TAG_LEN..snap + VLAN_TAG_LEN]
-                    .copy_from_slice(&data[MAC_PAIR_LEN..]);
+                // The snap holds the MACs (checked above) and the slot the tagged frame.
+                vlan::push_tag(data, TagRepr::from_tci(tpid, tci), slot)?;
             }
         }
         if hdr.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 {

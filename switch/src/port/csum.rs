@@ -7,41 +7,63 @@ use wire::checksum::{finish, udp_sent};
 #[cfg(test)]
 use wire::checksum::{fold, sum};
 
-use wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
-use wire::ip::{PROTO_TCP, PROTO_UDP};
+use wire::ethernet::{field as eth, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use wire::ip::{ipv4, IPV4_HLEN, IP_FRAGMENT_MASK, PROTO_TCP, PROTO_UDP};
+use wire::{tcp, udp, vlan};
 
 fn be16(f: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*f.get(off)?, *f.get(off + 1)?]))
 }
 
+/// Offsets in the fixed IPv6 header and its extension headers (RFC 8200).
+mod ipv6 {
+    pub const HLEN: usize = 40;
+    pub const PAYLOAD_LEN: usize = 4;
+    pub const NEXT_HEADER: usize = 6;
+    #[cfg(test)]
+    pub const SRC: usize = 8;
+    #[cfg(test)]
+    pub const DST: usize = 24;
+    /// Hop-by-hop, routing and destination options: they may precede TCP/UDP.
+    pub const EXTENSIONS: [u8; 3] = [0, 43, 60];
+    /// In an extension header: the next header, and the length in 8-byte units past
+    /// the first 8.
+    pub const EXT_NEXT: usize = 0;
+    pub const EXT_LEN: usize = 1;
+}
+
+/// Where the IP header starts: behind the MACs and any 802.1Q / 802.1ad tags.
+fn ip_off(f: &[u8]) -> Option<(usize, u16)> {
+    let mut off = eth::ETHERTYPE;
+    let mut ethertype = be16(f, off)?;
+    while vlan::is_tpid(ethertype) {
+        off += vlan::TAG_LEN;
+        ethertype = be16(f, off)?;
+    }
+    Some((off + 2, ethertype))
+}
+
 /// Where the L4 header starts, its protocol, and where the IP payload ends.
 fn locate_l4(f: &[u8]) -> Option<(usize, u8, usize)> {
-    let mut off = 12;
-    let mut ethertype = be16(f, off)?;
-    off += 2;
-    while ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
-        ethertype = be16(f, off + 2)?;
-        off += 4;
-    }
+    let (off, ethertype) = ip_off(f)?;
     match ethertype {
         ETHERTYPE_IPV4 => {
-            let ihl = usize::from(*f.get(off)? & 0x0f) * 4;
-            let total = usize::from(be16(f, off + 2)?);
-            let frag = be16(f, off + 6)?;
+            let ihl = usize::from(*f.get(off + ipv4::VER_IHL)? & 0x0f) * 4;
+            let total = usize::from(be16(f, off + ipv4::TOTAL_LEN)?);
+            let frag = be16(f, off + ipv4::FRAG)?;
             // Only whole datagrams carry a partial checksum.
-            if ihl < 20 || total < ihl || frag & 0x3fff != 0 {
+            if ihl < IPV4_HLEN || total < ihl || frag & IP_FRAGMENT_MASK != 0 {
                 return None;
             }
-            Some((off + ihl, *f.get(off + 9)?, off + total))
+            Some((off + ihl, *f.get(off + ipv4::PROTO)?, off + total))
         }
         ETHERTYPE_IPV6 => {
-            let end = off + 40 + usize::from(be16(f, off + 4)?);
-            let mut next = *f.get(off + 6)?;
-            let mut l4 = off + 40;
-            // Hop-by-hop, routing and destination options may precede TCP/UDP.
-            while matches!(next, 0 | 43 | 60) {
-                let len = (usize::from(*f.get(l4 + 1)?) + 1) * 8;
-                next = *f.get(l4)?;
+            let end = off + ipv6::HLEN + usize::from(be16(f, off + ipv6::PAYLOAD_LEN)?);
+            let mut next = *f.get(off + ipv6::NEXT_HEADER)?;
+            let mut l4 = off + ipv6::HLEN;
+            while ipv6::EXTENSIONS.contains(&next) {
+                let len = (usize::from(*f.get(l4 + ipv6::EXT_LEN)?) + 1) * 8;
+                next = *f.get(l4 + ipv6::EXT_NEXT)?;
                 l4 += len;
             }
             Some((l4, next, end))
@@ -58,8 +80,8 @@ pub fn complete_partial(f: &mut [u8]) -> bool {
         return false;
     };
     let field = match proto {
-        PROTO_TCP => l4 + 16,
-        PROTO_UDP => l4 + 6,
+        PROTO_TCP => l4 + tcp::field::CHECKSUM,
+        PROTO_UDP => l4 + udp::field::CHECKSUM,
         _ => return false,
     };
     if end > f.len() || field + 2 > end {
@@ -80,23 +102,20 @@ pub fn l4_checksum_ok(f: &[u8]) -> Option<bool> {
     if !matches!(proto, PROTO_TCP | PROTO_UDP) || end > f.len() {
         return None;
     }
-    let ip = ip_off(f)?;
+    let (ip, _) = ip_off(f)?;
     let (src, dst) = match f.get(ip)? >> 4 {
-        4 => (f.get(ip + 12..ip + 16)?, f.get(ip + 16..ip + 20)?),
-        _ => (f.get(ip + 8..ip + 24)?, f.get(ip + 24..ip + 40)?),
+        4 => (
+            f.get(ip + ipv4::SRC..ip + ipv4::DST)?,
+            f.get(ip + ipv4::DST..ip + IPV4_HLEN)?,
+        ),
+        _ => (
+            f.get(ip + ipv6::SRC..ip + ipv6::DST)?,
+            f.get(ip + ipv6::DST..ip + ipv6::HLEN)?,
+        ),
     };
     let len = (end - l4) as u32;
     let acc = sum(src) + sum(dst) + u32::from(proto) + len + sum(&f[l4..end]);
     Some(fold(acc) == 0xffff)
-}
-
-#[cfg(test)]
-fn ip_off(f: &[u8]) -> Option<usize> {
-    let mut off = 12;
-    while matches!(be16(f, off)?, ETHERTYPE_VLAN | ETHERTYPE_QINQ) {
-        off += 4;
-    }
-    Some(off + 2)
 }
 
 #[cfg(test)]

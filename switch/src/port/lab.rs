@@ -165,7 +165,7 @@ pub fn test_frame(seq: u16, len: usize) -> Vec<u8> {
 
 /// Is this one of ours (ethertype at 12, untagged)?
 pub fn is_test_frame(f: &[u8]) -> bool {
-    f.len() >= 14 && f[12..14] == TEST_ETHERTYPE.to_be_bytes()
+    wire::ethernet::ethertype(f) == Some(TEST_ETHERTYPE)
 }
 
 /// Receive with `recv` until `want` test frames arrived or `within` passed; frames of

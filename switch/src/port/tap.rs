@@ -264,25 +264,30 @@ mod tests {
             sock.send_to(b"x", "172.16.77.2:9")
                 .unwrap_or_else(|e| panic!("send_to: {e}"));
         });
-        let is_arp = |f: &[u8]| f.len() >= 42 && f[12..14] == [0x08, 0x06];
+        use wire::arp::{Operation, Repr};
+        let is_arp = |f: &[u8]| Repr::parse_frame(f).is_ok();
         let fd = tap.fd();
         let (got, _) = collect(1, WAIT, fd, |b| tap.recv(b), is_arp);
         let req = got
             .first()
             .unwrap_or_else(|| panic!("no ARP request from the kernel"));
         assert_eq!(&req[0..6], &[0xff; 6], "not broadcast");
-        assert_eq!(&req[20..22], &[0, 1], "not an ARP request");
-        assert_eq!(&req[28..32], &[172, 16, 77, 1], "sender IP");
-        assert_eq!(&req[38..42], &[172, 16, 77, 2], "target IP");
+        let r = Repr::parse_frame(req).unwrap_or_else(|e| panic!("ARP: {e}"));
+        assert_eq!(r.op, Operation::Request, "not an ARP request");
+        assert_eq!(r.sender_ip.octets(), [172, 16, 77, 1], "sender IP");
+        assert_eq!(r.target_ip.octets(), [172, 16, 77, 2], "target IP");
 
         let peer_mac = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x02];
-        let mut reply = req[6..12].to_vec(); // to the requester
-        reply.extend_from_slice(&peer_mac);
-        reply.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
-        reply.extend_from_slice(&peer_mac);
-        reply.extend_from_slice(&[172, 16, 77, 2]);
-        reply.extend_from_slice(&req[22..32]); // requester MAC + IP
-        reply.resize(60, 0);
+        let mut reply = vec![0u8; 60];
+        Repr {
+            op: Operation::Reply,
+            sender_mac: peer_mac,
+            sender_ip: r.target_ip,
+            target_mac: r.sender_mac,
+            target_ip: r.sender_ip,
+        }
+        .emit_frame(r.sender_mac, &mut reply) // to the requester
+        .unwrap_or_else(|| panic!("a minimum frame"));
         let mut burst = Burst::new();
         assert!(burst.push(&reply));
         assert_eq!(tap.send(&burst).unwrap_or_else(|e| panic!("send: {e}")), 1);

@@ -24,8 +24,13 @@ use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::{NetId, OverlayConfig, PortId, TUNNEL_PORT};
 use vxlan::{Decap, Origin, Overlay, Vni, VtepConfig};
-use wire::ethernet::{ethertype, ETHERTYPE_ARP};
+use wire::ethernet::{self, ethertype, ETHERTYPE_ARP};
 use wire::ip::Ipv4Frame;
+
+/// The Ethernet header of a frame the router holds (it has checked it is one).
+fn eth(frame: &mut [u8]) -> ethernet::Frame<&mut [u8]> {
+    ethernet::Frame::new_checked(frame).expect("an Ethernet header")
+}
 
 mod overlay;
 mod resolver;
@@ -312,11 +317,11 @@ impl Router {
             ip: self.cfg.ip,
             mac: self.cfg.mac,
         };
-        if frame.len() >= 42 && ethertype(frame) == Some(ETHERTYPE_ARP) {
+        if frame.len() >= wire::arp::ARP_FRAME_LEN && ethertype(frame) == Some(ETHERTYPE_ARP) {
             self.arp_in(&me, frame, out, now);
             return;
         }
-        if frame.len() < ETH_HLEN || frame[0..6] != self.cfg.mac {
+        if ethernet::Frame::new_checked(frame).map_or(true, |f| f.dst() != self.cfg.mac) {
             self.counters.uplink_ignored += 1;
             return;
         }
@@ -359,15 +364,11 @@ impl Router {
     }
 
     fn arp_in(&mut self, me: &Gateway, frame: &[u8], out: &mut impl Emit, now: Instant) {
-        let a = &frame[ETH_HLEN..];
-        if a[0..8] != [0, 1, 8, 0, 6, 4, 0, 1] && a[0..8] != [0, 1, 8, 0, 6, 4, 0, 2] {
+        let Ok(a) = wire::arp::Repr::parse_frame(frame) else {
             self.counters.uplink_ignored += 1;
             return;
-        }
-        let mut mac: Mac = [0; 6];
-        mac.copy_from_slice(&a[8..14]);
-        let sender = Ipv4Addr::new(a[14], a[15], a[16], a[17]);
-        let target = Ipv4Addr::new(a[24], a[25], a[26], a[27]);
+        };
+        let (mac, sender, target) = (a.sender_mac, a.sender_ip, a.target_ip);
         let vtep = self.overlay.vtep().config().ip;
         let for_us = target == self.cfg.ip || target == vtep;
         let me = &Gateway {
@@ -381,10 +382,10 @@ impl Router {
             self.arp.refresh(sender, mac, now)
         };
         for mut held in released {
-            held[0..6].copy_from_slice(&mac);
+            eth(&mut held).set_dst(mac);
             out.emit(self.port, &held, &self.port_counters);
         }
-        if a[7] == 1 && for_us {
+        if a.op == wire::arp::Operation::Request && for_us {
             if let Some(n) = gateway::arp_reply(me, frame, &mut *self.scratch) {
                 out.emit(self.port, &self.scratch[..n], &self.port_counters);
             }
@@ -395,11 +396,11 @@ impl Router {
     /// Send `self.pkt[..len]` to its next hop; true when it went (the next hop's MAC
     /// known), false when it waits for ARP or was dropped.
     fn send_out(&mut self, len: usize, out: &mut impl Emit, now: Instant) -> bool {
-        self.pkt[6..12].copy_from_slice(&self.cfg.mac);
+        eth(&mut self.pkt[..]).set_src(self.cfg.mac);
         let hop = self.next_hop(dst_ip(&self.pkt[..len]));
         match self.arp.resolve(hop, &self.pkt[..len], now) {
             Lookup::Known(mac) => {
-                self.pkt[0..6].copy_from_slice(&mac);
+                eth(&mut self.pkt[..]).set_dst(mac);
                 out.emit(self.port, &self.pkt[..len], &self.port_counters);
                 true
             }
@@ -437,8 +438,9 @@ impl Router {
             self.counters.ttl_exceeded += 1;
             return;
         }
-        self.pkt[0..6].copy_from_slice(&mac);
-        self.pkt[6..12].copy_from_slice(&gw.mac);
+        let mut e = eth(&mut self.pkt[..]);
+        e.set_dst(mac);
+        e.set_src(gw.mac);
         self.counters.routed_in += 1;
         match net.fdb.lookup(&mac, now) {
             Some(p) => out.emit(p, &self.pkt[..len], &self.port_counters),

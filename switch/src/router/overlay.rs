@@ -63,10 +63,7 @@ impl Router {
             return;
         };
         // Ethernet padding stays home: an IPv4 frame goes as long as its packet.
-        let frame = match ipv4_lengths(frame) {
-            Some((_, total)) => &frame[..ETH_HLEN + total],
-            None => frame,
-        };
+        let frame = Ipv4Frame::new(frame).map_or(frame, |f| f.frame());
         let max = self.overlay.vtep().config().max_inner_frame();
         if frame.len() > max {
             self.counters.tunnel_too_big += 1;
@@ -83,22 +80,17 @@ impl Router {
             return;
         };
         self.flood.clear();
-        let known = if frame.len() >= 6 && frame[0] & 1 == 0 {
-            let mut dst: Mac = [0; 6];
-            dst.copy_from_slice(&frame[0..6]);
-            table.lookup(&dst, now)
-        } else {
-            None
-        };
+        let dst = ethernet::Frame::new_checked(frame).ok().map(|e| e.dst());
+        let known = dst
+            .filter(|d| !ethernet::is_group(d))
+            .and_then(|d| table.lookup(&d, now));
         match known {
             Some(vtep) => self.flood.push(vtep),
             None => self
                 .flood
                 .extend_from_slice(table.flood_list(Origin::Local, local)),
         }
-        if let (Some(vtep), true) = (known, self.fast_vxlan.is_some()) {
-            let mut dst: Mac = [0; 6];
-            dst.copy_from_slice(&frame[0..6]);
+        if let (Some(vtep), Some(dst), true) = (known, dst, self.fast_vxlan.is_some()) {
             self.fast_tunnel(net_id, vni, dst, vtep, now);
         }
         for i in 0..self.flood.len() {
@@ -130,14 +122,14 @@ impl Router {
             self.counters.tunnel_dropped += 1;
             return;
         };
-        if inner.len() < ETH_HLEN || inner[6] & 1 != 0 {
+        let Some((dst, src)) = ethernet::Frame::new_checked(inner)
+            .ok()
+            .map(|e| (e.dst(), e.src()))
+            .filter(|(_, src)| !ethernet::is_group(src))
+        else {
             self.counters.tunnel_dropped += 1;
             return;
-        }
-        let mut dst: Mac = [0; 6];
-        dst.copy_from_slice(&inner[0..6]);
-        let mut src: Mac = [0; 6];
-        src.copy_from_slice(&inner[6..12]);
+        };
         let id = net.cfg.id;
         match net.fdb.learn(src, TUNNEL_PORT, now) {
             crate::fdb::Learned::Changed | crate::fdb::Learned::Reannounce => {

@@ -2,7 +2,8 @@
 //! uplink and the replies back to it.
 
 use super::*;
-use wire::ip::{PROTO_TCP, PROTO_UDP};
+use wire::ethernet::ETHERTYPE_IPV4;
+use wire::ip::{IPV4_HLEN, PROTO_TCP, PROTO_UDP};
 
 impl Router {
     /// UDP to the resolver's port, or TCP to its upstream connections' ports, on the
@@ -17,7 +18,6 @@ impl Router {
         let Some((_, to)) = ip.endpoints().filter(|(_, to)| *to.ip() == self.cfg.ip) else {
             return false;
         };
-        let total = ip.total_len();
         let ours = match ip.proto() {
             PROTO_UDP => to.port() == port,
             PROTO_TCP => crate::DNS_UPSTREAM_PORTS.contains(&to.port()),
@@ -26,7 +26,7 @@ impl Router {
         if !ours {
             return false;
         }
-        if out.upstream_reply(&frame[..ETH_HLEN + total]) {
+        if out.upstream_reply(ip.frame()) {
             self.counters.dns_replies += 1;
         } else {
             self.counters.dns_inbox_full += 1;
@@ -42,10 +42,10 @@ impl Router {
     /// Send an IPv4 packet the switch made (from the uplink address) by the uplink.
     pub fn send_ip(&mut self, packet: &[u8], out: &mut impl Emit, now: Instant) {
         let len = ETH_HLEN + packet.len();
-        if packet.len() < 20 || len > MAX_FRAME {
+        if packet.len() < IPV4_HLEN || len > MAX_FRAME {
             return;
         }
-        self.pkt[12..14].copy_from_slice(&[0x08, 0x00]);
+        eth(&mut self.pkt[..]).set_ethertype(ETHERTYPE_IPV4);
         self.pkt[ETH_HLEN..len].copy_from_slice(packet);
         self.send_out(len, out, now);
     }
