@@ -11,9 +11,10 @@ use crate::port::{Burst, MAX_FRAME};
 use crate::stats::{DropReason, PortCounters};
 use crate::{NetId, PortId, TUNNEL_PORT};
 
-use wire::ETH_HLEN;
-const ETHERTYPE_ARP: [u8; 2] = wire::ethernet::ETHERTYPE_ARP.to_be_bytes();
-const BROADCAST: Mac = [0xff; 6];
+use wire::ethernet::{self, is_group, BROADCAST, ETHERTYPE_ARP};
+use wire::ip::Ipv4Frame;
+
+const DNS_PORT: u16 = 53;
 
 /// The edges of the worker's stage graph (`worker::graph`): where a stage puts a frame
 /// it is done with. The worker's transmit side implements it; tests record into
@@ -121,14 +122,11 @@ fn classify(
         counters,
         announce_learning,
     } = src;
-    if frame.len() < ETH_HLEN {
+    let Ok(eth) = ethernet::Frame::new_checked(frame) else {
         return Verdict::Drop(DropReason::Runt);
-    }
-    let mut dst: Mac = [0; 6];
-    dst.copy_from_slice(&frame[0..6]);
-    let mut src: Mac = [0; 6];
-    src.copy_from_slice(&frame[6..12]);
-    if src[0] & 1 != 0 {
+    };
+    let (dst, src) = (eth.dst(), eth.src());
+    if is_group(&src) {
         return Verdict::Drop(DropReason::BadSource);
     }
     // A sandbox claiming the gateway's MAC would take the network's routed traffic once
@@ -146,7 +144,7 @@ fn classify(
     }
 
     if let Some(gw) = &net.cfg.gateway {
-        if dst == BROADCAST && frame[12..14] == ETHERTYPE_ARP {
+        if dst == BROADCAST && eth.ethertype() == ETHERTYPE_ARP {
             if let Some(n) = gateway::arp_reply(gw, frame, scratch) {
                 return Verdict::Reply(n);
             }
@@ -164,7 +162,7 @@ fn classify(
         }
     }
 
-    if dst[0] & 1 == 0 {
+    if !is_group(&dst) {
         if let Some(to) = net.fdb.lookup(&dst, now) {
             return if to == in_port {
                 Verdict::Drop(DropReason::SamePort)
@@ -182,17 +180,12 @@ fn classify(
 /// frames already addressed to the gateway's MAC get here: the rest never pay for it.
 #[inline]
 fn is_dns_to(ip: std::net::Ipv4Addr, frame: &[u8]) -> bool {
-    const IP: usize = ETH_HLEN;
-    if frame.len() < IP + 20 || frame[12..14] != [0x08, 0x00] || frame[IP] >> 4 != 4 {
+    let Some(f) = Ipv4Frame::new(frame) else {
         return false;
-    }
-    let ihl = ((frame[IP] & 0x0f) as usize) * 4;
-    let proto = frame[IP + 9];
-    let frag_offset = u16::from_be_bytes([frame[IP + 6], frame[IP + 7]]) & 0x1fff;
-    if ihl < 20 || frame.len() < IP + ihl + 4 || frag_offset != 0 || (proto != 17 && proto != 6) {
-        return false;
-    }
-    frame[IP + 16..IP + 20] == ip.octets() && frame[IP + ihl + 2..IP + ihl + 4] == [0, 53]
+    };
+    f.packet().frag_offset() == 0
+        && f.endpoints()
+            .is_some_and(|(_, to)| *to.ip() == ip && to.port() == DNS_PORT)
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ use crate::router::{self, Router, RouterStats};
 use crate::skb_trunk::{self, SkbMember};
 use crate::stats::{DropReason, PortCounters, Stage, WorkerCounters};
 use crate::{NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, TRUNK_NET, UPLINK_NET};
+use wire::ethernet::ETHERTYPE_VLAN;
+use wire::vlan;
 
 mod control;
 mod fast;
@@ -177,10 +179,12 @@ struct VlanMember {
     rx: Burst,
 }
 
-/// The 802.1Q VID of a frame, if tagged.
-fn vlan_of(frame: &[u8]) -> Option<u16> {
-    (frame.len() >= 18 && frame[12..14] == [0x81, 0x00])
-        .then(|| u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff)
+/// A trunk frame's 802.1Q tag, if it has one (an 802.1ad tag is payload here: it stays
+/// in the frame of the untagged network, if there is one).
+fn dot1q_of(frame: &[u8]) -> Option<vlan::Tagged<&[u8]>> {
+    vlan::Tagged::new_checked(frame)
+        .ok()
+        .filter(|t| t.tpid() == ETHERTYPE_VLAN)
 }
 
 struct OwnedPort {

@@ -16,25 +16,19 @@ impl Worker {
     ) {
         let mut vlans = std::mem::take(&mut self.tx.ports[i].vlans);
         for frame in rx.iter() {
-            let vid = vlan_of(frame);
+            let tag = dot1q_of(frame);
+            let vid = tag.as_ref().map(|t| t.vid());
             match vlans.iter_mut().find(|m| m.vid == vid) {
                 Some(m) => {
-                    let pushed = match vid {
-                        Some(_) => m.rx.slot().map(|slot| {
-                            slot[..12].copy_from_slice(&frame[..12]);
-                            slot[12..frame.len() - 4].copy_from_slice(&frame[16..]);
-                        }),
+                    let pushed = m.rx.slot().and_then(|slot| match &tag {
+                        Some(t) => vlan::pop_tag(t, slot),
                         None => {
-                            m.rx.slot()
-                                .map(|slot| slot[..frame.len()].copy_from_slice(frame))
+                            slot[..frame.len()].copy_from_slice(frame);
+                            Some(frame.len())
                         }
-                    };
-                    if pushed.is_some() {
-                        m.rx.commit(if vid.is_some() {
-                            frame.len() - 4
-                        } else {
-                            frame.len()
-                        });
+                    });
+                    if let Some(n) = pushed {
+                        m.rx.commit(n);
                     }
                 }
                 None => {

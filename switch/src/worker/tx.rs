@@ -114,16 +114,18 @@ impl TxSide {
 
     /// Queue a frame on trunk port `i` with an 802.1Q tag for `vid` pushed in.
     fn emit_tagged(&mut self, i: usize, vid: u16, frame: &[u8], from: &PortCounters) {
-        if frame.len() < 14 || frame.len() + 4 > MAX_FRAME {
+        if frame.len() < wire::ETH_HLEN {
             from.dropped(DropReason::TxFull, 1);
             return;
         }
-        if let Some(slot) = self.tx_burst(i).slot() {
-            slot[..12].copy_from_slice(&frame[..12]);
-            slot[12..14].copy_from_slice(&[0x81, 0x00]);
-            slot[14..16].copy_from_slice(&vid.to_be_bytes());
-            slot[16..frame.len() + 4].copy_from_slice(&frame[12..]);
-            self.ports[i].tx.commit(frame.len() + 4);
+        let tag = vlan::TagRepr::from_tci(ETHERTYPE_VLAN, vid);
+        let Some(slot) = self.tx_burst(i).slot() else {
+            return;
+        };
+        match vlan::push_tag(frame, tag, slot) {
+            Some(n) => self.ports[i].tx.commit(n),
+            // Too big for a port's buffer once tagged.
+            None => from.dropped(DropReason::TxFull, 1),
         }
     }
 }
