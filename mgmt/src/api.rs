@@ -1,9 +1,17 @@
-//! The control socket's method parameters: shared by the daemon (which validates them)
-//! and vswitchctl (which builds them). Unknown fields are refused.
+//! The control socket's method parameters and results: shared by the daemon (which
+//! validates parameters and builds results) and vswitchctl (which builds parameters
+//! and reads results). Unknown parameter fields are refused. Results keep Docker's
+//! field names where Docker has the object (`Name`, `Id`, `IPAM`, `Containers`...),
+//! and the field names below are the wire format: renaming one breaks clients.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use switch::port::Backend;
+use switch::stats::{PortCountersSnapshot, WorkerCountersSnapshot};
+use switch::{DnsStats, NetId, PortId};
+
+use crate::model::LinkKind;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -113,4 +121,244 @@ pub struct Empty {}
 pub struct Conntrack {
     /// Only sessions of this network's addresses.
     pub network: Option<String>,
+}
+
+// ---- results ---------------------------------------------------------------------
+
+/// `network.create`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkCreated {
+    pub id: String,
+    /// Always empty (Docker's field).
+    pub warning: String,
+}
+
+/// One row of `network.ls`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkSummary {
+    /// The id's first 12 characters.
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub scope: String,
+}
+
+/// One network of `network.inspect`, as `docker network inspect` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkDetail {
+    pub name: String,
+    pub id: String,
+    pub created: String,
+    pub scope: String,
+    pub driver: String,
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    #[serde(rename = "IPAM")]
+    pub ipam: Ipam,
+    pub internal: bool,
+    pub attachable: bool,
+    /// By sandbox id.
+    pub containers: BTreeMap<String, NetworkContainer>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ipam {
+    /// Always "default".
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+    pub config: Vec<IpamConfig>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamConfig {
+    pub subnet: String,
+    pub gateway: String,
+    #[serde(rename = "IPRange", default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+}
+
+/// A sandbox's endpoint on a network, in `network.inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkContainer {
+    pub name: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    pub mac_address: String,
+    /// ADDRESS/PREFIX.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    /// Always empty.
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+/// `network.prune`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Pruned {
+    pub networks_deleted: Vec<String>,
+}
+
+/// `sandbox.create`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxCreated {
+    pub id: String,
+    pub name: String,
+}
+
+/// One row of `sandbox.ls`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxSummary {
+    /// The id's first 12 characters.
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    /// Network names, or the mode (`host`, `none`, `container:NAME`).
+    pub networks: Vec<String>,
+    pub created: String,
+}
+
+/// `sandbox.inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxDetail {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    /// `netns`, `host`, `none` or `container:NAME`.
+    pub network_mode: String,
+    /// The namespace's bind mount (/run/netns/NAME).
+    pub sandbox_key: String,
+    /// Docker's shape: {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}.
+    pub ports: BTreeMap<String, Vec<PortBinding>>,
+    /// By network name.
+    pub networks: BTreeMap<String, SandboxNetwork>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: String,
+}
+
+/// A sandbox's endpoint, in `sandbox.inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxNetwork {
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    #[serde(rename = "IPPrefixLen")]
+    pub ip_prefix_len: u8,
+    /// Empty where the network has no pool.
+    pub gateway: String,
+    pub mac_address: String,
+    pub aliases: Vec<String>,
+    pub link: LinkKind,
+    pub interface: String,
+    /// The veth's switch-side end; null for a TAP.
+    pub host_interface: Option<String>,
+}
+
+/// One row of `fdb.get`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FdbRow {
+    pub mac: String,
+    /// The port's name, `vxlan` for the tunnel, or its number.
+    pub port: String,
+    /// The remote VTEP of a MAC behind the tunnel.
+    pub vtep: Option<String>,
+    /// The sandbox owning the port, if an endpoint does.
+    pub sandbox: Option<String>,
+    /// Seconds since last seen.
+    pub age: u64,
+    #[serde(rename = "static")]
+    pub is_static: bool,
+    pub fast_path: bool,
+}
+
+/// `capture.start`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureStarted {
+    pub id: u64,
+}
+
+/// `capture.status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureState {
+    pub frames: u64,
+    pub done: bool,
+}
+
+/// `capture.stop`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureStopped {
+    pub frames: u64,
+}
+
+/// `daemon.ping`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ping {
+    pub version: String,
+}
+
+/// `stats.get`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub ports: Vec<PortStats>,
+    pub workers: Vec<WorkerCountersSnapshot>,
+    /// The router's `RouterStats` (null without an uplink), its VTEP's drops also by
+    /// name under `overlay.drops`.
+    pub router: serde_json::Value,
+    /// The embedded resolver's counters.
+    pub dns: Option<DnsStats>,
+}
+
+/// One port of `stats.get`: the engine's view of it, its counters, and whose it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PortStats {
+    pub id: PortId,
+    pub name: String,
+    /// The endpoint's network by name, the switch port's role (`(uplink)`...), or the
+    /// data plane's network number.
+    pub network: Option<PortNetwork>,
+    pub backend: Backend,
+    pub worker: usize,
+    pub fast_path: bool,
+    #[serde(flatten)]
+    pub counters: PortCountersSnapshot,
+    /// The endpoint's sandbox; absent for the switch's own ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortNetwork {
+    Name(String),
+    Number(NetId),
+}
+
+impl std::fmt::Display for PortNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortNetwork::Name(n) => f.write_str(n),
+            PortNetwork::Number(n) => write!(f, "{n}"),
+        }
+    }
 }

@@ -4,11 +4,37 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-
 use crate::link::Netlink;
 use crate::model::SandboxMode;
-use crate::netns;
+use crate::netns::{self, NetnsError};
+
+/// What setting up a sandbox's namespace fails with; `what` says which step.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{what}")]
+    Netns {
+        what: String,
+        #[source]
+        source: NetnsError,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = SandboxError> = std::result::Result<T, E>;
+
+/// Names the step that failed: `.map_err(step(format!("create ...")))`.
+fn step(what: String) -> impl FnOnce(NetnsError) -> SandboxError {
+    move |source| SandboxError::Netns { what, source }
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> SandboxError {
+    move |source| SandboxError::Io { what, source }
+}
 
 pub fn netns_path(name: &str) -> PathBuf {
     netns::path(name)
@@ -26,25 +52,26 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
     }
     match mode {
         SandboxMode::Host => {
-            netns::bind_current(name).with_context(|| format!("bind host namespace as {name}"))
+            netns::bind_current(name).map_err(step(format!("bind host namespace as {name}")))
         }
         SandboxMode::Container(target) => {
-            netns::bind_existing(name, target)
-                .with_context(|| format!("join the namespace of sandbox {target} as {name}"))?;
+            netns::bind_existing(name, target).map_err(step(format!(
+                "join the namespace of sandbox {target} as {name}"
+            )))?;
             // The same resolver as the sandbox it joins.
             let src = netns::resolv_conf_path(target);
             if let Ok(text) = std::fs::read(&src) {
                 let dst = netns::resolv_conf_path(name);
                 if let Some(dir) = dst.parent() {
                     std::fs::create_dir_all(dir)
-                        .with_context(|| format!("create {}", dir.display()))?;
+                        .map_err(io(format!("create {}", dir.display())))?;
                 }
-                std::fs::write(&dst, text).with_context(|| format!("write {}", dst.display()))?;
+                std::fs::write(&dst, text).map_err(io(format!("write {}", dst.display())))?;
             }
             Ok(())
         }
         SandboxMode::Netns | SandboxMode::None => {
-            netns::create(name).with_context(|| format!("create network namespace {name}"))?;
+            netns::create(name).map_err(step(format!("create network namespace {name}")))?;
             let setup = netns::run_in(name, || {
                 // No IPv6 on the data path yet: keep sandboxes from emitting RS/MLD noise.
                 for key in [
@@ -53,11 +80,11 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
                 ] {
                     let _ = std::fs::write(format!("/proc/sys/{key}"), "1");
                 }
-                Netlink::new()?.set_up("lo")
+                Ok(Netlink::new()?.set_up("lo")?)
             });
             if let Err(e) = setup {
                 let _ = netns::delete(name);
-                return Err(e.context(format!("set up loopback in {name}")));
+                return Err(step(format!("set up loopback in {name}"))(e));
             }
             Ok(())
         }
@@ -66,14 +93,15 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
 
 /// Delete the namespace (its veth ends go with it) and its /etc/netns files.
 pub fn remove(name: &str) -> Result<()> {
-    netns::delete(name).with_context(|| format!("delete network namespace {name}"))
+    netns::delete(name).map_err(step(format!("delete network namespace {name}")))
 }
 
 /// Point the default route at `gw`, or leave none.
 pub fn set_default_route(name: &str, gw: Option<Ipv4Addr>) -> Result<()> {
     let Some(gw) = gw else { return Ok(()) };
-    netns::run_in(name, move || Netlink::new()?.add_default_route(gw))
-        .with_context(|| format!("set default route via {gw} in sandbox {name}"))
+    netns::run_in(name, move || Ok(Netlink::new()?.add_default_route(gw)?)).map_err(step(format!(
+        "set default route via {gw} in sandbox {name}"
+    )))
 }
 
 /// resolv.conf naming `servers`; `embedded` (the gateway's resolver) adds `ndots:0`, so
@@ -81,5 +109,5 @@ pub fn set_default_route(name: &str, gw: Option<Ipv4Addr>) -> Result<()> {
 pub fn write_resolv_conf(name: &str, servers: &[IpAddr], embedded: bool) -> Result<()> {
     let options: &[&str] = if embedded { &["ndots:0"] } else { &[] };
     netns::write_resolv_conf(name, servers, options)
-        .with_context(|| format!("write resolv.conf for sandbox {name}"))
+        .map_err(step(format!("write resolv.conf for sandbox {name}")))
 }

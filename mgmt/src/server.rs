@@ -8,7 +8,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use mio::net::{UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -18,6 +17,35 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::controller::Controller;
 use crate::error::{ApiError, Code};
 use crate::rpc;
+
+/// What binding or serving the control socket fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("another vswitchd is listening on {}; stop it or pass another --socket", .0.display())]
+    InUse(PathBuf),
+    /// `what` failed on the socket, its directory or the event loop.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Blocking or reading the termination signals.
+    #[error("{what}")]
+    Signals {
+        what: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+type Result<T, E = ServerError> = std::result::Result<T, E>;
+
+/// Names the step that failed: `.map_err(io(format!("bind {path}")))`.
+fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
+    let what = what.into();
+    move |source| ServerError::Io { what, source }
+}
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -37,9 +65,16 @@ pub fn block_signals() -> Result<SignalFd> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
-    mask.thread_block().context("block SIGTERM/SIGINT")?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .context("create signalfd")
+    mask.thread_block().map_err(|source| ServerError::Signals {
+        what: "block SIGTERM/SIGINT",
+        source,
+    })?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|source| {
+        ServerError::Signals {
+            what: "create signalfd",
+            source,
+        }
+    })
 }
 
 pub struct Server {
@@ -56,22 +91,18 @@ impl Server {
                 .recursive(true)
                 .mode(0o755)
                 .create(dir)
-                .with_context(|| format!("create socket directory {}", dir.display()))?;
+                .map_err(io(format!("create socket directory {}", dir.display())))?;
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                bail!(
-                    "another vswitchd is listening on {}; stop it or pass another --socket",
-                    path.display()
-                );
+                return Err(ServerError::InUse(path.to_path_buf()));
             }
-            fs::remove_file(path)
-                .with_context(|| format!("remove stale socket {}", path.display()))?;
+            fs::remove_file(path).map_err(io(format!("remove stale socket {}", path.display())))?;
         }
         let listener = UnixListener::bind(path)
-            .with_context(|| format!("bind control socket {}", path.display()))?;
+            .map_err(io(format!("bind control socket {}", path.display())))?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o660))
-            .with_context(|| format!("chmod {}", path.display()))?;
+            .map_err(io(format!("chmod {}", path.display())))?;
         Ok(Server {
             path: path.to_path_buf(),
             listener,
@@ -80,12 +111,14 @@ impl Server {
 
     /// Serve until a termination signal arrives.
     pub fn run(mut self, ctl: &mut Controller, signals: &mut SignalFd) -> Result<()> {
-        let mut poll = Poll::new().context("create event loop")?;
+        let mut poll = Poll::new().map_err(io("create event loop"))?;
         poll.registry()
-            .register(&mut self.listener, LISTENER, Interest::READABLE)?;
+            .register(&mut self.listener, LISTENER, Interest::READABLE)
+            .map_err(io("watch the control socket"))?;
         let sfd = signals.as_raw_fd();
         poll.registry()
-            .register(&mut SourceFd(&sfd), SIGNALS, Interest::READABLE)?;
+            .register(&mut SourceFd(&sfd), SIGNALS, Interest::READABLE)
+            .map_err(io("watch the signalfd"))?;
         let mut clients: HashMap<Token, Client> = HashMap::new();
         let mut next = FIRST_CLIENT;
         let mut events = Events::with_capacity(128);
@@ -95,7 +128,7 @@ impl Server {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(e).context("wait for control socket events");
+                return Err(io("wait for control socket events")(e));
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -105,7 +138,8 @@ impl Server {
                                 let t = Token(next);
                                 next += 1;
                                 poll.registry()
-                                    .register(&mut stream, t, Interest::READABLE)?;
+                                    .register(&mut stream, t, Interest::READABLE)
+                                    .map_err(io("watch a client"))?;
                                 clients.insert(
                                     t,
                                     Client {
@@ -146,7 +180,9 @@ impl Server {
                             } else {
                                 Interest::READABLE | Interest::WRITABLE
                             };
-                            poll.registry().reregister(&mut c.stream, t, interest)?;
+                            poll.registry()
+                                .reregister(&mut c.stream, t, interest)
+                                .map_err(io("watch a client"))?;
                         } else if let Some(mut c) = clients.remove(&t) {
                             let _ = poll.registry().deregister(&mut c.stream);
                         }

@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use mgmt::api;
@@ -93,21 +95,20 @@ fn capture(c: &Client, port: String, file: PathBuf, count: Option<u64>, json_out
         file: file.to_string_lossy().into_owned(),
         count,
     };
-    let id = c.call("capture.start", to_value(&req))?["id"]
-        .as_u64()
-        .unwrap_or(0);
+    let started: api::CaptureStarted = c.call("capture.start", &req)?;
+    let id = api::CaptureId { id: started.id };
     while !INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-        let st = c.call("capture.status", json!({ "id": id }))?;
-        if st["done"].as_bool() == Some(true) {
+        let st: api::CaptureState = c.call("capture.status", &id)?;
+        if st.done {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let v = c.call("capture.stop", json!({ "id": id }))?;
+    let v: api::CaptureStopped = c.call("capture.stop", &id)?;
     if json_out {
-        print_json(&json!({ "file": file, "frames": v["frames"] }));
+        print_json(&json!({ "file": file, "frames": v.frames }));
     } else {
-        eprintln!("{} frames captured to {}", v["frames"], file.display());
+        eprintln!("{} frames captured to {}", v.frames, file.display());
     }
     Ok(())
 }
@@ -256,7 +257,8 @@ struct Client {
 }
 
 impl Client {
-    fn call(&self, method: &str, params: Value) -> Res<Value> {
+    /// Call `method` and read its result as `T` (the types the daemon answers with).
+    fn call<T: DeserializeOwned>(&self, method: &str, params: &impl Serialize) -> Res<T> {
         let unreachable = |e: std::io::Error| {
             Failure::Unreachable(format!(
                 "cannot reach vswitchd at {}: {e}",
@@ -288,12 +290,13 @@ impl Client {
                 .unwrap_or("unknown error");
             return Err(Failure::Refused(msg.to_string()));
         }
-        Ok(v.get("result").cloned().unwrap_or(Value::Null))
+        let result = v.get("result").cloned().unwrap_or(Value::Null);
+        serde_json::from_value(result).map_err(|e| {
+            Failure::Unreachable(format!(
+                "vswitchd sent an unreadable result for {method}: {e}"
+            ))
+        })
     }
-}
-
-fn to_value<T: serde::Serialize>(t: &T) -> Value {
-    serde_json::to_value(t).unwrap_or(Value::Null)
 }
 
 fn kv(list: &[String], what: &str) -> Res<BTreeMap<String, String>> {
@@ -307,8 +310,20 @@ fn kv(list: &[String], what: &str) -> Res<BTreeMap<String, String>> {
         .collect()
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// A result as JSON (through `Value`, so objects print with their keys sorted, as the
+/// daemon sends them).
+fn print_json<T: Serialize>(t: &T) {
+    let v = serde_json::to_value(t).unwrap_or(Value::Null);
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+}
+
+/// A value as its JSON text, strings without quotes (enums as the daemon names them).
+fn text<T: Serialize>(t: &T) -> String {
+    match serde_json::to_value(t) {
+        Ok(Value::String(s)) => s,
+        Ok(Value::Null) | Err(_) => String::new(),
+        Ok(o) => o.to_string(),
+    }
 }
 
 /// Left-aligned columns separated by three spaces, like docker's tables.
@@ -356,38 +371,36 @@ fn run(cli: Cli) -> Res<()> {
         Cmd::Run(r) => run_cmd(&c, r),
         Cmd::Capture { port, file, count } => capture(&c, port, file, count, json_out),
         Cmd::Port { sandbox } => {
-            let v = c.call("sandbox.inspect", json!({ "name": sandbox }))?;
-            let ports = v.get("Ports").cloned().unwrap_or(json!({}));
+            let v: api::SandboxDetail =
+                c.call("sandbox.inspect", &api::NameOnly { name: sandbox })?;
             if json_out {
-                print_json(&ports);
-            } else if let Some(m) = ports.as_object() {
+                print_json(&v.ports);
+            } else {
                 // Like `docker port`: 80/tcp -> 0.0.0.0:8080
-                for (k, list) in m {
-                    for b in list.as_array().into_iter().flatten() {
-                        println!("{k} -> {}:{}", s(b, "HostIp"), s(b, "HostPort"));
+                for (k, list) in &v.ports {
+                    for b in list {
+                        println!("{k} -> {}:{}", b.host_ip, b.host_port);
                     }
                 }
             }
             Ok(())
         }
         Cmd::Conntrack { network } => {
-            let v = c.call("conntrack.get", to_value(&api::Conntrack { network }))?;
+            let v: Vec<nat::SessionRow> = c.call("conntrack.get", &api::Conntrack { network })?;
             if json_out {
                 print_json(&v);
             } else {
                 let rows = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                    .iter()
                     .map(|r| {
-                        let t = |k: &str| format!("{} -> {}", s(&r[k], "src"), s(&r[k], "dst"));
+                        let t = |f: &nat::FlowTuple| format!("{} -> {}", f.src, f.dst);
                         vec![
-                            s(r, "proto"),
-                            s(r, "kind"),
-                            t("original"),
-                            t("translated"),
-                            s(r, "state"),
-                            s(r, "idle_secs"),
+                            text(&r.proto),
+                            text(&r.kind),
+                            t(&r.original),
+                            t(&r.translated),
+                            text(&r.state),
+                            r.idle_secs.to_string(),
                         ]
                     })
                     .collect();
@@ -399,27 +412,25 @@ fn run(cli: Cli) -> Res<()> {
             Ok(())
         }
         Cmd::Fdb { network } => {
-            let v = c.call("fdb.get", json!({ "name": network }))?;
+            let v: Vec<api::FdbRow> = c.call("fdb.get", &api::NameOnly { name: network })?;
             if json_out {
                 print_json(&v);
             } else {
                 let rows = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                    .iter()
                     .map(|e| {
-                        let kind = if e["static"].as_bool() == Some(true) {
+                        let kind = if e.is_static {
                             "static".into()
                         } else {
-                            s(e, "age")
+                            e.age.to_string()
                         };
                         vec![
-                            s(e, "mac"),
-                            s(e, "port"),
-                            s(e, "sandbox"),
-                            s(e, "vtep"),
+                            e.mac.clone(),
+                            e.port.clone(),
+                            e.sandbox.clone().unwrap_or_default(),
+                            e.vtep.clone().unwrap_or_default(),
                             kind,
-                            if e["fast_path"] == true { "yes" } else { "" }.into(),
+                            if e.fast_path { "yes" } else { "" }.into(),
                         ]
                     })
                     .collect();
@@ -431,44 +442,46 @@ fn run(cli: Cli) -> Res<()> {
             Ok(())
         }
         Cmd::Stats { port } => {
-            let v = c.call("stats.get", to_value(&api::StatsGet { port }))?;
+            let v: api::Stats = c.call("stats.get", &api::StatsGet { port })?;
             if json_out {
                 print_json(&v);
                 return Ok(());
             }
-            let fast = |p: &Value, key: &str| {
-                if p["fast_path"] == true {
-                    s(p, key)
+            let fast = |p: &api::PortStats, n: u64| {
+                if p.fast_path {
+                    n.to_string()
                 } else {
                     "-".to_string()
                 }
             };
-            let rows = v["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows = v
+                .ports
+                .iter()
                 .map(|p| {
-                    let drops: Vec<String> = p["drops"]
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                    let c = &p.counters;
+                    let drops: Vec<String> = c
+                        .drops
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
                         .map(|(k, n)| format!("{k}={n}"))
                         .collect();
                     vec![
-                        s(p, "name"),
-                        s(p, "sandbox"),
-                        s(p, "network"),
-                        s(p, "backend"),
-                        s(p, "worker"),
-                        s(p, "rx_packets"),
-                        s(p, "rx_bytes"),
-                        s(p, "tx_packets"),
-                        s(p, "tx_bytes"),
+                        p.name.clone(),
+                        p.sandbox.clone().unwrap_or_default(),
+                        p.network
+                            .as_ref()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default(),
+                        text(&p.backend),
+                        p.worker.to_string(),
+                        c.rx_packets.to_string(),
+                        c.rx_bytes.to_string(),
+                        c.tx_packets.to_string(),
+                        c.tx_bytes.to_string(),
                         // Of those, what the in-kernel fast path forwarded.
-                        fast(p, "fast_path_rx_packets"),
-                        fast(p, "fast_path_tx_packets"),
-                        s(p, "fdb_full"),
+                        fast(p, c.fast_path_rx_packets),
+                        fast(p, c.fast_path_tx_packets),
+                        c.fdb_full.to_string(),
                         drops.join(","),
                     ]
                 })
@@ -481,22 +494,21 @@ fn run(cli: Cli) -> Res<()> {
                 rows,
             );
             println!();
-            let rows = v["workers"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows = v
+                .workers
+                .iter()
                 .map(|w| {
                     vec![
-                        s(w, "id"),
-                        s(w, "core"),
-                        s(w, "ports"),
-                        s(w, "rx_packets"),
-                        s(w, "tx_packets"),
-                        s(w, "busy_polls"),
-                        s(w, "idle_polls"),
-                        s(w, "sleeps"),
-                        s(w, "cross_worker"),
-                        s(w, "drops"),
+                        w.id.to_string(),
+                        w.core.map(|c| c.to_string()).unwrap_or_default(),
+                        w.ports.to_string(),
+                        w.rx_packets.to_string(),
+                        w.tx_packets.to_string(),
+                        w.busy_polls.to_string(),
+                        w.idle_polls.to_string(),
+                        w.sleeps.to_string(),
+                        w.cross_worker.to_string(),
+                        w.drops.to_string(),
                     ]
                 })
                 .collect();
@@ -515,7 +527,7 @@ fn run(cli: Cli) -> Res<()> {
                 ],
                 rows,
             );
-            let r = &v["router"];
+            let r = &v.router;
             if r.is_object() {
                 println!();
                 println!(
@@ -526,7 +538,7 @@ fn run(cli: Cli) -> Res<()> {
                     s(&r["router"], "kernel_open_refused"),
                 );
             }
-            let o = &v["router"]["overlay"];
+            let o = &v.router["overlay"];
             if o.is_object() {
                 let drops: Vec<String> = o["drops"]
                     .as_object()
@@ -538,10 +550,10 @@ fn run(cli: Cli) -> Res<()> {
                 println!();
                 println!(
                     "VTEP {}: encapsulated={} decapsulated={} too_big={} drops: {}",
-                    s(&v["router"], "vtep"),
+                    s(&v.router, "vtep"),
                     s(o, "encapsulated"),
                     s(o, "decapsulated"),
-                    s(&v["router"]["router"], "tunnel_too_big"),
+                    s(&v.router["router"], "tunnel_too_big"),
                     if drops.is_empty() {
                         "none".to_string()
                     } else {
@@ -578,54 +590,47 @@ fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
                 options: kv(&opt, "option")?,
                 labels: kv(&label, "label")?,
             };
-            let v = c.call("network.create", to_value(&req))?;
+            let v: api::NetworkCreated = c.call("network.create", &req)?;
             if json_out {
                 print_json(&v)
             } else {
-                println!("{}", s(&v, "Id"))
+                println!("{}", v.id)
             }
         }
         NetworkCmd::Ls { filter, quiet } => {
-            let v = c.call("network.ls", to_value(&api::NetworkLs { filters: filter }))?;
-            let nets = v.as_array().cloned().unwrap_or_default();
+            let nets: Vec<api::NetworkSummary> =
+                c.call("network.ls", &api::NetworkLs { filters: filter })?;
             if json_out {
-                print_json(&v);
+                print_json(&nets);
             } else if quiet {
-                nets.iter().for_each(|n| println!("{}", s(n, "ID")));
+                nets.iter().for_each(|n| println!("{}", n.id));
             } else {
                 let rows = nets
-                    .iter()
-                    .map(|n| vec![s(n, "ID"), s(n, "Name"), s(n, "Driver"), s(n, "Scope")])
+                    .into_iter()
+                    .map(|n| vec![n.id, n.name, n.driver, n.scope])
                     .collect();
                 print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows);
             }
         }
         NetworkCmd::Inspect { names } => {
-            print_json(&c.call("network.inspect", to_value(&api::Names { names }))?)
+            let nets: Vec<api::NetworkDetail> = c.call("network.inspect", &api::Names { names })?;
+            print_json(&nets)
         }
         NetworkCmd::Rm { names } => {
-            let v = c.call("network.rm", to_value(&api::Names { names }))?;
+            let removed: Vec<String> = c.call("network.rm", &api::Names { names })?;
             if json_out {
-                print_json(&v);
+                print_json(&removed);
             } else {
-                v.as_array()
-                    .into_iter()
-                    .flatten()
-                    .for_each(|n| println!("{}", n.as_str().unwrap_or_default()));
+                removed.iter().for_each(|n| println!("{n}"));
             }
         }
         NetworkCmd::Prune => {
-            let v = c.call("network.prune", json!({}))?;
+            let v: api::Pruned = c.call("network.prune", &api::NetworkLs::default())?;
             if json_out {
                 print_json(&v);
-            } else {
-                let names = v["NetworksDeleted"].as_array().cloned().unwrap_or_default();
-                if !names.is_empty() {
-                    println!("Deleted Networks:");
-                    names
-                        .iter()
-                        .for_each(|n| println!("{}", n.as_str().unwrap_or_default()));
-                }
+            } else if !v.networks_deleted.is_empty() {
+                println!("Deleted Networks:");
+                v.networks_deleted.iter().for_each(|n| println!("{n}"));
             }
         }
         NetworkCmd::Connect {
@@ -644,20 +649,20 @@ fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
                 mac,
                 link,
             };
-            c.call("network.connect", to_value(&req))?;
+            let _: api::Empty = c.call("network.connect", &req)?;
         }
         NetworkCmd::Disconnect {
             force,
             network,
             sandbox,
         } => {
-            c.call(
+            let _: api::Empty = c.call(
                 "network.disconnect",
-                to_value(&api::Disconnect {
+                &api::Disconnect {
                     network,
                     sandbox,
                     force,
-                }),
+                },
             )?;
         }
     }
@@ -667,42 +672,33 @@ fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
 fn sandbox(c: &Client, cmd: SandboxCmd, json_out: bool) -> Res<()> {
     match cmd {
         SandboxCmd::Create { flags, name } => {
-            let v = c.call("sandbox.create", to_value(&flags.request(name)))?;
+            let v: api::SandboxCreated = c.call("sandbox.create", &flags.request(name))?;
             if json_out {
                 print_json(&v)
             } else {
-                println!("{}", s(&v, "Id"))
+                println!("{}", v.id)
             }
         }
         SandboxCmd::Ls => {
-            let v = c.call("sandbox.ls", json!({}))?;
+            let v: Vec<api::SandboxSummary> = c.call("sandbox.ls", &api::Empty {})?;
             if json_out {
                 print_json(&v);
             } else {
                 let rows = v
-                    .as_array()
                     .into_iter()
-                    .flatten()
-                    .map(|sb| {
-                        let nets: Vec<String> = sb["Networks"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|n| n.as_str().map(String::from))
-                            .collect();
-                        vec![s(sb, "ID"), s(sb, "Name"), nets.join(",")]
-                    })
+                    .map(|sb| vec![sb.id, sb.name, sb.networks.join(",")])
                     .collect();
                 print_table(&["SANDBOX ID", "NAME", "NETWORKS"], rows);
             }
         }
         SandboxCmd::Inspect { name } => {
-            print_json(&c.call("sandbox.inspect", json!({ "name": name }))?)
+            let v: api::SandboxDetail = c.call("sandbox.inspect", &api::NameOnly { name })?;
+            print_json(&v)
         }
         SandboxCmd::Rm { force, name } => {
-            let v = c.call("sandbox.rm", to_value(&api::SandboxRm { name, force }))?;
+            let removed: String = c.call("sandbox.rm", &api::SandboxRm { name, force })?;
             if !json_out {
-                println!("{}", v.as_str().unwrap_or_default());
+                println!("{removed}");
             }
         }
     }
@@ -716,15 +712,15 @@ fn run_cmd(c: &Client, r: RunArgs) -> Res<()> {
         .name
         .clone()
         .unwrap_or_else(|| format!("sb-{:08x}", rand::random::<u32>()));
-    c.call("sandbox.create", to_value(&r.flags.request(name.clone())))?;
+    let _: api::SandboxCreated = c.call("sandbox.create", &r.flags.request(name.clone()))?;
     let result = exec_in(&name, &r.cmd, r.detach);
     if r.rm && !r.detach {
-        let _ = c.call(
+        let _: Res<String> = c.call(
             "sandbox.rm",
-            to_value(&api::SandboxRm {
+            &api::SandboxRm {
                 name: name.clone(),
                 force: true,
-            }),
+            },
         );
     }
     match result {

@@ -1,9 +1,7 @@
 //! The `host` pseudo-network: sandboxes share the host's namespace; nothing in the
 //! data path, and nothing can be connected to it.
 
-use anyhow::{bail, Result};
-
-use super::{Ctx, Driver};
+use super::{Ctx, Driver, DriverError, Result};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{DriverKind, Endpoint, Network, SandboxMode};
 
@@ -28,7 +26,9 @@ impl Driver for Host {
         Ok(())
     }
     fn create_endpoint(&mut self, _: &mut Ctx, _: &Network, _: &Endpoint) -> Result<()> {
-        bail!("the host network has no endpoints: run the sandbox with --network host instead")
+        Err(DriverError::NoEndpoints(
+            "the host network has no endpoints: run the sandbox with --network host instead",
+        ))
     }
     fn delete_endpoint(&mut self, _: &mut Ctx, _: &Network, _: &Endpoint) -> Result<()> {
         Ok(())

@@ -1,8 +1,6 @@
 //! The `none` pseudo-network (driver "null"): loopback only; nothing to connect.
 
-use anyhow::{bail, Result};
-
-use super::{Ctx, Driver};
+use super::{Ctx, Driver, DriverError, Result};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{DriverKind, Endpoint, Network, SandboxMode};
 
@@ -27,7 +25,9 @@ impl Driver for Null {
         Ok(())
     }
     fn create_endpoint(&mut self, _: &mut Ctx, _: &Network, _: &Endpoint) -> Result<()> {
-        bail!("the none network has no endpoints: a sandbox on none has loopback only")
+        Err(DriverError::NoEndpoints(
+            "the none network has no endpoints: a sandbox on none has loopback only",
+        ))
     }
     fn delete_endpoint(&mut self, _: &mut Ctx, _: &Network, _: &Endpoint) -> Result<()> {
         Ok(())
