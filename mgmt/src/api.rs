@@ -362,3 +362,118 @@ impl std::fmt::Display for PortNetwork {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The results' field names are the wire format (Docker's where Docker has the
+    /// object): these are the names clients and the e2e tests read.
+    #[test]
+    fn results_keep_their_wire_names() {
+        let mut containers = BTreeMap::new();
+        containers.insert(
+            "sbid".to_string(),
+            NetworkContainer {
+                name: "web".into(),
+                endpoint_id: "ep".into(),
+                mac_address: "02:42:ac:14:00:02".into(),
+                ipv4_address: "172.20.0.2/16".into(),
+                ipv6_address: String::new(),
+            },
+        );
+        let net = NetworkDetail {
+            name: "n".into(),
+            id: "abc".into(),
+            created: "t".into(),
+            scope: "local".into(),
+            driver: "bridge".into(),
+            enable_ipv6: false,
+            ipam: Ipam {
+                driver: "default".into(),
+                options: BTreeMap::new(),
+                config: vec![IpamConfig {
+                    subnet: "172.20.0.0/16".into(),
+                    gateway: "172.20.0.1".into(),
+                    ip_range: None,
+                }],
+            },
+            internal: false,
+            attachable: true,
+            containers,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        };
+        assert_eq!(
+            serde_json::to_value(&net).unwrap(),
+            json!({
+                "Name": "n", "Id": "abc", "Created": "t", "Scope": "local", "Driver": "bridge",
+                "EnableIPv6": false,
+                "IPAM": { "Driver": "default", "Options": {},
+                          "Config": [{ "Subnet": "172.20.0.0/16", "Gateway": "172.20.0.1" }] },
+                "Internal": false, "Attachable": true,
+                "Containers": { "sbid": { "Name": "web", "EndpointID": "ep",
+                    "MacAddress": "02:42:ac:14:00:02", "IPv4Address": "172.20.0.2/16",
+                    "IPv6Address": "" } },
+                "Options": {}, "Labels": {},
+            })
+        );
+        let row = FdbRow {
+            mac: "m".into(),
+            port: "p".into(),
+            vtep: None,
+            sandbox: Some("s".into()),
+            age: 3,
+            is_static: true,
+            fast_path: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&row).unwrap(),
+            json!({ "mac": "m", "port": "p", "vtep": null, "sandbox": "s", "age": 3,
+                    "static": true, "fast_path": false })
+        );
+        let summary = SandboxSummary {
+            id: "0123456789ab".into(),
+            name: "s".into(),
+            networks: vec!["bridge".into()],
+            created: "t".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&summary).unwrap(),
+            json!({ "ID": "0123456789ab", "Name": "s", "Networks": ["bridge"], "Created": "t" })
+        );
+    }
+
+    /// A port's row: the engine's fields and counters side by side, `sandbox` only for
+    /// an endpoint, and the network by name or by number; and it reads back.
+    #[test]
+    fn port_stats_are_flat_and_read_back() {
+        let row = PortStats {
+            id: 3,
+            name: "vsh1".into(),
+            network: Some(PortNetwork::Number(7)),
+            backend: Backend::Tap,
+            worker: 0,
+            fast_path: false,
+            counters: PortCountersSnapshot::default(),
+            sandbox: None,
+        };
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["network"], json!(7));
+        assert_eq!(v["rx_packets"], json!(0));
+        assert!(v.get("sandbox").is_none(), "{v}");
+        let back: PortStats = serde_json::from_value(v).unwrap();
+        assert_eq!(back.network, Some(PortNetwork::Number(7)));
+        let named: PortStats = serde_json::from_value(json!({
+            "id": 1, "name": "x", "network": "(uplink)", "backend": "tap", "worker": 0,
+            "fast_path": false, "rx_packets": 1, "rx_bytes": 2, "tx_packets": 3, "tx_bytes": 4,
+            "fdb_full": 0, "drops": { "trunk_kernel": 5 }, "backend_counters": {},
+            "sandbox": "web",
+        }))
+        .unwrap();
+        assert_eq!(named.network, Some(PortNetwork::Name("(uplink)".into())));
+        assert_eq!(named.counters.drops["trunk_kernel"], 5);
+        assert_eq!(named.sandbox.as_deref(), Some("web"));
+    }
+}

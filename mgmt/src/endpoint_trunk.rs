@@ -13,6 +13,7 @@ use switch::Engine;
 
 use crate::driver::bridge::prepare_host_end;
 use crate::driver::DriverError;
+use crate::error::{step, Step};
 use crate::ethtool::{self, EthtoolError};
 use crate::link::{LinkError, Netlink};
 
@@ -28,13 +29,9 @@ pub enum TrunkError {
     HostEnd(#[from] DriverError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// `what` (opening a port, this thread's namespace) failed.
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Opening a port or this thread's namespace; the step says which.
+    #[error(transparent)]
+    Io(#[from] Step<std::io::Error>),
     #[error("endpoint trunk of worker {worker}")]
     Worker {
         worker: usize,
@@ -89,10 +86,7 @@ fn attach(engine: &mut Engine, io: IoMode, worker: usize) -> Result<()> {
         prepare_host_end(end)?;
         nl.set_up(end)?;
     }
-    let port = port::open(&user, io).map_err(|source| TrunkError::Io {
-        what: format!("open port on {user}"),
-        source,
-    })?;
+    let port = port::open(&user, io).map_err(step(format!("open port on {user}")))?;
     engine.add_endpoint_trunk(worker, &kernel, port)?;
     tracing::debug!(worker, trunk = %kernel, "endpoint trunk attached");
     Ok(())
@@ -111,8 +105,5 @@ pub fn remove_all(workers: usize) {
 fn own_netns() -> Result<OwnedFd> {
     std::fs::File::open("/proc/thread-self/ns/net")
         .map(OwnedFd::from)
-        .map_err(|source| TrunkError::Io {
-            what: "open this thread's network namespace".into(),
-            source,
-        })
+        .map_err(|e| step("open this thread's network namespace")(e).into())
 }

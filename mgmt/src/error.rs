@@ -140,6 +140,24 @@ impl From<CaptureError> for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// One step of the plumbing that failed: `what` was being done (naming the file, the
+/// interface, the namespace) when `source` happened. The modules' errors wrap it
+/// (`#[from]`), so `.map_err(step(format!("write {path}")))?` names the step and
+/// converts in one go.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub struct Step<E: Error + 'static> {
+    pub what: String,
+    #[source]
+    pub source: E,
+}
+
+/// The step `what` failed: for `map_err`.
+pub fn step<E: Error + 'static>(what: impl Into<String>) -> impl FnOnce(E) -> Step<E> {
+    let what = what.into();
+    move |source| Step { what, source }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,8 +212,9 @@ mod timeout_tests {
 
     #[test]
     fn messages_carry_the_cause_chain_once() {
-        let e =
-            DriverError::io("write /proc/sys/x")(std::io::Error::from_raw_os_error(libc::ENOENT));
+        let e = DriverError::from(step("write /proc/sys/x")(
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        ));
         let api = ApiError::from(e);
         assert_eq!(api.code, Code::System);
         assert_eq!(

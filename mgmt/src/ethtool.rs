@@ -5,6 +5,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::error::{step, Step};
 use crate::link::{validate_ifname, LinkError};
 
 /// What an offload setting fails with.
@@ -21,23 +22,16 @@ pub enum EthtoolError {
     Fixed { name: String, features: String },
     #[error("{0} reports no feature names (ETHTOOL_GSSET_INFO)")]
     NoFeatureNames(String),
-    /// `source` failed while doing `what` (turning an offload off, say).
-    #[error("{what}")]
-    In {
-        what: String,
-        #[source]
-        source: Box<EthtoolError>,
-    },
+    /// This error made a step fail (turning an offload off, say).
+    #[error(transparent)]
+    In(#[from] Step<Box<EthtoolError>>),
 }
 
 type Result<T, E = EthtoolError> = std::result::Result<T, E>;
 
 /// Names what failed: `.map_err(doing("turning on GRO"))`.
 fn doing(what: String) -> impl FnOnce(EthtoolError) -> EthtoolError {
-    move |e| EthtoolError::In {
-        what,
-        source: Box::new(e),
-    }
+    move |e| step(what)(Box::new(e)).into()
 }
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;

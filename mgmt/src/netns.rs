@@ -13,6 +13,7 @@ use std::thread;
 
 use thiserror::Error;
 
+use crate::error::{step, Step};
 use crate::ethtool::EthtoolError;
 use crate::link::LinkError;
 use nix::errno::Errno;
@@ -37,57 +38,37 @@ pub enum NetnsError {
     Exists(String),
     #[error("invalid sysctl key {0:?}: expected a path under net/, like net/ipv4/ip_forward")]
     InvalidSysctlKey(String),
-    /// A file operation failed; `what` names the file.
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
-    /// A system call failed (mount, unshare, setns); `what` says what it was for.
-    #[error("{what}")]
-    Sys {
-        what: String,
-        #[source]
-        source: Errno,
-    },
+    /// A file operation failed; the step names the file.
+    #[error(transparent)]
+    Io(#[from] Step<io::Error>),
+    /// A system call failed (mount, unshare, setns); the step says what it was for.
+    #[error(transparent)]
+    Sys(#[from] Step<Errno>),
     #[error("{what} panicked: {message}")]
     Panicked { what: String, message: String },
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error(transparent)]
     Ethtool(#[from] EthtoolError),
-    /// `source` failed while doing `what` (creating a namespace, say).
-    #[error("{what}")]
-    In {
-        what: String,
-        #[source]
-        source: Box<NetnsError>,
-    },
+    /// This error made a step fail (creating a namespace, say).
+    #[error(transparent)]
+    In(#[from] Step<Box<NetnsError>>),
 }
 
 impl NetnsError {
     /// A failed file operation on `what`.
     pub fn io(what: impl Into<String>, source: io::Error) -> Self {
-        NetnsError::Io {
-            what: what.into(),
-            source,
-        }
+        step(what)(source).into()
     }
     /// This error as the cause of a failure to do `what`.
     pub fn context(self, what: impl Into<String>) -> Self {
-        NetnsError::In {
-            what: what.into(),
-            source: Box::new(self),
-        }
+        step(what)(Box::new(self)).into()
     }
 }
 
 fn sys(what: impl Into<String>) -> impl FnOnce(Errno) -> NetnsError {
-    move |source| NetnsError::Sys {
-        what: what.into(),
-        source,
-    }
+    let s = step(what);
+    move |e| s(e).into()
 }
 
 pub type Result<T, E = NetnsError> = std::result::Result<T, E>;

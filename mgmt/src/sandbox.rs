@@ -4,37 +4,21 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+use crate::error::{step, Step};
 use crate::link::Netlink;
 use crate::model::SandboxMode;
 use crate::netns::{self, NetnsError};
 
-/// What setting up a sandbox's namespace fails with; `what` says which step.
+/// What setting up a sandbox's namespace fails with; the step says which.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("{what}")]
-    Netns {
-        what: String,
-        #[source]
-        source: NetnsError,
-    },
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Netns(#[from] Step<NetnsError>),
+    #[error(transparent)]
+    Io(#[from] Step<std::io::Error>),
 }
 
 type Result<T, E = SandboxError> = std::result::Result<T, E>;
-
-/// Names the step that failed: `.map_err(step(format!("create ...")))`.
-fn step(what: String) -> impl FnOnce(NetnsError) -> SandboxError {
-    move |source| SandboxError::Netns { what, source }
-}
-
-fn io(what: String) -> impl FnOnce(std::io::Error) -> SandboxError {
-    move |source| SandboxError::Io { what, source }
-}
 
 pub fn netns_path(name: &str) -> PathBuf {
     netns::path(name)
@@ -51,9 +35,9 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
         return Ok(());
     }
     match mode {
-        SandboxMode::Host => {
-            netns::bind_current(name).map_err(step(format!("bind host namespace as {name}")))
-        }
+        SandboxMode::Host => Ok(
+            netns::bind_current(name).map_err(step(format!("bind host namespace as {name}")))?
+        ),
         SandboxMode::Container(target) => {
             netns::bind_existing(name, target).map_err(step(format!(
                 "join the namespace of sandbox {target} as {name}"
@@ -64,9 +48,9 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
                 let dst = netns::resolv_conf_path(name);
                 if let Some(dir) = dst.parent() {
                     std::fs::create_dir_all(dir)
-                        .map_err(io(format!("create {}", dir.display())))?;
+                        .map_err(step(format!("create {}", dir.display())))?;
                 }
-                std::fs::write(&dst, text).map_err(io(format!("write {}", dst.display())))?;
+                std::fs::write(&dst, text).map_err(step(format!("write {}", dst.display())))?;
             }
             Ok(())
         }
@@ -84,7 +68,7 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
             });
             if let Err(e) = setup {
                 let _ = netns::delete(name);
-                return Err(step(format!("set up loopback in {name}"))(e));
+                return Err(step(format!("set up loopback in {name}"))(e).into());
             }
             Ok(())
         }
@@ -93,21 +77,22 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
 
 /// Delete the namespace (its veth ends go with it) and its /etc/netns files.
 pub fn remove(name: &str) -> Result<()> {
-    netns::delete(name).map_err(step(format!("delete network namespace {name}")))
+    Ok(netns::delete(name).map_err(step(format!("delete network namespace {name}")))?)
 }
 
 /// Point the default route at `gw`, or leave none.
 pub fn set_default_route(name: &str, gw: Option<Ipv4Addr>) -> Result<()> {
     let Some(gw) = gw else { return Ok(()) };
-    netns::run_in(name, move || Ok(Netlink::new()?.add_default_route(gw)?)).map_err(step(format!(
+    let route = netns::run_in(name, move || Ok(Netlink::new()?.add_default_route(gw)?));
+    Ok(route.map_err(step(format!(
         "set default route via {gw} in sandbox {name}"
-    )))
+    )))?)
 }
 
 /// resolv.conf naming `servers`; `embedded` (the gateway's resolver) adds `ndots:0`, so
 /// a dotted name is asked as given before any search domain, as Docker writes it.
 pub fn write_resolv_conf(name: &str, servers: &[IpAddr], embedded: bool) -> Result<()> {
     let options: &[&str] = if embedded { &["ndots:0"] } else { &[] };
-    netns::write_resolv_conf(name, servers, options)
-        .map_err(step(format!("write resolv.conf for sandbox {name}")))
+    Ok(netns::write_resolv_conf(name, servers, options)
+        .map_err(step(format!("write resolv.conf for sandbox {name}")))?)
 }

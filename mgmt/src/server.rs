@@ -15,7 +15,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::controller::Controller;
-use crate::error::{ApiError, Code};
+use crate::error::{step, ApiError, Code, Step};
 use crate::rpc;
 
 /// What binding or serving the control socket fails with.
@@ -23,29 +23,15 @@ use crate::rpc;
 pub enum ServerError {
     #[error("another vswitchd is listening on {}; stop it or pass another --socket", .0.display())]
     InUse(PathBuf),
-    /// `what` failed on the socket, its directory or the event loop.
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
+    /// The socket, its directory or the event loop; the step says which.
+    #[error(transparent)]
+    Io(#[from] Step<io::Error>),
     /// Blocking or reading the termination signals.
-    #[error("{what}")]
-    Signals {
-        what: &'static str,
-        #[source]
-        source: nix::Error,
-    },
+    #[error(transparent)]
+    Signals(#[from] Step<nix::Error>),
 }
 
 type Result<T, E = ServerError> = std::result::Result<T, E>;
-
-/// Names the step that failed: `.map_err(io(format!("bind {path}")))`.
-fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {
-    let what = what.into();
-    move |source| ServerError::Io { what, source }
-}
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -65,16 +51,11 @@ pub fn block_signals() -> Result<SignalFd> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
-    mask.thread_block().map_err(|source| ServerError::Signals {
-        what: "block SIGTERM/SIGINT",
-        source,
-    })?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|source| {
-        ServerError::Signals {
-            what: "create signalfd",
-            source,
-        }
-    })
+    mask.thread_block().map_err(step("block SIGTERM/SIGINT"))?;
+    Ok(
+        SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(step("create signalfd"))?,
+    )
 }
 
 pub struct Server {
@@ -91,18 +72,19 @@ impl Server {
                 .recursive(true)
                 .mode(0o755)
                 .create(dir)
-                .map_err(io(format!("create socket directory {}", dir.display())))?;
+                .map_err(step(format!("create socket directory {}", dir.display())))?;
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(ServerError::InUse(path.to_path_buf()));
             }
-            fs::remove_file(path).map_err(io(format!("remove stale socket {}", path.display())))?;
+            fs::remove_file(path)
+                .map_err(step(format!("remove stale socket {}", path.display())))?;
         }
         let listener = UnixListener::bind(path)
-            .map_err(io(format!("bind control socket {}", path.display())))?;
+            .map_err(step(format!("bind control socket {}", path.display())))?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o660))
-            .map_err(io(format!("chmod {}", path.display())))?;
+            .map_err(step(format!("chmod {}", path.display())))?;
         Ok(Server {
             path: path.to_path_buf(),
             listener,
@@ -111,14 +93,14 @@ impl Server {
 
     /// Serve until a termination signal arrives.
     pub fn run(mut self, ctl: &mut Controller, signals: &mut SignalFd) -> Result<()> {
-        let mut poll = Poll::new().map_err(io("create event loop"))?;
+        let mut poll = Poll::new().map_err(step("create event loop"))?;
         poll.registry()
             .register(&mut self.listener, LISTENER, Interest::READABLE)
-            .map_err(io("watch the control socket"))?;
+            .map_err(step("watch the control socket"))?;
         let sfd = signals.as_raw_fd();
         poll.registry()
             .register(&mut SourceFd(&sfd), SIGNALS, Interest::READABLE)
-            .map_err(io("watch the signalfd"))?;
+            .map_err(step("watch the signalfd"))?;
         let mut clients: HashMap<Token, Client> = HashMap::new();
         let mut next = FIRST_CLIENT;
         let mut events = Events::with_capacity(128);
@@ -128,7 +110,7 @@ impl Server {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(io("wait for control socket events")(e));
+                return Err(step("wait for control socket events")(e).into());
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -139,7 +121,7 @@ impl Server {
                                 next += 1;
                                 poll.registry()
                                     .register(&mut stream, t, Interest::READABLE)
-                                    .map_err(io("watch a client"))?;
+                                    .map_err(step("watch a client"))?;
                                 clients.insert(
                                     t,
                                     Client {
@@ -182,7 +164,7 @@ impl Server {
                             };
                             poll.registry()
                                 .reregister(&mut c.stream, t, interest)
-                                .map_err(io("watch a client"))?;
+                                .map_err(step("watch a client"))?;
                         } else if let Some(mut c) = clients.remove(&t) {
                             let _ = poll.registry().deregister(&mut c.stream);
                         }

@@ -10,18 +10,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{step, Step};
 use crate::model::{Endpoint, Network, Sandbox};
 
 /// What loading or saving the state fails with.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// A file operation on the state dir; `what` names it.
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file operation on the state dir; the step names it.
+    #[error(transparent)]
+    Io(#[from] Step<std::io::Error>),
     #[error("state dir {} is in use by another vswitchd (its lock is held); stop that daemon or pass another --state-dir", .0.display())]
     Locked(PathBuf),
     #[error("{} is not valid vswitchd state; move it aside to start empty", path.display())]
@@ -37,11 +34,6 @@ pub enum StateError {
 }
 
 type Result<T, E = StateError> = std::result::Result<T, E>;
-
-/// Names the file operation that failed: `.map_err(io(format!("read {path}")))`.
-fn io(what: String) -> impl FnOnce(std::io::Error) -> StateError {
-    move |source| StateError::Io { what, source }
-}
 
 const STATE_FILE: &str = "state.json";
 const FORMAT_VERSION: u32 = 1;
@@ -69,14 +61,14 @@ impl Store {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(io(format!("create state dir {}", dir.display())))?;
+            .map_err(step(format!("create state dir {}", dir.display())))?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
             .open(dir.join("lock"))
-            .map_err(io(format!("open lock file in {}", dir.display())))?;
+            .map_err(step(format!("open lock file in {}", dir.display())))?;
         // SAFETY: flock on an fd we own; no memory is involved.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -98,7 +90,7 @@ impl Store {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(format!("read {}", path.display()))(e)),
+            Err(e) => return Err(step(format!("read {}", path.display()))(e).into()),
         };
         let state: State =
             serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
@@ -127,20 +119,20 @@ impl Store {
                 .write(true)
                 .mode(0o600)
                 .open(&tmp)
-                .map_err(io(format!("create {}", tmp.display())))?;
+                .map_err(step(format!("create {}", tmp.display())))?;
             f.write_all(&bytes)
-                .map_err(io(format!("write {}", tmp.display())))?;
+                .map_err(step(format!("write {}", tmp.display())))?;
             f.sync_all()
-                .map_err(io(format!("fsync {}", tmp.display())))?;
+                .map_err(step(format!("fsync {}", tmp.display())))?;
         }
-        fs::rename(&tmp, &dst).map_err(io(format!(
+        fs::rename(&tmp, &dst).map_err(step(format!(
             "rename {} to {}",
             tmp.display(),
             dst.display()
         )))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(io(format!("fsync {}", self.dir.display())))?;
+            .map_err(step(format!("fsync {}", self.dir.display())))?;
         Ok(())
     }
 }

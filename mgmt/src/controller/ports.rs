@@ -24,14 +24,7 @@ impl Controller {
         }
         let target = self.publish_target(sandbox)?;
         for (i, b) in bindings.iter().enumerate() {
-            let m = nat::PortMapping {
-                proto: b.proto.nat(),
-                host_ip: b.host_ip,
-                host_port: b.host_port,
-                target_ip: target,
-                target_port: b.port,
-            };
-            if let Err(e) = self.engine.port_mapping(true, m) {
+            if let Err(e) = self.engine.port_mapping(true, mapping(b, target)) {
                 self.unpublish(sandbox, &bindings[..i]);
                 return Err(e.into());
             }
@@ -44,14 +37,7 @@ impl Controller {
             .publish_target(sandbox)
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
         for b in bindings {
-            let m = nat::PortMapping {
-                proto: b.proto.nat(),
-                host_ip: b.host_ip,
-                host_port: b.host_port,
-                target_ip: target,
-                target_port: b.port,
-            };
-            if let Err(e) = self.engine.port_mapping(false, m) {
+            if let Err(e) = self.engine.port_mapping(false, mapping(b, target)) {
                 tracing::warn!(sandbox, error = %e, "cannot unpublish port");
             }
         }
@@ -132,6 +118,17 @@ impl Controller {
             out.push(b);
         }
         Ok(out)
+    }
+}
+
+/// What the NAT programs for binding `b` of a sandbox at `target`.
+fn mapping(b: &Binding, target: Ipv4Addr) -> nat::PortMapping {
+    nat::PortMapping {
+        proto: b.proto.nat(),
+        host_ip: b.host_ip,
+        host_port: b.host_port,
+        target_ip: target,
+        target_port: b.port,
     }
 }
 

@@ -11,7 +11,7 @@ use switch::port::{self, Port};
 use switch::NetConfig;
 
 use super::{Ctx, Driver, DriverError, Result};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{step, ApiError, ApiResult};
 use crate::link::Netlink;
 use crate::model::{DriverKind, Endpoint, LinkKind, Mac, Network};
 use crate::netns::NetnsError;
@@ -152,13 +152,13 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
             let mut nl = Netlink::new()?;
             if !nl.link_exists(&host) {
                 let ns = netns::open(&ep.sandbox)
-                    .map_err(DriverError::netns(format!("open sandbox {}", ep.sandbox)))?;
+                    .map_err(step(format!("open sandbox {}", ep.sandbox)))?;
                 nl.create_veth(&host, &ep.ifname, ns.as_fd(), Some(ep.mac.0), mtu)
                     .map_err(|e| {
-                        DriverError::netns(format!(
+                        step(format!(
                             "create veth {host} <-> {}:{}",
                             ep.sandbox, ep.ifname
-                        ))(e.into())
+                        ))(NetnsError::from(e))
                     })?;
                 configure_sandbox_end(ep, prefix)?;
             }
@@ -171,7 +171,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                 // namespace's stack.
                 let (sb, ifname) = (ep.sandbox.clone(), ep.ifname.clone());
                 netns::run_in(&sb, move || Ok(ethtool::enable_tx_checksum(&ifname)?)).map_err(
-                    DriverError::netns(format!(
+                    step(format!(
                         "turn offloads on for {} in sandbox {}",
                         ep.ifname, ep.sandbox
                     )),
@@ -186,9 +186,9 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
             // segments (also on restart, when the link may predate this choice).
             let (sb, ifname) = (ep.sandbox.clone(), ep.ifname.clone());
             netns::run_in(&sb, move || Ok(ethtool::disable_tx_checksum(&ifname)?)).map_err(
-                DriverError::netns(format!("configure {} in sandbox {}", ep.ifname, ep.sandbox)),
+                step(format!("configure {} in sandbox {}", ep.ifname, ep.sandbox)),
             )?;
-            port::open(&host, ctx.io).map_err(DriverError::io(format!("open port on {host}")))?
+            port::open(&host, ctx.io).map_err(step(format!("open port on {host}")))?
         }
         LinkKind::Tap => {
             let (ifname, mac, ip) = (ep.ifname.clone(), ep.mac.0, ep.ip);
@@ -202,7 +202,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                 nl.set_up(&ifname)?;
                 Ok(tap)
             })
-            .map_err(DriverError::netns(format!(
+            .map_err(step(format!(
                 "create TAP endpoint in sandbox {}",
                 ep.sandbox
             )))?;
@@ -254,10 +254,7 @@ fn configure_sandbox_end(ep: &Endpoint, prefix: u8) -> Result<()> {
         nl.add_address(&ifname, ip, prefix)?;
         Ok(nl.set_up(&ifname)?)
     })
-    .map_err(DriverError::netns(format!(
-        "configure {} in sandbox {}",
-        ep.ifname, ep.sandbox
-    )))
+    .map_err(|e| step(format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))(e).into())
 }
 
 /// GRO on the sandbox's end of the veth (also on restart: the link may predate it), so
@@ -283,7 +280,7 @@ pub fn prepare_host_end(host: &str) -> Result<()> {
         (format!("ipv4/conf/{host}/arp_ignore"), "8"),
     ] {
         let path = format!("/proc/sys/net/{key}");
-        std::fs::write(&path, val).map_err(DriverError::io(format!("write {path}")))?;
+        std::fs::write(&path, val).map_err(step(format!("write {path}")))?;
     }
     Ok(())
 }

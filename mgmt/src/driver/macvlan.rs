@@ -12,7 +12,7 @@ use switch::NetConfig;
 
 use super::bridge::{attach_endpoint, detach_endpoint, mtu, prepare_host_end};
 use super::{Ctx, Driver, DriverError, NetworkRequest, Result};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{step, ApiError, ApiResult};
 use crate::link::Netlink;
 use crate::model::{DriverKind, Endpoint, Mac, Network};
 
@@ -72,7 +72,7 @@ fn open_parent(parent: &str, io: IoMode) -> Result<Box<dyn Port>> {
     prepare_host_end(parent)?;
     nl.set_promisc(parent, true)?;
     nl.set_up(parent)?;
-    port::open(parent, io).map_err(DriverError::io(format!("open macvlan parent {parent}")))
+    Ok(port::open(parent, io).map_err(step(format!("open macvlan parent {parent}")))?)
 }
 
 impl Driver for Macvlan {

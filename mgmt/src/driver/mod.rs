@@ -1,11 +1,11 @@
-//! Drivers realise the model: one small trait, one file per driver (libnetwork's
-//! CreateNetwork / DeleteNetwork / CreateEndpoint / DeleteEndpoint).
+//! Drivers realise the model: one small trait, one file per driver (the `host` and
+//! `none` pseudo-networks share one) — libnetwork's NetworkAllocate, CreateNetwork /
+//! DeleteNetwork, CreateEndpoint / DeleteEndpoint and Join.
 
 pub mod bridge;
-pub mod host;
 pub mod macvlan;
-pub mod null;
 pub mod overlay;
+pub mod pseudo;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -15,8 +15,7 @@ use switch::engine::EngineError;
 use switch::port::IoMode;
 use switch::{Engine, PortId};
 
-use crate::error::ApiError;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult, Step};
 use crate::link::LinkError;
 use crate::model::{DriverKind, Endpoint, Mac, Network, SandboxMode};
 use crate::netns::NetnsError;
@@ -33,39 +32,18 @@ pub enum DriverError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Link(#[from] LinkError),
-    /// Plumbing in a sandbox's namespace; `what` says which.
-    #[error("{what}")]
-    Netns {
-        what: String,
-        #[source]
-        source: NetnsError,
-    },
-    /// A file, a sysctl or a port's socket; `what` says which.
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
+    /// Plumbing in a sandbox's namespace; the step says which.
+    #[error(transparent)]
+    Netns(#[from] Step<NetnsError>),
+    /// A file, a sysctl or a port's socket; the step says which.
+    #[error(transparent)]
+    Io(#[from] Step<io::Error>),
     /// The network cannot have endpoints (host, none).
     #[error("{0}")]
     NoEndpoints(&'static str),
     /// The stored network or endpoint lacks what its driver needs.
     #[error("{0}")]
     Incomplete(String),
-}
-
-impl DriverError {
-    /// The step `what` failed in a namespace.
-    pub fn netns(what: impl Into<String>) -> impl FnOnce(NetnsError) -> DriverError {
-        let what = what.into();
-        move |source| DriverError::Netns { what, source }
-    }
-    /// The step `what` failed on a file or socket.
-    pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> DriverError {
-        let what = what.into();
-        move |source| DriverError::Io { what, source }
-    }
 }
 
 pub type Result<T, E = DriverError> = std::result::Result<T, E>;
@@ -167,9 +145,52 @@ pub fn serves_names<D: Driver + ?Sized>(d: &D, net: &Network) -> bool {
 pub fn for_kind(kind: DriverKind) -> Option<Box<dyn Driver>> {
     match kind {
         DriverKind::Bridge => Some(Box::new(bridge::Bridge)),
-        DriverKind::Host => Some(Box::new(host::Host)),
-        DriverKind::Null => Some(Box::new(null::Null)),
+        DriverKind::Host => Some(Box::new(pseudo::host())),
+        DriverKind::Null => Some(Box::new(pseudo::null())),
         DriverKind::Macvlan => Some(Box::new(macvlan::Macvlan)),
         DriverKind::Overlay => Some(Box::new(overlay::Overlay)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::Pool;
+
+    fn net(driver: DriverKind, internal: bool, predefined: bool) -> Network {
+        Network {
+            id: "id".into(),
+            name: "n".into(),
+            driver,
+            pool: Some(Pool::new("172.20.0.0/16".parse().unwrap(), None, None).unwrap()),
+            internal,
+            attachable: false,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            created: String::new(),
+            num: 1,
+            predefined,
+        }
+    }
+
+    /// What joining gives a sandbox, by driver: the switch's resolver on user-defined
+    /// bridge and overlay networks, no default route out of an internal one, and on
+    /// macvlan the LAN's router as gateway with the upstreams for names.
+    #[test]
+    fn join_gives_the_gateway_and_resolver_the_driver_offers() {
+        let gw = Ipv4Addr::new(172, 20, 0, 1);
+        let join = |n: &Network| for_kind(n.driver).unwrap().join(n);
+        let user = join(&net(DriverKind::Bridge, false, false));
+        assert_eq!(user.gateway, Some(gw));
+        assert_eq!(user.resolver, Some(IpAddr::V4(gw)));
+        let default = join(&net(DriverKind::Bridge, false, true));
+        assert_eq!((default.gateway, default.resolver), (Some(gw), None));
+        let internal = join(&net(DriverKind::Overlay, true, false));
+        assert_eq!(
+            (internal.gateway, internal.resolver),
+            (None, Some(IpAddr::V4(gw)))
+        );
+        let lan = join(&net(DriverKind::Macvlan, false, false));
+        assert_eq!((lan.gateway, lan.resolver), (Some(gw), None));
     }
 }

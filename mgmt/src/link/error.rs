@@ -5,6 +5,7 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use super::IFNAME_MAX;
+use crate::error::Step;
 
 /// A netlink request the kernel refused, with the errno kept for callers that care
 /// (e.g. EEXIST).
@@ -33,23 +34,15 @@ pub enum LinkError {
     /// The kernel refused the request.
     #[error(transparent)]
     Refused(#[from] NetlinkError),
-    /// The socket failed (open, bind, send, receive); `what` says which step.
-    #[error("{what}")]
-    Socket {
-        what: &'static str,
-        #[source]
-        source: io::Error,
-    },
+    /// The socket failed (open, bind, send, receive); the step says which.
+    #[error(transparent)]
+    Socket(#[from] Step<io::Error>),
     /// The kernel's reply could not be read.
     #[error("{0}")]
     Malformed(String),
-    /// A request failed before the kernel answered it: `what` names the request.
-    #[error("{what}")]
-    Request {
-        what: String,
-        #[source]
-        source: Box<LinkError>,
-    },
+    /// A request failed before the kernel answered it: the step names the request.
+    #[error(transparent)]
+    Request(#[from] Step<Box<LinkError>>),
     #[error("invalid interface name {0:?}: 1-{IFNAME_MAX} bytes, no '/', ':' or spaces")]
     InvalidName(String),
     #[error("invalid prefix length /{prefix_len} for {addr} on {name}")]
@@ -70,8 +63,8 @@ impl LinkError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             LinkError::Refused(e) => e.errno(),
-            LinkError::Socket { source, .. } => source.raw_os_error(),
-            LinkError::Request { source, .. } => source.errno(),
+            LinkError::Socket(s) => s.source.raw_os_error(),
+            LinkError::Request(s) => s.source.errno(),
             _ => None,
         }
     }

@@ -25,6 +25,8 @@ pub const IFNAME_MAX: usize = 15;
 
 mod error;
 
+use crate::error::step;
+
 pub use error::{errno_of, LinkError, NetlinkError, Result};
 
 /// An rtnetlink socket bound in the calling thread's network namespace.
@@ -38,15 +40,14 @@ impl Netlink {
     /// Opens a handle for the network namespace of the calling thread (a netlink socket
     /// belongs to the namespace it was created in, whatever thread uses it later).
     pub fn new() -> Result<Self> {
-        let socket_err = |what| move |source| LinkError::Socket { what, source };
         let mut socket =
-            Socket::new(NETLINK_ROUTE).map_err(socket_err("opening a NETLINK_ROUTE socket"))?;
+            Socket::new(NETLINK_ROUTE).map_err(step("opening a NETLINK_ROUTE socket"))?;
         socket
             .bind_auto()
-            .map_err(socket_err("binding the NETLINK_ROUTE socket"))?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(socket_err(
-            "connecting the NETLINK_ROUTE socket to the kernel",
-        ))?;
+            .map_err(step("binding the NETLINK_ROUTE socket"))?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(step("connecting the NETLINK_ROUTE socket to the kernel"))?;
         // Extended ACKs carry the kernel's reason for a refusal ("mtu less than device
         // minimum"), which goes into the error; capped ACKs keep them small. Kernels
         // without them still work, with bare errnos.
@@ -414,10 +415,7 @@ impl Netlink {
             End::FirstReply
         };
         let outcome = retry_eintr(|| self.socket.send(&out, 0))
-            .map_err(|source| LinkError::Socket {
-                what: "sending a netlink request",
-                source,
-            })
+            .map_err(|e| LinkError::from(step("sending a netlink request")(e)))
             .and_then(|_| self.collect(seq, end));
         match outcome {
             Ok(Ok(replies)) => Ok(replies),
@@ -427,10 +425,7 @@ impl Netlink {
                 detail,
             }
             .into()),
-            Err(e) => Err(LinkError::Request {
-                what: what(),
-                source: Box::new(e),
-            }),
+            Err(e) => Err(step(what())(Box::new(e)).into()),
         }
     }
 
@@ -444,12 +439,8 @@ impl Netlink {
         let mut replies = Vec::new();
         loop {
             self.buf.clear();
-            let n = retry_eintr(|| self.socket.recv(&mut self.buf, 0)).map_err(|source| {
-                LinkError::Socket {
-                    what: "receiving a netlink reply",
-                    source,
-                }
-            })?;
+            let n = retry_eintr(|| self.socket.recv(&mut self.buf, 0))
+                .map_err(step("receiving a netlink reply"))?;
             if n > self.buf.len() {
                 return Err(LinkError::Malformed(format!(
                     "netlink reply truncated ({n} bytes, buffer {})",
