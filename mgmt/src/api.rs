@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use switch::port::Backend;
 use switch::stats::{PortCountersSnapshot, WorkerCountersSnapshot};
-use switch::{DnsStats, NetId, PortId};
+use switch::{DnsStats, NetId, PortId, RouterStats};
 
 use crate::model::LinkKind;
 
@@ -322,9 +322,8 @@ pub struct Ping {
 pub struct Stats {
     pub ports: Vec<PortStats>,
     pub workers: Vec<WorkerCountersSnapshot>,
-    /// The router's `RouterStats` (null without an uplink), its VTEP's drops also by
-    /// name under `overlay.drops`.
-    pub router: serde_json::Value,
+    /// The router's counters; null without an uplink.
+    pub router: Option<Router>,
     /// The embedded resolver's counters.
     pub dns: Option<DnsStats>,
 }
@@ -345,6 +344,43 @@ pub struct PortStats {
     /// The endpoint's sandbox; absent for the switch's own ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
+}
+
+/// The router's `RouterStats` as they are, and its VTEP's decapsulation drops also by
+/// name under `overlay.drops` (`overlay.dropped` is indexed by `DropReason::ALL`).
+#[derive(Clone, Debug)]
+pub struct Router(pub RouterStats);
+
+impl Router {
+    /// The VTEP's decapsulation drops by reason name.
+    pub fn overlay_drops(&self) -> BTreeMap<String, u64> {
+        vxlan::DropReason::ALL
+            .iter()
+            .filter_map(|r| {
+                let name = serde_json::to_value(r).ok()?.as_str()?.to_string();
+                Some((name, self.0.overlay.dropped(*r)))
+            })
+            .collect()
+    }
+}
+
+impl Serialize for Router {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut v = serde_json::to_value(&self.0).map_err(serde::ser::Error::custom)?;
+        if let Some(o) = v.get_mut("overlay").and_then(|o| o.as_object_mut()) {
+            let drops =
+                serde_json::to_value(self.overlay_drops()).map_err(serde::ser::Error::custom)?;
+            o.insert("drops".into(), drops);
+        }
+        v.serialize(s)
+    }
+}
+
+/// `overlay.drops` is derived: reading it back ignores it.
+impl<'de> Deserialize<'de> for Router {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RouterStats::deserialize(d).map(Router)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -475,5 +511,31 @@ mod tests {
         assert_eq!(named.network, Some(PortNetwork::Name("(uplink)".into())));
         assert_eq!(named.counters.drops["trunk_kernel"], 5);
         assert_eq!(named.sandbox.as_deref(), Some("web"));
+    }
+
+    /// The router's counters as the engine has them, plus the VTEP's drops by name;
+    /// reading them back ignores the derived names.
+    #[test]
+    fn router_stats_carry_the_overlay_drops_by_name() {
+        let mut overlay = vxlan::Counters::default();
+        overlay.dropped[vxlan::DropReason::ALL[1].index()] = 4;
+        let r = Router(RouterStats {
+            uplink_port: 0,
+            router: Default::default(),
+            nat: Default::default(),
+            arp: Default::default(),
+            sessions: 2,
+            fast_path_sessions: 0,
+            fast_path_tunnel_macs: 0,
+            vtep: std::net::Ipv4Addr::new(10, 0, 0, 1),
+            overlay,
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        let name = serde_json::to_value(vxlan::DropReason::ALL[1]).unwrap();
+        assert_eq!(v["overlay"]["drops"][name.as_str().unwrap()], json!(4));
+        assert_eq!(v["overlay"]["dropped"][1], json!(4));
+        assert_eq!(v["sessions"], json!(2));
+        let back: Router = serde_json::from_value(v).unwrap();
+        assert_eq!(back.0.overlay.dropped[1], 4);
     }
 }

@@ -2,8 +2,6 @@
 
 use super::*;
 
-use serde_json::Value;
-
 impl Controller {
     pub fn fdb(&self, req: api::NameOnly) -> ApiResult<Vec<api::FdbRow>> {
         let net = self.network(&req.name)?;
@@ -223,20 +221,8 @@ impl Controller {
                 v
             })
             .collect();
-        let router = self.engine.router()?.map(|(r, _)| r);
+        let router = self.engine.router()?.map(|(r, _)| api::Router(r));
         let dns = self.engine.dns_stats()?;
-        let mut router = serde_json::to_value(router).unwrap_or(Value::Null);
-        // The VTEP's drops by name too (`dropped` is indexed by `DropReason::ALL`).
-        if let Some(o) = router.get_mut("overlay") {
-            let drops: serde_json::Map<String, Value> = vxlan::DropReason::ALL
-                .iter()
-                .filter_map(|r| {
-                    let name = serde_json::to_value(r).ok()?.as_str()?.to_string();
-                    Some((name, o["dropped"][r.index()].clone()))
-                })
-                .collect();
-            o["drops"] = Value::Object(drops);
-        }
         Ok(api::Stats {
             ports,
             workers: s.workers,

@@ -45,15 +45,6 @@ pub fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-/// A field of a JSON object as text (the router's counters, which stay untyped).
-pub fn s(v: &Value, k: &str) -> String {
-    match v.get(k) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(o) => o.to_string(),
-    }
-}
-
 /// `port SANDBOX`: its published ports, as `docker port` lists them.
 pub fn port(c: &Client, sandbox: String, json_out: bool) -> Res<()> {
     let v: api::SandboxDetail = c.call("sandbox.inspect", &api::NameOnly { name: sandbox })?;
@@ -217,33 +208,26 @@ pub fn stats(c: &Client, port: Option<String>, json_out: bool) -> Res<()> {
         ],
         rows,
     );
-    let r = &v.router;
-    if r.is_object() {
+    if let Some(router) = &v.router {
+        let r = &router.0;
         println!();
         println!(
             "NAT: sessions={} in_kernel={} opened_in_kernel={} open_refused={}",
-            s(r, "sessions"),
-            s(r, "fast_path_sessions"),
-            s(&r["router"], "kernel_opened"),
-            s(&r["router"], "kernel_open_refused"),
+            r.sessions, r.fast_path_sessions, r.router.kernel_opened, r.router.kernel_open_refused,
         );
-    }
-    let o = &v.router["overlay"];
-    if o.is_object() {
-        let drops: Vec<String> = o["drops"]
-            .as_object()
+        let drops: Vec<String> = router
+            .overlay_drops()
             .into_iter()
-            .flatten()
-            .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+            .filter(|(_, n)| *n > 0)
             .map(|(k, n)| format!("{k}={n}"))
             .collect();
         println!();
         println!(
             "VTEP {}: encapsulated={} decapsulated={} too_big={} drops: {}",
-            s(&v.router, "vtep"),
-            s(o, "encapsulated"),
-            s(o, "decapsulated"),
-            s(&v.router["router"], "tunnel_too_big"),
+            r.vtep,
+            r.overlay.encapsulated,
+            r.overlay.decapsulated,
+            r.router.tunnel_too_big,
             if drops.is_empty() {
                 "none".to_string()
             } else {
