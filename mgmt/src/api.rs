@@ -1,9 +1,17 @@
-//! The control socket's method parameters: shared by the daemon (which validates them)
-//! and vswitchctl (which builds them). Unknown fields are refused.
+//! The control socket's method parameters and results: shared by the daemon (which
+//! validates parameters and builds results) and vswitchctl (which builds parameters
+//! and reads results). Unknown parameter fields are refused. Results keep Docker's
+//! field names where Docker has the object (`Name`, `Id`, `IPAM`, `Containers`...),
+//! and the field names below are the wire format: renaming one breaks clients.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use switch::port::Backend;
+use switch::stats::{PortCountersSnapshot, WorkerCountersSnapshot};
+use switch::{DnsStats, NetId, PortId, RouterStats};
+
+use crate::model::LinkKind;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -113,4 +121,421 @@ pub struct Empty {}
 pub struct Conntrack {
     /// Only sessions of this network's addresses.
     pub network: Option<String>,
+}
+
+// ---- results ---------------------------------------------------------------------
+
+/// `network.create`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkCreated {
+    pub id: String,
+    /// Always empty (Docker's field).
+    pub warning: String,
+}
+
+/// One row of `network.ls`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkSummary {
+    /// The id's first 12 characters.
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub scope: String,
+}
+
+/// One network of `network.inspect`, as `docker network inspect` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkDetail {
+    pub name: String,
+    pub id: String,
+    pub created: String,
+    pub scope: String,
+    pub driver: String,
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    #[serde(rename = "IPAM")]
+    pub ipam: Ipam,
+    pub internal: bool,
+    pub attachable: bool,
+    /// By sandbox id.
+    pub containers: BTreeMap<String, NetworkContainer>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ipam {
+    /// Always "default".
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+    pub config: Vec<IpamConfig>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamConfig {
+    pub subnet: String,
+    pub gateway: String,
+    #[serde(rename = "IPRange", default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+}
+
+/// A sandbox's endpoint on a network, in `network.inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkContainer {
+    pub name: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    pub mac_address: String,
+    /// ADDRESS/PREFIX.
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    /// Always empty.
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+/// `network.prune`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Pruned {
+    pub networks_deleted: Vec<String>,
+}
+
+/// `sandbox.create`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxCreated {
+    pub id: String,
+    pub name: String,
+}
+
+/// One row of `sandbox.ls`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxSummary {
+    /// The id's first 12 characters.
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    /// Network names, or the mode (`host`, `none`, `container:NAME`).
+    pub networks: Vec<String>,
+    pub created: String,
+}
+
+/// `sandbox.inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxDetail {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    /// `netns`, `host`, `none` or `container:NAME`.
+    pub network_mode: String,
+    /// The namespace's bind mount (/run/netns/NAME).
+    pub sandbox_key: String,
+    /// Docker's shape: {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}.
+    pub ports: BTreeMap<String, Vec<PortBinding>>,
+    /// By network name.
+    pub networks: BTreeMap<String, SandboxNetwork>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: String,
+}
+
+/// A sandbox's endpoint, in `sandbox.inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SandboxNetwork {
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    #[serde(rename = "IPPrefixLen")]
+    pub ip_prefix_len: u8,
+    /// Empty where the network has no pool.
+    pub gateway: String,
+    pub mac_address: String,
+    pub aliases: Vec<String>,
+    pub link: LinkKind,
+    pub interface: String,
+    /// The veth's switch-side end; null for a TAP.
+    pub host_interface: Option<String>,
+}
+
+/// One row of `fdb.get`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FdbRow {
+    pub mac: String,
+    /// The port's name, `vxlan` for the tunnel, or its number.
+    pub port: String,
+    /// The remote VTEP of a MAC behind the tunnel.
+    pub vtep: Option<String>,
+    /// The sandbox owning the port, if an endpoint does.
+    pub sandbox: Option<String>,
+    /// Seconds since last seen.
+    pub age: u64,
+    #[serde(rename = "static")]
+    pub is_static: bool,
+    pub fast_path: bool,
+}
+
+/// `capture.start`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureStarted {
+    pub id: u64,
+}
+
+/// `capture.status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureState {
+    pub frames: u64,
+    pub done: bool,
+}
+
+/// `capture.stop`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureStopped {
+    pub frames: u64,
+}
+
+/// `daemon.ping`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ping {
+    pub version: String,
+}
+
+/// `stats.get`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub ports: Vec<PortStats>,
+    pub workers: Vec<WorkerCountersSnapshot>,
+    /// The router's counters; null without an uplink.
+    pub router: Option<Router>,
+    /// The embedded resolver's counters.
+    pub dns: Option<DnsStats>,
+}
+
+/// One port of `stats.get`: the engine's view of it, its counters, and whose it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PortStats {
+    pub id: PortId,
+    pub name: String,
+    /// The endpoint's network by name, the switch port's role (`(uplink)`...), or the
+    /// data plane's network number.
+    pub network: Option<PortNetwork>,
+    pub backend: Backend,
+    pub worker: usize,
+    pub fast_path: bool,
+    #[serde(flatten)]
+    pub counters: PortCountersSnapshot,
+    /// The endpoint's sandbox; absent for the switch's own ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+}
+
+/// The router's `RouterStats` as they are, and its VTEP's decapsulation drops also by
+/// name under `overlay.drops` (`overlay.dropped` is indexed by `DropReason::ALL`).
+#[derive(Clone, Debug)]
+pub struct Router(pub RouterStats);
+
+impl Router {
+    /// The VTEP's decapsulation drops by reason name.
+    pub fn overlay_drops(&self) -> BTreeMap<String, u64> {
+        vxlan::DropReason::ALL
+            .iter()
+            .filter_map(|r| {
+                let name = serde_json::to_value(r).ok()?.as_str()?.to_string();
+                Some((name, self.0.overlay.dropped(*r)))
+            })
+            .collect()
+    }
+}
+
+impl Serialize for Router {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut v = serde_json::to_value(&self.0).map_err(serde::ser::Error::custom)?;
+        if let Some(o) = v.get_mut("overlay").and_then(|o| o.as_object_mut()) {
+            let drops =
+                serde_json::to_value(self.overlay_drops()).map_err(serde::ser::Error::custom)?;
+            o.insert("drops".into(), drops);
+        }
+        v.serialize(s)
+    }
+}
+
+/// `overlay.drops` is derived: reading it back ignores it.
+impl<'de> Deserialize<'de> for Router {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RouterStats::deserialize(d).map(Router)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortNetwork {
+    Name(String),
+    Number(NetId),
+}
+
+impl std::fmt::Display for PortNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortNetwork::Name(n) => f.write_str(n),
+            PortNetwork::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The results' field names are the wire format (Docker's where Docker has the
+    /// object): these are the names clients and the e2e tests read.
+    #[test]
+    fn results_keep_their_wire_names() {
+        let mut containers = BTreeMap::new();
+        containers.insert(
+            "sbid".to_string(),
+            NetworkContainer {
+                name: "web".into(),
+                endpoint_id: "ep".into(),
+                mac_address: "02:42:ac:14:00:02".into(),
+                ipv4_address: "172.20.0.2/16".into(),
+                ipv6_address: String::new(),
+            },
+        );
+        let net = NetworkDetail {
+            name: "n".into(),
+            id: "abc".into(),
+            created: "t".into(),
+            scope: "local".into(),
+            driver: "bridge".into(),
+            enable_ipv6: false,
+            ipam: Ipam {
+                driver: "default".into(),
+                options: BTreeMap::new(),
+                config: vec![IpamConfig {
+                    subnet: "172.20.0.0/16".into(),
+                    gateway: "172.20.0.1".into(),
+                    ip_range: None,
+                }],
+            },
+            internal: false,
+            attachable: true,
+            containers,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+        };
+        assert_eq!(
+            serde_json::to_value(&net).unwrap(),
+            json!({
+                "Name": "n", "Id": "abc", "Created": "t", "Scope": "local", "Driver": "bridge",
+                "EnableIPv6": false,
+                "IPAM": { "Driver": "default", "Options": {},
+                          "Config": [{ "Subnet": "172.20.0.0/16", "Gateway": "172.20.0.1" }] },
+                "Internal": false, "Attachable": true,
+                "Containers": { "sbid": { "Name": "web", "EndpointID": "ep",
+                    "MacAddress": "02:42:ac:14:00:02", "IPv4Address": "172.20.0.2/16",
+                    "IPv6Address": "" } },
+                "Options": {}, "Labels": {},
+            })
+        );
+        let row = FdbRow {
+            mac: "m".into(),
+            port: "p".into(),
+            vtep: None,
+            sandbox: Some("s".into()),
+            age: 3,
+            is_static: true,
+            fast_path: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&row).unwrap(),
+            json!({ "mac": "m", "port": "p", "vtep": null, "sandbox": "s", "age": 3,
+                    "static": true, "fast_path": false })
+        );
+        let summary = SandboxSummary {
+            id: "0123456789ab".into(),
+            name: "s".into(),
+            networks: vec!["bridge".into()],
+            created: "t".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&summary).unwrap(),
+            json!({ "ID": "0123456789ab", "Name": "s", "Networks": ["bridge"], "Created": "t" })
+        );
+    }
+
+    /// A port's row: the engine's fields and counters side by side, `sandbox` only for
+    /// an endpoint, and the network by name or by number; and it reads back.
+    #[test]
+    fn port_stats_are_flat_and_read_back() {
+        let row = PortStats {
+            id: 3,
+            name: "vsh1".into(),
+            network: Some(PortNetwork::Number(7)),
+            backend: Backend::Tap,
+            worker: 0,
+            fast_path: false,
+            counters: PortCountersSnapshot::default(),
+            sandbox: None,
+        };
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["network"], json!(7));
+        assert_eq!(v["rx_packets"], json!(0));
+        assert!(v.get("sandbox").is_none(), "{v}");
+        let back: PortStats = serde_json::from_value(v).unwrap();
+        assert_eq!(back.network, Some(PortNetwork::Number(7)));
+        let named: PortStats = serde_json::from_value(json!({
+            "id": 1, "name": "x", "network": "(uplink)", "backend": "tap", "worker": 0,
+            "fast_path": false, "rx_packets": 1, "rx_bytes": 2, "tx_packets": 3, "tx_bytes": 4,
+            "fdb_full": 0, "drops": { "trunk_kernel": 5 }, "backend_counters": {},
+            "sandbox": "web",
+        }))
+        .unwrap();
+        assert_eq!(named.network, Some(PortNetwork::Name("(uplink)".into())));
+        assert_eq!(named.counters.drops["trunk_kernel"], 5);
+        assert_eq!(named.sandbox.as_deref(), Some("web"));
+    }
+
+    /// The router's counters as the engine has them, plus the VTEP's drops by name;
+    /// reading them back ignores the derived names.
+    #[test]
+    fn router_stats_carry_the_overlay_drops_by_name() {
+        let mut overlay = vxlan::Counters::default();
+        overlay.dropped[vxlan::DropReason::ALL[1].index()] = 4;
+        let r = Router(RouterStats {
+            uplink_port: 0,
+            router: Default::default(),
+            nat: Default::default(),
+            arp: Default::default(),
+            sessions: 2,
+            fast_path_sessions: 0,
+            fast_path_tunnel_macs: 0,
+            vtep: std::net::Ipv4Addr::new(10, 0, 0, 1),
+            overlay,
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        let name = serde_json::to_value(vxlan::DropReason::ALL[1]).unwrap();
+        assert_eq!(v["overlay"]["drops"][name.as_str().unwrap()], json!(4));
+        assert_eq!(v["overlay"]["dropped"][1], json!(4));
+        assert_eq!(v["sessions"], json!(2));
+        let back: Router = serde_json::from_value(v).unwrap();
+        assert_eq!(back.0.overlay.dropped[1], 4);
+    }
 }

@@ -12,11 +12,45 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, RecvTimeoutError};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
+use switch::engine::EngineError;
 use switch::{Captured, Engine, PortId};
+
+/// What a capture fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("create capture file {}", .path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write pcap header")]
+    Header(#[source] pcap_file::PcapError),
+    #[error("write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: pcap_file::PcapError,
+    },
+    #[error("flush {}", .path.display())]
+    Flush {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("spawn capture writer")]
+    Spawn(#[source] std::io::Error),
+    #[error("capture writer panicked")]
+    Panicked,
+    /// The data plane did not arm the tap.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+type Result<T, E = CaptureError> = std::result::Result<T, E>;
 
 /// Frames buffered between the worker and the writer before new ones are lost.
 const TAP_DEPTH: usize = 8192;
@@ -56,13 +90,16 @@ impl Captures {
             .write(true)
             .mode(0o600)
             .open(file)
-            .with_context(|| format!("create capture file {}", file.display()))?;
+            .map_err(|source| CaptureError::Create {
+                path: file.to_path_buf(),
+                source,
+            })?;
         let header = PcapHeader {
             datalink: DataLink::ETHERNET,
             ..Default::default()
         };
         let mut writer =
-            PcapWriter::with_header(BufWriter::new(out), header).context("write pcap header")?;
+            PcapWriter::with_header(BufWriter::new(out), header).map_err(CaptureError::Header)?;
         let (tx, rx) = bounded::<Captured>(TAP_DEPTH);
         let stop = Arc::new(AtomicBool::new(false));
         let frames = Arc::new(AtomicU64::new(0));
@@ -82,9 +119,12 @@ impl Captures {
                             Ok(c) => {
                                 let ts = c.at.duration_since(UNIX_EPOCH).unwrap_or_default();
                                 let pkt = PcapPacket::new(ts, c.frame.len() as u32, &c.frame);
-                                writer
-                                    .write_packet(&pkt)
-                                    .with_context(|| format!("write {}", path.display()))?;
+                                writer.write_packet(&pkt).map_err(|source| {
+                                    CaptureError::Write {
+                                        path: path.clone(),
+                                        source,
+                                    }
+                                })?;
                                 f.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(RecvTimeoutError::Timeout) if s.load(Ordering::Relaxed) => break,
@@ -96,12 +136,15 @@ impl Captures {
                     writer
                         .into_writer()
                         .flush()
-                        .with_context(|| format!("flush {}", path.display()))
+                        .map_err(|source| CaptureError::Flush {
+                            path: path.clone(),
+                            source,
+                        })
                 })();
                 d.store(true, Ordering::Release);
                 result
             })
-            .context("spawn capture writer")?;
+            .map_err(CaptureError::Spawn)?;
         engine.capture(port, Some(tx))?;
         self.next += 1;
         self.active.insert(
@@ -134,7 +177,7 @@ impl Captures {
         Some(match joined {
             Some(Ok(Ok(()))) | None => Ok(frames),
             Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(anyhow::anyhow!("capture writer panicked")),
+            Some(Err(_)) => Err(CaptureError::Panicked),
         })
     }
 }

@@ -7,13 +7,40 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use anyhow::{Context, Result};
+use switch::engine::EngineError;
 use switch::port::{self, IoMode};
 use switch::Engine;
 
 use crate::driver::bridge::prepare_host_end;
-use crate::ethtool;
-use crate::link::Netlink;
+use crate::driver::DriverError;
+use crate::error::{step, Step};
+use crate::ethtool::{self, EthtoolError};
+use crate::link::{LinkError, Netlink};
+
+/// What attaching the endpoint trunks fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum TrunkError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Ethtool(#[from] EthtoolError),
+    /// Keeping the kernel out of a trunk end (its sysctls).
+    #[error(transparent)]
+    HostEnd(#[from] DriverError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Opening a port or this thread's namespace; the step says which.
+    #[error(transparent)]
+    Io(#[from] Step<std::io::Error>),
+    #[error("endpoint trunk of worker {worker}")]
+    Worker {
+        worker: usize,
+        #[source]
+        source: Box<TrunkError>,
+    },
+}
+
+type Result<T, E = TrunkError> = std::result::Result<T, E>;
 
 /// MTU of the trunk: a sandbox frame of up to 1500 bytes plus the 4-byte tag.
 const TRUNK_MTU: u32 = 1504;
@@ -35,7 +62,10 @@ pub fn attach_all(engine: &mut Engine, io: IoMode) -> Result<()> {
         }
     }
     for w in 0..workers {
-        attach(engine, io, w).with_context(|| format!("endpoint trunk of worker {w}"))?;
+        attach(engine, io, w).map_err(|e| TrunkError::Worker {
+            worker: w,
+            source: Box::new(e),
+        })?;
     }
     Ok(())
 }
@@ -56,7 +86,7 @@ fn attach(engine: &mut Engine, io: IoMode, worker: usize) -> Result<()> {
         prepare_host_end(end)?;
         nl.set_up(end)?;
     }
-    let port = port::open(&user, io).with_context(|| format!("open port on {user}"))?;
+    let port = port::open(&user, io).map_err(step(format!("open port on {user}")))?;
     engine.add_endpoint_trunk(worker, &kernel, port)?;
     tracing::debug!(worker, trunk = %kernel, "endpoint trunk attached");
     Ok(())
@@ -75,5 +105,5 @@ pub fn remove_all(workers: usize) {
 fn own_netns() -> Result<OwnedFd> {
     std::fs::File::open("/proc/thread-self/ns/net")
         .map(OwnedFd::from)
-        .context("open this thread's network namespace")
+        .map_err(|e| step("open this thread's network namespace")(e).into())
 }

@@ -5,9 +5,34 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use anyhow::{Context, Result};
+use crate::error::{step, Step};
+use crate::link::{validate_ifname, LinkError};
 
-use crate::link::validate_ifname;
+/// What an offload setting fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum EthtoolError {
+    #[error(transparent)]
+    Name(#[from] LinkError),
+    #[error("opening a socket for SIOCETHTOOL")]
+    Socket(#[source] io::Error),
+    #[error("SIOCETHTOOL")]
+    Ioctl(#[source] io::Error),
+    /// Features the driver does not let go of.
+    #[error("{name} keeps {features} on (fixed by its driver)")]
+    Fixed { name: String, features: String },
+    #[error("{0} reports no feature names (ETHTOOL_GSSET_INFO)")]
+    NoFeatureNames(String),
+    /// This error made a step fail (turning an offload off, say).
+    #[error(transparent)]
+    In(#[from] Step<Box<EthtoolError>>),
+}
+
+type Result<T, E = EthtoolError> = std::result::Result<T, E>;
+
+/// Names what failed: `.map_err(doing("turning on GRO"))`.
+fn doing(what: String) -> impl FnOnce(EthtoolError) -> EthtoolError {
+    move |e| step(what)(Box::new(e)).into()
+}
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GTXCSUM: u32 = 0x16;
@@ -59,7 +84,7 @@ pub fn disable_tx_checksum(name: &str) -> Result<()> {
         (ETHTOOL_STSO, "TCP segmentation offload"),
     ] {
         ethtool_value(&sock, name, cmd, 0)
-            .with_context(|| format!("turning off {what} on {name}"))?;
+            .map_err(doing(format!("turning off {what} on {name}")))?;
     }
     Ok(())
 }
@@ -73,7 +98,7 @@ pub fn enable_tx_checksum(name: &str) -> Result<()> {
         (ETHTOOL_STSO, "TCP segmentation offload"),
     ] {
         ethtool_value(&sock, name, cmd, 1)
-            .with_context(|| format!("turning on {what} on {name}"))?;
+            .map_err(doing(format!("turning on {what} on {name}")))?;
     }
     Ok(())
 }
@@ -83,7 +108,7 @@ pub fn enable_tx_checksum(name: &str) -> Result<()> {
 pub fn enable_gro(name: &str) -> Result<()> {
     let sock = control_socket()?;
     ethtool_value(&sock, name, ETHTOOL_SGRO, 1)
-        .with_context(|| format!("turning on GRO on {name}"))?;
+        .map_err(doing(format!("turning on GRO on {name}")))?;
     Ok(())
 }
 
@@ -130,20 +155,23 @@ pub fn disable_features(name: &str, features: &[&str]) -> Result<()> {
     }
     // A positive return only says some requests were adjusted: checked below.
     ethtool_raw(&sock, name, req.as_mut_ptr().cast())
-        .with_context(|| format!("turning off transmit offloads on {name}"))?;
+        .map_err(doing(format!("turning off transmit offloads on {name}")))?;
     // ethtool_gfeatures: cmd, size, then (available, requested, active, never_changed).
     let mut get = vec![0u32; 2 + 4 * words];
     get[0] = ETHTOOL_GFEATURES;
     get[1] = words as u32;
     ethtool_raw(&sock, name, get.as_mut_ptr().cast())
-        .with_context(|| format!("reading the features of {name}"))?;
+        .map_err(doing(format!("reading the features of {name}")))?;
     let still: Vec<&str> = wanted
         .iter()
         .filter(|&&i| get[2 + 4 * (i / 32) + 2] & (1 << (i % 32)) != 0)
         .map(|&i| names[i].as_str())
         .collect();
     if !still.is_empty() {
-        anyhow::bail!("{name} keeps {} on (fixed by its driver)", still.join(", "));
+        return Err(EthtoolError::Fixed {
+            name: name.to_string(),
+            features: still.join(", "),
+        });
     }
     Ok(())
 }
@@ -157,10 +185,10 @@ fn feature_names(sock: &OwnedFd, name: &str) -> Result<Vec<String>> {
         count: 0,
     };
     ethtool_raw(sock, name, (&mut info as *mut SsetInfo).cast())
-        .with_context(|| format!("counting the features of {name}"))?;
+        .map_err(doing(format!("counting the features of {name}")))?;
     // The kernel clears the mask bit of a set it cannot count.
     if info.mask & (1 << ETH_SS_FEATURES) == 0 || info.count == 0 {
-        anyhow::bail!("{name} reports no feature names (ETHTOOL_GSSET_INFO)");
+        return Err(EthtoolError::NoFeatureNames(name.to_string()));
     }
     let count = info.count as usize;
     // ethtool_gstrings: cmd, string_set, len, then len names of 32 bytes.
@@ -169,7 +197,7 @@ fn feature_names(sock: &OwnedFd, name: &str) -> Result<Vec<String>> {
     buf[4..8].copy_from_slice(&ETH_SS_FEATURES.to_ne_bytes());
     buf[8..12].copy_from_slice(&(count as u32).to_ne_bytes());
     ethtool_raw(sock, name, buf.as_mut_ptr().cast())
-        .with_context(|| format!("reading the feature names of {name}"))?;
+        .map_err(doing(format!("reading the feature names of {name}")))?;
     Ok(buf[12..]
         .chunks_exact(ETH_GSTRING_LEN)
         .map(|c| {
@@ -197,7 +225,7 @@ pub fn tso_enabled(name: &str) -> Result<bool> {
 fn get_flag(name: &str, cmd: u32, what: &str) -> Result<bool> {
     let sock = control_socket()?;
     let value =
-        ethtool_value(&sock, name, cmd, 0).with_context(|| format!("reading {what} of {name}"))?;
+        ethtool_value(&sock, name, cmd, 0).map_err(doing(format!("reading {what} of {name}")))?;
     Ok(value != 0)
 }
 
@@ -206,7 +234,7 @@ fn control_socket() -> Result<OwnedFd> {
     // SAFETY: socket() takes no pointers; the result is checked before use.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(io::Error::last_os_error()).context("opening a socket for SIOCETHTOOL");
+        return Err(EthtoolError::Socket(io::Error::last_os_error()));
     }
     // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -238,7 +266,7 @@ fn ethtool_raw(sock: &OwnedFd, name: &str, data: *mut libc::c_void) -> Result<()
     // kernel reads and writes only what the command and its counts say).
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
     if rc < 0 {
-        return Err(io::Error::last_os_error()).context("SIOCETHTOOL");
+        return Err(EthtoolError::Ioctl(io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -84,14 +84,6 @@ pub struct Network {
     pub predefined: bool,
 }
 
-impl Network {
-    /// Whether sandboxes on it get the embedded resolver (user-defined networks only).
-    /// (Not macvlan: its gateway is a router on the LAN, not the switch.)
-    pub fn has_embedded_dns(&self) -> bool {
-        !self.predefined && matches!(self.driver, DriverKind::Bridge | DriverKind::Overlay)
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Mac(pub [u8; 6]);
 

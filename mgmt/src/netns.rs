@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::thread;
 
-use anyhow::{anyhow, bail, Context, Result};
+use thiserror::Error;
+
+use crate::error::{step, Step};
+use crate::ethtool::EthtoolError;
+use crate::link::LinkError;
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
@@ -23,6 +27,51 @@ pub const ETC_DIR: &str = "/etc/netns";
 
 /// Longest name accepted; the name ends up in paths and thread names, not in ifnames.
 const MAX_NAME_LEN: usize = 64;
+
+/// What namespace plumbing fails with, and what work run in a namespace
+/// ([`run_in`]) returns: its netlink and ethtool errors pass through as they are.
+#[derive(Debug, Error)]
+pub enum NetnsError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("network namespace {0:?} already exists")]
+    Exists(String),
+    #[error("invalid sysctl key {0:?}: expected a path under net/, like net/ipv4/ip_forward")]
+    InvalidSysctlKey(String),
+    /// A file operation failed; the step names the file.
+    #[error(transparent)]
+    Io(#[from] Step<io::Error>),
+    /// A system call failed (mount, unshare, setns); the step says what it was for.
+    #[error(transparent)]
+    Sys(#[from] Step<Errno>),
+    #[error("{what} panicked: {message}")]
+    Panicked { what: String, message: String },
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Ethtool(#[from] EthtoolError),
+    /// This error made a step fail (creating a namespace, say).
+    #[error(transparent)]
+    In(#[from] Step<Box<NetnsError>>),
+}
+
+impl NetnsError {
+    /// A failed file operation on `what`.
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
+        step(what)(source).into()
+    }
+    /// This error as the cause of a failure to do `what`.
+    pub fn context(self, what: impl Into<String>) -> Self {
+        step(what)(Box::new(self)).into()
+    }
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(Errno) -> NetnsError {
+    let s = step(what);
+    move |e| s(e).into()
+}
+
+pub type Result<T, E = NetnsError> = std::result::Result<T, E>;
 
 /// The bind-mount file of namespace `name`.
 pub fn path(name: &str) -> PathBuf {
@@ -37,13 +86,19 @@ pub fn exists(name: &str) -> bool {
 /// Checks a namespace name the way iproute2 does, plus a length bound.
 pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() {
-        bail!("invalid namespace name: empty");
+        return Err(NetnsError::InvalidName(
+            "invalid namespace name: empty".into(),
+        ));
     }
     if name.len() > MAX_NAME_LEN {
-        bail!("invalid namespace name {name:?}: longer than {MAX_NAME_LEN} bytes");
+        return Err(NetnsError::InvalidName(format!(
+            "invalid namespace name {name:?}: longer than {MAX_NAME_LEN} bytes"
+        )));
     }
     if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        bail!("invalid namespace name {name:?}: must not be '.', '..' or contain '/'");
+        return Err(NetnsError::InvalidName(format!(
+            "invalid namespace name {name:?}: must not be '.', '..' or contain '/'"
+        )));
     }
     Ok(())
 }
@@ -73,9 +128,9 @@ pub fn bind_existing(name: &str, target: &str) -> Result<()> {
         .open(&dst)
         .map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
-                anyhow!("network namespace {name:?} already exists")
+                NetnsError::Exists(name.to_string())
             } else {
-                anyhow!(e).context(format!("creating {}", dst.display()))
+                NetnsError::io(format!("creating {}", dst.display()), e)
             }
         })?;
     if let Err(e) = mount(
@@ -86,7 +141,9 @@ pub fn bind_existing(name: &str, target: &str) -> Result<()> {
         None::<&str>,
     ) {
         let _ = fs::remove_file(&dst);
-        return Err(e).with_context(|| format!("bind-mounting namespace {target:?} as {name:?}"));
+        return Err(sys(format!(
+            "bind-mounting namespace {target:?} as {name:?}"
+        ))(e));
     }
     Ok(())
 }
@@ -103,9 +160,9 @@ fn mount_named(name: &str, new_namespace: bool) -> Result<()> {
         .open(&target)
         .map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
-                anyhow!("network namespace {name:?} already exists")
+                NetnsError::Exists(name.to_string())
             } else {
-                anyhow!(e).context(format!("creating {}", target.display()))
+                NetnsError::io(format!("creating {}", target.display()), e)
             }
         })?;
 
@@ -116,7 +173,7 @@ fn mount_named(name: &str, new_namespace: bool) -> Result<()> {
         .name("netns-create".into())
         .spawn(move || -> Result<()> {
             if new_namespace {
-                unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+                unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare(CLONE_NEWNET)"))?;
             }
             // /proc/self/ns/net would name the thread-group leader's namespace.
             mount(
@@ -126,16 +183,17 @@ fn mount_named(name: &str, new_namespace: bool) -> Result<()> {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .with_context(|| {
-                format!(
-                    "bind-mounting the new namespace onto {}",
-                    mount_target.display()
-                )
-            })
+            .map_err(sys(format!(
+                "bind-mounting the new namespace onto {}",
+                mount_target.display()
+            )))
         })
-        .context("spawning the namespace-creating thread")?
+        .map_err(|e| NetnsError::io("spawning the namespace-creating thread", e))?
         .join()
-        .map_err(|p| anyhow!("namespace-creating thread panicked: {}", panic_message(&p)))
+        .map_err(|p| NetnsError::Panicked {
+            what: "namespace-creating thread".into(),
+            message: panic_message(&p),
+        })
         .and_then(|r| r);
 
     if let Err(e) = result {
@@ -153,7 +211,7 @@ fn prepare_run_dir() -> Result<()> {
     // Two creates racing here could both see EINVAL and stack two bind mounts.
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+    fs::create_dir_all(RUN_DIR).map_err(|e| NetnsError::io(format!("creating {RUN_DIR}"), e))?;
     let mut bound = false;
     loop {
         match mount(
@@ -173,10 +231,10 @@ fn prepare_run_dir() -> Result<()> {
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )
-                .with_context(|| format!("bind-mounting {RUN_DIR} onto itself"))?;
+                .map_err(sys(format!("bind-mounting {RUN_DIR} onto itself")))?;
                 bound = true;
             }
-            Err(e) => return Err(e).with_context(|| format!("making {RUN_DIR} a shared mount")),
+            Err(e) => return Err(sys(format!("making {RUN_DIR} a shared mount"))(e)),
         }
     }
 }
@@ -192,21 +250,21 @@ pub fn delete(name: &str) -> Result<()> {
         // ENOENT: no file; EINVAL: a file that is not a mount point (a failed create).
         Ok(()) | Err(Errno::ENOENT) | Err(Errno::EINVAL) => {}
         Err(e) => {
-            return Err(e).with_context(|| format!("unmounting network namespace {name:?}"));
+            return Err(sys(format!("unmounting network namespace {name:?}"))(e));
         }
     }
     match fs::remove_file(&target) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(e).with_context(|| format!("removing {}", target.display()));
+            return Err(NetnsError::io(format!("removing {}", target.display()), e));
         }
     }
     let etc = Path::new(ETC_DIR).join(name);
     match fs::remove_dir_all(&etc) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", etc.display())),
+        Err(e) => return Err(NetnsError::io(format!("removing {}", etc.display()), e)),
     }
     tracing::debug!(netns = name, "deleted network namespace");
     Ok(())
@@ -216,8 +274,12 @@ pub fn delete(name: &str) -> Result<()> {
 pub fn open(name: &str) -> Result<OwnedFd> {
     validate_name(name)?;
     let target = path(name);
-    let file = File::open(&target)
-        .with_context(|| format!("opening network namespace {name:?} ({})", target.display()))?;
+    let file = File::open(&target).map_err(|e| {
+        NetnsError::io(
+            format!("opening network namespace {name:?} ({})", target.display()),
+            e,
+        )
+    })?;
     Ok(OwnedFd::from(file))
 }
 
@@ -235,17 +297,15 @@ pub fn run_in<T: Send + 'static>(
         .name("netns-run".into())
         .spawn(move || -> Result<T> {
             setns(&ns, CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("entering network namespace {owned_name:?}"))?;
+                .map_err(sys(format!("entering network namespace {owned_name:?}")))?;
             drop(ns);
             f()
         })
-        .context("spawning a thread to run in a network namespace")?
+        .map_err(|e| NetnsError::io("spawning a thread to run in a network namespace", e))?
         .join()
-        .map_err(|p| {
-            anyhow!(
-                "thread in network namespace {name:?} panicked: {}",
-                panic_message(&p)
-            )
+        .map_err(|p| NetnsError::Panicked {
+            what: format!("thread in network namespace {name:?}"),
+            message: panic_message(&p),
         })?
 }
 
@@ -260,10 +320,13 @@ pub fn write_sysctl_in(name: &str, key: &str, value: &str) -> Result<()> {
     let value = value.to_string();
     let ns = name.to_string();
     run_in(name, move || {
-        fs::write(&file, value.as_bytes()).with_context(|| {
-            format!(
-                "writing {value:?} to {} in network namespace {ns:?}",
-                file.display()
+        fs::write(&file, value.as_bytes()).map_err(|e| {
+            NetnsError::io(
+                format!(
+                    "writing {value:?} to {} in network namespace {ns:?}",
+                    file.display()
+                ),
+                e,
             )
         })
     })
@@ -279,7 +342,7 @@ fn validate_sysctl_key(key: &str) -> Result<()> {
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..")
     {
-        bail!("invalid sysctl key {key:?}: expected a path under net/, like net/ipv4/ip_forward");
+        return Err(NetnsError::InvalidSysctlKey(key.to_string()));
     }
     Ok(())
 }
@@ -295,7 +358,8 @@ pub fn resolv_conf_path(name: &str) -> PathBuf {
 pub fn write_resolv_conf(name: &str, nameservers: &[IpAddr], options: &[&str]) -> Result<()> {
     validate_name(name)?;
     let dir = Path::new(ETC_DIR).join(name);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::create_dir_all(&dir)
+        .map_err(|e| NetnsError::io(format!("creating {}", dir.display()), e))?;
     let mut text = String::new();
     for ns in nameservers {
         text.push_str(&format!("nameserver {ns}\n"));
@@ -311,12 +375,16 @@ pub fn write_resolv_conf(name: &str, nameservers: &[IpAddr], options: &[&str]) -
         .truncate(true)
         .mode(0o644)
         .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+        .map_err(|e| NetnsError::io(format!("creating {}", tmp.display()), e))?;
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &final_path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), final_path.display()))?;
+        .map_err(|e| NetnsError::io(format!("writing {}", tmp.display()), e))?;
+    fs::rename(&tmp, &final_path).map_err(|e| {
+        NetnsError::io(
+            format!("renaming {} to {}", tmp.display(), final_path.display()),
+            e,
+        )
+    })?;
     Ok(())
 }
 

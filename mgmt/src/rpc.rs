@@ -3,6 +3,7 @@
 //! happens here, before the controller is touched); `execute` runs it.
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::api;
@@ -178,25 +179,38 @@ fn call(method: &str, p: Value) -> ApiResult<Call> {
 
 fn execute(ctl: &mut Controller, call: Call) -> ApiResult<Value> {
     match call {
-        Call::NetworkCreate(p) => ctl.network_create(p),
-        Call::NetworkLs(p) => ctl.network_ls(p),
-        Call::NetworkInspect(p) => ctl.network_inspect(p),
-        Call::NetworkRm(p) => ctl.network_rm(p),
-        Call::NetworkPrune => ctl.network_prune(),
-        Call::NetworkConnect(p) => ctl.network_connect(p),
-        Call::NetworkDisconnect(p) => ctl.network_disconnect(p),
-        Call::SandboxCreate(p) => ctl.sandbox_create(p),
-        Call::SandboxLs => ctl.sandbox_ls(),
-        Call::SandboxInspect(p) => ctl.sandbox_inspect(p),
-        Call::SandboxRm(p) => ctl.sandbox_rm(p),
-        Call::FdbGet(p) => ctl.fdb(p),
-        Call::StatsGet(p) => ctl.stats(p),
-        Call::Conntrack(p) => ctl.conntrack(p),
-        Call::CaptureStart(p) => ctl.capture_start(p),
-        Call::CaptureStatus(p) => ctl.capture_status(p),
-        Call::CaptureStop(p) => ctl.capture_stop(p),
-        Call::Ping => Ok(json!({ "version": env!("CARGO_PKG_VERSION") })),
+        Call::NetworkCreate(p) => result(ctl.network_create(p)),
+        Call::NetworkLs(p) => result(ctl.network_ls(p)),
+        Call::NetworkInspect(p) => result(ctl.network_inspect(p)),
+        Call::NetworkRm(p) => result(ctl.network_rm(p)),
+        Call::NetworkPrune => result(ctl.network_prune()),
+        Call::NetworkConnect(p) => result(ctl.network_connect(p)),
+        Call::NetworkDisconnect(p) => result(ctl.network_disconnect(p)),
+        Call::SandboxCreate(p) => result(ctl.sandbox_create(p)),
+        Call::SandboxLs => result(ctl.sandbox_ls()),
+        Call::SandboxInspect(p) => result(ctl.sandbox_inspect(p)),
+        Call::SandboxRm(p) => result(ctl.sandbox_rm(p)),
+        Call::FdbGet(p) => result(ctl.fdb(p)),
+        Call::StatsGet(p) => result(ctl.stats(p)),
+        Call::Conntrack(p) => result(ctl.conntrack(p)),
+        Call::CaptureStart(p) => result(ctl.capture_start(p)),
+        Call::CaptureStatus(p) => result(ctl.capture_status(p)),
+        Call::CaptureStop(p) => result(ctl.capture_stop(p)),
+        Call::Ping => result(Ok(api::Ping {
+            version: env!("CARGO_PKG_VERSION").into(),
+        })),
     }
+}
+
+/// A method's typed result as the reply's `result` (objects with their keys sorted, as
+/// `serde_json::Value` keeps them).
+fn result<T: Serialize>(r: ApiResult<T>) -> ApiResult<Value> {
+    serde_json::to_value(r?).map_err(|e| {
+        ApiError::new(
+            Code::Internal,
+            format!("internal error: cannot encode the result: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -4,11 +4,21 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-
+use crate::error::{step, Step};
 use crate::link::Netlink;
 use crate::model::SandboxMode;
-use crate::netns;
+use crate::netns::{self, NetnsError};
+
+/// What setting up a sandbox's namespace fails with; the step says which.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Netns(#[from] Step<NetnsError>),
+    #[error(transparent)]
+    Io(#[from] Step<std::io::Error>),
+}
+
+type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
 pub fn netns_path(name: &str) -> PathBuf {
     netns::path(name)
@@ -25,26 +35,27 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
         return Ok(());
     }
     match mode {
-        SandboxMode::Host => {
-            netns::bind_current(name).with_context(|| format!("bind host namespace as {name}"))
-        }
+        SandboxMode::Host => Ok(
+            netns::bind_current(name).map_err(step(format!("bind host namespace as {name}")))?
+        ),
         SandboxMode::Container(target) => {
-            netns::bind_existing(name, target)
-                .with_context(|| format!("join the namespace of sandbox {target} as {name}"))?;
+            netns::bind_existing(name, target).map_err(step(format!(
+                "join the namespace of sandbox {target} as {name}"
+            )))?;
             // The same resolver as the sandbox it joins.
             let src = netns::resolv_conf_path(target);
             if let Ok(text) = std::fs::read(&src) {
                 let dst = netns::resolv_conf_path(name);
                 if let Some(dir) = dst.parent() {
                     std::fs::create_dir_all(dir)
-                        .with_context(|| format!("create {}", dir.display()))?;
+                        .map_err(step(format!("create {}", dir.display())))?;
                 }
-                std::fs::write(&dst, text).with_context(|| format!("write {}", dst.display()))?;
+                std::fs::write(&dst, text).map_err(step(format!("write {}", dst.display())))?;
             }
             Ok(())
         }
         SandboxMode::Netns | SandboxMode::None => {
-            netns::create(name).with_context(|| format!("create network namespace {name}"))?;
+            netns::create(name).map_err(step(format!("create network namespace {name}")))?;
             let setup = netns::run_in(name, || {
                 // No IPv6 on the data path yet: keep sandboxes from emitting RS/MLD noise.
                 for key in [
@@ -53,11 +64,11 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
                 ] {
                     let _ = std::fs::write(format!("/proc/sys/{key}"), "1");
                 }
-                Netlink::new()?.set_up("lo")
+                Ok(Netlink::new()?.set_up("lo")?)
             });
             if let Err(e) = setup {
                 let _ = netns::delete(name);
-                return Err(e.context(format!("set up loopback in {name}")));
+                return Err(step(format!("set up loopback in {name}"))(e).into());
             }
             Ok(())
         }
@@ -66,20 +77,22 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
 
 /// Delete the namespace (its veth ends go with it) and its /etc/netns files.
 pub fn remove(name: &str) -> Result<()> {
-    netns::delete(name).with_context(|| format!("delete network namespace {name}"))
+    Ok(netns::delete(name).map_err(step(format!("delete network namespace {name}")))?)
 }
 
 /// Point the default route at `gw`, or leave none.
 pub fn set_default_route(name: &str, gw: Option<Ipv4Addr>) -> Result<()> {
     let Some(gw) = gw else { return Ok(()) };
-    netns::run_in(name, move || Netlink::new()?.add_default_route(gw))
-        .with_context(|| format!("set default route via {gw} in sandbox {name}"))
+    let route = netns::run_in(name, move || Ok(Netlink::new()?.add_default_route(gw)?));
+    Ok(route.map_err(step(format!(
+        "set default route via {gw} in sandbox {name}"
+    )))?)
 }
 
 /// resolv.conf naming `servers`; `embedded` (the gateway's resolver) adds `ndots:0`, so
 /// a dotted name is asked as given before any search domain, as Docker writes it.
 pub fn write_resolv_conf(name: &str, servers: &[IpAddr], embedded: bool) -> Result<()> {
     let options: &[&str] = if embedded { &["ndots:0"] } else { &[] };
-    netns::write_resolv_conf(name, servers, options)
-        .with_context(|| format!("write resolv.conf for sandbox {name}"))
+    Ok(netns::write_resolv_conf(name, servers, options)
+        .map_err(step(format!("write resolv.conf for sandbox {name}")))?)
 }

@@ -8,7 +8,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use mio::net::{UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -16,8 +15,23 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::controller::Controller;
-use crate::error::{ApiError, Code};
+use crate::error::{step, ApiError, Code, Step};
 use crate::rpc;
+
+/// What binding or serving the control socket fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("another vswitchd is listening on {}; stop it or pass another --socket", .0.display())]
+    InUse(PathBuf),
+    /// The socket, its directory or the event loop; the step says which.
+    #[error(transparent)]
+    Io(#[from] Step<io::Error>),
+    /// Blocking or reading the termination signals.
+    #[error(transparent)]
+    Signals(#[from] Step<nix::Error>),
+}
+
+type Result<T, E = ServerError> = std::result::Result<T, E>;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -37,9 +51,11 @@ pub fn block_signals() -> Result<SignalFd> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
-    mask.thread_block().context("block SIGTERM/SIGINT")?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .context("create signalfd")
+    mask.thread_block().map_err(step("block SIGTERM/SIGINT"))?;
+    Ok(
+        SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(step("create signalfd"))?,
+    )
 }
 
 pub struct Server {
@@ -56,22 +72,19 @@ impl Server {
                 .recursive(true)
                 .mode(0o755)
                 .create(dir)
-                .with_context(|| format!("create socket directory {}", dir.display()))?;
+                .map_err(step(format!("create socket directory {}", dir.display())))?;
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                bail!(
-                    "another vswitchd is listening on {}; stop it or pass another --socket",
-                    path.display()
-                );
+                return Err(ServerError::InUse(path.to_path_buf()));
             }
             fs::remove_file(path)
-                .with_context(|| format!("remove stale socket {}", path.display()))?;
+                .map_err(step(format!("remove stale socket {}", path.display())))?;
         }
         let listener = UnixListener::bind(path)
-            .with_context(|| format!("bind control socket {}", path.display()))?;
+            .map_err(step(format!("bind control socket {}", path.display())))?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o660))
-            .with_context(|| format!("chmod {}", path.display()))?;
+            .map_err(step(format!("chmod {}", path.display())))?;
         Ok(Server {
             path: path.to_path_buf(),
             listener,
@@ -80,12 +93,14 @@ impl Server {
 
     /// Serve until a termination signal arrives.
     pub fn run(mut self, ctl: &mut Controller, signals: &mut SignalFd) -> Result<()> {
-        let mut poll = Poll::new().context("create event loop")?;
+        let mut poll = Poll::new().map_err(step("create event loop"))?;
         poll.registry()
-            .register(&mut self.listener, LISTENER, Interest::READABLE)?;
+            .register(&mut self.listener, LISTENER, Interest::READABLE)
+            .map_err(step("watch the control socket"))?;
         let sfd = signals.as_raw_fd();
         poll.registry()
-            .register(&mut SourceFd(&sfd), SIGNALS, Interest::READABLE)?;
+            .register(&mut SourceFd(&sfd), SIGNALS, Interest::READABLE)
+            .map_err(step("watch the signalfd"))?;
         let mut clients: HashMap<Token, Client> = HashMap::new();
         let mut next = FIRST_CLIENT;
         let mut events = Events::with_capacity(128);
@@ -95,7 +110,7 @@ impl Server {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(e).context("wait for control socket events");
+                return Err(step("wait for control socket events")(e).into());
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -105,7 +120,8 @@ impl Server {
                                 let t = Token(next);
                                 next += 1;
                                 poll.registry()
-                                    .register(&mut stream, t, Interest::READABLE)?;
+                                    .register(&mut stream, t, Interest::READABLE)
+                                    .map_err(step("watch a client"))?;
                                 clients.insert(
                                     t,
                                     Client {
@@ -146,7 +162,9 @@ impl Server {
                             } else {
                                 Interest::READABLE | Interest::WRITABLE
                             };
-                            poll.registry().reregister(&mut c.stream, t, interest)?;
+                            poll.registry()
+                                .reregister(&mut c.stream, t, interest)
+                                .map_err(step("watch a client"))?;
                         } else if let Some(mut c) = clients.remove(&t) {
                             let _ = poll.registry().deregister(&mut c.stream);
                         }

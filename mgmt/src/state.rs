@@ -8,10 +8,32 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{step, Step};
 use crate::model::{Endpoint, Network, Sandbox};
+
+/// What loading or saving the state fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file operation on the state dir; the step names it.
+    #[error(transparent)]
+    Io(#[from] Step<std::io::Error>),
+    #[error("state dir {} is in use by another vswitchd (its lock is held); stop that daemon or pass another --state-dir", .0.display())]
+    Locked(PathBuf),
+    #[error("{} is not valid vswitchd state; move it aside to start empty", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{} has format version {found}, this vswitchd reads {FORMAT_VERSION}", path.display())]
+    Version { path: PathBuf, found: u32 },
+    #[error("serialize state")]
+    Serialize(#[source] serde_json::Error),
+}
+
+type Result<T, E = StateError> = std::result::Result<T, E>;
 
 const STATE_FILE: &str = "state.json";
 const FORMAT_VERSION: u32 = 1;
@@ -39,21 +61,18 @@ impl Store {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .with_context(|| format!("create state dir {}", dir.display()))?;
+            .map_err(step(format!("create state dir {}", dir.display())))?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
             .open(dir.join("lock"))
-            .with_context(|| format!("open lock file in {}", dir.display()))?;
+            .map_err(step(format!("open lock file in {}", dir.display())))?;
         // SAFETY: flock on an fd we own; no memory is involved.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
-            bail!(
-                "state dir {} is in use by another vswitchd (its lock is held); stop that daemon or pass another --state-dir",
-                dir.display()
-            );
+            return Err(StateError::Locked(dir.to_path_buf()));
         }
         Ok(Store {
             dir: dir.to_path_buf(),
@@ -71,21 +90,18 @@ impl Store {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+            Err(e) => return Err(step(format!("read {}", path.display()))(e).into()),
         };
-        let state: State = serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is not valid vswitchd state; move it aside to start empty",
-                path.display()
-            )
-        })?;
+        let state: State =
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
         if state.version != FORMAT_VERSION {
-            bail!(
-                "{} has format version {}, this vswitchd reads {}",
-                path.display(),
-                state.version,
-                FORMAT_VERSION
-            );
+            return Err(StateError::Version {
+                path,
+                found: state.version,
+            });
         }
         Ok(Some(state))
     }
@@ -93,7 +109,7 @@ impl Store {
     pub fn save(&self, state: &State) -> Result<()> {
         let mut s = state.clone();
         s.version = FORMAT_VERSION;
-        let bytes = serde_json::to_vec_pretty(&s).context("serialize state")?;
+        let bytes = serde_json::to_vec_pretty(&s).map_err(StateError::Serialize)?;
         let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let dst = self.dir.join(STATE_FILE);
         {
@@ -103,17 +119,20 @@ impl Store {
                 .write(true)
                 .mode(0o600)
                 .open(&tmp)
-                .with_context(|| format!("create {}", tmp.display()))?;
+                .map_err(step(format!("create {}", tmp.display())))?;
             f.write_all(&bytes)
-                .with_context(|| format!("write {}", tmp.display()))?;
+                .map_err(step(format!("write {}", tmp.display())))?;
             f.sync_all()
-                .with_context(|| format!("fsync {}", tmp.display()))?;
+                .map_err(step(format!("fsync {}", tmp.display())))?;
         }
-        fs::rename(&tmp, &dst)
-            .with_context(|| format!("rename {} to {}", tmp.display(), dst.display()))?;
+        fs::rename(&tmp, &dst).map_err(step(format!(
+            "rename {} to {}",
+            tmp.display(),
+            dst.display()
+        )))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .with_context(|| format!("fsync {}", self.dir.display()))?;
+            .map_err(step(format!("fsync {}", self.dir.display())))?;
         Ok(())
     }
 }

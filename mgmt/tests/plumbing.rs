@@ -106,8 +106,11 @@ fn run_in_and_sysctl_act_inside_the_namespace_only() {
     assert_eq!(names, (true, Some(1), false));
 
     assert!(netns::write_sysctl_in(ns.name(), "kernel/hostname", "x").is_err());
-    let err = netns::run_in(ns.name(), || -> anyhow::Result<()> {
-        anyhow::bail!("boom")
+    let err = netns::run_in(ns.name(), || -> Result<(), _> {
+        Err(netns::NetnsError::io(
+            "boom",
+            std::io::ErrorKind::Other.into(),
+        ))
     })
     .expect_err("an error from the closure is returned");
     assert_eq!(err.to_string(), "boom");
@@ -195,7 +198,7 @@ fn veth_into_namespace_pings_across() {
 
     // flush removes the IPv4 address (and with it the route through it).
     let p = peer_if.clone();
-    netns::run_in(sb.name(), move || Netlink::new()?.flush_addresses(&p)).expect("flush");
+    netns::run_in(sb.name(), move || Ok(Netlink::new()?.flush_addresses(&p)?)).expect("flush");
     let addrs = sb.ip_out(&["-o", "addr", "show", "dev", &peer_if]);
     assert!(
         addrs.trim().is_empty(),

@@ -5,16 +5,16 @@
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 
-use anyhow::{Context, Result};
 use switch::gateway::Gateway;
 use switch::port::tap::TapPort;
 use switch::port::{self, Port};
 use switch::NetConfig;
 
-use super::{Ctx, Driver};
-use crate::error::{ApiError, ApiResult};
+use super::{Ctx, Driver, DriverError, Result};
+use crate::error::{step, ApiError, ApiResult};
 use crate::link::Netlink;
 use crate::model::{DriverKind, Endpoint, LinkKind, Mac, Network};
+use crate::netns::NetnsError;
 use crate::{ethtool, netns};
 
 /// Endpoint MTU on bridge networks unless `-o mtu=N` says otherwise.
@@ -100,11 +100,11 @@ impl Driver for Bridge {
         net: &Network,
         hosts: &[(Ipv4Addr, Mac)],
     ) -> Result<()> {
-        ctx.engine.add_network(net_config(net, hosts))
+        Ok(ctx.engine.add_network(net_config(net, hosts))?)
     }
 
     fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
-        ctx.engine.remove_network(net.num)
+        Ok(ctx.engine.remove_network(net.num)?)
     }
 
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {
@@ -128,7 +128,8 @@ pub fn net_config(net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> NetConfig {
             .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
         internal: net.internal,
         hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
-        dns: net.has_embedded_dns(),
+        // Only drivers with the embedded resolver call this (bridge, overlay).
+        dns: !net.predefined,
         overlay: None,
     }
 }
@@ -144,17 +145,20 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
     let mut fast_path = false;
     let port: Box<dyn Port> = match ep.link {
         LinkKind::Veth => {
-            let host = ep
-                .host_ifname
-                .clone()
-                .context("veth endpoint without a host interface name")?;
+            let host = ep.host_ifname.clone().ok_or_else(|| {
+                DriverError::Incomplete("veth endpoint without a host interface name".into())
+            })?;
             let tc = datapath(net) == Datapath::Tc && ctx.engine.has_tc_path();
             let mut nl = Netlink::new()?;
             if !nl.link_exists(&host) {
-                let ns = netns::open(&ep.sandbox)?;
+                let ns = netns::open(&ep.sandbox)
+                    .map_err(step(format!("open sandbox {}", ep.sandbox)))?;
                 nl.create_veth(&host, &ep.ifname, ns.as_fd(), Some(ep.mac.0), mtu)
-                    .with_context(|| {
-                        format!("create veth {host} <-> {}:{}", ep.sandbox, ep.ifname)
+                    .map_err(|e| {
+                        step(format!(
+                            "create veth {host} <-> {}:{}",
+                            ep.sandbox, ep.ifname
+                        ))(NetnsError::from(e))
                     })?;
                 configure_sandbox_end(ep, prefix)?;
             }
@@ -166,13 +170,11 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                 // without its program would hand the sandbox's frames to this
                 // namespace's stack.
                 let (sb, ifname) = (ep.sandbox.clone(), ep.ifname.clone());
-                netns::run_in(&sb, move || ethtool::enable_tx_checksum(&ifname)).with_context(
-                    || {
-                        format!(
-                            "turn offloads on for {} in sandbox {}",
-                            ep.ifname, ep.sandbox
-                        )
-                    },
+                netns::run_in(&sb, move || Ok(ethtool::enable_tx_checksum(&ifname)?)).map_err(
+                    step(format!(
+                        "turn offloads on for {} in sandbox {}",
+                        ep.ifname, ep.sandbox
+                    )),
                 )?;
                 let id = ctx.engine.add_tc_endpoint(net.num, &host)?;
                 ctx.ports.insert(ep.id.clone(), id);
@@ -183,15 +185,16 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
             // A socket reads the host end: the sandbox finishes its own checksums and
             // segments (also on restart, when the link may predate this choice).
             let (sb, ifname) = (ep.sandbox.clone(), ep.ifname.clone());
-            netns::run_in(&sb, move || ethtool::disable_tx_checksum(&ifname))
-                .with_context(|| format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))?;
-            port::open(&host, ctx.io).with_context(|| format!("open port on {host}"))?
+            netns::run_in(&sb, move || Ok(ethtool::disable_tx_checksum(&ifname)?)).map_err(
+                step(format!("configure {} in sandbox {}", ep.ifname, ep.sandbox)),
+            )?;
+            port::open(&host, ctx.io).map_err(step(format!("open port on {host}")))?
         }
         LinkKind::Tap => {
             let (ifname, mac, ip) = (ep.ifname.clone(), ep.mac.0, ep.ip);
             let tap = netns::run_in(&ep.sandbox, move || {
-                let tap =
-                    TapPort::create(&ifname).with_context(|| format!("create TAP {ifname}"))?;
+                let tap = TapPort::create(&ifname)
+                    .map_err(|e| NetnsError::io(format!("create TAP {ifname}"), e))?;
                 let mut nl = Netlink::new()?;
                 nl.set_mac(&ifname, mac)?;
                 nl.set_mtu(&ifname, mtu)?;
@@ -199,7 +202,10 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                 nl.set_up(&ifname)?;
                 Ok(tap)
             })
-            .with_context(|| format!("create TAP endpoint in sandbox {}", ep.sandbox))?;
+            .map_err(step(format!(
+                "create TAP endpoint in sandbox {}",
+                ep.sandbox
+            )))?;
             Box::new(tap)
         }
     };
@@ -246,9 +252,9 @@ fn configure_sandbox_end(ep: &Endpoint, prefix: u8) -> Result<()> {
     netns::run_in(&ep.sandbox, move || {
         let mut nl = Netlink::new()?;
         nl.add_address(&ifname, ip, prefix)?;
-        nl.set_up(&ifname)
+        Ok(nl.set_up(&ifname)?)
     })
-    .with_context(|| format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))
+    .map_err(|e| step(format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))(e).into())
 }
 
 /// GRO on the sandbox's end of the veth (also on restart: the link may predate it), so
@@ -256,10 +262,10 @@ fn configure_sandbox_end(ep: &Endpoint, prefix: u8) -> Result<()> {
 /// endpoint off the fast path.
 fn sandbox_end_takes_redirects(ep: &Endpoint) -> bool {
     let ifname = ep.ifname.clone();
-    match netns::run_in(&ep.sandbox, move || ethtool::enable_gro(&ifname)) {
+    match netns::run_in(&ep.sandbox, move || Ok(ethtool::enable_gro(&ifname)?)) {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!(endpoint = %ep.id, error = %format!("{e:#}"), "GRO stays off: the endpoint is kept off the fast path");
+            tracing::warn!(endpoint = %ep.id, error = %crate::error::chain(&e), "GRO stays off: the endpoint is kept off the fast path");
             false
         }
     }
@@ -274,7 +280,7 @@ pub fn prepare_host_end(host: &str) -> Result<()> {
         (format!("ipv4/conf/{host}/arp_ignore"), "8"),
     ] {
         let path = format!("/proc/sys/net/{key}");
-        std::fs::write(&path, val).with_context(|| format!("write {path}"))?;
+        std::fs::write(&path, val).map_err(step(format!("write {path}")))?;
     }
     Ok(())
 }

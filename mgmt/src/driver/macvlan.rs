@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result};
+use switch::engine::EngineError;
 use switch::port::{self, IoMode, Port};
 use switch::NetConfig;
 
 use super::bridge::{attach_endpoint, detach_endpoint, mtu, prepare_host_end};
-use super::{Ctx, Driver, NetworkRequest};
-use crate::error::{ApiError, ApiResult};
+use super::{Ctx, Driver, DriverError, NetworkRequest, Result};
+use crate::error::{step, ApiError, ApiResult};
 use crate::link::Netlink;
 use crate::model::{DriverKind, Endpoint, Mac, Network};
 
@@ -28,7 +28,7 @@ pub fn parent_of(net: &Network) -> Result<(String, Option<u16>)> {
             "a macvlan network needs its parent interface: -o parent=IFACE or -o parent=IFACE.VID",
         )
     })?;
-    parse_parent(spec).map_err(Into::into)
+    Ok(parse_parent(spec)?)
 }
 
 pub fn parse_parent(spec: &str) -> std::result::Result<(String, Option<u16>), ApiError> {
@@ -72,7 +72,7 @@ fn open_parent(parent: &str, io: IoMode) -> Result<Box<dyn Port>> {
     prepare_host_end(parent)?;
     nl.set_promisc(parent, true)?;
     nl.set_up(parent)?;
-    port::open(parent, io).with_context(|| format!("open macvlan parent {parent}"))
+    Ok(port::open(parent, io).map_err(step(format!("open macvlan parent {parent}")))?)
 }
 
 impl Driver for Macvlan {
@@ -110,13 +110,13 @@ impl Driver for Macvlan {
         let member = ctx
             .engine
             .vlan_attach(&parent, vid, net.num, || open_parent(&parent, io))
-            .map_err(|e| {
-                let text = format!("{e:#}");
-                if text.contains("already used") {
-                    anyhow::Error::new(ApiError::conflict(text))
-                } else {
-                    e
-                }
+            .map_err(|e| match e {
+                // What `open_parent` failed with, as it failed.
+                EngineError::Port(e) => match e.downcast::<DriverError>() {
+                    Ok(d) => *d,
+                    Err(e) => DriverError::Engine(EngineError::Port(e)),
+                },
+                e => DriverError::Engine(e),
             })?;
         ctx.ports.insert(vlan_key(net), member);
         Ok(())
@@ -128,7 +128,7 @@ impl Driver for Macvlan {
         net: &Network,
         hosts: &[(Ipv4Addr, Mac)],
     ) -> Result<()> {
-        ctx.engine.add_network(NetConfig {
+        Ok(ctx.engine.add_network(NetConfig {
             id: net.num,
             // The LAN's router is the gateway: the switch answers nothing for it.
             gateway: None,
@@ -140,7 +140,7 @@ impl Driver for Macvlan {
             hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
             dns: false,
             overlay: None,
-        })
+        })?)
     }
 
     fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
@@ -149,11 +149,11 @@ impl Driver for Macvlan {
                 // The last macvlan network on it: give the parent back as it was. Best
                 // effort: a parent that has gone away must not keep the network alive.
                 if let Err(e) = Netlink::new().and_then(|mut nl| nl.set_promisc(&parent, false)) {
-                    tracing::warn!(parent = %parent, error = %format!("{e:#}"), "cannot restore the parent's promiscuous mode");
+                    tracing::warn!(parent = %parent, error = %crate::error::chain(&e), "cannot restore the parent's promiscuous mode");
                 }
             }
         }
-        ctx.engine.remove_network(net.num)
+        Ok(ctx.engine.remove_network(net.num)?)
     }
 
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {

@@ -1,22 +1,61 @@
-//! Drivers realise the model: one small trait, one file per driver (libnetwork's
-//! CreateNetwork / DeleteNetwork / CreateEndpoint / DeleteEndpoint).
+//! Drivers realise the model: one small trait, one file per driver (the `host` and
+//! `none` pseudo-networks share one) — libnetwork's NetworkAllocate, CreateNetwork /
+//! DeleteNetwork, CreateEndpoint / DeleteEndpoint and Join.
 
 pub mod bridge;
-pub mod host;
 pub mod macvlan;
-pub mod null;
 pub mod overlay;
+pub mod pseudo;
 
 use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::Result;
+use switch::engine::EngineError;
 use switch::port::IoMode;
 use switch::{Engine, PortId};
 
-use crate::error::ApiError;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult, Step};
+use crate::link::LinkError;
 use crate::model::{DriverKind, Endpoint, Mac, Network, SandboxMode};
-use std::net::Ipv4Addr;
+use crate::netns::NetnsError;
+
+/// What realising a network or an endpoint fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The network's configuration is the user's to fix (a parent interface that is not
+    /// there, say): answered with the refusal's own code.
+    #[error(transparent)]
+    Refused(#[from] ApiError),
+    /// The data plane refused or did not answer.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// Plumbing in a sandbox's namespace; the step says which.
+    #[error(transparent)]
+    Netns(#[from] Step<NetnsError>),
+    /// A file, a sysctl or a port's socket; the step says which.
+    #[error(transparent)]
+    Io(#[from] Step<io::Error>),
+    /// The network cannot have endpoints (host, none).
+    #[error("{0}")]
+    NoEndpoints(&'static str),
+    /// The stored network or endpoint lacks what its driver needs.
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+pub type Result<T, E = DriverError> = std::result::Result<T, E>;
+
+/// What a sandbox joining a network gets from it (libnetwork's `Join`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JoinInfo {
+    /// The default route's gateway this network offers, if it offers one.
+    pub gateway: Option<Ipv4Addr>,
+    /// The resolver the sandbox's resolv.conf names when this network serves names.
+    pub resolver: Option<IpAddr>,
+}
 
 /// A network about to be created, as a driver checks it (libnetwork's
 /// `NetworkAllocate`): nothing exists yet, and a refusal changes nothing.
@@ -54,9 +93,20 @@ pub trait Driver {
     fn sandbox_mode(&self) -> SandboxMode {
         SandboxMode::Netns
     }
-    /// Whether the embedded resolver serves the network's sandbox names.
+    /// Whether the embedded resolver serves the sandbox names of this driver's
+    /// user-defined networks.
     fn embedded_dns(&self) -> bool {
         false
+    }
+    /// What a sandbox joining `net` gets (libnetwork's `Join`): the pool's gateway as
+    /// its default route unless the network is internal, and the embedded resolver on
+    /// that gateway where the network serves names.
+    fn join(&self, net: &Network) -> JoinInfo {
+        let gw = net.pool.as_ref().map(|p| p.gateway);
+        JoinInfo {
+            gateway: gw.filter(|_| !net.internal),
+            resolver: gw.filter(|_| serves_names(self, net)).map(IpAddr::V4),
+        }
     }
     /// Whether ports can be published on `net` (DNAT from the uplink); the refusal says
     /// why not.
@@ -85,13 +135,62 @@ pub trait Driver {
     fn delete_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()>;
 }
 
+/// Whether the embedded resolver answers the sandbox names of `net` (user-defined
+/// networks of a driver that has it).
+pub fn serves_names<D: Driver + ?Sized>(d: &D, net: &Network) -> bool {
+    d.embedded_dns() && !net.predefined
+}
+
 /// The driver for a kind; None for kinds this build does not implement yet.
 pub fn for_kind(kind: DriverKind) -> Option<Box<dyn Driver>> {
     match kind {
         DriverKind::Bridge => Some(Box::new(bridge::Bridge)),
-        DriverKind::Host => Some(Box::new(host::Host)),
-        DriverKind::Null => Some(Box::new(null::Null)),
+        DriverKind::Host => Some(Box::new(pseudo::host())),
+        DriverKind::Null => Some(Box::new(pseudo::null())),
         DriverKind::Macvlan => Some(Box::new(macvlan::Macvlan)),
         DriverKind::Overlay => Some(Box::new(overlay::Overlay)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::Pool;
+
+    fn net(driver: DriverKind, internal: bool, predefined: bool) -> Network {
+        Network {
+            id: "id".into(),
+            name: "n".into(),
+            driver,
+            pool: Some(Pool::new("172.20.0.0/16".parse().unwrap(), None, None).unwrap()),
+            internal,
+            attachable: false,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            created: String::new(),
+            num: 1,
+            predefined,
+        }
+    }
+
+    /// What joining gives a sandbox, by driver: the switch's resolver on user-defined
+    /// bridge and overlay networks, no default route out of an internal one, and on
+    /// macvlan the LAN's router as gateway with the upstreams for names.
+    #[test]
+    fn join_gives_the_gateway_and_resolver_the_driver_offers() {
+        let gw = Ipv4Addr::new(172, 20, 0, 1);
+        let join = |n: &Network| for_kind(n.driver).unwrap().join(n);
+        let user = join(&net(DriverKind::Bridge, false, false));
+        assert_eq!(user.gateway, Some(gw));
+        assert_eq!(user.resolver, Some(IpAddr::V4(gw)));
+        let default = join(&net(DriverKind::Bridge, false, true));
+        assert_eq!((default.gateway, default.resolver), (Some(gw), None));
+        let internal = join(&net(DriverKind::Overlay, true, false));
+        assert_eq!(
+            (internal.gateway, internal.resolver),
+            (None, Some(IpAddr::V4(gw)))
+        );
+        let lan = join(&net(DriverKind::Macvlan, false, false));
+        assert_eq!((lan.gateway, lan.resolver), (Some(gw), None));
     }
 }

@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result};
 use switch::OverlayConfig;
 
 use super::bridge;
-use super::{Ctx, Driver, NetworkRequest};
+use super::{Ctx, Driver, DriverError, NetworkRequest, Result};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{DriverKind, Endpoint, Mac, Network};
 
@@ -119,9 +118,11 @@ pub fn vni_of(net: &Network) -> Option<u32> {
 }
 
 fn overlay_config(net: &Network) -> Result<OverlayConfig> {
-    let vni = vni_of(net).with_context(|| format!("overlay network {} has no VNI", net.name))?;
+    let vni = vni_of(net).ok_or_else(|| {
+        DriverError::Incomplete(format!("overlay network {} has no VNI", net.name))
+    })?;
     let peers = match net.options.get(OPT_PEERS) {
-        Some(p) => parse_peers(p).map_err(|e| anyhow::anyhow!("{}", e.message))?,
+        Some(p) => parse_peers(p)?,
         None => Vec::new(),
     };
     Ok(OverlayConfig { vni, peers })
@@ -153,11 +154,11 @@ impl Driver for Overlay {
     ) -> Result<()> {
         let mut cfg = bridge::net_config(net, hosts);
         cfg.overlay = Some(overlay_config(net)?);
-        ctx.engine.add_network(cfg)
+        Ok(ctx.engine.add_network(cfg)?)
     }
 
     fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
-        ctx.engine.remove_network(net.num)
+        Ok(ctx.engine.remove_network(net.num)?)
     }
 
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {

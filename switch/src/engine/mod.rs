@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, unbounded, Receiver};
 use serde::Serialize;
 
@@ -32,6 +31,9 @@ mod uplink;
 mod vlan;
 
 pub use error::{EngineError, EngineResult};
+
+/// The engine's calls fail with an [`EngineError`].
+type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 /// How long a removed port's id is not handed out again: frames of the old port may
 /// still wait in a trunk's rings or a cross-worker queue, and must not be taken for the
@@ -153,7 +155,8 @@ impl Engine {
         for _ in 0..n {
             let (ctl_tx, ctl_rx) = unbounded();
             let (data_tx, data_rx) = bounded(HANDOFF_QUEUE);
-            let waker = Worker::new_waker().context("create worker wake-up eventfd")?;
+            let waker = Worker::new_waker()
+                .map_err(|e| EngineError::io("create worker wake-up eventfd", e))?;
             peers.push(Peer {
                 control: ctl_tx,
                 data: data_tx,
@@ -162,7 +165,7 @@ impl Engine {
             receivers.push((ctl_rx, data_rx, waker));
         }
         let mut dns = Some(Box::new(
-            DnsServer::new(cfg.dns_upstreams.clone()).map_err(|e| anyhow!("{e}"))?,
+            DnsServer::new(cfg.dns_upstreams.clone()).map_err(EngineError::Dns)?,
         ));
         let maps = match FastPath::new() {
             Ok(f) => Some(Arc::new(f)),
@@ -194,7 +197,7 @@ impl Engine {
             };
             let resolver = if i == DNS_WORKER { dns.take() } else { None };
             let worker = Worker::new(setup, ctl_rx, data_rx, waker, peers.clone(), resolver)
-                .context("create worker epoll set")?;
+                .map_err(|e| EngineError::io("create worker epoll set", e))?;
             let thread = std::thread::Builder::new()
                 .name(format!("vs-worker-{i}"))
                 .spawn(move || {
@@ -209,7 +212,7 @@ impl Engine {
                     }
                     worker.run()
                 })
-                .context("spawn worker thread")?;
+                .map_err(|e| EngineError::io("spawn worker thread", e))?;
             workers.push(WorkerHandle {
                 peer: peers[i].clone(),
                 counters,
@@ -396,15 +399,19 @@ impl Engine {
         kernel_end: &str,
         port: Box<dyn Port>,
     ) -> Result<PortId> {
-        let maps = self
-            .maps
-            .clone()
-            .ok_or_else(|| anyhow!("the tc data path needs BPF (maps and tcx programs)"))?;
+        let maps = self.maps.clone().ok_or(EngineError::Unavailable(
+            "the tc data path needs BPF (maps and tcx programs)",
+        ))?;
         if worker >= self.workers.len() || self.endpoint_trunks[worker].is_some() {
-            return Err(anyhow!("worker {worker} has no slot for an endpoint trunk"));
+            return Err(EngineError::Exhausted(format!(
+                "worker {worker} has no slot for an endpoint trunk"
+            )));
         }
-        let ifindex = crate::bpf::ifindex(kernel_end)?;
-        let link = maps.attach_trunk(ifindex)?;
+        let ifindex = crate::bpf::ifindex(kernel_end)
+            .map_err(|e| EngineError::io(format!("look up {kernel_end}"), e))?;
+        let link = maps
+            .attach_trunk(ifindex)
+            .map_err(|e| EngineError::io(format!("attach the endpoint trunk {kernel_end}"), e))?;
         let id = self.free_id();
         self.hand_port(worker, id, ENDPOINT_TRUNK_NET, port, false, Arc::default())?;
         self.endpoint_trunks[worker] = Some(EndpointTrunk {
@@ -424,17 +431,16 @@ impl Engine {
     /// path: no socket of its own; a tcx program forwards known unicast in the kernel
     /// (with the fast path on) and punts the rest to the least-loaded worker's trunk.
     pub fn add_tc_endpoint(&mut self, net: NetId, iface: &str) -> Result<PortId> {
-        let maps = self
-            .maps
-            .clone()
-            .ok_or_else(|| anyhow!("the tc data path needs BPF (maps and tcx programs)"))?;
+        let maps = self.maps.clone().ok_or(EngineError::Unavailable(
+            "the tc data path needs BPF (maps and tcx programs)",
+        ))?;
         // Never 0: an 802.1ad TCI of 0 reads as a priority tag on some receive paths.
         let id = self.free_id_from(1);
         if id >= fastpath::MAX_PORTS {
-            return Err(anyhow!(
+            return Err(EngineError::Exhausted(format!(
                 "the switch has {} ports, as many as the tc data path has slots for; remove some first",
                 fastpath::MAX_PORTS
-            ));
+            )));
         }
         let (worker, trunk, trunk_ifindex) = (0..self.workers.len())
             .filter_map(|w| {
@@ -442,8 +448,11 @@ impl Engine {
                 Some((w, t.port, t.ifindex))
             })
             .min_by_key(|(w, _, _)| self.ports.values().filter(|p| p.info.worker == *w).count())
-            .ok_or_else(|| anyhow!("no worker has an endpoint trunk for the tc data path"))?;
-        let ifindex = crate::bpf::ifindex(iface)?;
+            .ok_or(EngineError::Unavailable(
+                "no worker has an endpoint trunk for the tc data path",
+            ))?;
+        let ifindex = crate::bpf::ifindex(iface)
+            .map_err(|e| EngineError::io(format!("look up {iface}"), e))?;
         let counters = Arc::new(PortCounters::default());
         for w in 0..self.workers.len() {
             if w != worker {
@@ -463,7 +472,10 @@ impl Engine {
             Ok(l) => l,
             Err(e) => {
                 self.broadcast(|| PortControl::RemovePort(id))?;
-                return Err(anyhow!("attach {iface} to the tc data path: {e}"));
+                return Err(EngineError::io(
+                    format!("attach {iface} to the tc data path"),
+                    e,
+                ));
             }
         };
         let info = PortInfo {

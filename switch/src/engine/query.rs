@@ -6,14 +6,14 @@ use super::*;
 impl Engine {
     /// Install (Some) or forget (None) the names network `net`'s resolver answers.
     pub fn set_dns_names(&self, net: NetId, table: Option<Arc<dns::NameTable>>) -> Result<()> {
-        Ok(self.send(DNS_WORKER, DnsControl::DnsNames { net, table })?)
+        self.send(DNS_WORKER, DnsControl::DnsNames { net, table })
     }
 
     /// The embedded resolver's counters.
     pub fn dns_stats(&self) -> Result<Option<DnsStats>> {
         let (tx, rx) = bounded(1);
         self.send(DNS_WORKER, DnsControl::DnsDump(tx))?;
-        Ok(Self::reply(&rx, "the resolver's worker")?)
+        Self::reply(&rx, "the resolver's worker")
     }
 
     /// Copy every frame the port receives or sends into `tap` (None stops). Frames are
@@ -23,7 +23,7 @@ impl Engine {
             .ports
             .get(&port)
             .map(|p| p.info.worker)
-            .ok_or_else(|| anyhow!("no port {port}"))?;
+            .ok_or(EngineError::NoPort(port))?;
         let on = tap.is_some();
         self.send(worker, PortControl::Capture { port, tap })?;
         // A captured tc uplink punts everything to its worker.
@@ -35,7 +35,8 @@ impl Engine {
                 } else {
                     0
                 },
-            )?;
+            )
+            .map_err(|e| EngineError::io("set the uplink program's capture flag", e))?;
         }
         // The NAT fast path steps aside too: the capture sees every routed frame.
         if let Some(r) = self.router_worker() {

@@ -8,14 +8,13 @@ impl Engine {
     /// other worker hands it the frames its networks route.
     pub fn set_uplink(&mut self, cfg: UplinkConfig, mut port: Box<dyn Port>) -> Result<PortId> {
         if self.ports.values().any(|p| p.info.network == UPLINK_NET) {
-            return Err(anyhow!("the uplink is already attached"));
+            return Err(EngineError::UplinkAttached);
         }
         let id = self.free_id();
         // The resolver's worker too: its upstream queries and replies never cross workers.
         let worker = DNS_WORKER;
         let counters = Arc::new(PortCounters::default());
-        let mut router =
-            Router::new(id, cfg, counters.clone()).map_err(|e| anyhow!("uplink NAT: {e}"))?;
+        let mut router = Router::new(id, cfg, counters.clone()).map_err(EngineError::UplinkNat)?;
         // Established routed TCP from tc endpoints is translated in the kernel too.
         if let (Some(maps), true) = (self.fast().cloned(), self.has_tc_path()) {
             match crate::bpf::ifindex(port.name()) {
@@ -47,22 +46,26 @@ impl Engine {
     /// on, established routed TCP and overlay unicast stay in the kernel both ways.
     pub fn set_uplink_tc(&mut self, cfg: UplinkConfig, iface: &str) -> Result<PortId> {
         if self.ports.values().any(|p| p.info.network == UPLINK_NET) {
-            return Err(anyhow!("the uplink is already attached"));
+            return Err(EngineError::UplinkAttached);
         }
-        let maps = self
-            .maps
-            .clone()
-            .ok_or_else(|| anyhow!("the tc data path needs BPF (maps and tcx programs)"))?;
+        let maps = self.maps.clone().ok_or(EngineError::Unavailable(
+            "the tc data path needs BPF (maps and tcx programs)",
+        ))?;
         let worker = DNS_WORKER;
         let (trunk, trunk_ifindex) = self.endpoint_trunks[worker]
             .as_ref()
             .map(|t| (t.port, t.ifindex))
-            .ok_or_else(|| anyhow!("the router's worker has no endpoint trunk"))?;
+            .ok_or(EngineError::Unavailable(
+                "the router's worker has no endpoint trunk",
+            ))?;
         let id = self.free_id_from(1);
         if id >= fastpath::MAX_PORTS {
-            return Err(anyhow!("no port id left for the uplink"));
+            return Err(EngineError::Exhausted(
+                "no port id left for the uplink".into(),
+            ));
         }
-        let ifindex = crate::bpf::ifindex(iface)?;
+        let ifindex = crate::bpf::ifindex(iface)
+            .map_err(|e| EngineError::io(format!("look up {iface}"), e))?;
         let tc = fastpath::TcUplink {
             ifindex,
             port: id,
@@ -71,8 +74,7 @@ impl Engine {
             vtep: cfg.vtep_ip.unwrap_or(cfg.ip),
         };
         let counters = Arc::new(PortCounters::default());
-        let mut router =
-            Router::new(id, cfg, counters.clone()).map_err(|e| anyhow!("uplink NAT: {e}"))?;
+        let mut router = Router::new(id, cfg, counters.clone()).map_err(EngineError::UplinkNat)?;
         if let Some(fp) = self.fast().cloned() {
             router.fast_nat = Some(FastNat::new(fp.clone(), ifindex, true).opening_published());
             router.fast_vxlan = Some(FastVxlan::new(fp, ifindex, id));
@@ -89,9 +91,9 @@ impl Engine {
         )?;
         self.send(worker, RouterControl::EnableRouter(Box::new(router)))?;
         self.barrier()?;
-        let link = maps
-            .attach_uplink(&tc)
-            .map_err(|e| anyhow!("attach the uplink {iface} to the tc data path: {e}"))?;
+        let link = maps.attach_uplink(&tc).map_err(|e| {
+            EngineError::io(format!("attach the uplink {iface} to the tc data path"), e)
+        })?;
         let info = PortInfo {
             id,
             name: iface.to_string(),
@@ -159,6 +161,6 @@ impl Engine {
         };
         let (tx, rx) = bounded(1);
         self.send(w, RouterControl::RouterDump(tx))?;
-        Ok(Self::reply(&rx, "the router's worker")?)
+        Self::reply(&rx, "the router's worker")
     }
 }

@@ -4,19 +4,23 @@ use super::*;
 
 impl Engine {
     /// Put network `net` on the trunk `parent` (a macvlan parent) with 802.1Q `vid`
-    /// (None: untagged). The trunk is opened with `open` on first use and shared by
-    /// every network on that parent. Returns the network's member port.
-    pub fn vlan_attach(
+    /// (None: untagged). The trunk is opened with `open` on first use (its error comes
+    /// back as [`EngineError::Port`]) and shared by every network on that parent.
+    /// Returns the network's member port.
+    pub fn vlan_attach<E>(
         &mut self,
         parent: &str,
         vid: Option<u16>,
         net: NetId,
-        open: impl FnOnce() -> Result<Box<dyn Port>>,
-    ) -> Result<PortId> {
+        open: impl FnOnce() -> Result<Box<dyn Port>, E>,
+    ) -> Result<PortId>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let trunk = match self.trunks.get(parent) {
             Some(t) => *t,
             None => {
-                let port = open()?;
+                let port = open().map_err(|e| EngineError::Port(Box::new(e)))?;
                 let id = self.free_id();
                 let worker = self.least_loaded();
                 for w in 0..self.workers.len() {
@@ -44,9 +48,7 @@ impl Engine {
             let what = vid
                 .map(|v| format!("{parent}.{v}"))
                 .unwrap_or_else(|| parent.to_string());
-            return Err(anyhow!(
-                "{what} is already used by another network (member port {m})"
-            ));
+            return Err(EngineError::VlanTaken { what, member: *m });
         }
         let member = self.free_id();
         self.vlan_members.insert(member, (trunk, vid, net));

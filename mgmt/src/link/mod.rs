@@ -6,7 +6,6 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use anyhow::{anyhow, bail, Context, Result};
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_ACK_TLVS,
     NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
@@ -24,26 +23,11 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 
-/// A netlink request the kernel refused, with the errno kept for callers that care
-/// (e.g. EEXIST).
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: {os_error}{}", detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
-pub struct NetlinkError {
-    /// What was asked, naming the interface or address.
-    pub what: String,
-    /// The kernel's answer (in the message, not a separate `source`, so `{:#}` does
-    /// not print it twice).
-    pub os_error: io::Error,
-    /// The kernel's own explanation (extended ACK), when it gave one.
-    pub detail: Option<String>,
-}
+mod error;
 
-impl NetlinkError {
-    /// The errno the kernel answered with, if any.
-    pub fn errno(&self) -> Option<i32> {
-        self.os_error.raw_os_error()
-    }
-}
+use crate::error::step;
+
+pub use error::{errno_of, LinkError, NetlinkError, Result};
 
 /// An rtnetlink socket bound in the calling thread's network namespace.
 pub struct Netlink {
@@ -56,13 +40,14 @@ impl Netlink {
     /// Opens a handle for the network namespace of the calling thread (a netlink socket
     /// belongs to the namespace it was created in, whatever thread uses it later).
     pub fn new() -> Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE).context("opening a NETLINK_ROUTE socket")?;
+        let mut socket =
+            Socket::new(NETLINK_ROUTE).map_err(step("opening a NETLINK_ROUTE socket"))?;
         socket
             .bind_auto()
-            .context("binding the NETLINK_ROUTE socket")?;
+            .map_err(step("binding the NETLINK_ROUTE socket"))?;
         socket
             .connect(&SocketAddr::new(0, 0))
-            .context("connecting the NETLINK_ROUTE socket to the kernel")?;
+            .map_err(step("connecting the NETLINK_ROUTE socket to the kernel"))?;
         // Extended ACKs carry the kernel's reason for a refusal ("mtu less than device
         // minimum"), which goes into the error; capped ACKs keep them small. Kernels
         // without them still work, with bare errnos.
@@ -227,7 +212,9 @@ impl Netlink {
                 LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
                 _ => None,
             })
-            .ok_or_else(|| anyhow!("interface {name} has no Ethernet MAC address"))
+            .ok_or_else(|| {
+                LinkError::Missing(format!("interface {name} has no Ethernet MAC address"))
+            })
     }
 
     /// The MTU of `name`.
@@ -239,7 +226,9 @@ impl Netlink {
                 LinkAttribute::Mtu(mtu) => Some(*mtu),
                 _ => None,
             })
-            .ok_or_else(|| anyhow!("the kernel reported no MTU for interface {name}"))
+            .ok_or_else(|| {
+                LinkError::Missing(format!("the kernel reported no MTU for interface {name}"))
+            })
     }
 
     /// The frames the kernel dropped on `name`: (received, sent), from its 64-bit stats.
@@ -251,7 +240,11 @@ impl Netlink {
                 LinkAttribute::Stats64(s) => Some((s.rx_dropped, s.tx_dropped)),
                 _ => None,
             })
-            .ok_or_else(|| anyhow!("the kernel reported no statistics for interface {name}"))
+            .ok_or_else(|| {
+                LinkError::Missing(format!(
+                    "the kernel reported no statistics for interface {name}"
+                ))
+            })
     }
 
     /// Whether `name` is administratively up (IFF_UP).
@@ -268,7 +261,11 @@ impl Netlink {
     /// is not an error (so a restarted daemon can replay its state).
     pub fn add_address(&mut self, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
         if prefix_len > 32 {
-            bail!("invalid prefix length /{prefix_len} for {addr} on {name}");
+            return Err(LinkError::InvalidPrefix {
+                addr,
+                prefix_len,
+                name: name.to_string(),
+            });
         }
         let index = self.require_index(name)?;
         let mut msg = AddressMessage::default();
@@ -360,7 +357,7 @@ impl Netlink {
 
     fn require_link(&mut self, name: &str) -> Result<LinkMessage> {
         self.get_link(name)?
-            .ok_or_else(|| anyhow!("no interface named {name} in this network namespace"))
+            .ok_or_else(|| LinkError::NoSuchLink(name.to_string()))
     }
 
     fn require_index(&mut self, name: &str) -> Result<u32> {
@@ -418,7 +415,7 @@ impl Netlink {
             End::FirstReply
         };
         let outcome = retry_eintr(|| self.socket.send(&out, 0))
-            .context("sending a netlink request")
+            .map_err(|e| LinkError::from(step("sending a netlink request")(e)))
             .and_then(|_| self.collect(seq, end));
         match outcome {
             Ok(Ok(replies)) => Ok(replies),
@@ -428,7 +425,7 @@ impl Netlink {
                 detail,
             }
             .into()),
-            Err(e) => Err(e.context(what())),
+            Err(e) => Err(step(what())(Box::new(e)).into()),
         }
     }
 
@@ -443,24 +440,28 @@ impl Netlink {
         loop {
             self.buf.clear();
             let n = retry_eintr(|| self.socket.recv(&mut self.buf, 0))
-                .context("receiving a netlink reply")?;
+                .map_err(step("receiving a netlink reply"))?;
             if n > self.buf.len() {
-                bail!(
+                return Err(LinkError::Malformed(format!(
                     "netlink reply truncated ({n} bytes, buffer {})",
                     self.buf.len()
-                );
+                )));
             }
             let mut offset = 0;
             while offset < n {
                 let chunk = &self.buf[offset..n];
                 let len = NetlinkBuffer::new_checked(chunk)
-                    .map_err(|e| anyhow!("malformed netlink reply: {e}"))?
+                    .map_err(|e| LinkError::Malformed(format!("malformed netlink reply: {e}")))?
                     .length() as usize;
                 if len == 0 || len > chunk.len() {
-                    bail!("malformed netlink reply: message length {len}");
+                    return Err(LinkError::Malformed(format!(
+                        "malformed netlink reply: message length {len}"
+                    )));
                 }
                 let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&chunk[..len])
-                    .map_err(|e| anyhow!("cannot parse netlink reply: {e}"))?;
+                    .map_err(|e| {
+                        LinkError::Malformed(format!("cannot parse netlink reply: {e}"))
+                    })?;
                 offset += (len + 3) & !3;
                 if parsed.header.sequence_number != seq {
                     continue; // a late reply to an earlier request
@@ -548,18 +549,6 @@ fn retry_eintr<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     }
 }
 
-/// The errno inside an error from this module, if it came from the kernel.
-pub fn errno_of(e: &anyhow::Error) -> Option<i32> {
-    e.chain().find_map(|c| {
-        c.downcast_ref::<NetlinkError>()
-            .and_then(NetlinkError::errno)
-            .or_else(|| {
-                c.downcast_ref::<io::Error>()
-                    .and_then(io::Error::raw_os_error)
-            })
-    })
-}
-
 /// Rejects names the kernel would refuse, with a message that says why.
 pub fn validate_ifname(name: &str) -> Result<()> {
     if name.is_empty()
@@ -570,7 +559,7 @@ pub fn validate_ifname(name: &str) -> Result<()> {
             .bytes()
             .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
     {
-        bail!("invalid interface name {name:?}: 1-{IFNAME_MAX} bytes, no '/', ':' or spaces");
+        return Err(LinkError::InvalidName(name.to_string()));
     }
     Ok(())
 }

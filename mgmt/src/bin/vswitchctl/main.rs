@@ -1,0 +1,393 @@
+//! vswitchctl: Docker-like management of vswitchd over its control socket. Every
+//! command is one JSON-RPC request. Exit codes: 0 ok, 1 refused, 2 usage, 3 daemon
+//! unreachable.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use mgmt::api;
+
+#[derive(Parser)]
+#[command(
+    name = "vswitchctl",
+    version,
+    about = "manage vswitchd networks and sandboxes"
+)]
+struct Cli {
+    #[arg(
+        long,
+        global = true,
+        env = "VSWITCH_SOCKET",
+        default_value = "/run/vswitchd/vswitchd.sock"
+    )]
+    socket: PathBuf,
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage sandboxes (named network namespaces).
+    #[command(subcommand)]
+    Sandbox(SandboxCmd),
+    /// Create a sandbox and run a command inside it.
+    Run(RunArgs),
+    /// Published ports of a sandbox.
+    Port { sandbox: String },
+    /// Learned and static MAC entries of a network.
+    Fdb { network: String },
+    /// Per-port and per-worker counters.
+    Stats { port: Option<String> },
+    /// NAT sessions (protocol, original and translated tuples, state, idle time).
+    Conntrack {
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Write the frames a port receives and sends to a pcap file (Ctrl-C stops).
+    Capture {
+        /// Switch-side interface name, SANDBOX, or SANDBOX:ethN.
+        port: String,
+        #[arg(short = 'w', value_name = "FILE.pcap")]
+        file: PathBuf,
+        /// Stop after N frames.
+        #[arg(short = 'c', value_name = "N")]
+        count: Option<u64>,
+    },
+}
+
+mod client;
+mod exec;
+mod show;
+
+use client::{kv, Client, Failure, Res};
+use show::{print_json, print_table};
+
+#[derive(Subcommand)]
+enum NetworkCmd {
+    Create {
+        #[arg(short = 'd', long, default_value = "bridge")]
+        driver: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        ip_range: Option<String>,
+        #[arg(long)]
+        internal: bool,
+        #[arg(long)]
+        attachable: bool,
+        #[arg(short = 'o', long = "opt")]
+        opt: Vec<String>,
+        #[arg(long)]
+        label: Vec<String>,
+        name: String,
+    },
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    Prune,
+    Connect {
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        alias: Vec<String>,
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        link: Option<String>,
+        network: String,
+        sandbox: String,
+    },
+    Disconnect {
+        #[arg(short = 'f', long)]
+        force: bool,
+        network: String,
+        sandbox: String,
+    },
+}
+
+#[derive(Args, Clone)]
+struct CreateFlags {
+    #[arg(long)]
+    network: Option<String>,
+    #[arg(long)]
+    ip: Option<String>,
+    #[arg(long)]
+    alias: Vec<String>,
+    #[arg(long)]
+    mac: Option<String>,
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    #[arg(long)]
+    expose: Vec<String>,
+    #[arg(long)]
+    link: Option<String>,
+}
+
+impl CreateFlags {
+    fn request(&self, name: String) -> api::SandboxCreate {
+        api::SandboxCreate {
+            name,
+            network: self.network.clone(),
+            ip: self.ip.clone(),
+            aliases: self.alias.clone(),
+            mac: self.mac.clone(),
+            publish: self.publish.clone(),
+            publish_all: self.publish_all,
+            expose: self.expose.clone(),
+            link: self.link.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum SandboxCmd {
+    Create {
+        #[command(flatten)]
+        flags: CreateFlags,
+        name: String,
+    },
+    #[command(alias = "list")]
+    Ls,
+    Inspect {
+        name: String,
+    },
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(short = 'f', long)]
+        force: bool,
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long)]
+    name: Option<String>,
+    /// Remove the sandbox when the command exits.
+    #[arg(long)]
+    rm: bool,
+    /// Start the command in the background and print the sandbox name.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[command(flatten)]
+    flags: CreateFlags,
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+fn run(cli: Cli) -> Res<()> {
+    let c = Client {
+        socket: cli.socket.clone(),
+    };
+    let json_out = cli.format == Format::Json;
+    match cli.cmd {
+        Cmd::Network(n) => network(&c, n, json_out),
+        Cmd::Sandbox(sb) => sandbox(&c, sb, json_out),
+        Cmd::Run(r) => exec::run_cmd(&c, r),
+        Cmd::Capture { port, file, count } => exec::capture(&c, port, file, count, json_out),
+        Cmd::Port { sandbox } => show::port(&c, sandbox, json_out),
+        Cmd::Conntrack { network } => show::conntrack(&c, network, json_out),
+        Cmd::Fdb { network } => show::fdb(&c, network, json_out),
+        Cmd::Stats { port } => show::stats(&c, port, json_out),
+    }
+}
+
+fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
+    match n {
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            internal,
+            attachable,
+            opt,
+            label,
+            name,
+        } => {
+            let req = api::NetworkCreate {
+                name,
+                driver: Some(driver),
+                subnet,
+                gateway,
+                ip_range,
+                internal,
+                attachable,
+                options: kv(&opt, "option")?,
+                labels: kv(&label, "label")?,
+            };
+            let v: api::NetworkCreated = c.call("network.create", &req)?;
+            if json_out {
+                print_json(&v)
+            } else {
+                println!("{}", v.id)
+            }
+        }
+        NetworkCmd::Ls { filter, quiet } => {
+            let nets: Vec<api::NetworkSummary> =
+                c.call("network.ls", &api::NetworkLs { filters: filter })?;
+            if json_out {
+                print_json(&nets);
+            } else if quiet {
+                nets.iter().for_each(|n| println!("{}", n.id));
+            } else {
+                let rows = nets
+                    .into_iter()
+                    .map(|n| vec![n.id, n.name, n.driver, n.scope])
+                    .collect();
+                print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows);
+            }
+        }
+        NetworkCmd::Inspect { names } => {
+            let nets: Vec<api::NetworkDetail> = c.call("network.inspect", &api::Names { names })?;
+            print_json(&nets)
+        }
+        NetworkCmd::Rm { names } => {
+            let removed: Vec<String> = c.call("network.rm", &api::Names { names })?;
+            if json_out {
+                print_json(&removed);
+            } else {
+                removed.iter().for_each(|n| println!("{n}"));
+            }
+        }
+        NetworkCmd::Prune => {
+            let v: api::Pruned = c.call("network.prune", &api::NetworkLs::default())?;
+            if json_out {
+                print_json(&v);
+            } else if !v.networks_deleted.is_empty() {
+                println!("Deleted Networks:");
+                v.networks_deleted.iter().for_each(|n| println!("{n}"));
+            }
+        }
+        NetworkCmd::Connect {
+            ip,
+            alias,
+            mac,
+            link,
+            network,
+            sandbox,
+        } => {
+            let req = api::Connect {
+                network,
+                sandbox,
+                ip,
+                aliases: alias,
+                mac,
+                link,
+            };
+            let _: api::Empty = c.call("network.connect", &req)?;
+        }
+        NetworkCmd::Disconnect {
+            force,
+            network,
+            sandbox,
+        } => {
+            let _: api::Empty = c.call(
+                "network.disconnect",
+                &api::Disconnect {
+                    network,
+                    sandbox,
+                    force,
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn sandbox(c: &Client, cmd: SandboxCmd, json_out: bool) -> Res<()> {
+    match cmd {
+        SandboxCmd::Create { flags, name } => {
+            let v: api::SandboxCreated = c.call("sandbox.create", &flags.request(name))?;
+            if json_out {
+                print_json(&v)
+            } else {
+                println!("{}", v.id)
+            }
+        }
+        SandboxCmd::Ls => {
+            let v: Vec<api::SandboxSummary> = c.call("sandbox.ls", &api::Empty {})?;
+            if json_out {
+                print_json(&v);
+            } else {
+                let rows = v
+                    .into_iter()
+                    .map(|sb| vec![sb.id, sb.name, sb.networks.join(",")])
+                    .collect();
+                print_table(&["SANDBOX ID", "NAME", "NETWORKS"], rows);
+            }
+        }
+        SandboxCmd::Inspect { name } => {
+            let v: api::SandboxDetail = c.call("sandbox.inspect", &api::NameOnly { name })?;
+            print_json(&v)
+        }
+        SandboxCmd::Rm { force, name } => {
+            let removed: String = c.call("sandbox.rm", &api::SandboxRm { name, force })?;
+            if !json_out {
+                println!("{removed}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // Like other CLI tools: a closed pipe (`| head`) ends us quietly, not with a panic.
+    // SAFETY: resetting a signal disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(m)) => {
+            eprintln!("Error: {m}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(m)) => {
+            eprintln!("Error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Unreachable(m)) => {
+            eprintln!("Error: {m}");
+            ExitCode::from(3)
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Endpoints: connecting sandboxes to networks and back, and what joining gives a
+//! sandbox (its default route and resolver, from the networks' drivers).
+
+use super::*;
+
+impl Controller {
+    pub fn network_connect(&mut self, req: api::Connect) -> ApiResult<api::Empty> {
+        let net = self.network(&req.network)?.clone();
+        let sb = self.sandbox(&req.sandbox)?.clone();
+        match sb.mode {
+            SandboxMode::None => {
+                return Err(ApiError::invalid(format!(
+                    "sandbox {} is on the none network: it cannot be connected to any network",
+                    sb.name
+                )))
+            }
+            SandboxMode::Host => {
+                return Err(ApiError::invalid(format!(
+                    "sandbox {} uses the host's namespace: it cannot be connected to networks",
+                    sb.name
+                )))
+            }
+            SandboxMode::Container(ref of) => {
+                return Err(ApiError::invalid(format!(
+                    "sandbox {} shares the namespace of {of}: connect {of} instead",
+                    sb.name
+                )))
+            }
+            SandboxMode::Netns => {}
+        }
+        if self.driver_of(&net)?.sandbox_mode() != SandboxMode::Netns {
+            return Err(ApiError::invalid(format!(
+                "a sandbox cannot be connected to the {} network after creation; use `sandbox create --network {}`",
+                net.name, net.name
+            )));
+        }
+        if sb.endpoints.iter().any(|e| {
+            self.state
+                .endpoints
+                .get(e)
+                .is_some_and(|e| e.network == net.id)
+        }) {
+            return Err(ApiError::conflict(format!(
+                "sandbox {} is already connected to network {}",
+                sb.name, net.name
+            )));
+        }
+        let (link, ip, mac) = endpoint_options(
+            req.link.as_deref(),
+            req.ip.as_deref(),
+            req.mac.as_deref(),
+            &req.aliases,
+        )?;
+        self.connect(&sb.name, &net.id, ip, mac, req.aliases, link)?;
+        Ok(api::Empty {})
+    }
+
+    /// Allocate, realise, persist; undo everything if a step fails.
+    pub(super) fn connect(
+        &mut self,
+        sandbox: &str,
+        net_id: &str,
+        ip: Option<Ipv4Addr>,
+        mac: Option<Mac>,
+        aliases: Vec<String>,
+        link: LinkKind,
+    ) -> ApiResult<()> {
+        let net = self.state.networks[net_id].clone();
+        if let Some(m) = mac {
+            if self.endpoints_of_network(net_id).iter().any(|e| e.mac == m) {
+                return Err(ApiError::conflict(format!(
+                    "MAC address {m} is already in use on network {}",
+                    net.name
+                )));
+            }
+        }
+        let pool = self
+            .state
+            .networks
+            .get_mut(net_id)
+            .and_then(|n| n.pool.as_mut())
+            .ok_or_else(|| {
+                ApiError::invalid(format!("network {} has no address pool", net.name))
+            })?;
+        let ip = pool.allocate(ip)?;
+        let used: Vec<String> = self.state.sandboxes[sandbox]
+            .endpoints
+            .iter()
+            .filter_map(|e| self.state.endpoints.get(e).map(|e| e.ifname.clone()))
+            .collect();
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !used.contains(n))
+            .unwrap_or_default();
+        let id = model::new_id();
+        let ep = Endpoint {
+            host_ifname: (link == LinkKind::Veth).then(|| format!("vsh{}", &id[..10])),
+            id,
+            network: net_id.to_string(),
+            sandbox: sandbox.to_string(),
+            ip,
+            mac: mac.unwrap_or_else(|| Mac::from_ip(ip)),
+            aliases,
+            link,
+            ifname,
+        };
+        let undo_ip = |c: &mut Controller| {
+            if let Some(p) = c
+                .state
+                .networks
+                .get_mut(net_id)
+                .and_then(|n| n.pool.as_mut())
+            {
+                p.release(ip);
+            }
+        };
+        if let Err(e) = self.with_driver(net.driver, |d, ctx| d.create_endpoint(ctx, &net, &ep)) {
+            let _ = self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep));
+            undo_ip(self);
+            return Err(e.into());
+        }
+        self.state.endpoints.insert(ep.id.clone(), ep.clone());
+        if let Some(sb) = self.state.sandboxes.get_mut(sandbox) {
+            sb.endpoints.push(ep.id.clone());
+        }
+        if let Err(e) = self.sync_hosts(net_id) {
+            tracing::warn!(network = %net.name, error = %e, "cannot update the network's address table");
+        }
+        let done = self
+            .refresh_sandbox_config(sandbox)
+            .map_err(ApiError::from)
+            .and_then(|_| self.save());
+        if let Err(e) = done {
+            let _ = self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep));
+            self.state.endpoints.remove(&ep.id);
+            if let Some(sb) = self.state.sandboxes.get_mut(sandbox) {
+                sb.endpoints.retain(|x| *x != ep.id);
+            }
+            undo_ip(self);
+            return Err(e);
+        }
+        tracing::info!(sandbox, network = %net.name, ip = %ip, link = ?link, "endpoint connected");
+        Ok(())
+    }
+
+    pub fn network_disconnect(&mut self, req: api::Disconnect) -> ApiResult<api::Empty> {
+        let net = self.network(&req.network)?.clone();
+        let sb = match self.sandbox(&req.sandbox) {
+            Ok(s) => s.clone(),
+            Err(e) if req.force => {
+                // Forced: drop a stale endpoint whose sandbox is gone.
+                let stale: Vec<String> = self
+                    .endpoints_of_network(&net.id)
+                    .iter()
+                    .filter(|e| e.sandbox == req.sandbox)
+                    .map(|e| e.id.clone())
+                    .collect();
+                if stale.is_empty() {
+                    return Err(e);
+                }
+                for id in stale {
+                    self.disconnect_endpoint(&id)?;
+                }
+                return Ok(api::Empty {});
+            }
+            Err(e) => return Err(e),
+        };
+        let ep_id = sb
+            .endpoints
+            .iter()
+            .find(|e| {
+                self.state
+                    .endpoints
+                    .get(*e)
+                    .is_some_and(|e| e.network == net.id)
+            })
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "sandbox {} is not connected to network {}",
+                    sb.name, net.name
+                ))
+            })?;
+        self.disconnect_endpoint(&ep_id)?;
+        Ok(api::Empty {})
+    }
+
+    pub(super) fn disconnect_endpoint(&mut self, ep_id: &str) -> ApiResult<()> {
+        let ep = self.state.endpoints[ep_id].clone();
+        let net = self.state.networks[&ep.network].clone();
+        self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep))?;
+        self.state.endpoints.remove(ep_id);
+        if let Some(p) = self
+            .state
+            .networks
+            .get_mut(&ep.network)
+            .and_then(|n| n.pool.as_mut())
+        {
+            p.release(ep.ip);
+        }
+        if let Some(sb) = self.state.sandboxes.get_mut(&ep.sandbox) {
+            sb.endpoints.retain(|e| e != ep_id);
+        }
+        if let Err(e) = self.sync_hosts(&ep.network) {
+            tracing::warn!(network = %net.name, error = %e, "cannot update the network's address table");
+        }
+        if self.state.sandboxes.contains_key(&ep.sandbox) {
+            if let Err(e) = self.refresh_sandbox_config(&ep.sandbox) {
+                tracing::warn!(sandbox = %ep.sandbox, error = %chain(&e), "cannot update routes after disconnect");
+            }
+        }
+        self.save()?;
+        tracing::info!(sandbox = %ep.sandbox, network = %net.name, "endpoint disconnected");
+        Ok(())
+    }
+
+    /// What the sandbox's networks give it, in the order it joined them (each
+    /// driver's `join`): the default route via the first that offers a gateway, and
+    /// resolv.conf naming the first embedded resolver, else the upstreams.
+    pub(super) fn refresh_sandbox_config(&self, name: &str) -> Result<(), SandboxError> {
+        let sb = &self.state.sandboxes[name];
+        if sb.mode != SandboxMode::Netns {
+            return Ok(());
+        }
+        let joins: Vec<driver::JoinInfo> = sb
+            .endpoints
+            .iter()
+            .filter_map(|e| self.state.endpoints.get(e))
+            .filter_map(|e| self.state.networks.get(&e.network))
+            .filter_map(|n| driver::for_kind(n.driver).map(|d| d.join(n)))
+            .collect();
+        let gw = joins.iter().find_map(|j| j.gateway);
+        sandbox::set_default_route(name, gw)?;
+        match joins.iter().find_map(|j| j.resolver) {
+            Some(resolver) => sandbox::write_resolv_conf(name, &[resolver], true),
+            None => sandbox::write_resolv_conf(name, &self.upstream_ips(), false),
+        }
+    }
+}
+
+/// `--link`, `--ip`, `--mac` and `--alias` as `network connect` and `sandbox create`
+/// take them, validated.
+pub(super) fn endpoint_options(
+    link: Option<&str>,
+    ip: Option<&str>,
+    mac: Option<&str>,
+    aliases: &[String],
+) -> ApiResult<(LinkKind, Option<Ipv4Addr>, Option<Mac>)> {
+    let link = link.map(LinkKind::parse).transpose()?.unwrap_or_default();
+    let ip = ip.map(parse_ip).transpose()?;
+    let mac = mac.map(Mac::parse).transpose()?;
+    for a in aliases {
+        model::validate_name("alias", a)?;
+    }
+    Ok((link, ip, mac))
+}
+
+pub(super) fn parse_ip(s: &str) -> ApiResult<Ipv4Addr> {
+    s.parse()
+        .map_err(|_| ApiError::invalid(format!("invalid IPv4 address {s:?}")))
+}

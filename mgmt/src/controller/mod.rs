@@ -1,0 +1,316 @@
+//! The controller owns the model: it validates every request before changing anything,
+//! asks drivers to realise the change, persists it, and only then acknowledges. One
+//! file per job: networks, endpoints (connect, disconnect, join), sandboxes, published
+//! ports, and what the data plane shows (observe); this one holds the model, start and
+//! restore, and the lookups they share.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
+use switch::port::IoMode;
+use switch::{Engine, PortId};
+
+use crate::api;
+use crate::capture::Captures;
+use crate::driver::{self, Ctx, Driver};
+use crate::error::{chain, ApiError, ApiResult};
+use crate::ipam::{self, Pool};
+use crate::model::{self, DriverKind, Endpoint, LinkKind, Mac, Network, Sandbox, SandboxMode};
+use crate::publish::{self, Binding};
+use crate::sandbox::{self, SandboxError};
+use crate::state::{State, StateError, Store};
+
+mod endpoints;
+mod networks;
+mod observe;
+mod ports;
+mod sandboxes;
+
+use endpoints::{endpoint_options, parse_ip};
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Load(#[from] StateError),
+    #[error("create predefined networks")]
+    Predefined(#[source] ApiError),
+    #[error("save initial state")]
+    Save(#[source] StateError),
+}
+
+/// Daemon-wide settings the controller needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub io: IoMode,
+    /// Upstream resolvers: the embedded DNS forwards to them, and resolv.conf of
+    /// sandboxes on the default bridge names their addresses (resolv.conf has no ports).
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// The uplink address, when there is an uplink (egress, published ports).
+    pub uplink_ip: Option<Ipv4Addr>,
+    /// The overlay tunnel endpoint (`--vtep-ip`, else the uplink address).
+    pub vtep_ip: Option<Ipv4Addr>,
+}
+
+pub struct Controller {
+    cfg: Config,
+    store: Store,
+    state: State,
+    engine: Engine,
+    ports: HashMap<String, PortId>,
+    captures: Captures,
+}
+
+impl Controller {
+    /// Load the saved state (or create the predefined networks) and rebuild the data
+    /// plane from it.
+    pub fn start(cfg: Config, store: Store, engine: Engine) -> Result<Controller, StartError> {
+        let loaded = store.load()?;
+        let fresh = loaded.is_none();
+        let mut c = Controller {
+            cfg,
+            store,
+            state: loaded.unwrap_or_default(),
+            engine,
+            ports: HashMap::new(),
+            captures: Captures::default(),
+        };
+        if fresh {
+            c.create_predefined().map_err(StartError::Predefined)?;
+            c.store.save(&c.state).map_err(StartError::Save)?;
+        }
+        c.restore();
+        Ok(c)
+    }
+
+    fn create_predefined(&mut self) -> ApiResult<()> {
+        let subnet: Ipv4Net = ipam::DEFAULT_BRIDGE_SUBNET
+            .parse()
+            .map_err(|e| ApiError::invalid(format!("the default bridge's subnet: {e}")))?;
+        let pool = Pool::new(subnet, None, None)?;
+        for (name, driver, pool, num) in [
+            ("bridge", DriverKind::Bridge, Some(pool), 1),
+            ("host", DriverKind::Host, None, 0),
+            ("none", DriverKind::Null, None, 0),
+        ] {
+            let mut options = BTreeMap::new();
+            if name == "bridge" {
+                options.insert(
+                    "com.docker.network.bridge.default_bridge".into(),
+                    "true".into(),
+                );
+            }
+            let net = Network {
+                id: model::new_id(),
+                name: name.into(),
+                driver,
+                pool,
+                internal: false,
+                attachable: false,
+                options,
+                labels: BTreeMap::new(),
+                created: model::now_rfc3339(),
+                num,
+                predefined: true,
+            };
+            self.state.networks.insert(net.id.clone(), net);
+        }
+        Ok(())
+    }
+
+    /// Rebuild namespaces, links and the data plane from `state`. Problems with one
+    /// object are logged and do not stop the others from coming back.
+    fn restore(&mut self) {
+        let eps: Vec<Endpoint> = self.state.endpoints.values().cloned().collect();
+        for ep in &eps {
+            if let Some(p) = self
+                .state
+                .networks
+                .get_mut(&ep.network)
+                .and_then(|n| n.pool.as_mut())
+            {
+                p.reserve(ep.ip);
+            }
+        }
+        let nets: Vec<Network> = self.state.networks.values().cloned().collect();
+        for net in &nets {
+            if let Err(e) = self.with_driver(net.driver, |d, ctx| d.create_network(ctx, net)) {
+                tracing::error!(network = %net.name, error = %chain(&e), "cannot restore network");
+            }
+        }
+        let mut sandboxes: Vec<Sandbox> = self.state.sandboxes.values().cloned().collect();
+        // Namespaces that others join come back before the sandboxes joining them.
+        sandboxes.sort_by_key(|s| matches!(s.mode, SandboxMode::Container(_)));
+        for sb in &sandboxes {
+            if let Err(e) = sandbox::ensure(&sb.name, &sb.mode) {
+                tracing::error!(sandbox = %sb.name, error = %chain(&e), "cannot restore sandbox namespace");
+                continue;
+            }
+            for ep_id in &sb.endpoints {
+                let Some(ep) = self.state.endpoints.get(ep_id).cloned() else {
+                    continue;
+                };
+                let Some(net) = self.state.networks.get(&ep.network).cloned() else {
+                    continue;
+                };
+                if let Err(e) =
+                    self.with_driver(net.driver, |d, ctx| d.create_endpoint(ctx, &net, &ep))
+                {
+                    tracing::error!(sandbox = %sb.name, network = %net.name, error = %chain(&e), "cannot restore endpoint");
+                }
+            }
+            if let Err(e) = self.publish(&sb.name, &sb.ports) {
+                tracing::error!(sandbox = %sb.name, error = %e, "cannot restore published ports");
+            }
+            if let Err(e) = self.refresh_sandbox_config(&sb.name) {
+                tracing::error!(sandbox = %sb.name, error = %chain(&e), "cannot restore routes and resolv.conf");
+            }
+        }
+        let ids: Vec<String> = self.state.networks.keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.sync_hosts(&id) {
+                tracing::error!(network = %id, error = %e, "cannot restore the network's address table");
+            }
+        }
+        tracing::info!(
+            networks = self.state.networks.len(),
+            sandboxes = self.state.sandboxes.len(),
+            endpoints = self.state.endpoints.len(),
+            "state restored"
+        );
+    }
+
+    /// The driver of `net`, for what it decides without touching the data plane.
+    fn driver_of(&self, net: &Network) -> ApiResult<Box<dyn Driver>> {
+        driver::for_kind(net.driver).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "the {} driver is not available in this build",
+                net.driver.name()
+            ))
+        })
+    }
+
+    fn with_driver<T>(
+        &mut self,
+        kind: DriverKind,
+        f: impl FnOnce(&mut dyn Driver, &mut Ctx) -> driver::Result<T>,
+    ) -> driver::Result<T> {
+        let mut d = driver::for_kind(kind).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "the {} driver is not available in this build",
+                kind.name()
+            ))
+        })?;
+        let mut ctx = Ctx {
+            engine: &mut self.engine,
+            io: self.cfg.io,
+            ports: &mut self.ports,
+        };
+        f(d.as_mut(), &mut ctx)
+    }
+
+    fn save(&self) -> ApiResult<()> {
+        Ok(self.store.save(&self.state)?)
+    }
+
+    /// Tell the data plane which endpoint owns which address on a network.
+    fn sync_hosts(&mut self, net_id: &str) -> ApiResult<()> {
+        let Some(net) = self.state.networks.get(net_id).cloned() else {
+            return Ok(());
+        };
+        let hosts: Vec<(Ipv4Addr, Mac)> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|e| e.network == net_id)
+            .map(|e| (e.ip, e.mac))
+            .collect();
+        self.with_driver(net.driver, |d, ctx| d.sync_network(ctx, &net, &hosts))?;
+        self.sync_names(&net)
+    }
+
+    /// Give the network's embedded resolver its names: each endpoint's sandbox name and
+    /// aliases, scoped to this network.
+    fn sync_names(&mut self, net: &Network) -> ApiResult<()> {
+        if !driver::for_kind(net.driver).is_some_and(|d| driver::serves_names(d.as_ref(), net)) {
+            return Ok(());
+        }
+        let records: Vec<dns::Record> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|e| e.network == net.id)
+            .map(|e| dns::Record {
+                name: e.sandbox.clone(),
+                aliases: e.aliases.clone(),
+                ipv4: Some(e.ip),
+                ipv6: None,
+            })
+            .collect();
+        let table = dns::NameTable::new(&records).map_err(|e| {
+            ApiError::invalid(format!("names on network {} for its DNS: {e}", net.name))
+        })?;
+        Ok(self
+            .engine
+            .set_dns_names(net.num, Some(std::sync::Arc::new(table)))?)
+    }
+
+    // ---- lookups -------------------------------------------------------------------
+
+    /// A network by name, full id or unique id prefix, as Docker resolves them.
+    fn network_id(&self, r: &str) -> ApiResult<String> {
+        if let Some(n) = self
+            .state
+            .networks
+            .values()
+            .find(|n| n.name == r || n.id == r)
+        {
+            return Ok(n.id.clone());
+        }
+        let matches: Vec<&Network> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| !r.is_empty() && n.id.starts_with(r))
+            .collect();
+        match matches.as_slice() {
+            [n] => Ok(n.id.clone()),
+            [] => Err(ApiError::not_found(format!("network {r} not found"))),
+            _ => Err(ApiError::conflict(format!(
+                "network {r} is ambiguous ({} matches)",
+                matches.len()
+            ))),
+        }
+    }
+
+    fn network(&self, r: &str) -> ApiResult<&Network> {
+        let id = self.network_id(r)?;
+        Ok(&self.state.networks[&id])
+    }
+
+    fn sandbox(&self, name: &str) -> ApiResult<&Sandbox> {
+        self.state
+            .sandboxes
+            .get(name)
+            .or_else(|| self.state.sandboxes.values().find(|s| s.id == name))
+            .ok_or_else(|| ApiError::not_found(format!("no such sandbox: {name}")))
+    }
+
+    fn endpoints_of_network(&self, net_id: &str) -> Vec<&Endpoint> {
+        self.state
+            .endpoints
+            .values()
+            .filter(|e| e.network == net_id)
+            .collect()
+    }
+
+    fn upstream_ips(&self) -> Vec<IpAddr> {
+        self.cfg.dns_upstreams.iter().map(|a| a.ip()).collect()
+    }
+
+    /// At a clean stop: every veth host end down until the next start attaches it again.
+    pub fn park_endpoints(&self) {
+        driver::bridge::park_endpoints(self.state.endpoints.values());
+    }
+}

@@ -1,0 +1,268 @@
+//! Networks: create (the driver allocates, IPAM chooses the subnet), list, inspect,
+//! remove, prune.
+
+use super::*;
+
+impl Controller {
+    pub fn network_create(&mut self, req: api::NetworkCreate) -> ApiResult<api::NetworkCreated> {
+        model::validate_name("network", &req.name)?;
+        if self.state.networks.values().any(|n| n.name == req.name) {
+            return Err(ApiError::conflict(format!(
+                "network with name {} already exists",
+                req.name
+            )));
+        }
+        let driver = DriverKind::parse(req.driver.as_deref().unwrap_or("bridge"))?;
+        let Some(d) = driver::for_kind(driver) else {
+            return Err(ApiError::invalid(format!(
+                "the {} driver is not available in this build yet; use bridge",
+                driver.name()
+            )));
+        };
+        let options = d.allocate(driver::NetworkRequest {
+            subnet_given: req.subnet.is_some(),
+            internal: req.internal,
+            options: req.options,
+            networks: &mut self.state.networks.values(),
+            vtep_ip: self.cfg.vtep_ip,
+        })?;
+        let taken: Vec<Ipv4Net> = self
+            .state
+            .networks
+            .values()
+            .filter_map(|n| n.pool.as_ref().map(|p| p.subnet))
+            .collect();
+        let subnet = match &req.subnet {
+            Some(s) => {
+                let s: Ipv4Net = s.parse().map_err(|_| {
+                    ApiError::invalid(format!(
+                        "invalid subnet {s:?}: expected an IPv4 CIDR like 172.20.0.0/16"
+                    ))
+                })?;
+                if let Some(t) = taken.iter().find(|t| ipam::overlaps(&s.trunc(), t)) {
+                    return Err(ApiError::conflict(format!(
+                        "subnet {s} overlaps with {t}, used by another network"
+                    )));
+                }
+                s
+            }
+            None => {
+                if req.gateway.is_some() || req.ip_range.is_some() {
+                    return Err(ApiError::invalid("--gateway and --ip-range need --subnet"));
+                }
+                ipam::auto_subnet(&taken)?
+            }
+        };
+        let gateway = req.gateway.as_deref().map(parse_ip).transpose()?;
+        let ip_range = match &req.ip_range {
+            Some(r) => Some(r.parse::<Ipv4Net>().map_err(|_| {
+                ApiError::invalid(format!("invalid ip-range {r:?}: expected an IPv4 CIDR"))
+            })?),
+            None => None,
+        };
+        let pool = Pool::new(subnet, gateway, ip_range)?;
+        let num = self
+            .state
+            .networks
+            .values()
+            .map(|n| n.num)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let net = Network {
+            id: model::new_id(),
+            name: req.name.clone(),
+            driver,
+            pool: Some(pool),
+            internal: req.internal,
+            attachable: req.attachable,
+            options,
+            labels: req.labels,
+            created: model::now_rfc3339(),
+            num,
+            predefined: false,
+        };
+        self.with_driver(driver, |d, ctx| d.create_network(ctx, &net))?;
+        let id = net.id.clone();
+        self.state.networks.insert(id.clone(), net.clone());
+        if let Err(e) = self.save() {
+            self.state.networks.remove(&id);
+            let _ = self.with_driver(driver, |d, ctx| d.delete_network(ctx, &net));
+            return Err(e);
+        }
+        tracing::info!(network = %req.name, subnet = %subnet, "network created");
+        Ok(api::NetworkCreated {
+            id,
+            warning: String::new(),
+        })
+    }
+
+    pub fn network_ls(&self, req: api::NetworkLs) -> ApiResult<Vec<api::NetworkSummary>> {
+        let mut driver_filter = None;
+        for f in &req.filters {
+            match f.split_once('=') {
+                Some(("driver", d)) => driver_filter = Some(d.to_string()),
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "invalid filter {f:?} (supported: driver=D)"
+                    )))
+                }
+            }
+        }
+        let mut nets: Vec<&Network> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| {
+                driver_filter
+                    .as_deref()
+                    .is_none_or(|d| d == n.driver.name())
+            })
+            .collect();
+        nets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(nets
+            .iter()
+            .map(|n| api::NetworkSummary {
+                id: n.id[..12].to_string(),
+                name: n.name.clone(),
+                driver: n.driver.name().to_string(),
+                scope: "local".into(),
+            })
+            .collect())
+    }
+
+    pub fn network_inspect(&self, req: api::Names) -> ApiResult<Vec<api::NetworkDetail>> {
+        if req.names.is_empty() {
+            return Err(ApiError::invalid(
+                "network inspect needs at least one network name or id",
+            ));
+        }
+        let mut out = Vec::new();
+        for r in &req.names {
+            out.push(self.inspect_network(self.network(r)?));
+        }
+        Ok(out)
+    }
+
+    fn inspect_network(&self, n: &Network) -> api::NetworkDetail {
+        let config = n
+            .pool
+            .iter()
+            .map(|p| api::IpamConfig {
+                subnet: p.subnet.to_string(),
+                gateway: p.gateway.to_string(),
+                ip_range: p.ip_range.map(|r| r.to_string()),
+            })
+            .collect();
+        let mut containers = BTreeMap::new();
+        for ep in self.endpoints_of_network(&n.id) {
+            let Some(sb) = self.state.sandboxes.get(&ep.sandbox) else {
+                continue;
+            };
+            let prefix = n.pool.as_ref().map(|p| p.subnet.prefix_len()).unwrap_or(32);
+            containers.insert(
+                sb.id.clone(),
+                api::NetworkContainer {
+                    name: sb.name.clone(),
+                    endpoint_id: ep.id.clone(),
+                    mac_address: ep.mac.to_string(),
+                    ipv4_address: format!("{}/{}", ep.ip, prefix),
+                    ipv6_address: String::new(),
+                },
+            );
+        }
+        api::NetworkDetail {
+            name: n.name.clone(),
+            id: n.id.clone(),
+            created: n.created.clone(),
+            scope: "local".into(),
+            driver: n.driver.name().to_string(),
+            enable_ipv6: false,
+            ipam: api::Ipam {
+                driver: "default".into(),
+                options: BTreeMap::new(),
+                config,
+            },
+            internal: n.internal,
+            attachable: n.attachable,
+            containers,
+            options: n.options.clone(),
+            labels: n.labels.clone(),
+        }
+    }
+
+    pub fn network_rm(&mut self, req: api::Names) -> ApiResult<Vec<String>> {
+        if req.names.is_empty() {
+            return Err(ApiError::invalid(
+                "network rm needs at least one network name or id",
+            ));
+        }
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        for r in &req.names {
+            match self.remove_network(r) {
+                Ok(name) => removed.push(name),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(first) = errors.first() {
+            let msg = errors
+                .iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut e = ApiError::new(first.code, msg);
+            if !removed.is_empty() {
+                e.message
+                    .push_str(&format!(" (removed: {})", removed.join(", ")));
+            }
+            return Err(e);
+        }
+        Ok(removed)
+    }
+
+    pub(super) fn remove_network(&mut self, r: &str) -> ApiResult<String> {
+        let net = self.network(r)?.clone();
+        if net.predefined {
+            return Err(ApiError::in_use(format!(
+                "{} is a pre-defined network and cannot be removed",
+                net.name
+            )));
+        }
+        let attached: Vec<String> = self
+            .endpoints_of_network(&net.id)
+            .iter()
+            .map(|e| e.sandbox.clone())
+            .collect();
+        if !attached.is_empty() {
+            return Err(ApiError::in_use(format!(
+                "error while removing network: network {} id {} has active endpoints (sandboxes: {}); disconnect them first",
+                net.name,
+                &net.id[..12],
+                attached.join(", ")
+            )));
+        }
+        self.with_driver(net.driver, |d, ctx| d.delete_network(ctx, &net))?;
+        self.state.networks.remove(&net.id);
+        self.save()?;
+        tracing::info!(network = %net.name, "network removed");
+        Ok(net.name)
+    }
+
+    pub fn network_prune(&mut self) -> ApiResult<api::Pruned> {
+        let unused: Vec<String> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| !n.predefined && self.endpoints_of_network(&n.id).is_empty())
+            .map(|n| n.id.clone())
+            .collect();
+        let mut removed = Vec::new();
+        for id in unused {
+            removed.push(self.remove_network(&id)?);
+        }
+        Ok(api::Pruned {
+            networks_deleted: removed,
+        })
+    }
+}

@@ -1,0 +1,252 @@
+//! Sandboxes: create (with their first network or a joined namespace), list, inspect,
+//! remove.
+
+use super::*;
+
+impl Controller {
+    pub fn sandbox_create(&mut self, req: api::SandboxCreate) -> ApiResult<api::SandboxCreated> {
+        model::validate_name("sandbox", &req.name)?;
+        if self.state.sandboxes.contains_key(&req.name) {
+            return Err(ApiError::conflict(format!(
+                "the sandbox name {} is already in use",
+                req.name
+            )));
+        }
+        if sandbox::netns_exists(&req.name) {
+            return Err(ApiError::conflict(format!(
+                "a network namespace named {} already exists (not made by vswitchd); pick another name or remove it",
+                req.name
+            )));
+        }
+        let net_ref = req.network.clone().unwrap_or_else(|| "bridge".into());
+        if let Some(target) = net_ref.strip_prefix("container:") {
+            return self.sandbox_join(&req, target);
+        }
+        let net = self.network(&net_ref)?.clone();
+        let bindings = self.plan_bindings(&req, &net)?;
+        let mode = self.driver_of(&net)?.sandbox_mode();
+        if mode != SandboxMode::Netns
+            && (req.ip.is_some() || !req.aliases.is_empty() || req.mac.is_some())
+        {
+            return Err(ApiError::invalid(format!(
+                "--ip, --alias and --mac need a network; {} has none",
+                net.name
+            )));
+        }
+        let (link, ip, mac) = endpoint_options(
+            req.link.as_deref(),
+            req.ip.as_deref(),
+            req.mac.as_deref(),
+            &req.aliases,
+        )?;
+        if let (Some(ip), Some(pool)) = (ip, net.pool.as_ref()) {
+            if pool.is_allocated(ip) {
+                return Err(ApiError::conflict(format!(
+                    "address {ip} is already in use on network {}",
+                    net.name
+                )));
+            }
+        }
+        sandbox::ensure(&req.name, &mode)?;
+        let sb = Sandbox {
+            id: model::new_id(),
+            name: req.name.clone(),
+            mode: mode.clone(),
+            endpoints: Vec::new(),
+            created: model::now_rfc3339(),
+            ports: Vec::new(),
+        };
+        self.state.sandboxes.insert(sb.name.clone(), sb.clone());
+        let result = match mode {
+            SandboxMode::Netns => self
+                .connect(&sb.name, &net.id, ip, mac, req.aliases, link)
+                .and_then(|_| self.publish(&sb.name, &bindings))
+                .and_then(|_| {
+                    if let Some(s) = self.state.sandboxes.get_mut(&sb.name) {
+                        s.ports = bindings.clone();
+                    }
+                    self.save()
+                }),
+            _ => self.save().and_then(|_| {
+                Ok(sandbox::write_resolv_conf(
+                    &sb.name,
+                    &self.upstream_ips(),
+                    false,
+                )?)
+            }),
+        };
+        if let Err(e) = result {
+            let eps = self
+                .state
+                .sandboxes
+                .get(&sb.name)
+                .map(|s| s.endpoints.clone())
+                .unwrap_or_default();
+            for ep in eps {
+                let _ = self.disconnect_endpoint(&ep);
+            }
+            self.state.sandboxes.remove(&sb.name);
+            let _ = sandbox::remove(&sb.name);
+            let _ = self.save();
+            return Err(e);
+        }
+        tracing::info!(sandbox = %sb.name, network = %net.name, "sandbox created");
+        Ok(api::SandboxCreated {
+            id: sb.id,
+            name: sb.name,
+        })
+    }
+
+    /// `--network container:TARGET`: a name for TARGET's namespace, nothing else.
+    fn sandbox_join(
+        &mut self,
+        req: &api::SandboxCreate,
+        target: &str,
+    ) -> ApiResult<api::SandboxCreated> {
+        if !req.publish.is_empty() || req.publish_all {
+            return Err(ApiError::invalid(
+                "conflicting options: port publishing and the container type network mode",
+            ));
+        }
+        if req.ip.is_some() || !req.aliases.is_empty() || req.mac.is_some() || req.link.is_some() {
+            return Err(ApiError::invalid(
+                "conflicting options: --ip, --alias, --mac and --link configure a network endpoint; a container-mode sandbox has none",
+            ));
+        }
+        let t = self.sandbox(target)?;
+        // Joining a sandbox that itself joined another joins the namespace's owner.
+        let owner = match &t.mode {
+            SandboxMode::Container(of) => of.clone(),
+            _ => t.name.clone(),
+        };
+        let mode = SandboxMode::Container(owner.clone());
+        sandbox::ensure(&req.name, &mode)?;
+        let sb = Sandbox {
+            id: model::new_id(),
+            name: req.name.clone(),
+            mode,
+            endpoints: Vec::new(),
+            created: model::now_rfc3339(),
+            ports: Vec::new(),
+        };
+        self.state.sandboxes.insert(sb.name.clone(), sb.clone());
+        if let Err(e) = self.save() {
+            self.state.sandboxes.remove(&sb.name);
+            let _ = sandbox::remove(&sb.name);
+            return Err(e);
+        }
+        tracing::info!(sandbox = %sb.name, joins = %owner, "sandbox created");
+        Ok(api::SandboxCreated {
+            id: sb.id,
+            name: sb.name,
+        })
+    }
+
+    pub fn sandbox_ls(&self) -> ApiResult<Vec<api::SandboxSummary>> {
+        Ok(self
+            .state
+            .sandboxes
+            .values()
+            .map(|sb| {
+                let networks = match &sb.mode {
+                    SandboxMode::Host => vec!["host".to_string()],
+                    SandboxMode::None => vec!["none".to_string()],
+                    SandboxMode::Container(of) => vec![format!("container:{of}")],
+                    SandboxMode::Netns => self
+                        .sandbox_networks(sb)
+                        .iter()
+                        .map(|(n, _)| n.name.clone())
+                        .collect(),
+                };
+                api::SandboxSummary {
+                    id: sb.id[..12].to_string(),
+                    name: sb.name.clone(),
+                    networks,
+                    created: sb.created.clone(),
+                }
+            })
+            .collect())
+    }
+
+    fn sandbox_networks(&self, sb: &Sandbox) -> Vec<(&Network, &Endpoint)> {
+        sb.endpoints
+            .iter()
+            .filter_map(|e| self.state.endpoints.get(e))
+            .filter_map(|e| self.state.networks.get(&e.network).map(|n| (n, e)))
+            .collect()
+    }
+
+    pub fn sandbox_inspect(&self, req: api::NameOnly) -> ApiResult<api::SandboxDetail> {
+        let sb = self.sandbox(&req.name)?;
+        let mut networks = BTreeMap::new();
+        for (n, e) in self.sandbox_networks(sb) {
+            let pool = n.pool.as_ref();
+            networks.insert(
+                n.name.clone(),
+                api::SandboxNetwork {
+                    network_id: n.id.clone(),
+                    endpoint_id: e.id.clone(),
+                    ip_address: e.ip.to_string(),
+                    ip_prefix_len: pool.map(|p| p.subnet.prefix_len()).unwrap_or(0),
+                    gateway: pool.map(|p| p.gateway.to_string()).unwrap_or_default(),
+                    mac_address: e.mac.to_string(),
+                    aliases: e.aliases.clone(),
+                    link: e.link,
+                    interface: e.ifname.clone(),
+                    host_interface: e.host_ifname.clone(),
+                },
+            );
+        }
+        let mode = match &sb.mode {
+            SandboxMode::Netns => "netns".to_string(),
+            SandboxMode::Host => "host".to_string(),
+            SandboxMode::None => "none".to_string(),
+            SandboxMode::Container(of) => format!("container:{of}"),
+        };
+        Ok(api::SandboxDetail {
+            id: sb.id.clone(),
+            name: sb.name.clone(),
+            created: sb.created.clone(),
+            network_mode: mode,
+            sandbox_key: sandbox::netns_path(&sb.name).to_string_lossy().into_owned(),
+            ports: ports::port_bindings(&sb.ports),
+            networks,
+        })
+    }
+
+    pub fn sandbox_rm(&mut self, req: api::SandboxRm) -> ApiResult<String> {
+        let sb = self.sandbox(&req.name)?.clone();
+        let joined: Vec<String> = self
+            .state
+            .sandboxes
+            .values()
+            .filter(|s| s.mode == SandboxMode::Container(sb.name.clone()))
+            .map(|s| s.name.clone())
+            .collect();
+        if !joined.is_empty() && !req.force {
+            return Err(ApiError::in_use(format!(
+                "sandbox {} is joined by {} (--network container:{}); remove them first, or use -f",
+                sb.name,
+                joined.join(", "),
+                sb.name
+            )));
+        }
+        self.unpublish(&sb.name, &sb.ports);
+        if let Some(s) = self.state.sandboxes.get_mut(&sb.name) {
+            s.ports.clear();
+        }
+        for ep in sb.endpoints.clone() {
+            if let Err(e) = self.disconnect_endpoint(&ep) {
+                if !req.force {
+                    return Err(e);
+                }
+                tracing::warn!(sandbox = %sb.name, error = %e, "forced removal: endpoint cleanup failed");
+            }
+        }
+        sandbox::remove(&sb.name)?;
+        self.state.sandboxes.remove(&sb.name);
+        self.save()?;
+        tracing::info!(sandbox = %sb.name, "sandbox removed");
+        Ok(sb.name)
+    }
+}
