@@ -109,6 +109,22 @@ fn peers_and_gateway_answer_ping(m: Mode) {
     assert_eq!(trunks[0]["backend"], m.trunk_backend(), "{stats}");
     let ports: Vec<_> = all.iter().filter(|p| p["sandbox"].is_string()).collect();
     assert_eq!(ports.len(), 2, "{stats}");
+    // The worker's stages: the gateway answered the echoes that L2 sorted to it, after
+    // port input; nothing was routed (no uplink, one network).
+    let st = &stats["workers"][0]["stages"];
+    let n = |k: &str| st[k].as_u64().unwrap_or(0);
+    assert!(n("gateway") >= 3, "{st}");
+    assert!(
+        n("l2") >= n("gateway") && n("port_input") >= n("l2"),
+        "{st}"
+    );
+    assert!(n("port_output") >= n("gateway"), "{st}");
+    assert_eq!((n("router"), n("vtep"), n("dns")), (0, 0, 0), "{st}");
+    let text = d.ok(&["stats"]);
+    assert!(
+        text.contains("STAGES") && text.contains("PORT-INPUT") && text.contains("PORT-OUTPUT"),
+        "{text}"
+    );
     for p in ports {
         assert_eq!(p["backend"], m.backend(), "port {p}");
         assert!(

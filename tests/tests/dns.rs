@@ -177,6 +177,9 @@ fn names_and_aliases_resolve_on_their_network_only() {
         "{}",
         s["dns"]
     );
+    // Every query went through the worker's dns stage.
+    let st = &s["workers"][0]["stages"];
+    assert!(st["dns"].as_u64() >= Some(10), "{st}");
 }
 
 #[test]

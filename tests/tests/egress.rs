@@ -118,6 +118,10 @@ fn containers_reach_the_outside_as_the_uplink_address() {
                 .is_some_and(|s| s.starts_with("198.51.100.2:"))),
         "conntrack shows the SNAT session: {ct}"
     );
+    // The router stage took the egress frames and the replies from the uplink.
+    let s = d.json(&["stats"]);
+    let st = &s["workers"][0]["stages"];
+    assert!(st["router"].as_u64() >= Some(4), "{st}");
 }
 
 #[test]

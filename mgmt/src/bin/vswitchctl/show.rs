@@ -208,6 +208,21 @@ pub fn stats(c: &Client, port: Option<String>, json_out: bool) -> Res<()> {
         ],
         rows,
     );
+    // Frames each stage of each worker took in, in the stages' order.
+    println!();
+    let names = switch::stats::Stage::ALL.map(|s| s.name().replace('_', "-").to_uppercase());
+    let mut header = vec!["STAGES"];
+    header.extend(names.iter().map(String::as_str));
+    let rows = v
+        .workers
+        .iter()
+        .map(|w| {
+            let mut row = vec![format!("worker {}", w.id)];
+            row.extend(w.stages.rows().iter().map(|(_, n)| n.to_string()));
+            row
+        })
+        .collect();
+    print_table(&header, rows);
     if let Some(router) = &v.router {
         let r = &router.0;
         println!();
