@@ -98,6 +98,35 @@ impl Asm {
         }
         self.op(STX_DW, 0, 1, off, 0); // *(u64 *)(r0 + off) = r1
     }
+    /// Count on a port: look up the counters (`stats`, a per-CPU array of rx packets,
+    /// rx bytes, tx packets, tx bytes) of the port whose id is on the stack at fp +
+    /// `key`, and add `packets` (a register, or one) and `bytes` to its rx or tx pair;
+    /// on to `missing` when it has none. Clobbers r0-r5.
+    pub(super) fn count(&mut self, stats: i32, key: i32, c: Count, missing: Label) {
+        self.lookup(stats, key);
+        self.jump(JEQ_IMM, 0, 0, 0, missing);
+        let bytes = match c.bytes {
+            Amount::Reg(r) => r,
+            Amount::Stack(at) => {
+                self.op(LDX_W, 5, 10, at, 0);
+                5
+            }
+        };
+        let at = if c.tx { 16 } else { 0 };
+        self.add_u64(at, c.packets);
+        self.add_u64(at + 8, Some(bytes));
+    }
+    /// r0 (a one's complement sum of 16-bit words) folded to 16 bits and complemented,
+    /// ready to store as a checksum (RFC 1624: HC' = ~(~HC + ~m + m')). Clobbers r4.
+    pub(super) fn fold_checksum(&mut self) {
+        for _ in 0..2 {
+            self.op(MOV_REG, 4, 0, 0, 0);
+            self.op(RSH_IMM, 4, 0, 0, 16);
+            self.op(AND_IMM, 0, 0, 0, 0xffff);
+            self.op(ADD_REG, 0, 4, 0, 0);
+        }
+        self.op(XOR_IMM, 0, 0, 0, 0xffff);
+    }
     pub(super) fn finish(mut self) -> Vec<BpfInsn> {
         for (at, l) in self.fixups {
             let to = self.labels[l.0].expect("every label is bound");
@@ -110,3 +139,19 @@ impl Asm {
 }
 
 pub(super) const FUNC_MAP_LOOKUP: i32 = 1;
+
+/// What [`Asm::count`] adds to a port's counters.
+pub(super) struct Count {
+    /// The tx pair (else rx).
+    pub tx: bool,
+    /// Register holding the packets (a GSO skb's segments); None: one.
+    pub packets: Option<u8>,
+    pub bytes: Amount,
+}
+
+/// A u32 amount: in a register, or on the stack at fp + offset.
+#[derive(Clone, Copy)]
+pub(super) enum Amount {
+    Reg(u8),
+    Stack(i16),
+}

@@ -182,79 +182,48 @@ pub struct TcLink {
     _link: OwnedFd,
 }
 
+/// A BPF map the fast path creates: type, key and value sizes, bound, the kernel's name
+/// for it, and what it is for (named when the kernel refuses it).
+struct MapSpec(u32, usize, usize, u32, &'static str, &'static str);
+
+use bpf::{
+    BPF_MAP_TYPE_ARRAY as ARRAY, BPF_MAP_TYPE_DEVMAP as DEVMAP, BPF_MAP_TYPE_HASH as HASH,
+    BPF_MAP_TYPE_LRU_HASH as LRU, BPF_MAP_TYPE_PERCPU_ARRAY as PERCPU,
+};
+
+/// The fast path's maps, in the order `FastPath::new` takes them.
+#[rustfmt::skip]
+const MAPS: [MapSpec; 11] = [
+    MapSpec(HASH, KEY_LEN, VALUE_LEN, FDB_ENTRIES, "vsw_fast_fdb", "the fast path's FDB map"),
+    MapSpec(DEVMAP, 4, 4, MAX_PORTS, "vsw_fast_ports", "the fast path's devmap"),
+    MapSpec(PERCPU, 4, STATS_LEN, MAX_PORTS, "vsw_fast_stats", "the fast path's counters"),
+    MapSpec(HASH, 4, ENDPOINT_LEN, MAX_PORTS, "vsw_tc_eps", "the tc endpoints map"),
+    MapSpec(ARRAY, 4, 4, MAX_PORTS, "vsw_tc_peers", "the tc peers map"),
+    MapSpec(LRU, NAT_KEY_LEN, NAT_VALUE_LEN, NAT_ENTRIES, "vsw_tc_nat", "the tc NAT map"),
+    MapSpec(LRU, NAT_KEY_LEN, NAT_VALUE_LEN, NAT_ENTRIES, "vsw_nat_in", "the inbound NAT map"),
+    MapSpec(HASH, 8, NAT_VALUE_LEN, PUBLISHED_ENTRIES, "vsw_published", "the published ports' map"),
+    MapSpec(HASH, KEY_LEN, tunnel::VXLAN_VALUE_LEN, FDB_ENTRIES, "vsw_vxlan_out", "the overlay fast path's map"),
+    MapSpec(HASH, 4, 4, MAX_PORTS, "vsw_vnis", "the VNI map"),
+    MapSpec(ARRAY, 4, uplink::CFG_LEN, 1, "vsw_uplink", "the uplink's map"),
+];
+
+fn create_maps<const N: usize>(specs: &[MapSpec; N]) -> io::Result<[OwnedFd; N]> {
+    let hint = "run as root or with CAP_BPF and CAP_NET_ADMIN";
+    let mut fds = Vec::with_capacity(N);
+    for MapSpec(kind, key, value, entries, name, what) in specs {
+        let fd = bpf::map_create(*kind, *key as u32, *value as u32, *entries, name)
+            .map_err(|e| bpf::context(e, &format!("create {what}"), hint))?;
+        fds.push(fd);
+    }
+    Ok(fds
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one fd per spec")))
+}
+
 impl FastPath {
     pub fn new() -> io::Result<FastPath> {
-        let hint = "run as root or with CAP_BPF and CAP_NET_ADMIN";
-        let fdb = bpf::map_create(
-            bpf::BPF_MAP_TYPE_HASH,
-            KEY_LEN as u32,
-            VALUE_LEN as u32,
-            FDB_ENTRIES,
-            "vsw_fast_fdb",
-        )
-        .map_err(|e| bpf::context(e, "create the fast path's FDB map", hint))?;
-        let ports = bpf::map_create(bpf::BPF_MAP_TYPE_DEVMAP, 4, 4, MAX_PORTS, "vsw_fast_ports")
-            .map_err(|e| bpf::context(e, "create the fast path's devmap", hint))?;
-        let stats = bpf::map_create(
-            bpf::BPF_MAP_TYPE_PERCPU_ARRAY,
-            4,
-            STATS_LEN as u32,
-            MAX_PORTS,
-            "vsw_fast_stats",
-        )
-        .map_err(|e| bpf::context(e, "create the fast path's counters", hint))?;
-        let endpoints = bpf::map_create(
-            bpf::BPF_MAP_TYPE_HASH,
-            4,
-            ENDPOINT_LEN as u32,
-            MAX_PORTS,
-            "vsw_tc_eps",
-        )
-        .map_err(|e| bpf::context(e, "create the tc endpoints map", hint))?;
-        let peers = bpf::map_create(bpf::BPF_MAP_TYPE_ARRAY, 4, 4, MAX_PORTS, "vsw_tc_peers")
-            .map_err(|e| bpf::context(e, "create the tc peers map", hint))?;
-        let nat_out = bpf::map_create(
-            bpf::BPF_MAP_TYPE_LRU_HASH,
-            NAT_KEY_LEN as u32,
-            NAT_VALUE_LEN as u32,
-            NAT_ENTRIES,
-            "vsw_tc_nat",
-        )
-        .map_err(|e| bpf::context(e, "create the tc NAT map", hint))?;
-        let nat_in = bpf::map_create(
-            bpf::BPF_MAP_TYPE_LRU_HASH,
-            NAT_KEY_LEN as u32,
-            NAT_VALUE_LEN as u32,
-            NAT_ENTRIES,
-            "vsw_nat_in",
-        )
-        .map_err(|e| bpf::context(e, "create the inbound NAT map", hint))?;
-        let published = bpf::map_create(
-            bpf::BPF_MAP_TYPE_HASH,
-            8,
-            NAT_VALUE_LEN as u32,
-            PUBLISHED_ENTRIES,
-            "vsw_published",
-        )
-        .map_err(|e| bpf::context(e, "create the published ports' map", hint))?;
-        let vxlan_out = bpf::map_create(
-            bpf::BPF_MAP_TYPE_HASH,
-            KEY_LEN as u32,
-            tunnel::VXLAN_VALUE_LEN as u32,
-            FDB_ENTRIES,
-            "vsw_vxlan_out",
-        )
-        .map_err(|e| bpf::context(e, "create the overlay fast path's map", hint))?;
-        let vnis = bpf::map_create(bpf::BPF_MAP_TYPE_HASH, 4, 4, MAX_PORTS, "vsw_vnis")
-            .map_err(|e| bpf::context(e, "create the VNI map", hint))?;
-        let uplink_cfg = bpf::map_create(
-            bpf::BPF_MAP_TYPE_ARRAY,
-            4,
-            uplink::CFG_LEN as u32,
-            1,
-            "vsw_uplink",
-        )
-        .map_err(|e| bpf::context(e, "create the uplink's map", hint))?;
+        let [fdb, ports, stats, endpoints, peers, nat_out, nat_in, published, vxlan_out, vnis, uplink_cfg] =
+            create_maps(&MAPS)?;
         let maps = tc::Maps {
             endpoints: endpoints.as_raw_fd(),
             peers: peers.as_raw_fd(),

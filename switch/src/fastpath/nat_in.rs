@@ -6,6 +6,7 @@
 //! uplink's AF_XDP socket, as without it.
 
 use super::asm::*;
+use super::tc::plain_ipv4;
 use super::{FUNC_REDIRECT_MAP, XDP_PASS, XDP_REDIRECT};
 use crate::bpf::BpfInsn;
 
@@ -33,13 +34,7 @@ fn swap_word(a: &mut Asm, old: i16, new: i16) {
 /// r0 = the one's complement sum in r0 folded to 16 bits, complemented, stored at r2 +
 /// `at` (RFC 1624: HC' = ~(~HC + ~m + m')). r4 is clobbered.
 fn fold_store(a: &mut Asm, at: i16) {
-    for _ in 0..2 {
-        a.op(MOV_REG, 4, 0, 0, 0);
-        a.op(RSH_IMM, 4, 0, 0, 16);
-        a.op(AND_IMM, 0, 0, 0, 0xffff);
-        a.op(ADD_REG, 0, 4, 0, 0);
-    }
-    a.op(XOR_IMM, 0, 0, 0, 0xffff);
+    a.fold_checksum();
     a.op(STX_H, 2, 0, at, 0);
 }
 
@@ -61,15 +56,7 @@ pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
     bounds(&mut a, punt);
     a.op(LDX_H, 5, 2, 12, 0);
     a.jump(JNE_IMM, 5, 0, 0x0008, punt); // IPv4
-    a.op(LDX_B, 5, 2, 14, 0);
-    a.jump(JNE_IMM, 5, 0, 0x45, punt); // no options
-    a.op(LDX_H, 5, 2, 20, 0);
-    a.op(AND_IMM, 5, 0, 0, 0xff3f); // MF, fragment offset
-    a.jump(JNE_IMM, 5, 0, 0, punt);
-    a.op(LDX_B, 5, 2, 23, 0);
-    a.jump(JNE_IMM, 5, 0, 6, punt); // TCP
-    a.op(LDX_B, 5, 2, 22, 0);
-    a.jump(JLE_IMM, 5, 0, 1, punt); // TTL <= 1: the router's
+    plain_ipv4(&mut a, 6, true, punt); // TCP, TTL > 1 (else the router's)
     a.op(LDX_B, 5, 2, 47, 0);
     a.jump(JSET_IMM, 5, 0, 0x07, punt); // FIN, SYN, RST: the router's
     for (from, to) in [(26, -16), (30, -12), (34, -8)] {
@@ -128,10 +115,12 @@ pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
     a.op(LDX_W, 5, 6, 0, 0);
     a.op(0x1f, 9, 5, 0, 0); // r9 = data_end - data
     a.op(STX_W, 10, 8, -20, 0);
-    a.lookup(m.stats, -20);
-    a.jump(JEQ_IMM, 0, 0, 0, done);
-    a.add_u64(16, None);
-    a.add_u64(24, Some(9));
+    let tx = Count {
+        tx: true,
+        packets: None,
+        bytes: Amount::Reg(9),
+    };
+    a.count(m.stats, -20, tx, done);
     a.bind(done);
     a.ret(XDP_REDIRECT);
     // Everything else: the uplink's AF_XDP socket.

@@ -155,18 +155,17 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     a.op(MOV_IMM, 7, 0, 0, 1);
     a.bind(segs);
     a.op(LDX_W, 9, 6, SKB_LEN, 0);
+    let count = |tx| Count {
+        tx,
+        packets: Some(7),
+        bytes: Amount::Reg(9),
+    };
     a.op(STX_W, 10, 8, -28, 0);
-    a.lookup(m.stats, -28);
-    a.jump(JEQ_IMM, 0, 0, 0, tx);
-    a.add_u64(0, Some(7));
-    a.add_u64(8, Some(9));
+    a.count(m.stats, -28, count(false), tx);
     a.bind(tx);
     a.op(LDX_W, 1, 10, -24, 0);
     a.op(STX_W, 10, 1, -28, 0);
-    a.lookup(m.stats, -28);
-    a.jump(JEQ_IMM, 0, 0, 0, done);
-    a.add_u64(16, Some(7));
-    a.add_u64(24, Some(9));
+    a.count(m.stats, -28, count(true), done);
     a.bind(done);
     a.ret(TC_ACT_REDIRECT);
 
@@ -209,6 +208,23 @@ pub(super) fn bounds_n(a: &mut Asm, n: i32, fail: Label) {
     a.jump(JGT_REG, 4, 3, 0, fail);
 }
 
+/// With the frame at r2 (its headers bounds-checked): IPv4 without options, not a
+/// fragment (DF may be set), carrying `proto`, and with `routed` a TTL above 1 (the
+/// router answers the rest with time exceeded); otherwise to `no`. Clobbers r5.
+pub(super) fn plain_ipv4(a: &mut Asm, proto: i32, routed: bool, no: Label) {
+    a.op(LDX_B, 5, 2, IP_VER_IHL, 0);
+    a.jump(JNE_IMM, 5, 0, 0x45, no); // no options
+    a.op(LDX_H, 5, 2, IP_FRAG, 0);
+    a.op(AND_IMM, 5, 0, 0, 0xff3f); // MF, fragment offset
+    a.jump(JNE_IMM, 5, 0, 0, no);
+    a.op(LDX_B, 5, 2, IP_PROTO, 0);
+    a.jump(JNE_IMM, 5, 0, proto, no);
+    if routed {
+        a.op(LDX_B, 5, 2, IP_TTL, 0);
+        a.jump(JLE_IMM, 5, 0, 1, no);
+    }
+}
+
 /// r1 = skb; r2 = off; r3 = fp + at (or r7 + at with `from_value`); r4 = len; r5 = 0;
 /// call bpf_skb_store_bytes; to `fail` on error.
 pub(super) fn store(a: &mut Asm, off: i32, from_value: bool, at: i32, len: i32, fail: Label) {
@@ -234,6 +250,26 @@ pub(super) struct Replace {
     pub flags: i32,
 }
 
+impl Replace {
+    pub(super) const fn new(
+        helper: i32,
+        off: i32,
+        from: i16,
+        to: Src,
+        size: i32,
+        flags: i32,
+    ) -> Self {
+        Replace {
+            helper,
+            off,
+            from,
+            to,
+            size,
+            flags,
+        }
+    }
+}
+
 /// Where a new value is read from.
 #[derive(Clone, Copy)]
 pub(super) enum Src {
@@ -241,8 +277,15 @@ pub(super) enum Src {
     Stack(i16),
 }
 
+/// `csum` for each update, in order.
+pub(super) fn csum_all(a: &mut Asm, fixes: &[Replace], fail: Label) {
+    for r in fixes {
+        csum(a, r, fail);
+    }
+}
+
 /// r1 = skb; r2 = offset; r3 = old; r4 = new; r5 = flags | size; call; to `fail` on error.
-pub(super) fn csum(a: &mut Asm, r: Replace, fail: Label) {
+fn csum(a: &mut Asm, r: &Replace, fail: Label) {
     let ld = if r.size == 4 { LDX_W } else { LDX_H };
     a.op(MOV_REG, 1, 6, 0, 0);
     a.op(MOV_IMM, 2, 0, 0, r.off);
@@ -265,17 +308,9 @@ fn routed_tcp(a: &mut Asm, m: &Maps, nat: Label, punt: Label, drop: Label) {
     bounds_n(a, TCP_HDR_END, punt);
     a.op(LDX_H, 5, 2, 12, 0);
     a.jump(JNE_IMM, 5, 0, 0x0008, punt); // IPv4
-    a.op(LDX_B, 5, 2, IP_VER_IHL, 0);
-    a.jump(JNE_IMM, 5, 0, 0x45, punt); // no options
-    a.op(LDX_H, 5, 2, IP_FRAG, 0);
-    a.op(0x57, 5, 0, 0, 0xff3f); // r5 &= MF | offset (DF may be set)
-    a.jump(JNE_IMM, 5, 0, 0, punt);
-    a.op(LDX_B, 5, 2, IP_PROTO, 0);
-    a.jump(JNE_IMM, 5, 0, 6, punt); // TCP
-    a.op(LDX_B, 5, 2, IP_TTL, 0);
-    a.jump(0xb5, 5, 0, 1, punt); // TTL <= 1: the router answers time exceeded
-                                 // FIN, SYN, RST: the router tracks them; but a SYN+ACK of a session the tc uplink
-                                 // opened (only such a session can have one in the map) goes on.
+    plain_ipv4(a, 6, true, punt); // TCP
+                                  // FIN, SYN, RST: the router tracks them; but a SYN+ACK of a session the tc uplink
+                                  // opened (only such a session can have one in the map) goes on.
     let flags_ok = a.label();
     a.op(LDX_B, 5, 2, TCP_FLAGS, 0);
     a.op(MOV_REG, 4, 5, 0, 0);
@@ -310,24 +345,14 @@ fn routed_tcp(a: &mut Asm, m: &Maps, nat: Label, punt: Label, drop: Label) {
     store(a, TCP_PORTS as i32, true, 16, 2, drop);
     store(a, IP_TTL as i32, false, -56, 1, drop);
     let (l3, l4) = (FUNC_L3_CSUM_REPLACE, FUNC_L4_CSUM_REPLACE);
-    for r in [
+    let fixes = [
         // The source address, in the IP header's checksum and the TCP pseudo-header.
-        (l3, IP_CSUM, -44, Src::Value(12), 4, 0),
-        (l3, IP_CSUM, -52, Src::Stack(-56), 2, 0), // TTL
-        (l4, TCP_CSUM, -44, Src::Value(12), 4, BPF_F_PSEUDO_HDR),
-        (l4, TCP_CSUM, -36, Src::Value(16), 2, 0), // source port
-    ] {
-        let (helper, off, from, to, size, flags) = r;
-        let r = Replace {
-            helper,
-            off,
-            from,
-            to,
-            size,
-            flags,
-        };
-        csum(a, r, drop);
-    }
+        Replace::new(l3, IP_CSUM, -44, Src::Value(12), 4, 0),
+        Replace::new(l3, IP_CSUM, -52, Src::Stack(-56), 2, 0), // TTL
+        Replace::new(l4, TCP_CSUM, -44, Src::Value(12), 4, BPF_F_PSEUDO_HDR),
+        Replace::new(l4, TCP_CSUM, -36, Src::Value(16), 2, 0), // source port
+    ];
+    csum_all(a, &fixes, drop);
     // Count it on the endpoint (a GSO skb as its segments).
     a.op(LDX_W, 7, 6, SKB_GSO_SEGS, 0);
     a.jump(JNE_IMM, 7, 0, 0, segs);
@@ -336,10 +361,12 @@ fn routed_tcp(a: &mut Asm, m: &Maps, nat: Label, punt: Label, drop: Label) {
     a.op(LDX_W, 9, 6, SKB_LEN, 0);
     a.op(STX_W, 10, 8, -28, 0);
     let out = a.label();
-    a.lookup(m.stats, -28);
-    a.jump(JEQ_IMM, 0, 0, 0, out);
-    a.add_u64(0, Some(7));
-    a.add_u64(8, Some(9));
+    let rx = Count {
+        tx: false,
+        packets: Some(7),
+        bytes: Amount::Reg(9),
+    };
+    a.count(m.stats, -28, rx, out);
     a.bind(out);
     a.op(LDX_W, 1, 10, -60, 0);
     a.op(MOV_IMM, 2, 0, 0, 0);

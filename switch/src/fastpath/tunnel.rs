@@ -102,13 +102,7 @@ pub(super) fn encap(a: &mut Asm, vxlan_out: i32, stats: i32, l: [Label; 4]) {
     a.op(LDX_H, 0, 10, HDR + 24, 0);
     a.op(XOR_IMM, 0, 0, 0, 0xffff);
     a.op(ADD_REG, 0, 4, 0, 0);
-    for _ in 0..2 {
-        a.op(MOV_REG, 4, 0, 0, 0);
-        a.op(RSH_IMM, 4, 0, 0, 16);
-        a.op(AND_IMM, 0, 0, 0, 0xffff);
-        a.op(ADD_REG, 0, 4, 0, 0);
-    }
-    a.op(XOR_IMM, 0, 0, 0, 0xffff);
+    a.fold_checksum();
     a.op(STX_H, 10, 0, HDR + 24, 0);
     // UDP length; the source port from the flow's hash, in 49152-65535.
     a.op(ADD_IMM, 5, 0, 0, 16);
@@ -139,20 +133,17 @@ pub(super) fn encap(a: &mut Asm, vxlan_out: i32, stats: i32, l: [Label; 4]) {
     a.op(MOV_IMM, 9, 0, 0, 1);
     a.bind(rx);
     let tx = a.label();
+    let count = |tx| Count {
+        tx,
+        packets: Some(9),
+        bytes: Amount::Stack(SAVED_LEN),
+    };
     a.op(STX_W, 10, 8, -28, 0);
-    a.lookup(stats, -28);
-    a.jump(JEQ_IMM, 0, 0, 0, tx);
-    a.op(LDX_W, 5, 10, SAVED_LEN, 0);
-    a.add_u64(0, Some(9));
-    a.add_u64(8, Some(5));
+    a.count(stats, -28, count(false), tx);
     a.bind(tx);
     a.op(LDX_W, 5, 7, VALUE_UPLINK_PORT, 0);
     a.op(STX_W, 10, 5, -28, 0);
-    a.lookup(stats, -28);
-    a.jump(JEQ_IMM, 0, 0, 0, done);
-    a.op(LDX_W, 5, 10, SAVED_LEN, 0);
-    a.add_u64(16, Some(9));
-    a.add_u64(24, Some(5));
+    a.count(stats, -28, count(true), done);
     a.bind(done);
     a.op(LDX_W, 1, 7, VALUE_IFINDEX, 0);
     a.op(MOV_IMM, 2, 0, 0, 0);

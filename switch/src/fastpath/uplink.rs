@@ -126,20 +126,17 @@ pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
     a.jump(JNE_IMM, 7, 0, 0, segs);
     a.op(MOV_IMM, 7, 0, 0, 1);
     a.bind(segs);
+    let count = |tx| Count {
+        tx,
+        packets: Some(7),
+        bytes: Amount::Stack(SAVED_LEN),
+    };
     a.op(STX_W, 10, 8, -28, 0);
-    a.lookup(m.stats, -28);
-    a.jump(JEQ_IMM, 0, 0, 0, tx);
-    a.op(LDX_W, 5, 10, SAVED_LEN, 0);
-    a.add_u64(0, Some(7));
-    a.add_u64(8, Some(5));
+    a.count(m.stats, -28, count(false), tx);
     a.bind(tx);
     a.op(LDX_W, 5, 10, -24, 0);
     a.op(STX_W, 10, 5, -28, 0);
-    a.lookup(m.stats, -28);
-    a.jump(JEQ_IMM, 0, 0, 0, done);
-    a.op(LDX_W, 5, 10, SAVED_LEN, 0);
-    a.add_u64(16, Some(7));
-    a.add_u64(24, Some(5));
+    a.count(m.stats, -28, count(true), done);
     a.bind(done);
     a.ret(TC_ACT_REDIRECT);
 
@@ -174,13 +171,7 @@ fn decap(a: &mut Asm, m: &Maps, l: [Label; 4]) {
     let [nat, deliver, punt, drop] = l;
     let seen = a.label();
     bounds_n(a, HDR_LEN + 14, nat);
-    a.op(LDX_B, 5, 2, IP_VER_IHL, 0);
-    a.jump(JNE_IMM, 5, 0, 0x45, nat);
-    a.op(LDX_H, 5, 2, IP_FRAG, 0);
-    a.op(AND_IMM, 5, 0, 0, 0xff3f);
-    a.jump(JNE_IMM, 5, 0, 0, nat);
-    a.op(LDX_B, 5, 2, IP_PROTO, 0);
-    a.jump(JNE_IMM, 5, 0, 17, nat);
+    plain_ipv4(a, 17, false, nat); // UDP
     a.op(LDX_W, 5, 2, IP_DST, 0);
     a.op(LDX_W, 4, 10, -64, 0);
     a.jump(JNE_REG, 5, 4, 0, nat);
@@ -251,15 +242,7 @@ fn nat_in(a: &mut Asm, m: &Maps, l: [Label; 4]) {
     let seen = a.label();
     a.bind(nat);
     bounds_n(a, TCP_HDR_END, punt);
-    a.op(LDX_B, 5, 2, IP_VER_IHL, 0);
-    a.jump(JNE_IMM, 5, 0, 0x45, punt);
-    a.op(LDX_H, 5, 2, IP_FRAG, 0);
-    a.op(AND_IMM, 5, 0, 0, 0xff3f);
-    a.jump(JNE_IMM, 5, 0, 0, punt);
-    a.op(LDX_B, 5, 2, IP_PROTO, 0);
-    a.jump(JNE_IMM, 5, 0, 6, punt);
-    a.op(LDX_B, 5, 2, IP_TTL, 0);
-    a.jump(JLE_IMM, 5, 0, 1, punt);
+    plain_ipv4(a, 6, true, punt); // TCP, TTL > 1
     for (from, to) in [(IP_SRC, -16), (IP_DST, -12), (TCP_PORTS, -8)] {
         a.op(LDX_W, 5, 2, from, 0);
         a.op(STX_W, 10, 5, to, 0);
@@ -296,22 +279,13 @@ fn nat_in(a: &mut Asm, m: &Maps, l: [Label; 4]) {
     store(a, TCP_PORTS as i32 + 2, true, 16, 2, drop);
     store(a, IP_TTL as i32, false, -60, 1, drop);
     let (l3, l4) = (FUNC_L3_CSUM_REPLACE, FUNC_L4_CSUM_REPLACE);
-    for (helper, off, from, to, size, flags) in [
-        (l3, IP_CSUM, -12, Src::Value(12), 4, 0),
-        (l3, IP_CSUM, -56, Src::Stack(-60), 2, 0),
-        (l4, TCP_CSUM, -12, Src::Value(12), 4, BPF_F_PSEUDO_HDR),
-        (l4, TCP_CSUM, -6, Src::Value(16), 2, 0),
-    ] {
-        let r = Replace {
-            helper,
-            off,
-            from,
-            to,
-            size,
-            flags,
-        };
-        csum(a, r, drop);
-    }
+    let fixes = [
+        Replace::new(l3, IP_CSUM, -12, Src::Value(12), 4, 0),
+        Replace::new(l3, IP_CSUM, -56, Src::Stack(-60), 2, 0),
+        Replace::new(l4, TCP_CSUM, -12, Src::Value(12), 4, BPF_F_PSEUDO_HDR),
+        Replace::new(l4, TCP_CSUM, -6, Src::Value(16), 2, 0),
+    ];
+    csum_all(a, &fixes, drop);
     a.jump(JA, 0, 0, 0, deliver);
     open_session(a, m, [open, lookup, punt, drop]);
 }
