@@ -16,7 +16,7 @@ use etherparse::PacketBuilder;
 use crate::fdb::{Fdb, Mac};
 use crate::gateway::Gateway;
 use crate::network::Network;
-use crate::pipeline::{switch_burst, Ingress, Source};
+use crate::pipeline::{switch_burst, Cx, Ingress, Source};
 use crate::port::{Burst, MAX_FRAME};
 use crate::router::{Router, UplinkConfig};
 use crate::sinks::Sink;
@@ -182,12 +182,12 @@ fn the_routed_path_does_not_allocate_per_frame() {
         f.resize(60, 0);
         f
     };
-    r.receive_from_uplink(&mut nets, &arp, &mut out, now);
+    r.receive_from_uplink(&mut Cx::new(&mut nets, &mut out, now), &arp);
     let from = Ingress { net: 1, port: 1 };
     let flows: Vec<Vec<u8>> = (0..8).map(|i| udp(GW.mac, A, remote, 2000 + i)).collect();
     // Each flow's first packet opens its NAT session (the table's one allocation).
     for f in &flows {
-        r.route_from_network(&mut nets, from, f, &mut out, now);
+        r.route_from_network(&mut Cx::new(&mut nets, &mut out, now), from, f);
     }
     let sent = out.frames;
     assert_eq!(sent, flows.len(), "the first packets left by the uplink");
@@ -213,8 +213,8 @@ fn the_routed_path_does_not_allocate_per_frame() {
     let n = allocations(|| {
         for _ in 0..50 {
             for (f, reply) in flows.iter().zip(&replies) {
-                r.route_from_network(&mut nets, from, f, &mut out, now);
-                r.receive_from_uplink(&mut nets, reply, &mut out, now);
+                r.route_from_network(&mut Cx::new(&mut nets, &mut out, now), from, f);
+                r.receive_from_uplink(&mut Cx::new(&mut nets, &mut out, now), reply);
             }
         }
     });

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::fdb::Mac;
 use crate::ipv4::{self, UdpAddrs};
 use crate::network::Network;
-use crate::pipeline::{Emit, Ingress};
+use crate::pipeline::{Cx, Emit, Ingress};
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::{NetId, PortId};
@@ -200,14 +200,8 @@ impl DnsServer {
 
     /// A frame the pipeline classified as DNS for network `net` (UDP or TCP to the
     /// gateway, port 53).
-    pub fn query_frame(
-        &mut self,
-        nets: &HashMap<NetId, Network>,
-        from: Ingress,
-        frame: &[u8],
-        out: &mut impl Emit,
-        now: Instant,
-    ) {
+    pub fn query_frame(&mut self, cx: &mut Cx<impl Emit>, from: Ingress, frame: &[u8]) {
+        let (nets, out, now) = (&*cx.nets, &mut *cx.out, cx.now);
         let Ingress { net, port: in_port } = from;
         let Some(n) = nets.get(&net) else { return };
         if tcp_frame(frame).is_some() {
@@ -244,13 +238,8 @@ impl DnsServer {
 
     /// A frame the router set aside: UDP to the resolver's port, or TCP to one of its
     /// upstream connections, on the uplink address.
-    pub fn uplink_frame(
-        &mut self,
-        nets: &HashMap<NetId, Network>,
-        frame: &[u8],
-        out: &mut impl Emit,
-        now: Instant,
-    ) {
+    pub fn uplink_frame(&mut self, cx: &mut Cx<impl Emit>, frame: &[u8]) {
+        let (nets, out, now) = (&*cx.nets, &mut *cx.out, cx.now);
         let mut replies = Vec::new();
         if let Some(f) = tcp_frame(frame) {
             if let Some(u) = self.upstream_tcp.as_mut() {
@@ -307,7 +296,8 @@ impl DnsServer {
     }
 
     /// Expired upstream queries move on (next upstream or SERVFAIL); TCP timers run.
-    pub fn tick(&mut self, nets: &HashMap<NetId, Network>, out: &mut impl Emit, now: Instant) {
+    pub fn tick(&mut self, cx: &mut Cx<impl Emit>) {
+        let (nets, out, now) = (&*cx.nets, &mut *cx.out, cx.now);
         for a in self.resolver.poll_timeouts(now) {
             self.act(a, nets, out, now);
         }
@@ -485,15 +475,13 @@ mod tests {
     #[test]
     fn answers_leave_from_the_gateway_to_the_asking_port() {
         let mut d = server();
-        let nets = nets();
+        let mut nets = nets();
         let mut out = Sink::default();
         let f = frame(&query(0x1234, "front"));
         d.query_frame(
-            &nets,
+            &mut Cx::new(&mut nets, &mut out, Instant::now()),
             Ingress { net: 1, port: 5 },
             &f,
-            &mut out,
-            Instant::now(),
         );
         assert_eq!(out.out.len(), 1);
         let (port, reply) = &out.out[0];
@@ -515,7 +503,7 @@ mod tests {
     fn without_an_uplink_unknown_names_fail_at_once_and_garbage_is_counted() {
         let mut d =
             DnsServer::new(vec!["198.51.100.1:53".parse().expect("addr")]).expect("resolver");
-        let nets = nets();
+        let mut nets = nets();
         let mut out = Sink::default();
         let mut q = query(7, "example");
         // Two labels: "example.test".
@@ -525,11 +513,9 @@ mod tests {
         q.extend([0, 0, 1, 0, 1]);
         let now = Instant::now();
         d.query_frame(
-            &nets,
+            &mut Cx::new(&mut nets, &mut out, now),
             Ingress { net: 1, port: 4 },
             &frame(&q),
-            &mut out,
-            now,
         );
         assert_eq!(out.out.len(), 1);
         let (_, _, msg) = ipv4::parse_udp(&out.out[0].1).expect("datagram");
@@ -538,13 +524,15 @@ mod tests {
 
         let mut bad = frame(&query(8, "web"));
         bad[20] = 0x20; // more fragments follow: not a datagram we can read whole
-        d.query_frame(&nets, Ingress { net: 1, port: 4 }, &bad, &mut out, now);
         d.query_frame(
-            &nets,
+            &mut Cx::new(&mut nets, &mut out, now),
+            Ingress { net: 1, port: 4 },
+            &bad,
+        );
+        d.query_frame(
+            &mut Cx::new(&mut nets, &mut out, now),
             Ingress { net: 1, port: 4 },
             &frame(&[1, 2]),
-            &mut out,
-            now,
         );
         assert_eq!(out.out.len(), 1, "nothing answered");
         let s = d.stats();

@@ -18,6 +18,17 @@ struct Entry {
     is_static: bool,
 }
 
+impl Entry {
+    fn new(port: PortId, now: Instant, is_static: bool) -> Entry {
+        Entry {
+            port,
+            last_seen: now,
+            announced: now,
+            is_static,
+        }
+    }
+}
+
 /// What `learn` did, so the worker can tell its peers about new or moved entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Learned {
@@ -98,15 +109,7 @@ impl Fdb {
             }
             None if len >= self.max_entries => Learned::Full,
             None => {
-                self.map.insert(
-                    mac,
-                    Entry {
-                        port,
-                        last_seen: now,
-                        announced: now,
-                        is_static: false,
-                    },
-                );
+                self.map.insert(mac, Entry::new(port, now, false));
                 Learned::Changed
             }
         }
@@ -115,12 +118,7 @@ impl Fdb {
     /// Install an entry learned elsewhere (another worker), without the refresh logic.
     pub fn install(&mut self, mac: Mac, port: PortId, now: Instant) {
         if self.map.len() < self.max_entries || self.map.contains_key(&mac) {
-            let e = self.map.entry(mac).or_insert(Entry {
-                port,
-                last_seen: now,
-                announced: now,
-                is_static: false,
-            });
+            let e = self.map.entry(mac).or_insert(Entry::new(port, now, false));
             if !e.is_static {
                 e.port = port;
                 e.last_seen = now;
@@ -130,15 +128,7 @@ impl Fdb {
 
     /// A static entry: never ages, never moves by learning.
     pub fn add_static(&mut self, mac: Mac, port: PortId, now: Instant) {
-        self.map.insert(
-            mac,
-            Entry {
-                port,
-                last_seen: now,
-                announced: now,
-                is_static: true,
-            },
-        );
+        self.map.insert(mac, Entry::new(port, now, true));
     }
 
     /// The port `mac` lives on, unless unknown or aged out.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::fdb::{Fdb, Mac};
 use crate::gateway::{self, Gateway};
 use crate::network::Network;
-use crate::pipeline::{switch_burst, Ingress, Source};
+use crate::pipeline::{switch_burst, Cx, Ingress, Source};
 use crate::port::{Burst, MAX_FRAME};
 use crate::sinks::Sink;
 use crate::stats::PortCounters;
@@ -133,17 +133,19 @@ pub fn dns_frames(data: &[u8]) {
             &frame[..n]
         };
         d.query_frame(
-            &nets,
+            &mut Cx::new(&mut nets, &mut out, now),
             Ingress {
                 net: 1,
                 port: (i % 2) as u32,
             },
             f,
-            &mut out,
-            now,
         );
     }
-    d.tick(&nets, &mut out, now + Duration::from_secs(30));
+    d.tick(&mut Cx::new(
+        &mut nets,
+        &mut out,
+        now + Duration::from_secs(30),
+    ));
 }
 
 /// Split `data` into chunks (one length byte each, scaled) and give them to the VTEP
@@ -206,12 +208,16 @@ pub fn vtep_frames(data: &[u8]) {
         let (frame, tail) = tail.split_at(n);
         rest = tail;
         if len % 2 == 1 {
-            r.receive_from_uplink(&mut nets, frame, &mut out, now);
+            r.receive_from_uplink(&mut Cx::new(&mut nets, &mut out, now), frame);
             r.observe_from_uplink(frame, now);
         } else if let Ok(w) = remote.encapsulate(vni, me, up_mac, frame, &mut wrapped) {
-            r.receive_from_uplink(&mut nets, &wrapped[..w], &mut out, now);
+            r.receive_from_uplink(&mut Cx::new(&mut nets, &mut out, now), &wrapped[..w]);
         }
-        r.tunnel_out(&nets, Ingress { net: 1, port: 0 }, frame, &mut out, now);
+        r.tunnel_out(
+            &mut Cx::new(&mut nets, &mut out, now),
+            Ingress { net: 1, port: 0 },
+            frame,
+        );
     }
 }
 

@@ -2,6 +2,7 @@
 //! source, let the gateway answer what is addressed to it, then switch (known unicast
 //! to its port, everything else flooded to the network's other ports).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::fdb::{Learned, Mac};
@@ -53,6 +54,20 @@ enum Verdict {
     Dns,
     /// A MAC learned behind the tunnel (overlay networks).
     Tunnel,
+}
+
+/// What a stage that borrows every network works with besides its input: the networks,
+/// where its output goes (the stage graph's edges) and the time of the burst.
+pub(crate) struct Cx<'a, E> {
+    pub nets: &'a mut HashMap<NetId, Network>,
+    pub out: &'a mut E,
+    pub now: Instant,
+}
+
+impl<'a, E: Emit> Cx<'a, E> {
+    pub fn new(nets: &'a mut HashMap<NetId, Network>, out: &'a mut E, now: Instant) -> Self {
+        Cx { nets, out, now }
+    }
 }
 
 /// Where a frame came in: its network and port.

@@ -384,6 +384,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Record a port on the tc data path: `tc` is its host end's ifindex and the link
+    /// of its program there.
+    fn add_tc_entry(&mut self, info: PortInfo, counters: Arc<PortCounters>, tc: (u32, TcLink)) {
+        let entry = PortEntry {
+            info,
+            counters,
+            tc: Some(tc),
+        };
+        self.ports.insert(entry.info.id, entry);
+    }
+
     /// The fast path's maps when the workers install learned MACs in them.
     fn fast(&self) -> Option<&Arc<FastPath>> {
         self.maps.as_ref().filter(|_| self.cfg.fast_path)
@@ -486,14 +497,7 @@ impl Engine {
             worker,
             fast_path: self.cfg.fast_path,
         };
-        self.ports.insert(
-            id,
-            PortEntry {
-                info,
-                counters,
-                tc: Some((ifindex, link)),
-            },
-        );
+        self.add_tc_entry(info, counters, (ifindex, link));
         Ok(id)
     }
 

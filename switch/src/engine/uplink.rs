@@ -102,14 +102,7 @@ impl Engine {
             worker,
             fast_path: true,
         };
-        self.ports.insert(
-            id,
-            PortEntry {
-                info,
-                counters,
-                tc: Some((ifindex, link)),
-            },
-        );
+        self.add_tc_entry(info, counters, (ifindex, link));
         self.tc_uplink = Some(tc);
         Ok(id)
     }

@@ -19,7 +19,7 @@ use crate::fdb::Mac;
 use crate::gateway::{self, Gateway};
 use crate::ipv4::{self, IcmpError, ETH_HLEN};
 use crate::network::Network;
-use crate::pipeline::{Emit, Ingress};
+use crate::pipeline::{Cx, Emit, Ingress};
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::{NetId, OverlayConfig, PortId, TUNNEL_PORT};
@@ -199,18 +199,9 @@ impl Router {
     }
 
     /// A frame a container sent to its gateway's MAC that is not for the gateway itself.
-    pub fn route_from_network(
-        &mut self,
-        nets: &mut HashMap<NetId, Network>,
-        from: Ingress,
-        frame: &[u8],
-        out: &mut impl Emit,
-        now: Instant,
-    ) {
-        let Ingress {
-            net: net_id,
-            port: in_port,
-        } = from;
+    pub fn route_from_network(&mut self, cx: &mut Cx<impl Emit>, from: Ingress, frame: &[u8]) {
+        let (nets, out, now) = (&mut *cx.nets, &mut *cx.out, cx.now);
+        let (net_id, in_port) = (from.net, from.port);
         let Some(net) = nets.get(&net_id) else { return };
         let Some((gw, (subnet, prefix))) = net.cfg.gateway.zip(net.cfg.subnet) else {
             return;
@@ -306,13 +297,8 @@ impl Router {
     }
 
     /// A frame that arrived on the uplink.
-    pub fn receive_from_uplink(
-        &mut self,
-        nets: &mut HashMap<NetId, Network>,
-        frame: &[u8],
-        out: &mut impl Emit,
-        now: Instant,
-    ) {
+    pub fn receive_from_uplink(&mut self, cx: &mut Cx<impl Emit>, frame: &[u8]) {
+        let (nets, out, now) = (&mut *cx.nets, &mut *cx.out, cx.now);
         let me = Gateway {
             ip: self.cfg.ip,
             mac: self.cfg.mac,
@@ -467,7 +453,8 @@ impl Router {
     }
 
     /// Once a second: idle sessions out, stale neighbours out, ARP retries sent.
-    pub fn tick(&mut self, nets: &mut HashMap<NetId, Network>, out: &mut impl Emit, now: Instant) {
+    pub fn tick(&mut self, cx: &mut Cx<impl Emit>) {
+        let (nets, out, now) = (&mut *cx.nets, &mut *cx.out, cx.now);
         self.nat.expire(now);
         if let Some(f) = self.fast_nat.as_mut() {
             f.tick(&mut self.nat, now);

@@ -46,18 +46,9 @@ impl Router {
     /// A frame of an overlay network for the tunnel: encapsulated to the VTEP its
     /// destination lives behind, or replicated to every peer VTEP (head-end
     /// replication) when the destination is unknown, broadcast or multicast.
-    pub fn tunnel_out(
-        &mut self,
-        nets: &HashMap<NetId, Network>,
-        from: Ingress,
-        frame: &[u8],
-        out: &mut impl Emit,
-        now: Instant,
-    ) {
-        let Ingress {
-            net: net_id,
-            port: in_port,
-        } = from;
+    pub fn tunnel_out(&mut self, cx: &mut Cx<impl Emit>, from: Ingress, frame: &[u8]) {
+        let (nets, out, now) = (&*cx.nets, &mut *cx.out, cx.now);
+        let (net_id, in_port) = (from.net, from.port);
         let (Some(net), Some(&vni)) = (nets.get(&net_id), self.net_vnis.get(&net_id)) else {
             self.counters.tunnel_dropped += 1;
             return;

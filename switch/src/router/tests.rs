@@ -59,7 +59,7 @@ fn setup() -> (Router, HashMap<NetId, Network>) {
         f.extend(UP_MAC);
         f.extend(ME.octets());
         f.resize(60, 0);
-        r.receive_from_uplink(&mut nets, &f, &mut sink, Instant::now());
+        r.receive_from_uplink(&mut Cx::new(&mut nets, &mut sink, Instant::now()), &f);
     }
     (r, nets)
 }
@@ -96,7 +96,11 @@ fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
     let now = Instant::now();
     let f = inner([0xff; 6], LOCAL, 100);
     let mut sink = Sink::default();
-    r.tunnel_out(&nets, Ingress { net: 1, port: 1 }, &f, &mut sink, now);
+    r.tunnel_out(
+        &mut Cx::new(&mut nets, &mut sink, now),
+        Ingress { net: 1, port: 1 },
+        &f,
+    );
     let dsts: Vec<Ipv4Addr> = sink
         .out
         .iter()
@@ -117,7 +121,7 @@ fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
         .encapsulate(Vni::new(5000).expect("vni"), ME, UP_MAC, &reply, &mut out)
         .expect("encap");
     let mut sink = Sink::default();
-    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, now);
+    r.receive_from_uplink(&mut Cx::new(&mut nets, &mut sink, now), &out[..n]);
     let ports: Vec<PortId> = sink.out.iter().map(|(p, _)| *p).collect();
     assert_eq!(
         ports,
@@ -134,11 +138,9 @@ fn floods_replicate_to_every_peer_and_learned_macs_go_to_theirs() {
 
     let mut sink = Sink::default();
     r.tunnel_out(
-        &nets,
+        &mut Cx::new(&mut nets, &mut sink, now),
         Ingress { net: 1, port: 1 },
         &inner(REMOTE, LOCAL, 100),
-        &mut sink,
-        now,
     );
     assert_eq!(
         sink.out.len(),
@@ -154,20 +156,16 @@ fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
     let now = Instant::now();
     let mut sink = Sink::default();
     r.tunnel_out(
-        &nets,
+        &mut Cx::new(&mut nets, &mut sink, now),
         Ingress { net: 1, port: 2 },
         &inner([0xff; 6], LOCAL, 14 + 1450),
-        &mut sink,
-        now,
     );
     assert_eq!(sink.out.len(), 2, "1450 bytes of IP fit");
     let mut sink = Sink::default();
     r.tunnel_out(
-        &nets,
+        &mut Cx::new(&mut nets, &mut sink, now),
         Ingress { net: 1, port: 2 },
         &inner(REMOTE, LOCAL, 14 + 1451),
-        &mut sink,
-        now,
     );
     assert_eq!(sink.out.len(), 1);
     let (to, icmp) = &sink.out[0];
@@ -189,7 +187,7 @@ fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
         )
         .expect("encap");
     let mut sink = Sink::default();
-    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, now);
+    r.receive_from_uplink(&mut Cx::new(&mut nets, &mut sink, now), &out[..n]);
     assert!(sink.out.is_empty());
     assert_eq!(r.stats().overlay.dropped(vxlan::DropReason::UnknownVni), 1);
     // The network stops being an overlay: its VNI is unknown from then on.
@@ -203,7 +201,7 @@ fn oversize_df_frames_get_frag_needed_and_unknown_vnis_are_dropped() {
             &mut out,
         )
         .expect("encap");
-    r.receive_from_uplink(&mut nets, &out[..n], &mut sink, now);
+    r.receive_from_uplink(&mut Cx::new(&mut nets, &mut sink, now), &out[..n]);
     assert!(sink.out.is_empty());
     assert_eq!(r.stats().overlay.dropped(vxlan::DropReason::UnknownVni), 2);
 }

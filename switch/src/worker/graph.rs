@@ -132,7 +132,11 @@ impl Worker {
         for i in 0..q.len() {
             let (from, frame) = q.get(i);
             match self.router.as_mut() {
-                Some(r) => r.route_from_network(&mut self.nets, from, frame, &mut self.tx, now),
+                Some(r) => r.route_from_network(
+                    &mut Cx::new(&mut self.nets, &mut self.tx, now),
+                    from,
+                    frame,
+                ),
                 None => unreachable_net(&self.nets, &mut self.tx, from, frame, &mut self.scratch),
             }
         }
@@ -147,7 +151,9 @@ impl Worker {
         for i in 0..q.len() {
             let (from, frame) = q.get(i);
             match self.router.as_mut() {
-                Some(r) => r.tunnel_out(&self.nets, from, frame, &mut self.tx, now),
+                Some(r) => {
+                    r.tunnel_out(&mut Cx::new(&mut self.nets, &mut self.tx, now), from, frame)
+                }
                 // No uplink: an overlay has no tunnel to send by.
                 None => {
                     if let Some(c) = self.tx.port_counters(from.port) {
@@ -167,7 +173,7 @@ impl Worker {
         if let Some(d) = self.dns.as_mut() {
             for i in 0..q.len() {
                 let (from, frame) = q.get(i);
-                d.query_frame(&self.nets, from, frame, &mut self.tx, now);
+                d.query_frame(&mut Cx::new(&mut self.nets, &mut self.tx, now), from, frame);
             }
         }
         self.dns_upstream(now);
@@ -181,7 +187,7 @@ impl Worker {
         let q = &self.spares.resolver;
         if let Some(d) = self.dns.as_mut() {
             for i in 0..q.len() {
-                d.uplink_frame(&self.nets, q.get(i).1, &mut self.tx, now);
+                d.uplink_frame(&mut Cx::new(&mut self.nets, &mut self.tx, now), q.get(i).1);
             }
         }
         self.dns_upstream(now);

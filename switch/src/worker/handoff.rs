@@ -23,19 +23,31 @@ impl Worker {
                 Handoff::Route { from, frame } => {
                     if let Some(r) = self.router.as_mut() {
                         c.stage(Stage::Router, 1);
-                        r.route_from_network(&mut self.nets, from, &frame, &mut self.tx, now);
+                        r.route_from_network(
+                            &mut Cx::new(&mut self.nets, &mut self.tx, now),
+                            from,
+                            &frame,
+                        );
                     }
                 }
                 Handoff::Tunnel { from, frame } => {
                     if let Some(r) = self.router.as_mut() {
                         c.stage(Stage::Vtep, 1);
-                        r.tunnel_out(&self.nets, from, &frame, &mut self.tx, now);
+                        r.tunnel_out(
+                            &mut Cx::new(&mut self.nets, &mut self.tx, now),
+                            from,
+                            &frame,
+                        );
                     }
                 }
                 Handoff::Dns { from, frame } => {
                     if let Some(d) = self.dns.as_mut() {
                         c.stage(Stage::Dns, 1);
-                        d.query_frame(&self.nets, from, &frame, &mut self.tx, now);
+                        d.query_frame(
+                            &mut Cx::new(&mut self.nets, &mut self.tx, now),
+                            from,
+                            &frame,
+                        );
                     }
                     self.dns_upstream(now);
                 }

@@ -23,7 +23,7 @@ use crate::dns_server::{DnsServer, DnsStats, Upstream};
 use crate::fastpath::FastPath;
 use crate::fdb::{Fdb, FdbEntry, Learned, Mac};
 use crate::network::Network;
-use crate::pipeline::{self, Emit, Ingress, Source};
+use crate::pipeline::{self, Cx, Emit, Ingress, Source};
 use crate::port::{Burst, Port, MAX_FRAME};
 use crate::router::{self, Router, RouterStats};
 use crate::skb_trunk::{self, SkbMember};
@@ -324,7 +324,7 @@ impl Worker {
             }
             if let Some(d) = self.dns.as_mut() {
                 if d.next_deadline(now).is_some_and(|t| t <= now) {
-                    d.tick(&self.nets, &mut self.tx, now);
+                    d.tick(&mut Cx::new(&mut self.nets, &mut self.tx, now));
                     self.dns_upstream(now);
                     self.tx.flush();
                 }
@@ -334,7 +334,7 @@ impl Worker {
                     n.fdb.expire(now);
                 }
                 if let Some(r) = self.router.as_mut() {
-                    r.tick(&mut self.nets, &mut self.tx, now);
+                    r.tick(&mut Cx::new(&mut self.nets, &mut self.tx, now));
                     self.tx.flush();
                 }
                 for op in self.tx.ports.iter_mut() {
@@ -454,7 +454,7 @@ impl Worker {
         if let Some(r) = self.router.as_mut() {
             self.setup.counters.stage(Stage::Router, rx.len());
             for frame in rx.iter() {
-                r.receive_from_uplink(&mut self.nets, frame, &mut self.tx, now);
+                r.receive_from_uplink(&mut Cx::new(&mut self.nets, &mut self.tx, now), frame);
             }
         }
         self.run_queued(now);
