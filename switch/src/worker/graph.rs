@@ -47,12 +47,8 @@ impl StageQueue {
         self.frames.is_empty()
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    fn get(&self, i: usize) -> (Ingress, &[u8]) {
-        (self.from[i], self.frames.frame(i))
+    fn iter(&self) -> impl Iterator<Item = (Ingress, &[u8])> {
+        self.from.iter().copied().zip(self.frames.iter())
     }
 
     fn clear(&mut self) {
@@ -103,94 +99,27 @@ impl Worker {
     /// Run the queued stages in the graph's order: router, vtep, dns (whose upstream
     /// queries go to the router at once), then the resolver's upstream replies.
     pub(super) fn run_queued(&mut self, now: Instant) {
-        self.router_stage(now);
-        self.vtep_stage(now);
-        self.dns_stage(now);
-        self.resolver_replies(now);
-    }
-
-    /// Swap the queue `pick` names with its spare, to be read while the stages refill
-    /// it; counts its frames into `stage`. False when it was empty.
-    fn take(&mut self, pick: fn(&mut Queues) -> &mut StageQueue, stage: Stage) -> bool {
-        let queue = pick(&mut self.tx.queues);
-        if queue.is_empty() {
-            return false;
+        let mut cx = Cx::new(&mut self.nets, &mut self.tx, now);
+        if take(&mut cx.out.queues.router, &mut self.spares.router) {
+            let r = self.router.as_deref_mut();
+            router_stage(r, &mut cx, &mut self.scratch, self.spares.router.iter());
         }
-        let spare = pick(&mut self.spares);
-        spare.clear();
-        std::mem::swap(queue, spare);
-        self.setup.counters.stage(stage, spare.len());
-        true
-    }
-
-    /// The router stage: frames the L2 stage sent to the gateway to be routed.
-    fn router_stage(&mut self, now: Instant) {
-        if !self.take(|q| &mut q.router, Stage::Router) {
-            return;
+        if take(&mut cx.out.queues.vtep, &mut self.spares.vtep) {
+            vtep_stage(self.router.as_deref_mut(), &mut cx, self.spares.vtep.iter());
         }
-        let q = &self.spares.router;
-        for i in 0..q.len() {
-            let (from, frame) = q.get(i);
-            match self.router.as_mut() {
-                Some(r) => r.route_from_network(
-                    &mut Cx::new(&mut self.nets, &mut self.tx, now),
-                    from,
-                    frame,
-                ),
-                None => unreachable_net(&self.nets, &mut self.tx, from, frame, &mut self.scratch),
-            }
+        let mut resolved = false;
+        if take(&mut cx.out.queues.dns, &mut self.spares.dns) {
+            dns_stage(self.dns.as_deref_mut(), &mut cx, self.spares.dns.iter());
+            resolved = true;
         }
-    }
-
-    /// The vtep stage: frames of overlay networks for the tunnel.
-    fn vtep_stage(&mut self, now: Instant) {
-        if !self.take(|q| &mut q.vtep, Stage::Vtep) {
-            return;
+        if take(&mut cx.out.queues.resolver, &mut self.spares.resolver) {
+            let replies = self.spares.resolver.iter().map(|(_, f)| f);
+            resolver_stage(self.dns.as_deref_mut(), &mut cx, replies);
+            resolved = true;
         }
-        let q = &self.spares.vtep;
-        for i in 0..q.len() {
-            let (from, frame) = q.get(i);
-            match self.router.as_mut() {
-                Some(r) => {
-                    r.tunnel_out(&mut Cx::new(&mut self.nets, &mut self.tx, now), from, frame)
-                }
-                // No uplink: an overlay has no tunnel to send by.
-                None => {
-                    if let Some(c) = self.tx.port_counters(from.port) {
-                        c.dropped(DropReason::NoRoute, 1);
-                    }
-                }
-            }
+        if resolved {
+            self.dns_upstream(now);
         }
-    }
-
-    /// The dns stage: queries to the gateway's resolver.
-    fn dns_stage(&mut self, now: Instant) {
-        if !self.take(|q| &mut q.dns, Stage::Dns) {
-            return;
-        }
-        let q = &self.spares.dns;
-        if let Some(d) = self.dns.as_mut() {
-            for i in 0..q.len() {
-                let (from, frame) = q.get(i);
-                d.query_frame(&mut Cx::new(&mut self.nets, &mut self.tx, now), from, frame);
-            }
-        }
-        self.dns_upstream(now);
-    }
-
-    /// The resolver's upstream replies, which the router set aside.
-    fn resolver_replies(&mut self, now: Instant) {
-        if !self.take(|q| &mut q.resolver, Stage::Dns) {
-            return;
-        }
-        let q = &self.spares.resolver;
-        if let Some(d) = self.dns.as_mut() {
-            for i in 0..q.len() {
-                d.uplink_frame(&mut Cx::new(&mut self.nets, &mut self.tx, now), q.get(i).1);
-            }
-        }
-        self.dns_upstream(now);
     }
 
     /// What the resolver asked to send out of the uplink, to the router (queries from its
@@ -214,6 +143,87 @@ impl Worker {
             }
         }
         d.upstream_failed(failed);
+    }
+}
+
+/// Swap a stage's queue with its spare, to be read while the stages refill the queue;
+/// false when it was empty.
+fn take(queue: &mut StageQueue, spare: &mut StageQueue) -> bool {
+    if queue.is_empty() {
+        return false;
+    }
+    spare.clear();
+    std::mem::swap(queue, spare);
+    true
+}
+
+/// The router stage: frames the L2 stage sent to the gateway to be routed (without an
+/// uplink, each is answered unreachable).
+pub(super) fn router_stage<'f>(
+    router: Option<&mut Router>,
+    cx: &mut Cx<TxSide>,
+    scratch: &mut [u8; MAX_FRAME],
+    frames: impl Iterator<Item = (Ingress, &'f [u8])>,
+) {
+    match router {
+        Some(r) => {
+            for (from, frame) in frames {
+                cx.out.counters.stage(Stage::Router, 1);
+                r.route_from_network(cx, from, frame);
+            }
+        }
+        None => {
+            for (from, frame) in frames {
+                cx.out.counters.stage(Stage::Router, 1);
+                unreachable_net(cx.nets, cx.out, from, frame, scratch);
+            }
+        }
+    }
+}
+
+/// The vtep stage: frames of overlay networks for the tunnel (without an uplink there is
+/// no tunnel to send by: dropped and counted).
+pub(super) fn vtep_stage<'f>(
+    mut router: Option<&mut Router>,
+    cx: &mut Cx<TxSide>,
+    frames: impl Iterator<Item = (Ingress, &'f [u8])>,
+) {
+    for (from, frame) in frames {
+        cx.out.counters.stage(Stage::Vtep, 1);
+        match router.as_deref_mut() {
+            Some(r) => r.tunnel_out(cx, from, frame),
+            None => {
+                if let Some(c) = cx.out.port_counters(from.port) {
+                    c.dropped(DropReason::NoRoute, 1);
+                }
+            }
+        }
+    }
+}
+
+/// The dns stage: queries to the gateway's resolver.
+pub(super) fn dns_stage<'f>(
+    dns: Option<&mut DnsServer>,
+    cx: &mut Cx<TxSide>,
+    frames: impl Iterator<Item = (Ingress, &'f [u8])>,
+) {
+    let Some(d) = dns else { return };
+    for (from, frame) in frames {
+        cx.out.counters.stage(Stage::Dns, 1);
+        d.query_frame(cx, from, frame);
+    }
+}
+
+/// The resolver's upstream replies, which the router set aside: the dns stage's too.
+fn resolver_stage<'f>(
+    dns: Option<&mut DnsServer>,
+    cx: &mut Cx<TxSide>,
+    frames: impl Iterator<Item = &'f [u8]>,
+) {
+    let Some(d) = dns else { return };
+    for frame in frames {
+        cx.out.counters.stage(Stage::Dns, 1);
+        d.uplink_frame(cx, frame);
     }
 }
 

@@ -2,7 +2,9 @@
 //! lives here (the router, the vtep, the resolver), and MACs they learned.
 
 use super::*;
-use crate::stats::Stage;
+use std::iter::once;
+
+use super::graph::{dns_stage, router_stage, vtep_stage};
 
 impl Worker {
     pub(super) fn drain_handoffs(&mut self, now: Instant) -> usize {
@@ -13,7 +15,6 @@ impl Worker {
                 Err(_) => break,
             };
             n += 1;
-            let c = &self.setup.counters;
             match msg {
                 Handoff::Frame { port, frame } => {
                     if let Some(counters) = self.tx.port_counters(port) {
@@ -21,34 +22,17 @@ impl Worker {
                     }
                 }
                 Handoff::Route { from, frame } => {
-                    if let Some(r) = self.router.as_mut() {
-                        c.stage(Stage::Router, 1);
-                        r.route_from_network(
-                            &mut Cx::new(&mut self.nets, &mut self.tx, now),
-                            from,
-                            &frame,
-                        );
-                    }
+                    let mut cx = Cx::new(&mut self.nets, &mut self.tx, now);
+                    let r = self.router.as_deref_mut();
+                    router_stage(r, &mut cx, &mut self.scratch, once((from, &*frame)));
                 }
                 Handoff::Tunnel { from, frame } => {
-                    if let Some(r) = self.router.as_mut() {
-                        c.stage(Stage::Vtep, 1);
-                        r.tunnel_out(
-                            &mut Cx::new(&mut self.nets, &mut self.tx, now),
-                            from,
-                            &frame,
-                        );
-                    }
+                    let mut cx = Cx::new(&mut self.nets, &mut self.tx, now);
+                    vtep_stage(self.router.as_deref_mut(), &mut cx, once((from, &*frame)));
                 }
                 Handoff::Dns { from, frame } => {
-                    if let Some(d) = self.dns.as_mut() {
-                        c.stage(Stage::Dns, 1);
-                        d.query_frame(
-                            &mut Cx::new(&mut self.nets, &mut self.tx, now),
-                            from,
-                            &frame,
-                        );
-                    }
+                    let mut cx = Cx::new(&mut self.nets, &mut self.tx, now);
+                    dns_stage(self.dns.as_deref_mut(), &mut cx, once((from, &*frame)));
                     self.dns_upstream(now);
                 }
                 Handoff::Learned { net, mac, port } => {
