@@ -121,14 +121,8 @@ enum NetworkCmd {
     },
     Prune,
     Connect {
-        #[arg(long)]
-        ip: Option<String>,
-        #[arg(long)]
-        alias: Vec<String>,
-        #[arg(long)]
-        mac: Option<String>,
-        #[arg(long)]
-        link: Option<String>,
+        #[command(flatten)]
+        endpoint: EndpointFlags,
         network: String,
         sandbox: String,
     },
@@ -140,38 +134,47 @@ enum NetworkCmd {
     },
 }
 
+/// How a sandbox's endpoint on a network is made (`network connect`, `sandbox create`,
+/// `run`).
 #[derive(Args, Clone)]
-struct CreateFlags {
-    #[arg(long)]
-    network: Option<String>,
+struct EndpointFlags {
     #[arg(long)]
     ip: Option<String>,
     #[arg(long)]
     alias: Vec<String>,
     #[arg(long)]
     mac: Option<String>,
+    #[arg(long)]
+    link: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct CreateFlags {
+    #[arg(long)]
+    network: Option<String>,
+    #[command(flatten)]
+    endpoint: EndpointFlags,
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
     #[arg(long)]
     expose: Vec<String>,
-    #[arg(long)]
-    link: Option<String>,
 }
 
 impl CreateFlags {
     fn request(&self, name: String) -> api::SandboxCreate {
+        let ep = self.endpoint.clone();
         api::SandboxCreate {
             name,
             network: self.network.clone(),
-            ip: self.ip.clone(),
-            aliases: self.alias.clone(),
-            mac: self.mac.clone(),
+            ip: ep.ip,
+            aliases: ep.alias,
+            mac: ep.mac,
             publish: self.publish.clone(),
             publish_all: self.publish_all,
             expose: self.expose.clone(),
-            link: self.link.clone(),
+            link: ep.link,
         }
     }
 }
@@ -297,20 +300,17 @@ fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
             }
         }
         NetworkCmd::Connect {
-            ip,
-            alias,
-            mac,
-            link,
+            endpoint: ep,
             network,
             sandbox,
         } => {
             let req = api::Connect {
                 network,
                 sandbox,
-                ip,
-                aliases: alias,
-                mac,
-                link,
+                ip: ep.ip,
+                aliases: ep.alias,
+                mac: ep.mac,
+                link: ep.link,
             };
             let _: api::Empty = c.call("network.connect", &req)?;
         }
