@@ -80,7 +80,7 @@ mod exec;
 mod show;
 
 use client::{kv, Client, Failure, Res};
-use show::{print_json, print_table};
+use show::{print_json, print_list, print_table};
 
 #[derive(Subcommand)]
 enum NetworkCmd {
@@ -344,15 +344,9 @@ fn sandbox(c: &Client, cmd: SandboxCmd, json_out: bool) -> Res<()> {
         }
         SandboxCmd::Ls => {
             let v: Vec<api::SandboxSummary> = c.call("sandbox.ls", &api::Empty {})?;
-            if json_out {
-                print_json(&v);
-            } else {
-                let rows = v
-                    .into_iter()
-                    .map(|sb| vec![sb.id, sb.name, sb.networks.join(",")])
-                    .collect();
-                print_table(&["SANDBOX ID", "NAME", "NETWORKS"], rows);
-            }
+            print_list(&v, json_out, &["SANDBOX ID", "NAME", "NETWORKS"], |sb| {
+                vec![sb.id.clone(), sb.name.clone(), sb.networks.join(",")]
+            });
         }
         SandboxCmd::Inspect { name } => {
             let v: api::SandboxDetail = c.call("sandbox.inspect", &api::NameOnly { name })?;
