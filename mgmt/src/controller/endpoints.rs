@@ -74,14 +74,9 @@ impl Controller {
                 )));
             }
         }
-        let pool = self
-            .state
-            .networks
-            .get_mut(net_id)
-            .and_then(|n| n.pool.as_mut())
-            .ok_or_else(|| {
-                ApiError::invalid(format!("network {} has no address pool", net.name))
-            })?;
+        let pool = self.state.pool_mut(net_id).ok_or_else(|| {
+            ApiError::invalid(format!("network {} has no address pool", net.name))
+        })?;
         let ip = pool.allocate(ip)?;
         let used: Vec<String> = self.state.sandboxes[sandbox]
             .endpoints
@@ -105,12 +100,7 @@ impl Controller {
             ifname,
         };
         let undo_ip = |c: &mut Controller| {
-            if let Some(p) = c
-                .state
-                .networks
-                .get_mut(net_id)
-                .and_then(|n| n.pool.as_mut())
-            {
+            if let Some(p) = c.state.pool_mut(net_id) {
                 p.release(ip);
             }
         };
@@ -190,12 +180,7 @@ impl Controller {
         let net = self.state.networks[&ep.network].clone();
         self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep))?;
         self.state.endpoints.remove(ep_id);
-        if let Some(p) = self
-            .state
-            .networks
-            .get_mut(&ep.network)
-            .and_then(|n| n.pool.as_mut())
-        {
+        if let Some(p) = self.state.pool_mut(&ep.network) {
             p.release(ep.ip);
         }
         if let Some(sb) = self.state.sandboxes.get_mut(&ep.sandbox) {
