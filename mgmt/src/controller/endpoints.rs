@@ -45,13 +45,8 @@ impl Controller {
                 sb.name, net.name
             )));
         }
-        let (link, ip, mac) = endpoint_options(
-            req.link.as_deref(),
-            req.ip.as_deref(),
-            req.mac.as_deref(),
-            &req.aliases,
-        )?;
-        self.connect(&sb.name, &net.id, ip, mac, req.aliases, link)?;
+        let (link, ip, mac) = endpoint_options(&req.endpoint)?;
+        self.connect(&sb.name, &net.id, ip, mac, req.endpoint.aliases, link)?;
         Ok(api::Empty {})
     }
 
@@ -226,15 +221,17 @@ impl Controller {
 /// `--link`, `--ip`, `--mac` and `--alias` as `network connect` and `sandbox create`
 /// take them, validated.
 pub(super) fn endpoint_options(
-    link: Option<&str>,
-    ip: Option<&str>,
-    mac: Option<&str>,
-    aliases: &[String],
+    p: &api::EndpointParams,
 ) -> ApiResult<(LinkKind, Option<Ipv4Addr>, Option<Mac>)> {
-    let link = link.map(LinkKind::parse).transpose()?.unwrap_or_default();
-    let ip = ip.map(parse_ip).transpose()?;
-    let mac = mac.map(Mac::parse).transpose()?;
-    for a in aliases {
+    let link = p
+        .link
+        .as_deref()
+        .map(LinkKind::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let ip = p.ip.as_deref().map(parse_ip).transpose()?;
+    let mac = p.mac.as_deref().map(Mac::parse).transpose()?;
+    for a in &p.aliases {
         model::validate_name("alias", a)?;
     }
     Ok((link, ip, mac))

@@ -148,6 +148,17 @@ struct EndpointFlags {
     link: Option<String>,
 }
 
+impl EndpointFlags {
+    fn params(self) -> api::EndpointParams {
+        api::EndpointParams {
+            ip: self.ip,
+            aliases: self.alias,
+            mac: self.mac,
+            link: self.link,
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 struct CreateFlags {
     #[arg(long)]
@@ -164,17 +175,13 @@ struct CreateFlags {
 
 impl CreateFlags {
     fn request(&self, name: String) -> api::SandboxCreate {
-        let ep = self.endpoint.clone();
         api::SandboxCreate {
             name,
             network: self.network.clone(),
-            ip: ep.ip,
-            aliases: ep.alias,
-            mac: ep.mac,
+            endpoint: self.endpoint.clone().params(),
             publish: self.publish.clone(),
             publish_all: self.publish_all,
             expose: self.expose.clone(),
-            link: ep.link,
         }
     }
 }
@@ -300,17 +307,14 @@ fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
             }
         }
         NetworkCmd::Connect {
-            endpoint: ep,
+            endpoint,
             network,
             sandbox,
         } => {
             let req = api::Connect {
                 network,
                 sandbox,
-                ip: ep.ip,
-                aliases: ep.alias,
-                mac: ep.mac,
-                link: ep.link,
+                endpoint: endpoint.params(),
             };
             let _: api::Empty = c.call("network.connect", &req)?;
         }
