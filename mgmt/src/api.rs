@@ -40,15 +40,32 @@ pub struct Names {
     pub names: Vec<String>,
 }
 
+/// How a sandbox's endpoint on a network is made: `network.connect` and
+/// `sandbox.create` take these fields beside their own.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointParams {
+    pub ip: Option<String>,
+    pub aliases: Vec<String>,
+    pub mac: Option<String>,
+    /// `veth` (the default) or `tap`.
+    pub link: Option<String>,
+}
+
+impl EndpointParams {
+    /// Whether any of the fields was given.
+    pub fn any(&self) -> bool {
+        self.ip.is_some() || !self.aliases.is_empty() || self.mac.is_some() || self.link.is_some()
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Connect {
     pub network: String,
     pub sandbox: String,
-    pub ip: Option<String>,
-    pub aliases: Vec<String>,
-    pub mac: Option<String>,
-    pub link: Option<String>,
+    #[serde(flatten)]
+    pub endpoint: EndpointParams,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -65,13 +82,11 @@ pub struct SandboxCreate {
     pub name: String,
     /// NET, host, none (default: bridge).
     pub network: Option<String>,
-    pub ip: Option<String>,
-    pub aliases: Vec<String>,
-    pub mac: Option<String>,
+    #[serde(flatten)]
+    pub endpoint: EndpointParams,
     pub publish: Vec<String>,
     pub publish_all: bool,
     pub expose: Vec<String>,
-    pub link: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -479,6 +494,34 @@ mod tests {
             serde_json::to_value(&summary).unwrap(),
             json!({ "ID": "0123456789ab", "Name": "s", "Networks": ["bridge"], "Created": "t" })
         );
+    }
+
+    /// The endpoint's fields sit beside the method's own (one flat object), may be left
+    /// out, and unknown fields next to them are still refused.
+    #[test]
+    fn endpoint_params_are_flat_and_unknown_fields_refused() {
+        let c: Connect = serde_json::from_value(json!({
+            "network": "n", "sandbox": "s", "ip": "10.0.0.2", "aliases": ["a"], "link": "tap",
+        }))
+        .unwrap();
+        assert_eq!(c.endpoint.ip.as_deref(), Some("10.0.0.2"));
+        assert_eq!(c.endpoint.aliases, ["a"]);
+        assert_eq!(
+            (c.endpoint.mac, c.endpoint.link.as_deref()),
+            (None, Some("tap"))
+        );
+        let sb: SandboxCreate =
+            serde_json::from_value(json!({ "name": "s", "publish_all": true })).unwrap();
+        assert!(!sb.endpoint.any() && sb.publish_all);
+        assert_eq!(
+            serde_json::to_value(&sb).unwrap(),
+            json!({ "name": "s", "network": null, "ip": null, "aliases": [], "mac": null,
+                    "link": null, "publish": [], "publish_all": true, "expose": [] })
+        );
+        let e = serde_json::from_value::<Connect>(json!({ "network": "n", "bogus": 1 }));
+        assert!(e.unwrap_err().to_string().contains("unknown field `bogus`"));
+        assert!(serde_json::from_value::<Connect>(json!({ "ip": 5 })).is_err());
+        assert!(serde_json::from_value::<SandboxCreate>(json!({ "name": "s", "x": 1 })).is_err());
     }
 
     /// A port's row: the engine's fields and counters side by side, `sandbox` only for

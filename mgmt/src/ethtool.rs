@@ -76,29 +76,27 @@ struct IfreqData {
 /// carry complete checksums and are at most one MTU. GSO stays on: it segments (and
 /// checksums) in software before the frame reaches the device.
 pub fn disable_tx_checksum(name: &str) -> Result<()> {
-    let sock = control_socket()?;
     // The kernel drops TSO (and SG) by itself once no checksum feature is left; the
     // explicit TSO off keeps the outcome the same should it ever stop doing so.
-    for (cmd, what) in [
-        (ETHTOOL_STXCSUM, "TX checksum offload"),
-        (ETHTOOL_STSO, "TCP segmentation offload"),
-    ] {
-        ethtool_value(&sock, name, cmd, 0)
-            .map_err(doing(format!("turning off {what} on {name}")))?;
-    }
-    Ok(())
+    set_tx_offloads(name, false)
 }
 
 /// Turns TX checksum offload and TSO on for `name` (as a veth has them by default), so
 /// the sandbox hands the switch GSO skbs with partial checksums (the tc data path).
 pub fn enable_tx_checksum(name: &str) -> Result<()> {
+    set_tx_offloads(name, true)
+}
+
+/// TX checksum offload, then TSO, on or off.
+fn set_tx_offloads(name: &str, on: bool) -> Result<()> {
     let sock = control_socket()?;
+    let state = if on { "on" } else { "off" };
     for (cmd, what) in [
         (ETHTOOL_STXCSUM, "TX checksum offload"),
         (ETHTOOL_STSO, "TCP segmentation offload"),
     ] {
-        ethtool_value(&sock, name, cmd, 1)
-            .map_err(doing(format!("turning on {what} on {name}")))?;
+        ethtool_value(&sock, name, cmd, u32::from(on))
+            .map_err(doing(format!("turning {state} {what} on {name}")))?;
     }
     Ok(())
 }

@@ -218,22 +218,14 @@ mod tests {
         );
         let e = p.allocate(Some(Ipv4Addr::new(172, 20, 0, 10))).unwrap_err();
         assert!(e.message.contains("already in use"), "{}", e.message);
-        assert!(
-            p.allocate(Some(Ipv4Addr::new(172, 20, 0, 254))).is_err(),
-            "gateway"
-        );
-        assert!(
-            p.allocate(Some(Ipv4Addr::new(172, 20, 0, 255))).is_err(),
-            "broadcast"
-        );
-        assert!(
-            p.allocate(Some(Ipv4Addr::new(172, 20, 0, 0))).is_err(),
-            "network"
-        );
-        assert!(
-            p.allocate(Some(Ipv4Addr::new(172, 21, 0, 5))).is_err(),
-            "outside"
-        );
+        for (ip, what) in [
+            (Ipv4Addr::new(172, 20, 0, 254), "gateway"),
+            (Ipv4Addr::new(172, 20, 0, 255), "broadcast"),
+            (Ipv4Addr::new(172, 20, 0, 0), "network"),
+            (Ipv4Addr::new(172, 21, 0, 5), "outside"),
+        ] {
+            assert!(p.allocate(Some(ip)).is_err(), "{what}");
+        }
     }
 
     #[test]

@@ -120,19 +120,7 @@ pub fn bind_existing(name: &str, target: &str) -> Result<()> {
     validate_name(name)?;
     validate_name(target)?;
     prepare_run_dir()?;
-    let dst = path(name);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o000)
-        .open(&dst)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                NetnsError::Exists(name.to_string())
-            } else {
-                NetnsError::io(format!("creating {}", dst.display()), e)
-            }
-        })?;
+    let dst = create_mount_point(name)?;
     if let Err(e) = mount(
         Some(&path(target)),
         &dst,
@@ -148,23 +136,29 @@ pub fn bind_existing(name: &str, target: &str) -> Result<()> {
     Ok(())
 }
 
-fn mount_named(name: &str, new_namespace: bool) -> Result<()> {
-    validate_name(name)?;
-    prepare_run_dir()?;
-    let target = path(name);
-    // O_EXCL: two creators of one name must not share a namespace silently.
+/// The empty file a namespace named `name` is bind-mounted on, created; its path.
+/// O_EXCL: two creators of one name must not share a namespace silently.
+fn create_mount_point(name: &str) -> Result<PathBuf> {
+    let file = path(name);
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o000)
-        .open(&target)
+        .open(&file)
         .map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 NetnsError::Exists(name.to_string())
             } else {
-                NetnsError::io(format!("creating {}", target.display()), e)
+                NetnsError::io(format!("creating {}", file.display()), e)
             }
         })?;
+    Ok(file)
+}
+
+fn mount_named(name: &str, new_namespace: bool) -> Result<()> {
+    validate_name(name)?;
+    prepare_run_dir()?;
+    let target = create_mount_point(name)?;
 
     // unshare() moves only the calling thread; doing it on a throwaway thread keeps the
     // caller (and every other thread of the daemon) in its own namespace.

@@ -129,6 +129,12 @@ pub fn decode(line: &[u8]) -> Result<Request, Rejected> {
     Ok(Request { id, call })
 }
 
+/// `call`, for a method that has no use for its parameters but still refuses ones
+/// that are not `T`'s.
+fn unused_params<T: DeserializeOwned>(method: &str, p: Value, call: Call) -> ApiResult<Call> {
+    params::<T>(method, p).map(|_| call)
+}
+
 fn params<T: DeserializeOwned>(method: &str, p: Value) -> ApiResult<T> {
     serde_json::from_value(p).map_err(|e| {
         ApiError::new(
@@ -145,17 +151,11 @@ fn call(method: &str, p: Value) -> ApiResult<Call> {
         "network.ls" => Call::NetworkLs(params(method, p)?),
         "network.inspect" => Call::NetworkInspect(params(method, p)?),
         "network.rm" => Call::NetworkRm(params(method, p)?),
-        "network.prune" => {
-            let _: api::NetworkLs = params(method, p)?;
-            Call::NetworkPrune
-        }
+        "network.prune" => unused_params::<api::NetworkLs>(method, p, Call::NetworkPrune)?,
         "network.connect" => Call::NetworkConnect(params(method, p)?),
         "network.disconnect" => Call::NetworkDisconnect(params(method, p)?),
         "sandbox.create" => Call::SandboxCreate(params(method, p)?),
-        "sandbox.ls" => {
-            let _: api::Empty = params(method, p)?;
-            Call::SandboxLs
-        }
+        "sandbox.ls" => unused_params::<api::Empty>(method, p, Call::SandboxLs)?,
         "sandbox.inspect" => Call::SandboxInspect(params(method, p)?),
         "sandbox.rm" => Call::SandboxRm(params(method, p)?),
         "fdb.get" => Call::FdbGet(params(method, p)?),
@@ -164,10 +164,7 @@ fn call(method: &str, p: Value) -> ApiResult<Call> {
         "capture.start" => Call::CaptureStart(params(method, p)?),
         "capture.status" => Call::CaptureStatus(params(method, p)?),
         "capture.stop" => Call::CaptureStop(params(method, p)?),
-        "daemon.ping" => {
-            let _: api::Empty = params(method, p)?;
-            Call::Ping
-        }
+        "daemon.ping" => unused_params::<api::Empty>(method, p, Call::Ping)?,
         other => {
             return Err(ApiError::new(
                 Code::MethodNotFound,

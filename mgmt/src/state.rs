@@ -49,6 +49,13 @@ pub struct State {
     pub sandboxes: BTreeMap<String, Sandbox>,
 }
 
+impl State {
+    /// The address pool of network `id`, if there is such a network and it has one.
+    pub fn pool_mut(&mut self, id: &str) -> Option<&mut crate::ipam::Pool> {
+        self.networks.get_mut(id).and_then(|n| n.pool.as_mut())
+    }
+}
+
 /// The state dir, locked for this daemon's lifetime so two daemons never share it.
 pub struct Store {
     dir: PathBuf,

@@ -45,13 +45,8 @@ impl Controller {
                 sb.name, net.name
             )));
         }
-        let (link, ip, mac) = endpoint_options(
-            req.link.as_deref(),
-            req.ip.as_deref(),
-            req.mac.as_deref(),
-            &req.aliases,
-        )?;
-        self.connect(&sb.name, &net.id, ip, mac, req.aliases, link)?;
+        let (link, ip, mac) = endpoint_options(&req.endpoint)?;
+        self.connect(&sb.name, &net.id, ip, mac, req.endpoint.aliases, link)?;
         Ok(api::Empty {})
     }
 
@@ -74,14 +69,9 @@ impl Controller {
                 )));
             }
         }
-        let pool = self
-            .state
-            .networks
-            .get_mut(net_id)
-            .and_then(|n| n.pool.as_mut())
-            .ok_or_else(|| {
-                ApiError::invalid(format!("network {} has no address pool", net.name))
-            })?;
+        let pool = self.state.pool_mut(net_id).ok_or_else(|| {
+            ApiError::invalid(format!("network {} has no address pool", net.name))
+        })?;
         let ip = pool.allocate(ip)?;
         let used: Vec<String> = self.state.sandboxes[sandbox]
             .endpoints
@@ -105,12 +95,7 @@ impl Controller {
             ifname,
         };
         let undo_ip = |c: &mut Controller| {
-            if let Some(p) = c
-                .state
-                .networks
-                .get_mut(net_id)
-                .and_then(|n| n.pool.as_mut())
-            {
+            if let Some(p) = c.state.pool_mut(net_id) {
                 p.release(ip);
             }
         };
@@ -190,12 +175,7 @@ impl Controller {
         let net = self.state.networks[&ep.network].clone();
         self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep))?;
         self.state.endpoints.remove(ep_id);
-        if let Some(p) = self
-            .state
-            .networks
-            .get_mut(&ep.network)
-            .and_then(|n| n.pool.as_mut())
-        {
+        if let Some(p) = self.state.pool_mut(&ep.network) {
             p.release(ep.ip);
         }
         if let Some(sb) = self.state.sandboxes.get_mut(&ep.sandbox) {
@@ -241,15 +221,17 @@ impl Controller {
 /// `--link`, `--ip`, `--mac` and `--alias` as `network connect` and `sandbox create`
 /// take them, validated.
 pub(super) fn endpoint_options(
-    link: Option<&str>,
-    ip: Option<&str>,
-    mac: Option<&str>,
-    aliases: &[String],
+    p: &api::EndpointParams,
 ) -> ApiResult<(LinkKind, Option<Ipv4Addr>, Option<Mac>)> {
-    let link = link.map(LinkKind::parse).transpose()?.unwrap_or_default();
-    let ip = ip.map(parse_ip).transpose()?;
-    let mac = mac.map(Mac::parse).transpose()?;
-    for a in aliases {
+    let link = p
+        .link
+        .as_deref()
+        .map(LinkKind::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let ip = p.ip.as_deref().map(parse_ip).transpose()?;
+    let mac = p.mac.as_deref().map(Mac::parse).transpose()?;
+    for a in &p.aliases {
         model::validate_name("alias", a)?;
     }
     Ok((link, ip, mac))

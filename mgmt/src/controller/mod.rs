@@ -124,12 +124,7 @@ impl Controller {
     fn restore(&mut self) {
         let eps: Vec<Endpoint> = self.state.endpoints.values().cloned().collect();
         for ep in &eps {
-            if let Some(p) = self
-                .state
-                .networks
-                .get_mut(&ep.network)
-                .and_then(|n| n.pool.as_mut())
-            {
+            if let Some(p) = self.state.pool_mut(&ep.network) {
                 p.reserve(ep.ip);
             }
         }

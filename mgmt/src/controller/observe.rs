@@ -18,12 +18,7 @@ impl Controller {
             .into_iter()
             .map(|p| (p.id, p.name))
             .collect();
-        let owners: HashMap<PortId, &Endpoint> = self
-            .state
-            .endpoints
-            .values()
-            .filter_map(|e| self.ports.get(&e.id).map(|p| (*p, e)))
-            .collect();
+        let owners = self.endpoints_by_port();
         let entries = self.engine.fdb(net.num)?;
         Ok(entries
             .iter()
@@ -48,6 +43,15 @@ impl Controller {
                 }
             })
             .collect())
+    }
+
+    /// The endpoints by their port in the data plane.
+    fn endpoints_by_port(&self) -> HashMap<PortId, &Endpoint> {
+        self.state
+            .endpoints
+            .values()
+            .filter_map(|e| self.ports.get(&e.id).map(|p| (*p, e)))
+            .collect()
     }
 
     /// A port by the switch-side interface name, `SANDBOX:ethN`, or a sandbox with a
@@ -165,12 +169,7 @@ impl Controller {
 
     pub fn stats(&self, req: api::StatsGet) -> ApiResult<api::Stats> {
         let mut s = self.engine.stats();
-        let by_port: HashMap<PortId, &Endpoint> = self
-            .state
-            .endpoints
-            .values()
-            .filter_map(|e| self.ports.get(&e.id).map(|p| (*p, e)))
-            .collect();
+        let by_port = self.endpoints_by_port();
         if let Some(p) = &req.port {
             s.ports.retain(|x| {
                 x.info.name == *p || by_port.get(&x.info.id).is_some_and(|e| e.sandbox == *p)

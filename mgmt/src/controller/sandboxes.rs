@@ -26,19 +26,16 @@ impl Controller {
         let bindings = self.plan_bindings(&req, &net)?;
         let mode = self.driver_of(&net)?.sandbox_mode();
         if mode != SandboxMode::Netns
-            && (req.ip.is_some() || !req.aliases.is_empty() || req.mac.is_some())
+            && (req.endpoint.ip.is_some()
+                || !req.endpoint.aliases.is_empty()
+                || req.endpoint.mac.is_some())
         {
             return Err(ApiError::invalid(format!(
                 "--ip, --alias and --mac need a network; {} has none",
                 net.name
             )));
         }
-        let (link, ip, mac) = endpoint_options(
-            req.link.as_deref(),
-            req.ip.as_deref(),
-            req.mac.as_deref(),
-            &req.aliases,
-        )?;
+        let (link, ip, mac) = endpoint_options(&req.endpoint)?;
         if let (Some(ip), Some(pool)) = (ip, net.pool.as_ref()) {
             if pool.is_allocated(ip) {
                 return Err(ApiError::conflict(format!(
@@ -59,7 +56,7 @@ impl Controller {
         self.state.sandboxes.insert(sb.name.clone(), sb.clone());
         let result = match mode {
             SandboxMode::Netns => self
-                .connect(&sb.name, &net.id, ip, mac, req.aliases, link)
+                .connect(&sb.name, &net.id, ip, mac, req.endpoint.aliases, link)
                 .and_then(|_| self.publish(&sb.name, &bindings))
                 .and_then(|_| {
                     if let Some(s) = self.state.sandboxes.get_mut(&sb.name) {
@@ -108,7 +105,7 @@ impl Controller {
                 "conflicting options: port publishing and the container type network mode",
             ));
         }
-        if req.ip.is_some() || !req.aliases.is_empty() || req.mac.is_some() || req.link.is_some() {
+        if req.endpoint.any() {
             return Err(ApiError::invalid(
                 "conflicting options: --ip, --alias, --mac and --link configure a network endpoint; a container-mode sandbox has none",
             ));

@@ -90,21 +90,8 @@ impl Driver for Bridge {
         Ok(())
     }
 
-    fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
-        self.sync_network(ctx, net, &[])
-    }
-
-    fn sync_network(
-        &mut self,
-        ctx: &mut Ctx,
-        net: &Network,
-        hosts: &[(Ipv4Addr, Mac)],
-    ) -> Result<()> {
-        Ok(ctx.engine.add_network(net_config(net, hosts))?)
-    }
-
-    fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
-        Ok(ctx.engine.remove_network(net.num)?)
+    fn net_config(&self, net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> Result<Option<NetConfig>> {
+        Ok(Some(net_config(net, hosts)))
     }
 
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {
@@ -117,7 +104,8 @@ impl Driver for Bridge {
 }
 
 /// What the data plane needs of a network with the switch as its gateway (bridge and
-/// overlay networks; the overlay driver adds its tunnel).
+/// overlay networks; the overlay driver adds its tunnel, the macvlan driver takes the
+/// gateway and the resolver away).
 pub fn net_config(net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> NetConfig {
     NetConfig {
         id: net.num,
@@ -128,7 +116,7 @@ pub fn net_config(net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> NetConfig {
             .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
         internal: net.internal,
         hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
-        // Only drivers with the embedded resolver call this (bridge, overlay).
+        // The embedded resolver serves user-defined networks (macvlan has none).
         dns: !net.predefined,
         overlay: None,
     }

@@ -122,25 +122,15 @@ impl Driver for Macvlan {
         Ok(())
     }
 
-    fn sync_network(
-        &mut self,
-        ctx: &mut Ctx,
-        net: &Network,
-        hosts: &[(Ipv4Addr, Mac)],
-    ) -> Result<()> {
-        Ok(ctx.engine.add_network(NetConfig {
-            id: net.num,
-            // The LAN's router is the gateway: the switch answers nothing for it.
+    /// A bridge network's, but the LAN's router is the gateway: the switch answers
+    /// nothing for it, resolves no names, and the network is never internal.
+    fn net_config(&self, net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> Result<Option<NetConfig>> {
+        Ok(Some(NetConfig {
             gateway: None,
-            subnet: net
-                .pool
-                .as_ref()
-                .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
             internal: false,
-            hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
             dns: false,
-            overlay: None,
-        })?)
+            ..super::bridge::net_config(net, hosts)
+        }))
     }
 
     fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use switch::engine::EngineError;
 use switch::port::IoMode;
-use switch::{Engine, PortId};
+use switch::{Engine, NetConfig, PortId};
 
 use crate::error::{ApiError, ApiResult, Step};
 use crate::link::LinkError;
@@ -116,17 +116,32 @@ pub trait Driver {
             net.name
         )))
     }
-    /// Program the data plane for a network (also on restart).
-    fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()>;
-    fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()>;
-    /// The network's endpoints changed: tell the data plane their addresses.
+    /// What the data plane is told of `net` with its endpoints at `hosts`; None for a
+    /// network the data plane does not carry (the default: host, none).
+    fn net_config(&self, _net: &Network, _hosts: &[(Ipv4Addr, Mac)]) -> Result<Option<NetConfig>> {
+        Ok(None)
+    }
+    /// Program the data plane for a network (also on restart): by default, the network
+    /// as `net_config` has it, with no endpoints yet.
+    fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
+        self.sync_network(ctx, net, &[])
+    }
+    /// Take the network out of the data plane (the default: its switch).
+    fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
+        Ok(ctx.engine.remove_network(net.num)?)
+    }
+    /// The network's endpoints changed: tell the data plane their addresses (the
+    /// network as `net_config` has it, where the data plane carries it).
     fn sync_network(
         &mut self,
-        _ctx: &mut Ctx,
-        _net: &Network,
-        _hosts: &[(Ipv4Addr, Mac)],
+        ctx: &mut Ctx,
+        net: &Network,
+        hosts: &[(Ipv4Addr, Mac)],
     ) -> Result<()> {
-        Ok(())
+        match self.net_config(net, hosts)? {
+            Some(cfg) => Ok(ctx.engine.add_network(cfg)?),
+            None => Ok(()),
+        }
     }
     /// Give the sandbox its interface on the network and attach it to the data plane.
     /// On restart the same call re-attaches an endpoint whose link survived.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use switch::OverlayConfig;
+use switch::{NetConfig, OverlayConfig};
 
 use super::bridge;
 use super::{Ctx, Driver, DriverError, NetworkRequest, Result};
@@ -142,23 +142,12 @@ impl Driver for Overlay {
         settle_options(req.options, &vnis, req.vtep_ip)
     }
 
-    fn create_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
-        self.sync_network(ctx, net, &[])
-    }
-
-    fn sync_network(
-        &mut self,
-        ctx: &mut Ctx,
-        net: &Network,
-        hosts: &[(Ipv4Addr, Mac)],
-    ) -> Result<()> {
-        let mut cfg = bridge::net_config(net, hosts);
-        cfg.overlay = Some(overlay_config(net)?);
-        Ok(ctx.engine.add_network(cfg)?)
-    }
-
-    fn delete_network(&mut self, ctx: &mut Ctx, net: &Network) -> Result<()> {
-        Ok(ctx.engine.remove_network(net.num)?)
+    /// A bridge network with its tunnel.
+    fn net_config(&self, net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> Result<Option<NetConfig>> {
+        Ok(Some(NetConfig {
+            overlay: Some(overlay_config(net)?),
+            ..bridge::net_config(net, hosts)
+        }))
     }
 
     fn create_endpoint(&mut self, ctx: &mut Ctx, net: &Network, ep: &Endpoint) -> Result<()> {

@@ -45,9 +45,6 @@ impl Driver for Pseudo {
     fn check_publish(&self, _: &Network) -> ApiResult<()> {
         Err(ApiError::invalid(self.no_publish))
     }
-    fn create_network(&mut self, _: &mut Ctx, _: &Network) -> Result<()> {
-        Ok(())
-    }
     fn delete_network(&mut self, _: &mut Ctx, _: &Network) -> Result<()> {
         Ok(())
     }

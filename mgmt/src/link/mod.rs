@@ -120,15 +120,8 @@ impl Netlink {
     }
 
     fn set_flag_up(&mut self, name: &str, up: bool) -> Result<()> {
-        let mut msg = self.link_message_for(name)?;
-        if up {
-            msg.header.flags |= LinkFlags::Up;
-        } else {
-            msg.header.flags.remove(LinkFlags::Up);
-        }
-        msg.header.change_mask |= LinkFlags::Up;
         let state = if up { "up" } else { "down" };
-        self.ack(RouteNetlinkMessage::SetLink(msg), 0, || {
+        self.set_link_flag(name, LinkFlags::Up, up, || {
             format!("setting {name} {state}")
         })
     }
@@ -136,17 +129,28 @@ impl Netlink {
     /// Turns promiscuous mode on or off (a macvlan parent receives frames for every
     /// endpoint's MAC).
     pub fn set_promisc(&mut self, name: &str, on: bool) -> Result<()> {
-        let mut msg = self.link_message_for(name)?;
-        if on {
-            msg.header.flags |= LinkFlags::Promisc;
-        } else {
-            msg.header.flags.remove(LinkFlags::Promisc);
-        }
-        msg.header.change_mask |= LinkFlags::Promisc;
         let state = if on { "on" } else { "off" };
-        self.ack(RouteNetlinkMessage::SetLink(msg), 0, || {
+        self.set_link_flag(name, LinkFlags::Promisc, on, || {
             format!("setting promiscuous mode {state} on {name}")
         })
+    }
+
+    /// Sets (`on`) or clears one flag of `name`, leaving the others as they are.
+    fn set_link_flag(
+        &mut self,
+        name: &str,
+        flag: LinkFlags,
+        on: bool,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let mut msg = self.link_message_for(name)?;
+        if on {
+            msg.header.flags |= flag;
+        } else {
+            msg.header.flags.remove(flag);
+        }
+        msg.header.change_mask |= flag;
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0, what)
     }
 
     /// Sets the MTU of `name`.

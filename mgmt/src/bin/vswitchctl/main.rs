@@ -80,7 +80,7 @@ mod exec;
 mod show;
 
 use client::{kv, Client, Failure, Res};
-use show::{print_json, print_table};
+use show::{print_json, print_list, print_table};
 
 #[derive(Subcommand)]
 enum NetworkCmd {
@@ -121,14 +121,8 @@ enum NetworkCmd {
     },
     Prune,
     Connect {
-        #[arg(long)]
-        ip: Option<String>,
-        #[arg(long)]
-        alias: Vec<String>,
-        #[arg(long)]
-        mac: Option<String>,
-        #[arg(long)]
-        link: Option<String>,
+        #[command(flatten)]
+        endpoint: EndpointFlags,
         network: String,
         sandbox: String,
     },
@@ -140,24 +134,43 @@ enum NetworkCmd {
     },
 }
 
+/// How a sandbox's endpoint on a network is made (`network connect`, `sandbox create`,
+/// `run`).
 #[derive(Args, Clone)]
-struct CreateFlags {
-    #[arg(long)]
-    network: Option<String>,
+struct EndpointFlags {
     #[arg(long)]
     ip: Option<String>,
     #[arg(long)]
     alias: Vec<String>,
     #[arg(long)]
     mac: Option<String>,
+    #[arg(long)]
+    link: Option<String>,
+}
+
+impl EndpointFlags {
+    fn params(self) -> api::EndpointParams {
+        api::EndpointParams {
+            ip: self.ip,
+            aliases: self.alias,
+            mac: self.mac,
+            link: self.link,
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct CreateFlags {
+    #[arg(long)]
+    network: Option<String>,
+    #[command(flatten)]
+    endpoint: EndpointFlags,
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
     #[arg(long)]
     expose: Vec<String>,
-    #[arg(long)]
-    link: Option<String>,
 }
 
 impl CreateFlags {
@@ -165,13 +178,10 @@ impl CreateFlags {
         api::SandboxCreate {
             name,
             network: self.network.clone(),
-            ip: self.ip.clone(),
-            aliases: self.alias.clone(),
-            mac: self.mac.clone(),
+            endpoint: self.endpoint.clone().params(),
             publish: self.publish.clone(),
             publish_all: self.publish_all,
             expose: self.expose.clone(),
-            link: self.link.clone(),
         }
     }
 }
@@ -297,20 +307,14 @@ fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
             }
         }
         NetworkCmd::Connect {
-            ip,
-            alias,
-            mac,
-            link,
+            endpoint,
             network,
             sandbox,
         } => {
             let req = api::Connect {
                 network,
                 sandbox,
-                ip,
-                aliases: alias,
-                mac,
-                link,
+                endpoint: endpoint.params(),
             };
             let _: api::Empty = c.call("network.connect", &req)?;
         }
@@ -344,15 +348,9 @@ fn sandbox(c: &Client, cmd: SandboxCmd, json_out: bool) -> Res<()> {
         }
         SandboxCmd::Ls => {
             let v: Vec<api::SandboxSummary> = c.call("sandbox.ls", &api::Empty {})?;
-            if json_out {
-                print_json(&v);
-            } else {
-                let rows = v
-                    .into_iter()
-                    .map(|sb| vec![sb.id, sb.name, sb.networks.join(",")])
-                    .collect();
-                print_table(&["SANDBOX ID", "NAME", "NETWORKS"], rows);
-            }
+            print_list(&v, json_out, &["SANDBOX ID", "NAME", "NETWORKS"], |sb| {
+                vec![sb.id.clone(), sb.name.clone(), sb.networks.join(",")]
+            });
         }
         SandboxCmd::Inspect { name } => {
             let v: api::SandboxDetail = c.call("sandbox.inspect", &api::NameOnly { name })?;

@@ -45,6 +45,20 @@ pub fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// A list result: as JSON, or a table of one row per item.
+pub fn print_list<T: Serialize>(
+    items: &[T],
+    json_out: bool,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) {
+    if json_out {
+        print_json(&items);
+    } else {
+        print_table(headers, items.iter().map(row).collect());
+    }
+}
+
 /// `port SANDBOX`: its published ports, as `docker port` lists them.
 pub fn port(c: &Client, sandbox: String, json_out: bool) -> Res<()> {
     let v: api::SandboxDetail = c.call("sandbox.inspect", &api::NameOnly { name: sandbox })?;
@@ -64,60 +78,40 @@ pub fn port(c: &Client, sandbox: String, json_out: bool) -> Res<()> {
 /// `conntrack`: the NAT's sessions.
 pub fn conntrack(c: &Client, network: Option<String>, json_out: bool) -> Res<()> {
     let v: Vec<nat::SessionRow> = c.call("conntrack.get", &api::Conntrack { network })?;
-    if json_out {
-        print_json(&v);
-    } else {
-        let rows = v
-            .iter()
-            .map(|r| {
-                let t = |f: &nat::FlowTuple| format!("{} -> {}", f.src, f.dst);
-                vec![
-                    text(&r.proto),
-                    text(&r.kind),
-                    t(&r.original),
-                    t(&r.translated),
-                    text(&r.state),
-                    r.idle_secs.to_string(),
-                ]
-            })
-            .collect();
-        print_table(
-            &["PROTO", "KIND", "ORIGINAL", "TRANSLATED", "STATE", "IDLE"],
-            rows,
-        );
-    }
+    let t = |f: &nat::FlowTuple| format!("{} -> {}", f.src, f.dst);
+    let headers = ["PROTO", "KIND", "ORIGINAL", "TRANSLATED", "STATE", "IDLE"];
+    print_list(&v, json_out, &headers, |r| {
+        vec![
+            text(&r.proto),
+            text(&r.kind),
+            t(&r.original),
+            t(&r.translated),
+            text(&r.state),
+            r.idle_secs.to_string(),
+        ]
+    });
     Ok(())
 }
 
 /// `fdb NETWORK`: the forwarding table, merged over the workers.
 pub fn fdb(c: &Client, network: String, json_out: bool) -> Res<()> {
     let v: Vec<api::FdbRow> = c.call("fdb.get", &api::NameOnly { name: network })?;
-    if json_out {
-        print_json(&v);
-    } else {
-        let rows = v
-            .iter()
-            .map(|e| {
-                let kind = if e.is_static {
-                    "static".into()
-                } else {
-                    e.age.to_string()
-                };
-                vec![
-                    e.mac.clone(),
-                    e.port.clone(),
-                    e.sandbox.clone().unwrap_or_default(),
-                    e.vtep.clone().unwrap_or_default(),
-                    kind,
-                    if e.fast_path { "yes" } else { "" }.into(),
-                ]
-            })
-            .collect();
-        print_table(
-            &["MAC", "PORT", "SANDBOX", "VTEP", "AGE", "FAST-PATH"],
-            rows,
-        );
-    }
+    let headers = ["MAC", "PORT", "SANDBOX", "VTEP", "AGE", "FAST-PATH"];
+    print_list(&v, json_out, &headers, |e| {
+        let kind = if e.is_static {
+            "static".into()
+        } else {
+            e.age.to_string()
+        };
+        vec![
+            e.mac.clone(),
+            e.port.clone(),
+            e.sandbox.clone().unwrap_or_default(),
+            e.vtep.clone().unwrap_or_default(),
+            kind,
+            if e.fast_path { "yes" } else { "" }.into(),
+        ]
+    });
     Ok(())
 }
 
