@@ -413,12 +413,7 @@ impl Worker {
         } else if net_id == UPLINK_NET {
             self.uplink_burst(rx, &counters, now);
         } else {
-            let multi = self.tx.peers.len() > 1;
-            let src = Source {
-                port: id,
-                counters: &counters,
-                announce_learning: multi,
-            };
+            let src = self.tx.source(id, &counters);
             self.l2_burst(net_id, src, rx, install, now);
             self.run_queued(now);
         }

@@ -37,22 +37,11 @@ impl Worker {
                 }
             }
         }
-        let multi = self.tx.peers.len() > 1;
         for m in vlans.iter_mut().filter(|m| !m.rx.is_empty()) {
             if let Some(net) = self.nets.get_mut(&m.net) {
                 self.setup.counters.stage(Stage::L2, m.rx.len());
-                pipeline::switch_burst(
-                    net,
-                    Source {
-                        port: m.id,
-                        counters,
-                        announce_learning: multi,
-                    },
-                    &m.rx,
-                    &mut self.tx,
-                    &mut self.scratch,
-                    now,
-                );
+                let src = self.tx.source(m.id, counters);
+                pipeline::switch_burst(net, src, &m.rx, &mut self.tx, &mut self.scratch, now);
             }
             m.rx.clear();
         }
@@ -119,12 +108,7 @@ impl Worker {
             self.uplink_burst(run, &counters, now);
             return;
         }
-        let multi = self.tx.peers.len() > 1;
-        let src = Source {
-            port: id,
-            counters: &counters,
-            announce_learning: multi,
-        };
+        let src = self.tx.source(id, &counters);
         self.l2_burst(net_id, src, run, install, now);
     }
 }

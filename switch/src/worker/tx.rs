@@ -62,6 +62,16 @@ impl TxSide {
         ok
     }
 
+    /// A burst's source as the L2 stage needs it: with more than one worker, the MACs it
+    /// learns are announced to the others.
+    pub(super) fn source<'a>(&self, port: PortId, counters: &'a PortCounters) -> Source<'a> {
+        Source {
+            port,
+            counters,
+            announce_learning: self.peers.len() > 1,
+        }
+    }
+
     pub(super) fn port_counters(&self, id: PortId) -> Option<Arc<PortCounters>> {
         match self.home(id) {
             Some(Home::Local(i)) | Some(Home::Vlan { port: i, .. }) => {
