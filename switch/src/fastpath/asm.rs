@@ -116,6 +116,23 @@ impl Asm {
         self.add_u64(at, c.packets);
         self.add_u64(at + 8, Some(bytes));
     }
+    /// Look up the u32 value at the key on the stack at fp + `key` into register `reg`;
+    /// on to `missing` when there is no entry or it is zero.
+    pub(super) fn lookup_nonzero(&mut self, map: i32, key: i32, reg: u8, missing: Label) {
+        self.lookup(map, key);
+        self.jump(JEQ_IMM, 0, 0, 0, missing);
+        self.op(LDX_W, reg, 0, 0, 0);
+        self.jump(JEQ_IMM, reg, 0, 0, missing);
+    }
+    /// Set the u32 at `base` register + `off` to 1 unless it is set already: the entry is
+    /// marked seen with a write only the first time, not one per packet. Clobbers r5.
+    pub(super) fn mark_seen(&mut self, base: u8, off: i16) {
+        let seen = self.label();
+        self.op(LDX_W, 5, base, off, 0);
+        self.jump(JNE_IMM, 5, 0, 0, seen);
+        self.op(ST_W, base, 0, off, 1);
+        self.bind(seen);
+    }
     /// r0 (a one's complement sum of 16-bit words) folded to 16 bits and complemented,
     /// ready to store as a checksum (RFC 1624: HC' = ~(~HC + ~m + m')). Clobbers r4.
     pub(super) fn fold_checksum(&mut self) {

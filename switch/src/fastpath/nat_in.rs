@@ -51,7 +51,7 @@ fn bounds(a: &mut Asm, fail: Label) {
 /// fp-20 the counters' key.
 pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
     let mut a = Asm::default();
-    let (punt, seen, done) = (a.label(), a.label(), a.label());
+    let (punt, done) = (a.label(), a.label());
     a.op(MOV_REG, 6, 1, 0, 0);
     bounds(&mut a, punt);
     a.op(LDX_H, 5, 2, 12, 0);
@@ -74,10 +74,7 @@ pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
     a.op(MOV_IMM, 3, 0, 0, 0);
     a.call(FUNC_REDIRECT_MAP);
     a.jump(JNE_IMM, 0, 0, XDP_REDIRECT, punt);
-    a.op(LDX_W, 5, 7, 28, 0); // mark it seen
-    a.jump(JNE_IMM, 5, 0, 0, seen);
-    a.op(ST_W, 7, 0, 28, 1);
-    a.bind(seen);
+    a.mark_seen(7, 28);
     bounds(&mut a, punt); // the calls clobbered r2-r5
                           // IP checksum: the destination address and the TTL.
     a.op(LDX_H, 0, 2, 24, 0);

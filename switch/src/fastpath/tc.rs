@@ -87,8 +87,7 @@ pub(super) struct Maps {
 /// old TTL/protocol word, fp-56 the new one, fp-60 the uplink's ifindex.
 pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     let mut a = Asm::default();
-    let (punt, drop, seen, segs, tx, done, nat, vx) = (
-        a.label(),
+    let (punt, drop, segs, tx, done, nat, vx) = (
         a.label(),
         a.label(),
         a.label(),
@@ -126,10 +125,7 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     a.jump(JEQ_IMM, 0, 0, 0, punt);
     a.op(LDX_W, 5, 0, 0, 0);
     a.jump(JNE_REG, 5, 8, 0, punt);
-    a.op(LDX_W, 5, 0, 4, 0); // mark it seen (a write only when it is not yet)
-    a.jump(JNE_IMM, 5, 0, 0, seen);
-    a.op(ST_W, 0, 0, 4, 1);
-    a.bind(seen);
+    a.mark_seen(0, 4);
     // The destination is installed on another port that has a host end.
     bounds(&mut a, punt); // the call clobbered r2-r5
     a.op(LDX_W, 5, 2, 0, 0);
@@ -141,10 +137,7 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     a.op(LDX_W, 5, 0, 0, 0);
     a.jump(JEQ_REG, 5, 8, 0, punt); // same port: the worker drops and counts it
     a.op(STX_W, 10, 5, -24, 0);
-    a.lookup(m.peers, -24);
-    a.jump(JEQ_IMM, 0, 0, 0, punt);
-    a.op(LDX_W, 1, 0, 0, 0);
-    a.jump(JEQ_IMM, 1, 0, 0, punt);
+    a.lookup_nonzero(m.peers, -24, 1, punt);
     a.op(MOV_IMM, 2, 0, 0, 0);
     a.call(FUNC_REDIRECT_PEER);
     a.jump(JNE_IMM, 0, 0, TC_ACT_REDIRECT, drop);
@@ -303,7 +296,7 @@ fn csum(a: &mut Asm, r: &Replace, fail: Label) {
 /// packet of a session in `nat_out` is translated as the router would and sent out of
 /// the uplink; anything else goes to `punt`. r7 = the session's value.
 fn routed_tcp(a: &mut Asm, m: &Maps, nat: Label, punt: Label, drop: Label) {
-    let (seen, segs) = (a.label(), a.label());
+    let segs = a.label();
     a.bind(nat);
     bounds_n(a, TCP_HDR_END, punt);
     a.op(LDX_H, 5, 2, 12, 0);
@@ -333,10 +326,7 @@ fn routed_tcp(a: &mut Asm, m: &Maps, nat: Label, punt: Label, drop: Label) {
     a.lookup(m.nat_out, -48);
     a.jump(JEQ_IMM, 0, 0, 0, punt);
     a.op(MOV_REG, 7, 0, 0, 0);
-    a.op(LDX_W, 5, 7, 28, 0); // mark it seen
-    a.jump(JNE_IMM, 5, 0, 0, seen);
-    a.op(ST_W, 7, 0, 28, 1);
-    a.bind(seen);
+    a.mark_seen(7, 28);
     a.op(LDX_W, 5, 7, 20, 0);
     a.op(STX_W, 10, 5, -60, 0);
     // Rewrite, then fix the checksums from the old and new values.
@@ -387,10 +377,7 @@ pub(super) fn trunk_program(m: &Maps) -> Vec<BpfInsn> {
     a.jump(JNE_IMM, 2, 0, ETH_P_8021AD_BE, drop);
     a.op(LDX_W, 2, 6, SKB_VLAN_TCI, 0);
     a.op(STX_W, 10, 2, -4, 0);
-    a.lookup(m.peers, -4);
-    a.jump(JEQ_IMM, 0, 0, 0, drop);
-    a.op(LDX_W, 7, 0, 0, 0);
-    a.jump(JEQ_IMM, 7, 0, 0, drop);
+    a.lookup_nonzero(m.peers, -4, 7, drop);
     a.op(MOV_REG, 1, 6, 0, 0);
     a.call(FUNC_SKB_VLAN_POP);
     a.jump(JNE_IMM, 0, 0, 0, drop);

@@ -59,7 +59,7 @@ const SAVED_LEN: i16 = -136;
 /// otherwise on to `nat` (routed, perhaps). r7 = the tunnel's value.
 pub(super) fn encap(a: &mut Asm, vxlan_out: i32, stats: i32, l: [Label; 4]) {
     let [vx, nat, punt, drop] = l;
-    let (gso, fits, seen, rx, done) = (a.label(), a.label(), a.label(), a.label(), a.label());
+    let (gso, fits, rx, done) = (a.label(), a.label(), a.label(), a.label());
     a.bind(vx);
     a.lookup(vxlan_out, -16);
     a.jump(JEQ_IMM, 0, 0, 0, nat);
@@ -123,10 +123,7 @@ pub(super) fn encap(a: &mut Asm, vxlan_out: i32, stats: i32, l: [Label; 4]) {
     a.call(FUNC_SKB_ADJUST_ROOM);
     a.jump(JNE_IMM, 0, 0, 0, punt); // unchanged: the router encapsulates it
     store(a, 0, false, HDR as i32, HDR_LEN + 14, drop);
-    a.op(LDX_W, 5, 7, VALUE_SEEN, 0);
-    a.jump(JNE_IMM, 5, 0, 0, seen);
-    a.op(ST_W, 7, 0, VALUE_SEEN, 1);
-    a.bind(seen);
+    a.mark_seen(7, VALUE_SEEN);
     // Count: the endpoint received, the uplink sent (segments, inner bytes).
     a.op(LDX_W, 9, 10, SAVED_SEGS, 0);
     a.jump(JNE_IMM, 9, 0, 0, rx);

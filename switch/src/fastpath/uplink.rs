@@ -159,17 +159,13 @@ fn local_endpoint(a: &mut Asm, m: &Maps, fail: Label) {
 /// r5 = the ifindex of the host end of the port at fp-24; to `fail` unless the port is a
 /// sandbox's (it has a host end, and it is not the uplink's egress).
 fn host_end(a: &mut Asm, m: &Maps, fail: Label) {
-    a.lookup(m.peers, -24);
-    a.jump(JEQ_IMM, 0, 0, 0, fail);
-    a.op(LDX_W, 5, 0, 0, 0);
-    a.jump(JEQ_IMM, 5, 0, 0, fail);
+    a.lookup_nonzero(m.peers, -24, 5, fail);
     a.jump(JSET_IMM, 5, 0, EGRESS_BIT, fail);
 }
 
 /// VXLAN to this VTEP; anything else that is not VXLAN goes on to `nat`.
 fn decap(a: &mut Asm, m: &Maps, l: [Label; 4]) {
     let [nat, deliver, punt, drop] = l;
-    let seen = a.label();
     bounds_n(a, HDR_LEN + 14, nat);
     plain_ipv4(a, 17, false, nat); // UDP
     a.op(LDX_W, 5, 2, IP_DST, 0);
@@ -214,10 +210,7 @@ fn decap(a: &mut Asm, m: &Maps, l: [Label; 4]) {
     a.op(LDX_W, 5, 7, 30, 0); // the template's outer destination
     a.op(LDX_W, 4, 2, IP_SRC, 0);
     a.jump(JNE_REG, 5, 4, 0, punt);
-    a.op(LDX_W, 5, 7, 56, 0);
-    a.jump(JNE_IMM, 5, 0, 0, seen);
-    a.op(ST_W, 7, 0, 56, 1);
-    a.bind(seen);
+    a.mark_seen(7, 56);
     for i in 0..3 {
         a.op(LDX_W, 5, 2, 50 + i * 4, 0);
         a.op(STX_W, 10, 5, -48 + i * 4, 0);
