@@ -178,6 +178,14 @@ pub fn uplinked_network(lab: &Lab, subnet: &str, extra: &[&str]) -> (Outside, Da
     (out, d, net)
 }
 
+/// The start of most scenarios: a daemon started with `extra` flags (no uplink), and
+/// one user network `<prefix>net` created with `flags`.
+pub fn daemon_with_network(lab: &Lab, extra: &[&str], flags: &[&str]) -> (Daemon, String) {
+    let d = Daemon::start(lab, extra);
+    let net = d.network(lab, "net", flags);
+    (d, net)
+}
+
 /// The vswitchctl arguments of `network create -d DRIVER FLAGS NAME`, for
 /// [`Daemon::ok`] or [`Daemon::refused`].
 pub fn network_create<'a>(driver: &'a str, flags: &[&'a str], name: &'a str) -> Vec<&'a str> {
@@ -507,6 +515,22 @@ impl Daemon {
         args.push(&name);
         self.ok(&args);
         name
+    }
+
+    /// Sandboxes `<prefix><tag>` on `network`, each created with `extra`: their names
+    /// and addresses, in order.
+    pub fn sandboxes<const N: usize>(
+        &self,
+        lab: &Lab,
+        network: &str,
+        extra: &[&str],
+        tags: [&str; N],
+    ) -> [(String, String); N] {
+        tags.map(|tag| {
+            let name = lab.name(tag);
+            let ip = self.sandbox(&name, network, extra);
+            (name, ip)
+        })
     }
 
     /// A sandbox create that must be refused with a message naming `why` (the

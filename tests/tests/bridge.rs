@@ -90,9 +90,7 @@ fn peers_and_gateway_answer_ping(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
     let net = m.network(&d, &lab, "net", &["--subnet", "172.20.0.0/24"]);
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    let ip_a = d.sandbox(&a, &net, m.link());
-    let ip_b = d.sandbox(&b, &net, m.link());
+    let [(a, ip_a), (b, ip_b)] = d.sandboxes(&lab, &net, m.link(), ["a", "b"]);
     assert_eq!(
         (ip_a.as_str(), ip_b.as_str()),
         ("172.20.0.2", "172.20.0.3"),
@@ -151,9 +149,7 @@ fn full_size_frames_pass_with_df(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
     let net = m.network(&d, &lab, "net", &[]);
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    d.sandbox(&a, &net, m.link());
-    let ip_b = d.sandbox(&b, &net, m.link());
+    let [(a, _), (_, ip_b)] = d.sandboxes(&lab, &net, m.link(), ["a", "b"]);
     assert!(
         ping_df(&a, &ip_b, 1472),
         "1472-byte DF ping to a peer failed over {m:?}"
@@ -417,11 +413,10 @@ fn none_host_and_default_bridge() {
 #[test]
 fn run_executes_inside_the_sandbox() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = d.network(&lab, "net", &["--subnet", "172.28.0.0/24"]);
-    let peer = lab.name("peer");
-    d.sandbox(&peer, &net, &[]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.28.0.0/24"]);
+    let [(_, ip_peer)] = d.sandboxes(&lab, &net, &[], ["peer"]);
     let r = lab.name("run");
+    let script = format!("ip -o -4 addr show eth0; cat /etc/resolv.conf; ping -c1 -W2 {ip_peer}");
     let out = d.ok(&[
         "run",
         "--rm",
@@ -432,7 +427,7 @@ fn run_executes_inside_the_sandbox() {
         "--",
         "sh",
         "-c",
-        "ip -o -4 addr show eth0; cat /etc/resolv.conf; ping -c1 -W2 172.28.0.2",
+        &script,
     ]);
     assert!(out.contains("172.28.0.3/24"), "{out}");
     assert!(
@@ -457,11 +452,8 @@ fn run_executes_inside_the_sandbox() {
 #[test]
 fn mac_flood_is_bounded() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &["--fdb-max", "1000"]);
-    let net = d.network(&lab, "net", &[]);
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    d.sandbox(&a, &net, &[]);
-    let ip_b = d.sandbox(&b, &net, &[]);
+    let (d, net) = e2e::daemon_with_network(&lab, &["--fdb-max", "1000"], &[]);
+    let [(a, _), (b, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
     assert!(ping(&a, &ip_b, 1));
     let frames = (0..100_000u32).map(|i| {
         let r: [u8; 4] = rand::random();
@@ -503,8 +495,7 @@ fn mac_flood_is_bounded() {
 #[test]
 fn idle_daemon_uses_almost_no_cpu() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = d.network(&lab, "net", &[]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &[]);
     let (a, b) = (lab.name("a"), lab.name("b"));
     d.sandbox(&a, &net, &[]);
     let ip_b = d.sandbox(&b, &net, &["--link", "tap"]);
@@ -529,9 +520,8 @@ fn capture_writes_pcap_of_one_port_only() {
     let d = Daemon::start(&lab, &[]);
     let n1 = d.network(&lab, "n1", &["--subnet", "172.19.1.0/24"]);
     let n2 = d.network(&lab, "n2", &["--subnet", "172.19.2.0/24"]);
-    let (a, b, c) = (lab.name("a"), lab.name("b"), lab.name("c"));
-    d.sandbox(&a, &n1, &[]);
-    let ip_b = d.sandbox(&b, &n1, &[]);
+    let [(a, _), (_, ip_b)] = d.sandboxes(&lab, &n1, &[], ["a", "b"]);
+    let c = lab.name("c");
     d.sandbox(&c, &n2, &[]);
     assert!(ping(&a, &ip_b, 1), "warm up ARP");
 
@@ -599,8 +589,7 @@ fn capture_writes_pcap_of_one_port_only() {
 #[test]
 fn container_mode_shares_the_namespace() {
     let lab = Lab::new();
-    let mut d = Daemon::start(&lab, &[]);
-    let net = d.network(&lab, "net", &["--subnet", "172.25.0.0/24"]);
+    let (mut d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.25.0.0/24"]);
     let (web, side, peer) = (lab.name("web"), lab.name("side"), lab.name("peer"));
     let ip_web = d.sandbox(&web, &net, &[]);
     d.sandbox(&peer, &net, &[]);
@@ -685,11 +674,8 @@ fn fast_path_forwards_known_unicast_and_steps_aside(m: Mode) {
     let d = Daemon::start(&lab, m.daemon_args());
     let n1 = m.network(&d, &lab, "n1", &["--subnet", "172.23.0.0/24"]);
     let n2 = m.network(&d, &lab, "n2", &["--subnet", "172.24.0.0/24"]);
-    let (a, b, c, x) = (lab.name("a"), lab.name("b"), lab.name("c"), lab.name("x"));
-    d.sandbox(&a, &n1, &[]);
-    let ip_b = d.sandbox(&b, &n1, &[]);
-    let ip_c = d.sandbox(&c, &n1, &[]);
-    let ip_x = d.sandbox(&x, &n2, &[]);
+    let [(a, _), (b, ip_b), (c, ip_c)] = d.sandboxes(&lab, &n1, &[], ["a", "b", "c"]);
+    let [(x, ip_x)] = d.sandboxes(&lab, &n2, &[], ["x"]);
     let port = d.port_stats(&a);
     assert_eq!(port["fast_path"], true, "{port}");
     assert_eq!(port["backend"], m.backend(), "{port}");
@@ -843,9 +829,7 @@ fn fast_path_keeps_busy_macs_learned(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, &[m.daemon_args(), &["--fdb-age", "2"]].concat());
     let net = m.network(&d, &lab, "n", &["--subnet", "172.26.0.0/24"]);
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    d.sandbox(&a, &net, &[]);
-    let ip_b = d.sandbox(&b, &net, &[]);
+    let [(a, _), (_, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
     assert!(ping(&a, &ip_b, 2), "learn both ends");
     let counts = |s: &str| {
         let p = d.port_stats(s);

@@ -93,8 +93,7 @@ fn upstream(lab: &Lab, out: &Outside) -> Bg {
 #[test]
 fn names_and_aliases_resolve_on_their_network_only() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = d.network(&lab, "net", &["--subnet", "172.21.0.0/24"]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.21.0.0/24"]);
     let other = d.network(&lab, "oth", &["--subnet", "172.22.0.0/24"]);
     let (a, b, c, x) = (lab.name("a"), lab.name("b"), lab.name("c"), lab.name("x"));
     let ip_a = d.sandbox(&a, &net, &["--alias", "web", "--alias", "alpha"]);
@@ -235,8 +234,7 @@ fn unknown_names_are_forwarded_to_the_upstream() {
 #[test]
 fn dns_over_tcp_answers_own_names() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = d.network(&lab, "net", &["--subnet", "172.24.0.0/24"]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.24.0.0/24"]);
     let (a, b) = (lab.name("a"), lab.name("b"));
     let ip_a = d.sandbox(&a, &net, &["--alias", "svc"]);
     let ip_b = d.sandbox(&b, &net, &["--alias", "svc"]);
@@ -280,8 +278,7 @@ fn default_bridge_has_no_embedded_resolver() {
 #[test]
 fn malformed_queries_are_answered_or_counted_never_fatal() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = d.network(&lab, "net", &["--subnet", "172.25.0.0/24"]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.25.0.0/24"]);
     let a = lab.name("a");
     d.sandbox(&a, &net, &[]);
     // Short garbage (dropped), a header claiming a question that is not there (FORMERR),
@@ -316,8 +313,7 @@ for m in [b'\x01', b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff', b'\x
 #[test]
 fn names_come_back_after_a_restart() {
     let lab = Lab::new();
-    let mut d = Daemon::start(&lab, &[]);
-    let net = d.network(&lab, "net", &["--subnet", "172.26.0.0/24"]);
+    let (mut d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.26.0.0/24"]);
     let (a, b) = (lab.name("a"), lab.name("b"));
     d.sandbox(&a, &net, &[]);
     let ip_b = d.sandbox(&b, &net, &["--alias", "db"]);

@@ -285,8 +285,7 @@ fn published_ports_survive_restart() {
 #[test]
 fn without_an_uplink_egress_is_refused_at_once() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = d.network(&lab, "net", &[]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &[]);
     let a = lab.name("a");
     d.sandbox(&a, &net, &[]);
     let o = ns_exec(

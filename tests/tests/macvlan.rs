@@ -49,9 +49,7 @@ fn macvlan_endpoints_sit_on_the_lan() {
         promisc(&d.host_ns, &parent),
         "the parent is promiscuous while a macvlan network uses it"
     );
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    let ip_a = d.sandbox(&a, &net, &[]);
-    let ip_b = d.sandbox(&b, &net, &[]);
+    let [(a, ip_a), (b, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
     assert_eq!(ip_a, "192.168.0.2");
     assert!(ping(&a, "192.168.0.1", 2), "sandbox -> LAN host");
     assert!(ping(&lan_ns, &ip_a, 2), "LAN host -> sandbox");

@@ -55,11 +55,8 @@ fn frame_lengths(lines: &[String]) -> Vec<usize> {
 #[test]
 fn gso_segments_cross_the_fast_path_whole() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = d.network(&lab, "n", &["--subnet", "172.27.0.0/24"]);
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    d.sandbox(&a, &net, &[]);
-    let ip_b = d.sandbox(&b, &net, &[]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.27.0.0/24"]);
+    let [(a, _), (b, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
     assert_eq!(
         offloads(&a),
         (true, true),
@@ -222,8 +219,7 @@ fn worker_traffic_works_with_offloads_on() {
 fn hundreds_of_sandboxes_cost_little_memory() {
     const N: usize = 200;
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = d.network(&lab, "n", &["--subnet", "172.29.0.0/16"]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.29.0.0/16"]);
     let rss = || {
         let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
         let kb: u64 = status
