@@ -159,6 +159,50 @@ impl Outside {
         .map(|s| s.to_string())
         .collect()
     }
+
+    /// A daemon of `lab` whose uplink is this one, started with `extra` flags as well.
+    pub fn daemon(&self, lab: &Lab, extra: &[&str]) -> Daemon {
+        let mut args = self.daemon_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Daemon::start(lab, &args)
+    }
+}
+
+/// The start of a routed scenario: a daemon with an uplink to a fresh [`Outside`]
+/// (and `extra` flags), and one user network `<prefix>net` on `subnet`.
+pub fn uplinked_network(lab: &Lab, subnet: &str, extra: &[&str]) -> (Outside, Daemon, String) {
+    let out = Outside::new(lab);
+    let d = out.daemon(lab, extra);
+    let net = d.network(lab, "net", &["--subnet", subnet]);
+    (out, d, net)
+}
+
+/// The start of most scenarios: a daemon started with `extra` flags (no uplink), and
+/// one user network `<prefix>net` created with `flags`.
+pub fn daemon_with_network(lab: &Lab, extra: &[&str], flags: &[&str]) -> (Daemon, String) {
+    let d = Daemon::start(lab, extra);
+    let net = d.network(lab, "net", flags);
+    (d, net)
+}
+
+/// The vswitchctl arguments of `network create -d DRIVER FLAGS NAME`, for
+/// [`Daemon::ok`] or [`Daemon::refused`].
+pub fn network_create<'a>(driver: &'a str, flags: &[&'a str], name: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["network", "create", "-d", driver];
+    args.extend(flags);
+    args.push(name);
+    args
+}
+
+/// The string `key` of every row of a JSON array (`fdb`, `network ls`, ...), in order;
+/// rows without it are left out.
+pub fn column<'a>(rows: &'a Value, key: &str) -> Vec<&'a str> {
+    rows.as_array()
+        .unwrap_or_else(|| panic!("not a JSON array: {rows}"))
+        .iter()
+        .filter_map(|r| r[key].as_str())
+        .collect()
 }
 
 /// A background process in a namespace (a server), killed on drop; its output goes
@@ -435,6 +479,16 @@ impl Daemon {
         err
     }
 
+    /// vswitchctl that must be refused with a message naming `why`; returns stderr.
+    pub fn refused_with(&self, args: &[&str], why: &str) -> String {
+        let err = self.refused(args);
+        assert!(
+            err.contains(why),
+            "vswitchctl {args:?} should be refused for {why:?}: {err}"
+        );
+        err
+    }
+
     /// vswitchctl --format json, parsed.
     pub fn json(&self, args: &[&str]) -> Value {
         let mut full = vec!["--format", "json"];
@@ -451,6 +505,51 @@ impl Daemon {
         args.push(name);
         self.ok(&args);
         self.ip_of(name, network)
+    }
+
+    /// A user network `<prefix><tag>` created with `flags`; returns its name.
+    pub fn network(&self, lab: &Lab, tag: &str, flags: &[&str]) -> String {
+        let name = lab.name(tag);
+        let mut args = vec!["network", "create"];
+        args.extend(flags);
+        args.push(&name);
+        self.ok(&args);
+        name
+    }
+
+    /// Sandboxes `<prefix><tag>` on `network`, each created with `extra`: their names
+    /// and addresses, in order.
+    pub fn sandboxes<const N: usize>(
+        &self,
+        lab: &Lab,
+        network: &str,
+        extra: &[&str],
+        tags: [&str; N],
+    ) -> [(String, String); N] {
+        tags.map(|tag| {
+            let name = lab.name(tag);
+            let ip = self.sandbox(&name, network, extra);
+            (name, ip)
+        })
+    }
+
+    /// A sandbox create that must be refused with a message naming `why` (the
+    /// arguments as for [`Daemon::sandbox`]); returns the message.
+    pub fn sandbox_refused(&self, name: &str, network: &str, extra: &[&str], why: &str) -> String {
+        let mut args = vec!["sandbox", "create", "--network", network];
+        args.extend(extra);
+        args.push(name);
+        self.refused_with(&args, why)
+    }
+
+    /// The `stats` row of a sandbox's (first) port.
+    pub fn port_stats(&self, sandbox: &str) -> Value {
+        self.json(&["stats", sandbox])["ports"][0].clone()
+    }
+
+    /// One counter of a sandbox's port (0 where the row has none).
+    pub fn port_count(&self, sandbox: &str, key: &str) -> u64 {
+        self.port_stats(sandbox)[key].as_u64().unwrap_or(0)
     }
 
     pub fn ip_of(&self, sandbox: &str, network: &str) -> String {

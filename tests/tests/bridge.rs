@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{ping, ping_df, send_raw, Capture, Daemon, Lab};
+use e2e::{network_create, ping, ping_df, send_raw, Capture, Daemon, Lab};
 
 #[derive(Clone, Copy, Debug)]
 enum Mode {
@@ -22,14 +22,13 @@ impl Mode {
             Mode::AfPacket | Mode::Tap => &["--io", "af_packet"],
         }
     }
-    /// `network create` with the mode's options and then `rest`.
-    fn create(self, d: &Daemon, rest: &[&str]) {
-        let mut args = vec!["network", "create"];
+    /// A network `<prefix><tag>` created with the mode's options and `flags`.
+    fn network(self, d: &Daemon, lab: &Lab, tag: &str, flags: &[&str]) -> String {
+        let mut args = flags.to_vec();
         if let Mode::Xdp = self {
             args.extend(["-o", "fastpath=xdp"]);
         }
-        args.extend(rest);
-        d.ok(&args);
+        d.network(lab, tag, &args)
     }
     fn link(self) -> &'static [&'static str] {
         match self {
@@ -54,22 +53,22 @@ impl Mode {
     }
 }
 
-macro_rules! each_mode {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn af_xdp() { super::$name(super::Mode::AfXdp) }
-            #[test]
-            fn af_packet() { super::$name(super::Mode::AfPacket) }
-            #[test]
-            fn tap() { super::$name(super::Mode::Tap) }
-            #[test]
-            fn xdp() { super::$name(super::Mode::Xdp) }
+/// `in_modes!([test: Mode, ...] scenario, ...)`: a module per scenario (a function
+/// taking a `Mode`) with a test per listed mode, `scenario::test`.
+macro_rules! in_modes {
+    ($modes:tt $($scenario:ident),* $(,)?) => {$( in_modes!(@one $scenario $modes); )*};
+    (@one $scenario:ident [$($test:ident: $mode:ident),*]) => {
+        mod $scenario {
+            $(
+                #[test]
+                fn $test() { super::$scenario(super::Mode::$mode) }
+            )*
         }
-    )*};
+    };
 }
 
-each_mode!(
+in_modes!(
+    [af_xdp: AfXdp, af_packet: AfPacket, tap: Tap, xdp: Xdp]
     peers_and_gateway_answer_ping,
     full_size_frames_pass_with_df,
     networks_are_isolated,
@@ -77,16 +76,21 @@ each_mode!(
     restart_restores_everything
 );
 
+// The in-kernel fast path, in both flavours (the worker's trunk on the tc path, and
+// AF_XDP sockets of the endpoints' own).
+in_modes!(
+    [tc: AfXdp, xdp: Xdp]
+    fast_path_forwards_known_unicast_and_steps_aside,
+    fast_path_keeps_busy_macs_learned
+);
+
 /// Two sandboxes on one network ping each other and the gateway; the ports use the
 /// backend asked for and the forwarding table learned both MACs.
 fn peers_and_gateway_answer_ping(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
-    let net = lab.name("net");
-    m.create(&d, &["--subnet", "172.20.0.0/24", &net]);
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    let ip_a = d.sandbox(&a, &net, m.link());
-    let ip_b = d.sandbox(&b, &net, m.link());
+    let net = m.network(&d, &lab, "net", &["--subnet", "172.20.0.0/24"]);
+    let [(a, ip_a), (b, ip_b)] = d.sandboxes(&lab, &net, m.link(), ["a", "b"]);
     assert_eq!(
         (ip_a.as_str(), ip_b.as_str()),
         ("172.20.0.2", "172.20.0.3"),
@@ -133,12 +137,7 @@ fn peers_and_gateway_answer_ping(m: Mode) {
         );
     }
     let fdb = d.json(&["fdb", &net]);
-    let macs: Vec<&str> = fdb
-        .as_array()
-        .expect("fdb")
-        .iter()
-        .filter_map(|e| e["mac"].as_str())
-        .collect();
+    let macs = e2e::column(&fdb, "mac");
     assert!(
         macs.contains(&"02:42:ac:14:00:02") && macs.contains(&"02:42:ac:14:00:03"),
         "fdb: {fdb}"
@@ -149,11 +148,8 @@ fn peers_and_gateway_answer_ping(m: Mode) {
 fn full_size_frames_pass_with_df(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
-    let net = lab.name("net");
-    m.create(&d, &[&net]);
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    d.sandbox(&a, &net, m.link());
-    let ip_b = d.sandbox(&b, &net, m.link());
+    let net = m.network(&d, &lab, "net", &[]);
+    let [(a, _), (_, ip_b)] = d.sandboxes(&lab, &net, m.link(), ["a", "b"]);
     assert!(
         ping_df(&a, &ip_b, 1472),
         "1472-byte DF ping to a peer failed over {m:?}"
@@ -177,9 +173,8 @@ fn full_size_frames_pass_with_df(m: Mode) {
 fn networks_are_isolated(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
-    let (n1, n2) = (lab.name("n1"), lab.name("n2"));
-    m.create(&d, &["--subnet", "172.21.0.0/24", &n1]);
-    m.create(&d, &["--subnet", "172.22.0.0/24", &n2]);
+    let n1 = m.network(&d, &lab, "n1", &["--subnet", "172.21.0.0/24"]);
+    let n2 = m.network(&d, &lab, "n2", &["--subnet", "172.22.0.0/24"]);
     let (a, b, c) = (lab.name("a"), lab.name("b"), lab.name("c"));
     d.sandbox(&a, &n1, m.link());
     d.sandbox(&b, &n1, m.link());
@@ -207,9 +202,8 @@ fn networks_are_isolated(m: Mode) {
 fn sandbox_on_two_networks_reaches_both(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
-    let (front, back) = (lab.name("front"), lab.name("back"));
-    m.create(&d, &[&front]);
-    m.create(&d, &[&back]);
+    let front = m.network(&d, &lab, "front", &[]);
+    let back = m.network(&d, &lab, "back", &[]);
     let (web, api, db) = (lab.name("web"), lab.name("api"), lab.name("db"));
     let ip_web = d.sandbox(&web, &front, m.link());
     d.sandbox(&api, &front, m.link());
@@ -240,10 +234,11 @@ fn sandbox_on_two_networks_reaches_both(m: Mode) {
 fn restart_restores_everything(m: Mode) {
     let lab = Lab::new();
     let mut d = Daemon::start(&lab, m.daemon_args());
-    let net = lab.name("net");
-    m.create(
+    let net = m.network(
         &d,
-        &["--subnet", "172.23.0.0/24", "--label", "team=x", &net],
+        &lab,
+        "net",
+        &["--subnet", "172.23.0.0/24", "--label", "team=x"],
     );
     let (a, b) = (lab.name("a"), lab.name("b"));
     d.sandbox(&a, &net, m.link());
@@ -289,16 +284,8 @@ fn restart_restores_everything(m: Mode) {
 fn static_and_conflicting_addresses() {
     let lab = Lab::new();
     let d = Daemon::start(&lab, &[]);
-    let net = lab.name("net");
-    d.ok(&[
-        "network",
-        "create",
-        "--subnet",
-        "172.24.0.0/24",
-        "--ip-range",
-        "172.24.0.128/25",
-        &net,
-    ]);
+    let range = ["--subnet", "172.24.0.0/24", "--ip-range", "172.24.0.128/25"];
+    let net = d.network(&lab, "net", &range);
     let (a, b) = (lab.name("a"), lab.name("b"));
     assert_eq!(d.sandbox(&a, &net, &["--ip", "172.24.0.10"]), "172.24.0.10");
     assert_eq!(
@@ -313,8 +300,7 @@ fn static_and_conflicting_addresses() {
         ("172.25.0.9", "not in subnet"),
         ("banana", "invalid IPv4 address"),
     ] {
-        let err = d.refused(&["sandbox", "create", "--network", &net, "--ip", ip, &c]);
-        assert!(err.contains(why), "--ip {ip}: {err}");
+        d.sandbox_refused(&c, &net, &["--ip", ip], why);
     }
     assert!(
         !std::path::Path::new(&format!("/run/netns/{c}")).exists(),
@@ -327,26 +313,14 @@ fn static_and_conflicting_addresses() {
     assert!(ping(&a, "172.24.0.128", 2), "the static sandbox works");
 
     // Overlapping subnets and duplicate names are refused.
-    let err = d.refused(&[
-        "network",
-        "create",
-        "--subnet",
-        "172.24.0.0/16",
-        &lab.name("over"),
-    ]);
-    assert!(err.contains("overlaps"), "{err}");
-    let err = d.refused(&["network", "create", &net]);
-    assert!(err.contains("already exists"), "{err}");
-    let err = d.refused(&[
-        "network",
-        "create",
-        "--subnet",
-        "172.26.0.0/24",
-        "--gateway",
-        "172.27.0.1",
-        &lab.name("gw"),
-    ]);
-    assert!(err.contains("gateway"), "{err}");
+    let (over, gw) = (lab.name("over"), lab.name("gw"));
+    d.refused_with(
+        &["network", "create", "--subnet", "172.24.0.0/16", &over],
+        "overlaps",
+    );
+    d.refused_with(&["network", "create", &net], "already exists");
+    let flags = ["--subnet", "172.26.0.0/24", "--gateway", "172.27.0.1"];
+    d.refused_with(&network_create("bridge", &flags, &gw), "gateway");
 
     // Disconnect frees the address for the next sandbox.
     d.ok(&["sandbox", "rm", &a]);
@@ -359,9 +333,8 @@ fn static_and_conflicting_addresses() {
 fn network_rm_and_prune() {
     let lab = Lab::new();
     let d = Daemon::start(&lab, &[]);
-    let (used, unused) = (lab.name("used"), lab.name("unused"));
-    d.ok(&["network", "create", &used]);
-    d.ok(&["network", "create", &unused]);
+    let used = d.network(&lab, "used", &[]);
+    let unused = d.network(&lab, "unused", &[]);
     let a = lab.name("a");
     d.sandbox(&a, &used, &[]);
     let err = d.refused(&["network", "rm", &used]);
@@ -369,11 +342,8 @@ fn network_rm_and_prune() {
         err.contains("active endpoints") && err.contains(&a),
         "{err}"
     );
-    let err = d.refused(&["network", "rm", "bridge"]);
-    assert!(err.contains("pre-defined"), "{err}");
-    assert!(d
-        .refused(&["network", "rm", &lab.name("nope")])
-        .contains("not found"));
+    d.refused_with(&["network", "rm", "bridge"], "pre-defined");
+    d.refused_with(&["network", "rm", &lab.name("nope")], "not found");
     let pruned = d.json(&["network", "prune"]);
     assert_eq!(pruned["NetworksDeleted"], serde_json::json!([unused]));
     d.ok(&["network", "disconnect", &used, &a]);
@@ -398,8 +368,7 @@ fn none_host_and_default_bridge() {
     let links = e2e::ns_exec(&n, &["ip", "-o", "link"], Duration::from_secs(5));
     let links = String::from_utf8_lossy(&links.stdout).to_string();
     assert_eq!(links.lines().count(), 1, "only lo: {links}");
-    let err = d.refused(&["network", "connect", "bridge", &n]);
-    assert!(err.contains("none"), "{err}");
+    d.refused_with(&["network", "connect", "bridge", &n], "none");
 
     d.ok(&["sandbox", "create", "--network", "host", &h]);
     let ino = |p: &str| {
@@ -412,9 +381,7 @@ fn none_host_and_default_bridge() {
         ino(&format!("/run/netns/{}", d.host_ns)),
         "host sandbox is the daemon's namespace"
     );
-    assert!(d
-        .refused(&["network", "connect", "bridge", &h])
-        .contains("host"));
+    d.refused_with(&["network", "connect", "bridge", &h], "host");
 
     assert_eq!(d.sandbox(&b, "bridge", &[]), "172.17.0.2");
     let b2 = lab.name("br2");
@@ -446,12 +413,10 @@ fn none_host_and_default_bridge() {
 #[test]
 fn run_executes_inside_the_sandbox() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = lab.name("net");
-    d.ok(&["network", "create", "--subnet", "172.28.0.0/24", &net]);
-    let peer = lab.name("peer");
-    d.sandbox(&peer, &net, &[]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.28.0.0/24"]);
+    let [(_, ip_peer)] = d.sandboxes(&lab, &net, &[], ["peer"]);
     let r = lab.name("run");
+    let script = format!("ip -o -4 addr show eth0; cat /etc/resolv.conf; ping -c1 -W2 {ip_peer}");
     let out = d.ok(&[
         "run",
         "--rm",
@@ -462,7 +427,7 @@ fn run_executes_inside_the_sandbox() {
         "--",
         "sh",
         "-c",
-        "ip -o -4 addr show eth0; cat /etc/resolv.conf; ping -c1 -W2 172.28.0.2",
+        &script,
     ]);
     assert!(out.contains("172.28.0.3/24"), "{out}");
     assert!(
@@ -487,12 +452,8 @@ fn run_executes_inside_the_sandbox() {
 #[test]
 fn mac_flood_is_bounded() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &["--fdb-max", "1000"]);
-    let net = lab.name("net");
-    d.ok(&["network", "create", &net]);
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    d.sandbox(&a, &net, &[]);
-    let ip_b = d.sandbox(&b, &net, &[]);
+    let (d, net) = e2e::daemon_with_network(&lab, &["--fdb-max", "1000"], &[]);
+    let [(a, _), (b, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
     assert!(ping(&a, &ip_b, 1));
     let frames = (0..100_000u32).map(|i| {
         let r: [u8; 4] = rand::random();
@@ -534,9 +495,7 @@ fn mac_flood_is_bounded() {
 #[test]
 fn idle_daemon_uses_almost_no_cpu() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = lab.name("net");
-    d.ok(&["network", "create", &net]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &[]);
     let (a, b) = (lab.name("a"), lab.name("b"));
     d.sandbox(&a, &net, &[]);
     let ip_b = d.sandbox(&b, &net, &["--link", "tap"]);
@@ -559,12 +518,10 @@ fn idle_daemon_uses_almost_no_cpu() {
 fn capture_writes_pcap_of_one_port_only() {
     let lab = Lab::new();
     let d = Daemon::start(&lab, &[]);
-    let (n1, n2) = (lab.name("n1"), lab.name("n2"));
-    d.ok(&["network", "create", "--subnet", "172.19.1.0/24", &n1]);
-    d.ok(&["network", "create", "--subnet", "172.19.2.0/24", &n2]);
-    let (a, b, c) = (lab.name("a"), lab.name("b"), lab.name("c"));
-    d.sandbox(&a, &n1, &[]);
-    let ip_b = d.sandbox(&b, &n1, &[]);
+    let n1 = d.network(&lab, "n1", &["--subnet", "172.19.1.0/24"]);
+    let n2 = d.network(&lab, "n2", &["--subnet", "172.19.2.0/24"]);
+    let [(a, _), (_, ip_b)] = d.sandboxes(&lab, &n1, &[], ["a", "b"]);
+    let c = lab.name("c");
     d.sandbox(&c, &n2, &[]);
     assert!(ping(&a, &ip_b, 1), "warm up ARP");
 
@@ -632,9 +589,7 @@ fn capture_writes_pcap_of_one_port_only() {
 #[test]
 fn container_mode_shares_the_namespace() {
     let lab = Lab::new();
-    let mut d = Daemon::start(&lab, &[]);
-    let net = lab.name("net");
-    d.ok(&["network", "create", "--subnet", "172.25.0.0/24", &net]);
+    let (mut d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.25.0.0/24"]);
     let (web, side, peer) = (lab.name("web"), lab.name("side"), lab.name("peer"));
     let ip_web = d.sandbox(&web, &net, &[]);
     d.sandbox(&peer, &net, &[]);
@@ -677,52 +632,24 @@ fn container_mode_shares_the_namespace() {
     let v = d.json(&["sandbox", "inspect", &side]);
     assert_eq!(v["NetworkMode"], format!("container:{web}"));
 
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        &format!("container:{web}"),
-        "-p",
-        "80:80",
-        &lab.name("p"),
-    ]);
-    assert!(
-        err.contains("port publishing and the container type network mode"),
-        "{err}"
+    let joined = format!("container:{web}");
+    let why = "port publishing and the container type network mode";
+    d.sandbox_refused(&lab.name("p"), &joined, &["-p", "80:80"], why);
+    let why = "conflicting options";
+    d.sandbox_refused(&lab.name("i"), &joined, &["--ip", "172.25.0.9"], why);
+    d.refused_with(
+        &["network", "connect", &net, &side],
+        &format!("connect {web} instead"),
     );
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        &format!("container:{web}"),
-        "--ip",
-        "172.25.0.9",
-        &lab.name("i"),
-    ]);
-    assert!(err.contains("conflicting options"), "{err}");
-    assert!(d
-        .refused(&["network", "connect", &net, &side])
-        .contains(&format!("connect {web} instead")));
-    assert!(d.refused(&["sandbox", "rm", &web]).contains("is joined by"));
-    assert!(d
-        .refused(&[
-            "sandbox",
-            "create",
-            "--network",
-            "container:nosuch",
-            &lab.name("n")
-        ])
-        .contains("no such sandbox"));
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        "host",
-        "-p",
-        "80:80",
+    d.refused_with(&["sandbox", "rm", &web], "is joined by");
+    d.sandbox_refused(&lab.name("n"), "container:nosuch", &[], "no such sandbox");
+    // `host` publishes nothing either.
+    d.sandbox_refused(
         &lab.name("hp"),
-    ]);
-    assert!(err.contains("host network mode"), "{err}");
+        "host",
+        &["-p", "80:80"],
+        "host network mode",
+    );
 
     d.restart(false);
     assert!(
@@ -742,47 +669,22 @@ fn container_mode_shares_the_namespace() {
 /// forwards their frames, counted on the ports all the same; it keeps networks apart,
 /// follows a MAC that moves to another port as soon as it speaks there, and steps aside
 /// for a capture. `--fast-path off` leaves every frame to the worker.
-#[test]
-fn fast_path_forwards_known_unicast_and_steps_aside_tc() {
-    fast_path_forwards_known_unicast_and_steps_aside(Mode::AfXdp);
-}
-
-#[test]
-fn fast_path_forwards_known_unicast_and_steps_aside_xdp() {
-    fast_path_forwards_known_unicast_and_steps_aside(Mode::Xdp);
-}
-
 fn fast_path_forwards_known_unicast_and_steps_aside(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, m.daemon_args());
-    let (n1, n2) = (lab.name("n1"), lab.name("n2"));
-    m.create(&d, &["--subnet", "172.23.0.0/24", &n1]);
-    m.create(&d, &["--subnet", "172.24.0.0/24", &n2]);
-    let (a, b, c, x) = (lab.name("a"), lab.name("b"), lab.name("c"), lab.name("x"));
-    d.sandbox(&a, &n1, &[]);
-    let ip_b = d.sandbox(&b, &n1, &[]);
-    let ip_c = d.sandbox(&c, &n1, &[]);
-    let ip_x = d.sandbox(&x, &n2, &[]);
-    let port = |s: &str| d.json(&["stats", s])["ports"][0].clone();
-    let count = |s: &str, key: &str| port(s)[key].as_u64().unwrap_or(0);
-    assert_eq!(port(&a)["fast_path"], true, "{}", port(&a));
-    assert_eq!(port(&a)["backend"], m.backend(), "{}", port(&a));
+    let n1 = m.network(&d, &lab, "n1", &["--subnet", "172.23.0.0/24"]);
+    let n2 = m.network(&d, &lab, "n2", &["--subnet", "172.24.0.0/24"]);
+    let [(a, _), (b, ip_b), (c, ip_c)] = d.sandboxes(&lab, &n1, &[], ["a", "b", "c"]);
+    let [(x, ip_x)] = d.sandboxes(&lab, &n2, &[], ["x"]);
+    let port = d.port_stats(&a);
+    assert_eq!(port["fast_path"], true, "{port}");
+    assert_eq!(port["backend"], m.backend(), "{port}");
+    let count = |s: &str, key: &str| d.port_count(s, key);
 
     // Learn both ends, then a fast ping: all but the first frames stay in the kernel.
     assert!(ping(&a, &ip_b, 1));
     let (rx0, fast0) = (count(&a, "rx_packets"), count(&a, "fast_path_rx_packets"));
-    let out = e2e::ns_exec(
-        &a,
-        &[
-            "ping", "-n", "-q", "-c", "100", "-i", "0.005", "-W", "2", &ip_b,
-        ],
-        Duration::from_secs(20),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    ping_burst(&a, &ip_b, 100, "0.005");
     let (rx1, fast1) = (count(&a, "rx_packets"), count(&a, "fast_path_rx_packets"));
     assert!(
         fast1 - fast0 >= 95,
@@ -790,7 +692,11 @@ fn fast_path_forwards_known_unicast_and_steps_aside(m: Mode) {
         fast1 - fast0
     );
     assert!(rx1 - rx0 >= 100, "fast-path frames count in rx_packets too");
-    assert!(count(&b, "fast_path_tx_packets") >= 95, "{}", port(&b));
+    assert!(
+        count(&b, "fast_path_tx_packets") >= 95,
+        "{}",
+        d.port_stats(&b)
+    );
     let fdb = d.json(&["fdb", &n1]);
     let fast: Vec<&str> = fdb
         .as_array()
@@ -889,15 +795,25 @@ fn fast_path_forwards_known_unicast_and_steps_aside(m: Mode) {
     // Off: the worker forwards everything.
     let lab2 = Lab::new();
     let d2 = Daemon::start(&lab2, &["--io", "af_xdp", "--fast-path", "off"]);
-    let n = lab2.name("n");
-    m.create(&d2, &["--subnet", "172.25.0.0/24", &n]);
+    let n = m.network(&d2, &lab2, "n", &["--subnet", "172.25.0.0/24"]);
     let (p, q) = (lab2.name("p"), lab2.name("q"));
     d2.sandbox(&p, &n, &[]);
     let ip_q = d2.sandbox(&q, &n, &[]);
     assert!(ping(&p, &ip_q, 5));
-    let s = d2.json(&["stats", &p])["ports"][0].clone();
+    let s = d2.port_stats(&p);
     assert_eq!(s["fast_path"], false, "{s}");
     assert_eq!(s["fast_path_rx_packets"], 0, "{s}");
+}
+
+/// `count` pings from `ns` to `dst`, `interval` seconds apart: every one must come back.
+fn ping_burst(ns: &str, dst: &str, count: u32, interval: &str) {
+    let count = count.to_string();
+    let args = [
+        "ping", "-n", "-q", "-c", &count, "-i", interval, "-W", "2", dst,
+    ];
+    let out = e2e::ns_exec(ns, &args, Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{count} pings {ns} -> {dst}: {text}");
 }
 
 /// The MAC vswitchd gives an endpoint: 02:42 and its IPv4 address, as Docker does.
@@ -909,43 +825,19 @@ fn mac_of(ip: &str) -> String {
 /// MACs the kernel forwards for stay learned: the worker never sees their frames, so it
 /// refreshes them from the fast path's `seen` marks. With a 2-second age, 4 seconds of
 /// pings must all stay in the kernel (an expiry would send a frame to the worker).
-#[test]
-fn fast_path_keeps_busy_macs_learned_tc() {
-    fast_path_keeps_busy_macs_learned(Mode::AfXdp);
-}
-
-#[test]
-fn fast_path_keeps_busy_macs_learned_xdp() {
-    fast_path_keeps_busy_macs_learned(Mode::Xdp);
-}
-
 fn fast_path_keeps_busy_macs_learned(m: Mode) {
     let lab = Lab::new();
     let d = Daemon::start(&lab, &[m.daemon_args(), &["--fdb-age", "2"]].concat());
-    let net = lab.name("n");
-    m.create(&d, &["--subnet", "172.26.0.0/24", &net]);
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    d.sandbox(&a, &net, &[]);
-    let ip_b = d.sandbox(&b, &net, &[]);
+    let net = m.network(&d, &lab, "n", &["--subnet", "172.26.0.0/24"]);
+    let [(a, _), (_, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
     assert!(ping(&a, &ip_b, 2), "learn both ends");
     let counts = |s: &str| {
-        let p = d.json(&["stats", s])["ports"][0].clone();
+        let p = d.port_stats(s);
         let n = |k: &str| p[k].as_u64().unwrap_or(0);
         (n("rx_packets"), n("fast_path_rx_packets"))
     };
     let (rx0, fast0) = counts(&a);
-    let out = e2e::ns_exec(
-        &a,
-        &[
-            "ping", "-n", "-q", "-c", "400", "-i", "0.01", "-W", "2", &ip_b,
-        ],
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    ping_burst(&a, &ip_b, 400, "0.01");
     let (rx1, fast1) = counts(&a);
     assert_eq!(
         rx1 - rx0,

@@ -5,6 +5,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use e2e::{bin, Daemon, Lab};
@@ -16,6 +18,16 @@ fn connect(d: &Daemon) -> (UnixStream, BufReader<UnixStream>) {
         .expect("timeout");
     let r = BufReader::new(s.try_clone().expect("clone"));
     (s, r)
+}
+
+/// Run one of the workspace's binaries with `--socket SOCKET` and `args`, to the end.
+fn on_socket(name: &str, socket: &Path, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {name}: {e}"))
 }
 
 fn reply(r: &mut BufReader<UnixStream>) -> Value {
@@ -103,20 +115,18 @@ fn exit_codes_and_socket_permissions() {
     assert_eq!(mode, 0o660, "socket mode");
 
     // 1: refused, message on stderr starting "Error: ".
-    let err = d.refused(&["network", "inspect", &lab.name("missing")]);
-    assert!(err.contains("not found"), "{err}");
+    d.refused_with(&["network", "inspect", &lab.name("missing")], "not found");
     // 2: usage.
     let out = d.ctl(&["network", "create"]);
     assert_eq!(out.status.code(), Some(2), "missing NAME is a usage error");
     let out = d.ctl(&["network", "create", "-o", "novalue", &lab.name("x")]);
     assert_eq!(out.status.code(), Some(2), "bad -o is a usage error");
     // 3: unreachable.
-    let out = std::process::Command::new(bin("vswitchctl"))
-        .args(["--socket"])
-        .arg(lab.dir.join("nobody.sock"))
-        .args(["network", "ls"])
-        .output()
-        .expect("run");
+    let out = on_socket(
+        "vswitchctl",
+        &lab.dir.join("nobody.sock"),
+        &["network", "ls"],
+    );
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error: cannot reach vswitchd"));
 }
@@ -186,12 +196,7 @@ fn inspect_and_ls_have_docker_shapes() {
     );
 
     let ls = d.json(&["network", "ls", "-f", "driver=bridge"]);
-    let names: Vec<&str> = ls
-        .as_array()
-        .expect("ls")
-        .iter()
-        .filter_map(|n| n["Name"].as_str())
-        .collect();
+    let names = e2e::column(&ls, "Name");
     assert!(
         names.contains(&"bridge") && names.contains(&net.as_str()) && !names.contains(&"host"),
         "{names:?}"
@@ -209,12 +214,11 @@ fn cpus_pin_the_workers_where_asked() {
     let stats = d.json(&["stats"]);
     assert_eq!(stats["workers"][0]["core"], 0, "{stats}");
 
-    let out = std::process::Command::new(bin("vswitchd"))
-        .args(["--socket"])
-        .arg(lab.dir.join("refused.sock"))
-        .args(["--cpus", "4096"])
-        .output()
-        .expect("run vswitchd");
+    let out = on_socket(
+        "vswitchd",
+        &lab.dir.join("refused.sock"),
+        &["--cpus", "4096"],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--cpus names core 4096"), "{err}");

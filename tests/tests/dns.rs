@@ -93,10 +93,8 @@ fn upstream(lab: &Lab, out: &Outside) -> Bg {
 #[test]
 fn names_and_aliases_resolve_on_their_network_only() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let (net, other) = (lab.name("net"), lab.name("oth"));
-    d.ok(&["network", "create", "--subnet", "172.21.0.0/24", &net]);
-    d.ok(&["network", "create", "--subnet", "172.22.0.0/24", &other]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.21.0.0/24"]);
+    let other = d.network(&lab, "oth", &["--subnet", "172.22.0.0/24"]);
     let (a, b, c, x) = (lab.name("a"), lab.name("b"), lab.name("c"), lab.name("x"));
     let ip_a = d.sandbox(&a, &net, &["--alias", "web", "--alias", "alpha"]);
     let ip_b = d.sandbox(&b, &net, &["--alias", "web"]);
@@ -185,13 +183,8 @@ fn names_and_aliases_resolve_on_their_network_only() {
 #[test]
 fn unknown_names_are_forwarded_to_the_upstream() {
     let lab = Lab::new();
-    let out = Outside::new(&lab);
-    let mut args = out.daemon_args();
-    args.extend(["--dns-upstream".to_string(), UPSTREAM.to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let d = Daemon::start(&lab, &args);
-    let net = lab.name("net");
-    d.ok(&["network", "create", "--subnet", "172.23.0.0/24", &net]);
+    let upstream_flags = ["--dns-upstream", UPSTREAM];
+    let (out, d, net) = e2e::uplinked_network(&lab, "172.23.0.0/24", &upstream_flags);
     let a = lab.name("a");
     d.sandbox(&a, &net, &[]);
     let gw = "172.23.0.1";
@@ -207,29 +200,15 @@ fn unknown_names_are_forwarded_to_the_upstream() {
     // The upstream's answer is relayed as is: its NXDOMAIN too.
     assert_eq!(status(&a, gw, &["nothing.invalid"]), "NXDOMAIN");
 
-    // Beyond 512 bytes over UDP: TC set; in full over TCP.
-    let udp = dig(
-        &a,
-        &[
-            "@172.23.0.1",
-            "+noedns",
-            "+ignore",
-            "big.example.test",
-            "TXT",
-        ],
-    );
-    assert!(udp.contains(" tc"), "TC over UDP: {udp}");
-    let udp = dig(
-        &a,
-        &[
-            "@172.23.0.1",
-            "+bufsize=512",
-            "+ignore",
-            "big.example.test",
-            "TXT",
-        ],
-    );
-    assert!(udp.contains(" tc"), "TC with a 512-byte EDNS buffer: {udp}");
+    // Beyond 512 bytes over UDP: TC set, without EDNS and with a 512-byte EDNS buffer;
+    // in full over TCP.
+    for edns in ["+noedns", "+bufsize=512"] {
+        let udp = dig(
+            &a,
+            &["@172.23.0.1", edns, "+ignore", "big.example.test", "TXT"],
+        );
+        assert!(udp.contains(" tc"), "TC over UDP with {edns}: {udp}");
+    }
     let tcp = dig(
         &a,
         &["@172.23.0.1", "+tcp", "+short", "big.example.test", "TXT"],
@@ -255,9 +234,7 @@ fn unknown_names_are_forwarded_to_the_upstream() {
 #[test]
 fn dns_over_tcp_answers_own_names() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = lab.name("net");
-    d.ok(&["network", "create", "--subnet", "172.24.0.0/24", &net]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.24.0.0/24"]);
     let (a, b) = (lab.name("a"), lab.name("b"));
     let ip_a = d.sandbox(&a, &net, &["--alias", "svc"]);
     let ip_b = d.sandbox(&b, &net, &["--alias", "svc"]);
@@ -301,9 +278,7 @@ fn default_bridge_has_no_embedded_resolver() {
 #[test]
 fn malformed_queries_are_answered_or_counted_never_fatal() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = lab.name("net");
-    d.ok(&["network", "create", "--subnet", "172.25.0.0/24", &net]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.25.0.0/24"]);
     let a = lab.name("a");
     d.sandbox(&a, &net, &[]);
     // Short garbage (dropped), a header claiming a question that is not there (FORMERR),
@@ -338,9 +313,7 @@ for m in [b'\x01', b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff', b'\x
 #[test]
 fn names_come_back_after_a_restart() {
     let lab = Lab::new();
-    let mut d = Daemon::start(&lab, &[]);
-    let net = lab.name("net");
-    d.ok(&["network", "create", "--subnet", "172.26.0.0/24", &net]);
+    let (mut d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.26.0.0/24"]);
     let (a, b) = (lab.name("a"), lab.name("b"));
     d.sandbox(&a, &net, &[]);
     let ip_b = d.sandbox(&b, &net, &["--alias", "db"]);

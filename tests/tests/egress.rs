@@ -6,16 +6,12 @@ use std::time::Duration;
 
 use e2e::{ns_exec, ping, Bg, Daemon, Lab, Outside};
 
+/// The user network's subnet (behind the uplink).
+const SUBNET: &str = "172.20.0.0/24";
+
 /// A daemon with an uplink to a fresh outside namespace, and one user network.
 fn setup(lab: &Lab, extra: &[&str]) -> (Outside, Daemon, String) {
-    let out = Outside::new(lab);
-    let mut args: Vec<String> = out.daemon_args();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let d = Daemon::start(lab, &args);
-    let net = lab.name("net");
-    d.ok(&["network", "create", "--subnet", "172.20.0.0/24", &net]);
-    (out, d, net)
+    e2e::uplinked_network(lab, SUBNET, extra)
 }
 
 /// Fetch a URL from a namespace with python's urllib; the HTTP status, or the error.
@@ -171,8 +167,7 @@ fn port_conflicts_and_publish_all() {
     let (_out, d, net) = setup(&lab, &[]);
     let (a, b, c) = (lab.name("a"), lab.name("b"), lab.name("c"));
     d.sandbox(&a, &net, &["-p", "8080:80"]);
-    let err = d.refused(&["sandbox", "create", "--network", &net, "-p", "8080:81", &b]);
-    assert!(err.contains("port is already allocated"), "{err}");
+    d.sandbox_refused(&b, &net, &["-p", "8080:81"], "port is already allocated");
     assert!(
         !std::path::Path::new(&format!("/run/netns/{b}")).exists(),
         "nothing left of the refused sandbox"
@@ -187,31 +182,14 @@ fn port_conflicts_and_publish_all() {
             .unwrap_or(0);
         assert!((32768..=60999).contains(&hp), "{k}: {v}");
     }
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        &net,
-        "-p",
-        "8000-8010:80",
-        &lab.name("r"),
-    ]);
-    assert!(err.contains("ranges"), "{err}");
+    d.sandbox_refused(&lab.name("r"), &net, &["-p", "8000-8010:80"], "ranges");
 }
 
 #[test]
 fn internal_networks_do_not_get_out() {
     let lab = Lab::new();
     let (out, d, _net) = setup(&lab, &[]);
-    let internal = lab.name("int");
-    d.ok(&[
-        "network",
-        "create",
-        "--internal",
-        "--subnet",
-        "172.21.0.0/24",
-        &internal,
-    ]);
+    let internal = d.network(&lab, "int", &["--internal", "--subnet", "172.21.0.0/24"]);
     let a = lab.name("a");
     d.sandbox(&a, &internal, &[]);
     assert!(
@@ -229,16 +207,7 @@ fn internal_networks_do_not_get_out() {
         !ping(&a, out.ip, 1),
         "an internal network got out through the gateway"
     );
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        &internal,
-        "-p",
-        "9000:80",
-        &lab.name("p"),
-    ]);
-    assert!(err.contains("internal"), "{err}");
+    d.sandbox_refused(&lab.name("p"), &internal, &["-p", "9000:80"], "internal");
 }
 
 #[test]
@@ -304,27 +273,19 @@ fn published_ports_survive_restart() {
         "200",
         "after restart"
     );
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        &net,
-        "-p",
-        "8080:80",
+    // The restored claim still holds.
+    d.sandbox_refused(
         &lab.name("b"),
-    ]);
-    assert!(
-        err.contains("port is already allocated"),
-        "the restored claim still holds: {err}"
+        &net,
+        &["-p", "8080:80"],
+        "port is already allocated",
     );
 }
 
 #[test]
 fn without_an_uplink_egress_is_refused_at_once() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = lab.name("net");
-    d.ok(&["network", "create", &net]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &[]);
     let a = lab.name("a");
     d.sandbox(&a, &net, &[]);
     let o = ns_exec(
@@ -334,19 +295,10 @@ fn without_an_uplink_egress_is_refused_at_once() {
     );
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(text.contains("Destination Net Unreachable"), "{text}");
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        &net,
-        "-p",
-        "8080:80",
-        &lab.name("p"),
-    ]);
-    assert!(err.contains("uplink"), "{err}");
-    let stats = d.json(&["stats", &a]);
+    d.sandbox_refused(&lab.name("p"), &net, &["-p", "8080:80"], "uplink");
+    let port = d.port_stats(&a);
     assert!(
-        stats["ports"][0]["drops"]["no_route"].as_u64().unwrap_or(0) >= 1,
-        "{stats}"
+        port["drops"]["no_route"].as_u64().unwrap_or(0) >= 1,
+        "{port}"
     );
 }

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{ns_exec, ping, send_raw, Bg, Capture, Daemon, Lab};
+use e2e::{network_create, ns_exec, ping, send_raw, Bg, Capture, Daemon, Lab};
 
 /// The LAN: a namespace whose `lan0` is the far end of the parent veth `<prefix>par`,
 /// which lives in the daemon's namespace.
@@ -36,26 +36,20 @@ fn macvlan_endpoints_sit_on_the_lan() {
     let mut d = Daemon::start(&lab, &[]);
     let net = lab.name("mv");
     let opt = format!("parent={parent}");
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
+    let flags = [
         "--subnet",
         "192.168.0.0/24",
         "--gateway",
         "192.168.0.1",
         "-o",
         &opt,
-        &net,
-    ]);
+    ];
+    d.ok(&network_create("macvlan", &flags, &net));
     assert!(
         promisc(&d.host_ns, &parent),
         "the parent is promiscuous while a macvlan network uses it"
     );
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    let ip_a = d.sandbox(&a, &net, &[]);
-    let ip_b = d.sandbox(&b, &net, &[]);
+    let [(a, ip_a), (b, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
     assert_eq!(ip_a, "192.168.0.2");
     assert!(ping(&a, "192.168.0.1", 2), "sandbox -> LAN host");
     assert!(ping(&lan_ns, &ip_a, 2), "LAN host -> sandbox");
@@ -84,55 +78,20 @@ fn macvlan_endpoints_sit_on_the_lan() {
         "the LAN's router is the gateway"
     );
     // The switch does not play gateway on a macvlan network.
-    let err = d.refused(&[
-        "sandbox",
-        "create",
-        "--network",
-        &net,
-        "-p",
-        "80:80",
+    d.sandbox_refused(
         &lab.name("p"),
-    ]);
-    assert!(err.contains("bridge networks publish ports"), "{err}");
-
-    let err = d.refused(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--subnet",
-        "192.168.1.0/24",
-        "-o",
-        &opt,
-        &lab.name("dup"),
-    ]);
-    assert!(
-        err.contains("already used"),
-        "one network per parent and VLAN: {err}"
+        &net,
+        &["-p", "80:80"],
+        "bridge networks publish ports",
     );
-    assert!(d
-        .refused(&[
-            "network",
-            "create",
-            "-d",
-            "macvlan",
-            "-o",
-            &opt,
-            &lab.name("ns")
-        ])
-        .contains("--subnet"));
-    let err = d.refused(&[
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "--subnet",
-        "192.168.2.0/24",
-        "-o",
-        "parent=nosuch0",
-        &lab.name("np"),
-    ]);
-    assert!(err.contains("does not exist"), "{err}");
+
+    // One network per parent and VLAN; a subnet is required; the parent must exist.
+    let (dup, ns, np) = (lab.name("dup"), lab.name("ns"), lab.name("np"));
+    let flags = ["--subnet", "192.168.1.0/24", "-o", &opt];
+    d.refused_with(&network_create("macvlan", &flags, &dup), "already used");
+    d.refused_with(&network_create("macvlan", &["-o", &opt], &ns), "--subnet");
+    let flags = ["--subnet", "192.168.2.0/24", "-o", "parent=nosuch0"];
+    d.refused_with(&network_create("macvlan", &flags, &np), "does not exist");
 
     d.restart(true);
     assert!(
@@ -198,19 +157,8 @@ fn vlans_are_tagged_and_isolated() {
         let subnet = format!("192.168.{v}.0/24");
         let gw = format!("192.168.{v}.1");
         let opt = format!("parent={parent}.{v}");
-        d.ok(&[
-            "network",
-            "create",
-            "-d",
-            "macvlan",
-            "--subnet",
-            &subnet,
-            "--gateway",
-            &gw,
-            "-o",
-            &opt,
-            n,
-        ]);
+        let flags = ["--subnet", &subnet, "--gateway", &gw, "-o", &opt];
+        d.ok(&network_create("macvlan", &flags, n));
     }
     let (a10, a20) = (lab.name("a10"), lab.name("a20"));
     assert_eq!(d.sandbox(&a10, &n10, &[]), "192.168.10.2");

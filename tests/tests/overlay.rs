@@ -6,8 +6,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use e2e::{named_ns, ns_exec, ping, ping_df, run_ok, send_raw, wait_for, wait_listening};
-use e2e::{Bg, Daemon, Lab};
+use e2e::{named_ns, network_create, ns_exec, ping, ping_df, run_ok, send_raw, wait_for};
+use e2e::{wait_listening, Bg, Daemon, Lab};
 
 const VNI: &str = "5000";
 const SUBNET: &str = "172.28.0.0/24";
@@ -70,9 +70,8 @@ impl Underlay {
 fn overlay_net(d: &Daemon, name: &str, peers: &str) {
     let peers = format!("vxlan.peers={peers}");
     let vni = format!("vxlan.id={VNI}");
-    d.ok(&[
-        "network", "create", "-d", "overlay", "--subnet", SUBNET, "-o", &vni, "-o", &peers, name,
-    ]);
+    let flags = ["--subnet", SUBNET, "-o", &vni, "-o", &peers];
+    d.ok(&network_create("overlay", &flags, name));
 }
 
 fn router_stats(d: &Daemon) -> serde_json::Value {
@@ -140,13 +139,12 @@ fn overlay_options_vni_and_mtu() {
     let ul = Underlay::new(&lab);
     // Without an uplink there is no tunnel.
     let bare = Daemon::start(&lab, &[]);
-    let err = bare.refused(&["network", "create", "-d", "overlay", &lab.name("x")]);
-    assert!(err.contains("uplink"), "{err}");
+    bare.refused_with(&network_create("overlay", &[], &lab.name("x")), "uplink");
     drop(bare);
 
     let mut d = ul.host(&lab, "h1", "10.200.0.1");
     let a = lab.name("oa");
-    d.ok(&["network", "create", "-d", "overlay", &a]);
+    d.ok(&network_create("overlay", &[], &a));
     let v = d.json(&["network", "inspect", &a]);
     assert_eq!(v[0]["Driver"], "overlay");
     assert_eq!(
@@ -154,31 +152,12 @@ fn overlay_options_vni_and_mtu() {
         "allocated from 4096: {v}"
     );
     let b = lab.name("ob");
-    let err = d.refused(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "-o",
-        "vxlan.id=4096",
-        "--subnet",
-        SUBNET,
-        &b,
-    ]);
-    assert!(err.contains("4096"), "{err}");
-    d.refused(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "-o",
-        "vxlan.id=99999999",
-        &b,
-    ]);
-    d.refused(&["network", "create", "-d", "overlay", "-o", "mtu=12", &b]);
-    d.ok(&[
-        "network", "create", "-d", "overlay", "-o", "mtu=1400", "--subnet", SUBNET, &b,
-    ]);
+    let taken = ["-o", "vxlan.id=4096", "--subnet", SUBNET];
+    d.refused_with(&network_create("overlay", &taken, &b), "4096");
+    d.refused(&network_create("overlay", &["-o", "vxlan.id=99999999"], &b));
+    d.refused(&network_create("overlay", &["-o", "mtu=12"], &b));
+    let mtu_1400 = ["-o", "mtu=1400", "--subnet", SUBNET];
+    d.ok(&network_create("overlay", &mtu_1400, &b));
     let sa = lab.name("sa");
     let sb = lab.name("sb");
     d.sandbox(&sa, &a, &[]);
@@ -195,15 +174,17 @@ fn overlay_options_vni_and_mtu() {
     assert_eq!(mtu(&sb), "1400", "-o mtu");
 
     // The VTEP owns UDP 4789 of the uplink address: it cannot be published.
-    let err = d.refused(&["sandbox", "create", "-p", "4789:4789/udp", &lab.name("sp")]);
-    assert!(err.contains("4789"), "{err}");
+    d.refused_with(
+        &["sandbox", "create", "-p", "4789:4789/udp", &lab.name("sp")],
+        "4789",
+    );
 
     // Persisted: after a restart the VNI is still taken and the next one follows it.
     d.restart(false);
     let v = d.json(&["network", "inspect", &a]);
     assert_eq!(v[0]["Options"]["vxlan.id"], "4096");
     let c = lab.name("oc");
-    d.ok(&["network", "create", "-d", "overlay", &c]);
+    d.ok(&network_create("overlay", &[], &c));
     let v = d.json(&["network", "inspect", &c]);
     assert_eq!(v[0]["Options"]["vxlan.id"], "4098", "{v}");
 }

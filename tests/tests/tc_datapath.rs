@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{iperf_bytes, ns_exec, ping, Bg, Capture, Daemon, Lab, Outside};
+use e2e::{iperf_bytes, ns_exec, ping, uplinked_network, Bg, Capture, Daemon, Lab};
 
 /// `ethtool -k` of the sandbox's eth0: (tx checksumming, TSO) as "on"/"off".
 fn offloads(ns: &str) -> (bool, bool) {
@@ -16,17 +16,6 @@ fn offloads(ns: &str) -> (bool, bool) {
             .any(|l| l.trim_start().starts_with(key) && l.contains(": on"))
     };
     (on("tx-checksumming:"), on("tcp-segmentation-offload:"))
-}
-
-/// A daemon with an uplink to a fresh outside namespace, and one network on `subnet`.
-fn with_uplink(lab: &Lab, subnet: &str) -> (Outside, Daemon, String) {
-    let out = Outside::new(lab);
-    let args = out.daemon_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let d = Daemon::start(lab, &args);
-    let net = lab.name("n");
-    d.ok(&["network", "create", "--subnet", subnet, &net]);
-    (out, d, net)
 }
 
 /// The namespace's TCP stack has verified every checksum it received (the kernel's
@@ -66,12 +55,8 @@ fn frame_lengths(lines: &[String]) -> Vec<usize> {
 #[test]
 fn gso_segments_cross_the_fast_path_whole() {
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = lab.name("n");
-    d.ok(&["network", "create", "--subnet", "172.27.0.0/24", &net]);
-    let (a, b) = (lab.name("a"), lab.name("b"));
-    d.sandbox(&a, &net, &[]);
-    let ip_b = d.sandbox(&b, &net, &[]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.27.0.0/24"]);
+    let [(a, _), (b, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
     assert_eq!(
         offloads(&a),
         (true, true),
@@ -97,7 +82,7 @@ fn gso_segments_cross_the_fast_path_whole() {
         "no frame larger than the MTU reached the receiver: segments were cut on the way ({} frames seen)",
         lines.len()
     );
-    let s = d.json(&["stats", &a])["ports"][0].clone();
+    let s = d.port_stats(&a);
     assert_eq!(s["backend"], "tc", "{s}");
     // No XDP program of any kind on the host end: it would clear the sandbox's GSO.
     let host = s["name"].as_str().expect("port name");
@@ -118,7 +103,7 @@ fn gso_segments_cross_the_fast_path_whole() {
 #[test]
 fn worker_traffic_works_with_offloads_on() {
     let lab = Lab::new();
-    let (out, d, net) = with_uplink(&lab, "172.28.0.0/24");
+    let (out, d, net) = uplinked_network(&lab, "172.28.0.0/24", &[]);
     let (a, b, c) = (lab.name("a"), lab.name("b"), lab.name("c"));
     let ip_a = d.sandbox(&a, &net, &[]);
     let ip_b = d.sandbox(&b, &net, &["-p", "5201:5201"]);
@@ -140,11 +125,6 @@ fn worker_traffic_works_with_offloads_on() {
         "tx",
         "off",
     ]);
-    let fast_rx = |s: &str| {
-        d.json(&["stats", s])["ports"][0]["fast_path_rx_packets"]
-            .as_u64()
-            .unwrap_or(0)
-    };
 
     // The gateway answers ARP and echo; the first ARP for b floods, so c sees it.
     assert!(ping(&a, "172.28.0.1", 2), "the gateway answers");
@@ -180,47 +160,49 @@ fn worker_traffic_works_with_offloads_on() {
     }
 
     // TCP a sandbox sends, leaving by the router: SNAT to the outside, and a published
-    // port's server sending back to an outside client (-R).
+    // port's server sending back to an outside client (-R); then replies coming back
+    // through the uplink's XDP program, straight to the endpoint. Each transfer: the
+    // client, the server's address, -R, the sandbox port whose kernel counter must grow
+    // and that counter, and what it shows.
     let _outside = Bg::spawn(&lab, &out.ns, "iperf-out", &["iperf3", "-s", "-B", out.ip]);
     let _inside = Bg::spawn(&lab, &b, "iperf-in", &["iperf3", "-s"]);
     e2e::wait_listening(&out.ns, 5201);
     e2e::wait_listening(&b, 5201);
-    let before = fast_rx(&a);
-    let (snat, why) = iperf_bytes(&a, out.ip, false);
-    assert!(
-        snat > 10_000_000,
-        "sandbox -> outside through SNAT moved {snat} bytes: {why}"
-    );
-    assert!(
-        fast_rx(&a) - before > 1000,
-        "the kernel translated the established SNAT session"
-    );
-    let before = fast_rx(&b);
-    let (dnat, why) = iperf_bytes(&out.ns, out.uplink_ip, true);
-    assert!(
-        dnat > 10_000_000,
-        "published port, sandbox sending, moved {dnat} bytes: {why}"
-    );
-    assert!(
-        fast_rx(&b) - before > 1000,
-        "the kernel translated the published port's replies"
-    );
-    // Replies come back through the uplink's XDP program, straight to the endpoint.
-    let fast_tx = |s: &str| {
-        d.json(&["stats", s])["ports"][0]["fast_path_tx_packets"]
-            .as_u64()
-            .unwrap_or(0)
-    };
-    let before = fast_tx(&a);
-    let (down, why) = iperf_bytes(&a, out.ip, true);
-    assert!(
-        down > 10_000_000,
-        "outside -> sandbox through SNAT moved {down} bytes: {why}"
-    );
-    assert!(
-        fast_tx(&a) - before > 1000,
-        "the uplink's program translated the replies back"
-    );
+    let transfers = [
+        (
+            &a,
+            out.ip,
+            false,
+            &a,
+            "fast_path_rx_packets",
+            "sandbox -> outside through SNAT",
+            "the kernel translated the established SNAT session",
+        ),
+        (
+            &out.ns,
+            out.uplink_ip,
+            true,
+            &b,
+            "fast_path_rx_packets",
+            "published port, sandbox sending,",
+            "the kernel translated the published port's replies",
+        ),
+        (
+            &a,
+            out.ip,
+            true,
+            &a,
+            "fast_path_tx_packets",
+            "outside -> sandbox through SNAT",
+            "the uplink's program translated the replies back",
+        ),
+    ];
+    for (client, server, reverse, port, counter, what, kernel) in transfers {
+        let before = d.port_count(port, counter);
+        let (bytes, why) = iperf_bytes(client, server, reverse);
+        assert!(bytes > 10_000_000, "{what} moved {bytes} bytes: {why}");
+        assert!(d.port_count(port, counter) - before > 1000, "{kernel}");
+    }
     // Both ends checked every checksum the kernel's translations left.
     for ns in [&out.ns, &a] {
         assert_no_tcp_checksum_errors(ns);
@@ -237,9 +219,7 @@ fn worker_traffic_works_with_offloads_on() {
 fn hundreds_of_sandboxes_cost_little_memory() {
     const N: usize = 200;
     let lab = Lab::new();
-    let d = Daemon::start(&lab, &[]);
-    let net = lab.name("n");
-    d.ok(&["network", "create", "--subnet", "172.29.0.0/16", &net]);
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.29.0.0/16"]);
     let rss = || {
         let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
         let kb: u64 = status
@@ -297,13 +277,13 @@ fn fastpath_option_is_validated() {
 #[test]
 fn capture_sees_routed_tcp_the_kernel_would_translate() {
     let lab = Lab::new();
-    let (out, d, net) = with_uplink(&lab, "172.28.1.0/24");
+    let (out, d, net) = uplinked_network(&lab, "172.28.1.0/24", &[]);
     let a = lab.name("a");
     d.sandbox(&a, &net, &[]);
     let _srv = Bg::spawn(&lab, &out.ns, "iperf-out", &["iperf3", "-s", "-B", out.ip]);
     e2e::wait_listening(&out.ns, 5201);
     let fast = || {
-        let p = d.json(&["stats", &a])["ports"][0].clone();
+        let p = d.port_stats(&a);
         let n = |k: &str| p[k].as_u64().unwrap_or(0);
         n("fast_path_rx_packets") + n("fast_path_tx_packets")
     };
@@ -349,7 +329,7 @@ socketserver.ThreadingTCPServer(('0.0.0.0', 80), H).serve_forever()
 #[test]
 fn published_port_connections_open_in_the_kernel() {
     let lab = Lab::new();
-    let (out, d, net) = with_uplink(&lab, "172.28.2.0/24");
+    let (out, d, net) = uplinked_network(&lab, "172.28.2.0/24", &[]);
     let a = lab.name("a");
     let ip_a = d.sandbox(&a, &net, &["-p", "8080:80"]);
     let _srv = Bg::spawn(&lab, &a, "echo", &["python3", "-c", ECHO_SERVER]);
