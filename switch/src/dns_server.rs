@@ -35,23 +35,12 @@ pub(crate) enum Upstream {
     Ip(Vec<u8>),
 }
 
-/// What `stats` shows of the embedded DNS.
+/// What `stats` shows of the embedded DNS: the resolver's counters (flat in the JSON)
+/// and the switch's own.
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
 pub struct DnsStats {
-    pub queries: u64,
-    pub local_answers: u64,
-    pub nxdomain: u64,
-    pub forwarded: u64,
-    pub duplicates: u64,
-    pub upstream_replies: u64,
-    pub unmatched_replies: u64,
-    pub upstream_timeouts: u64,
-    pub servfail: u64,
-    pub inflight_full: u64,
-    pub formerr: u64,
-    pub notimp: u64,
-    pub dropped: u64,
-    pub truncated: u64,
+    #[serde(flatten)]
+    pub resolver: dns::Counters,
     /// Queries in flight upstream right now.
     pub inflight: usize,
     /// Frames to port 53 that were not a well-formed UDP datagram (or TCP segment).
@@ -165,22 +154,11 @@ impl DnsServer {
     }
 
     pub fn stats(&self) -> DnsStats {
-        let c = self.resolver.counters();
+        let mut resolver = self.resolver.counters();
+        // Answers the switch could not put in a frame are dropped answers too.
+        resolver.dropped += self.stats.resolver.dropped;
         DnsStats {
-            queries: c.queries,
-            local_answers: c.local_answers,
-            nxdomain: c.nxdomain,
-            forwarded: c.forwarded,
-            duplicates: c.duplicates,
-            upstream_replies: c.upstream_replies,
-            unmatched_replies: c.unmatched_replies,
-            upstream_timeouts: c.upstream_timeouts,
-            servfail: c.servfail,
-            inflight_full: c.inflight_full,
-            formerr: c.formerr,
-            notimp: c.notimp,
-            dropped: c.dropped,
-            truncated: c.truncated,
+            resolver,
             inflight: self.resolver.inflight(),
             ..self.stats
         }
@@ -396,7 +374,7 @@ impl DnsServer {
         };
         match ipv4::udp_frame(&addrs, bytes, &mut *self.scratch) {
             Some(n) => out.emit(seen.port, &self.scratch[..n], &self.counters),
-            None => self.stats.dropped += 1,
+            None => self.stats.resolver.dropped += 1,
         }
     }
 }
@@ -496,7 +474,7 @@ mod tests {
         assert_eq!(msg[3] & 0x0f, 0, "NOERROR");
         assert_eq!(&msg[6..8], &[0, 1], "one answer");
         assert_eq!(&msg[msg.len() - 4..], &[172, 18, 0, 2]);
-        assert_eq!(d.stats().local_answers, 1);
+        assert_eq!(d.stats().resolver.local_answers, 1);
     }
 
     #[test]
@@ -536,7 +514,7 @@ mod tests {
         );
         assert_eq!(out.out.len(), 1, "nothing answered");
         let s = d.stats();
-        assert_eq!((s.malformed_frames, s.dropped), (1, 1));
+        assert_eq!((s.malformed_frames, s.resolver.dropped), (1, 1));
         assert!(
             DnsServer::new(vec!["198.51.100.1:53".parse().expect("addr"); 4]).is_err(),
             "at most three upstreams"
