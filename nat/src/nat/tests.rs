@@ -68,6 +68,16 @@ fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Vec<u8> {
     v
 }
 
+/// C1 and C2 ping REMOTE with the same identifier `id`: both requests go out; they
+/// are returned as translated.
+fn echoes_from_c1_and_c2(n: &mut Nat, id: u16, t: Instant) -> (Vec<u8>, Vec<u8>) {
+    let mut a = echo(C1, REMOTE, id, false);
+    let mut b = echo(C2, REMOTE, id, false);
+    assert_eq!(n.outbound(&mut a, t), OUT);
+    assert_eq!(n.outbound(&mut b, t), OUT);
+    (a, b)
+}
+
 fn echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, reply: bool) -> Vec<u8> {
     let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64);
     let b = if reply {
@@ -323,10 +333,7 @@ fn port_exhaustion_is_counted_and_never_shares() {
 fn icmp_echo_identifier_is_the_port() {
     let mut n = nat();
     let t = Instant::now();
-    let mut a = echo(C1, REMOTE, 4242, false);
-    let mut b = echo(C2, REMOTE, 4242, false);
-    assert_eq!(n.outbound(&mut a, t), OUT);
-    assert_eq!(n.outbound(&mut b, t), OUT);
+    let (a, b) = echoes_from_c1_and_c2(&mut n, 4242, t);
     assert_eq!(a, echo(EXT, REMOTE, 4242, false));
     let idb = tuple_of(&b).sport;
     assert_ne!(idb, 4242);
@@ -662,10 +669,7 @@ fn icmp_error_from_a_container_about_a_dnat_flow() {
 fn icmp_error_about_an_echo_request() {
     let mut n = nat();
     let t = Instant::now();
-    let mut a = echo(C1, REMOTE, 7, false);
-    let mut b = echo(C2, REMOTE, 7, false);
-    n.outbound(&mut a, t);
-    n.outbound(&mut b, t);
+    let (_, b) = echoes_from_c1_and_c2(&mut n, 7, t);
     let id = tuple_of(&b).sport;
     let router = Ipv4Addr::new(198, 51, 100, 1);
     let mut e = icmp_error(router, EXT, 11, 0, &b, b.len());
