@@ -496,10 +496,16 @@ fn web() -> PortMapping {
     }
 }
 
-#[test]
-fn published_port_conflicts_are_refused() {
+/// A NAT that publishes [`web`].
+fn nat_publishing_web() -> Nat {
     let mut n = nat();
     n.add_port_mapping(web()).unwrap();
+    n
+}
+
+#[test]
+fn published_port_conflicts_are_refused() {
+    let mut n = nat_publishing_web();
     let e = n
         .add_port_mapping(PortMapping {
             host_ip: Some(EXT),
@@ -546,8 +552,7 @@ fn published_port_conflicts_are_refused() {
 
 #[test]
 fn dnat_translates_to_target_and_back() {
-    let mut n = nat();
-    n.add_port_mapping(web()).unwrap();
+    let mut n = nat_publishing_web();
     let t = Instant::now();
     let mut syn = tcp((REMOTE, 40000), (EXT, 8080), wire::TCP_SYN);
     assert_eq!(n.inbound(&mut syn, t), IN);
@@ -579,8 +584,7 @@ fn dnat_translates_to_target_and_back() {
 
 #[test]
 fn hairpin_dnats_and_snats_so_replies_return_through_the_switch() {
-    let mut n = nat();
-    n.add_port_mapping(web()).unwrap();
+    let mut n = nat_publishing_web();
     let t = Instant::now();
     // C2 connects to the published port on the external address.
     let mut syn = tcp((C2, 5555), (EXT, 8080), wire::TCP_SYN);
