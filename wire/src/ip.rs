@@ -63,6 +63,7 @@ header! {
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// The header's length, options included (20 without).
     #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[ipv4::VER_IHL] & 0x0f) * 4
