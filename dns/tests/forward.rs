@@ -69,8 +69,7 @@ fn forwards_with_a_fresh_id_and_relays_the_reply_intact_with_the_client_id() {
 fn replies_from_the_wrong_server_or_for_another_question_are_ignored() {
     let mut r = resolver(vec![upstream(1), upstream(2)]);
     let t = now();
-    let (_, _, fwd) =
-        forward(r.handle_query(udp(1), &query_bytes(1, "a.example", RecordType::A), t));
+    let (_, fwd) = forward_a(&mut r, 1, "a.example", t);
     let reply = upstream_reply(&fwd, ResponseCode::NoError, false, &[[1, 2, 3, 4]]);
     assert_eq!(
         r.handle_upstream_reply(upstream(2), &reply, t),
@@ -101,8 +100,7 @@ fn replies_from_the_wrong_server_or_for_another_question_are_ignored() {
 fn servfail_and_refused_move_to_the_next_upstream() {
     let mut r = resolver(vec![upstream(1), upstream(2), upstream(3)]);
     let t = now();
-    let (to, _, fwd1) =
-        forward(r.handle_query(udp(1), &query_bytes(7, "x.example", RecordType::A), t));
+    let (to, fwd1) = forward_a(&mut r, 7, "x.example", t);
     assert_eq!(to, upstream(1));
     let sf = upstream_reply(&fwd1, ResponseCode::ServFail, false, &[]);
     let (to, _, fwd2) = forward(r.handle_upstream_reply(upstream(1), &sf, t));
@@ -121,8 +119,7 @@ fn servfail_and_refused_move_to_the_next_upstream() {
 fn the_last_upstream_error_is_relayed_when_all_fail() {
     let mut r = resolver(vec![upstream(1)]);
     let t = now();
-    let (_, _, fwd) =
-        forward(r.handle_query(udp(1), &query_bytes(8, "x.example", RecordType::A), t));
+    let (_, fwd) = forward_a(&mut r, 8, "x.example", t);
     let refused = upstream_reply(&fwd, ResponseCode::Refused, false, &[]);
     let m = answer(r.handle_upstream_reply(upstream(1), &refused, t));
     assert_eq!(m.metadata.id, 8);
@@ -134,15 +131,13 @@ fn the_last_upstream_error_is_relayed_when_all_fail() {
 fn authoritative_nxdomain_stops_and_non_authoritative_moves_on() {
     let mut r = resolver(vec![upstream(1), upstream(2)]);
     let t = now();
-    let (_, _, fwd) =
-        forward(r.handle_query(udp(1), &query_bytes(9, "gone.example", RecordType::A), t));
+    let (_, fwd) = forward_a(&mut r, 9, "gone.example", t);
     let nx = upstream_reply(&fwd, ResponseCode::NXDomain, true, &[]);
     let m = answer(r.handle_upstream_reply(upstream(1), &nx, t));
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(m.metadata.id, 9);
 
-    let (_, _, fwd) =
-        forward(r.handle_query(udp(1), &query_bytes(10, "gone.example", RecordType::A), t));
+    let (_, fwd) = forward_a(&mut r, 10, "gone.example", t);
     let nx = upstream_reply(&fwd, ResponseCode::NXDomain, false, &[]);
     let (to, _, fwd2) = forward(r.handle_upstream_reply(upstream(1), &nx, t));
     assert_eq!(to, upstream(2));
@@ -157,8 +152,7 @@ fn authoritative_nxdomain_stops_and_non_authoritative_moves_on() {
 fn timeouts_move_on_then_servfail_after_the_last() {
     let mut r = resolver(vec![upstream(1), upstream(2)]);
     let t0 = now();
-    let (_, _, fwd1) =
-        forward(r.handle_query(udp(1), &query_bytes(11, "slow.example", RecordType::A), t0));
+    let (_, fwd1) = forward_a(&mut r, 11, "slow.example", t0);
     assert_eq!(r.next_deadline(), Some(t0 + TIMEOUT));
     assert!(r
         .poll_timeouts(t0 + TIMEOUT - Duration::from_millis(1))
@@ -201,8 +195,7 @@ fn the_inflight_limit_is_enforced_and_counted() {
     let t = now();
     let mut ids = std::collections::HashSet::new();
     for i in 0..1024u16 {
-        let (_, _, fwd) =
-            forward(r.handle_query(udp(1), &query_bytes(i, "many.example", RecordType::A), t));
+        let (_, fwd) = forward_a(&mut r, i, "many.example", t);
         assert!(ids.insert(id_of(&fwd)), "upstream IDs are unique in flight");
     }
     let m = answer(r.handle_query(udp(1), &query_bytes(5000, "many.example", RecordType::A), t));
@@ -223,8 +216,7 @@ fn the_inflight_limit_is_enforced_and_counted() {
 fn oversized_upstream_answers_are_cut_to_header_and_question_with_tc() {
     let mut r = resolver(vec![upstream(1)]);
     let t = now();
-    let (_, _, fwd) =
-        forward(r.handle_query(udp(1), &query_bytes(12, "big.example", RecordType::A), t));
+    let (_, fwd) = forward_a(&mut r, 12, "big.example", t);
     let addrs: Vec<[u8; 4]> = (0..60).map(|i| [10, 0, 0, i]).collect();
     let big = upstream_reply(&fwd, ResponseCode::NoError, false, &addrs);
     assert!(big.len() > 512);

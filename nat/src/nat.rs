@@ -364,13 +364,13 @@ impl Nat {
                 .find(h.proto, t.dst, t.dport, |ip| external.contains(&ip))
                 .copied()
             {
-                return self.hairpin(pkt, &h, m, now);
+                return self.snat(pkt, &h, Some(m), now);
             }
         }
         if self.is_external(t.dst) {
             return Verdict::NotOurs;
         }
-        self.snat(pkt, &h, now)
+        self.snat(pkt, &h, None, now)
     }
 
     fn inbound_inner(&mut self, pkt: &mut [u8], now: Instant) -> Verdict {
@@ -412,7 +412,18 @@ impl Nat {
         }
     }
 
-    fn snat(&mut self, pkt: &mut [u8], h: &Headers, now: Instant) -> Verdict {
+    /// A new session whose source is translated to the external address and a port
+    /// acquired for it; the port goes back when the session cannot be created. With
+    /// `hairpin`, a container reaching a published port through the external address:
+    /// the destination is translated to the target too, so the target's replies come
+    /// back to the switch (and are translated to what the client expects).
+    fn snat(
+        &mut self,
+        pkt: &mut [u8],
+        h: &Headers,
+        hairpin: Option<PortMapping>,
+        now: Instant,
+    ) -> Verdict {
         let t = h.tuple;
         let Some(port) = self.acquire_port(h.proto, t.src, t.sport) else {
             return Verdict::Drop(DropReason::PortsExhausted);
@@ -422,31 +433,18 @@ impl Nat {
             sport: port,
             ..t
         };
-        let s = Session::new(h.proto, Kind::Snat, t, xlat, now);
-        match self.create(s) {
-            Ok(i) => self.forward(pkt, h, i, Dir::Original, now),
-            Err(r) => {
-                self.ports.release(h.proto, (t.src, t.sport));
-                Verdict::Drop(r)
-            }
-        }
-    }
-
-    /// A container reaching a published port through the external address: DNAT to
-    /// the target and SNAT to the external address, so the target's replies come back
-    /// to the switch (and are translated to what the client expects).
-    fn hairpin(&mut self, pkt: &mut [u8], h: &Headers, m: PortMapping, now: Instant) -> Verdict {
-        let t = h.tuple;
-        let Some(port) = self.acquire_port(h.proto, t.src, t.sport) else {
-            return Verdict::Drop(DropReason::PortsExhausted);
+        let (kind, xlat) = match hairpin {
+            None => (Kind::Snat, xlat),
+            Some(m) => (
+                Kind::Hairpin,
+                Tuple {
+                    dst: m.target_ip,
+                    dport: m.target_port,
+                    ..xlat
+                },
+            ),
         };
-        let xlat = Tuple {
-            src: self.external[0],
-            sport: port,
-            dst: m.target_ip,
-            dport: m.target_port,
-        };
-        let s = Session::new(h.proto, Kind::Hairpin, t, xlat, now);
+        let s = Session::new(h.proto, kind, t, xlat, now);
         match self.create(s) {
             Ok(i) => self.forward(pkt, h, i, Dir::Original, now),
             Err(r) => {

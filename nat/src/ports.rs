@@ -170,19 +170,28 @@ mod tests {
     const C1: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
     const C2: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 3);
 
+    fn ports(first: u16, last: u16) -> Ports {
+        Ports::new(PortRange { first, last })
+    }
+
+    /// An external port for `internal`, with no port published.
+    fn take(p: &mut Ports, proto: Proto, internal: (Ipv4Addr, u16)) -> Option<u16> {
+        p.acquire(proto, internal, |_| false)
+    }
+
     #[test]
     fn keeps_port_when_free_else_picks_another() {
         let mut p = Ports::new(PortRange::default());
-        assert_eq!(p.acquire(Proto::Udp, (C1, 5000), |_| false), Some(5000));
+        assert_eq!(take(&mut p, Proto::Udp, (C1, 5000)), Some(5000));
         assert_eq!(
-            p.acquire(Proto::Udp, (C1, 5000), |_| false),
+            take(&mut p, Proto::Udp, (C1, 5000)),
             Some(5000),
             "same endpoint, same mapping"
         );
-        let other = p.acquire(Proto::Udp, (C2, 5000), |_| false);
+        let other = take(&mut p, Proto::Udp, (C2, 5000));
         assert!(matches!(other, Some(x) if x != 5000 && x >= 1024));
         assert_eq!(
-            p.acquire(Proto::Tcp, (C2, 5000), |_| false),
+            take(&mut p, Proto::Tcp, (C2, 5000)),
             Some(5000),
             "protocols have separate port spaces"
         );
@@ -193,8 +202,7 @@ mod tests {
             "reserved (published) ports are skipped"
         );
         assert_eq!(
-            p.acquire(Proto::Udp, (C2, 80), |_| false)
-                .map(|x| x >= 1024),
+            take(&mut p, Proto::Udp, (C2, 80)).map(|x| x >= 1024),
             Some(true),
             "out-of-range source ports are not kept"
         );
@@ -202,41 +210,27 @@ mod tests {
 
     #[test]
     fn exhaustion_and_release() {
-        let mut p = Ports::new(PortRange {
-            first: 2000,
-            last: 2001,
-        });
-        assert_eq!(p.acquire(Proto::Udp, (C1, 1), |_| false), Some(2000));
-        assert_eq!(p.acquire(Proto::Udp, (C1, 2), |_| false), Some(2001));
-        assert_eq!(p.acquire(Proto::Udp, (C1, 3), |_| false), None);
-        p.acquire(Proto::Udp, (C1, 1), |_| false);
+        let mut p = ports(2000, 2001);
+        assert_eq!(take(&mut p, Proto::Udp, (C1, 1)), Some(2000));
+        assert_eq!(take(&mut p, Proto::Udp, (C1, 2)), Some(2001));
+        assert_eq!(take(&mut p, Proto::Udp, (C1, 3)), None);
+        take(&mut p, Proto::Udp, (C1, 1));
         p.release(Proto::Udp, (C1, 1));
-        assert_eq!(
-            p.acquire(Proto::Udp, (C1, 3), |_| false),
-            None,
-            "still held"
-        );
+        assert_eq!(take(&mut p, Proto::Udp, (C1, 3)), None, "still held");
         p.release(Proto::Udp, (C1, 1));
-        assert_eq!(p.acquire(Proto::Udp, (C1, 3), |_| false), Some(2000));
+        assert_eq!(take(&mut p, Proto::Udp, (C1, 3)), Some(2000));
         assert_eq!(p.len(), 2);
     }
 
     #[test]
     fn full_range_wraps_without_overflow() {
-        let mut p = Ports::new(PortRange {
-            first: 65534,
-            last: 65535,
-        });
-        assert_eq!(p.acquire(Proto::Icmp, (C1, 1), |_| false), Some(65534));
-        assert_eq!(p.acquire(Proto::Icmp, (C1, 2), |_| false), Some(65535));
+        let mut p = ports(65534, 65535);
+        assert_eq!(take(&mut p, Proto::Icmp, (C1, 1)), Some(65534));
+        assert_eq!(take(&mut p, Proto::Icmp, (C1, 2)), Some(65535));
         p.release(Proto::Icmp, (C1, 1));
-        assert_eq!(p.acquire(Proto::Icmp, (C1, 3), |_| false), Some(65534));
-        let mut q = Ports::new(PortRange { first: 0, last: 1 });
-        assert_eq!(
-            q.acquire(Proto::Icmp, (C1, 0), |_| false),
-            Some(1),
-            "never 0"
-        );
-        assert_eq!(q.acquire(Proto::Icmp, (C1, 5), |_| false), None);
+        assert_eq!(take(&mut p, Proto::Icmp, (C1, 3)), Some(65534));
+        let mut q = ports(0, 1);
+        assert_eq!(take(&mut q, Proto::Icmp, (C1, 0)), Some(1), "never 0");
+        assert_eq!(take(&mut q, Proto::Icmp, (C1, 5)), None);
     }
 }

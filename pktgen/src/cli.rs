@@ -183,12 +183,16 @@ fn split_range(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn ordered<T: PartialOrd + Copy + std::fmt::Display>(
-    lo: T,
-    hi: Option<T>,
+/// `A` or `A-B`, each end parsed by `one`, in order (`what` names the range in the
+/// error when it runs backwards).
+fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(
+    s: &str,
     what: &str,
+    one: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Range<T>, String> {
-    let hi = hi.unwrap_or(lo);
+    let (a, b) = split_range(s);
+    let lo = one(a)?;
+    let hi = b.map(one).transpose()?.unwrap_or(lo);
     if hi < lo {
         return Err(format!("{what} range {lo}-{hi} runs backwards"));
     }
@@ -196,25 +200,17 @@ fn ordered<T: PartialOrd + Copy + std::fmt::Display>(
 }
 
 pub fn parse_ip_range(s: &str) -> Result<Range<Ipv4Addr>, String> {
-    let (a, b) = split_range(s);
-    let ip = |t: &str| {
-        t.parse::<Ipv4Addr>()
+    parse_range(s, "address", |t| {
+        t.parse()
             .map_err(|_| format!("{t:?} is not an IPv4 address"))
-    };
-    let lo = ip(a)?;
-    let hi = b.map(ip).transpose()?;
-    ordered(lo, hi, "address")
+    })
 }
 
 pub fn parse_port_range(s: &str) -> Result<Range<u16>, String> {
-    let (a, b) = split_range(s);
-    let port = |t: &str| {
-        t.parse::<u16>()
+    parse_range(s, "port", |t| {
+        t.parse()
             .map_err(|_| format!("{t:?} is not a port number (0-65535)"))
-    };
-    let lo = port(a)?;
-    let hi = b.map(port).transpose()?;
-    ordered(lo, hi, "port")
+    })
 }
 
 pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
@@ -258,7 +254,6 @@ pub fn parse_size(s: &str) -> Result<SizeSpec, String> {
     if s.eq_ignore_ascii_case("imix") {
         return Ok(SizeSpec::Imix);
     }
-    let (a, b) = split_range(s);
     let n = |t: &str| -> Result<usize, String> {
         let v = t
             .parse::<usize>()
@@ -270,18 +265,12 @@ pub fn parse_size(s: &str) -> Result<SizeSpec, String> {
         }
         Ok(v)
     };
-    let lo = n(a)?;
-    match b {
-        None => Ok(SizeSpec::Fixed(lo)),
-        Some(b) => {
-            let r = ordered(lo, Some(n(b)?), "frame size")?;
-            Ok(if r.lo == r.hi {
-                SizeSpec::Fixed(r.lo)
-            } else {
-                SizeSpec::Range(r.lo, r.hi)
-            })
-        }
-    }
+    let r = parse_range(s, "frame size", n)?;
+    Ok(if r.lo == r.hi {
+        SizeSpec::Fixed(r.lo)
+    } else {
+        SizeSpec::Range(r.lo, r.hi)
+    })
 }
 
 /// `10000`, `1.5M`, `2k` packets per second, or `100Mbps`, `1Gbps`, `512kbps`, `9600bps`.

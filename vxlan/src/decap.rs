@@ -104,7 +104,7 @@ impl Vtep {
 fn decapsulate<'a>(cfg: &crate::VtepConfig, frame: &'a [u8]) -> Decap<'a> {
     use DropReason::*;
     use PassReason::*;
-    if wire::be16(frame, field::ETHERTYPE) != Some(ETHERTYPE_IPV4) {
+    if wire::be16(frame, field::eth::ETHERTYPE) != Some(ETHERTYPE_IPV4) {
         return Decap::Pass(NotIpv4);
     }
     let ip = &frame[ETH_HLEN..];
@@ -115,18 +115,18 @@ fn decapsulate<'a>(cfg: &crate::VtepConfig, frame: &'a [u8]) -> Decap<'a> {
         return Decap::Pass(NotIpv4);
     }
     // From here the 20 fixed bytes are present.
-    if wire::ipv4(ip, field::IP_DST) != Some(cfg.ip) {
+    if wire::addr(ip, field::ipv4::DST) != Some(cfg.ip) {
         return Decap::Pass(NotForUs);
     }
-    if ip[field::IP_PROTO] != PROTO_UDP {
+    if ip[field::ipv4::PROTO] != PROTO_UDP {
         return Decap::Pass(NotUdp);
     }
-    let frag = wire::be16(ip, field::IP_FRAG).unwrap_or(0);
+    let frag = wire::be16(ip, field::ipv4::FRAG).unwrap_or(0);
     if frag & IP_OFFSET_MASK != 0 {
         return Decap::Pass(PassReason::Fragment);
     }
     let ihl = usize::from(ver_ihl & 0x0f) * 4;
-    let total = usize::from(wire::be16(ip, field::IP_TOTAL_LEN).unwrap_or(0));
+    let total = usize::from(wire::be16(ip, field::ipv4::TOTAL_LEN).unwrap_or(0));
     if ihl < IPV4_HLEN || total < ihl {
         return Decap::Drop(BadIpHeader);
     }
@@ -138,7 +138,7 @@ fn decapsulate<'a>(cfg: &crate::VtepConfig, frame: &'a [u8]) -> Decap<'a> {
     }
     // Bytes past the total length are Ethernet padding: ignored.
     let udp = &ip[ihl..total];
-    let Some(dport) = wire::be16(udp, field::UDP_DPORT) else {
+    let Some(dport) = wire::be16(udp, field::udp::DST_PORT) else {
         return Decap::Drop(Truncated);
     };
     if dport != cfg.port {
@@ -147,7 +147,7 @@ fn decapsulate<'a>(cfg: &crate::VtepConfig, frame: &'a [u8]) -> Decap<'a> {
     if frag & IP_FRAGMENT_MASK != 0 {
         return Decap::Drop(DropReason::Fragment);
     }
-    let udp_len = usize::from(wire::be16(udp, field::UDP_LEN).unwrap_or(0));
+    let udp_len = usize::from(wire::be16(udp, field::udp::LEN).unwrap_or(0));
     if udp.len() < UDP_HLEN || udp_len != udp.len() {
         return Decap::Drop(if udp_len > udp.len() || udp.len() < UDP_HLEN {
             Truncated
@@ -158,10 +158,12 @@ fn decapsulate<'a>(cfg: &crate::VtepConfig, frame: &'a [u8]) -> Decap<'a> {
     if udp.len() < UDP_HLEN + VXLAN_HLEN + ETH_HLEN {
         return Decap::Drop(Truncated);
     }
-    let udp_sum = wire::be16(udp, field::UDP_CHECKSUM).unwrap_or(0);
+    let udp_sum = wire::be16(udp, field::udp::CHECKSUM).unwrap_or(0);
     if udp_sum != 0 && cfg.verify_udp_checksum {
-        let (Some(src), Some(dst)) = (wire::ipv4(ip, field::IP_SRC), wire::ipv4(ip, field::IP_DST))
-        else {
+        let (Some(src), Some(dst)) = (
+            wire::addr(ip, field::ipv4::SRC),
+            wire::addr(ip, field::ipv4::DST),
+        ) else {
             return Decap::Drop(Truncated);
         };
         if checksum(
@@ -179,8 +181,8 @@ fn decapsulate<'a>(cfg: &crate::VtepConfig, frame: &'a [u8]) -> Decap<'a> {
         return Decap::Drop(BadFlags);
     };
     let (Some(outer_src), Some(outer_src_mac)) = (
-        wire::ipv4(ip, field::IP_SRC),
-        wire::mac(frame, field::ETH_SRC),
+        wire::addr(ip, field::ipv4::SRC),
+        wire::mac(frame, field::eth::SRC),
     ) else {
         return Decap::Drop(Truncated);
     };

@@ -53,13 +53,13 @@ pub fn source_port(hash: u32, range: PortRange) -> u16 {
 pub fn flow_hash(inner: &[u8]) -> u32 {
     let mut h = Hasher(0x5bd1_e995_9e37_79b9);
     if let (Some(dst), Some(src)) = (
-        wire::mac(inner, field::ETH_DST),
-        wire::mac(inner, field::ETH_SRC),
+        wire::mac(inner, field::eth::DST),
+        wire::mac(inner, field::eth::SRC),
     ) {
         h.bytes(&dst);
         h.bytes(&src);
     }
-    if wire::be16(inner, field::ETHERTYPE) == Some(ETHERTYPE_IPV4) {
+    if wire::be16(inner, field::eth::ETHERTYPE) == Some(ETHERTYPE_IPV4) {
         if let Some(ip) = inner.get(ETH_HLEN..) {
             ip_flow(&mut h, ip);
         }
@@ -69,11 +69,11 @@ pub fn flow_hash(inner: &[u8]) -> u32 {
 
 fn ip_flow(h: &mut Hasher, ip: &[u8]) -> Option<()> {
     let ihl = usize::from(ip.first()? & 0x0f) * 4;
-    let proto = *ip.get(field::IP_PROTO)?;
-    h.bytes(ip.get(field::IP_SRC)?);
-    h.bytes(ip.get(field::IP_DST)?);
+    let proto = *ip.get(field::ipv4::PROTO)?;
+    h.bytes(&wire::addr(ip, field::ipv4::SRC)?.octets());
+    h.bytes(&wire::addr(ip, field::ipv4::DST)?.octets());
     h.word(u64::from(proto));
-    let fragment = wire::be16(ip, field::IP_FRAG)? & IP_FRAGMENT_MASK != 0;
+    let fragment = wire::be16(ip, field::ipv4::FRAG)? & IP_FRAGMENT_MASK != 0;
     if (proto == PROTO_TCP || proto == PROTO_UDP) && !fragment && ihl >= wire::IPV4_HLEN {
         h.bytes(ip.get(ihl..ihl + 4)?);
     }
@@ -226,14 +226,8 @@ pub fn fill_udp_checksum(frame: &mut [u8]) {
     let ip_start = ETH_HLEN;
     let udp_start = ip_start + wire::IPV4_HLEN;
     let (Some(src), Some(dst)) = (
-        wire::ipv4(
-            frame,
-            ip_start + field::IP_SRC.start..ip_start + field::IP_SRC.end,
-        ),
-        wire::ipv4(
-            frame,
-            ip_start + field::IP_DST.start..ip_start + field::IP_DST.end,
-        ),
+        wire::addr(frame, ip_start + field::ipv4::SRC),
+        wire::addr(frame, ip_start + field::ipv4::DST),
     ) else {
         return;
     };
@@ -243,10 +237,10 @@ pub fn fill_udp_checksum(frame: &mut [u8]) {
     if udp.len() < UDP_HLEN {
         return;
     }
-    udp[field::UDP_CHECKSUM].fill(0);
+    wire::put16(udp, field::udp::CHECKSUM, 0);
     let c = udp_sent(checksum(
         udp,
         pseudo_header(src.octets(), dst.octets(), PROTO_UDP, udp.len()),
     ));
-    udp[field::UDP_CHECKSUM].copy_from_slice(&c.to_be_bytes());
+    wire::put16(udp, field::udp::CHECKSUM, c);
 }

@@ -100,7 +100,7 @@ impl Overlay {
             self.counters.dropped[DropReason::UnknownVni.index()] += 1;
             return Decap::Drop(DropReason::UnknownVni);
         };
-        if let Some(src) = mac(d.inner, field::ETH_SRC) {
+        if let Some(src) = mac(d.inner, field::eth::SRC) {
             if table.learn(src, d.outer_src, now) == Learned::Full {
                 self.counters.learn_full += 1;
             }

@@ -9,34 +9,13 @@ use crate::{Mac, Vni};
 use ::wire::checksum::checksum;
 use ::wire::ip::Ipv4Repr;
 
-/// Field offsets as ranges: Ethernet from the frame start, the others from the start
-/// of their own header. All but VXLAN's are the `wire` crate's offsets, defined there.
+/// Field offsets: Ethernet from the frame start, the others from the start of their own
+/// header. All but VXLAN's are the `wire` crate's, defined there once.
 pub(crate) mod field {
-    use ::wire::ethernet::field as eth;
-    use ::wire::ip::ipv4;
-    use ::wire::udp::field as udp;
+    pub use ::wire::ethernet::field as eth;
+    pub use ::wire::ip::ipv4;
+    pub use ::wire::udp::field as udp;
     use std::ops::Range;
-
-    const fn range(at: usize, len: usize) -> Range<usize> {
-        at..at + len
-    }
-
-    pub const ETH_DST: Range<usize> = range(eth::DST, 6);
-    pub const ETH_SRC: Range<usize> = range(eth::SRC, 6);
-    pub const ETHERTYPE: Range<usize> = range(eth::ETHERTYPE, 2);
-
-    pub const IP_TOTAL_LEN: Range<usize> = range(ipv4::TOTAL_LEN, 2);
-    pub const IP_IDENT: Range<usize> = range(ipv4::IDENT, 2);
-    pub const IP_FRAG: Range<usize> = range(ipv4::FRAG, 2);
-    pub const IP_TTL: usize = ipv4::TTL;
-    pub const IP_PROTO: usize = ipv4::PROTO;
-    pub const IP_SRC: Range<usize> = range(ipv4::SRC, 4);
-    pub const IP_DST: Range<usize> = range(ipv4::DST, 4);
-
-    pub const UDP_SPORT: Range<usize> = range(udp::SRC_PORT, 2);
-    pub const UDP_DPORT: Range<usize> = range(udp::DST_PORT, 2);
-    pub const UDP_LEN: Range<usize> = range(udp::LEN, 2);
-    pub const UDP_CHECKSUM: Range<usize> = range(udp::CHECKSUM, 2);
 
     pub const VXLAN_FLAGS: usize = 0;
     /// 24 reserved bits between the flags and the VNI.
@@ -61,22 +40,30 @@ pub const VXLAN_PORT: u16 = 4789;
 /// The I flag: the VNI is valid. The only flag RFC 7348 defines.
 pub const FLAG_I: u8 = 0x08;
 
-pub(crate) fn be16(b: &[u8], r: std::ops::Range<usize>) -> Option<u16> {
-    match b.get(r)? {
+/// The big-endian 16 bits at `at`, if `b` holds them.
+pub(crate) fn be16(b: &[u8], at: usize) -> Option<u16> {
+    match b.get(at..at + 2)? {
         [h, l] => Some(u16::from_be_bytes([*h, *l])),
         _ => None,
     }
 }
 
-pub(crate) fn ipv4(b: &[u8], r: std::ops::Range<usize>) -> Option<Ipv4Addr> {
-    match b.get(r)? {
+/// The IPv4 address at `at`, if `b` holds it.
+pub(crate) fn addr(b: &[u8], at: usize) -> Option<Ipv4Addr> {
+    match b.get(at..at + 4)? {
         [a, b, c, d] => Some(Ipv4Addr::new(*a, *b, *c, *d)),
         _ => None,
     }
 }
 
-pub(crate) fn mac(b: &[u8], r: std::ops::Range<usize>) -> Option<Mac> {
-    b.get(r)?.try_into().ok()
+/// The MAC address at `at`, if `b` holds it.
+pub(crate) fn mac(b: &[u8], at: usize) -> Option<Mac> {
+    b.get(at..at + 6)?.try_into().ok()
+}
+
+/// Writes `v` big-endian at `at`; the caller has checked that `b` holds it.
+pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
 /// A read/write view of a VXLAN header followed by the inner frame.
@@ -223,11 +210,11 @@ impl OuterRepr {
         .emit(ip);
 
         let (udp, rest) = rest.split_at_mut(UDP_HLEN);
-        udp[field::UDP_SPORT].copy_from_slice(&self.src_port.to_be_bytes());
-        udp[field::UDP_DPORT].copy_from_slice(&self.dst_port.to_be_bytes());
+        put16(udp, field::udp::SRC_PORT, self.src_port);
+        put16(udp, field::udp::DST_PORT, self.dst_port);
         let udp_len = (ip_len - IPV4_HLEN) as u16;
-        udp[field::UDP_LEN].copy_from_slice(&udp_len.to_be_bytes());
-        udp[field::UDP_CHECKSUM].copy_from_slice(&self.udp_checksum.to_be_bytes());
+        put16(udp, field::udp::LEN, udp_len);
+        put16(udp, field::udp::CHECKSUM, self.udp_checksum);
 
         let mut vx = Packet {
             buffer: &mut rest[..VXLAN_HLEN],
@@ -243,35 +230,35 @@ impl OuterRepr {
     /// the strict mirror of `emit`, for tests and tools; the receive path is
     /// [`crate::decapsulate`], which also takes IP options and says why it refuses.
     pub fn parse(frame: &[u8]) -> Option<OuterRepr> {
-        if be16(frame, field::ETHERTYPE)? != ETHERTYPE_IPV4 {
+        if be16(frame, field::eth::ETHERTYPE)? != ETHERTYPE_IPV4 {
             return None;
         }
         let ip = frame.get(ETH_HLEN..)?;
-        if *ip.first()? != 0x45 || ip.get(field::IP_PROTO) != Some(&PROTO_UDP) {
+        if *ip.first()? != 0x45 || ip.get(field::ipv4::PROTO) != Some(&PROTO_UDP) {
             return None;
         }
-        let ip_len = usize::from(be16(ip, field::IP_TOTAL_LEN)?);
+        let ip_len = usize::from(be16(ip, field::ipv4::TOTAL_LEN)?);
         let inner_len = ip_len.checked_sub(OUTER_IP_OVERHEAD)?;
         if ip.len() < ip_len || checksum(ip.get(..IPV4_HLEN)?, 0) != 0 {
             return None;
         }
         let udp = &ip[IPV4_HLEN..];
-        if usize::from(be16(udp, field::UDP_LEN)?) != ip_len - IPV4_HLEN {
+        if usize::from(be16(udp, field::udp::LEN)?) != ip_len - IPV4_HLEN {
             return None;
         }
         let vx = Packet::new_checked(&udp[UDP_HLEN..]).ok()?;
         let repr = Repr::parse(&vx).ok()?;
         Some(OuterRepr {
-            eth_src: mac(frame, field::ETH_SRC)?,
-            eth_dst: mac(frame, field::ETH_DST)?,
-            ip_src: ipv4(ip, field::IP_SRC)?,
-            ip_dst: ipv4(ip, field::IP_DST)?,
-            ip_id: be16(ip, field::IP_IDENT)?,
-            ttl: ip[field::IP_TTL],
-            dont_fragment: be16(ip, field::IP_FRAG)? & IP_DF != 0,
-            src_port: be16(udp, field::UDP_SPORT)?,
-            dst_port: be16(udp, field::UDP_DPORT)?,
-            udp_checksum: be16(udp, field::UDP_CHECKSUM)?,
+            eth_src: mac(frame, field::eth::SRC)?,
+            eth_dst: mac(frame, field::eth::DST)?,
+            ip_src: addr(ip, field::ipv4::SRC)?,
+            ip_dst: addr(ip, field::ipv4::DST)?,
+            ip_id: be16(ip, field::ipv4::IDENT)?,
+            ttl: ip[field::ipv4::TTL],
+            dont_fragment: be16(ip, field::ipv4::FRAG)? & IP_DF != 0,
+            src_port: be16(udp, field::udp::SRC_PORT)?,
+            dst_port: be16(udp, field::udp::DST_PORT)?,
+            udp_checksum: be16(udp, field::udp::CHECKSUM)?,
             vni: Vni::from_wire(repr.vni),
             inner_len,
         })

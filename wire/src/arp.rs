@@ -14,36 +14,24 @@ pub const HTYPE_ETHERNET: u16 = 1;
 pub const OP_REQUEST: u16 = 1;
 pub const OP_REPLY: u16 = 2;
 
-/// Offsets in the ARP packet.
-pub mod field {
-    pub const HTYPE: usize = 0;
-    pub const PTYPE: usize = 2;
-    pub const HLEN: usize = 4;
-    pub const PLEN: usize = 5;
-    pub const OPER: usize = 6;
-    pub const SHA: usize = 8;
-    pub const SPA: usize = 14;
-    pub const THA: usize = 18;
-    pub const TPA: usize = 24;
-}
-
-view! {
+header! {
     /// A view of an ARP packet (the Ethernet payload), at least 28 bytes long.
-    Packet, min: ARP_LEN
+    Packet, min: ARP_LEN;
+    /// Offsets in the ARP packet.
+    mod field {
+        HTYPE = 0 => hardware_type: u16;
+        PTYPE = 2 => protocol_type: u16;
+        HLEN = 4 => hardware_len: u8;
+        PLEN = 5 => protocol_len: u8;
+        OPER = 6 => operation: u16, set_operation;
+        SHA = 8 => sender_mac: Mac;
+        SPA = 14 => sender_ip: Ipv4Addr;
+        THA = 18 => target_mac: Mac;
+        TPA = 24 => target_ip: Ipv4Addr;
+    }
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    getters! {
-        hardware_type: u16 @ field::HTYPE;
-        protocol_type: u16 @ field::PTYPE;
-        hardware_len: u8 @ field::HLEN;
-        protocol_len: u8 @ field::PLEN;
-        operation: u16 @ field::OPER;
-        sender_mac: Mac @ field::SHA;
-        sender_ip: Ipv4Addr @ field::SPA;
-        target_mac: Mac @ field::THA;
-        target_ip: Ipv4Addr @ field::TPA;
-    }
     /// Ethernet hardware addresses and IPv4 protocol addresses: the only ARP we speak.
     #[inline]
     pub fn is_ethernet_ipv4(&self) -> bool {
@@ -61,9 +49,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         put16(b, field::PTYPE, ETHERTYPE_IPV4);
         b[field::HLEN] = 6;
         b[field::PLEN] = 4;
-    }
-    setters! {
-        set_operation: u16 @ field::OPER;
     }
     #[inline]
     pub fn set_sender(&mut self, mac: Mac, ip: Ipv4Addr) {

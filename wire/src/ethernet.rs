@@ -20,28 +20,21 @@ pub const BROADCAST: Mac = [0xff; 6];
 /// The shortest frame Ethernet carries (without the FCS): shorter ones are padded.
 pub const MIN_FRAME: usize = 60;
 
-/// Offsets in the Ethernet header.
-pub mod field {
-    pub const DST: usize = 0;
-    pub const SRC: usize = 6;
-    /// Both MACs: what stays in front when a tag is pushed or popped.
-    pub const MACS_END: usize = 12;
-    pub const ETHERTYPE: usize = super::ETHERTYPE_AT;
-    pub const PAYLOAD: usize = super::ETH_HLEN;
-}
-
-view! {
+header! {
     /// A view of an Ethernet II frame, at least a header long.
-    Frame, min: ETH_HLEN
+    Frame, min: ETH_HLEN;
+    /// Offsets in the Ethernet header.
+    mod field {
+        DST = 0 => dst: Mac, set_dst;
+        SRC = 6 => src: Mac, set_src;
+        /// Both MACs: what stays in front when a tag is pushed or popped.
+        MACS_END = 12;
+        ETHERTYPE = super::ETHERTYPE_AT => ethertype: u16, set_ethertype;
+        PAYLOAD = super::ETH_HLEN;
+    }
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    getters! {
-        dst: Mac @ field::DST;
-        src: Mac @ field::SRC;
-        ethertype: u16 @ field::ETHERTYPE;
-    }
-
     #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[field::PAYLOAD..]
@@ -49,12 +42,6 @@ impl<T: AsRef<[u8]>> Frame<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
-    setters! {
-        set_dst: Mac @ field::DST;
-        set_src: Mac @ field::SRC;
-        set_ethertype: u16 @ field::ETHERTYPE;
-    }
-
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD..]

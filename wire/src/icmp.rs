@@ -12,40 +12,31 @@ pub const ECHO_REQUEST: u8 = 8;
 pub const TIME_EXCEEDED: u8 = 11;
 pub const PARAMETER_PROBLEM: u8 = 12;
 
-/// Offsets in an ICMP message.
-pub mod field {
-    pub const TYPE: usize = 0;
-    pub const CODE: usize = 1;
-    pub const CHECKSUM: usize = 2;
-    pub const ECHO_IDENT: usize = 4;
-    pub const ECHO_SEQ: usize = 6;
-    /// Fragmentation needed (type 3 code 4): the next hop's MTU (RFC 1191).
-    pub const NEXT_HOP_MTU: usize = 6;
-    /// An error's quoted datagram, or an echo's data.
-    pub const DATA: usize = 8;
-}
-
 /// Whether messages of type `t` are errors about another datagram (which is quoted).
 #[inline]
 pub fn is_error(t: u8) -> bool {
     matches!(t, DEST_UNREACHABLE | TIME_EXCEEDED | PARAMETER_PROBLEM)
 }
 
-view! {
+header! {
     /// A view of an ICMP message, at least its 8-byte header long; the message is the
     /// whole buffer.
-    Packet, min: HEADER_LEN
+    Packet, min: HEADER_LEN;
+    /// Offsets in an ICMP message.
+    mod field {
+        TYPE = 0 => msg_type: u8, set_msg_type;
+        CODE = 1 => code: u8, set_code;
+        CHECKSUM = 2 => checksum: u16, set_checksum;
+        ECHO_IDENT = 4 => echo_ident: u16, set_echo_ident;
+        ECHO_SEQ = 6 => echo_seq: u16;
+        /// Fragmentation needed (type 3 code 4): the next hop's MTU (RFC 1191).
+        NEXT_HOP_MTU = 6 => next_hop_mtu: u16;
+        /// An error's quoted datagram, or an echo's data.
+        DATA = 8;
+    }
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    getters! {
-        msg_type: u8 @ field::TYPE;
-        code: u8 @ field::CODE;
-        checksum: u16 @ field::CHECKSUM;
-        echo_ident: u16 @ field::ECHO_IDENT;
-        echo_seq: u16 @ field::ECHO_SEQ;
-        next_hop_mtu: u16 @ field::NEXT_HOP_MTU;
-    }
     /// An error's quoted datagram (IPv4 header and at least 8 bytes), or echo data.
     #[inline]
     pub fn data(&self) -> &[u8] {
@@ -57,12 +48,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    setters! {
-        set_msg_type: u8 @ field::TYPE;
-        set_code: u8 @ field::CODE;
-        set_checksum: u16 @ field::CHECKSUM;
-        set_echo_ident: u16 @ field::ECHO_IDENT;
-    }
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::DATA..]

@@ -24,20 +24,6 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// Offsets in an IPv4 header.
-pub mod ipv4 {
-    pub const VER_IHL: usize = 0;
-    pub const TOS: usize = 1;
-    pub const TOTAL_LEN: usize = 2;
-    pub const IDENT: usize = 4;
-    pub const FRAG: usize = 6;
-    pub const TTL: usize = 8;
-    pub const PROTO: usize = 9;
-    pub const CHECKSUM: usize = 10;
-    pub const SRC: usize = 12;
-    pub const DST: usize = 16;
-}
-
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::checksum::{adjust, checksum};
@@ -50,7 +36,7 @@ fn v4_header_len(ver_ihl: u8) -> Option<usize> {
     (ver_ihl >> 4 == 4).then_some(usize::from(ver_ihl & 0x0f) * 4)
 }
 
-view! {
+header! {
     /// A view of an IPv4 packet, checked once: version 4, a header length of at least 20
     /// bytes that fits, a total length that covers the header and fits the buffer (which
     /// may run on past it: Ethernet padding).
@@ -60,10 +46,24 @@ view! {
             return Err(Error::Malformed);
         }
         crate::stated_len(usize::from(be16(b, ipv4::TOTAL_LEN)), ihl, b.len())
+    };
+    /// Offsets in an IPv4 header.
+    mod ipv4 {
+        VER_IHL = 0;
+        TOS = 1 => tos: u8;
+        TOTAL_LEN = 2;
+        IDENT = 4 => ident: u16;
+        FRAG = 6;
+        TTL = 8 => ttl: u8, set_ttl;
+        PROTO = 9 => proto: u8;
+        CHECKSUM = 10 => checksum: u16, set_checksum;
+        SRC = 12 => src: Ipv4Addr, set_src;
+        DST = 16 => dst: Ipv4Addr, set_dst;
     }
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// The header's length, options included (20 without).
     #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[ipv4::VER_IHL] & 0x0f) * 4
@@ -87,15 +87,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn frag_offset(&self) -> u16 {
         be16(self.buffer.as_ref(), ipv4::FRAG) & IP_OFFSET_MASK
     }
-    getters! {
-        tos: u8 @ ipv4::TOS;
-        ident: u16 @ ipv4::IDENT;
-        ttl: u8 @ ipv4::TTL;
-        proto: u8 @ ipv4::PROTO;
-        checksum: u16 @ ipv4::CHECKSUM;
-        src: Ipv4Addr @ ipv4::SRC;
-        dst: Ipv4Addr @ ipv4::DST;
-    }
     /// The header, options included.
     #[inline]
     pub fn header(&self) -> &[u8] {
@@ -117,12 +108,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
-    setters! {
-        set_ttl: u8 @ ipv4::TTL;
-        set_src: Ipv4Addr @ ipv4::SRC;
-        set_dst: Ipv4Addr @ ipv4::DST;
-        set_checksum: u16 @ ipv4::CHECKSUM;
-    }
     /// Computes the header checksum.
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
@@ -230,13 +215,23 @@ impl Ipv4Repr {
 }
 
 /// An untagged Ethernet frame carrying an IPv4 packet, checked once: version 4, a
-/// header length of at least 20 bytes, and a total length that fits the frame. The
-/// fields are read by name; nothing past the total length is looked at.
+/// header length of at least 20 bytes, and a total length that fits the frame. It
+/// dereferences to the packet ([`Ipv4Packet`], without the Ethernet header or padding),
+/// whose fields are read by name; nothing past the total length is looked at.
 #[derive(Clone, Copy, Debug)]
 pub struct Ipv4Frame<'a> {
+    /// The Ethernet frame up to the packet's end.
     frame: &'a [u8],
-    ihl: usize,
-    total: usize,
+    packet: Ipv4Packet<&'a [u8]>,
+}
+
+impl<'a> std::ops::Deref for Ipv4Frame<'a> {
+    type Target = Ipv4Packet<&'a [u8]>;
+
+    #[inline]
+    fn deref(&self) -> &Ipv4Packet<&'a [u8]> {
+        &self.packet
+    }
 }
 
 impl<'a> Ipv4Frame<'a> {
@@ -246,27 +241,19 @@ impl<'a> Ipv4Frame<'a> {
             return None;
         }
         let p = Ipv4Packet::new_checked(frame.get(ETH_HLEN..)?).ok()?;
+        let frame = &frame[..ETH_HLEN + p.total_len()];
         Some(Ipv4Frame {
             frame,
-            ihl: p.header_len(),
-            total: p.total_len(),
+            packet: Ipv4Packet {
+                buffer: &frame[ETH_HLEN..],
+            },
         })
     }
 
-    /// The IPv4 header's length (20 without options).
-    #[inline]
-    pub fn header_len(&self) -> usize {
-        self.ihl
-    }
-    /// The packet's length (header and payload), without the Ethernet header.
-    #[inline]
-    pub fn total_len(&self) -> usize {
-        self.total
-    }
     /// The IPv4 packet's bytes, without the Ethernet header or padding.
     #[inline]
     pub fn packet_bytes(&self) -> &'a [u8] {
-        &self.frame[ETH_HLEN..ETH_HLEN + self.total]
+        self.packet.buffer
     }
     #[inline]
     pub fn dst_mac(&self) -> crate::Mac {
@@ -278,37 +265,11 @@ impl<'a> Ipv4Frame<'a> {
     }
     /// The Ethernet frame up to the packet's end (no padding).
     pub fn frame(&self) -> &'a [u8] {
-        &self.frame[..ETH_HLEN + self.total]
+        self.frame
     }
-    #[inline]
-    pub fn ttl(&self) -> u8 {
-        self.packet().ttl()
-    }
-    #[inline]
-    pub fn proto(&self) -> u8 {
-        self.packet().proto()
-    }
-    #[inline]
-    pub fn src(&self) -> Ipv4Addr {
-        self.packet().src()
-    }
-    #[inline]
-    pub fn dst(&self) -> Ipv4Addr {
-        self.packet().dst()
-    }
-    /// Don't Fragment is set.
-    #[inline]
-    pub fn dont_fragment(&self) -> bool {
-        self.packet().dont_fragment()
-    }
-    /// A fragment (MF set or a non-zero offset).
-    #[inline]
-    pub fn is_fragment(&self) -> bool {
-        self.packet().is_fragment()
-    }
-    /// What follows the header, up to the total length.
+    /// What follows the header, up to the total length, for as long as the frame lives.
     pub fn payload(&self) -> &'a [u8] {
-        &self.frame[ETH_HLEN + self.ihl..ETH_HLEN + self.total]
+        &self.packet.buffer[self.header_len()..]
     }
     /// Source and destination of a TCP or UDP packet whose ports are in the payload.
     pub fn endpoints(&self) -> Option<(SocketAddrV4, SocketAddrV4)> {
@@ -327,12 +288,11 @@ impl<'a> Ipv4Frame<'a> {
         (self.proto() == PROTO_TCP && p.len() >= TCP_HLEN).then(|| p[crate::tcp::field::FLAGS])
     }
 
-    /// The IPv4 packet (checked by construction), without the Ethernet header or padding.
+    /// The IPv4 packet (checked by construction), without the Ethernet header or padding,
+    /// for as long as the frame lives.
     #[inline]
     pub fn packet(&self) -> Ipv4Packet<&'a [u8]> {
-        Ipv4Packet {
-            buffer: self.packet_bytes(),
-        }
+        self.packet
     }
 }
 

@@ -3,12 +3,13 @@
 //! the Internet checksum with its incremental update, and typed views of the headers a
 //! switch reads and writes.
 //!
-//! Each header is a module in the style of smoltcp's `wire`: `field` names its offsets
-//! once, a `Packet<T: AsRef<[u8]>>` (or, for a whole frame, a named view) is checked
-//! for length once in `new_checked` and then read by name without further bounds
-//! checks that can fail, setters exist for `T: AsMut<[u8]>`, and a `Repr` holds what the
-//! header means with a `parse` and an `emit` that are each other's mirror. Nothing
-//! allocates.
+//! Each header is a module in the style of smoltcp's `wire`: one `header!` declares each
+//! field once (name, offset, and for the fields read by name their type and accessors),
+//! which gives the `field` module of named offsets and a `Packet<T: AsRef<[u8]>>` (or,
+//! for a whole frame, a named view) that is checked for length once in `new_checked` and
+//! then read by name without further bounds checks that can fail, with setters for
+//! `T: AsMut<[u8]>`; a `Repr` holds what the header means with a `parse` and an `emit`
+//! that are each other's mirror. Nothing allocates.
 //!
 //! - [`ethernet`]: the Ethernet II header ([`ethernet::Frame`], [`ethernet::Repr`]).
 //! - [`vlan`]: one 802.1Q / 802.1ad tag behind the MACs ([`vlan::Tagged`],
@@ -56,40 +57,69 @@ macro_rules! view {
     };
 }
 
-/// Getters of fixed-offset fields for a view over `self.buffer`, whose length its
-/// constructor checked: `name: type @ offset;`, for `u8`, `u16` and `u32` (big-endian),
-/// `Ipv4Addr` and `Mac`.
-macro_rules! getters {
+/// One header declared field by field, each field once: its name, offset, and (for the
+/// fields read or written by name) its accessors and type. It generates the module of
+/// named offsets, the view over a buffer (see [`view`]) and the accessors, which read
+/// `u8`, `u16` and `u32` (big-endian), `Ipv4Addr` and `Mac` without bounds checks that
+/// can fail (the view's constructor checked the length).
+///
+/// ```text
+/// header! {
+///     /// The view's doc.
+///     Packet, min: HEADER_LEN, check: |b| ...;
+///     /// The offsets module's doc.
+///     mod field {
+///         /// A field's doc (on its offset and its getter).
+///         NAME = 4 => getter: u16, setter;  // read and written by name
+///         NAME = 6 => getter: u16;          // read only
+///         NAME = 8;                         // an offset only (read by hand, a payload's start)
+///     }
+/// }
+/// ```
+macro_rules! header {
     (@read u8, $b:expr, $at:expr) => { $b[$at] };
     (@read u16, $b:expr, $at:expr) => { crate::be16($b, $at) };
     (@read u32, $b:expr, $at:expr) => { crate::be32($b, $at) };
     (@read Ipv4Addr, $b:expr, $at:expr) => { crate::addr($b, $at) };
     (@read Mac, $b:expr, $at:expr) => { crate::mac($b, $at) };
-    ($($(#[$doc:meta])* $name:ident: $ty:tt @ $at:expr;)*) => {
-        $(
-            $(#[$doc])*
-            #[inline]
-            pub fn $name(&self) -> $ty {
-                getters!(@read $ty, self.buffer.as_ref(), $at)
-            }
-        )*
-    };
-}
-
-/// The setters that match [`getters`]: `name: type @ offset;`.
-macro_rules! setters {
     (@write u8, $b:expr, $at:expr, $v:expr) => { $b[$at] = $v };
     (@write u16, $b:expr, $at:expr, $v:expr) => { crate::put16($b, $at, $v) };
     (@write Ipv4Addr, $b:expr, $at:expr, $v:expr) => { $b[$at..$at + 4].copy_from_slice(&$v.octets()) };
     (@write Mac, $b:expr, $at:expr, $v:expr) => { $b[$at..$at + 6].copy_from_slice(&$v) };
-    ($($(#[$doc:meta])* $name:ident: $ty:tt @ $at:expr;)*) => {
+    // The accessors of one field: none for an offset alone.
+    (@accessors [$($doc:tt)*] $at:expr) => {};
+    (@accessors [$($doc:tt)*] $at:expr => $get:ident: $ty:tt $(, $set:ident)?) => {
+        $($doc)*
+        #[inline]
+        pub fn $get(&self) -> $ty {
+            header!(@read $ty, self.buffer.as_ref(), $at)
+        }
         $(
-            $(#[$doc])*
             #[inline]
-            pub fn $name(&mut self, v: $ty) {
-                setters!(@write $ty, self.buffer.as_mut(), $at, v)
+            pub fn $set(&mut self, v: $ty)
+            where
+                T: AsMut<[u8]>,
+            {
+                header!(@write $ty, self.buffer.as_mut(), $at, v)
             }
-        )*
+        )?
+    };
+    (
+        $(#[$vdoc:meta])* $view:ident, min: $min:expr $(, check: $check:expr)?;
+        $(#[$mdoc:meta])* mod $m:ident {
+            $($(#[$fdoc:meta])* $f:ident = $at:expr $(=> $get:ident: $ty:tt $(, $set:ident)?)?;)*
+        }
+    ) => {
+        $(#[$mdoc])*
+        pub mod $m {
+            $($(#[$fdoc])* pub const $f: usize = $at;)*
+        }
+
+        view!($(#[$vdoc])* $view, min: $min $(, check: $check)?);
+
+        impl<T: AsRef<[u8]>> $view<T> {
+            $(header!(@accessors [$(#[$fdoc])*] $m::$f $(=> $get: $ty $(, $set)?)?);)*
+        }
     };
 }
 

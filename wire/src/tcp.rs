@@ -11,41 +11,29 @@ pub use crate::ip::TCP_HLEN as HEADER_LEN;
 pub use crate::ip::{TCP_ACK as ACK, TCP_FIN as FIN, TCP_RST as RST, TCP_SYN as SYN};
 pub const PSH: u8 = 0x08;
 
-/// Offsets in the TCP header.
-pub mod field {
-    pub const SRC_PORT: usize = 0;
-    pub const DST_PORT: usize = 2;
-    pub const SEQ: usize = 4;
-    pub const ACK: usize = 8;
-    /// The data offset, in the high nibble.
-    pub const DATA_OFF: usize = 12;
-    pub const FLAGS: usize = 13;
-    pub const WINDOW: usize = 14;
-    pub const CHECKSUM: usize = 16;
-    pub const URGENT: usize = 18;
-}
-
-view! {
+header! {
     /// A view of a TCP segment whose header (options included) is in the buffer.
-    Packet, min: HEADER_LEN, check: |b| crate::stated_len(usize::from(b[field::DATA_OFF] >> 4) * 4, HEADER_LEN, b.len())
+    Packet, min: HEADER_LEN, check: |b| crate::stated_len(usize::from(b[field::DATA_OFF] >> 4) * 4, HEADER_LEN, b.len());
+    /// Offsets in the TCP header.
+    mod field {
+        SRC_PORT = 0 => src_port: u16, set_src_port;
+        DST_PORT = 2 => dst_port: u16, set_dst_port;
+        SEQ = 4 => seq: u32;
+        ACK = 8 => ack: u32;
+        /// The data offset, in the high nibble.
+        DATA_OFF = 12;
+        FLAGS = 13 => flags: u8, set_flags;
+        WINDOW = 14 => window: u16;
+        CHECKSUM = 16 => checksum: u16, set_checksum;
+        URGENT = 18;
+    }
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    getters! {
-        src_port: u16 @ field::SRC_PORT;
-        dst_port: u16 @ field::DST_PORT;
-        seq: u32 @ field::SEQ;
-        ack: u32 @ field::ACK;
-    }
     /// The header's length in bytes, options included.
     #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::DATA_OFF] >> 4) * 4
-    }
-    getters! {
-        flags: u8 @ field::FLAGS;
-        window: u16 @ field::WINDOW;
-        checksum: u16 @ field::CHECKSUM;
     }
     /// What follows the header, to the end of the buffer.
     #[inline]
@@ -63,12 +51,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    setters! {
-        set_src_port: u16 @ field::SRC_PORT;
-        set_dst_port: u16 @ field::DST_PORT;
-        set_flags: u8 @ field::FLAGS;
-        set_checksum: u16 @ field::CHECKSUM;
-    }
     /// Computes the checksum over the whole buffer (one segment).
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);

@@ -8,29 +8,22 @@ use crate::{be16, put16, Error, Result};
 
 pub use crate::ip::UDP_HLEN as HEADER_LEN;
 
-/// Offsets in the UDP header.
-pub mod field {
-    pub const SRC_PORT: usize = 0;
-    pub const DST_PORT: usize = 2;
-    pub const LEN: usize = 4;
-    pub const CHECKSUM: usize = 6;
-    pub const PAYLOAD: usize = 8;
-}
-
-view! {
+header! {
     /// A view of a UDP datagram: the header is there, and the length field is at least a
     /// header and at most the buffer (which may run on past it).
-    Packet, min: HEADER_LEN, check: |b| crate::stated_len(usize::from(be16(b, field::LEN)), HEADER_LEN, b.len())
+    Packet, min: HEADER_LEN, check: |b| crate::stated_len(usize::from(be16(b, field::LEN)), HEADER_LEN, b.len());
+    /// Offsets in the UDP header.
+    mod field {
+        SRC_PORT = 0 => src_port: u16, set_src_port;
+        DST_PORT = 2 => dst_port: u16, set_dst_port;
+        /// The length field: header and payload.
+        LEN = 4 => len_field: u16;
+        CHECKSUM = 6 => checksum: u16, set_checksum;
+        PAYLOAD = 8;
+    }
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    getters! {
-        src_port: u16 @ field::SRC_PORT;
-        dst_port: u16 @ field::DST_PORT;
-        /// The length field: header and payload.
-        len_field: u16 @ field::LEN;
-        checksum: u16 @ field::CHECKSUM;
-    }
     /// Header and payload, up to the length field.
     #[inline]
     pub fn datagram(&self) -> &[u8] {
@@ -60,11 +53,6 @@ impl<'a> Packet<&'a [u8]> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    setters! {
-        set_src_port: u16 @ field::SRC_PORT;
-        set_dst_port: u16 @ field::DST_PORT;
-        set_checksum: u16 @ field::CHECKSUM;
-    }
     /// Computes the checksum over the datagram between `src` and `dst` (0 is sent as
     /// all ones).
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {

@@ -9,14 +9,6 @@ pub const TAG_LEN: usize = 4;
 /// MACs, one tag and the inner EtherType.
 pub const TAGGED_HLEN: usize = eth::MACS_END + TAG_LEN + 2;
 
-/// Offsets in a tagged frame, from its start.
-pub mod field {
-    pub const TPID: usize = super::eth::ETHERTYPE;
-    pub const TCI: usize = TPID + 2;
-    pub const INNER_ETHERTYPE: usize = TCI + 2;
-    pub const PAYLOAD: usize = super::TAGGED_HLEN;
-}
-
 const PCP_SHIFT: u16 = 13;
 const DEI: u16 = 0x1000;
 const VID_MASK: u16 = 0x0fff;
@@ -27,21 +19,24 @@ pub fn is_tpid(ethertype: u16) -> bool {
     ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ
 }
 
-view! {
+header! {
     /// A view of a frame whose EtherType is a TPID, long enough for the tag and the inner
     /// EtherType.
     Tagged, min: TAGGED_HLEN, check: |b| match is_tpid(be16(b, field::TPID)) {
         true => Ok(()),
         false => Err(Error::Malformed),
+    };
+    /// Offsets in a tagged frame, from its start.
+    mod field {
+        TPID = super::eth::ETHERTYPE => tpid: u16, set_tpid;
+        /// The whole tag control information word.
+        TCI = TPID + 2 => tci: u16, set_tci;
+        INNER_ETHERTYPE = TCI + 2 => inner_ethertype: u16, set_inner_ethertype;
+        PAYLOAD = super::TAGGED_HLEN;
     }
 }
 
 impl<T: AsRef<[u8]>> Tagged<T> {
-    getters! {
-        tpid: u16 @ field::TPID;
-        /// The whole tag control information word.
-        tci: u16 @ field::TCI;
-    }
     #[inline]
     pub fn pcp(&self) -> u8 {
         (self.tci() >> PCP_SHIFT) as u8
@@ -53,9 +48,6 @@ impl<T: AsRef<[u8]>> Tagged<T> {
     #[inline]
     pub fn vid(&self) -> u16 {
         self.tci() & VID_MASK
-    }
-    getters! {
-        inner_ethertype: u16 @ field::INNER_ETHERTYPE;
     }
     /// What follows the inner EtherType.
     #[inline]
@@ -69,14 +61,6 @@ impl<'a> Tagged<&'a [u8]> {
     #[inline]
     pub fn into_payload(self) -> &'a [u8] {
         &self.buffer[field::PAYLOAD..]
-    }
-}
-
-impl<T: AsRef<[u8]> + AsMut<[u8]>> Tagged<T> {
-    setters! {
-        set_tpid: u16 @ field::TPID;
-        set_tci: u16 @ field::TCI;
-        set_inner_ethertype: u16 @ field::INNER_ETHERTYPE;
     }
 }
 

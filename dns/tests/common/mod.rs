@@ -97,6 +97,13 @@ pub fn forward(a: Action) -> (SocketAddr, Transport, Vec<u8>) {
     }
 }
 
+/// Client `udp(1)` asks `r` for the A record of `name` with ID `id`, which `r` forwards:
+/// the upstream it goes to and the bytes forwarded.
+pub fn forward_a(r: &mut Resolver, id: u16, name: &str, t: Instant) -> (SocketAddr, Vec<u8>) {
+    let (to, _, bytes) = forward(r.handle_query(udp(1), &query_bytes(id, name, RecordType::A), t));
+    (to, bytes)
+}
+
 pub fn v4s(m: &Message) -> Vec<Ipv4Addr> {
     m.answers
         .iter()

@@ -68,6 +68,16 @@ fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Vec<u8> {
     v
 }
 
+/// C1 and C2 ping REMOTE with the same identifier `id`: both requests go out; they
+/// are returned as translated.
+fn echoes_from_c1_and_c2(n: &mut Nat, id: u16, t: Instant) -> (Vec<u8>, Vec<u8>) {
+    let mut a = echo(C1, REMOTE, id, false);
+    let mut b = echo(C2, REMOTE, id, false);
+    assert_eq!(n.outbound(&mut a, t), OUT);
+    assert_eq!(n.outbound(&mut b, t), OUT);
+    (a, b)
+}
+
 fn echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, reply: bool) -> Vec<u8> {
     let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64);
     let b = if reply {
@@ -323,10 +333,7 @@ fn port_exhaustion_is_counted_and_never_shares() {
 fn icmp_echo_identifier_is_the_port() {
     let mut n = nat();
     let t = Instant::now();
-    let mut a = echo(C1, REMOTE, 4242, false);
-    let mut b = echo(C2, REMOTE, 4242, false);
-    assert_eq!(n.outbound(&mut a, t), OUT);
-    assert_eq!(n.outbound(&mut b, t), OUT);
+    let (a, b) = echoes_from_c1_and_c2(&mut n, 4242, t);
     assert_eq!(a, echo(EXT, REMOTE, 4242, false));
     let idb = tuple_of(&b).sport;
     assert_ne!(idb, 4242);
@@ -489,10 +496,16 @@ fn web() -> PortMapping {
     }
 }
 
-#[test]
-fn published_port_conflicts_are_refused() {
+/// A NAT that publishes [`web`].
+fn nat_publishing_web() -> Nat {
     let mut n = nat();
     n.add_port_mapping(web()).unwrap();
+    n
+}
+
+#[test]
+fn published_port_conflicts_are_refused() {
+    let mut n = nat_publishing_web();
     let e = n
         .add_port_mapping(PortMapping {
             host_ip: Some(EXT),
@@ -539,8 +552,7 @@ fn published_port_conflicts_are_refused() {
 
 #[test]
 fn dnat_translates_to_target_and_back() {
-    let mut n = nat();
-    n.add_port_mapping(web()).unwrap();
+    let mut n = nat_publishing_web();
     let t = Instant::now();
     let mut syn = tcp((REMOTE, 40000), (EXT, 8080), wire::TCP_SYN);
     assert_eq!(n.inbound(&mut syn, t), IN);
@@ -572,8 +584,7 @@ fn dnat_translates_to_target_and_back() {
 
 #[test]
 fn hairpin_dnats_and_snats_so_replies_return_through_the_switch() {
-    let mut n = nat();
-    n.add_port_mapping(web()).unwrap();
+    let mut n = nat_publishing_web();
     let t = Instant::now();
     // C2 connects to the published port on the external address.
     let mut syn = tcp((C2, 5555), (EXT, 8080), wire::TCP_SYN);
@@ -662,10 +673,7 @@ fn icmp_error_from_a_container_about_a_dnat_flow() {
 fn icmp_error_about_an_echo_request() {
     let mut n = nat();
     let t = Instant::now();
-    let mut a = echo(C1, REMOTE, 7, false);
-    let mut b = echo(C2, REMOTE, 7, false);
-    n.outbound(&mut a, t);
-    n.outbound(&mut b, t);
+    let (_, b) = echoes_from_c1_and_c2(&mut n, 7, t);
     let id = tuple_of(&b).sport;
     let router = Ipv4Addr::new(198, 51, 100, 1);
     let mut e = icmp_error(router, EXT, 11, 0, &b, b.len());
