@@ -4,12 +4,12 @@
 //!
 //! ```text
 //! port input ──> l2 ──┬──────────────────────────────────────> port output
-//!   (mod.rs,    (pipeline)├─> gateway (its answer) ─────────────> port output
-//!    trunks.rs)           ├─> router queue ─> router ──> port output (networks, uplink)
-//!     │                   ├─> vtep queue ──> vtep ───> port output (the uplink)
-//!     │                   └─> dns queue ───> dns ────> port output, router (upstream)
-//!     └─ uplink ─> router ─┬─> port output (networks; the tunnel's arrivals to l2's ports)
-//!                          └─> resolver queue ─> dns (upstream replies)
+//! (mod.rs,   (pipeline)├─> gateway: its answer ──────────────> port output
+//!  trunks.rs)         ├─> router queue ─> router ─> port output (networks, uplink)
+//!   │                 ├─> vtep queue ───> vtep ───> port output (the uplink)
+//!   │                 └─> dns queue ────> dns ────> port output; router (upstream)
+//!   └─ uplink frames ─> router ─┬─> port output (networks; the tunnel's arrivals)
+//!                               └─> resolver queue ─> dns (upstream replies)
 //! ```
 //!
 //! Every edge is static: the L2 stage's `Verdict`, the `Emit` methods the stages call,
