@@ -29,9 +29,12 @@ pub enum TrunkError {
     HostEnd(#[from] DriverError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// Opening a port or this thread's namespace; the step says which.
+    /// This thread's namespace; the step says which.
     #[error(transparent)]
     Io(#[from] Step<std::io::Error>),
+    /// Opening the worker's end as a port.
+    #[error(transparent)]
+    Port(#[from] Step<switch::port::PortError>),
     #[error("endpoint trunk of worker {worker}")]
     Worker {
         worker: usize,

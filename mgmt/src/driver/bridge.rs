@@ -182,7 +182,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
             let (ifname, mac, ip) = (ep.ifname.clone(), ep.mac.0, ep.ip);
             let tap = netns::run_in(&ep.sandbox, move || {
                 let tap = TapPort::create(&ifname)
-                    .map_err(|e| NetnsError::io(format!("create TAP {ifname}"), e))?;
+                    .map_err(|e| NetnsError::io(format!("create TAP {ifname}"), e.into()))?;
                 let mut nl = Netlink::new()?;
                 nl.set_mac(&ifname, mac)?;
                 nl.set_mtu(&ifname, mtu)?;

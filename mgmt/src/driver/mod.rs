@@ -19,6 +19,7 @@ use crate::error::{ApiError, ApiResult, Step};
 use crate::link::LinkError;
 use crate::model::{DriverKind, Endpoint, Mac, Network, SandboxMode};
 use crate::netns::NetnsError;
+use switch::port::PortError;
 
 /// What realising a network or an endpoint fails with.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +36,12 @@ pub enum DriverError {
     /// Plumbing in a sandbox's namespace; the step says which.
     #[error(transparent)]
     Netns(#[from] Step<NetnsError>),
-    /// A file, a sysctl or a port's socket; the step says which.
+    /// A file or a sysctl; the step says which.
     #[error(transparent)]
     Io(#[from] Step<io::Error>),
+    /// Opening a port on an endpoint's veth or a parent interface.
+    #[error(transparent)]
+    Port(#[from] Step<PortError>),
     /// The network cannot have endpoints (host, none).
     #[error("{0}")]
     NoEndpoints(&'static str),

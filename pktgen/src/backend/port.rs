@@ -19,10 +19,10 @@ pub enum PortOut {
 
 impl PortOut {
     pub fn af_packet(iface: &str) -> io::Result<Self> {
-        PacketPort::open(iface).map(PortOut::Packet)
+        Ok(PortOut::Packet(PacketPort::open(iface)?))
     }
     pub fn af_xdp(iface: &str) -> io::Result<Self> {
-        XdpPort::open(iface).map(|p| PortOut::Xdp(Box::new(p)))
+        Ok(PortOut::Xdp(Box::new(XdpPort::open(iface)?)))
     }
     /// A new TAP device, brought up (a down TAP refuses writes with EIO).
     pub fn tap(name: &str) -> io::Result<Self> {

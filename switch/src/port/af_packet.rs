@@ -1,7 +1,7 @@
 //! AF_PACKET port: a TPACKET_V3 mmap'd RX ring (block-based, retired after 1 ms so light
 //! traffic stays low-latency) and a TPACKET_V2 TX ring on a second socket that bypasses the
 //! qdisc, kicked once per burst. The fallback when AF_XDP is unavailable.
-use super::{Backend, Burst, Port, MAX_FRAME};
+use super::{Backend, Burst, Port, PortError, MAX_FRAME};
 use std::ffi::CString;
 use std::io;
 use std::mem::{offset_of, size_of};
@@ -137,9 +137,9 @@ impl Drop for Mmap {
     }
 }
 
-/// Wrap an OS error with which port and which step failed.
-fn ctx<'a>(iface: &'a str, what: &'a str) -> impl FnOnce(io::Error) -> io::Error + 'a {
-    move |e| io::Error::new(e.kind(), format!("AF_PACKET port {iface}: {what}: {e}"))
+/// Wrap an OS error with the step that failed (the port is named one level up).
+fn ctx(what: &str) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 fn packet_socket() -> io::Result<OwnedFd> {
@@ -250,12 +250,16 @@ pub struct PacketPort {
 impl PacketPort {
     /// Open `iface` (in the calling thread's network namespace; the sockets keep working
     /// from any namespace afterwards).
-    pub fn open(iface: &str) -> io::Result<PacketPort> {
-        let ifindex = ifindex(iface).map_err(ctx(iface, "looking up interface"))?;
+    pub fn open(iface: &str) -> Result<PacketPort, PortError> {
+        Self::open_io(iface).map_err(|e| PortError::new(Backend::AfPacket, iface, e))
+    }
 
-        let rx_fd = packet_socket().map_err(ctx(iface, "creating RX socket"))?;
+    fn open_io(iface: &str) -> io::Result<PacketPort> {
+        let ifindex = ifindex(iface).map_err(ctx("looking up interface"))?;
+
+        let rx_fd = packet_socket().map_err(ctx("creating RX socket"))?;
         let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-        set_opt(&rx_fd, libc::PACKET_VERSION, &v3).map_err(ctx(iface, "setting TPACKET_V3"))?;
+        set_opt(&rx_fd, libc::PACKET_VERSION, &v3).map_err(ctx("setting TPACKET_V3"))?;
         // Not seeing our own TX is the point; pkttype is checked too in case the kernel
         // lacks the option (it appeared in 4.20).
         let one: libc::c_int = 1;
@@ -271,32 +275,32 @@ impl PacketPort {
             tp_sizeof_priv: 0,
             tp_feature_req_word: 0,
         };
-        set_opt(&rx_fd, libc::PACKET_RX_RING, &req).map_err(ctx(iface, "setting up RX ring"))?;
-        let rx_ring = Mmap::ring(&rx_fd, RX_BLOCK_SIZE * RX_BLOCK_NR)
-            .map_err(ctx(iface, "mapping RX ring"))?;
+        set_opt(&rx_fd, libc::PACKET_RX_RING, &req).map_err(ctx("setting up RX ring"))?;
+        let rx_ring =
+            Mmap::ring(&rx_fd, RX_BLOCK_SIZE * RX_BLOCK_NR).map_err(ctx("mapping RX ring"))?;
 
-        let tx_fd = packet_socket().map_err(ctx(iface, "creating TX socket"))?;
+        let tx_fd = packet_socket().map_err(ctx("creating TX socket"))?;
         let v2 = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
-        set_opt(&tx_fd, libc::PACKET_VERSION, &v2).map_err(ctx(iface, "setting TPACKET_V2"))?;
+        set_opt(&tx_fd, libc::PACKET_VERSION, &v2).map_err(ctx("setting TPACKET_V2"))?;
         set_opt(&tx_fd, libc::PACKET_QDISC_BYPASS, &one)
-            .map_err(ctx(iface, "setting PACKET_QDISC_BYPASS"))?;
+            .map_err(ctx("setting PACKET_QDISC_BYPASS"))?;
         // A frame the kernel rejects is dropped and its slot freed, instead of marking it
         // WRONG_FORMAT and stalling the ring.
-        set_opt(&tx_fd, libc::PACKET_LOSS, &one).map_err(ctx(iface, "setting PACKET_LOSS"))?;
+        set_opt(&tx_fd, libc::PACKET_LOSS, &one).map_err(ctx("setting PACKET_LOSS"))?;
         let req = libc::tpacket_req {
             tp_block_size: TX_BLOCK_SIZE as u32,
             tp_block_nr: TX_BLOCK_NR as u32,
             tp_frame_size: TX_FRAME_SIZE as u32,
             tp_frame_nr: TX_FRAME_NR as u32,
         };
-        set_opt(&tx_fd, libc::PACKET_TX_RING, &req).map_err(ctx(iface, "setting up TX ring"))?;
-        let tx_ring = Mmap::ring(&tx_fd, TX_BLOCK_SIZE * TX_BLOCK_NR)
-            .map_err(ctx(iface, "mapping TX ring"))?;
+        set_opt(&tx_fd, libc::PACKET_TX_RING, &req).map_err(ctx("setting up TX ring"))?;
+        let tx_ring =
+            Mmap::ring(&tx_fd, TX_BLOCK_SIZE * TX_BLOCK_NR).map_err(ctx("mapping TX ring"))?;
 
-        bind_to(&rx_fd, ifindex, libc::ETH_P_ALL as u16).map_err(ctx(iface, "binding RX"))?;
+        bind_to(&rx_fd, ifindex, libc::ETH_P_ALL as u16).map_err(ctx("binding RX"))?;
         // Protocol 0 on the TX socket: it never receives, so it never queues copies of
         // the link's traffic that nobody reads.
-        bind_to(&tx_fd, ifindex, 0).map_err(ctx(iface, "binding TX"))?;
+        bind_to(&tx_fd, ifindex, 0).map_err(ctx("binding TX"))?;
 
         Ok(PacketPort {
             name: iface.to_owned(),
@@ -419,7 +423,7 @@ impl PacketPort {
             }
             _ => {
                 self.tx_kick_pending = true;
-                Err(ctx(&self.name, "kicking TX ring")(err))
+                Err(ctx("kicking TX ring")(err))
             }
         }
     }

@@ -3,7 +3,7 @@
 //! `xdp_prog` attached through a BPF link (so it detaches when the process dies).
 
 use super::xdp_prog::XskRedirect;
-use super::{Backend, Burst, Port, BURST, MAX_FRAME};
+use super::{Backend, Burst, Port, PortError, BURST, MAX_FRAME};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
@@ -65,12 +65,16 @@ pub struct XdpPort {
 
 impl XdpPort {
     /// Open `iface` with the redirect program in native mode, falling back to generic.
-    pub fn open(iface: &str) -> io::Result<Self> {
+    pub fn open(iface: &str) -> Result<Self, PortError> {
         Self::open_with(iface, XdpMode::Auto)
     }
 
     /// Open `iface` (in the calling thread's network namespace) in the given XDP mode.
-    pub fn open_with(iface: &str, mode: XdpMode) -> io::Result<Self> {
+    pub fn open_with(iface: &str, mode: XdpMode) -> Result<Self, PortError> {
+        Self::open_io(iface, mode).map_err(|e| PortError::new(Backend::AfXdp, iface, e))
+    }
+
+    fn open_io(iface: &str, mode: XdpMode) -> io::Result<Self> {
         let ifindex = ifindex(iface)?;
 
         let umem_cfg = UmemCfgBuilder {
@@ -424,21 +428,22 @@ impl Port for XdpPort {
         fp: &crate::fastpath::FastPath,
         net: crate::NetId,
         id: crate::PortId,
-    ) -> io::Result<()> {
+    ) -> Result<(), PortError> {
+        let failed = |e| PortError::new(Backend::AfXdp, &self.name, e);
         // The redirect target first: a port running the program is always reachable.
-        fp.add_port(id, self.ifindex)?;
+        fp.add_port(id, self.ifindex).map_err(failed)?;
         let prog = fp.program(self.redirect.xsks(), net, id);
         self.redirect.replace(&prog, "vsw_fast").map_err(|e| {
             fp.remove_port(id);
-            io::Error::new(e.kind(), format!("{}: {e}", self.name))
+            failed(e)
         })
     }
 
-    fn enable_nat_in(&mut self, fp: &crate::fastpath::FastPath) -> io::Result<()> {
+    fn enable_nat_in(&mut self, fp: &crate::fastpath::FastPath) -> Result<(), PortError> {
         let prog = fp.nat_in_program(self.redirect.xsks());
         self.redirect
             .replace(&prog, "vsw_nat_in")
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.name)))
+            .map_err(|e| PortError::new(Backend::AfXdp, &self.name, e))
     }
 
     fn fd(&self) -> RawFd {

@@ -4,10 +4,13 @@
 pub mod af_packet;
 pub mod af_xdp;
 mod csum;
+mod error;
 #[cfg(test)]
 pub(crate) mod lab;
 pub mod tap;
 mod xdp_prog;
+
+pub use error::PortError;
 
 use std::fmt;
 use std::io;
@@ -147,11 +150,9 @@ pub trait Port: Send {
     }
     /// Run the inbound half of the NAT fast path on this port (the uplink): replies of
     /// sessions the kernel translates go straight to their endpoints. Only AF_XDP ports.
-    fn enable_nat_in(&mut self, _fp: &crate::fastpath::FastPath) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "only AF_XDP ports run the inbound NAT fast path",
-        ))
+    fn enable_nat_in(&mut self, _fp: &crate::fastpath::FastPath) -> Result<(), PortError> {
+        let why = "only AF_XDP ports run the inbound NAT fast path";
+        Err(self.unsupported(why))
     }
     /// Run the in-kernel fast path (`crate::fastpath`) on this port as port `id` of
     /// network `net`, and make it a redirect target. Only AF_XDP ports can.
@@ -160,11 +161,13 @@ pub trait Port: Send {
         _fp: &crate::fastpath::FastPath,
         _net: crate::NetId,
         _id: crate::PortId,
-    ) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "only AF_XDP ports run the fast path",
-        ))
+    ) -> Result<(), PortError> {
+        Err(self.unsupported("only AF_XDP ports run the fast path"))
+    }
+    /// What this backend does not do, as its error.
+    fn unsupported(&self, why: &'static str) -> PortError {
+        let e = io::Error::new(io::ErrorKind::Unsupported, why);
+        PortError::new(self.backend(), self.name(), e)
     }
 }
 
@@ -192,7 +195,7 @@ impl std::str::FromStr for IoMode {
 
 /// Open a kernel interface (a veth end) as a port. `Auto` tries AF_XDP and falls back to
 /// AF_PACKET, logging why.
-pub fn open(iface: &str, mode: IoMode) -> io::Result<Box<dyn Port>> {
+pub fn open(iface: &str, mode: IoMode) -> Result<Box<dyn Port>, PortError> {
     match mode {
         IoMode::AfXdp => Ok(Box::new(af_xdp::XdpPort::open(iface)?)),
         IoMode::AfPacket => Ok(Box::new(af_packet::PacketPort::open(iface)?)),

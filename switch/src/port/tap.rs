@@ -1,7 +1,7 @@
 //! TAP port: a non-persistent /dev/net/tun device (IFF_TAP | IFF_NO_PI) created in the
 //! caller's network namespace, read and written one frame per syscall. The device lives
 //! exactly as long as the port; its fd keeps working from any namespace.
-use super::{Backend, Burst, Port, MAX_FRAME};
+use super::{Backend, Burst, Port, PortError, MAX_FRAME};
 use std::ffi::CStr;
 use std::fs::OpenOptions;
 use std::io;
@@ -30,13 +30,17 @@ pub struct TapPort {
     stats: TapStats,
 }
 
-fn ctx<'a>(name: &'a str, what: &'a str) -> impl FnOnce(io::Error) -> io::Error + 'a {
-    move |e| io::Error::new(e.kind(), format!("TAP port {name}: {what}: {e}"))
+fn ctx(what: &str) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 impl TapPort {
     /// Create TAP device `name` in the calling thread's current network namespace.
-    pub fn create(name: &str) -> io::Result<TapPort> {
+    pub fn create(name: &str) -> Result<TapPort, PortError> {
+        Self::create_io(name).map_err(|e| PortError::new(Backend::Tap, name, e))
+    }
+
+    fn create_io(name: &str) -> io::Result<TapPort> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.as_bytes().contains(&0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -53,10 +57,7 @@ impl TapPort {
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
             .open("/dev/net/tun")
-            .map_err(ctx(
-                name,
-                "opening /dev/net/tun (is the tun module loaded?)",
-            ))?;
+            .map_err(ctx("opening /dev/net/tun (is the tun module loaded?)"))?;
         let fd = OwnedFd::from(file);
 
         // SAFETY: ifreq is plain data; all-zero is a valid value.
@@ -69,7 +70,7 @@ impl TapPort {
         // outlives the call.
         let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
         if rc < 0 {
-            return Err(ctx(name, "TUNSETIFF")(io::Error::last_os_error()));
+            return Err(ctx("TUNSETIFF")(io::Error::last_os_error()));
         }
         // SAFETY: ifr_name is IFNAMSIZ bytes and started zeroed with at most IFNAMSIZ-1
         // bytes written, and the kernel writes back a NUL-terminated name.
@@ -126,7 +127,7 @@ impl Port for TapPort {
                 match err.kind() {
                     io::ErrorKind::WouldBlock => break,
                     io::ErrorKind::Interrupted => continue,
-                    _ => return Err(ctx(&self.name, "read")(err)),
+                    _ => return Err(ctx("read")(err)),
                 }
             }
             let n = n as usize;
@@ -158,7 +159,7 @@ impl Port for TapPort {
                     // This frame is bad, not the device: count it and go on.
                     Some(libc::EINVAL) => self.stats.dropped_invalid += 1,
                     _ if taken > 0 => break,
-                    _ => return Err(ctx(&self.name, "write")(err)),
+                    _ => return Err(ctx("write")(err)),
                 }
             }
             taken += 1;
