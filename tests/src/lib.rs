@@ -132,9 +132,24 @@ pub struct Outside {
 
 impl Outside {
     pub fn new(lab: &Lab) -> Outside {
+        Outside::made(lab, false)
+    }
+
+    /// The same, but the outside's veth keeps TX checksum offload on, as a veth has by
+    /// default: the uplink receives frames whose checksums are left for it to finish.
+    pub fn with_offloads(lab: &Lab) -> Outside {
+        Outside::made(lab, true)
+    }
+
+    fn made(lab: &Lab, offloads: bool) -> Outside {
         let uplink = lab.name("up");
         let peer = lab.name("o");
         let ns = wired_ns(lab, "out", &uplink, &peer);
+        if offloads {
+            run_ok(&[
+                "ip", "netns", "exec", &ns, "ethtool", "-K", &peer, "tx", "on",
+            ]);
+        }
         let cidr = "198.51.100.1/24";
         run_ok(&["ip", "-n", &ns, "addr", "add", cidr, "dev", &peer]);
         Outside {

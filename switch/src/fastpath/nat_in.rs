@@ -38,6 +38,31 @@ fn fold_store(a: &mut Asm, at: i16) {
     a.op(STX_H, 2, 0, at, 0);
 }
 
+/// To `partial` when the TCP checksum field holds only the pseudo-header seed: the
+/// sender (a veth peer with checksum offload on) left it to "hardware", and a segment
+/// translated in place would reach the endpoint with a checksum it drops. The router
+/// finishes those. The frame is at r2, IPv4 without options (checked); the sum is taken
+/// in the frame's byte order throughout. Clobbers r0, r4.
+fn partial_checksum(a: &mut Asm, partial: Label) {
+    a.op(LDX_W, 0, 2, 26, 0); // source address
+    a.op(LDX_W, 4, 2, 30, 0); // destination address
+    a.op(ADD_REG, 0, 4, 0, 0);
+    a.op(LDX_H, 4, 2, 16, 0); // total length
+    a.bswap16(4);
+    a.op(ADD_IMM, 4, 0, 0, -20); // the TCP length (no IP options)
+    a.bswap16(4);
+    a.op(ADD_REG, 0, 4, 0, 0);
+    a.op(ADD_IMM, 0, 0, 0, 0x0600); // protocol 6: the bytes 00 06
+    for _ in 0..3 {
+        a.op(MOV_REG, 4, 0, 0, 0);
+        a.op(RSH_IMM, 4, 0, 0, 16);
+        a.op(AND_IMM, 0, 0, 0, 0xffff);
+        a.op(ADD_REG, 0, 4, 0, 0);
+    }
+    a.op(LDX_H, 4, 2, 50, 0); // the TCP checksum
+    a.jump(JEQ_REG, 4, 0, 0, partial);
+}
+
 /// r2 = data, r3 = data_end; to `fail` unless the Ethernet, IPv4 and TCP headers fit.
 fn bounds(a: &mut Asm, fail: Label) {
     a.op(LDX_W, 2, 6, 0, 0);
@@ -57,6 +82,7 @@ pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
     a.op(LDX_H, 5, 2, 12, 0);
     a.jump(JNE_IMM, 5, 0, 0x0008, punt); // IPv4
     plain_ipv4(&mut a, 6, true, punt); // TCP, TTL > 1 (else the router's)
+    partial_checksum(&mut a, punt);
     a.op(LDX_B, 5, 2, 47, 0);
     a.jump(JSET_IMM, 5, 0, 0x07, punt); // FIN, SYN, RST: the router's
     for (from, to) in [(26, -16), (30, -12), (34, -8)] {

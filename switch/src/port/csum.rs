@@ -3,9 +3,9 @@
 //! holds only the pseudo-header seed. Once such a frame leaves the kernel through the
 //! switch, nobody else will complete it, so the port does.
 
-use wire::checksum::{finish, udp_sent};
 #[cfg(test)]
-use wire::checksum::{fold, sum};
+use wire::checksum::sum;
+use wire::checksum::{finish, fold, pseudo_header, udp_sent};
 
 use wire::ethernet::{field as eth, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use wire::ip::{ipv4, IPV4_HLEN, IP_FRAGMENT_MASK, PROTO_TCP, PROTO_UDP};
@@ -95,6 +95,39 @@ pub fn complete_partial(f: &mut [u8]) -> bool {
     true
 }
 
+/// Finish the TCP/UDP checksum of an IPv4 frame whose field holds only the pseudo-header
+/// seed, as a sender with checksum offload leaves it (CHECKSUM_PARTIAL) when the frame
+/// reaches the switch by a socket that cannot say so (AF_XDP has no such flag). A
+/// finished checksum is left alone: one that happens to equal the seed is what
+/// completing it gives back. True when it finished one.
+pub(crate) fn complete_if_partial(f: &mut [u8]) -> bool {
+    let Some((l4, proto, end)) = locate_l4(f) else {
+        return false;
+    };
+    let field = match proto {
+        PROTO_TCP => l4 + tcp::field::CHECKSUM,
+        PROTO_UDP => l4 + udp::field::CHECKSUM,
+        _ => return false,
+    };
+    let Some((ip, ETHERTYPE_IPV4)) = ip_off(f) else {
+        return false;
+    };
+    let (Some(src), Some(dst)) = (
+        f.get(ip + ipv4::SRC..ip + ipv4::DST),
+        f.get(ip + ipv4::DST..ip + IPV4_HLEN),
+    ) else {
+        return false;
+    };
+    let (Ok(src), Ok(dst)) = (<[u8; 4]>::try_from(src), <[u8; 4]>::try_from(dst)) else {
+        return false;
+    };
+    if end > f.len() || field + 2 > end {
+        return false;
+    }
+    let seed = fold(pseudo_header(src, dst, proto, end - l4));
+    be16(f, field) == Some(seed) && complete_partial(f)
+}
+
 /// Does the frame's TCP/UDP checksum verify? None when it is not TCP/UDP over IP.
 #[cfg(test)]
 pub fn l4_checksum_ok(f: &[u8]) -> Option<bool> {
@@ -121,6 +154,20 @@ pub fn l4_checksum_ok(f: &[u8]) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a socket that cannot flag CHECKSUM_PARTIAL (AF_XDP) hands over: only a
+    /// pseudo-header seed is finished; a finished checksum is left as it is.
+    #[test]
+    fn only_a_seed_is_finished() {
+        let good = udp4(b"hello");
+        let mut f = good.clone();
+        assert!(!complete_if_partial(&mut f), "finished already");
+        assert_eq!(f, good);
+        let seed = fold(pseudo_header([172, 16, 0, 1], [172, 16, 0, 2], 17, 8 + 5));
+        f[40..42].copy_from_slice(&seed.to_be_bytes());
+        assert!(complete_if_partial(&mut f), "the seed is finished");
+        assert_eq!(f, good, "to the checksum the sender would have written");
+    }
 
     /// A UDP/IPv4 frame (172.16.0.1:1234 -> 172.16.0.2:5678, payload "hello") with a
     /// correct checksum, built by hand.

@@ -3,7 +3,7 @@
 
 pub mod af_packet;
 pub mod af_xdp;
-mod csum;
+pub(crate) mod csum;
 mod error;
 #[cfg(test)]
 pub(crate) mod lab;

@@ -285,6 +285,7 @@ impl Router {
         };
         let len = ETH_HLEN + total;
         self.pkt[..len].copy_from_slice(&frame[..len]);
+        crate::port::csum::complete_if_partial(&mut self.pkt[..len]);
         let xlat = match self.nat.inbound(&mut self.pkt[ETH_HLEN..len], now) {
             NatVerdict::Translated { to: Side::Inside } => Some(&self.pkt[..len]),
             _ => None,
@@ -326,6 +327,9 @@ impl Router {
         };
         let len = ETH_HLEN + total;
         self.pkt[..len].copy_from_slice(&frame[..len]);
+        // A veth peer with checksum offload on leaves TCP/UDP checksums unfinished, and a
+        // socket uplink cannot tell (the tc uplink's frames come finished): finish them.
+        crate::port::csum::complete_if_partial(&mut self.pkt[..len]);
         match self.nat.inbound(&mut self.pkt[ETH_HLEN..len], now) {
             NatVerdict::Translated { to: Side::Inside } => {
                 if let Some(f) = self.fast_nat.as_mut() {
