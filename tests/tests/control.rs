@@ -223,3 +223,52 @@ fn cpus_pin_the_workers_where_asked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--cpus names core 4096"), "{err}");
 }
+
+/// A host that also runs Docker has docker0 on 172.17.0.1/16: the default bridge takes
+/// the next free pool and says so, a --subnet over an address of the host is refused
+/// naming it, and automatic subnets step around the host's addresses.
+#[test]
+fn container_subnets_keep_clear_of_the_hosts_addresses() {
+    let lab = Lab::new();
+    let host = e2e::host_ns(&lab);
+    let (d0, d1) = (lab.name("d0"), lab.name("d1"));
+    netlab::veth(&host, &d0, &host, &d1);
+    for (dev, cidr) in [(&d0, "172.17.0.1/16"), (&d1, "172.19.0.1/24")] {
+        e2e::run_ok(&["ip", "-n", &host, "addr", "add", cidr, "dev", dev]);
+    }
+    let d = Daemon::start(&lab, &[]);
+    let subnet = |net: &str| {
+        d.json(&["network", "inspect", net])[0]["IPAM"]["Config"][0]["Subnet"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        subnet("bridge"),
+        "172.18.0.0/16",
+        "docker0's 172.17 is taken"
+    );
+    assert!(
+        d.log_text()
+            .contains("172.17.0.0/16 is already on this host"),
+        "{}",
+        d.log_text()
+    );
+    d.refused_with(
+        &[
+            "network",
+            "create",
+            "--subnet",
+            "172.17.5.0/24",
+            &lab.name("x"),
+        ],
+        "overlaps with 172.17.0.1/16, an address of this host",
+    );
+    let auto = lab.name("auto");
+    d.ok(&["network", "create", &auto]);
+    assert_eq!(
+        subnet(&auto),
+        "172.20.0.0/16",
+        "past the bridge's and the host's 172.19"
+    );
+}

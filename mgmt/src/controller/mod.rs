@@ -85,9 +85,19 @@ impl Controller {
     }
 
     fn create_predefined(&mut self) -> ApiResult<()> {
-        let subnet: Ipv4Net = ipam::DEFAULT_BRIDGE_SUBNET
+        let mut subnet: Ipv4Net = ipam::DEFAULT_BRIDGE_SUBNET
             .parse()
             .map_err(|e| ApiError::invalid(format!("the default bridge's subnet: {e}")))?;
+        // A host that also runs Docker has docker0 on 172.17.0.1/16: take the next pool.
+        let host = networks::host_addresses();
+        if let Some(a) = host.iter().find(|a| ipam::overlaps(&subnet, &a.trunc())) {
+            let taken: Vec<Ipv4Net> = host.iter().map(Ipv4Net::trunc).collect();
+            let free = ipam::auto_subnet(&taken)?;
+            tracing::warn!(
+                "{subnet} is already on this host ({a}): the default bridge network uses {free}"
+            );
+            subnet = free;
+        }
         let pool = Pool::new(subnet, None, None)?;
         for (name, driver, pool, num) in [
             ("bridge", DriverKind::Bridge, Some(pool), 1),

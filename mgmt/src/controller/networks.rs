@@ -26,12 +26,17 @@ impl Controller {
             networks: &mut self.state.networks.values(),
             vtep_ip: self.cfg.vtep_ip,
         })?;
-        let taken: Vec<Ipv4Net> = self
+        let mut taken: Vec<Ipv4Net> = self
             .state
             .networks
             .values()
             .filter_map(|n| n.pool.as_ref().map(|p| p.subnet))
             .collect();
+        let host = if d.shares_host_lan() {
+            Vec::new()
+        } else {
+            host_addresses()
+        };
         let subnet = match &req.subnet {
             Some(s) => {
                 let s: Ipv4Net = s.parse().map_err(|_| {
@@ -44,12 +49,18 @@ impl Controller {
                         "subnet {s} overlaps with {t}, used by another network"
                     )));
                 }
+                if let Some(a) = host.iter().find(|a| ipam::overlaps(&s.trunc(), &a.trunc())) {
+                    return Err(ApiError::conflict(format!(
+                        "subnet {s} overlaps with {a}, an address of this host; choose another --subnet"
+                    )));
+                }
                 s
             }
             None => {
                 if req.gateway.is_some() || req.ip_range.is_some() {
                     return Err(ApiError::invalid("--gateway and --ip-range need --subnet"));
                 }
+                taken.extend(host.iter().map(Ipv4Net::trunc));
                 ipam::auto_subnet(&taken)?
             }
         };
@@ -264,5 +275,17 @@ impl Controller {
         Ok(api::Pruned {
             networks_deleted: removed,
         })
+    }
+}
+
+/// The host's own IPv4 addresses (this namespace's), which container networks must not
+/// overlap; none when they cannot be read (logged).
+pub(super) fn host_addresses() -> Vec<Ipv4Net> {
+    match crate::link::Netlink::new().and_then(|mut nl| nl.ipv4_addresses()) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the host's addresses; subnets are not checked against them");
+            Vec::new()
+        }
     }
 }

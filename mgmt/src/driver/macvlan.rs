@@ -76,6 +76,9 @@ fn open_parent(parent: &str, io: IoMode) -> Result<Box<dyn Port>> {
 }
 
 impl Driver for Macvlan {
+    fn shares_host_lan(&self) -> bool {
+        true
+    }
     fn kind(&self) -> DriverKind {
         DriverKind::Macvlan
     }

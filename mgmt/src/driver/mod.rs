@@ -97,6 +97,12 @@ pub trait Driver {
     fn sandbox_mode(&self) -> SandboxMode {
         SandboxMode::Netns
     }
+    /// Whether the network's subnet is a LAN the host may have an address on itself (a
+    /// macvlan parent's): else a subnet overlapping an address of the host is refused,
+    /// and automatic subnets avoid the host's.
+    fn shares_host_lan(&self) -> bool {
+        false
+    }
     /// Whether the embedded resolver serves the sandbox names of this driver's
     /// user-defined networks.
     fn embedded_dns(&self) -> bool {

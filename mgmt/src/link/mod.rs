@@ -323,6 +323,35 @@ impl Netlink {
         Ok(())
     }
 
+    /// The IPv4 addresses of this namespace with their prefixes (loopback's aside): what
+    /// a container network's subnet must not overlap (docker0's 172.17.0.1/16, say).
+    pub fn ipv4_addresses(&mut self) -> Result<Vec<ipnet::Ipv4Net>> {
+        let dump = self.dump(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            || "listing this namespace's addresses".to_string(),
+        )?;
+        let mut out = Vec::new();
+        for reply in dump {
+            let RouteNetlinkMessage::NewAddress(addr) = reply else {
+                continue;
+            };
+            if addr.header.scope == AddressScope::Host {
+                continue;
+            }
+            let prefix = addr.header.prefix_len;
+            for a in &addr.attributes {
+                if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = a {
+                    if let Ok(net) = ipnet::Ipv4Net::new(*ip, prefix) {
+                        out.push(net);
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Sets the IPv4 default route (main table) via `gw`, replacing any existing one.
     pub fn add_default_route(&mut self, gw: Ipv4Addr) -> Result<()> {
         let mut msg = RouteMessage::default();
