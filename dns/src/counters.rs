@@ -28,7 +28,8 @@ pub struct Counters {
     pub formerr: u64,
     /// Opcodes other than QUERY.
     pub notimp: u64,
-    /// Messages with no answer at all: shorter than a header, or a response.
+    /// Messages with no answer at all: shorter than a header, or a response (the switch
+    /// adds the answers it could not put in a frame).
     pub dropped: u64,
     /// Answers cut to fit the client's UDP size, TC set.
     pub truncated: u64,

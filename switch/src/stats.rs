@@ -64,7 +64,8 @@ counter_index! {
         Vtep => "vtep",
         /// The embedded resolver's queries and its upstream replies (`dns_server`).
         Dns => "dns",
-        /// Transmit bursts and hand-offs to other workers (`worker::tx`).
+        /// Frames sent on this worker's ports (`worker::tx`); frames handed to another
+        /// worker count as `cross_worker` here and as port output there.
         PortOutput => "port_output",
     }
 }

@@ -293,7 +293,7 @@ fn run(args: Args) -> Result<()> {
         fast_path: args.fast_path == "on",
     })?;
     if let Err(e) = endpoint_trunk::attach_all(&mut engine, args.io) {
-        tracing::warn!(error = %format!("{e:#}"), "no tc data path: sandbox veths get a socket each (no TCP offloads in sandboxes)");
+        tracing::warn!(error = %mgmt::error::chain(&e), "no tc data path: sandbox veths get a socket each (no TCP offloads in sandboxes)");
     }
     let addrs = attach_uplink(&mut engine, &args)?;
     let mut ctl = Controller::start(

@@ -32,10 +32,10 @@ impl Controller {
             .values()
             .filter_map(|n| n.pool.as_ref().map(|p| p.subnet))
             .collect();
-        let host = if d.shares_host_lan() {
-            Vec::new()
-        } else {
+        let host = if d.clear_of_host_addresses() {
             host_addresses()
+        } else {
+            Vec::new()
         };
         let subnet = match &req.subnet {
             Some(s) => {

@@ -76,8 +76,8 @@ fn open_parent(parent: &str, io: IoMode) -> Result<Box<dyn Port>> {
 }
 
 impl Driver for Macvlan {
-    fn shares_host_lan(&self) -> bool {
-        true
+    fn clear_of_host_addresses(&self) -> bool {
+        false
     }
     fn kind(&self) -> DriverKind {
         DriverKind::Macvlan

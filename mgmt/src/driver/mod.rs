@@ -97,11 +97,12 @@ pub trait Driver {
     fn sandbox_mode(&self) -> SandboxMode {
         SandboxMode::Netns
     }
-    /// Whether the network's subnet is a LAN the host may have an address on itself (a
-    /// macvlan parent's): else a subnet overlapping an address of the host is refused,
-    /// and automatic subnets avoid the host's.
-    fn shares_host_lan(&self) -> bool {
-        false
+    /// Whether the network's subnet must keep clear of the host's own addresses (a
+    /// `--subnet` over one is refused, automatic subnets step around them). Not for a
+    /// macvlan network, whose subnet is the parent's LAN the host may be on, nor for an
+    /// overlay, whose subnet spans hosts and so cannot follow one host's addresses.
+    fn clear_of_host_addresses(&self) -> bool {
+        true
     }
     /// Whether the embedded resolver serves the sandbox names of this driver's
     /// user-defined networks.

@@ -129,6 +129,9 @@ fn overlay_config(net: &Network) -> Result<OverlayConfig> {
 }
 
 impl Driver for Overlay {
+    fn clear_of_host_addresses(&self) -> bool {
+        false
+    }
     fn kind(&self) -> DriverKind {
         DriverKind::Overlay
     }

@@ -339,11 +339,16 @@ impl Netlink {
                 continue;
             }
             let prefix = addr.header.prefix_len;
-            for a in &addr.attributes {
-                if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = a {
-                    if let Ok(net) = ipnet::Ipv4Net::new(*ip, prefix) {
-                        out.push(net);
-                    }
+            // On a point-to-point link the address attribute is the peer's; the local
+            // one is ours.
+            let v4 = |a: &AddressAttribute| match a {
+                AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some((0, *ip)),
+                AddressAttribute::Address(std::net::IpAddr::V4(ip)) => Some((1, *ip)),
+                _ => None,
+            };
+            if let Some((_, ip)) = addr.attributes.iter().filter_map(v4).min() {
+                if let Ok(net) = ipnet::Ipv4Net::new(ip, prefix) {
+                    out.push(net);
                 }
             }
         }

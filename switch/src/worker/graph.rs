@@ -236,6 +236,9 @@ fn unreachable_net(
     scratch: &mut [u8; MAX_FRAME],
 ) {
     let Some(counters) = tx.port_counters(from.port) else {
+        // Handed over by another worker (in the moment before it learns the router
+        // moved): its port is not ours to answer for; the worker counts the drop.
+        WorkerCounters::add(&tx.counters.drops, 1);
         return;
     };
     counters.dropped(DropReason::NoRoute, 1);
