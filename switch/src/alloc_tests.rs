@@ -162,6 +162,7 @@ fn the_routed_path_does_not_allocate_per_frame() {
         mac: up_mac,
         nat: nat::NatConfig::default(),
         vtep_ip: None,
+        shared: false,
     };
     let mut r = Router::new(9, cfg, Arc::new(PortCounters::default())).expect("router");
     let now = Instant::now();

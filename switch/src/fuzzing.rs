@@ -167,6 +167,7 @@ pub fn vtep_frames(data: &[u8]) {
         mac: up_mac,
         nat: nat::NatConfig::default(),
         vtep_ip: None,
+        shared: false,
     };
     let Ok(mut r) = crate::router::Router::new(9, cfg, Arc::new(PortCounters::default())) else {
         return;

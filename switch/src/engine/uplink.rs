@@ -72,6 +72,12 @@ impl Engine {
             trunk_ifindex,
             mac: cfg.mac,
             vtep: cfg.vtep_ip.unwrap_or(cfg.ip),
+            // The host keeps its traffic on the address; the switch owns its NAT range
+            // and up (the resolver's upstream ports sit above the range).
+            shared: cfg.shared.then_some(fastpath::SharedUplink {
+                ip: cfg.ip,
+                owned_from: cfg.nat.port_range.first,
+            }),
         };
         let counters = Arc::new(PortCounters::default());
         let mut router = Router::new(id, cfg, counters.clone()).map_err(EngineError::UplinkNat)?;
@@ -130,11 +136,49 @@ impl Engine {
             .map(|p| p.info.worker)
     }
 
-    /// Publish (or, with `add` false, unpublish) a port on the uplink address.
+    /// Publish (or, with `add` false, unpublish) a port on the uplink address. On a
+    /// shared tc uplink a port published on its address is also the program's to take
+    /// from the host ([`fastpath::FastPath::own_port`]); if that fails, the mapping is
+    /// taken back.
     pub fn port_mapping(&self, add: bool, mapping: nat::PortMapping) -> EngineResult<()> {
         let w = self.router_worker().ok_or(EngineError::Unavailable(
             "publishing ports needs an uplink (vswitchd --uplink)",
         ))?;
+        self.router_mapping(w, add, mapping)?;
+        let Some((maps, proto)) = self.shared_owner(&mapping) else {
+            return Ok(());
+        };
+        if let Err(e) = maps.own_port(proto, mapping.host_port, add) {
+            if add {
+                let _ = self.router_mapping(w, false, mapping);
+            }
+            return Err(EngineError::io(
+                format!(
+                    "steer port {}/{:?} on the shared uplink",
+                    mapping.host_port, mapping.proto
+                ),
+                e,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The maps and the IP protocol number when `m` is published on the address of a
+    /// shared tc uplink (bound to it, or to every address).
+    fn shared_owner(&self, m: &nat::PortMapping) -> Option<(&Arc<fastpath::FastPath>, u8)> {
+        let shared = self.tc_uplink?.shared?;
+        if m.host_ip.is_some_and(|ip| ip != shared.ip) {
+            return None;
+        }
+        let proto = match m.proto {
+            nat::Proto::Tcp => 6,
+            nat::Proto::Udp => 17,
+            nat::Proto::Icmp => return None,
+        };
+        Some((self.maps.as_ref()?, proto))
+    }
+
+    fn router_mapping(&self, w: usize, add: bool, mapping: nat::PortMapping) -> EngineResult<()> {
         let (tx, rx) = bounded(1);
         self.send(
             w,

@@ -34,6 +34,7 @@
 
 mod asm;
 mod nat_in;
+mod shared;
 pub mod tc;
 mod tunnel;
 pub mod uplink;
@@ -49,6 +50,7 @@ use crate::{NetId, PortId};
 /// Ports with ids below this can use the fast path (array and devmap slots), and only
 /// they can be tc endpoints (the trunk tag's TCI names the port).
 pub const MAX_PORTS: u32 = 4096;
+pub use shared::owned_key;
 pub use uplink::OBSERVED;
 /// Installed (network, MAC) entries, for every network together.
 const FDB_ENTRIES: u32 = 65536;
@@ -102,6 +104,21 @@ pub struct TcUplink {
     pub mac: Mac,
     /// The VTEP address: VXLAN to it is decapsulated.
     pub vtep: std::net::Ipv4Addr,
+    /// The host shares the uplink's address and MAC ([`shared`]); None: every frame is
+    /// the switch's.
+    pub shared: Option<SharedUplink>,
+}
+
+/// A tc uplink whose address the host holds too: the program passes the host's traffic
+/// to the kernel and takes only the switch's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedUplink {
+    /// The shared address.
+    pub ip: std::net::Ipv4Addr,
+    /// The first TCP/UDP port of the switch's range: it owns `owned_from..=65535` on the
+    /// shared address (less what the host has sockets for), and below that only the
+    /// ports in `owned` ([`FastPath::own_port`]).
+    pub owned_from: u16,
 }
 
 /// A `vxlan_out` value ([`tunnel`]): the outer headers for one MAC behind a VTEP.
@@ -163,6 +180,8 @@ pub struct FastPath {
     vnis: OwnedFd,
     /// The tc uplink's configuration (one entry).
     uplink_cfg: OwnedFd,
+    /// Published ports on a shared uplink's address ([`owned_key`]).
+    owned: OwnedFd,
     /// The tc programs, or why they could not be loaded (the XDP flavour works without
     /// them).
     tc: Result<TcPrograms, String>,
@@ -193,7 +212,7 @@ use bpf::{
 
 /// The fast path's maps, in the order `FastPath::new` takes them.
 #[rustfmt::skip]
-const MAPS: [MapSpec; 11] = [
+const MAPS: [MapSpec; 12] = [
     MapSpec(HASH, KEY_LEN, VALUE_LEN, FDB_ENTRIES, "vsw_fast_fdb", "the fast path's FDB map"),
     MapSpec(DEVMAP, 4, 4, MAX_PORTS, "vsw_fast_ports", "the fast path's devmap"),
     MapSpec(PERCPU, 4, STATS_LEN, MAX_PORTS, "vsw_fast_stats", "the fast path's counters"),
@@ -205,6 +224,7 @@ const MAPS: [MapSpec; 11] = [
     MapSpec(HASH, KEY_LEN, tunnel::VXLAN_VALUE_LEN, FDB_ENTRIES, "vsw_vxlan_out", "the overlay fast path's map"),
     MapSpec(HASH, 4, 4, MAX_PORTS, "vsw_vnis", "the VNI map"),
     MapSpec(ARRAY, 4, uplink::CFG_LEN, 1, "vsw_uplink", "the uplink's map"),
+    MapSpec(HASH, 4, 4, shared::OWNED_ENTRIES, "vsw_owned", "the shared uplink's owned ports"),
 ];
 
 fn create_maps<const N: usize>(specs: &[MapSpec; N]) -> io::Result<[OwnedFd; N]> {
@@ -222,7 +242,7 @@ fn create_maps<const N: usize>(specs: &[MapSpec; N]) -> io::Result<[OwnedFd; N]>
 
 impl FastPath {
     pub fn new() -> io::Result<FastPath> {
-        let [fdb, ports, stats, endpoints, peers, nat_out, nat_in, published, vxlan_out, vnis, uplink_cfg] =
+        let [fdb, ports, stats, endpoints, peers, nat_out, nat_in, published, vxlan_out, vnis, uplink_cfg, owned] =
             create_maps(&MAPS)?;
         let maps = tc::Maps {
             endpoints: endpoints.as_raw_fd(),
@@ -242,6 +262,7 @@ impl FastPath {
             nat_out: nat_out.as_raw_fd(),
             published: published.as_raw_fd(),
             stats: stats.as_raw_fd(),
+            owned: owned.as_raw_fd(),
         };
         let load = |insns: Vec<BpfInsn>, name: &str| {
             bpf::prog_load_tc(&insns, name).map_err(|e| format!("load {name}: {e}"))
@@ -268,6 +289,7 @@ impl FastPath {
             vxlan_out,
             vnis,
             uplink_cfg,
+            owned,
             tc,
             cpus: bpf::possible_cpus()?,
         })
@@ -373,13 +395,20 @@ impl FastPath {
         }
     }
 
-    /// The tc uplink's configuration with `flags` ([`uplink::CFG_PUNT_ALL`]).
+    /// The tc uplink's configuration with `flags` ([`uplink::CFG_PUNT_ALL`]; a shared
+    /// uplink adds [`uplink::CFG_SHARED`] itself).
     pub fn set_uplink_cfg(&self, u: &TcUplink, flags: u32) -> io::Result<()> {
         let mut v = [0u8; uplink::CFG_LEN];
         v[..6].copy_from_slice(&u.mac);
         v[8..12].copy_from_slice(&u.vtep.octets());
         v[12..16].copy_from_slice(&u.port.to_ne_bytes());
         v[16..20].copy_from_slice(&u.trunk_ifindex.to_ne_bytes());
+        let mut flags = flags;
+        if let Some(s) = u.shared {
+            flags |= uplink::CFG_SHARED;
+            v[24..28].copy_from_slice(&s.ip.octets());
+            v[28..32].copy_from_slice(&u32::from(s.owned_from).to_ne_bytes());
+        }
         v[20..24].copy_from_slice(&flags.to_ne_bytes());
         bpf::map_update_bytes(&self.uplink_cfg, &0u32.to_ne_bytes(), &v)
             .map_err(|e| bpf::context(e, "configure the tc uplink", ""))
@@ -614,6 +643,9 @@ mod engine_tests;
 
 #[cfg(test)]
 mod tunnel_tests;
+
+#[cfg(test)]
+mod shared_tests;
 
 #[cfg(test)]
 mod test_frames;

@@ -107,6 +107,7 @@ fn test_uplink(up_port: PortId, trunk: u32, lo: u32) -> TcUplink {
         trunk_ifindex: trunk,
         mac: UP_MAC,
         vtep: LOCAL,
+        shared: None,
     }
 }
 

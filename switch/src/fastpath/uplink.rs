@@ -22,7 +22,9 @@
 //!   the trunk, whose program sends them out of the uplink (`peers` marks the uplink's
 //!   slot with [`EGRESS`]).
 //!
-//! Like the endpoint program, it never returns TC_ACT_OK.
+//! Like the endpoint program, it never returns TC_ACT_OK, except on a shared uplink
+//! (`CFG_SHARED`, [`super::shared`]): there a classification in front of all this passes
+//! the host's own traffic to the kernel and lets only the switch's through to the rest.
 
 use super::asm::*;
 use super::tc::*;
@@ -42,13 +44,19 @@ pub(super) struct Maps {
     pub nat_out: i32,
     pub published: i32,
     pub stats: i32,
+    /// published ports on a shared uplink's address ([`super::shared`])
+    pub owned: i32,
 }
 
 /// The `cfg` entry: the uplink's MAC (6 bytes, 2 padding), the VTEP address (as on the
-/// wire), the uplink's port id, the router's trunk's ifindex, flags.
-pub const CFG_LEN: usize = 24;
+/// wire), the uplink's port id, the router's trunk's ifindex, flags; for a shared uplink
+/// the shared address (as on the wire) and the first port of the switch's range (u32).
+pub const CFG_LEN: usize = 32;
 /// Flag: every frame goes to the worker (the uplink is captured).
 pub const CFG_PUNT_ALL: u32 = 1;
+/// Flag: the host shares the uplink ([`super::shared`]): only the switch's frames go on
+/// into this program, the rest to the kernel.
+pub const CFG_SHARED: u32 = 2;
 
 /// In a `peers` slot: the device's frames leave by its egress (the uplink), not into a
 /// sandbox.
@@ -64,7 +72,8 @@ const UDP_VXLAN_BE: i32 = 0xb512; // port 4789 as loaded from the wire
 // fp-48 the inner MACs; fp-52 the destination's ifindex; fp-56/-60 the old and new
 // TTL word; fp-64 the VTEP address; fp-72 the uplink's MAC; fp-132/-136 segments and
 // length. Opening a session: fp-144 the published key, fp-176 the nat_in value,
-// fp-192 the nat_out key, fp-224 its value, fp-228 "this SYN opened it".
+// fp-192 the nat_out key, fp-224 its value, fp-228 "this SYN opened it". A shared
+// uplink's classification uses fp-120 to fp-81 ([`super::shared`]).
 const SAVED_SEGS: i16 = -132;
 const SAVED_LEN: i16 = -136;
 const PUB_KEY: i16 = -144;
@@ -74,12 +83,13 @@ const OUT_VALUE: i16 = -224;
 const OPENED: i16 = -228;
 const FUNC_MAP_UPDATE: i32 = 2;
 const FUNC_MAP_DELETE: i32 = 3;
-const FUNC_CLONE_REDIRECT: i32 = 13;
+pub(super) const FUNC_CLONE_REDIRECT: i32 = 13;
 const BPF_NOEXIST: i32 = 1;
 
 pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
     let mut a = Asm::default();
     let (punt, drop, nat, deliver) = (a.label(), a.label(), a.label(), a.label());
+    let (shared, main) = (a.label(), a.label());
     a.op(MOV_REG, 6, 1, 0, 0);
     a.op(ST_W, 10, 0, -4, 0);
     a.lookup(m.cfg, -4);
@@ -93,6 +103,9 @@ pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
     a.op(LDX_H, 5, 0, 4, 0);
     a.op(STX_H, 10, 5, -68, 0);
     a.op(LDX_W, 5, 0, 20, 0);
+    a.jump(JSET_IMM, 5, 0, CFG_SHARED as i32, shared);
+    // From here on, on a shared uplink, only the switch's frames (r5 the flags again).
+    a.bind(main);
     a.jump(JSET_IMM, 5, 0, CFG_PUNT_ALL as i32, punt);
     a.jump(JEQ_IMM, 8, 0, 0, drop); // not configured yet
                                     // Unicast for this uplink's MAC, untagged IPv4.
@@ -142,6 +155,7 @@ pub(super) fn program(m: &Maps) -> Vec<BpfInsn> {
 
     // Everything else: tagged with the uplink's port, to the router's worker.
     punt_and_drop(&mut a, punt, drop);
+    super::shared::classify(&mut a, m.owned, [shared, main, drop]);
     a.finish()
 }
 

@@ -46,6 +46,9 @@ pub struct UplinkConfig {
     pub nat: NatConfig,
     /// The overlay tunnel endpoint's address (`--vtep-ip`); None: the uplink address.
     pub vtep_ip: Option<Ipv4Addr>,
+    /// The host holds the uplink address too (a shared uplink): the kernel answers ARP
+    /// for it, with the same MAC.
+    pub shared: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
@@ -375,7 +378,10 @@ impl Router {
             eth(&mut held).set_dst(mac);
             out.emit(self.port, &held, &self.port_counters);
         }
-        if a.op == wire::arp::Operation::Request && for_us {
+        // On a shared uplink the kernel answers for the uplink address (not for a VTEP
+        // address of the switch's own).
+        let answer = for_us && !(self.cfg.shared && target == self.cfg.ip);
+        if a.op == wire::arp::Operation::Request && answer {
             if let Some(n) = gateway::arp_reply(me, frame, &mut *self.scratch) {
                 out.emit(self.port, &self.scratch[..n], &self.port_counters);
             }

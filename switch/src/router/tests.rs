@@ -23,6 +23,7 @@ fn setup() -> (Router, HashMap<NetId, Network>) {
         mac: UP_MAC,
         nat: NatConfig::default(),
         vtep_ip: None,
+        shared: false,
     };
     let mut r = Router::new(UPLINK, cfg, Arc::new(PortCounters::default())).expect("router");
     let overlay = OverlayConfig {
@@ -212,4 +213,58 @@ fn subnets() {
     assert!(in_subnet(Ipv4Addr::new(172, 18, 255, 1), n, 16));
     assert!(!in_subnet(Ipv4Addr::new(172, 19, 0, 1), n, 16));
     assert!(in_subnet(Ipv4Addr::new(1, 2, 3, 4), n, 0));
+}
+
+/// On a shared uplink the kernel answers ARP for the uplink address (with the same
+/// MAC): the router only learns from such a request. A VTEP address of its own it still
+/// answers for.
+#[test]
+fn a_shared_uplink_leaves_arp_for_its_address_to_the_host() {
+    let vtep = Ipv4Addr::new(10, 200, 0, 9);
+    let peer_mac: Mac = [2, 0, 0, 0, 0, 2];
+    let request = |target: Ipv4Addr| {
+        let mut f = vec![0xff; 6];
+        f.extend(peer_mac);
+        f.extend([0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend(peer_mac);
+        f.extend(PEER2.octets());
+        f.extend([0; 6]);
+        f.extend(target.octets());
+        f.resize(60, 0);
+        f
+    };
+    for shared in [false, true] {
+        let cfg = UplinkConfig {
+            ip: ME,
+            prefix: 16,
+            gateway: Ipv4Addr::new(10, 200, 0, 254),
+            mac: UP_MAC,
+            nat: NatConfig::default(),
+            vtep_ip: Some(vtep),
+            shared,
+        };
+        let mut r = Router::new(UPLINK, cfg, Arc::new(PortCounters::default())).expect("router");
+        let (mut nets, now) = (HashMap::new(), Instant::now());
+        let mut sink = Sink::default();
+        r.receive_from_uplink(&mut Cx::new(&mut nets, &mut sink, now), &request(ME));
+        assert_eq!(
+            sink.out.len(),
+            usize::from(!shared),
+            "shared {shared}: answered only when not shared"
+        );
+        assert_eq!(
+            r.arp.known(PEER2, now),
+            Some(peer_mac),
+            "learned either way"
+        );
+        let mut sink = Sink::default();
+        r.receive_from_uplink(&mut Cx::new(&mut nets, &mut sink, now), &request(vtep));
+        assert_eq!(
+            sink.out.len(),
+            1,
+            "shared {shared}: the VTEP's address answered"
+        );
+        let reply = &sink.out[0].1;
+        assert_eq!((reply[21], &reply[28..32]), (2, &vtep.octets()[..]));
+    }
 }
