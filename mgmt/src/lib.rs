@@ -12,6 +12,7 @@ pub mod ipam;
 pub mod link;
 pub mod model;
 pub mod netns;
+pub mod proxy;
 pub mod publish;
 pub mod rpc;
 pub mod sandbox;
