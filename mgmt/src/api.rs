@@ -87,6 +87,9 @@ pub struct SandboxCreate {
     pub publish: Vec<String>,
     pub publish_all: bool,
     pub expose: Vec<String>,
+    /// `--add-host NAME:IP` (IP may be `host-gateway`: the host's address on the host
+    /// port), written to the sandbox's /etc/hosts.
+    pub add_host: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -94,6 +94,7 @@ impl From<EngineError> for ApiError {
             E::Stopped(_)
             | E::UplinkNat(_)
             | E::UplinkAttached
+            | E::HostPortAttached
             | E::Exhausted(_)
             | E::NoPort(_)
             | E::Dns(_)

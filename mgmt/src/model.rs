@@ -182,6 +182,9 @@ pub struct Sandbox {
     /// Published ports (`-p`, `-P`), reached through the uplink address.
     #[serde(default)]
     pub ports: Vec<crate::publish::Binding>,
+    /// `--add-host NAME:IP` entries as given (`host-gateway` resolved when written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
 }
 
 /// A random 64-hex-digit id, like Docker's.

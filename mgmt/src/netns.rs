@@ -350,10 +350,6 @@ pub fn resolv_conf_path(name: &str) -> PathBuf {
 /// `options` line when `options` is not empty, replacing it atomically so a process in
 /// the sandbox never reads half a file.
 pub fn write_resolv_conf(name: &str, nameservers: &[IpAddr], options: &[&str]) -> Result<()> {
-    validate_name(name)?;
-    let dir = Path::new(ETC_DIR).join(name);
-    fs::create_dir_all(&dir)
-        .map_err(|e| NetnsError::io(format!("creating {}", dir.display()), e))?;
     let mut text = String::new();
     for ns in nameservers {
         text.push_str(&format!("nameserver {ns}\n"));
@@ -361,8 +357,29 @@ pub fn write_resolv_conf(name: &str, nameservers: &[IpAddr], options: &[&str]) -
     if !options.is_empty() {
         text.push_str(&format!("options {}\n", options.join(" ")));
     }
-    let tmp = dir.join(".resolv.conf.tmp");
-    let final_path = dir.join("resolv.conf");
+    write_etc_file(name, "resolv.conf", &text)
+}
+
+/// Writes /etc/netns/NAME/hosts (what `ip netns exec NAME` shows as /etc/hosts): the
+/// loopback names, then `entries` (address, name), as Docker writes a container's.
+pub fn write_hosts(name: &str, entries: &[(IpAddr, String)]) -> Result<()> {
+    let mut text =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (ip, host) in entries {
+        text.push_str(&format!("{ip}\t{host}\n"));
+    }
+    write_etc_file(name, "hosts", &text)
+}
+
+/// Replace /etc/netns/NAME/FILE with `text` atomically, so a process in the sandbox
+/// never reads half a file.
+fn write_etc_file(name: &str, file: &str, text: &str) -> Result<()> {
+    validate_name(name)?;
+    let dir = Path::new(ETC_DIR).join(name);
+    fs::create_dir_all(&dir)
+        .map_err(|e| NetnsError::io(format!("creating {}", dir.display()), e))?;
+    let tmp = dir.join(format!(".{file}.tmp"));
+    let final_path = dir.join(file);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)

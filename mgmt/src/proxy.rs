@@ -198,6 +198,10 @@ impl Proxy {
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
+
+    pub fn proto(&self) -> Proto {
+        self.proto
+    }
 }
 
 impl Drop for Proxy {

@@ -89,6 +89,16 @@ pub fn set_default_route(name: &str, gw: Option<Ipv4Addr>) -> Result<()> {
     )))?)
 }
 
+/// The sandbox's /etc/hosts: its own name at `own` (when it has an address), then
+/// `extra` (`--add-host`).
+pub fn write_hosts(name: &str, own: Option<IpAddr>, extra: &[(IpAddr, String)]) -> Result<()> {
+    let mut entries: Vec<(IpAddr, String)> =
+        own.map(|ip| (ip, name.to_string())).into_iter().collect();
+    entries.extend(extra.iter().cloned());
+    Ok(netns::write_hosts(name, &entries)
+        .map_err(step(format!("write /etc/hosts for sandbox {name}")))?)
+}
+
 /// resolv.conf naming `servers`; `embedded` (the gateway's resolver) adds `ndots:0`, so
 /// a dotted name is asked as given before any search domain, as Docker writes it.
 pub fn write_resolv_conf(name: &str, servers: &[IpAddr], embedded: bool) -> Result<()> {

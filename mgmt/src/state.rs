@@ -169,6 +169,7 @@ mod tests {
                 endpoints: vec![],
                 created: "now".into(),
                 ports: vec![],
+                extra_hosts: vec![],
             },
         );
         store.save(&s).unwrap();

@@ -188,7 +188,7 @@ fn the_routed_path_does_not_allocate_per_frame() {
     let flows: Vec<Vec<u8>> = (0..8).map(|i| udp(GW.mac, A, remote, 2000 + i)).collect();
     // Each flow's first packet opens its NAT session (the table's one allocation).
     for f in &flows {
-        r.route_from_network(&mut Cx::new(&mut nets, &mut out, now), from, f);
+        r.route_from_network(&mut Cx::new(&mut nets, &mut out, now), from, f, false);
     }
     let sent = out.frames;
     assert_eq!(sent, flows.len(), "the first packets left by the uplink");
@@ -214,7 +214,7 @@ fn the_routed_path_does_not_allocate_per_frame() {
     let n = allocations(|| {
         for _ in 0..50 {
             for (f, reply) in flows.iter().zip(&replies) {
-                r.route_from_network(&mut Cx::new(&mut nets, &mut out, now), from, f);
+                r.route_from_network(&mut Cx::new(&mut nets, &mut out, now), from, f, false);
                 r.receive_from_uplink(&mut Cx::new(&mut nets, &mut out, now), reply);
             }
         }

@@ -6,6 +6,7 @@ mod alloc_tests;
 pub mod arp;
 pub mod bpf;
 mod capture;
+mod deliver;
 mod dns_server;
 mod dns_tcp;
 pub mod engine;
@@ -16,6 +17,7 @@ pub mod fdb;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod host_link;
 pub mod ipv4;
 mod network;
 mod pipeline;
@@ -77,6 +79,9 @@ pub const TRUNK_NET: NetId = NetId::MAX - 1;
 /// The pseudo-network of a worker's endpoint trunk (the tc data path): its frames go, by
 /// their tag, to the tc endpoints on it (`skb_trunk`).
 pub const ENDPOINT_TRUNK_NET: NetId = NetId::MAX - 2;
+
+/// The pseudo-network of the host port (`host_link`): its frames go to the host link.
+pub const HOST_NET: NetId = NetId::MAX - 3;
 
 /// How workers wait for frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -292,6 +292,55 @@ pub fn iperf_bytes(ns: &str, target: &str, reverse: bool) -> (u64, String) {
     (bytes, why)
 }
 
+/// Fetch a URL from a namespace with python's urllib; the HTTP status, or the error.
+pub fn http_get(ns: &str, url: &str) -> String {
+    let code = format!(
+        "import urllib.request,sys\ntry:\n print(urllib.request.urlopen('{url}', timeout=3).status)\nexcept Exception as e:\n print('error', e)"
+    );
+    let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(20));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Retry until a server in the background answers (bounded).
+pub fn http_get_eventually(ns: &str, url: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..50 {
+        last = http_get(ns, url);
+        if last == "200" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    last
+}
+
+/// Run vswitchd in `lab`'s host namespace with `extra` flags, expecting it to refuse to
+/// start: its stderr.
+pub fn daemon_refuses(lab: &Lab, extra: &[&str]) -> String {
+    let o = Command::new("timeout")
+        .arg("20")
+        .arg("nsenter")
+        .arg(format!("--net=/run/netns/{}", host_ns(lab)))
+        .arg("--")
+        .arg(bin("vswitchd"))
+        .arg("--socket")
+        .arg(lab.dir.join("refused.sock"))
+        .arg("--state-dir")
+        .arg(lab.dir.join("refused-state"))
+        .args(["--workers", "1"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vswitchd");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !o.status.success() && o.status.code() != Some(124),
+        "vswitchd {extra:?} should have refused to start: {:?}\n{err}",
+        o.status
+    );
+    err
+}
+
 /// `ping` from a namespace; true when every echo came back.
 pub fn ping(ns: &str, dst: &str, count: u32) -> bool {
     let c = count.to_string();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{ns_exec, ping, Bg, Daemon, Lab, Outside};
+use e2e::{http_get, http_get_eventually, ns_exec, ping, Bg, Daemon, Lab, Outside};
 
 /// The user network's subnet (behind the uplink).
 const SUBNET: &str = "172.20.0.0/24";
@@ -12,28 +12,6 @@ const SUBNET: &str = "172.20.0.0/24";
 /// A daemon with an uplink to a fresh outside namespace, and one user network.
 fn setup(lab: &Lab, extra: &[&str]) -> (Outside, Daemon, String) {
     e2e::uplinked_network(lab, SUBNET, extra)
-}
-
-/// Fetch a URL from a namespace with python's urllib; the HTTP status, or the error.
-fn http_get(ns: &str, url: &str) -> String {
-    let code = format!(
-        "import urllib.request,sys\ntry:\n print(urllib.request.urlopen('{url}', timeout=3).status)\nexcept Exception as e:\n print('error', e)"
-    );
-    let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(20));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-/// Retry until a server in the background answers (bounded).
-fn http_get_eventually(ns: &str, url: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..50 {
-        last = http_get(ns, url);
-        if last == "200" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    last
 }
 
 fn udp_echo_server(lab: &Lab, ns: &str, port: u16) -> Bg {

@@ -211,10 +211,56 @@ impl Controller {
             .collect();
         let gw = joins.iter().find_map(|j| j.gateway);
         sandbox::set_default_route(name, gw)?;
+        if !sb.extra_hosts.is_empty() {
+            let extra = sb
+                .extra_hosts
+                .iter()
+                .filter_map(|h| self.extra_host(h).ok())
+                .collect::<Vec<_>>();
+            let own = sb
+                .endpoints
+                .first()
+                .and_then(|e| self.state.endpoints.get(e))
+                .map(|e| IpAddr::V4(e.ip));
+            sandbox::write_hosts(name, own, &extra)?;
+        }
         match joins.iter().find_map(|j| j.resolver) {
             Some(resolver) => sandbox::write_resolv_conf(name, &[resolver], true),
             None => sandbox::write_resolv_conf(name, &self.upstream_ips(), false),
         }
+    }
+}
+
+impl Controller {
+    /// An `--add-host NAME:IP` entry, `host-gateway` resolved to the host's address
+    /// on the host port (Docker's `host.docker.internal:host-gateway`).
+    pub(super) fn extra_host(&self, spec: &str) -> ApiResult<(IpAddr, String)> {
+        let bad = |why: &str| {
+            ApiError::invalid(format!(
+                "invalid --add-host {spec:?}: {why} (expected NAME:IP or NAME:host-gateway)"
+            ))
+        };
+        let (name, ip) = spec.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        {
+            return Err(bad("the name must be a host name"));
+        }
+        let ip = match ip {
+            "host-gateway" => IpAddr::V4(self.cfg.host_gateway.ok_or_else(|| {
+                ApiError::invalid(
+                    "--add-host NAME:host-gateway needs the host port (vswitchd --host-port): the host has no address containers reach it at",
+                )
+            })?),
+            ip => ip
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| bad("not an IP address"))?,
+        };
+        Ok((ip, name.to_string()))
     }
 }
 

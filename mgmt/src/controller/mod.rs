@@ -15,8 +15,10 @@ use crate::api;
 use crate::capture::Captures;
 use crate::driver::{self, Ctx, Driver};
 use crate::error::{chain, ApiError, ApiResult};
+use crate::host_port::HostPort;
 use crate::ipam::{self, Pool};
 use crate::model::{self, DriverKind, Endpoint, LinkKind, Mac, Network, Sandbox, SandboxMode};
+use crate::proxy::Proxy;
 use crate::publish::{self, Binding};
 use crate::sandbox::{self, SandboxError};
 use crate::state::{State, StateError, Store};
@@ -51,6 +53,8 @@ pub struct Config {
     pub uplink_ip: Option<Ipv4Addr>,
     /// The overlay tunnel endpoint (`--vtep-ip`, else the uplink address).
     pub vtep_ip: Option<Ipv4Addr>,
+    /// The host's address on the host port: what `--add-host NAME:host-gateway` names.
+    pub host_gateway: Option<Ipv4Addr>,
 }
 
 pub struct Controller {
@@ -60,12 +64,21 @@ pub struct Controller {
     engine: Engine,
     ports: HashMap<String, PortId>,
     captures: Captures,
+    /// The host's own stack on the switch, when vswitchd has one (`--host-port`).
+    host_port: Option<HostPort>,
+    /// The userland proxies serving each sandbox's published ports on the host.
+    proxies: HashMap<String, Vec<Proxy>>,
 }
 
 impl Controller {
     /// Load the saved state (or create the predefined networks) and rebuild the data
     /// plane from it.
-    pub fn start(cfg: Config, store: Store, engine: Engine) -> Result<Controller, StartError> {
+    pub fn start(
+        cfg: Config,
+        store: Store,
+        engine: Engine,
+        host_port: Option<HostPort>,
+    ) -> Result<Controller, StartError> {
         let loaded = store.load()?;
         let fresh = loaded.is_none();
         let mut c = Controller {
@@ -75,6 +88,8 @@ impl Controller {
             engine,
             ports: HashMap::new(),
             captures: Captures::default(),
+            host_port,
+            proxies: HashMap::new(),
         };
         if fresh {
             c.create_predefined().map_err(StartError::Predefined)?;
@@ -82,6 +97,11 @@ impl Controller {
         }
         c.restore();
         Ok(c)
+    }
+
+    /// The host port, to remove once the engine has stopped (at shutdown).
+    pub fn take_host_port(&mut self) -> Option<HostPort> {
+        self.host_port.take()
     }
 
     fn create_predefined(&mut self) -> ApiResult<()> {
@@ -172,6 +192,7 @@ impl Controller {
                 tracing::error!(sandbox = %sb.name, error = %chain(&e), "cannot restore routes and resolv.conf");
             }
         }
+        self.sync_host_routes();
         let ids: Vec<String> = self.state.networks.keys().cloned().collect();
         for id in ids {
             if let Err(e) = self.sync_hosts(&id) {

@@ -101,6 +101,7 @@ impl Controller {
             let _ = self.with_driver(driver, |d, ctx| d.delete_network(ctx, &net));
             return Err(e);
         }
+        self.sync_host_routes();
         tracing::info!(network = %req.name, subnet = %subnet, "network created");
         Ok(api::NetworkCreated {
             id,
@@ -256,8 +257,24 @@ impl Controller {
         self.with_driver(net.driver, |d, ctx| d.delete_network(ctx, &net))?;
         self.state.networks.remove(&net.id);
         self.save()?;
+        self.sync_host_routes();
         tracing::info!(network = %net.name, "network removed");
         Ok(net.name)
+    }
+
+    /// The host routes every network whose gateway is the switch (bridge and overlay,
+    /// internal ones included) through the host port.
+    pub(super) fn sync_host_routes(&mut self) {
+        let subnets = self
+            .state
+            .networks
+            .values()
+            .filter(|n| matches!(n.driver, DriverKind::Bridge | DriverKind::Overlay))
+            .filter_map(|n| n.pool.as_ref().map(|p| p.subnet.trunc()))
+            .collect();
+        if let Some(h) = self.host_port.as_mut() {
+            h.sync_routes(subnets);
+        }
     }
 
     pub fn network_prune(&mut self) -> ApiResult<api::Pruned> {

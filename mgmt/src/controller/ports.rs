@@ -1,5 +1,7 @@
 //! Published ports: planning host ports for `-p`/`-P`, and programming the NAT.
 
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+
 use super::*;
 
 impl Controller {
@@ -17,18 +19,68 @@ impl Controller {
             })
     }
 
-    /// Program the NAT for a sandbox's bindings; all or nothing.
+    /// Program the NAT for a sandbox's bindings and start the host's proxies for them;
+    /// all or nothing.
     pub(super) fn publish(&mut self, sandbox: &str, bindings: &[Binding]) -> ApiResult<()> {
         if bindings.is_empty() {
             return Ok(());
         }
         let target = self.publish_target(sandbox)?;
         for (i, b) in bindings.iter().enumerate() {
-            if let Err(e) = self.engine.port_mapping(true, mapping(b, target)) {
+            if let Err(e) = self.publish_one(sandbox, b, target) {
                 self.unpublish(sandbox, &bindings[..i]);
-                return Err(e.into());
+                return Err(e);
             }
         }
+        Ok(())
+    }
+
+    /// One binding: on the uplink address through the NAT (a wildcard, or the uplink's
+    /// address), and on the host's own addresses through a proxy (a wildcard, or one of
+    /// them): traffic a host process sends to 127.0.0.1 or to the host's address goes
+    /// through `lo` and never reaches a switch port.
+    fn publish_one(&mut self, sandbox: &str, b: &Binding, target: Ipv4Addr) -> ApiResult<()> {
+        let uplink = self.cfg.uplink_ip;
+        let on_uplink = uplink.is_some() && (b.host_ip.is_none() || b.nat_ip() == uplink);
+        if on_uplink {
+            self.engine.port_mapping(true, mapping(b, target))?;
+        }
+        if self.host_port.is_none() {
+            return Ok(());
+        }
+        let listen: Vec<IpAddr> = match b.host_ip {
+            None => vec![
+                Ipv4Addr::UNSPECIFIED.into(),
+                std::net::Ipv6Addr::UNSPECIFIED.into(),
+            ],
+            Some(ip) if is_host_address(ip) => vec![ip],
+            Some(_) => Vec::new(),
+        };
+        let to = SocketAddrV4::new(target, b.port);
+        let mut started = Vec::new();
+        for ip in listen {
+            let at = SocketAddr::new(ip, b.host_port);
+            match Proxy::start(b.proto, at, to) {
+                Ok(p) => started.push(p),
+                // The host has no IPv6: the wildcard is IPv4's only.
+                Err(e) if ip.is_ipv6() && b.host_ip.is_none() => {
+                    tracing::debug!(error = %e, "no IPv6 proxy for a published port");
+                }
+                Err(e) => {
+                    if on_uplink {
+                        let _ = self.engine.port_mapping(false, mapping(b, target));
+                    }
+                    return Err(ApiError::conflict(format!(
+                        "Bind for {} failed: {e}",
+                        SocketAddr::new(ip, b.host_port)
+                    )));
+                }
+            }
+        }
+        self.proxies
+            .entry(sandbox.to_string())
+            .or_default()
+            .extend(started);
         Ok(())
     }
 
@@ -36,11 +88,57 @@ impl Controller {
         let target = self
             .publish_target(sandbox)
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let uplink = self.cfg.uplink_ip;
         for b in bindings {
+            let on_uplink = uplink.is_some() && (b.host_ip.is_none() || b.nat_ip() == uplink);
+            if !on_uplink {
+                continue;
+            }
             if let Err(e) = self.engine.port_mapping(false, mapping(b, target)) {
                 tracing::warn!(sandbox, error = %e, "cannot unpublish port");
             }
         }
+        if let Some(list) = self.proxies.get_mut(sandbox) {
+            list.retain(|p| {
+                !bindings
+                    .iter()
+                    .any(|b| b.proto == p.proto() && b.host_port == p.local_addr().port())
+            });
+            if list.is_empty() {
+                self.proxies.remove(sandbox);
+            }
+        }
+    }
+
+    /// The addresses a sandbox's published ports are served on, as `docker port` lists
+    /// them: each binding's, and `[::]` beside `0.0.0.0` where the host's proxy has it.
+    pub(super) fn port_bindings(
+        &self,
+        sandbox: &str,
+        bindings: &[Binding],
+    ) -> BTreeMap<String, Vec<api::PortBinding>> {
+        let proxies = self.proxies.get(sandbox).map_or(&[][..], Vec::as_slice);
+        let mut m: BTreeMap<String, Vec<api::PortBinding>> = BTreeMap::new();
+        for b in bindings {
+            let list = m.entry(format!("{}/{}", b.port, b.proto)).or_default();
+            let ip = b.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+            list.push(api::PortBinding {
+                host_ip: ip.to_string(),
+                host_port: b.host_port.to_string(),
+            });
+            let v6_any = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), b.host_port);
+            if b.host_ip.is_none()
+                && proxies
+                    .iter()
+                    .any(|p| p.proto() == b.proto && p.local_addr() == v6_any)
+            {
+                list.push(api::PortBinding {
+                    host_ip: "::".into(),
+                    host_port: b.host_port.to_string(),
+                });
+            }
+        }
+        m
     }
 
     /// Validate `-p`/`-P`/`--expose` and choose host ports, refusing claims of a host
@@ -57,9 +155,10 @@ impl Controller {
             return Ok(Vec::new());
         }
         self.driver_of(net)?.check_publish(net)?;
-        let Some(uplink_ip) = self.cfg.uplink_ip else {
-            return Err(ApiError::invalid("publishing ports needs an uplink: start vswitchd with --uplink, --uplink-ip and --uplink-gw"));
-        };
+        let uplink_ip = self.cfg.uplink_ip;
+        if uplink_ip.is_none() && self.host_port.is_none() {
+            return Err(ApiError::invalid("publishing ports needs an uplink (vswitchd --uplink) or the host port (vswitchd --host-port)"));
+        }
         let mut wanted: Vec<Binding> = req
             .publish
             .iter()
@@ -87,11 +186,7 @@ impl Controller {
         let mut out = Vec::new();
         for mut b in wanted {
             if let Some(ip) = b.host_ip {
-                if ip != uplink_ip {
-                    return Err(ApiError::invalid(format!(
-                        "cannot publish on {ip}: the switch's address is {uplink_ip}"
-                    )));
-                }
+                self.check_publish_address(ip)?;
             }
             if b.host_port == 0 {
                 let free = publish::EPHEMERAL.clone().find(|p| {
@@ -107,7 +202,9 @@ impl Controller {
                 )));
             } else if b.proto == publish::Proto::Udp
                 && b.host_port == vxlan::wire::VXLAN_PORT
-                && self.cfg.vtep_ip == Some(uplink_ip)
+                && uplink_ip.is_some()
+                && self.cfg.vtep_ip == uplink_ip
+                && (b.host_ip.is_none() || b.nat_ip() == uplink_ip)
             {
                 return Err(ApiError::conflict(format!(
                     "Bind for {} failed: port is already allocated (the overlay tunnel endpoint's VXLAN port)",
@@ -121,27 +218,45 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// `-p HOSTIP:...`: the uplink's address (through the NAT) or one of the host's
+    /// (through its proxy, which needs the host port).
+    fn check_publish_address(&self, ip: IpAddr) -> ApiResult<()> {
+        if Some(ip) == self.cfg.uplink_ip.map(IpAddr::V4) {
+            return Ok(());
+        }
+        if !is_host_address(ip) {
+            let uplink = self
+                .cfg
+                .uplink_ip
+                .map(|u| format!(" (the switch's uplink address is {u})"))
+                .unwrap_or_default();
+            return Err(ApiError::invalid(format!(
+                "cannot publish on {ip}: it is not an address of this host{uplink}"
+            )));
+        }
+        if self.host_port.is_none() {
+            return Err(ApiError::invalid(format!(
+                "cannot publish on {ip}: publishing on the host's own addresses needs the host port (vswitchd --host-port)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `ip` is an address of this host (its namespace): one a socket can bind to,
+/// the unspecified addresses and loopback included.
+fn is_host_address(ip: IpAddr) -> bool {
+    ip.is_unspecified() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
 /// What the NAT programs for binding `b` of a sandbox at `target`.
 fn mapping(b: &Binding, target: Ipv4Addr) -> nat::PortMapping {
     nat::PortMapping {
         proto: b.proto.nat(),
-        host_ip: b.host_ip,
+        host_ip: b.nat_ip(),
         host_port: b.host_port,
         target_ip: target,
         target_port: b.port,
     }
-}
-
-/// Docker's shape: {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}.
-pub(super) fn port_bindings(bindings: &[Binding]) -> BTreeMap<String, Vec<api::PortBinding>> {
-    let mut m: BTreeMap<String, Vec<api::PortBinding>> = BTreeMap::new();
-    for b in bindings {
-        m.entry(format!("{}/{}", b.port, b.proto))
-            .or_default()
-            .push(api::PortBinding {
-                host_ip: b.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string(),
-                host_port: b.host_port.to_string(),
-            });
-    }
-    m
 }

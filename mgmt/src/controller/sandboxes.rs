@@ -36,6 +36,15 @@ impl Controller {
             )));
         }
         let (link, ip, mac) = endpoint_options(&req.endpoint)?;
+        if mode != SandboxMode::Netns && !req.add_host.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "--add-host needs a network namespace of the sandbox's own; {} gives none",
+                net.name
+            )));
+        }
+        for h in &req.add_host {
+            self.extra_host(h)?;
+        }
         if let (Some(ip), Some(pool)) = (ip, net.pool.as_ref()) {
             if pool.is_allocated(ip) {
                 return Err(ApiError::conflict(format!(
@@ -52,6 +61,7 @@ impl Controller {
             endpoints: Vec::new(),
             created: model::now_rfc3339(),
             ports: Vec::new(),
+            extra_hosts: req.add_host.clone(),
         };
         self.state.sandboxes.insert(sb.name.clone(), sb.clone());
         let result = match mode {
@@ -125,6 +135,7 @@ impl Controller {
             endpoints: Vec::new(),
             created: model::now_rfc3339(),
             ports: Vec::new(),
+            extra_hosts: Vec::new(),
         };
         self.state.sandboxes.insert(sb.name.clone(), sb.clone());
         if let Err(e) = self.save() {
@@ -206,7 +217,7 @@ impl Controller {
             created: sb.created.clone(),
             network_mode: mode,
             sandbox_key: sandbox::netns_path(&sb.name).to_string_lossy().into_owned(),
-            ports: ports::port_bindings(&sb.ports),
+            ports: self.port_bindings(&sb.name, &sb.ports),
             networks,
         })
     }

@@ -24,6 +24,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 pub const IFNAME_MAX: usize = 15;
 
 mod error;
+mod route;
 
 use crate::error::step;
 
@@ -326,6 +327,11 @@ impl Netlink {
     /// The IPv4 addresses of this namespace with their prefixes (loopback's aside): what
     /// a container network's subnet must not overlap (docker0's 172.17.0.1/16, say).
     pub fn ipv4_addresses(&mut self) -> Result<Vec<ipnet::Ipv4Net>> {
+        self.ipv4_addresses_where(|_| true)
+    }
+
+    /// The IPv4 addresses of the interfaces whose index `on` accepts.
+    fn ipv4_addresses_where(&mut self, on: impl Fn(u32) -> bool) -> Result<Vec<ipnet::Ipv4Net>> {
         let dump = self.dump(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
             || "listing this namespace's addresses".to_string(),
@@ -335,7 +341,7 @@ impl Netlink {
             let RouteNetlinkMessage::NewAddress(addr) = reply else {
                 continue;
             };
-            if addr.header.scope == AddressScope::Host {
+            if addr.header.scope == AddressScope::Host || !on(addr.header.index) {
                 continue;
             }
             let prefix = addr.header.prefix_len;

@@ -29,6 +29,9 @@ pub enum EngineError {
     /// The uplink is attached once.
     #[error("the uplink is already attached")]
     UplinkAttached,
+    /// The host port is attached once.
+    #[error("the host port is already attached")]
+    HostPortAttached,
     /// Every slot of a bounded resource is used (port ids of the tc data path, a
     /// worker's endpoint trunk).
     #[error("{0}")]

@@ -26,6 +26,7 @@ use crate::worker::{
 use crate::{NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, TRUNK_NET, UPLINK_NET};
 
 mod error;
+mod host;
 mod query;
 mod uplink;
 mod vlan;

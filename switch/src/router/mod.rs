@@ -117,6 +117,15 @@ pub struct RouterStats {
     pub overlay: vxlan::Counters,
 }
 
+/// What [`Router::route_from_network`] did with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Routed {
+    /// Routed, answered or dropped (and counted).
+    Done,
+    /// For the uplink address, not the NAT's: the host's (the address is shared).
+    ForHost,
+}
+
 pub(crate) struct Router {
     pub port: PortId,
     cfg: UplinkConfig,
@@ -142,7 +151,7 @@ pub(crate) struct Router {
     pub fast_vxlan: Option<FastVxlan>,
 }
 
-fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+pub(crate) fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     let mask = if prefix == 0 {
         0
     } else {
@@ -202,22 +211,32 @@ impl Router {
     }
 
     /// A frame a container sent to its gateway's MAC that is not for the gateway itself.
-    pub fn route_from_network(&mut self, cx: &mut Cx<impl Emit>, from: Ingress, frame: &[u8]) {
+    /// With `host_fallback` (the uplink address is also the host's), what the NAT does
+    /// not claim on the uplink address is the host's: [`Routed::ForHost`].
+    pub fn route_from_network(
+        &mut self,
+        cx: &mut Cx<impl Emit>,
+        from: Ingress,
+        frame: &[u8],
+        host_fallback: bool,
+    ) -> Routed {
         let (nets, out, now) = (&mut *cx.nets, &mut *cx.out, cx.now);
         let (net_id, in_port) = (from.net, from.port);
-        let Some(net) = nets.get(&net_id) else { return };
+        let Some(net) = nets.get(&net_id) else {
+            return Routed::Done;
+        };
         let Some((gw, (subnet, prefix))) = net.cfg.gateway.zip(net.cfg.subnet) else {
-            return;
+            return Routed::Done;
         };
         let Some(ip) = Ipv4Frame::new(frame) else {
             self.counters.not_ipv4 += 1;
-            return;
+            return Routed::Done;
         };
         let (total, dst) = (ip.total_len(), ip.dst());
         if net.cfg.internal {
             self.counters.internal += 1;
             self.icmp_error(IcmpError::NetUnreachable, frame, gw, in_port, out);
-            return;
+            return Routed::Done;
         }
         if in_subnet(dst, subnet, prefix)
             || nets
@@ -225,12 +244,12 @@ impl Router {
                 .any(|n| n.cfg.subnet.is_some_and(|(s, p)| in_subnet(dst, s, p)))
         {
             self.counters.isolated += 1;
-            return;
+            return Routed::Done;
         }
         if ip.ttl() <= 1 {
             self.counters.ttl_exceeded += 1;
             self.icmp_error(IcmpError::TtlExceeded, frame, gw, in_port, out);
-            return;
+            return Routed::Done;
         }
         let len = ETH_HLEN + total;
         self.pkt[..len].copy_from_slice(&frame[..len]);
@@ -248,6 +267,7 @@ impl Router {
                 // Hairpin: a container reached a published port through the uplink address.
                 self.deliver_inside(nets, len, out, now);
             }
+            NatVerdict::NotOurs if dst == self.cfg.ip && host_fallback => return Routed::ForHost,
             NatVerdict::NotOurs if dst == self.cfg.ip => {
                 let me = Gateway {
                     ip: self.cfg.ip,
@@ -261,6 +281,7 @@ impl Router {
             NatVerdict::NotOurs => self.counters.nat_drops += 1,
             NatVerdict::Drop(_) => self.counters.nat_drops += 1,
         }
+        Routed::Done
     }
 
     /// Where traffic to `dst` goes first: itself on the uplink's subnet, else the gateway.
@@ -418,33 +439,11 @@ impl Router {
         out: &mut impl Emit,
         now: Instant,
     ) {
-        let dst = dst_ip(&self.pkt[..len]);
-        let found = nets
-            .values_mut()
-            .find(|n| n.cfg.subnet.is_some_and(|(s, p)| in_subnet(dst, s, p)));
-        let Some(net) = found else {
-            self.counters.unknown_host += 1;
-            return;
-        };
-        let (Some(gw), Some(mac)) = (net.cfg.gateway, net.hosts.get(&dst).copied()) else {
-            self.counters.unknown_host += 1;
-            return;
-        };
-        if ipv4::decrement_ttl(&mut self.pkt[ETH_HLEN..len]).is_none() {
-            self.counters.ttl_exceeded += 1;
-            return;
-        }
-        let mut e = eth(&mut self.pkt[..]);
-        e.set_dst(mac);
-        e.set_src(gw.mac);
-        self.counters.routed_in += 1;
-        match net.fdb.lookup(&mac, now) {
-            Some(p) => out.emit(p, &self.pkt[..len], &self.port_counters),
-            None => {
-                for &p in &net.members {
-                    out.emit(p, &self.pkt[..len], &self.port_counters);
-                }
-            }
+        use crate::deliver::{to_endpoint, Delivery};
+        match to_endpoint(nets, &mut self.pkt[..], len, out, &self.port_counters, now) {
+            Delivery::Delivered => self.counters.routed_in += 1,
+            Delivery::UnknownHost => self.counters.unknown_host += 1,
+            Delivery::TtlExceeded => self.counters.ttl_exceeded += 1,
         }
     }
 

@@ -57,6 +57,10 @@ pub enum L2Control {
 pub enum RouterControl {
     /// This worker owns the uplink from now on and routes for every worker.
     EnableRouter(Box<Router>),
+    /// This worker has the host port from now on.
+    EnableHostPort(Box<HostLink>),
+    /// The host port's counters, if this worker has it.
+    HostPortDump(Sender<Option<HostPortStats>>),
     /// Routed frames go to that worker (None: there is no uplink).
     RouteVia(Option<usize>),
     /// Publish (`add`) or unpublish a port; the router's worker answers.
@@ -210,6 +214,15 @@ impl Worker {
                 }
                 self.router = Some(r);
                 self.tx.router_at = RouterAt::Local;
+            }
+            RouterControl::EnableHostPort(h) => {
+                self.host = Some(h);
+                if self.tx.router_at == RouterAt::Nowhere {
+                    self.tx.router_at = RouterAt::Local;
+                }
+            }
+            RouterControl::HostPortDump(reply) => {
+                let _ = reply.send(self.host.as_ref().map(|h| h.stats()));
             }
             RouterControl::RouteVia(w) => {
                 self.tx.router_at = match w {

@@ -101,8 +101,11 @@ impl Worker {
     pub(super) fn run_queued(&mut self, now: Instant) {
         let mut cx = Cx::new(&mut self.nets, &mut self.tx, now);
         if take(&mut cx.out.queues.router, &mut self.spares.router) {
-            let r = self.router.as_deref_mut();
-            router_stage(r, &mut cx, &mut self.scratch, self.spares.router.iter());
+            let at = Routers {
+                router: self.router.as_deref_mut(),
+                host: self.host.as_deref_mut(),
+            };
+            router_stage(at, &mut cx, &mut self.scratch, self.spares.router.iter());
         }
         if take(&mut cx.out.queues.vtep, &mut self.spares.vtep) {
             vtep_stage(self.router.as_deref_mut(), &mut cx, self.spares.vtep.iter());
@@ -157,26 +160,50 @@ fn take(queue: &mut StageQueue, spare: &mut StageQueue) -> bool {
     true
 }
 
-/// The router stage: frames the L2 stage sent to the gateway to be routed (without an
-/// uplink, each is answered unreachable).
+/// What the router stage routes by: the router (with an uplink) and the host port.
+pub(super) struct Routers<'a> {
+    pub router: Option<&'a mut Router>,
+    pub host: Option<&'a mut HostLink>,
+}
+
+/// The router stage: frames the L2 stage sent to the gateway to be routed. The host's
+/// addresses go to the host port (the uplink address first to the router, which keeps
+/// published ports' hairpin and hands the rest to the host); the rest to the router, or
+/// without an uplink they are unreachable.
 pub(super) fn router_stage<'f>(
-    router: Option<&mut Router>,
+    at: Routers<'_>,
     cx: &mut Cx<TxSide>,
     scratch: &mut [u8; MAX_FRAME],
     frames: impl Iterator<Item = (Ingress, &'f [u8])>,
 ) {
-    match router {
-        Some(r) => {
-            for (from, frame) in frames {
-                cx.out.counters.stage(Stage::Router, 1);
-                r.route_from_network(cx, from, frame);
+    let Routers {
+        mut router,
+        mut host,
+    } = at;
+    for (from, frame) in frames {
+        cx.out.counters.stage(Stage::Router, 1);
+        if let Some(h) = host.as_deref_mut() {
+            let dst = wire::ip::Ipv4Frame::new(frame).map(|f| f.dst());
+            if dst.is_some_and(|d| h.wants(d)) {
+                let uplink = router.as_deref().map(|r| r.uplink_addr().0);
+                let internal = cx.nets.get(&from.net).is_some_and(|n| n.cfg.internal);
+                if uplink != dst || internal {
+                    h.send_from_network(cx, from, frame);
+                    continue;
+                }
+                if let Some(r) = router.as_deref_mut() {
+                    if r.route_from_network(cx, from, frame, true) == Routed::ForHost {
+                        h.send_from_network(cx, from, frame);
+                    }
+                    continue;
+                }
             }
         }
-        None => {
-            for (from, frame) in frames {
-                cx.out.counters.stage(Stage::Router, 1);
-                unreachable_net(cx.nets, cx.out, from, frame, scratch);
+        match router.as_deref_mut() {
+            Some(r) => {
+                r.route_from_network(cx, from, frame, false);
             }
+            None => unreachable_net(cx.nets, cx.out, from, frame, scratch),
         }
     }
 }

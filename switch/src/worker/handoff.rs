@@ -4,7 +4,7 @@
 use super::*;
 use std::iter::once;
 
-use super::graph::{dns_stage, router_stage, vtep_stage};
+use super::graph::{dns_stage, router_stage, vtep_stage, Routers};
 
 impl Worker {
     pub(super) fn drain_handoffs(&mut self, now: Instant) -> usize {
@@ -23,8 +23,11 @@ impl Worker {
                 }
                 Handoff::Route { from, frame } => {
                     let mut cx = Cx::new(&mut self.nets, &mut self.tx, now);
-                    let r = self.router.as_deref_mut();
-                    router_stage(r, &mut cx, &mut self.scratch, once((from, &*frame)));
+                    let at = Routers {
+                        router: self.router.as_deref_mut(),
+                        host: self.host.as_deref_mut(),
+                    };
+                    router_stage(at, &mut cx, &mut self.scratch, once((from, &*frame)));
                 }
                 Handoff::Tunnel { from, frame } => {
                     let mut cx = Cx::new(&mut self.nets, &mut self.tx, now);

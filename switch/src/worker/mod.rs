@@ -22,13 +22,16 @@ use crate::capture::{tee, CaptureTap};
 use crate::dns_server::{DnsServer, DnsStats, Upstream};
 use crate::fastpath::FastPath;
 use crate::fdb::{Fdb, FdbEntry, Learned, Mac};
+use crate::host_link::{HostLink, HostPortStats};
 use crate::network::Network;
 use crate::pipeline::{self, Cx, Emit, Ingress, Source};
 use crate::port::{Burst, Port, MAX_FRAME};
-use crate::router::{self, Router, RouterStats};
+use crate::router::{self, Routed, Router, RouterStats};
 use crate::skb_trunk::{self, SkbMember};
 use crate::stats::{DropReason, PortCounters, Stage, WorkerCounters};
-use crate::{NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, TRUNK_NET, UPLINK_NET};
+use crate::{
+    NetConfig, NetId, PollMode, PortId, ENDPOINT_TRUNK_NET, HOST_NET, TRUNK_NET, UPLINK_NET,
+};
 use wire::ethernet::ETHERTYPE_VLAN;
 use wire::vlan;
 
@@ -243,6 +246,8 @@ pub struct Worker {
     /// What this worker installed in the fast path: (network, MAC) -> its port.
     installed: HashMap<(NetId, Mac), PortId, ahash::RandomState>,
     router: Option<Box<Router>>,
+    /// The host port (on the router's worker), with or without an uplink.
+    host: Option<Box<HostLink>>,
     /// The embedded resolver (on `DNS_WORKER` only).
     dns: Option<Box<DnsServer>>,
     /// Swapped with `tx.queues` to drain them while the stages refill the others.
@@ -292,6 +297,7 @@ impl Worker {
             awake_since: Instant::now(),
             installed: HashMap::default(),
             router: None,
+            host: None,
             dns,
             spares: Spares::new(),
             scratch: Box::new([0u8; MAX_FRAME]),
@@ -412,6 +418,8 @@ impl Worker {
             self.run_queued(now);
         } else if net_id == UPLINK_NET {
             self.uplink_burst(rx, &counters, now);
+        } else if net_id == HOST_NET {
+            self.host_burst(rx, &counters, now);
         } else {
             let src = self.tx.source(id, &counters);
             self.l2_burst(net_id, src, rx, install, now);
@@ -450,6 +458,19 @@ impl Worker {
             self.setup.counters.stage(Stage::Router, rx.len());
             for frame in rx.iter() {
                 r.receive_from_uplink(&mut Cx::new(&mut self.nets, &mut self.tx, now), frame);
+            }
+        }
+        self.run_queued(now);
+    }
+
+    /// Frames from the host port, to the host link; then the stages it queued for.
+    pub(super) fn host_burst(&mut self, rx: &Burst, counters: &PortCounters, now: Instant) {
+        for frame in rx.iter() {
+            counters.rx(frame.len());
+        }
+        if let Some(h) = self.host.as_mut() {
+            for frame in rx.iter() {
+                h.receive(&mut Cx::new(&mut self.nets, &mut self.tx, now), frame);
             }
         }
         self.run_queued(now);

@@ -171,6 +171,9 @@ struct CreateFlags {
     publish_all: bool,
     #[arg(long)]
     expose: Vec<String>,
+    /// NAME:IP for the sandbox's /etc/hosts; IP `host-gateway` is the host's address.
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
 }
 
 impl CreateFlags {
@@ -182,6 +185,7 @@ impl CreateFlags {
             publish: self.publish.clone(),
             publish_all: self.publish_all,
             expose: self.expose.clone(),
+            add_host: self.add_host.clone(),
         }
     }
 }

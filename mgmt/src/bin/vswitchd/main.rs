@@ -1,23 +1,21 @@
 //! vswitchd: the control plane and the poll-mode data plane in one process.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use ipnet::Ipv4Net;
 use mgmt::controller::{Config, Controller};
-use mgmt::driver::bridge;
 use mgmt::endpoint_trunk;
-use mgmt::link::Netlink;
+use mgmt::host_port::HostPort;
 use mgmt::server::{self, Server};
 use mgmt::state::Store;
-use nat::NatConfig;
-use switch::port::{self, IoMode};
-use switch::UplinkConfig;
+use switch::port::IoMode;
 use switch::{Engine, EngineConfig, PollMode};
+
+mod uplink;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,7 +23,7 @@ use switch::{Engine, EngineConfig, PollMode};
     version,
     about = "userspace virtual switch and container network daemon"
 )]
-struct Args {
+pub struct Args {
     /// Control socket path.
     #[arg(
         long,
@@ -65,8 +63,12 @@ struct Args {
     /// path.
     #[arg(long, default_value = "tc", value_parser = ["tc", "socket"])]
     uplink_mode: String,
+    /// The switch's address on the uplink (CIDR). Leave it out on an interface that
+    /// holds the host's address: the switch then shares that address with the host.
     #[arg(long)]
     uplink_ip: Option<String>,
+    /// The uplink's next hop; on a shared uplink, the host's default route's gateway
+    /// unless given.
     #[arg(long)]
     uplink_gw: Option<String>,
     /// Overlay tunnel source address.
@@ -93,6 +95,14 @@ struct Args {
     /// Seconds before a learned MAC address is forgotten.
     #[arg(long, default_value_t = 300)]
     fdb_age: u64,
+    /// The host's port on the switch (like docker0): the host reaches containers through
+    /// it and containers reach the host; `none` for no host port.
+    #[arg(long, default_value = mgmt::host_port::DEFAULT_NAME)]
+    host_port: String,
+    /// The host's address on the host port (CIDR, /30 or shorter: the switch takes
+    /// another address of it).
+    #[arg(long, default_value = mgmt::host_port::DEFAULT_ADDRESS)]
+    host_port_ip: String,
     /// error, warn, info, debug or trace (env RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -168,92 +178,6 @@ fn upstreams(specs: &[String]) -> Result<Vec<SocketAddr>> {
         .collect()
 }
 
-/// `--uplink IFACE --uplink-ip CIDR --uplink-gw IP`: the switch owns the address (the
-/// kernel must not), answers ARP for it and routes and NATs through the interface.
-/// Returns the uplink address and the VTEP address.
-fn attach_uplink(engine: &mut Engine, args: &Args) -> Result<Option<(Ipv4Addr, Ipv4Addr)>> {
-    let (iface, cidr, gw) = match (&args.uplink, &args.uplink_ip, &args.uplink_gw) {
-        (None, None, None) => return Ok(None),
-        (Some(i), Some(c), Some(g)) => (i, c, g),
-        _ => bail!("--uplink, --uplink-ip and --uplink-gw go together: give all three, or none for no egress"),
-    };
-    let net: Ipv4Net = cidr.parse().with_context(|| {
-        format!("invalid --uplink-ip {cidr:?}: expected CIDR like 198.51.100.2/24")
-    })?;
-    let gw: Ipv4Addr = gw
-        .parse()
-        .with_context(|| format!("invalid --uplink-gw {gw:?}: expected an IPv4 address"))?;
-    if !net.contains(&gw) || gw == net.addr() {
-        bail!(
-            "--uplink-gw {gw} must be another address of the uplink subnet {}",
-            net.trunc()
-        );
-    }
-    let mut nl = Netlink::new()?;
-    if !nl.link_exists(iface) {
-        bail!("uplink interface {iface} does not exist in vswitchd's network namespace");
-    }
-    let mac = nl.link_mac(iface)?;
-    bridge::prepare_host_end(iface)?;
-    let vtep_ip = match &args.vtep_ip {
-        None => None,
-        Some(v) => {
-            let ip: Ipv4Addr = v
-                .parse()
-                .with_context(|| format!("invalid --vtep-ip {v:?}: expected an IPv4 address"))?;
-            if !net.contains(&ip) || ip == net.network() || ip == net.broadcast() || ip == gw {
-                bail!(
-                    "--vtep-ip {ip} must be a free host address of the uplink subnet {}",
-                    net.trunc()
-                );
-            }
-            Some(ip)
-        }
-    };
-    let nat = NatConfig {
-        udp: Duration::from_secs(args.nat_udp_timeout),
-        tcp_established: Duration::from_secs(args.nat_tcp_timeout),
-        max_sessions: args.nat_max_sessions,
-        // The embedded resolver's upstream queries use a port above this range; the VTEP
-        // owns UDP 4789 of its address, so SNAT on that address stays above it (a kept
-        // source port 4789 would have its replies taken for tunnel traffic).
-        port_range: nat::PortRange {
-            first: if vtep_ip.is_none_or(|v| v == net.addr()) {
-                vxlan::wire::VXLAN_PORT + 1
-            } else {
-                1024
-            },
-            last: 60999,
-        },
-        ..NatConfig::default()
-    };
-    let cfg = UplinkConfig {
-        vtep_ip,
-        ip: net.addr(),
-        prefix: net.prefix_len(),
-        gateway: gw,
-        mac,
-        nat,
-    };
-    let tc = args.uplink_mode == "tc" && engine.has_tc_path();
-    if args.uplink_mode == "tc" && !tc {
-        tracing::warn!(uplink = %iface, "no tc data path: the uplink gets a socket (--uplink-mode socket)");
-    }
-    let mode = if tc {
-        // Up once its program is attached: nothing reaches this namespace's stack.
-        engine.set_uplink_tc(cfg, iface)?;
-        nl.set_up(iface)?;
-        "tc"
-    } else {
-        nl.set_up(iface)?;
-        let port = port::open(iface, args.io).with_context(|| format!("open uplink {iface}"))?;
-        engine.set_uplink(cfg, port)?;
-        "socket"
-    };
-    tracing::info!(uplink = %iface, ip = %net, gateway = %gw, mode, "uplink attached");
-    Ok(Some((net.addr(), vtep_ip.unwrap_or(net.addr()))))
-}
-
 fn run(args: Args) -> Result<()> {
     if args.cluster_store.is_some() {
         bail!("--cluster-store is not supported by this build yet (overlay peers are given with -o vxlan.peers)");
@@ -295,24 +219,72 @@ fn run(args: Args) -> Result<()> {
     if let Err(e) = endpoint_trunk::attach_all(&mut engine, args.io) {
         tracing::warn!(error = %mgmt::error::chain(&e), "no tc data path: sandbox veths get a socket each (no TCP offloads in sandboxes)");
     }
-    let addrs = attach_uplink(&mut engine, &args)?;
+    mgmt::reserved_ports::undo_leftover(&args.state_dir)?;
+    let mut up = uplink::attach(&mut engine, &args)?;
+    let host_port = attach_host_port(&mut engine, &args, up.as_ref());
+    let host_port = match host_port {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(r) = up.as_mut().and_then(|u| u.reservation.take()) {
+                r.release();
+            }
+            return Err(e);
+        }
+    };
     let mut ctl = Controller::start(
         Config {
             io: args.io,
             dns_upstreams,
-            uplink_ip: addrs.map(|a| a.0),
-            vtep_ip: addrs.map(|a| a.1),
+            uplink_ip: up.as_ref().map(|a| a.ip),
+            vtep_ip: up.as_ref().map(|a| a.vtep),
+            host_gateway: host_port.as_ref().map(HostPort::host_ip),
         },
         store,
         engine,
+        host_port,
     )?;
     let served = server.run(&mut ctl, &mut signals);
     ctl.park_endpoints();
+    let host_port = ctl.take_host_port();
     drop(ctl);
+    if let Some(h) = host_port {
+        h.remove();
+    }
+    if let Some(r) = up.and_then(|u| u.reservation) {
+        r.release();
+    }
     endpoint_trunk::remove_all(workers);
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--host-port NAME --host-port-ip CIDR` (or `--host-port none`).
+fn attach_host_port(
+    engine: &mut Engine,
+    args: &Args,
+    up: Option<&uplink::Attached>,
+) -> Result<Option<HostPort>> {
+    if args.host_port == "none" {
+        return Ok(None);
+    }
+    let net: ipnet::Ipv4Net = args.host_port_ip.parse().with_context(|| {
+        format!(
+            "invalid --host-port-ip {:?}: expected CIDR like 169.254.77.1/30",
+            args.host_port_ip
+        )
+    })?;
+    // Containers reach the host at every address it has, the shared uplink's too.
+    let mut host_ips: Vec<std::net::Ipv4Addr> = mgmt::link::Netlink::new()?
+        .ipv4_addresses()?
+        .iter()
+        .map(|n| n.addr())
+        .collect();
+    if let Some(u) = up.filter(|u| !u.shared) {
+        host_ips.retain(|a| *a != u.ip);
+    }
+    let h = HostPort::attach(engine, &args.host_port, net, args.io, &host_ips)?;
+    Ok(Some(h))
 }
 
 /// Each endpoint holds a few fds (a BPF link, a TAP, or a socket): raise the soft limit
