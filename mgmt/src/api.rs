@@ -89,6 +89,7 @@ pub struct SandboxCreate {
     pub expose: Vec<String>,
     /// `--add-host NAME:IP` (IP may be `host-gateway`: the host's address on the host
     /// port), written to the sandbox's /etc/hosts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub add_host: Vec<String>,
 }
 
@@ -344,6 +345,9 @@ pub struct Stats {
     pub router: Option<Router>,
     /// The embedded resolver's counters.
     pub dns: Option<DnsStats>,
+    /// The host port's addresses and counters; null without one.
+    #[serde(default)]
+    pub host_port: Option<switch::host_link::HostPortStats>,
 }
 
 /// One port of `stats.get`: the engine's view of it, its counters, and whose it is.

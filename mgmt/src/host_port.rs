@@ -186,14 +186,17 @@ impl HostPort {
                     self.routes.insert(new);
                 }
                 Err(e) => {
-                    tracing::warn!(subnet = %new, error = %e, "cannot route the subnet through the host port")
+                    tracing::warn!(subnet = %new, error = %e, "cannot route the subnet through the host port (the host keeps its own route to it)")
                 }
             }
         }
     }
+}
 
-    /// Remove the pair (its routes go with it); at shutdown, once the engine let go.
-    pub fn remove(self) {
+/// The pair goes (its routes with it) when the host port does: at shutdown after the
+/// engine (the controller drops it after its engine), or on a failed start.
+impl Drop for HostPort {
+    fn drop(&mut self) {
         if let Ok(mut nl) = Netlink::new() {
             let _ = nl.delete_link(&self.name);
         }

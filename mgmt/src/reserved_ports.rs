@@ -12,7 +12,24 @@ use crate::error::{step, Step};
 const SYSCTL: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 const SAVED: &str = "ip_local_reserved_ports.before";
 
-type Result<T> = std::result::Result<T, Step<std::io::Error>>;
+const PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+/// Fewer ephemeral ports than this left to the host and its connections would fail.
+const MIN_HOST_PORTS: u32 = 1024;
+
+type Result<T, E = Step<std::io::Error>> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error("the host's ephemeral ports (net.ipv4.ip_local_port_range {lo}-{hi}) lie within the switch's {first}-{last} on the shared address: set the range below {first} (the default is 32768-60999)")]
+    RangeTaken {
+        lo: u16,
+        hi: u16,
+        first: u16,
+        last: u16,
+    },
+    #[error(transparent)]
+    Io(#[from] Step<std::io::Error>),
+}
 
 /// A reservation in force; [`Reservation::release`] puts the host's value back.
 pub struct Reservation {
@@ -49,7 +66,32 @@ pub fn undo_leftover(state_dir: &Path) -> Result<()> {
 }
 
 /// Reserve `first..=last` on top of what the host reserves.
-pub fn reserve(state_dir: &Path, first: u16, last: u16) -> Result<Reservation> {
+pub fn reserve(state_dir: &Path, first: u16, last: u16) -> Result<Reservation, ReserveError> {
+    let range = std::fs::read_to_string(PORT_RANGE).map_err(step(format!("read {PORT_RANGE}")))?;
+    let mut it = range
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u16>().ok());
+    if let (Some(lo), Some(hi)) = (it.next(), it.next()) {
+        // What stays the host's: its range below ours, and above it if any.
+        let below = if lo < first {
+            u32::from(hi.min(first - 1) - lo) + 1
+        } else {
+            0
+        };
+        let above = if hi > last {
+            u32::from(hi - last.max(lo))
+        } else {
+            0
+        };
+        if below + above < MIN_HOST_PORTS {
+            return Err(ReserveError::RangeTaken {
+                lo,
+                hi,
+                first,
+                last,
+            });
+        }
+    }
     undo_leftover(state_dir)?;
     let before = read_sysctl()?;
     let saved = state_dir.join(SAVED);
@@ -65,8 +107,9 @@ pub fn reserve(state_dir: &Path, first: u16, last: u16) -> Result<Reservation> {
     Ok(Reservation { before, saved })
 }
 
-impl Reservation {
-    pub fn release(self) {
+/// The host's value goes back when the reservation goes: at stop, or on a failed start.
+impl Drop for Reservation {
+    fn drop(&mut self) {
         if let Err(e) = write_sysctl(&self.before) {
             tracing::warn!(error = %crate::error::chain(&e), "cannot restore ip_local_reserved_ports");
             return;

@@ -140,7 +140,10 @@ impl HostLink {
             return;
         }
         let to_us = ethernet::Frame::new_checked(frame).is_ok_and(|f| f.dst() == self.cfg.mac);
-        let Some(ip) = Ipv4Frame::new(frame).filter(|_| to_us) else {
+        // The host's own stack only: what the host forwards (it may route for others)
+        // does not reach containers around the switch's NAT and published ports.
+        let from_host = |ip: &Ipv4Frame<'_>| to_us && self.cfg.host_ips.contains(&ip.src());
+        let Some(ip) = Ipv4Frame::new(frame).filter(from_host) else {
             self.counters.ignored += 1;
             return;
         };

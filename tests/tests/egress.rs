@@ -295,7 +295,9 @@ fn published_ports_survive_restart() {
 #[test]
 fn without_an_uplink_egress_is_refused_at_once() {
     let lab = Lab::new();
-    let (d, net) = e2e::daemon_with_network(&lab, &[], &[]);
+    // No host port either: nothing to publish a port on (with one, the host's proxy
+    // serves it: host.rs).
+    let (d, net) = e2e::daemon_with_network(&lab, &["--host-port", "none"], &[]);
     let a = lab.name("a");
     d.sandbox(&a, &net, &[]);
     let o = ns_exec(

@@ -192,8 +192,23 @@ fn a_one_nic_host_shares_its_address_with_the_switch() {
         "200",
         "a container to the host by host-gateway"
     );
+    assert_eq!(
+        http_get(&c, &format!("http://{HOST_IP}:9000/")),
+        "200",
+        "a container to the host at its shared address"
+    );
     let port = d.ok(&["port", &web]);
     assert!(port.contains("80/tcp -> 0.0.0.0:8080"), "{port}");
+    assert!(
+        port.contains("80/tcp -> [::]:8080"),
+        "the proxy's IPv6 wildcard: {port}"
+    );
+    let stats = d.json(&["stats"]);
+    assert!(
+        stats["host_port"]["counters"]["from_host"].as_u64() > Some(0),
+        "the host port counts what the host sent: {}",
+        stats["host_port"]
+    );
     let port = d.ok(&["port", &lo]);
     assert!(port.contains("80/tcp -> 127.0.0.1:8081"), "{port}");
     still_connected(&client, "while containers use the NIC");

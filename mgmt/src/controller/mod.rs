@@ -64,7 +64,8 @@ pub struct Controller {
     engine: Engine,
     ports: HashMap<String, PortId>,
     captures: Captures,
-    /// The host's own stack on the switch, when vswitchd has one (`--host-port`).
+    /// The host's own stack on the switch, when vswitchd has one (`--host-port`);
+    /// declared after `engine`, so that it goes after the engine has stopped.
     host_port: Option<HostPort>,
     /// The userland proxies serving each sandbox's published ports on the host.
     proxies: HashMap<String, Vec<Proxy>>,
@@ -97,11 +98,6 @@ impl Controller {
         }
         c.restore();
         Ok(c)
-    }
-
-    /// The host port, to remove once the engine has stopped (at shutdown).
-    pub fn take_host_port(&mut self) -> Option<HostPort> {
-        self.host_port.take()
     }
 
     fn create_predefined(&mut self) -> ApiResult<()> {

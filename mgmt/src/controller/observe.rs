@@ -222,11 +222,13 @@ impl Controller {
             .collect();
         let router = self.engine.router()?.map(|(r, _)| api::Router(r));
         let dns = self.engine.dns_stats()?;
+        let host_port = self.engine.host_port()?;
         Ok(api::Stats {
             ports,
             workers: s.workers,
             router,
             dns,
+            host_port,
         })
     }
 }
@@ -237,6 +239,7 @@ fn switch_port_role(net: switch::NetId) -> Option<&'static str> {
         switch::UPLINK_NET => Some("(uplink)"),
         switch::TRUNK_NET => Some("(vlan trunk)"),
         switch::ENDPOINT_TRUNK_NET => Some("(endpoint trunk)"),
+        switch::HOST_NET => Some("(host port)"),
         _ => None,
     }
 }

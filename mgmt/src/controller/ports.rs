@@ -63,7 +63,14 @@ impl Controller {
             match Proxy::start(b.proto, at, to) {
                 Ok(p) => started.push(p),
                 // The host has no IPv6: the wildcard is IPv4's only.
-                Err(e) if ip.is_ipv6() && b.host_ip.is_none() => {
+                Err(e)
+                    if ip.is_ipv6()
+                        && b.host_ip.is_none()
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+                        ) =>
+                {
                     tracing::debug!(error = %e, "no IPv6 proxy for a published port");
                 }
                 Err(e) => {

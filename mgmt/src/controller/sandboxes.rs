@@ -83,6 +83,11 @@ impl Controller {
             }),
         };
         if let Err(e) = result {
+            // Published (the ports were recorded) but not saved: take them back first.
+            let published = self.state.sandboxes.get(&sb.name).map(|s| s.ports.clone());
+            if let Some(ports) = published.filter(|p| !p.is_empty()) {
+                self.unpublish(&sb.name, &ports);
+            }
             let eps = self
                 .state
                 .sandboxes
@@ -113,6 +118,11 @@ impl Controller {
         if !req.publish.is_empty() || req.publish_all {
             return Err(ApiError::invalid(
                 "conflicting options: port publishing and the container type network mode",
+            ));
+        }
+        if !req.add_host.is_empty() {
+            return Err(ApiError::invalid(
+                "conflicting options: --add-host and the container type network mode (the sandbox shares its target's /etc/hosts)",
             ));
         }
         if req.endpoint.any() {

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -32,12 +32,13 @@ fn route_message(dst: Ipv4Net, gw: Ipv4Addr, index: u32) -> RouteMessage {
 }
 
 impl Netlink {
-    /// `ip route replace DST via GW dev NAME proto static`.
+    /// `ip route add DST via GW dev NAME proto static`: never replacing a route the
+    /// host has to the same prefix (that fails with EEXIST).
     pub fn add_route(&mut self, dst: Ipv4Net, gw: Ipv4Addr, name: &str) -> Result<()> {
         let index = self.require_index(name)?;
         self.ack(
             RouteNetlinkMessage::NewRoute(route_message(dst.trunc(), gw, index)),
-            NLM_F_CREATE | NLM_F_REPLACE,
+            NLM_F_CREATE | NLM_F_EXCL,
             || format!("adding the route to {} via {gw} dev {name}", dst.trunc()),
         )
     }

@@ -267,7 +267,11 @@ impl Router {
                 // Hairpin: a container reached a published port through the uplink address.
                 self.deliver_inside(nets, len, out, now);
             }
-            NatVerdict::NotOurs if dst == self.cfg.ip && host_fallback => return Routed::ForHost,
+            // The host's own address: what the NAT does not translate (a new connection
+            // to a port not published, and everything after it) is the host's.
+            NatVerdict::NotOurs | NatVerdict::Drop(_) if dst == self.cfg.ip && host_fallback => {
+                return Routed::ForHost
+            }
             NatVerdict::NotOurs if dst == self.cfg.ip => {
                 let me = Gateway {
                     ip: self.cfg.ip,

@@ -68,7 +68,12 @@ pub fn port(c: &Client, sandbox: String, json_out: bool) -> Res<()> {
         // Like `docker port`: 80/tcp -> 0.0.0.0:8080
         for (k, list) in &v.ports {
             for b in list {
-                println!("{k} -> {}:{}", b.host_ip, b.host_port);
+                // An IPv6 host address in brackets: 80/tcp -> [::]:8080
+                if b.host_ip.contains(':') {
+                    println!("{k} -> [{}]:{}", b.host_ip, b.host_port);
+                } else {
+                    println!("{k} -> {}:{}", b.host_ip, b.host_port);
+                }
             }
         }
     }
@@ -217,6 +222,15 @@ pub fn stats(c: &Client, port: Option<String>, json_out: bool) -> Res<()> {
         })
         .collect();
     print_table(&header, rows);
+    if let Some(h) = &v.host_port {
+        let c = &h.counters;
+        println!();
+        println!(
+            "HOST PORT {} (host at {}): to_host={} from_host={} unknown_host={} ttl_exceeded={} answered={} ignored={}",
+            h.ip, h.host_ips.first().map_or("-".to_string(), |a| a.to_string()),
+            c.to_host, c.from_host, c.unknown_host, c.ttl_exceeded, c.answered, c.ignored,
+        );
+    }
     if let Some(router) = &v.router {
         let r = &router.0;
         println!();

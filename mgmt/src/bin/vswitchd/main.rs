@@ -220,17 +220,10 @@ fn run(args: Args) -> Result<()> {
         tracing::warn!(error = %mgmt::error::chain(&e), "no tc data path: sandbox veths get a socket each (no TCP offloads in sandboxes)");
     }
     mgmt::reserved_ports::undo_leftover(&args.state_dir)?;
-    let mut up = uplink::attach(&mut engine, &args)?;
-    let host_port = attach_host_port(&mut engine, &args, up.as_ref());
-    let host_port = match host_port {
-        Ok(h) => h,
-        Err(e) => {
-            if let Some(r) = up.as_mut().and_then(|u| u.reservation.take()) {
-                r.release();
-            }
-            return Err(e);
-        }
-    };
+    // From here on a failed start puts the host back as it was: the reservation and
+    // the host port undo themselves when dropped.
+    let up = uplink::attach(&mut engine, &args)?;
+    let host_port = attach_host_port(&mut engine, &args, up.as_ref())?;
     let mut ctl = Controller::start(
         Config {
             io: args.io,
@@ -245,14 +238,9 @@ fn run(args: Args) -> Result<()> {
     )?;
     let served = server.run(&mut ctl, &mut signals);
     ctl.park_endpoints();
-    let host_port = ctl.take_host_port();
+    // The engine stops, then the host port goes.
     drop(ctl);
-    if let Some(h) = host_port {
-        h.remove();
-    }
-    if let Some(r) = up.and_then(|u| u.reservation) {
-        r.release();
-    }
+    drop(up);
     endpoint_trunk::remove_all(workers);
     served?;
     tracing::info!("stopped");

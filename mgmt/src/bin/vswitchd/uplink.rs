@@ -26,8 +26,9 @@ pub struct Attached {
     pub vtep: Ipv4Addr,
     /// The host keeps the address: its own connections share the NIC.
     pub shared: bool,
-    /// The switch's ports, kept from the host's connections while it runs.
-    pub reservation: Option<Reservation>,
+    /// The switch's ports, kept from the host's connections while it runs (put back
+    /// when dropped).
+    pub _reservation: Option<Reservation>,
 }
 
 /// Where the uplink's address comes from.
@@ -177,12 +178,8 @@ pub fn attach(engine: &mut Engine, args: &Args) -> Result<Option<Attached>> {
         let port = port::open(iface, args.io).with_context(|| format!("open uplink {iface}"))?;
         engine.set_uplink(cfg, port).map(|_| ())
     };
-    if let Err(e) = attached {
-        if let Some(r) = reservation {
-            r.release();
-        }
-        return Err(e.into());
-    }
+    // (On failure the reservation goes, and with it the host's value comes back.)
+    attached?;
     nl.set_up(iface)?;
     let mode = if tc { "tc" } else { "socket" };
     tracing::info!(uplink = %iface, ip = %net, gateway = %gw, mode, shared, "uplink attached");
@@ -190,6 +187,6 @@ pub fn attach(engine: &mut Engine, args: &Args) -> Result<Option<Attached>> {
         ip: net.addr(),
         vtep: vtep_ip.unwrap_or(net.addr()),
         shared,
-        reservation,
+        _reservation: reservation,
     }))
 }
