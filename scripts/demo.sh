@@ -84,7 +84,7 @@ printf '$ curl http://%s/   (on the host, through vswitch0)\n  HTTP %s (%s)\n' "
 [ "$got" = 200 ] || ok=1
 
 say "names resolve through the embedded DNS at the gateway"
-run ip netns exec api getent hosts web db
+run ip netns exec api getent hosts web
 [ "$(ip netns exec api getent hosts web | awk '{print $1}')" = "$WEB" ] || ok=1
 
 say "what the switch learned and counted"
