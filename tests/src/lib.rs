@@ -314,6 +314,28 @@ pub fn http_get_eventually(ns: &str, url: &str) -> String {
     last
 }
 
+/// A UDP echo server on `port` in `ns`.
+pub fn udp_echo_server(lab: &Lab, ns: &str, port: u16) -> Bg {
+    let code = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{port}))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(d,a)"
+    );
+    Bg::spawn(
+        lab,
+        ns,
+        &format!("udpecho{port}"),
+        &["python3", "-c", &code],
+    )
+}
+
+/// Send one UDP datagram from a namespace and wait for the echo; the echoed text.
+pub fn udp_roundtrip(ns: &str, ip: &str, port: u16, msg: &str) -> String {
+    let code = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\nfor _ in range(10):\n try:\n  s.sendto(b'{msg}',('{ip}',{port}))\n  print(s.recvfrom(2048)[0].decode()); break\n except Exception: pass"
+    );
+    let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(20));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 /// Run vswitchd in `lab`'s host namespace with `extra` flags, expecting it to refuse to
 /// start: its stderr.
 pub fn daemon_refuses(lab: &Lab, extra: &[&str]) -> String {

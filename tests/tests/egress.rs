@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use e2e::{http_get, http_get_eventually, ns_exec, ping, Bg, Daemon, Lab, Outside};
+use e2e::{
+    http_get, http_get_eventually, ns_exec, ping, udp_echo_server, udp_roundtrip, Bg, Daemon, Lab,
+    Outside,
+};
 
 /// The user network's subnet (behind the uplink).
 const SUBNET: &str = "172.20.0.0/24";
@@ -12,27 +15,6 @@ const SUBNET: &str = "172.20.0.0/24";
 /// A daemon with an uplink to a fresh outside namespace, and one user network.
 fn setup(lab: &Lab, extra: &[&str]) -> (Outside, Daemon, String) {
     e2e::uplinked_network(lab, SUBNET, extra)
-}
-
-fn udp_echo_server(lab: &Lab, ns: &str, port: u16) -> Bg {
-    let code = format!(
-        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{port}))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(d,a)"
-    );
-    Bg::spawn(
-        lab,
-        ns,
-        &format!("udpecho{port}"),
-        &["python3", "-c", &code],
-    )
-}
-
-/// Send one UDP datagram from a namespace and wait for the echo; the echoed text.
-fn udp_roundtrip(ns: &str, ip: &str, port: u16, msg: &str) -> String {
-    let code = format!(
-        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\nfor _ in range(10):\n try:\n  s.sendto(b'{msg}',('{ip}',{port}))\n  print(s.recvfrom(2048)[0].decode()); break\n except Exception: pass"
-    );
-    let o = ns_exec(ns, &["python3", "-c", &code], Duration::from_secs(20));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 #[test]

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use e2e::{
-    daemon_refuses, host_ns, http_get, http_get_eventually, named_ns, run_ok, run_out, Bg, Daemon,
-    Lab,
+    daemon_refuses, host_ns, http_get, http_get_eventually, named_ns, run_ok, run_out,
+    udp_echo_server, udp_roundtrip, Bg, Daemon, Lab,
 };
 
 const HOST_IP: &str = "198.51.100.2";
@@ -126,6 +126,7 @@ fn a_one_nic_host_shares_its_address_with_the_switch() {
         &["python3", "-m", "http.server", "8000"],
     );
     let (_echo, client) = long_lived_connection(&lab, &far);
+    let _udp = udp_echo_server(&lab, &far, 5300);
     still_connected(&client, "before vswitchd");
 
     let mut d = Daemon::start(&lab, &["--uplink", &nic]);
@@ -152,6 +153,11 @@ fn a_one_nic_host_shares_its_address_with_the_switch() {
 
     still_connected(&client, "with vswitchd on its NIC");
     let far_url = format!("http://{FAR_IP}:8000/");
+    assert_eq!(
+        udp_roundtrip(&host, FAR_IP, 5300, "query"),
+        "query",
+        "the host's UDP (a DNS-like exchange from an ephemeral port)"
+    );
     assert_eq!(
         http_get(&host, &far_url),
         "200",
