@@ -5,7 +5,7 @@
 //! AF_PACKET). The kernel end has no transmit offload at all, so the kernel segments,
 //! checksums and writes the tag into every frame before it crosses to the worker.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 
 use switch::engine::EngineError;
 use switch::port::{self, IoMode};
@@ -82,7 +82,7 @@ fn attach(engine: &mut Engine, io: IoMode, worker: usize) -> Result<()> {
     if nl.link_exists(&kernel) {
         nl.delete_link(&kernel)?;
     }
-    let here = own_netns()?;
+    let here = crate::netns::current()?;
     nl.create_veth(&kernel, &user, here.as_fd(), None, TRUNK_MTU)?;
     ethtool::disable_features(&kernel, ethtool::TX_OFFLOADS)?;
     for end in [&kernel, &user] {
@@ -103,10 +103,4 @@ pub fn remove_all(workers: usize) {
     for w in 0..workers.max(1) {
         let _ = nl.delete_link(&names(w).0);
     }
-}
-
-fn own_netns() -> Result<OwnedFd> {
-    std::fs::File::open("/proc/thread-self/ns/net")
-        .map(OwnedFd::from)
-        .map_err(|e| step("open this thread's network namespace")(e).into())
 }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 
 use ipnet::Ipv4Net;
 use switch::engine::EngineError;
@@ -120,7 +120,7 @@ impl HostPort {
         {
             return Err(HostPortError::Overlap { net, addr });
         }
-        let here = own_netns()?;
+        let here = crate::netns::current()?;
         nl.create_veth(name, SWITCH_END, here.as_fd(), None, 1500)?;
         let attached = (|| {
             ethtool::disable_features(name, ethtool::TX_OFFLOADS)?;
@@ -201,12 +201,6 @@ impl Drop for HostPort {
             let _ = nl.delete_link(&self.name);
         }
     }
-}
-
-fn own_netns() -> Result<OwnedFd> {
-    std::fs::File::open("/proc/thread-self/ns/net")
-        .map(OwnedFd::from)
-        .map_err(|e| step("open this thread's network namespace")(e).into())
 }
 
 #[cfg(test)]

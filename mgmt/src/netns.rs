@@ -341,6 +341,13 @@ fn validate_sysctl_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// The calling thread's network namespace, as an fd (to create links in it).
+pub fn current() -> std::result::Result<OwnedFd, crate::error::Step<std::io::Error>> {
+    std::fs::File::open("/proc/thread-self/ns/net")
+        .map(OwnedFd::from)
+        .map_err(crate::error::step("open this thread's network namespace"))
+}
+
 /// Path of the resolv.conf that `ip netns exec NAME` shows as /etc/resolv.conf.
 pub fn resolv_conf_path(name: &str) -> PathBuf {
     Path::new(ETC_DIR).join(name).join("resolv.conf")

@@ -18,9 +18,37 @@ const HOST_IP: &str = "198.51.100.2";
 const ROUTER_IP: &str = "198.51.100.1";
 const FAR_IP: &str = "203.0.113.10";
 
-/// The one-NIC host: returns the NIC's name (in the host namespace) and the far host's
-/// namespace.
-fn one_nic_host(lab: &Lab) -> (String, String) {
+/// The one-NIC host, its NIC (in the host namespace), the far host's namespace with an
+/// HTTP server on port 8000, and the host's configuration before any daemon.
+struct OneNic {
+    host: String,
+    nic: String,
+    far: String,
+    before: String,
+    _far_web: Bg,
+}
+
+fn one_nic_host(lab: &Lab) -> OneNic {
+    let (nic, far) = wired_host(lab);
+    let before = host_config(lab, &nic);
+    let _far_web = Bg::spawn(
+        lab,
+        &far,
+        "farweb",
+        &["python3", "-m", "http.server", "8000"],
+    );
+    OneNic {
+        host: host_ns(lab),
+        nic,
+        far,
+        before,
+        _far_web,
+    }
+}
+
+/// The host's NIC wired to a router namespace with the far host behind it: the NIC's
+/// name and the far host's namespace.
+fn wired_host(lab: &Lab) -> (String, String) {
     let host = host_ns(lab);
     let rt = named_ns(lab, "rt");
     let far = named_ns(lab, "far");
@@ -116,15 +144,13 @@ fn still_connected(c: &Bg, when: &str) {
 #[test]
 fn a_one_nic_host_shares_its_address_with_the_switch() {
     let lab = Lab::new();
-    let (nic, far) = one_nic_host(&lab);
-    let host = host_ns(&lab);
-    let before = host_config(&lab, &nic);
-    let _web_far = Bg::spawn(
-        &lab,
-        &far,
-        "farweb",
-        &["python3", "-m", "http.server", "8000"],
-    );
+    let OneNic {
+        host,
+        nic,
+        far,
+        before,
+        _far_web,
+    } = one_nic_host(&lab);
     let (_echo, client) = long_lived_connection(&lab, &far);
     let _udp = udp_echo_server(&lab, &far, 5300);
     still_connected(&client, "before vswitchd");
@@ -232,15 +258,13 @@ fn a_one_nic_host_shares_its_address_with_the_switch() {
 #[test]
 fn a_killed_daemon_leaves_the_host_online_and_the_next_start_cleans_up() {
     let lab = Lab::new();
-    let (nic, far) = one_nic_host(&lab);
-    let host = host_ns(&lab);
-    let before = host_config(&lab, &nic);
-    let _web_far = Bg::spawn(
-        &lab,
-        &far,
-        "farweb",
-        &["python3", "-m", "http.server", "8000"],
-    );
+    let OneNic {
+        host,
+        nic,
+        far: _,
+        before,
+        _far_web,
+    } = one_nic_host(&lab);
     let far_url = format!("http://{FAR_IP}:8000/");
     assert_eq!(http_get_eventually(&host, &far_url), "200");
     let mut d = Daemon::start(&lab, &["--uplink", &nic]);
