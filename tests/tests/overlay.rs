@@ -528,4 +528,39 @@ fn interop_with_kernel_vxlan() {
         router_stats(&d1)["overlay"]["drops"]["unknown_vni"].as_u64() >= Some(3),
         "drops by name"
     );
+
+    // The network's own VNI, but from a VTEP that is not one of its peers: dropped and
+    // counted, its inner source never learned (it could take over a sandbox's MAC).
+    let spoof = a_mac_frame([2, 0, 0, 0, 0, 0xfd]);
+    let mut out = vec![0u8; 200];
+    let n = vtep
+        .encapsulate(
+            vxlan::Vni::new(VNI.parse().expect("vni")).expect("vni"),
+            Ipv4Addr::new(10, 200, 0, 1),
+            uplink_mac,
+            &spoof,
+            &mut out,
+        )
+        .expect("encapsulate");
+    out.truncate(n);
+    assert_eq!(send_raw(&ul.ns, "br0", std::iter::repeat_n(out, 3)), 3);
+    wait_for(
+        "the unknown-peer drops to be counted",
+        Duration::from_secs(5),
+        || router_stats(&d1)["overlay"]["drops"]["unknown_peer"].as_u64() >= Some(3),
+    );
+    let fdb = d1.ok(&["fdb", &lab.name("ov")]);
+    assert!(
+        !fdb.contains("02:00:00:00:00:fd"),
+        "learned from a non-peer: {fdb}"
+    );
+}
+
+/// A broadcast Ethernet frame from `src` (an ARP-sized IPv4 one).
+fn a_mac_frame(src: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend(src);
+    f.extend([0x08, 0x00]);
+    f.resize(60, 0);
+    f
 }

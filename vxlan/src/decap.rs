@@ -66,10 +66,13 @@ pub enum DropReason {
     BadFlags,
     /// No overlay network with this VNI here (set by the caller's VNI lookup).
     UnknownVni,
+    /// From a VTEP that is not one of the network's peers: anyone who can reach UDP
+    /// 4789 could otherwise inject frames and take over MACs (set by the overlay).
+    UnknownPeer,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::BadIpHeader,
         DropReason::BadIpChecksum,
         DropReason::Truncated,
@@ -78,6 +81,7 @@ impl DropReason {
         DropReason::Fragment,
         DropReason::BadFlags,
         DropReason::UnknownVni,
+        DropReason::UnknownPeer,
     ];
 
     /// A dense index for per-reason counters.

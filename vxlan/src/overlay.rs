@@ -100,6 +100,12 @@ impl Overlay {
             self.counters.dropped[DropReason::UnknownVni.index()] += 1;
             return Decap::Drop(DropReason::UnknownVni);
         };
+        // Only the network's peers may tunnel into it: nothing from elsewhere is learned
+        // or delivered.
+        if !table.peers().contains(&d.outer_src) {
+            self.counters.dropped[DropReason::UnknownPeer.index()] += 1;
+            return Decap::Drop(DropReason::UnknownPeer);
+        }
         if let Some(src) = mac(d.inner, field::eth::SRC) {
             if table.learn(src, d.outer_src, now) == Learned::Full {
                 self.counters.learn_full += 1;

@@ -372,6 +372,24 @@ fn unknown_vni_is_dropped_and_counted_and_sources_learned() {
 }
 
 #[test]
+fn frames_from_a_vtep_that_is_no_peer_are_dropped_and_not_learned() {
+    let frame = kernel_frame();
+    let now = Instant::now();
+    let mut ov = Overlay::new(VtepConfig::new(KERNEL_B_MAC, VTEP_B), 16, DEFAULT_MAX_AGE);
+    ov.add_network(vni(42), &[Ipv4Addr::new(192, 0, 2, 99)]);
+    assert_eq!(
+        ov.receive(&frame, now),
+        Decap::Drop(DropReason::UnknownPeer)
+    );
+    assert_eq!(ov.counters().dropped(DropReason::UnknownPeer), 1);
+    assert!(
+        ov.table(vni(42)).is_some_and(|t| t.is_empty()),
+        "nothing learned"
+    );
+    assert_eq!(ov.counters().decapsulated, 0);
+}
+
+#[test]
 fn source_port_is_stable_per_flow_and_spreads_across_flows() {
     let range = PortRange::default();
     let f = inner_udp([2, 0, 0, 0, 0, 1], 40000, 80, 10);

@@ -84,7 +84,9 @@ fn decap(frame: &[u8]) -> (Ipv4Addr, Vec<u8>) {
         16,
         Duration::from_secs(300),
     );
-    rx.add_network(Vni::new(5000).expect("vni"), &[]);
+    // The sender (the router's VTEP) is the receiver's peer.
+    let from = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
+    rx.add_network(Vni::new(5000).expect("vni"), &[from]);
     match rx.receive(frame, Instant::now()) {
         Decap::Frame(d) => (dst_ip(frame), d.inner.to_vec()),
         other => panic!("not VXLAN 5000: {other:?}"),
