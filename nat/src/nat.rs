@@ -658,6 +658,31 @@ impl Nat {
         n
     }
 
+    /// Removes every session of the container at `inside` (its SNAT sessions, the
+    /// published-port sessions delivered to it, its hairpin sessions either way), when
+    /// its endpoint goes: a new endpoint given the same address must not receive the old
+    /// one's replies. Returns how many; they count as expired.
+    pub fn flush_inside(&mut self, inside: Ipv4Addr) -> usize {
+        let mut n = 0;
+        let mut cur = self.table.oldest();
+        while let Some(i) = cur {
+            let next = self.table.iter_next(i);
+            let s = self.table.get(i);
+            let theirs = match s.kind {
+                Kind::Snat => s.orig.src == inside,
+                Kind::Dnat => s.xlat.dst == inside,
+                Kind::Hairpin => s.orig.src == inside || s.xlat.dst == inside,
+            };
+            if theirs {
+                self.remove(i);
+                n += 1;
+            }
+            cur = next;
+        }
+        self.counters.sessions_expired += n as u64;
+        n
+    }
+
     /// Number of sessions in the table.
     pub fn session_count(&self) -> usize {
         self.table.len()

@@ -192,6 +192,44 @@ fn idle_udp_sessions_expire() {
     );
 }
 
+/// A sandbox's NAT sessions go with it, so a new sandbox given the same address does
+/// not receive replies meant for the old one.
+#[test]
+fn a_removed_sandboxs_sessions_go_with_it() {
+    let lab = Lab::new();
+    let (out, d, net) = setup(&lab, &[]);
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    d.sandbox(&a, &net, &[]);
+    d.sandbox(&b, &net, &[]);
+    let _echo = udp_echo_server(&lab, &out.ns, 7008);
+    assert_eq!(udp_roundtrip(&a, out.ip, 7008, "a"), "a");
+    assert_eq!(udp_roundtrip(&b, out.ip, 7008, "b"), "b");
+    let a_ip = d.ip_of(&a, &net);
+    let sessions_of = |ip: &str| {
+        d.json(&["conntrack"])
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter(|s| {
+                        s["original"]["src"]
+                            .as_str()
+                            .is_some_and(|x| x.starts_with(&format!("{ip}:")))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(sessions_of(&a_ip), 1, "{}", d.ok(&["conntrack"]));
+    d.ok(&["sandbox", "rm", "-f", &a]);
+    assert_eq!(
+        sessions_of(&a_ip),
+        0,
+        "a's session left with it: {}",
+        d.ok(&["conntrack"])
+    );
+    assert_eq!(sessions_of(&d.ip_of(&b, &net)), 1, "b's stays");
+}
+
 #[test]
 fn iperf3_through_snat_and_dnat() {
     let lab = Lab::new();

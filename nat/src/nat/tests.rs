@@ -936,3 +936,19 @@ fn kernel_opened_sessions_become_established_when_both_ways_carried() {
     assert!(n.kernel_opened(inside, remote, true, false, after_transitory));
     assert_eq!(n.sessions(after_transitory)[0].state, SessionState::Close);
 }
+
+#[test]
+fn a_gone_endpoints_sessions_are_flushed_and_its_address_gets_nothing() {
+    let mut n = nat();
+    let now = Instant::now();
+    let mut p = udp((C1, 5000), (REMOTE, 53), b"q");
+    assert_eq!(n.outbound(&mut p, now), OUT);
+    let mut q = udp((C2, 5001), (REMOTE, 53), b"q");
+    assert_eq!(n.outbound(&mut q, now), OUT);
+    let c1_port = u16::from_be_bytes([p[20], p[21]]);
+    assert_eq!(n.flush_inside(C1), 1);
+    assert_eq!(n.session_count(), 1, "C2's session stays");
+    // The far host's reply to C1's old mapping finds no session.
+    let mut reply = udp((REMOTE, 53), (EXT, c1_port), b"a");
+    assert_ne!(n.inbound(&mut reply, now), IN);
+}

@@ -158,10 +158,17 @@ impl Worker {
                 if let Some(r) = self.router.as_mut() {
                     r.set_overlay(cfg.id, cfg.overlay.as_ref());
                 }
-                let hosts = cfg.hosts.iter().copied().collect();
+                let hosts: HashMap<std::net::Ipv4Addr, Mac> = cfg.hosts.iter().copied().collect();
                 match self.nets.get_mut(&cfg.id) {
-                    // An update (endpoints came or went): keep what was learned.
+                    // An update (endpoints came or went): keep what was learned; the NAT
+                    // forgets the sessions of addresses that went (a new endpoint given
+                    // one must not receive the old one's replies).
                     Some(net) => {
+                        if let Some(r) = self.router.as_mut() {
+                            for gone in net.hosts.keys().filter(|ip| !hosts.contains_key(ip)) {
+                                r.nat.flush_inside(*gone);
+                            }
+                        }
                         net.cfg = cfg;
                         net.hosts = hosts;
                     }
@@ -180,7 +187,11 @@ impl Worker {
                 }
             }
             L2Control::RemoveNetwork(id) => {
-                self.nets.remove(&id);
+                if let (Some(net), Some(r)) = (self.nets.remove(&id), self.router.as_mut()) {
+                    for gone in net.hosts.keys() {
+                        r.nat.flush_inside(*gone);
+                    }
+                }
                 if let Some(r) = self.router.as_mut() {
                     r.set_overlay(id, None);
                 }
