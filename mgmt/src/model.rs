@@ -216,9 +216,38 @@ pub fn validate_name(what: &str, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// A sandbox name or alias, which the embedded DNS answers for: Docker's rule, and a
+/// valid DNS name (no empty label, labels of at most 63 bytes), so that it is refused at
+/// create rather than accepted and left out of the name table.
+pub fn validate_dns_name(what: &str, name: &str) -> ApiResult<()> {
+    validate_name(what, name)?;
+    let labels = name.strip_suffix('.').unwrap_or(name).split('.');
+    for label in labels {
+        if label.is_empty() || label.len() > 63 {
+            return Err(ApiError::invalid(format!(
+                "invalid {what} name {name:?}: it must be a DNS name, dot-separated labels of 1-63 characters (containers are found by name)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sandbox_names_and_aliases_are_dns_names() {
+        validate_dns_name("sandbox", "web").unwrap();
+        validate_dns_name("alias", "db.internal").unwrap();
+        validate_dns_name("sandbox", &"a".repeat(63)).unwrap();
+        for bad in ["a..b", &"a".repeat(64), "web..x"] {
+            let e = validate_dns_name("sandbox", bad);
+            assert!(e.is_err(), "{bad} accepted");
+        }
+        let e = validate_dns_name("alias", "a..b").unwrap_err().message;
+        assert!(e.contains("must be a DNS name"), "{e}");
+    }
 
     #[test]
     fn macs_parse_and_print() {

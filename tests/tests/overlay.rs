@@ -156,6 +156,9 @@ fn overlay_options_vni_and_mtu() {
     d.refused_with(&network_create("overlay", &taken, &b), "4096");
     d.refused(&network_create("overlay", &["-o", "vxlan.id=99999999"], &b));
     d.refused(&network_create("overlay", &["-o", "mtu=12"], &b));
+    // Above what the ports carry: refused at create, naming the limit.
+    let e = d.refused(&network_create("bridge", &["-o", "mtu=9000"], &b));
+    assert!(e.contains("from 68 to 1500"), "{e}");
     let mtu_1400 = ["-o", "mtu=1400", "--subnet", SUBNET];
     d.ok(&network_create("overlay", &mtu_1400, &b));
     let sa = lab.name("sa");

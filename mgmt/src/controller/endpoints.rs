@@ -278,7 +278,7 @@ pub(super) fn endpoint_options(
     let ip = p.ip.as_deref().map(parse_ip).transpose()?;
     let mac = p.mac.as_deref().map(Mac::parse).transpose()?;
     for a in &p.aliases {
-        model::validate_name("alias", a)?;
+        model::validate_dns_name("alias", a)?;
     }
     Ok((link, ip, mac))
 }

@@ -5,7 +5,7 @@ use super::*;
 
 impl Controller {
     pub fn sandbox_create(&mut self, req: api::SandboxCreate) -> ApiResult<api::SandboxCreated> {
-        model::validate_name("sandbox", &req.name)?;
+        model::validate_dns_name("sandbox", &req.name)?;
         if self.state.sandboxes.contains_key(&req.name) {
             return Err(ApiError::conflict(format!(
                 "the sandbox name {} is already in use",

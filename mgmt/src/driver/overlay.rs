@@ -23,7 +23,8 @@ pub const OPT_MTU: &str = "mtu";
 
 pub struct Overlay;
 
-/// `-o mtu=N` on any network: a whole number from 68 (IPv4's minimum) to 9000.
+/// `-o mtu=N` on any network: a whole number from 68 (IPv4's minimum) to 1500, what the
+/// workers' frame buffers carry.
 pub fn validate_mtu(options: &BTreeMap<String, String>) -> ApiResult<()> {
     if let Some(m) = options.get(OPT_MTU) {
         match m.parse::<u32>() {
