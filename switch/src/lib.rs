@@ -54,6 +54,9 @@ pub struct NetConfig {
     pub dns: bool,
     /// An overlay network: its VNI and the peer VTEPs floods are replicated to.
     pub overlay: Option<OverlayConfig>,
+    /// Endpoints may not talk to each other, only to the gateway and through it
+    /// (Docker's `com.docker.network.bridge.enable_icc=false`).
+    pub isolate: bool,
 }
 
 /// What makes a network an overlay: the VXLAN network identifier and the VTEPs of the

@@ -177,6 +177,10 @@ fn classify(
         }
     }
 
+    // enable_icc=false: what is not the gateway's is another endpoint's, or a flood.
+    if net.cfg.isolate {
+        return Verdict::Drop(DropReason::Icc);
+    }
     if !is_group(&dst) {
         if let Some(to) = net.fdb.lookup(&dst, now) {
             return if to == in_port {
@@ -349,6 +353,24 @@ mod tests {
         f.extend([0, 20, 0, 0]);
         f.resize(14 + 40, 0);
         f
+    }
+
+    #[test]
+    fn without_icc_endpoints_reach_only_the_gateway() {
+        let mut n = net(vec![1, 2, 3]);
+        n.cfg.isolate = true;
+        // B is known on port 2; A's unicast to it and A's broadcast both stop here.
+        run(&mut n, 2, &[frame(GW_MAC, B)]);
+        let (s, c) = run(&mut n, 1, &[frame(B, A), frame(BROADCAST, A)]);
+        assert!(
+            s.out.is_empty(),
+            "nothing reached another endpoint: {:?}",
+            s.out
+        );
+        assert_eq!(c.snapshot().drops["icc_disabled"], 2);
+        // The gateway still answers and routes.
+        let (s, _) = run(&mut n, 1, &[frame(GW_MAC, A)]);
+        assert_eq!(s.routed.len(), 1, "to the gateway: routed");
     }
 
     #[test]

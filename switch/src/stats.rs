@@ -46,6 +46,9 @@ counter_index! {
         PortError => "port_error",
         /// On a trunk: a VID (or no tag) no network on it uses.
         Vlan => "vlan_mismatch",
+        /// To another endpoint of a network whose endpoints may not talk to each other
+        /// (`enable_icc=false`).
+        Icc => "icc_disabled",
     }
 }
 

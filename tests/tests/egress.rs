@@ -192,6 +192,49 @@ fn idle_udp_sessions_expire() {
     );
 }
 
+/// `-o com.docker.network.bridge.enable_icc=false`: the network's sandboxes reach the
+/// gateway and the outside, never each other (the kernel's fast path neither).
+#[test]
+fn without_icc_sandboxes_reach_the_outside_not_each_other() {
+    let lab = Lab::new();
+    let (out, d, _) = setup(&lab, &[]);
+    let iso = d.network(
+        &lab,
+        "iso",
+        &[
+            "--subnet",
+            "172.22.0.0/24",
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+        ],
+    );
+    let (x, y) = (lab.name("x"), lab.name("y"));
+    d.sandbox(&x, &iso, &[]);
+    d.sandbox(&y, &iso, &[]);
+    let y_ip = d.ip_of(&y, &iso);
+    assert!(ping(&x, "172.22.0.1", 2), "the gateway");
+    assert!(
+        ping(&y, "172.22.0.1", 2),
+        "the gateway, from y (both MACs learned)"
+    );
+    assert!(!ping(&x, &y_ip, 3), "x must not reach y");
+    let _echo = udp_echo_server(&lab, &out.ns, 7009);
+    assert_eq!(udp_roundtrip(&x, out.ip, 7009, "out"), "out", "the outside");
+    let stats = d.port_stats(&x);
+    assert!(
+        stats["drops"]["icc_disabled"].as_u64() > Some(0),
+        "counted: {stats}"
+    );
+    d.refused_with(
+        &e2e::network_create(
+            "bridge",
+            &["-o", "com.docker.network.bridge.enable_icc=maybe"],
+            &lab.name("bad"),
+        ),
+        "expected true or false",
+    );
+}
+
 /// A sandbox's NAT sessions go with it, so a new sandbox given the same address does
 /// not receive replies meant for the old one.
 #[test]

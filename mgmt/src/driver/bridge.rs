@@ -119,6 +119,26 @@ pub fn net_config(net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> NetConfig {
         // The embedded resolver serves user-defined networks (macvlan has none).
         dns: !net.predefined,
         overlay: None,
+        isolate: !icc(net),
+    }
+}
+
+/// Docker's option: `enable_icc=false` keeps the network's endpoints from talking to
+/// each other; they still reach the gateway and, through it, the outside.
+pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+
+/// Whether the network's endpoints may talk to each other (validated at create).
+pub fn icc(net: &Network) -> bool {
+    net.options.get(OPT_ICC).map(String::as_str) != Some("false")
+}
+
+/// Refuse an `enable_icc` other than true or false.
+pub fn validate_icc(options: &std::collections::BTreeMap<String, String>) -> ApiResult<()> {
+    match options.get(OPT_ICC).map(String::as_str) {
+        None | Some("true") | Some("false") => Ok(()),
+        Some(v) => Err(ApiError::invalid(format!(
+            "invalid -o {OPT_ICC}={v}: expected true or false"
+        ))),
     }
 }
 

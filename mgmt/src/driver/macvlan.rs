@@ -102,6 +102,12 @@ impl Driver for Macvlan {
         parse_parent(parent)?;
         super::overlay::validate_mtu(&req.options)?;
         super::bridge::validate_fastpath(&req.options)?;
+        if req.options.contains_key(super::bridge::OPT_ICC) {
+            return Err(ApiError::invalid(format!(
+                "-o {} is a bridge network option: macvlan endpoints meet on the parent's LAN, not in the switch",
+                super::bridge::OPT_ICC
+            )));
+        }
         Ok(req.options)
     }
 
@@ -132,6 +138,7 @@ impl Driver for Macvlan {
             gateway: None,
             internal: false,
             dns: false,
+            isolate: false,
             ..super::bridge::net_config(net, hosts)
         }))
     }

@@ -90,6 +90,7 @@ pub trait Driver {
     fn allocate(&self, req: NetworkRequest) -> ApiResult<BTreeMap<String, String>> {
         overlay::validate_mtu(&req.options)?;
         bridge::validate_fastpath(&req.options)?;
+        bridge::validate_icc(&req.options)?;
         Ok(req.options)
     }
     /// How a sandbox created on this driver's network gets its networking: a namespace

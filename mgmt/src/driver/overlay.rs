@@ -55,6 +55,7 @@ pub fn settle_options(
     };
     validate_mtu(&options)?;
     bridge::validate_fastpath(&options)?;
+    bridge::validate_icc(&options)?;
     let mut alloc = vxlan::VniAllocator::new();
     for v in taken {
         let _ = alloc.reserve(*v);

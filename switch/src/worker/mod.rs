@@ -440,6 +440,9 @@ impl Worker {
     ) {
         let check_moves = !self.installed.is_empty();
         if let Some(net) = self.nets.get_mut(&net_id) {
+            // The kernel forwards between endpoints by the FDB alone: an isolated
+            // network's MACs never go there.
+            let install = install && !net.cfg.isolate;
             self.setup.counters.stage(Stage::L2, rx.len());
             pipeline::switch_burst(net, src, rx, &mut self.tx, &mut self.scratch, now);
             if install || check_moves {
