@@ -118,10 +118,16 @@ pub struct StatsGet {
 pub struct CaptureStart {
     /// A port: the switch-side interface name, SANDBOX, or SANDBOX:ethN.
     pub port: String,
-    /// Absolute path of the pcap file the daemon writes.
+    /// Absolute path of the pcap file the daemon writes: a new file (nothing may exist
+    /// at the path) in a directory that exists.
     pub file: String,
     /// Stop after this many frames.
     pub count: Option<u64>,
+    /// Stop before the file would grow past this many bytes (pcap header and records
+    /// included); the daemon's default (256 MiB) when absent. Left out of requests
+    /// when absent, so a client that does not set it still talks to older daemons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -317,17 +323,46 @@ pub struct CaptureStarted {
     pub id: u64,
 }
 
+/// Why a capture ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureEnd {
+    /// It wrote the `count` frames asked for.
+    Count,
+    /// The next frame would have taken the file past `max_bytes`.
+    MaxBytes,
+    /// `capture.stop` (or the daemon shutting down) ended it.
+    Stopped,
+    /// The port went away.
+    PortGone,
+    /// Writing the file failed; `error` says how.
+    Failed,
+}
+
 /// `capture.status`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CaptureState {
     pub frames: u64,
     pub done: bool,
+    /// Bytes in the file so far (the pcap header included).
+    #[serde(default)]
+    pub bytes: u64,
+    /// Set once `done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CaptureEnd>,
+    /// What writing the file failed with (`reason` is `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `capture.stop`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CaptureStopped {
     pub frames: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CaptureEnd>,
 }
 
 /// `daemon.ping`.

@@ -134,6 +134,11 @@ impl From<CaptureError> for ApiError {
     fn from(e: CaptureError) -> Self {
         match e {
             CaptureError::Engine(e) => e.into(),
+            CaptureError::Exists(_) | CaptureError::TooMany(_) => ApiError::conflict(chain(&e)),
+            CaptureError::Busy(_) => ApiError::in_use(chain(&e)),
+            CaptureError::NoDirectory { .. } | CaptureError::NotRegular(_) => {
+                ApiError::invalid(chain(&e))
+            }
             e => ApiError::system(&e),
         }
     }

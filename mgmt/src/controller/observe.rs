@@ -1,6 +1,7 @@
 //! What the data plane shows: forwarding tables, captures, NAT sessions, counters.
 
 use super::*;
+use crate::capture::{self, CaptureError};
 
 impl Controller {
     pub fn fdb(&self, req: api::NameOnly) -> ApiResult<Vec<api::FdbRow>> {
@@ -110,27 +111,56 @@ impl Controller {
         if req.count == Some(0) {
             return Err(ApiError::invalid("capture count must be at least 1"));
         }
-        let id = self.captures.start(&self.engine, port, &file, req.count)?;
+        let max_bytes = req.max_bytes.unwrap_or(capture::DEFAULT_MAX_BYTES);
+        if max_bytes < capture::MIN_MAX_BYTES {
+            return Err(ApiError::invalid(format!(
+                "capture max_bytes must be at least {}",
+                capture::MIN_MAX_BYTES
+            )));
+        }
+        let limits = capture::Limits {
+            count: req.count,
+            max_bytes,
+        };
+        let id = self
+            .captures
+            .start(&self.engine, port, &file, limits)
+            .map_err(|e| match e {
+                CaptureError::Busy(id) => ApiError::in_use(format!(
+                    "port {} is already under capture {id}; stop it first",
+                    req.port
+                )),
+                e => e.into(),
+            })?;
         Ok(api::CaptureStarted { id })
     }
 
-    pub fn capture_status(&self, req: api::CaptureId) -> ApiResult<api::CaptureState> {
+    /// Where a capture stands; one that ended itself says why until `capture.stop`
+    /// collects it (the last few are kept).
+    pub fn capture_status(&mut self, req: api::CaptureId) -> ApiResult<api::CaptureState> {
         let s = self
             .captures
-            .status(req.id)
+            .status(&self.engine, req.id)
             .ok_or_else(|| ApiError::not_found(format!("no capture {}", req.id)))?;
         Ok(api::CaptureState {
             frames: s.frames,
             done: s.done,
+            bytes: s.bytes,
+            reason: s.reason,
+            error: s.error,
         })
     }
 
     pub fn capture_stop(&mut self, req: api::CaptureId) -> ApiResult<api::CaptureStopped> {
-        let frames = self
+        let s = self
             .captures
             .stop(&self.engine, req.id)
             .ok_or_else(|| ApiError::not_found(format!("no capture {}", req.id)))??;
-        Ok(api::CaptureStopped { frames })
+        Ok(api::CaptureStopped {
+            frames: s.frames,
+            bytes: s.bytes,
+            reason: Some(s.reason),
+        })
     }
 
     /// NAT sessions, optionally only those of one network's addresses.

@@ -15,6 +15,7 @@ pub fn capture(
     port: String,
     file: PathBuf,
     count: Option<u64>,
+    max_bytes: Option<u64>,
     json_out: bool,
 ) -> Res<()> {
     let file = std::path::absolute(&file)
@@ -28,6 +29,7 @@ pub fn capture(
         port,
         file: file.to_string_lossy().into_owned(),
         count,
+        max_bytes,
     };
     let started: api::CaptureStarted = c.call("capture.start", &req)?;
     let id = api::CaptureId { id: started.id };
@@ -40,9 +42,22 @@ pub fn capture(
     }
     let v: api::CaptureStopped = c.call("capture.stop", &id)?;
     if json_out {
-        print_json(&json!({ "file": file, "frames": v.frames }));
+        print_json(&json!({
+            "file": file,
+            "frames": v.frames,
+            "bytes": v.bytes,
+            "reason": v.reason,
+        }));
     } else {
         eprintln!("{} frames captured to {}", v.frames, file.display());
+        match v.reason {
+            Some(api::CaptureEnd::MaxBytes) => eprintln!(
+                "the capture ended at its size bound ({} bytes); --max-bytes sets another",
+                v.bytes
+            ),
+            Some(api::CaptureEnd::PortGone) => eprintln!("the capture ended: its port went away"),
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -67,12 +67,32 @@ enum Cmd {
     Capture {
         /// Switch-side interface name, SANDBOX, or SANDBOX:ethN.
         port: String,
+        /// A new file (the daemon refuses an existing path) in a directory that exists.
         #[arg(short = 'w', value_name = "FILE.pcap")]
         file: PathBuf,
         /// Stop after N frames.
         #[arg(short = 'c', value_name = "N")]
         count: Option<u64>,
+        /// Stop before the file grows past SIZE bytes (K, M, G: KiB, MiB, GiB; the
+        /// daemon's default is 256M).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_bytes: Option<u64>,
     },
+}
+
+/// A byte count, with an optional K/M/G (binary) suffix.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&s[..s.len() - 1], 10),
+        Some(b'M') => (&s[..s.len() - 1], 20),
+        Some(b'G') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s} is not a size (bytes, or a number with K, M or G)"))
 }
 
 mod client;
@@ -235,7 +255,12 @@ fn run(cli: Cli) -> Res<()> {
         Cmd::Network(n) => network(&c, n, json_out),
         Cmd::Sandbox(sb) => sandbox(&c, sb, json_out),
         Cmd::Run(r) => exec::run_cmd(&c, r),
-        Cmd::Capture { port, file, count } => exec::capture(&c, port, file, count, json_out),
+        Cmd::Capture {
+            port,
+            file,
+            count,
+            max_bytes,
+        } => exec::capture(&c, port, file, count, max_bytes, json_out),
         Cmd::Port { sandbox } => show::port(&c, sandbox, json_out),
         Cmd::Conntrack { network } => show::conntrack(&c, network, json_out),
         Cmd::Fdb { network } => show::fdb(&c, network, json_out),
