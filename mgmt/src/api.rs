@@ -50,12 +50,25 @@ pub struct EndpointParams {
     pub mac: Option<String>,
     /// `veth` (the default) or `tap`.
     pub link: Option<String>,
+    /// Port security (on unless false): the endpoint sends only from its own MAC and
+    /// address, and `allowed_addresses`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_security: Option<bool>,
+    /// Extra IPv4 addresses or MACs the endpoint may send from (a virtual IP, a second
+    /// MAC), as OVN's allowed-address-pairs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_addresses: Vec<String>,
 }
 
 impl EndpointParams {
     /// Whether any of the fields was given.
     pub fn any(&self) -> bool {
-        self.ip.is_some() || !self.aliases.is_empty() || self.mac.is_some() || self.link.is_some()
+        self.ip.is_some()
+            || !self.aliases.is_empty()
+            || self.mac.is_some()
+            || self.link.is_some()
+            || self.port_security.is_some()
+            || !self.allowed_addresses.is_empty()
     }
 }
 

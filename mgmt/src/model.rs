@@ -154,6 +154,30 @@ pub struct Endpoint {
     pub ifname: String,
     /// The switch's end of a veth pair, in the daemon's namespace.
     pub host_ifname: Option<String>,
+    /// What the endpoint may send from (on unless turned off for it).
+    #[serde(default)]
+    pub security: PortSecurity,
+}
+
+/// Port security of one endpoint: on by default, the endpoint sends only from its own
+/// MAC and IPv4 address and `allowed` ones (OVN's allowed-address-pairs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSecurity {
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_macs: Vec<Mac>,
+}
+
+impl Default for PortSecurity {
+    fn default() -> Self {
+        PortSecurity {
+            enabled: true,
+            allowed_ips: Vec::new(),
+            allowed_macs: Vec::new(),
+        }
+    }
 }
 
 /// Where a sandbox's network namespace comes from.

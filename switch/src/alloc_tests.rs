@@ -90,6 +90,7 @@ fn network() -> Network {
         fdb: Fdb::new(64, Duration::from_secs(300)),
         members: vec![1, 2, 3],
         hosts: [(Ipv4Addr::new(172, 28, 0, 2), A)].into_iter().collect(),
+        guards: Default::default(),
     }
 }
 

@@ -410,6 +410,7 @@ mod tests {
                 fdb: Fdb::new(16, Duration::from_secs(300)),
                 members: vec![4, 5],
                 hosts: HashMap::new(),
+                guards: Default::default(),
             },
         );
         m

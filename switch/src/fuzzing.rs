@@ -34,6 +34,7 @@ pub fn switch_frames(data: &[u8]) {
         hosts: Default::default(),
         fdb: Fdb::new(16, Duration::from_secs(300)),
         members: vec![0, 1, 2],
+        guards: Default::default(),
     };
     let counters = PortCounters::default();
     let from = |port| Source {
@@ -88,6 +89,7 @@ pub fn dns_frames(data: &[u8]) {
             hosts: Default::default(),
             fdb: Fdb::new(16, Duration::from_secs(300)),
             members: vec![0, 1],
+            guards: Default::default(),
         },
     );
     let Ok(mut d) = crate::dns_server::DnsServer::new(Vec::new()) else {
@@ -194,6 +196,7 @@ pub fn vtep_frames(data: &[u8]) {
             hosts: Default::default(),
             fdb: Fdb::new(16, Duration::from_secs(300)),
             members: vec![0, 1],
+            guards: Default::default(),
         },
     );
     let Ok(vni) = vxlan::Vni::new(5000) else {

@@ -22,6 +22,7 @@ pub mod ipv4;
 mod network;
 mod pipeline;
 pub mod port;
+pub mod port_security;
 pub mod router;
 mod sinks;
 mod skb_trunk;

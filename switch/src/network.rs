@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use crate::fdb::{Fdb, Mac};
+use crate::port_security::PortGuard;
 use crate::{NetConfig, PortId};
 
 pub(crate) struct Network {
@@ -14,4 +15,7 @@ pub(crate) struct Network {
     pub members: Vec<PortId>,
     /// `cfg.hosts` as a map, for the router.
     pub hosts: HashMap<Ipv4Addr, Mac>,
+    /// What each endpoint port may send from (port security); ports without an entry
+    /// (the switch's own, endpoints with port security off) are not checked.
+    pub guards: HashMap<PortId, PortGuard>,
 }

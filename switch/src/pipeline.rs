@@ -100,8 +100,14 @@ pub(crate) fn switch_burst(
         net: net.cfg.id,
         port: in_port,
     };
+    // Port security: read once per burst (a `Copy` value, no allocation).
+    let guard = net.guards.get(&in_port).copied();
     for frame in rx.iter() {
         counters.rx(frame.len());
+        if guard.is_some_and(|g| !g.allows(frame)) {
+            counters.dropped(DropReason::Spoofed, 1);
+            continue;
+        }
         match classify(net, src, frame, out, scratch, now) {
             Verdict::Drop(why) => counters.dropped(why, 1),
             Verdict::Reply(len) => out.answer(in_port, &scratch[..len], counters),
@@ -233,6 +239,7 @@ mod tests {
             hosts: Default::default(),
             fdb: Fdb::new(4, Duration::from_secs(300)),
             members,
+            guards: Default::default(),
         }
     }
 

@@ -49,6 +49,9 @@ counter_index! {
         /// To another endpoint of a network whose endpoints may not talk to each other
         /// (`enable_icc=false`).
         Icc => "icc_disabled",
+        /// From a MAC or IPv4 address the port may not use (port security), or
+        /// VLAN-tagged.
+        Spoofed => "port_security",
     }
 }
 

@@ -45,21 +45,20 @@ impl Controller {
                 sb.name, net.name
             )));
         }
-        let (link, ip, mac) = endpoint_options(&req.endpoint)?;
-        self.connect(&sb.name, &net.id, ip, mac, req.endpoint.aliases, link)?;
+        let want = endpoint_options(&req.endpoint)?;
+        self.connect(&sb.name, &net.id, want)?;
         Ok(api::Empty {})
     }
 
     /// Allocate, realise, persist; undo everything if a step fails.
-    pub(super) fn connect(
-        &mut self,
-        sandbox: &str,
-        net_id: &str,
-        ip: Option<Ipv4Addr>,
-        mac: Option<Mac>,
-        aliases: Vec<String>,
-        link: LinkKind,
-    ) -> ApiResult<()> {
+    pub(super) fn connect(&mut self, sandbox: &str, net_id: &str, want: Wanted) -> ApiResult<()> {
+        let Wanted {
+            link,
+            ip,
+            mac,
+            aliases,
+            security,
+        } = want;
         let net = self.state.networks[net_id].clone();
         if let Some(m) = mac {
             if self.endpoints_of_network(net_id).iter().any(|e| e.mac == m) {
@@ -93,6 +92,7 @@ impl Controller {
             aliases,
             link,
             ifname,
+            security,
         };
         let undo_ip = |c: &mut Controller| {
             if let Some(p) = c.state.pool_mut(net_id) {
@@ -266,9 +266,16 @@ impl Controller {
 
 /// `--link`, `--ip`, `--mac` and `--alias` as `network connect` and `sandbox create`
 /// take them, validated.
-pub(super) fn endpoint_options(
-    p: &api::EndpointParams,
-) -> ApiResult<(LinkKind, Option<Ipv4Addr>, Option<Mac>)> {
+/// An endpoint as asked for, validated.
+pub(super) struct Wanted {
+    pub link: LinkKind,
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<Mac>,
+    pub aliases: Vec<String>,
+    pub security: model::PortSecurity,
+}
+
+pub(super) fn endpoint_options(p: &api::EndpointParams) -> ApiResult<Wanted> {
     let link = p
         .link
         .as_deref()
@@ -280,7 +287,39 @@ pub(super) fn endpoint_options(
     for a in &p.aliases {
         model::validate_dns_name("alias", a)?;
     }
-    Ok((link, ip, mac))
+    let mut security = model::PortSecurity {
+        enabled: p.port_security.unwrap_or(true),
+        ..Default::default()
+    };
+    for a in &p.allowed_addresses {
+        if let Ok(ip) = a.parse::<Ipv4Addr>() {
+            security.allowed_ips.push(ip);
+        } else if let Ok(m) = Mac::parse(a) {
+            security.allowed_macs.push(m);
+        } else {
+            return Err(ApiError::invalid(format!(
+                "invalid --allow-address {a:?}: expected an IPv4 address or a unicast MAC"
+            )));
+        }
+    }
+    let most = switch::port_security::MAX_ADDRESSES - 1;
+    if security.allowed_ips.len() > most || security.allowed_macs.len() > most {
+        return Err(ApiError::invalid(format!(
+            "too many --allow-address: at most {most} IPv4 addresses and {most} MACs"
+        )));
+    }
+    if !security.enabled && !p.allowed_addresses.is_empty() {
+        return Err(ApiError::invalid(
+            "--allow-address with --port-security off: with it off, every address is allowed",
+        ));
+    }
+    Ok(Wanted {
+        link,
+        ip,
+        mac,
+        aliases: p.aliases.clone(),
+        security,
+    })
 }
 
 pub(super) fn parse_ip(s: &str) -> ApiResult<Ipv4Addr> {

@@ -35,7 +35,8 @@ impl Controller {
                 net.name
             )));
         }
-        let (link, ip, mac) = endpoint_options(&req.endpoint)?;
+        let want = endpoint_options(&req.endpoint)?;
+        let ip = want.ip;
         if mode != SandboxMode::Netns && !req.add_host.is_empty() {
             return Err(ApiError::invalid(format!(
                 "--add-host needs a network namespace of the sandbox's own; {} gives none",
@@ -66,7 +67,7 @@ impl Controller {
         self.state.sandboxes.insert(sb.name.clone(), sb.clone());
         let result = match mode {
             SandboxMode::Netns => self
-                .connect(&sb.name, &net.id, ip, mac, req.endpoint.aliases, link)
+                .connect(&sb.name, &net.id, want)
                 .and_then(|_| self.publish(&sb.name, &bindings))
                 .and_then(|_| {
                     if let Some(s) = self.state.sandboxes.get_mut(&sb.name) {

@@ -186,6 +186,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                 )?;
                 let id = ctx.engine.add_tc_endpoint(net.num, &host)?;
                 ctx.ports.insert(ep.id.clone(), id);
+                guard(ctx, net, ep, id)?;
                 nl.set_up(&host)?;
                 return Ok(());
             }
@@ -219,6 +220,20 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
     };
     let id = ctx.engine.add_port_with(net.num, port, fast_path)?;
     ctx.ports.insert(ep.id.clone(), id);
+    guard(ctx, net, ep, id)
+}
+
+/// Port security for the endpoint's port (before it is up, so nothing spoofed is
+/// learned first).
+fn guard(ctx: &mut Ctx, net: &Network, ep: &Endpoint, id: switch::PortId) -> Result<()> {
+    let g = ep.security.enabled.then(|| {
+        let mut macs = vec![ep.mac.0];
+        macs.extend(ep.security.allowed_macs.iter().map(|m| m.0));
+        let mut ips = vec![ep.ip];
+        ips.extend(&ep.security.allowed_ips);
+        switch::port_security::PortGuard::new(&macs, &ips)
+    });
+    ctx.engine.set_port_guard(net.num, id, g.flatten())?;
     Ok(())
 }
 

@@ -294,6 +294,17 @@ impl Engine {
         self.broadcast(|| L2Control::AddNetwork(cfg.clone()))
     }
 
+    /// Port security for endpoint `port` of network `net` on every worker: what it may
+    /// send from (None: anything).
+    pub fn set_port_guard(
+        &self,
+        net: NetId,
+        port: PortId,
+        guard: Option<crate::port_security::PortGuard>,
+    ) -> Result<()> {
+        self.broadcast(|| L2Control::Guard { net, port, guard })
+    }
+
     pub fn remove_network(&mut self, id: NetId) -> Result<()> {
         let ports: Vec<PortId> = self
             .ports

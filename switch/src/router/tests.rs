@@ -44,6 +44,7 @@ fn setup() -> (Router, HashMap<NetId, Network>) {
         fdb: Fdb::new(64, Duration::from_secs(300)),
         members: vec![1, 2],
         hosts: Default::default(),
+        guards: Default::default(),
     };
     r.set_overlay(1, Some(&overlay));
     let mut nets = HashMap::new();

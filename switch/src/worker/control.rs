@@ -47,6 +47,12 @@ pub enum L2Control {
     /// Add a network, or update it (its endpoints came or went).
     AddNetwork(NetConfig),
     RemoveNetwork(NetId),
+    /// What endpoint `port` of `net` may send from (None: port security off).
+    Guard {
+        net: NetId,
+        port: PortId,
+        guard: Option<crate::port_security::PortGuard>,
+    },
     FdbDump {
         net: NetId,
         reply: Sender<Vec<FdbEntry>>,
@@ -181,6 +187,7 @@ impl Worker {
                                 fdb,
                                 members: Vec::new(),
                                 hosts,
+                                guards: Default::default(),
                             },
                         );
                     }
@@ -197,6 +204,20 @@ impl Worker {
                 }
                 if let Some(d) = self.dns.as_mut() {
                     d.set_network(id, None);
+                }
+            }
+            L2Control::Guard { net, port, guard } => {
+                if let Some(n) = self.nets.get_mut(&net) {
+                    match guard {
+                        Some(g) => {
+                            n.guards.insert(port, g);
+                            // What it learned from other addresses before goes.
+                            n.fdb.forget_port(port);
+                        }
+                        None => {
+                            n.guards.remove(&port);
+                        }
+                    }
                 }
             }
             L2Control::FdbDump { net, reply } => {
@@ -369,6 +390,7 @@ impl Worker {
         for net in self.nets.values_mut() {
             net.members.retain(|p| *p != id);
             net.fdb.forget_port(id);
+            net.guards.remove(&id);
         }
         if let Some(Home::Vlan { port, .. }) = self.tx.home(id) {
             self.tx.ports[port].vlans.retain(|m| m.id != id);

@@ -182,6 +182,15 @@ pub(super) fn router_stage<'f>(
     } = at;
     for (from, frame) in frames {
         cx.out.counters.stage(Stage::Router, 1);
+        // Reverse-path check: a network routes only its own sources, so no reply (nor a
+        // host's answer) can be steered into another network by a spoofed source, with
+        // port security off too.
+        if !from_own_subnet(cx.nets, from, frame) {
+            if let Some(c) = cx.out.port_counters(from.port) {
+                c.dropped(DropReason::Spoofed, 1);
+            }
+            continue;
+        }
         if let Some(h) = host.as_deref_mut() {
             let dst = wire::ip::Ipv4Frame::new(frame).map(|f| f.dst());
             if dst.is_some_and(|d| h.wants(d)) {
@@ -206,6 +215,17 @@ pub(super) fn router_stage<'f>(
             None => unreachable_net(cx.nets, cx.out, from, frame, scratch),
         }
     }
+}
+
+/// Whether a routed frame's IPv4 source lies in the subnet of the network it came from
+/// (frames that are not IPv4 are the router's to refuse).
+fn from_own_subnet(nets: &HashMap<NetId, Network>, from: Ingress, frame: &[u8]) -> bool {
+    let Some(src) = wire::ip::Ipv4Frame::new(frame).map(|f| f.src()) else {
+        return true;
+    };
+    nets.get(&from.net)
+        .and_then(|n| n.cfg.subnet)
+        .is_none_or(|(s, p)| router::in_subnet(src, s, p))
 }
 
 /// The vtep stage: frames of overlay networks for the tunnel (without an uplink there is

@@ -166,6 +166,13 @@ struct EndpointFlags {
     mac: Option<String>,
     #[arg(long)]
     link: Option<String>,
+    /// Port security: on (the default: the endpoint sends only from its own MAC and
+    /// address) or off (a VM, a router container).
+    #[arg(long, value_parser = ["on", "off"])]
+    port_security: Option<String>,
+    /// An extra IPv4 address or MAC the endpoint may send from (repeatable).
+    #[arg(long = "allow-address")]
+    allow_address: Vec<String>,
 }
 
 impl EndpointFlags {
@@ -175,6 +182,8 @@ impl EndpointFlags {
             aliases: self.alias,
             mac: self.mac,
             link: self.link,
+            port_security: self.port_security.map(|s| s == "on"),
+            allowed_addresses: self.allow_address,
         }
     }
 }
@@ -214,7 +223,7 @@ impl CreateFlags {
 enum SandboxCmd {
     Create {
         #[command(flatten)]
-        flags: CreateFlags,
+        flags: Box<CreateFlags>,
         name: String,
     },
     #[command(alias = "list")]
