@@ -91,6 +91,7 @@ fn network() -> Network {
         members: vec![1, 2, 3],
         hosts: [(Ipv4Addr::new(172, 28, 0, 2), A)].into_iter().collect(),
         guards: Default::default(),
+        storm: Default::default(),
     }
 }
 

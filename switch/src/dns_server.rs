@@ -411,6 +411,7 @@ mod tests {
                 members: vec![4, 5],
                 hosts: HashMap::new(),
                 guards: Default::default(),
+                storm: Default::default(),
             },
         );
         m

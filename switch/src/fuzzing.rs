@@ -35,6 +35,7 @@ pub fn switch_frames(data: &[u8]) {
         fdb: Fdb::new(16, Duration::from_secs(300)),
         members: vec![0, 1, 2],
         guards: Default::default(),
+        storm: Default::default(),
     };
     let counters = PortCounters::default();
     let from = |port| Source {
@@ -90,6 +91,7 @@ pub fn dns_frames(data: &[u8]) {
             fdb: Fdb::new(16, Duration::from_secs(300)),
             members: vec![0, 1],
             guards: Default::default(),
+            storm: Default::default(),
         },
     );
     let Ok(mut d) = crate::dns_server::DnsServer::new(Vec::new()) else {
@@ -197,6 +199,7 @@ pub fn vtep_frames(data: &[u8]) {
             fdb: Fdb::new(16, Duration::from_secs(300)),
             members: vec![0, 1],
             guards: Default::default(),
+            storm: Default::default(),
         },
     );
     let Ok(vni) = vxlan::Vni::new(5000) else {

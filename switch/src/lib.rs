@@ -27,6 +27,7 @@ pub mod router;
 mod sinks;
 mod skb_trunk;
 pub mod stats;
+pub mod storm;
 mod worker;
 
 pub use dns_server::DnsStats;

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use crate::fdb::{Fdb, Mac};
 use crate::port_security::PortGuard;
+use crate::storm::Storm;
 use crate::{NetConfig, PortId};
 
 pub(crate) struct Network {
@@ -18,4 +19,6 @@ pub(crate) struct Network {
     /// What each endpoint port may send from (port security); ports without an entry
     /// (the switch's own, endpoints with port security off) are not checked.
     pub guards: HashMap<PortId, PortGuard>,
+    /// Storm control: each port's flood budget.
+    pub storm: Storm,
 }

@@ -116,6 +116,10 @@ pub(crate) fn switch_burst(
             Verdict::Dns => out.dns(from, frame, counters),
             Verdict::Tunnel => out.tunnel(from, frame, counters),
             Verdict::Flood => {
+                if !net.storm.allow(in_port, now) {
+                    counters.dropped(DropReason::Storm, 1);
+                    continue;
+                }
                 for &p in &net.members {
                     if p != in_port {
                         out.emit(p, frame, counters);
@@ -240,6 +244,7 @@ mod tests {
             fdb: Fdb::new(4, Duration::from_secs(300)),
             members,
             guards: Default::default(),
+            storm: Default::default(),
         }
     }
 

@@ -52,6 +52,8 @@ counter_index! {
         /// From a MAC or IPv4 address the port may not use (port security), or
         /// VLAN-tagged.
         Spoofed => "port_security",
+        /// A flood over the port's `--flood-rate` (storm control).
+        Storm => "storm",
     }
 }
 

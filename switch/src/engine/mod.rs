@@ -62,6 +62,8 @@ pub struct EngineConfig {
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// Forward known unicast between sandbox endpoints in the kernel (`fastpath`).
     pub fast_path: bool,
+    /// Storm control: floods per second per port (0: no limit).
+    pub flood_rate: u32,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +73,7 @@ impl Default for EngineConfig {
             poll: PollMode::Adaptive,
             fdb_max: 8192,
             fdb_age: Duration::from_secs(300),
+            flood_rate: crate::storm::DEFAULT_FLOOD_RATE,
             pin: true,
             cpus: None,
             dns_upstreams: Vec::new(),
@@ -193,6 +196,7 @@ impl Engine {
                 poll: cfg.poll,
                 fdb_max: cfg.fdb_max,
                 fdb_age: cfg.fdb_age,
+                flood_rate: cfg.flood_rate,
                 counters: counters.clone(),
                 fast: fast.clone(),
             };

@@ -45,6 +45,7 @@ fn setup() -> (Router, HashMap<NetId, Network>) {
         members: vec![1, 2],
         hosts: Default::default(),
         guards: Default::default(),
+        storm: Default::default(),
     };
     r.set_overlay(1, Some(&overlay));
     let mut nets = HashMap::new();

@@ -188,6 +188,7 @@ impl Worker {
                                 members: Vec::new(),
                                 hosts,
                                 guards: Default::default(),
+                                storm: crate::storm::Storm::new(self.setup.flood_rate),
                             },
                         );
                     }
@@ -391,6 +392,7 @@ impl Worker {
             net.members.retain(|p| *p != id);
             net.fdb.forget_port(id);
             net.guards.remove(&id);
+            net.storm.forget(id);
         }
         if let Some(Home::Vlan { port, .. }) = self.tx.home(id) {
             self.tx.ports[port].vlans.retain(|m| m.id != id);

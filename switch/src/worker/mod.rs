@@ -150,6 +150,8 @@ pub struct WorkerSetup {
     pub poll: PollMode,
     pub fdb_max: usize,
     pub fdb_age: Duration,
+    /// Storm control: floods per second per port (0: no limit).
+    pub flood_rate: u32,
     pub counters: Arc<WorkerCounters>,
     /// The in-kernel fast path's maps, when it runs.
     pub fast: Option<Arc<FastPath>>,

@@ -95,6 +95,10 @@ pub struct Args {
     /// Seconds before a learned MAC address is forgotten.
     #[arg(long, default_value_t = 300)]
     fdb_age: u64,
+    /// Storm control: broadcast, multicast and unknown-unicast frames one port may flood
+    /// per second (0: no limit).
+    #[arg(long, default_value_t = switch::storm::DEFAULT_FLOOD_RATE)]
+    flood_rate: u32,
     /// The host's port on the switch (like docker0): the host reaches containers through
     /// it and containers reach the host; `none` for no host port.
     #[arg(long, default_value = mgmt::host_port::DEFAULT_NAME)]
@@ -215,6 +219,7 @@ fn run(args: Args) -> Result<()> {
         cpus,
         dns_upstreams: dns_upstreams.clone(),
         fast_path: args.fast_path == "on",
+        flood_rate: args.flood_rate,
     })?;
     if let Err(e) = endpoint_trunk::attach_all(&mut engine, args.io) {
         tracing::warn!(error = %mgmt::error::chain(&e), "no tc data path: sandbox veths get a socket each (no TCP offloads in sandboxes)");
