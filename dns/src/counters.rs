@@ -20,10 +20,15 @@ pub struct Counters {
     pub unmatched_replies: u64,
     /// An upstream did not answer within the timeout.
     pub upstream_timeouts: u64,
-    /// SERVFAIL made here: no upstream, every upstream silent, or too many in flight.
+    /// SERVFAIL made here: no upstream, every upstream silent, too many in flight, or a
+    /// name outside an internal network's table.
     pub servfail: u64,
-    /// Queries refused because `max_inflight` were already forwarded (also in `servfail`).
+    /// Queries refused because `max_inflight` were already forwarded, or no source port
+    /// was free (also in `servfail`).
     pub inflight_full: u64,
+    /// Queries from an internal network for a name it does not own, answered SERVFAIL
+    /// instead of forwarded (also in `servfail`).
+    pub internal_not_forwarded: u64,
     /// Queries whose header parsed but whose body did not (or bad EDNS version).
     pub formerr: u64,
     /// Opcodes other than QUERY.
@@ -31,7 +36,7 @@ pub struct Counters {
     /// Messages with no answer at all: shorter than a header, or a response (the switch
     /// adds the answers it could not put in a frame).
     pub dropped: u64,
-    /// Answers cut to fit the client's UDP size, TC set.
+    /// Answers cut to fit the client's UDP size (or one frame), TC set.
     pub truncated: u64,
 }
 
@@ -47,6 +52,7 @@ impl AddAssign for Counters {
         self.upstream_timeouts += o.upstream_timeouts;
         self.servfail += o.servfail;
         self.inflight_full += o.inflight_full;
+        self.internal_not_forwarded += o.internal_not_forwarded;
         self.formerr += o.formerr;
         self.notimp += o.notimp;
         self.dropped += o.dropped;

@@ -1,8 +1,8 @@
 //! Forwarded queries waiting for an upstream: keyed by the fresh message ID we sent
-//! upstream (unique across everything in flight), with their deadlines kept in order so
-//! expiry is a walk from the front.
+//! upstream (unique across everything in flight, as is the local port it went out
+//! from), with their deadlines kept in order so expiry is a walk from the front.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -26,6 +26,8 @@ pub(crate) struct Pending {
     /// Index into the configured upstreams of the one being tried.
     pub upstream: usize,
     pub upstream_addr: SocketAddr,
+    /// The local port the current attempt went out from (its reply must come to it).
+    pub local_port: u16,
     pub deadline: Instant,
     /// The last SERVFAIL/REFUSED/non-authoritative NXDOMAIN received: relayed if every
     /// upstream has been tried, as Docker does, rather than a made-up SERVFAIL.
@@ -39,6 +41,8 @@ pub(crate) struct InFlight {
     /// (client, client's message ID) of everything in flight: a retransmission of a
     /// query already upstream is not forwarded twice.
     by_client: HashMap<(Client, u16), u16>,
+    /// The local ports of everything in flight: a new query takes another.
+    ports: HashSet<u16>,
 }
 
 impl InFlight {
@@ -55,23 +59,30 @@ impl InFlight {
         self.by_client.contains_key(&(client, client_id))
     }
 
+    /// Whether a query in flight went out from local port `port`.
+    pub fn uses_port(&self, port: u16) -> bool {
+        self.ports.contains(&port)
+    }
+
     pub fn get(&self, id: u16) -> Option<&Pending> {
         self.by_id.get(&id)
     }
 
-    /// Track `p` under upstream ID `id` (the caller picked an unused one).
+    /// Track `p` under upstream ID `id` (the caller picked an unused ID and port).
     pub fn insert(&mut self, id: u16, p: Pending) {
+        // Never there (the ID is unused); if it were, nothing of the old one may stay.
+        self.remove(id);
         self.deadlines.insert((p.deadline, id));
         self.by_client.insert((p.client, p.client_id), id);
-        if let Some(old) = self.by_id.insert(id, p) {
-            self.deadlines.remove(&(old.deadline, id));
-        }
+        self.ports.insert(p.local_port);
+        self.by_id.insert(id, p);
     }
 
     pub fn remove(&mut self, id: u16) -> Option<Pending> {
         let p = self.by_id.remove(&id)?;
         self.deadlines.remove(&(p.deadline, id));
         self.by_client.remove(&(p.client, p.client_id));
+        self.ports.remove(&p.local_port);
         Some(p)
     }
 

@@ -25,14 +25,17 @@
 //! }])
 //! .unwrap();
 //! r.set_network(1, Arc::new(table));
+//! // Network 2 is internal: its own names only, nothing forwarded.
+//! r.set_internal(2, true);
 //!
 //! // A UDP datagram to gateway:53 arrived on network 1:
 //! # let datagram: &[u8] = &[0u8; 4];
 //! let client = Client { net: 1, addr: "172.18.0.3:40000".parse().unwrap(), transport: Transport::Udp };
 //! match r.handle_query(client, datagram, Instant::now()) {
 //!     Action::Answer { client, bytes } => { /* send bytes to client from gateway:53 */ }
-//!     Action::Forward { to, transport, bytes } => { /* send to the upstream; its reply
-//!         goes to r.handle_upstream_reply(to, reply, now), which returns an Action too */ }
+//!     Action::Forward { to, transport, bytes, local_port } => { /* send to the upstream
+//!         from local_port; its reply, and the local port it came to, go to
+//!         r.handle_upstream_reply(to, local_port, reply, now): an Action too */ }
 //!     Action::Drop => {}
 //! }
 //! // Between bursts (and before sleeping no longer than r.next_deadline()):
@@ -46,9 +49,9 @@ mod resolver;
 mod table;
 
 pub use counters::Counters;
-pub use reply::{CLASSIC_UDP_LIMIT, OUR_EDNS_PAYLOAD, TCP_LIMIT, TTL};
+pub use reply::{CLASSIC_UDP_LIMIT, FRAME_UDP_PAYLOAD, OUR_EDNS_PAYLOAD, TCP_LIMIT, TTL};
 pub use resolver::{
     Action, Client, ConfigError, Resolver, ResolverConfig, Transport, DEFAULT_MAX_INFLIGHT,
-    DEFAULT_TIMEOUT, MAX_UPSTREAMS,
+    DEFAULT_SOURCE_PORTS, DEFAULT_TIMEOUT, MAX_UPSTREAMS,
 };
 pub use table::{NameError, NameTable, Record};

@@ -5,6 +5,8 @@
 use hickory_proto::op::{
     Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
+use hickory_proto::rr::{RData, Record};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 /// Docker's embedded DNS answers with this TTL, and so do we.
 pub const TTL: u32 = 600;
@@ -13,6 +15,9 @@ pub const TTL: u32 = 600;
 pub const OUR_EDNS_PAYLOAD: u16 = 1232;
 /// The size every DNS client accepts over UDP (RFC 1035 4.2.1).
 pub const CLASSIC_UDP_LIMIT: usize = 512;
+/// The UDP payload one IPv4 packet carries on a 1500-byte MTU (1500 - 20 - 8): the
+/// default cap on UDP answers, whatever EDNS size the client gives.
+pub const FRAME_UDP_PAYLOAD: usize = 1472;
 /// The largest message DNS can frame over TCP (the 16-bit length prefix).
 pub const TCP_LIMIT: usize = u16::MAX as usize;
 
@@ -64,12 +69,47 @@ fn our_edns() -> Edns {
     e
 }
 
-/// The largest UDP response `req`'s sender accepts: 512, or its EDNS0 payload size when
-/// larger (RFC 6891 6.2.5: values below 512 are treated as 512).
-pub(crate) fn udp_limit(req: &Message) -> usize {
+/// The largest UDP response we send `req`'s sender: 512, or its EDNS0 payload size when
+/// larger (RFC 6891 6.2.5: values below 512 are treated as 512), but never more than
+/// `cap` (what one datagram in one frame carries; at least 512).
+pub(crate) fn udp_limit(req: &Message, cap: usize) -> usize {
     req.edns.as_ref().map_or(CLASSIC_UDP_LIMIT, |e| {
-        usize::from(e.max_payload()).max(CLASSIC_UDP_LIMIT)
+        usize::from(e.max_payload()).max(CLASSIC_UDP_LIMIT).min(cap)
     })
+}
+
+/// Lower the UDP payload size `query`'s OPT record advertises to `cap`, in place (every
+/// other byte stays as it was). Nothing changes without an OPT record, or when it asks
+/// for `cap` or less.
+pub(crate) fn cap_edns_payload(query: &mut [u8], cap: usize) {
+    let Some(at) = opt_payload_offset(query) else {
+        return;
+    };
+    let cap = u16::try_from(cap).unwrap_or(u16::MAX);
+    if u16::from_be_bytes([query[at], query[at + 1]]) > cap {
+        query[at..at + 2].copy_from_slice(&cap.to_be_bytes());
+    }
+}
+
+/// Where the payload size (the CLASS field) of `msg`'s OPT record is.
+fn opt_payload_offset(msg: &[u8]) -> Option<usize> {
+    let mut d = BinDecoder::new(msg);
+    let h = Header::read(&mut d).ok()?;
+    for _ in 0..h.counts.queries {
+        Query::read(&mut d).ok()?;
+    }
+    for _ in 0..u32::from(h.counts.answers) + u32::from(h.counts.authorities) {
+        Record::<RData>::read(&mut d).ok()?;
+    }
+    for _ in 0..h.counts.additionals {
+        let at = d.index();
+        // The OPT record's owner is the root (one zero byte), then TYPE 41, then CLASS.
+        if msg.get(at..at + 3) == Some(&[0, 0, 41][..]) {
+            return Some(at + 3).filter(|&c| c + 2 <= msg.len());
+        }
+        Record::<RData>::read(&mut d).ok()?;
+    }
+    None
 }
 
 /// Encode `msg` in at most `limit` bytes. When the whole message does not fit, keep as

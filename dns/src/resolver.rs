@@ -1,9 +1,11 @@
 //! The resolver a worker owns: answers names its networks own from their tables, forwards
-//! everything else to the upstream servers as a state machine the caller drives (it owns
-//! the sockets; we only see bytes, addresses and `now`).
+//! everything else (but an internal network's) to the upstream servers as a state
+//! machine the caller drives (it owns the sockets; we only see bytes, addresses, ports
+//! and `now`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::counters::Counters;
 use crate::inflight::{InFlight, Pending};
-use crate::reply::{self, TCP_LIMIT, TTL};
+use crate::reply::{self, CLASSIC_UDP_LIMIT, FRAME_UDP_PAYLOAD, TCP_LIMIT, TTL};
 use crate::table::NameTable;
 
 /// At most this many upstream servers, like resolv.conf's MAXNS.
@@ -31,6 +33,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upstream message IDs are 16 bits; keep the table sparse enough that picking a free
 /// random one stays quick.
 const MAX_INFLIGHT_LIMIT: usize = 32768;
+/// Local ports forwarded queries are sent from unless configured otherwise: IANA's
+/// dynamic range.
+pub const DEFAULT_SOURCE_PORTS: RangeInclusive<u16> = 49152..=65535;
+/// Random picks of a source port before the free ones are searched in order (only a
+/// crowded range gets there).
+const PORT_TRIES: usize = 8;
 
 /// How a message reached us (and how the answer must go back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,12 +63,15 @@ pub struct Client {
 pub enum Action {
     /// Send `bytes` (a complete DNS message) to `client`.
     Answer { client: Client, bytes: Vec<u8> },
-    /// Send `bytes` to upstream server `to` over `transport` (the client's transport), and
-    /// later pass its reply to `handle_upstream_reply`.
+    /// Send `bytes` to upstream server `to` over `transport` (the client's transport) from
+    /// local port `local_port` (fresh and random for each query and each upstream tried,
+    /// unused by anything else in flight), and later pass its reply, with the local port
+    /// it came to, to `handle_upstream_reply`.
     Forward {
         to: SocketAddr,
         transport: Transport,
         bytes: Vec<u8>,
+        local_port: u16,
     },
     /// Nothing to send (counted).
     Drop,
@@ -75,6 +86,10 @@ pub enum ConfigError {
     ZeroTimeout,
     #[error("max in-flight DNS queries must be between 1 and {MAX_INFLIGHT_LIMIT}, not {0}")]
     BadInflight(usize),
+    #[error("{ports} DNS source ports for {max_inflight} queries in flight: each query needs a port of its own")]
+    TooFewSourcePorts { ports: usize, max_inflight: usize },
+    #[error("the largest DNS answer over UDP must be at least {CLASSIC_UDP_LIMIT} bytes, not {0}")]
+    BadUdpPayload(usize),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +100,13 @@ pub struct ResolverConfig {
     pub timeout: Duration,
     /// Forwarded queries in flight at once; beyond it queries get SERVFAIL.
     pub max_inflight: usize,
+    /// Local ports forwarded queries go out from, one picked at random per query (RFC
+    /// 5452: an off-path attacker must guess the port as well as the ID). At least
+    /// `max_inflight` of them.
+    pub source_ports: RangeInclusive<u16>,
+    /// The largest answer sent over UDP whatever the client's EDNS size: what one
+    /// datagram in one frame carries (the caller's MTU). At least 512.
+    pub max_udp_payload: usize,
     /// Seed for upstream IDs and answer shuffling; `None` seeds from the OS (use that in
     /// production: predictable IDs invite cache poisoning).
     pub seed: Option<u64>,
@@ -96,6 +118,8 @@ impl Default for ResolverConfig {
             upstreams: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             max_inflight: DEFAULT_MAX_INFLIGHT,
+            source_ports: DEFAULT_SOURCE_PORTS,
+            max_udp_payload: FRAME_UDP_PAYLOAD,
             seed: None,
         }
     }
@@ -105,6 +129,11 @@ impl Default for ResolverConfig {
 pub struct Resolver {
     cfg: ResolverConfig,
     networks: HashMap<u32, Arc<NameTable>>,
+    /// Networks whose queries never leave: names outside their table get SERVFAIL.
+    internal: HashSet<u32>,
+    /// Ports the caller's other traffic takes (published ports), with how many times each
+    /// was reserved: never a source port.
+    reserved_ports: HashMap<u16, u32>,
     inflight: InFlight,
     rng: StdRng,
     counters: Counters,
@@ -122,6 +151,16 @@ impl Resolver {
         if cfg.max_inflight == 0 || cfg.max_inflight > MAX_INFLIGHT_LIMIT {
             return Err(ConfigError::BadInflight(cfg.max_inflight));
         }
+        let ports = cfg.source_ports.clone().count();
+        if ports < cfg.max_inflight {
+            return Err(ConfigError::TooFewSourcePorts {
+                ports,
+                max_inflight: cfg.max_inflight,
+            });
+        }
+        if cfg.max_udp_payload < CLASSIC_UDP_LIMIT {
+            return Err(ConfigError::BadUdpPayload(cfg.max_udp_payload));
+        }
         let rng = match cfg.seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_os_rng(),
@@ -129,6 +168,8 @@ impl Resolver {
         Ok(Resolver {
             cfg,
             networks: HashMap::new(),
+            internal: HashSet::new(),
+            reserved_ports: HashMap::new(),
             inflight: InFlight::default(),
             rng,
             counters: Counters::default(),
@@ -141,9 +182,38 @@ impl Resolver {
     }
 
     /// Forget network `net`'s names; its clients' names are then forwarded (multi-label)
-    /// or NXDOMAIN (single-label). The caller stops sending its queries anyway.
+    /// or NXDOMAIN (single-label). The caller stops sending its queries anyway. Whether
+    /// the network is internal is kept: that is `set_internal`'s.
     pub fn remove_network(&mut self, net: u32) {
         self.networks.remove(&net);
+    }
+
+    /// Network `net` is internal (`--internal`: no traffic leaves it), or no longer is.
+    /// Its clients get their own network's names only: any other name gets SERVFAIL
+    /// (what Docker 26+ answers a container with no external network) and nothing is
+    /// forwarded, over UDP or TCP.
+    pub fn set_internal(&mut self, net: u32, internal: bool) {
+        if internal {
+            self.internal.insert(net);
+        } else {
+            self.internal.remove(&net);
+        }
+    }
+
+    /// The caller's other traffic takes local port `port` (a published port the
+    /// caller's NAT claims): no query goes out from it until as many `release_port`s.
+    pub fn reserve_port(&mut self, port: u16) {
+        *self.reserved_ports.entry(port).or_default() += 1;
+    }
+
+    /// Undo one `reserve_port(port)`.
+    pub fn release_port(&mut self, port: u16) {
+        if let Some(n) = self.reserved_ports.get_mut(&port) {
+            *n -= 1;
+            if *n == 0 {
+                self.reserved_ports.remove(&port);
+            }
+        }
     }
 
     pub fn counters(&self) -> Counters {
@@ -184,21 +254,22 @@ impl Resolver {
                 return self.header_error(client, &header, ResponseCode::FormErr);
             }
         };
+        let ra = self.ra(client.net);
         if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
             // RFC 6891 6.1.3: we only speak EDNS version 0.
             self.counters.formerr += 1;
-            let m = reply::response_to(&req, self.ra(), ResponseCode::BADVERS);
-            return self.answer(client, &m, reply::CLASSIC_UDP_LIMIT);
+            let m = reply::response_to(&req, ra, ResponseCode::BADVERS);
+            return self.answer(client, &m, CLASSIC_UDP_LIMIT);
         }
         let limit = match client.transport {
-            Transport::Udp => reply::udp_limit(&req),
+            Transport::Udp => reply::udp_limit(&req, self.cfg.max_udp_payload),
             Transport::Tcp => TCP_LIMIT,
         };
         let q = &req.queries[0];
 
         if let Some(answers) = self.local_answers(client.net, q) {
             self.counters.local_answers += 1;
-            let mut m = reply::response_to(&req, self.ra(), ResponseCode::NoError);
+            let mut m = reply::response_to(&req, ra, ResponseCode::NoError);
             m.metadata.authoritative = true;
             m.add_answers(answers);
             return self.answer(client, &m, limit);
@@ -207,18 +278,21 @@ impl Resolver {
             // Unqualified names no network owns stay here (Docker does the same):
             // upstream they would only leak container names to the outside.
             self.counters.nxdomain += 1;
-            let mut m = reply::response_to(&req, self.ra(), ResponseCode::NXDomain);
+            let mut m = reply::response_to(&req, ra, ResponseCode::NXDomain);
             m.metadata.authoritative = true;
             return self.answer(client, &m, limit);
         }
         self.forward(client, &req, query, limit, now)
     }
 
-    /// Handle a datagram or TCP message from upstream server `from`. Replies that match
-    /// nothing in flight (late, spoofed, wrong question) are dropped and counted.
+    /// Handle a datagram or TCP message from upstream server `from` to our local port
+    /// `local_port`. A reply matches a query in flight by its ID, the server, the
+    /// question and the port the query went out from; replies that match nothing (late,
+    /// spoofed, wrong question or port) are dropped and counted.
     pub fn handle_upstream_reply(
         &mut self,
         from: SocketAddr,
+        local_port: u16,
         reply: &[u8],
         now: Instant,
     ) -> Action {
@@ -228,10 +302,11 @@ impl Resolver {
         };
         let id = header.metadata.id;
         let matches = header.metadata.message_type == MessageType::Response
-            && self
-                .inflight
-                .get(id)
-                .is_some_and(|p| p.upstream_addr == from && same_question(reply, &p.question));
+            && self.inflight.get(id).is_some_and(|p| {
+                p.upstream_addr == from
+                    && p.local_port == local_port
+                    && same_question(reply, &p.question)
+            });
         if !matches {
             self.counters.unmatched_replies += 1;
             return Action::Drop;
@@ -264,8 +339,9 @@ impl Resolver {
         out
     }
 
-    fn ra(&self) -> bool {
-        !self.cfg.upstreams.is_empty()
+    /// Whether recursion is available to network `net`'s clients.
+    fn ra(&self, net: u32) -> bool {
+        !self.cfg.upstreams.is_empty() && !self.internal.contains(&net)
     }
 
     /// The records answering `q` from network `net`'s table, or `None` if the network
@@ -317,6 +393,14 @@ impl Resolver {
         limit: usize,
         now: Instant,
     ) -> Action {
+        if self.internal.contains(&client.net) {
+            // CVE-2024-29018: an internal network's names must not reach the outside,
+            // nor can its clients use a DNS server as a channel out.
+            self.counters.internal_not_forwarded += 1;
+            self.counters.servfail += 1;
+            let m = reply::response_to(req, false, ResponseCode::ServFail);
+            return self.answer(client, &m, limit);
+        }
         if self.cfg.upstreams.is_empty() {
             self.counters.servfail += 1;
             let m = reply::response_to(req, false, ResponseCode::ServFail);
@@ -334,6 +418,13 @@ impl Resolver {
             return self.answer(client, &m, limit);
         }
         self.counters.forwarded += 1;
+        let mut query = query.to_vec();
+        if client.transport == Transport::Udp {
+            // The upstream's answer comes back in one frame too, or it never arrives:
+            // ask for no more than that (it sets TC beyond, and the client retries
+            // over TCP).
+            reply::cap_edns_payload(&mut query, self.cfg.max_udp_payload);
+        }
         let p = Pending {
             client,
             client_id: req.metadata.id,
@@ -341,17 +432,24 @@ impl Resolver {
             rd: req.metadata.recursion_desired,
             client_edns: req.edns.is_some(),
             limit,
-            query: query.to_vec(),
+            query,
             upstream: 0,
             upstream_addr: self.cfg.upstreams[0],
+            local_port: 0,
             deadline: now,
             last_reply: None,
         };
         self.send(p, now)
     }
 
-    /// Send `p` to its current upstream under a fresh, unused ID.
+    /// Send `p` to its current upstream under a fresh, unused ID from a fresh, unused
+    /// port.
     fn send(&mut self, mut p: Pending, now: Instant) -> Action {
+        let Some(port) = self.free_port() else {
+            // Every port is in flight or reserved: as if the in-flight table were full.
+            self.counters.inflight_full += 1;
+            return self.fail(p);
+        };
         let id = loop {
             let id: u16 = self.rng.random();
             if !self.inflight.contains(id) {
@@ -359,11 +457,13 @@ impl Resolver {
             }
         };
         p.query[..2].copy_from_slice(&id.to_be_bytes());
+        p.local_port = port;
         p.deadline = now + self.cfg.timeout;
         let action = Action::Forward {
             to: p.upstream_addr,
             transport: p.client.transport,
             bytes: p.query.clone(),
+            local_port: port,
         };
         self.inflight.insert(id, p);
         action
@@ -377,18 +477,41 @@ impl Resolver {
         }
         match p.last_reply.take() {
             Some(r) => self.relay(p, r),
-            None => {
-                self.counters.servfail += 1;
-                let m = reply::response_from_parts(
-                    p.client_id,
-                    &p.question,
-                    p.rd,
-                    p.client_edns,
-                    ResponseCode::ServFail,
-                );
-                self.answer(p.client, &m, p.limit)
+            None => self.fail(p),
+        }
+    }
+
+    /// SERVFAIL for `p`, made here.
+    fn fail(&mut self, p: Pending) -> Action {
+        self.counters.servfail += 1;
+        let m = reply::response_from_parts(
+            p.client_id,
+            &p.question,
+            p.rd,
+            p.client_edns,
+            ResponseCode::ServFail,
+        );
+        self.answer(p.client, &m, p.limit)
+    }
+
+    /// A random source port that no query in flight uses and the caller has not
+    /// reserved; `None` only when there is none at all.
+    fn free_port(&mut self) -> Option<u16> {
+        let (lo, hi) = (*self.cfg.source_ports.start(), *self.cfg.source_ports.end());
+        let (inflight, reserved) = (&self.inflight, &self.reserved_ports);
+        let free = |p: u16| !inflight.uses_port(p) && !reserved.contains_key(&p);
+        for _ in 0..PORT_TRIES {
+            let p = self.rng.random_range(lo..=hi);
+            if free(p) {
+                return Some(p);
             }
         }
+        // A crowded range: the first free port from a random point on.
+        let n = u32::from(hi - lo) + 1;
+        let start = self.rng.random_range(0..n);
+        (0..n)
+            .map(|i| lo + ((start + i) % n) as u16)
+            .find(|&p| free(p))
     }
 
     /// Pass an upstream's answer to the client with only the ID changed back, unless it

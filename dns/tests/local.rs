@@ -137,7 +137,7 @@ fn ptr_for_ipv4_and_ipv6_addresses() {
 #[test]
 fn ptr_for_an_address_not_owned_is_forwarded() {
     let mut r = web_net();
-    let (to, _, _) = forward(r.handle_query(
+    let (to, _, _, _) = forward(r.handle_query(
         udp(1),
         &query_bytes(8, "9.0.18.172.in-addr.arpa.", RecordType::PTR),
         now(),
@@ -156,7 +156,7 @@ fn names_are_scoped_to_their_network() {
     let m = answer(r.handle_query(udp(2), &query_bytes(9, "web", RecordType::A), now()));
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     // ... nor its multi-label ones: those go upstream like any other name.
-    let (to, _, _) = forward(r.handle_query(
+    let (to, _, _, _) = forward(r.handle_query(
         udp(2),
         &query_bytes(10, "www.example.test", RecordType::A),
         now(),
@@ -279,4 +279,55 @@ fn any_returns_both_families_and_other_types_nodata() {
     let m = answer(r.handle_query(udp(1), &query_bytes(21, "web", RecordType::MX), now()));
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert!(m.answers.is_empty());
+}
+
+#[test]
+fn udp_answers_never_exceed_one_frame_whatever_the_edns_size() {
+    // 200 addresses: over 3 KB, more than one 1500-byte frame carries.
+    let mut r = shared_alias_net(200);
+    let q = with_edns(query(22, "svc", RecordType::A), 4096);
+    let bytes = answer_bytes(r.handle_query(udp(1), &q, now()));
+    assert!(
+        bytes.len() <= dns::FRAME_UDP_PAYLOAD,
+        "{} bytes: more than a frame",
+        bytes.len()
+    );
+    let m = hickory_proto::op::Message::from_vec(&bytes).unwrap();
+    assert!(m.metadata.truncation, "TC, so the client retries over TCP");
+    assert!(
+        v4s(&m).len() > 60,
+        "as many addresses as fit: {}",
+        v4s(&m).len()
+    );
+    assert!(v4s(&m).len() < 200);
+    assert!(m.edns.is_some());
+    assert_eq!(r.counters().truncated, 1);
+    // Over TCP it is whole.
+    let bytes = answer_bytes(r.handle_query(client(1, Transport::Tcp), &q, now()));
+    let m = hickory_proto::op::Message::from_vec(&bytes).unwrap();
+    assert_eq!(v4s(&m).len(), 200);
+}
+
+#[test]
+fn the_udp_cap_is_the_callers() {
+    let mut r = dns::Resolver::new(dns::ResolverConfig {
+        max_udp_payload: 1000,
+        ..Default::default()
+    })
+    .unwrap();
+    let records: Vec<_> = (1..=100)
+        .map(|i| rec(&format!("s-{i}"), &["svc"], Some([172, 20, 0, i]), None))
+        .collect();
+    r.set_network(
+        1,
+        std::sync::Arc::new(dns::NameTable::new(&records).unwrap()),
+    );
+    let q = with_edns(query(23, "svc", RecordType::A), 4096);
+    let bytes = answer_bytes(r.handle_query(udp(1), &q, now()));
+    assert!(bytes.len() <= 1000 && bytes.len() > 512, "{}", bytes.len());
+    assert!(dns::Resolver::new(dns::ResolverConfig {
+        max_udp_payload: 511,
+        ..Default::default()
+    })
+    .is_err());
 }

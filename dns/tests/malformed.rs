@@ -97,13 +97,16 @@ fn unknown_edns_versions_get_badvers() {
 fn short_or_garbage_upstream_replies_are_dropped() {
     let mut r = net();
     let t = now();
-    let (_, fwd) = forward_a(&mut r, 5, "a.example", t);
+    let (_, fwd, port) = forward_a(&mut r, 5, "a.example", t);
     for len in 0..fwd.len() {
         let mut b = fwd[..len].to_vec();
         if len > 2 {
             b[2] |= 0x80; // QR
         }
-        assert_eq!(r.handle_upstream_reply(upstream(1), &b, t), Action::Drop);
+        assert_eq!(
+            r.handle_upstream_reply(upstream(1), port, &b, t),
+            Action::Drop
+        );
     }
     assert_eq!(r.inflight(), 1);
 }
@@ -144,23 +147,32 @@ fn thousands_of_random_messages_never_panic() {
         match r.handle_query(client(1, transport), &bytes, now) {
             Action::Answer { bytes: out, .. } => {
                 if transport == Transport::Udp {
-                    assert!(out.len() <= 4096, "{} bytes over UDP", out.len());
+                    assert!(
+                        out.len() <= dns::FRAME_UDP_PAYLOAD,
+                        "{} bytes over UDP",
+                        out.len()
+                    );
                 }
                 let parsed = Message::from_vec(&out);
                 assert!(parsed.is_ok(), "our answer does not parse: {out:?}");
             }
-            Action::Forward { bytes: fwd, to, .. } => {
+            Action::Forward {
+                bytes: fwd,
+                to,
+                local_port,
+                ..
+            } => {
                 // Answer some forwards with the garbage too, some properly.
-                let _ = r.handle_upstream_reply(to, &bytes, now);
+                let _ = r.handle_upstream_reply(to, local_port, &bytes, now);
                 if i % 5 == 0 {
                     let mut reply = fwd.clone();
                     reply[2] |= 0x80;
-                    let _ = r.handle_upstream_reply(to, &reply, now);
+                    let _ = r.handle_upstream_reply(to, local_port, &reply, now);
                 }
             }
             Action::Drop => {}
         }
-        let _ = r.handle_upstream_reply(upstream(1), &bytes, now);
+        let _ = r.handle_upstream_reply(upstream(1), 0, &bytes, now);
         let _ = r.poll_timeouts(now);
     }
     let c = r.counters();

@@ -1,7 +1,8 @@
 //! The embedded resolver's data-plane side. Queries to a network's gateway address,
 //! port 53, arrive here as frames; the `dns` crate decides; answers leave as frames from
 //! the gateway. Names no network owns go upstream from the uplink address through the
-//! router, and the upstream's replies come back from the router. One worker owns it.
+//! router (not an internal network's: those get SERVFAIL here), each query from a port
+//! of its own, and the upstream's replies come back from the router. One worker owns it.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -18,19 +19,27 @@ use crate::pipeline::{Cx, Emit, Ingress};
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::{NetId, PortId};
+use wire::ip::{IPV4_HLEN, UDP_HLEN};
 
 /// Clients remembered (network, address -> MAC, port) for answers that come later
 /// (forwarded queries). Bounded: past it the map starts over.
 const MAX_CLIENTS: usize = 4096;
-/// Source ports for upstream queries are picked from here; the NAT's SNAT range stays
-/// below it (`nat::PortRange`), so no session can take the resolver's port.
+/// Source ports for upstream queries are picked from here, a fresh one per query; the
+/// NAT's SNAT range stays below it (`nat::PortRange`), so no session can take one.
 pub use crate::DNS_UPSTREAM_PORTS as UPSTREAM_PORTS;
+/// The largest answer sent over UDP, whatever the client's EDNS size: one datagram in
+/// one frame of the 1500-byte MTU the ports carry (`MAX_FRAME`). Beyond it TC is set.
+pub const MAX_UDP_ANSWER: usize = 1500 - IPV4_HLEN - UDP_HLEN;
 
 /// What the resolver asks to have sent out of the uplink. It never reaches into the
 /// router: the worker drains [`DnsServer::outbox`] into it after each call.
 pub(crate) enum Upstream {
-    /// A query over UDP, from the resolver's port.
-    Udp { to: SocketAddrV4, bytes: Vec<u8> },
+    /// A query over UDP, from local port `from` (the query's own).
+    Udp {
+        from: u16,
+        to: SocketAddrV4,
+        bytes: Vec<u8>,
+    },
     /// An IP packet of an upstream TCP connection.
     Ip(Vec<u8>),
 }
@@ -69,8 +78,9 @@ pub(crate) struct DnsServer {
     /// Configured upstreams; used once there is an uplink to reach them through.
     upstreams: Vec<SocketAddr>,
     tables: HashMap<NetId, Arc<NameTable>>,
-    /// Source port of upstream queries (random per daemon run).
-    pub port: u16,
+    /// Ports published on the uplink (the NAT's, never a query's source port), once per
+    /// mapping.
+    reserved: Vec<u16>,
     clients: HashMap<(NetId, Ipv4Addr), Seen>,
     stats: DnsStats,
     /// Charged for drops of the frames we emit.
@@ -89,6 +99,8 @@ pub(crate) struct DnsServer {
 fn resolver(upstreams: Vec<SocketAddr>) -> Result<Resolver, dns::ConfigError> {
     Resolver::new(ResolverConfig {
         upstreams,
+        source_ports: UPSTREAM_PORTS,
+        max_udp_payload: MAX_UDP_ANSWER,
         ..Default::default()
     })
 }
@@ -102,14 +114,13 @@ impl DnsServer {
     /// Refuses a configuration the resolver would refuse (too many upstreams).
     pub fn new(upstreams: Vec<SocketAddr>) -> Result<DnsServer, dns::ConfigError> {
         resolver(upstreams.clone())?;
-        let port = rand::random_range(UPSTREAM_PORTS);
         Ok(DnsServer {
             // Without an uplink no upstream is reachable: SERVFAIL at once, not after
             // every upstream's timeout.
             resolver: resolver(Vec::new())?,
             upstreams,
             tables: HashMap::new(),
-            port,
+            reserved: Vec::new(),
             clients: HashMap::new(),
             stats: DnsStats::default(),
             counters: Arc::new(PortCounters::default()),
@@ -135,6 +146,35 @@ impl DnsServer {
         for (net, t) in &self.tables {
             self.resolver.set_network(*net, t.clone());
         }
+        for p in &self.reserved {
+            self.resolver.reserve_port(*p);
+        }
+    }
+
+    /// A port mapping on the uplink was added (or removed): no query goes out from its
+    /// host port while it exists (the NAT would take the reply).
+    pub fn reserve_port(&mut self, port: u16, reserve: bool) {
+        if reserve {
+            self.reserved.push(port);
+            self.resolver.reserve_port(port);
+        } else if let Some(i) = self.reserved.iter().position(|p| *p == port) {
+            self.reserved.swap_remove(i);
+            self.resolver.release_port(port);
+        }
+    }
+
+    /// Network `client.net`'s query `msg`, under the network's current config: an
+    /// internal network's never leaves (a network gone is taken as internal).
+    fn query(
+        &mut self,
+        nets: &HashMap<NetId, Network>,
+        client: Client,
+        msg: &[u8],
+        now: Instant,
+    ) -> Action {
+        let internal = nets.get(&client.net).is_none_or(|n| n.cfg.internal);
+        self.resolver.set_internal(client.net, internal);
+        self.resolver.handle_query(client, msg, now)
     }
 
     /// Install (Some) or forget (None) a network's names.
@@ -210,12 +250,12 @@ impl DnsServer {
             addr: SocketAddr::V4(src),
             transport: Transport::Udp,
         };
-        let a = self.resolver.handle_query(client, payload, now);
+        let a = self.query(nets, client, payload, now);
         self.act(a, nets, out, now);
     }
 
-    /// A frame the router set aside: UDP to the resolver's port, or TCP to one of its
-    /// upstream connections, on the uplink address.
+    /// A frame the router set aside: UDP or TCP to a port of `UPSTREAM_PORTS` on the
+    /// uplink address (the resolver tells its queries' replies from the rest).
     pub fn uplink_frame(&mut self, cx: &mut Cx<impl Emit>, frame: &[u8]) {
         let (nets, out, now) = (&*cx.nets, &mut *cx.out, cx.now);
         let mut replies = Vec::new();
@@ -223,8 +263,8 @@ impl DnsServer {
             if let Some(u) = self.upstream_tcp.as_mut() {
                 u.receive(f.packet_bytes(), now, &mut replies);
             }
-        } else if let Some((src, _, payload)) = ipv4::parse_udp(frame) {
-            replies.push((SocketAddr::V4(src), payload.to_vec()));
+        } else if let Some((src, dst, payload)) = ipv4::parse_udp(frame) {
+            replies.push((SocketAddr::V4(src), dst.port(), payload.to_vec()));
         } else {
             self.stats.malformed_frames += 1;
         }
@@ -235,12 +275,12 @@ impl DnsServer {
     fn upstream_replies(
         &mut self,
         nets: &HashMap<NetId, Network>,
-        replies: Vec<(SocketAddr, Vec<u8>)>,
+        replies: Vec<(SocketAddr, u16, Vec<u8>)>,
         out: &mut impl Emit,
         now: Instant,
     ) {
-        for (from, msg) in replies {
-            let a = self.resolver.handle_upstream_reply(from, &msg, now);
+        for (from, port, msg) in replies {
+            let a = self.resolver.handle_upstream_reply(from, port, &msg, now);
             self.act(a, nets, out, now);
         }
         self.tcp_queries(nets, out, now);
@@ -266,7 +306,7 @@ impl DnsServer {
         // In arrival order; `act` may append (a pipelined client's next query).
         while !self.tcp_backlog.is_empty() {
             let (client, q) = self.tcp_backlog.remove(0);
-            let a = self.resolver.handle_query(client, &q, now);
+            let a = self.query(nets, client, &q, now);
             self.act(a, nets, out, now);
         }
         self.stats.tcp_connections = self.tcp.accepted;
@@ -313,22 +353,27 @@ impl DnsServer {
                 to,
                 transport: Transport::Udp,
                 bytes,
+                local_port,
             } => {
                 let SocketAddr::V4(to) = to else {
                     self.stats.upstream_unreachable += 1;
                     return;
                 };
-                self.outbox.push(Upstream::Udp { to, bytes });
+                self.outbox.push(Upstream::Udp {
+                    from: local_port,
+                    to,
+                    bytes,
+                });
             }
             Action::Forward {
                 to,
                 transport: Transport::Tcp,
                 bytes,
+                local_port,
             } => {
-                let port = self.free_tcp_port();
-                let sent = match (self.upstream_tcp.as_mut(), port) {
-                    (Some(u), Some(port)) => u.send(to, port, &bytes, now),
-                    _ => false,
+                let sent = match self.upstream_tcp.as_mut() {
+                    Some(u) => u.send(to, local_port, &bytes, now),
+                    None => false,
                 };
                 if sent {
                     self.stats.tcp_forwarded += 1;
@@ -339,15 +384,6 @@ impl DnsServer {
                 }
             }
         }
-    }
-
-    /// A random local port for a new upstream connection, not the UDP port and not
-    /// one in use.
-    fn free_tcp_port(&self) -> Option<u16> {
-        let u = self.upstream_tcp.as_ref()?;
-        (0..16)
-            .map(|_| rand::random_range(UPSTREAM_PORTS))
-            .find(|p| *p != self.port && !u.uses_port(*p))
     }
 
     fn answer_udp(
@@ -521,5 +557,396 @@ mod tests {
             DnsServer::new(vec!["198.51.100.1:53".parse().expect("addr"); 4]).is_err(),
             "at most three upstreams"
         );
+    }
+}
+
+#[cfg(test)]
+mod upstream_tests {
+    //! What leaves the switch for an upstream (internal networks: nothing), the size of
+    //! UDP answers, and the per-query source ports.
+
+    use super::*;
+    use crate::fdb::Fdb;
+    use crate::gateway::Gateway;
+    use crate::sinks::Sink;
+    use crate::NetConfig;
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+    use std::time::Duration;
+
+    const GW: Gateway = Gateway {
+        ip: Ipv4Addr::new(172, 18, 0, 1),
+        mac: [2, 0x42, 172, 18, 0, 1],
+    };
+    const CLIENT_MAC: Mac = [2, 0x42, 172, 18, 0, 3];
+    const CLIENT: [u8; 4] = [172, 18, 0, 3];
+    const UPLINK: (Ipv4Addr, u8, Ipv4Addr) = (
+        Ipv4Addr::new(10, 200, 0, 1),
+        16,
+        Ipv4Addr::new(10, 200, 0, 254),
+    );
+    const UPSTREAM: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 53);
+    const UP_MAC: Mac = [2, 0, 0, 0, 0, 1];
+
+    fn net(internal: bool) -> HashMap<NetId, Network> {
+        let mut m = HashMap::new();
+        m.insert(
+            1,
+            Network {
+                cfg: NetConfig {
+                    id: 1,
+                    gateway: Some(GW),
+                    subnet: Some((Ipv4Addr::new(172, 18, 0, 0), 16)),
+                    dns: true,
+                    internal,
+                    ..Default::default()
+                },
+                fdb: Fdb::new(16, Duration::from_secs(300)),
+                members: vec![4],
+                hosts: HashMap::new(),
+            },
+        );
+        m
+    }
+
+    /// A resolver with an upstream reachable through the uplink, and `records` on
+    /// network 1.
+    fn server(records: &[dns::Record], now: Instant) -> DnsServer {
+        let mut d = DnsServer::new(vec![SocketAddr::V4(UPSTREAM)]).expect("resolver");
+        d.enable_upstreams(UPLINK, now);
+        let table = NameTable::new(records).expect("table");
+        d.set_network(1, Some(Arc::new(table)));
+        d
+    }
+
+    fn web() -> Vec<dns::Record> {
+        vec![dns::Record {
+            name: "web".into(),
+            aliases: Vec::new(),
+            ipv4: Some(Ipv4Addr::new(172, 18, 0, 2)),
+            ipv6: None,
+        }]
+    }
+
+    /// A query (RD) for `name`, type A, with an OPT record asking for `edns` bytes.
+    fn query(id: u16, name: &str, edns: Option<u16>) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend([1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend(label.as_bytes());
+        }
+        q.extend([0, 0, 1, 0, 1]);
+        if let Some(size) = edns {
+            q.extend([0, 0, 41]);
+            q.extend(size.to_be_bytes());
+            q.extend([0, 0, 0, 0, 0, 0]);
+        }
+        q
+    }
+
+    fn udp_query(payload: &[u8]) -> Vec<u8> {
+        let a = UdpAddrs {
+            src_mac: CLIENT_MAC,
+            dst_mac: GW.mac,
+            src: SocketAddrV4::new(CLIENT.into(), 40000),
+            dst: SocketAddrV4::new(GW.ip, 53),
+        };
+        let mut buf = [0u8; MAX_FRAME];
+        let n = ipv4::udp_frame(&a, payload, &mut buf).expect("fits");
+        buf[..n].to_vec()
+    }
+
+    /// The upstream's answer to `query` (as forwarded), to uplink port `port`.
+    fn upstream_answer(query: &[u8], port: u16) -> Vec<u8> {
+        let mut m = query.to_vec();
+        m[2] |= 0x80; // QR
+        m[3] |= 0x80; // RA
+        let a = UdpAddrs {
+            src_mac: [2, 0, 0, 0, 0, 0xfe],
+            dst_mac: UP_MAC,
+            src: UPSTREAM,
+            dst: SocketAddrV4::new(UPLINK.0, port),
+        };
+        let mut buf = [0u8; MAX_FRAME];
+        let n = ipv4::udp_frame(&a, &m, &mut buf).expect("fits");
+        buf[..n].to_vec()
+    }
+
+    fn ask(d: &mut DnsServer, nets: &mut HashMap<NetId, Network>, out: &mut Sink, f: &[u8]) {
+        d.query_frame(
+            &mut Cx::new(nets, out, Instant::now()),
+            Ingress { net: 1, port: 4 },
+            f,
+        );
+    }
+
+    /// The DNS message of the UDP answer `frame`.
+    fn udp_answer(frame: &[u8]) -> &[u8] {
+        ipv4::parse_udp(frame).expect("a valid datagram").2
+    }
+
+    fn rcode(msg: &[u8]) -> u8 {
+        msg[3] & 0x0f
+    }
+
+    #[test]
+    fn an_internal_network_resolves_its_own_names_only_and_nothing_leaves_over_udp() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        let mut nets = net(true);
+        let mut out = Sink::default();
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp_query(&query(1, "web", None)),
+        );
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp_query(&query(2, "anything.example.com", None)),
+        );
+        assert_eq!(out.out.len(), 2, "both answered, at once");
+        let own = udp_answer(&out.out[0].1);
+        assert_eq!((rcode(own), &own[6..8]), (0, &[0u8, 1][..]), "its own name");
+        let other = udp_answer(&out.out[1].1);
+        assert_eq!(&other[0..2], &[0, 2]);
+        assert_eq!(rcode(other), 2, "SERVFAIL");
+        assert!(d.outbox.is_empty(), "nothing for the uplink");
+        let s = d.stats();
+        assert_eq!(s.resolver.internal_not_forwarded, 1);
+        assert_eq!((s.resolver.forwarded, s.inflight), (0, 0));
+        assert!(d.next_deadline(now).is_none());
+
+        // The same network, not internal: the name goes upstream.
+        let mut nets = net(false);
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp_query(&query(3, "anything.example.com", None)),
+        );
+        assert_eq!(out.out.len(), 2, "no answer yet");
+        assert!(matches!(d.outbox.as_slice(), [Upstream::Udp { to, .. }] if *to == UPSTREAM));
+    }
+
+    /// A TCP segment from the client (172.18.0.3:40001) to gateway:53.
+    fn tcp_segment(seq: u32, ack: Option<u32>, syn: bool, payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(CLIENT_MAC, GW.mac)
+            .ipv4(CLIENT, GW.ip.octets(), 64)
+            .tcp(40001, 53, seq, 64240);
+        let b = match (syn, ack) {
+            (true, _) => b.syn(),
+            (false, Some(a)) => b.ack(a).psh(),
+            (false, None) => b,
+        };
+        let mut f = Vec::new();
+        b.write(&mut f, payload).expect("segment");
+        f
+    }
+
+    /// (sequence number, SYN, payload) of TCP segment `frame`.
+    fn tcp_of(frame: &[u8]) -> (u32, bool, Vec<u8>) {
+        let p = SlicedPacket::from_ethernet(frame).expect("a packet");
+        let Some(TransportSlice::Tcp(t)) = p.transport else {
+            panic!("not TCP");
+        };
+        (t.sequence_number(), t.syn(), t.payload().to_vec())
+    }
+
+    #[test]
+    fn an_internal_network_gets_servfail_over_tcp_and_no_upstream_connection() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        let mut nets = net(true);
+        let mut out = Sink::default();
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &tcp_segment(1000, None, true, &[]),
+        );
+        let (their_seq, syn, _) = tcp_of(&out.out.last().expect("SYN-ACK").1);
+        assert!(syn);
+        let q = query(7, "anything.example.com", None);
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend(&q);
+        let before = out.out.len();
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &tcp_segment(1001, Some(their_seq.wrapping_add(1)), false, &framed),
+        );
+        let answer = out.out[before..]
+            .iter()
+            .map(|(_, f)| tcp_of(f).2)
+            .find(|p| !p.is_empty())
+            .expect("an answer segment");
+        assert_eq!(&answer[2..4], &[0, 7], "the query's ID");
+        assert_eq!(rcode(&answer[2..]), 2, "SERVFAIL");
+        assert!(d.outbox.is_empty(), "no segment for the uplink");
+        let u = d.upstream_tcp.as_ref().expect("an uplink");
+        assert!(
+            !UPSTREAM_PORTS.into_iter().any(|p| u.uses_port(p)),
+            "no upstream connection"
+        );
+        let s = d.stats();
+        assert_eq!((s.resolver.internal_not_forwarded, s.tcp_forwarded), (1, 0));
+    }
+
+    #[test]
+    fn an_answer_larger_than_a_frame_comes_back_truncated_not_dropped() {
+        // 200 endpoints sharing an alias: an A answer of over 3 KB.
+        let records: Vec<dns::Record> = (1..=200u8)
+            .map(|i| dns::Record {
+                name: format!("svc-{i}"),
+                aliases: vec!["svc".into()],
+                ipv4: Some(Ipv4Addr::new(172, 18, 1, i)),
+                ipv6: None,
+            })
+            .collect();
+        let now = Instant::now();
+        let mut d = server(&records, now);
+        let mut nets = net(false);
+        let mut out = Sink::default();
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp_query(&query(9, "svc", Some(4096))),
+        );
+        assert_eq!(out.out.len(), 1, "answered, not dropped");
+        let frame = &out.out[0].1;
+        let total = wire::ip::Ipv4Frame::new(frame).expect("IPv4").total_len();
+        assert!(total <= 1500, "a {total}-byte IP packet on a 1500-byte MTU");
+        let msg = udp_answer(frame);
+        assert!(msg.len() <= MAX_UDP_ANSWER);
+        assert_eq!(msg[2] & 0x02, 0x02, "TC: retry over TCP");
+        let answers = u16::from_be_bytes([msg[6], msg[7]]);
+        assert!(answers > 0 && answers < 200, "{answers} answers");
+        let s = d.stats();
+        assert_eq!((s.resolver.truncated, s.resolver.dropped), (1, 0));
+
+        // Forwarded: the upstream is asked for no more than a frame either.
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp_query(&query(10, "big.example.com", Some(4096))),
+        );
+        let [Upstream::Udp { bytes, .. }] = d.outbox.as_slice() else {
+            panic!("one datagram upstream");
+        };
+        let opt = bytes.len() - 11;
+        assert_eq!(&bytes[opt..opt + 3], &[0, 0, 41]);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([bytes[opt + 3], bytes[opt + 4]])),
+            MAX_UDP_ANSWER
+        );
+    }
+
+    /// Ask for `name` and answer it from the upstream: the source port it went from.
+    fn round_trip(
+        d: &mut DnsServer,
+        nets: &mut HashMap<NetId, Network>,
+        out: &mut Sink,
+        id: u16,
+    ) -> u16 {
+        ask(
+            d,
+            nets,
+            out,
+            &udp_query(&query(id, "www.example.com", None)),
+        );
+        let Some(Upstream::Udp { from, to, bytes }) = d.outbox.pop() else {
+            panic!("a query upstream");
+        };
+        assert!(d.outbox.is_empty());
+        assert_eq!(to, UPSTREAM);
+        let answered = out.out.len();
+        d.uplink_frame(
+            &mut Cx::new(nets, out, Instant::now()),
+            &upstream_answer(&bytes, from),
+        );
+        assert_eq!(
+            out.out.len(),
+            answered + 1,
+            "the reply on its port is the answer"
+        );
+        from
+    }
+
+    #[test]
+    fn each_query_goes_out_from_a_fresh_port_and_replies_elsewhere_are_unmatched() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        let mut nets = net(false);
+        let mut out = Sink::default();
+        // One after the other: the first is answered before the second is asked, so a
+        // second port is not merely avoiding the first.
+        let ports: Vec<u16> = (0..8)
+            .map(|id| round_trip(&mut d, &mut nets, &mut out, id))
+            .collect();
+        assert!(
+            ports.iter().all(|p| UPSTREAM_PORTS.contains(p)),
+            "{ports:?}"
+        );
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 1, "one port for every query: {ports:?}");
+        assert_eq!(d.stats().resolver.unmatched_replies, 0);
+
+        // In flight from one port, answered to another: unmatched, still in flight.
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp_query(&query(20, "x.example.com", None)),
+        );
+        let Some(Upstream::Udp { from, bytes, .. }) = d.outbox.pop() else {
+            panic!("a query upstream");
+        };
+        let elsewhere = if from == *UPSTREAM_PORTS.end() {
+            from - 1
+        } else {
+            from + 1
+        };
+        let answered = out.out.len();
+        d.uplink_frame(
+            &mut Cx::new(&mut nets, &mut out, now),
+            &upstream_answer(&bytes, elsewhere),
+        );
+        assert_eq!(out.out.len(), answered, "not an answer");
+        let s = d.stats();
+        assert_eq!((s.resolver.unmatched_replies, s.inflight), (1, 1));
+        // The same reply on the right port is.
+        d.uplink_frame(
+            &mut Cx::new(&mut nets, &mut out, now),
+            &upstream_answer(&bytes, from),
+        );
+        assert_eq!(out.out.len(), answered + 1);
+        // Nothing in flight on it any more: unmatched.
+        d.uplink_frame(
+            &mut Cx::new(&mut nets, &mut out, now),
+            &upstream_answer(&bytes, from),
+        );
+        assert_eq!(d.stats().resolver.unmatched_replies, 2);
+    }
+
+    #[test]
+    fn a_published_port_is_never_a_source_port() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        // Every port of the range published but one.
+        for p in UPSTREAM_PORTS.clone().filter(|p| *p != 62000) {
+            d.reserve_port(p, true);
+        }
+        let mut nets = net(false);
+        let mut out = Sink::default();
+        assert_eq!(round_trip(&mut d, &mut nets, &mut out, 1), 62000);
+        d.reserve_port(61000, false);
+        d.reserve_port(62000, true);
+        assert_eq!(round_trip(&mut d, &mut nets, &mut out, 2), 61000);
     }
 }

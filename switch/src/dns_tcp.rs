@@ -396,9 +396,10 @@ impl DnsTcp {
 }
 
 /// A forwarded query over TCP (the client asked over TCP) to an upstream, from the
-/// uplink address: a smoltcp interface holding that address, one connection per query.
-/// Its segments leave through the router's ARP-resolved uplink path; the router sets
-/// aside the segments coming back to our ports.
+/// uplink address: a smoltcp interface holding that address, one connection per query,
+/// from the port the resolver picked for it. Its segments leave through the router's
+/// ARP-resolved uplink path; the router sets aside the segments coming back to our
+/// ports.
 pub(crate) struct UpstreamTcp {
     iface: Interface,
     wire: Wire,
@@ -410,6 +411,7 @@ pub(crate) struct UpstreamTcp {
 
 struct UpConn {
     to: SocketAddr,
+    local_port: u16,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     started: Instant,
@@ -445,11 +447,26 @@ impl UpstreamTcp {
     }
 
     /// Open a connection from `local_port` to `to` carrying `query`; false if it
-    /// cannot be opened (too many, or refused by the stack).
+    /// cannot be opened (too many, or refused by the stack). A connection still on
+    /// `local_port` is aborted first: the resolver gives a port to one query in flight
+    /// at a time, so that one's query has been answered or given up.
     pub fn send(&mut self, to: SocketAddr, local_port: u16, query: &[u8], now: Instant) -> bool {
         let (IpAddr::V4(ip), Ok(len)) = (to.ip(), u16::try_from(query.len())) else {
             return false;
         };
+        let stale: Vec<SocketHandle> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.local_port == local_port)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in stale {
+            self.sockets.get_mut::<tcp::Socket>(h).abort();
+            self.conns.remove(&h);
+            // Its RST goes out in the poll below, then the socket goes.
+            self.service(now);
+            self.sockets.remove(h);
+        }
         if self.conns.len() >= MAX_UPSTREAM_CONNS {
             return false;
         }
@@ -469,6 +486,7 @@ impl UpstreamTcp {
             h,
             UpConn {
                 to,
+                local_port,
                 inbuf: Vec::new(),
                 outbuf,
                 started: now,
@@ -478,30 +496,26 @@ impl UpstreamTcp {
         true
     }
 
-    /// Local ports in use (a new connection must not reuse one).
+    /// Whether a connection is open from local port `port`.
+    #[cfg(test)]
     pub fn uses_port(&self, port: u16) -> bool {
-        self.conns.keys().any(|h| {
-            self.sockets
-                .get::<tcp::Socket>(*h)
-                .local_endpoint()
-                .is_some_and(|e| e.port == port)
-        })
+        self.conns.values().any(|c| c.local_port == port)
     }
 
     /// An IP packet from the uplink for one of our connections; complete replies
-    /// (from, message) are appended to `replies`.
+    /// (from, our local port, message) are appended to `replies`.
     pub fn receive(
         &mut self,
         packet: &[u8],
         now: Instant,
-        replies: &mut Vec<(SocketAddr, Vec<u8>)>,
+        replies: &mut Vec<(SocketAddr, u16, Vec<u8>)>,
     ) {
         self.wire.rx.push_back(packet.to_vec());
         self.service_into(now, replies);
     }
 
     /// Timers and cleanup; complete replies are appended to `replies`.
-    pub fn poll(&mut self, now: Instant, replies: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    pub fn poll(&mut self, now: Instant, replies: &mut Vec<(SocketAddr, u16, Vec<u8>)>) {
         self.service_into(now, replies);
     }
 
@@ -510,7 +524,7 @@ impl UpstreamTcp {
         self.service_into(now, &mut replies);
     }
 
-    fn service_into(&mut self, now: Instant, replies: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    fn service_into(&mut self, now: Instant, replies: &mut Vec<(SocketAddr, u16, Vec<u8>)>) {
         let t = smol(self.epoch, now);
         self.iface.poll(t, &mut self.wire, &mut self.sockets);
         let mut done = Vec::new();
@@ -531,7 +545,7 @@ impl UpstreamTcp {
             if c.inbuf.len() >= 2 {
                 let len = u16::from_be_bytes([c.inbuf[0], c.inbuf[1]]) as usize;
                 if c.inbuf.len() >= 2 + len {
-                    replies.push((c.to, c.inbuf[2..2 + len].to_vec()));
+                    replies.push((c.to, c.local_port, c.inbuf[2..2 + len].to_vec()));
                     c.inbuf.clear();
                     s.close();
                 }

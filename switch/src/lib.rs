@@ -75,8 +75,9 @@ pub const TUNNEL_PORT: PortId = PortId::MAX - 1;
 
 /// The pseudo-network the uplink port belongs to: its frames go to the router.
 pub const UPLINK_NET: NetId = NetId::MAX;
-/// The embedded resolver's local ports on the uplink address (its UDP port, chosen once,
-/// and its upstream TCP connections'): the router hands what arrives on them to it.
+/// The embedded resolver's local ports on the uplink address (each upstream query, UDP
+/// or TCP, goes out from a random one of them): the router hands what arrives on any of
+/// them to it.
 pub const DNS_UPSTREAM_PORTS: std::ops::RangeInclusive<u16> = 61000..=65535;
 /// The pseudo-network of a trunk port (a macvlan parent): its frames go, by VID, to
 /// the networks on it.

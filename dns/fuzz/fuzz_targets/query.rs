@@ -1,6 +1,7 @@
 //! Arbitrary bytes as a client query and as upstream replies (raw, and grafted onto the
 //! query we forwarded so they pass the ID/question match and reach the relay path).
-//! Invariants: no panic, every answer parses, UDP answers fit the classic/EDNS limit.
+//! Invariants: no panic, every answer parses, UDP answers fit one frame, and nothing
+//! of the internal network 2 is forwarded.
 #![no_main]
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,6 +21,7 @@ fn resolver() -> Resolver {
         timeout: Duration::from_secs(2),
         max_inflight: 4,
         seed: Some(1),
+        ..Default::default()
     })
     .expect("static config is valid");
     let records: Vec<Record> = (1..=40u8)
@@ -34,6 +36,8 @@ fn resolver() -> Resolver {
         1,
         Arc::new(NameTable::new(&records).expect("literal names")),
     );
+    // Network 2's clients are internal: nothing of theirs goes upstream.
+    r.set_internal(2, true);
     r
 }
 
@@ -41,7 +45,7 @@ fn check(a: &Action) {
     if let Action::Answer { client, bytes } = a {
         assert!(bytes.len() >= 12);
         if client.transport == Transport::Udp {
-            assert!(bytes.len() <= 65535);
+            assert!(bytes.len() <= dns::FRAME_UDP_PAYLOAD);
         }
         // Relayed upstream answers are passed on as they came (only the ID changed), so
         // only answers we built ourselves must parse; those always carry QR and a
@@ -78,9 +82,18 @@ fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
     let a = r.handle_query(client, body, t0);
     check_ours(&a);
-    if let Action::Forward { to, bytes, .. } = a {
+    if client.net == 2 {
+        assert!(!matches!(a, Action::Forward { .. }), "internal query forwarded");
+    }
+    if let Action::Forward {
+        to,
+        bytes,
+        local_port,
+        ..
+    } = a
+    {
         // Raw bytes as a reply...
-        check(&r.handle_upstream_reply(to, body, t0));
+        check(&r.handle_upstream_reply(to, local_port, body, t0));
         // ... and grafted onto the forwarded query: header flags from the input,
         // then the question, then the input as the rest of the message.
         let mut reply = bytes.clone();
@@ -90,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
             *b = body.get(i).copied().unwrap_or(0);
         }
         reply.extend_from_slice(body);
-        check(&r.handle_upstream_reply(to, &reply, t0));
+        check(&r.handle_upstream_reply(to, local_port, &reply, t0));
     }
     for a in r.poll_timeouts(t0 + Duration::from_secs(3)) {
         check(&a);

@@ -61,6 +61,7 @@ pub fn resolver(upstreams: Vec<SocketAddr>) -> Resolver {
         timeout: TIMEOUT,
         max_inflight: 1024,
         seed: Some(7),
+        ..Default::default()
     })
     .unwrap()
 }
@@ -86,22 +87,25 @@ pub fn answer(a: Action) -> Message {
     Message::from_vec(&answer_bytes(a)).unwrap()
 }
 
-pub fn forward(a: Action) -> (SocketAddr, Transport, Vec<u8>) {
+/// A forward: the upstream, the transport, the bytes and the local port they go from.
+pub fn forward(a: Action) -> (SocketAddr, Transport, Vec<u8>, u16) {
     match a {
         Action::Forward {
             to,
             transport,
             bytes,
-        } => (to, transport, bytes),
+            local_port,
+        } => (to, transport, bytes, local_port),
         other => panic!("expected a forward, got {other:?}"),
     }
 }
 
 /// Client `udp(1)` asks `r` for the A record of `name` with ID `id`, which `r` forwards:
-/// the upstream it goes to and the bytes forwarded.
-pub fn forward_a(r: &mut Resolver, id: u16, name: &str, t: Instant) -> (SocketAddr, Vec<u8>) {
-    let (to, _, bytes) = forward(r.handle_query(udp(1), &query_bytes(id, name, RecordType::A), t));
-    (to, bytes)
+/// the upstream it goes to, the bytes forwarded and the local port they go from.
+pub fn forward_a(r: &mut Resolver, id: u16, name: &str, t: Instant) -> (SocketAddr, Vec<u8>, u16) {
+    let (to, _, bytes, port) =
+        forward(r.handle_query(udp(1), &query_bytes(id, name, RecordType::A), t));
+    (to, bytes, port)
 }
 
 pub fn v4s(m: &Message) -> Vec<Ipv4Addr> {

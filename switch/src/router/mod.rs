@@ -137,8 +137,9 @@ pub(crate) struct Router {
     pkt: Box<[u8; MAX_FRAME]>,
     /// What the router writes itself (ARP, ICMP errors and echo replies).
     scratch: Box<[u8; MAX_FRAME]>,
-    /// The embedded resolver's source port for upstream queries, when it has one.
-    pub dns_port: Option<u16>,
+    /// The embedded resolver runs beside it: uplink UDP and TCP to its ports
+    /// (`DNS_UPSTREAM_PORTS`) that the NAT does not claim go to it.
+    pub dns: bool,
     /// The VTEP: encapsulation, decapsulation and a tunnel table per overlay network.
     overlay: Overlay,
     vni_nets: HashMap<Vni, NetId>,
@@ -192,7 +193,7 @@ impl Router {
             port_counters,
             pkt: Box::new([0u8; MAX_FRAME]),
             scratch: Box::new([0u8; MAX_FRAME]),
-            dns_port: None,
+            dns: false,
         })
     }
 

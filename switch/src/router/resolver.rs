@@ -6,23 +6,23 @@ use wire::ethernet::ETHERTYPE_IPV4;
 use wire::ip::{IPV4_HLEN, PROTO_TCP, PROTO_UDP};
 
 impl Router {
-    /// UDP to the resolver's port, or TCP to its upstream connections' ports, on the
-    /// uplink address goes to the dns stage's queue (`Emit::upstream_reply`).
+    /// UDP or TCP to any of the resolver's ports (`DNS_UPSTREAM_PORTS`: each query goes
+    /// out from a random one) on the uplink address goes to the dns stage's queue
+    /// (`Emit::upstream_reply`). The resolver takes a reply only on the port its query
+    /// went out from (with its ID, server and question); the rest it counts as
+    /// `unmatched_replies`.
     pub(super) fn dns_reply(&mut self, frame: &[u8], out: &mut impl Emit) -> bool {
-        let Some(port) = self.dns_port else {
+        if !self.dns {
             return false;
-        };
+        }
         let Some(ip) = Ipv4Frame::new(frame) else {
             return false;
         };
         let Some((_, to)) = ip.endpoints().filter(|(_, to)| *to.ip() == self.cfg.ip) else {
             return false;
         };
-        let ours = match ip.proto() {
-            PROTO_UDP => to.port() == port,
-            PROTO_TCP => crate::DNS_UPSTREAM_PORTS.contains(&to.port()),
-            _ => false,
-        };
+        let ours = matches!(ip.proto(), PROTO_UDP | PROTO_TCP)
+            && crate::DNS_UPSTREAM_PORTS.contains(&to.port());
         if !ours {
             return false;
         }
@@ -71,5 +71,77 @@ impl Router {
         };
         self.send_out(len, out, now);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::Sink;
+
+    const ME: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+    const UP_MAC: Mac = [2, 0, 0, 0, 0, 1];
+
+    fn router() -> Router {
+        let cfg = UplinkConfig {
+            ip: ME,
+            prefix: 16,
+            gateway: Ipv4Addr::new(10, 200, 0, 254),
+            mac: UP_MAC,
+            nat: NatConfig::default(),
+            vtep_ip: None,
+            shared: false,
+        };
+        let mut r = Router::new(9, cfg, Arc::new(PortCounters::default())).expect("router");
+        r.dns = true;
+        r
+    }
+
+    /// A datagram from an upstream (198.51.100.1:53) to the uplink address, port `port`.
+    fn reply_to(port: u16) -> Vec<u8> {
+        let a = ipv4::UdpAddrs {
+            src_mac: [2, 0, 0, 0, 0, 0xfe],
+            dst_mac: UP_MAC,
+            src: std::net::SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 53),
+            dst: std::net::SocketAddrV4::new(ME, port),
+        };
+        let mut buf = [0u8; MAX_FRAME];
+        let n = ipv4::udp_frame(&a, &[0x12, 0x34, 0x81, 0x80], &mut buf).expect("fits");
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn uplink_udp_to_any_resolver_port_is_set_aside_for_it() {
+        let mut r = router();
+        let mut nets = HashMap::new();
+        let mut out = Sink::default();
+        // Each query has a port of its own: every port of the range is the resolver's.
+        let ports = [
+            *crate::DNS_UPSTREAM_PORTS.start(),
+            62345,
+            *crate::DNS_UPSTREAM_PORTS.end(),
+        ];
+        for p in ports {
+            r.receive_from_uplink(
+                &mut Cx::new(&mut nets, &mut out, Instant::now()),
+                &reply_to(p),
+            );
+        }
+        assert_eq!(out.upstream_replies.len(), 3);
+        // Below the range (the NAT's) it is not.
+        let below = *crate::DNS_UPSTREAM_PORTS.start() - 1;
+        r.receive_from_uplink(
+            &mut Cx::new(&mut nets, &mut out, Instant::now()),
+            &reply_to(below),
+        );
+        assert_eq!(out.upstream_replies.len(), 3);
+        assert_eq!(r.stats().router.dns_replies, 3);
+        // Without the resolver, none.
+        r.dns = false;
+        r.receive_from_uplink(
+            &mut Cx::new(&mut nets, &mut out, Instant::now()),
+            &reply_to(62345),
+        );
+        assert_eq!(out.upstream_replies.len(), 3);
     }
 }

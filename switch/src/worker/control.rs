@@ -240,7 +240,7 @@ impl Worker {
             RouterControl::EnableRouter(mut r) => {
                 if let Some(d) = self.dns.as_mut() {
                     d.enable_upstreams(r.uplink_addr(), now);
-                    r.dns_port = Some(d.port);
+                    r.dns = true;
                 }
                 for n in self.nets.values() {
                     r.set_overlay(n.cfg.id, n.cfg.overlay.as_ref());
@@ -315,11 +315,22 @@ impl Worker {
                 "publishing ports needs an uplink (vswitchd --uplink)",
             ));
         };
+        // The NAT claims what comes to a published port first: the resolver must not
+        // send a query from it.
+        let dns = self.dns.as_mut();
         if add {
-            return r.nat.add_port_mapping(mapping).map_err(Into::into);
+            r.nat.add_port_mapping(mapping)?;
+            if let Some(d) = dns {
+                d.reserve_port(mapping.host_port, true);
+            }
+            return Ok(());
         }
-        r.nat
+        let removed = r
+            .nat
             .remove_port_mapping(mapping.proto, mapping.host_ip, mapping.host_port);
+        if let (Some(d), Some(m)) = (dns, removed) {
+            d.reserve_port(m.host_port, false);
+        }
         if let (nat::Proto::Tcp, Some(f)) = (mapping.proto, r.fast_nat.as_mut()) {
             f.unpublish(mapping.host_port);
         }

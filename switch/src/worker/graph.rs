@@ -137,8 +137,8 @@ impl Worker {
         let mut failed = 0;
         for u in d.outbox.drain(..) {
             match (self.router.as_mut(), u) {
-                (Some(r), Upstream::Udp { to, bytes }) => {
-                    failed += u64::from(!r.send_udp(d.port, to, &bytes, &mut self.tx, now));
+                (Some(r), Upstream::Udp { from, to, bytes }) => {
+                    failed += u64::from(!r.send_udp(from, to, &bytes, &mut self.tx, now));
                 }
                 (Some(r), Upstream::Ip(packet)) => r.send_ip(&packet, &mut self.tx, now),
                 (None, Upstream::Udp { .. }) => failed += 1,
