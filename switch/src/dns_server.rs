@@ -603,6 +603,8 @@ mod upstream_tests {
                 fdb: Fdb::new(16, Duration::from_secs(300)),
                 members: vec![4],
                 hosts: HashMap::new(),
+                guards: Default::default(),
+                storm: Default::default(),
             },
         );
         m

@@ -221,6 +221,27 @@ fn unknown_names_are_forwarded_to_the_upstream() {
     // EDNS size and come back truncated.
     assert_eq!(s["dns"]["tcp_forwarded"].as_u64(), Some(1), "{}", s["dns"]);
 
+    // An --internal network resolves its own names only: nothing leaves the switch
+    // (an exfiltration channel otherwise, Docker's CVE-2024-29018), SERVFAIL instead.
+    let internal = d.network(&lab, "int", &["--internal", "--subnet", "172.23.9.0/24"]);
+    let i = lab.name("i");
+    d.sandbox(&i, &internal, &[]);
+    let forwarded = |d: &Daemon| d.json(&["stats"])["dns"]["forwarded"].as_u64().unwrap_or(0);
+    let before = forwarded(&d);
+    assert_eq!(status(&i, "172.23.9.1", &["www.example.test"]), "SERVFAIL");
+    assert_eq!(
+        short(&i, "172.23.9.1", &[&i]).len(),
+        1,
+        "its own names answer"
+    );
+    let s = d.json(&["stats"]);
+    assert_eq!(forwarded(&d), before, "nothing forwarded: {}", s["dns"]);
+    assert!(
+        s["dns"]["internal_not_forwarded"].as_u64() >= Some(1),
+        "{}",
+        s["dns"]
+    );
+
     // The upstream goes away: SERVFAIL within the bound (one upstream, 2 s timeout).
     drop(dnsmasq);
     let t = Instant::now();
