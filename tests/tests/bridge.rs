@@ -676,7 +676,9 @@ fn fast_path_forwards_known_unicast_and_steps_aside(m: Mode) {
     let d = Daemon::start(&lab, m.daemon_args());
     let n1 = m.network(&d, &lab, "n1", &["--subnet", "172.23.0.0/24"]);
     let n2 = m.network(&d, &lab, "n2", &["--subnet", "172.24.0.0/24"]);
-    let [(a, _), (b, ip_b), (c, ip_c)] = d.sandboxes(&lab, &n1, &[], ["a", "b", "c"]);
+    let [(a, _), (b, ip_b)] = d.sandboxes(&lab, &n1, &[], ["a", "b"]);
+    // c takes b's MAC and address below (a VM moving): its port security is off.
+    let [(c, ip_c)] = d.sandboxes(&lab, &n1, &["--port-security", "off"], ["c"]);
     let [(x, ip_x)] = d.sandboxes(&lab, &n2, &[], ["x"]);
     let port = d.port_stats(&a);
     assert_eq!(port["fast_path"], true, "{port}");

@@ -109,6 +109,47 @@ fn macvlan_endpoints_sit_on_the_lan() {
     );
 }
 
+/// The parent's settings vswitchd changed (IPv6 off, arp_ignore, promiscuous mode) are
+/// put back when its last macvlan network goes.
+#[test]
+fn the_parent_is_given_back_as_it_was() {
+    let lab = Lab::new();
+    let (_lan_ns, parent) = lan(&lab);
+    let d = Daemon::start(&lab, &[]);
+    let sysctls = |host: &str| {
+        ["ipv6/conf/{p}/disable_ipv6", "ipv4/conf/{p}/arp_ignore"]
+            .map(|k| {
+                let path = format!("/proc/sys/net/{}", k.replace("{p}", &parent));
+                e2e::run_out(&["ip", "netns", "exec", host, "cat", &path])
+            })
+            .join(",")
+    };
+    let before = sysctls(&d.host_ns);
+    let net = lab.name("mv");
+    let opt = format!("parent={parent}");
+    let flags = [
+        "--subnet",
+        "192.168.7.0/24",
+        "--gateway",
+        "192.168.7.1",
+        "-o",
+        &opt,
+    ];
+    d.ok(&network_create("macvlan", &flags, &net));
+    assert_ne!(
+        sysctls(&d.host_ns),
+        before,
+        "vswitchd keeps the kernel off the parent"
+    );
+    d.ok(&["network", "rm", &net]);
+    assert_eq!(
+        sysctls(&d.host_ns),
+        before,
+        "the parent's sysctls are restored"
+    );
+    assert!(!promisc(&d.host_ns, &parent));
+}
+
 /// Answers ARP and ICMP echo for 192.168.VID.1 on each VID, tagging its replies, and
 /// logs every tagged frame it sees as "vid=V".
 const RESPONDER: &str = r#"
@@ -253,5 +294,27 @@ fn vlans_are_tagged_and_isolated() {
     assert!(
         fdb.contains(&format!("{parent}.10")),
         "trunk members show as PARENT.VID: {fdb}"
+    );
+
+    // A sandbox's own tags never reach the trunk: from VLAN 10 a frame tagged 20 would
+    // leave double-tagged [10][20] (and hop to VLAN 20 at the next switch). Port
+    // security drops it; with it off, the trunk's transmit does.
+    let h10 = lab.name("h10");
+    d.sandbox(&h10, &n10, &["--port-security", "off"]);
+    let wire = Capture::start(&lab, &lan_ns, "lan0", "hop");
+    for sb in [&a10, &h10] {
+        send_raw(sb, "eth0", std::iter::once(frame(&[20], src(4))));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = wire.stop();
+    assert!(
+        !from(&seen, 4),
+        "a sandbox's tagged frame left on the trunk: {seen:?}"
+    );
+    assert!(d.port_stats(&a10)["drops"]["port_security"].as_u64() >= Some(1));
+    assert!(
+        d.port_stats(&h10)["drops"]["vlan_mismatch"].as_u64() >= Some(1),
+        "{}",
+        d.port_stats(&h10)
     );
 }

@@ -181,6 +181,9 @@ impl TxSide {
 impl Emit for TxSide {
     fn emit(&mut self, to: PortId, frame: &[u8], from: &PortCounters) {
         match self.home(to) {
+            // Onto a trunk, a frame that is tagged already would hop VLANs (from an
+            // untagged member) or leave double-tagged (from a tagged one): never.
+            Some(Home::Vlan { .. }) if is_tagged(frame) => from.dropped(DropReason::Vlan, 1),
             Some(Home::Local(i)) | Some(Home::Vlan { port: i, vid: None }) => {
                 self.tx_burst(i).push(frame);
             }
@@ -245,4 +248,13 @@ impl Emit for TxSide {
     fn upstream_reply(&mut self, frame: &[u8]) -> bool {
         self.queue_for_resolver(frame)
     }
+}
+
+/// An Ethernet frame carrying a VLAN tag (802.1Q, 802.1ad, or the old QinQ TPID).
+fn is_tagged(frame: &[u8]) -> bool {
+    frame.len() >= wire::ETH_HLEN
+        && matches!(
+            u16::from_be_bytes([frame[12], frame[13]]),
+            0x8100 | 0x88a8 | 0x9100
+        )
 }

@@ -243,9 +243,10 @@ fn run(args: Args) -> Result<()> {
     )?;
     let served = server.run(&mut ctl, &mut signals);
     ctl.park_endpoints();
-    // The engine stops, then the host port goes.
+    // The engine stops, then the host port goes and macvlan parents are given back.
     drop(ctl);
     drop(up);
+    mgmt::driver::macvlan::restore_parents();
     endpoint_trunk::remove_all(workers);
     served?;
     tracing::info!("stopped");
