@@ -8,6 +8,9 @@ pub mod driver;
 pub mod endpoint_trunk;
 pub mod error;
 pub mod ethtool;
+pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host_port;
 pub mod ipam;
 pub mod link;
