@@ -79,6 +79,7 @@ pub fn conntrack(data: &[u8]) -> u64 {
             first: 1024,
             last: 1026,
         },
+        max_per_source: 3,
     };
     let Ok(mut nat) = Nat::new(cfg, EXTERNAL) else {
         return 0;

@@ -2,6 +2,7 @@
 //! uplink, DNAT for published ports, hairpin for containers reaching a published port
 //! through the external address, and ICMP errors about any of them.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,9 @@ pub struct NatConfig {
     pub icmp: Duration,
     /// External ports (and ICMP identifiers) SNAT may hand out.
     pub port_range: PortRange,
+    /// Sessions one inside address may hold through SNAT at most, so that one
+    /// container cannot take the port range and the table from the others.
+    pub max_per_source: usize,
 }
 
 impl Default for NatConfig {
@@ -41,6 +45,7 @@ impl Default for NatConfig {
             udp: Duration::from_secs(5 * 60),
             icmp: Duration::from_secs(60),
             port_range: PortRange::default(),
+            max_per_source: 8192,
         }
     }
 }
@@ -88,6 +93,8 @@ pub enum DropReason {
     PortsExhausted,
     /// The translated tuple is in use by another session.
     Collision,
+    /// The inside address holds `max_per_source` sessions already.
+    SourceLimit,
 }
 
 /// Per-instance counters; sum them over workers with `add`.
@@ -110,6 +117,9 @@ pub struct NatCounters {
     pub drop_untracked: u64,
     pub drop_ports_exhausted: u64,
     pub drop_collision: u64,
+    /// New sessions refused: their inside address held its share already.
+    #[serde(default)]
+    pub drop_source_limit: u64,
 }
 
 impl NatCounters {
@@ -128,6 +138,7 @@ impl NatCounters {
         self.drop_untracked += o.drop_untracked;
         self.drop_ports_exhausted += o.drop_ports_exhausted;
         self.drop_collision += o.drop_collision;
+        self.drop_source_limit += o.drop_source_limit;
     }
 
     fn dropped(&mut self, r: DropReason) {
@@ -138,6 +149,7 @@ impl NatCounters {
             DropReason::Untracked => &mut self.drop_untracked,
             DropReason::PortsExhausted => &mut self.drop_ports_exhausted,
             DropReason::Collision => &mut self.drop_collision,
+            DropReason::SourceLimit => &mut self.drop_source_limit,
         };
         *c += 1;
     }
@@ -229,6 +241,8 @@ pub struct Nat {
     ports: Ports,
     published: Published,
     counters: NatCounters,
+    /// Sessions holding an external port, per inside address (`max_per_source`).
+    per_source: HashMap<Ipv4Addr, usize>,
 }
 
 impl Nat {
@@ -250,6 +264,7 @@ impl Nat {
             external: vec![external_ip],
             published: Published::default(),
             counters: NatCounters::default(),
+            per_source: HashMap::new(),
         })
     }
 
@@ -425,6 +440,9 @@ impl Nat {
         now: Instant,
     ) -> Verdict {
         let t = h.tuple;
+        if self.per_source.get(&t.src).copied().unwrap_or(0) >= self.cfg.max_per_source {
+            return Verdict::Drop(DropReason::SourceLimit);
+        }
         let Some(port) = self.acquire_port(h.proto, t.src, t.sport) else {
             return Verdict::Drop(DropReason::PortsExhausted);
         };
@@ -485,6 +503,9 @@ impl Nat {
             }
         }
         self.counters.sessions_created += 1;
+        if s.holds_port {
+            *self.per_source.entry(s.orig.src).or_insert(0) += 1;
+        }
         Ok(self.table.insert(s))
     }
 
@@ -492,6 +513,12 @@ impl Nat {
         let s = self.table.remove(i);
         if s.holds_port {
             self.ports.release(s.proto, (s.orig.src, s.orig.sport));
+            if let Some(n) = self.per_source.get_mut(&s.orig.src) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(&s.orig.src);
+                }
+            }
         }
     }
 

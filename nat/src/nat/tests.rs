@@ -952,3 +952,31 @@ fn a_gone_endpoints_sessions_are_flushed_and_its_address_gets_nothing() {
     let mut reply = udp((REMOTE, 53), (EXT, c1_port), b"a");
     assert_ne!(n.inbound(&mut reply, now), IN);
 }
+
+#[test]
+fn one_source_cannot_take_every_session() {
+    let mut n = nat_with(NatConfig {
+        max_per_source: 3,
+        ..NatConfig::default()
+    });
+    let now = Instant::now();
+    for p in 0..3 {
+        let mut q = udp((C1, 5000 + p), (REMOTE, 53), b"q");
+        assert_eq!(n.outbound(&mut q, now), OUT);
+    }
+    let mut q = udp((C1, 6000), (REMOTE, 53), b"q");
+    assert_eq!(
+        n.outbound(&mut q, now),
+        Verdict::Drop(DropReason::SourceLimit)
+    );
+    assert_eq!(n.counters().drop_source_limit, 1);
+    let mut other = udp((C2, 6000), (REMOTE, 53), b"q");
+    assert_eq!(
+        n.outbound(&mut other, now),
+        OUT,
+        "another container has its share"
+    );
+    // A session of C1 goes: C1 may open one again.
+    assert_eq!(n.flush_inside(C1), 3);
+    assert_eq!(n.outbound(&mut q, now), OUT);
+}

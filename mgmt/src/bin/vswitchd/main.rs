@@ -89,6 +89,10 @@ pub struct Args {
     /// Bound on NAT sessions; the least recently used is evicted beyond it.
     #[arg(long, default_value_t = 65536)]
     nat_max_sessions: usize,
+    /// Bound on the SNAT sessions of one container address, so one sandbox cannot take
+    /// the port range and the table from the others.
+    #[arg(long, default_value_t = 8192)]
+    nat_max_per_sandbox: usize,
     /// Bound on learned MAC addresses per network.
     #[arg(long, default_value_t = 8192)]
     fdb_max: usize,

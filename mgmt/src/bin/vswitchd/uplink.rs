@@ -144,6 +144,7 @@ pub fn attach(engine: &mut Engine, args: &Args) -> Result<Option<Attached>> {
         udp: Duration::from_secs(args.nat_udp_timeout),
         tcp_established: Duration::from_secs(args.nat_tcp_timeout),
         max_sessions: args.nat_max_sessions,
+        max_per_source: args.nat_max_per_sandbox,
         // The embedded resolver's upstream queries use a port above this range.
         port_range: nat::PortRange { first, last: 60999 },
         ..NatConfig::default()
