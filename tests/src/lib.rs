@@ -267,6 +267,24 @@ pub fn wait_listening(ns: &str, port: u16) {
     );
 }
 
+/// The throughput (bits/s received) of an iperf3 client in `ns` to `target` over
+/// `secs` seconds, or 0 and what went wrong.
+pub fn iperf_seconds(ns: &str, target: &str, secs: u64) -> (f64, String) {
+    let t = secs.to_string();
+    let o = ns_exec(
+        ns,
+        &["iperf3", "-c", target, "-t", &t, "-J"],
+        Duration::from_secs(secs + 30),
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let why = v["error"].as_str().unwrap_or("").to_string();
+    (bps, why)
+}
+
 /// Bytes an iperf3 client in `ns` moved to `target` in 2 s (`reverse`: the server sent),
 /// or what went wrong.
 pub fn iperf_bytes(ns: &str, target: &str, reverse: bool) -> (u64, String) {
