@@ -65,6 +65,10 @@ pub struct Fdb {
     map: HashMap<Mac, Entry, ahash::RandomState>,
     max_entries: usize,
     max_age: Duration,
+    /// Learned entries per port, and the bound on them (`--fdb-max-per-port`), so one
+    /// port's flood of source MACs cannot take the table from the others.
+    per_port: HashMap<PortId, usize, ahash::RandomState>,
+    max_per_port: usize,
 }
 
 impl Fdb {
@@ -76,7 +80,30 @@ impl Fdb {
             ),
             max_entries,
             max_age,
+            per_port: HashMap::default(),
+            max_per_port: max_entries,
         }
+    }
+
+    /// Bound what one port may have learned at once (the table's bound by default).
+    pub fn with_port_limit(mut self, max_per_port: usize) -> Self {
+        self.max_per_port = max_per_port.max(1);
+        self
+    }
+
+    fn count(&mut self, port: PortId, up: bool) {
+        if up {
+            *self.per_port.entry(port).or_insert(0) += 1;
+        } else if let Some(n) = self.per_port.get_mut(&port) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_port.remove(&port);
+            }
+        }
+    }
+
+    fn port_full(&self, port: PortId) -> bool {
+        self.per_port.get(&port).copied().unwrap_or(0) >= self.max_per_port
     }
 
     pub fn len(&self) -> usize {
@@ -89,39 +116,63 @@ impl Fdb {
 
     /// Record that `mac` was seen arriving on `port`.
     pub fn learn(&mut self, mac: Mac, port: PortId, now: Instant) -> Learned {
+        // The per-frame case first: known on this port (or static), one lookup.
         let len = self.map.len();
-        match self.map.get_mut(&mac) {
-            Some(e) if e.is_static => Learned::Static,
+        let moved_from = match self.map.get_mut(&mac) {
+            Some(e) if e.is_static => return Learned::Static,
             Some(e) if e.port == port => {
                 e.last_seen = now;
-                if now.saturating_duration_since(e.announced) >= self.max_age / 4 {
+                return if now.saturating_duration_since(e.announced) >= self.max_age / 4 {
                     e.announced = now;
                     Learned::Reannounce
                 } else {
                     Learned::Refreshed
+                };
+            }
+            Some(e) => Some(e.port),
+            None => None,
+        };
+        // New or moved (rare): the table's and the port's bounds apply.
+        if self.port_full(port) || (moved_from.is_none() && len >= self.max_entries) {
+            return Learned::Full;
+        }
+        match moved_from {
+            Some(old) => {
+                if let Some(e) = self.map.get_mut(&mac) {
+                    e.port = port;
+                    e.last_seen = now;
+                    e.announced = now;
                 }
+                self.count(old, false);
             }
-            Some(e) => {
-                e.port = port;
-                e.last_seen = now;
-                e.announced = now;
-                Learned::Changed
-            }
-            None if len >= self.max_entries => Learned::Full,
             None => {
                 self.map.insert(mac, Entry::new(port, now, false));
-                Learned::Changed
             }
         }
+        self.count(port, true);
+        Learned::Changed
     }
 
     /// Install an entry learned elsewhere (another worker), without the refresh logic.
     pub fn install(&mut self, mac: Mac, port: PortId, now: Instant) {
         if self.map.len() < self.max_entries || self.map.contains_key(&mac) {
-            let e = self.map.entry(mac).or_insert(Entry::new(port, now, false));
-            if !e.is_static {
+            let mut moved = None;
+            let e = self.map.entry(mac).or_insert_with(|| {
+                moved = Some(None);
+                Entry::new(port, now, false)
+            });
+            if !e.is_static && e.port != port {
+                moved = Some(Some(e.port));
                 e.port = port;
+            }
+            if !e.is_static {
                 e.last_seen = now;
+            }
+            if let Some(old) = moved {
+                if let Some(old) = old {
+                    self.count(old, false);
+                }
+                self.count(port, true);
             }
         }
     }
@@ -145,14 +196,24 @@ impl Fdb {
     pub fn expire(&mut self, now: Instant) -> usize {
         let before = self.map.len();
         let max_age = self.max_age;
-        self.map
-            .retain(|_, e| e.is_static || now.saturating_duration_since(e.last_seen) < max_age);
+        let per_port = &mut self.per_port;
+        self.map.retain(|_, e| {
+            let keep = e.is_static || now.saturating_duration_since(e.last_seen) < max_age;
+            if !keep {
+                if let Some(n) = per_port.get_mut(&e.port) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            keep
+        });
+        self.per_port.retain(|_, n| *n > 0);
         before - self.map.len()
     }
 
     /// Forget everything learned on a port (it was removed).
     pub fn forget_port(&mut self, port: PortId) {
         self.map.retain(|_, e| e.port != port);
+        self.per_port.remove(&port);
     }
 
     pub fn entries(&self, now: Instant) -> Vec<FdbEntry> {
@@ -186,6 +247,38 @@ mod tests {
 
     const A: Mac = [2, 0, 0, 0, 0, 1];
     const B: Mac = [2, 0, 0, 0, 0, 2];
+
+    #[test]
+    fn one_port_learns_at_most_its_share() {
+        let now = Instant::now();
+        let mut f = Fdb::new(100, Duration::from_secs(300)).with_port_limit(3);
+        for i in 0..10u8 {
+            f.learn([2, 0, 0, 0, 1, i], 1, now);
+        }
+        assert_eq!(f.len(), 3, "port 1 stops at its share");
+        assert_eq!(
+            f.learn(A, 2, now),
+            Learned::Changed,
+            "another port still learns"
+        );
+        assert_eq!(
+            f.learn(A, 1, now),
+            Learned::Full,
+            "nor can port 1 take A over"
+        );
+        assert_eq!(f.lookup(&A, now), Some(2));
+        f.forget_port(1);
+        assert_eq!(f.learn([2, 0, 0, 0, 1, 9], 1, now), Learned::Changed);
+        let later = now + Duration::from_secs(301);
+        assert_eq!(f.expire(later), 2);
+        for i in 0..3u8 {
+            assert_eq!(
+                f.learn([2, 0, 0, 0, 2, i], 1, later),
+                Learned::Changed,
+                "aged out: room again"
+            );
+        }
+    }
 
     #[test]
     fn learns_moves_and_refreshes() {

@@ -64,6 +64,8 @@ pub struct EngineConfig {
     pub fast_path: bool,
     /// Storm control: floods per second per port (0: no limit).
     pub flood_rate: u32,
+    /// Bound on the MACs one port may have learned in a network.
+    pub fdb_max_per_port: usize,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +76,7 @@ impl Default for EngineConfig {
             fdb_max: 8192,
             fdb_age: Duration::from_secs(300),
             flood_rate: crate::storm::DEFAULT_FLOOD_RATE,
+            fdb_max_per_port: 8192,
             pin: true,
             cpus: None,
             dns_upstreams: Vec::new(),
@@ -197,6 +200,7 @@ impl Engine {
                 fdb_max: cfg.fdb_max,
                 fdb_age: cfg.fdb_age,
                 flood_rate: cfg.flood_rate,
+                fdb_max_per_port: cfg.fdb_max_per_port,
                 counters: counters.clone(),
                 fast: fast.clone(),
             };

@@ -179,7 +179,8 @@ impl Worker {
                         net.hosts = hosts;
                     }
                     None => {
-                        let fdb = Fdb::new(self.setup.fdb_max, self.setup.fdb_age);
+                        let fdb = Fdb::new(self.setup.fdb_max, self.setup.fdb_age)
+                            .with_port_limit(self.setup.fdb_max_per_port);
                         self.nets.insert(
                             cfg.id,
                             Network {

@@ -152,6 +152,8 @@ pub struct WorkerSetup {
     pub fdb_age: Duration,
     /// Storm control: floods per second per port (0: no limit).
     pub flood_rate: u32,
+    /// Bound on the MACs one port may have learned in a network.
+    pub fdb_max_per_port: usize,
     pub counters: Arc<WorkerCounters>,
     /// The in-kernel fast path's maps, when it runs.
     pub fast: Option<Arc<FastPath>>,

@@ -99,6 +99,11 @@ pub struct Args {
     /// Seconds before a learned MAC address is forgotten.
     #[arg(long, default_value_t = 300)]
     fdb_age: u64,
+    /// Bound on the MACs one port may have learned in a network, so one port's flood
+    /// of source MACs leaves room for the others (the endpoint of a VM or a router
+    /// container with port security off, say).
+    #[arg(long, default_value_t = 1024)]
+    fdb_max_per_port: usize,
     /// Storm control: broadcast, multicast and unknown-unicast frames one port may flood
     /// per second (0: no limit).
     #[arg(long, default_value_t = switch::storm::DEFAULT_FLOOD_RATE)]
@@ -224,6 +229,7 @@ fn run(args: Args) -> Result<()> {
         dns_upstreams: dns_upstreams.clone(),
         fast_path: args.fast_path == "on",
         flood_rate: args.flood_rate,
+        fdb_max_per_port: args.fdb_max_per_port,
     })?;
     if let Err(e) = endpoint_trunk::attach_all(&mut engine, args.io) {
         tracing::warn!(error = %mgmt::error::chain(&e), "no tc data path: sandbox veths get a socket each (no TCP offloads in sandboxes)");
