@@ -354,6 +354,19 @@ pub fn udp_roundtrip(ns: &str, ip: &str, port: u16, msg: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// Write the header checksum of a 20-byte IPv4 header (crafted frames).
+pub fn fill_ipv4_checksum(ip: &mut [u8]) {
+    ip[10..12].fill(0);
+    let mut sum: u32 = ip[..20]
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
 /// Run vswitchd in `lab`'s host namespace with `extra` flags, expecting it to refuse to
 /// start: its stderr.
 pub fn daemon_refuses(lab: &Lab, extra: &[&str]) -> String {

@@ -30,14 +30,7 @@ fn udp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -
     let mut ip = vec![0x45, 0, 0, 32, 0, 1, 0x40, 0, 64, 17, 0, 0];
     ip.extend(src.octets());
     ip.extend(dst.octets());
-    let mut sum: u32 = ip
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    e2e::fill_ipv4_checksum(&mut ip);
     f.extend(ip);
     f.extend([0x9c, 0x40, 0x1b, 0x59, 0, 12, 0, 0]); // 40000 -> 7001, length 12
     f.extend(b"spoof");

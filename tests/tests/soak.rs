@@ -48,14 +48,7 @@ fn attack_frame(i: u64, own_mac: [u8; 6], own_ip: Ipv4Addr, gw_mac: [u8; 6]) -> 
             let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0, 0, 64, 17, 0, 0];
             ip.extend(src.octets());
             ip.extend([172, 27, 0, 1]);
-            let mut sum: u32 = ip
-                .chunks(2)
-                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-                .sum();
-            while sum > 0xffff {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-            ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+            e2e::fill_ipv4_checksum(&mut ip);
             f.extend(ip);
             f.extend([r[5], r[6], 0, 53, 0, 20, 0, 0]);
             f.extend(r);
