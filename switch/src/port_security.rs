@@ -61,6 +61,11 @@ impl PortGuard {
         Some(g)
     }
 
+    /// The IPv4 addresses the port may send from.
+    pub fn ips(&self) -> &[Ipv4Addr] {
+        &self.ips[..self.n_ips]
+    }
+
     fn mac_ok(&self, m: &[u8]) -> bool {
         self.macs[..self.n_macs].iter().any(|a| a[..] == *m)
     }

@@ -172,3 +172,46 @@ fn port_security_can_be_turned_off_or_widened() {
         "invalid --allow-address",
     );
 }
+
+/// Port security holds in the kernel's fast path too: once both MACs are known (and
+/// installed for the kernel to forward between them), frames from c with a neighbour's
+/// source address still never reach b; the same frames from c's own address do.
+#[test]
+fn a_spoofed_source_is_not_forwarded_in_the_kernel() {
+    let lab = Lab::new();
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.27.0.0/24"]);
+    let [(_a, a_ip), (b, b_ip), (c, c_ip)] = d.sandboxes(&lab, &net, &[], ["a", "b", "c"]);
+    assert!(ping(&c, &b_ip, 2), "c reaches b: both MACs learned");
+    let listen = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                  s.bind(('0.0.0.0',7001))\ns.settimeout(8)\n\
+                  while True: print(s.recvfrom(100)[1][0],flush=True)";
+    let rx = Bg::spawn(&lab, &b, "rx", &["python3", "-c", listen]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (to, from) = (mac_of(&b_ip), mac_of(&c_ip));
+    let ip = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
+    let (spoofed, own, dst) = (ip(&a_ip), ip(&c_ip), ip(&b_ip));
+    let frames = move |src| (0..20).map(move |_| udp_frame(to, from, src, dst));
+    assert_eq!(send_raw(&c, "eth0", frames(spoofed)), 20);
+    assert_eq!(send_raw(&c, "eth0", frames(own)), 20);
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = rx.output();
+        if seen.contains(&c_ip) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        seen.contains(&c_ip),
+        "c's own address gets through: {seen:?}"
+    );
+    assert!(
+        !seen.contains(&a_ip),
+        "a's address from c's port never does: {seen:?}"
+    );
+    assert!(
+        d.port_stats(&c)["drops"]["port_security"].as_u64() >= Some(20),
+        "dropped and counted on c: {}",
+        d.port_stats(&c)
+    );
+}

@@ -151,6 +151,8 @@ pub struct Engine {
     tc_uplink: Option<fastpath::TcUplink>,
     /// Ids of ports removed lately, and when (see [`ID_QUARANTINE`]).
     retired: Vec<(PortId, std::time::Instant)>,
+    /// Ports with port security, as set last ([`Engine::set_port_guard`]).
+    guards: BTreeMap<PortId, crate::port_security::PortGuard>,
 }
 
 impl Engine {
@@ -240,6 +242,7 @@ impl Engine {
             endpoint_trunks: (0..n).map(|_| None).collect(),
             tc_uplink: None,
             retired: Vec::new(),
+            guards: BTreeMap::new(),
         })
     }
 
@@ -302,14 +305,27 @@ impl Engine {
         self.broadcast(|| L2Control::AddNetwork(cfg.clone()))
     }
 
-    /// Port security for endpoint `port` of network `net` on every worker: what it may
-    /// send from (None: anything).
+    /// Port security for endpoint `port` of network `net`, in the kernel's fast path
+    /// and on every worker: what it may send from (None: anything).
     pub fn set_port_guard(
-        &self,
+        &mut self,
         net: NetId,
         port: PortId,
         guard: Option<crate::port_security::PortGuard>,
     ) -> Result<()> {
+        if let Some(fp) = &self.maps {
+            let old = self.guards.get(&port).map(|g| g.ips().to_vec());
+            fp.set_guard(
+                port,
+                guard.as_ref().map(|g| g.ips()),
+                old.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| EngineError::io(format!("port security for port {port}"), e))?;
+        }
+        match guard {
+            Some(g) => self.guards.insert(port, g),
+            None => self.guards.remove(&port),
+        };
         self.broadcast(|| L2Control::Guard { net, port, guard })
     }
 
@@ -525,6 +541,9 @@ impl Engine {
     pub fn remove_port(&mut self, id: PortId) -> Result<()> {
         if let Some(p) = self.ports.remove(&id) {
             self.retired.push((id, std::time::Instant::now()));
+            if let (Some(g), Some(maps)) = (self.guards.remove(&id), &self.maps) {
+                let _ = maps.set_guard(id, None, g.ips());
+            }
             if let (Some((ifindex, link)), Some(maps)) = (p.tc, &self.maps) {
                 // Out of the maps first: the program, still attached, then drops every
                 // frame of the host end instead of punting it for a port being removed

@@ -21,7 +21,8 @@
 //! - the source MAC is installed, in this network, on this very port (so learning,
 //!   moves and the FDB's bound stay the worker's: a new or moved source goes to the
 //!   worker, which learns it and installs it);
-//! - the destination MAC is installed in this network on another port.
+//! - the destination MAC is installed in this network on another port;
+//! - a port with port security sends IPv4 from one of its addresses ([`guard`]).
 //!
 //! Everything else (broadcast, the gateway's MAC, unknown or moved addresses, ports in
 //! capture) reaches the worker. Workers install an entry for a MAC when they see it
@@ -33,6 +34,7 @@
 //! the port's counters by `stats`.
 
 mod asm;
+mod guard;
 mod nat_in;
 mod shared;
 pub mod tc;
@@ -182,6 +184,9 @@ pub struct FastPath {
     uplink_cfg: OwnedFd,
     /// Published ports on a shared uplink's address ([`owned_key`]).
     owned: OwnedFd,
+    /// Port security: which ports are guarded, and their addresses ([`guard`]).
+    guarded: OwnedFd,
+    allowed: OwnedFd,
     /// The tc programs, or why they could not be loaded (the XDP flavour works without
     /// them).
     tc: Result<TcPrograms, String>,
@@ -212,7 +217,7 @@ use bpf::{
 
 /// The fast path's maps, in the order `FastPath::new` takes them.
 #[rustfmt::skip]
-const MAPS: [MapSpec; 12] = [
+const MAPS: [MapSpec; 14] = [
     MapSpec(HASH, KEY_LEN, VALUE_LEN, FDB_ENTRIES, "vsw_fast_fdb", "the fast path's FDB map"),
     MapSpec(DEVMAP, 4, 4, MAX_PORTS, "vsw_fast_ports", "the fast path's devmap"),
     MapSpec(PERCPU, 4, STATS_LEN, MAX_PORTS, "vsw_fast_stats", "the fast path's counters"),
@@ -225,7 +230,12 @@ const MAPS: [MapSpec; 12] = [
     MapSpec(HASH, 4, 4, MAX_PORTS, "vsw_vnis", "the VNI map"),
     MapSpec(ARRAY, 4, uplink::CFG_LEN, 1, "vsw_uplink", "the uplink's map"),
     MapSpec(HASH, 4, 4, shared::OWNED_ENTRIES, "vsw_owned", "the shared uplink's owned ports"),
+    MapSpec(ARRAY, 4, 4, MAX_PORTS, "vsw_guarded", "the port-security flags"),
+    MapSpec(HASH, guard::ALLOWED_KEY_LEN, 4, ALLOWED_ENTRIES, "vsw_allowed", "the port-security addresses"),
 ];
+
+/// Every guarded port's allowed addresses (`guard`).
+const ALLOWED_ENTRIES: u32 = MAX_PORTS * crate::port_security::MAX_ADDRESSES as u32;
 
 fn create_maps<const N: usize>(specs: &[MapSpec; N]) -> io::Result<[OwnedFd; N]> {
     let hint = "run as root or with CAP_BPF and CAP_NET_ADMIN";
@@ -242,9 +252,14 @@ fn create_maps<const N: usize>(specs: &[MapSpec; N]) -> io::Result<[OwnedFd; N]>
 
 impl FastPath {
     pub fn new() -> io::Result<FastPath> {
-        let [fdb, ports, stats, endpoints, peers, nat_out, nat_in, published, vxlan_out, vnis, uplink_cfg, owned] =
+        let [fdb, ports, stats, endpoints, peers, nat_out, nat_in, published, vxlan_out, vnis, uplink_cfg, owned, guarded, allowed] =
             create_maps(&MAPS)?;
+        let guard_maps = guard::Maps {
+            guarded: guarded.as_raw_fd(),
+            allowed: allowed.as_raw_fd(),
+        };
         let maps = tc::Maps {
+            guard: guard_maps,
             endpoints: endpoints.as_raw_fd(),
             peers: peers.as_raw_fd(),
             fdb: fdb.as_raw_fd(),
@@ -290,6 +305,8 @@ impl FastPath {
             vnis,
             uplink_cfg,
             owned,
+            guarded,
+            allowed,
             tc,
             cpus: bpf::possible_cpus()?,
         })
@@ -451,14 +468,41 @@ impl FastPath {
     /// The program for port `port` of network `net`, punting to the AF_XDP socket in
     /// `xsks` (slot = the receive queue).
     pub fn program(&self, xsks: &OwnedFd, net: NetId, port: PortId) -> Vec<BpfInsn> {
-        xdp::program(
-            xsks.as_raw_fd(),
-            self.fdb.as_raw_fd(),
-            self.ports.as_raw_fd(),
-            self.stats.as_raw_fd(),
-            net,
-            port,
-        )
+        let maps = xdp::Maps {
+            xsks: xsks.as_raw_fd(),
+            fdb: self.fdb.as_raw_fd(),
+            ports: self.ports.as_raw_fd(),
+            stats: self.stats.as_raw_fd(),
+            guard: guard::Maps {
+                guarded: self.guarded.as_raw_fd(),
+                allowed: self.allowed.as_raw_fd(),
+            },
+        };
+        xdp::program(&maps, net, port)
+    }
+
+    /// Port security for `port` in the kernel: it forwards only IPv4 from `ips` (Some),
+    /// or anything (None). `old` are the addresses set last time, removed unless kept.
+    pub fn set_guard(
+        &self,
+        port: PortId,
+        ips: Option<&[std::net::Ipv4Addr]>,
+        old: &[std::net::Ipv4Addr],
+    ) -> io::Result<()> {
+        if port >= MAX_PORTS {
+            return Ok(()); // past the programs' slots: never forwarded in the kernel
+        }
+        let keep = ips.unwrap_or_default();
+        for ip in keep {
+            bpf::map_update_bytes(&self.allowed, &guard::allowed_key(port, *ip), &[1, 0, 0, 0])
+                .map_err(|e| bpf::context(e, "add a port-security address", ""))?;
+        }
+        bpf::map_update(&self.guarded, port, u32::from(ips.is_some()))
+            .map_err(|e| bpf::context(e, "set the port-security flag", ""))?;
+        for ip in old.iter().filter(|ip| !keep.contains(ip)) {
+            let _ = bpf::map_delete_bytes(&self.allowed, &guard::allowed_key(port, *ip));
+        }
+        Ok(())
     }
 
     /// The uplink's program: the inbound half of the NAT fast path, punting to the AF_XDP

@@ -11,6 +11,8 @@
 //!   trunk veth. That device has no checksum, TSO, GSO or S-VLAN offload, so the kernel
 //!   inserts the tag, segments and finishes checksums before the worker's AF_XDP (or
 //!   AF_PACKET) socket on the trunk's other end reads MTU-sized, complete frames.
+//!   A port with port security forwards in the kernel only IPv4 from its own
+//!   addresses ([`super::guard`]); the rest of its frames are the worker's.
 //! - The trunk program runs at tcx ingress of the trunk's kernel end (frames the worker
 //!   sends): it takes the tag off and hands the frame by `bpf_redirect_peer` to the
 //!   sandbox that the TCI names.
@@ -79,6 +81,8 @@ pub(super) struct Maps {
     pub nat_out: i32,
     /// (network, MAC) -> the outer headers to its VTEP ([`super::tunnel`])
     pub vxlan_out: i32,
+    /// port security ([`super::guard`])
+    pub guard: super::guard::Maps,
 }
 
 /// The endpoint program. r6 = skb, r7 = network, r8 = port, r9 = trunk ifindex. Stack:
@@ -126,8 +130,10 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     a.op(LDX_W, 5, 0, 0, 0);
     a.jump(JNE_REG, 5, 8, 0, punt);
     a.mark_seen(0, 4);
+    // A guarded port's frame is IPv4 from one of its addresses.
+    super::guard::check(&mut a, m.guard, super::guard::Port::Reg(8), bounds_n, punt);
     // The destination is installed on another port that has a host end.
-    bounds(&mut a, punt); // the call clobbered r2-r5
+    bounds(&mut a, punt); // the calls clobbered r2-r5
     a.op(LDX_W, 5, 2, 0, 0);
     a.op(STX_W, 10, 5, -12, 0);
     a.op(LDX_H, 5, 2, 4, 0);

@@ -2,7 +2,17 @@ use super::*;
 
 #[test]
 fn jumps_land_on_their_labels() {
-    let p = xdp::program(3, 4, 5, 6, 7, 8);
+    let maps = xdp::Maps {
+        xsks: 3,
+        fdb: 4,
+        ports: 5,
+        stats: 6,
+        guard: guard::Maps {
+            guarded: 9,
+            allowed: 10,
+        },
+    };
+    let p = xdp::program(&maps, 7, 8);
     let bytes = bpf::insn_bytes(&p);
     let at = |i: usize| &bytes[i * 8..i * 8 + 8];
     // The first bounds check jumps to the punt tail: r2 = ctx->rx_queue_index.
@@ -160,6 +170,83 @@ fn tc_endpoint_forwards_known_unicast_and_punts_the_rest() {
     );
     fp.detach_endpoint(lo, port);
     assert_eq!(run(&frame(B, A, ip)), shot, "detached");
+}
+
+/// Port security in both flavours' programs: a guarded port's frames are forwarded in
+/// the kernel only as IPv4 from its addresses; another source address, ARP and other
+/// ethertypes go to the worker (whose guard drops and counts what it must), and
+/// lifting the guard, or changing its addresses, takes effect at once.
+#[test]
+fn a_guarded_port_forwards_only_ipv4_from_its_own_addresses() {
+    let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
+    let (net, port, other): (NetId, PortId, PortId) = (13, 7, 8);
+    let lo = 1u32;
+    let from = |ip: [u8; 4]| {
+        let mut f = frame(B, A, [0x08, 0x00]);
+        f[14] = 0x45;
+        f[26..30].copy_from_slice(&ip);
+        f
+    };
+    let (own, vip, spoofed) = ([172, 18, 0, 2], [172, 18, 0, 100], [172, 19, 0, 2]);
+    let arp = frame(B, A, [0x08, 0x06]);
+
+    // XDP: XDP_REDIRECT is forwarded, XDP_PASS the socket's.
+    let xsks = bpf::map_create(bpf::BPF_MAP_TYPE_XSKMAP, 4, 4, 1, "t_xsks").unwrap();
+    let xdp = bpf::prog_load_xdp(&fp.program(&xsks, net, port), "t_guard")
+        .expect("the verifier accepts the program");
+    fp.install(net, A, port).unwrap();
+    fp.install(net, B, other).unwrap();
+    fp.add_port(port, 1).unwrap();
+    fp.add_port(other, 1).unwrap();
+    let x = |f: &[u8]| bpf::prog_test_run(&xdp, f).expect("test run") == XDP_REDIRECT as u32;
+    // tc: forwarded when the kernel's own counters move (a punt redirects too).
+    let ctx = {
+        let mut c = vec![0u8; 44];
+        c[40..44].copy_from_slice(&lo.to_ne_bytes());
+        c
+    };
+    let ep = &fp
+        .tc_programs()
+        .expect("the verifier accepts them")
+        .endpoint;
+    test_endpoint(&fp, lo, net, port, lo);
+    bpf::map_update(&fp.peers, other, 77).unwrap();
+    let t = |f: &[u8]| {
+        let before = fp.counters(port).unwrap().rx_packets;
+        bpf::prog_test_run_ctx(ep, f, &ctx).expect("test run");
+        fp.counters(port).unwrap().rx_packets > before
+    };
+    let both = |f: &[u8]| (x(f), t(f));
+
+    assert_eq!(both(&from(spoofed)), (true, true), "unguarded: anything");
+    let ips = [own.into(), vip.into()];
+    fp.set_guard(port, Some(&ips), &[]).unwrap();
+    assert_eq!(both(&from(own)), (true, true), "its own address");
+    assert_eq!(both(&from(vip)), (true, true), "an allowed extra address");
+    assert_eq!(
+        both(&from(spoofed)),
+        (false, false),
+        "another address: the worker's"
+    );
+    assert_eq!(both(&arp), (false, false), "ARP: the worker's");
+    assert_eq!(
+        both(&frame(B, A, [0x86, 0xdd])),
+        (false, false),
+        "IPv6: the worker's"
+    );
+    let short = from(own)[..30].to_vec();
+    // (An skb test run refuses an IPv4 frame shorter than its header.)
+    assert!(!x(&short), "a truncated header");
+    fp.set_guard(port, Some(&[own.into()]), &ips).unwrap();
+    assert_eq!(
+        both(&from(vip)),
+        (false, false),
+        "an address no longer allowed"
+    );
+    assert_eq!(both(&from(own)), (true, true));
+    fp.set_guard(port, None, &[own.into()]).unwrap();
+    assert_eq!(both(&from(spoofed)), (true, true), "the guard lifted");
+    fp.detach_endpoint(lo, port);
 }
 
 /// The tc program's routed TCP branch, over a real frame: an established session's

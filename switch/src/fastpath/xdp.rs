@@ -1,25 +1,40 @@
 //! The XDP flavour of the fast path (`-o fastpath=xdp` networks): a program on each
 //! AF_XDP sandbox port that redirects known unicast through a devmap straight to the
-//! egress veth, and hands everything else to the port's AF_XDP socket.
+//! egress veth, and hands everything else to the port's AF_XDP socket. A port with
+//! port security forwards in the kernel only IPv4 from its own addresses
+//! ([`super::guard`]).
 
-use super::asm::Asm;
+use super::asm::{Asm, Label};
 use super::{FUNC_REDIRECT_MAP, XDP_PASS, XDP_REDIRECT};
 use crate::bpf::BpfInsn;
 use crate::{NetId, PortId};
 
 const FUNC_XDP_GET_BUFF_LEN: i32 = 188;
 
+/// The maps the program reads, by fd.
+pub(super) struct Maps {
+    /// The port's AF_XDP sockets by receive queue.
+    pub xsks: i32,
+    pub fdb: i32,
+    pub ports: i32,
+    pub stats: i32,
+    pub guard: super::guard::Maps,
+}
+
+/// r2 = ctx->data, r3 = ctx->data_end; to `fail` unless `n` bytes are there.
+fn bounds(a: &mut Asm, n: i32, fail: Label) {
+    a.op(0x61, 2, 6, 0, 0);
+    a.op(0x61, 3, 6, 4, 0);
+    a.op(0xbf, 4, 2, 0, 0);
+    a.op(0x07, 4, 0, 0, n);
+    a.jump(0x2d, 4, 3, 0, fail);
+}
+
 /// The fast-path program (r6 = ctx, r7 = egress port, r8 = frame length; the FDB key
 /// is built at fp-16: network u32, MAC, u16 zero; the counters' key at fp-20). An FDB
 /// value is the port (u32) and a `seen` mark (u32) the program sets on a source.
-pub(super) fn program(
-    xsks: i32,
-    fdb: i32,
-    ports: i32,
-    stats: i32,
-    net: NetId,
-    port: PortId,
-) -> Vec<BpfInsn> {
+pub(super) fn program(m: &Maps, net: NetId, port: PortId) -> Vec<BpfInsn> {
+    let (xsks, fdb, ports, stats) = (m.xsks, m.fdb, m.ports, m.stats);
     let mut a = Asm::default();
     let (punt, tx, done, seen) = (a.label(), a.label(), a.label(), a.label());
     let port = port as i32;
@@ -51,12 +66,10 @@ pub(super) fn program(
     a.jump(0x55, 5, 0, 0, seen);
     a.op(0x62, 0, 0, 4, 1); // value->seen = 1
     a.bind(seen);
+    // A guarded port's frame is IPv4 from one of its addresses.
+    super::guard::check(&mut a, m.guard, super::guard::Port::Imm(port), bounds, punt);
     // The destination must be installed on another port.
-    a.op(0x61, 2, 6, 0, 0); // the call clobbered r2-r5: reload and recheck
-    a.op(0x61, 3, 6, 4, 0);
-    a.op(0xbf, 4, 2, 0, 0);
-    a.op(0x07, 4, 0, 0, 14);
-    a.jump(0x2d, 4, 3, 0, punt);
+    bounds(&mut a, 14, punt); // the calls clobbered r2-r5: reload and recheck
     a.op(0x61, 5, 2, 0, 0); // r5 = dst[0..4]
     a.op(0x63, 10, 5, -12, 0);
     a.op(0x69, 5, 2, 4, 0); // r5 = dst[4..6]
