@@ -12,18 +12,15 @@ use std::time::Instant;
 use dns::{Action, Client, NameTable, Resolver, ResolverConfig, Transport};
 use serde::Serialize;
 
-use crate::fdb::Mac;
+use crate::dns_clients::{NetClients, Seen};
 use crate::ipv4::{self, UdpAddrs};
 use crate::network::Network;
 use crate::pipeline::{Cx, Emit, Ingress};
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
-use crate::{NetId, PortId};
+use crate::NetId;
 use wire::ip::{IPV4_HLEN, UDP_HLEN};
 
-/// Clients remembered (network, address -> MAC, port) for answers that come later
-/// (forwarded queries). Bounded: past it the map starts over.
-const MAX_CLIENTS: usize = 4096;
 /// Source ports for upstream queries are picked from here, a fresh one per query; the
 /// NAT's SNAT range stays below it (`nat::PortRange`), so no session can take one.
 pub use crate::DNS_UPSTREAM_PORTS as UPSTREAM_PORTS;
@@ -56,21 +53,19 @@ pub struct DnsStats {
     pub malformed_frames: u64,
     /// Answers for a client whose network or port has gone.
     pub client_gone: u64,
+    /// Clients forgotten to make room in their network's table (UDP and TCP), so that
+    /// others could ask ([`crate::dns_clients`]).
+    pub clients_evicted: u64,
     /// Forwards that could not leave (no uplink, or an IPv6 upstream).
     pub upstream_unreachable: u64,
     /// TCP connections accepted on gateway:53.
     pub tcp_connections: u64,
     /// TCP connections refused because every listener was busy.
     pub tcp_refused: u64,
+    /// TCP connections reset because their client did not read its answers.
+    pub tcp_unread_reset: u64,
     /// Queries that came over TCP, forwarded to an upstream over TCP.
     pub tcp_forwarded: u64,
-}
-
-/// Where an answer goes back: the client's MAC and the port it asked through.
-#[derive(Clone, Copy)]
-struct Seen {
-    mac: Mac,
-    port: PortId,
 }
 
 pub(crate) struct DnsServer {
@@ -81,7 +76,8 @@ pub(crate) struct DnsServer {
     /// Ports published on the uplink (the NAT's, never a query's source port), once per
     /// mapping.
     reserved: Vec<u16>,
-    clients: HashMap<(NetId, Ipv4Addr), Seen>,
+    /// Where answers go back, per network ([`crate::dns_clients`]).
+    clients: HashMap<NetId, NetClients>,
     stats: DnsStats,
     /// Charged for drops of the frames we emit.
     counters: Arc<PortCounters>,
@@ -187,7 +183,7 @@ impl DnsServer {
             None => {
                 self.resolver.remove_network(net);
                 self.tables.remove(&net);
-                self.clients.retain(|(n, _), _| *n != net);
+                self.clients.remove(&net);
                 self.tcp.remove_network(net);
             }
         }
@@ -200,6 +196,8 @@ impl DnsServer {
         DnsStats {
             resolver,
             inflight: self.resolver.inflight(),
+            clients_evicted: self.stats.clients_evicted + self.tcp.counts.clients_evicted,
+            tcp_unread_reset: self.tcp.counts.unread_reset,
             ..self.stats
         }
     }
@@ -240,11 +238,11 @@ impl DnsServer {
             return;
         };
         let mac = eth.src();
-        if self.clients.len() >= MAX_CLIENTS && !self.clients.contains_key(&(net, *src.ip())) {
-            self.clients.clear();
-        }
-        self.clients
-            .insert((net, *src.ip()), Seen { mac, port: in_port });
+        self.stats.clients_evicted += self.clients.entry(net).or_default().remember(
+            *src.ip(),
+            Seen { mac, port: in_port },
+            now,
+        );
         let client = Client {
             net,
             addr: SocketAddr::V4(src),
@@ -309,8 +307,8 @@ impl DnsServer {
             let a = self.query(nets, client, &q, now);
             self.act(a, nets, out, now);
         }
-        self.stats.tcp_connections = self.tcp.accepted;
-        self.stats.tcp_refused = self.tcp.refused;
+        self.stats.tcp_connections = self.tcp.counts.accepted;
+        self.stats.tcp_refused = self.tcp.counts.refused;
     }
 
     /// Expired upstream queries move on (next upstream or SERVFAIL); TCP timers run.
@@ -397,7 +395,7 @@ impl DnsServer {
             return;
         };
         let gw = nets.get(&client.net).and_then(|n| n.cfg.gateway);
-        let seen = self.clients.get(&(client.net, *to.ip())).copied();
+        let seen = self.clients.get(&client.net).and_then(|c| c.get(*to.ip()));
         let (Some(gw), Some(seen)) = (gw, seen) else {
             self.stats.client_gone += 1;
             return;
@@ -419,6 +417,7 @@ impl DnsServer {
 mod tests {
     use super::*;
     use crate::fdb::Fdb;
+    use crate::fdb::Mac;
     use crate::gateway::Gateway;
     use crate::NetConfig;
     use std::time::Duration;
@@ -567,6 +566,7 @@ mod upstream_tests {
 
     use super::*;
     use crate::fdb::Fdb;
+    use crate::fdb::Mac;
     use crate::gateway::Gateway;
     use crate::sinks::Sink;
     use crate::NetConfig;
@@ -798,6 +798,48 @@ mod upstream_tests {
         assert_eq!((s.resolver.internal_not_forwarded, s.tcp_forwarded), (1, 0));
     }
 
+    /// A client that pipelines queries over TCP and never reads the answers (its
+    /// window stays where it was) is reset once more than two of the largest answers
+    /// wait for it: the switch never buffers without bound for a client.
+    #[test]
+    fn a_tcp_client_that_never_reads_is_reset_not_buffered() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        let mut nets = net(false);
+        let mut out = Sink::default();
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &tcp_segment(1000, None, true, &[]),
+        );
+        let (their_seq, _, _) = tcp_of(&out.out.last().expect("SYN-ACK").1);
+        let q = query(7, "web", None);
+        let mut batch = Vec::new();
+        while batch.len() + q.len() + 2 < 3900 {
+            batch.extend((q.len() as u16).to_be_bytes());
+            batch.extend(&q);
+        }
+        let mut seq = 1001u32;
+        for _ in 0..60 {
+            // Acknowledges only the SYN-ACK: nothing of the answers is ever read.
+            let seg = tcp_segment(seq, Some(their_seq.wrapping_add(1)), false, &batch);
+            ask(&mut d, &mut nets, &mut out, &seg);
+            seq = seq.wrapping_add(batch.len() as u32);
+            if d.stats().tcp_unread_reset > 0 {
+                break;
+            }
+        }
+        assert_eq!(d.stats().tcp_unread_reset, 1, "reset once");
+        let rst = out.out.iter().any(|(_, f)| {
+            let p = SlicedPacket::from_ethernet(f).expect("a packet");
+            matches!(p.transport, Some(TransportSlice::Tcp(t)) if t.rst())
+        });
+        assert!(rst, "the client is told");
+        let pending: usize = d.tcp.pending_bytes();
+        assert_eq!(pending, 0, "nothing kept for it");
+    }
+
     #[test]
     fn an_answer_larger_than_a_frame_comes_back_truncated_not_dropped() {
         // 200 endpoints sharing an alias: an A answer of over 3 KB.
@@ -847,6 +889,55 @@ mod upstream_tests {
             usize::from(u16::from_be_bytes([bytes[opt + 3], bytes[opt + 4]])),
             MAX_UDP_ANSWER
         );
+    }
+
+    /// One network's clients, however many, never push out another network's: a
+    /// query in flight from network 2 is answered while network 1 gets queries from
+    /// 5000 addresses.
+    #[test]
+    fn a_flood_of_clients_on_one_network_leaves_anothers_answers_alone() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        let mut nets = net(false);
+        let mut other = net(false).remove(&1).expect("network");
+        other.cfg.id = 2;
+        nets.insert(2, other);
+        d.set_network(2, Some(Arc::new(NameTable::new(&web()).expect("table"))));
+        let mut out = Sink::default();
+        let from = |net: NetId, port: crate::PortId, ip: Ipv4Addr, q: &[u8]| {
+            let a = UdpAddrs {
+                src_mac: CLIENT_MAC,
+                dst_mac: GW.mac,
+                src: SocketAddrV4::new(ip, 40000),
+                dst: SocketAddrV4::new(GW.ip, 53),
+            };
+            let mut buf = [0u8; MAX_FRAME];
+            let n = ipv4::udp_frame(&a, q, &mut buf).expect("fits");
+            (Ingress { net, port }, buf[..n].to_vec())
+        };
+        let (at, f) = from(2, 5, CLIENT.into(), &query(1, "www.example.com", None));
+        d.query_frame(&mut Cx::new(&mut nets, &mut out, now), at, &f);
+        let Some(Upstream::Udp {
+            from: port, bytes, ..
+        }) = d.outbox.pop()
+        else {
+            panic!("a query upstream");
+        };
+        for i in 0..5000u32 {
+            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 18, 32, 0)) + i);
+            let (at, f) = from(1, 4, ip, &query(2, "web", None));
+            d.query_frame(&mut Cx::new(&mut nets, &mut out, now), at, &f);
+        }
+        let before = out.out.len();
+        d.uplink_frame(
+            &mut Cx::new(&mut nets, &mut out, now),
+            &upstream_answer(&bytes, port),
+        );
+        assert_eq!(out.out.len(), before + 1, "answered");
+        assert_eq!(out.out[before].0, 5, "on network 2's port");
+        let s = d.stats();
+        assert_eq!(s.client_gone, 0);
+        assert!(s.clients_evicted >= 5000 - 1024, "network 1's own: {s:?}");
     }
 
     /// Ask for `name` and answer it from the upstream: the source port it went from.

@@ -17,7 +17,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
-use crate::fdb::Mac;
+use crate::dns_clients::{NetClients, Seen};
 use crate::gateway::Gateway;
 use crate::network::Network;
 use crate::pipeline::Emit;
@@ -37,6 +37,24 @@ const TX_BUFFER: usize = 16 * 1024;
 const IDLE: Duration = Duration::from_secs(10);
 /// Largest DNS message over TCP, plus its prefix.
 const MAX_MESSAGE: usize = u16::MAX as usize + 2;
+/// Answers one connection may have waiting for its client to read, beyond the socket's
+/// buffer: two of the largest. A client that asks for more without reading is reset,
+/// so no client grows the switch's memory by not reading.
+const MAX_PENDING: usize = 2 * MAX_MESSAGE;
+
+/// What `stats` shows of the TCP side.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TcpCounts {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// SYNs reset because every listener was busy.
+    pub refused: u64,
+    /// Clients forgotten to make room ([`crate::dns_clients`]).
+    pub clients_evicted: u64,
+    /// Connections reset because their client did not read its answers (more pending
+    /// than [`MAX_PENDING`], or none read for the idle time).
+    pub unread_reset: u64,
+}
 
 /// The interface's device: the one packet being fed in, and what the stack sent.
 #[derive(Default)]
@@ -100,7 +118,7 @@ struct NetTcp {
     handles: Vec<SocketHandle>,
     conns: HashMap<SocketHandle, Conn>,
     /// Client address -> (MAC, port) seen on its segments, for the way back.
-    clients: HashMap<Ipv4Addr, (Mac, PortId)>,
+    clients: NetClients,
 }
 
 #[derive(Default)]
@@ -109,8 +127,7 @@ pub(crate) struct DnsTcp {
     /// smoltcp's clock counts from here.
     epoch: Option<Instant>,
     next_poll: Option<Instant>,
-    pub accepted: u64,
-    pub refused: u64,
+    pub counts: TcpCounts,
     counters: Arc<PortCounters>,
 }
 
@@ -143,7 +160,7 @@ impl NetTcp {
             sockets,
             handles,
             conns: HashMap::new(),
-            clients: HashMap::new(),
+            clients: NetClients::default(),
         }
     }
 
@@ -162,7 +179,7 @@ impl NetTcp {
         now: Instant,
         t: SmolInstant,
         queries: &mut Vec<(Client, Vec<u8>)>,
-        accepted: &mut u64,
+        counts: &mut TcpCounts,
     ) {
         self.iface.poll(t, &mut self.wire, &mut self.sockets);
         for &h in &self.handles {
@@ -188,7 +205,7 @@ impl NetTcp {
                 continue;
             };
             let conn = self.conns.entry(h).or_insert_with(|| {
-                *accepted += 1;
+                counts.accepted += 1;
                 Conn::default()
             });
             let last = *conn.last_active.get_or_insert(now);
@@ -222,8 +239,24 @@ impl NetTcp {
                     conn.last_active = Some(now);
                 }
             }
-            if conn.outbuf.is_empty() && now.saturating_duration_since(last) >= IDLE {
-                s.close();
+            let idle = now.saturating_duration_since(last);
+            if conn.outbuf.len() > MAX_PENDING || idle >= 2 * IDLE {
+                // Too much waiting, or still not gone a while after closing (answers
+                // stuck in the socket behind a zero window): reset, freeing the slot.
+                if !conn.outbuf.is_empty() || s.send_queue() > 0 {
+                    counts.unread_reset += 1;
+                }
+                s.abort();
+                conn.outbuf.clear();
+            } else if idle >= IDLE {
+                if conn.outbuf.is_empty() {
+                    s.close();
+                } else {
+                    // Answers waiting and none taken for the idle time: not reading.
+                    counts.unread_reset += 1;
+                    s.abort();
+                    conn.outbuf.clear();
+                }
             }
         }
         self.iface.poll(t, &mut self.wire, &mut self.sockets);
@@ -260,7 +293,7 @@ impl NetTcp {
             let Ok(ip) = Ipv4Packet::new_checked(&p[..]) else {
                 continue;
             };
-            let Some(&(mac, port)) = self.clients.get(&ip.dst()) else {
+            let Some(Seen { mac, port }) = self.clients.get(ip.dst()) else {
                 continue;
             };
             ethernet::Repr {
@@ -304,18 +337,15 @@ impl DnsTcp {
             .entry(id)
             .or_insert_with(|| NetTcp::new(gw, prefix, t));
         let (src, mac) = (f.src(), f.src_mac());
-        if n.clients.len() >= 4096 && !n.clients.contains_key(&src) {
-            n.clients.clear();
-        }
-        n.clients.insert(src, (mac, in_port));
+        self.counts.clients_evicted += n.clients.remember(src, Seen { mac, port: in_port }, now);
         // A SYN (without ACK) and no listener left: the stack will reset it.
         let syn = wire::tcp::Packet::new_checked(f.payload())
             .is_ok_and(|t| t.flags() & (wire::tcp::SYN | wire::tcp::ACK) == wire::tcp::SYN);
         if syn && n.listening() == 0 {
-            self.refused += 1;
+            self.counts.refused += 1;
         }
         n.wire.rx.push_back(f.packet_bytes().to_vec());
-        n.service(id, now, t, queries, &mut self.accepted);
+        n.service(id, now, t, queries, &mut self.counts);
         n.emit(out, &self.counters);
         self.update_next_poll(now);
         true
@@ -337,7 +367,7 @@ impl DnsTcp {
         };
         let queued = n.queue_answer(client.addr, bytes);
         if queued {
-            n.service(client.net, now, t, queries, &mut self.accepted);
+            n.service(client.net, now, t, queries, &mut self.counts);
             n.emit(out, &self.counters);
         }
         self.update_next_poll(now);
@@ -350,7 +380,7 @@ impl DnsTcp {
         let t = self.clock(now);
         let mut queries = Vec::new();
         for (&id, n) in self.nets.iter_mut() {
-            n.service(id, now, t, &mut queries, &mut self.accepted);
+            n.service(id, now, t, &mut queries, &mut self.counts);
             n.emit(out, &self.counters);
         }
         self.update_next_poll(now);
@@ -392,6 +422,16 @@ impl DnsTcp {
 
     pub fn remove_network(&mut self, net: NetId) {
         self.nets.remove(&net);
+    }
+
+    /// Answers waiting for their clients, over every connection.
+    #[cfg(test)]
+    pub fn pending_bytes(&self) -> usize {
+        self.nets
+            .values()
+            .flat_map(|n| n.conns.values())
+            .map(|c| c.outbuf.len())
+            .sum()
     }
 }
 

@@ -7,6 +7,7 @@ pub mod arp;
 pub mod bpf;
 mod capture;
 mod deliver;
+mod dns_clients;
 mod dns_server;
 mod dns_tcp;
 pub mod engine;
