@@ -215,3 +215,39 @@ fn a_spoofed_source_is_not_forwarded_in_the_kernel() {
         d.port_stats(&c)
     );
 }
+
+/// Storm control with `--flood-rate 100`: 2000 broadcasts sent at once from c reach
+/// the others only at about the rate (a second's burst), the rest are dropped and
+/// counted on c, and a's ARP and pings, from its own port, are not charged for them.
+#[test]
+fn a_ports_floods_are_rate_limited_and_counted() {
+    let lab = Lab::new();
+    let (d, net) = e2e::daemon_with_network(
+        &lab,
+        &["--flood-rate", "100"],
+        &["--subnet", "172.29.0.0/24"],
+    );
+    let [(a, _), (b, b_ip), (c, c_ip)] = d.sandboxes(&lab, &net, &[], ["a", "b", "c"]);
+    assert!(ping(&a, &b_ip, 1), "a reaches b");
+    let before = d.port_count(&b, "tx_packets");
+    let from = mac_of(&c_ip);
+    assert_eq!(
+        send_raw(
+            &c,
+            "eth0",
+            (0..2000).map(move |_| l2_frame([0xff; 6], from))
+        ),
+        2000
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let delivered = d.port_count(&b, "tx_packets") - before;
+    let port = d.port_stats(&c);
+    let storm = port["drops"]["storm"].as_u64().unwrap_or(0);
+    assert!(storm >= 1700, "most of c's floods dropped as storm: {port}");
+    assert!(
+        delivered <= 300,
+        "b got {delivered} frames of c's 2000 broadcasts"
+    );
+    e2e::run_ok(&["ip", "-n", &a, "neigh", "flush", "all"]);
+    assert!(ping(&a, &b_ip, 2), "a's own broadcasts (ARP) still go");
+}
