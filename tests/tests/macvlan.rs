@@ -110,12 +110,13 @@ fn macvlan_endpoints_sit_on_the_lan() {
 }
 
 /// The parent's settings vswitchd changed (IPv6 off, arp_ignore, promiscuous mode) are
-/// put back when its last macvlan network goes.
+/// put back when its last macvlan network goes, also after the daemon that changed them
+/// was killed and another took the parent again.
 #[test]
 fn the_parent_is_given_back_as_it_was() {
     let lab = Lab::new();
     let (_lan_ns, parent) = lan(&lab);
-    let d = Daemon::start(&lab, &[]);
+    let mut d = Daemon::start(&lab, &[]);
     let sysctls = |host: &str| {
         ["ipv6/conf/{p}/disable_ipv6", "ipv4/conf/{p}/arp_ignore"]
             .map(|k| {
@@ -141,6 +142,7 @@ fn the_parent_is_given_back_as_it_was() {
         before,
         "vswitchd keeps the kernel off the parent"
     );
+    d.restart(true);
     d.ok(&["network", "rm", &net]);
     assert_eq!(
         sysctls(&d.host_ns),

@@ -69,69 +69,11 @@ fn open_parent(parent: &str, io: IoMode) -> Result<Box<dyn Port>> {
         ))
         .into());
     }
-    remember_parent(parent);
+    super::parents::remember(parent);
     prepare_host_end(parent)?;
     nl.set_promisc(parent, true)?;
     nl.set_up(parent)?;
     Ok(port::open(parent, io).map_err(step(format!("open macvlan parent {parent}")))?)
-}
-
-/// A parent's settings as vswitchd found them (the sysctls `prepare_host_end` changes),
-/// until its last macvlan network goes or the daemon stops.
-static PARENTS: std::sync::Mutex<BTreeMap<String, Vec<(String, String)>>> =
-    std::sync::Mutex::new(BTreeMap::new());
-
-fn parent_sysctls(parent: &str) -> [String; 2] {
-    [
-        format!("/proc/sys/net/ipv6/conf/{parent}/disable_ipv6"),
-        format!("/proc/sys/net/ipv4/conf/{parent}/arp_ignore"),
-    ]
-}
-
-fn remember_parent(parent: &str) {
-    let mut saved = PARENTS.lock().unwrap_or_else(|e| e.into_inner());
-    saved.entry(parent.to_string()).or_insert_with(|| {
-        parent_sysctls(parent)
-            .into_iter()
-            .filter_map(|p| {
-                std::fs::read_to_string(&p)
-                    .ok()
-                    .map(|v| (p, v.trim().to_string()))
-            })
-            .collect()
-    });
-}
-
-/// Give the parent back as it was: promiscuous mode off, its sysctls as found. Best
-/// effort: a parent that has gone away must not keep the network alive.
-fn restore_parent(parent: &str) {
-    if let Err(e) = Netlink::new().and_then(|mut nl| nl.set_promisc(parent, false)) {
-        tracing::warn!(parent = %parent, error = %crate::error::chain(&e), "cannot restore the parent's promiscuous mode");
-    }
-    let saved = PARENTS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(parent)
-        .unwrap_or_default();
-    for (path, value) in saved {
-        if let Err(e) = std::fs::write(&path, &value) {
-            tracing::warn!(parent = %parent, path, error = %e, "cannot restore the parent's setting");
-        }
-    }
-}
-
-/// At shutdown: every parent still in use goes back as it was (the next start takes
-/// them again).
-pub fn restore_parents() {
-    let parents: Vec<String> = PARENTS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .keys()
-        .cloned()
-        .collect();
-    for p in parents {
-        restore_parent(&p);
-    }
 }
 
 impl Driver for Macvlan {
@@ -207,7 +149,7 @@ impl Driver for Macvlan {
             if let Some(parent) = ctx.engine.vlan_detach(member)? {
                 // The last macvlan network on it: give the parent back as it was. Best
                 // effort: a parent that has gone away must not keep the network alive.
-                restore_parent(&parent);
+                super::parents::restore(&parent);
             }
         }
         Ok(ctx.engine.remove_network(net.num)?)

@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod macvlan;
 pub mod overlay;
+pub mod parents;
 pub mod pseudo;
 
 use std::collections::{BTreeMap, HashMap};

@@ -235,6 +235,8 @@ fn run(args: Args) -> Result<()> {
         tracing::warn!(error = %mgmt::error::chain(&e), "no tc data path: sandbox veths get a socket each (no TCP offloads in sandboxes)");
     }
     mgmt::reserved_ports::undo_leftover(&args.state_dir)?;
+    mgmt::driver::parents::load(&args.state_dir)
+        .map_err(|e| anyhow::anyhow!("read the macvlan parents' saved settings: {e}"))?;
     // From here on a failed start puts the host back as it was: the reservation and
     // the host port undo themselves when dropped.
     let up = uplink::attach(&mut engine, &args)?;
@@ -256,7 +258,7 @@ fn run(args: Args) -> Result<()> {
     // The engine stops, then the host port goes and macvlan parents are given back.
     drop(ctl);
     drop(up);
-    mgmt::driver::macvlan::restore_parents();
+    mgmt::driver::parents::restore_all();
     endpoint_trunk::remove_all(workers);
     served?;
     tracing::info!("stopped");
