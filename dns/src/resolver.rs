@@ -131,6 +131,9 @@ pub struct Resolver {
     networks: HashMap<u32, Arc<NameTable>>,
     /// Networks whose queries never leave: names outside their table get SERVFAIL.
     internal: HashSet<u32>,
+    /// Networks whose frames carry less than `max_udp_payload` (a smaller MTU): their
+    /// UDP answers stop there.
+    udp_caps: HashMap<u32, usize>,
     /// Ports the caller's other traffic takes (published ports), with how many times each
     /// was reserved: never a source port.
     reserved_ports: HashMap<u16, u32>,
@@ -169,6 +172,7 @@ impl Resolver {
             cfg,
             networks: HashMap::new(),
             internal: HashSet::new(),
+            udp_caps: HashMap::new(),
             reserved_ports: HashMap::new(),
             inflight: InFlight::default(),
             rng,
@@ -198,6 +202,25 @@ impl Resolver {
         } else {
             self.internal.remove(&net);
         }
+    }
+
+    /// The largest UDP answer network `net`'s frames carry (its MTU less the IPv4 and
+    /// UDP headers); never above `max_udp_payload` nor below 512. Answers beyond it are
+    /// truncated (TC), and forwarded queries ask the upstream for no more.
+    pub fn set_udp_cap(&mut self, net: u32, cap: usize) {
+        let cap = cap.clamp(CLASSIC_UDP_LIMIT, self.cfg.max_udp_payload);
+        if cap == self.cfg.max_udp_payload {
+            self.udp_caps.remove(&net);
+        } else {
+            self.udp_caps.insert(net, cap);
+        }
+    }
+
+    fn udp_cap(&self, net: u32) -> usize {
+        self.udp_caps
+            .get(&net)
+            .copied()
+            .unwrap_or(self.cfg.max_udp_payload)
     }
 
     /// The caller's other traffic takes local port `port` (a published port the
@@ -262,7 +285,7 @@ impl Resolver {
             return self.answer(client, &m, CLASSIC_UDP_LIMIT);
         }
         let limit = match client.transport {
-            Transport::Udp => reply::udp_limit(&req, self.cfg.max_udp_payload),
+            Transport::Udp => reply::udp_limit(&req, self.udp_cap(client.net)),
             Transport::Tcp => TCP_LIMIT,
         };
         let q = &req.queries[0];
@@ -423,7 +446,7 @@ impl Resolver {
             // The upstream's answer comes back in one frame too, or it never arrives:
             // ask for no more than that (it sets TC beyond, and the client retries
             // over TCP).
-            reply::cap_edns_payload(&mut query, self.cfg.max_udp_payload);
+            reply::cap_edns_payload(&mut query, self.udp_cap(client.net));
         }
         let p = Pending {
             client,

@@ -168,8 +168,16 @@ impl DnsServer {
         msg: &[u8],
         now: Instant,
     ) -> Action {
-        let internal = nets.get(&client.net).is_none_or(|n| n.cfg.internal);
-        self.resolver.set_internal(client.net, internal);
+        let cfg = nets.get(&client.net).map(|n| &n.cfg);
+        self.resolver
+            .set_internal(client.net, cfg.is_none_or(|c| c.internal));
+        let mtu = cfg.map_or(0, |c| c.mtu as usize);
+        let cap = if mtu == 0 {
+            MAX_UDP_ANSWER
+        } else {
+            mtu.saturating_sub(IPV4_HLEN + UDP_HLEN)
+        };
+        self.resolver.set_udp_cap(client.net, cap);
         self.resolver.handle_query(client, msg, now)
     }
 
@@ -842,6 +850,19 @@ mod upstream_tests {
 
     #[test]
     fn an_answer_larger_than_a_frame_comes_back_truncated_not_dropped() {
+        answers_fit(0, MAX_UDP_ANSWER);
+    }
+
+    /// An overlay's endpoints carry 1450-byte packets: its answers stop at 1422 bytes,
+    /// not at the 1472 that would be dropped on the way into the sandbox.
+    #[test]
+    fn a_smaller_mtu_gets_smaller_answers() {
+        answers_fit(1450, 1450 - 28);
+    }
+
+    /// On a network of `mtu` (0: 1500), a large answer is truncated to `cap` bytes with
+    /// TC, and forwarded queries ask the upstream for no more than `cap`.
+    fn answers_fit(mtu: u32, cap: usize) {
         // 200 endpoints sharing an alias: an A answer of over 3 KB.
         let records: Vec<dns::Record> = (1..=200u8)
             .map(|i| dns::Record {
@@ -854,6 +875,7 @@ mod upstream_tests {
         let now = Instant::now();
         let mut d = server(&records, now);
         let mut nets = net(false);
+        nets.get_mut(&1).expect("network").cfg.mtu = mtu;
         let mut out = Sink::default();
         ask(
             &mut d,
@@ -864,9 +886,16 @@ mod upstream_tests {
         assert_eq!(out.out.len(), 1, "answered, not dropped");
         let frame = &out.out[0].1;
         let total = wire::ip::Ipv4Frame::new(frame).expect("IPv4").total_len();
-        assert!(total <= 1500, "a {total}-byte IP packet on a 1500-byte MTU");
+        assert!(
+            total <= cap + 28,
+            "a {total}-byte IP packet for a {cap}-byte cap"
+        );
         let msg = udp_answer(frame);
-        assert!(msg.len() <= MAX_UDP_ANSWER);
+        assert!(
+            msg.len() <= cap && msg.len() > cap - 100,
+            "{} bytes",
+            msg.len()
+        );
         assert_eq!(msg[2] & 0x02, 0x02, "TC: retry over TCP");
         let answers = u16::from_be_bytes([msg[6], msg[7]]);
         assert!(answers > 0 && answers < 200, "{answers} answers");
@@ -887,7 +916,7 @@ mod upstream_tests {
         assert_eq!(&bytes[opt..opt + 3], &[0, 0, 41]);
         assert_eq!(
             usize::from(u16::from_be_bytes([bytes[opt + 3], bytes[opt + 4]])),
-            MAX_UDP_ANSWER
+            cap
         );
     }
 

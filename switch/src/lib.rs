@@ -60,6 +60,9 @@ pub struct NetConfig {
     /// Endpoints may not talk to each other, only to the gateway and through it
     /// (Docker's `com.docker.network.bridge.enable_icc=false`).
     pub isolate: bool,
+    /// The endpoints' MTU (0: the 1500 the ports carry): the embedded resolver's UDP
+    /// answers fit in it.
+    pub mtu: u32,
 }
 
 /// What makes a network an overlay: the VXLAN network identifier and the VTEPs of the

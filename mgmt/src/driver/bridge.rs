@@ -120,6 +120,7 @@ pub fn net_config(net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> NetConfig {
         dns: !net.predefined,
         overlay: None,
         isolate: !icc(net),
+        mtu: mtu(net, DEFAULT_MTU),
     }
 }
 

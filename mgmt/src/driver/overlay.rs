@@ -151,6 +151,7 @@ impl Driver for Overlay {
     fn net_config(&self, net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> Result<Option<NetConfig>> {
         Ok(Some(NetConfig {
             overlay: Some(overlay_config(net)?),
+            mtu: bridge::mtu(net, DEFAULT_MTU),
             ..bridge::net_config(net, hosts)
         }))
     }
