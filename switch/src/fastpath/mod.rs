@@ -22,7 +22,7 @@
 //!   moves and the FDB's bound stay the worker's: a new or moved source goes to the
 //!   worker, which learns it and installs it);
 //! - the destination MAC is installed in this network on another port;
-//! - a port with port security sends IPv4 from one of its addresses ([`guard`]).
+//! - a port with port security sends IPv4 or ARP from one of its addresses ([`guard`]).
 //!
 //! Everything else (broadcast, the gateway's MAC, unknown or moved addresses, ports in
 //! capture) reaches the worker. Workers install an entry for a MAC when they see it

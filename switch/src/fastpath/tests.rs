@@ -173,8 +173,8 @@ fn tc_endpoint_forwards_known_unicast_and_punts_the_rest() {
 }
 
 /// Port security in both flavours' programs: a guarded port's frames are forwarded in
-/// the kernel only as IPv4 from its addresses; another source address, ARP and other
-/// ethertypes go to the worker (whose guard drops and counts what it must), and
+/// the kernel only as IPv4 or ARP from its addresses; another source address or sender,
+/// and other ethertypes, go to the worker (whose guard drops and counts what it must), and
 /// lifting the guard, or changing its addresses, takes effect at once.
 #[test]
 fn a_guarded_port_forwards_only_ipv4_from_its_own_addresses() {
@@ -188,7 +188,13 @@ fn a_guarded_port_forwards_only_ipv4_from_its_own_addresses() {
         f
     };
     let (own, vip, spoofed) = ([172, 18, 0, 2], [172, 18, 0, 100], [172, 19, 0, 2]);
-    let arp = frame(B, A, [0x08, 0x06]);
+    let arp = |sender: Mac, ip: [u8; 4]| {
+        let mut f = frame(B, A, [0x08, 0x06]);
+        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f[22..28].copy_from_slice(&sender);
+        f[28..32].copy_from_slice(&ip);
+        f
+    };
 
     // XDP: XDP_REDIRECT is forwarded, XDP_PASS the socket's.
     let xsks = bpf::map_create(bpf::BPF_MAP_TYPE_XSKMAP, 4, 4, 1, "t_xsks").unwrap();
@@ -228,7 +234,18 @@ fn a_guarded_port_forwards_only_ipv4_from_its_own_addresses() {
         (false, false),
         "another address: the worker's"
     );
-    assert_eq!(both(&arp), (false, false), "ARP: the worker's");
+    assert_eq!(both(&arp(A, own)), (true, true), "ARP from its own address");
+    assert_eq!(
+        both(&arp(A, spoofed)),
+        (false, false),
+        "ARP for another address"
+    );
+    assert_eq!(both(&arp(B, own)), (false, false), "ARP for another MAC");
+    assert_eq!(
+        both(&arp(A, [0; 4])),
+        (false, false),
+        "a probe: the worker's"
+    );
     assert_eq!(
         both(&frame(B, A, [0x86, 0xdd])),
         (false, false),
