@@ -125,7 +125,7 @@ def run_pair(gen_ns, gen_if, sink_ns, sink_if, size, dst_mac, extra_tx=(), sink_
          "--duration", str(sink_secs), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
-    addrs = [] if "--src-ip" in extra_tx else ["--src-ip", "172.31.0.1", "--dst-ip", "172.31.0.2"]
+    addrs = [] if "--src-ip" in extra_tx else ["--src-ip", "172.31.0.2", "--dst-ip", "172.31.0.3"]
     tx_args = ["tx", "--iface", gen_if, "--size", str(size), "--duration", str(DURATION), "--dst-mac", dst_mac,
                *addrs, *extra_tx]
     if rate:
