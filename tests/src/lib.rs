@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod etcd;
+
 pub use netlab::{ns_exec, pcap_lines, require_root, run as run_ok, run_out, wait_for};
 
 /// Every lab object's name starts with this, so `make clean-lab` can find leftovers.
