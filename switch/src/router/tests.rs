@@ -46,6 +46,7 @@ fn setup() -> (Router, HashMap<NetId, Network>) {
         hosts: Default::default(),
         guards: Default::default(),
         storm: Default::default(),
+        remote: Default::default(),
     };
     r.set_overlay(1, Some(&overlay));
     let mut nets = HashMap::new();

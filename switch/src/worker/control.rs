@@ -3,6 +3,8 @@
 //! (networks, the FDB), the router (uplink, NAT, published ports) and the resolver.
 
 use super::*;
+use crate::remote::RemoteUpdate;
+use crate::TUNNEL_PORT;
 
 /// Control-plane requests, applied between bursts.
 pub enum Control {
@@ -56,6 +58,13 @@ pub enum L2Control {
     FdbDump {
         net: NetId,
         reply: Sender<Vec<FdbEntry>>,
+    },
+    /// Remote endpoints of overlay network `net` came or went: static FDB entries and
+    /// the ARP proxy here, static tunnel-table entries at the router's VTEP. One
+    /// update, shared by every worker.
+    Remote {
+        net: NetId,
+        update: Arc<RemoteUpdate>,
     },
 }
 
@@ -175,6 +184,9 @@ impl Worker {
                                 r.nat.flush_inside(*gone);
                             }
                         }
+                        if cfg.overlay.is_none() {
+                            net.clear_remote();
+                        }
                         net.cfg = cfg;
                         net.hosts = hosts;
                     }
@@ -190,6 +202,7 @@ impl Worker {
                                 hosts,
                                 guards: Default::default(),
                                 storm: crate::storm::Storm::new(self.setup.flood_rate),
+                                remote: Default::default(),
                             },
                         );
                     }
@@ -232,6 +245,25 @@ impl Worker {
                     r.fill_vteps(n, &mut entries, now);
                 }
                 let _ = reply.send(entries);
+            }
+            L2Control::Remote { net, update } => self.update_remote(net, &update, now),
+        }
+    }
+
+    /// Remote endpoints of `id` came or went: this worker's replica, the kernel's FDB
+    /// (a MAC that was a local port's is remote now).
+    fn update_remote(&mut self, id: NetId, update: &RemoteUpdate, now: Instant) {
+        let Some(net) = self.nets.get_mut(&id).filter(|n| n.cfg.overlay.is_some()) else {
+            tracing::debug!(
+                net = id,
+                "remote endpoints of a network that is no overlay: ignored"
+            );
+            return;
+        };
+        net.update_remote(update, now);
+        if !self.installed.is_empty() {
+            for ep in &update.upsert {
+                self.forget_moved(id, ep.mac, TUNNEL_PORT);
             }
         }
     }
