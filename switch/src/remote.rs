@@ -54,6 +54,10 @@ impl RemoteEndpoints {
         self.proxy.get(&ip).copied()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &RemoteEndpoint> {
+        self.by_mac.values()
+    }
+
     /// Record `ep`, replacing what was known of its MAC (the old address leaves the
     /// proxy if it changed); returns the endpoint replaced.
     fn upsert(&mut self, ep: RemoteEndpoint) -> Option<RemoteEndpoint> {
@@ -144,6 +148,6 @@ mod tests {
         r.upsert(ep(M2, IP2, V1));
         assert_eq!(r.remove(&ep(M1, IP2, V2)), Some(ep(M1, IP2, V2)));
         assert_eq!(r.proxy(IP2), Some(M2));
-        assert_eq!(r.by_mac.len(), 1);
+        assert_eq!(r.iter().count(), 1);
     }
 }

@@ -170,9 +170,11 @@ impl Worker {
     fn l2_control(&mut self, msg: L2Control, now: Instant) {
         match msg {
             L2Control::AddNetwork(cfg) => {
-                if let Some(r) = self.router.as_mut() {
-                    r.set_overlay(cfg.id, cfg.overlay.as_ref());
-                }
+                let id = cfg.id;
+                let fresh_table = self
+                    .router
+                    .as_mut()
+                    .is_some_and(|r| r.set_overlay(id, cfg.overlay.as_ref()));
                 let hosts: HashMap<std::net::Ipv4Addr, Mac> = cfg.hosts.iter().copied().collect();
                 match self.nets.get_mut(&cfg.id) {
                     // An update (endpoints came or went): keep what was learned; the NAT
@@ -206,6 +208,12 @@ impl Worker {
                             },
                         );
                     }
+                }
+                // A new tunnel table (a new VNI) starts with the remote endpoints known.
+                if let (true, Some(r), Some(n)) =
+                    (fresh_table, self.router.as_mut(), self.nets.get(&id))
+                {
+                    r.add_remote(id, n.remote.iter(), now);
                 }
             }
             L2Control::RemoveNetwork(id) => {
@@ -251,7 +259,7 @@ impl Worker {
     }
 
     /// Remote endpoints of `id` came or went: this worker's replica, the kernel's FDB
-    /// (a MAC that was a local port's is remote now).
+    /// (a MAC that was a local port's is remote now), and the router's VTEP if it is here.
     fn update_remote(&mut self, id: NetId, update: &RemoteUpdate, now: Instant) {
         let Some(net) = self.nets.get_mut(&id).filter(|n| n.cfg.overlay.is_some()) else {
             tracing::debug!(
@@ -266,6 +274,9 @@ impl Worker {
                 self.forget_moved(id, ep.mac, TUNNEL_PORT);
             }
         }
+        if let Some(r) = self.router.as_mut() {
+            r.update_remote(id, update, now);
+        }
     }
 
     fn router_control(&mut self, msg: RouterControl, now: Instant) {
@@ -276,7 +287,9 @@ impl Worker {
                     r.dns = true;
                 }
                 for n in self.nets.values() {
-                    r.set_overlay(n.cfg.id, n.cfg.overlay.as_ref());
+                    if r.set_overlay(n.cfg.id, n.cfg.overlay.as_ref()) {
+                        r.add_remote(n.cfg.id, n.remote.iter(), now);
+                    }
                 }
                 self.router = Some(r);
                 self.tx.router_at = RouterAt::Local;
