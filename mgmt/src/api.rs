@@ -203,6 +203,18 @@ pub struct NetworkDetail {
     pub containers: BTreeMap<String, NetworkContainer>,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Global networks: the hosts with endpoints on it, this one included (Docker's
+    /// `Peers` of a swarm overlay); floods are replicated to the others' VTEPs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Peer>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Peer {
+    pub name: String,
+    #[serde(rename = "IP")]
+    pub ip: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -291,6 +291,45 @@ fn a_global_network_spans_three_hosts() {
         "learned from a non-member: {fdb}"
     );
 
+    // A key under the prefix that vswitchd did not write is left alone and counted.
+    h.etcd
+        .ctl(&["put", "/vswitch/v1/endpoints/x/y", "not json"]);
+    h.etcd.ctl(&[
+        "put",
+        &format!("/vswitch/v1/networks/{}", h.name("junk")),
+        "{\"id\": 1}",
+    ]);
+    wait_for("foreign keys to be counted", Duration::from_secs(5), || {
+        cluster(&h.hosts[1])["store"]["foreign_keys"].as_u64() >= Some(2)
+    });
+    // A global network whose subnet a host has locally: that host refuses it, says
+    // why, and keeps its own; the others take it.
+    let local = h.hosts[2].network(&h.lab, "loc", &["--subnet", "172.24.0.0/24"]);
+    let clash = h.name("clash");
+    h.hosts[0].ok(&network_create(
+        "overlay",
+        &["--subnet", "172.24.0.0/24"],
+        &clash,
+    ));
+    wait_for(
+        "host 3 to refuse the clashing network",
+        Duration::from_secs(10),
+        || {
+            cluster(&h.hosts[2])["networks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| {
+                    n["name"] == clash.as_str()
+                        && n["refused"].as_str().is_some_and(|r| r.contains(&local))
+                })
+        },
+    );
+    assert!(scope_of(&h.hosts[1], &clash).is_some());
+    assert!(scope_of(&h.hosts[2], &clash).is_none());
+    assert_eq!(scope_of(&h.hosts[2], &local).as_deref(), Some("local"));
+    h.hosts[0].ok(&["network", "rm", &clash]);
+
     // rm with endpoints on other hosts: refused, naming them.
     h.hosts[0].ok(&["sandbox", "rm", &names[0]]);
     let e = h.hosts[0].refused_with(&["network", "rm", &net], "active endpoints");
@@ -416,6 +455,12 @@ fn the_store_failing_and_a_host_dying() {
     );
     let nodes = cluster(&h.hosts[0])["nodes"].to_string();
     assert!(!nodes.contains("host3"), "{nodes}");
+    // Nor does it get floods: its VTEP left the network's members.
+    let peers = h.hosts[0].json(&["network", "inspect", &net])[0]["Peers"].to_string();
+    assert!(
+        peers.contains("10.200.0.2") && !peers.contains("10.200.0.3"),
+        "{peers}"
+    );
     // Restarted, it is back.
     h.hosts[2].restart(false);
     wait_for("host 3 back", Duration::from_secs(15), || {

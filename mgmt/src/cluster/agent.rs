@@ -43,6 +43,8 @@ pub(super) struct Agent {
     /// A call whose session broke under it (a member died mid-call): tried once more on
     /// the next session, which with the other members up opens at once.
     retry: Option<Call>,
+    /// The member the session is on (an index into the endpoints).
+    member: usize,
 }
 
 /// Why a session ended.
@@ -72,6 +74,7 @@ impl Agent {
             foreign: Default::default(),
             lease: None,
             retry: None,
+            member: 0,
         }
     }
 
@@ -106,35 +109,51 @@ impl Agent {
     async fn main(&mut self, mut calls: UnboundedReceiver<Call>) {
         let mut backoff = BACKOFF_MIN;
         let mut warned = false;
+        // Opens that failed since the last session. Right after a session broke (most
+        // likely one member went and the others answer), calls wait for the next
+        // session; once opening has failed twice in a row the store is down, and every
+        // call is refused at once.
+        let mut failed_opens = 0u32;
+        let mut held: Vec<Call> = Vec::new();
         loop {
             let why = self.last_error();
             let url = self.s.url.clone();
+            let hold = failed_opens < 2;
+            let limit = self.s.timeout * 3;
             let opened = tokio::select! {
-                r = self.open() => r,
-                _ = refuse_all(&mut calls, &url, &why) => return,
+                r = tokio::time::timeout(limit, self.open()) => r.unwrap_or_else(|_| Err(End::Failed(format!("no session within {limit:?}")))),
+                _ = take_calls(&mut calls, &mut held, hold, &url, &why) => return,
             };
             let end = match opened {
                 Ok((client, watch)) => {
                     backoff = BACKOFF_MIN;
                     warned = false;
-                    self.serve(client, watch, &mut calls).await
+                    failed_opens = 0;
+                    let first = std::mem::take(&mut held);
+                    self.serve(client, watch, &mut calls, first).await
                 }
-                Err(e) => e,
+                Err(e) => {
+                    failed_opens += 1;
+                    e
+                }
             };
             let why = match end {
                 End::Closed => return,
                 End::Failed(why) => why,
             };
-            if let Some(call) = self.retry.take() {
-                if self.health.lock().map(|h| h.connected).unwrap_or(false) {
-                    // Once more, on the next session (below, or the one after a back-off).
-                    self.retry = Some(call);
-                } else {
-                    let _ = call.reply.send(Err(StoreError::Unreachable(
-                        self.s.url.clone(),
-                        why.clone(),
-                    )));
-                }
+            held.extend(self.retry.take());
+            // The next session starts on the next member.
+            self.member = (self.member + 1) % self.s.endpoints.len().max(1);
+            let now = std::time::Instant::now();
+            let (keep, refuse): (Vec<Call>, Vec<Call>) = held
+                .drain(..)
+                .partition(|c| failed_opens < 2 && now + BACKOFF_MIN * 2 < c.deadline);
+            held = keep;
+            for c in refuse {
+                let _ = c.reply.send(Err(StoreError::Unreachable(
+                    self.s.url.clone(),
+                    why.clone(),
+                )));
             }
             let was = self.health.lock().map(|h| h.connected).unwrap_or(false);
             self.set_health(|h| {
@@ -145,9 +164,13 @@ impl Agent {
                 tracing::warn!(store = %self.s.url, error = %why, "cluster store unreachable; the data plane keeps what it knows, global network changes are refused until it is back");
                 warned = true;
             }
+            if !held.is_empty() {
+                backoff = BACKOFF_MIN;
+            }
+            let hold = failed_opens < 2;
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = refuse_all(&mut calls, &self.s.url, &why) => return,
+                _ = take_calls(&mut calls, &mut held, hold, &self.s.url, &why) => return,
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
@@ -159,7 +182,8 @@ impl Agent {
             .with_connect_timeout(t)
             .with_timeout(t)
             .with_keep_alive(Duration::from_secs(1), t)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
         if let Some(tls) = &self.s.tls {
             let read = |p: &std::path::PathBuf| {
                 std::fs::read(p).map_err(|e| End::Failed(format!("read {}: {e}", p.display())))
@@ -177,8 +201,36 @@ impl Agent {
     }
 
     /// Connect, keep or take a lease, register the node, list, watch.
+    /// A client on one member that answers: the members in turn, from the one after
+    /// the last session's (a session stays on one member, as etcd's own clients pin
+    /// one; a member that dies ends it, and the next opens on another).
+    async fn member(&mut self) -> Result<Client, End> {
+        let n = self.s.endpoints.len();
+        let mut errors = Vec::new();
+        for k in 0..n {
+            let i = (self.member + k) % n;
+            let ep = &self.s.endpoints[i];
+            let tried = async {
+                let mut c = Client::connect([ep], Some(self.options()?)).await?;
+                // Answers, and is part of a quorum (require_leader).
+                c.get(keys::networks_rev(), None).await?;
+                Ok::<Client, End>(c)
+            };
+            match tokio::time::timeout(self.s.timeout, tried).await {
+                Ok(Ok(c)) => {
+                    self.member = i;
+                    return Ok(c);
+                }
+                Ok(Err(End::Failed(e))) => errors.push(format!("{ep}: {e}")),
+                Ok(Err(End::Closed)) => return Err(End::Closed),
+                Err(_) => errors.push(format!("{ep}: no answer in {:?}", self.s.timeout)),
+            }
+        }
+        Err(End::Failed(errors.join("; ")))
+    }
+
     async fn open(&mut self) -> Result<(Client, WatchStream), End> {
-        let mut c = Client::connect(&self.s.endpoints, Some(self.options()?)).await?;
+        let mut c = self.member().await?;
         // The lease of the last session, if it is still alive; else a new one (and
         // everything this host published is published again under it).
         let mut lease = None;
@@ -296,20 +348,24 @@ impl Agent {
         mut c: Client,
         mut watch: WatchStream,
         calls: &mut UnboundedReceiver<Call>,
+        first: Vec<Call>,
     ) -> End {
         let Some(lease) = self.lease else {
             return End::Failed("no lease".into());
         };
-        let (mut keeper, mut alive) = match c.lease_keep_alive(lease).await {
-            Ok(k) => k,
-            Err(e) => return e.into(),
-        };
+        let (mut keeper, mut alive) =
+            match tokio::time::timeout(self.s.timeout, c.lease_keep_alive(lease)).await {
+                Ok(Ok(k)) => k,
+                Ok(Err(e)) => return e.into(),
+                Err(_) => return End::Failed("lease keep-alive stream: no answer in time".into()),
+            };
+        tracing::debug!(member = %self.s.endpoints[self.member], "cluster session serving");
         let period = Duration::from_secs((self.s.ttl as u64 / 3).max(1));
         let mut tick = tokio::time::interval(period);
         let mut last_ack = tokio::time::Instant::now();
-        let mut retried = self.retry.take();
+        let mut first = std::collections::VecDeque::from(first);
         loop {
-            let next = retried.take().map(Some);
+            let next = first.pop_front().map(Some);
             tokio::select! {
                 call = async { match next { Some(c) => c, None => calls.recv().await } } => {
                     let Some(call) = call else {
@@ -321,16 +377,13 @@ impl Agent {
                     if std::time::Instant::now() > call.deadline {
                         continue;
                     }
+                    tracing::debug!(op = ?std::mem::discriminant(&call.op), "cluster call");
                     let r = tokio::time::timeout(self.s.timeout * 3, self.execute(&mut c, lease, call.op.clone())).await;
                     let r = r.unwrap_or_else(|_| Err(StoreError::Unreachable(self.s.url.clone(), "no answer in time".into())));
                     match r {
                         Err(StoreError::Unreachable(_, why)) => {
-                            // Retried once on the next session; answered there.
-                            if !call.retried {
-                                self.retry = Some(Call { retried: true, ..call });
-                            } else {
-                                let _ = call.reply.send(Err(StoreError::Unreachable(self.s.url.clone(), why.clone())));
-                            }
+                            // Tried again on the next session while its caller waits.
+                            self.retry = Some(call);
                             return End::Failed(why);
                         }
                         r => {
@@ -364,8 +417,10 @@ impl Agent {
                     if last_ack.elapsed() > Duration::from_secs(self.s.ttl as u64) {
                         return End::Failed("lease keep-alives unanswered for a TTL".into());
                     }
-                    if let Err(e) = keeper.keep_alive().await {
-                        return e.into();
+                    match tokio::time::timeout(self.s.timeout, keeper.keep_alive()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return e.into(),
+                        Err(_) => return End::Failed("lease keep-alive: no answer in time".into()),
                     }
                 }
                 ack = alive.message() => {
@@ -502,7 +557,7 @@ impl Agent {
                     Err(StoreError::Changed)
                 }
             }
-            Op::Claim(ep) => self.claim(c, &ep, lease, false).await,
+            Op::Claim(ep) => self.claim(c, &ep, lease).await,
             Op::Withdraw(ep) => {
                 let ipam = keys::ipam(&ep.network, ep.ip);
                 c.txn(
@@ -525,7 +580,7 @@ impl Agent {
             Op::Republish(eps) => {
                 let mut conflicts = Vec::new();
                 for ep in &eps {
-                    match self.claim(c, ep, lease, true).await {
+                    match self.claim(c, ep, lease).await {
                         Ok(_) => {}
                         Err(StoreError::Taken(by)) => conflicts.push((ep.clone(), by)),
                         Err(e) => return Err(e),
@@ -568,13 +623,7 @@ impl Agent {
 
     /// Claim the address (free, or already this endpoint's) and publish the endpoint,
     /// both under the lease, in one transaction, only while its network exists.
-    async fn claim(
-        &self,
-        c: &mut Client,
-        ep: &EndpointRecord,
-        lease: i64,
-        again: bool,
-    ) -> StoreResult<Reply> {
+    async fn claim(&self, c: &mut Client, ep: &EndpointRecord, lease: i64) -> StoreResult<Reply> {
         let url = self.s.url.clone();
         let net = |e: etcd_client::Error| StoreError::Unreachable(url.clone(), e.to_string());
         let ipam = keys::ipam(&ep.network, ep.ip);
@@ -612,8 +661,9 @@ impl Agent {
             )));
         }
         match held {
-            Some((v, _)) if v == holder.as_bytes() && again => {
-                // Ours already (republishing): write both again under this lease.
+            Some((v, _)) if v == holder.as_bytes() => {
+                // Ours already (republishing, or a claim whose answer was lost with its
+                // connection and is tried again): write both again under this lease.
                 let r = c
                     .txn(
                         Txn::new()
@@ -650,14 +700,24 @@ fn first_kv(resp: &[TxnOpResponse]) -> Option<(Vec<u8>, i64)> {
     })
 }
 
-/// Until a session is up: every call is refused at once, naming the store and why.
-/// Returns when the controller goes away.
-async fn refuse_all(calls: &mut UnboundedReceiver<Call>, url: &str, why: &str) {
+/// Until a session is up: calls wait for it (`hold`), or are refused at once, naming
+/// the store and why. Returns when the controller goes away.
+async fn take_calls(
+    calls: &mut UnboundedReceiver<Call>,
+    held: &mut Vec<Call>,
+    hold: bool,
+    url: &str,
+    why: &str,
+) {
     while let Some(call) = calls.recv().await {
-        let _ = call.reply.send(Err(StoreError::Unreachable(
-            url.to_string(),
-            why.to_string(),
-        )));
+        if hold {
+            held.push(call);
+        } else {
+            let _ = call.reply.send(Err(StoreError::Unreachable(
+                url.to_string(),
+                why.to_string(),
+            )));
+        }
     }
 }
 

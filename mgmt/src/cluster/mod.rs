@@ -121,8 +121,6 @@ pub type StoreResult<T> = Result<T, StoreError>;
 struct Call {
     op: Op,
     reply: Sender<StoreResult<Reply>>,
-    /// Already tried once on a session that broke.
-    retried: bool,
     /// The caller stops waiting then: a call still queued is not made after it.
     deadline: std::time::Instant,
 }
@@ -218,7 +216,6 @@ impl Cluster {
             .send(Call {
                 op,
                 reply: tx,
-                retried: false,
                 deadline: std::time::Instant::now() + wait,
             })
             .map_err(|_| unreachable("the cluster agent stopped"))?;

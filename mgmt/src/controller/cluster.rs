@@ -484,6 +484,26 @@ impl Controller {
         }
     }
 
+    /// `Peers` of a global network's inspect: this host, then those with endpoints on it.
+    pub(super) fn peers_of(&self, n: &Network) -> Vec<api::Peer> {
+        let Some(cv) = self.cluster.as_ref().filter(|_| n.global) else {
+            return Vec::new();
+        };
+        let mut peers = vec![api::Peer {
+            name: cv.node().to_string(),
+            ip: cv.client.settings().vtep.to_string(),
+        }];
+        let mut others: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
+        for e in cv.remote.get(&n.id).into_iter().flat_map(|m| m.values()) {
+            others.insert(&e.node, e.vtep);
+        }
+        peers.extend(others.into_iter().map(|(name, ip)| api::Peer {
+            name: name.to_string(),
+            ip: ip.to_string(),
+        }));
+        peers
+    }
+
     /// Names of the other hosts' endpoints on `net` (for its embedded DNS).
     pub(super) fn remote_records(&self, net: &str) -> Vec<dns::Record> {
         let Some(m) = self.cluster.as_ref().and_then(|c| c.remote.get(net)) else {

@@ -260,6 +260,7 @@ impl Controller {
             containers,
             options: n.options.clone(),
             labels: n.labels.clone(),
+            peers: self.peers_of(n),
         }
     }
 
