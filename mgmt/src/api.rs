@@ -637,3 +637,37 @@ mod tests {
         assert_eq!(back.0.overlay.dropped[1], 4);
     }
 }
+
+/// `cluster.info`: the cluster store as this host sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub store: crate::cluster::Health,
+    pub nodes: Vec<ClusterNode>,
+    pub networks: Vec<ClusterNetwork>,
+}
+
+/// A host registered in the store (its key lives while its lease does).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub name: String,
+    pub vtep: String,
+    pub started: String,
+    /// Its endpoints on global networks.
+    pub endpoints: usize,
+    pub this_host: bool,
+    pub lease: String,
+}
+
+/// A global network in the store.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClusterNetwork {
+    pub name: String,
+    pub id: String,
+    pub vni: u32,
+    pub subnet: String,
+    /// Other hosts' endpoints on it.
+    pub remote_endpoints: usize,
+    /// Why this host did not take it (a clash with a local network), if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}

@@ -30,6 +30,8 @@ pub enum Code {
     /// The data plane did not answer in time: the request may or may not have taken
     /// effect.
     Timeout = -32007,
+    /// The cluster store cannot be reached: nothing was changed.
+    Unavailable = -32008,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,9 @@ impl ApiError {
     }
     pub fn invalid(m: impl Into<String>) -> Self {
         Self::new(Code::Invalid, m)
+    }
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self::new(Code::Unavailable, m)
     }
     /// The kernel or the data plane refused: the message carries the whole cause chain.
     pub fn system(e: &(dyn Error + 'static)) -> Self {

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod capture;
+pub mod cluster;
 pub mod controller;
 pub mod driver;
 pub mod endpoint_trunk;

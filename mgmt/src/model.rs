@@ -82,6 +82,13 @@ pub struct Network {
     pub num: u32,
     /// bridge, host and none exist from the start and cannot be removed.
     pub predefined: bool,
+    /// A global network of the cluster store (Scope `global`): the store is its truth.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub global: bool,
+    /// The VTEPs of the other hosts with endpoints on it (global networks; from the
+    /// cluster store, never persisted).
+    #[serde(skip)]
+    pub members: Vec<Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

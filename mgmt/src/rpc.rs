@@ -34,6 +34,7 @@ pub enum Call {
     CaptureStart(api::CaptureStart),
     CaptureStatus(api::CaptureId),
     CaptureStop(api::CaptureId),
+    ClusterInfo,
     Ping,
 }
 
@@ -164,6 +165,7 @@ fn call(method: &str, p: Value) -> ApiResult<Call> {
         "capture.start" => Call::CaptureStart(params(method, p)?),
         "capture.status" => Call::CaptureStatus(params(method, p)?),
         "capture.stop" => Call::CaptureStop(params(method, p)?),
+        "cluster.info" => unused_params::<api::Empty>(method, p, Call::ClusterInfo)?,
         "daemon.ping" => unused_params::<api::Empty>(method, p, Call::Ping)?,
         other => {
             return Err(ApiError::new(
@@ -193,6 +195,7 @@ fn execute(ctl: &mut Controller, call: Call) -> ApiResult<Value> {
         Call::CaptureStart(p) => result(ctl.capture_start(p)),
         Call::CaptureStatus(p) => result(ctl.capture_status(p)),
         Call::CaptureStop(p) => result(ctl.capture_stop(p)),
+        Call::ClusterInfo => result(ctl.cluster_info()),
         Call::Ping => result(Ok(api::Ping {
             version: env!("CARGO_PKG_VERSION").into(),
         })),

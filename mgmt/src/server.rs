@@ -46,7 +46,38 @@ type Result<T, E = ServerError> = std::result::Result<T, E>;
 
 const LISTENER: Token = Token(0);
 const STOP: Token = Token(1);
-const FIRST_CLIENT: usize = 2;
+const NEWS: Token = Token(2);
+const FIRST_CLIENT: usize = 3;
+
+/// What the loop serves: request lines, and news from elsewhere (the cluster store's
+/// agent) signalled on an fd, applied between turns.
+trait Handler {
+    fn line(&mut self, line: &[u8]) -> Option<Value>;
+    fn news_fd(&self) -> Option<RawFd> {
+        None
+    }
+    fn news(&mut self) {}
+}
+
+impl<F: FnMut(&[u8]) -> Option<Value>> Handler for F {
+    fn line(&mut self, line: &[u8]) -> Option<Value> {
+        self(line)
+    }
+}
+
+struct Ctl<'a>(&'a mut Controller);
+
+impl Handler for Ctl<'_> {
+    fn line(&mut self, line: &[u8]) -> Option<Value> {
+        rpc::handle_line(self.0, line)
+    }
+    fn news_fd(&self) -> Option<RawFd> {
+        self.0.cluster_fd()
+    }
+    fn news(&mut self) {
+        self.0.cluster_events()
+    }
+}
 
 /// Clients served at once; a connection beyond them is accepted and closed at once.
 pub const MAX_CLIENTS: usize = 256;
@@ -178,14 +209,14 @@ impl Server {
 
     /// Serve until a termination signal arrives.
     pub fn run(self, ctl: &mut Controller, signals: &mut SignalFd) -> Result<()> {
-        self.serve(|line| rpc::handle_line(ctl, line), signals)
+        self.serve(Ctl(ctl), signals)
     }
 
     /// Serve, answering each request line with `handle`, until `stop` says so. Only
     /// setting the loop up can fail: what goes wrong after that is logged and outlived.
     fn serve<H, S>(mut self, mut handle: H, stop: &mut S) -> Result<()>
     where
-        H: FnMut(&[u8]) -> Option<Value>,
+        H: Handler,
         S: Stop,
     {
         let mut poll = Poll::new().map_err(step("create event loop"))?;
@@ -195,6 +226,13 @@ impl Server {
         poll.registry()
             .register(&mut SourceFd(&stop.fd()), STOP, Interest::READABLE)
             .map_err(step("watch the signalfd"))?;
+        if let Some(fd) = handle.news_fd() {
+            poll.registry()
+                .register(&mut SourceFd(&fd), NEWS, Interest::READABLE)
+                .map_err(step("watch the cluster agent's eventfd"))?;
+            // What arrived before the loop started.
+            handle.news();
+        }
         let mut clients: HashMap<Token, Client> = HashMap::new();
         let mut accept = Accept {
             next: FIRST_CLIENT,
@@ -239,6 +277,7 @@ impl Server {
                             return Ok(());
                         }
                     }
+                    NEWS => handle.news(),
                     t => {
                         if let Some(c) = clients.get_mut(&t) {
                             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -481,7 +520,7 @@ impl Client {
     /// bounded amount and answer a bounded number of lines.
     fn turn<H>(&mut self, handle: &mut H, limits: &Limits, now: Instant) -> Next
     where
-        H: FnMut(&[u8]) -> Option<Value>,
+        H: Handler,
     {
         if !self.flush(now) {
             return Next::Close;
@@ -556,7 +595,7 @@ impl Client {
     /// at the end of the stream, a last line without its newline too.
     fn answer<H>(&mut self, handle: &mut H, limits: &Limits)
     where
-        H: FnMut(&[u8]) -> Option<Value>,
+        H: Handler,
     {
         let mut n = 0;
         while n < limits.requests_per_turn && self.pending_out() <= limits.max_output {
@@ -566,7 +605,7 @@ impl Client {
                         continue;
                     }
                     n += 1;
-                    if let Some(reply) = handle(line) {
+                    if let Some(reply) = handle.line(line) {
                         push_reply(&mut self.out, &reply);
                     }
                 }
@@ -578,7 +617,7 @@ impl Client {
                 None => {
                     if self.eof {
                         if let Some(line) = self.lines.finish() {
-                            if let Some(reply) = handle(line) {
+                            if let Some(reply) = handle.line(line) {
                                 push_reply(&mut self.out, &reply);
                             }
                         }

@@ -92,6 +92,7 @@ fn network() -> Network {
         hosts: [(Ipv4Addr::new(172, 28, 0, 2), A)].into_iter().collect(),
         guards: Default::default(),
         storm: Default::default(),
+        remote: Default::default(),
     }
 }
 

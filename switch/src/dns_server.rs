@@ -455,6 +455,7 @@ mod tests {
                 hosts: HashMap::new(),
                 guards: Default::default(),
                 storm: Default::default(),
+                remote: Default::default(),
             },
         );
         m
@@ -613,6 +614,7 @@ mod upstream_tests {
                 hosts: HashMap::new(),
                 guards: Default::default(),
                 storm: Default::default(),
+                remote: Default::default(),
             },
         );
         m

@@ -6,8 +6,10 @@
 //! program decapsulates frames from it for local endpoints. Once a second the router
 //! refreshes what the kernel carried (the entries' `seen` marks) in its tunnel table and
 //! FDB, re-writes entries whose VTEP or next hop changed, and takes out those it no
-//! longer knows. While the uplink is captured nothing is installed, so the capture sees
-//! every tunnelled frame.
+//! longer knows; a remote endpoint the control plane withdraws or moves to another VTEP,
+//! and the MACs learned behind a peer that left, go at once (`router/overlay.rs`). While
+//! the uplink is captured nothing is installed, so the capture sees every tunnelled
+//! frame.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -86,6 +88,18 @@ impl FastVxlan {
         if self.installed.remove(&(net, mac)).is_some() {
             self.maps.vxlan_remove(net, mac);
         }
+    }
+
+    /// Keep only the entries of `net` that `keep` (given the MAC and its VTEP) wants.
+    pub fn retain(&mut self, net: NetId, mut keep: impl FnMut(Mac, Ipv4Addr) -> bool) {
+        let maps = &self.maps;
+        self.installed.retain(|&(n, mac), v| {
+            if n != net || keep(mac, value_vtep(v)) {
+                return true;
+            }
+            maps.vxlan_remove(n, mac);
+            false
+        });
     }
 
     /// The installed MACs with their VTEP, and whether the kernel carried frames for

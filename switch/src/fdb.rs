@@ -1,6 +1,8 @@
 //! The forwarding database of one network: which port a MAC address was last seen on.
 //! Learned entries age out; the table is bounded so a MAC flood cannot exhaust memory
-//! (new addresses past the bound are not learned and their frames are flooded).
+//! (new addresses past the bound are not learned and their frames are flooded). Static
+//! entries (the control plane's remote endpoints) never age and take no room from
+//! learning.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -63,6 +65,8 @@ pub struct FdbEntry {
 
 pub struct Fdb {
     map: HashMap<Mac, Entry, ahash::RandomState>,
+    /// How many of `map`'s entries were learned (not static): what `max_entries` bounds.
+    learned: usize,
     max_entries: usize,
     max_age: Duration,
     /// Learned entries per port, and the bound on them (`--fdb-max-per-port`), so one
@@ -78,6 +82,7 @@ impl Fdb {
                 max_entries.min(4096),
                 ahash::RandomState::new(),
             ),
+            learned: 0,
             max_entries,
             max_age,
             per_port: HashMap::default(),
@@ -106,8 +111,14 @@ impl Fdb {
         self.per_port.get(&port).copied().unwrap_or(0) >= self.max_per_port
     }
 
+    /// Entries, static ones included.
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Learned entries: what `--fdb-max` bounds.
+    pub fn learned_len(&self) -> usize {
+        self.learned
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,7 +128,6 @@ impl Fdb {
     /// Record that `mac` was seen arriving on `port`.
     pub fn learn(&mut self, mac: Mac, port: PortId, now: Instant) -> Learned {
         // The per-frame case first: known on this port (or static), one lookup.
-        let len = self.map.len();
         let moved_from = match self.map.get_mut(&mac) {
             Some(e) if e.is_static => return Learned::Static,
             Some(e) if e.port == port => {
@@ -133,7 +143,7 @@ impl Fdb {
             None => None,
         };
         // New or moved (rare): the table's and the port's bounds apply.
-        if self.port_full(port) || (moved_from.is_none() && len >= self.max_entries) {
+        if self.port_full(port) || (moved_from.is_none() && self.learned >= self.max_entries) {
             return Learned::Full;
         }
         match moved_from {
@@ -147,6 +157,7 @@ impl Fdb {
             }
             None => {
                 self.map.insert(mac, Entry::new(port, now, false));
+                self.learned += 1;
             }
         }
         self.count(port, true);
@@ -155,12 +166,15 @@ impl Fdb {
 
     /// Install an entry learned elsewhere (another worker), without the refresh logic.
     pub fn install(&mut self, mac: Mac, port: PortId, now: Instant) {
-        if self.map.len() < self.max_entries || self.map.contains_key(&mac) {
+        if self.learned < self.max_entries || self.map.contains_key(&mac) {
             let mut moved = None;
             let e = self.map.entry(mac).or_insert_with(|| {
                 moved = Some(None);
                 Entry::new(port, now, false)
             });
+            if moved.is_some() {
+                self.learned += 1;
+            }
             if !e.is_static && e.port != port {
                 moved = Some(Some(e.port));
                 e.port = port;
@@ -177,9 +191,25 @@ impl Fdb {
         }
     }
 
-    /// A static entry: never ages, never moves by learning.
+    /// A static entry: never ages, never moves by learning, and counts against neither
+    /// bound (the control plane's). It takes the place of a learned entry for `mac`.
     pub fn add_static(&mut self, mac: Mac, port: PortId, now: Instant) {
-        self.map.insert(mac, Entry::new(port, now, true));
+        if let Some(old) = self.map.insert(mac, Entry::new(port, now, true)) {
+            if !old.is_static {
+                self.learned -= 1;
+                self.count(old.port, false);
+            }
+        }
+    }
+
+    /// Remove `mac`'s entry if it is static (a learned one stays); true if it went.
+    pub fn remove_static(&mut self, mac: &Mac) -> bool {
+        if self.map.get(mac).is_some_and(|e| e.is_static) {
+            self.map.remove(mac);
+            true
+        } else {
+            false
+        }
     }
 
     /// The port `mac` lives on, unless unknown or aged out.
@@ -207,12 +237,21 @@ impl Fdb {
             keep
         });
         self.per_port.retain(|_, n| *n > 0);
-        before - self.map.len()
+        let removed = before - self.map.len();
+        self.learned -= removed;
+        removed
     }
 
-    /// Forget everything learned on a port (it was removed).
+    /// Forget everything on a port (it was removed).
     pub fn forget_port(&mut self, port: PortId) {
-        self.map.retain(|_, e| e.port != port);
+        let learned = &mut self.learned;
+        self.map.retain(|_, e| {
+            let keep = e.port != port;
+            if !keep && !e.is_static {
+                *learned -= 1;
+            }
+            keep
+        });
         self.per_port.remove(&port);
     }
 
@@ -339,6 +378,66 @@ mod tests {
         assert_eq!(full, 9_900);
         // Known addresses still move and refresh at the bound.
         assert_eq!(f.learn([2, 0, 0, 0, 0, 0], 7, now), Learned::Changed);
+    }
+
+    /// Remote endpoints (static, behind the tunnel) may outnumber `--fdb-max`: they
+    /// take no room from learning, in the table or on their port.
+    #[test]
+    fn static_entries_do_not_count_against_the_bounds() {
+        let now = Instant::now();
+        let mut f = Fdb::new(4, Duration::from_secs(300)).with_port_limit(2);
+        for i in 0..10u8 {
+            f.add_static([2, 0, 0, 0, 1, i], crate::TUNNEL_PORT, now);
+        }
+        assert_eq!((f.len(), f.learned_len()), (10, 0));
+        assert_eq!(f.learn(A, 1, now), Learned::Changed, "still learns");
+        assert_eq!(f.learn(B, 1, now), Learned::Changed);
+        assert_eq!(
+            f.learn([2, 0, 0, 0, 0, 3], 1, now),
+            Learned::Full,
+            "port 1's share"
+        );
+        assert_eq!(
+            f.learn([2, 0, 0, 0, 2, 1], crate::TUNNEL_PORT, now),
+            Learned::Changed,
+            "statics on the tunnel port leave it its share"
+        );
+        f.install([2, 0, 0, 0, 2, 2], 2, now);
+        assert_eq!(f.learned_len(), 4, "installed from another worker: counted");
+        assert_eq!(
+            f.learn([2, 0, 0, 0, 2, 3], 3, now),
+            Learned::Full,
+            "the table's bound"
+        );
+        // A static over a learned entry gives its room back, on its port too.
+        f.add_static(A, crate::TUNNEL_PORT, now);
+        assert_eq!(f.learned_len(), 3);
+        assert_eq!(f.lookup(&A, now), Some(crate::TUNNEL_PORT));
+        assert_eq!(f.learn([2, 0, 0, 0, 0, 4], 1, now), Learned::Changed);
+        // Forgetting a port with statics on it counts only what it learned.
+        f.forget_port(crate::TUNNEL_PORT);
+        assert_eq!((f.len(), f.learned_len()), (3, 3));
+    }
+
+    #[test]
+    fn remove_static_leaves_learned_entries() {
+        let now = Instant::now();
+        let mut f = Fdb::new(2, Duration::from_secs(300));
+        f.learn(A, 1, now);
+        f.add_static(B, crate::TUNNEL_PORT, now);
+        assert!(!f.remove_static(&A), "learned: not the control plane's");
+        assert_eq!(f.lookup(&A, now), Some(1));
+        assert!(f.remove_static(&B));
+        assert!(!f.remove_static(&B), "gone already");
+        assert_eq!(f.lookup(&B, now), None);
+        assert_eq!((f.len(), f.learned_len()), (1, 1));
+        assert_eq!(f.learn(B, 2, now), Learned::Changed, "B is learned again");
+        assert_eq!(
+            f.expire(now + Duration::from_secs(301)),
+            2,
+            "and ages like the rest"
+        );
+        assert_eq!(f.learned_len(), 0);
     }
 
     #[test]

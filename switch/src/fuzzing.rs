@@ -36,7 +36,19 @@ pub fn switch_frames(data: &[u8]) {
         members: vec![0, 1, 2],
         guards: Default::default(),
         storm: Default::default(),
+        remote: Default::default(),
     };
+    // One remote endpoint, so broadcast ARP meets the ARP proxy too.
+    let remote = crate::remote::RemoteEndpoint {
+        mac: [2, 0, 0, 0, 0, 9],
+        ip: Ipv4Addr::new(172, 18, 0, 9),
+        vtep: Ipv4Addr::new(10, 200, 0, 2),
+    };
+    let update = crate::remote::RemoteUpdate {
+        upsert: vec![remote],
+        remove: Vec::new(),
+    };
+    net.update_remote(&update, Instant::now());
     let counters = PortCounters::default();
     let from = |port| Source {
         port,
@@ -92,6 +104,7 @@ pub fn dns_frames(data: &[u8]) {
             members: vec![0, 1],
             guards: Default::default(),
             storm: Default::default(),
+            remote: Default::default(),
         },
     );
     let Ok(mut d) = crate::dns_server::DnsServer::new(Vec::new()) else {
@@ -200,6 +213,7 @@ pub fn vtep_frames(data: &[u8]) {
             members: vec![0, 1],
             guards: Default::default(),
             storm: Default::default(),
+            remote: Default::default(),
         },
     );
     let Ok(vni) = vxlan::Vni::new(5000) else {

@@ -26,18 +26,27 @@ pub fn arp_reply(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
     if ethertype(frame) != Some(ETHERTYPE_ARP) {
         return None;
     }
-    arp_reply_to(gw, frame, out)
+    arp_reply_to(frame, out, |ip| (ip == gw.ip).then_some(gw.mac))
 }
 
-fn arp_reply_to(gw: &Gateway, frame: &[u8], out: &mut [u8]) -> Option<usize> {
+/// If `frame` (ARP, the caller has checked) is a request for an address `mac_of` knows
+/// the MAC of, write the reply into `out`, from that address and MAC to the requester,
+/// and return its length. The gateway answers for its address; the ARP proxy of an
+/// overlay network for its remote endpoints'.
+pub(crate) fn arp_reply_to(
+    frame: &[u8],
+    out: &mut [u8],
+    mac_of: impl FnOnce(Ipv4Addr) -> Option<Mac>,
+) -> Option<usize> {
     let req = arp::Repr::parse_frame(frame).ok()?;
-    if req.op != Operation::Request || req.target_ip != gw.ip {
+    if req.op != Operation::Request {
         return None;
     }
+    let mac = mac_of(req.target_ip)?;
     arp::Repr {
         op: Operation::Reply,
-        sender_mac: gw.mac,
-        sender_ip: gw.ip,
+        sender_mac: mac,
+        sender_ip: req.target_ip,
         target_mac: req.sender_mac,
         target_ip: req.sender_ip,
     }

@@ -24,6 +24,7 @@ mod network;
 mod pipeline;
 pub mod port;
 pub mod port_security;
+pub mod remote;
 pub mod router;
 mod sinks;
 mod skb_trunk;
@@ -33,6 +34,8 @@ mod worker;
 
 pub use dns_server::DnsStats;
 pub use engine::{CaptureTap, Captured, Engine, EngineConfig, PortInfo, StatsSnapshot};
+pub use fdb::Mac;
+pub use remote::{RemoteEndpoint, RemoteUpdate};
 pub use router::{RouterStats, UplinkConfig};
 
 /// A port's number inside the engine: small, dense, reused after removal.

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use crate::fdb::{Fdb, Mac};
 use crate::port_security::PortGuard;
+use crate::remote::RemoteEndpoints;
 use crate::storm::Storm;
 use crate::{NetConfig, PortId};
 
@@ -21,4 +22,7 @@ pub(crate) struct Network {
     pub guards: HashMap<PortId, PortGuard>,
     /// Storm control: each port's flood budget.
     pub storm: Storm,
+    /// Overlay networks: the endpoints on other hosts the control plane told of (static
+    /// FDB entries behind the tunnel, and the ARP proxy).
+    pub remote: RemoteEndpoints,
 }

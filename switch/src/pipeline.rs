@@ -168,12 +168,22 @@ fn classify(
         _ => {}
     }
 
-    if let Some(gw) = &net.cfg.gateway {
-        if dst == BROADCAST && eth.ethertype() == ETHERTYPE_ARP {
+    if dst == BROADCAST && eth.ethertype() == ETHERTYPE_ARP {
+        if let Some(gw) = &net.cfg.gateway {
             if let Some(n) = gateway::arp_reply(gw, frame, scratch) {
                 return Verdict::Reply(n);
             }
-        } else if dst == gw.mac {
+        }
+        // The ARP proxy: a remote endpoint's address is answered here, with its MAC,
+        // rather than flooded to every host (only frames from local ports get here).
+        if !net.remote.is_empty() && !net.cfg.isolate {
+            let remote = &net.remote;
+            if let Some(n) = gateway::arp_reply_to(frame, scratch, |ip| remote.proxy(ip)) {
+                return Verdict::Reply(n);
+            }
+        }
+    } else if let Some(gw) = &net.cfg.gateway {
+        if dst == gw.mac {
             if let Some(n) = gateway::icmp_echo_reply(gw, frame, scratch) {
                 return Verdict::Reply(n);
             }
@@ -245,6 +255,7 @@ mod tests {
             members,
             guards: Default::default(),
             storm: Default::default(),
+            remote: Default::default(),
         }
     }
 
@@ -334,6 +345,72 @@ mod tests {
         req[41] = 9;
         let (s, _) = run(&mut n, 1, &[req]);
         assert_eq!(s.out.len(), 1);
+        assert_eq!(s.out[0].0, 2);
+    }
+
+    /// A broadcast ARP request from `A` (172.18.0.2) for `target`.
+    fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+        let mut req = BROADCAST.to_vec();
+        req.extend(A);
+        req.extend([0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        req.extend(A);
+        req.extend([172, 18, 0, 2, 0, 0, 0, 0, 0, 0]);
+        req.extend(target.octets());
+        req.resize(60, 0);
+        req
+    }
+
+    #[test]
+    fn remote_endpoints_are_answered_by_the_arp_proxy_and_reached_by_the_tunnel() {
+        use crate::remote::{RemoteEndpoint, RemoteUpdate};
+        let mut n = net(vec![1, 2]);
+        n.cfg.overlay = Some(crate::OverlayConfig {
+            vni: 4096,
+            peers: vec![Ipv4Addr::new(10, 200, 0, 2)],
+        });
+        let remote = RemoteEndpoint {
+            mac: B,
+            ip: Ipv4Addr::new(172, 18, 0, 9),
+            vtep: Ipv4Addr::new(10, 200, 0, 2),
+        };
+        let update = RemoteUpdate {
+            upsert: vec![remote],
+            ..Default::default()
+        };
+        n.update_remote(&update, Instant::now());
+        let (s, _) = run(&mut n, 1, &[arp_request(remote.ip)]);
+        assert!(s.tunnel.is_empty(), "not tunnelled: {:?}", s.tunnel);
+        assert_eq!(s.out.len(), 1, "answered, not flooded: {:?}", s.out);
+        let (to, reply) = &s.out[0];
+        assert_eq!(*to, 1, "to the asker");
+        let r = wire::arp::Repr::parse_frame(reply).expect("ARP");
+        assert_eq!(r.op, wire::arp::Operation::Reply);
+        assert_eq!((r.sender_mac, r.sender_ip), (B, remote.ip), "the remote's");
+        assert_eq!(
+            (r.target_mac, r.target_ip),
+            (A, Ipv4Addr::new(172, 18, 0, 2))
+        );
+        assert_eq!((&reply[0..6], &reply[6..12]), (&A[..], &B[..]));
+        // Another address is flooded, to the local ports and the tunnel, as before.
+        let (s, _) = run(&mut n, 1, &[arp_request(Ipv4Addr::new(172, 18, 0, 10))]);
+        assert_eq!(s.out.len(), 1);
+        assert_eq!(s.out[0].0, 2);
+        assert_eq!(s.tunnel.len(), 1);
+        // Known unicast to the remote MAC goes to the tunnel only.
+        let (s, _) = run(&mut n, 1, &[frame(B, A)]);
+        assert!(s.out.is_empty());
+        assert_eq!(s.tunnel.len(), 1);
+        // Withdrawn: its address is asked of every host again.
+        n.update_remote(
+            &RemoteUpdate {
+                remove: vec![remote],
+                ..Default::default()
+            },
+            Instant::now(),
+        );
+        assert_eq!(n.fdb.lookup(&B, Instant::now()), None);
+        let (s, _) = run(&mut n, 1, &[arp_request(remote.ip)]);
+        assert_eq!((s.out.len(), s.tunnel.len()), (1, 1), "flooded");
         assert_eq!(s.out[0].0, 2);
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod etcd;
+pub mod underlay;
 
 pub use netlab::{ns_exec, pcap_lines, require_root, run as run_ok, run_out, wait_for};
 

@@ -6,66 +6,12 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use e2e::underlay::Underlay;
 use e2e::{named_ns, network_create, ns_exec, ping, ping_df, run_ok, send_raw, wait_for};
 use e2e::{wait_listening, Bg, Daemon, Lab};
 
 const VNI: &str = "5000";
 const SUBNET: &str = "172.28.0.0/24";
-const UNDERLAY_GW: &str = "10.200.0.254";
-
-/// The underlay: a namespace with a Linux bridge every host's uplink plugs into.
-struct Underlay {
-    ns: String,
-}
-
-impl Underlay {
-    fn new(lab: &Lab) -> Underlay {
-        let ns = named_ns(lab, "ul");
-        run_ok(&["ip", "-n", &ns, "link", "add", "br0", "type", "bridge"]);
-        run_ok(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{UNDERLAY_GW}/16"),
-            "dev",
-            "br0",
-        ]);
-        run_ok(&["ip", "-n", &ns, "link", "set", "br0", "up"]);
-        Underlay { ns }
-    }
-
-    /// A veth from namespace `ns` into the bridge; returns its name in `ns`.
-    fn plug(&self, lab: &Lab, ns: &str, tag: &str) -> String {
-        let end = lab.name(tag);
-        let port = lab.name(&format!("{tag}p"));
-        e2e::wire(ns, &end, &self.ns, &port);
-        run_ok(&["ip", "-n", &self.ns, "link", "set", &port, "master", "br0"]);
-        end
-    }
-
-    /// A vswitchd "host" with its uplink on the underlay at `ip`.
-    fn host(&self, lab: &Lab, tag: &str, ip: &str) -> Daemon {
-        self.host_with(lab, tag, ip, &[])
-    }
-
-    fn host_with(&self, lab: &Lab, tag: &str, ip: &str, extra: &[&str]) -> Daemon {
-        let ns = named_ns(lab, tag);
-        let up = self.plug(lab, &ns, &format!("{tag}u"));
-        let cidr = format!("{ip}/16");
-        let mut args = vec![
-            "--uplink",
-            &up,
-            "--uplink-ip",
-            &cidr,
-            "--uplink-gw",
-            UNDERLAY_GW,
-        ];
-        args.extend(extra);
-        Daemon::start_named(lab, tag, &args)
-    }
-}
 
 fn overlay_net(d: &Daemon, name: &str, peers: &str) {
     let peers = format!("vxlan.peers={peers}");

@@ -57,7 +57,8 @@ impl Overlay {
         &self.vtep
     }
 
-    /// Adds an overlay network (or replaces its peers if it exists).
+    /// Adds an overlay network (or replaces its peers if it exists: what was learned
+    /// behind a VTEP that is no longer a peer goes, see [`TunnelTable::set_peers`]).
     pub fn add_network(&mut self, vni: Vni, peers: &[Ipv4Addr]) -> &mut TunnelTable {
         let (max_entries, max_age) = (self.max_entries, self.max_age);
         let t = self

@@ -60,15 +60,49 @@ pub struct RemoteEntry {
     pub is_static: bool,
 }
 
+/// How many entries live behind each VTEP, so the replication list is rebuilt only
+/// when a VTEP gains its first entry or loses its last (not whenever an entry comes or
+/// goes), and a rebuild costs the VTEPs, not the entries.
+#[derive(Clone, Debug, Default)]
+struct Vteps(HashMap<Ipv4Addr, usize, ahash::RandomState>);
+
+impl Vteps {
+    /// One more entry behind `vtep`; true if it had none.
+    fn up(&mut self, vtep: Ipv4Addr) -> bool {
+        let n = self.0.entry(vtep).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
+    /// One entry fewer behind `vtep`; true if that was its last.
+    fn down(&mut self, vtep: Ipv4Addr) -> bool {
+        match self.0.get_mut(&vtep) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                self.0.remove(&vtep);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// The tunnel forwarding table of one VNI. Owned by a worker; `now` is the burst's.
 #[derive(Clone, Debug)]
 pub struct TunnelTable {
     vni: Vni,
     map: HashMap<Mac, Entry, ahash::RandomState>,
+    /// Entries that were learned (not static): what the bound applies to.
+    learned: usize,
+    /// Entries per VTEP behind them.
+    vteps: Vteps,
     /// Configured peers (`-o vxlan.peers=` or the cluster store), in the order given.
     peers: Vec<Ipv4Addr>,
-    /// Peers plus every VTEP behind a current entry, deduplicated: rebuilt when an
-    /// entry appears, moves or goes, never per frame.
+    /// Peers plus every VTEP behind a current entry, deduplicated: rebuilt when a VTEP
+    /// gets its first entry or loses its last, or the peers change, never per frame.
     flood: Vec<Ipv4Addr>,
     flood_stale: bool,
     max_entries: usize,
@@ -83,6 +117,8 @@ impl TunnelTable {
                 max_entries.min(1024),
                 ahash::RandomState::new(),
             ),
+            learned: 0,
+            vteps: Vteps::default(),
             peers: Vec::new(),
             flood: Vec::new(),
             flood_stale: false,
@@ -113,7 +149,6 @@ impl TunnelTable {
         if mac[0] & 1 != 0 || mac == [0; 6] {
             return Learned::Invalid;
         }
-        let len = self.map.len();
         match self.map.get_mut(&mac) {
             Some(e) if e.is_static => Learned::Static,
             Some(e) if e.vtep == vtep => {
@@ -121,12 +156,13 @@ impl TunnelTable {
                 Learned::Refreshed
             }
             Some(e) => {
-                e.vtep = vtep;
+                let old = std::mem::replace(&mut e.vtep, vtep);
                 e.last_seen = now;
-                self.flood_stale = true;
+                self.flood_stale |= self.vteps.down(old) | self.vteps.up(vtep);
                 Learned::Moved
             }
-            None if len >= self.max_entries => Learned::Full,
+            // Static entries (the control plane's) take no room from learning.
+            None if self.learned >= self.max_entries => Learned::Full,
             None => {
                 self.map.insert(
                     mac,
@@ -136,31 +172,56 @@ impl TunnelTable {
                         is_static: false,
                     },
                 );
-                self.flood_stale = true;
+                self.learned += 1;
+                self.flood_stale |= self.vteps.up(vtep);
                 Learned::New
             }
         }
     }
 
     /// A static entry (from the cluster store): never ages, never moves by learning,
-    /// and does not count against the bound's refusal (the control plane is trusted).
+    /// and neither is refused at the bound nor counts against it (the control plane is
+    /// trusted; learning keeps its room). It replaces a learned entry for `mac`.
     pub fn add_static(&mut self, mac: Mac, vtep: Ipv4Addr, now: Instant) {
-        self.map.insert(
-            mac,
-            Entry {
-                vtep,
-                last_seen: now,
-                is_static: true,
-            },
-        );
-        self.flood_stale = true;
+        let entry = Entry {
+            vtep,
+            last_seen: now,
+            is_static: true,
+        };
+        match self.map.insert(mac, entry) {
+            Some(old) => {
+                self.learned -= usize::from(!old.is_static);
+                if old.vtep != vtep {
+                    self.flood_stale |= self.vteps.down(old.vtep) | self.vteps.up(vtep);
+                }
+            }
+            None => self.flood_stale |= self.vteps.up(vtep),
+        }
     }
 
     /// Removes an entry, learned or static; true if there was one.
     pub fn remove(&mut self, mac: &Mac) -> bool {
-        let had = self.map.remove(mac).is_some();
-        self.flood_stale |= had;
-        had
+        let Some(old) = self.map.remove(mac) else {
+            return false;
+        };
+        self.learned -= usize::from(!old.is_static);
+        self.flood_stale |= self.vteps.down(old.vtep);
+        true
+    }
+
+    /// Removes `mac`'s entry only if it is static and behind `vtep` (the control plane
+    /// withdrawing what it added: an entry learned since, or one it has moved to
+    /// another VTEP meanwhile, stays). True if it went.
+    pub fn remove_static(&mut self, mac: &Mac, vtep: Ipv4Addr) -> bool {
+        match self.map.get(mac) {
+            Some(e) if e.is_static && e.vtep == vtep => self.remove(mac),
+            _ => false,
+        }
+    }
+
+    /// Whether `mac` has a static entry.
+    pub fn is_static(&self, mac: &Mac) -> bool {
+        self.map.get(mac).is_some_and(|e| e.is_static)
     }
 
     /// The VTEP `mac` lives behind, unless unknown or aged out (then: flood).
@@ -176,32 +237,58 @@ impl TunnelTable {
     /// Removes entries older than the age limit (call every second or so, between
     /// bursts); returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.map.len();
         let max_age = self.max_age;
-        self.map
-            .retain(|_, e| e.is_static || now.saturating_duration_since(e.last_seen) < max_age);
-        let removed = before - self.map.len();
-        self.flood_stale |= removed > 0;
-        removed
+        self.remove_where(|e| !e.is_static && now.saturating_duration_since(e.last_seen) >= max_age)
     }
 
-    /// Forgets every entry behind `vtep` (the peer left the cluster).
+    /// Removes the entries `gone` picks, keeping the counts; returns how many.
+    fn remove_where(&mut self, mut gone: impl FnMut(&Entry) -> bool) -> usize {
+        let before = self.map.len();
+        let (vteps, learned, stale) = (&mut self.vteps, &mut self.learned, &mut self.flood_stale);
+        self.map.retain(|_, e| {
+            if !gone(e) {
+                return true;
+            }
+            *learned -= usize::from(!e.is_static);
+            *stale |= vteps.down(e.vtep);
+            false
+        });
+        before - self.map.len()
+    }
+
+    /// Forgets every entry behind `vtep`, static ones too, and the peer.
     pub fn forget_vtep(&mut self, vtep: Ipv4Addr) {
-        self.map.retain(|_, e| e.vtep != vtep);
+        self.remove_where(|e| e.vtep == vtep);
         self.peers.retain(|p| *p != vtep);
         self.flood_stale = true;
     }
 
-    /// Replaces the peer list (static `-o vxlan.peers=IP,IP`, or the cluster's view).
-    /// Duplicates are kept once.
-    pub fn set_peers(&mut self, peers: &[Ipv4Addr]) {
-        self.peers.clear();
+    /// Replaces the peer list (static `-o vxlan.peers=IP,IP`, or the cluster's
+    /// members). Duplicates are kept once. Learned entries behind a VTEP that is no
+    /// longer a peer are forgotten at once, so floods stop going to a host that left
+    /// (they would otherwise until the entries age out) and its MACs are flooded for
+    /// until heard again; static entries stay until the control plane removes them.
+    /// Returns how many entries went.
+    pub fn set_peers(&mut self, peers: &[Ipv4Addr]) -> usize {
+        let mut new = Vec::with_capacity(peers.len());
         for p in peers {
-            if !self.peers.contains(p) {
-                self.peers.push(*p);
+            if !new.contains(p) {
+                new.push(*p);
             }
         }
+        if new == self.peers {
+            return 0;
+        }
+        let shrank = self.peers.iter().any(|p| !new.contains(p));
+        self.peers = new;
         self.flood_stale = true;
+        if !shrank {
+            return 0;
+        }
+        let peers = std::mem::take(&mut self.peers);
+        let gone = self.remove_where(|e| !e.is_static && !peers.contains(&e.vtep));
+        self.peers = peers;
+        gone
     }
 
     pub fn add_peer(&mut self, peer: Ipv4Addr) {
@@ -211,11 +298,16 @@ impl TunnelTable {
         }
     }
 
+    /// Removes a peer and, as [`TunnelTable::set_peers`] does, the entries learned
+    /// behind it; true if it was one.
     pub fn remove_peer(&mut self, peer: Ipv4Addr) -> bool {
         let before = self.peers.len();
         self.peers.retain(|p| *p != peer);
         let removed = self.peers.len() != before;
-        self.flood_stale |= removed;
+        if removed {
+            self.flood_stale = true;
+            self.remove_where(|e| !e.is_static && e.vtep == peer);
+        }
         removed
     }
 
@@ -234,14 +326,11 @@ impl TunnelTable {
         if self.flood_stale {
             self.flood.clear();
             self.flood.extend(self.peers.iter().copied());
-            let mut learned: Vec<Ipv4Addr> = self.map.values().map(|e| e.vtep).collect();
-            learned.sort_unstable();
-            learned.dedup();
-            for v in learned {
-                if !self.flood.contains(&v) {
-                    self.flood.push(v);
-                }
-            }
+            let first = self.flood.len();
+            let peers = &self.peers;
+            self.flood
+                .extend(self.vteps.0.keys().filter(|v| !peers.contains(v)).copied());
+            self.flood[first..].sort_unstable();
             self.flood_stale = false;
         }
         // The local address can only be here by misconfiguration; skip it cheaply.

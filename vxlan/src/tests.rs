@@ -488,6 +488,96 @@ fn replication_list_has_every_peer_and_learned_vtep_once() {
     assert_eq!(t.flood_list(Origin::Local, VTEP_B), &[d]);
 }
 
+/// The control plane's static entries (remote endpoints from the cluster store) may
+/// outnumber the bound: they take no room from learning, and taking a learned MAC over
+/// gives its room back.
+#[test]
+fn static_entries_take_no_room_from_learning() {
+    let t0 = Instant::now();
+    let mut t = TunnelTable::new(vni(42), 2, DEFAULT_MAX_AGE);
+    for i in 0..10u8 {
+        t.add_static([2, 0, 0, 0, 1, i], VTEP_A, t0);
+    }
+    let (m1, m2, m3): (Mac, Mac, Mac) =
+        ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
+    assert_eq!(
+        t.learn(m1, VTEP_B, t0),
+        Learned::New,
+        "statics are not counted"
+    );
+    assert_eq!(t.learn(m2, VTEP_B, t0), Learned::New);
+    assert_eq!(
+        t.learn(m3, VTEP_B, t0),
+        Learned::Full,
+        "learning is still bounded"
+    );
+    t.add_static(m1, VTEP_A, t0);
+    assert!(t.is_static(&m1));
+    assert_eq!(
+        t.lookup(&m1, t0),
+        Some(VTEP_A),
+        "a static replaces a learned entry"
+    );
+    assert_eq!(t.learn(m3, VTEP_B, t0), Learned::New, "and frees its room");
+    assert!(
+        !t.remove_static(&m2, VTEP_B),
+        "a learned entry is not the control plane's"
+    );
+    assert!(
+        !t.remove_static(&m1, VTEP_B),
+        "nor a static behind another VTEP"
+    );
+    assert!(t.remove_static(&m1, VTEP_A));
+    assert_eq!(t.lookup(&m1, t0), None);
+    assert_eq!(t.len(), 12);
+}
+
+/// The cluster's members are the peers: when one leaves, floods stop going to it at
+/// once (not after its learned MACs age out), while the control plane's statics stay
+/// until it removes them.
+#[test]
+fn a_removed_peer_leaves_the_replication_list_with_its_learned_macs() {
+    let t0 = Instant::now();
+    let c = Ipv4Addr::new(10, 200, 0, 3);
+    let d = Ipv4Addr::new(10, 200, 0, 4);
+    let (learned, stat): (Mac, Mac) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let mut t = TunnelTable::with_defaults(vni(42));
+    t.set_peers(&[VTEP_B, c, d]);
+    assert_eq!(t.learn(learned, c, t0), Learned::New);
+    t.learn([2, 0, 0, 0, 0, 3], VTEP_B, t0);
+    t.add_static(stat, d, t0);
+    assert_eq!(t.flood_list(Origin::Local, VTEP_A), &[VTEP_B, c, d]);
+    assert_eq!(
+        t.set_peers(&[VTEP_B, c, d]),
+        0,
+        "the same members: nothing goes"
+    );
+    assert_eq!(t.set_peers(&[VTEP_B]), 1, "c's learned MAC goes");
+    assert_eq!(t.lookup(&learned, t0), None);
+    assert_eq!(
+        t.lookup(&stat, t0),
+        Some(d),
+        "statics are the control plane's"
+    );
+    assert_eq!(
+        t.flood_list(Origin::Local, VTEP_A),
+        &[VTEP_B, d],
+        "no flood to c any more; d still hosts a static endpoint"
+    );
+    assert!(t.remove_static(&stat, d));
+    assert_eq!(t.flood_list(Origin::Local, VTEP_A), &[VTEP_B]);
+    // One peer removed at a time: the same.
+    t.add_peer(c);
+    t.learn(learned, c, t0);
+    assert!(t.remove_peer(c));
+    assert_eq!(
+        t.lookup(&learned, t0),
+        None,
+        "remove_peer forgets the same way"
+    );
+    assert_eq!(t.flood_list(Origin::Local, VTEP_A), &[VTEP_B]);
+}
+
 #[test]
 fn fdb_rows_serialize() {
     let now = Instant::now();

@@ -68,6 +68,10 @@ impl Controller {
                 )));
             }
         }
+        if let Some(held) = self.remote_holder(&net, ip, mac) {
+            return Err(held);
+        }
+        let requested = ip;
         let pool = self.state.pool_mut(net_id).ok_or_else(|| {
             ApiError::invalid(format!("network {} has no address pool", net.name))
         })?;
@@ -94,6 +98,12 @@ impl Controller {
             ifname,
             security,
         };
+        let ep = if net.global {
+            self.claim_address(&net, ep, requested, mac.is_some())?
+        } else {
+            ep
+        };
+        let ip = ep.ip;
         let undo_ip = |c: &mut Controller| {
             if let Some(p) = c.state.pool_mut(net_id) {
                 p.release(ip);
@@ -101,6 +111,7 @@ impl Controller {
         };
         if let Err(e) = self.with_driver(net.driver, |d, ctx| d.create_endpoint(ctx, &net, &ep)) {
             let _ = self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep));
+            self.withdraw(&ep);
             undo_ip(self);
             return Err(e.into());
         }
@@ -121,6 +132,7 @@ impl Controller {
             if let Some(sb) = self.state.sandboxes.get_mut(sandbox) {
                 sb.endpoints.retain(|x| *x != ep.id);
             }
+            self.withdraw(&ep);
             undo_ip(self);
             return Err(e);
         }
@@ -174,6 +186,7 @@ impl Controller {
         let ep = self.state.endpoints[ep_id].clone();
         let net = self.state.networks[&ep.network].clone();
         self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep))?;
+        self.withdraw(&ep);
         self.state.endpoints.remove(ep_id);
         if let Some(p) = self.state.pool_mut(&ep.network) {
             p.release(ep.ip);

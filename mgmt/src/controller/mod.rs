@@ -23,6 +23,7 @@ use crate::publish::{self, Binding};
 use crate::sandbox::{self, SandboxError};
 use crate::state::{State, StateError, Store};
 
+mod cluster;
 mod endpoints;
 mod networks;
 mod observe;
@@ -40,6 +41,8 @@ pub enum StartError {
     Predefined(#[source] ApiError),
     #[error("save initial state")]
     Save(#[source] StateError),
+    #[error("start the cluster store's agent")]
+    Cluster(#[source] std::io::Error),
 }
 
 /// Daemon-wide settings the controller needs.
@@ -55,6 +58,8 @@ pub struct Config {
     pub vtep_ip: Option<Ipv4Addr>,
     /// The host's address on the host port: what `--add-host NAME:host-gateway` names.
     pub host_gateway: Option<Ipv4Addr>,
+    /// The cluster store, when there is one (`--cluster-store`).
+    pub cluster: Option<crate::cluster::Settings>,
 }
 
 pub struct Controller {
@@ -69,6 +74,8 @@ pub struct Controller {
     host_port: Option<HostPort>,
     /// The userland proxies serving each sandbox's published ports on the host.
     proxies: HashMap<String, Vec<Proxy>>,
+    /// The cluster store's agent and what it told us.
+    cluster: Option<cluster::ClusterView>,
 }
 
 impl Controller {
@@ -82,6 +89,12 @@ impl Controller {
     ) -> Result<Controller, StartError> {
         let loaded = store.load()?;
         let fresh = loaded.is_none();
+        let cluster = match cfg.cluster.clone() {
+            Some(s) => Some(cluster::ClusterView::new(
+                crate::cluster::Cluster::start(s).map_err(StartError::Cluster)?,
+            )),
+            None => None,
+        };
         let mut c = Controller {
             cfg,
             store,
@@ -91,6 +104,7 @@ impl Controller {
             captures: Captures::default(),
             host_port,
             proxies: HashMap::new(),
+            cluster,
         };
         if fresh {
             c.create_predefined().map_err(StartError::Predefined)?;
@@ -139,6 +153,8 @@ impl Controller {
                 created: model::now_rfc3339(),
                 num,
                 predefined: true,
+                global: false,
+                members: Vec::new(),
             };
             self.state.networks.insert(net.id.clone(), net);
         }
@@ -258,7 +274,7 @@ impl Controller {
         if !driver::for_kind(net.driver).is_some_and(|d| driver::serves_names(d.as_ref(), net)) {
             return Ok(());
         }
-        let records: Vec<dns::Record> = self
+        let mut records: Vec<dns::Record> = self
             .state
             .endpoints
             .values()
@@ -270,6 +286,8 @@ impl Controller {
                 ipv6: None,
             })
             .collect();
+        // The other hosts' endpoints of a global network answer here too.
+        records.extend(self.remote_records(&net.id));
         let table = dns::NameTable::new(&records).map_err(|e| {
             ApiError::invalid(format!("names on network {} for its DNS: {e}", net.name))
         })?;

@@ -5,6 +5,23 @@ use super::*;
 
 impl Controller {
     pub fn network_create(&mut self, req: api::NetworkCreate) -> ApiResult<api::NetworkCreated> {
+        // A global create that lost a race with another host's reads the store again.
+        for _ in 0..4 {
+            if let Some(done) = self.network_create_once(req.clone())? {
+                return Ok(done);
+            }
+        }
+        Err(ApiError::conflict(format!(
+            "network {}: the cluster store kept changing while it was created; try again",
+            req.name
+        )))
+    }
+
+    /// None: the store changed between its read and the write (try again).
+    fn network_create_once(
+        &mut self,
+        req: api::NetworkCreate,
+    ) -> ApiResult<Option<api::NetworkCreated>> {
         model::validate_name("network", &req.name)?;
         if self.state.networks.values().any(|n| n.name == req.name) {
             return Err(ApiError::conflict(format!(
@@ -13,24 +30,57 @@ impl Controller {
             )));
         }
         let driver = DriverKind::parse(req.driver.as_deref().unwrap_or("bridge"))?;
+        // With a cluster store every overlay network is global (Docker's scope).
+        let global = self.cluster.is_some() && driver == DriverKind::Overlay;
+        let (store_nets, store_rev) = if global {
+            self.store_networks()?
+        } else {
+            (Vec::new(), 0)
+        };
+        if let Some(n) = store_nets.iter().find(|n| n.name == req.name) {
+            return Err(ApiError::conflict(format!(
+                "network with name {} already exists in the cluster (created on host {})",
+                req.name, n.node
+            )));
+        }
+        if global && req.options.contains_key(driver::overlay::OPT_PEERS) {
+            return Err(ApiError::invalid(format!(
+                "-o {} is not used on global networks: their members come from the cluster store",
+                driver::overlay::OPT_PEERS
+            )));
+        }
         let Some(d) = driver::for_kind(driver) else {
             return Err(ApiError::invalid(format!(
                 "the {} driver is not available in this build yet; use bridge",
                 driver.name()
             )));
         };
-        let options = d.allocate(driver::NetworkRequest {
-            subnet_given: req.subnet.is_some(),
-            internal: req.internal,
-            options: req.options,
-            networks: &mut self.state.networks.values(),
-            vtep_ip: self.cfg.vtep_ip,
-        })?;
+        let options = if global {
+            // The VNI is free on this host and in the whole cluster.
+            let mut vnis: Vec<u32> = self
+                .state
+                .networks
+                .values()
+                .filter_map(driver::overlay::vni_of)
+                .collect();
+            vnis.extend(store_nets.iter().map(|n| n.vni));
+            driver::overlay::settle_options(req.options, &vnis, self.cfg.vtep_ip)
+                .map_err(|e| ApiError::new(e.code, format!("{} (in the cluster)", e.message)))?
+        } else {
+            d.allocate(driver::NetworkRequest {
+                subnet_given: req.subnet.is_some(),
+                internal: req.internal,
+                options: req.options,
+                networks: &mut self.state.networks.values(),
+                vtep_ip: self.cfg.vtep_ip,
+            })?
+        };
         let mut taken: Vec<Ipv4Net> = self
             .state
             .networks
             .values()
             .filter_map(|n| n.pool.as_ref().map(|p| p.subnet))
+            .chain(store_nets.iter().map(|n| n.subnet))
             .collect();
         let host = if d.clear_of_host_addresses() {
             host_addresses()
@@ -92,8 +142,18 @@ impl Controller {
             created: model::now_rfc3339(),
             num,
             predefined: false,
+            global,
+            members: Vec::new(),
         };
-        self.with_driver(driver, |d, ctx| d.create_network(ctx, &net))?;
+        if global && !self.publish_network(&net, store_rev)? {
+            return Ok(None);
+        }
+        if let Err(e) = self.with_driver(driver, |d, ctx| d.create_network(ctx, &net)) {
+            if global {
+                self.unpublish_network(&net);
+            }
+            return Err(e.into());
+        }
         let id = net.id.clone();
         self.state.networks.insert(id.clone(), net.clone());
         if let Err(e) = self.save() {
@@ -102,11 +162,11 @@ impl Controller {
             return Err(e);
         }
         self.sync_host_routes();
-        tracing::info!(network = %req.name, subnet = %subnet, "network created");
-        Ok(api::NetworkCreated {
+        tracing::info!(network = %req.name, subnet = %subnet, global, "network created");
+        Ok(Some(api::NetworkCreated {
             id,
             warning: String::new(),
-        })
+        }))
     }
 
     pub fn network_ls(&self, req: api::NetworkLs) -> ApiResult<Vec<api::NetworkSummary>> {
@@ -138,7 +198,7 @@ impl Controller {
                 id: n.id[..12].to_string(),
                 name: n.name.clone(),
                 driver: n.driver.name().to_string(),
-                scope: "local".into(),
+                scope: scope(n).into(),
             })
             .collect())
     }
@@ -187,7 +247,7 @@ impl Controller {
             name: n.name.clone(),
             id: n.id.clone(),
             created: n.created.clone(),
-            scope: "local".into(),
+            scope: scope(n).into(),
             driver: n.driver.name().to_string(),
             enable_ipv6: false,
             ipam: api::Ipam {
@@ -254,6 +314,9 @@ impl Controller {
                 attached.join(", ")
             )));
         }
+        if net.global {
+            self.remove_from_store(&net)?;
+        }
         self.with_driver(net.driver, |d, ctx| d.delete_network(ctx, &net))?;
         self.state.networks.remove(&net.id);
         self.save()?;
@@ -292,6 +355,15 @@ impl Controller {
         Ok(api::Pruned {
             networks_deleted: removed,
         })
+    }
+}
+
+/// Docker's Scope: `global` for the cluster store's networks.
+fn scope(n: &Network) -> &'static str {
+    if n.global {
+        "global"
+    } else {
+        "local"
     }
 }
 

@@ -46,6 +46,9 @@ impl Controller {
         for h in &req.add_host {
             self.extra_host(h)?;
         }
+        if let Some(held) = self.remote_holder(&net, ip, want.mac) {
+            return Err(held);
+        }
         if let (Some(ip), Some(pool)) = (ip, net.pool.as_ref()) {
             if pool.is_allocated(ip) {
                 return Err(ApiError::conflict(format!(

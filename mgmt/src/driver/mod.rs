@@ -198,6 +198,8 @@ mod tests {
             created: String::new(),
             num: 1,
             predefined,
+            global: false,
+            members: Vec::new(),
         }
     }
 

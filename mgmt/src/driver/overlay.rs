@@ -123,10 +123,15 @@ fn overlay_config(net: &Network) -> Result<OverlayConfig> {
     let vni = vni_of(net).ok_or_else(|| {
         DriverError::Incomplete(format!("overlay network {} has no VNI", net.name))
     })?;
-    let peers = match net.options.get(OPT_PEERS) {
+    let mut peers = match net.options.get(OPT_PEERS) {
         Some(p) => parse_peers(p)?,
         None => Vec::new(),
     };
+    for m in &net.members {
+        if !peers.contains(m) {
+            peers.push(*m);
+        }
+    }
     Ok(OverlayConfig { vni, peers })
 }
 

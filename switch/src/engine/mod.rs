@@ -17,6 +17,7 @@ use crate::fast_vxlan::FastVxlan;
 use crate::fastpath::{self, FastPath, TcLink};
 use crate::fdb::FdbEntry;
 use crate::port::{Backend, Port};
+use crate::remote::{RemoteEndpoint, RemoteUpdate};
 use crate::router::{Router, RouterStats, UplinkConfig};
 use crate::stats::{PortCounters, PortCountersSnapshot, WorkerCounters, WorkerCountersSnapshot};
 use crate::worker::{
@@ -303,6 +304,36 @@ impl Engine {
     /// Add or update a network on every worker (its ports are kept).
     pub fn add_network(&self, cfg: NetConfig) -> Result<()> {
         self.broadcast(|| L2Control::AddNetwork(cfg.clone()))
+    }
+
+    /// Remote endpoints of overlay network `net` (containers on other hosts, from the
+    /// cluster store) came or went ([`RemoteUpdate`]): every worker holds them as static
+    /// FDB entries behind the tunnel and answers ARP for their addresses, the router's
+    /// VTEP sends their unicast straight to their VTEP, so known traffic never floods.
+    /// Applied between bursts, in order with the other calls; ignored for a network
+    /// that is no overlay. Endpoints with a multicast or all-zero MAC are left out.
+    pub fn update_remote(&self, net: NetId, mut update: RemoteUpdate) -> Result<()> {
+        let usable = |e: &RemoteEndpoint| !wire::ethernet::is_group(&e.mac) && e.mac != [0; 6];
+        let before = update.upsert.len() + update.remove.len();
+        update.upsert.retain(usable);
+        update.remove.retain(usable);
+        let dropped = before - update.upsert.len() - update.remove.len();
+        if dropped > 0 {
+            tracing::warn!(
+                net,
+                dropped,
+                "remote endpoints with a multicast or zero MAC left out"
+            );
+        }
+        if update.upsert.is_empty() && update.remove.is_empty() {
+            return Ok(());
+        }
+        // One copy for every worker, however many endpoints.
+        let update = Arc::new(update);
+        self.broadcast(|| L2Control::Remote {
+            net,
+            update: update.clone(),
+        })
     }
 
     /// Port security for endpoint `port` of network `net`, in the kernel's fast path

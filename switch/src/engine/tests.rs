@@ -186,3 +186,69 @@ fn frames_and_learning_cross_workers() {
     e.remove_port(id1).expect("remove");
     assert!(e.fdb(7).expect("fdb").iter().all(|x| x.port != id1));
 }
+
+/// The control plane's remote endpoints reach every worker: each answers ARP for them
+/// from its own replica and lists them as static entries behind the tunnel.
+#[test]
+fn remote_endpoints_reach_every_worker() {
+    use crate::remote::{RemoteEndpoint, RemoteUpdate};
+    let mut e = Engine::start(EngineConfig {
+        workers: 2,
+        pin: false,
+        ..Default::default()
+    })
+    .expect("engine");
+    e.add_network(NetConfig {
+        id: 8,
+        gateway: Some(Gateway {
+            ip: Ipv4Addr::new(10, 0, 9, 1),
+            mac: [2, 0x42, 10, 0, 9, 1],
+        }),
+        overlay: Some(crate::OverlayConfig {
+            vni: 4096,
+            peers: vec![Ipv4Addr::new(192, 168, 0, 2)],
+        }),
+        ..Default::default()
+    })
+    .expect("network");
+    let (p0, t0) = pair("p0");
+    let (p1, t1) = pair("p1");
+    e.add_port(8, p0).expect("port");
+    e.add_port(8, p1).expect("port");
+    let upsert: Vec<RemoteEndpoint> = (0..100u8)
+        .map(|i| RemoteEndpoint {
+            mac: [2, 0, 0, 0, 9, i],
+            ip: Ipv4Addr::new(10, 0, 9, 100 + i),
+            vtep: Ipv4Addr::new(192, 168, 0, 2),
+        })
+        .collect();
+    e.update_remote(
+        8,
+        RemoteUpdate {
+            upsert: upsert.clone(),
+            remove: vec![],
+        },
+    )
+    .expect("update");
+    e.barrier().expect("barrier");
+    let fdb = e.fdb(8).expect("fdb");
+    assert_eq!(fdb.len(), 100);
+    assert!(fdb
+        .iter()
+        .all(|x| x.is_static && x.port == crate::TUNNEL_PORT));
+
+    // Who has 10.0.9.142? asked on either worker's port: answered, not flooded.
+    for (asker, other, mac) in [(&t0, &t1, A), (&t1, &t0, B)] {
+        let mut req = vec![0xff; 6];
+        req.extend(mac);
+        req.extend([0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        req.extend(mac);
+        req.extend([10, 0, 9, 2, 0, 0, 0, 0, 0, 0, 10, 0, 9, 142]);
+        req.resize(60, 0);
+        send(asker.as_raw_fd(), &req, MsgFlags::empty()).expect("send");
+        let reply = read_frame(asker).expect("answered");
+        assert_eq!(&reply[6..12], &[2, 0, 0, 0, 9, 42], "the remote's MAC");
+        assert_eq!(&reply[28..32], &[10, 0, 9, 142]);
+        assert_eq!(read_frame(other), None, "not flooded");
+    }
+}

@@ -3,12 +3,19 @@
 //! itself.
 
 use super::*;
+use crate::remote::{RemoteEndpoint, RemoteUpdate};
 
 impl Router {
     /// A network is (Some) or is no longer (None) an overlay: its tunnel table and
-    /// peers. An update keeps what was learned.
-    pub fn set_overlay(&mut self, net: NetId, cfg: Option<&OverlayConfig>) {
+    /// peers (the cluster's members). An update keeps what was learned, except behind a
+    /// VTEP that is no longer a peer: those MACs leave the tunnel table (floods stop
+    /// going there at once) and the kernel (it no longer sends to that host). True when
+    /// the network got a new
+    /// tunnel table (it had none, or another VNI): the caller gives it the remote
+    /// endpoints ([`Router::add_remote`]).
+    pub fn set_overlay(&mut self, net: NetId, cfg: Option<&OverlayConfig>) -> bool {
         let vni = cfg.and_then(|c| Vni::new(c.vni).ok().map(|v| (v, c)));
+        let fresh = vni.is_some_and(|(v, _)| self.net_vnis.get(&net) != Some(&v));
         if let Some(old) = self.net_vnis.get(&net).copied() {
             if vni.is_none_or(|(v, _)| v != old) {
                 self.net_vnis.remove(&net);
@@ -20,11 +27,66 @@ impl Router {
             }
         }
         if let Some((v, c)) = vni {
-            self.overlay.add_network(v, &c.peers);
+            let before = self.overlay.table(v).map_or(0, |t| t.len());
+            let table = self.overlay.add_network(v, &c.peers);
+            let forgot = table.len() < before;
             self.vni_nets.insert(v, net);
             self.net_vnis.insert(net, v);
             if let Some(f) = self.fast_vxlan.as_mut() {
                 f.set_network(v.get(), Some(net), net);
+                if forgot {
+                    f.retain(net, |mac, vtep| {
+                        table.peers().contains(&vtep) || table.is_static(&mac)
+                    });
+                }
+            }
+        }
+        fresh
+    }
+
+    /// Remote endpoints of overlay network `net` came or went (`crate::remote`): static
+    /// entries in its tunnel table, so known unicast to them goes straight to their VTEP
+    /// (and the kernel may carry it). A removal takes a MAC out only if it is static and
+    /// still behind that VTEP; the kernel's entry for a removed MAC, or for one that
+    /// moved to another VTEP, goes at once (the next frame through the router installs
+    /// the new one).
+    pub fn update_remote(&mut self, net: NetId, update: &RemoteUpdate, now: Instant) {
+        let Some(table) = self
+            .net_vnis
+            .get(&net)
+            .and_then(|v| self.overlay.table_mut(*v))
+        else {
+            return;
+        };
+        for ep in &update.remove {
+            if table.remove_static(&ep.mac, ep.vtep) {
+                if let Some(f) = self.fast_vxlan.as_mut() {
+                    f.remove(net, ep.mac);
+                }
+            }
+        }
+        self.add_remote(net, update.upsert.iter(), now);
+    }
+
+    /// Static tunnel-table entries for `endpoints` of overlay network `net`.
+    pub fn add_remote<'a>(
+        &mut self,
+        net: NetId,
+        endpoints: impl Iterator<Item = &'a RemoteEndpoint>,
+        now: Instant,
+    ) {
+        let Some(table) = self
+            .net_vnis
+            .get(&net)
+            .and_then(|v| self.overlay.table_mut(*v))
+        else {
+            return;
+        };
+        let mut fast = self.fast_vxlan.as_mut();
+        for ep in endpoints {
+            table.add_static(ep.mac, ep.vtep, now);
+            if let Some(f) = fast.as_mut().filter(|f| !f.has(net, ep.mac, ep.vtep)) {
+                f.remove(net, ep.mac);
             }
         }
     }
@@ -145,7 +207,12 @@ impl Router {
             }
             Some(p) => {
                 out.emit(p, inner, &self.port_counters);
-                if self.fast_vxlan.is_some() {
+                // Only where the table has the source: a static entry behind another
+                // VTEP (the control plane's word) is not overridden in the kernel.
+                if self.fast_vxlan.is_some()
+                    && self.overlay.table(vni).and_then(|t| t.lookup(&src, now))
+                        == Some(d.outer_src)
+                {
                     self.fast_tunnel(id, vni, src, d.outer_src, now);
                 }
             }

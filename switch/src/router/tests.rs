@@ -46,6 +46,7 @@ fn setup() -> (Router, HashMap<NetId, Network>) {
         hosts: Default::default(),
         guards: Default::default(),
         storm: Default::default(),
+        remote: Default::default(),
     };
     r.set_overlay(1, Some(&overlay));
     let mut nets = HashMap::new();
@@ -271,4 +272,200 @@ fn a_shared_uplink_leaves_arp_for_its_address_to_the_host() {
         let reply = &sink.out[0].1;
         assert_eq!((reply[21], &reply[28..32]), (2, &vtep.octets()[..]));
     }
+}
+
+/// Where `r` sends a frame for `dst` from LOCAL: the VTEPs of the outer frames.
+fn tunnelled_to(r: &mut Router, nets: &mut HashMap<NetId, Network>, dst: Mac) -> Vec<Ipv4Addr> {
+    let mut sink = Sink::default();
+    r.tunnel_out(
+        &mut Cx::new(nets, &mut sink, Instant::now()),
+        Ingress { net: 1, port: 1 },
+        &inner(dst, LOCAL, 100),
+    );
+    sink.out.iter().map(|(_, o)| decap(o).0).collect()
+}
+
+/// A remote endpoint from the control plane: known unicast to it goes to its VTEP
+/// alone, before anything was ever heard from it; what arrives from elsewhere does not
+/// move it; a removal of a location it has left changes nothing.
+#[test]
+fn static_remote_macs_are_encapsulated_to_their_vtep_only() {
+    use crate::remote::{RemoteEndpoint, RemoteUpdate};
+    let (mut r, mut nets) = setup();
+    let now = Instant::now();
+    assert_eq!(
+        tunnelled_to(&mut r, &mut nets, REMOTE),
+        vec![PEER2, PEER3],
+        "unknown: flooded"
+    );
+    let at = |vtep| RemoteEndpoint {
+        mac: REMOTE,
+        ip: Ipv4Addr::new(172, 28, 0, 3),
+        vtep,
+    };
+    let apply = |r: &mut Router, nets: &mut HashMap<NetId, Network>, u: RemoteUpdate| {
+        nets.get_mut(&1).expect("net").update_remote(&u, now);
+        r.update_remote(1, &u, now);
+    };
+    let upsert = |vtep| RemoteUpdate {
+        upsert: vec![at(vtep)],
+        ..Default::default()
+    };
+    let remove = |vtep| RemoteUpdate {
+        remove: vec![at(vtep)],
+        ..Default::default()
+    };
+    apply(&mut r, &mut nets, upsert(PEER3));
+    assert_eq!(tunnelled_to(&mut r, &mut nets, REMOTE), vec![PEER3]);
+    let mut rows = nets[&1].fdb.entries(now);
+    r.fill_vteps(&nets[&1], &mut rows, now);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].mac, rows[0].port, rows[0].is_static, rows[0].vtep),
+        (REMOTE, TUNNEL_PORT, true, Some(PEER3))
+    );
+
+    // REMOTE's frames through PEER2 neither move it nor refresh a learned entry.
+    let mut remote = vxlan::Vtep::new(VtepConfig::new([2, 0, 0, 0, 0, 2], PEER2));
+    let mut out = [0u8; MAX_FRAME];
+    let n = remote
+        .encapsulate(
+            Vni::new(5000).expect("vni"),
+            ME,
+            UP_MAC,
+            &inner(LOCAL, REMOTE, 100),
+            &mut out,
+        )
+        .expect("encap");
+    let mut sink = Sink::default();
+    r.receive_from_uplink(&mut Cx::new(&mut nets, &mut sink, now), &out[..n]);
+    assert!(sink.learned.is_empty());
+    assert_eq!(tunnelled_to(&mut r, &mut nets, REMOTE), vec![PEER3]);
+
+    // It moves to PEER2; the late removal of its PEER3 location is ignored.
+    apply(&mut r, &mut nets, upsert(PEER2));
+    apply(&mut r, &mut nets, remove(PEER3));
+    assert_eq!(tunnelled_to(&mut r, &mut nets, REMOTE), vec![PEER2]);
+    apply(&mut r, &mut nets, remove(PEER2));
+    assert_eq!(
+        tunnelled_to(&mut r, &mut nets, REMOTE),
+        vec![PEER2, PEER3],
+        "withdrawn: flooded again"
+    );
+}
+
+/// The overlay's peers are the cluster's members: a host that leaves gets no floods
+/// from the next frame on, though MACs were learned behind it.
+#[test]
+fn a_peer_that_leaves_gets_no_more_floods() {
+    let (mut r, mut nets) = setup();
+    let now = Instant::now();
+    let mut remote = vxlan::Vtep::new(VtepConfig::new([2, 0, 0, 0, 0, 3], PEER3));
+    let mut out = [0u8; MAX_FRAME];
+    let n = remote
+        .encapsulate(
+            Vni::new(5000).expect("vni"),
+            ME,
+            UP_MAC,
+            &inner(LOCAL, REMOTE, 100),
+            &mut out,
+        )
+        .expect("encap");
+    let mut sink = Sink::default();
+    r.receive_from_uplink(&mut Cx::new(&mut nets, &mut sink, now), &out[..n]);
+    assert_eq!(sink.learned, vec![REMOTE], "learned behind PEER3");
+    assert_eq!(tunnelled_to(&mut r, &mut nets, REMOTE), vec![PEER3]);
+    let fresh = r.set_overlay(
+        1,
+        Some(&OverlayConfig {
+            vni: 5000,
+            peers: vec![PEER2],
+        }),
+    );
+    assert!(!fresh, "the same VNI keeps its table");
+    assert_eq!(tunnelled_to(&mut r, &mut nets, [0xff; 6]), vec![PEER2]);
+    assert_eq!(
+        tunnelled_to(&mut r, &mut nets, REMOTE),
+        vec![PEER2],
+        "REMOTE forgotten with its host: flooded to the members"
+    );
+    let mut sink = Sink::default();
+    r.receive_from_uplink(&mut Cx::new(&mut nets, &mut sink, now), &out[..n]);
+    assert!(sink.out.is_empty(), "and PEER3 is no peer any more");
+}
+
+/// With the tc uplink the kernel carries known unicast to a static remote MAC too; when
+/// the endpoint moves or is withdrawn, or its host leaves the members, the kernel's
+/// entry goes at once, not at the next second's sweep.
+#[test]
+fn the_kernel_forgets_remote_macs_when_the_control_plane_does() {
+    use crate::remote::{RemoteEndpoint, RemoteUpdate};
+    let fp =
+        Arc::new(crate::fastpath::FastPath::new().expect("create the fast path's maps (root?)"));
+    let (mut r, mut nets) = setup();
+    r.fast_vxlan = Some(FastVxlan::new(fp.clone(), 77, UPLINK));
+    let now = Instant::now();
+    let in_kernel = |mac| fp.vxlan_take_seen(1, mac).is_some();
+    let at = |vtep| RemoteEndpoint {
+        mac: REMOTE,
+        ip: Ipv4Addr::new(172, 28, 0, 3),
+        vtep,
+    };
+    let apply = |r: &mut Router, nets: &mut HashMap<NetId, Network>, u: RemoteUpdate| {
+        nets.get_mut(&1).expect("net").update_remote(&u, now);
+        r.update_remote(1, &u, now);
+    };
+    let upsert = |vtep| RemoteUpdate {
+        upsert: vec![at(vtep)],
+        ..Default::default()
+    };
+    apply(&mut r, &mut nets, upsert(PEER3));
+    assert_eq!(tunnelled_to(&mut r, &mut nets, REMOTE), vec![PEER3]);
+    assert!(in_kernel(REMOTE), "known unicast: the kernel's from now on");
+    assert!(r
+        .fast_vxlan
+        .as_ref()
+        .is_some_and(|f| f.has(1, REMOTE, PEER3)));
+    apply(&mut r, &mut nets, upsert(PEER3));
+    assert!(in_kernel(REMOTE), "the same location: kept");
+    apply(&mut r, &mut nets, upsert(PEER2));
+    assert!(!in_kernel(REMOTE), "moved: out of the kernel at once");
+    assert_eq!(tunnelled_to(&mut r, &mut nets, REMOTE), vec![PEER2]);
+    assert!(r
+        .fast_vxlan
+        .as_ref()
+        .is_some_and(|f| f.has(1, REMOTE, PEER2)));
+    apply(
+        &mut r,
+        &mut nets,
+        RemoteUpdate {
+            remove: vec![at(PEER2)],
+            ..Default::default()
+        },
+    );
+    assert!(!in_kernel(REMOTE), "withdrawn: out of the kernel at once");
+
+    // A MAC learned behind PEER3 and carried by the kernel leaves with its host.
+    let mut sink = Sink::default();
+    let mut cx = Cx::new(&mut nets, &mut sink, now);
+    cx.nets.get_mut(&1).expect("net").fdb.learn(LOCAL, 1, now);
+    let mut peer3 = vxlan::Vtep::new(VtepConfig::new([2, 0, 0, 0, 0, 3], PEER3));
+    let mut out = [0u8; MAX_FRAME];
+    let n = peer3
+        .encapsulate(
+            Vni::new(5000).expect("vni"),
+            ME,
+            UP_MAC,
+            &inner(LOCAL, REMOTE, 100),
+            &mut out,
+        )
+        .expect("encap");
+    r.receive_from_uplink(&mut cx, &out[..n]);
+    assert!(in_kernel(REMOTE), "learned behind PEER3, to a local port");
+    let members = OverlayConfig {
+        vni: 5000,
+        peers: vec![PEER2],
+    };
+    r.set_overlay(1, Some(&members));
+    assert!(!in_kernel(REMOTE), "PEER3 left: out of the kernel at once");
 }

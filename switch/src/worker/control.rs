@@ -3,6 +3,8 @@
 //! (networks, the FDB), the router (uplink, NAT, published ports) and the resolver.
 
 use super::*;
+use crate::remote::RemoteUpdate;
+use crate::TUNNEL_PORT;
 
 /// Control-plane requests, applied between bursts.
 pub enum Control {
@@ -56,6 +58,13 @@ pub enum L2Control {
     FdbDump {
         net: NetId,
         reply: Sender<Vec<FdbEntry>>,
+    },
+    /// Remote endpoints of overlay network `net` came or went: static FDB entries and
+    /// the ARP proxy here, static tunnel-table entries at the router's VTEP. One
+    /// update, shared by every worker.
+    Remote {
+        net: NetId,
+        update: Arc<RemoteUpdate>,
     },
 }
 
@@ -161,9 +170,11 @@ impl Worker {
     fn l2_control(&mut self, msg: L2Control, now: Instant) {
         match msg {
             L2Control::AddNetwork(cfg) => {
-                if let Some(r) = self.router.as_mut() {
-                    r.set_overlay(cfg.id, cfg.overlay.as_ref());
-                }
+                let id = cfg.id;
+                let fresh_table = self
+                    .router
+                    .as_mut()
+                    .is_some_and(|r| r.set_overlay(id, cfg.overlay.as_ref()));
                 let hosts: HashMap<std::net::Ipv4Addr, Mac> = cfg.hosts.iter().copied().collect();
                 match self.nets.get_mut(&cfg.id) {
                     // An update (endpoints came or went): keep what was learned; the NAT
@@ -174,6 +185,9 @@ impl Worker {
                             for gone in net.hosts.keys().filter(|ip| !hosts.contains_key(ip)) {
                                 r.nat.flush_inside(*gone);
                             }
+                        }
+                        if cfg.overlay.is_none() {
+                            net.clear_remote();
                         }
                         net.cfg = cfg;
                         net.hosts = hosts;
@@ -190,9 +204,16 @@ impl Worker {
                                 hosts,
                                 guards: Default::default(),
                                 storm: crate::storm::Storm::new(self.setup.flood_rate),
+                                remote: Default::default(),
                             },
                         );
                     }
+                }
+                // A new tunnel table (a new VNI) starts with the remote endpoints known.
+                if let (true, Some(r), Some(n)) =
+                    (fresh_table, self.router.as_mut(), self.nets.get(&id))
+                {
+                    r.add_remote(id, n.remote.iter(), now);
                 }
             }
             L2Control::RemoveNetwork(id) => {
@@ -233,6 +254,28 @@ impl Worker {
                 }
                 let _ = reply.send(entries);
             }
+            L2Control::Remote { net, update } => self.update_remote(net, &update, now),
+        }
+    }
+
+    /// Remote endpoints of `id` came or went: this worker's replica, the kernel's FDB
+    /// (a MAC that was a local port's is remote now), and the router's VTEP if it is here.
+    fn update_remote(&mut self, id: NetId, update: &RemoteUpdate, now: Instant) {
+        let Some(net) = self.nets.get_mut(&id).filter(|n| n.cfg.overlay.is_some()) else {
+            tracing::debug!(
+                net = id,
+                "remote endpoints of a network that is no overlay: ignored"
+            );
+            return;
+        };
+        net.update_remote(update, now);
+        if !self.installed.is_empty() {
+            for ep in &update.upsert {
+                self.forget_moved(id, ep.mac, TUNNEL_PORT);
+            }
+        }
+        if let Some(r) = self.router.as_mut() {
+            r.update_remote(id, update, now);
         }
     }
 
@@ -244,7 +287,9 @@ impl Worker {
                     r.dns = true;
                 }
                 for n in self.nets.values() {
-                    r.set_overlay(n.cfg.id, n.cfg.overlay.as_ref());
+                    if r.set_overlay(n.cfg.id, n.cfg.overlay.as_ref()) {
+                        r.add_remote(n.cfg.id, n.remote.iter(), now);
+                    }
                 }
                 self.router = Some(r);
                 self.tx.router_at = RouterAt::Local;

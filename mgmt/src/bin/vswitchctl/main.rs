@@ -58,6 +58,9 @@ enum Cmd {
     Fdb { network: String },
     /// Per-port and per-worker counters.
     Stats { port: Option<String> },
+    /// The cluster store: its health, the hosts (VTEP, lease), the global networks.
+    #[command(alias = "node")]
+    Cluster,
     /// NAT sessions (protocol, original and translated tuples, state, idle time).
     Conntrack {
         #[arg(long)]
@@ -273,6 +276,7 @@ fn run(cli: Cli) -> Res<()> {
         Cmd::Port { sandbox } => show::port(&c, sandbox, json_out),
         Cmd::Conntrack { network } => show::conntrack(&c, network, json_out),
         Cmd::Fdb { network } => show::fdb(&c, network, json_out),
+        Cmd::Cluster => show::cluster(&c, json_out),
         Cmd::Stats { port } => show::stats(&c, port, json_out),
     }
 }

@@ -120,6 +120,79 @@ pub fn fdb(c: &Client, network: String, json_out: bool) -> Res<()> {
     Ok(())
 }
 
+/// `cluster`: the store's health, then the hosts and the global networks.
+pub fn cluster(c: &Client, json_out: bool) -> Res<()> {
+    let v: api::ClusterInfo = c.call("cluster.info", &api::Empty {})?;
+    if json_out {
+        print_json(&v);
+        return Ok(());
+    }
+    let s = &v.store;
+    println!(
+        "store {} {} (revision {}, lease {}, ttl {}s, connects {}){}",
+        s.store,
+        if s.connected {
+            "connected"
+        } else {
+            "UNREACHABLE"
+        },
+        s.revision,
+        s.lease.as_deref().unwrap_or("-"),
+        s.ttl,
+        s.connects,
+        s.last_error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+    if s.foreign_keys > 0 {
+        println!(
+            "{} keys under the prefix were not written by vswitchd (left alone)",
+            s.foreign_keys
+        );
+    }
+    println!();
+    print_list(
+        &v.nodes,
+        false,
+        &["NODE", "VTEP", "LEASE", "ENDPOINTS", "STARTED"],
+        |n| {
+            vec![
+                if n.this_host {
+                    format!("{} *", n.name)
+                } else {
+                    n.name.clone()
+                },
+                n.vtep.clone(),
+                n.lease.clone(),
+                n.endpoints.to_string(),
+                n.started.clone(),
+            ]
+        },
+    );
+    if !v.networks.is_empty() {
+        println!();
+        print_list(
+            &v.networks,
+            false,
+            &["NETWORK", "VNI", "SUBNET", "REMOTE ENDPOINTS", "HERE"],
+            |n| {
+                vec![
+                    n.name.clone(),
+                    n.vni.to_string(),
+                    n.subnet.clone(),
+                    n.remote_endpoints.to_string(),
+                    n.refused
+                        .clone()
+                        .map(|r| format!("refused: {r}"))
+                        .unwrap_or_else(|| "yes".into()),
+                ]
+            },
+        );
+    }
+    Ok(())
+}
+
 /// `stats [PORT]`: ports, workers, the router and its VTEP.
 pub fn stats(c: &Client, port: Option<String>, json_out: bool) -> Res<()> {
     let v: api::Stats = c.call("stats.get", &api::StatsGet { port })?;

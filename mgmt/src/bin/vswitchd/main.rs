@@ -77,9 +77,33 @@ pub struct Args {
     /// Upstream resolvers (IP[:PORT]) for names the embedded DNS does not own.
     #[arg(long = "dns-upstream")]
     dns_upstream: Vec<String>,
-    /// Shared state for multi-host overlays (etcd://HOST:PORT[,HOST:PORT]).
+    /// Shared state for multi-host overlays (etcd://HOST:PORT[,HOST:PORT]): overlay
+    /// networks become global, addresses are handed out cluster-wide and endpoints
+    /// are distributed to every host. The store is reached through this host's own
+    /// stack (a management interface, or the host's address on the uplink).
     #[arg(long)]
     cluster_store: Option<String>,
+    /// CA certificate (PEM) the store's server certificates are checked against; with
+    /// it the store is spoken to over TLS (Docker's kv.cacertfile).
+    #[arg(long)]
+    cluster_store_ca: Option<PathBuf>,
+    /// Client certificate (PEM) presented to the store (kv.certfile).
+    #[arg(long, requires = "cluster_store_key")]
+    cluster_store_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM) (kv.keyfile).
+    #[arg(long, requires = "cluster_store_cert")]
+    cluster_store_key: Option<PathBuf>,
+    /// This host's name in the cluster (unique per host); default the hostname.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The VTEP address the other hosts send this host's tunnels to; default the
+    /// --vtep-ip (else the uplink address). Tunnels from it are what the others accept.
+    #[arg(long)]
+    advertise: Option<std::net::Ipv4Addr>,
+    /// Seconds this host's keys outlive it in the store (its lease's TTL; renewed every
+    /// third of it): how long the others keep a dead host's endpoints.
+    #[arg(long, default_value_t = 10)]
+    cluster_ttl: i64,
     /// Idle timeout of UDP NAT sessions, seconds (RFC 4787: at least 120).
     #[arg(long, default_value_t = 300)]
     nat_udp_timeout: u64,
@@ -191,10 +215,78 @@ fn upstreams(specs: &[String]) -> Result<Vec<SocketAddr>> {
         .collect()
 }
 
-fn run(args: Args) -> Result<()> {
-    if args.cluster_store.is_some() {
-        bail!("--cluster-store is not supported by this build yet (overlay peers are given with -o vxlan.peers)");
+/// `--cluster-store` and its companions, checked before anything is set up.
+fn cluster_settings(
+    args: &Args,
+    vtep: Option<std::net::Ipv4Addr>,
+) -> Result<Option<mgmt::cluster::Settings>> {
+    let Some(url) = &args.cluster_store else {
+        for (set, flag) in [
+            (args.cluster_store_ca.is_some(), "--cluster-store-ca"),
+            (args.cluster_store_cert.is_some(), "--cluster-store-cert"),
+            (args.node_name.is_some(), "--node-name"),
+            (args.advertise.is_some(), "--advertise"),
+        ] {
+            if set {
+                bail!("{flag} needs --cluster-store");
+            }
+        }
+        return Ok(None);
+    };
+    let tls = (args.cluster_store_ca.is_some() || args.cluster_store_cert.is_some()).then(|| {
+        mgmt::cluster::Tls {
+            ca: args.cluster_store_ca.clone(),
+            cert: args.cluster_store_cert.clone(),
+            key: args.cluster_store_key.clone(),
+        }
+    });
+    if let Some(t) = &tls {
+        for p in [&t.ca, &t.cert, &t.key].into_iter().flatten() {
+            std::fs::metadata(p)
+                .with_context(|| format!("cluster store TLS file {}", p.display()))?;
+        }
     }
+    let endpoints = mgmt::cluster::parse_url(url, tls.is_some()).map_err(anyhow::Error::msg)?;
+    if !(2..=3600).contains(&args.cluster_ttl) {
+        bail!(
+            "invalid --cluster-ttl {}: expected 2 to 3600 seconds",
+            args.cluster_ttl
+        );
+    }
+    let node = match &args.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+    };
+    mgmt::model::validate_name("node", &node)
+        .map_err(|e| anyhow::anyhow!("--node-name: {}", e.message))?;
+    let Some(vtep) = args.advertise.or(vtep) else {
+        bail!("--cluster-store needs a tunnel address for the others to reach: an uplink (--uplink, --uplink-ip, --uplink-gw), --vtep-ip or --advertise");
+    };
+    Ok(Some(mgmt::cluster::Settings {
+        url: url.clone(),
+        endpoints,
+        tls,
+        node,
+        vtep,
+        ttl: args.cluster_ttl,
+        timeout: Duration::from_secs(2),
+    }))
+}
+
+fn run(args: Args) -> Result<()> {
+    if args.cluster_store.is_some() && args.uplink.is_none() {
+        bail!("--cluster-store needs an uplink: global overlay networks tunnel through it (--uplink, --uplink-ip, --uplink-gw)");
+    }
+    cluster_settings(&args, None).or_else(|e| {
+        // Only the tunnel address is settled later (it comes from the uplink).
+        if e.to_string().contains("needs a tunnel address") {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    })?;
     if args.vtep_ip.is_some() && args.uplink.is_none() {
         bail!("--vtep-ip needs an uplink: the tunnels leave by it (--uplink, --uplink-ip, --uplink-gw)");
     }
@@ -241,6 +333,10 @@ fn run(args: Args) -> Result<()> {
     // the host port undo themselves when dropped.
     let up = uplink::attach(&mut engine, &args)?;
     let host_port = attach_host_port(&mut engine, &args, up.as_ref())?;
+    let cluster = cluster_settings(&args, up.as_ref().map(|a| a.vtep))?;
+    if let Some(c) = &cluster {
+        tracing::info!(store = %c.url, node = %c.node, vtep = %c.vtep, ttl = c.ttl, "cluster store configured (local networks work whether or not it answers)");
+    }
     let mut ctl = Controller::start(
         Config {
             io: args.io,
@@ -248,6 +344,7 @@ fn run(args: Args) -> Result<()> {
             uplink_ip: up.as_ref().map(|a| a.ip),
             vtep_ip: up.as_ref().map(|a| a.vtep),
             host_gateway: host_port.as_ref().map(HostPort::host_ip),
+            cluster,
         },
         store,
         engine,
@@ -310,8 +407,14 @@ fn raise_nofile_limit() {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // The etcd client's gRPC stack logs every HTTP/2 frame at debug: only its
+        // warnings are ours to show.
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},h2=warn,tonic=warn,tower=warn,hyper=warn,hyper_util=warn,rustls=warn",
+            args.log_level
+        ))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,329 @@
+//! The cluster store's key layout and the records under it. Everything vswitchd keeps in
+//! etcd is under [`PREFIX`], one JSON value per key:
+//!
+//! | key | value | lease |
+//! |---|---|---|
+//! | `nodes/<node>` | [`NodeRecord`]: the host's VTEP | the node's |
+//! | `networks/<id>` | [`NetworkRecord`]: a global network | none |
+//! | `networks-rev` | empty; rewritten by every network create and remove | none |
+//! | `ipam/<network id>/<ip>` | `<node>/<endpoint id>`: who holds the address | the holder's |
+//! | `ipam-rev/<network id>` | empty; rewritten by every address claim | none |
+//! | `endpoints/<network id>/<node>/<endpoint id>` | [`EndpointRecord`] | the node's |
+//!
+//! `networks-rev` and `ipam-rev/<id>` are optimistic locks: a network create compares
+//! the revision of `networks-rev` it read its checks at (names, subnets, VNIs), and a
+//! network remove compares that of `ipam-rev/<id>`, so a claim made meanwhile by
+//! another host makes the remove fail rather than strand an endpoint.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Every key vswitchd reads or writes starts with this.
+pub const PREFIX: &str = "/vswitch/v1/";
+
+/// A host of the cluster, alive while its lease is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// Where the others send its tunnels (`--advertise`).
+    pub vtep: Ipv4Addr,
+    /// When this daemon registered (RFC 3339).
+    pub started: String,
+    pub version: String,
+}
+
+/// A global (cluster-wide) overlay network: created once, the same on every host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Ipv4Net>,
+    pub vni: u32,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub attachable: bool,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created: String,
+    /// The host it was created on.
+    pub node: String,
+}
+
+/// One endpoint of a global network, published by the host it lives on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub network: String,
+    pub node: String,
+    pub id: String,
+    /// The sandbox's name (what the embedded DNS answers).
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    pub vtep: Ipv4Addr,
+}
+
+impl EndpointRecord {
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        crate::model::Mac::parse(&self.mac).ok().map(|m| m.0)
+    }
+}
+
+/// What a key names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Key {
+    Node(String),
+    Network(String),
+    NetworksRev,
+    Ipam {
+        network: String,
+        ip: Ipv4Addr,
+    },
+    IpamRev(String),
+    Endpoint {
+        network: String,
+        node: String,
+        id: String,
+    },
+}
+
+pub fn node(name: &str) -> String {
+    format!("{PREFIX}nodes/{name}")
+}
+pub fn network(id: &str) -> String {
+    format!("{PREFIX}networks/{id}")
+}
+pub fn networks_rev() -> String {
+    format!("{PREFIX}networks-rev")
+}
+pub fn ipam(network: &str, ip: Ipv4Addr) -> String {
+    format!("{PREFIX}ipam/{network}/{ip}")
+}
+pub fn ipam_prefix(network: &str) -> String {
+    format!("{PREFIX}ipam/{network}/")
+}
+pub fn ipam_rev(network: &str) -> String {
+    format!("{PREFIX}ipam-rev/{network}")
+}
+pub fn endpoint(e: &EndpointRecord) -> String {
+    format!("{PREFIX}endpoints/{}/{}/{}", e.network, e.node, e.id)
+}
+pub fn endpoints_prefix(network: &str) -> String {
+    format!("{PREFIX}endpoints/{network}/")
+}
+/// The value of an address key: who holds it.
+pub fn holder(node: &str, endpoint: &str) -> String {
+    format!("{node}/{endpoint}")
+}
+
+/// A name part of a key: non-empty, no `/`, printable ASCII.
+fn part(s: &str) -> Option<String> {
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
+        .then(|| s.to_string())
+}
+
+/// What `key` names, or None for a key vswitchd does not write (left alone, counted).
+pub fn parse(key: &str) -> Option<Key> {
+    let rest = key.strip_prefix(PREFIX)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    Some(match parts.as_slice() {
+        ["nodes", n] => Key::Node(part(n)?),
+        ["networks", id] => Key::Network(part(id)?),
+        ["networks-rev"] => Key::NetworksRev,
+        ["ipam", net, ip] => Key::Ipam {
+            network: part(net)?,
+            ip: ip.parse().ok()?,
+        },
+        ["ipam-rev", net] => Key::IpamRev(part(net)?),
+        ["endpoints", net, node, id] => Key::Endpoint {
+            network: part(net)?,
+            node: part(node)?,
+            id: part(id)?,
+        },
+        _ => return None,
+    })
+}
+
+/// A change to the store's content, as the controller applies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    NodePut(NodeRecord),
+    NodeDel(String),
+    NetworkPut(NetworkRecord),
+    NetworkDel(String),
+    EndpointPut(EndpointRecord),
+    EndpointDel {
+        network: String,
+        node: String,
+        id: String,
+    },
+}
+
+/// Why a key's value was not taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadValue {
+    #[error("not a vswitchd key")]
+    UnknownKey,
+    #[error("value is not the JSON vswitchd writes: {0}")]
+    Json(String),
+    #[error("value does not match its key: {0}")]
+    Mismatch(&'static str),
+}
+
+fn json<T: for<'de> Deserialize<'de>>(value: &[u8]) -> Result<T, BadValue> {
+    serde_json::from_slice(value).map_err(|e| BadValue::Json(e.to_string()))
+}
+
+/// The change a put of `value` at `key` makes; Ok(None) for keys that carry no state
+/// of their own (the optimistic locks, the address keys: endpoints carry addresses).
+pub fn put(key: &str, value: &[u8]) -> Result<Option<Change>, BadValue> {
+    match parse(key).ok_or(BadValue::UnknownKey)? {
+        Key::Node(n) => {
+            let r: NodeRecord = json(value)?;
+            if r.name != n {
+                return Err(BadValue::Mismatch("node name"));
+            }
+            Ok(Some(Change::NodePut(r)))
+        }
+        Key::Network(id) => {
+            let r: NetworkRecord = json(value)?;
+            if r.id != id {
+                return Err(BadValue::Mismatch("network id"));
+            }
+            if crate::model::validate_name("network", &r.name).is_err() {
+                return Err(BadValue::Mismatch("network name"));
+            }
+            if r.vni == 0 || r.vni > 0x00ff_ffff || !r.subnet.contains(&r.gateway) {
+                return Err(BadValue::Mismatch("VNI or gateway"));
+            }
+            Ok(Some(Change::NetworkPut(r)))
+        }
+        Key::Endpoint { network, node, id } => {
+            let r: EndpointRecord = json(value)?;
+            if r.network != network || r.node != node || r.id != id {
+                return Err(BadValue::Mismatch("endpoint network, node or id"));
+            }
+            if r.mac().is_none() {
+                return Err(BadValue::Mismatch("endpoint MAC"));
+            }
+            Ok(Some(Change::EndpointPut(r)))
+        }
+        Key::NetworksRev | Key::Ipam { .. } | Key::IpamRev(_) => Ok(None),
+    }
+}
+
+/// The change a delete of `key` makes.
+pub fn delete(key: &str) -> Option<Change> {
+    match parse(key)? {
+        Key::Node(n) => Some(Change::NodeDel(n)),
+        Key::Network(id) => Some(Change::NetworkDel(id)),
+        Key::Endpoint { network, node, id } => Some(Change::EndpointDel { network, node, id }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep() -> EndpointRecord {
+        EndpointRecord {
+            network: "n1".into(),
+            node: "h1".into(),
+            id: "e1".into(),
+            name: "web".into(),
+            aliases: vec!["www".into()],
+            mac: "02:42:ac:1c:00:02".into(),
+            ip: Ipv4Addr::new(172, 28, 0, 2),
+            vtep: Ipv4Addr::new(10, 200, 0, 1),
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_through_parse() {
+        let e = ep();
+        assert_eq!(
+            parse(&endpoint(&e)),
+            Some(Key::Endpoint {
+                network: "n1".into(),
+                node: "h1".into(),
+                id: "e1".into()
+            })
+        );
+        assert_eq!(parse(&node("h1")), Some(Key::Node("h1".into())));
+        assert_eq!(parse(&network("abc")), Some(Key::Network("abc".into())));
+        assert_eq!(parse(&networks_rev()), Some(Key::NetworksRev));
+        assert_eq!(
+            parse(&ipam("n1", e.ip)),
+            Some(Key::Ipam {
+                network: "n1".into(),
+                ip: e.ip
+            })
+        );
+        assert_eq!(parse(&ipam_rev("n1")), Some(Key::IpamRev("n1".into())));
+    }
+
+    #[test]
+    fn keys_vswitchd_did_not_write_are_refused() {
+        for k in [
+            "/other/app",
+            "/vswitch/v1/",
+            "/vswitch/v1/nodes/",
+            "/vswitch/v1/nodes/a/b",
+            "/vswitch/v1/ipam/n1/not-an-ip",
+            "/vswitch/v1/endpoints/n1/h1",
+            "/vswitch/v2/nodes/h1",
+        ] {
+            assert_eq!(parse(k), None, "{k}");
+            assert!(put(k, b"{}").is_err(), "{k}");
+        }
+    }
+
+    #[test]
+    fn values_must_be_ours_and_match_their_key() {
+        let e = ep();
+        let v = serde_json::to_vec(&e).unwrap();
+        assert_eq!(
+            put(&endpoint(&e), &v),
+            Ok(Some(Change::EndpointPut(e.clone())))
+        );
+        // The same value under another node's key is a forgery or a bug: refused.
+        let other = endpoint(&EndpointRecord {
+            node: "h2".into(),
+            ..e.clone()
+        });
+        assert_eq!(
+            put(&other, &v),
+            Err(BadValue::Mismatch("endpoint network, node or id"))
+        );
+        assert!(matches!(
+            put(&endpoint(&e), b"garbage"),
+            Err(BadValue::Json(_))
+        ));
+        let bad_mac = serde_json::to_vec(&EndpointRecord {
+            mac: "ff:ff:ff:ff:ff:ff".into(),
+            ..e.clone()
+        })
+        .unwrap();
+        assert!(put(&endpoint(&e), &bad_mac).is_err());
+        assert_eq!(put(&ipam("n1", e.ip), b"h1/e1"), Ok(None));
+        assert_eq!(
+            delete(&endpoint(&e)),
+            Some(Change::EndpointDel {
+                network: "n1".into(),
+                node: "h1".into(),
+                id: "e1".into()
+            })
+        );
+    }
+}

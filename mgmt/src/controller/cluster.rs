@@ -1,0 +1,647 @@
+//! The controller's side of the cluster store: global networks adopted from it and
+//! reconciled to it, addresses claimed in it, this host's endpoints published to it,
+//! and the other hosts' endpoints programmed into the data plane (static FDB entries
+//! behind their VTEP, the ARP proxy, the members a network floods to, DNS names).
+//! Changes arrive in batches (one per watch response, or the difference after a
+//! reconnect); each batch touches the data plane once per network it changed, with
+//! only what changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster::{Change, Cluster, EndpointRecord, Event, NetworkRecord, NodeRecord};
+use crate::cluster::{Op, Reply, StoreError};
+
+use super::*;
+
+/// What the controller knows of the store.
+pub struct ClusterView {
+    pub client: Cluster,
+    /// The store's global networks.
+    pub networks: BTreeMap<String, NetworkRecord>,
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Other hosts' endpoints, per network id, by (node, endpoint id).
+    pub remote: HashMap<String, BTreeMap<(String, String), EndpointRecord>>,
+    /// What the data plane was given, per network id: MAC -> endpoint.
+    programmed: HashMap<String, HashMap<[u8; 6], switch::RemoteEndpoint>>,
+    /// Global networks this host could not take, and why.
+    pub refused: BTreeMap<String, String>,
+}
+
+impl ClusterView {
+    pub fn new(client: Cluster) -> ClusterView {
+        ClusterView {
+            client,
+            networks: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            remote: HashMap::new(),
+            programmed: HashMap::new(),
+            refused: BTreeMap::new(),
+        }
+    }
+
+    fn node(&self) -> &str {
+        &self.client.settings().node
+    }
+}
+
+/// A store error as the user sees it.
+pub(super) fn store_error(e: StoreError, what: &str) -> ApiError {
+    match e {
+        StoreError::Unreachable(..) => ApiError::unavailable(format!(
+            "{what}: {e}; global networks cannot change until it is back (local networks work as before)"
+        )),
+        StoreError::Changed => {
+            ApiError::conflict(format!("{what}: the cluster store changed meanwhile; try again"))
+        }
+        StoreError::Taken(by) => ApiError::conflict(format!("{what}: held by {by}")),
+        StoreError::InUse(nodes) => ApiError::in_use(format!(
+            "{what}: it has active endpoints on hosts {}",
+            nodes.join(", ")
+        )),
+        StoreError::Failed(m) => ApiError::invalid(format!("{what}: {m}")),
+    }
+}
+
+impl Controller {
+    /// The fd that is readable when the cluster store has news.
+    pub fn cluster_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.cluster.as_ref().map(|c| c.client.wake_fd())
+    }
+
+    /// Apply what the store's agent reported.
+    pub fn cluster_events(&mut self) {
+        let Some(events) = self.cluster.as_ref().map(|c| c.client.drain()) else {
+            return;
+        };
+        let mut dirty = BTreeSet::new();
+        let mut connected = false;
+        for ev in events {
+            match ev {
+                Event::Changes(changes) => {
+                    for c in changes {
+                        self.apply_change(c, &mut dirty);
+                    }
+                }
+                Event::Connected => connected = true,
+            }
+        }
+        for net in dirty {
+            self.program_remote(&net);
+        }
+        if connected {
+            self.reconcile();
+        }
+    }
+
+    fn apply_change(&mut self, change: Change, dirty: &mut BTreeSet<String>) {
+        let Some(cv) = self.cluster.as_mut() else {
+            return;
+        };
+        match change {
+            Change::NodePut(n) => {
+                cv.nodes.insert(n.name.clone(), n);
+            }
+            Change::NodeDel(n) => {
+                cv.nodes.remove(&n);
+            }
+            Change::NetworkPut(rec) => {
+                cv.networks.insert(rec.id.clone(), rec.clone());
+                self.adopt_network(&rec);
+                dirty.insert(rec.id);
+            }
+            Change::NetworkDel(id) => {
+                cv.networks.remove(&id);
+                cv.remote.remove(&id);
+                cv.refused.remove(&id);
+                self.drop_global_network(&id, "it was removed from the cluster store");
+            }
+            Change::EndpointPut(e) => {
+                if e.node == cv.node() {
+                    return;
+                }
+                dirty.insert(e.network.clone());
+                cv.remote
+                    .entry(e.network.clone())
+                    .or_default()
+                    .insert((e.node.clone(), e.id.clone()), e);
+            }
+            Change::EndpointDel { network, node, id } => {
+                if let Some(m) = cv.remote.get_mut(&network) {
+                    if m.remove(&(node, id)).is_some() {
+                        dirty.insert(network);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A global network from the store: take it here unless it clashes with a local
+    /// network (name, subnet, VNI), which is refused, logged and shown by `cluster`.
+    fn adopt_network(&mut self, rec: &NetworkRecord) {
+        if self.state.networks.contains_key(&rec.id) {
+            return;
+        }
+        let clash = self.state.networks.values().find_map(|n| {
+            if n.name == rec.name {
+                return Some(format!("a local network is named {}", n.name));
+            }
+            if let Some(p) = n
+                .pool
+                .as_ref()
+                .filter(|p| ipam::overlaps(&p.subnet, &rec.subnet))
+            {
+                return Some(format!(
+                    "its subnet {} overlaps {} of local network {}",
+                    rec.subnet, p.subnet, n.name
+                ));
+            }
+            (driver::overlay::vni_of(n) == Some(rec.vni)).then(|| {
+                format!(
+                    "its VXLAN id {} is used by local network {}",
+                    rec.vni, n.name
+                )
+            })
+        });
+        if let Some(why) = clash {
+            tracing::error!(network = %rec.name, id = %rec.id, why, "global network refused on this host");
+            if let Some(cv) = self.cluster.as_mut() {
+                cv.refused.insert(rec.id.clone(), why);
+            }
+            return;
+        }
+        let net = match self.network_of_record(rec) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(network = %rec.name, error = %e.message, "global network refused on this host");
+                if let Some(cv) = self.cluster.as_mut() {
+                    cv.refused.insert(rec.id.clone(), e.message);
+                }
+                return;
+            }
+        };
+        if let Err(e) = self.with_driver(net.driver, |d, ctx| d.create_network(ctx, &net)) {
+            tracing::error!(network = %rec.name, error = %chain(&e), "cannot create a global network here");
+            return;
+        }
+        self.state.networks.insert(net.id.clone(), net);
+        if let Err(e) = self.save() {
+            tracing::error!(error = %e.message, "cannot save state");
+        }
+        self.sync_host_routes();
+        tracing::info!(network = %rec.name, subnet = %rec.subnet, vni = rec.vni, "global network taken from the cluster store");
+    }
+
+    /// The local model of a global network.
+    pub(super) fn network_of_record(&self, rec: &NetworkRecord) -> ApiResult<Network> {
+        let pool = Pool::new(rec.subnet, Some(rec.gateway), rec.ip_range)?;
+        let mut options = rec.options.clone();
+        options.insert(driver::overlay::OPT_VNI.into(), rec.vni.to_string());
+        let num = self
+            .state
+            .networks
+            .values()
+            .map(|n| n.num)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        Ok(Network {
+            id: rec.id.clone(),
+            name: rec.name.clone(),
+            driver: DriverKind::Overlay,
+            pool: Some(pool),
+            internal: rec.internal,
+            attachable: rec.attachable,
+            options,
+            labels: rec.labels.clone(),
+            created: rec.created.clone(),
+            num,
+            predefined: false,
+            global: true,
+            members: Vec::new(),
+        })
+    }
+
+    /// A global network the store no longer has goes here too, its local endpoints
+    /// with it (their sandboxes stay).
+    fn drop_global_network(&mut self, id: &str, why: &str) {
+        let Some(net) = self.state.networks.get(id).filter(|n| n.global).cloned() else {
+            return;
+        };
+        let eps: Vec<String> = self
+            .endpoints_of_network(id)
+            .iter()
+            .map(|e| e.id.clone())
+            .collect();
+        for ep in eps {
+            tracing::warn!(network = %net.name, endpoint = %ep, why, "disconnecting an endpoint of a global network that is gone");
+            if let Err(e) = self.disconnect_endpoint(&ep) {
+                tracing::error!(error = %e.message, "cannot disconnect");
+            }
+        }
+        if let Some(cv) = self.cluster.as_mut() {
+            cv.programmed.remove(id);
+        }
+        if let Err(e) = self.with_driver(net.driver, |d, ctx| d.delete_network(ctx, &net)) {
+            tracing::error!(network = %net.name, error = %chain(&e), "cannot remove a global network");
+        }
+        self.state.networks.remove(id);
+        if let Err(e) = self.save() {
+            tracing::error!(error = %e.message, "cannot save state");
+        }
+        self.sync_host_routes();
+        tracing::info!(network = %net.name, why, "global network removed");
+    }
+
+    /// Give the data plane what changed of `net_id`'s remote endpoints: static entries
+    /// and ARP proxy (added and removed ones only), the members, the addresses IPAM
+    /// must skip, the names.
+    fn program_remote(&mut self, net_id: &str) {
+        let Some(net) = self
+            .state
+            .networks
+            .get(net_id)
+            .filter(|n| n.global)
+            .cloned()
+        else {
+            return;
+        };
+        let Some(cv) = self.cluster.as_mut() else {
+            return;
+        };
+        let want: HashMap<[u8; 6], switch::RemoteEndpoint> = cv
+            .remote
+            .get(net_id)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|e| {
+                Some((
+                    e.mac()?,
+                    switch::RemoteEndpoint {
+                        mac: e.mac()?,
+                        ip: e.ip,
+                        vtep: e.vtep,
+                    },
+                ))
+            })
+            .collect();
+        let had = cv.programmed.remove(net_id).unwrap_or_default();
+        let mut update = switch::RemoteUpdate::default();
+        for (mac, r) in &had {
+            if want.get(mac) != Some(r) {
+                update.remove.push(*r);
+            }
+        }
+        for (mac, r) in &want {
+            if had.get(mac) != Some(r) {
+                update.upsert.push(*r);
+            }
+        }
+        let mut members: Vec<Ipv4Addr> = want.values().map(|r| r.vtep).collect();
+        members.sort();
+        members.dedup();
+        cv.programmed.insert(net_id.to_string(), want);
+        let local: BTreeSet<Ipv4Addr> = self
+            .endpoints_of_network(net_id)
+            .iter()
+            .map(|e| e.ip)
+            .collect();
+        if let Some(p) = self.state.pool_mut(net_id) {
+            for r in &update.remove {
+                if !local.contains(&r.ip) {
+                    p.release(r.ip);
+                }
+            }
+            for r in &update.upsert {
+                p.reserve(r.ip);
+            }
+        }
+        let (added, removed) = (update.upsert.len(), update.remove.len());
+        if added + removed > 0 {
+            if let Err(e) = self.engine.update_remote(net.num, update) {
+                tracing::error!(network = %net.name, error = %e, "cannot program remote endpoints");
+            }
+        }
+        let members_changed = net.members != members;
+        if let Some(n) = self.state.networks.get_mut(net_id) {
+            n.members = members;
+        }
+        if members_changed || added + removed > 0 {
+            if let Err(e) = self.sync_hosts(net_id) {
+                tracing::warn!(network = %net.name, error = %e.message, "cannot update the network's members and names");
+            }
+        }
+        tracing::debug!(network = %net.name, added, removed, "remote endpoints programmed");
+    }
+
+    /// After (re)connecting: global networks the store no longer has go; this host's
+    /// endpoints are published again (its own stale keys withdrawn by the agent).
+    fn reconcile(&mut self) {
+        let Some(cv) = self.cluster.as_ref() else {
+            return;
+        };
+        let gone: Vec<String> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| n.global && !cv.networks.contains_key(&n.id))
+            .map(|n| n.id.clone())
+            .collect();
+        for id in gone {
+            self.drop_global_network(&id, "the cluster store does not have it");
+        }
+        let eps: Vec<EndpointRecord> = self
+            .state
+            .endpoints
+            .values()
+            .filter_map(|e| self.endpoint_record(e))
+            .collect();
+        let n = eps.len();
+        let Some(cv) = self.cluster.as_ref() else {
+            return;
+        };
+        match cv.client.call(Op::Republish(eps)) {
+            Ok(Reply::Conflicts(c)) => {
+                for (e, by) in &c {
+                    tracing::error!(network = %e.network, sandbox = %e.name, ip = %e.ip, holder = %by, "address taken by another host while this one was away: the endpoint is not published");
+                }
+                tracing::info!(
+                    endpoints = n,
+                    conflicts = c.len(),
+                    "local endpoints published to the cluster store"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot publish local endpoints; retried at the next connect")
+            }
+        }
+    }
+
+    /// The store's record of a local endpoint of a global network.
+    pub(super) fn endpoint_record(&self, e: &Endpoint) -> Option<EndpointRecord> {
+        let cv = self.cluster.as_ref()?;
+        self.state.networks.get(&e.network).filter(|n| n.global)?;
+        Some(EndpointRecord {
+            network: e.network.clone(),
+            node: cv.node().to_string(),
+            id: e.id.clone(),
+            name: e.sandbox.clone(),
+            aliases: e.aliases.clone(),
+            mac: e.mac.to_string(),
+            ip: e.ip,
+            vtep: cv.client.settings().vtep,
+        })
+    }
+
+    /// Claim `ep`'s address in the store (global networks only). `requested`: the user
+    /// asked for this address (a clash is their error, not a reason to try another).
+    pub(super) fn claim(&self, ep: &Endpoint) -> Result<(), StoreError> {
+        let (Some(cv), Some(rec)) = (self.cluster.as_ref(), self.endpoint_record(ep)) else {
+            return Ok(());
+        };
+        cv.client.call(Op::Claim(rec)).map(|_| ())
+    }
+
+    /// On a global network: the address or MAC asked for is another host's.
+    pub(super) fn remote_holder(
+        &self,
+        net: &Network,
+        ip: Option<Ipv4Addr>,
+        mac: Option<Mac>,
+    ) -> Option<ApiError> {
+        let cv = self.cluster.as_ref().filter(|_| net.global)?;
+        let eps = cv.remote.get(&net.id)?;
+        if let Some(e) = ip.and_then(|ip| eps.values().find(|e| e.ip == ip)) {
+            return Some(ApiError::conflict(format!(
+                "address {} is already in use on network {} (sandbox {} on host {})",
+                e.ip, net.name, e.name, e.node
+            )));
+        }
+        let mac = mac?.to_string();
+        let e = eps.values().find(|e| e.mac == mac)?;
+        Some(ApiError::conflict(format!(
+            "MAC address {mac} is already in use on network {} (sandbox {} on host {})",
+            net.name, e.name, e.node
+        )))
+    }
+
+    /// Claim `ep`'s address in the store; when another host took it meanwhile (a
+    /// concurrent create), the next free one, unless the address was asked for.
+    pub(super) fn claim_address(
+        &mut self,
+        net: &Network,
+        mut ep: Endpoint,
+        requested: Option<Ipv4Addr>,
+        mac_given: bool,
+    ) -> ApiResult<Endpoint> {
+        for _ in 0..64 {
+            match self.claim(&ep) {
+                Ok(()) => return Ok(ep),
+                Err(StoreError::Taken(by)) if requested.is_none() => {
+                    // Kept reserved here: its holder's endpoint arrives by the watch.
+                    tracing::debug!(ip = %ep.ip, holder = %by, "address claimed by another host meanwhile; taking the next");
+                    let next = self.state.pool_mut(&net.id).map(|p| p.allocate(None));
+                    match next {
+                        Some(Ok(ip)) => {
+                            ep.ip = ip;
+                            if !mac_given {
+                                ep.mac = Mac::from_ip(ip);
+                            }
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => return Err(ApiError::invalid("no address pool")),
+                    }
+                }
+                Err(e) => {
+                    if let Some(p) = self.state.pool_mut(&net.id) {
+                        p.release(ep.ip);
+                    }
+                    let what = format!("cannot connect to network {}", net.name);
+                    return Err(match e {
+                        StoreError::Taken(by) => ApiError::conflict(format!(
+                            "{what}: address {} is already in use (held by {by})",
+                            ep.ip
+                        )),
+                        e => store_error(e, &what),
+                    });
+                }
+            }
+        }
+        Err(ApiError::conflict(format!(
+            "cannot connect to network {}: every address tried was claimed by other hosts meanwhile",
+            net.name
+        )))
+    }
+
+    /// Withdraw `ep` from the store; when it cannot be reached the next connect's
+    /// republish withdraws it.
+    pub(super) fn withdraw(&self, ep: &Endpoint) {
+        let (Some(cv), Some(rec)) = (self.cluster.as_ref(), self.endpoint_record(ep)) else {
+            return;
+        };
+        if let Err(e) = cv.client.call(Op::Withdraw(rec)) {
+            tracing::warn!(endpoint = %ep.id, error = %e, "endpoint not withdrawn from the cluster store yet; done at the next connect");
+        }
+    }
+
+    /// Names of the other hosts' endpoints on `net` (for its embedded DNS).
+    pub(super) fn remote_records(&self, net: &str) -> Vec<dns::Record> {
+        let Some(m) = self.cluster.as_ref().and_then(|c| c.remote.get(net)) else {
+            return Vec::new();
+        };
+        m.values()
+            .map(|e| dns::Record {
+                name: e.name.clone(),
+                aliases: e.aliases.clone(),
+                ipv4: Some(e.ip),
+                ipv6: None,
+            })
+            .collect()
+    }
+
+    /// The store's global networks and the revision they were read at.
+    pub(super) fn store_networks(&self) -> ApiResult<(Vec<NetworkRecord>, i64)> {
+        let Some(cv) = self.cluster.as_ref() else {
+            return Ok((Vec::new(), 0));
+        };
+        match cv.client.call(Op::ListNetworks) {
+            Ok(Reply::Networks(n, rev)) => Ok((n, rev)),
+            Ok(_) => Err(ApiError::invalid("the cluster agent answered out of turn")),
+            Err(e) => Err(store_error(e, "cannot create a global network")),
+        }
+    }
+
+    /// Write a new global network to the store, unless networks changed there after
+    /// `rev` (then false: read again).
+    pub(super) fn publish_network(&mut self, net: &Network, rev: i64) -> ApiResult<bool> {
+        let (Some(cv), Some(pool)) = (self.cluster.as_mut(), net.pool.as_ref()) else {
+            return Ok(true);
+        };
+        let mut options = net.options.clone();
+        let vni = options
+            .remove(driver::overlay::OPT_VNI)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let rec = NetworkRecord {
+            id: net.id.clone(),
+            name: net.name.clone(),
+            subnet: pool.subnet,
+            gateway: pool.gateway,
+            ip_range: pool.ip_range,
+            vni,
+            internal: net.internal,
+            attachable: net.attachable,
+            options,
+            labels: net.labels.clone(),
+            created: net.created.clone(),
+            node: cv.client.settings().node.clone(),
+        };
+        match cv.client.call(Op::CreateNetwork {
+            rec: rec.clone(),
+            rev,
+        }) {
+            Ok(_) => {
+                cv.networks.insert(rec.id.clone(), rec);
+                Ok(true)
+            }
+            Err(StoreError::Changed) => Ok(false),
+            Err(e) => Err(store_error(
+                e,
+                &format!("cannot create network {}", net.name),
+            )),
+        }
+    }
+
+    /// Undo `publish_network` after the local side failed.
+    pub(super) fn unpublish_network(&mut self, net: &Network) {
+        if let Some(cv) = self.cluster.as_mut() {
+            cv.networks.remove(&net.id);
+            if let Err(e) = cv.client.call(Op::RemoveNetwork { id: net.id.clone() }) {
+                tracing::error!(network = %net.name, error = %e, "cannot take a half-created network out of the cluster store");
+            }
+        }
+    }
+
+    /// `network rm` of a global network: refused while any host holds an address of it.
+    pub(super) fn remove_from_store(&mut self, net: &Network) -> ApiResult<()> {
+        let Some(cv) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        let what = format!("error while removing network {}", net.name);
+        match cv.client.call(Op::RemoveNetwork { id: net.id.clone() }) {
+            Ok(_) => {
+                cv.networks.remove(&net.id);
+                cv.remote.remove(&net.id);
+                cv.programmed.remove(&net.id);
+                Ok(())
+            }
+            Err(StoreError::InUse(nodes)) => Err(ApiError::in_use(format!(
+                "{what}: network {} id {} has active endpoints on hosts {}; disconnect them first",
+                net.name,
+                &net.id[..12.min(net.id.len())],
+                nodes.join(", ")
+            ))),
+            Err(e) => Err(store_error(e, &what)),
+        }
+    }
+
+    /// `cluster`: the store, the hosts, the global networks.
+    pub fn cluster_info(&self) -> ApiResult<api::ClusterInfo> {
+        let Some(cv) = self.cluster.as_ref() else {
+            return Err(ApiError::invalid(
+                "this daemon has no cluster store (start vswitchd with --cluster-store etcd://HOST:PORT)",
+            ));
+        };
+        let me = cv.node();
+        let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in cv.remote.values() {
+            for (node, _) in m.keys() {
+                *per_node.entry(node.as_str()).or_default() += 1;
+            }
+        }
+        let local_eps = self
+            .state
+            .endpoints
+            .values()
+            .filter(|e| {
+                self.state
+                    .networks
+                    .get(&e.network)
+                    .is_some_and(|n| n.global)
+            })
+            .count();
+        let nodes = cv
+            .nodes
+            .values()
+            .map(|n| api::ClusterNode {
+                name: n.name.clone(),
+                vtep: n.vtep.to_string(),
+                started: n.started.clone(),
+                endpoints: if n.name == me {
+                    local_eps
+                } else {
+                    per_node.get(n.name.as_str()).copied().unwrap_or(0)
+                },
+                this_host: n.name == me,
+                lease: "alive".into(),
+            })
+            .collect();
+        let networks = cv
+            .networks
+            .values()
+            .map(|r| api::ClusterNetwork {
+                name: r.name.clone(),
+                id: r.id.clone(),
+                vni: r.vni,
+                subnet: r.subnet.to_string(),
+                remote_endpoints: cv.remote.get(&r.id).map_or(0, |m| m.len()),
+                refused: cv.refused.get(&r.id).cloned(),
+            })
+            .collect();
+        Ok(api::ClusterInfo {
+            store: cv.client.health(),
+            nodes,
+            networks,
+        })
+    }
+}

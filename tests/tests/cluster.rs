@@ -1,0 +1,471 @@
+//! Multi-host overlays on a real etcd cluster: three etcd 3.4 members on a management
+//! LAN, three vswitchd "hosts" with their uplinks on an underlay bridge and a
+//! management interface each on that LAN (`--cluster-store etcd://...`). Global
+//! networks, cluster-wide IPAM, endpoint distribution (static FDB entries, ARP proxy,
+//! names), the store failing and coming back, and a host dying.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use e2e::etcd::EtcdCluster;
+use e2e::underlay::Underlay;
+use e2e::{named_ns, network_create, ns_exec, ping, send_raw, wait_for, Capture, Daemon, Lab};
+use serde_json::Value;
+
+const SUBNET: &str = "172.27.0.0/24";
+const TTL: u64 = 5;
+
+/// Dropped in this order: the daemons (their logs printed on failure), etcd, the lab.
+struct Hosts {
+    hosts: Vec<Daemon>,
+    etcd: EtcdCluster,
+    ul: Underlay,
+    lab: Lab,
+}
+
+/// Host `i` (1-based): uplink 10.200.0.i on the underlay, management 10.210.0.i.
+fn host(lab: &Lab, ul: &Underlay, etcd: &EtcdCluster, i: usize, extra: &[&str]) -> Daemon {
+    let tag = format!("n{i}");
+    let ns = named_ns(lab, &tag);
+    let up = ul.plug(lab, &ns, &format!("{tag}u"));
+    etcd.plug(lab, &ns, &format!("10.210.0.{i}"));
+    let store = format!("etcd://{}", etcd.endpoints());
+    let node = format!("host{i}");
+    let ttl = TTL.to_string();
+    let mut args = vec![
+        "--cluster-store",
+        &store,
+        "--node-name",
+        &node,
+        "--cluster-ttl",
+        &ttl,
+    ];
+    args.extend(extra);
+    Underlay::start_host(lab, &tag, &up, &format!("10.200.0.{i}"), &args)
+}
+
+impl Hosts {
+    fn start() -> Hosts {
+        let lab = Lab::new();
+        let etcd = EtcdCluster::start(&lab, 3);
+        let ul = Underlay::new(&lab);
+        let hosts = (1..=3).map(|i| host(&lab, &ul, &etcd, i, &[])).collect();
+        let h = Hosts {
+            hosts,
+            etcd,
+            ul,
+            lab,
+        };
+        for d in &h.hosts {
+            wait_for("the store to be connected", Duration::from_secs(15), || {
+                connected(d)
+            });
+        }
+        h
+    }
+
+    fn name(&self, s: &str) -> String {
+        self.lab.name(s)
+    }
+}
+
+fn cluster(d: &Daemon) -> Value {
+    d.json(&["cluster"])
+}
+
+fn connected(d: &Daemon) -> bool {
+    cluster(d)["store"]["connected"] == true
+}
+
+/// Other hosts' endpoints on `net` that `d` has.
+fn remote_endpoints(d: &Daemon, net: &str) -> u64 {
+    cluster(d)["networks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == net)
+        .and_then(|n| n["remote_endpoints"].as_u64())
+        .unwrap_or(0)
+}
+
+fn scope_of(d: &Daemon, net: &str) -> Option<String> {
+    d.json(&["network", "ls"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["Name"] == net)
+        .map(|n| n["Scope"].as_str().unwrap_or_default().to_string())
+}
+
+fn ping_eventually(ns: &str, dst: &str) {
+    wait_for(
+        &format!("{ns} to reach {dst}"),
+        Duration::from_secs(15),
+        || ping(ns, dst, 1),
+    );
+}
+
+fn mac_in(ns: &str) -> String {
+    let o = ns_exec(
+        ns,
+        &["cat", "/sys/class/net/eth0/address"],
+        Duration::from_secs(5),
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn resolve(ns: &str, name: &str) -> String {
+    let o = ns_exec(ns, &["getent", "hosts", name], Duration::from_secs(10));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A sandbox on each host at once, on `net`; their addresses.
+fn sandboxes_concurrently(h: &Hosts, net: &str, names: &[String]) -> Vec<String> {
+    let mut children: Vec<_> = h
+        .hosts
+        .iter()
+        .zip(names)
+        .map(|(d, n)| d.spawn_ctl(&["sandbox", "create", "--network", net, n]))
+        .collect();
+    for (c, n) in children.iter_mut().zip(names) {
+        let out = c.wait_with_output_ref();
+        assert!(out.0, "sandbox {n}: {}", out.1);
+    }
+    h.hosts
+        .iter()
+        .zip(names)
+        .map(|(d, n)| d.ip_of(n, net))
+        .collect()
+}
+
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> (bool, String);
+}
+
+impl WaitRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> (bool, String) {
+        let st = self.wait().expect("vswitchctl");
+        let mut err = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        (st.success(), err)
+    }
+}
+
+#[test]
+fn a_global_network_spans_three_hosts() {
+    let h = Hosts::start();
+    let net = h.name("g");
+    h.hosts[0].ok(&network_create("overlay", &["--subnet", SUBNET], &net));
+    for d in &h.hosts {
+        wait_for("the network on every host", Duration::from_secs(10), || {
+            scope_of(d, &net).as_deref() == Some("global")
+        });
+    }
+    // Created on host 1, named on host 2: refused, the cluster has it.
+    h.hosts[1].refused_with(
+        &network_create("overlay", &["--subnet", "172.26.0.0/24"], &net),
+        "already exists",
+    );
+
+    // Three sandboxes created at once on three hosts, no --ip: three addresses.
+    let names: Vec<String> = (1..=3).map(|i| h.name(&format!("s{i}"))).collect();
+    let ips = sandboxes_concurrently(&h, &net, &names);
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "addresses handed out twice: {ips:?}");
+    for d in &h.hosts {
+        wait_for(
+            "every host to know the others' endpoints",
+            Duration::from_secs(10),
+            || remote_endpoints(d, &net) == 2,
+        );
+    }
+    // --ip of another host's sandbox: refused, naming it.
+    let e = h.hosts[2].sandbox_refused(&h.name("dup"), &net, &["--ip", &ips[0]], "already in use");
+    assert!(e.contains("host1"), "{e}");
+
+    // Known endpoints: pings, names, static FDB entries behind their VTEP.
+    for (i, a) in names.iter().enumerate() {
+        for (j, ip) in ips.iter().enumerate() {
+            if i != j {
+                ping_eventually(a, ip);
+            }
+        }
+    }
+    for (j, b) in names.iter().enumerate() {
+        let got = resolve(&names[(j + 1) % 3], b);
+        assert!(got.contains(&ips[j]), "{b} -> {got:?}, expected {}", ips[j]);
+    }
+    let fdb = h.hosts[0].json(&["fdb", &net]);
+    for (j, b) in names.iter().enumerate().skip(1) {
+        let mac = mac_in(b);
+        let row = fdb
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["mac"] == mac.as_str())
+            .unwrap_or_else(|| panic!("{mac} of {b} not in host1's fdb: {fdb}"));
+        assert_eq!(row["static"], true, "{row}");
+        assert_eq!(row["vtep"], format!("10.200.0.{}", j + 1), "{row}");
+    }
+
+    // No ARP broadcast crosses the underlay for known endpoints: the switch answers
+    // for remote endpoints itself.
+    let cap = Capture::start(&h.lab, &h.ul.ns, "br0", "underlay");
+    for a in &names {
+        e2e::run_ok(&["ip", "-n", a, "neigh", "flush", "all"]);
+    }
+    for (i, a) in names.iter().enumerate() {
+        assert!(ping(a, &ips[(i + 1) % 3], 1), "{a} after a neighbour flush");
+    }
+    let _ = cap.stop();
+    let pcap = h.lab.dir.join("underlay.pcap");
+    let arp = e2e::run_out(&["tshark", "-r", pcap.to_str().unwrap(), "-Y", "vxlan && arp"]);
+    assert!(arp.trim().is_empty(), "ARP crossed the underlay: {arp}");
+    let icmp = e2e::run_out(&[
+        "tshark",
+        "-r",
+        pcap.to_str().unwrap(),
+        "-Y",
+        "vxlan && icmp",
+    ]);
+    assert!(!icmp.trim().is_empty(), "the pings went through tunnels");
+
+    // A VXLAN frame for the network from an underlay address that is no member.
+    let vni: u32 = h.hosts[0].json(&["network", "inspect", &net])[0]["Options"]["vxlan.id"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("VNI");
+    let before = h.hosts[0].json(&["stats"])["router"]["overlay"]["drops"]["unknown_peer"]
+        .as_u64()
+        .unwrap_or(0);
+    let up_mac = {
+        let o = ns_exec(
+            &h.hosts[0].host_ns,
+            &["cat", &format!("/sys/class/net/{}/address", h.name("n1u"))],
+            Duration::from_secs(5),
+        );
+        let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let mut m = [0u8; 6];
+        for (i, p) in s.split(':').enumerate().take(6) {
+            m[i] = u8::from_str_radix(p, 16).expect("MAC");
+        }
+        m
+    };
+    let mut vtep = vxlan::Vtep::new(vxlan::VtepConfig::new(
+        [2, 0, 0, 0, 0, 0xfe],
+        Ipv4Addr::new(10, 200, 0, 99),
+    ));
+    let mut inner = vec![0xff; 6];
+    inner.extend([2, 0, 0, 0, 0, 0xfd, 0x08, 0x00]);
+    inner.resize(60, 0);
+    let mut out = vec![0u8; 200];
+    let n = vtep
+        .encapsulate(
+            vxlan::Vni::new(vni).expect("vni"),
+            Ipv4Addr::new(10, 200, 0, 1),
+            up_mac,
+            &inner,
+            &mut out,
+        )
+        .expect("encapsulate");
+    out.truncate(n);
+    assert_eq!(send_raw(&h.ul.ns, "br0", std::iter::repeat_n(out, 3)), 3);
+    wait_for(
+        "forged tunnel frames to be counted",
+        Duration::from_secs(5),
+        || {
+            h.hosts[0].json(&["stats"])["router"]["overlay"]["drops"]["unknown_peer"]
+                .as_u64()
+                .unwrap_or(0)
+                >= before + 3
+        },
+    );
+    let fdb = h.hosts[0].ok(&["fdb", &net]);
+    assert!(
+        !fdb.contains("02:00:00:00:00:fd"),
+        "learned from a non-member: {fdb}"
+    );
+
+    // rm with endpoints on other hosts: refused, naming them.
+    h.hosts[0].ok(&["sandbox", "rm", &names[0]]);
+    let e = h.hosts[0].refused_with(&["network", "rm", &net], "active endpoints");
+    assert!(e.contains("host2") && e.contains("host3"), "{e}");
+    h.hosts[1].ok(&["sandbox", "rm", &names[1]]);
+    h.hosts[2].ok(&["sandbox", "rm", &names[2]]);
+    h.hosts[0].ok(&["network", "rm", &net]);
+    for d in &h.hosts {
+        wait_for(
+            "the network gone everywhere",
+            Duration::from_secs(10),
+            || scope_of(d, &net).is_none(),
+        );
+    }
+}
+
+#[test]
+fn the_store_failing_and_a_host_dying() {
+    let mut h = Hosts::start();
+    let net = h.name("g");
+    h.hosts[0].ok(&network_create("overlay", &["--subnet", SUBNET], &net));
+    let names: Vec<String> = (1..=3).map(|i| h.name(&format!("s{i}"))).collect();
+    for (d, n) in h.hosts.iter().zip(&names) {
+        wait_for("the network on every host", Duration::from_secs(10), || {
+            scope_of(d, &net).is_some()
+        });
+        d.ok(&["sandbox", "create", "--network", &net, n]);
+    }
+    let ips: Vec<String> = h
+        .hosts
+        .iter()
+        .zip(&names)
+        .map(|(d, n)| d.ip_of(n, &net))
+        .collect();
+    for d in &h.hosts {
+        wait_for(
+            "every host to know the others' endpoints",
+            Duration::from_secs(10),
+            || remote_endpoints(d, &net) == 2,
+        );
+    }
+    ping_eventually(&names[0], &ips[1]);
+
+    // One member down: everything keeps working, a new sandbox joins.
+    h.etcd.kill(1);
+    let extra = h.name("x1");
+    h.hosts[1].ok(&["sandbox", "create", "--network", &net, &extra]);
+    wait_for(
+        "the new endpoint on host 1",
+        Duration::from_secs(10),
+        || remote_endpoints(&h.hosts[0], &net) == 3,
+    );
+    ping_eventually(&names[0], &h.hosts[1].ip_of(&extra, &net));
+
+    // Every member down: what was known keeps flowing, global changes are refused at
+    // once naming the store, local networks work.
+    let pinger = e2e::Bg::spawn(
+        &h.lab,
+        &names[0],
+        "ping-through",
+        &["ping", "-c", "40", "-i", "0.2", &ips[2]],
+    );
+    h.etcd.stop_all();
+    wait_for(
+        "host 1 to see the store gone",
+        Duration::from_secs(10),
+        || !connected(&h.hosts[0]),
+    );
+    let t0 = Instant::now();
+    let e = h.hosts[0].sandbox_refused(&h.name("x2"), &net, &[], "cluster store");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "refused slowly: {:?}",
+        t0.elapsed()
+    );
+    assert!(e.contains("etcd://"), "{e}");
+    let local = h.hosts[0].network(&h.lab, "loc", &["--subnet", "172.25.0.0/24"]);
+    let l1 = h.name("l1");
+    let l2 = h.name("l2");
+    h.hosts[0].ok(&["sandbox", "create", "--network", &local, &l1]);
+    h.hosts[0].ok(&["sandbox", "create", "--network", &local, &l2]);
+    ping_eventually(&l1, &h.hosts[0].ip_of(&l2, &local));
+    assert!(
+        ping(&names[1], &ips[2], 3),
+        "known endpoints still reach each other"
+    );
+    wait_for(
+        "the ping through the outage to finish",
+        Duration::from_secs(15),
+        || pinger.output().contains("packets transmitted"),
+    );
+    let out = pinger.output();
+    assert!(
+        out.contains(" 0% packet loss"),
+        "pings lost while the store was down: {out}"
+    );
+
+    // Members back: a new sandbox joins without a daemon restart.
+    h.etcd.start_all();
+    wait_for("host 1 to reconnect", Duration::from_secs(15), || {
+        connected(&h.hosts[0])
+    });
+    let back = h.name("x3");
+    h.hosts[0].ok(&["sandbox", "create", "--network", &net, &back]);
+    let back_ip = h.hosts[0].ip_of(&back, &net);
+    ping_eventually(&names[2], &back_ip);
+
+    // Host 3 killed: within TTL + 2 s the others drop its endpoint and its VTEP.
+    let s3_mac = mac_in(&names[2]);
+    h.hosts[2].stop(true);
+    let t0 = Instant::now();
+    for d in &h.hosts[..2] {
+        wait_for(
+            "host 3's endpoints to go",
+            Duration::from_secs(TTL + 4),
+            || !d.ok(&["fdb", &net]).contains(&s3_mac),
+        );
+    }
+    assert!(
+        t0.elapsed() <= Duration::from_secs(TTL + 2),
+        "host 3 lingered {:?}",
+        t0.elapsed()
+    );
+    let nodes = cluster(&h.hosts[0])["nodes"].to_string();
+    assert!(!nodes.contains("host3"), "{nodes}");
+    // Restarted, it is back.
+    h.hosts[2].restart(false);
+    wait_for("host 3 back", Duration::from_secs(15), || {
+        cluster(&h.hosts[0])["nodes"].to_string().contains("host3")
+    });
+    wait_for("host 3's endpoint back", Duration::from_secs(10), || {
+        h.hosts[0].ok(&["fdb", &net]).contains(&s3_mac)
+    });
+    ping_eventually(&names[0], &ips[2]);
+}
+
+#[test]
+fn tls_with_client_certificates() {
+    let lab = Lab::new();
+    let etcd = EtcdCluster::start_tls(&lab, 1);
+    let (ca, cert, key) = etcd.client_tls().expect("TLS files");
+    let ul = Underlay::new(&lab);
+    let (ca, cert, key) = (
+        ca.to_string_lossy().into_owned(),
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    let d = host(
+        &lab,
+        &ul,
+        &etcd,
+        1,
+        &[
+            "--cluster-store-ca",
+            &ca,
+            "--cluster-store-cert",
+            &cert,
+            "--cluster-store-key",
+            &key,
+        ],
+    );
+    wait_for(
+        "a TLS connection to the store",
+        Duration::from_secs(15),
+        || connected(&d),
+    );
+    let net = lab.name("g");
+    d.ok(&network_create("overlay", &["--subnet", SUBNET], &net));
+    let keys = etcd.ctl(&["get", "--prefix", "--keys-only", "/vswitch/v1/networks/"]);
+    assert!(keys.contains("/vswitch/v1/networks/"), "{keys}");
+
+    // Without the client certificate the store refuses, and the daemon says so.
+    let d2 = host(&lab, &ul, &etcd, 2, &["--cluster-store-ca", &ca]);
+    std::thread::sleep(Duration::from_secs(2));
+    let c = cluster(&d2);
+    assert_eq!(c["store"]["connected"], false, "{c}");
+    assert!(c["store"]["last_error"].is_string(), "{c}");
+}
