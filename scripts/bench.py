@@ -13,9 +13,12 @@ their offloads; known unicast goes by bpf_redirect_peer, the rest through the wo
 endpoint trunk) and `-o fastpath=xdp` (an AF_XDP socket per endpoint, XDP fast path).
 TCP rows run iperf3 between two sandboxes, through SNAT and through a published port;
 the scale row measures the daemon's memory and the control plane's latency with up to
-1000 idle sandboxes.
+1000 idle sandboxes. The cluster row (needs etcd-server and etcd-client) simulates 100
+hosts of 100 endpoints each in an etcd 3.4 store and times one real vswitchd
+(--cluster-store) until it has programmed all 10 000 remote endpoints (target < 10 s),
+with its RSS before and after and the store's write rate.
 
-BENCH_ONLY (comma list of generators, l2, tcp, nat, dns, overlay, latency, scale) runs
+BENCH_ONLY (comma list of generators, l2, tcp, nat, dns, overlay, latency, scale, cluster) runs
 those groups alone (results then go to results-GROUP-GROUP.json/.svg); by default all
 run. BENCH_SECONDS sets each measurement's length, BENCH_OUT the results' directory.
 TCP and connection rows (single iperf3 or connect-loop runs, which swing by a third from
@@ -41,7 +44,7 @@ PFX = f"vsb{os.getpid() % 10000:04d}"
 OUT_DIR = os.environ.get("BENCH_OUT", "bench")
 SINK_MAC = "02:00:00:00:bb:02"
 GEN_MAC = "02:00:00:00:aa:01"
-GROUPS = ("generators", "l2", "tcp", "nat", "dns", "overlay", "latency", "scale")
+GROUPS = ("generators", "l2", "tcp", "nat", "dns", "overlay", "latency", "scale", "cluster")
 ONLY = [g for g in os.environ.get("BENCH_ONLY", "").replace(" ", "").split(",") if g]
 TRIALS = max(1, int(os.environ.get("BENCH_TRIALS", "3")))
 
@@ -303,7 +306,7 @@ class Vswitchd:
                                    "--workers", str(workers), "--log-level", "warn", *extra],
                                   stdout=self.log, stderr=self.log)
         for _ in range(100):
-            if self.ctl("network", "ls", check=False).returncode == 0:
+            if self.p.poll() is not None or self.ctl("network", "ls", check=False).returncode == 0:
                 break
             time.sleep(0.1)
 
@@ -755,6 +758,217 @@ def vswitch_scale():
                      f"{top - SCALE_TIMED})"}
 
 
+# ---------------------------------------------------------------- cluster
+
+CLUSTER_HOSTS, CLUSTER_EPS = 100, 100  # simulated hosts, endpoints each
+CLUSTER_TARGET_S = 10.0  # all remote endpoints programmed within this of the first write
+CLUSTER_WAIT_S = 120.0  # give up (and report the failure) after this
+ETCD_IP = "10.211.0.10"
+ETCD_PORT = 2379
+ETCD_MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+ETCD_LEASE_TTL = 120
+CLUSTER_PREFIX = "/vswitch/v1/"
+
+
+def cluster_sim_keys(net_id, h):
+    """Simulated host h's keys as vswitchd writes its own (mgmt/src/cluster/keys.rs), in
+    groups that go into one txn together: its node record, then per endpoint its address
+    claim and its endpoint record. All are under the host's lease."""
+    name, vtep = f"sim{h}", f"10.201.{1 + h // 250}.{1 + h % 250}"  # never 10.201.0.1 or .254
+    node = {"name": name, "vtep": vtep, "started": "2026-01-01T00:00:00Z", "version": "bench"}
+    groups = [[(f"{CLUSTER_PREFIX}nodes/{name}", json.dumps(node))]]
+    for e in range(CLUSTER_EPS):
+        i = h * CLUSTER_EPS + e
+        octets = (10, 240, 1 + i // 250, 1 + i % 250)  # never .0, .255 or the gateway 10.240.0.1
+        addr = ".".join(map(str, octets))
+        ep_id = f"ep{h}x{e}"
+        ep = {"network": net_id, "node": name, "id": ep_id, "name": f"{name}-c{e}", "aliases": [],
+              "mac": "02:42:" + ":".join(f"{o:02x}" for o in octets), "ip": addr, "vtep": vtep}
+        groups.append([(f"{CLUSTER_PREFIX}ipam/{net_id}/{addr}", f"{name}/{ep_id}"),
+                       (f"{CLUSTER_PREFIX}endpoints/{net_id}/{name}/{ep_id}", json.dumps(ep))])
+    return groups
+
+
+def cluster_writer(net_id):
+    """The simulated hosts' writer, run inside the management namespace (see
+    vswitch_cluster): one lease per host, then every host's keys by etcd 3.4's JSON gRPC
+    gateway, sequential txns of at most ETCD_MAX_TXN_OPS puts over one connection (a
+    claim and its endpoint never split). Prints one JSON line: CLOCK_MONOTONIC times
+    (comparable with the caller's) before the first put (t0) and after the last (t1),
+    keys and txns written."""
+    import base64
+    import http.client
+
+    conn = http.client.HTTPConnection(ETCD_IP, ETCD_PORT, timeout=30)
+
+    def post(path, body):
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"POST {path}: HTTP {r.status}: {data[:300]!r}")
+        return json.loads(data)
+
+    b64 = lambda s: base64.b64encode(s.encode()).decode()
+    tl = time.monotonic()
+    leases = [post("/v3/lease/grant", {"TTL": ETCD_LEASE_TTL})["ID"] for _ in range(CLUSTER_HOSTS)]
+    tl = time.monotonic() - tl
+    txns, batch = [], []
+    for h in range(CLUSTER_HOSTS):
+        for g in cluster_sim_keys(net_id, h):
+            if len(batch) + len(g) > ETCD_MAX_TXN_OPS:
+                txns.append(batch)
+                batch = []
+            batch += [{"requestPut": {"key": b64(k), "value": b64(v), "lease": leases[h]}} for k, v in g]
+    txns.append(batch)
+    t0 = time.monotonic()
+    for ops in txns:
+        r = post("/v3/kv/txn", {"success": ops})
+        if r.get("succeeded") is not True:
+            raise RuntimeError(f"txn did not succeed: {json.dumps(r)[:300]}")
+    t1 = time.monotonic()
+    print(json.dumps({"t0": t0, "t1": t1, "keys": sum(map(len, txns)), "txns": len(txns), "leases_s": tl}),
+          flush=True)
+
+
+def die_with_parent():
+    """preexec_fn: the child (etcd, exec'd in place by `ip netns exec`) is killed if the
+    bench dies without its finally."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+
+
+def etcd_start(ns, d):
+    """One etcd 3.4 member in `ns`, clients at ETCD_IP:ETCD_PORT, data in `d`; waits
+    (bounded) until it answers `endpoint health`."""
+    url = f"http://{ETCD_IP}:{ETCD_PORT}"
+    peer = "http://127.0.0.1:2380"
+    log = open(os.path.join(d, "etcd.log"), "w")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+    p = subprocess.Popen(["ip", "netns", "exec", ns, "etcd", "--name", "bench", "--data-dir", os.path.join(d, "etcd"),
+                          "--listen-client-urls", url, "--advertise-client-urls", url, "--listen-peer-urls", peer,
+                          "--initial-advertise-peer-urls", peer, "--initial-cluster", f"bench={peer}",
+                          "--logger", "zap", "--log-outputs", "stderr"],
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, preexec_fn=die_with_parent)
+    deadline = time.monotonic() + 20
+    while True:
+        if p.poll() is not None:
+            raise RuntimeError(f"etcd exited ({p.returncode}); see {log.name}")
+        if nsx(ns, "etcdctl", "--endpoints", url, "--dial-timeout", "1s", "endpoint", "health", check=False,
+               capture=True, timeout=10).returncode == 0:
+            return p
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"etcd not healthy within 20 s; see {log.name}")
+        time.sleep(0.2)
+
+
+def vswitch_cluster():
+    """The cluster control plane at the scale one plans past this machine: one real
+    vswitchd (--workers 1) on an etcd 3.4 store, CLUSTER_HOSTS simulated hosts of
+    CLUSTER_EPS endpoints each written to the store by this script; how long until the
+    daemon has programmed every remote endpoint, its RSS before and after, and the
+    store's write rate.
+
+    Namespaces: <pfx>cm (etcd at 10.211.0.10, and the writer), <pfx>ch (the daemon's
+    host: 10.211.0.1 towards the store, uplink up0 as 10.201.0.1/16) and <pfx>cu (the
+    underlay: 10.201.0.254/16 and the simulated hosts' VTEPs on up1)."""
+    lab = Lab()
+    d = tmp = etcd = writer = None
+    try:
+        tmp = tempfile.mkdtemp(prefix=f"{PFX}-etcd-")
+        mg, host, under = lab.ns("cm"), lab.ns("ch"), lab.ns("cu")
+        lab.veth(mg, "m0", host, "m1")
+        ip("-n", mg, "addr", "add", f"{ETCD_IP}/24", "dev", "m0")
+        ip("-n", host, "addr", "add", "10.211.0.1/24", "dev", "m1")
+        lab.veth(host, "up0", under, "up1")
+        vteps = [f"10.201.{1 + h // 250}.{1 + h % 250}" for h in range(CLUSTER_HOSTS)]
+        batch = "".join(f"addr add {a}/16 dev up1\n" for a in ["10.201.0.254", *vteps])
+        subprocess.run(["ip", "-n", under, "-batch", "-"], input=batch, text=True, check=True)
+        etcd = etcd_start(mg, tmp)
+        d = Vswitchd(1, netns=host, extra=["--uplink", "up0", "--uplink-ip", "10.201.0.1/16", "--uplink-gw",
+                                           "10.201.0.254", "--cluster-store", f"etcd://{ETCD_IP}:{ETCD_PORT}",
+                                           "--node-name", "real", "--cluster-ttl", "30"])
+        deadline = time.monotonic() + 20
+        while True:
+            if d.p.poll() is not None:
+                raise RuntimeError(f"vswitchd exited ({d.p.returncode}): {open(d.log.name).read()[-2000:]}")
+            r = d.ctl("--format", "json", "cluster", check=False)
+            if r.returncode == 0 and json.loads(r.stdout)["store"]["connected"]:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vswitchd not connected to etcd within 20 s: {r.stdout or r.stderr}")
+            time.sleep(0.1)
+        d.ctl("network", "create", "-d", "overlay", "--subnet", "10.240.0.0/16", "big")  # room for 10 000
+        net_id = json.loads(d.ctl("--format", "json", "network", "inspect", "big").stdout)[0]["Id"]
+        time.sleep(1)  # let the daemon settle
+        rss_before = vm_rss_kib(d.p.pid)
+        total = CLUSTER_HOSTS * CLUSTER_EPS
+        here = os.path.dirname(os.path.abspath(__file__))
+        writer = subprocess.Popen(["ip", "netns", "exec", mg, "/usr/bin/python3", "-c",
+                                   f"import bench; bench.cluster_writer({net_id!r})"],
+                                  cwd=here, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        remote, t2, failure = 0, None, None
+        while time.monotonic() - started < CLUSTER_WAIT_S:
+            if writer.poll() not in (None, 0):
+                failure = f"the writer failed ({writer.returncode}): {writer.stderr.read()[-1000:]}"
+                break
+            r = d.ctl("--format", "json", "cluster", check=False)
+            if r.returncode == 0:
+                nets = [n for n in json.loads(r.stdout)["networks"] if n["name"] == "big"]
+                remote = nets[0]["remote_endpoints"] if nets else 0
+                if remote >= total:
+                    t2 = time.monotonic()
+                    break
+            time.sleep(0.1)
+        else:
+            failure = f"{remote} of {total} remote endpoints programmed after {CLUSTER_WAIT_S:.0f} s"
+        out, err = writer.communicate(timeout=60)
+        if writer.returncode != 0 and failure is None:
+            failure = f"the writer failed ({writer.returncode}): {err[-1000:]}"
+        w = json.loads(out.strip().splitlines()[-1]) if writer.returncode == 0 else None
+        fdb_static, t3 = 0, None
+        if t2 is not None:
+            while time.monotonic() - t2 < 30:
+                rows = json.loads(d.ctl("--format", "json", "fdb", "big").stdout)
+                fdb_static = sum(1 for row in rows if row.get("static"))
+                if fdb_static >= total:
+                    t3 = time.monotonic()
+                    break
+                time.sleep(0.1)
+            if t3 is None:
+                failure = f"fdb big holds {fdb_static} static rows of {total}, 30 s after the cluster said all"
+        time.sleep(1)
+        rss_after = vm_rss_kib(d.p.pid)
+        errors = [l for l in open(d.log.name).read().splitlines() if " ERROR " in l or " WARN " in l]
+        res = {"simulated_hosts": CLUSTER_HOSTS, "endpoints_per_host": CLUSTER_EPS, "remote_endpoints": remote,
+               "target_s": CLUSTER_TARGET_S, "failure": failure,
+               "rss_mib": {"before": rss_before / 1024, "after": rss_after / 1024},
+               "per_remote_endpoint_kib": (rss_after - rss_before) / total, "fdb_static_rows": fdb_static,
+               "daemon_log_warnings": len(errors), "daemon_log_first_warnings": errors[:5]}
+        if w:
+            res.update({"keys_written": w["keys"], "txns": w["txns"], "write_s": w["t1"] - w["t0"],
+                        "keys_per_s": w["keys"] / (w["t1"] - w["t0"]), "txns_per_s": w["txns"] / (w["t1"] - w["t0"]),
+                        "lease_grants_s": w["leases_s"],
+                        "programmed_s": t2 - w["t0"] if t2 else None,
+                        "programmed_after_writes_s": t2 - w["t1"] if t2 else None,
+                        "fdb_after_writes_s": t3 - w["t1"] if t3 else None})
+        res["met"] = failure is None and res.get("programmed_s") is not None and res["programmed_s"] < CLUSTER_TARGET_S
+        return res
+    finally:
+        if writer and writer.poll() is None:
+            writer.kill()
+            writer.wait()
+        if d:
+            d.close([])
+        if etcd:
+            etcd.kill()
+            etcd.wait()
+        lab.close()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -928,10 +1142,26 @@ def main():
         print(f'scale: {scale["per_endpoint_mib"] * 1024:.1f} KiB per idle endpoint; sandbox create '
               f'{scale["create_mean_ms"]:.1f} ms, rm {scale["rm_mean_ms"]:.1f} ms mean ({scale["timed"]})', flush=True)
 
+    cluster = None
+    if wanted("cluster") and shutil.which("etcd") and shutil.which("etcdctl"):
+        cluster = vswitch_cluster()
+        c = cluster
+        done = (f'all {c["remote_endpoints"]} programmed {c["programmed_s"]:.2f} s after the first write '
+                f'({c["programmed_after_writes_s"]:.2f} s after the last; fdb {c["fdb_static_rows"]} static rows '
+                f'{c["fdb_after_writes_s"]:.2f} s after it)') if c["failure"] is None else f'FAILED: {c["failure"]}'
+        rate = (f'etcd {c["keys_per_s"] / 1e3:.1f} k keys/s, {c["txns_per_s"]:.0f} txns/s ({c["keys_written"]} keys in '
+                f'{c["txns"]} txns, {c["write_s"]:.2f} s)') if "keys_per_s" in c else "etcd writes failed"
+        print(f'cluster: {c["simulated_hosts"]} simulated hosts x {c["endpoints_per_host"]} endpoints: {done}; target '
+              f'< {c["target_s"]:.0f} s {"met" if c["met"] else "NOT met"}; {rate}; vswitchd RSS '
+              f'{c["rss_mib"]["before"]:.1f} -> {c["rss_mib"]["after"]:.1f} MiB', flush=True)
+        if c["daemon_log_warnings"]:
+            print(f'  vswitchd logged {c["daemon_log_warnings"]} warnings/errors, first: {c["daemon_log_first_warnings"][0]}',
+                  flush=True)
+
     result = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "duration_s": DURATION, "trials": TRIALS,
               "kernel": os.uname().release, "cores": os.cpu_count(), "groups": ONLY or list(GROUPS), "rows": rows,
               "latency": lat, "generators": {"xdp_live_alone_pps": gen, "userspace_one_core_64B_pps": gens},
-              "scale": scale}
+              "scale": scale, "cluster": cluster}
     # A partial run does not overwrite the full run's results.
     stem = f"{OUT_DIR}/results" + (f"-{'-'.join(ONLY)}" if ONLY else "")
     with open(f"{stem}.json", "w") as f:
