@@ -522,6 +522,7 @@ mod tests {
             containers,
             options: BTreeMap::new(),
             labels: BTreeMap::new(),
+            peers: Vec::new(),
         };
         assert_eq!(
             serde_json::to_value(&net).unwrap(),
