@@ -42,7 +42,7 @@ pub(super) struct Agent {
     lease: Option<i64>,
     /// A call whose session broke under it (a member died mid-call): tried once more on
     /// the next session, which with the other members up opens at once.
-    retry: Option<Call>,
+    retry: Vec<Call>,
     /// The member the session is on (an index into the endpoints).
     member: usize,
 }
@@ -73,7 +73,7 @@ impl Agent {
             mirror: BTreeMap::new(),
             foreign: Default::default(),
             lease: None,
-            retry: None,
+            retry: Vec::new(),
             member: 0,
         }
     }
@@ -141,7 +141,7 @@ impl Agent {
                 End::Closed => return,
                 End::Failed(why) => why,
             };
-            held.extend(self.retry.take());
+            held.append(&mut self.retry);
             // The next session starts on the next member.
             self.member = (self.member + 1) % self.s.endpoints.len().max(1);
             let now = std::time::Instant::now();
@@ -356,39 +356,39 @@ impl Agent {
         let (mut keeper, mut alive) =
             match tokio::time::timeout(self.s.timeout, c.lease_keep_alive(lease)).await {
                 Ok(Ok(k)) => k,
-                Ok(Err(e)) => return e.into(),
-                Err(_) => return End::Failed("lease keep-alive stream: no answer in time".into()),
+                Ok(Err(e)) => {
+                    self.retry = first;
+                    return e.into();
+                }
+                Err(_) => {
+                    self.retry = first;
+                    return End::Failed("lease keep-alive stream: no answer in time".into());
+                }
             };
         tracing::debug!(member = %self.s.endpoints[self.member], "cluster session serving");
+        // Calls that waited for this session first, in order; what a broken session
+        // leaves of them waits for the next.
+        let mut first = std::collections::VecDeque::from(first);
+        while let Some(call) = first.pop_front() {
+            if let Some(end) = self.call(&mut c, lease, call).await {
+                self.retry.extend(first);
+                return end;
+            }
+        }
         let period = Duration::from_secs((self.s.ttl as u64 / 3).max(1));
         let mut tick = tokio::time::interval(period);
         let mut last_ack = tokio::time::Instant::now();
-        let mut first = std::collections::VecDeque::from(first);
         loop {
-            let next = first.pop_front().map(Some);
             tokio::select! {
-                call = async { match next { Some(c) => c, None => calls.recv().await } } => {
+                call = calls.recv() => {
                     let Some(call) = call else {
                         // A clean stop: give the lease back, so the others drop this
                         // host's endpoints now, not after the TTL.
                         let _ = tokio::time::timeout(self.s.timeout, c.lease_revoke(lease)).await;
                         return End::Closed;
                     };
-                    if std::time::Instant::now() > call.deadline {
-                        continue;
-                    }
-                    tracing::debug!(op = ?std::mem::discriminant(&call.op), "cluster call");
-                    let r = tokio::time::timeout(self.s.timeout * 3, self.execute(&mut c, lease, call.op.clone())).await;
-                    let r = r.unwrap_or_else(|_| Err(StoreError::Unreachable(self.s.url.clone(), "no answer in time".into())));
-                    match r {
-                        Err(StoreError::Unreachable(_, why)) => {
-                            // Tried again on the next session while its caller waits.
-                            self.retry = Some(call);
-                            return End::Failed(why);
-                        }
-                        r => {
-                            let _ = call.reply.send(r);
-                        }
+                    if let Some(end) = self.call(&mut c, lease, call).await {
+                        return end;
                     }
                 }
                 msg = watch.message() => {
@@ -436,6 +436,38 @@ impl Agent {
                         Err(e) => return e.into(),
                     }
                 }
+            }
+        }
+    }
+
+    /// Make one call and answer it; Some when the session broke under it (the call is
+    /// kept for the next session).
+    async fn call(&mut self, c: &mut Client, lease: i64, call: Call) -> Option<End> {
+        if std::time::Instant::now() > call.deadline {
+            return None;
+        }
+        tracing::debug!(op = ?std::mem::discriminant(&call.op), "cluster call");
+        // A member whose leader just died can hold a write until its own request
+        // timeout (seconds): give up sooner and make the call again on another member
+        // while the caller still waits.
+        let limit = match &call.op {
+            Op::Republish(eps) => self.s.timeout + Duration::from_millis(10) * eps.len() as u32,
+            _ => self.s.timeout,
+        };
+        let r = tokio::time::timeout(limit, self.execute(c, lease, call.op.clone())).await;
+        match r.unwrap_or_else(|_| {
+            Err(StoreError::Unreachable(
+                self.s.url.clone(),
+                "no answer in time".into(),
+            ))
+        }) {
+            Err(StoreError::Unreachable(_, why)) => {
+                self.retry.push(call);
+                Some(End::Failed(why))
+            }
+            r => {
+                let _ = call.reply.send(r);
+                None
             }
         }
     }

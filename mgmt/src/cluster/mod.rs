@@ -211,7 +211,11 @@ impl Cluster {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let unreachable =
             |why: &str| StoreError::Unreachable(self.settings.url.clone(), why.to_string());
-        let wait = self.settings.timeout * 3 + Duration::from_secs(1);
+        // Time for the call to be made again on another member, twice if need be.
+        let mut wait = self.settings.timeout * 3 + Duration::from_secs(1);
+        if let Op::Republish(eps) = &op {
+            wait += Duration::from_millis(10) * eps.len() as u32;
+        }
         self.calls
             .send(Call {
                 op,
@@ -219,8 +223,12 @@ impl Cluster {
                 deadline: std::time::Instant::now() + wait,
             })
             .map_err(|_| unreachable("the cluster agent stopped"))?;
-        rx.recv_timeout(wait)
-            .map_err(|_| unreachable("no answer in time"))?
+        rx.recv_timeout(wait).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => unreachable("no answer in time"),
+            crossbeam_channel::RecvTimeoutError::Disconnected => {
+                unreachable("its agent gave the call up")
+            }
+        })?
     }
 
     /// The fd that becomes readable when events wait.
