@@ -80,8 +80,72 @@ fn oracle(stream: &[u8], max: usize) -> Expected {
     Expected { lines, last: None }
 }
 
+/// The body of the `store_keys` fuzz target: a key and a value from the cluster store
+/// (anything another writer may have put under the prefix). Reading them never panics,
+/// and what is taken matches its key: an endpoint record is at the key it names, a
+/// network's id is its key's.
+pub fn store_keys(data: &[u8]) {
+    use crate::cluster::keys::{self, Change};
+    let (key, value) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(key) = std::str::from_utf8(key) else {
+        return;
+    };
+    match keys::put(key, value) {
+        Ok(Some(Change::EndpointPut(e))) => {
+            assert_eq!(keys::endpoint(&e), key);
+            assert!(e.mac().is_some());
+        }
+        Ok(Some(Change::NetworkPut(n))) => {
+            assert_eq!(keys::network(&n.id), key);
+            assert!(n.subnet.contains(&n.gateway));
+        }
+        Ok(Some(Change::NodePut(n))) => assert_eq!(keys::node(&n.name), key),
+        Ok(Some(other)) => panic!("a put gave {other:?}"),
+        Ok(None) | Err(_) => {}
+    }
+    if let Some(c) = keys::delete(key) {
+        assert!(keys::parse(key).is_some(), "{c:?} from an unparsed key");
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// The store_keys body over records vswitchd writes, cut and corrupted.
+    #[test]
+    fn store_keys_hold_on_corrupted_records() {
+        let rec = br#"{"network":"n1","node":"h1","id":"e1","name":"web","aliases":["a"],"mac":"02:42:ac:1c:00:02","ip":"172.28.0.2","vtep":"10.200.0.1"}"#;
+        let net = br#"{"id":"n1","name":"g","subnet":"172.28.0.0/24","gateway":"172.28.0.1","vni":4096,"created":"t","node":"h1"}"#;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for (key, value) in [
+            (&b"/vswitch/v1/endpoints/n1/h1/e1"[..], &rec[..]),
+            (&b"/vswitch/v1/networks/n1"[..], &net[..]),
+        ] {
+            for i in 0..3000usize {
+                let mut v = value.to_vec();
+                for _ in 0..(i % 4) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let at = (x as usize) % v.len();
+                    v[at] = (x >> 16) as u8;
+                }
+                v.truncate(v.len() - (i % 7).min(v.len()));
+                let mut data = key.to_vec();
+                if i % 11 == 0 {
+                    data.pop();
+                }
+                data.push(0);
+                data.extend(v);
+                super::store_keys(&data);
+            }
+        }
+        super::store_keys(b"");
+        super::store_keys(b"/vswitch/v1/nodes/a\0{}");
+    }
+
     /// What the fuzz target does, on a few thousand inputs, so CI runs it too.
     #[test]
     fn line_framing_holds_on_random_input() {
