@@ -117,11 +117,11 @@ mod tests {
     #[test]
     fn store_keys_hold_on_corrupted_records() {
         let rec = br#"{"network":"n1","node":"h1","id":"e1","name":"web","aliases":["a"],"mac":"02:42:ac:1c:00:02","ip":"172.28.0.2","vtep":"10.200.0.1"}"#;
-        let net = br#"{"id":"n1","name":"g","subnet":"172.28.0.0/24","gateway":"172.28.0.1","vni":4096,"created":"t","node":"h1"}"#;
+        let net = br#"{"id":"abababababababababababababababababababababababababababababababab","name":"g","subnet":"172.28.0.0/24","gateway":"172.28.0.1","vni":4096,"created":"t","node":"h1"}"#;
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for (key, value) in [
             (&b"/vswitch/v1/endpoints/n1/h1/e1"[..], &rec[..]),
-            (&b"/vswitch/v1/networks/n1"[..], &net[..]),
+            (&b"/vswitch/v1/networks/abababababababababababababababababababababababababababababababab"[..], &net[..]),
         ] {
             for i in 0..3000usize {
                 let mut v = value.to_vec();

@@ -351,6 +351,13 @@ fn the_store_failing_and_a_host_dying() {
     let mut h = Hosts::start();
     let net = h.name("g");
     h.hosts[0].ok(&network_create("overlay", &["--subnet", SUBNET], &net));
+    // A second one, removed while host 3 is down: host 3 drops it when it is back.
+    let spare = h.name("g2");
+    h.hosts[0].ok(&network_create(
+        "overlay",
+        &["--subnet", "172.23.0.0/24"],
+        &spare,
+    ));
     let names: Vec<String> = (1..=3).map(|i| h.name(&format!("s{i}"))).collect();
     for (d, n) in h.hosts.iter().zip(&names) {
         wait_for("the network on every host", Duration::from_secs(10), || {
@@ -461,7 +468,8 @@ fn the_store_failing_and_a_host_dying() {
         peers.contains("10.200.0.2") && !peers.contains("10.200.0.3"),
         "{peers}"
     );
-    // Restarted, it is back.
+    h.hosts[0].ok(&["network", "rm", &spare]);
+    // Restarted, it is back, and reconciled to the store.
     h.hosts[2].restart(false);
     wait_for("host 3 back", Duration::from_secs(15), || {
         cluster(&h.hosts[0])["nodes"].to_string().contains("host3")
@@ -470,6 +478,26 @@ fn the_store_failing_and_a_host_dying() {
         h.hosts[0].ok(&["fdb", &net]).contains(&s3_mac)
     });
     ping_eventually(&names[0], &ips[2]);
+    wait_for(
+        "host 3 to drop the network removed while it was away",
+        Duration::from_secs(10),
+        || scope_of(&h.hosts[2], &spare).is_none(),
+    );
+
+    // A clean stop gives the lease back: the others drop the host at once, not after
+    // its TTL.
+    h.hosts[1].stop(false);
+    let t0 = Instant::now();
+    wait_for(
+        "host 2 gone after its clean stop",
+        Duration::from_secs(TTL),
+        || !cluster(&h.hosts[0])["nodes"].to_string().contains("host2"),
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(TTL - 2),
+        "took {:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]

@@ -251,6 +251,18 @@ impl Agent {
             .get(keys::PREFIX, Some(GetOptions::new().with_prefix()))
             .await?;
         let rev = got.header().map(|h| h.revision()).unwrap_or(0);
+        let watch = c
+            .watch(
+                keys::PREFIX,
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(rev + 1),
+                ),
+            )
+            .await?;
+        // Nothing awaited from here on: the mirror and what the controller was told
+        // change together, or not at all (an open that fails leaves both as they were).
         let mut fresh = BTreeMap::new();
         for kv in got.take_kvs() {
             let (k, v) = kv.into_key_value();
@@ -263,21 +275,18 @@ impl Agent {
                     fresh.insert(k, v);
                 }
                 Ok(None) => {}
-                Err(e) => self.foreign_key(&k, &e.to_string()),
+                Err(e) => {
+                    self.foreign_key(&k, &e.to_string());
+                    // Present but unreadable (another version wrote it, or a hand):
+                    // what was read of it before stands; it is no delete.
+                    if let Some(old) = self.mirror.get(&k) {
+                        fresh.insert(k, old.clone());
+                    }
+                }
             }
         }
         let changes = diff(&self.mirror, &fresh);
         self.mirror = fresh;
-        let watch = c
-            .watch(
-                keys::PREFIX,
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(rev + 1),
-                ),
-            )
-            .await?;
         self.out.send(Event::Changes(changes));
         self.out.send(Event::Connected);
         self.set_health(|h| {
@@ -353,7 +362,7 @@ impl Agent {
         let Some(lease) = self.lease else {
             return End::Failed("no lease".into());
         };
-        let (mut keeper, mut alive) =
+        let (keeper, alive) =
             match tokio::time::timeout(self.s.timeout, c.lease_keep_alive(lease)).await {
                 Ok(Ok(k)) => k,
                 Ok(Err(e)) => {
@@ -366,6 +375,18 @@ impl Agent {
                 }
             };
         tracing::debug!(member = %self.s.endpoints[self.member], "cluster session serving");
+        // The lease is kept alive by a task of its own, so a long call (a republish of
+        // many endpoints) never holds its renewal up.
+        let (lost_tx, mut lost) = tokio::sync::oneshot::channel();
+        let period = Duration::from_secs((self.s.ttl as u64 / 3).max(1));
+        let _renewal = Abort(tokio::spawn(renew(
+            keeper,
+            alive,
+            period,
+            Duration::from_secs(self.s.ttl as u64),
+            self.s.timeout,
+            lost_tx,
+        )));
         // Calls that waited for this session first, in order; what a broken session
         // leaves of them waits for the next.
         let mut first = std::collections::VecDeque::from(first);
@@ -375,9 +396,6 @@ impl Agent {
                 return end;
             }
         }
-        let period = Duration::from_secs((self.s.ttl as u64 / 3).max(1));
-        let mut tick = tokio::time::interval(period);
-        let mut last_ack = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 call = calls.recv() => {
@@ -413,28 +431,17 @@ impl Agent {
                         Err(e) => return e.into(),
                     }
                 }
-                _ = tick.tick() => {
-                    if last_ack.elapsed() > Duration::from_secs(self.s.ttl as u64) {
-                        return End::Failed("lease keep-alives unanswered for a TTL".into());
-                    }
-                    match tokio::time::timeout(self.s.timeout, keeper.keep_alive()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return e.into(),
-                        Err(_) => return End::Failed("lease keep-alive: no answer in time".into()),
-                    }
-                }
-                ack = alive.message() => {
-                    match ack {
-                        Ok(Some(r)) if r.ttl() > 0 => last_ack = tokio::time::Instant::now(),
-                        Ok(Some(_)) => {
-                            // The lease expired (a partition longer than the TTL): the
-                            // next session takes a new one and publishes everything again.
+                why = &mut lost => {
+                    return match why {
+                        Ok(Lost::Expired) => {
+                            // A partition longer than the TTL: the next session takes a
+                            // new lease and publishes everything again.
                             self.lease = None;
-                            return End::Failed("this host's lease expired".into());
+                            End::Failed("this host's lease expired".into())
                         }
-                        Ok(None) => return End::Failed("keep-alive stream ended".into()),
-                        Err(e) => return e.into(),
-                    }
+                        Ok(Lost::Failed(why)) => End::Failed(why),
+                        Err(_) => End::Failed("the lease renewal stopped".into()),
+                    };
                 }
             }
         }
@@ -443,9 +450,6 @@ impl Agent {
     /// Make one call and answer it; Some when the session broke under it (the call is
     /// kept for the next session).
     async fn call(&mut self, c: &mut Client, lease: i64, call: Call) -> Option<End> {
-        if std::time::Instant::now() > call.deadline {
-            return None;
-        }
         tracing::debug!(op = ?std::mem::discriminant(&call.op), "cluster call");
         // A member whose leader just died can hold a write until its own request
         // timeout (seconds): give up sooner and make the call again on another member
@@ -454,6 +458,15 @@ impl Agent {
             Op::Republish(eps) => self.s.timeout + Duration::from_millis(10) * eps.len() as u32,
             _ => self.s.timeout,
         };
+        // A call that could still be running when its caller stops waiting is not
+        // started: it must not take effect after the caller was told it failed.
+        if std::time::Instant::now() + limit >= call.deadline {
+            let _ = call.reply.send(Err(StoreError::Unreachable(
+                self.s.url.clone(),
+                "no answer in time".into(),
+            )));
+            return None;
+        }
         let r = tokio::time::timeout(limit, self.execute(c, lease, call.op.clone())).await;
         match r.unwrap_or_else(|_| {
             Err(StoreError::Unreachable(
@@ -521,7 +534,7 @@ impl Agent {
                 Ok(Reply::Networks(nets, rev))
             }
             Op::CreateNetwork { rec, rev } => {
-                let value = to_json(&rec)?;
+                let value = value_again(&rec)?;
                 let r = c
                     .txn(
                         Txn::new()
@@ -538,9 +551,13 @@ impl Agent {
                     .await
                     .map_err(net)?;
                 if r.succeeded() {
-                    Ok(Reply::Done)
-                } else {
-                    Err(StoreError::Changed)
+                    return Ok(Reply::Done);
+                }
+                // Made already (a first try whose answer was lost with its member)?
+                let now = c.get(keys::network(&rec.id), None).await.map_err(net)?;
+                match now.kvs().first() {
+                    Some(kv) if kv.value() == value_again(&rec)?.as_slice() => Ok(Reply::Done),
+                    _ => Err(StoreError::Changed),
                 }
             }
             Op::RemoveNetwork { id } => {
@@ -563,6 +580,11 @@ impl Agent {
                     return Err(StoreError::InUse(nodes));
                 }
                 let lock = c.get(keys::ipam_rev(&id), None).await.map_err(net)?;
+                let present = c.get(keys::network(&id), None).await.map_err(net)?;
+                if present.kvs().is_empty() {
+                    // Gone already (a first try whose answer was lost, or another host).
+                    return Ok(Reply::Done);
+                }
                 let lock_rev = lock.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0);
                 let r = c
                     .txn(
@@ -615,7 +637,10 @@ impl Agent {
                     match self.claim(c, ep, lease).await {
                         Ok(_) => {}
                         Err(StoreError::Taken(by)) => conflicts.push((ep.clone(), by)),
-                        Err(e) => return Err(e),
+                        // The store is away: the whole republish is made again.
+                        Err(e @ StoreError::Unreachable(..)) => return Err(e),
+                        // This one cannot be (its network is gone): the rest still are.
+                        Err(e) => conflicts.push((ep.clone(), e.to_string())),
                     }
                 }
                 // This host's keys that no local endpoint stands behind any more (a
@@ -718,6 +743,61 @@ impl Agent {
             None => Err(StoreError::Changed),
         }
     }
+}
+
+/// Why the lease's renewal stopped.
+enum Lost {
+    Expired,
+    Failed(String),
+}
+
+/// A task aborted when the session that spawned it ends, however it ends.
+struct Abort(tokio::task::JoinHandle<()>);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renew the lease every `period`; says why once it cannot.
+async fn renew(
+    mut keeper: etcd_client::LeaseKeeper,
+    mut alive: etcd_client::LeaseKeepAliveStream,
+    period: Duration,
+    ttl: Duration,
+    timeout: Duration,
+    lost: tokio::sync::oneshot::Sender<Lost>,
+) {
+    let mut tick = tokio::time::interval(period);
+    let mut last_ack = tokio::time::Instant::now();
+    let why = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if last_ack.elapsed() > ttl {
+                    break Lost::Failed("lease keep-alives unanswered for a TTL".into());
+                }
+                match tokio::time::timeout(timeout, keeper.keep_alive()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Lost::Failed(e.to_string()),
+                    Err(_) => break Lost::Failed("lease keep-alive: no answer in time".into()),
+                }
+            }
+            ack = alive.message() => match ack {
+                Ok(Some(r)) if r.ttl() > 0 => last_ack = tokio::time::Instant::now(),
+                Ok(Some(_)) => break Lost::Expired,
+                Ok(None) => break Lost::Failed("keep-alive stream ended".into()),
+                Err(e) => break Lost::Failed(e.to_string()),
+            },
+        }
+    };
+    let _ = lost.send(why);
+}
+
+/// A network record's value as written (the same bytes every time, so a retry can
+/// recognise its own first try).
+fn value_again(rec: &super::NetworkRecord) -> StoreResult<Vec<u8>> {
+    to_json(rec)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<Vec<u8>> {

@@ -200,6 +200,11 @@ pub fn put(key: &str, value: &[u8]) -> Result<Option<Change>, BadValue> {
             if r.id != id {
                 return Err(BadValue::Mismatch("network id"));
             }
+            // vswitchd's ids, as Docker's: 64 hex digits (the rest of the daemon
+            // shortens them to 12 and looks them up by prefix).
+            if r.id.len() != 64 || !r.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(BadValue::Mismatch("network id (64 hex digits)"));
+            }
             if crate::model::validate_name("network", &r.name).is_err() {
                 return Err(BadValue::Mismatch("network name"));
             }
@@ -215,6 +220,15 @@ pub fn put(key: &str, value: &[u8]) -> Result<Option<Change>, BadValue> {
             }
             if r.mac().is_none() {
                 return Err(BadValue::Mismatch("endpoint MAC"));
+            }
+            // The embedded DNS answers them: one bad name must not keep the network's
+            // whole name table from being built.
+            let names_ok = crate::model::validate_dns_name("sandbox", &r.name).is_ok()
+                && r.aliases
+                    .iter()
+                    .all(|a| crate::model::validate_dns_name("alias", a).is_ok());
+            if !names_ok {
+                return Err(BadValue::Mismatch("endpoint name or alias (DNS names)"));
             }
             Ok(Some(Change::EndpointPut(r)))
         }
@@ -317,6 +331,38 @@ mod tests {
         .unwrap();
         assert!(put(&endpoint(&e), &bad_mac).is_err());
         assert_eq!(put(&ipam("n1", e.ip), b"h1/e1"), Ok(None));
+        // A name the DNS cannot carry, a network id the daemon cannot shorten: refused.
+        let bad_alias = serde_json::to_vec(&EndpointRecord {
+            aliases: vec!["a..b".into()],
+            ..e.clone()
+        })
+        .unwrap();
+        assert!(put(&endpoint(&e), &bad_alias).is_err());
+        let net = |id: &str| {
+            let r = NetworkRecord {
+                id: id.into(),
+                name: "g".into(),
+                subnet: "172.28.0.0/24".parse().unwrap(),
+                gateway: "172.28.0.1".parse().unwrap(),
+                ip_range: None,
+                vni: 4096,
+                internal: false,
+                attachable: false,
+                options: BTreeMap::new(),
+                labels: BTreeMap::new(),
+                created: "t".into(),
+                node: "h1".into(),
+            };
+            put(&network(id), &serde_json::to_vec(&r).unwrap())
+        };
+        assert!(
+            net("x").is_err(),
+            "a short id would be cut at 12 characters"
+        );
+        assert!(matches!(
+            net(&"ab".repeat(32)),
+            Ok(Some(Change::NetworkPut(_)))
+        ));
         assert_eq!(
             delete(&endpoint(&e)),
             Some(Change::EndpointDel {

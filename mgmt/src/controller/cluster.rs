@@ -25,6 +25,9 @@ pub struct ClusterView {
     programmed: HashMap<String, HashMap<[u8; 6], switch::RemoteEndpoint>>,
     /// Global networks this host could not take, and why.
     pub refused: BTreeMap<String, String>,
+    /// Networks this host removed from the store, until the watch says so: their own
+    /// put, still queued, must not bring them back.
+    removed: BTreeSet<String>,
 }
 
 impl ClusterView {
@@ -36,6 +39,7 @@ impl ClusterView {
             remote: HashMap::new(),
             programmed: HashMap::new(),
             refused: BTreeMap::new(),
+            removed: BTreeSet::new(),
         }
     }
 
@@ -78,6 +82,22 @@ impl Controller {
         for ev in events {
             match ev {
                 Event::Changes(changes) => {
+                    // The store's networks first, all of them: whether a new one
+                    // clashes with a saved global network depends on whether the store
+                    // still has that one.
+                    if let Some(cv) = self.cluster.as_mut() {
+                        for c in &changes {
+                            match c {
+                                Change::NetworkPut(r) => {
+                                    cv.networks.insert(r.id.clone(), r.clone());
+                                }
+                                Change::NetworkDel(id) => {
+                                    cv.networks.remove(id);
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
                     for c in changes {
                         self.apply_change(c, &mut dirty);
                     }
@@ -105,15 +125,18 @@ impl Controller {
                 cv.nodes.remove(&n);
             }
             Change::NetworkPut(rec) => {
-                cv.networks.insert(rec.id.clone(), rec.clone());
+                if cv.removed.contains(&rec.id) {
+                    return;
+                }
                 self.adopt_network(&rec);
                 dirty.insert(rec.id);
             }
             Change::NetworkDel(id) => {
-                cv.networks.remove(&id);
                 cv.remote.remove(&id);
                 cv.refused.remove(&id);
+                cv.removed.remove(&id);
                 self.drop_global_network(&id, "it was removed from the cluster store");
+                self.adopt_refused();
             }
             Change::EndpointPut(e) => {
                 if e.node == cv.node() {
@@ -140,6 +163,25 @@ impl Controller {
     fn adopt_network(&mut self, rec: &NetworkRecord) {
         if self.state.networks.contains_key(&rec.id) {
             return;
+        }
+        // Saved global networks the store no longer has (removed, perhaps re-created
+        // under the same name, while this host was away) go before anything is
+        // compared with them.
+        let stale: Vec<String> = match self.cluster.as_ref() {
+            Some(cv) => self
+                .state
+                .networks
+                .values()
+                .filter(|n| n.global && !cv.networks.contains_key(&n.id))
+                .map(|n| n.id.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        for id in stale {
+            self.drop_global_network(&id, "the cluster store does not have it");
+        }
+        if let Some(cv) = self.cluster.as_mut() {
+            cv.refused.remove(&rec.id);
         }
         let clash = self.state.networks.values().find_map(|n| {
             if n.name == rec.name {
@@ -189,6 +231,24 @@ impl Controller {
         }
         self.sync_host_routes();
         tracing::info!(network = %rec.name, subnet = %rec.subnet, vni = rec.vni, "global network taken from the cluster store");
+    }
+
+    /// Take the global networks refused for a clash again (a local network went).
+    pub(super) fn adopt_refused(&mut self) {
+        let Some(cv) = self.cluster.as_ref() else {
+            return;
+        };
+        let again: Vec<NetworkRecord> = cv
+            .refused
+            .keys()
+            .filter_map(|id| cv.networks.get(id).cloned())
+            .collect();
+        for rec in again {
+            self.adopt_network(&rec);
+            if self.state.networks.contains_key(&rec.id) {
+                self.program_remote(&rec.id);
+            }
+        }
     }
 
     /// The local model of a global network.
@@ -593,6 +653,7 @@ impl Controller {
                 cv.networks.remove(&net.id);
                 cv.remote.remove(&net.id);
                 cv.programmed.remove(&net.id);
+                cv.removed.insert(net.id.clone());
                 Ok(())
             }
             Err(StoreError::InUse(nodes)) => Err(ApiError::in_use(format!(

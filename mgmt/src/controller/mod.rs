@@ -63,6 +63,9 @@ pub struct Config {
 }
 
 pub struct Controller {
+    /// The cluster store's agent and what it told us. First, so that it stops first
+    /// (giving the lease back) while the state dir is still this daemon's.
+    cluster: Option<cluster::ClusterView>,
     cfg: Config,
     store: Store,
     state: State,
@@ -74,8 +77,6 @@ pub struct Controller {
     host_port: Option<HostPort>,
     /// The userland proxies serving each sandbox's published ports on the host.
     proxies: HashMap<String, Vec<Proxy>>,
-    /// The cluster store's agent and what it told us.
-    cluster: Option<cluster::ClusterView>,
 }
 
 impl Controller {

@@ -195,7 +195,7 @@ impl Controller {
         Ok(nets
             .iter()
             .map(|n| api::NetworkSummary {
-                id: n.id[..12].to_string(),
+                id: n.id.get(..12).unwrap_or(&n.id).to_string(),
                 name: n.name.clone(),
                 driver: n.driver.name().to_string(),
                 scope: scope(n).into(),
@@ -311,7 +311,7 @@ impl Controller {
             return Err(ApiError::in_use(format!(
                 "error while removing network: network {} id {} has active endpoints (sandboxes: {}); disconnect them first",
                 net.name,
-                &net.id[..12],
+                net.id.get(..12).unwrap_or(&net.id),
                 attached.join(", ")
             )));
         }
@@ -323,6 +323,8 @@ impl Controller {
         self.save()?;
         self.sync_host_routes();
         tracing::info!(network = %net.name, "network removed");
+        // A global network refused for clashing with this one may come now.
+        self.adopt_refused();
         Ok(net.name)
     }
 
