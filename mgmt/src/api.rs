@@ -657,6 +657,20 @@ pub struct ClusterInfo {
     pub store: crate::cluster::Health,
     pub nodes: Vec<ClusterNode>,
     pub networks: Vec<ClusterNetwork>,
+    /// Local endpoints of global networks not published: their address was taken by
+    /// another host while this one was away (longer than its lease). Disconnect and
+    /// connect them again for a new address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unpublished: Vec<Unpublished>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Unpublished {
+    pub network: String,
+    pub sandbox: String,
+    pub ip: String,
+    /// Who holds the address now, or why it could not be published.
+    pub why: String,
 }
 
 /// A host registered in the store (its key lives while its lease does).

@@ -542,3 +542,62 @@ fn tls_with_client_certificates() {
     assert_eq!(c["store"]["connected"], false, "{c}");
     assert!(c["store"]["last_error"].is_string(), "{c}");
 }
+
+#[test]
+fn a_host_cut_off_longer_than_its_lease_finds_its_address_taken() {
+    let h = Hosts::start();
+    let net = h.name("g");
+    h.hosts[0].ok(&network_create("overlay", &["--subnet", SUBNET], &net));
+    let (s1, s3) = (h.name("s1"), h.name("s3"));
+    for (d, n) in [(&h.hosts[0], &s1), (&h.hosts[2], &s3)] {
+        wait_for("the network here", Duration::from_secs(10), || {
+            scope_of(d, &net).is_some()
+        });
+        d.ok(&["sandbox", "create", "--network", &net, n]);
+    }
+    let ip3 = h.hosts[2].ip_of(&s3, &net);
+    wait_for("host 1 to know s3", Duration::from_secs(10), || {
+        remote_endpoints(&h.hosts[0], &net) == 1
+    });
+    // Host 3 loses the store (its management link) for longer than its lease; its
+    // container keeps running. The others forget it, and hand its address out again.
+    let mgmt3 = h.name("g3");
+    let ns3 = h.hosts[2].host_ns.clone();
+    e2e::run_ok(&["ip", "-n", &ns3, "link", "set", &mgmt3, "down"]);
+    wait_for("host 1 to forget s3", Duration::from_secs(TTL + 5), || {
+        remote_endpoints(&h.hosts[0], &net) == 0
+    });
+    let s4 = h.name("s4");
+    h.hosts[0].ok(&["sandbox", "create", "--network", &net, &s4]);
+    assert_eq!(
+        h.hosts[0].ip_of(&s4, &net),
+        ip3,
+        "lowest free, s3's lease gone"
+    );
+    // Back: host 3 says its endpoint is not published, and why, rather than claim an
+    // address another container has.
+    e2e::run_ok(&["ip", "-n", &ns3, "link", "set", &mgmt3, "up"]);
+    wait_for("host 3 to reconnect", Duration::from_secs(20), || {
+        connected(&h.hosts[2])
+    });
+    wait_for(
+        "host 3 to list s3 as not published",
+        Duration::from_secs(10),
+        || {
+            let c = cluster(&h.hosts[2]);
+            c["unpublished"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|u| u["sandbox"] == s3.as_str() && u["ip"] == ip3.as_str())
+        },
+    );
+    let table = h.hosts[2].ok(&["cluster"]);
+    assert!(table.contains("NOT PUBLISHED"), "{table}");
+    assert_eq!(
+        remote_endpoints(&h.hosts[0], &net),
+        0,
+        "s3 was published over s4: {}",
+        cluster(&h.hosts[0])
+    );
+}

@@ -28,6 +28,9 @@ pub struct ClusterView {
     /// Networks this host removed from the store, until the watch says so: their own
     /// put, still queued, must not bring them back.
     removed: BTreeSet<String>,
+    /// Local endpoints the last republish could not publish (their address is another
+    /// host's now: this host was away longer than its lease), shown by `cluster`.
+    pub unpublished: Vec<api::Unpublished>,
 }
 
 impl ClusterView {
@@ -40,6 +43,7 @@ impl ClusterView {
             programmed: HashMap::new(),
             refused: BTreeMap::new(),
             removed: BTreeSet::new(),
+            unpublished: Vec::new(),
         }
     }
 
@@ -424,6 +428,22 @@ impl Controller {
                 for (e, by) in &c {
                     tracing::error!(network = %e.network, sandbox = %e.name, ip = %e.ip, holder = %by, "address taken by another host while this one was away: the endpoint is not published");
                 }
+                let unpublished = c
+                    .iter()
+                    .map(|(e, by)| api::Unpublished {
+                        network: self
+                            .state
+                            .networks
+                            .get(&e.network)
+                            .map_or_else(|| e.network.clone(), |n| n.name.clone()),
+                        sandbox: e.name.clone(),
+                        ip: e.ip.to_string(),
+                        why: by.clone(),
+                    })
+                    .collect();
+                if let Some(cv) = self.cluster.as_mut() {
+                    cv.unpublished = unpublished;
+                }
                 tracing::info!(
                     endpoints = n,
                     conflicts = c.len(),
@@ -723,6 +743,7 @@ impl Controller {
             store: cv.client.health(),
             nodes,
             networks,
+            unpublished: cv.unpublished.clone(),
         })
     }
 }

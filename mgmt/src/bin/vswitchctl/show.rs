@@ -170,6 +170,12 @@ pub fn cluster(c: &Client, json_out: bool) -> Res<()> {
             ]
         },
     );
+    for u in &v.unpublished {
+        println!(
+            "NOT PUBLISHED: sandbox {} on {} ({}): {}; reconnect it for a new address",
+            u.sandbox, u.network, u.ip, u.why
+        );
+    }
     if !v.networks.is_empty() {
         println!();
         print_list(
