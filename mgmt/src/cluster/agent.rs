@@ -613,22 +613,7 @@ impl Agent {
             }
             Op::Claim(ep) => self.claim(c, &ep, lease).await,
             Op::Withdraw(ep) => {
-                let ipam = keys::ipam(&ep.network, ep.ip);
-                c.txn(
-                    Txn::new()
-                        .when([Compare::value(
-                            ipam.clone(),
-                            CompareOp::Equal,
-                            keys::holder(&ep.node, &ep.id),
-                        )])
-                        .and_then([
-                            TxnOp::delete(ipam, None),
-                            TxnOp::delete(keys::endpoint(&ep), None),
-                        ])
-                        .or_else([TxnOp::delete(keys::endpoint(&ep), None)]),
-                )
-                .await
-                .map_err(net)?;
+                withdraw(c, &ep).await.map_err(net)?;
                 Ok(Reply::Done)
             }
             Op::Republish(eps) => {
@@ -656,22 +641,7 @@ impl Agent {
                     .collect();
                 for e in mine {
                     tracing::info!(network = %e.network, endpoint = %e.id, "cluster store: withdrawing a stale endpoint of this host");
-                    let ipam = keys::ipam(&e.network, e.ip);
-                    c.txn(
-                        Txn::new()
-                            .when([Compare::value(
-                                ipam.clone(),
-                                CompareOp::Equal,
-                                keys::holder(&e.node, &e.id),
-                            )])
-                            .and_then([
-                                TxnOp::delete(ipam, None),
-                                TxnOp::delete(keys::endpoint(&e), None),
-                            ])
-                            .or_else([TxnOp::delete(keys::endpoint(&e), None)]),
-                    )
-                    .await
-                    .map_err(net)?;
+                    withdraw(c, &e).await.map_err(net)?;
                 }
                 Ok(Reply::Conflicts(conflicts))
             }
@@ -743,6 +713,28 @@ impl Agent {
             None => Err(StoreError::Changed),
         }
     }
+}
+
+/// Take an endpoint out of the store, and its address if it still holds it (the
+/// address may be another's by now: then only the endpoint key goes).
+async fn withdraw(c: &mut Client, ep: &EndpointRecord) -> Result<(), etcd_client::Error> {
+    let ipam = keys::ipam(&ep.network, ep.ip);
+    let held = Compare::value(
+        ipam.clone(),
+        CompareOp::Equal,
+        keys::holder(&ep.node, &ep.id),
+    );
+    c.txn(
+        Txn::new()
+            .when([held])
+            .and_then([
+                TxnOp::delete(ipam, None),
+                TxnOp::delete(keys::endpoint(ep), None),
+            ])
+            .or_else([TxnOp::delete(keys::endpoint(ep), None)]),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Why the lease's renewal stopped.

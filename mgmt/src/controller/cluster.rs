@@ -260,14 +260,7 @@ impl Controller {
         let pool = Pool::new(rec.subnet, Some(rec.gateway), rec.ip_range)?;
         let mut options = rec.options.clone();
         options.insert(driver::overlay::OPT_VNI.into(), rec.vni.to_string());
-        let num = self
-            .state
-            .networks
-            .values()
-            .map(|n| n.num)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let num = self.next_network_num();
         Ok(Network {
             id: rec.id.clone(),
             name: rec.name.clone(),

@@ -249,6 +249,17 @@ impl Controller {
         f(d.as_mut(), &mut ctx)
     }
 
+    /// The data plane's number for a new network: one past the highest.
+    fn next_network_num(&self) -> u32 {
+        self.state
+            .networks
+            .values()
+            .map(|n| n.num)
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
     fn save(&self) -> ApiResult<()> {
         Ok(self.store.save(&self.state)?)
     }

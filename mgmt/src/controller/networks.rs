@@ -122,14 +122,7 @@ impl Controller {
             None => None,
         };
         let pool = Pool::new(subnet, gateway, ip_range)?;
-        let num = self
-            .state
-            .networks
-            .values()
-            .map(|n| n.num)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let num = self.next_network_num();
         let net = Network {
             id: model::new_id(),
             name: req.name.clone(),
