@@ -200,6 +200,27 @@ fn a_global_network_spans_three_hosts() {
         let got = resolve(&names[(j + 1) % 3], b);
         assert!(got.contains(&ips[j]), "{b} -> {got:?}, expected {}", ips[j]);
     }
+    // Aliases too: one on host 3, asked for on host 1; gone with its sandbox.
+    let aliased = h.name("al");
+    h.hosts[2].ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        &net,
+        "--alias",
+        "dbalias",
+        &aliased,
+    ]);
+    let alias_ip = h.hosts[2].ip_of(&aliased, &net);
+    wait_for(
+        "host 1 to resolve the alias",
+        Duration::from_secs(10),
+        || resolve(&names[0], "dbalias").contains(&alias_ip),
+    );
+    h.hosts[2].ok(&["sandbox", "rm", &aliased]);
+    wait_for("the alias gone on host 1", Duration::from_secs(10), || {
+        !resolve(&names[0], "dbalias").contains(&alias_ip)
+    });
     let fdb = h.hosts[0].json(&["fdb", &net]);
     for (j, b) in names.iter().enumerate().skip(1) {
         let mac = mac_in(b);
@@ -399,6 +420,14 @@ fn the_store_failing_and_a_host_dying() {
         "ping-through",
         &["ping", "-c", "40", "-i", "0.2", &ips[2]],
     );
+    // And a TCP stream, connected before the store goes and running through.
+    let _server = e2e::Bg::spawn(&h.lab, &names[2], "iperf-s", &["iperf3", "-s", "-1"]);
+    e2e::wait_listening(&names[2], 5201);
+    let stream = std::thread::spawn({
+        let (from, to) = (names[0].clone(), ips[2].clone());
+        move || e2e::iperf_seconds(&from, &to, 6)
+    });
+    std::thread::sleep(Duration::from_millis(500));
     h.etcd.stop_all();
     wait_for(
         "host 1 to see the store gone",
@@ -433,6 +462,8 @@ fn the_store_failing_and_a_host_dying() {
         out.contains(" 0% packet loss"),
         "pings lost while the store was down: {out}"
     );
+    let (bps, why) = stream.join().expect("iperf3 thread");
+    assert!(bps > 1e6, "TCP through the outage: {bps} bit/s ({why})");
 
     // Members back: a new sandbox joins without a daemon restart.
     h.etcd.start_all();
