@@ -14,6 +14,7 @@ pub mod framing;
 pub mod fuzzing;
 pub mod host_port;
 pub mod ipam;
+pub mod ipam6;
 pub mod link;
 pub mod model;
 pub mod netns;
