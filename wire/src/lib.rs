@@ -18,6 +18,11 @@
 //!   reply frames.
 //! - [`ip`]: IPv4 ([`ip::Ipv4Packet`], [`ip::Ipv4Repr`], and [`ip::Ipv4Frame`], the
 //!   checked view of an untagged Ethernet+IPv4 frame).
+//! - [`ipv6`]: the fixed IPv6 header ([`ipv6::Ipv6Packet`], [`ipv6::Ipv6Repr`],
+//!   [`ipv6::Ipv6Frame`]), the upper-layer pseudo-header, solicited-node and multicast
+//!   MAC addresses.
+//! - [`icmpv6`]: ICMPv6 (RFC 4443: echo and the errors, [`icmpv6::Repr`]) and Neighbor
+//!   Discovery (RFC 4861: [`icmpv6::NdpRepr`], the options in [`icmpv6::NdpOptions`]).
 //! - [`udp`], [`tcp`], [`icmp`]: the transport headers.
 //!
 //! The protocol crates keep their own views of the headers they own (vxlan's VXLAN
@@ -82,10 +87,13 @@ macro_rules! header {
     (@read u32, $b:expr, $at:expr) => { crate::be32($b, $at) };
     (@read Ipv4Addr, $b:expr, $at:expr) => { crate::addr($b, $at) };
     (@read Mac, $b:expr, $at:expr) => { crate::mac($b, $at) };
+    (@read Ipv6Addr, $b:expr, $at:expr) => { crate::addr6($b, $at) };
     (@write u8, $b:expr, $at:expr, $v:expr) => { $b[$at] = $v };
     (@write u16, $b:expr, $at:expr, $v:expr) => { crate::put16($b, $at, $v) };
     (@write Ipv4Addr, $b:expr, $at:expr, $v:expr) => { $b[$at..$at + 4].copy_from_slice(&$v.octets()) };
     (@write Mac, $b:expr, $at:expr, $v:expr) => { $b[$at..$at + 6].copy_from_slice(&$v) };
+    (@write u32, $b:expr, $at:expr, $v:expr) => { crate::put32($b, $at, $v) };
+    (@write Ipv6Addr, $b:expr, $at:expr, $v:expr) => { $b[$at..$at + 16].copy_from_slice(&$v.octets()) };
     // The accessors of one field: none for an offset alone.
     (@accessors [$($doc:tt)*] $at:expr) => {};
     (@accessors [$($doc:tt)*] $at:expr => $get:ident: $ty:tt $(, $set:ident)?) => {
@@ -126,8 +134,12 @@ macro_rules! header {
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ip;
+pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 pub mod vlan;
@@ -183,6 +195,18 @@ pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
 #[inline]
 pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[inline]
+pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+#[inline]
+pub(crate) fn addr6(b: &[u8], at: usize) -> std::net::Ipv6Addr {
+    let mut a = [0; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    std::net::Ipv6Addr::from(a)
 }
 
 #[inline]
