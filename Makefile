@@ -49,7 +49,7 @@ bench: build
 
 ## fuzz: run every cargo-fuzz target for FUZZ_SECONDS each (needs `cargo install cargo-fuzz`)
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := switch:frames switch:dns_frames switch:vtep_frames switch:port_guard mgmt:control_request mgmt:line_framing mgmt:store_keys nat:conntrack dns:query vxlan:decap
+FUZZ_TARGETS := switch:frames switch:dns_frames switch:vtep_frames switch:port_guard mgmt:control_request mgmt:line_framing mgmt:store_keys nat:conntrack dns:query vxlan:decap wire:ndp
 fuzz:
 	@for t in $(FUZZ_TARGETS); do crate=$${t%%:*}; target=$${t##*:}; \
 		echo "fuzz $$crate/$$target for $(FUZZ_SECONDS)s"; \
