@@ -21,6 +21,16 @@ pub struct NetworkCreate {
     pub subnet: Option<String>,
     pub gateway: Option<String>,
     pub ip_range: Option<String>,
+    /// Dual-stack (Docker's `--ipv6`): an IPv6 pool beside the IPv4 one, `subnet6` or
+    /// a /64 of the host's IPv6 pool.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<String>,
     pub internal: bool,
     pub attachable: bool,
     pub options: BTreeMap<String, String>,
@@ -46,6 +56,9 @@ pub struct Names {
 #[serde(default)]
 pub struct EndpointParams {
     pub ip: Option<String>,
+    /// The IPv6 address on a network with IPv6 (`--ip6`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
     pub aliases: Vec<String>,
     pub mac: Option<String>,
     /// `veth` (the default) or `tap`.
@@ -64,6 +77,7 @@ impl EndpointParams {
     /// Whether any of the fields was given.
     pub fn any(&self) -> bool {
         self.ip.is_some()
+            || self.ip6.is_some()
             || !self.aliases.is_empty()
             || self.mac.is_some()
             || self.link.is_some()
@@ -246,7 +260,7 @@ pub struct NetworkContainer {
     /// ADDRESS/PREFIX.
     #[serde(rename = "IPv4Address")]
     pub ipv4_address: String,
-    /// Always empty.
+    /// ADDRESS/PREFIX; empty without IPv6.
     #[serde(rename = "IPv6Address")]
     pub ipv6_address: String,
 }
@@ -317,6 +331,13 @@ pub struct SandboxNetwork {
     pub ip_prefix_len: u8,
     /// Empty where the network has no pool.
     pub gateway: String,
+    /// Docker's IPv6 fields: empty (0) without IPv6.
+    #[serde(rename = "GlobalIPv6Address")]
+    pub global_ipv6_address: String,
+    #[serde(rename = "GlobalIPv6PrefixLen")]
+    pub global_ipv6_prefix_len: u8,
+    #[serde(rename = "IPv6Gateway")]
+    pub ipv6_gateway: String,
     pub mac_address: String,
     pub aliases: Vec<String>,
     pub link: LinkKind,

@@ -1,4 +1,4 @@
-//! IPv6 address management (issue 16, first stage: not yet wired to `network create`):
+//! IPv6 address management (`network create --ipv6`):
 //! a network's IPv6 pool, lowest-free allocation as for IPv4, and the unique local
 //! (RFC 4193) /48 a host takes its automatic /64s from, chosen once and kept in the
 //! state directory, as Docker's default-address-pools do for IPv6.

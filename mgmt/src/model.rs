@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
 use crate::ipam::Pool;
+use crate::ipam6::Pool6;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,6 +74,9 @@ pub struct Network {
     pub driver: DriverKind,
     /// None for host/none.
     pub pool: Option<Pool>,
+    /// The IPv6 pool of a dual-stack network (`--ipv6`, Docker's EnableIPv6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool6: Option<Pool6>,
     pub internal: bool,
     pub attachable: bool,
     pub options: BTreeMap<String, String>,
@@ -154,6 +158,9 @@ pub struct Endpoint {
     pub network: String,
     pub sandbox: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address on a network with IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: Mac,
     pub aliases: Vec<String>,
     pub link: LinkKind,

@@ -57,7 +57,8 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
         SandboxMode::Netns | SandboxMode::None => {
             netns::create(name).map_err(step(format!("create network namespace {name}")))?;
             let setup = netns::run_in(name, || {
-                // No IPv6 on the data path yet: keep sandboxes from emitting RS/MLD noise.
+                // IPv6 off, so interfaces of IPv4-only networks emit no RS/MLD noise; an
+                // IPv6 network turns it on for its own interface (`bridge::add_ipv6`).
                 for key in [
                     "net/ipv6/conf/all/disable_ipv6",
                     "net/ipv6/conf/default/disable_ipv6",
@@ -86,6 +87,18 @@ pub fn set_default_route(name: &str, gw: Option<Ipv4Addr>) -> Result<()> {
     let route = netns::run_in(name, move || Ok(Netlink::new()?.add_default_route(gw)?));
     Ok(route.map_err(step(format!(
         "set default route via {gw} in sandbox {name}"
+    )))?)
+}
+
+/// Point the IPv6 default route at `gw` out of the interface named with it, or leave
+/// none.
+pub fn set_default_route6(name: &str, gw: Option<(std::net::Ipv6Addr, String)>) -> Result<()> {
+    let Some((gw, dev)) = gw else { return Ok(()) };
+    let route = netns::run_in(name, move || {
+        Ok(Netlink::new()?.add_default_route6(gw, &dev)?)
+    });
+    Ok(route.map_err(step(format!(
+        "set IPv6 default route via {gw} in sandbox {name}"
     )))?)
 }
 

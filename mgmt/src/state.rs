@@ -54,6 +54,20 @@ impl State {
     pub fn pool_mut(&mut self, id: &str) -> Option<&mut crate::ipam::Pool> {
         self.networks.get_mut(id).and_then(|n| n.pool.as_mut())
     }
+
+    pub fn pool6_mut(&mut self, id: &str) -> Option<&mut crate::ipam6::Pool6> {
+        self.networks.get_mut(id).and_then(|n| n.pool6.as_mut())
+    }
+
+    /// Give an endpoint's addresses back to network `id`'s pools.
+    pub fn release(&mut self, id: &str, ip: std::net::Ipv4Addr, ip6: Option<std::net::Ipv6Addr>) {
+        if let Some(p) = self.pool_mut(id) {
+            p.release(ip);
+        }
+        if let (Some(p), Some(ip6)) = (self.pool6_mut(id), ip6) {
+            p.release(ip6);
+        }
+    }
 }
 
 /// The state dir, locked for this daemon's lifetime so two daemons never share it.

@@ -18,6 +18,7 @@ pub mod fdb;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod gateway6;
 pub mod host_link;
 pub mod ipv4;
 mod network;
@@ -66,6 +67,21 @@ pub struct NetConfig {
     /// The endpoints' MTU (0: the 1500 the ports carry): the embedded resolver's UDP
     /// answers fit in it.
     pub mtu: u32,
+    /// A dual-stack network's IPv6 side.
+    pub ipv6: Option<Ipv6Config>,
+}
+
+/// The IPv6 side of a dual-stack network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ipv6Config {
+    /// The gateway's IPv6 address: the switch answers neighbour solicitations and echo
+    /// for it with the gateway's MAC (None where the network has no gateway in the
+    /// switch, as on macvlan networks).
+    pub gateway: Option<std::net::Ipv6Addr>,
+    /// The subnet (address, prefix length).
+    pub subnet: (std::net::Ipv6Addr, u8),
+    /// Endpoint addresses and MACs.
+    pub hosts: Vec<(std::net::Ipv6Addr, fdb::Mac)>,
 }
 
 /// What makes a network an overlay: the VXLAN network identifier and the VTEPs of the

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::fdb::{Learned, Mac};
-use crate::gateway;
 use crate::network::Network;
 use crate::port::{Burst, MAX_FRAME};
 use crate::stats::{DropReason, PortCounters};
+use crate::{gateway, gateway6};
 use crate::{NetId, PortId, TUNNEL_PORT};
 
 use wire::ethernet::{self, is_group, BROADCAST, ETHERTYPE_ARP};
@@ -183,11 +183,22 @@ fn classify(
             }
         }
     } else if let Some(gw) = &net.cfg.gateway {
+        let gw6 = net.cfg.ipv6.as_ref().and_then(|v6| v6.gateway);
+        // IPv6 multicast (33:33:...): neighbour solicitations for the gateway go to its
+        // solicited-node group; they are answered, the rest is flooded below.
+        if let (Some(ip6), [0x33, 0x33, ..]) = (gw6, dst) {
+            if let Some(n) = gateway6::reply(gw.mac, ip6, frame, scratch) {
+                return Verdict::Reply(n);
+            }
+        }
         if dst == gw.mac {
             if let Some(n) = gateway::icmp_echo_reply(gw, frame, scratch) {
                 return Verdict::Reply(n);
             }
             if let Some(n) = gateway::arp_reply(gw, frame, scratch) {
+                return Verdict::Reply(n);
+            }
+            if let Some(n) = gw6.and_then(|ip6| gateway6::reply(gw.mac, ip6, frame, scratch)) {
                 return Verdict::Reply(n);
             }
             if net.cfg.dns && is_dns_to(gw.ip, frame) {

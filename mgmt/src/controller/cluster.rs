@@ -266,6 +266,7 @@ impl Controller {
             name: rec.name.clone(),
             driver: DriverKind::Overlay,
             pool: Some(pool),
+            pool6: None,
             internal: rec.internal,
             attachable: rec.attachable,
             options,

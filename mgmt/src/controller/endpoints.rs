@@ -55,11 +55,18 @@ impl Controller {
         let Wanted {
             link,
             ip,
+            ip6,
             mac,
             aliases,
             security,
         } = want;
         let net = self.state.networks[net_id].clone();
+        if let (Some(ip6), None) = (ip6, &net.pool6) {
+            return Err(ApiError::invalid(format!(
+                "--ip6 {ip6}: network {} has no IPv6 (it was created without --ipv6)",
+                net.name
+            )));
+        }
         if let Some(m) = mac {
             if self.endpoints_of_network(net_id).iter().any(|e| e.mac == m) {
                 return Err(ApiError::conflict(format!(
@@ -76,6 +83,16 @@ impl Controller {
             ApiError::invalid(format!("network {} has no address pool", net.name))
         })?;
         let ip = pool.allocate(ip)?;
+        let ip6 = match self.state.pool6_mut(net_id).map(|p| p.allocate(ip6)) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(e)) => {
+                if let Some(p) = self.state.pool_mut(net_id) {
+                    p.release(ip);
+                }
+                return Err(e);
+            }
+        };
         let used: Vec<String> = self.state.sandboxes[sandbox]
             .endpoints
             .iter()
@@ -92,6 +109,7 @@ impl Controller {
             network: net_id.to_string(),
             sandbox: sandbox.to_string(),
             ip,
+            ip6,
             mac: mac.unwrap_or_else(|| Mac::from_ip(ip)),
             aliases,
             link,
@@ -103,12 +121,8 @@ impl Controller {
         } else {
             ep
         };
-        let ip = ep.ip;
-        let undo_ip = |c: &mut Controller| {
-            if let Some(p) = c.state.pool_mut(net_id) {
-                p.release(ip);
-            }
-        };
+        let (ip, ip6) = (ep.ip, ep.ip6);
+        let undo_ip = |c: &mut Controller| c.state.release(net_id, ip, ip6);
         if let Err(e) = self.with_driver(net.driver, |d, ctx| d.create_endpoint(ctx, &net, &ep)) {
             let _ = self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep));
             self.withdraw(&ep);
@@ -188,9 +202,7 @@ impl Controller {
         self.with_driver(net.driver, |d, ctx| d.delete_endpoint(ctx, &net, &ep))?;
         self.withdraw(&ep);
         self.state.endpoints.remove(ep_id);
-        if let Some(p) = self.state.pool_mut(&ep.network) {
-            p.release(ep.ip);
-        }
+        self.state.release(&ep.network, ep.ip, ep.ip6);
         if let Some(sb) = self.state.sandboxes.get_mut(&ep.sandbox) {
             sb.endpoints.retain(|e| e != ep_id);
         }
@@ -224,6 +236,18 @@ impl Controller {
             .collect();
         let gw = joins.iter().find_map(|j| j.gateway);
         sandbox::set_default_route(name, gw)?;
+        // IPv6's, out of the interface of the first network with an IPv6 gateway.
+        let gw6 = sb
+            .endpoints
+            .iter()
+            .filter_map(|e| self.state.endpoints.get(e))
+            .filter(|e| e.ip6.is_some())
+            .find_map(|e| {
+                let n = self.state.networks.get(&e.network)?;
+                let j = driver::for_kind(n.driver)?.join(n);
+                Some((j.gateway6?, e.ifname.clone()))
+            });
+        sandbox::set_default_route6(name, gw6)?;
         if !sb.extra_hosts.is_empty() {
             let extra = sb
                 .extra_hosts
@@ -283,6 +307,7 @@ impl Controller {
 pub(super) struct Wanted {
     pub link: LinkKind,
     pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
     pub mac: Option<Mac>,
     pub aliases: Vec<String>,
     pub security: model::PortSecurity,
@@ -296,6 +321,14 @@ pub(super) fn endpoint_options(p: &api::EndpointParams) -> ApiResult<Wanted> {
         .transpose()?
         .unwrap_or_default();
     let ip = p.ip.as_deref().map(parse_ip).transpose()?;
+    let ip6 = p
+        .ip6
+        .as_deref()
+        .map(|s| {
+            s.parse::<Ipv6Addr>()
+                .map_err(|_| ApiError::invalid(format!("invalid IPv6 address {s:?} for --ip6")))
+        })
+        .transpose()?;
     let mac = p.mac.as_deref().map(Mac::parse).transpose()?;
     for a in &p.aliases {
         model::validate_dns_name("alias", a)?;
@@ -329,6 +362,7 @@ pub(super) fn endpoint_options(p: &api::EndpointParams) -> ApiResult<Wanted> {
     Ok(Wanted {
         link,
         ip,
+        ip6,
         mac,
         aliases: p.aliases.clone(),
         security,

@@ -5,9 +5,9 @@
 //! restore, and the lookups they share.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use switch::port::IoMode;
 use switch::{Engine, PortId};
 
@@ -17,6 +17,7 @@ use crate::driver::{self, Ctx, Driver};
 use crate::error::{chain, ApiError, ApiResult};
 use crate::host_port::HostPort;
 use crate::ipam::{self, Pool};
+use crate::ipam6::{self, Pool6};
 use crate::model::{self, DriverKind, Endpoint, LinkKind, Mac, Network, Sandbox, SandboxMode};
 use crate::proxy::Proxy;
 use crate::publish::{self, Binding};
@@ -60,6 +61,9 @@ pub struct Config {
     pub host_gateway: Option<Ipv4Addr>,
     /// The cluster store, when there is one (`--cluster-store`).
     pub cluster: Option<crate::cluster::Settings>,
+    /// Where automatic IPv6 subnets come from (`--ipv6-pool`); None: the host's
+    /// unique local /48, chosen once and kept in the state dir.
+    pub ipv6_pool: Option<ipnet::Ipv6Net>,
 }
 
 pub struct Controller {
@@ -147,6 +151,7 @@ impl Controller {
                 name: name.into(),
                 driver,
                 pool,
+                pool6: None,
                 internal: false,
                 attachable: false,
                 options,
@@ -169,6 +174,9 @@ impl Controller {
         for ep in &eps {
             if let Some(p) = self.state.pool_mut(&ep.network) {
                 p.reserve(ep.ip);
+            }
+            if let (Some(p), Some(ip6)) = (self.state.pool6_mut(&ep.network), ep.ip6) {
+                p.reserve(ip6);
             }
         }
         let nets: Vec<Network> = self.state.networks.values().cloned().collect();
@@ -269,12 +277,16 @@ impl Controller {
         let Some(net) = self.state.networks.get(net_id).cloned() else {
             return Ok(());
         };
-        let hosts: Vec<(Ipv4Addr, Mac)> = self
+        let hosts: Vec<driver::Host> = self
             .state
             .endpoints
             .values()
             .filter(|e| e.network == net_id)
-            .map(|e| (e.ip, e.mac))
+            .map(|e| driver::Host {
+                ip: e.ip,
+                ip6: e.ip6,
+                mac: e.mac,
+            })
             .collect();
         self.with_driver(net.driver, |d, ctx| d.sync_network(ctx, &net, &hosts))?;
         self.sync_names(&net)
@@ -295,7 +307,7 @@ impl Controller {
                 name: e.sandbox.clone(),
                 aliases: e.aliases.clone(),
                 ipv4: Some(e.ip),
-                ipv6: None,
+                ipv6: e.ip6,
             })
             .collect();
         // The other hosts' endpoints of a global network answer here too.

@@ -55,6 +55,7 @@ impl Controller {
                 driver.name()
             )));
         };
+        let pool6 = self.ipv6_pool(&req, driver, global)?;
         let options = if global {
             // The VNI is free on this host and in the whole cluster.
             let mut vnis: Vec<u32> = self
@@ -128,6 +129,7 @@ impl Controller {
             name: req.name.clone(),
             driver,
             pool: Some(pool),
+            pool6,
             internal: req.internal,
             attachable: req.attachable,
             options,
@@ -160,6 +162,105 @@ impl Controller {
             id,
             warning: String::new(),
         }))
+    }
+
+    /// The IPv6 pool of a network created with `--ipv6`: its IPv6 `--subnet` (which
+    /// overlaps no other network's), else the next free /64 of the host's IPv6 pool.
+    fn ipv6_pool(
+        &self,
+        req: &api::NetworkCreate,
+        driver: DriverKind,
+        global: bool,
+    ) -> ApiResult<Option<Pool6>> {
+        if !req.ipv6 {
+            if let Some(s) = &req.subnet6 {
+                return Err(ApiError::invalid(format!(
+                    "IPv6 subnet {s} given without --ipv6: pass --ipv6 to make the network dual-stack"
+                )));
+            }
+            if req.gateway6.is_some() || req.ip_range6.is_some() {
+                return Err(ApiError::invalid(
+                    "an IPv6 --gateway or --ip-range needs --ipv6 and an IPv6 --subnet",
+                ));
+            }
+            return Ok(None);
+        }
+        if global {
+            return Err(ApiError::invalid(
+                "--ipv6 on a global overlay network is not supported yet: the cluster store holds IPv4 pools only",
+            ));
+        }
+        if !matches!(
+            driver,
+            DriverKind::Bridge | DriverKind::Overlay | DriverKind::Macvlan
+        ) {
+            return Err(ApiError::invalid(format!(
+                "the {} driver has no addresses to give: --ipv6 does not apply",
+                driver.name()
+            )));
+        }
+        let taken: Vec<Ipv6Net> = self
+            .state
+            .networks
+            .values()
+            .filter_map(|n| n.pool6.as_ref().map(|p| p.subnet))
+            .collect();
+        let subnet = match &req.subnet6 {
+            Some(s) => {
+                let s: Ipv6Net = s.parse().map_err(|_| {
+                    ApiError::invalid(format!(
+                        "invalid IPv6 subnet {s:?}: expected a CIDR like 2001:db8:1::/64"
+                    ))
+                })?;
+                if let Some(t) = taken.iter().find(|t| ipam6::overlaps(&s.trunc(), t)) {
+                    return Err(ApiError::conflict(format!(
+                        "IPv6 subnet {s} overlaps with {t}, used by another network"
+                    )));
+                }
+                s
+            }
+            None => {
+                if req.gateway6.is_some() || req.ip_range6.is_some() {
+                    return Err(ApiError::invalid(
+                        "an IPv6 --gateway or --ip-range needs an IPv6 --subnet",
+                    ));
+                }
+                let pool = match self.cfg.ipv6_pool {
+                    Some(p) => p,
+                    None => ipam6::ula_prefix(self.store.dir()).map_err(|e| {
+                        ApiError::new(
+                            crate::error::Code::System,
+                            format!(
+                                "cannot read or keep the host's IPv6 pool in {}: {e}",
+                                self.store.dir().display()
+                            ),
+                        )
+                    })?,
+                };
+                ipam6::auto_subnet6(&pool, &taken)?
+            }
+        };
+        let parse6 = |what: &str, s: &str| {
+            s.parse::<Ipv6Addr>().map_err(|_| {
+                ApiError::invalid(format!(
+                    "invalid IPv6 {what} {s:?}: expected an IPv6 address"
+                ))
+            })
+        };
+        let gateway = req
+            .gateway6
+            .as_deref()
+            .map(|g| parse6("gateway", g))
+            .transpose()?;
+        let ip_range = match &req.ip_range6 {
+            Some(r) => Some(r.parse::<Ipv6Net>().map_err(|_| {
+                ApiError::invalid(format!(
+                    "invalid IPv6 ip-range {r:?}: expected an IPv6 CIDR"
+                ))
+            })?),
+            None => None,
+        };
+        Pool6::new(subnet, gateway, ip_range).map(Some)
     }
 
     pub fn network_ls(&self, req: api::NetworkLs) -> ApiResult<Vec<api::NetworkSummary>> {
@@ -218,6 +319,11 @@ impl Controller {
                 gateway: p.gateway.to_string(),
                 ip_range: p.ip_range.map(|r| r.to_string()),
             })
+            .chain(n.pool6.iter().map(|p| api::IpamConfig {
+                subnet: p.subnet.to_string(),
+                gateway: p.gateway.to_string(),
+                ip_range: p.ip_range.map(|r| r.to_string()),
+            }))
             .collect();
         let mut containers = BTreeMap::new();
         for ep in self.endpoints_of_network(&n.id) {
@@ -232,7 +338,10 @@ impl Controller {
                     endpoint_id: ep.id.clone(),
                     mac_address: ep.mac.to_string(),
                     ipv4_address: format!("{}/{}", ep.ip, prefix),
-                    ipv6_address: String::new(),
+                    ipv6_address: match (ep.ip6, &n.pool6) {
+                        (Some(ip), Some(p)) => format!("{ip}/{}", p.subnet.prefix_len()),
+                        _ => String::new(),
+                    },
                 },
             );
         }
@@ -242,7 +351,7 @@ impl Controller {
             created: n.created.clone(),
             scope: scope(n).into(),
             driver: n.driver.name().to_string(),
-            enable_ipv6: false,
+            enable_ipv6: n.pool6.is_some(),
             ipam: api::Ipam {
                 driver: "default".into(),
                 options: BTreeMap::new(),

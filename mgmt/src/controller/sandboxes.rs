@@ -27,11 +27,12 @@ impl Controller {
         let mode = self.driver_of(&net)?.sandbox_mode();
         if mode != SandboxMode::Netns
             && (req.endpoint.ip.is_some()
+                || req.endpoint.ip6.is_some()
                 || !req.endpoint.aliases.is_empty()
                 || req.endpoint.mac.is_some())
         {
             return Err(ApiError::invalid(format!(
-                "--ip, --alias and --mac need a network; {} has none",
+                "--ip, --ip6, --alias and --mac need a network; {} has none",
                 net.name
             )));
         }
@@ -202,7 +203,7 @@ impl Controller {
         let sb = self.sandbox(&req.name)?;
         let mut networks = BTreeMap::new();
         for (n, e) in self.sandbox_networks(sb) {
-            let pool = n.pool.as_ref();
+            let (pool, pool6) = (n.pool.as_ref(), n.pool6.as_ref());
             networks.insert(
                 n.name.clone(),
                 api::SandboxNetwork {
@@ -211,6 +212,14 @@ impl Controller {
                     ip_address: e.ip.to_string(),
                     ip_prefix_len: pool.map(|p| p.subnet.prefix_len()).unwrap_or(0),
                     gateway: pool.map(|p| p.gateway.to_string()).unwrap_or_default(),
+                    global_ipv6_address: e.ip6.map(|ip| ip.to_string()).unwrap_or_default(),
+                    global_ipv6_prefix_len: pool6
+                        .filter(|_| e.ip6.is_some())
+                        .map_or(0, |p| p.subnet.prefix_len()),
+                    ipv6_gateway: pool6
+                        .filter(|_| e.ip6.is_some())
+                        .map(|p| p.gateway.to_string())
+                        .unwrap_or_default(),
                     mac_address: e.mac.to_string(),
                     aliases: e.aliases.clone(),
                     link: e.link,

@@ -2,7 +2,6 @@
 //! gateway, endpoints as veth pairs (the switch reads the host end) or TAP devices
 //! living in the sandbox (the switch holds the fd).
 
-use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 
 use switch::gateway::Gateway;
@@ -10,7 +9,7 @@ use switch::port::tap::TapPort;
 use switch::port::{self, Port};
 use switch::NetConfig;
 
-use super::{Ctx, Driver, DriverError, Result};
+use super::{Ctx, Driver, DriverError, Host, Result};
 use crate::error::{step, ApiError, ApiResult};
 use crate::link::Netlink;
 use crate::model::{DriverKind, Endpoint, LinkKind, Mac, Network};
@@ -90,7 +89,7 @@ impl Driver for Bridge {
         Ok(())
     }
 
-    fn net_config(&self, net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> Result<Option<NetConfig>> {
+    fn net_config(&self, net: &Network, hosts: &[Host]) -> Result<Option<NetConfig>> {
         Ok(Some(net_config(net, hosts)))
     }
 
@@ -106,7 +105,7 @@ impl Driver for Bridge {
 /// What the data plane needs of a network with the switch as its gateway (bridge and
 /// overlay networks; the overlay driver adds its tunnel, the macvlan driver takes the
 /// gateway and the resolver away).
-pub fn net_config(net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> NetConfig {
+pub fn net_config(net: &Network, hosts: &[Host]) -> NetConfig {
     NetConfig {
         id: net.num,
         gateway: gateway(net),
@@ -115,12 +114,20 @@ pub fn net_config(net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> NetConfig {
             .as_ref()
             .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
         internal: net.internal,
-        hosts: hosts.iter().map(|(ip, mac)| (*ip, mac.0)).collect(),
+        hosts: hosts.iter().map(|h| (h.ip, h.mac.0)).collect(),
         // The embedded resolver serves user-defined networks (macvlan has none).
         dns: !net.predefined,
         overlay: None,
         isolate: !icc(net),
         mtu: mtu(net, DEFAULT_MTU),
+        ipv6: net.pool6.as_ref().map(|p| switch::Ipv6Config {
+            gateway: Some(p.gateway),
+            subnet: (p.subnet.network(), p.subnet.prefix_len()),
+            hosts: hosts
+                .iter()
+                .filter_map(|h| h.ip6.map(|ip| (ip, h.mac.0)))
+                .collect(),
+        }),
     }
 }
 
@@ -151,6 +158,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
         .as_ref()
         .map(|p| p.subnet.prefix_len())
         .unwrap_or(32);
+    let prefix6 = net.pool6.as_ref().map_or(128, |p| p.subnet.prefix_len());
     let mut fast_path = false;
     let port: Box<dyn Port> = match ep.link {
         LinkKind::Veth => {
@@ -169,7 +177,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                             ep.sandbox, ep.ifname
                         ))(NetnsError::from(e))
                     })?;
-                configure_sandbox_end(ep, prefix)?;
+                configure_sandbox_end(ep, prefix, prefix6)?;
             }
             prepare_host_end(&host)?;
             fast_path = sandbox_end_takes_redirects(ep);
@@ -201,7 +209,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
             port::open(&host, ctx.io).map_err(step(format!("open port on {host}")))?
         }
         LinkKind::Tap => {
-            let (ifname, mac, ip) = (ep.ifname.clone(), ep.mac.0, ep.ip);
+            let (ifname, mac, ip, ip6) = (ep.ifname.clone(), ep.mac.0, ep.ip, ep.ip6);
             let tap = netns::run_in(&ep.sandbox, move || {
                 let tap = TapPort::create(&ifname)
                     .map_err(|e| NetnsError::io(format!("create TAP {ifname}"), e.into()))?;
@@ -209,6 +217,9 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                 nl.set_mac(&ifname, mac)?;
                 nl.set_mtu(&ifname, mtu)?;
                 nl.add_address(&ifname, ip, prefix)?;
+                if let Some(ip6) = ip6 {
+                    add_ipv6(&mut nl, &ifname, ip6, prefix6)?;
+                }
                 nl.set_up(&ifname)?;
                 Ok(tap)
             })
@@ -270,15 +281,43 @@ pub fn park_endpoints<'a>(eps: impl Iterator<Item = &'a Endpoint>) {
     }
 }
 
-/// Inside the sandbox: the address, link up. Offloads stay as the kernel sets them.
-fn configure_sandbox_end(ep: &Endpoint, prefix: u8) -> Result<()> {
-    let (ifname, ip) = (ep.ifname.clone(), ep.ip);
+/// Inside the sandbox: the addresses, link up. Offloads stay as the kernel sets them.
+fn configure_sandbox_end(ep: &Endpoint, prefix: u8, prefix6: u8) -> Result<()> {
+    let (ifname, ip, ip6) = (ep.ifname.clone(), ep.ip, ep.ip6);
     netns::run_in(&ep.sandbox, move || {
         let mut nl = Netlink::new()?;
         nl.add_address(&ifname, ip, prefix)?;
+        if let Some(ip6) = ip6 {
+            add_ipv6(&mut nl, &ifname, ip6, prefix6)?;
+        }
         Ok(nl.set_up(&ifname)?)
     })
     .map_err(|e| step(format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))(e).into())
+}
+
+/// IPv6 on `ifname` (run inside the sandbox, before the link is up): sandboxes are made
+/// with IPv6 off, so it is turned on for this interface (and loopback) only, as Docker
+/// does for IPv6 networks: no duplicate address detection (the address is usable at
+/// once: Docker's `accept_dad=0` and `nodad`), no router advertisements taken (the
+/// configuration is static), the link-local address from the MAC (EUI-64, which port
+/// security expects), then the address.
+fn add_ipv6(
+    nl: &mut Netlink,
+    ifname: &str,
+    ip6: std::net::Ipv6Addr,
+    prefix: u8,
+) -> std::result::Result<(), NetnsError> {
+    for (key, value) in [
+        ("lo/disable_ipv6", "0"),
+        (&format!("{ifname}/accept_dad") as &str, "0"),
+        (&format!("{ifname}/accept_ra"), "0"),
+        (&format!("{ifname}/addr_gen_mode"), "0"),
+        (&format!("{ifname}/disable_ipv6"), "0"),
+    ] {
+        let path = format!("/proc/sys/net/ipv6/conf/{key}");
+        std::fs::write(&path, value).map_err(|e| NetnsError::io(format!("write {path}"), e))?;
+    }
+    Ok(nl.add_address6(ifname, ip6, prefix)?)
 }
 
 /// GRO on the sandbox's end of the veth (also on restart: the link may predate it), so

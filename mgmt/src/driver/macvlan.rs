@@ -4,17 +4,16 @@
 //! strip 802.1Q tags with VID on the parent: no kernel VLAN device is created.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
 use switch::engine::EngineError;
 use switch::port::{self, IoMode, Port};
 use switch::NetConfig;
 
 use super::bridge::{attach_endpoint, detach_endpoint, mtu, prepare_host_end};
-use super::{Ctx, Driver, DriverError, NetworkRequest, Result};
+use super::{Ctx, Driver, DriverError, Host, NetworkRequest, Result};
 use crate::error::{step, ApiError, ApiResult};
 use crate::link::Netlink;
-use crate::model::{DriverKind, Endpoint, Mac, Network};
+use crate::model::{DriverKind, Endpoint, Network};
 
 /// Endpoint MTU: the LAN's.
 const MTU: u32 = 1500;
@@ -134,13 +133,18 @@ impl Driver for Macvlan {
 
     /// A bridge network's, but the LAN's router is the gateway: the switch answers
     /// nothing for it, resolves no names, and the network is never internal.
-    fn net_config(&self, net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> Result<Option<NetConfig>> {
+    fn net_config(&self, net: &Network, hosts: &[Host]) -> Result<Option<NetConfig>> {
+        let base = super::bridge::net_config(net, hosts);
         Ok(Some(NetConfig {
             gateway: None,
             internal: false,
             dns: false,
             isolate: false,
-            ..super::bridge::net_config(net, hosts)
+            ipv6: base.ipv6.clone().map(|v6| switch::Ipv6Config {
+                gateway: None,
+                ..v6
+            }),
+            ..base
         }))
     }
 

@@ -10,7 +10,7 @@ pub mod pseudo;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use switch::engine::EngineError;
 use switch::port::IoMode;
@@ -53,11 +53,21 @@ pub enum DriverError {
 
 pub type Result<T, E = DriverError> = std::result::Result<T, E>;
 
+/// An endpoint's addresses on a network, as the data plane is told them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Host {
+    pub ip: Ipv4Addr,
+    pub ip6: Option<Ipv6Addr>,
+    pub mac: Mac,
+}
+
 /// What a sandbox joining a network gets from it (libnetwork's `Join`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JoinInfo {
     /// The default route's gateway this network offers, if it offers one.
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 default route's gateway, on a network with IPv6.
+    pub gateway6: Option<Ipv6Addr>,
     /// The resolver the sandbox's resolv.conf names when this network serves names.
     pub resolver: Option<IpAddr>,
 }
@@ -118,6 +128,11 @@ pub trait Driver {
         let gw = net.pool.as_ref().map(|p| p.gateway);
         JoinInfo {
             gateway: gw.filter(|_| !net.internal),
+            gateway6: net
+                .pool6
+                .as_ref()
+                .map(|p| p.gateway)
+                .filter(|_| !net.internal),
             resolver: gw.filter(|_| serves_names(self, net)).map(IpAddr::V4),
         }
     }
@@ -131,7 +146,7 @@ pub trait Driver {
     }
     /// What the data plane is told of `net` with its endpoints at `hosts`; None for a
     /// network the data plane does not carry (the default: host, none).
-    fn net_config(&self, _net: &Network, _hosts: &[(Ipv4Addr, Mac)]) -> Result<Option<NetConfig>> {
+    fn net_config(&self, _net: &Network, _hosts: &[Host]) -> Result<Option<NetConfig>> {
         Ok(None)
     }
     /// Program the data plane for a network (also on restart): by default, the network
@@ -145,12 +160,7 @@ pub trait Driver {
     }
     /// The network's endpoints changed: tell the data plane their addresses (the
     /// network as `net_config` has it, where the data plane carries it).
-    fn sync_network(
-        &mut self,
-        ctx: &mut Ctx,
-        net: &Network,
-        hosts: &[(Ipv4Addr, Mac)],
-    ) -> Result<()> {
+    fn sync_network(&mut self, ctx: &mut Ctx, net: &Network, hosts: &[Host]) -> Result<()> {
         match self.net_config(net, hosts)? {
             Some(cfg) => Ok(ctx.engine.add_network(cfg)?),
             None => Ok(()),
@@ -191,6 +201,7 @@ mod tests {
             name: "n".into(),
             driver,
             pool: Some(Pool::new("172.20.0.0/16".parse().unwrap(), None, None).unwrap()),
+            pool6: None,
             internal,
             attachable: false,
             options: BTreeMap::new(),

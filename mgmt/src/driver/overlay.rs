@@ -10,9 +10,9 @@ use std::net::Ipv4Addr;
 use switch::{NetConfig, OverlayConfig};
 
 use super::bridge;
-use super::{Ctx, Driver, DriverError, NetworkRequest, Result};
+use super::{Ctx, Driver, DriverError, Host, NetworkRequest, Result};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{DriverKind, Endpoint, Mac, Network};
+use crate::model::{DriverKind, Endpoint, Network};
 
 /// Endpoint MTU on overlay networks: a 1500-byte underlay minus the VXLAN overhead.
 pub const DEFAULT_MTU: u32 = 1450;
@@ -153,7 +153,7 @@ impl Driver for Overlay {
     }
 
     /// A bridge network with its tunnel.
-    fn net_config(&self, net: &Network, hosts: &[(Ipv4Addr, Mac)]) -> Result<Option<NetConfig>> {
+    fn net_config(&self, net: &Network, hosts: &[Host]) -> Result<Option<NetConfig>> {
         Ok(Some(NetConfig {
             overlay: Some(overlay_config(net)?),
             mtu: bridge::mtu(net, DEFAULT_MTU),

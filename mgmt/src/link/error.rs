@@ -2,7 +2,6 @@
 //! kept), the socket's failures, and requests refused before they were sent.
 
 use std::io;
-use std::net::Ipv4Addr;
 
 use super::IFNAME_MAX;
 use crate::error::Step;
@@ -47,7 +46,7 @@ pub enum LinkError {
     InvalidName(String),
     #[error("invalid prefix length /{prefix_len} for {addr} on {name}")]
     InvalidPrefix {
-        addr: Ipv4Addr,
+        addr: std::net::IpAddr,
         prefix_len: u8,
         name: String,
     },

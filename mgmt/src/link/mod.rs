@@ -3,14 +3,14 @@
 //! `netns::run_in` to act inside a sandbox). Never runs `ip`.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_ACK_TLVS,
     NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -267,7 +267,7 @@ impl Netlink {
     pub fn add_address(&mut self, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
         if prefix_len > 32 {
             return Err(LinkError::InvalidPrefix {
-                addr,
+                addr: addr.into(),
                 prefix_len,
                 name: name.to_string(),
             });
@@ -283,6 +283,33 @@ impl Netlink {
         if let Some(brd) = broadcast(addr, prefix_len) {
             msg.attributes.push(AddressAttribute::Broadcast(brd));
         }
+        self.ack(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            || format!("adding address {addr}/{prefix_len} to {name}"),
+        )
+    }
+
+    /// Adds the IPv6 `addr/prefix_len` to `name` with no duplicate address detection,
+    /// like `ip addr add ADDR/LEN dev NAME nodad` (Docker's container addresses: usable
+    /// at once). Adding an address that is already there is not an error.
+    pub fn add_address6(&mut self, name: &str, addr: Ipv6Addr, prefix_len: u8) -> Result<()> {
+        if prefix_len > 128 {
+            return Err(LinkError::InvalidPrefix {
+                addr: addr.into(),
+                prefix_len,
+                name: name.to_string(),
+            });
+        }
+        let index = self.require_index(name)?;
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.prefix_len = prefix_len;
+        msg.header.scope = AddressScope::Universe;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Address(addr.into()));
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
         self.ack(
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_CREATE | NLM_F_REPLACE,
@@ -379,6 +406,27 @@ impl Netlink {
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | NLM_F_REPLACE,
             || format!("setting the default route via {gw}"),
+        )
+    }
+
+    /// Sets the IPv6 default route (main table) via `gw` out of `name`, replacing any
+    /// existing one, like `ip -6 route replace default via GW dev NAME`.
+    pub fn add_default_route6(&mut self, gw: Ipv6Addr, name: &str) -> Result<()> {
+        let index = self.require_index(name)?;
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet6;
+        msg.header.destination_prefix_length = 0;
+        msg.header.table = libc::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
+        msg.attributes.push(RouteAttribute::Oif(index));
+        self.ack(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            || format!("setting the IPv6 default route via {gw} dev {name}"),
         )
     }
 

@@ -110,12 +110,19 @@ enum NetworkCmd {
     Create {
         #[arg(short = 'd', long, default_value = "bridge")]
         driver: String,
+        /// The subnet; given twice (one IPv4, one IPv6) for a dual-stack network.
         #[arg(long)]
-        subnet: Option<String>,
+        subnet: Vec<String>,
+        /// The gateway of the subnet of its family (at most one per family).
         #[arg(long)]
-        gateway: Option<String>,
+        gateway: Vec<String>,
+        /// The dynamic range of the subnet of its family (at most one per family).
         #[arg(long)]
-        ip_range: Option<String>,
+        ip_range: Vec<String>,
+        /// Dual-stack: an IPv6 pool beside the IPv4 one (the IPv6 --subnet, else a /64
+        /// of the daemon's IPv6 pool).
+        #[arg(long)]
+        ipv6: bool,
         #[arg(long)]
         internal: bool,
         #[arg(long)]
@@ -163,6 +170,9 @@ enum NetworkCmd {
 struct EndpointFlags {
     #[arg(long)]
     ip: Option<String>,
+    /// The IPv6 address, on a network with IPv6.
+    #[arg(long)]
+    ip6: Option<String>,
     #[arg(long)]
     alias: Vec<String>,
     #[arg(long)]
@@ -182,6 +192,7 @@ impl EndpointFlags {
     fn params(self) -> api::EndpointParams {
         api::EndpointParams {
             ip: self.ip,
+            ip6: self.ip6,
             aliases: self.alias,
             mac: self.mac,
             link: self.link,
@@ -281,6 +292,21 @@ fn run(cli: Cli) -> Res<()> {
     }
 }
 
+/// Docker's way of taking both families with one flag: the IPv4 value and the IPv6
+/// one (told apart by a ':'), at most one of each.
+fn by_family(flag: &str, values: Vec<String>) -> Res<(Option<String>, Option<String>)> {
+    let (mut v4, mut v6) = (None, None);
+    for v in values {
+        let slot = if v.contains(':') { &mut v6 } else { &mut v4 };
+        if let Some(first) = slot.replace(v.clone()) {
+            return Err(Failure::Usage(format!(
+                "{flag} given twice for one address family ({first} and {v}): one IPv4 and one IPv6 at most"
+            )));
+        }
+    }
+    Ok((v4, v6))
+}
+
 fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
     match n {
         NetworkCmd::Create {
@@ -288,18 +314,26 @@ fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
             subnet,
             gateway,
             ip_range,
+            ipv6,
             internal,
             attachable,
             opt,
             label,
             name,
         } => {
+            let (subnet, subnet6) = by_family("--subnet", subnet)?;
+            let (gateway, gateway6) = by_family("--gateway", gateway)?;
+            let (ip_range, ip_range6) = by_family("--ip-range", ip_range)?;
             let req = api::NetworkCreate {
                 name,
                 driver: Some(driver),
                 subnet,
                 gateway,
                 ip_range,
+                ipv6,
+                subnet6,
+                gateway6,
+                ip_range6,
                 internal,
                 attachable,
                 options: kv(&opt, "option")?,

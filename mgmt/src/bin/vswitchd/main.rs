@@ -104,6 +104,11 @@ pub struct Args {
     /// third of it): how long the others keep a dead host's endpoints.
     #[arg(long, default_value_t = 10)]
     cluster_ttl: i64,
+    /// Where IPv6 networks created without an IPv6 --subnet take their /64 from (a
+    /// CIDR of /64 or shorter); default: a unique local /48 (RFC 4193) chosen once and
+    /// kept in the state dir.
+    #[arg(long)]
+    ipv6_pool: Option<ipnet::Ipv6Net>,
     /// Idle timeout of UDP NAT sessions, seconds (RFC 4787: at least 120).
     #[arg(long, default_value_t = 300)]
     nat_udp_timeout: u64,
@@ -287,6 +292,12 @@ fn run(args: Args) -> Result<()> {
             Err(e)
         }
     })?;
+    if let Some(p) = args.ipv6_pool {
+        let first = p.network().segments()[0];
+        if p.prefix_len() > 64 || first & 0xffc0 == 0xfe80 || first & 0xff00 == 0xff00 {
+            bail!("--ipv6-pool {p}: expected a unicast, non-link-local IPv6 prefix of /64 or shorter (networks take /64s from it)");
+        }
+    }
     if args.vtep_ip.is_some() && args.uplink.is_none() {
         bail!("--vtep-ip needs an uplink: the tunnels leave by it (--uplink, --uplink-ip, --uplink-gw)");
     }
@@ -345,6 +356,7 @@ fn run(args: Args) -> Result<()> {
             vtep_ip: up.as_ref().map(|a| a.vtep),
             host_gateway: host_port.as_ref().map(HostPort::host_ip),
             cluster,
+            ipv6_pool: args.ipv6_pool.map(|p| p.trunc()),
         },
         store,
         engine,

@@ -1,0 +1,279 @@
+//! IPv6 (issue 16): dual-stack networks as Docker has them. Sandboxes get their IPv6
+//! address (no DAD), a default route via the gateway, and the switch answers neighbour
+//! discovery and echo for the gateway; real `ping -6` and tshark check it on the wire.
+
+use std::time::Duration;
+
+use e2e::{ns_exec, ping, Daemon, Lab};
+use serde_json::Value;
+
+const SUBNET6: &str = "2001:db8:24::/64";
+const GW6: &str = "2001:db8:24::1";
+
+/// A daemon with one dual-stack network (172.24.0.0/24 and `SUBNET6`).
+fn dual_stack(lab: &Lab) -> (Daemon, String) {
+    e2e::daemon_with_network(
+        lab,
+        &[],
+        &["--ipv6", "--subnet", "172.24.0.0/24", "--subnet", SUBNET6],
+    )
+}
+
+/// The sandbox's IPv6 address on `network`, from `sandbox inspect`.
+fn ip6_of(d: &Daemon, sandbox: &str, network: &str) -> String {
+    let v = d.json(&["sandbox", "inspect", sandbox]);
+    v["Networks"][network]["GlobalIPv6Address"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| panic!("{sandbox} has no IPv6 address on {network}: {v}"))
+        .to_string()
+}
+
+fn output(ns: &str, args: &[&str]) -> String {
+    let o = ns_exec(ns, args, Duration::from_secs(10));
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+#[test]
+fn dual_stack_sandboxes_ping_each_other_and_the_gateway_over_ipv6() {
+    let lab = Lab::new();
+    let (d, net) = dual_stack(&lab);
+    let [(a, _), (b, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
+    let (ip6_a, ip6_b) = (ip6_of(&d, &a, &net), ip6_of(&d, &b, &net));
+    assert_eq!(
+        (ip6_a.as_str(), ip6_b.as_str()),
+        ("2001:db8:24::2", "2001:db8:24::3"),
+        "lowest free first, the gateway ::1 skipped"
+    );
+
+    // Docker's inspect fields.
+    let n = &d.json(&["network", "inspect", &net])[0];
+    assert_eq!(n["EnableIPv6"], Value::Bool(true), "{n}");
+    let subnets: Vec<&str> = n["IPAM"]["Config"]
+        .as_array()
+        .expect("config")
+        .iter()
+        .filter_map(|c| c["Subnet"].as_str())
+        .collect();
+    assert_eq!(subnets, ["172.24.0.0/24", SUBNET6], "{n}");
+    assert_eq!(n["IPAM"]["Config"][1]["Gateway"], GW6);
+    let containers: Vec<&str> = n["Containers"]
+        .as_object()
+        .expect("containers")
+        .values()
+        .filter_map(|c| c["IPv6Address"].as_str())
+        .collect();
+    assert!(
+        containers.contains(&"2001:db8:24::2/64"),
+        "IPv6Address per container: {n}"
+    );
+    let sb = &d.json(&["sandbox", "inspect", &a])["Networks"][&net];
+    assert_eq!(
+        (&sb["GlobalIPv6PrefixLen"], &sb["IPv6Gateway"]),
+        (&Value::from(64), &Value::from(GW6)),
+        "{sb}"
+    );
+
+    // In the sandbox: the address usable at once (no DAD: not tentative), IPv6 on,
+    // the default route via the gateway.
+    let addrs = output(&a, &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains("2001:db8:24::2/64"), "{addrs}");
+    assert!(!addrs.contains("tentative"), "no DAD delays use: {addrs}");
+    let routes = output(&a, &["ip", "-6", "route", "show", "default"]);
+    assert!(
+        routes.contains(&format!("via {GW6} dev eth0")),
+        "default route: {routes}"
+    );
+
+    assert!(ping(&a, GW6, 3), "the gateway answers ping -6");
+    assert!(ping(&a, &ip6_b, 3), "a reaches b over IPv6");
+    assert!(ping(&b, &ip6_a, 3), "and back");
+    assert!(ping(&a, &ip_b, 2), "IPv4 still works beside it");
+    let neigh = output(&a, &["ip", "-6", "neigh", "show", GW6]);
+    assert!(
+        neigh.contains("02:42:ac:18:00:01") && neigh.contains("router"),
+        "the gateway advertised itself, as a router, with its MAC: {neigh}"
+    );
+
+    // --ip6 picks the address; a taken one is refused.
+    let c = lab.name("c");
+    d.sandbox(&c, &net, &["--ip6", "2001:db8:24::99"]);
+    assert_eq!(ip6_of(&d, &c, &net), "2001:db8:24::99");
+    assert!(ping(&c, &ip6_a, 2));
+    d.sandbox_refused(
+        &lab.name("d"),
+        &net,
+        &["--ip6", "2001:db8:24::99"],
+        "already in use",
+    );
+    // Disconnected, its address is free again.
+    d.ok(&["network", "disconnect", &net, &c]);
+    let e = lab.name("e");
+    d.sandbox(&e, &net, &["--ip6", "2001:db8:24::99"]);
+}
+
+#[test]
+fn ipv6_is_refused_where_it_cannot_be_right() {
+    let lab = Lab::new();
+    let (d, net) = dual_stack(&lab);
+    let v4 = d.network(&lab, "v4", &["--subnet", "172.25.0.0/24"]);
+    let create = |tag: &str, flags: &[&str], why: &str| {
+        let name = lab.name(tag);
+        let mut args = vec!["network", "create"];
+        args.extend(flags);
+        args.push(&name);
+        d.refused_with(&args, why);
+    };
+    create(
+        "o",
+        &["--ipv6", "--subnet", "2001:db8:24:0:1::/80"],
+        "overlaps with 2001:db8:24::/64",
+    );
+    create("s", &["--ipv6", "--subnet", "2001:db8:9::/96"], "too small");
+    create("l", &["--ipv6", "--subnet", "fe80::/64"], "link-local");
+    create("m", &["--ipv6", "--subnet", "ff05::/64"], "multicast");
+    create(
+        "h",
+        &["--ipv6", "--subnet", "2001:db8:9::1/64"],
+        "host bits",
+    );
+    create("n", &["--subnet", "2001:db8:9::/64"], "without --ipv6");
+    create(
+        "g",
+        &[
+            "--ipv6",
+            "--subnet",
+            "2001:db8:9::/64",
+            "--gateway",
+            "2001:db8:8::1",
+        ],
+        "not a usable address",
+    );
+    let sb = lab.name("x");
+    d.sandbox_refused(
+        &sb,
+        &net,
+        &["--ip6", "2001:db8:99::5"],
+        "not in IPv6 subnet",
+    );
+    d.sandbox_refused(&sb, &v4, &["--ip6", "2001:db8:24::5"], "has no IPv6");
+    d.sandbox_refused(&sb, &net, &["--ip6", "nonsense"], "invalid IPv6 address");
+    let ls = d.ok(&["network", "ls"]);
+    assert!(!ls.contains(&lab.name("o")), "nothing was made: {ls}");
+    let st = d.ok(&["sandbox", "ls"]);
+    assert!(!st.contains(&sb), "no sandbox was left behind: {st}");
+
+    // Without an IPv6 subnet: a /64 of the host's unique local /48, kept in the state
+    // dir, the next one for the next network.
+    let auto = d.network(&lab, "auto", &["--ipv6"]);
+    let auto2 = d.network(&lab, "auto2", &["--ipv6"]);
+    let subnet6 = |n: &str| {
+        d.json(&["network", "inspect", n])[0]["IPAM"]["Config"][1]["Subnet"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (s1, s2) = (subnet6(&auto), subnet6(&auto2));
+    let ula = std::fs::read_to_string(d.state_dir.join("ula-prefix")).expect("ula-prefix");
+    let ula: ipnet::Ipv6Net = ula.trim().parse().expect("a prefix");
+    for s in [&s1, &s2] {
+        let s: ipnet::Ipv6Net = s.parse().unwrap_or_else(|_| panic!("{s}"));
+        assert!(ula.contains(&s) && s.prefix_len() == 64, "{s} in {ula}");
+    }
+    assert_ne!(s1, s2);
+    assert!(s1.starts_with("fd"), "unique local: {s1}");
+}
+
+/// IPv6 networks are isolated from each other as IPv4 ones are: nothing routes
+/// between them.
+#[test]
+fn ipv6_networks_are_isolated_from_each_other() {
+    let lab = Lab::new();
+    let (d, n1) = dual_stack(&lab);
+    let n2 = d.network(
+        &lab,
+        "n2",
+        &[
+            "--ipv6",
+            "--subnet",
+            "172.26.0.0/24",
+            "--subnet",
+            "2001:db8:26::/64",
+        ],
+    );
+    let a = lab.name("a");
+    d.sandbox(&a, &n1, &[]);
+    let b = lab.name("b");
+    d.sandbox(&b, &n2, &[]);
+    let c = lab.name("c");
+    d.sandbox(&c, &n1, &[]);
+    let ip6_b = ip6_of(&d, &b, &n2);
+    assert!(ping(&b, "2001:db8:26::1", 1), "b reaches its own gateway");
+    assert!(
+        ping(&a, &ip6_of(&d, &c, &n1), 1),
+        "a reaches its own network"
+    );
+    assert!(!ping(&a, &ip6_b, 2), "a cannot reach b on another network");
+    assert!(!ping(&a, "2001:db8:26::1", 1), "nor that network's gateway");
+}
+
+/// tshark decodes the neighbour discovery and echo the gateway and the sandboxes
+/// exchange, with no malformed packet.
+#[test]
+fn tshark_decodes_ndp_and_icmpv6_without_malformed_packets() {
+    let lab = Lab::new();
+    let (d, net) = dual_stack(&lab);
+    let [(a, _), (b, _)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
+    let ip6_b = ip6_of(&d, &b, &net);
+    let file = lab.dir.join("a6.pcap");
+    let mut cap = d.spawn_ctl(&["capture", &a, "-w", file.to_str().expect("path")]);
+    e2e::wait_for("the capture to start", Duration::from_secs(5), || {
+        file.exists()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // Fresh neighbour caches, so solicitations cross.
+    ns_exec(
+        &a,
+        &["ip", "-6", "neigh", "flush", "dev", "eth0"],
+        Duration::from_secs(5),
+    );
+    assert!(ping(&a, GW6, 2));
+    assert!(ping(&a, &ip6_b, 2));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(cap.id() as i32, libc::SIGINT) };
+    assert!(cap.wait().expect("capture").success());
+    let path = file.to_str().expect("path");
+    let decoded = e2e::run_out(&[
+        "tshark",
+        "-r",
+        path,
+        "-T",
+        "fields",
+        "-e",
+        "icmpv6.type",
+        "-e",
+        "icmpv6.nd.na.flag.r",
+        "-Y",
+        "icmpv6",
+    ]);
+    let types: Vec<&str> = decoded
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    for (t, what) in [
+        ("135", "neighbour solicitation"),
+        ("136", "neighbour advertisement"),
+        ("128", "echo request"),
+        ("129", "echo reply"),
+    ] {
+        assert!(types.contains(&t), "no {what} seen: {decoded}");
+    }
+    let bad = e2e::run_out(&[
+        "tshark",
+        "-r",
+        path,
+        "-Y",
+        "_ws.malformed || _ws.expert.severity >= warning || icmpv6.checksum.status == 0",
+    ]);
+    assert!(bad.trim().is_empty(), "malformed or suspect packets: {bad}");
+}
