@@ -1,8 +1,11 @@
-//! The router's ARP cache for next hops on the uplink: entries expire, a frame waiting
-//! for a resolution is held briefly (a few per next hop), and requests are rate-limited
-//! per address so a burst toward an unresolved hop sends one request, not thirty.
+//! The router's neighbour caches for next hops on the uplink, ARP's for IPv4 and
+//! neighbour discovery's for IPv6 (one generic table): entries expire, a frame waiting
+//! for a resolution is held briefly (a few per next hop), and requests (or
+//! solicitations) are rate-limited per address so a burst toward an unresolved hop
+//! sends one, not thirty.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -52,15 +55,29 @@ pub enum Lookup {
     Dropped,
 }
 
-#[derive(Default)]
-pub struct ArpCache {
-    entries: HashMap<Ipv4Addr, State>,
+/// Next hops by address (`A`: an IPv4 or IPv6 address).
+pub struct Neighbors<A> {
+    entries: HashMap<A, State>,
     pub counters: ArpCounters,
 }
 
-impl ArpCache {
+/// The IPv4 neighbours, resolved by ARP.
+pub type ArpCache = Neighbors<Ipv4Addr>;
+/// The IPv6 neighbours, resolved by neighbour solicitations.
+pub type NdpCache = Neighbors<std::net::Ipv6Addr>;
+
+impl<A> Default for Neighbors<A> {
+    fn default() -> Self {
+        Neighbors {
+            entries: HashMap::new(),
+            counters: ArpCounters::default(),
+        }
+    }
+}
+
+impl<A: Copy + Eq + Hash + Ord> Neighbors<A> {
     /// The MAC for `ip`, or hold `frame` (copied) until it resolves.
-    pub fn resolve(&mut self, ip: Ipv4Addr, frame: &[u8], now: Instant) -> Lookup {
+    pub fn resolve(&mut self, ip: A, frame: &[u8], now: Instant) -> Lookup {
         if !self.entries.contains_key(&ip) && self.entries.len() >= MAX_ENTRIES {
             self.expire(now);
             if self.entries.len() >= MAX_ENTRIES {
@@ -109,7 +126,7 @@ impl ArpCache {
     }
 
     /// The MAC for `ip` if it is resolved, without asking or holding anything.
-    pub fn known(&self, ip: Ipv4Addr, now: Instant) -> Option<Mac> {
+    pub fn known(&self, ip: A, now: Instant) -> Option<Mac> {
         match self.entries.get(&ip) {
             Some(State::Resolved { mac, until }) if *until > now => Some(*mac),
             _ => None,
@@ -118,7 +135,7 @@ impl ArpCache {
 
     /// A neighbour announced itself (reply, or a request from it): cache it and return
     /// the frames that were waiting for it.
-    pub fn learn(&mut self, ip: Ipv4Addr, mac: Mac, now: Instant) -> Vec<Vec<u8>> {
+    pub fn learn(&mut self, ip: A, mac: Mac, now: Instant) -> Vec<Vec<u8>> {
         let prev = self.entries.insert(
             ip,
             State::Resolved {
@@ -134,7 +151,7 @@ impl ArpCache {
     }
 
     /// Only refresh an address we already track (gratuitous traffic must not fill us).
-    pub fn refresh(&mut self, ip: Ipv4Addr, mac: Mac, now: Instant) -> Vec<Vec<u8>> {
+    pub fn refresh(&mut self, ip: A, mac: Mac, now: Instant) -> Vec<Vec<u8>> {
         if self.entries.contains_key(&ip) {
             self.learn(ip, mac, now)
         } else {
@@ -144,7 +161,7 @@ impl ArpCache {
 
     /// Drop held frames that waited too long and forget stale neighbours; returns the
     /// addresses still pending that are due another request.
-    pub fn expire(&mut self, now: Instant) -> Vec<Ipv4Addr> {
+    pub fn expire(&mut self, now: Instant) -> Vec<A> {
         let mut retry = Vec::new();
         let mut dropped = 0u64;
         self.entries.retain(|ip, st| match st {
@@ -171,7 +188,7 @@ impl ArpCache {
         retry
     }
 
-    pub fn entries(&self, now: Instant) -> Vec<(Ipv4Addr, Option<Mac>)> {
+    pub fn entries(&self, now: Instant) -> Vec<(A, Option<Mac>)> {
         let mut v: Vec<_> = self
             .entries
             .iter()

@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod gateway6;
 pub mod host_link;
 pub mod ipv4;
+pub mod ipv6;
 mod network;
 mod pipeline;
 pub mod port;
