@@ -249,7 +249,8 @@ pub fn port_guard(data: &[u8]) {
     let mac: Mac = [2, 0x42, 172, 18, 0, 2];
     let extra: Mac = [2, 0, 0, 0, 0, 9];
     let ips = [Ipv4Addr::new(172, 18, 0, 2), Ipv4Addr::new(172, 18, 0, 100)];
-    let Some(g) = crate::port_security::PortGuard::new(&[mac, extra], &ips) else {
+    let ip6 = std::net::Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, 2);
+    let Some(g) = crate::port_security::PortGuard::new(&[mac, extra], &ips, &[ip6]) else {
         return;
     };
     let allowed = g.allows(data);
@@ -266,6 +267,15 @@ pub fn port_guard(data: &[u8]) {
         );
         if ethertype == ETHERTYPE_IPV4 {
             assert!(ips.iter().any(|ip| ip.octets()[..] == data[26..30]));
+        }
+        if ethertype == wire::ethernet::ETHERTYPE_IPV6 {
+            use crate::port_security::link_local;
+            let src: [u8; 16] = data[22..38].try_into().expect("a whole IPv6 header");
+            let src = std::net::Ipv6Addr::from(src);
+            assert!(
+                [ip6, link_local(mac), link_local(extra)].contains(&src) || src.is_unspecified(),
+                "IPv6 from another address passed"
+            );
         }
     }
 }
