@@ -345,13 +345,9 @@ impl Engine {
         guard: Option<crate::port_security::PortGuard>,
     ) -> Result<()> {
         if let Some(fp) = &self.maps {
-            let old = self.guards.get(&port).map(|g| g.ips().to_vec());
-            fp.set_guard(
-                port,
-                guard.as_ref().map(|g| g.ips()),
-                old.as_deref().unwrap_or_default(),
-            )
-            .map_err(|e| EngineError::io(format!("port security for port {port}"), e))?;
+            // Both families' addresses in before the flag, the old ones out after it.
+            fp.set_guard(port, guard.as_ref(), self.guards.get(&port))
+                .map_err(|e| EngineError::io(format!("port security for port {port}"), e))?;
         }
         match guard {
             Some(g) => self.guards.insert(port, g),
@@ -573,7 +569,7 @@ impl Engine {
         if let Some(p) = self.ports.remove(&id) {
             self.retired.push((id, std::time::Instant::now()));
             if let (Some(g), Some(maps)) = (self.guards.remove(&id), &self.maps) {
-                let _ = maps.set_guard(id, None, g.ips());
+                let _ = maps.set_guard(id, None, Some(&g));
             }
             if let (Some((ifindex, link)), Some(maps)) = (p.tc, &self.maps) {
                 // Out of the maps first: the program, still attached, then drops every

@@ -22,7 +22,9 @@
 //!   moves and the FDB's bound stay the worker's: a new or moved source goes to the
 //!   worker, which learns it and installs it);
 //! - the destination MAC is installed in this network on another port;
-//! - a port with port security sends IPv4 or ARP from one of its addresses ([`guard`]).
+//! - a port with port security sends IPv4 or ARP from one of its addresses, or IPv6
+//!   (TCP, UDP, echo and the like; no neighbour discovery) from one of its IPv6
+//!   addresses or its link-local one ([`guard`]).
 //!
 //! Everything else (broadcast, the gateway's MAC, unknown or moved addresses, ports in
 //! capture) reaches the worker. Workers install an entry for a MAC when they see it
@@ -47,6 +49,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::bpf::{self, BpfInsn};
 use crate::fdb::Mac;
+use crate::port_security::PortGuard;
 use crate::{NetId, PortId};
 
 /// Ports with ids below this can use the fast path (array and devmap slots), and only
@@ -187,6 +190,7 @@ pub struct FastPath {
     /// Port security: which ports are guarded, and their addresses ([`guard`]).
     guarded: OwnedFd,
     allowed: OwnedFd,
+    allowed6: OwnedFd,
     /// The tc programs, or why they could not be loaded (the XDP flavour works without
     /// them).
     tc: Result<TcPrograms, String>,
@@ -217,7 +221,7 @@ use bpf::{
 
 /// The fast path's maps, in the order `FastPath::new` takes them.
 #[rustfmt::skip]
-const MAPS: [MapSpec; 14] = [
+const MAPS: [MapSpec; 15] = [
     MapSpec(HASH, KEY_LEN, VALUE_LEN, FDB_ENTRIES, "vsw_fast_fdb", "the fast path's FDB map"),
     MapSpec(DEVMAP, 4, 4, MAX_PORTS, "vsw_fast_ports", "the fast path's devmap"),
     MapSpec(PERCPU, 4, STATS_LEN, MAX_PORTS, "vsw_fast_stats", "the fast path's counters"),
@@ -232,9 +236,11 @@ const MAPS: [MapSpec; 14] = [
     MapSpec(HASH, 4, 4, shared::OWNED_ENTRIES, "vsw_owned", "the shared uplink's owned ports"),
     MapSpec(ARRAY, 4, 4, MAX_PORTS, "vsw_guarded", "the port-security flags"),
     MapSpec(HASH, guard::ALLOWED_KEY_LEN, 4, ALLOWED_ENTRIES, "vsw_allowed", "the port-security addresses"),
+    MapSpec(HASH, guard::ALLOWED6_KEY_LEN, 4, ALLOWED_ENTRIES, "vsw_allowed6", "the port-security IPv6 addresses"),
 ];
 
-/// Every guarded port's allowed addresses (`guard`).
+/// Every guarded port's allowed addresses of one family (`guard`; link-local addresses
+/// are derived from the frame's MAC, not kept).
 const ALLOWED_ENTRIES: u32 = MAX_PORTS * crate::port_security::MAX_ADDRESSES as u32;
 
 fn create_maps<const N: usize>(specs: &[MapSpec; N]) -> io::Result<[OwnedFd; N]> {
@@ -252,11 +258,12 @@ fn create_maps<const N: usize>(specs: &[MapSpec; N]) -> io::Result<[OwnedFd; N]>
 
 impl FastPath {
     pub fn new() -> io::Result<FastPath> {
-        let [fdb, ports, stats, endpoints, peers, nat_out, nat_in, published, vxlan_out, vnis, uplink_cfg, owned, guarded, allowed] =
+        let [fdb, ports, stats, endpoints, peers, nat_out, nat_in, published, vxlan_out, vnis, uplink_cfg, owned, guarded, allowed, allowed6] =
             create_maps(&MAPS)?;
         let guard_maps = guard::Maps {
             guarded: guarded.as_raw_fd(),
             allowed: allowed.as_raw_fd(),
+            allowed6: allowed6.as_raw_fd(),
         };
         let maps = tc::Maps {
             guard: guard_maps,
@@ -307,6 +314,7 @@ impl FastPath {
             owned,
             guarded,
             allowed,
+            allowed6,
             tc,
             cpus: bpf::possible_cpus()?,
         })
@@ -476,31 +484,45 @@ impl FastPath {
             guard: guard::Maps {
                 guarded: self.guarded.as_raw_fd(),
                 allowed: self.allowed.as_raw_fd(),
+                allowed6: self.allowed6.as_raw_fd(),
             },
         };
         xdp::program(&maps, net, port)
     }
 
-    /// Port security for `port` in the kernel: it forwards only IPv4 from `ips` (Some),
-    /// or anything (None). `old` are the addresses set last time, removed unless kept.
+    /// Port security for `port` in the kernel: it forwards only from `new`'s addresses,
+    /// of both families (the `guard` module says what exactly), or anything (None).
+    /// `old` is the guard set last time, whose addresses are removed unless kept; the
+    /// new ones go in before the flag, the old ones out after it.
     pub fn set_guard(
         &self,
         port: PortId,
-        ips: Option<&[std::net::Ipv4Addr]>,
-        old: &[std::net::Ipv4Addr],
+        new: Option<&PortGuard>,
+        old: Option<&PortGuard>,
     ) -> io::Result<()> {
         if port >= MAX_PORTS {
             return Ok(()); // past the programs' slots: never forwarded in the kernel
         }
-        let keep = ips.unwrap_or_default();
+        let (keep, keep6) = new.map_or((&[][..], &[][..]), |g| (g.ips(), g.ips6()));
+        let add = |map: &OwnedFd, key: &[u8]| {
+            bpf::map_update_bytes(map, key, &[1, 0, 0, 0])
+                .map_err(|e| bpf::context(e, "add a port-security address", ""))
+        };
         for ip in keep {
-            bpf::map_update_bytes(&self.allowed, &guard::allowed_key(port, *ip), &[1, 0, 0, 0])
-                .map_err(|e| bpf::context(e, "add a port-security address", ""))?;
+            add(&self.allowed, &guard::allowed_key(port, *ip))?;
         }
-        bpf::map_update(&self.guarded, port, u32::from(ips.is_some()))
+        for ip in keep6 {
+            add(&self.allowed6, &guard::allowed6_key(port, *ip))?;
+        }
+        bpf::map_update(&self.guarded, port, u32::from(new.is_some()))
             .map_err(|e| bpf::context(e, "set the port-security flag", ""))?;
-        for ip in old.iter().filter(|ip| !keep.contains(ip)) {
-            let _ = bpf::map_delete_bytes(&self.allowed, &guard::allowed_key(port, *ip));
+        if let Some(old) = old {
+            for ip in old.ips().iter().filter(|ip| !keep.contains(ip)) {
+                let _ = bpf::map_delete_bytes(&self.allowed, &guard::allowed_key(port, *ip));
+            }
+            for ip in old.ips6().iter().filter(|ip| !keep6.contains(ip)) {
+                let _ = bpf::map_delete_bytes(&self.allowed6, &guard::allowed6_key(port, *ip));
+            }
         }
         Ok(())
     }

@@ -11,8 +11,9 @@
 //!   trunk veth. That device has no checksum, TSO, GSO or S-VLAN offload, so the kernel
 //!   inserts the tag, segments and finishes checksums before the worker's AF_XDP (or
 //!   AF_PACKET) socket on the trunk's other end reads MTU-sized, complete frames.
-//!   A port with port security forwards in the kernel only IPv4 and ARP from its own
-//!   addresses ([`super::guard`]); the rest of its frames are the worker's.
+//!   A port with port security forwards in the kernel only IPv4, ARP and IPv6 (no
+//!   neighbour discovery, no extension headers) from its own addresses
+//!   ([`super::guard`]); the rest of its frames are the worker's.
 //! - The trunk program runs at tcx ingress of the trunk's kernel end (frames the worker
 //!   sends): it takes the tag off and hands the frame by `bpf_redirect_peer` to the
 //!   sandbox that the TCI names.
@@ -130,7 +131,7 @@ pub(super) fn endpoint_program(m: &Maps) -> Vec<BpfInsn> {
     a.op(LDX_W, 5, 0, 0, 0);
     a.jump(JNE_REG, 5, 8, 0, punt);
     a.mark_seen(0, 4);
-    // A guarded port's frame is IPv4 or ARP from one of its addresses.
+    // A guarded port's frame is IPv4, ARP or plain IPv6 from one of its addresses.
     super::guard::check(&mut a, m.guard, super::guard::Port::Reg(8), bounds_n, punt);
     // The destination is installed on another port that has a host end.
     bounds(&mut a, punt); // the calls clobbered r2-r5

@@ -10,6 +10,7 @@ fn jumps_land_on_their_labels() {
         guard: guard::Maps {
             guarded: 9,
             allowed: 10,
+            allowed6: 11,
         },
     };
     let p = xdp::program(&maps, 7, 8);
@@ -172,15 +173,67 @@ fn tc_endpoint_forwards_known_unicast_and_punts_the_rest() {
     assert_eq!(run(&frame(B, A, ip)), shot, "detached");
 }
 
+/// Both flavours' programs for port `port` of `net`, whose source `A` is installed
+/// there, sending to `B` on `other`: what each of them forwards in the kernel.
+struct GuardRig {
+    fp: FastPath,
+    xdp: OwnedFd,
+    _xsks: OwnedFd,
+    port: PortId,
+    /// The tc context: the endpoint's host end, loopback.
+    ctx: Vec<u8>,
+}
+
+impl GuardRig {
+    fn new(net: NetId, port: PortId, other: PortId) -> GuardRig {
+        let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
+        let xsks = bpf::map_create(bpf::BPF_MAP_TYPE_XSKMAP, 4, 4, 1, "t_xsks").unwrap();
+        let xdp = bpf::prog_load_xdp(&fp.program(&xsks, net, port), "t_guard")
+            .expect("the verifier accepts the program");
+        fp.tc_programs().expect("the verifier accepts them");
+        fp.install(net, A, port).unwrap();
+        fp.install(net, B, other).unwrap();
+        fp.add_port(port, 1).unwrap();
+        fp.add_port(other, 1).unwrap();
+        let lo = 1u32;
+        test_endpoint(&fp, lo, net, port, lo);
+        bpf::map_update(&fp.peers, other, 77).unwrap();
+        let mut ctx = vec![0u8; 44];
+        ctx[40..44].copy_from_slice(&lo.to_ne_bytes());
+        GuardRig {
+            fp,
+            xdp,
+            _xsks: xsks,
+            port,
+            ctx,
+        }
+    }
+
+    /// XDP: XDP_REDIRECT is forwarded, XDP_PASS the socket's.
+    fn xdp(&self, f: &[u8]) -> bool {
+        bpf::prog_test_run(&self.xdp, f).expect("test run") == XDP_REDIRECT as u32
+    }
+
+    /// tc: forwarded when the kernel's own counters move (a punt redirects too).
+    fn tc(&self, f: &[u8]) -> bool {
+        let ep = &self.fp.tc_programs().expect("loaded").endpoint;
+        let before = self.fp.counters(self.port).unwrap().rx_packets;
+        bpf::prog_test_run_ctx(ep, f, &self.ctx).expect("test run");
+        self.fp.counters(self.port).unwrap().rx_packets > before
+    }
+
+    fn both(&self, f: &[u8]) -> (bool, bool) {
+        (self.xdp(f), self.tc(f))
+    }
+}
+
 /// Port security in both flavours' programs: a guarded port's frames are forwarded in
 /// the kernel only as IPv4 or ARP from its addresses; another source address or sender,
 /// and other ethertypes, go to the worker (whose guard drops and counts what it must), and
 /// lifting the guard, or changing its addresses, takes effect at once.
 #[test]
 fn a_guarded_port_forwards_only_ipv4_from_its_own_addresses() {
-    let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
     let (net, port, other): (NetId, PortId, PortId) = (13, 7, 8);
-    let lo = 1u32;
     let from = |ip: [u8; 4]| {
         let mut f = frame(B, A, [0x08, 0x00]);
         f[14] = 0x45;
@@ -195,38 +248,16 @@ fn a_guarded_port_forwards_only_ipv4_from_its_own_addresses() {
         f[28..32].copy_from_slice(&ip);
         f
     };
-
-    // XDP: XDP_REDIRECT is forwarded, XDP_PASS the socket's.
-    let xsks = bpf::map_create(bpf::BPF_MAP_TYPE_XSKMAP, 4, 4, 1, "t_xsks").unwrap();
-    let xdp = bpf::prog_load_xdp(&fp.program(&xsks, net, port), "t_guard")
-        .expect("the verifier accepts the program");
-    fp.install(net, A, port).unwrap();
-    fp.install(net, B, other).unwrap();
-    fp.add_port(port, 1).unwrap();
-    fp.add_port(other, 1).unwrap();
-    let x = |f: &[u8]| bpf::prog_test_run(&xdp, f).expect("test run") == XDP_REDIRECT as u32;
-    // tc: forwarded when the kernel's own counters move (a punt redirects too).
-    let ctx = {
-        let mut c = vec![0u8; 44];
-        c[40..44].copy_from_slice(&lo.to_ne_bytes());
-        c
-    };
-    let ep = &fp
-        .tc_programs()
-        .expect("the verifier accepts them")
-        .endpoint;
-    test_endpoint(&fp, lo, net, port, lo);
-    bpf::map_update(&fp.peers, other, 77).unwrap();
-    let t = |f: &[u8]| {
-        let before = fp.counters(port).unwrap().rx_packets;
-        bpf::prog_test_run_ctx(ep, f, &ctx).expect("test run");
-        fp.counters(port).unwrap().rx_packets > before
-    };
-    let both = |f: &[u8]| (x(f), t(f));
+    let rig = GuardRig::new(net, port, other);
+    let (fp, both) = (&rig.fp, |f: &[u8]| rig.both(f));
 
     assert_eq!(both(&from(spoofed)), (true, true), "unguarded: anything");
-    let ips = [own.into(), vip.into()];
-    fp.set_guard(port, Some(&ips), &[]).unwrap();
+    let guard = |ips: &[[u8; 4]]| {
+        let ips: Vec<_> = ips.iter().map(|ip| (*ip).into()).collect();
+        PortGuard::new(&[A], &ips, &[]).expect("a guard")
+    };
+    let both_ips = guard(&[own, vip]);
+    fp.set_guard(port, Some(&both_ips), None).unwrap();
     assert_eq!(both(&from(own)), (true, true), "its own address");
     assert_eq!(both(&from(vip)), (true, true), "an allowed extra address");
     assert_eq!(
@@ -249,21 +280,177 @@ fn a_guarded_port_forwards_only_ipv4_from_its_own_addresses() {
     assert_eq!(
         both(&frame(B, A, [0x86, 0xdd])),
         (false, false),
-        "IPv6: the worker's"
+        "not an IPv6 header (version 0): the worker's"
     );
     let short = from(own)[..30].to_vec();
     // (An skb test run refuses an IPv4 frame shorter than its header.)
-    assert!(!x(&short), "a truncated header");
-    fp.set_guard(port, Some(&[own.into()]), &ips).unwrap();
+    assert!(!rig.xdp(&short), "a truncated header");
+    let own_only = guard(&[own]);
+    fp.set_guard(port, Some(&own_only), Some(&both_ips))
+        .unwrap();
     assert_eq!(
         both(&from(vip)),
         (false, false),
         "an address no longer allowed"
     );
     assert_eq!(both(&from(own)), (true, true));
-    fp.set_guard(port, None, &[own.into()]).unwrap();
+    fp.set_guard(port, None, Some(&own_only)).unwrap();
     assert_eq!(both(&from(spoofed)), (true, true), "the guard lifted");
-    fp.detach_endpoint(lo, port);
+    fp.detach_endpoint(1, port);
+}
+
+/// IPv6 through a guarded port in both flavours, over frames built with `wire`: TCP,
+/// UDP and echo from one of its IPv6 addresses or from its MAC's EUI-64 link-local
+/// address are forwarded in the kernel; another source (another address, another MAC's
+/// link-local address, one off by the universal/local bit), neighbour discovery,
+/// extension headers and a bad version go to the worker; changing or lifting the guard
+/// moves the `allowed6` entries with it.
+#[test]
+fn a_guarded_port_forwards_ipv6_only_from_its_own_addresses() {
+    use crate::port_security::frames::{echo, ipv6, ndp, transport, TCP, UDP};
+    use crate::port_security::link_local;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use wire::icmpv6::{NaFlags, NdpRepr};
+    let (net, port, other): (NetId, PortId, PortId) = (14, 9, 10);
+    let rig = GuardRig::new(net, port, other);
+    let (fp, both) = (&rig.fp, |f: &[u8]| rig.both(f));
+    let a6 = |s: &str| -> Ipv6Addr { s.parse().expect("address") };
+    let (own, vip, spoofed) = (
+        a6("fd00:0:0:1::2"),
+        a6("fd00:0:0:1::100"),
+        a6("fd00:0:0:2::2"),
+    );
+    let peer = a6("fd00:0:0:1::3");
+    let udp = |src: Ipv6Addr| transport(A, B, (src, peer), UDP);
+    let own4 = Ipv4Addr::new(172, 18, 0, 2);
+    let ipv4 = {
+        let mut f = frame(B, A, [0x08, 0x00]);
+        f[14] = 0x45;
+        f[26..30].copy_from_slice(&own4.octets());
+        f
+    };
+
+    assert_eq!(both(&udp(spoofed)), (true, true), "unguarded: anything");
+    let dual = PortGuard::new(&[A], &[own4], &[own, vip]).expect("a guard");
+    fp.set_guard(port, Some(&dual), None).unwrap();
+    assert_eq!(both(&udp(own)), (true, true), "UDP from its own address");
+    assert_eq!(
+        both(&transport(A, B, (vip, peer), TCP)),
+        (true, true),
+        "TCP from an allowed extra address"
+    );
+    assert_eq!(
+        both(&udp(link_local(A))),
+        (true, true),
+        "from its link-local address"
+    );
+    assert_eq!(both(&ipv4), (true, true), "IPv4 as before");
+    assert_eq!(
+        both(&echo(A, B, (own, peer), false)),
+        (true, true),
+        "an echo request"
+    );
+    assert_eq!(
+        both(&echo(A, B, (link_local(A), link_local(B)), true)),
+        (true, true),
+        "an echo reply from its link-local address"
+    );
+    for (f, why) in [
+        (udp(spoofed), "another address"),
+        (udp(link_local(B)), "another MAC's link-local address"),
+        (udp(a6("fe80::1")), "a link-local address not its MAC's"),
+        (
+            echo(A, B, (spoofed, peer), false),
+            "ping from another address",
+        ),
+    ] {
+        assert_eq!(both(&f), (false, false), "{why}: the worker's");
+    }
+    // The link-local address of a MAC one byte off, for each byte the program compares.
+    for i in 0..6 {
+        let mut mac = A;
+        mac[i] ^= 0x10;
+        assert_eq!(
+            both(&udp(link_local(mac))),
+            (false, false),
+            "a link-local address off in the MAC's byte {i}"
+        );
+    }
+    let mut not_eui64 = link_local(A).octets();
+    not_eui64[11] = 0;
+    assert_eq!(
+        both(&udp(Ipv6Addr::from(not_eui64))),
+        (false, false),
+        "no ff:fe in the middle"
+    );
+    let mut other_prefix = link_local(A).octets();
+    other_prefix[7] = 1; // fe80:0:0:1::/64
+    assert_eq!(
+        both(&udp(Ipv6Addr::from(other_prefix))),
+        (false, false),
+        "its interface identifier under a prefix not fe80::/64"
+    );
+    // The universal/local bit, which EUI-64 inverts, taken as it is.
+    let mut not_inverted = link_local(A).octets();
+    not_inverted[8] ^= 0x02;
+    assert_eq!(
+        both(&udp(Ipv6Addr::from(not_inverted))),
+        (false, false),
+        "the MAC's bytes without the inverted bit"
+    );
+    // Neighbour discovery is the worker's to check, even from its own address.
+    let ns = NdpRepr::NeighborSolicit {
+        target: peer,
+        source_lladdr: Some(A),
+    };
+    let na = NdpRepr::NeighborAdvert {
+        flags: NaFlags::default(),
+        target: own,
+        target_lladdr: Some(A),
+    };
+    assert_eq!(both(&ndp(A, B, (own, peer), &ns)), (false, false), "NS");
+    assert_eq!(both(&ndp(A, B, (own, peer), &na)), (false, false), "NA");
+    // Anything behind an extension header, and a header that is not IPv6.
+    let mut hbh = crate::port_security::frames::hop_by_hop(UDP).to_vec();
+    hbh.extend([0x14, 0x51, 0x14, 0x51, 0, 8, 0, 0]);
+    assert_eq!(
+        both(&ipv6(A, B, (own, peer), 0, &hbh)),
+        (false, false),
+        "behind a hop-by-hop header"
+    );
+    let mut frag = vec![UDP, 0, 0, 1, 0, 0, 0, 9];
+    frag.extend([0x14, 0x51, 0x14, 0x51, 0, 8, 0, 0]);
+    assert_eq!(
+        both(&ipv6(A, B, (own, peer), 44, &frag)),
+        (false, false),
+        "a fragment"
+    );
+    let mut v4 = udp(own);
+    v4[14] = 0x45;
+    assert_eq!(both(&v4), (false, false), "version 4 in an IPv6 frame");
+    assert!(!rig.xdp(&udp(own)[..14 + 39]), "a truncated header");
+
+    // Fewer addresses: the one dropped goes to the worker at once.
+    let own_only = PortGuard::new(&[A], &[], &[own]).expect("an IPv6-only guard");
+    fp.set_guard(port, Some(&own_only), Some(&dual)).unwrap();
+    assert_eq!(
+        both(&udp(vip)),
+        (false, false),
+        "an address no longer allowed"
+    );
+    assert_eq!(both(&udp(own)), (true, true));
+    assert_eq!(both(&ipv4), (false, false), "IPv4 from an IPv6-only port");
+    fp.set_guard(port, None, Some(&own_only)).unwrap();
+    assert_eq!(both(&udp(spoofed)), (true, true), "the guard lifted");
+    let mut v = [0u8; 4];
+    for ip in [own, vip] {
+        let key = guard::allowed6_key(port, ip);
+        assert!(
+            bpf::map_lookup_bytes(&fp.allowed6, &key, &mut v).is_err(),
+            "{ip} left the map"
+        );
+    }
+    fp.detach_endpoint(1, port);
 }
 
 /// The tc program's routed TCP branch, over a real frame: an established session's

@@ -1,8 +1,8 @@
 //! The XDP flavour of the fast path (`-o fastpath=xdp` networks): a program on each
 //! AF_XDP sandbox port that redirects known unicast through a devmap straight to the
 //! egress veth, and hands everything else to the port's AF_XDP socket. A port with
-//! port security forwards in the kernel only IPv4 and ARP from its own addresses
-//! ([`super::guard`]).
+//! port security forwards in the kernel only IPv4, ARP and IPv6 (no neighbour
+//! discovery, no extension headers) from its own addresses ([`super::guard`]).
 
 use super::asm::{Asm, Label};
 use super::{FUNC_REDIRECT_MAP, XDP_PASS, XDP_REDIRECT};
@@ -66,7 +66,7 @@ pub(super) fn program(m: &Maps, net: NetId, port: PortId) -> Vec<BpfInsn> {
     a.jump(0x55, 5, 0, 0, seen);
     a.op(0x62, 0, 0, 4, 1); // value->seen = 1
     a.bind(seen);
-    // A guarded port's frame is IPv4 or ARP from one of its addresses.
+    // A guarded port's frame is IPv4, ARP or plain IPv6 from one of its addresses.
     super::guard::check(&mut a, m.guard, super::guard::Port::Imm(port), bounds, punt);
     // The destination must be installed on another port.
     bounds(&mut a, 14, punt); // the calls clobbered r2-r5: reload and recheck
