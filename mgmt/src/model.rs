@@ -181,6 +181,8 @@ pub struct PortSecurity {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_ips: Vec<Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips6: Vec<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_macs: Vec<Mac>,
 }
 
@@ -189,6 +191,7 @@ impl Default for PortSecurity {
         PortSecurity {
             enabled: true,
             allowed_ips: Vec::new(),
+            allowed_ips6: Vec::new(),
             allowed_macs: Vec::new(),
         }
     }

@@ -277,3 +277,102 @@ fn tshark_decodes_ndp_and_icmpv6_without_malformed_packets() {
     ]);
     assert!(bad.trim().is_empty(), "malformed or suspect packets: {bad}");
 }
+
+/// Port security covers IPv6: a sandbox sending from an address that is not its own
+/// gets nowhere (counted on its port), while ping -6 between the owners is forwarded
+/// in the kernel once both MACs are learned.
+#[test]
+fn ipv6_port_security_and_the_fast_path() {
+    let lab = Lab::new();
+    let (d, net) = dual_stack(&lab);
+    let [(a, _), (b, _), (c, _)] = d.sandboxes(&lab, &net, &[], ["a", "b", "c"]);
+    let ip6_b = ip6_of(&d, &b, &net);
+    assert!(ping(&a, &ip6_b, 1), "learn both ends");
+    let fast = |s: &str| d.port_count(s, "fast_path_rx_packets");
+    let before = fast(&a);
+    let burst = ns_exec(
+        &a,
+        &[
+            "ping", "-n", "-q", "-c", "100", "-i", "0.005", "-W", "2", &ip6_b,
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(burst.status.success(), "{burst:?}");
+    assert!(
+        fast(&a) - before >= 90,
+        "the kernel forwarded {} of 100 echo requests: {}",
+        fast(&a) - before,
+        d.port_stats(&a)
+    );
+
+    // c sends from an address the switch never gave it.
+    let spoofed = "2001:db8:24::50";
+    ns_exec(
+        &c,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{spoofed}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+        Duration::from_secs(5),
+    );
+    let drops = |s: &str| {
+        d.port_stats(s)["drops"]["port_security"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let dropped = drops(&c);
+    let spoof = ns_exec(
+        &c,
+        &[
+            "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "-I", spoofed, &ip6_b,
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(!spoof.status.success(), "a spoofed source got an answer");
+    assert!(drops(&c) > dropped, "counted: {}", d.port_stats(&c));
+    // With --allow-address the same address is c's to use.
+    let e = lab.name("e");
+    d.sandbox(&e, &net, &["--allow-address", "2001:db8:24::60"]);
+    ns_exec(
+        &e,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:24::60/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+        Duration::from_secs(5),
+    );
+    let allowed = ns_exec(
+        &e,
+        &[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-I",
+            "2001:db8:24::60",
+            &ip6_b,
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(
+        allowed.status.success(),
+        "an allowed address works: {allowed:?}"
+    );
+}

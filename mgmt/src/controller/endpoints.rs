@@ -340,18 +340,28 @@ pub(super) fn endpoint_options(p: &api::EndpointParams) -> ApiResult<Wanted> {
     for a in &p.allowed_addresses {
         if let Ok(ip) = a.parse::<Ipv4Addr>() {
             security.allowed_ips.push(ip);
+        } else if let Ok(ip) = a.parse::<Ipv6Addr>() {
+            if ip.is_unspecified() || ip.is_multicast() {
+                return Err(ApiError::invalid(format!(
+                    "invalid --allow-address {a}: an endpoint sends from unicast addresses only"
+                )));
+            }
+            security.allowed_ips6.push(ip);
         } else if let Ok(m) = Mac::parse(a) {
             security.allowed_macs.push(m);
         } else {
             return Err(ApiError::invalid(format!(
-                "invalid --allow-address {a:?}: expected an IPv4 address or a unicast MAC"
+                "invalid --allow-address {a:?}: expected an IPv4 or IPv6 address or a unicast MAC"
             )));
         }
     }
     let most = switch::port_security::MAX_ADDRESSES - 1;
-    if security.allowed_ips.len() > most || security.allowed_macs.len() > most {
+    if security.allowed_ips.len() > most
+        || security.allowed_ips6.len() > most
+        || security.allowed_macs.len() > most
+    {
         return Err(ApiError::invalid(format!(
-            "too many --allow-address: at most {most} IPv4 addresses and {most} MACs"
+            "too many --allow-address: at most {most} IPv4 addresses, {most} IPv6 addresses and {most} MACs"
         )));
     }
     if !security.enabled && !p.allowed_addresses.is_empty() {

@@ -243,7 +243,9 @@ fn guard(ctx: &mut Ctx, net: &Network, ep: &Endpoint, id: switch::PortId) -> Res
         macs.extend(ep.security.allowed_macs.iter().map(|m| m.0));
         let mut ips = vec![ep.ip];
         ips.extend(&ep.security.allowed_ips);
-        switch::port_security::PortGuard::new(&macs, &ips, &[])
+        let mut ips6: Vec<_> = ep.ip6.into_iter().collect();
+        ips6.extend(&ep.security.allowed_ips6);
+        switch::port_security::PortGuard::new(&macs, &ips, &ips6)
     });
     ctx.engine.set_port_guard(net.num, id, g.flatten())?;
     Ok(())

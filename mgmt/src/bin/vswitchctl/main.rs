@@ -183,7 +183,7 @@ struct EndpointFlags {
     /// address) or off (a VM, a router container).
     #[arg(long, value_parser = ["on", "off"])]
     port_security: Option<String>,
-    /// An extra IPv4 address or MAC the endpoint may send from (repeatable).
+    /// An extra IPv4 or IPv6 address or MAC the endpoint may send from (repeatable).
     #[arg(long = "allow-address")]
     allow_address: Vec<String>,
 }
