@@ -18,6 +18,31 @@ pub const NEXT_HEADER_HOP_BY_HOP: u8 = 0;
 pub const NEXT_HEADER_TCP: u8 = 6;
 pub const NEXT_HEADER_UDP: u8 = 17;
 pub const NEXT_HEADER_ICMPV6: u8 = 58;
+pub const NEXT_HEADER_ROUTING: u8 = 43;
+pub const NEXT_HEADER_FRAGMENT: u8 = 44;
+pub const NEXT_HEADER_DEST_OPTS: u8 = 60;
+
+/// Whether `next_header` names an IPv6 extension header (RFC 8200 4, and IANA's
+/// "IPv6 Extension Header Types": hop-by-hop, routing, fragment, ESP, AH, destination
+/// options, mobility, HIP, shim6 and the two experimental ones), so that what follows
+/// the fixed header is not yet the upper-layer header.
+#[inline]
+pub fn is_extension_header(next_header: u8) -> bool {
+    matches!(
+        next_header,
+        NEXT_HEADER_HOP_BY_HOP
+            | NEXT_HEADER_ROUTING
+            | NEXT_HEADER_FRAGMENT
+            | 50 // ESP
+            | 51 // AH
+            | NEXT_HEADER_DEST_OPTS
+            | 135 // Mobility
+            | 139 // HIP
+            | 140 // Shim6
+            | 253
+            | 254
+    )
+}
 
 /// ff02::1, every node on the link.
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -373,6 +398,23 @@ pub(crate) mod tests {
         p.set_hop_limit(1);
         assert_eq!(p.decrement_hop_limit(), None);
         assert_eq!(p.hop_limit(), 1);
+    }
+
+    #[test]
+    fn extension_headers_are_told_from_upper_layers() {
+        for nh in [0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254] {
+            assert!(is_extension_header(nh), "{nh}");
+        }
+        for nh in [
+            NEXT_HEADER_TCP,
+            NEXT_HEADER_UDP,
+            NEXT_HEADER_ICMPV6,
+            59,
+            4,
+            41,
+        ] {
+            assert!(!is_extension_header(nh), "{nh}");
+        }
     }
 
     #[test]
