@@ -55,40 +55,35 @@ T1=$!
 ip netns exec $R tcpdump -U -n -i ${P}d -w /tmp/$P-out.pcap "$F" 2>/dev/null &
 T2=$!
 sleep 1
-# UDP [IN6]:40000 -> [OUT6]:7777 (closed port: the outside answers with an ICMPv6
-# port unreachable, which the kernel translates back, quoted header included).
-ip netns exec $C python3 -c '
+# One client socket: `client NS udp|tcp SRC SPORT DST DPORT`. UDP sends one datagram;
+# TCP sends a SYN, and the answer (a RST: nothing listens) ends it.
+client() {
+  ip netns exec $1 python3 -c '
 import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 40000))
-s.sendto(b"vswitch nat66 test", (sys.argv[2], 7777))
-' $IN6 $OUT6
-# TCP SYN [IN6]:40001 -> [OUT6]:7778 (closed: answered with a RST)
-ip netns exec $C python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.bind((sys.argv[1], 40001))
+proto, src, sport, dst, dport = sys.argv[1:]
+udp = proto == "udp"
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+s.bind((src, int(sport)))
 try:
-    s.connect((sys.argv[2], 7778))
+    if udp:
+        s.sendto(b"vswitch nat66 test", (dst, int(dport)))
+    else:
+        s.connect((dst, int(dport)))
 except OSError:
     pass
-' $IN6 $OUT6
+' $2 $3 $4 $5 $6
+}
+# UDP [IN6]:40000 -> [OUT6]:7777 (closed port: the outside answers with an ICMPv6
+# port unreachable, which the kernel translates back, quoted header included).
+client $C udp $IN6 40000 $OUT6 7777
+# TCP SYN [IN6]:40001 -> [OUT6]:7778 (closed: answered with a RST)
+client $C tcp $IN6 40001 $OUT6 7778
 # ICMPv6 echo, identifier chosen by ping
 ip netns exec $C ping -6 -c1 -W1 -p 6e6174 -s 16 $OUT6 >/dev/null
 # DNAT: the outside sends to the published ports; the container answers port
 # unreachable (UDP) and RST (TCP), translated back out.
-ip netns exec $O python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 40002))
-s.sendto(b"published", (sys.argv[2], 8080))
-t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-t.bind((sys.argv[1], 40003))
-try:
-    t.connect((sys.argv[2], 8081))
-except OSError:
-    pass
-' $OUT6 $EXT6
+client $O udp $OUT6 40002 $EXT6 8080
+client $O tcp $OUT6 40003 $EXT6 8081
 sleep 1
 kill $T1 $T2; wait $T1 $T2 2>/dev/null || true
 echo "== inside (router's container-facing port)"; tcpdump -n -r /tmp/$P-in.pcap -x 2>/dev/null
