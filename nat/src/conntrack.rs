@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::family::Family;
 use crate::wire::{Proto, Tuple, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// Which side of the NAT a packet comes from (or is sent to).
@@ -123,15 +124,15 @@ pub struct Timeouts {
     pub icmp: Duration,
 }
 
-/// One tracked flow.
+/// One tracked flow, of one address family.
 #[derive(Clone, Copy, Debug)]
-pub struct Session {
+pub struct Session<A> {
     pub proto: Proto,
     pub kind: Kind,
     /// The first packet as it arrived.
-    pub orig: Tuple,
+    pub orig: Tuple<A>,
     /// The first packet as it left.
-    pub xlat: Tuple,
+    pub xlat: Tuple<A>,
     /// Where original-direction packets come from; replies come from `reply_side`.
     pub orig_side: Side,
     pub reply_side: Side,
@@ -147,9 +148,9 @@ pub struct Session {
     live: bool,
 }
 
-impl Session {
+impl<A: Family> Session<A> {
     /// A new session of `kind`: its first packet `orig`, translated to `xlat`.
-    pub fn new(proto: Proto, kind: Kind, orig: Tuple, xlat: Tuple, now: Instant) -> Session {
+    pub fn new(proto: Proto, kind: Kind, orig: Tuple<A>, xlat: Tuple<A>, now: Instant) -> Self {
         let (orig_side, reply_side) = kind.sides();
         Session {
             proto,
@@ -170,7 +171,7 @@ impl Session {
     }
 
     /// The tuple a packet in `dir` carries after translation.
-    pub fn translate(&self, dir: Dir) -> Tuple {
+    pub fn translate(&self, dir: Dir) -> Tuple<A> {
         match dir {
             Dir::Original => self.xlat,
             Dir::Reply => self.orig.reversed(),
@@ -202,7 +203,7 @@ impl Session {
         self.idle(now) > self.timeout(t)
     }
 
-    fn key(&self, dir: Dir) -> Key {
+    fn key(&self, dir: Dir) -> Key<A> {
         match dir {
             Dir::Original => Key {
                 side: self.orig_side,
@@ -221,10 +222,10 @@ impl Session {
 /// What a packet is looked up by: its tuple as it arrives, and where it arrives from
 /// (so a packet from outside can never match a session's inside direction).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Key {
+pub struct Key<A> {
     pub side: Side,
     pub proto: Proto,
-    pub tuple: Tuple,
+    pub tuple: Tuple<A>,
 }
 
 const NIL: u32 = u32::MAX;
@@ -233,11 +234,12 @@ const NIL: u32 = u32::MAX;
 const INITIAL_CAPACITY: usize = 4096;
 
 /// Sessions in a slab (indices stay valid until removal), a hash index from both
-/// directions' keys, and an intrusive LRU list through the slab.
-pub struct Table {
-    slots: Vec<Session>,
+/// directions' keys, and an intrusive LRU list through the slab. One per address
+/// family.
+pub struct Table<A> {
+    slots: Vec<Session<A>>,
     free: Vec<u32>,
-    index: HashMap<Key, (u32, Dir)>,
+    index: HashMap<Key<A>, (u32, Dir)>,
     /// Least recently used.
     head: u32,
     /// Most recently used.
@@ -245,8 +247,8 @@ pub struct Table {
     len: usize,
 }
 
-impl Table {
-    pub fn with_capacity(n: usize) -> Table {
+impl<A: Family> Table<A> {
+    pub fn with_capacity(n: usize) -> Self {
         Table {
             slots: Vec::with_capacity(n.min(INITIAL_CAPACITY)),
             free: Vec::new(),
@@ -261,27 +263,27 @@ impl Table {
         self.len
     }
 
-    pub fn lookup(&self, key: &Key) -> Option<(u32, Dir)> {
+    pub fn lookup(&self, key: &Key<A>) -> Option<(u32, Dir)> {
         self.index.get(key).copied()
     }
 
-    pub fn get(&self, i: u32) -> &Session {
+    pub fn get(&self, i: u32) -> &Session<A> {
         &self.slots[i as usize]
     }
 
-    pub fn get_mut(&mut self, i: u32) -> &mut Session {
+    pub fn get_mut(&mut self, i: u32) -> &mut Session<A> {
         &mut self.slots[i as usize]
     }
 
     /// Whether either direction of `s` would clash with a session in the table.
-    pub fn clashes(&self, s: &Session) -> Option<u32> {
+    pub fn clashes(&self, s: &Session<A>) -> Option<u32> {
         self.lookup(&s.key(Dir::Original))
             .or_else(|| self.lookup(&s.key(Dir::Reply)))
             .map(|(i, _)| i)
     }
 
     /// Adds `s`; the caller made sure it does not clash.
-    pub fn insert(&mut self, s: Session) -> u32 {
+    pub fn insert(&mut self, s: Session<A>) -> u32 {
         let i = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = s;
@@ -299,7 +301,7 @@ impl Table {
         i
     }
 
-    pub fn remove(&mut self, i: u32) -> Session {
+    pub fn remove(&mut self, i: u32) -> Session<A> {
         let s = self.slots[i as usize];
         debug_assert!(s.live);
         self.index.remove(&s.key(Dir::Original));
@@ -332,7 +334,7 @@ impl Table {
     }
 
     /// Indices of live sessions, least recently used first.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &Session)> {
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Session<A>)> {
         let mut cur = self.head;
         std::iter::from_fn(move || {
             if cur == NIL {
@@ -455,7 +457,7 @@ mod tests {
         );
     }
 
-    fn sess(port: u16, now: Instant) -> Session {
+    fn sess(port: u16, now: Instant) -> Session<Ipv4Addr> {
         let t = Tuple {
             src: Ipv4Addr::new(172, 16, 0, 2),
             sport: port,

@@ -1,41 +1,48 @@
 //! The body of the `conntrack` fuzz target, here so the unit tests run it too, and a
 //! full (non-incremental) checksum verifier used as the oracle: whatever the input, no
 //! panic, and a packet whose checksums held before translation still holds them after.
+//! IPv4 and IPv6 alike.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use crate::wire::{self, L4, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::family::Family;
+use crate::wire::{self, L4, PROTO_TCP, PROTO_UDP};
 use crate::{Nat, NatConfig, PortMapping, PortRange, Proto, Verdict};
-use ::wire::checksum::{checksum, pseudo_header};
-use ::wire::ip::Ipv4Packet;
+use ::wire::checksum::checksum;
 use ::wire::udp;
 
-/// Whether every checksum that can be verified in `pkt` (an IPv4 packet) is correct,
-/// computed from scratch: the IPv4 header, TCP/UDP with the pseudo-header (UDP 0 =
-/// none), ICMP, and for an ICMP error the quoted IPv4 header and, when the quote is
+/// Whether every checksum that can be verified in `pkt` (an IPv4 or IPv6 packet, by
+/// its version) is correct, computed from scratch: the IPv4 header, TCP/UDP with the
+/// pseudo-header (IPv4 UDP 0 = none; in IPv6 not allowed), ICMP (ICMPv6 with the
+/// pseudo-header), and for an ICMP error the quoted IPv4 header and, when the quote is
 /// complete, the quoted transport checksum.
 pub fn checksums_ok(pkt: &[u8]) -> bool {
-    let Ok(h) = wire::parse(pkt, false) else {
+    if pkt.first().is_some_and(|b| b >> 4 == 6) {
+        checksums_ok_as::<Ipv6Addr>(pkt)
+    } else {
+        checksums_ok_as::<Ipv4Addr>(pkt)
+    }
+}
+
+fn checksums_ok_as<A: Family>(pkt: &[u8]) -> bool {
+    let Ok(h) = wire::parse_as::<A>(pkt, false) else {
         return false;
     };
-    if checksum(&pkt[..h.ihl], 0) != 0 {
-        return false;
-    }
-    if !l4_ok(&pkt[..h.end], h.ihl) {
+    if !header_ok::<A>(&pkt[..h.hlen]) || !l4_ok::<A>(&pkt[..h.end]) {
         return false;
     }
     if h.l4 == L4::IcmpError {
         let q = &pkt[wire::quote_offset(&h)..h.end];
-        let Ok(inner) = wire::parse(q, true) else {
+        let Ok(inner) = wire::parse_as::<A>(q, true) else {
             return false;
         };
-        if q.len() < inner.ihl || checksum(&q[..inner.ihl], 0) != 0 {
+        if q.len() < inner.hlen || !header_ok::<A>(&q[..inner.hlen]) {
             return false;
         }
         // A quote cut short is not checked past its header.
-        if let Ok(whole) = Ipv4Packet::new_checked(q) {
-            if !l4_ok(whole.packet(), inner.ihl) {
+        if let Ok(whole) = A::ip_header(q, false) {
+            if !l4_ok::<A>(&q[..whole.end]) {
                 return false;
             }
         }
@@ -43,30 +50,54 @@ pub fn checksums_ok(pkt: &[u8]) -> bool {
     true
 }
 
-fn l4_ok(ip: &[u8], ihl: usize) -> bool {
-    let Ok(p) = Ipv4Packet::new_checked(ip) else {
-        return false;
-    };
-    let Some(l4) = ip.get(ihl..) else {
-        return false;
-    };
-    let (s, d) = (p.src().octets(), p.dst().octets());
-    match p.proto() {
-        PROTO_TCP => checksum(l4, pseudo_header(s, d, PROTO_TCP, l4.len())) == 0,
-        PROTO_UDP => {
-            l4.get(udp::field::CHECKSUM..udp::field::PAYLOAD) == Some(&[0, 0][..])
-                || checksum(l4, pseudo_header(s, d, PROTO_UDP, l4.len())) == 0
+/// wire's pseudo-header sum of either family.
+fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            ::wire::checksum::pseudo_header(s.octets(), d.octets(), proto, len)
         }
-        PROTO_ICMP => checksum(l4, 0) == 0,
+        (IpAddr::V6(s), IpAddr::V6(d)) => ::wire::ipv6::pseudo_header(&s, &d, len as u32, proto),
+        _ => 0,
+    }
+}
+
+/// The IP header's own checksum (IPv6 has none).
+fn header_ok<A: Family>(header: &[u8]) -> bool {
+    A::HEADER_CHECKSUM.is_none() || checksum(header, 0) == 0
+}
+
+/// The transport checksum of the packet `ip` (cut to its end).
+fn l4_ok<A: Family>(ip: &[u8]) -> bool {
+    let Ok(h) = A::ip_header(ip, false) else {
+        return false;
+    };
+    let Some(l4) = ip.get(h.len..) else {
+        return false;
+    };
+    let pseudo = |proto| pseudo_header(h.src.into(), h.dst.into(), proto, l4.len());
+    match h.next {
+        PROTO_TCP => checksum(l4, pseudo(PROTO_TCP)) == 0,
+        PROTO_UDP => {
+            (A::UDP_CHECKSUM_OPTIONAL
+                && l4.get(udp::field::CHECKSUM..udp::field::PAYLOAD) == Some(&[0, 0][..]))
+                || checksum(l4, pseudo(PROTO_UDP)) == 0
+        }
+        p if p == A::ICMP.proto => {
+            let extra = if A::ICMP.pseudo_header { pseudo(p) } else { 0 };
+            checksum(l4, extra) == 0
+        }
         _ => true,
     }
 }
 
 /// The address the fuzz target's NAT masquerades as.
 pub const EXTERNAL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// Its IPv6 address, while it has one (a step can take it away and give it back).
+pub const EXTERNAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 1);
 
-/// Runs `data` as a script against a small NAT (4 sessions, 3 ports, one published
-/// port): each step is an opcode byte, a length byte and that many packet bytes.
+/// Runs `data` as a script against a small NAT (4 sessions, 3 ports, two published
+/// ports per family): each step is an opcode byte, a length byte and that many packet
+/// bytes (outbound, inbound, expire, list, or take away / give back the IPv6 address).
 /// Returns how many packets were translated (so tests can see the script did work).
 pub fn conntrack(data: &[u8]) -> u64 {
     let cfg = NatConfig {
@@ -88,14 +119,29 @@ pub fn conntrack(data: &[u8]) -> u64 {
         proto: Proto::Tcp,
         host_ip: None,
         host_port: 8080,
-        target_ip: Ipv4Addr::new(172, 17, 0, 2),
+        target_ip: Ipv4Addr::new(172, 17, 0, 2).into(),
         target_port: 80,
     });
     let _ = nat.add_port_mapping(PortMapping {
         proto: Proto::Udp,
-        host_ip: Some(EXTERNAL),
+        host_ip: Some(EXTERNAL.into()),
         host_port: 5353,
-        target_ip: Ipv4Addr::new(172, 17, 0, 3),
+        target_ip: Ipv4Addr::new(172, 17, 0, 3).into(),
+        target_port: 53,
+    });
+    nat.set_external_ip6(Some(EXTERNAL6));
+    let _ = nat.add_port_mapping(PortMapping {
+        proto: Proto::Tcp,
+        host_ip: None,
+        host_port: 8080,
+        target_ip: Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 2).into(),
+        target_port: 80,
+    });
+    let _ = nat.add_port_mapping(PortMapping {
+        proto: Proto::Udp,
+        host_ip: Some(EXTERNAL6.into()),
+        host_port: 5353,
+        target_ip: Ipv6Addr::new(0xfd00, 0x17, 0, 0, 0, 0, 0, 3).into(),
         target_port: 53,
     });
     let start = Instant::now();
@@ -109,7 +155,7 @@ pub fn conntrack(data: &[u8]) -> u64 {
         let pkt = &mut buf[..n];
         pkt.copy_from_slice(bytes);
         let valid = checksums_ok(pkt);
-        let v = match op % 4 {
+        let v = match op % 5 {
             0 => nat.outbound(pkt, now),
             1 => nat.inbound(pkt, now),
             2 => {
@@ -117,8 +163,13 @@ pub fn conntrack(data: &[u8]) -> u64 {
                 nat.expire(now);
                 continue;
             }
-            _ => {
+            3 => {
                 let _ = nat.sessions(now);
+                continue;
+            }
+            _ => {
+                let v6 = nat.external_ip6().is_none().then_some(EXTERNAL6);
+                nat.set_external_ip6(v6);
                 continue;
             }
         };

@@ -1,15 +1,20 @@
 //! The translator a worker owns: SNAT (masquerade) for container traffic leaving by the
 //! uplink, DNAT for published ports, hairpin for containers reaching a published port
-//! through the external address, and ICMP errors about any of them.
+//! through the external address, and ICMP errors about any of them; for IPv4 and IPv6
+//! (NAT66) alike, each family with its own external addresses, sessions and ports, the
+//! published ports, limits and counters shared.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use ::wire::Delta;
+
 use crate::conntrack::{Dir, Key, Kind, Session, Side, Table, TcpState, Timeouts};
 use crate::error::NatError;
+use crate::family::Family;
 use crate::ports::{PortRange, Ports};
 use crate::published::{PortMapping, Published};
 use crate::wire::{
@@ -19,7 +24,8 @@ use crate::wire::{
 /// Limits and timeouts. `Default` gives the RFC-recommended values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatConfig {
-    /// Sessions kept at most; beyond it the least recently used one is evicted.
+    /// Sessions kept at most, IPv4 and IPv6 together; beyond it the least recently
+    /// used one is evicted.
     pub max_sessions: usize,
     /// Idle timeout of an established TCP connection (RFC 5382: at least 2 h 4 min).
     pub tcp_established: Duration,
@@ -82,7 +88,8 @@ pub enum Verdict {
 pub enum DropReason {
     /// Truncated or inconsistent headers.
     Malformed,
-    /// IP fragments are not reassembled, so they cannot be matched to a session.
+    /// IP fragments (IPv6: a fragment header) are not reassembled, so they cannot be
+    /// matched to a session.
     Fragment,
     /// A protocol other than TCP, UDP, ICMP echo and ICMP errors, from inside.
     Unsupported,
@@ -95,9 +102,17 @@ pub enum DropReason {
     Collision,
     /// The inside address holds `max_per_source` sessions already.
     SourceLimit,
+    /// An IPv6 extension header other than a fragment header behind the fixed header,
+    /// from inside: extension headers are not walked, so the transport header is not
+    /// found.
+    ExtensionHeader,
+    /// IPv6 UDP with a checksum of 0, which IPv6 does not allow (RFC 8200 8.1).
+    UdpZeroChecksum,
+    /// An IPv6 packet while the NAT has no IPv6 external address.
+    NoExternalAddress,
 }
 
-/// Per-instance counters; sum them over workers with `add`.
+/// Per-instance counters, IPv4 and IPv6 together; sum them over workers with `add`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatCounters {
     /// Packets translated and sent outside / inside.
@@ -120,6 +135,13 @@ pub struct NatCounters {
     /// New sessions refused: their inside address held its share already.
     #[serde(default)]
     pub drop_source_limit: u64,
+    #[serde(default)]
+    pub drop_extension_header: u64,
+    #[serde(default)]
+    pub drop_udp_zero_checksum: u64,
+    /// IPv6 packets while no IPv6 external address was configured.
+    #[serde(default)]
+    pub drop_no_external_address: u64,
 }
 
 impl NatCounters {
@@ -139,6 +161,9 @@ impl NatCounters {
         self.drop_ports_exhausted += o.drop_ports_exhausted;
         self.drop_collision += o.drop_collision;
         self.drop_source_limit += o.drop_source_limit;
+        self.drop_extension_header += o.drop_extension_header;
+        self.drop_udp_zero_checksum += o.drop_udp_zero_checksum;
+        self.drop_no_external_address += o.drop_no_external_address;
     }
 
     fn dropped(&mut self, r: DropReason) {
@@ -150,6 +175,9 @@ impl NatCounters {
             DropReason::PortsExhausted => &mut self.drop_ports_exhausted,
             DropReason::Collision => &mut self.drop_collision,
             DropReason::SourceLimit => &mut self.drop_source_limit,
+            DropReason::ExtensionHeader => &mut self.drop_extension_header,
+            DropReason::UdpZeroChecksum => &mut self.drop_udp_zero_checksum,
+            DropReason::NoExternalAddress => &mut self.drop_no_external_address,
         };
         *c += 1;
     }
@@ -158,15 +186,15 @@ impl NatCounters {
 /// Source and destination of a session direction, for listings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowTuple {
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
 }
 
-impl From<Tuple> for FlowTuple {
-    fn from(t: Tuple) -> Self {
+impl<A: Family> From<Tuple<A>> for FlowTuple {
+    fn from(t: Tuple<A>) -> Self {
         FlowTuple {
-            src: SocketAddrV4::new(t.src, t.sport),
-            dst: SocketAddrV4::new(t.dst, t.dport),
+            src: SocketAddr::new(t.src.into(), t.sport),
+            dst: SocketAddr::new(t.dst.into(), t.dport),
         }
     }
 }
@@ -229,286 +257,39 @@ pub struct SessionRow {
     pub expires_in_secs: u64,
 }
 
-/// Connection tracking and translation for one worker. Not shared: each worker owns
-/// one, with a disjoint `port_range` when several use the same external address (the
-/// caller steers a reply to the worker whose range holds its destination port).
-pub struct Nat {
-    cfg: NatConfig,
-    timeouts: Timeouts,
-    /// The switch's external addresses; the first is the SNAT source.
-    external: Vec<Ipv4Addr>,
-    table: Table,
-    ports: Ports,
-    published: Published,
-    counters: NatCounters,
+/// One address family's part of a [`Nat`]: its external addresses, sessions and
+/// external ports.
+struct Af<A> {
+    /// The switch's external addresses of the family; the first is the SNAT source.
+    /// Empty: the family is not translated (IPv6 without an IPv6 uplink address).
+    external: Vec<A>,
+    table: Table<A>,
+    ports: Ports<A>,
     /// Sessions holding an external port, per inside address (`max_per_source`).
-    per_source: HashMap<Ipv4Addr, usize>,
+    per_source: HashMap<A, usize>,
 }
 
-impl Nat {
-    /// A translator masquerading as `external_ip`.
-    pub fn new(cfg: NatConfig, external_ip: Ipv4Addr) -> Result<Nat, NatError> {
-        if cfg.max_sessions == 0 {
-            return Err(NatError::InvalidConfig("max_sessions must be at least 1"));
-        }
-        if cfg.port_range.first > cfg.port_range.last || cfg.port_range.last == 0 {
-            return Err(NatError::InvalidConfig(
-                "port_range must be first <= last with a non-zero port",
-            ));
-        }
-        Ok(Nat {
-            timeouts: cfg.timeouts(),
-            table: Table::with_capacity(cfg.max_sessions),
+impl<A: Family> Af<A> {
+    fn new(cfg: &NatConfig, external: Option<A>, table_capacity: usize) -> Self {
+        Af {
+            external: external.into_iter().collect(),
+            table: Table::with_capacity(table_capacity),
             ports: Ports::new(cfg.port_range),
-            cfg,
-            external: vec![external_ip],
-            published: Published::default(),
-            counters: NatCounters::default(),
             per_source: HashMap::new(),
-        })
+        }
     }
 
-    pub fn config(&self) -> &NatConfig {
-        &self.cfg
+    fn is_external(&self, ip: A) -> bool {
+        self.external.contains(&ip)
     }
 
-    /// The SNAT source address.
-    pub fn external_ip(&self) -> Ipv4Addr {
-        self.external[0]
-    }
-
-    /// Another address of the switch that published ports without a host address
-    /// answer on.
-    pub fn add_external_ip(&mut self, ip: Ipv4Addr) {
+    fn add_external(&mut self, ip: A) {
         if !self.external.contains(&ip) {
             self.external.push(ip);
         }
     }
 
-    fn is_external(&self, ip: Ipv4Addr) -> bool {
-        self.external.contains(&ip)
-    }
-
-    /// Publishes a port. Fails with "port is already allocated" when a mapping with the
-    /// same protocol and host port exists on the same or any (`None`) host address.
-    pub fn add_port_mapping(&mut self, m: PortMapping) -> Result<(), NatError> {
-        self.published.add(m)
-    }
-
-    /// Unpublishes a port and ends the sessions made through it. Returns the mapping.
-    pub fn remove_port_mapping(
-        &mut self,
-        proto: Proto,
-        host_ip: Option<Ipv4Addr>,
-        host_port: u16,
-    ) -> Option<PortMapping> {
-        let m = self.published.remove(proto, host_ip, host_port)?;
-        let doomed: Vec<u32> = self
-            .table
-            .iter()
-            .filter(|(_, s)| {
-                s.proto == proto
-                    && s.kind != Kind::Snat
-                    && s.orig.dport == host_port
-                    && host_ip.is_none_or(|ip| ip == s.orig.dst)
-                    && s.xlat.dst == m.target_ip
-                    && s.xlat.dport == m.target_port
-            })
-            .map(|(i, _)| i)
-            .collect();
-        for i in doomed {
-            self.remove(i);
-        }
-        Some(m)
-    }
-
-    /// The published ports.
-    pub fn port_mappings(&self) -> impl Iterator<Item = &PortMapping> {
-        self.published.iter()
-    }
-
-    /// A packet from a container (starting at its IPv4 header) leaving through the
-    /// gateway to a non-container address, including the switch's external addresses
-    /// (hairpin). SNAT, or the reply of a DNAT session; rewrites it in place.
-    pub fn outbound(&mut self, pkt: &mut [u8], now: Instant) -> Verdict {
-        let v = self.outbound_inner(pkt, now);
-        self.count(v);
-        v
-    }
-
-    /// A packet from the uplink addressed to the switch: the reply of a SNAT session, or
-    /// traffic to a published port (DNAT); rewrites it in place.
-    pub fn inbound(&mut self, pkt: &mut [u8], now: Instant) -> Verdict {
-        let v = self.inbound_inner(pkt, now);
-        self.count(v);
-        v
-    }
-
-    fn count(&mut self, v: Verdict) {
-        match v {
-            Verdict::Translated { to: Side::Outside } => self.counters.to_outside += 1,
-            Verdict::Translated { to: Side::Inside } => self.counters.to_inside += 1,
-            Verdict::NotOurs => {}
-            Verdict::Drop(r) => self.counters.dropped(r),
-        }
-    }
-
-    fn outbound_inner(&mut self, pkt: &mut [u8], now: Instant) -> Verdict {
-        let h = match wire::parse(pkt, false) {
-            Ok(h) => h,
-            Err(ParseError::Malformed) => return Verdict::Drop(DropReason::Malformed),
-            Err(ParseError::Fragment) => return Verdict::Drop(DropReason::Fragment),
-            Err(ParseError::Unsupported) => return Verdict::Drop(DropReason::Unsupported),
-        };
-        if h.l4 == L4::IcmpError {
-            return self
-                .icmp_error(pkt, &h, Side::Inside, now)
-                .unwrap_or(Verdict::Drop(DropReason::Untracked));
-        }
-        if let Some((i, dir)) = self.lookup(Side::Inside, h.proto, h.tuple, now) {
-            return self.forward(pkt, &h, i, dir, now);
-        }
-        if !starts_session(&h) {
-            return Verdict::Drop(DropReason::Untracked);
-        }
-        let t = h.tuple;
-        if h.proto != Proto::Icmp {
-            let external = &self.external;
-            if let Some(m) = self
-                .published
-                .find(h.proto, t.dst, t.dport, |ip| external.contains(&ip))
-                .copied()
-            {
-                return self.snat(pkt, &h, Some(m), now);
-            }
-        }
-        if self.is_external(t.dst) {
-            return Verdict::NotOurs;
-        }
-        self.snat(pkt, &h, None, now)
-    }
-
-    fn inbound_inner(&mut self, pkt: &mut [u8], now: Instant) -> Verdict {
-        let h = match wire::parse(pkt, false) {
-            Ok(h) => h,
-            Err(ParseError::Malformed) => return Verdict::Drop(DropReason::Malformed),
-            Err(ParseError::Fragment) => return Verdict::Drop(DropReason::Fragment),
-            Err(ParseError::Unsupported) => return Verdict::NotOurs,
-        };
-        if h.l4 == L4::IcmpError {
-            return self
-                .icmp_error(pkt, &h, Side::Outside, now)
-                .unwrap_or(Verdict::NotOurs);
-        }
-        if let Some((i, dir)) = self.lookup(Side::Outside, h.proto, h.tuple, now) {
-            return self.forward(pkt, &h, i, dir, now);
-        }
-        let t = h.tuple;
-        let external = &self.external;
-        let Some(m) = self
-            .published
-            .find(h.proto, t.dst, t.dport, |ip| external.contains(&ip))
-            .copied()
-        else {
-            return Verdict::NotOurs;
-        };
-        if !starts_session(&h) {
-            return Verdict::Drop(DropReason::Untracked);
-        }
-        let xlat = Tuple {
-            dst: m.target_ip,
-            dport: m.target_port,
-            ..t
-        };
-        let s = Session::new(h.proto, Kind::Dnat, t, xlat, now);
-        match self.create(s) {
-            Ok(i) => self.forward(pkt, &h, i, Dir::Original, now),
-            Err(r) => Verdict::Drop(r),
-        }
-    }
-
-    /// A new session whose source is translated to the external address and a port
-    /// acquired for it; the port goes back when the session cannot be created. With
-    /// `hairpin`, a container reaching a published port through the external address:
-    /// the destination is translated to the target too, so the target's replies come
-    /// back to the switch (and are translated to what the client expects).
-    fn snat(
-        &mut self,
-        pkt: &mut [u8],
-        h: &Headers,
-        hairpin: Option<PortMapping>,
-        now: Instant,
-    ) -> Verdict {
-        let t = h.tuple;
-        if self.per_source.get(&t.src).copied().unwrap_or(0) >= self.cfg.max_per_source {
-            return Verdict::Drop(DropReason::SourceLimit);
-        }
-        let Some(port) = self.acquire_port(h.proto, t.src, t.sport) else {
-            return Verdict::Drop(DropReason::PortsExhausted);
-        };
-        let xlat = Tuple {
-            src: self.external[0],
-            sport: port,
-            ..t
-        };
-        let (kind, xlat) = match hairpin {
-            None => (Kind::Snat, xlat),
-            Some(m) => (
-                Kind::Hairpin,
-                Tuple {
-                    dst: m.target_ip,
-                    dport: m.target_port,
-                    ..xlat
-                },
-            ),
-        };
-        let s = Session::new(h.proto, kind, t, xlat, now);
-        match self.create(s) {
-            Ok(i) => self.forward(pkt, h, i, Dir::Original, now),
-            Err(r) => {
-                self.ports.release(h.proto, (t.src, t.sport));
-                Verdict::Drop(r)
-            }
-        }
-    }
-
-    fn acquire_port(&mut self, proto: Proto, ip: Ipv4Addr, port: u16) -> Option<u16> {
-        let published = &self.published;
-        // A published port stays with DNAT (only TCP and UDP are published).
-        self.ports
-            .acquire(proto, (ip, port), |p| published.is_published(proto, p))
-    }
-
-    /// Inserts `s`, evicting the least recently used session when the table is full.
-    fn create(&mut self, s: Session) -> Result<u32, DropReason> {
-        if let Some(i) = self.table.clashes(&s) {
-            if self.table.get(i).expired(s.last_seen, &self.timeouts) {
-                self.remove(i);
-                self.counters.sessions_expired += 1;
-            } else {
-                return Err(DropReason::Collision);
-            }
-            if self.table.clashes(&s).is_some() {
-                return Err(DropReason::Collision);
-            }
-        }
-        if self.table.len() >= self.cfg.max_sessions {
-            if let Some(old) = self.table.oldest() {
-                if self.table.get(old).expired(s.last_seen, &self.timeouts) {
-                    self.counters.sessions_expired += 1;
-                } else {
-                    self.counters.sessions_evicted += 1;
-                }
-                self.remove(old);
-            }
-        }
-        self.counters.sessions_created += 1;
-        if s.holds_port {
-            *self.per_source.entry(s.orig.src).or_insert(0) += 1;
-        }
-        Ok(self.table.insert(s))
-    }
-
+    /// Removes session `i`, giving back its external port.
     fn remove(&mut self, i: u32) {
         let s = self.table.remove(i);
         if s.holds_port {
@@ -522,18 +303,419 @@ impl Nat {
         }
     }
 
+    /// When the least recently used session was last used.
+    fn oldest_seen(&self) -> Option<Instant> {
+        self.table.oldest().map(|i| self.table.get(i).last_seen)
+    }
+}
+
+/// Both families' parts of a [`Nat`].
+struct Stacks {
+    v4: Af<Ipv4Addr>,
+    v6: Af<Ipv6Addr>,
+}
+
+impl Stacks {
+    fn get<A: Stack>(&self) -> &Af<A> {
+        A::of(self)
+    }
+
+    fn get_mut<A: Stack>(&mut self) -> &mut Af<A> {
+        A::of_mut(self)
+    }
+}
+
+/// How the family-generic paths of [`Nat`] reach their family's part.
+trait Stack: Family {
+    fn of(s: &Stacks) -> &Af<Self>;
+    fn of_mut(s: &mut Stacks) -> &mut Af<Self>;
+}
+
+impl Stack for Ipv4Addr {
+    fn of(s: &Stacks) -> &Af<Self> {
+        &s.v4
+    }
+    fn of_mut(s: &mut Stacks) -> &mut Af<Self> {
+        &mut s.v4
+    }
+}
+
+impl Stack for Ipv6Addr {
+    fn of(s: &Stacks) -> &Af<Self> {
+        &s.v6
+    }
+    fn of_mut(s: &mut Stacks) -> &mut Af<Self> {
+        &mut s.v6
+    }
+}
+
+/// Whether `pkt` is an IPv6 packet (its version nibble); anything else is taken as
+/// IPv4 and refused there if it is not.
+fn is_ipv6(pkt: &[u8]) -> bool {
+    pkt.first().is_some_and(|b| b >> 4 == 6)
+}
+
+/// What becomes of a packet from `from` that could not be parsed: what the switch
+/// cannot translate from inside is dropped; from outside, a protocol it does not
+/// translate is the switch's own business.
+fn unparsed(e: ParseError, from: Side) -> Verdict {
+    Verdict::Drop(match (e, from) {
+        (ParseError::Malformed, _) => DropReason::Malformed,
+        (ParseError::Fragment, _) => DropReason::Fragment,
+        (ParseError::ZeroChecksum, _) => DropReason::UdpZeroChecksum,
+        (ParseError::Unsupported, Side::Inside) => DropReason::Unsupported,
+        (ParseError::ExtensionHeader, Side::Inside) => DropReason::ExtensionHeader,
+        (ParseError::Unsupported | ParseError::ExtensionHeader, Side::Outside) => {
+            return Verdict::NotOurs
+        }
+    })
+}
+
+/// Connection tracking and translation for one worker. Not shared: each worker owns
+/// one, with a disjoint `port_range` when several use the same external address (the
+/// caller steers a reply to the worker whose range holds its destination port).
+pub struct Nat {
+    cfg: NatConfig,
+    timeouts: Timeouts,
+    stacks: Stacks,
+    published: Published,
+    counters: NatCounters,
+}
+
+impl Nat {
+    /// A translator masquerading as `external_ip`; IPv6 is translated once it has an
+    /// IPv6 address too ([`Nat::set_external_ip6`]).
+    pub fn new(cfg: NatConfig, external_ip: Ipv4Addr) -> Result<Nat, NatError> {
+        if cfg.max_sessions == 0 {
+            return Err(NatError::InvalidConfig("max_sessions must be at least 1"));
+        }
+        if cfg.port_range.first > cfg.port_range.last || cfg.port_range.last == 0 {
+            return Err(NatError::InvalidConfig(
+                "port_range must be first <= last with a non-zero port",
+            ));
+        }
+        Ok(Nat {
+            timeouts: cfg.timeouts(),
+            stacks: Stacks {
+                v4: Af::new(&cfg, Some(external_ip), cfg.max_sessions),
+                // Grown as IPv6 sessions come: most hosts have none.
+                v6: Af::new(&cfg, None, 0),
+            },
+            cfg,
+            published: Published::default(),
+            counters: NatCounters::default(),
+        })
+    }
+
+    pub fn config(&self) -> &NatConfig {
+        &self.cfg
+    }
+
+    /// The IPv4 SNAT source address.
+    pub fn external_ip(&self) -> Ipv4Addr {
+        self.stacks.v4.external[0]
+    }
+
+    /// The IPv6 SNAT source address, if IPv6 is translated.
+    pub fn external_ip6(&self) -> Option<Ipv6Addr> {
+        self.stacks.v6.external.first().copied()
+    }
+
+    /// Makes `ip` the IPv6 SNAT source and only IPv6 external address, or with `None`
+    /// stops translating IPv6 (its packets are then dropped, `NoExternalAddress`).
+    /// When the source changes, every IPv6 session ends (they count as expired): their
+    /// translations name an address the switch may no longer have.
+    pub fn set_external_ip6(&mut self, ip: Option<Ipv6Addr>) {
+        if self.external_ip6() != ip {
+            let n = self.remove_where::<Ipv6Addr>(|_| true);
+            self.counters.sessions_expired += n as u64;
+        }
+        self.stacks.v6.external = ip.into_iter().collect();
+    }
+
+    /// Another address of the switch that published ports without a host address
+    /// answer on. An IPv6 address while there is none becomes the IPv6 SNAT source.
+    pub fn add_external_ip(&mut self, ip: impl Into<IpAddr>) {
+        match ip.into() {
+            IpAddr::V4(a) => self.stacks.v4.add_external(a),
+            IpAddr::V6(a) => self.stacks.v6.add_external(a),
+        }
+    }
+
+    /// Publishes a port. Fails with "port is already allocated" when a mapping of the
+    /// same family with the same protocol and host port exists on the same or any
+    /// (`None`) host address, and with `FamilyMismatch` when the host and target
+    /// addresses are of different families.
+    pub fn add_port_mapping(&mut self, m: PortMapping) -> Result<(), NatError> {
+        self.published.add(m)
+    }
+
+    /// Unpublishes the port bound where `m` is (its protocol, host address and port,
+    /// and its target's family) and ends the sessions made through it. Returns the
+    /// mapping removed.
+    pub fn remove_port_mapping(&mut self, m: &PortMapping) -> Option<PortMapping> {
+        let m = self.published.remove(m)?;
+        match m.target_ip {
+            IpAddr::V4(_) => self.unpublish::<Ipv4Addr>(&m),
+            IpAddr::V6(_) => self.unpublish::<Ipv6Addr>(&m),
+        };
+        Some(m)
+    }
+
+    /// Ends the DNAT and hairpin sessions made through `m`, of family `A`.
+    fn unpublish<A: Stack>(&mut self, m: &PortMapping) -> usize {
+        let Some((ip, port)) = m.target::<A>() else {
+            return 0;
+        };
+        let host = m.host_ip.and_then(A::from_ip);
+        self.remove_where::<A>(|s| {
+            s.proto == m.proto
+                && s.kind != Kind::Snat
+                && s.orig.dport == m.host_port
+                && host.is_none_or(|h| h == s.orig.dst)
+                && s.xlat.dst == ip
+                && s.xlat.dport == port
+        })
+    }
+
+    /// The published ports.
+    pub fn port_mappings(&self) -> impl Iterator<Item = &PortMapping> {
+        self.published.iter()
+    }
+
+    /// A packet from a container (starting at its IP header, IPv4 or IPv6 by its
+    /// version) leaving through the gateway to a non-container address, including the
+    /// switch's external addresses (hairpin). SNAT, or the reply of a DNAT session;
+    /// rewrites it in place.
+    pub fn outbound(&mut self, pkt: &mut [u8], now: Instant) -> Verdict {
+        let v = if is_ipv6(pkt) {
+            self.outbound_as::<Ipv6Addr>(pkt, now)
+        } else {
+            self.outbound_as::<Ipv4Addr>(pkt, now)
+        };
+        self.count(v);
+        v
+    }
+
+    /// A packet from the uplink (IPv4 or IPv6) addressed to the switch: the reply of a
+    /// SNAT session, or traffic to a published port (DNAT); rewrites it in place.
+    pub fn inbound(&mut self, pkt: &mut [u8], now: Instant) -> Verdict {
+        let v = if is_ipv6(pkt) {
+            self.inbound_as::<Ipv6Addr>(pkt, now)
+        } else {
+            self.inbound_as::<Ipv4Addr>(pkt, now)
+        };
+        self.count(v);
+        v
+    }
+
+    fn count(&mut self, v: Verdict) {
+        match v {
+            Verdict::Translated { to: Side::Outside } => self.counters.to_outside += 1,
+            Verdict::Translated { to: Side::Inside } => self.counters.to_inside += 1,
+            Verdict::NotOurs => {}
+            Verdict::Drop(r) => self.counters.dropped(r),
+        }
+    }
+
+    fn outbound_as<A: Stack>(&mut self, pkt: &mut [u8], now: Instant) -> Verdict {
+        if self.stacks.get::<A>().external.is_empty() {
+            return Verdict::Drop(DropReason::NoExternalAddress);
+        }
+        let h = match wire::parse_as::<A>(pkt, false) {
+            Ok(h) => h,
+            Err(e) => return unparsed(e, Side::Inside),
+        };
+        if h.l4 == L4::IcmpError {
+            return self
+                .icmp_error(pkt, &h, Side::Inside, now)
+                .unwrap_or(Verdict::Drop(DropReason::Untracked));
+        }
+        if let Some(found) = self.lookup(Side::Inside, h.proto, h.tuple, now) {
+            return self.forward(pkt, &h, found, now);
+        }
+        if !starts_session(&h) {
+            return Verdict::Drop(DropReason::Untracked);
+        }
+        let t = h.tuple;
+        if h.proto != Proto::Icmp {
+            if let Some(target) = self.published_target(h.proto, t.dst, t.dport) {
+                return self.snat(pkt, &h, Some(target), now);
+            }
+        }
+        if self.stacks.get::<A>().is_external(t.dst) {
+            return Verdict::NotOurs;
+        }
+        self.snat(pkt, &h, None, now)
+    }
+
+    fn inbound_as<A: Stack>(&mut self, pkt: &mut [u8], now: Instant) -> Verdict {
+        if self.stacks.get::<A>().external.is_empty() {
+            return Verdict::Drop(DropReason::NoExternalAddress);
+        }
+        let h = match wire::parse_as::<A>(pkt, false) {
+            Ok(h) => h,
+            Err(e) => return unparsed(e, Side::Outside),
+        };
+        if h.l4 == L4::IcmpError {
+            return self
+                .icmp_error(pkt, &h, Side::Outside, now)
+                .unwrap_or(Verdict::NotOurs);
+        }
+        if let Some(found) = self.lookup(Side::Outside, h.proto, h.tuple, now) {
+            return self.forward(pkt, &h, found, now);
+        }
+        let t = h.tuple;
+        let Some((ip, port)) = self.published_target(h.proto, t.dst, t.dport) else {
+            return Verdict::NotOurs;
+        };
+        if !starts_session(&h) {
+            return Verdict::Drop(DropReason::Untracked);
+        }
+        let xlat = Tuple {
+            dst: ip,
+            dport: port,
+            ..t
+        };
+        let s = Session::new(h.proto, Kind::Dnat, t, xlat, now);
+        match self.create(s) {
+            Ok(i) => self.forward(pkt, &h, (i, Dir::Original), now),
+            Err(r) => Verdict::Drop(r),
+        }
+    }
+
+    /// The target a packet to `dst:port` is published to, if any.
+    fn published_target<A: Stack>(&self, proto: Proto, dst: A, port: u16) -> Option<(A, u16)> {
+        let af = self.stacks.get::<A>();
+        self.published
+            .find(proto, dst, port, |ip| af.is_external(ip))
+    }
+
+    /// A new session whose source is translated to the external address and a port
+    /// acquired for it; the port goes back when the session cannot be created. With
+    /// `hairpin` (a published port's target), a container reaching a published port
+    /// through the external address: the destination is translated to the target too,
+    /// so the target's replies come back to the switch (and are translated to what the
+    /// client expects).
+    fn snat<A: Stack>(
+        &mut self,
+        pkt: &mut [u8],
+        h: &Headers<A>,
+        hairpin: Option<(A, u16)>,
+        now: Instant,
+    ) -> Verdict {
+        let t = h.tuple;
+        let af = self.stacks.get_mut::<A>();
+        if af.per_source.get(&t.src).copied().unwrap_or(0) >= self.cfg.max_per_source {
+            return Verdict::Drop(DropReason::SourceLimit);
+        }
+        let published = &self.published;
+        // A published port stays with DNAT (only TCP and UDP are published).
+        let Some(port) = af.ports.acquire(h.proto, (t.src, t.sport), |p| {
+            published.is_published::<A>(h.proto, p)
+        }) else {
+            return Verdict::Drop(DropReason::PortsExhausted);
+        };
+        let xlat = Tuple {
+            src: af.external[0],
+            sport: port,
+            ..t
+        };
+        let (kind, xlat) = match hairpin {
+            None => (Kind::Snat, xlat),
+            Some((ip, port)) => (
+                Kind::Hairpin,
+                Tuple {
+                    dst: ip,
+                    dport: port,
+                    ..xlat
+                },
+            ),
+        };
+        let s = Session::new(h.proto, kind, t, xlat, now);
+        match self.create(s) {
+            Ok(i) => self.forward(pkt, h, (i, Dir::Original), now),
+            Err(r) => {
+                let af = self.stacks.get_mut::<A>();
+                af.ports.release(h.proto, (t.src, t.sport));
+                Verdict::Drop(r)
+            }
+        }
+    }
+
+    /// Inserts `s`, evicting the least recently used session (of either family) when
+    /// the table is full.
+    fn create<A: Stack>(&mut self, s: Session<A>) -> Result<u32, DropReason> {
+        let af = self.stacks.get_mut::<A>();
+        if let Some(i) = af.table.clashes(&s) {
+            if af.table.get(i).expired(s.last_seen, &self.timeouts) {
+                af.remove(i);
+                self.counters.sessions_expired += 1;
+            } else {
+                return Err(DropReason::Collision);
+            }
+            if af.table.clashes(&s).is_some() {
+                return Err(DropReason::Collision);
+            }
+        }
+        if self.session_count() >= self.cfg.max_sessions {
+            let (v4, v6) = (self.stacks.v4.oldest_seen(), self.stacks.v6.oldest_seen());
+            if v6.is_some_and(|b| v4.is_none_or(|a| b < a)) {
+                self.evict_oldest::<Ipv6Addr>(s.last_seen);
+            } else {
+                self.evict_oldest::<Ipv4Addr>(s.last_seen);
+            }
+        }
+        self.counters.sessions_created += 1;
+        let af = self.stacks.get_mut::<A>();
+        if s.holds_port {
+            *af.per_source.entry(s.orig.src).or_insert(0) += 1;
+        }
+        Ok(af.table.insert(s))
+    }
+
+    /// Removes family `A`'s least recently used session to make room.
+    fn evict_oldest<A: Stack>(&mut self, now: Instant) {
+        let af = self.stacks.get_mut::<A>();
+        if let Some(old) = af.table.oldest() {
+            if af.table.get(old).expired(now, &self.timeouts) {
+                self.counters.sessions_expired += 1;
+            } else {
+                self.counters.sessions_evicted += 1;
+            }
+            af.remove(old);
+        }
+    }
+
+    /// Removes every session of family `A` that is `doomed`. Returns how many.
+    fn remove_where<A: Stack>(&mut self, doomed: impl Fn(&Session<A>) -> bool) -> usize {
+        let af = self.stacks.get_mut::<A>();
+        let mut n = 0;
+        let mut cur = af.table.oldest();
+        while let Some(i) = cur {
+            let next = af.table.iter_next(i);
+            if doomed(af.table.get(i)) {
+                af.remove(i);
+                n += 1;
+            }
+            cur = next;
+        }
+        n
+    }
+
     /// The live session a packet arriving from `side` belongs to. An expired one is
     /// removed here, so correctness does not depend on how often `expire` runs.
-    fn lookup(
+    fn lookup<A: Stack>(
         &mut self,
         side: Side,
         proto: Proto,
-        tuple: Tuple,
+        tuple: Tuple<A>,
         now: Instant,
     ) -> Option<(u32, Dir)> {
-        let (i, dir) = self.table.lookup(&Key { side, proto, tuple })?;
-        if self.table.get(i).expired(now, &self.timeouts) {
-            self.remove(i);
+        let af = self.stacks.get_mut::<A>();
+        let (i, dir) = af.table.lookup(&Key { side, proto, tuple })?;
+        if af.table.get(i).expired(now, &self.timeouts) {
+            af.remove(i);
             self.counters.sessions_expired += 1;
             return None;
         }
@@ -541,8 +723,15 @@ impl Nat {
     }
 
     /// Translates a packet of session `i` travelling in `dir` and updates its state.
-    fn forward(&mut self, pkt: &mut [u8], h: &Headers, i: u32, dir: Dir, now: Instant) -> Verdict {
-        let s = self.table.get_mut(i);
+    fn forward<A: Stack>(
+        &mut self,
+        pkt: &mut [u8],
+        h: &Headers<A>,
+        (i, dir): (u32, Dir),
+        now: Instant,
+    ) -> Verdict {
+        let af = self.stacks.get_mut::<A>();
+        let s = af.table.get_mut(i);
         if let L4::Tcp { flags } = h.l4 {
             let mut fins = s.fins;
             s.tcp = s.tcp.next(dir, flags, &mut fins);
@@ -556,31 +745,32 @@ impl Nat {
         if s.kind == Kind::Hairpin {
             self.counters.hairpin += 1;
         }
-        self.table.touch(i, now);
-        wire::rewrite(pkt, h, &new);
+        af.table.touch(i, now);
+        wire::rewrite(pkt, h, &new, Delta::default());
         Verdict::Translated { to }
     }
 
     /// An ICMP error from `side` quoting a packet the switch translated: the quoted
     /// packet is put back as it was before translation (IP and transport checksums
-    /// included), and the outer header is addressed to the quoted packet's sender.
-    /// None when the quote matches no session.
-    fn icmp_error(
+    /// included), and the outer header is addressed to the quoted packet's sender; the
+    /// ICMP checksum follows both (ICMPv6's covers the outer addresses too). None when
+    /// the quote matches no session.
+    fn icmp_error<A: Stack>(
         &mut self,
         pkt: &mut [u8],
-        h: &Headers,
+        h: &Headers<A>,
         side: Side,
         now: Instant,
     ) -> Option<Verdict> {
         let q = wire::quote_offset(h);
         let quote = pkt.get(q..h.end)?;
-        let Ok(inner) = wire::parse(quote, true) else {
+        let Ok(inner) = wire::parse_as::<A>(quote, true) else {
             return Some(Verdict::Drop(DropReason::Malformed));
         };
         // The quoted packet went out towards `side`; a packet coming back from `side`
         // in the same flow carries its reversed tuple.
         let (i, dir) = self.lookup(side, inner.proto, inner.tuple.reversed(), now)?;
-        let s = self.table.get(i);
+        let s = self.stacks.get::<A>().table.get(i);
         let back = s.translate(dir);
         let to = s.egress(dir);
         let new_inner = back.reversed();
@@ -597,19 +787,18 @@ impl Nat {
             dport: 0,
         };
         let d = match pkt.get_mut(q..h.end) {
-            Some(quote) => wire::rewrite(quote, &inner, &new_inner),
+            Some(quote) => wire::rewrite(quote, &inner, &new_inner, Delta::default()),
             None => return Some(Verdict::Drop(DropReason::Malformed)),
         };
-        wire::rewrite(pkt, h, &outer);
-        wire::update_icmp_checksum(pkt, h, d);
+        wire::rewrite(pkt, h, &outer, d);
         self.counters.icmp_errors += 1;
         Some(Verdict::Translated { to })
     }
 
-    /// Whether an inside packet of `proto` from `src` to `dst` belongs to a live session
-    /// (for TCP: an established one); with `touch`, the session counts as just used. For
-    /// packets that were translated elsewhere (the kernel repeating this session's
-    /// translation) and never passed through `outbound`.
+    /// Whether an inside IPv4 packet of `proto` from `src` to `dst` belongs to a live
+    /// session (for TCP: an established one); with `touch`, the session counts as just
+    /// used. For packets that were translated elsewhere (the kernel repeating this
+    /// session's translation) and never passed through `outbound`.
     pub fn inside_session(
         &mut self,
         proto: Proto,
@@ -621,10 +810,11 @@ impl Nat {
         let Some(i) = self.inside_flow(proto, (src, dst), touch, now) else {
             return false;
         };
-        proto != Proto::Tcp || self.table.get(i).tcp.is_established()
+        proto != Proto::Tcp || self.stacks.v4.table.get(i).tcp.is_established()
     }
 
-    /// The live session of an inside flow (source, destination), refreshed with `touch`.
+    /// The live session of an inside IPv4 flow (source, destination), refreshed with
+    /// `touch`.
     fn inside_flow(
         &mut self,
         proto: Proto,
@@ -640,15 +830,16 @@ impl Nat {
         };
         let (i, _) = self.lookup(Side::Inside, proto, tuple, now)?;
         if touch {
-            self.table.touch(i, now);
+            self.stacks.v4.table.touch(i, now);
         }
         Some(i)
     }
 
-    /// A TCP session whose SYN went through `inbound` but whose handshake the kernel
-    /// carried on (its SYN+ACK and ACK were translated elsewhere): whether it is still
-    /// live. With `done` (both directions carried packets after the SYN) a session
-    /// still opening counts as established from now on; with `touch`, as just used.
+    /// An IPv4 TCP session whose SYN went through `inbound` but whose handshake the
+    /// kernel carried on (its SYN+ACK and ACK were translated elsewhere): whether it is
+    /// still live. With `done` (both directions carried packets after the SYN) a
+    /// session still opening counts as established from now on; with `touch`, as just
+    /// used.
     pub fn kernel_opened(
         &mut self,
         src: SocketAddrV4,
@@ -660,7 +851,7 @@ impl Nat {
         let Some(i) = self.inside_flow(Proto::Tcp, (src, dst), touch, now) else {
             return false;
         };
-        let s = self.table.get_mut(i);
+        let s = self.stacks.v4.table.get_mut(i);
         if done && matches!(s.tcp, TcpState::SynSent | TcpState::SynRecv) {
             s.tcp = TcpState::Established;
             s.replied = true;
@@ -671,57 +862,67 @@ impl Nat {
     /// Removes sessions idle longer than their timeout. Returns how many. Call it every
     /// second or so between bursts; lookups also drop expired sessions they meet.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let mut n = 0;
-        let mut cur = self.table.oldest();
-        while let Some(i) = cur {
-            let next = self.table.iter_next(i);
-            if self.table.get(i).expired(now, &self.timeouts) {
-                self.remove(i);
-                n += 1;
-            }
-            cur = next;
-        }
+        let t = self.timeouts;
+        let n = self.remove_where::<Ipv4Addr>(|s| s.expired(now, &t))
+            + self.remove_where::<Ipv6Addr>(|s| s.expired(now, &t));
         self.counters.sessions_expired += n as u64;
         n
     }
 
-    /// Removes every session of the container at `inside` (its SNAT sessions, the
-    /// published-port sessions delivered to it, its hairpin sessions either way), when
-    /// its endpoint goes: a new endpoint given the same address must not receive the old
-    /// one's replies. Returns how many; they count as expired.
-    pub fn flush_inside(&mut self, inside: Ipv4Addr) -> usize {
-        let mut n = 0;
-        let mut cur = self.table.oldest();
-        while let Some(i) = cur {
-            let next = self.table.iter_next(i);
-            let s = self.table.get(i);
-            let theirs = match s.kind {
-                Kind::Snat => s.orig.src == inside,
-                Kind::Dnat => s.xlat.dst == inside,
-                Kind::Hairpin => s.orig.src == inside || s.xlat.dst == inside,
-            };
-            if theirs {
-                self.remove(i);
-                n += 1;
-            }
-            cur = next;
-        }
+    /// Removes every session of the container at `inside` (IPv4 or IPv6: its SNAT
+    /// sessions, the published-port sessions delivered to it, its hairpin sessions
+    /// either way), when its endpoint goes: a new endpoint given the same address must
+    /// not receive the old one's replies. Returns how many; they count as expired.
+    pub fn flush_inside(&mut self, inside: impl Into<IpAddr>) -> usize {
+        let n = match inside.into() {
+            IpAddr::V4(a) => self.flush_as(a),
+            IpAddr::V6(a) => self.flush_as(a),
+        };
         self.counters.sessions_expired += n as u64;
         n
     }
 
-    /// Number of sessions in the table.
+    fn flush_as<A: Stack>(&mut self, inside: A) -> usize {
+        self.remove_where::<A>(|s| match s.kind {
+            Kind::Snat => s.orig.src == inside,
+            Kind::Dnat => s.xlat.dst == inside,
+            Kind::Hairpin => s.orig.src == inside || s.xlat.dst == inside,
+        })
+    }
+
+    /// Number of sessions in the table, IPv4 and IPv6.
     pub fn session_count(&self) -> usize {
-        self.table.len()
+        self.stacks.v4.table.len() + self.stacks.v6.table.len()
     }
 
-    /// A snapshot of every session, least recently used first.
+    /// A snapshot of every session, least recently used first (each family's in its
+    /// own order, the two merged by when they were last used).
     pub fn sessions(&self, now: Instant) -> Vec<SessionRow> {
-        self.table
+        let (v4, v6) = (self.rows::<Ipv4Addr>(now), self.rows::<Ipv6Addr>(now));
+        let mut out = Vec::with_capacity(v4.len() + v6.len());
+        let (mut v4, mut v6) = (v4.into_iter().peekable(), v6.into_iter().peekable());
+        loop {
+            let next = match (v4.peek(), v6.peek()) {
+                (Some(a), Some(b)) if b.0 < a.0 => v6.next(),
+                (Some(_), _) => v4.next(),
+                (None, _) => v6.next(),
+            };
+            match next {
+                Some((_, row)) => out.push(row),
+                None => return out,
+            }
+        }
+    }
+
+    /// Family `A`'s sessions, least recently used first, with when each was last used.
+    fn rows<A: Stack>(&self, now: Instant) -> Vec<(Instant, SessionRow)> {
+        self.stacks
+            .get::<A>()
+            .table
             .iter()
             .map(|(_, s)| {
                 let idle = s.idle(now);
-                SessionRow {
+                let row = SessionRow {
                     proto: s.proto,
                     kind: s.kind,
                     original: s.orig.into(),
@@ -733,7 +934,8 @@ impl Nat {
                     },
                     idle_secs: idle.as_secs(),
                     expires_in_secs: s.timeout(&self.timeouts).saturating_sub(idle).as_secs(),
-                }
+                };
+                (s.last_seen, row)
             })
             .collect()
     }
@@ -746,7 +948,7 @@ impl Nat {
 /// Whether a packet with no session may start one: TCP only with a bare SYN (RFC 5382
 /// leaves mid-stream pickup optional; refusing it keeps stray segments from allocating
 /// ports), UDP always, ICMP only with an echo request.
-fn starts_session(h: &Headers) -> bool {
+fn starts_session<A>(h: &Headers<A>) -> bool {
     match h.l4 {
         L4::Tcp { flags } => flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN,
         L4::Udp => true,

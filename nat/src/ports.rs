@@ -3,7 +3,7 @@
 //! of its sessions lives. The source port is kept when it is in range and free.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 
@@ -68,19 +68,20 @@ struct Mapping {
     refs: u32,
 }
 
-/// Port allocator and endpoint-independent mapping table, one per protocol.
-pub struct Ports {
+/// Port allocator and endpoint-independent mapping table, one per protocol, of the
+/// internal endpoints of one address family `A`.
+pub struct Ports<A> {
     range: PortRange,
     used: [Bitmap; 3],
     /// Where the search for a free port resumes, per protocol.
     cursor: [u16; 3],
     /// Ports taken per protocol, so exhaustion is answered without a scan.
     in_use: [usize; 3],
-    mappings: HashMap<(Proto, Ipv4Addr, u16), Mapping>,
+    mappings: HashMap<(Proto, A, u16), Mapping>,
 }
 
-impl Ports {
-    pub fn new(range: PortRange) -> Ports {
+impl<A: Copy + Eq + Hash> Ports<A> {
+    pub fn new(range: PortRange) -> Self {
         Ports {
             range,
             used: [Bitmap::new(), Bitmap::new(), Bitmap::new()],
@@ -96,7 +97,7 @@ impl Ports {
     pub fn acquire(
         &mut self,
         proto: Proto,
-        internal: (Ipv4Addr, u16),
+        internal: (A, u16),
         reserved: impl Fn(u16) -> bool,
     ) -> Option<u16> {
         let key = (proto, internal.0, internal.1);
@@ -143,7 +144,7 @@ impl Ports {
     }
 
     /// Drops a reference; the port is free again when the last one goes.
-    pub fn release(&mut self, proto: Proto, internal: (Ipv4Addr, u16)) {
+    pub fn release(&mut self, proto: Proto, internal: (A, u16)) {
         let key = (proto, internal.0, internal.1);
         if let Some(m) = self.mappings.get_mut(&key) {
             m.refs = m.refs.saturating_sub(1);
@@ -166,16 +167,17 @@ impl Ports {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const C1: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
     const C2: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 3);
 
-    fn ports(first: u16, last: u16) -> Ports {
+    fn ports(first: u16, last: u16) -> Ports<Ipv4Addr> {
         Ports::new(PortRange { first, last })
     }
 
     /// An external port for `internal`, with no port published.
-    fn take(p: &mut Ports, proto: Proto, internal: (Ipv4Addr, u16)) -> Option<u16> {
+    fn take(p: &mut Ports<Ipv4Addr>, proto: Proto, internal: (Ipv4Addr, u16)) -> Option<u16> {
         p.acquire(proto, internal, |_| false)
     }
 

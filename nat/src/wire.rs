@@ -1,34 +1,28 @@
-//! The few header fields NAT reads and rewrites, as views over the packet bytes: an
-//! IPv4 header, the TCP/UDP ports, the ICMP echo identifier and the packet an ICMP
-//! error quotes. Every read is bounds-checked; a short or odd packet is an error value.
+//! The few header fields NAT reads and rewrites, as views over the packet bytes, for
+//! either IP family ([`Family`]): the addresses, the TCP/UDP ports, the ICMP echo
+//! identifier and the packet an ICMP error quotes. Every read is bounds-checked; a
+//! short or odd packet is an error value.
 
+#[cfg(test)]
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
 use ::wire::Delta;
 
-/// The fields NAT reads, as ranges (a truncated quote may lack some): each one is
-/// wire's offset, named once there.
+use crate::family::{with_octets, Family};
+
+/// The transport fields NAT reads, as ranges (a truncated quote may lack some): each
+/// one is wire's offset, named once there. ICMPv6 keeps type, code, checksum,
+/// identifier and an error's quote where ICMPv4 does.
 mod field {
-    use ::wire::ip::ipv4;
-    use ::wire::{icmp, tcp, udp};
+    use ::wire::{icmp, icmpv6, tcp, udp};
     use std::ops::Range;
 
     const fn word(at: usize) -> Range<usize> {
         at..at + 2
     }
-    const fn addr(at: usize) -> Range<usize> {
-        at..at + 4
-    }
 
-    pub const VER_IHL: usize = ipv4::VER_IHL;
-    pub const TOTAL_LEN: Range<usize> = word(ipv4::TOTAL_LEN);
-    pub const FRAG: Range<usize> = word(ipv4::FRAG);
-    pub const PROTO: usize = ipv4::PROTO;
-    pub const CHECKSUM: Range<usize> = word(ipv4::CHECKSUM);
-    pub const SRC: Range<usize> = addr(ipv4::SRC);
-    pub const DST: Range<usize> = addr(ipv4::DST);
     /// TCP/UDP source and destination port (the same place in both).
     pub const SPORT: Range<usize> = word(udp::field::SRC_PORT);
     pub const DPORT: Range<usize> = word(udp::field::DST_PORT);
@@ -41,11 +35,18 @@ mod field {
     pub const ICMP_ID: Range<usize> = word(icmp::field::ECHO_IDENT);
     /// An ICMP error's quoted packet starts after type, code, checksum and 4 unused bytes.
     pub const ICMP_ERROR_QUOTE: usize = icmp::field::DATA;
+
+    const _: () = assert!(
+        icmp::field::TYPE == icmpv6::field::TYPE
+            && icmp::field::CODE == icmpv6::field::CODE
+            && icmp::field::CHECKSUM == icmpv6::field::CHECKSUM
+            && icmp::field::ECHO_IDENT == icmpv6::field::ECHO_IDENT
+            && icmp::field::DATA == icmpv6::field::DATA
+    );
 }
 
-use ::wire::icmp::{DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, PARAMETER_PROBLEM, TIME_EXCEEDED};
-use ::wire::ip::{ICMP_HLEN, IPV4_HLEN, IP_FRAGMENT_MASK, TCP_HLEN, UDP_HLEN};
-pub use ::wire::ip::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use ::wire::ip::{ICMP_HLEN, TCP_HLEN, UDP_HLEN};
+pub use ::wire::ip::{PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// The transport protocols NAT tracks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,7 +54,8 @@ pub use ::wire::ip::{PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST
 pub enum Proto {
     Tcp,
     Udp,
-    /// ICMP echo, keyed by its identifier.
+    /// ICMP echo (ICMPv4 or ICMPv6, by the session's addresses), keyed by its
+    /// identifier.
     Icmp,
 }
 
@@ -77,15 +79,15 @@ impl std::fmt::Display for Proto {
 /// "port" of a request and the destination "port" of a reply (the other is 0), so a
 /// reply's tuple is the reverse of its request's, as for TCP and UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Tuple {
-    pub src: Ipv4Addr,
+pub struct Tuple<A> {
+    pub src: A,
     pub sport: u16,
-    pub dst: Ipv4Addr,
+    pub dst: A,
     pub dport: u16,
 }
 
-impl Tuple {
-    pub fn reversed(self) -> Tuple {
+impl<A> Tuple<A> {
+    pub fn reversed(self) -> Tuple<A> {
         Tuple {
             src: self.dst,
             sport: self.dport,
@@ -95,7 +97,7 @@ impl Tuple {
     }
 }
 
-/// What follows the IPv4 header.
+/// What follows the IP header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
     Tcp {
@@ -105,75 +107,60 @@ pub enum L4 {
     IcmpEcho {
         reply: bool,
     },
-    /// Destination unreachable, time exceeded or parameter problem: quotes a packet.
+    /// Destination unreachable, time exceeded, parameter problem (and for ICMPv6
+    /// packet too big): quotes a packet.
     IcmpError,
 }
 
 /// Why a packet could not be parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
-    /// Too short, not IPv4, or lengths that do not add up.
+    /// Too short, not of the family, or lengths that do not add up.
     Malformed,
     /// A fragment: ports are not in every piece, so it cannot be matched.
     Fragment,
+    /// An IPv6 extension header other than a fragment header behind the fixed one.
+    ExtensionHeader,
+    /// IPv6 UDP with a checksum of 0, which IPv6 does not allow.
+    ZeroChecksum,
     /// A protocol (or ICMP type) NAT does not translate.
     Unsupported,
 }
 
 /// The parsed headers of a packet (or of the packet quoted by an ICMP error).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Headers {
-    /// IPv4 header length in bytes.
-    pub ihl: usize,
-    /// End of the IPv4 packet (total length, or the end of a truncated quote).
+pub struct Headers<A> {
+    /// IP header length in bytes (40 for IPv6).
+    pub hlen: usize,
+    /// End of the IP packet (its stated length, or the end of a truncated quote).
     pub end: usize,
     pub proto: Proto,
     pub l4: L4,
-    pub tuple: Tuple,
+    pub tuple: Tuple<A>,
 }
 
-fn be16(b: &[u8], r: std::ops::Range<usize>) -> Option<u16> {
+pub(crate) fn be16(b: &[u8], r: std::ops::Range<usize>) -> Option<u16> {
     let s = b.get(r)?;
     Some(u16::from_be_bytes([s[0], s[1]]))
 }
 
-fn addr(b: &[u8], r: std::ops::Range<usize>) -> Option<Ipv4Addr> {
-    let s = b.get(r)?;
-    Some(Ipv4Addr::new(s[0], s[1], s[2], s[3]))
+/// Parses the IPv4 packet at the start of `pkt`; see [`parse_as`].
+#[cfg(test)]
+pub fn parse(pkt: &[u8], quoted: bool) -> Result<Headers<Ipv4Addr>, ParseError> {
+    parse_as(pkt, quoted)
 }
 
-/// Parses the packet at the start of `pkt`. With `quoted`, the packet is the one an
-/// ICMP error carries: it may be truncated after 8 bytes of transport header, its
-/// total length may exceed what is present, and it must not itself be an ICMP error.
-pub fn parse(pkt: &[u8], quoted: bool) -> Result<Headers, ParseError> {
+/// Parses the packet of family `A` at the start of `pkt`. With `quoted`, the packet is
+/// the one an ICMP error carries: it may be truncated after 8 bytes of transport
+/// header, its length may exceed what is present, and it must not itself be an ICMP
+/// error.
+pub fn parse_as<A: Family>(pkt: &[u8], quoted: bool) -> Result<Headers<A>, ParseError> {
     use ParseError::*;
-    let vi = *pkt.get(field::VER_IHL).ok_or(Malformed)?;
-    if vi >> 4 != 4 || pkt.len() < IPV4_HLEN {
-        return Err(Malformed);
-    }
-    let ihl = usize::from(vi & 0x0f) * 4;
-    let total = usize::from(be16(pkt, field::TOTAL_LEN).ok_or(Malformed)?);
-    if ihl < IPV4_HLEN || total < ihl || pkt.len() < ihl {
-        return Err(Malformed);
-    }
-    let end = if quoted {
-        total.min(pkt.len())
-    } else if total <= pkt.len() {
-        total
-    } else {
-        return Err(Malformed);
-    };
-    if be16(pkt, field::FRAG).ok_or(Malformed)? & IP_FRAGMENT_MASK != 0 {
-        // MF set or a non-zero offset. A quoted first fragment would do, but errors
-        // about fragments are rare enough to leave alone.
-        return Err(Fragment);
-    }
-    let src = addr(pkt, field::SRC).ok_or(Malformed)?;
-    let dst = addr(pkt, field::DST).ok_or(Malformed)?;
-    let l4b = pkt.get(ihl..end).ok_or(Malformed)?;
+    let ip = A::ip_header(pkt, quoted)?;
+    let l4b = pkt.get(ip.len..ip.end).ok_or(Malformed)?;
     // A quote needs only the ports (RFC 792 guarantees 8 bytes of them).
     let need = |full: usize| if quoted { ICMP_HLEN } else { full };
-    let (proto, l4, sport, dport) = match pkt[field::PROTO] {
+    let (proto, l4, sport, dport) = match ip.next {
         PROTO_TCP => {
             if l4b.len() < need(TCP_HLEN) {
                 return Err(Malformed);
@@ -186,18 +173,25 @@ pub fn parse(pkt: &[u8], quoted: bool) -> Result<Headers, ParseError> {
             if l4b.len() < need(UDP_HLEN) {
                 return Err(Malformed);
             }
+            if !quoted && !A::UDP_CHECKSUM_OPTIONAL && be16(l4b, field::UDP_CHECKSUM) == Some(0) {
+                return Err(ZeroChecksum);
+            }
             let (s, d) = ports(l4b).ok_or(Malformed)?;
             (Proto::Udp, L4::Udp, s, d)
         }
-        PROTO_ICMP => {
+        p if p == A::ICMP.proto => {
             if l4b.len() < ICMP_HLEN {
                 return Err(Malformed);
             }
             let id = be16(l4b, field::ICMP_ID).ok_or(Malformed)?;
             match (l4b[field::ICMP_TYPE], l4b[field::ICMP_CODE]) {
-                (ECHO_REQUEST, 0) => (Proto::Icmp, L4::IcmpEcho { reply: false }, id, 0),
-                (ECHO_REPLY, 0) => (Proto::Icmp, L4::IcmpEcho { reply: true }, 0, id),
-                (DEST_UNREACHABLE | TIME_EXCEEDED | PARAMETER_PROBLEM, _) if !quoted => {
+                (t, 0) if t == A::ICMP.echo_request => {
+                    (Proto::Icmp, L4::IcmpEcho { reply: false }, id, 0)
+                }
+                (t, 0) if t == A::ICMP.echo_reply => {
+                    (Proto::Icmp, L4::IcmpEcho { reply: true }, 0, id)
+                }
+                (t, _) if A::ICMP.errors.contains(&t) && !quoted => {
                     (Proto::Icmp, L4::IcmpError, 0, 0)
                 }
                 _ => return Err(Unsupported),
@@ -206,14 +200,14 @@ pub fn parse(pkt: &[u8], quoted: bool) -> Result<Headers, ParseError> {
         _ => return Err(Unsupported),
     };
     Ok(Headers {
-        ihl,
-        end,
+        hlen: ip.len,
+        end: ip.end,
         proto,
         l4,
         tuple: Tuple {
-            src,
+            src: ip.src,
             sport,
-            dst,
+            dst: ip.dst,
             dport,
         },
     })
@@ -223,14 +217,9 @@ fn ports(l4: &[u8]) -> Option<(u16, u16)> {
     Some((be16(l4, field::SPORT)?, be16(l4, field::DPORT)?))
 }
 
-/// Offset of the packet an ICMP error quotes, relative to the outer IPv4 header.
-pub fn quote_offset(h: &Headers) -> usize {
-    h.ihl + field::ICMP_ERROR_QUOTE
-}
-
-/// Offset of the ICMP checksum relative to the IPv4 header.
-pub fn icmp_checksum_range(h: &Headers) -> std::ops::Range<usize> {
-    h.ihl + field::ICMP_CHECKSUM.start..h.ihl + field::ICMP_CHECKSUM.end
+/// Offset of the packet an ICMP error quotes, relative to the outer IP header.
+pub fn quote_offset<A>(h: &Headers<A>) -> usize {
+    h.hlen + field::ICMP_ERROR_QUOTE
 }
 
 /// Writes `v` at `r` if the bytes are there, recording the change in `d`. Returns the
@@ -243,32 +232,54 @@ fn put16(b: &mut [u8], r: std::ops::Range<usize>, v: u16, d: &mut Delta) -> Opti
     Some(old)
 }
 
+/// Writes address `new` over `old` at `r` if the bytes are there, recording the change
+/// word by word in `d`.
+fn put_addr<A: Family>(pkt: &mut [u8], r: std::ops::Range<usize>, old: A, new: A, d: &mut Delta) {
+    if old == new {
+        return;
+    }
+    let Some(s) = pkt.get_mut(r) else {
+        return;
+    };
+    with_octets(new.into(), |n| {
+        for (o, n) in s.chunks_exact(2).zip(n.chunks_exact(2)) {
+            d.word(
+                u16::from_be_bytes([o[0], o[1]]),
+                u16::from_be_bytes([n[0], n[1]]),
+            );
+        }
+        s.copy_from_slice(n);
+    });
+}
+
 /// Rewrites the packet described by `h` (parsed from `pkt`) to carry `new` instead of
 /// `h.tuple`, updating the IPv4 header checksum and the transport checksum
-/// incrementally. A UDP checksum of 0 (none) stays 0. Fields beyond the end of a
-/// truncated quote are left alone. Returns every 16-bit change made, for a checksum
-/// that covers the whole packet (the ICMP checksum of an error quoting it).
-pub fn rewrite(pkt: &mut [u8], h: &Headers, new: &Tuple) -> Delta {
+/// incrementally (ICMPv6's too for the addresses: it covers the pseudo-header). For an
+/// ICMP error, `quote` is what rewriting its quoted packet changed, for the ICMP
+/// checksum; else `Delta::default()`. A UDP checksum of 0 (none) stays 0. Fields beyond
+/// the end of a truncated quote are left alone. Returns every 16-bit change made, for a
+/// checksum that covers the whole packet (the ICMP checksum of an error quoting it).
+pub fn rewrite<A: Family>(pkt: &mut [u8], h: &Headers<A>, new: &Tuple<A>, quote: Delta) -> Delta {
     let old = h.tuple;
     let mut total = Delta::default();
     let mut addrs = Delta::default();
-    if old.src != new.src {
-        if let Some(s) = pkt.get_mut(field::SRC) {
-            s.copy_from_slice(&new.src.octets());
-            addrs.addr(old.src.octets(), new.src.octets());
-        }
-    }
-    if old.dst != new.dst {
-        if let Some(s) = pkt.get_mut(field::DST) {
-            s.copy_from_slice(&new.dst.octets());
-            addrs.addr(old.dst.octets(), new.dst.octets());
-        }
-    }
+    put_addr(pkt, A::SRC, old.src, new.src, &mut addrs);
+    put_addr(pkt, A::DST, old.dst, new.dst, &mut addrs);
     total = total.plus(addrs);
-    if let Some(c) = be16(pkt, field::CHECKSUM) {
-        put16(pkt, field::CHECKSUM, addrs.apply(c), &mut total);
+    if let Some(r) = A::HEADER_CHECKSUM {
+        if let Some(c) = be16(pkt, r.clone()) {
+            put16(pkt, r, addrs.apply(c), &mut total);
+        }
     }
-    let Some(l4) = pkt.get_mut(h.ihl..h.end) else {
+    // What an ICMP checksum owes the addresses: nothing unless it covers them.
+    let icmp_pseudo = |d: Delta| {
+        if A::ICMP.pseudo_header {
+            d.plus(addrs)
+        } else {
+            d
+        }
+    };
+    let Some(l4) = pkt.get_mut(h.hlen..h.end) else {
         return total;
     };
     let mut ports = Delta::default();
@@ -304,23 +315,28 @@ pub fn rewrite(pkt: &mut [u8], h: &Headers, new: &Tuple) -> Delta {
                 put16(l4, field::ICMP_ID, n, &mut ports);
             }
             total = total.plus(ports);
-            // ICMP has no pseudo-header: only the identifier counts.
             if let Some(c) = be16(l4, field::ICMP_CHECKSUM) {
-                put16(l4, field::ICMP_CHECKSUM, ports.apply(c), &mut total);
+                put16(
+                    l4,
+                    field::ICMP_CHECKSUM,
+                    icmp_pseudo(ports).apply(c),
+                    &mut total,
+                );
             }
         }
-        L4::IcmpError => {}
+        L4::IcmpError => {
+            if let Some(c) = be16(l4, field::ICMP_CHECKSUM) {
+                let mut ignored = Delta::default();
+                put16(
+                    l4,
+                    field::ICMP_CHECKSUM,
+                    icmp_pseudo(quote).apply(c),
+                    &mut ignored,
+                );
+            }
+        }
     }
     total
-}
-
-/// Updates the ICMP checksum of an error (whose quote was rewritten, changing `d`).
-pub fn update_icmp_checksum(pkt: &mut [u8], h: &Headers, d: Delta) {
-    let r = icmp_checksum_range(h);
-    if let Some(c) = be16(pkt, r.clone()) {
-        let mut ignored = Delta::default();
-        put16(pkt, r, d.apply(c), &mut ignored);
-    }
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ fn icmp_error(
     p
 }
 
-fn tuple_of(p: &[u8]) -> Tuple {
+fn tuple_of(p: &[u8]) -> Tuple<Ipv4Addr> {
     wire::parse(p, false).unwrap().tuple
 }
 
@@ -491,7 +491,7 @@ fn web() -> PortMapping {
         proto: Proto::Tcp,
         host_ip: None,
         host_port: 8080,
-        target_ip: C1,
+        target_ip: C1.into(),
         target_port: 80,
     }
 }
@@ -508,8 +508,8 @@ fn published_port_conflicts_are_refused() {
     let mut n = nat_publishing_web();
     let e = n
         .add_port_mapping(PortMapping {
-            host_ip: Some(EXT),
-            target_ip: C2,
+            host_ip: Some(EXT.into()),
+            target_ip: C2.into(),
             ..web()
         })
         .unwrap_err();
@@ -526,13 +526,13 @@ fn published_port_conflicts_are_refused() {
     })
     .expect("udp is another port space");
     let a = PortMapping {
-        host_ip: Some(EXT),
+        host_ip: Some(EXT.into()),
         host_port: 9090,
         ..web()
     };
     n.add_port_mapping(a).unwrap();
     n.add_port_mapping(PortMapping {
-        host_ip: Some(Ipv4Addr::new(203, 0, 113, 2)),
+        host_ip: Some(Ipv4Addr::new(203, 0, 113, 2).into()),
         ..a
     })
     .expect("another host address");
@@ -545,7 +545,7 @@ fn published_port_conflicts_are_refused() {
             ..a
         })
         .is_err());
-    assert_eq!(n.remove_port_mapping(Proto::Tcp, None, 8080), Some(web()));
+    assert_eq!(n.remove_port_mapping(&web()), Some(web()));
     n.add_port_mapping(web()).expect("free again after removal");
     assert_eq!(n.port_mappings().count(), 4);
 }
@@ -565,7 +565,10 @@ fn dnat_translates_to_target_and_back() {
     );
     let row = &n.sessions(t)[0];
     assert_eq!(row.kind, Kind::Dnat);
-    assert_eq!(row.translated.dst, SocketAddrV4::new(C1, 80));
+    assert_eq!(
+        row.translated.dst,
+        SocketAddr::from(SocketAddrV4::new(C1, 80))
+    );
     // Mid-stream segments to a published port do not open sessions.
     let mut ack = tcp((REMOTE, 40001), (EXT, 8080), wire::TCP_ACK);
     assert_eq!(n.inbound(&mut ack, t), Verdict::Drop(DropReason::Untracked));
@@ -577,7 +580,7 @@ fn dnat_translates_to_target_and_back() {
     assert_eq!(n.outbound(&mut p, t), OUT);
     assert_ne!(tuple_of(&p).sport, 8080);
     // Unpublishing ends the DNAT session.
-    n.remove_port_mapping(Proto::Tcp, None, 8080);
+    n.remove_port_mapping(&web());
     let mut late = tcp((REMOTE, 40000), (EXT, 8080), wire::TCP_ACK);
     assert_eq!(n.inbound(&mut late, t), Verdict::NotOurs);
 }
@@ -848,7 +851,7 @@ fn published_ports_answer_on_every_external_address_unless_bound() {
     n.add_external_ip(second);
     n.add_port_mapping(web()).unwrap();
     n.add_port_mapping(PortMapping {
-        host_ip: Some(EXT),
+        host_ip: Some(EXT.into()),
         host_port: 9090,
         ..web()
     })
