@@ -10,6 +10,8 @@ use crate::family::Family;
 use crate::wire::{self, L4, PROTO_TCP, PROTO_UDP};
 use crate::{Nat, NatConfig, PortMapping, PortRange, Proto, Verdict};
 use ::wire::checksum::checksum;
+use ::wire::ip::PROTO_ICMP;
+use ::wire::ipv6::NEXT_HEADER_ICMPV6;
 use ::wire::udp;
 
 /// Whether every checksum that can be verified in `pkt` (an IPv4 or IPv6 packet, by
@@ -74,18 +76,20 @@ fn l4_ok<A: Family>(ip: &[u8]) -> bool {
     let Some(l4) = ip.get(h.len..) else {
         return false;
     };
-    let pseudo = |proto| pseudo_header(h.src.into(), h.dst.into(), proto, l4.len());
-    match h.next {
-        PROTO_TCP => checksum(l4, pseudo(PROTO_TCP)) == 0,
-        PROTO_UDP => {
-            (A::UDP_CHECKSUM_OPTIONAL
-                && l4.get(udp::field::CHECKSUM..udp::field::PAYLOAD) == Some(&[0, 0][..]))
+    // The rules as the RFCs state them, not as the translator's Family has them.
+    let (src, dst): (IpAddr, IpAddr) = (h.src.into(), h.dst.into());
+    let pseudo = |proto| pseudo_header(src, dst, proto, l4.len());
+    let v4 = src.is_ipv4();
+    match (h.next, v4) {
+        (PROTO_TCP, _) => checksum(l4, pseudo(PROTO_TCP)) == 0,
+        (PROTO_UDP, _) => {
+            // 0 is "no checksum" in IPv4 (RFC 768), invalid in IPv6 (RFC 8200 8.1).
+            (v4 && l4.get(udp::field::CHECKSUM..udp::field::PAYLOAD) == Some(&[0, 0][..]))
                 || checksum(l4, pseudo(PROTO_UDP)) == 0
         }
-        p if p == A::ICMP.proto => {
-            let extra = if A::ICMP.pseudo_header { pseudo(p) } else { 0 };
-            checksum(l4, extra) == 0
-        }
+        // ICMPv4 covers the message only; ICMPv6 the pseudo-header too (RFC 4443 2.3).
+        (PROTO_ICMP, true) => checksum(l4, 0) == 0,
+        (NEXT_HEADER_ICMPV6, false) => checksum(l4, pseudo(NEXT_HEADER_ICMPV6)) == 0,
         _ => true,
     }
 }
