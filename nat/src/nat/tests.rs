@@ -5,7 +5,7 @@
 use super::*;
 use crate::fuzzing::checksums_ok;
 use ::wire::checksum::checksum;
-use etherparse::PacketBuilder;
+use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep};
 
 const EXT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -39,18 +39,37 @@ fn nat_with(cfg: NatConfig) -> Nat {
 const OUT: Verdict = Verdict::Translated { to: Side::Outside };
 const IN: Verdict = Verdict::Translated { to: Side::Inside };
 
-fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+/// The packets of one family, built by etherparse.
+trait Build: Copy {
+    const V6: bool;
+    fn ip(src: Self, dst: Self) -> PacketBuilderStep<IpHeaders>;
+}
+
+impl Build for Ipv4Addr {
+    const V6: bool = false;
+    fn ip(src: Self, dst: Self) -> PacketBuilderStep<IpHeaders> {
+        PacketBuilder::ipv4(src.octets(), dst.octets(), 64)
+    }
+}
+
+impl Build for Ipv6Addr {
+    const V6: bool = true;
+    fn ip(src: Self, dst: Self) -> PacketBuilderStep<IpHeaders> {
+        PacketBuilder::ipv6(src.octets(), dst.octets(), 64)
+    }
+}
+
+fn udp<A: Build>(src: (A, u16), dst: (A, u16), payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ipv4(src.0.octets(), dst.0.octets(), 64)
+    A::ip(src.0, dst.0)
         .udp(src.1, dst.1)
         .write(&mut v, payload)
         .unwrap();
     v
 }
 
-fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Vec<u8> {
-    let mut b =
-        PacketBuilder::ipv4(src.0.octets(), dst.0.octets(), 64).tcp(src.1, dst.1, 1000, 64240);
+fn tcp<A: Build>(src: (A, u16), dst: (A, u16), flags: u8) -> Vec<u8> {
+    let mut b = A::ip(src.0, dst.0).tcp(src.1, dst.1, 1000, 64240);
     if flags & wire::TCP_SYN != 0 {
         b = b.syn();
     }
@@ -78,15 +97,16 @@ fn echoes_from_c1_and_c2(n: &mut Nat, id: u16, t: Instant) -> (Vec<u8>, Vec<u8>)
     (a, b)
 }
 
-fn echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, reply: bool) -> Vec<u8> {
-    let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64);
-    let b = if reply {
-        b.icmpv4_echo_reply(id, 1)
-    } else {
-        b.icmpv4_echo_request(id, 1)
-    };
+fn echo<A: Build>(src: A, dst: A, id: u16, reply: bool) -> Vec<u8> {
+    let b = A::ip(src, dst);
     let mut v = Vec::new();
-    b.write(&mut v, b"ping").unwrap();
+    match (A::V6, reply) {
+        (false, false) => b.icmpv4_echo_request(id, 1).write(&mut v, b"ping"),
+        (false, true) => b.icmpv4_echo_reply(id, 1).write(&mut v, b"ping"),
+        (true, false) => b.icmpv6_echo_request(id, 1).write(&mut v, b"ping"),
+        (true, true) => b.icmpv6_echo_reply(id, 1).write(&mut v, b"ping"),
+    }
+    .unwrap();
     v
 }
 
@@ -983,3 +1003,5 @@ fn one_source_cannot_take_every_session() {
     assert_eq!(n.flush_inside(C1), 3);
     assert_eq!(n.outbound(&mut q, now), OUT);
 }
+
+mod nat66;
