@@ -35,7 +35,7 @@ pub struct NatConfig {
     pub udp: Duration,
     /// ICMP echo idle timeout (RFC 5508: at least 60 s).
     pub icmp: Duration,
-    /// External ports (and ICMP identifiers) SNAT may hand out.
+    /// External ports (and ICMP identifiers) SNAT may hand out, in each family.
     pub port_range: PortRange,
     /// Sessions one inside address may hold through SNAT at most, so that one
     /// container cannot take the port range and the table from the others.
