@@ -656,6 +656,7 @@ mod tests {
             router: Default::default(),
             nat: Default::default(),
             arp: Default::default(),
+            ndp: Default::default(),
             sessions: 2,
             fast_path_sessions: 0,
             fast_path_tunnel_macs: 0,

@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn engine_errors_answer_with_the_code_of_their_kind() {
         let taken = EngineError::Nat(nat::NatError::PortAllocated {
-            host_ip: None,
+            host_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
             host_port: 8080,
             proto: nat::Proto::Tcp,
         });

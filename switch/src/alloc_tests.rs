@@ -166,6 +166,7 @@ fn the_routed_path_does_not_allocate_per_frame() {
         nat: nat::NatConfig::default(),
         vtep_ip: None,
         shared: false,
+        ip6: None,
     };
     let mut r = Router::new(9, cfg, Arc::new(PortCounters::default())).expect("router");
     let now = Instant::now();

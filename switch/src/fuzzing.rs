@@ -185,6 +185,7 @@ pub fn vtep_frames(data: &[u8]) {
         nat: nat::NatConfig::default(),
         vtep_ip: None,
         shared: false,
+        ip6: None,
     };
     let Ok(mut r) = crate::router::Router::new(9, cfg, Arc::new(PortCounters::default())) else {
         return;

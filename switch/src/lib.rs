@@ -81,8 +81,12 @@ pub struct Ipv6Config {
     pub gateway: Option<std::net::Ipv6Addr>,
     /// The subnet (address, prefix length).
     pub subnet: (std::net::Ipv6Addr, u8),
-    /// Endpoint addresses and MACs.
-    pub hosts: Vec<(std::net::Ipv6Addr, fdb::Mac)>,
+    /// Endpoint addresses and MACs, so routed traffic reaches them without neighbour
+    /// discovery.
+    pub hosts: std::collections::HashMap<std::net::Ipv6Addr, fdb::Mac>,
+    /// Routed without NAT (Docker's `gateway_mode_ipv6=routed`): the endpoints' own
+    /// addresses leave by the uplink, and traffic from outside to them is delivered.
+    pub routed: bool,
 }
 
 /// What makes a network an overlay: the VXLAN network identifier and the VTEPs of the

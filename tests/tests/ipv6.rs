@@ -376,3 +376,172 @@ fn ipv6_port_security_and_the_fast_path() {
         "an allowed address works: {allowed:?}"
     );
 }
+
+/// The outside's IPv6 address (on the uplink's prefix) and the switch's there.
+const FAR6: &str = "2001:db8:ff::1";
+const UPLINK6: &str = "2001:db8:ff::2";
+
+/// An outside namespace behind the uplink with IPv6 too, a daemon with the uplink's
+/// IPv6 side, and one dual-stack network created with `flags` as well.
+fn uplinked6(lab: &Lab, flags: &[&str]) -> (e2e::Outside, Daemon, String) {
+    let out = e2e::Outside::new(lab);
+    let peer = lab.name("o");
+    let far = format!("{FAR6}/64");
+    e2e::run_ok(&[
+        "ip", "-n", &out.ns, "addr", "add", &far, "dev", &peer, "nodad",
+    ]);
+    let d = out.daemon(
+        lab,
+        &[
+            "--uplink-ip6",
+            &format!("{UPLINK6}/64"),
+            "--uplink-gw6",
+            FAR6,
+        ],
+    );
+    let mut all = vec!["--ipv6", "--subnet", "172.24.0.0/24", "--subnet", SUBNET6];
+    all.extend(flags);
+    let net = d.network(lab, "net", &all);
+    (out, d, net)
+}
+
+/// An HTTP GET with curl over IPv6 from `ns`: the status code.
+fn curl6(ns: &str, url: &str) -> String {
+    let o = ns_exec(
+        ns,
+        &[
+            "curl",
+            "-6",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            url,
+        ],
+        Duration::from_secs(10),
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Routed mode (Docker's gateway_mode_ipv6=routed): the far host sees the sandbox's
+/// own address and reaches it back; the hop limit is a router's.
+#[test]
+fn routed_ipv6_keeps_the_sandbox_address_both_ways() {
+    let lab = Lab::new();
+    let (out, d, net) = uplinked6(
+        &lab,
+        &["-o", "com.docker.network.bridge.gateway_mode_ipv6=routed"],
+    );
+    // The far side routes the network's prefix to the switch, as a routed setup has it.
+    e2e::run_ok(&[
+        "ip", "-n", &out.ns, "-6", "route", "add", SUBNET6, "via", UPLINK6,
+    ]);
+    let a = lab.name("a");
+    d.sandbox(&a, &net, &[]);
+    let ip6_a = ip6_of(&d, &a, &net);
+    let web = e2e::Bg::spawn(
+        &lab,
+        &out.ns,
+        "web6",
+        &["python3", "-m", "http.server", "8000", "--bind", FAR6],
+    );
+    e2e::wait_listening(&out.ns, 8000);
+    assert_eq!(curl6(&a, &format!("http://[{FAR6}]:8000/")), "200");
+    assert!(
+        web.output().contains(&ip6_a),
+        "the far host sees the sandbox's own address: {}",
+        web.output()
+    );
+    assert!(ping(&out.ns, &ip6_a, 2), "and reaches it back");
+    assert!(ping(&a, FAR6, 2));
+    // Hop limit 1: the gateway answers time exceeded, as a router does.
+    let o = output(&a, &["ping", "-n", "-c", "1", "-t", "1", "-W", "2", FAR6]);
+    assert!(o.contains("Time exceeded"), "{o}");
+    let stats = d.json(&["stats"]);
+    assert!(
+        stats["router"]["ndp"]["replies_learned"].as_u64() > Some(0),
+        "the far host was resolved by neighbour discovery: {}",
+        stats["router"]
+    );
+}
+
+/// NAT66, Docker 27's default: the far host sees the uplink's IPv6 address, never the
+/// sandbox's; a published port answers on the uplink's IPv6 address from outside and,
+/// hairpinned, from inside.
+#[test]
+fn ipv6_egress_is_masqueraded_and_published_ports_answer_over_ipv6() {
+    let lab = Lab::new();
+    let (out, d, net) = uplinked6(&lab, &[]);
+    let a = lab.name("a");
+    d.sandbox(&a, &net, &[]);
+    let web = e2e::Bg::spawn(
+        &lab,
+        &out.ns,
+        "far6",
+        &["python3", "-m", "http.server", "8000", "--bind", FAR6],
+    );
+    e2e::wait_listening(&out.ns, 8000);
+    assert_eq!(curl6(&a, &format!("http://[{FAR6}]:8000/")), "200");
+    let log = web.output();
+    assert!(
+        log.contains(UPLINK6),
+        "the far host sees the uplink's address: {log}"
+    );
+    assert!(
+        !log.contains("2001:db8:24:"),
+        "no sandbox address leaks: {log}"
+    );
+    assert!(ping(&a, FAR6, 2), "ICMPv6 echo through the NAT");
+    assert!(
+        ping(&a, UPLINK6, 1),
+        "the uplink's IPv6 address from inside"
+    );
+    assert!(ping(&out.ns, UPLINK6, 1), "and from outside");
+    let rows = d.json(&["conntrack"]);
+    assert!(
+        rows.to_string().contains(UPLINK6),
+        "IPv6 sessions in conntrack: {rows}"
+    );
+
+    // A published port, on both families of the uplink.
+    let w = lab.name("w");
+    d.sandbox(&w, &net, &["-p", "8080:80"]);
+    let _srv = e2e::Bg::spawn(
+        &lab,
+        &w,
+        "w80",
+        &["python3", "-m", "http.server", "80", "--bind", "::"],
+    );
+    e2e::wait_listening(&w, 80);
+    let url = format!("http://[{UPLINK6}]:8080/");
+    assert_eq!(curl6(&out.ns, &url), "200", "from outside over IPv6");
+    assert_eq!(curl6(&a, &url), "200", "hairpinned from inside");
+    // [::] publishes IPv6 only.
+    let v = lab.name("v");
+    d.sandbox(&v, &net, &["-p", "[::]:8081:80"]);
+    let _srv2 = e2e::Bg::spawn(
+        &lab,
+        &v,
+        "v80",
+        &["python3", "-m", "http.server", "80", "--bind", "::"],
+    );
+    e2e::wait_listening(&v, 80);
+    assert_eq!(curl6(&out.ns, &format!("http://[{UPLINK6}]:8081/")), "200");
+    let v4 = ns_exec(
+        &out.ns,
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "2",
+            "http://198.51.100.2:8081/",
+        ],
+        Duration::from_secs(5),
+    );
+    assert!(!v4.status.success(), "[::] is not published on IPv4");
+}

@@ -55,6 +55,8 @@ pub struct Config {
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// The uplink address, when there is an uplink (egress, published ports).
     pub uplink_ip: Option<Ipv4Addr>,
+    /// The uplink's IPv6 address, when it has one (`--uplink-ip6`).
+    pub uplink_ip6: Option<Ipv6Addr>,
     /// The overlay tunnel endpoint (`--vtep-ip`, else the uplink address).
     pub vtep_ip: Option<Ipv4Addr>,
     /// The host's address on the host port: what `--add-host NAME:host-gateway` names.

@@ -165,33 +165,40 @@ impl Controller {
 
     /// NAT sessions, optionally only those of one network's addresses.
     pub fn conntrack(&self, req: api::Conntrack) -> ApiResult<Vec<nat::SessionRow>> {
-        let subnet = match &req.network {
-            Some(n) => Some(
-                self.network(n)?
-                    .pool
-                    .as_ref()
-                    .map(|p| p.subnet)
-                    .ok_or_else(|| {
-                        ApiError::invalid(format!("network {n} has no addresses to track"))
-                    })?,
-            ),
+        let subnets = match &req.network {
+            Some(n) => {
+                let net = self.network(n)?;
+                if net.pool.is_none() {
+                    return Err(ApiError::invalid(format!(
+                        "network {n} has no addresses to track"
+                    )));
+                }
+                Some((
+                    net.pool.as_ref().map(|p| p.subnet),
+                    net.pool6.as_ref().map(|p| p.subnet),
+                ))
+            }
             None => None,
         };
         let Some((_, sessions)) = self.engine.router()? else {
             return Ok(Vec::new());
         };
+        let of = |ip: IpAddr, (v4, v6): (Option<Ipv4Net>, Option<Ipv6Net>)| match ip {
+            IpAddr::V4(a) => v4.is_some_and(|s| s.contains(&a)),
+            IpAddr::V6(a) => v6.is_some_and(|s| s.contains(&a)),
+        };
         Ok(sessions
             .into_iter()
             .filter(|r| {
-                subnet.is_none_or(|s| {
+                subnets.is_none_or(|s| {
                     [
                         r.original.src.ip(),
                         r.original.dst.ip(),
                         r.translated.src.ip(),
                         r.translated.dst.ip(),
                     ]
-                    .iter()
-                    .any(|ip| s.contains(*ip))
+                    .into_iter()
+                    .any(|ip| of(ip, s))
                 })
             })
             .collect())

@@ -5,13 +5,13 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use super::*;
 
 impl Controller {
-    /// The address a sandbox's published ports forward to: its first network's.
-    pub(super) fn publish_target(&self, sandbox: &str) -> ApiResult<Ipv4Addr> {
+    /// The addresses a sandbox's published ports forward to: its first network's.
+    pub(super) fn publish_target(&self, sandbox: &str) -> ApiResult<(Ipv4Addr, Option<Ipv6Addr>)> {
         let sb = self.sandbox(sandbox)?;
         sb.endpoints
             .first()
             .and_then(|e| self.state.endpoints.get(e))
-            .map(|e| e.ip)
+            .map(|e| (e.ip, e.ip6))
             .ok_or_else(|| {
                 ApiError::invalid(format!(
                     "sandbox {sandbox} has no network to publish ports from"
@@ -35,16 +35,53 @@ impl Controller {
         Ok(())
     }
 
-    /// One binding: on the uplink address through the NAT (a wildcard, or the uplink's
-    /// address), and on the host's own addresses through a proxy (a wildcard, or one of
-    /// them): traffic a host process sends to 127.0.0.1 or to the host's address goes
-    /// through `lo` and never reaches a switch port.
-    fn publish_one(&mut self, sandbox: &str, b: &Binding, target: Ipv4Addr) -> ApiResult<()> {
-        let uplink = self.cfg.uplink_ip;
-        let on_uplink = uplink.is_some() && (b.host_ip.is_none() || b.nat_ip() == uplink);
-        if on_uplink {
-            self.engine.port_mapping(true, mapping(b, target))?;
+    /// What the NAT publishes of binding `b` for a sandbox at `target`: on the uplink's
+    /// IPv4 address to its IPv4 address, and on the uplink's IPv6 address to its IPv6
+    /// one where both exist. A wildcard binds both families, `0.0.0.0` IPv4 and `[::]`
+    /// IPv6 only, a host address its own family.
+    fn nat_mappings(
+        &self,
+        b: &Binding,
+        (v4, v6): (Ipv4Addr, Option<Ipv6Addr>),
+    ) -> Vec<nat::PortMapping> {
+        let on = |uplink: Option<IpAddr>| match (b.host_ip, uplink) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(ip), Some(u)) if ip.is_unspecified() => ip.is_ipv6() == u.is_ipv6(),
+            (Some(ip), Some(u)) => ip == u,
+        };
+        let host_ip = b.host_ip.filter(|ip| !ip.is_unspecified());
+        let mut out = Vec::new();
+        if on(self.cfg.uplink_ip.map(IpAddr::V4)) {
+            out.push(mapping(b, host_ip, v4.into()));
         }
+        if let Some(v6) = v6.filter(|_| on(self.cfg.uplink_ip6.map(IpAddr::V6))) {
+            out.push(mapping(b, host_ip, v6.into()));
+        }
+        out
+    }
+
+    /// One binding: on the uplink's addresses through the NAT (a wildcard, or the
+    /// uplink's address), and on the host's own addresses through a proxy (a wildcard,
+    /// or one of them): traffic a host process sends to 127.0.0.1 or to the host's
+    /// address goes through `lo` and never reaches a switch port. The proxy forwards to
+    /// the sandbox's IPv4 address from IPv6 host addresses too, as Docker's does.
+    fn publish_one(
+        &mut self,
+        sandbox: &str,
+        b: &Binding,
+        target: (Ipv4Addr, Option<Ipv6Addr>),
+    ) -> ApiResult<()> {
+        let maps = self.nat_mappings(b, target);
+        for (i, m) in maps.iter().enumerate() {
+            if let Err(e) = self.engine.port_mapping(true, *m) {
+                for m in &maps[..i] {
+                    let _ = self.engine.port_mapping(false, *m);
+                }
+                return Err(e.into());
+            }
+        }
+        let target = target.0;
         if self.host_port.is_none() {
             return Ok(());
         }
@@ -74,8 +111,8 @@ impl Controller {
                     tracing::debug!(error = %e, "no IPv6 proxy for a published port");
                 }
                 Err(e) => {
-                    if on_uplink {
-                        let _ = self.engine.port_mapping(false, mapping(b, target));
+                    for m in &maps {
+                        let _ = self.engine.port_mapping(false, *m);
                     }
                     return Err(ApiError::conflict(format!(
                         "Bind for {} failed: {e}",
@@ -94,15 +131,12 @@ impl Controller {
     pub(super) fn unpublish(&mut self, sandbox: &str, bindings: &[Binding]) {
         let target = self
             .publish_target(sandbox)
-            .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let uplink = self.cfg.uplink_ip;
+            .unwrap_or((Ipv4Addr::UNSPECIFIED, None));
         for b in bindings {
-            let on_uplink = uplink.is_some() && (b.host_ip.is_none() || b.nat_ip() == uplink);
-            if !on_uplink {
-                continue;
-            }
-            if let Err(e) = self.engine.port_mapping(false, mapping(b, target)) {
-                tracing::warn!(sandbox, error = %e, "cannot unpublish port");
+            for m in self.nat_mappings(b, target) {
+                if let Err(e) = self.engine.port_mapping(false, m) {
+                    tracing::warn!(sandbox, error = %e, "cannot unpublish port");
+                }
             }
         }
         if let Some(list) = self.proxies.get_mut(sandbox) {
@@ -229,7 +263,9 @@ impl Controller {
     /// `-p HOSTIP:...`: the uplink's address (through the NAT) or one of the host's
     /// (through its proxy, which needs the host port).
     fn check_publish_address(&self, ip: IpAddr) -> ApiResult<()> {
-        if Some(ip) == self.cfg.uplink_ip.map(IpAddr::V4) {
+        if Some(ip) == self.cfg.uplink_ip.map(IpAddr::V4)
+            || Some(ip) == self.cfg.uplink_ip6.map(IpAddr::V6)
+        {
             return Ok(());
         }
         if !is_host_address(ip) {
@@ -257,11 +293,12 @@ fn is_host_address(ip: IpAddr) -> bool {
     ip.is_unspecified() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
-/// What the NAT programs for binding `b` of a sandbox at `target`.
-fn mapping(b: &Binding, target: Ipv4Addr) -> nat::PortMapping {
+/// What the NAT programs for binding `b` on `host_ip` (None: the uplink's address of
+/// the target's family) to a sandbox at `target`.
+fn mapping(b: &Binding, host_ip: Option<IpAddr>, target: IpAddr) -> nat::PortMapping {
     nat::PortMapping {
         proto: b.proto.nat(),
-        host_ip: b.nat_ip(),
+        host_ip,
         host_port: b.host_port,
         target_ip: target,
         target_port: b.port,

@@ -127,7 +127,38 @@ pub fn net_config(net: &Network, hosts: &[Host]) -> NetConfig {
                 .iter()
                 .filter_map(|h| h.ip6.map(|ip| (ip, h.mac.0)))
                 .collect(),
+            routed: gateway_mode_ipv6(net) == GatewayMode::Routed,
         }),
+    }
+}
+
+/// Docker's option: how IPv6 leaves the network, `nat` (the default: masqueraded to
+/// the uplink's IPv6 address) or `routed` (the endpoints' own addresses, no NAT).
+pub const OPT_GATEWAY_MODE_IPV6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayMode {
+    Nat,
+    Routed,
+}
+
+/// The network's IPv6 gateway mode (validated at create).
+pub fn gateway_mode_ipv6(net: &Network) -> GatewayMode {
+    match net.options.get(OPT_GATEWAY_MODE_IPV6).map(String::as_str) {
+        Some("routed") => GatewayMode::Routed,
+        _ => GatewayMode::Nat,
+    }
+}
+
+/// Refuse a `gateway_mode_ipv6` other than nat or routed.
+pub fn validate_gateway_mode(
+    options: &std::collections::BTreeMap<String, String>,
+) -> ApiResult<()> {
+    match options.get(OPT_GATEWAY_MODE_IPV6).map(String::as_str) {
+        None | Some("nat") | Some("routed") => Ok(()),
+        Some(v) => Err(ApiError::invalid(format!(
+            "invalid -o {OPT_GATEWAY_MODE_IPV6}={v}: expected nat (IPv6 masqueraded to the uplink's address) or routed (the endpoints' own addresses)"
+        ))),
     }
 }
 

@@ -102,6 +102,7 @@ pub trait Driver {
         overlay::validate_mtu(&req.options)?;
         bridge::validate_fastpath(&req.options)?;
         bridge::validate_icc(&req.options)?;
+        bridge::validate_gateway_mode(&req.options)?;
         Ok(req.options)
     }
     /// How a sandbox created on this driver's network gets its networking: a namespace

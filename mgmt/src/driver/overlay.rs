@@ -56,6 +56,7 @@ pub fn settle_options(
     validate_mtu(&options)?;
     bridge::validate_fastpath(&options)?;
     bridge::validate_icc(&options)?;
+    bridge::validate_gateway_mode(&options)?;
     let mut alloc = vxlan::VniAllocator::new();
     for v in taken {
         let _ = alloc.reserve(*v);

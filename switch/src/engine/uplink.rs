@@ -167,7 +167,8 @@ impl Engine {
     /// shared tc uplink (bound to it, or to every address).
     fn shared_owner(&self, m: &nat::PortMapping) -> Option<(&Arc<fastpath::FastPath>, u8)> {
         let shared = self.tc_uplink?.shared?;
-        if m.host_ip.is_some_and(|ip| ip != shared.ip) {
+        // The shared address is IPv4: IPv6 mappings are never steered there.
+        if !m.target_ip.is_ipv4() || m.host_ip.is_some_and(|ip| ip != shared.ip) {
             return None;
         }
         let proto = match m.proto {

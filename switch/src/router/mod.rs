@@ -12,7 +12,7 @@ use std::time::Instant;
 use nat::{Nat, NatConfig, NatCounters, Side, Verdict as NatVerdict};
 use serde::Serialize;
 
-use crate::arp::{self, ArpCache, ArpCounters, Lookup};
+use crate::arp::{self, ArpCache, ArpCounters, Lookup, NdpCache};
 use crate::fast_nat::FastNat;
 use crate::fast_vxlan::FastVxlan;
 use crate::fdb::Mac;
@@ -34,6 +34,9 @@ fn eth(frame: &mut [u8]) -> ethernet::Frame<&mut [u8]> {
 
 mod overlay;
 mod resolver;
+mod v6;
+#[cfg(test)]
+mod v6_tests;
 
 /// The external side, as `vswitchd --uplink ... --uplink-ip ... --uplink-gw` gives it.
 #[derive(Clone, Debug)]
@@ -49,6 +52,16 @@ pub struct UplinkConfig {
     /// The host holds the uplink address too (a shared uplink): the kernel answers ARP
     /// for it, with the same MAC.
     pub shared: bool,
+    /// The uplink's IPv6 side (`--uplink-ip6`, `--uplink-gw6`), if it has one.
+    pub ip6: Option<Uplink6>,
+}
+
+/// The switch's IPv6 address on the uplink, its prefix and the next hop beyond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uplink6 {
+    pub ip: std::net::Ipv6Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv6Addr,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
@@ -95,6 +108,13 @@ pub struct RouterCounters {
     /// started): their kernel entries were removed.
     #[serde(default)]
     pub kernel_open_refused: u64,
+    /// IPv6 not routed: to link-local or multicast destinations (a router forwards
+    /// neither), or from a source outside the network's subnet.
+    #[serde(default)]
+    pub ipv6_not_routable: u64,
+    /// Neighbour solicitations for the uplink's IPv6 address answered.
+    #[serde(default)]
+    pub ndp_answered: u64,
 }
 
 /// What `stats` shows of the router.
@@ -104,6 +124,9 @@ pub struct RouterStats {
     pub router: RouterCounters,
     pub nat: NatCounters,
     pub arp: ArpCounters,
+    /// The uplink's IPv6 neighbour cache.
+    #[serde(default)]
+    pub ndp: ArpCounters,
     pub sessions: usize,
     /// Of those, established TCP sessions the tc fast path translates in the kernel.
     #[serde(default)]
@@ -131,6 +154,8 @@ pub(crate) struct Router {
     cfg: UplinkConfig,
     pub nat: Nat,
     arp: ArpCache,
+    /// The uplink's IPv6 neighbours.
+    ndp: NdpCache,
     counters: RouterCounters,
     /// Charged for drops of what the router emits.
     port_counters: Arc<PortCounters>,
@@ -178,6 +203,8 @@ impl Router {
         port_counters: Arc<PortCounters>,
     ) -> Result<Router, nat::NatError> {
         let vtep = VtepConfig::new(cfg.mac, cfg.vtep_ip.unwrap_or(cfg.ip));
+        let mut nat = Nat::new(cfg.nat, cfg.ip)?;
+        nat.set_external_ip6(cfg.ip6.map(|u| u.ip));
         Ok(Router {
             port,
             overlay: Overlay::new(vtep, vxlan::DEFAULT_MAX_ENTRIES, vxlan::DEFAULT_MAX_AGE),
@@ -186,9 +213,10 @@ impl Router {
             flood: Vec::with_capacity(16),
             fast_nat: None,
             fast_vxlan: None,
-            nat: Nat::new(cfg.nat, cfg.ip)?,
+            nat,
             cfg,
             arp: ArpCache::default(),
+            ndp: NdpCache::default(),
             counters: RouterCounters::default(),
             port_counters,
             pkt: Box::new([0u8; MAX_FRAME]),
@@ -203,6 +231,7 @@ impl Router {
             router: self.counters,
             nat: self.nat.counters(),
             arp: self.arp.counters,
+            ndp: self.ndp.counters,
             sessions: self.nat.session_count(),
             fast_path_sessions: self.fast_nat.as_ref().map_or(0, FastNat::len),
             fast_path_tunnel_macs: self.fast_vxlan.as_ref().map_or(0, FastVxlan::len),
@@ -223,6 +252,10 @@ impl Router {
     ) -> Routed {
         let (nets, out, now) = (&mut *cx.nets, &mut *cx.out, cx.now);
         let (net_id, in_port) = (from.net, from.port);
+        if ethertype(frame) == Some(wire::ethernet::ETHERTYPE_IPV6) {
+            self.route6_from_network(nets, from, frame, out, now);
+            return Routed::Done;
+        }
         let Some(net) = nets.get(&net_id) else {
             return Routed::Done;
         };
@@ -335,6 +368,10 @@ impl Router {
         };
         if frame.len() >= wire::arp::ARP_FRAME_LEN && ethertype(frame) == Some(ETHERTYPE_ARP) {
             self.arp_in(&me, frame, out, now);
+            return;
+        }
+        if ethertype(frame) == Some(wire::ethernet::ETHERTYPE_IPV6) {
+            self.receive6_from_uplink(nets, frame, out, now);
             return;
         }
         if ethernet::Frame::new_checked(frame).map_or(true, |f| f.dst() != self.cfg.mac) {
@@ -479,6 +516,7 @@ impl Router {
             let n = arp::request(self.cfg.mac, self.cfg.ip, ip, &mut *self.scratch);
             out.emit(self.port, &self.scratch[..n], &self.port_counters);
         }
+        self.ndp_tick(out, now);
     }
 }
 
@@ -494,6 +532,18 @@ pub(crate) fn no_uplink(
     let Some(gw) = net.cfg.gateway else {
         return false;
     };
+    let gw6 = net.cfg.ipv6.as_ref().and_then(|v6| v6.gateway);
+    if let (Some(gw6), Some(f)) = (gw6, wire::ipv6::Ipv6Frame::new(frame)) {
+        if !in_own_subnet6(net, f.src()) {
+            return false;
+        }
+        let kind = crate::ipv6::Icmp6Error::NoRoute;
+        if let Some(n) = crate::ipv6::icmp6_error(kind, frame, gw.mac, gw6, scratch) {
+            out.emit(in_port, &scratch[..n], from);
+            return true;
+        }
+        return false;
+    }
     if ipv4_lengths(frame).is_none() {
         return false;
     }
@@ -502,6 +552,14 @@ pub(crate) fn no_uplink(
         return true;
     }
     false
+}
+
+/// Whether `ip` is in the network's IPv6 subnet.
+fn in_own_subnet6(net: &Network, ip: std::net::Ipv6Addr) -> bool {
+    net.cfg
+        .ipv6
+        .as_ref()
+        .is_some_and(|v6| crate::ipv6::in_subnet6(ip, v6.subnet.0, v6.subnet.1))
 }
 
 #[cfg(test)]

@@ -91,6 +91,7 @@ mod tests {
             nat: NatConfig::default(),
             vtep_ip: None,
             shared: false,
+            ip6: None,
         };
         let mut r = Router::new(9, cfg, Arc::new(PortCounters::default())).expect("router");
         r.dns = true;

@@ -24,6 +24,7 @@ fn setup() -> (Router, HashMap<NetId, Network>) {
         nat: NatConfig::default(),
         vtep_ip: None,
         shared: false,
+        ip6: None,
     };
     let mut r = Router::new(UPLINK, cfg, Arc::new(PortCounters::default())).expect("router");
     let overlay = OverlayConfig {
@@ -247,6 +248,7 @@ fn a_shared_uplink_leaves_arp_for_its_address_to_the_host() {
             nat: NatConfig::default(),
             vtep_ip: Some(vtep),
             shared,
+            ip6: None,
         };
         let mut r = Router::new(UPLINK, cfg, Arc::new(PortCounters::default())).expect("router");
         let (mut nets, now) = (HashMap::new(), Instant::now());

@@ -185,6 +185,12 @@ impl Worker {
                             for gone in net.hosts.keys().filter(|ip| !hosts.contains_key(ip)) {
                                 r.nat.flush_inside(*gone);
                             }
+                            let kept = cfg.ipv6.as_ref().map(|v6| &v6.hosts);
+                            for gone in net.cfg.ipv6.iter().flat_map(|v6| v6.hosts.keys()) {
+                                if !kept.is_some_and(|k| k.contains_key(gone)) {
+                                    r.nat.flush_inside(*gone);
+                                }
+                            }
                         }
                         if cfg.overlay.is_none() {
                             net.clear_remote();
@@ -219,6 +225,9 @@ impl Worker {
             L2Control::RemoveNetwork(id) => {
                 if let (Some(net), Some(r)) = (self.nets.remove(&id), self.router.as_mut()) {
                     for gone in net.hosts.keys() {
+                        r.nat.flush_inside(*gone);
+                    }
+                    for gone in net.cfg.ipv6.iter().flat_map(|v6| v6.hosts.keys()) {
                         r.nat.flush_inside(*gone);
                     }
                 }
@@ -371,13 +380,21 @@ impl Worker {
             }
             return Ok(());
         }
-        let removed = r
+        let removed = r.nat.remove_port_mapping(&mapping);
+        // The other family's mapping of the same port keeps it reserved.
+        let still = r
             .nat
-            .remove_port_mapping(mapping.proto, mapping.host_ip, mapping.host_port);
-        if let (Some(d), Some(m)) = (dns, removed) {
+            .port_mappings()
+            .any(|m| m.host_port == mapping.host_port && m.proto == mapping.proto);
+        if let (Some(d), Some(m), false) = (dns, removed, still) {
             d.reserve_port(m.host_port, false);
         }
-        if let (nat::Proto::Tcp, Some(f)) = (mapping.proto, r.fast_nat.as_mut()) {
+        // Only IPv4 sessions to published ports open in the kernel.
+        if let (nat::Proto::Tcp, true, Some(f)) = (
+            mapping.proto,
+            mapping.target_ip.is_ipv4(),
+            r.fast_nat.as_mut(),
+        ) {
             f.unpublish(mapping.host_port);
         }
         Ok(())

@@ -71,6 +71,14 @@ pub struct Args {
     /// unless given.
     #[arg(long)]
     uplink_gw: Option<String>,
+    /// The switch's IPv6 address on the uplink (CIDR): IPv6 egress is masqueraded to it
+    /// (networks in routed mode keep their own addresses) and IPv6 published ports are
+    /// reached on it.
+    #[arg(long)]
+    uplink_ip6: Option<String>,
+    /// The uplink's IPv6 next hop (a link-local router address, or one of the prefix).
+    #[arg(long)]
+    uplink_gw6: Option<String>,
     /// Overlay tunnel source address.
     #[arg(long)]
     vtep_ip: Option<String>,
@@ -353,6 +361,7 @@ fn run(args: Args) -> Result<()> {
             io: args.io,
             dns_upstreams,
             uplink_ip: up.as_ref().map(|a| a.ip),
+            uplink_ip6: up.as_ref().and_then(|a| a.ip6),
             vtep_ip: up.as_ref().map(|a| a.vtep),
             host_gateway: host_port.as_ref().map(HostPort::host_ip),
             cluster,

@@ -1,15 +1,16 @@
 //! `--uplink`: the external interface, owned by the switch or shared with the host.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use mgmt::driver::bridge;
 use mgmt::link::Netlink;
 use mgmt::reserved_ports::{self, Reservation};
 use nat::NatConfig;
 use switch::port;
+use switch::router::Uplink6;
 use switch::{Engine, UplinkConfig};
 
 use crate::Args;
@@ -23,6 +24,7 @@ pub const SHARED_PORTS_FIRST: u16 = 49152;
 /// The uplink as attached.
 pub struct Attached {
     pub ip: Ipv4Addr,
+    pub ip6: Option<Ipv6Addr>,
     pub vtep: Ipv4Addr,
     /// The host keeps the address: its own connections share the NIC.
     pub shared: bool,
@@ -92,11 +94,50 @@ fn addressing(nl: &mut Netlink, iface: &str, args: &Args) -> Result<Addressing> 
     Ok(Addressing { net, gw, shared })
 }
 
+/// `--uplink-ip6 CIDR --uplink-gw6 IP`: the switch's IPv6 address on the uplink (its
+/// own: the kernel keeps IPv6 off the interface) and the next hop, on-link (a
+/// link-local router address is usual) or in the uplink's prefix.
+fn addressing6(args: &Args, shared: bool) -> Result<Option<Uplink6>> {
+    let (net, gw) = match (&args.uplink_ip6, &args.uplink_gw6) {
+        (None, None) => return Ok(None),
+        (Some(n), Some(g)) => (n, g),
+        _ => bail!("--uplink-ip6 and --uplink-gw6 go together: the address and the IPv6 next hop"),
+    };
+    let net: Ipv6Net = net.parse().with_context(|| {
+        format!("invalid --uplink-ip6 {net:?}: expected CIDR like 2001:db8:ff::2/64")
+    })?;
+    let gw: Ipv6Addr = gw
+        .parse()
+        .with_context(|| format!("invalid --uplink-gw6 {gw:?}: expected an IPv6 address"))?;
+    let ip = net.addr();
+    let seg = ip.segments()[0];
+    if ip.is_unspecified() || ip.is_multicast() || seg & 0xffc0 == 0xfe80 || ip == net.network() {
+        bail!(
+            "--uplink-ip6 {net}: expected a global or unique local unicast address of its prefix"
+        );
+    }
+    if gw.is_multicast() || gw.is_unspecified() || gw == ip {
+        bail!("--uplink-gw6 {gw}: expected the unicast address of the next hop");
+    }
+    if shared {
+        bail!("--uplink-ip6 on a shared uplink is not supported yet: give the switch an interface of its own");
+    }
+    Ok(Some(Uplink6 {
+        ip,
+        prefix: net.prefix_len(),
+        gateway: gw,
+    }))
+}
+
 /// Attach the uplink, if one is given.
 pub fn attach(engine: &mut Engine, args: &Args) -> Result<Option<Attached>> {
     let Some(iface) = &args.uplink else {
-        if args.uplink_ip.is_some() || args.uplink_gw.is_some() {
-            bail!("--uplink-ip and --uplink-gw need --uplink: the interface they belong to");
+        if args.uplink_ip.is_some()
+            || args.uplink_gw.is_some()
+            || args.uplink_ip6.is_some()
+            || args.uplink_gw6.is_some()
+        {
+            bail!("--uplink-ip(6) and --uplink-gw(6) need --uplink: the interface they belong to");
         }
         return Ok(None);
     };
@@ -105,6 +146,7 @@ pub fn attach(engine: &mut Engine, args: &Args) -> Result<Option<Attached>> {
         bail!("uplink interface {iface} does not exist in vswitchd's network namespace");
     }
     let Addressing { net, gw, shared } = addressing(&mut nl, iface, args)?;
+    let ip6 = addressing6(args, shared)?;
     let mac = nl.link_mac(iface)?;
     let tc = args.uplink_mode == "tc" && engine.has_tc_path();
     if shared && !tc {
@@ -166,6 +208,7 @@ pub fn attach(engine: &mut Engine, args: &Args) -> Result<Option<Attached>> {
         mac,
         nat,
         shared,
+        ip6,
     };
     if args.uplink_mode == "tc" && !tc {
         tracing::warn!(uplink = %iface, "no tc data path: the uplink gets a socket (--uplink-mode socket)");
@@ -183,9 +226,11 @@ pub fn attach(engine: &mut Engine, args: &Args) -> Result<Option<Attached>> {
     attached?;
     nl.set_up(iface)?;
     let mode = if tc { "tc" } else { "socket" };
-    tracing::info!(uplink = %iface, ip = %net, gateway = %gw, mode, shared, "uplink attached");
+    let v6 = ip6.map(|u| format!("{}/{} via {}", u.ip, u.prefix, u.gateway));
+    tracing::info!(uplink = %iface, ip = %net, gateway = %gw, ip6 = v6.as_deref().unwrap_or("none"), mode, shared, "uplink attached");
     Ok(Some(Attached {
         ip: net.addr(),
+        ip6: ip6.map(|u| u.ip),
         vtep: vtep_ip.unwrap_or(net.addr()),
         shared,
         _reservation: reservation,
