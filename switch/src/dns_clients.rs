@@ -3,9 +3,10 @@
 //! forgets what has not asked for a while, then its oldest client: never the whole
 //! table, and never another network's clients, so a sandbox sending from many
 //! addresses (port security off) can push out only its own network's quiet clients.
+//! IPv4 and IPv6 clients (a dual-stack network's) share the table and its bound.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::fdb::Mac;
@@ -27,7 +28,7 @@ pub(crate) struct Seen {
 /// One network's clients.
 #[derive(Debug)]
 pub(crate) struct NetClients {
-    map: HashMap<Ipv4Addr, (Seen, Instant)>,
+    map: HashMap<IpAddr, (Seen, Instant)>,
     cap: usize,
 }
 
@@ -46,7 +47,8 @@ impl NetClients {
     }
 
     /// `ip` asked just now, from `seen`; how many clients were forgotten for it.
-    pub fn remember(&mut self, ip: Ipv4Addr, seen: Seen, now: Instant) -> u64 {
+    pub fn remember(&mut self, ip: impl Into<IpAddr>, seen: Seen, now: Instant) -> u64 {
+        let ip = ip.into();
         let mut evicted = 0;
         if self.map.len() >= self.cap && !self.map.contains_key(&ip) {
             let before = self.map.len();
@@ -68,8 +70,8 @@ impl NetClients {
         evicted
     }
 
-    pub fn get(&self, ip: Ipv4Addr) -> Option<Seen> {
-        self.map.get(&ip).map(|(s, _)| *s)
+    pub fn get(&self, ip: impl Into<IpAddr>) -> Option<Seen> {
+        self.map.get(&ip.into()).map(|(s, _)| *s)
     }
 
     #[cfg(test)]
@@ -81,6 +83,7 @@ impl NetClients {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn seen(i: u32) -> Seen {
         Seen {
@@ -121,5 +124,22 @@ mod tests {
             c.remember(ip(i), seen(i), t1);
             assert!(c.len() <= 4);
         }
+    }
+
+    #[test]
+    fn ipv6_clients_are_told_apart_and_share_the_bound() {
+        let t0 = Instant::now();
+        let mut c = NetClients::with_capacity(2);
+        let v4 = Ipv4Addr::new(172, 18, 0, 3);
+        // The same last 32 bits as v4: a different client.
+        let v6: Ipv6Addr = "::ffff:172.18.0.3".parse().expect("addr");
+        let other: Ipv6Addr = "2001:db8:1::3".parse().expect("addr");
+        c.remember(v4, seen(1), t0);
+        c.remember(v6, seen(2), t0 + Duration::from_millis(1));
+        assert_eq!((c.get(v4), c.get(v6)), (Some(seen(1)), Some(seen(2))));
+        assert_eq!(c.remember(other, seen(3), t0 + Duration::from_millis(2)), 1);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get(v4), None, "the oldest went, whatever its family");
+        assert_eq!(c.get(other), Some(seen(3)));
     }
 }
