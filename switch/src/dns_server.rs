@@ -1,11 +1,12 @@
 //! The embedded resolver's data-plane side. Queries to a network's gateway address,
-//! port 53, arrive here as frames; the `dns` crate decides; answers leave as frames from
-//! the gateway. Names no network owns go upstream from the uplink address through the
+//! port 53 (its IPv4 address, and its IPv6 address on a dual-stack network), arrive here
+//! as frames; the `dns` crate decides; answers leave as frames from the gateway address
+//! they were sent to. Names no network owns go upstream from the uplink address through the
 //! router (not an internal network's: those get SERVFAIL here), each query from a port
 //! of its own, and the upstream's replies come back from the router. One worker owns it.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,14 +20,22 @@ use crate::pipeline::{Cx, Emit, Ingress};
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::NetId;
+use wire::checksum::{checksum, udp_sent};
 use wire::ip::{IPV4_HLEN, UDP_HLEN};
+use wire::ipv6::{Ipv6Frame, Ipv6Repr, IPV6_HLEN, NEXT_HEADER_TCP, NEXT_HEADER_UDP};
+use wire::{udp, Mac, ETH_HLEN};
 
 /// Source ports for upstream queries are picked from here, a fresh one per query; the
 /// NAT's SNAT range stays below it (`nat::PortRange`), so no session can take one.
 pub use crate::DNS_UPSTREAM_PORTS as UPSTREAM_PORTS;
+/// The MTU the ports carry (`MAX_FRAME`), where a network states none.
+const PORT_MTU: usize = 1500;
 /// The largest answer sent over UDP, whatever the client's EDNS size: one datagram in
-/// one frame of the 1500-byte MTU the ports carry (`MAX_FRAME`). Beyond it TC is set.
-pub const MAX_UDP_ANSWER: usize = 1500 - IPV4_HLEN - UDP_HLEN;
+/// one frame of the 1500-byte MTU the ports carry. Beyond it TC is set (over IPv6,
+/// whose header is 20 bytes longer, 20 bytes sooner: `DnsServer::query`).
+pub const MAX_UDP_ANSWER: usize = PORT_MTU - IPV4_HLEN - UDP_HLEN;
+/// The hop limit of answers over IPv6 (IPv4's TTL is the same).
+const HOP_LIMIT: u8 = 64;
 
 /// What the resolver asks to have sent out of the uplink. It never reaches into the
 /// router: the worker drains [`DnsServer::outbox`] into it after each call.
@@ -106,6 +115,69 @@ fn tcp_frame(frame: &[u8]) -> Option<wire::ip::Ipv4Frame<'_>> {
     wire::ip::Ipv4Frame::new(frame).filter(|f| f.proto() == wire::ip::PROTO_TCP)
 }
 
+/// TCP in IPv4 or IPv6: a client's segment for the resolver's TCP side.
+fn is_tcp(frame: &[u8]) -> bool {
+    tcp_frame(frame).is_some()
+        || Ipv6Frame::new(frame).is_some_and(|f| f.next_header() == NEXT_HEADER_TCP)
+}
+
+/// A UDP datagram inside an Ethernet/IPv6 frame: (source, destination, payload). None
+/// when it is not a well-formed one we can answer: UDP right after the fixed header,
+/// a length within the packet, a checksum that verifies (mandatory over IPv6: 0 is
+/// refused, RFC 8200 8.1), and a source that is neither unspecified nor multicast.
+fn parse_udp6(frame: &[u8]) -> Option<(SocketAddrV6, SocketAddrV6, &[u8])> {
+    let f = Ipv6Frame::new(frame)?;
+    let (src, dst) = (f.src(), f.dst());
+    if f.next_header() != NEXT_HEADER_UDP || src.is_unspecified() || src.is_multicast() {
+        return None;
+    }
+    let u = udp::Packet::new_checked(f.payload()).ok()?;
+    let d = u.datagram();
+    let pseudo = wire::ipv6::pseudo_header(&src, &dst, d.len() as u32, NEXT_HEADER_UDP);
+    if u.checksum() == 0 || checksum(d, pseudo) != 0 {
+        return None;
+    }
+    Some((
+        SocketAddrV6::new(src, u.src_port(), 0, 0),
+        SocketAddrV6::new(dst, u.dst_port(), 0, 0),
+        u.into_payload(),
+    ))
+}
+
+/// Write an Ethernet/IPv6/UDP frame carrying `payload` from `src` (`src_mac`) to `dst`
+/// (`dst_mac`) into `out`: hop limit 64, the UDP checksum over the IPv6 pseudo-header.
+/// Its length, or None if it does not fit.
+fn udp6_frame(
+    (src_mac, src): (Mac, SocketAddrV6),
+    (dst_mac, dst): (Mac, SocketAddrV6),
+    payload: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let udp_len = UDP_HLEN + payload.len();
+    let len = ETH_HLEN + IPV6_HLEN + udp_len;
+    let len_field = u16::try_from(udp_len).ok()?;
+    if out.len() < len {
+        return None;
+    }
+    let ip = Ipv6Repr {
+        src: *src.ip(),
+        dst: *dst.ip(),
+        next_header: NEXT_HEADER_UDP,
+        payload_len: udp_len,
+        hop_limit: HOP_LIMIT,
+    };
+    let d = ip.emit_frame(src_mac, dst_mac, &mut out[..len]);
+    d[udp::field::LEN..udp::field::CHECKSUM].copy_from_slice(&len_field.to_be_bytes());
+    d[UDP_HLEN..].copy_from_slice(payload);
+    let mut u = udp::Packet::new_checked(d).ok()?;
+    u.set_src_port(src.port());
+    u.set_dst_port(dst.port());
+    u.set_checksum(0);
+    let c = udp_sent(checksum(u.datagram(), ip.pseudo_header()));
+    u.set_checksum(c);
+    Some(len)
+}
+
 impl DnsServer {
     /// Refuses a configuration the resolver would refuse (too many upstreams).
     pub fn new(upstreams: Vec<SocketAddr>) -> Result<DnsServer, dns::ConfigError> {
@@ -171,12 +243,18 @@ impl DnsServer {
         let cfg = nets.get(&client.net).map(|n| &n.cfg);
         self.resolver
             .set_internal(client.net, cfg.is_none_or(|c| c.internal));
-        let mtu = cfg.map_or(0, |c| c.mtu as usize);
-        let cap = if mtu == 0 {
-            MAX_UDP_ANSWER
-        } else {
-            mtu.saturating_sub(IPV4_HLEN + UDP_HLEN)
+        let mtu = match cfg.map_or(0, |c| c.mtu as usize) {
+            0 => PORT_MTU,
+            m => m,
         };
+        // The cap goes with the query (a forwarded one keeps it), so the family of
+        // each client decides its own.
+        let ip_hlen = if client.addr.is_ipv6() {
+            IPV6_HLEN
+        } else {
+            IPV4_HLEN
+        };
+        let cap = mtu.saturating_sub(ip_hlen + UDP_HLEN);
         self.resolver.set_udp_cap(client.net, cap);
         self.resolver.handle_query(client, msg, now)
     }
@@ -223,12 +301,12 @@ impl DnsServer {
     }
 
     /// A frame the pipeline classified as DNS for network `net` (UDP or TCP to the
-    /// gateway, port 53).
+    /// gateway's IPv4 or IPv6 address, port 53).
     pub fn query_frame(&mut self, cx: &mut Cx<impl Emit>, from: Ingress, frame: &[u8]) {
         let (nets, out, now) = (&*cx.nets, &mut *cx.out, cx.now);
         let Ingress { net, port: in_port } = from;
         let Some(n) = nets.get(&net) else { return };
-        if tcp_frame(frame).is_some() {
+        if is_tcp(frame) {
             let mut queries = std::mem::take(&mut self.tcp_backlog);
             if !self.tcp.receive(n, in_port, frame, out, &mut queries, now) {
                 self.stats.malformed_frames += 1;
@@ -237,23 +315,27 @@ impl DnsServer {
             self.tcp_queries(nets, out, now);
             return;
         }
-        let Some((src, _dst, payload)) = ipv4::parse_udp(frame) else {
+        let udp = match ipv4::parse_udp(frame) {
+            Some((src, _, payload)) => Some((SocketAddr::V4(src), payload)),
+            None => parse_udp6(frame).map(|(src, _, payload)| (SocketAddr::V6(src), payload)),
+        };
+        let Some((src, payload)) = udp else {
             self.stats.malformed_frames += 1;
             return;
         };
-        // parse_udp took it as an Ethernet/IPv4 frame.
+        // Either parser took it as an Ethernet frame.
         let Ok(eth) = wire::ethernet::Frame::new_checked(frame) else {
             return;
         };
         let mac = eth.src();
         self.stats.clients_evicted += self.clients.entry(net).or_default().remember(
-            *src.ip(),
+            src.ip(),
             Seen { mac, port: in_port },
             now,
         );
         let client = Client {
             net,
-            addr: SocketAddr::V4(src),
+            addr: src,
             transport: Transport::Udp,
         };
         let a = self.query(nets, client, payload, now);
@@ -399,22 +481,38 @@ impl DnsServer {
         nets: &HashMap<NetId, Network>,
         out: &mut impl Emit,
     ) {
-        let SocketAddr::V4(to) = client.addr else {
-            return;
-        };
-        let gw = nets.get(&client.net).and_then(|n| n.cfg.gateway);
-        let seen = self.clients.get(&client.net).and_then(|c| c.get(*to.ip()));
+        let cfg = nets.get(&client.net).map(|n| &n.cfg);
+        let gw = cfg.and_then(|c| c.gateway);
+        let gw6 = cfg.and_then(|c| c.ipv6.as_ref()?.gateway);
+        let seen = self
+            .clients
+            .get(&client.net)
+            .and_then(|c| c.get(client.addr.ip()));
         let (Some(gw), Some(seen)) = (gw, seen) else {
             self.stats.client_gone += 1;
             return;
         };
-        let addrs = UdpAddrs {
-            src_mac: gw.mac,
-            dst_mac: seen.mac,
-            src: SocketAddrV4::new(gw.ip, 53),
-            dst: to,
+        let written = match client.addr {
+            SocketAddr::V4(to) => {
+                let addrs = UdpAddrs {
+                    src_mac: gw.mac,
+                    dst_mac: seen.mac,
+                    src: SocketAddrV4::new(gw.ip, 53),
+                    dst: to,
+                };
+                ipv4::udp_frame(&addrs, bytes, &mut *self.scratch)
+            }
+            SocketAddr::V6(to) => {
+                // The network lost its IPv6 side meanwhile: nothing to answer from.
+                let Some(gw6) = gw6 else {
+                    self.stats.client_gone += 1;
+                    return;
+                };
+                let from = SocketAddrV6::new(gw6, 53, 0, 0);
+                udp6_frame((gw.mac, from), (seen.mac, to), bytes, &mut *self.scratch)
+            }
         };
-        match ipv4::udp_frame(&addrs, bytes, &mut *self.scratch) {
+        match written {
             Some(n) => out.emit(seen.port, &self.scratch[..n], &self.counters),
             None => self.stats.resolver.dropped += 1,
         }
@@ -1072,5 +1170,422 @@ mod upstream_tests {
         d.reserve_port(61000, false);
         d.reserve_port(62000, true);
         assert_eq!(round_trip(&mut d, &mut nets, &mut out, 2), 61000);
+    }
+}
+
+#[cfg(test)]
+mod ipv6_tests {
+    //! The resolver at the gateway's IPv6 address over UDP: answers, reverse names,
+    //! forwarding, the IPv6 size cap, checksums. Frames are built and read back with
+    //! etherparse, not with the code under test.
+
+    use super::*;
+    use crate::fdb::{Fdb, Mac};
+    use crate::gateway::Gateway;
+    use crate::sinks::Sink;
+    use crate::{Ipv6Config, NetConfig};
+    use etherparse::{LinkSlice, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+    use std::net::Ipv6Addr;
+    use std::time::Duration;
+
+    const GW: Gateway = Gateway {
+        ip: Ipv4Addr::new(172, 18, 0, 1),
+        mac: [2, 0x42, 172, 18, 0, 1],
+    };
+    const GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+    const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 3);
+    const CLIENT_MAC: Mac = [2, 0x42, 172, 18, 0, 3];
+    const WEB6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0xabc, 2);
+    /// The port queries come in by.
+    const IN_PORT: crate::PortId = 5;
+    const UPLINK: (Ipv4Addr, u8, Ipv4Addr) = (
+        Ipv4Addr::new(10, 200, 0, 1),
+        16,
+        Ipv4Addr::new(10, 200, 0, 254),
+    );
+    const UPSTREAM: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 53);
+
+    /// A dual-stack network 1 of endpoint MTU `mtu` (0: 1500).
+    fn nets(mtu: u32) -> HashMap<NetId, Network> {
+        let mut m = HashMap::new();
+        m.insert(
+            1,
+            Network {
+                cfg: NetConfig {
+                    id: 1,
+                    gateway: Some(GW),
+                    subnet: Some((Ipv4Addr::new(172, 18, 0, 0), 16)),
+                    dns: true,
+                    mtu,
+                    ipv6: Some(Ipv6Config {
+                        gateway: Some(GW6),
+                        subnet: (Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0), 64),
+                        hosts: Vec::new(),
+                    }),
+                    ..Default::default()
+                },
+                fdb: Fdb::new(16, Duration::from_secs(300)),
+                members: vec![4, IN_PORT],
+                hosts: HashMap::new(),
+                guards: Default::default(),
+                storm: Default::default(),
+                remote: Default::default(),
+            },
+        );
+        m
+    }
+
+    fn web() -> Vec<dns::Record> {
+        vec![dns::Record {
+            name: "web".into(),
+            aliases: vec!["front".into()],
+            ipv4: Some(Ipv4Addr::new(172, 18, 0, 2)),
+            ipv6: Some(WEB6),
+        }]
+    }
+
+    /// A resolver with `records` on network 1 and an upstream through the uplink.
+    fn server(records: &[dns::Record], now: Instant) -> DnsServer {
+        let mut d = DnsServer::new(vec![SocketAddr::V4(UPSTREAM)]).expect("resolver");
+        d.enable_upstreams(UPLINK, now);
+        let table = NameTable::new(records).expect("table");
+        d.set_network(1, Some(Arc::new(table)));
+        d
+    }
+
+    const A: u16 = 1;
+    const PTR: u16 = 12;
+    const AAAA: u16 = 28;
+
+    /// A query (RD) for `name` of type `qtype`, class IN, with an OPT record asking
+    /// for `edns` bytes.
+    fn query(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend([1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend(label.as_bytes());
+        }
+        q.push(0);
+        q.extend(qtype.to_be_bytes());
+        q.extend([0, 1]);
+        if let Some(size) = edns {
+            q.extend([0, 0, 41]);
+            q.extend(size.to_be_bytes());
+            q.extend([0, 0, 0, 0, 0, 0]);
+        }
+        q
+    }
+
+    /// `msg` over UDP from the client ([CLIENT6]:40000) to [GW6]:53.
+    fn udp6_query(msg: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, GW.mac)
+            .ipv6(CLIENT6.octets(), GW6.octets(), 64)
+            .udp(40000, 53)
+            .write(&mut f, msg)
+            .expect("datagram");
+        f
+    }
+
+    /// `msg` over UDP from 172.18.0.3:40000 to the gateway's IPv4 address.
+    fn udp4_query(msg: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, GW.mac)
+            .ipv4([172, 18, 0, 3], GW.ip.octets(), 64)
+            .udp(40000, 53)
+            .write(&mut f, msg)
+            .expect("datagram");
+        f
+    }
+
+    fn ask(d: &mut DnsServer, nets: &mut HashMap<NetId, Network>, out: &mut Sink, f: &[u8]) {
+        d.query_frame(
+            &mut Cx::new(nets, out, Instant::now()),
+            Ingress {
+                net: 1,
+                port: IN_PORT,
+            },
+            f,
+        );
+    }
+
+    /// The DNS message of the UDP answer `frame`, after checking that it goes from
+    /// the gateway's MAC and IPv6 address, port 53, to the client's, hop limit 64, the
+    /// lengths agree and the UDP checksum is the one recomputed from scratch.
+    fn udp6_answer(frame: &[u8]) -> Vec<u8> {
+        let p = SlicedPacket::from_ethernet(frame).expect("a packet");
+        let Some(LinkSlice::Ethernet2(eth)) = p.link else {
+            panic!("not Ethernet");
+        };
+        assert_eq!((eth.source(), eth.destination()), (GW.mac, CLIENT_MAC));
+        let Some(NetSlice::Ipv6(ip)) = p.net else {
+            panic!("not IPv6");
+        };
+        let h = ip.header();
+        assert_eq!((h.source_addr(), h.destination_addr()), (GW6, CLIENT6));
+        assert_eq!(h.hop_limit(), 64);
+        let Some(TransportSlice::Udp(u)) = p.transport else {
+            panic!("not UDP");
+        };
+        assert_eq!((u.source_port(), u.destination_port()), (53, 40000));
+        assert_eq!(usize::from(u.length()), UDP_HLEN + u.payload().len());
+        assert_eq!(usize::from(h.payload_length()), usize::from(u.length()));
+        assert_eq!(frame.len(), ETH_HLEN + IPV6_HLEN + usize::from(u.length()));
+        let want = u
+            .to_header()
+            .calc_checksum_ipv6_raw(h.source(), h.destination(), u.payload())
+            .expect("checksum");
+        assert_ne!(u.checksum(), 0, "mandatory over IPv6");
+        assert_eq!(u.checksum(), want, "UDP checksum");
+        u.payload().to_vec()
+    }
+
+    fn rcode(msg: &[u8]) -> u8 {
+        msg[3] & 0x0f
+    }
+
+    fn answers(msg: &[u8]) -> u16 {
+        u16::from_be_bytes([msg[6], msg[7]])
+    }
+
+    #[test]
+    fn an_aaaa_query_over_ipv6_is_answered_from_the_gateways_ipv6_address() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        let mut nets = nets(0);
+        let mut out = Sink::default();
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp6_query(&query(0x1234, "front", AAAA, None)),
+        );
+        assert_eq!(out.out.len(), 1, "answered: {:?}", d.stats());
+        let (port, frame) = &out.out[0];
+        assert_eq!(*port, IN_PORT, "back out of the asking port");
+        let msg = udp6_answer(frame);
+        assert_eq!(&msg[0..2], &[0x12, 0x34], "same ID");
+        assert_eq!(msg[2] & 0x80, 0x80, "a response");
+        assert_eq!((rcode(&msg), answers(&msg)), (0, 1));
+        assert_eq!(
+            &msg[msg.len() - 16..],
+            &WEB6.octets(),
+            "the record's address"
+        );
+        // The same client asks for A over IPv6: the IPv4 address, to the same place.
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp6_query(&query(0x1235, "web", A, None)),
+        );
+        let msg = udp6_answer(&out.out[1].1);
+        assert_eq!(&msg[msg.len() - 4..], &[172, 18, 0, 2]);
+        let s = d.stats();
+        assert_eq!((s.resolver.queries, s.resolver.local_answers), (2, 2));
+        assert_eq!((s.malformed_frames, s.client_gone), (0, 0));
+    }
+
+    /// The reverse name of `ip` under ip6.arpa (its 32 nibbles, last first).
+    fn ip6_arpa(ip: Ipv6Addr) -> String {
+        let mut labels: Vec<String> = ip
+            .octets()
+            .iter()
+            .rev()
+            .flat_map(|b| [b & 0xf, b >> 4])
+            .map(|n| format!("{n:x}"))
+            .collect();
+        labels.extend(["ip6".into(), "arpa".into()]);
+        labels.join(".")
+    }
+
+    #[test]
+    fn a_reverse_query_under_ip6_arpa_gives_the_owner() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        let mut nets = nets(0);
+        let mut out = Sink::default();
+        let name = ip6_arpa(WEB6);
+        assert!(name.starts_with("2.0.0.0.c.b.a.0."), "{name}");
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp6_query(&query(0x4321, &name, PTR, None)),
+        );
+        assert_eq!(out.out.len(), 1);
+        let msg = udp6_answer(&out.out[0].1);
+        assert_eq!((rcode(&msg), answers(&msg)), (0, 1));
+        assert!(
+            msg.ends_with(&[3, b'w', b'e', b'b', 0]),
+            "PTR web.: {:?}",
+            &msg[msg.len() - 8..]
+        );
+        assert_eq!(d.stats().resolver.local_answers, 1);
+    }
+
+    /// The upstream's answer to `query` (as forwarded), to uplink port `port`.
+    fn upstream_answer(query: &[u8], port: u16) -> Vec<u8> {
+        let mut m = query.to_vec();
+        m[2] |= 0x80; // QR
+        m[3] |= 0x80; // RA
+        m[7] = 1; // one answer: www.example.com A 93.184.215.14
+        m.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 93, 184, 215, 14]);
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xfe], [2, 0, 0, 0, 0, 1])
+            .ipv4(UPSTREAM.ip().octets(), UPLINK.0.octets(), 60)
+            .udp(53, port)
+            .write(&mut f, &m)
+            .expect("datagram");
+        f
+    }
+
+    #[test]
+    fn a_query_over_ipv6_goes_upstream_over_ipv4_and_its_answer_comes_back_over_ipv6() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        let mut nets = nets(0);
+        let mut out = Sink::default();
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp6_query(&query(0x0606, "www.example.com", A, None)),
+        );
+        assert!(out.out.is_empty(), "not ours: no answer yet");
+        let Some(Upstream::Udp { from, to, bytes }) = d.outbox.pop() else {
+            panic!("a query upstream");
+        };
+        assert_eq!(to, UPSTREAM, "through the uplink, over IPv4");
+        assert!(UPSTREAM_PORTS.contains(&from));
+        d.uplink_frame(
+            &mut Cx::new(&mut nets, &mut out, now),
+            &upstream_answer(&bytes, from),
+        );
+        assert_eq!(out.out.len(), 1, "answered: {:?}", d.stats());
+        let (port, frame) = &out.out[0];
+        assert_eq!(*port, IN_PORT);
+        let msg = udp6_answer(frame);
+        assert_eq!(&msg[0..2], &[6, 6], "the client's ID, not the upstream's");
+        assert_eq!((rcode(&msg), answers(&msg)), (0, 1));
+        assert_eq!(&msg[msg.len() - 4..], &[93, 184, 215, 14]);
+        let s = d.stats();
+        assert_eq!((s.resolver.forwarded, s.resolver.upstream_replies), (1, 1));
+        assert_eq!((s.inflight, s.client_gone), (0, 0));
+    }
+
+    /// 200 endpoints sharing an alias: an A answer of over 3 KB.
+    fn crowd() -> Vec<dns::Record> {
+        (1..=200u8)
+            .map(|i| dns::Record {
+                name: format!("svc-{i}"),
+                aliases: vec!["svc".into()],
+                ipv4: Some(Ipv4Addr::new(172, 18, 1, i)),
+                ipv6: None,
+            })
+            .collect()
+    }
+
+    /// On a network of `mtu` (0: 1500) a large answer over IPv6 is truncated (TC) to
+    /// `cap6` bytes, one over IPv4 to `cap4` (20 bytes more), and a query forwarded for
+    /// an IPv6 client asks the upstream for no more than `cap6`.
+    fn answers_fit(mtu: u32, cap6: usize, cap4: usize) {
+        let now = Instant::now();
+        let mut d = server(&crowd(), now);
+        let mut nets = nets(mtu);
+        let mut out = Sink::default();
+        for (i, f) in [
+            udp6_query(&query(9, "svc", A, Some(4096))),
+            udp4_query(&query(10, "svc", A, Some(4096))),
+        ]
+        .iter()
+        .enumerate()
+        {
+            ask(&mut d, &mut nets, &mut out, f);
+            assert_eq!(out.out.len(), i + 1, "answered, not dropped");
+        }
+        let msg = udp6_answer(&out.out[0].1);
+        assert!(
+            msg.len() <= cap6 && msg.len() > cap6 - 20,
+            "{} bytes over IPv6 for a {cap6}-byte cap",
+            msg.len()
+        );
+        assert_eq!(msg[2] & 0x02, 0x02, "TC: retry over TCP");
+        assert!(answers(&msg) > 0 && answers(&msg) < 200);
+        let v4 = ipv4::parse_udp(&out.out[1].1).expect("IPv4 answer").2;
+        assert!(
+            v4.len() <= cap4 && v4.len() > cap6,
+            "{} bytes over IPv4 for a {cap4}-byte cap",
+            v4.len()
+        );
+        let s = d.stats();
+        assert_eq!((s.resolver.truncated, s.resolver.dropped), (2, 0));
+
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &udp6_query(&query(11, "big.example.com", A, Some(4096))),
+        );
+        let [Upstream::Udp { bytes, .. }] = d.outbox.as_slice() else {
+            panic!("one datagram upstream");
+        };
+        let opt = bytes.len() - 11;
+        assert_eq!(&bytes[opt..opt + 3], &[0, 0, 41]);
+        let asked = u16::from_be_bytes([bytes[opt + 3], bytes[opt + 4]]);
+        assert_eq!(usize::from(asked), cap6, "the upstream's answer fits too");
+    }
+
+    #[test]
+    fn answers_over_ipv6_stop_at_the_mtu_less_48_bytes() {
+        answers_fit(0, 1452, 1472);
+    }
+
+    #[test]
+    fn a_smaller_mtu_gets_smaller_answers_over_ipv6_too() {
+        answers_fit(1450, 1402, 1422);
+    }
+
+    #[test]
+    fn an_ipv6_datagram_without_a_checksum_or_with_a_wrong_one_is_dropped_and_counted() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        let mut nets = nets(0);
+        let mut out = Sink::default();
+        let good = udp6_query(&query(1, "web", AAAA, None));
+        let sum = ETH_HLEN + IPV6_HLEN + 6;
+        let mut none = good.clone();
+        none[sum..sum + 2].fill(0);
+        let mut wrong = good.clone();
+        wrong[sum] ^= 0x40;
+        let mut from_nowhere = good.clone();
+        // Source :: (the checksum follows it: the source is what refuses it).
+        from_nowhere[ETH_HLEN + 8..ETH_HLEN + 24].fill(0);
+        let c = udp6_answer_checksum(&from_nowhere);
+        from_nowhere[sum..sum + 2].copy_from_slice(&c.to_be_bytes());
+        for f in [&none, &wrong, &from_nowhere] {
+            ask(&mut d, &mut nets, &mut out, f);
+        }
+        assert!(out.out.is_empty(), "nothing answered");
+        let s = d.stats();
+        assert_eq!(s.malformed_frames, 3);
+        assert_eq!(s.resolver.queries, 0, "never reached the resolver");
+        // The same query with its checksum is answered.
+        ask(&mut d, &mut nets, &mut out, &good);
+        assert_eq!(out.out.len(), 1);
+        udp6_answer(&out.out[0].1);
+    }
+
+    /// The UDP checksum the IPv6/UDP `frame` should carry.
+    fn udp6_answer_checksum(frame: &[u8]) -> u16 {
+        let p = SlicedPacket::from_ethernet(frame).expect("a packet");
+        let (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Udp(u))) = (p.net, p.transport) else {
+            panic!("IPv6/UDP");
+        };
+        let h = ip.header();
+        u.to_header()
+            .calc_checksum_ipv6_raw(h.source(), h.destination(), u.payload())
+            .expect("checksum")
     }
 }
