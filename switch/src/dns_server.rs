@@ -1175,9 +1175,9 @@ mod upstream_tests {
 
 #[cfg(test)]
 mod ipv6_tests {
-    //! The resolver at the gateway's IPv6 address over UDP: answers, reverse names,
-    //! forwarding, the IPv6 size cap, checksums. Frames are built and read back with
-    //! etherparse, not with the code under test.
+    //! The resolver at the gateway's IPv6 address: over UDP (answers, reverse names,
+    //! forwarding, the IPv6 size cap, checksums) and over TCP. Frames are built and
+    //! read back with etherparse, not with the code under test.
 
     use super::*;
     use crate::fdb::{Fdb, Mac};
@@ -1587,5 +1587,100 @@ mod ipv6_tests {
         u.to_header()
             .calc_checksum_ipv6_raw(h.source(), h.destination(), u.payload())
             .expect("checksum")
+    }
+
+    /// A TCP segment from the client ([CLIENT6]:40001) to [GW6]:53.
+    fn tcp6_segment(seq: u32, ack: Option<u32>, syn: bool, payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(CLIENT_MAC, GW.mac)
+            .ipv6(CLIENT6.octets(), GW6.octets(), 64)
+            .tcp(40001, 53, seq, 64240);
+        let b = match (syn, ack) {
+            (true, _) => b.syn(),
+            (false, Some(a)) => b.ack(a).psh(),
+            (false, None) => b,
+        };
+        let mut f = Vec::new();
+        b.write(&mut f, payload).expect("segment");
+        f
+    }
+
+    /// (sequence number, SYN, payload) of TCP segment `frame`, after checking that it
+    /// goes from [GW6]:53 (the gateway's MAC) to the client and that its checksum is
+    /// the one recomputed from scratch.
+    fn tcp6_of(frame: &[u8]) -> (u32, bool, Vec<u8>) {
+        let p = SlicedPacket::from_ethernet(frame).expect("a packet");
+        let Some(LinkSlice::Ethernet2(eth)) = p.link else {
+            panic!("not Ethernet");
+        };
+        assert_eq!((eth.source(), eth.destination()), (GW.mac, CLIENT_MAC));
+        let Some(NetSlice::Ipv6(ip)) = p.net else {
+            panic!("not IPv6");
+        };
+        let h = ip.header();
+        assert_eq!((h.source_addr(), h.destination_addr()), (GW6, CLIENT6));
+        let Some(TransportSlice::Tcp(t)) = p.transport else {
+            panic!("not TCP");
+        };
+        assert_eq!((t.source_port(), t.destination_port()), (53, 40001));
+        let want = t
+            .to_header()
+            .calc_checksum_ipv6_raw(h.source(), h.destination(), t.payload())
+            .expect("checksum");
+        assert_eq!(t.checksum(), want, "TCP checksum");
+        (t.sequence_number(), t.syn(), t.payload().to_vec())
+    }
+
+    #[test]
+    fn a_query_over_tcp_to_the_gateways_ipv6_address_is_answered() {
+        let now = Instant::now();
+        let mut d = server(&web(), now);
+        let mut nets = nets(0);
+        let mut out = Sink::default();
+        ask(
+            &mut d,
+            &mut nets,
+            &mut out,
+            &tcp6_segment(1000, None, true, &[]),
+        );
+        let (port, synack) = out.out.last().expect("SYN-ACK");
+        assert_eq!(*port, IN_PORT);
+        let (their_seq, syn, _) = tcp6_of(synack);
+        assert!(syn, "the handshake's second step");
+        let q = query(0x0707, "web", AAAA, None);
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend(&q);
+        let before = out.out.len();
+        let seg = tcp6_segment(1001, Some(their_seq.wrapping_add(1)), false, &framed);
+        ask(&mut d, &mut nets, &mut out, &seg);
+        let answer = out.out[before..]
+            .iter()
+            .map(|(_, f)| tcp6_of(f).2)
+            .find(|p| !p.is_empty())
+            .expect("an answer segment");
+        let len = usize::from(u16::from_be_bytes([answer[0], answer[1]]));
+        assert_eq!(answer.len(), 2 + len, "one length-prefixed message");
+        let msg = &answer[2..];
+        assert_eq!(&msg[0..2], &[7, 7], "the query's ID");
+        assert_eq!((rcode(msg), answers(msg)), (0, 1));
+        assert_eq!(&msg[msg.len() - 16..], &WEB6.octets());
+        let s = d.stats();
+        assert_eq!((s.tcp_connections, s.resolver.local_answers), (1, 1));
+        assert_eq!(s.malformed_frames, 0);
+
+        // IPv4 clients of the same network still get their handshake from the
+        // interface that now holds both addresses.
+        let mut syn4 = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, GW.mac)
+            .ipv4([172, 18, 0, 3], GW.ip.octets(), 64)
+            .tcp(40002, 53, 5000, 64240)
+            .syn()
+            .write(&mut syn4, &[])
+            .expect("segment");
+        let before = out.out.len();
+        ask(&mut d, &mut nets, &mut out, &syn4);
+        let p = SlicedPacket::from_ethernet(&out.out.last().expect("SYN-ACK").1).expect("IP");
+        assert_eq!(out.out.len(), before + 1);
+        assert!(matches!(p.net, Some(NetSlice::Ipv4(_))));
+        assert!(matches!(p.transport, Some(TransportSlice::Tcp(t)) if t.syn() && t.ack()));
     }
 }

@@ -1,12 +1,13 @@
 //! DNS over TCP at a network's gateway address (RFC 7766). The gateway address exists
 //! only in the switch, so the TCP endpoint is `smoltcp`'s: one IP-medium interface per
-//! network holding the gateway address and a small pool of sockets listening on port
-//! 53. Segments to gateway:53 are fed in as IP packets; the interface's output gets an
+//! network holding the gateway address (and its IPv6 address on a dual-stack network)
+//! and a small pool of sockets listening on port 53, for clients of either family.
+//! Segments to gateway:53 are fed in as IP packets; the interface's output gets an
 //! Ethernet header (gateway MAC -> the client's MAC) and leaves by the client's port.
 //! Messages are 2-byte-length framed; the resolver sees them without the prefix.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,10 @@ use crate::network::Network;
 use crate::pipeline::Emit;
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
-use crate::{NetId, PortId};
-use wire::ethernet::{self, ETHERTYPE_IPV4};
+use crate::{NetConfig, NetId, PortId};
+use wire::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use wire::ip::{Ipv4Frame, Ipv4Packet};
+use wire::ipv6::{Ipv6Frame, Ipv6Packet, NEXT_HEADER_TCP};
 use wire::ETH_HLEN;
 
 /// Connections served at once per network; a SYN beyond them is answered with RST.
@@ -110,8 +112,60 @@ struct Conn {
     last_active: Option<Instant>,
 }
 
+/// The addresses a network's interface holds: the gateway's, with its subnets' prefix
+/// lengths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Addrs {
+    v4: (Ipv4Addr, u8),
+    v6: Option<(Ipv6Addr, u8)>,
+}
+
+impl Addrs {
+    /// None where the network has no gateway in the switch (nothing to listen at).
+    fn of(cfg: &NetConfig) -> Option<Addrs> {
+        let (Some(gw), Some((_, prefix))) = (cfg.gateway, cfg.subnet) else {
+            return None;
+        };
+        let v6 = cfg
+            .ipv6
+            .as_ref()
+            .and_then(|v6| Some((v6.gateway?, v6.subnet.1)));
+        Some(Addrs {
+            v4: (gw.ip, prefix),
+            v6,
+        })
+    }
+
+    fn apply(&self, iface: &mut Interface) {
+        iface.update_ip_addrs(|a| {
+            a.clear();
+            // Two at most: smoltcp's default room (IFACE_MAX_ADDR_COUNT).
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(self.v4.0), self.v4.1));
+            if let Some((ip, prefix)) = self.v6 {
+                let _ = a.push(IpCidr::new(IpAddress::Ipv6(ip), prefix));
+            }
+        });
+    }
+}
+
+/// The destination and EtherType of an IP packet the stack sent.
+fn destination(packet: &[u8]) -> Option<(IpAddr, u16)> {
+    match packet.first()? >> 4 {
+        4 => Some((
+            Ipv4Packet::new_checked(packet).ok()?.dst().into(),
+            ETHERTYPE_IPV4,
+        )),
+        6 => Some((
+            Ipv6Packet::new_checked(packet).ok()?.dst().into(),
+            ETHERTYPE_IPV6,
+        )),
+        _ => None,
+    }
+}
+
 struct NetTcp {
     gw: Gateway,
+    addrs: Addrs,
     iface: Interface,
     wire: Wire,
     sockets: SocketSet<'static>,
@@ -136,12 +190,10 @@ fn smol(epoch: Instant, now: Instant) -> SmolInstant {
 }
 
 impl NetTcp {
-    fn new(gw: Gateway, prefix: u8, now: SmolInstant) -> NetTcp {
+    fn new(gw: Gateway, addrs: Addrs, now: SmolInstant) -> NetTcp {
         let mut wire = Wire::default();
         let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut wire, now);
-        iface.update_ip_addrs(|a| {
-            let _ = a.push(IpCidr::new(IpAddress::Ipv4(gw.ip), prefix));
-        });
+        addrs.apply(&mut iface);
         let mut sockets = SocketSet::new(Vec::new());
         let mut handles = Vec::with_capacity(LISTENERS);
         for _ in 0..LISTENERS {
@@ -155,6 +207,7 @@ impl NetTcp {
         }
         NetTcp {
             gw,
+            addrs,
             iface,
             wire,
             sockets,
@@ -197,13 +250,10 @@ impl NetTcp {
                 }
                 _ => {}
             }
-            let Some(IpEndpoint {
-                addr: IpAddress::Ipv4(ip),
-                port,
-            }) = s.remote_endpoint()
-            else {
+            let Some(IpEndpoint { addr, port }) = s.remote_endpoint() else {
                 continue;
             };
+            let ip = IpAddr::from(addr);
             let conn = self.conns.entry(h).or_insert_with(|| {
                 counts.accepted += 1;
                 Conn::default()
@@ -227,7 +277,7 @@ impl NetTcp {
                 queries.push((
                     Client {
                         net,
-                        addr: SocketAddr::new(IpAddr::V4(ip), port),
+                        addr: SocketAddr::new(ip, port),
                         transport: Transport::Tcp,
                     },
                     msg,
@@ -264,10 +314,7 @@ impl NetTcp {
 
     /// Queue `bytes` (one DNS message) for the connection from `to`.
     fn queue_answer(&mut self, to: SocketAddr, bytes: &[u8]) -> bool {
-        let (IpAddr::V4(ip), port) = (to.ip(), to.port()) else {
-            return false;
-        };
-        let want = IpEndpoint::new(IpAddress::Ipv4(ip), port);
+        let want = IpEndpoint::new(IpAddress::from(to.ip()), to.port());
         let Some(&h) = self.handles.iter().find(|h| {
             let s = self.sockets.get::<tcp::Socket>(**h);
             s.remote_endpoint() == Some(want) && s.may_send()
@@ -290,16 +337,16 @@ impl NetTcp {
             if ETH_HLEN + p.len() > MAX_FRAME {
                 continue;
             }
-            let Ok(ip) = Ipv4Packet::new_checked(&p[..]) else {
+            let Some((dst, ethertype)) = destination(&p) else {
                 continue;
             };
-            let Some(Seen { mac, port }) = self.clients.get(ip.dst()) else {
+            let Some(Seen { mac, port }) = self.clients.get(dst) else {
                 continue;
             };
             ethernet::Repr {
                 src: self.gw.mac,
                 dst: mac,
-                ethertype: ETHERTYPE_IPV4,
+                ethertype,
             }
             .emit_into(&mut frame);
             frame[ETH_HLEN..ETH_HLEN + p.len()].copy_from_slice(&p);
@@ -313,8 +360,8 @@ impl DnsTcp {
         smol(*self.epoch.get_or_insert(now), now)
     }
 
-    /// A TCP segment to gateway:53 on `net`; false if it is not a well-formed IPv4
-    /// packet. Complete queries are appended to `queries`.
+    /// A TCP segment to gateway:53 on `net`; false if it is not a well-formed IPv4 or
+    /// IPv6 packet carrying TCP. Complete queries are appended to `queries`.
     pub fn receive(
         &mut self,
         net: &Network,
@@ -324,10 +371,28 @@ impl DnsTcp {
         queries: &mut Vec<(Client, Vec<u8>)>,
         now: Instant,
     ) -> bool {
-        let (Some(gw), Some((_, prefix))) = (net.cfg.gateway, net.cfg.subnet) else {
+        let (Some(gw), Some(addrs)) = (net.cfg.gateway, Addrs::of(&net.cfg)) else {
             return false;
         };
-        let Some(f) = Ipv4Frame::new(frame) else {
+        // (source, its MAC, the IP packet, the TCP segment)
+        let (src, mac, packet, segment) = if let Some(f) = Ipv4Frame::new(frame) {
+            (
+                IpAddr::V4(f.src()),
+                f.src_mac(),
+                f.packet_bytes(),
+                f.payload(),
+            )
+        } else if let Some(f) = Ipv6Frame::new(frame) {
+            if f.next_header() != NEXT_HEADER_TCP {
+                return false;
+            }
+            (
+                IpAddr::V6(f.src()),
+                f.src_mac(),
+                f.packet_bytes(),
+                f.payload(),
+            )
+        } else {
             return false;
         };
         let t = self.clock(now);
@@ -335,16 +400,20 @@ impl DnsTcp {
         let n = self
             .nets
             .entry(id)
-            .or_insert_with(|| NetTcp::new(gw, prefix, t));
-        let (src, mac) = (f.src(), f.src_mac());
+            .or_insert_with(|| NetTcp::new(gw, addrs, t));
+        if n.addrs != addrs {
+            // The network's config changed (it became dual-stack, say).
+            addrs.apply(&mut n.iface);
+            n.addrs = addrs;
+        }
         self.counts.clients_evicted += n.clients.remember(src, Seen { mac, port: in_port }, now);
         // A SYN (without ACK) and no listener left: the stack will reset it.
-        let syn = wire::tcp::Packet::new_checked(f.payload())
+        let syn = wire::tcp::Packet::new_checked(segment)
             .is_ok_and(|t| t.flags() & (wire::tcp::SYN | wire::tcp::ACK) == wire::tcp::SYN);
         if syn && n.listening() == 0 {
             self.counts.refused += 1;
         }
-        n.wire.rx.push_back(f.packet_bytes().to_vec());
+        n.wire.rx.push_back(packet.to_vec());
         n.service(id, now, t, queries, &mut self.counts);
         n.emit(out, &self.counters);
         self.update_next_poll(now);
