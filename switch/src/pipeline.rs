@@ -201,7 +201,7 @@ fn classify(
             if let Some(n) = gw6.and_then(|ip6| gateway6::reply(gw.mac, ip6, frame, scratch)) {
                 return Verdict::Reply(n);
             }
-            if net.cfg.dns && is_dns_to(gw.ip, frame) {
+            if net.cfg.dns && is_dns_to(gw.ip, gw6, frame) {
                 return Verdict::Dns;
             }
             return Verdict::Route;
@@ -226,16 +226,29 @@ fn classify(
     Verdict::Flood
 }
 
-/// IPv4 UDP or TCP to `ip`, destination port 53, first (or only) fragment. Only
-/// frames already addressed to the gateway's MAC get here: the rest never pay for it.
+/// UDP or TCP to destination port 53 of `ip` (IPv4, first or only fragment) or of
+/// `ip6` (IPv6 with UDP or TCP as the next header: queries do not come with extension
+/// headers). Only frames already addressed to the gateway's MAC get here: the rest never
+/// pay for it.
 #[inline]
-fn is_dns_to(ip: std::net::Ipv4Addr, frame: &[u8]) -> bool {
-    let Some(f) = Ipv4Frame::new(frame) else {
-        return false;
-    };
-    f.packet().frag_offset() == 0
-        && f.endpoints()
-            .is_some_and(|(_, to)| *to.ip() == ip && to.port() == DNS_PORT)
+fn is_dns_to(ip: std::net::Ipv4Addr, ip6: Option<std::net::Ipv6Addr>, frame: &[u8]) -> bool {
+    use wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+    use wire::ipv6::{Ipv6Frame, NEXT_HEADER_TCP, NEXT_HEADER_UDP};
+    match ethernet::ethertype(frame) {
+        Some(ETHERTYPE_IPV4) => Ipv4Frame::new(frame).is_some_and(|f| {
+            f.packet().frag_offset() == 0
+                && f.endpoints()
+                    .is_some_and(|(_, to)| *to.ip() == ip && to.port() == DNS_PORT)
+        }),
+        Some(ETHERTYPE_IPV6) => ip6.is_some_and(|ip6| {
+            Ipv6Frame::new(frame).is_some_and(|f| {
+                matches!(f.next_header(), NEXT_HEADER_UDP | NEXT_HEADER_TCP)
+                    && f.dst() == ip6
+                    && f.payload().get(2..4) == Some(&DNS_PORT.to_be_bytes()[..])
+            })
+        }),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -502,5 +515,71 @@ mod tests {
         let (s, _) = run(&mut n, 1, &[frame(B, A)]);
         assert!(s.out.is_empty(), "a remote MAC goes to the tunnel only");
         assert_eq!(s.tunnel.len(), 1);
+    }
+
+    /// UDP (17) or TCP (6) from A (2001:db8:1::2) to `dst`, port `dport`, to the
+    /// gateway's MAC.
+    fn ip6_to_gateway(next_header: u8, dst: std::net::Ipv6Addr, dport: u16) -> Vec<u8> {
+        let mut f = GW_MAC.to_vec();
+        f.extend(A);
+        f.extend([0x86, 0xdd, 0x60, 0, 0, 0, 0, 20, next_header, 64]);
+        f.extend(
+            "2001:db8:1::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        f.extend(dst.octets());
+        f.extend(40000u16.to_be_bytes());
+        f.extend(dport.to_be_bytes());
+        f.resize(14 + 40 + 20, 0);
+        f
+    }
+
+    #[test]
+    fn queries_to_the_gateways_ipv6_address_go_to_the_resolver() {
+        let gw6: std::net::Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+        let other: std::net::Ipv6Addr = "2001:db8:1::9".parse().unwrap();
+        let mut n = net(vec![1, 2]);
+        n.cfg.dns = true;
+        // Not dual-stack: IPv6 to port 53 is only something to route.
+        let (s, _) = run(&mut n, 1, &[ip6_to_gateway(17, gw6, 53)]);
+        assert_eq!((s.dns.len(), s.routed.len()), (0, 1), "no IPv6 gateway");
+        n.cfg.ipv6 = Some(crate::Ipv6Config {
+            gateway: Some(gw6),
+            subnet: ("2001:db8:1::".parse().unwrap(), 64),
+            hosts: Vec::new(),
+        });
+        let (s, _) = run(
+            &mut n,
+            1,
+            &[
+                ip6_to_gateway(17, gw6, 53),
+                ip6_to_gateway(6, gw6, 53),
+                udp_to_gateway(53),
+            ],
+        );
+        assert_eq!(s.dns.len(), 3, "UDP and TCP over IPv6, and IPv4 as before");
+        assert!(s.routed.is_empty());
+        let (s, _) = run(
+            &mut n,
+            1,
+            &[
+                ip6_to_gateway(17, gw6, 54),
+                ip6_to_gateway(17, other, 53),
+                // ICMPv6 (58) is not a query, even with 53 where a port would be.
+                ip6_to_gateway(58, gw6, 53),
+                udp_to_gateway(54),
+            ],
+        );
+        assert!(s.dns.is_empty(), "{:?}", s.dns);
+        assert_eq!(
+            s.routed.len(),
+            4,
+            "other ports and addresses are routed as before"
+        );
+        n.cfg.dns = false;
+        let (s, _) = run(&mut n, 1, &[ip6_to_gateway(17, gw6, 53)]);
+        assert_eq!((s.dns.len(), s.routed.len()), (0, 1), "no resolver here");
     }
 }
