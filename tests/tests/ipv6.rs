@@ -545,3 +545,57 @@ fn ipv6_egress_is_masqueraded_and_published_ports_answer_over_ipv6() {
     );
     assert!(!v4.status.success(), "[::] is not published on IPv4");
 }
+
+/// `dig` with a bounded wait, `+short`: the answers' lines.
+fn dig_short(ns: &str, args: &[&str]) -> Vec<String> {
+    let mut full = vec!["dig", "+time=3", "+tries=1", "+short"];
+    full.extend(args);
+    output(ns, &full)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .collect()
+}
+
+/// The embedded resolver gives sandbox names and aliases their IPv6 addresses (AAAA),
+/// IPv6 addresses their names (ip6.arpa), and answers at the gateway's IPv6 address,
+/// over UDP and TCP, as at its IPv4 one; glibc's getent finds them.
+#[test]
+fn the_embedded_dns_answers_aaaa_and_ip6_arpa_on_both_families() {
+    let lab = Lab::new();
+    let (d, net) = dual_stack(&lab);
+    let a = lab.name("a");
+    d.sandbox(&a, &net, &[]);
+    let b = lab.name("b");
+    d.sandbox(&b, &net, &["--alias", "web"]);
+    let ip6_b = ip6_of(&d, &b, &net);
+    assert_eq!(dig_short(&a, &["@172.24.0.1", "AAAA", &b]), [ip6_b.clone()]);
+    assert_eq!(
+        dig_short(&a, &[&format!("@{GW6}"), "AAAA", "web"]),
+        [ip6_b.clone()],
+        "an alias, asked at the gateway's IPv6 address"
+    );
+    assert_eq!(
+        dig_short(&a, &[&format!("@{GW6}"), "+tcp", "AAAA", &b]),
+        [ip6_b.clone()],
+        "over TCP too"
+    );
+    assert_eq!(
+        dig_short(&a, &[&format!("@{GW6}"), "A", &b]),
+        ["172.24.0.3"],
+        "A records over IPv6"
+    );
+    assert_eq!(
+        dig_short(&a, &[&format!("@{GW6}"), "-x", &ip6_b]),
+        [format!("{b}.")],
+        "PTR under ip6.arpa"
+    );
+    let hosts = output(&a, &["getent", "ahostsv6", &b]);
+    assert!(hosts.contains(&ip6_b), "getent ahostsv6 {b}: {hosts}");
+    assert!(ping(&a, &b, 1), "ping by name");
+    let o = output(&a, &["ping", "-6", "-n", "-c", "1", "-W", "2", "web"]);
+    assert!(
+        o.contains(&ip6_b) && o.contains(" 0% packet loss"),
+        "ping -6 web: {o}"
+    );
+}
