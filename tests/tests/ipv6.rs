@@ -599,3 +599,40 @@ fn the_embedded_dns_answers_aaaa_and_ip6_arpa_on_both_families() {
         "ping -6 web: {o}"
     );
 }
+
+/// `-p` on one of the host's IPv6 addresses reaches a container that has IPv4 only:
+/// the host's proxy listens there and forwards to the container's IPv4 address, as
+/// Docker's docker-proxy does.
+#[test]
+fn a_port_published_on_a_host_ipv6_address_reaches_an_ipv4_only_container() {
+    let lab = Lab::new();
+    let (d, net) = e2e::daemon_with_network(&lab, &[], &["--subnet", "172.25.0.0/24"]);
+    let host6 = "2001:db8:ee::1";
+    e2e::run_ok(&[
+        "ip",
+        "-n",
+        &d.host_ns,
+        "addr",
+        "add",
+        &format!("{host6}/128"),
+        "dev",
+        "lo",
+        "nodad",
+    ]);
+    let w = lab.name("w");
+    d.sandbox(&w, &net, &["-p", &format!("[{host6}]:8090:80")]);
+    let _srv = e2e::Bg::spawn(
+        &lab,
+        &w,
+        "w80",
+        &["python3", "-m", "http.server", "80", "--bind", "0.0.0.0"],
+    );
+    e2e::wait_listening(&w, 80);
+    assert_eq!(
+        curl6(&d.host_ns, &format!("http://[{host6}]:8090/")),
+        "200",
+        "through the proxy to the IPv4-only container"
+    );
+    let ports = d.ok(&["port", &w]);
+    assert!(ports.contains(&format!("[{host6}]:8090")), "{ports}");
+}
