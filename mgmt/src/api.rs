@@ -21,6 +21,9 @@ pub struct NetworkCreate {
     pub subnet: Option<String>,
     pub gateway: Option<String>,
     pub ip_range: Option<String>,
+    /// false: IPv6-only (Docker 28's `--ipv4=false`, with `ipv6`); absent: true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<bool>,
     /// Dual-stack (Docker's `--ipv6`): an IPv6 pool beside the IPv4 one, `subnet6` or
     /// a /64 of the host's IPv6 pool.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

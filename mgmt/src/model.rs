@@ -104,6 +104,12 @@ impl Mac {
         let o = ip.octets();
         Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
     }
+    /// The same scheme for an endpoint with IPv6 only: 02:42 followed by the last 32
+    /// bits of its address (unique within its subnet's pool, handed out in order).
+    pub fn from_ip6(ip: Ipv6Addr) -> Mac {
+        let o = ip.octets();
+        Mac([0x02, 0x42, o[12], o[13], o[14], o[15]])
+    }
     pub fn parse(s: &str) -> ApiResult<Mac> {
         let bad = || {
             ApiError::invalid(format!(
@@ -157,7 +163,9 @@ pub struct Endpoint {
     pub id: String,
     pub network: String,
     pub sandbox: String,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address; None on an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     /// Its IPv6 address on a network with IPv6.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,

@@ -52,7 +52,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -119,7 +119,7 @@ impl Default for Limits {
 pub struct Proxy {
     proto: Proto,
     local: SocketAddr,
-    target: SocketAddrV4,
+    target: SocketAddr,
     waker: Waker,
     thread: Option<JoinHandle<()>>,
 }
@@ -136,14 +136,14 @@ impl Proxy {
     ///
     /// Errors name the address: "listen on 0.0.0.0:8080/tcp: Address already in use
     /// (os error 98)"; their kind is the system's (`AddrInUse` there).
-    pub fn start(proto: Proto, listen: SocketAddr, target: SocketAddrV4) -> io::Result<Proxy> {
+    pub fn start(proto: Proto, listen: SocketAddr, target: SocketAddr) -> io::Result<Proxy> {
         Self::start_with(proto, listen, target, Limits::default())
     }
 
     fn start_with(
         proto: Proto,
         listen: SocketAddr,
-        target: SocketAddrV4,
+        target: SocketAddr,
         limits: Limits,
     ) -> io::Result<Proxy> {
         let ctx =
@@ -521,11 +521,11 @@ struct TcpRelay {
 }
 
 impl TcpRelay {
-    fn new(poll: Poll, listener: TcpListener, target: SocketAddrV4, limits: Limits) -> Self {
+    fn new(poll: Poll, listener: TcpListener, target: SocketAddr, limits: Limits) -> Self {
         TcpRelay {
             poll,
             listener,
-            target: SocketAddr::V4(target),
+            target,
             limits,
             conns: Slab::new(),
             connecting: VecDeque::new(),
@@ -751,11 +751,11 @@ struct UdpRelay {
 }
 
 impl UdpRelay {
-    fn new(poll: Poll, listener: UdpSocket, target: SocketAddrV4, limits: Limits) -> Self {
+    fn new(poll: Poll, listener: UdpSocket, target: SocketAddr, limits: Limits) -> Self {
         UdpRelay {
             poll,
             listener,
-            target: SocketAddr::V4(target),
+            target,
             limits,
             flows: Slab::new(),
             by_client: HashMap::new(),
@@ -852,7 +852,12 @@ impl UdpRelay {
                 "proxy full: datagram from a new client dropped");
             return None;
         }
-        let opened = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).and_then(|s| {
+        let any: std::net::IpAddr = if self.target.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let opened = UdpSocket::bind(SocketAddr::new(any, 0)).and_then(|s| {
             s.connect(self.target)?;
             Ok(s)
         });
@@ -956,6 +961,7 @@ impl UdpRelay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddrV4;
     use std::net::{TcpListener as StdListener, TcpStream as StdStream, UdpSocket as StdUdp};
     use std::thread;
 
@@ -1019,7 +1025,7 @@ mod tests {
     #[test]
     fn tcp_relays_a_mebibyte_both_ways_with_half_close() {
         let target = echo_then_bye(1);
-        let p = Proxy::start(Proto::Tcp, loopback(), target).unwrap();
+        let p = Proxy::start(Proto::Tcp, loopback(), target.into()).unwrap();
         let data = pattern(1 << 20);
         let got = round_trip(p.local_addr(), &data);
         assert_eq!(got.len(), data.len() + 3, "echo and bye");
@@ -1035,7 +1041,7 @@ mod tests {
             return;
         }
         let target = echo_then_bye(1);
-        let p = Proxy::start(Proto::Tcp, lo6, target).unwrap();
+        let p = Proxy::start(Proto::Tcp, lo6, target.into()).unwrap();
         assert!(p.local_addr().is_ipv6());
         assert_eq!(round_trip(p.local_addr(), b"hello"), b"hellobye");
     }
@@ -1065,7 +1071,7 @@ mod tests {
     #[test]
     fn tcp_target_refusing_closes_the_client() {
         let refused = v4(StdListener::bind(loopback()).unwrap().local_addr().unwrap());
-        let p = Proxy::start(Proto::Tcp, loopback(), refused).unwrap();
+        let p = Proxy::start(Proto::Tcp, loopback(), refused.into()).unwrap();
         let mut s = StdStream::connect(p.local_addr()).unwrap();
         // Well before the connect time-out would close it anyway.
         s.set_read_timeout(Some(CONNECT_TIMEOUT / 2)).unwrap();
@@ -1084,7 +1090,7 @@ mod tests {
             connections: 1,
             ..Limits::default()
         };
-        let p = Proxy::start_with(Proto::Tcp, loopback(), target, limits).unwrap();
+        let p = Proxy::start_with(Proto::Tcp, loopback(), target.into(), limits).unwrap();
         let mut first = StdStream::connect(p.local_addr()).unwrap();
         first.set_read_timeout(Some(WAIT)).unwrap();
         first.write_all(b"a").unwrap();
@@ -1143,7 +1149,7 @@ mod tests {
     #[test]
     fn udp_two_clients_each_get_their_own_replies() {
         let (target, seen) = udp_echo();
-        let p = Proxy::start(Proto::Udp, loopback(), target).unwrap();
+        let p = Proxy::start(Proto::Udp, loopback(), target.into()).unwrap();
         let (a, b) = (udp_client(), udp_client());
         let mut sources = Vec::new();
         for round in 0..2 {
@@ -1170,7 +1176,7 @@ mod tests {
             udp_idle: Duration::from_millis(300),
             ..Limits::default()
         };
-        let p = Proxy::start_with(Proto::Udp, loopback(), target, limits).unwrap();
+        let p = Proxy::start_with(Proto::Udp, loopback(), target.into(), limits).unwrap();
         let c = udp_client();
         ask(&c, p.local_addr(), "1");
         let first = seen.recv_timeout(WAIT).unwrap();
@@ -1192,7 +1198,7 @@ mod tests {
     #[test]
     fn dropping_the_proxy_frees_the_port_and_closes_connections() {
         let target = echo_then_bye(1);
-        let p = Proxy::start(Proto::Tcp, loopback(), target).unwrap();
+        let p = Proxy::start(Proto::Tcp, loopback(), target.into()).unwrap();
         let addr = p.local_addr();
         let mut s = StdStream::connect(addr).unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
@@ -1208,7 +1214,7 @@ mod tests {
         StdListener::bind(addr).expect("the TCP port is free again");
 
         let (target, _seen) = udp_echo();
-        let p = Proxy::start(Proto::Udp, loopback(), target).unwrap();
+        let p = Proxy::start(Proto::Udp, loopback(), target.into()).unwrap();
         let addr = p.local_addr();
         drop(p);
         StdUdp::bind(addr).expect("the UDP port is free again");
@@ -1219,14 +1225,14 @@ mod tests {
         let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
         let taken = StdListener::bind(loopback()).unwrap();
         let addr = taken.local_addr().unwrap();
-        let e = Proxy::start(Proto::Tcp, addr, target).unwrap_err();
+        let e = Proxy::start(Proto::Tcp, addr, target.into()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         let msg = e.to_string();
         assert!(msg.starts_with(&format!("listen on {addr}/tcp: ")), "{msg}");
 
         let taken = StdUdp::bind(loopback()).unwrap();
         let addr = taken.local_addr().unwrap();
-        let e = Proxy::start(Proto::Udp, addr, target).unwrap_err();
+        let e = Proxy::start(Proto::Udp, addr, target.into()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         assert!(
             e.to_string()

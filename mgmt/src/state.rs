@@ -60,8 +60,13 @@ impl State {
     }
 
     /// Give an endpoint's addresses back to network `id`'s pools.
-    pub fn release(&mut self, id: &str, ip: std::net::Ipv4Addr, ip6: Option<std::net::Ipv6Addr>) {
-        if let Some(p) = self.pool_mut(id) {
+    pub fn release(
+        &mut self,
+        id: &str,
+        ip: Option<std::net::Ipv4Addr>,
+        ip6: Option<std::net::Ipv6Addr>,
+    ) {
+        if let (Some(p), Some(ip)) = (self.pool_mut(id), ip) {
             p.release(ip);
         }
         if let (Some(p), Some(ip6)) = (self.pool6_mut(id), ip6) {

@@ -1220,7 +1220,8 @@ mod ipv6_tests {
                     ipv6: Some(Ipv6Config {
                         gateway: Some(GW6),
                         subnet: (Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0), 64),
-                        hosts: Vec::new(),
+                        hosts: Default::default(),
+                        routed: false,
                     }),
                     ..Default::default()
                 },

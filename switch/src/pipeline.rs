@@ -548,7 +548,8 @@ mod tests {
         n.cfg.ipv6 = Some(crate::Ipv6Config {
             gateway: Some(gw6),
             subnet: ("2001:db8:1::".parse().unwrap(), 64),
-            hosts: Vec::new(),
+            hosts: Default::default(),
+            routed: false,
         });
         let (s, _) = run(
             &mut n,

@@ -569,15 +569,15 @@ fn the_embedded_dns_answers_aaaa_and_ip6_arpa_on_both_families() {
     let b = lab.name("b");
     d.sandbox(&b, &net, &["--alias", "web"]);
     let ip6_b = ip6_of(&d, &b, &net);
-    assert_eq!(dig_short(&a, &["@172.24.0.1", "AAAA", &b]), [ip6_b.clone()]);
+    assert_eq!(dig_short(&a, &["@172.24.0.1", "AAAA", &b]), vec![ip6_b.clone()]);
     assert_eq!(
         dig_short(&a, &[&format!("@{GW6}"), "AAAA", "web"]),
-        [ip6_b.clone()],
+        vec![ip6_b.clone()],
         "an alias, asked at the gateway's IPv6 address"
     );
     assert_eq!(
         dig_short(&a, &[&format!("@{GW6}"), "+tcp", "AAAA", &b]),
-        [ip6_b.clone()],
+        vec![ip6_b.clone()],
         "over TCP too"
     );
     assert_eq!(
@@ -635,4 +635,66 @@ fn a_port_published_on_a_host_ipv6_address_reaches_an_ipv4_only_container() {
     );
     let ports = d.ok(&["port", &w]);
     assert!(ports.contains(&format!("[{host6}]:8090")), "{ports}");
+}
+
+/// IPv6-only networks (Docker 28's `--ipv4=false`): no IPv4 at all, the gateway and
+/// the embedded resolver at the IPv6 gateway address, names resolved over IPv6.
+#[test]
+fn ipv6_only_networks_have_no_ipv4_and_resolve_over_ipv6() {
+    let lab = Lab::new();
+    let d = Daemon::start(&lab, &[]);
+    let net = d.network(
+        &lab,
+        "only6",
+        &["--ipv6", "--ipv4=false", "--subnet", "2001:db8:30::/64"],
+    );
+    let [(a, ip_a), (b, ip_b)] = [lab.name("a"), lab.name("b")].map(|n| {
+        d.ok(&["sandbox", "create", "--network", &net, &n]);
+        let v = d.json(&["sandbox", "inspect", &n]);
+        let ip = v["Networks"][&net]["IPAddress"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        (n, ip)
+    });
+    assert_eq!(
+        (ip_a.as_str(), ip_b.as_str()),
+        ("", ""),
+        "no IPv4 addresses"
+    );
+    let ip6_b = ip6_of(&d, &b, &net);
+    let n = &d.json(&["network", "inspect", &net])[0];
+    let config = n["IPAM"]["Config"].as_array().expect("config");
+    assert_eq!(config.len(), 1, "one IPAM config, IPv6's: {n}");
+    assert_eq!(config[0]["Subnet"], "2001:db8:30::/64");
+    let v4 = output(&a, &["ip", "-4", "addr", "show", "dev", "eth0"]);
+    assert!(!v4.contains("inet "), "no IPv4 in the sandbox: {v4}");
+    assert!(ping(&a, "2001:db8:30::1", 2), "the gateway");
+    assert!(ping(&a, &ip6_b, 2), "the other sandbox");
+    let resolv = std::fs::read_to_string(format!("/etc/netns/{a}/resolv.conf")).unwrap_or_default();
+    assert!(
+        resolv.contains("nameserver 2001:db8:30::1"),
+        "the resolver at the gateway's IPv6 address: {resolv}"
+    );
+    let hosts = output(&a, &["getent", "ahostsv6", &b]);
+    assert!(hosts.contains(&ip6_b), "getent over IPv6: {hosts}");
+    // Bad input.
+    let name = lab.name("bad");
+    d.refused_with(
+        &["network", "create", "--ipv4=false", &name],
+        "needs --ipv6",
+    );
+    d.refused_with(
+        &[
+            "network",
+            "create",
+            "--ipv6",
+            "--ipv4=false",
+            "--subnet",
+            "172.26.0.0/24",
+            &name,
+        ],
+        "IPv6-only",
+    );
+    d.sandbox_refused(&lab.name("c"), &net, &["--ip", "172.26.0.9"], "IPv6-only");
 }

@@ -361,7 +361,7 @@ impl Controller {
         let local: BTreeSet<Ipv4Addr> = self
             .endpoints_of_network(net_id)
             .iter()
-            .map(|e| e.ip)
+            .filter_map(|e| e.ip)
             .collect();
         if let Some(p) = self.state.pool_mut(net_id) {
             for r in &update.remove {
@@ -462,7 +462,8 @@ impl Controller {
             name: e.sandbox.clone(),
             aliases: e.aliases.clone(),
             mac: e.mac.to_string(),
-            ip: e.ip,
+            // Global networks are IPv4 (their pools come from the store).
+            ip: e.ip?,
             vtep: cv.client.settings().vtep,
         })
     }
@@ -513,11 +514,11 @@ impl Controller {
                 Ok(()) => return Ok(ep),
                 Err(StoreError::Taken(by)) if requested.is_none() => {
                     // Kept reserved here: its holder's endpoint arrives by the watch.
-                    tracing::debug!(ip = %ep.ip, holder = %by, "address claimed by another host meanwhile; taking the next");
+                    tracing::debug!(ip = ?ep.ip, holder = %by, "address claimed by another host meanwhile; taking the next");
                     let next = self.state.pool_mut(&net.id).map(|p| p.allocate(None));
                     match next {
                         Some(Ok(ip)) => {
-                            ep.ip = ip;
+                            ep.ip = Some(ip);
                             if !mac_given {
                                 ep.mac = Mac::from_ip(ip);
                             }
@@ -527,14 +528,12 @@ impl Controller {
                     }
                 }
                 Err(e) => {
-                    if let Some(p) = self.state.pool_mut(&net.id) {
-                        p.release(ep.ip);
-                    }
+                    self.state.release(&net.id, ep.ip, ep.ip6);
                     let what = format!("cannot connect to network {}", net.name);
                     return Err(match e {
                         StoreError::Taken(by) => ApiError::conflict(format!(
                             "{what}: address {} is already in use (held by {by})",
-                            ep.ip
+                            ep.ip.map_or_else(String::new, |ip| ip.to_string())
                         )),
                         e => store_error(e, &what),
                     });

@@ -67,6 +67,18 @@ impl Controller {
                 net.name
             )));
         }
+        if let (Some(ip), None) = (ip, &net.pool) {
+            return Err(ApiError::invalid(format!(
+                "--ip {ip}: network {} has no IPv4 (it is IPv6-only)",
+                net.name
+            )));
+        }
+        if net.pool.is_none() && net.pool6.is_none() {
+            return Err(ApiError::invalid(format!(
+                "network {} has no address pool",
+                net.name
+            )));
+        }
         if let Some(m) = mac {
             if self.endpoints_of_network(net_id).iter().any(|e| e.mac == m) {
                 return Err(ApiError::conflict(format!(
@@ -79,17 +91,16 @@ impl Controller {
             return Err(held);
         }
         let requested = ip;
-        let pool = self.state.pool_mut(net_id).ok_or_else(|| {
-            ApiError::invalid(format!("network {} has no address pool", net.name))
-        })?;
-        let ip = pool.allocate(ip)?;
+        let ip = self
+            .state
+            .pool_mut(net_id)
+            .map(|p| p.allocate(ip))
+            .transpose()?;
         let ip6 = match self.state.pool6_mut(net_id).map(|p| p.allocate(ip6)) {
             None => None,
             Some(Ok(a)) => Some(a),
             Some(Err(e)) => {
-                if let Some(p) = self.state.pool_mut(net_id) {
-                    p.release(ip);
-                }
+                self.state.release(net_id, ip, None);
                 return Err(e);
             }
         };
@@ -110,7 +121,11 @@ impl Controller {
             sandbox: sandbox.to_string(),
             ip,
             ip6,
-            mac: mac.unwrap_or_else(|| Mac::from_ip(ip)),
+            mac: mac.unwrap_or_else(|| match (ip, ip6) {
+                (Some(ip), _) => Mac::from_ip(ip),
+                (None, Some(ip6)) => Mac::from_ip6(ip6),
+                (None, None) => unreachable!("a network has at least one pool (checked above)"),
+            }),
             aliases,
             link,
             ifname,
@@ -150,7 +165,7 @@ impl Controller {
             undo_ip(self);
             return Err(e);
         }
-        tracing::info!(sandbox, network = %net.name, ip = %ip, link = ?link, "endpoint connected");
+        tracing::info!(sandbox, network = %net.name, ip = ?ip, ip6 = ?ip6, link = ?link, "endpoint connected");
         Ok(())
     }
 
@@ -258,7 +273,7 @@ impl Controller {
                 .endpoints
                 .first()
                 .and_then(|e| self.state.endpoints.get(e))
-                .map(|e| IpAddr::V4(e.ip));
+                .and_then(|e| e.ip.map(IpAddr::V4).or(e.ip6.map(IpAddr::V6)));
             sandbox::write_hosts(name, own, &extra)?;
         }
         match joins.iter().find_map(|j| j.resolver) {

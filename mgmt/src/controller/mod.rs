@@ -174,8 +174,8 @@ impl Controller {
     fn restore(&mut self) {
         let eps: Vec<Endpoint> = self.state.endpoints.values().cloned().collect();
         for ep in &eps {
-            if let Some(p) = self.state.pool_mut(&ep.network) {
-                p.reserve(ep.ip);
+            if let (Some(p), Some(ip)) = (self.state.pool_mut(&ep.network), ep.ip) {
+                p.reserve(ip);
             }
             if let (Some(p), Some(ip6)) = (self.state.pool6_mut(&ep.network), ep.ip6) {
                 p.reserve(ip6);
@@ -308,7 +308,7 @@ impl Controller {
             .map(|e| dns::Record {
                 name: e.sandbox.clone(),
                 aliases: e.aliases.clone(),
-                ipv4: Some(e.ip),
+                ipv4: e.ip,
                 ipv6: e.ip6,
             })
             .collect();

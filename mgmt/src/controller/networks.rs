@@ -55,6 +55,8 @@ impl Controller {
                 driver.name()
             )));
         };
+        let store_subnets: Vec<Ipv4Net> = store_nets.iter().map(|n| n.subnet).collect();
+        let pool = self.ipv4_pool(&req, d.clear_of_host_addresses(), &store_subnets)?;
         let pool6 = self.ipv6_pool(&req, driver, global)?;
         let options = if global {
             // The VNI is free on this host and in the whole cluster.
@@ -76,14 +78,85 @@ impl Controller {
                 vtep_ip: self.cfg.vtep_ip,
             })?
         };
+        let num = self.next_network_num();
+        let net = Network {
+            id: model::new_id(),
+            name: req.name.clone(),
+            driver,
+            pool,
+            pool6,
+            internal: req.internal,
+            attachable: req.attachable,
+            options,
+            labels: req.labels,
+            created: model::now_rfc3339(),
+            num,
+            predefined: false,
+            global,
+            members: Vec::new(),
+        };
+        if global && !self.publish_network(&net, store_rev)? {
+            return Ok(None);
+        }
+        if let Err(e) = self.with_driver(driver, |d, ctx| d.create_network(ctx, &net)) {
+            if global {
+                self.unpublish_network(&net);
+            }
+            return Err(e.into());
+        }
+        let id = net.id.clone();
+        self.state.networks.insert(id.clone(), net.clone());
+        if let Err(e) = self.save() {
+            self.state.networks.remove(&id);
+            let _ = self.with_driver(driver, |d, ctx| d.delete_network(ctx, &net));
+            return Err(e);
+        }
+        self.sync_host_routes();
+        let subnets = [
+            net.pool.as_ref().map(|p| p.subnet.to_string()),
+            net.pool6.as_ref().map(|p| p.subnet.to_string()),
+        ];
+        let subnets = subnets.into_iter().flatten().collect::<Vec<_>>().join(" ");
+        tracing::info!(network = %req.name, subnets, global, "network created");
+        Ok(Some(api::NetworkCreated {
+            id,
+            warning: String::new(),
+        }))
+    }
+
+    /// The IPv4 pool of a new network: its `--subnet` (which overlaps no other
+    /// network's, nor, where `clear_of_host`, the host's addresses), else the next free
+    /// default pool; None for an IPv6-only network (`--ipv4=false`, with `--ipv6`).
+    fn ipv4_pool(
+        &self,
+        req: &api::NetworkCreate,
+        clear_of_host: bool,
+        store_subnets: &[Ipv4Net],
+    ) -> ApiResult<Option<Pool>> {
+        if req.ipv4 == Some(false) {
+            if !req.ipv6 {
+                return Err(ApiError::invalid(
+                    "--ipv4=false needs --ipv6: a network needs addresses of one family at least",
+                ));
+            }
+            if let Some(v) = [&req.subnet, &req.gateway, &req.ip_range]
+                .into_iter()
+                .find_map(|v| v.as_ref())
+            {
+                return Err(ApiError::invalid(format!(
+                    "IPv4 address {v} given for an IPv6-only network (--ipv4=false)"
+                )));
+            }
+            return Ok(None);
+        }
         let mut taken: Vec<Ipv4Net> = self
             .state
             .networks
             .values()
             .filter_map(|n| n.pool.as_ref().map(|p| p.subnet))
-            .chain(store_nets.iter().map(|n| n.subnet))
+            .chain(store_subnets.iter().copied())
             .collect();
-        let host = if d.clear_of_host_addresses() {
+        let host = if clear_of_host {
             host_addresses()
         } else {
             Vec::new()
@@ -122,46 +195,7 @@ impl Controller {
             })?),
             None => None,
         };
-        let pool = Pool::new(subnet, gateway, ip_range)?;
-        let num = self.next_network_num();
-        let net = Network {
-            id: model::new_id(),
-            name: req.name.clone(),
-            driver,
-            pool: Some(pool),
-            pool6,
-            internal: req.internal,
-            attachable: req.attachable,
-            options,
-            labels: req.labels,
-            created: model::now_rfc3339(),
-            num,
-            predefined: false,
-            global,
-            members: Vec::new(),
-        };
-        if global && !self.publish_network(&net, store_rev)? {
-            return Ok(None);
-        }
-        if let Err(e) = self.with_driver(driver, |d, ctx| d.create_network(ctx, &net)) {
-            if global {
-                self.unpublish_network(&net);
-            }
-            return Err(e.into());
-        }
-        let id = net.id.clone();
-        self.state.networks.insert(id.clone(), net.clone());
-        if let Err(e) = self.save() {
-            self.state.networks.remove(&id);
-            let _ = self.with_driver(driver, |d, ctx| d.delete_network(ctx, &net));
-            return Err(e);
-        }
-        self.sync_host_routes();
-        tracing::info!(network = %req.name, subnet = %subnet, global, "network created");
-        Ok(Some(api::NetworkCreated {
-            id,
-            warning: String::new(),
-        }))
+        Pool::new(subnet, gateway, ip_range).map(Some)
     }
 
     /// The IPv6 pool of a network created with `--ipv6`: its IPv6 `--subnet` (which
@@ -337,7 +371,7 @@ impl Controller {
                     name: sb.name.clone(),
                     endpoint_id: ep.id.clone(),
                     mac_address: ep.mac.to_string(),
-                    ipv4_address: format!("{}/{}", ep.ip, prefix),
+                    ipv4_address: ep.ip.map(|ip| format!("{ip}/{prefix}")).unwrap_or_default(),
                     ipv6_address: match (ep.ip6, &n.pool6) {
                         (Some(ip), Some(p)) => format!("{ip}/{}", p.subnet.prefix_len()),
                         _ => String::new(),

@@ -1,12 +1,16 @@
 //! Published ports: planning host ports for `-p`/`-P`, and programming the NAT.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
+
+/// A sandbox's IPv4 and IPv6 addresses on its first network.
+type Target = (Option<Ipv4Addr>, Option<Ipv6Addr>);
 
 use super::*;
 
 impl Controller {
-    /// The addresses a sandbox's published ports forward to: its first network's.
-    pub(super) fn publish_target(&self, sandbox: &str) -> ApiResult<(Ipv4Addr, Option<Ipv6Addr>)> {
+    /// The addresses a sandbox's published ports forward to: its first network's (at
+    /// least one of the two).
+    pub(super) fn publish_target(&self, sandbox: &str) -> ApiResult<Target> {
         let sb = self.sandbox(sandbox)?;
         sb.endpoints
             .first()
@@ -39,11 +43,7 @@ impl Controller {
     /// IPv4 address to its IPv4 address, and on the uplink's IPv6 address to its IPv6
     /// one where both exist. A wildcard binds both families, `0.0.0.0` IPv4 and `[::]`
     /// IPv6 only, a host address its own family.
-    fn nat_mappings(
-        &self,
-        b: &Binding,
-        (v4, v6): (Ipv4Addr, Option<Ipv6Addr>),
-    ) -> Vec<nat::PortMapping> {
+    fn nat_mappings(&self, b: &Binding, (v4, v6): Target) -> Vec<nat::PortMapping> {
         let on = |uplink: Option<IpAddr>| match (b.host_ip, uplink) {
             (_, None) => false,
             (None, Some(_)) => true,
@@ -52,7 +52,7 @@ impl Controller {
         };
         let host_ip = b.host_ip.filter(|ip| !ip.is_unspecified());
         let mut out = Vec::new();
-        if on(self.cfg.uplink_ip.map(IpAddr::V4)) {
+        if let Some(v4) = v4.filter(|_| on(self.cfg.uplink_ip.map(IpAddr::V4))) {
             out.push(mapping(b, host_ip, v4.into()));
         }
         if let Some(v6) = v6.filter(|_| on(self.cfg.uplink_ip6.map(IpAddr::V6))) {
@@ -66,12 +66,7 @@ impl Controller {
     /// or one of them): traffic a host process sends to 127.0.0.1 or to the host's
     /// address goes through `lo` and never reaches a switch port. The proxy forwards to
     /// the sandbox's IPv4 address from IPv6 host addresses too, as Docker's does.
-    fn publish_one(
-        &mut self,
-        sandbox: &str,
-        b: &Binding,
-        target: (Ipv4Addr, Option<Ipv6Addr>),
-    ) -> ApiResult<()> {
+    fn publish_one(&mut self, sandbox: &str, b: &Binding, target: Target) -> ApiResult<()> {
         let maps = self.nat_mappings(b, target);
         for (i, m) in maps.iter().enumerate() {
             if let Err(e) = self.engine.port_mapping(true, *m) {
@@ -81,7 +76,13 @@ impl Controller {
                 return Err(e.into());
             }
         }
-        let target = target.0;
+        // The proxy forwards to the IPv4 address, or the IPv6 one of an IPv6-only
+        // sandbox.
+        let target: IpAddr = match target {
+            (Some(v4), _) => v4.into(),
+            (None, Some(v6)) => v6.into(),
+            (None, None) => return Ok(()),
+        };
         if self.host_port.is_none() {
             return Ok(());
         }
@@ -93,7 +94,7 @@ impl Controller {
             Some(ip) if is_host_address(ip) => vec![ip],
             Some(_) => Vec::new(),
         };
-        let to = SocketAddrV4::new(target, b.port);
+        let to = SocketAddr::new(target, b.port);
         let mut started = Vec::new();
         for ip in listen {
             let at = SocketAddr::new(ip, b.host_port);
@@ -129,9 +130,7 @@ impl Controller {
     }
 
     pub(super) fn unpublish(&mut self, sandbox: &str, bindings: &[Binding]) {
-        let target = self
-            .publish_target(sandbox)
-            .unwrap_or((Ipv4Addr::UNSPECIFIED, None));
+        let target = self.publish_target(sandbox).unwrap_or((None, None));
         for b in bindings {
             for m in self.nat_mappings(b, target) {
                 if let Err(e) = self.engine.port_mapping(false, m) {

@@ -209,8 +209,11 @@ impl Controller {
                 api::SandboxNetwork {
                     network_id: n.id.clone(),
                     endpoint_id: e.id.clone(),
-                    ip_address: e.ip.to_string(),
-                    ip_prefix_len: pool.map(|p| p.subnet.prefix_len()).unwrap_or(0),
+                    ip_address: e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    ip_prefix_len: pool
+                        .filter(|_| e.ip.is_some())
+                        .map(|p| p.subnet.prefix_len())
+                        .unwrap_or(0),
                     gateway: pool.map(|p| p.gateway.to_string()).unwrap_or_default(),
                     global_ipv6_address: e.ip6.map(|ip| ip.to_string()).unwrap_or_default(),
                     global_ipv6_prefix_len: pool6

@@ -63,11 +63,21 @@ pub fn mtu(net: &Network, default: u32) -> u32 {
 
 pub struct Bridge;
 
+/// The switch as the network's gateway: the IPv4 gateway's address and MAC; on an
+/// IPv6-only network a MAC from the IPv6 gateway's address and no IPv4 address (the
+/// unspecified address, which no ARP request or packet is ever for).
 fn gateway(net: &Network) -> Option<Gateway> {
-    net.pool.as_ref().map(|p| Gateway {
-        ip: p.gateway,
-        mac: Mac::from_ip(p.gateway).0,
-    })
+    match (&net.pool, &net.pool6) {
+        (Some(p), _) => Some(Gateway {
+            ip: p.gateway,
+            mac: Mac::from_ip(p.gateway).0,
+        }),
+        (None, Some(p6)) => Some(Gateway {
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            mac: Mac::from_ip6(p6.gateway).0,
+        }),
+        (None, None) => None,
+    }
 }
 
 impl Driver for Bridge {
@@ -114,7 +124,10 @@ pub fn net_config(net: &Network, hosts: &[Host]) -> NetConfig {
             .as_ref()
             .map(|p| (p.subnet.network(), p.subnet.prefix_len())),
         internal: net.internal,
-        hosts: hosts.iter().map(|h| (h.ip, h.mac.0)).collect(),
+        hosts: hosts
+            .iter()
+            .filter_map(|h| h.ip.map(|ip| (ip, h.mac.0)))
+            .collect(),
         // The embedded resolver serves user-defined networks (macvlan has none).
         dns: !net.predefined,
         overlay: None,
@@ -247,10 +260,7 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                 let mut nl = Netlink::new()?;
                 nl.set_mac(&ifname, mac)?;
                 nl.set_mtu(&ifname, mtu)?;
-                nl.add_address(&ifname, ip, prefix)?;
-                if let Some(ip6) = ip6 {
-                    add_ipv6(&mut nl, &ifname, ip6, prefix6)?;
-                }
+                add_addresses(&mut nl, &ifname, (ip, prefix), (ip6, prefix6))?;
                 nl.set_up(&ifname)?;
                 Ok(tap)
             })
@@ -272,7 +282,7 @@ fn guard(ctx: &mut Ctx, net: &Network, ep: &Endpoint, id: switch::PortId) -> Res
     let g = ep.security.enabled.then(|| {
         let mut macs = vec![ep.mac.0];
         macs.extend(ep.security.allowed_macs.iter().map(|m| m.0));
-        let mut ips = vec![ep.ip];
+        let mut ips: Vec<_> = ep.ip.into_iter().collect();
         ips.extend(&ep.security.allowed_ips);
         let mut ips6: Vec<_> = ep.ip6.into_iter().collect();
         ips6.extend(&ep.security.allowed_ips6);
@@ -319,13 +329,27 @@ fn configure_sandbox_end(ep: &Endpoint, prefix: u8, prefix6: u8) -> Result<()> {
     let (ifname, ip, ip6) = (ep.ifname.clone(), ep.ip, ep.ip6);
     netns::run_in(&ep.sandbox, move || {
         let mut nl = Netlink::new()?;
-        nl.add_address(&ifname, ip, prefix)?;
-        if let Some(ip6) = ip6 {
-            add_ipv6(&mut nl, &ifname, ip6, prefix6)?;
-        }
+        add_addresses(&mut nl, &ifname, (ip, prefix), (ip6, prefix6))?;
         Ok(nl.set_up(&ifname)?)
     })
     .map_err(|e| step(format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))(e).into())
+}
+
+/// The endpoint's addresses on `ifname` (run inside the sandbox, before the link is
+/// up): IPv4, IPv6, or both.
+fn add_addresses(
+    nl: &mut Netlink,
+    ifname: &str,
+    (ip, prefix): (Option<std::net::Ipv4Addr>, u8),
+    (ip6, prefix6): (Option<std::net::Ipv6Addr>, u8),
+) -> std::result::Result<(), NetnsError> {
+    if let Some(ip) = ip {
+        nl.add_address(ifname, ip, prefix)?;
+    }
+    if let Some(ip6) = ip6 {
+        add_ipv6(nl, ifname, ip6, prefix6)?;
+    }
+    Ok(())
 }
 
 /// IPv6 on `ifname` (run inside the sandbox, before the link is up): sandboxes are made

@@ -56,7 +56,7 @@ pub type Result<T, E = DriverError> = std::result::Result<T, E>;
 /// An endpoint's addresses on a network, as the data plane is told them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Host {
-    pub ip: Ipv4Addr,
+    pub ip: Option<Ipv4Addr>,
     pub ip6: Option<Ipv6Addr>,
     pub mac: Mac,
 }
@@ -127,14 +127,13 @@ pub trait Driver {
     /// that gateway where the network serves names.
     fn join(&self, net: &Network) -> JoinInfo {
         let gw = net.pool.as_ref().map(|p| p.gateway);
+        let gw6 = net.pool6.as_ref().map(|p| p.gateway);
+        // The resolver at the IPv4 gateway, or at the IPv6 one of an IPv6-only network.
+        let resolver = gw.map(IpAddr::V4).or(gw6.map(IpAddr::V6));
         JoinInfo {
             gateway: gw.filter(|_| !net.internal),
-            gateway6: net
-                .pool6
-                .as_ref()
-                .map(|p| p.gateway)
-                .filter(|_| !net.internal),
-            resolver: gw.filter(|_| serves_names(self, net)).map(IpAddr::V4),
+            gateway6: gw6.filter(|_| !net.internal),
+            resolver: resolver.filter(|_| serves_names(self, net)),
         }
     }
     /// Whether ports can be published on `net` (DNAT from the uplink); the refusal says

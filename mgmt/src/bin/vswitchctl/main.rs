@@ -123,6 +123,9 @@ enum NetworkCmd {
         /// of the daemon's IPv6 pool).
         #[arg(long)]
         ipv6: bool,
+        /// --ipv4=false: IPv6 only (with --ipv6), as Docker 28 takes it.
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+        ipv4: Option<bool>,
         #[arg(long)]
         internal: bool,
         #[arg(long)]
@@ -315,6 +318,7 @@ fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
             gateway,
             ip_range,
             ipv6,
+            ipv4,
             internal,
             attachable,
             opt,
@@ -331,6 +335,7 @@ fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
                 gateway,
                 ip_range,
                 ipv6,
+                ipv4,
                 subnet6,
                 gateway6,
                 ip_range6,
