@@ -20,10 +20,8 @@ use crate::pipeline::{Cx, Emit, Ingress};
 use crate::port::MAX_FRAME;
 use crate::stats::PortCounters;
 use crate::NetId;
-use wire::checksum::{checksum, udp_sent};
 use wire::ip::{IPV4_HLEN, UDP_HLEN};
-use wire::ipv6::{Ipv6Frame, Ipv6Repr, IPV6_HLEN, NEXT_HEADER_TCP, NEXT_HEADER_UDP};
-use wire::{udp, Mac, ETH_HLEN};
+use wire::ipv6::{Ipv6Frame, IPV6_HLEN, NEXT_HEADER_TCP};
 
 /// Source ports for upstream queries are picked from here, a fresh one per query; the
 /// NAT's SNAT range stays below it (`nat::PortRange`), so no session can take one.
@@ -34,8 +32,6 @@ const PORT_MTU: usize = 1500;
 /// one frame of the 1500-byte MTU the ports carry. Beyond it TC is set (over IPv6,
 /// whose header is 20 bytes longer, 20 bytes sooner: `DnsServer::query`).
 pub const MAX_UDP_ANSWER: usize = PORT_MTU - IPV4_HLEN - UDP_HLEN;
-/// The hop limit of answers over IPv6 (IPv4's TTL is the same).
-const HOP_LIMIT: u8 = 64;
 
 /// What the resolver asks to have sent out of the uplink. It never reaches into the
 /// router: the worker drains [`DnsServer::outbox`] into it after each call.
@@ -43,7 +39,7 @@ pub(crate) enum Upstream {
     /// A query over UDP, from local port `from` (the query's own).
     Udp {
         from: u16,
-        to: SocketAddrV4,
+        to: SocketAddr,
         bytes: Vec<u8>,
     },
     /// An IP packet of an upstream TCP connection.
@@ -119,63 +115,6 @@ fn tcp_frame(frame: &[u8]) -> Option<wire::ip::Ipv4Frame<'_>> {
 fn is_tcp(frame: &[u8]) -> bool {
     tcp_frame(frame).is_some()
         || Ipv6Frame::new(frame).is_some_and(|f| f.next_header() == NEXT_HEADER_TCP)
-}
-
-/// A UDP datagram inside an Ethernet/IPv6 frame: (source, destination, payload). None
-/// when it is not a well-formed one we can answer: UDP right after the fixed header,
-/// a length within the packet, a checksum that verifies (mandatory over IPv6: 0 is
-/// refused, RFC 8200 8.1), and a source that is neither unspecified nor multicast.
-fn parse_udp6(frame: &[u8]) -> Option<(SocketAddrV6, SocketAddrV6, &[u8])> {
-    let f = Ipv6Frame::new(frame)?;
-    let (src, dst) = (f.src(), f.dst());
-    if f.next_header() != NEXT_HEADER_UDP || src.is_unspecified() || src.is_multicast() {
-        return None;
-    }
-    let u = udp::Packet::new_checked(f.payload()).ok()?;
-    let d = u.datagram();
-    let pseudo = wire::ipv6::pseudo_header(&src, &dst, d.len() as u32, NEXT_HEADER_UDP);
-    if u.checksum() == 0 || checksum(d, pseudo) != 0 {
-        return None;
-    }
-    Some((
-        SocketAddrV6::new(src, u.src_port(), 0, 0),
-        SocketAddrV6::new(dst, u.dst_port(), 0, 0),
-        u.into_payload(),
-    ))
-}
-
-/// Write an Ethernet/IPv6/UDP frame carrying `payload` from `src` (`src_mac`) to `dst`
-/// (`dst_mac`) into `out`: hop limit 64, the UDP checksum over the IPv6 pseudo-header.
-/// Its length, or None if it does not fit.
-fn udp6_frame(
-    (src_mac, src): (Mac, SocketAddrV6),
-    (dst_mac, dst): (Mac, SocketAddrV6),
-    payload: &[u8],
-    out: &mut [u8],
-) -> Option<usize> {
-    let udp_len = UDP_HLEN + payload.len();
-    let len = ETH_HLEN + IPV6_HLEN + udp_len;
-    let len_field = u16::try_from(udp_len).ok()?;
-    if out.len() < len {
-        return None;
-    }
-    let ip = Ipv6Repr {
-        src: *src.ip(),
-        dst: *dst.ip(),
-        next_header: NEXT_HEADER_UDP,
-        payload_len: udp_len,
-        hop_limit: HOP_LIMIT,
-    };
-    let d = ip.emit_frame(src_mac, dst_mac, &mut out[..len]);
-    d[udp::field::LEN..udp::field::CHECKSUM].copy_from_slice(&len_field.to_be_bytes());
-    d[UDP_HLEN..].copy_from_slice(payload);
-    let mut u = udp::Packet::new_checked(d).ok()?;
-    u.set_src_port(src.port());
-    u.set_dst_port(dst.port());
-    u.set_checksum(0);
-    let c = udp_sent(checksum(u.datagram(), ip.pseudo_header()));
-    u.set_checksum(c);
-    Some(len)
 }
 
 impl DnsServer {
@@ -317,7 +256,8 @@ impl DnsServer {
         }
         let udp = match ipv4::parse_udp(frame) {
             Some((src, _, payload)) => Some((SocketAddr::V4(src), payload)),
-            None => parse_udp6(frame).map(|(src, _, payload)| (SocketAddr::V6(src), payload)),
+            None => crate::ipv6::parse_udp6(frame)
+                .map(|(src, _, payload)| (SocketAddr::V6(src), payload)),
         };
         let Some((src, payload)) = udp else {
             self.stats.malformed_frames += 1;
@@ -353,6 +293,8 @@ impl DnsServer {
             }
         } else if let Some((src, dst, payload)) = ipv4::parse_udp(frame) {
             replies.push((SocketAddr::V4(src), dst.port(), payload.to_vec()));
+        } else if let Some((src, dst, payload)) = crate::ipv6::parse_udp6(frame) {
+            replies.push((SocketAddr::V6(src), dst.port(), payload.to_vec()));
         } else {
             self.stats.malformed_frames += 1;
         }
@@ -443,10 +385,6 @@ impl DnsServer {
                 bytes,
                 local_port,
             } => {
-                let SocketAddr::V4(to) = to else {
-                    self.stats.upstream_unreachable += 1;
-                    return;
-                };
                 self.outbox.push(Upstream::Udp {
                     from: local_port,
                     to,
@@ -509,7 +447,7 @@ impl DnsServer {
                     return;
                 };
                 let from = SocketAddrV6::new(gw6, 53, 0, 0);
-                udp6_frame((gw.mac, from), (seen.mac, to), bytes, &mut *self.scratch)
+                crate::ipv6::udp6_frame((gw.mac, from), (seen.mac, to), bytes, &mut *self.scratch)
             }
         };
         match written {
@@ -838,7 +776,9 @@ mod upstream_tests {
             &udp_query(&query(3, "anything.example.com", None)),
         );
         assert_eq!(out.out.len(), 2, "no answer yet");
-        assert!(matches!(d.outbox.as_slice(), [Upstream::Udp { to, .. }] if *to == UPSTREAM));
+        assert!(
+            matches!(d.outbox.as_slice(), [Upstream::Udp { to, .. }] if *to == SocketAddr::V4(UPSTREAM))
+        );
     }
 
     /// A TCP segment from the client (172.18.0.3:40001) to gateway:53.
@@ -1086,7 +1026,7 @@ mod upstream_tests {
             panic!("a query upstream");
         };
         assert!(d.outbox.is_empty());
-        assert_eq!(to, UPSTREAM);
+        assert_eq!(to, SocketAddr::V4(UPSTREAM));
         let answered = out.out.len();
         d.uplink_frame(
             &mut Cx::new(nets, out, Instant::now()),
@@ -1180,6 +1120,7 @@ mod ipv6_tests {
     //! read back with etherparse, not with the code under test.
 
     use super::*;
+    use wire::ETH_HLEN;
     use crate::fdb::{Fdb, Mac};
     use crate::gateway::Gateway;
     use crate::sinks::Sink;
@@ -1458,7 +1399,11 @@ mod ipv6_tests {
         let Some(Upstream::Udp { from, to, bytes }) = d.outbox.pop() else {
             panic!("a query upstream");
         };
-        assert_eq!(to, UPSTREAM, "through the uplink, over IPv4");
+        assert_eq!(
+            to,
+            SocketAddr::V4(UPSTREAM),
+            "through the uplink, over IPv4"
+        );
         assert!(UPSTREAM_PORTS.contains(&from));
         d.uplink_frame(
             &mut Cx::new(&mut nets, &mut out, now),

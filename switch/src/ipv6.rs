@@ -2,14 +2,18 @@
 //! of the invoking packet as fits the minimum MTU, never about errors or multicast but
 //! for Packet Too Big) and the neighbour solicitations that resolve its next hops.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddrV6};
 
 use crate::fdb::Mac;
+use wire::checksum::{checksum, udp_sent};
 use wire::ethernet;
 use wire::icmpv6::{self, NdpRepr, NDP_HOP_LIMIT};
+use wire::ip::UDP_HLEN;
+use wire::ipv6::NEXT_HEADER_UDP;
 use wire::ipv6::{
     multicast_mac, solicited_node, Ipv6Frame, Ipv6Repr, IPV6_HLEN, NEXT_HEADER_ICMPV6,
 };
+use wire::udp;
 
 pub use wire::ETH_HLEN;
 
@@ -107,6 +111,64 @@ pub fn neighbor_solicit(mac: Mac, ip: Ipv6Addr, target: Ipv6Addr, out: &mut [u8]
     };
     ns.emit(&ip, &group, ip6.emit_frame(mac, multicast_mac(&group), out));
     ETH_HLEN + IPV6_HLEN + msg_len
+}
+
+/// A UDP datagram inside an Ethernet/IPv6 frame: (source, destination, payload). None
+/// when it is not a well-formed one we can answer: UDP right after the fixed header,
+/// a length within the packet, a checksum that verifies (mandatory over IPv6: 0 is
+/// refused, RFC 8200 8.1), and a source that is neither unspecified nor multicast.
+pub fn parse_udp6(frame: &[u8]) -> Option<(SocketAddrV6, SocketAddrV6, &[u8])> {
+    let f = Ipv6Frame::new(frame)?;
+    let (src, dst) = (f.src(), f.dst());
+    if f.next_header() != NEXT_HEADER_UDP || src.is_unspecified() || src.is_multicast() {
+        return None;
+    }
+    let u = udp::Packet::new_checked(f.payload()).ok()?;
+    let d = u.datagram();
+    let pseudo = wire::ipv6::pseudo_header(&src, &dst, d.len() as u32, NEXT_HEADER_UDP);
+    if u.checksum() == 0 || checksum(d, pseudo) != 0 {
+        return None;
+    }
+    Some((
+        SocketAddrV6::new(src, u.src_port(), 0, 0),
+        SocketAddrV6::new(dst, u.dst_port(), 0, 0),
+        u.into_payload(),
+    ))
+}
+
+/// Write an Ethernet/IPv6/UDP frame carrying `payload` from `src` (`src_mac`) to `dst`
+/// (`dst_mac`) into `out`: hop limit 64 (IPv4's TTL), the UDP checksum over the IPv6
+/// pseudo-header.
+/// Its length, or None if it does not fit.
+pub fn udp6_frame(
+    (src_mac, src): (Mac, SocketAddrV6),
+    (dst_mac, dst): (Mac, SocketAddrV6),
+    payload: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let udp_len = UDP_HLEN + payload.len();
+    let len = ETH_HLEN + IPV6_HLEN + udp_len;
+    let len_field = u16::try_from(udp_len).ok()?;
+    if out.len() < len {
+        return None;
+    }
+    let ip = Ipv6Repr {
+        src: *src.ip(),
+        dst: *dst.ip(),
+        next_header: NEXT_HEADER_UDP,
+        payload_len: udp_len,
+        hop_limit: 64,
+    };
+    let d = ip.emit_frame(src_mac, dst_mac, &mut out[..len]);
+    d[udp::field::LEN..udp::field::CHECKSUM].copy_from_slice(&len_field.to_be_bytes());
+    d[UDP_HLEN..].copy_from_slice(payload);
+    let mut u = udp::Packet::new_checked(d).ok()?;
+    u.set_src_port(src.port());
+    u.set_dst_port(dst.port());
+    u.set_checksum(0);
+    let c = udp_sent(checksum(u.datagram(), ip.pseudo_header()));
+    u.set_checksum(c);
+    Some(len)
 }
 
 /// Whether `ip` lies in `net`/`prefix`.

@@ -384,21 +384,21 @@ const UPLINK6: &str = "2001:db8:ff::2";
 /// An outside namespace behind the uplink with IPv6 too, a daemon with the uplink's
 /// IPv6 side, and one dual-stack network created with `flags` as well.
 fn uplinked6(lab: &Lab, flags: &[&str]) -> (e2e::Outside, Daemon, String) {
+    uplinked6_with(lab, &[], flags)
+}
+
+/// [`uplinked6`] with `extra` daemon flags.
+fn uplinked6_with(lab: &Lab, extra: &[&str], flags: &[&str]) -> (e2e::Outside, Daemon, String) {
     let out = e2e::Outside::new(lab);
     let peer = lab.name("o");
     let far = format!("{FAR6}/64");
     e2e::run_ok(&[
         "ip", "-n", &out.ns, "addr", "add", &far, "dev", &peer, "nodad",
     ]);
-    let d = out.daemon(
-        lab,
-        &[
-            "--uplink-ip6",
-            &format!("{UPLINK6}/64"),
-            "--uplink-gw6",
-            FAR6,
-        ],
-    );
+    let uplink6 = format!("{UPLINK6}/64");
+    let mut args = vec!["--uplink-ip6", &uplink6, "--uplink-gw6", FAR6];
+    args.extend(extra);
+    let d = out.daemon(lab, &args);
     let mut all = vec!["--ipv6", "--subnet", "172.24.0.0/24", "--subnet", SUBNET6];
     all.extend(flags);
     let net = d.network(lab, "net", &all);
@@ -569,7 +569,10 @@ fn the_embedded_dns_answers_aaaa_and_ip6_arpa_on_both_families() {
     let b = lab.name("b");
     d.sandbox(&b, &net, &["--alias", "web"]);
     let ip6_b = ip6_of(&d, &b, &net);
-    assert_eq!(dig_short(&a, &["@172.24.0.1", "AAAA", &b]), vec![ip6_b.clone()]);
+    assert_eq!(
+        dig_short(&a, &["@172.24.0.1", "AAAA", &b]),
+        vec![ip6_b.clone()]
+    );
     assert_eq!(
         dig_short(&a, &[&format!("@{GW6}"), "AAAA", "web"]),
         vec![ip6_b.clone()],
@@ -697,4 +700,44 @@ fn ipv6_only_networks_have_no_ipv4_and_resolve_over_ipv6() {
         "IPv6-only",
     );
     d.sandbox_refused(&lab.name("c"), &net, &["--ip", "172.26.0.9"], "IPv6-only");
+}
+
+/// Names the network does not own are forwarded to an upstream given as an IPv6
+/// address, through the uplink's IPv6 address, AAAA included.
+#[test]
+fn aaaa_is_forwarded_to_an_ipv6_upstream() {
+    let lab = Lab::new();
+    let (out, d, net) = uplinked6_with(&lab, &["--dns-upstream", FAR6], &[]);
+    let _dnsmasq = e2e::Bg::spawn(
+        &lab,
+        &out.ns,
+        "dnsmasq6",
+        &[
+            "dnsmasq",
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            &format!("--listen-address={FAR6}"),
+            "--port=53",
+            "--address=/example.test/2001:db8:77::7",
+        ],
+    );
+    e2e::wait_for("dnsmasq to answer", Duration::from_secs(10), || {
+        dig_short(&out.ns, &[&format!("@{FAR6}"), "AAAA", "www.example.test"]) == ["2001:db8:77::7"]
+    });
+    let a = lab.name("a");
+    d.sandbox(&a, &net, &[]);
+    assert_eq!(
+        dig_short(&a, &["AAAA", "www.example.test"]),
+        ["2001:db8:77::7"],
+        "through the embedded resolver to the IPv6 upstream"
+    );
+    assert_eq!(
+        dig_short(&a, &[&format!("@{GW6}"), "AAAA", "www.example.test"]),
+        ["2001:db8:77::7"],
+        "asked over IPv6 too"
+    );
+    let dns = &d.json(&["stats"])["dns"];
+    assert!(dns["forwarded"].as_u64() >= Some(2), "{dns}");
 }

@@ -6,6 +6,48 @@ use wire::ethernet::ETHERTYPE_IPV4;
 use wire::ip::{IPV4_HLEN, PROTO_TCP, PROTO_UDP};
 
 impl Router {
+    /// An upstream query to an IPv6 server, from the uplink's IPv6 address.
+    fn send_udp6(
+        &mut self,
+        sport: u16,
+        dst: std::net::SocketAddrV6,
+        payload: &[u8],
+        out: &mut impl Emit,
+        now: Instant,
+    ) -> bool {
+        let Some(up) = self.cfg.ip6 else {
+            return false;
+        };
+        let src = std::net::SocketAddrV6::new(up.ip, sport, 0, 0);
+        let frame = (self.cfg.mac, src);
+        let Some(len) = crate::ipv6::udp6_frame(frame, ([0; 6], dst), payload, &mut self.pkt[..])
+        else {
+            return false;
+        };
+        self.send6_out(up, len, out, now);
+        true
+    }
+
+    /// IPv6 UDP to one of the resolver's ports on the uplink's IPv6 address: an upstream
+    /// reply, for the dns stage (as [`Router::dns_reply`] for IPv4).
+    pub(super) fn dns_reply6(&mut self, frame: &[u8], out: &mut impl Emit) -> bool {
+        let (true, Some(up)) = (self.dns, self.cfg.ip6) else {
+            return false;
+        };
+        let Some((_, to, _)) = crate::ipv6::parse_udp6(frame) else {
+            return false;
+        };
+        if *to.ip() != up.ip || !crate::DNS_UPSTREAM_PORTS.contains(&to.port()) {
+            return false;
+        }
+        if out.upstream_reply(frame) {
+            self.counters.dns_replies += 1;
+        } else {
+            self.counters.dns_inbox_full += 1;
+        }
+        true
+    }
+
     /// UDP or TCP to any of the resolver's ports (`DNS_UPSTREAM_PORTS`: each query goes
     /// out from a random one) on the uplink address goes to the dns stage's queue
     /// (`Emit::upstream_reply`). The resolver takes a reply only on the port its query
@@ -50,16 +92,21 @@ impl Router {
         self.send_out(len, out, now);
     }
 
-    /// Send a datagram from the uplink address (`sport`) to `dst` by the uplink; false if
-    /// it cannot be built.
+    /// Send a datagram from the uplink address of `dst`'s family (`sport`) to `dst` by
+    /// the uplink; false if it cannot be built (or there is no uplink IPv6 address for
+    /// an IPv6 upstream).
     pub fn send_udp(
         &mut self,
         sport: u16,
-        dst: std::net::SocketAddrV4,
+        dst: std::net::SocketAddr,
         payload: &[u8],
         out: &mut impl Emit,
         now: Instant,
     ) -> bool {
+        let dst = match dst {
+            std::net::SocketAddr::V4(d) => d,
+            std::net::SocketAddr::V6(d) => return self.send_udp6(sport, d, payload, out, now),
+        };
         let addrs = ipv4::UdpAddrs {
             src_mac: self.cfg.mac,
             dst_mac: [0; 6],

@@ -117,7 +117,7 @@ impl Router {
 
     /// Send `self.pkt[..len]` to its next hop on the uplink (on-link destinations
     /// directly, the rest via `--uplink-gw6`), soliciting it first if need be.
-    fn send6_out(&mut self, up: Uplink6, len: usize, out: &mut impl Emit, now: Instant) {
+    pub(super) fn send6_out(&mut self, up: Uplink6, len: usize, out: &mut impl Emit, now: Instant) {
         eth(&mut self.pkt[..]).set_src(self.cfg.mac);
         let dst = Ipv6Frame::new(&self.pkt[..len]).map_or(Ipv6Addr::UNSPECIFIED, |f| f.dst());
         let hop = if in_subnet6(dst, up.ip, up.prefix) {
@@ -176,6 +176,7 @@ impl Router {
             NatVerdict::Translated { to: Side::Inside } => {
                 self.deliver6_inside(nets, len, out, now)
             }
+            NatVerdict::NotOurs if dst == up.ip && self.dns_reply6(f.frame(), out) => {}
             NatVerdict::NotOurs if dst == up.ip => {
                 match gateway6::reply(self.cfg.mac, up.ip, frame, &mut *self.scratch) {
                     Some(n) => {
