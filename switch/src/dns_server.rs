@@ -1120,7 +1120,6 @@ mod ipv6_tests {
     //! read back with etherparse, not with the code under test.
 
     use super::*;
-    use wire::ETH_HLEN;
     use crate::fdb::{Fdb, Mac};
     use crate::gateway::Gateway;
     use crate::sinks::Sink;
@@ -1128,6 +1127,7 @@ mod ipv6_tests {
     use etherparse::{LinkSlice, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
     use std::net::Ipv6Addr;
     use std::time::Duration;
+    use wire::ETH_HLEN;
 
     const GW: Gateway = Gateway {
         ip: Ipv4Addr::new(172, 18, 0, 1),

@@ -215,6 +215,55 @@ fn ipv6_networks_are_isolated_from_each_other() {
     );
     assert!(!ping(&a, &ip6_b, 2), "a cannot reach b on another network");
     assert!(!ping(&a, "2001:db8:26::1", 1), "nor that network's gateway");
+
+    // Multicast floods stay in their network: a's echo to all nodes reaches c (which
+    // answers), never b.
+    let file = lab.dir.join("b6.pcap");
+    let mut cap = d.spawn_ctl(&["capture", &b, "-w", file.to_str().expect("path")]);
+    e2e::wait_for("the capture to start", Duration::from_secs(5), || {
+        file.exists()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let all = output(
+        &a,
+        &[
+            "ping", "-6", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-I", "eth0", "ff02::1",
+        ],
+    );
+    assert!(
+        ping(&b, "2001:db8:26::1", 1),
+        "b's own traffic, for the capture to see"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(cap.id() as i32, libc::SIGINT) };
+    assert!(cap.wait().expect("capture").success());
+    let ip6_c = ip6_of(&d, &c, &n1);
+    let c_ll = output(
+        &c,
+        &["ip", "-6", "addr", "show", "dev", "eth0", "scope", "link"],
+    );
+    let c_ll = c_ll
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        all.contains(&c_ll) || all.contains(&ip6_c),
+        "c answered the all-nodes echo ({c_ll}): {all}"
+    );
+    let seen = e2e::pcap_lines(&file, &["icmp6"]);
+    assert!(
+        seen.iter().any(|l| l.contains("2001:db8:26::1")),
+        "the capture on b works: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.contains("ff02::1") && l.contains("echo request")),
+        "a's all-nodes echo crossed into another network: {seen:?}"
+    );
 }
 
 /// tshark decodes the neighbour discovery and echo the gateway and the sandboxes
