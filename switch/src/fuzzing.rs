@@ -19,7 +19,8 @@ use wire::ip::{ipv4, IPV4_HLEN, PROTO_TCP};
 use wire::ETH_HLEN;
 
 /// Split `data` into frames (each prefixed by one length byte, scaled) and switch them
-/// as bursts arriving on alternating ports of a small network with a gateway.
+/// as bursts arriving on alternating ports of a small dual-stack network with a gateway
+/// (so NDP and ICMPv6 echo meet the gateway's IPv6 side too).
 pub fn switch_frames(data: &[u8]) {
     let gw = Gateway {
         ip: Ipv4Addr::new(172, 18, 0, 1),
@@ -29,6 +30,12 @@ pub fn switch_frames(data: &[u8]) {
         cfg: NetConfig {
             id: 1,
             gateway: Some(gw),
+            ipv6: Some(crate::Ipv6Config {
+                gateway: Some(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)),
+                subnet: (std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0), 64),
+                hosts: Default::default(),
+                routed: false,
+            }),
             ..Default::default()
         },
         hosts: Default::default(),
@@ -185,7 +192,11 @@ pub fn vtep_frames(data: &[u8]) {
         nat: nat::NatConfig::default(),
         vtep_ip: None,
         shared: false,
-        ip6: None,
+        ip6: Some(crate::router::Uplink6 {
+            ip: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 2),
+            prefix: 64,
+            gateway: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1),
+        }),
     };
     let Ok(mut r) = crate::router::Router::new(9, cfg, Arc::new(PortCounters::default())) else {
         return;
