@@ -3,7 +3,9 @@
 //! itself.
 
 use super::*;
+use crate::ipv6::{icmp6_error, Icmp6Error};
 use crate::remote::{RemoteEndpoint, RemoteUpdate};
+use wire::ipv6::Ipv6Frame;
 
 impl Router {
     /// A network is (Some) or is no longer (None) an overlay: its tunnel table and
@@ -115,16 +117,15 @@ impl Router {
             self.counters.tunnel_dropped += 1;
             return;
         };
-        // Ethernet padding stays home: an IPv4 frame goes as long as its packet.
-        let frame = Ipv4Frame::new(frame).map_or(frame, |f| f.frame());
+        // Ethernet padding stays home: an IP frame goes as long as its packet.
+        let frame = match Ipv4Frame::new(frame) {
+            Some(f) => f.frame(),
+            None => Ipv6Frame::new(frame).map_or(frame, |f| f.frame()),
+        };
         let max = self.overlay.vtep().config().max_inner_frame();
         if frame.len() > max {
             self.counters.tunnel_too_big += 1;
-            let df = Ipv4Frame::new(frame).is_some_and(|f| f.dont_fragment());
-            if let (true, Some(gw)) = (df, net.cfg.gateway) {
-                let mtu = (max - ETH_HLEN).min(u16::MAX as usize) as u16;
-                self.icmp_error(IcmpError::FragNeeded { mtu }, frame, gw, in_port, out);
-            }
+            self.tunnel_too_big(net, frame, max - ETH_HLEN, in_port, out);
             return;
         }
         let local = self.overlay.vtep().config().ip;
@@ -157,6 +158,41 @@ impl Router {
                 }
                 Err(_) => self.counters.tunnel_dropped += 1,
             }
+        }
+    }
+
+    /// `frame`, from `port` of `net`, is too big for the underlay, whose MTU leaves `mtu`
+    /// bytes for an inner packet. The VTEP never fragments, so the gateway tells the
+    /// sender as a router would: IPv4 with DF gets ICMP fragmentation needed (RFC 1191),
+    /// IPv6 (which no router fragments) ICMPv6 Packet Too Big (RFC 4443 3.2) from the
+    /// gateway's IPv6 address; other frames are only dropped.
+    fn tunnel_too_big(
+        &mut self,
+        net: &Network,
+        frame: &[u8],
+        mtu: usize,
+        port: PortId,
+        out: &mut impl Emit,
+    ) {
+        let Some(gw) = net.cfg.gateway else {
+            return;
+        };
+        if let Some(f) = Ipv4Frame::new(frame) {
+            if f.dont_fragment() {
+                let mtu = mtu.min(usize::from(u16::MAX)) as u16;
+                self.icmp_error(IcmpError::FragNeeded { mtu }, frame, gw, port, out);
+            }
+            return;
+        }
+        let Some(gw6) = net.cfg.ipv6.as_ref().and_then(|v6| v6.gateway) else {
+            return;
+        };
+        let kind = Icmp6Error::PacketTooBig {
+            mtu: u32::try_from(mtu).unwrap_or(u32::MAX),
+        };
+        if let Some(n) = icmp6_error(kind, frame, gw.mac, gw6, &mut *self.scratch) {
+            self.counters.icmp_errors_sent += 1;
+            out.emit(port, &self.scratch[..n], &self.port_counters);
         }
     }
 
@@ -301,3 +337,7 @@ impl Router {
         self.fast_vxlan = Some(f);
     }
 }
+
+#[cfg(test)]
+#[path = "overlay_tests.rs"]
+mod tests;
