@@ -3,6 +3,7 @@
 //! byte-exact against the vxlan crate's VTEP, decapsulation back to the inner frame,
 //! and the uplink's inbound NAT against etherparse.
 
+use super::asm::{Asm, LDX_W, MOV_REG};
 use super::*;
 use std::net::Ipv4Addr;
 
@@ -99,6 +100,155 @@ fn endpoint_encapsulates_like_the_vtep() {
     assert_eq!(run(&inner), (redirect, inner.clone()), "removed");
 }
 
+fn udp6_frame(dst: Mac, src: Mac, len: usize) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(src, dst)
+        .ipv6(
+            [0x20, 1, 0xd, 0xb8, 0, 0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            [0x20, 1, 0xd, 0xb8, 0, 0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3],
+            64,
+        )
+        .udp(4000, 5000);
+    let mut f = Vec::new();
+    b.write(&mut f, &vec![0x6b; len]).unwrap();
+    f
+}
+
+/// An IPv6 frame for a MAC behind a VTEP is encapsulated as the crate's VTEP does it
+/// (EtherType 0x86dd inside, outer IPv4), up to 1450 bytes of IPv6 (a 1464-byte inner
+/// frame); one byte more, or no entry, is punted untouched (the router answers Packet
+/// Too Big).
+#[test]
+fn endpoint_encapsulates_ipv6_like_the_vtep() {
+    let fp = FastPath::new().expect("create the fast path's maps and programs (root?)");
+    let prog = &fp
+        .tc_programs()
+        .expect("the verifier accepts them")
+        .endpoint;
+    let (net, port, uplink_port, lo): (NetId, PortId, PortId, u32) = (23, 8, 9, 1);
+    test_endpoint(&fp, lo, net, port, lo);
+    fp.install(net, A, port).unwrap();
+    for p in [port, uplink_port] {
+        let zero = vec![0u8; STATS_LEN * fp.cpus];
+        bpf::map_update_bytes(&fp.stats, &p.to_ne_bytes(), &zero).unwrap();
+    }
+    let run = |f: &[u8]| bpf::prog_test_run_out(prog, f, &ctx(lo)).expect("test run");
+    let redirect = tc::TC_ACT_REDIRECT as u32;
+    let small = udp6_frame(B, A, 100);
+    assert_eq!(run(&small), (redirect, small.clone()), "no entry: punted");
+    let tmpl = encapsulated(&udp_frame(B, A, 17), LOCAL, REMOTE, UP_MAC, HOP_MAC);
+    fp.vxlan_install(net, B, &vxlan_value(&tmpl, 77, uplink_port))
+        .unwrap();
+    let largest = 1450 - 40 - 8;
+    for inner in [small, udp6_frame(B, A, largest)] {
+        let want = encapsulated(&inner, LOCAL, REMOTE, UP_MAC, HOP_MAC);
+        let (verdict, mut out) = run(&inner);
+        assert_eq!(verdict, redirect);
+        assert_eq!(out.len(), want.len());
+        assert!(u16::from_be_bytes([out[34], out[35]]) >= 49152);
+        out[34..36].copy_from_slice(&want[34..36]);
+        assert_eq!(
+            out,
+            want,
+            "{} bytes, as the VTEP does, byte for byte",
+            inner.len()
+        );
+        assert_eq!(&out[62..64], &[0x86, 0xdd], "IPv6 inside");
+    }
+    assert_eq!(fp.vxlan_take_seen(net, B), Some(true));
+    let tx = fp.counters(uplink_port).unwrap();
+    assert_eq!(tx.tx_packets, 2);
+    let big = udp6_frame(B, A, largest + 1);
+    assert_eq!(
+        run(&big),
+        (redirect, big.clone()),
+        "too big for the underlay: the router's"
+    );
+    assert_eq!(fp.counters(uplink_port).unwrap().tx_packets, 2);
+    fp.vxlan_remove(net, B);
+}
+
+/// A frame of `ethertype` whose IP header is `ip` (at least the fixed part), then a
+/// transport header whose byte 12 is `doff_byte` (TCP's data offset), then zeros.
+fn seg(ethertype: u16, ip: &[u8], doff_byte: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend(ethertype.to_be_bytes());
+    f.extend(ip);
+    let l4 = f.len();
+    f.resize(l4 + 64, 0);
+    f[l4 + 12] = doff_byte;
+    f
+}
+
+fn ipv4_hdr(proto: u8, ihl: u8) -> Vec<u8> {
+    let mut h = vec![0u8; usize::from(ihl) * 4];
+    h[0] = 0x40 | ihl;
+    h[9] = proto;
+    h
+}
+
+fn ipv6_hdr(next_header: u8) -> Vec<u8> {
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[6] = next_header;
+    h
+}
+
+/// The GSO size rule through the verifier: a segment fits when its Ethernet, IP and
+/// transport headers (TCP's options counted from its data offset, UDP's 8 bytes) and
+/// the segment size are at most 1464 bytes, the inner frame a 1500-byte underlay
+/// carries; IPv4 options, IPv6 extension headers and other transports are the router's.
+#[test]
+fn gso_segments_must_fit_the_underlay() {
+    let mut a = Asm::default();
+    let (ok, no) = (a.label(), a.label());
+    a.op(MOV_REG, 6, 1, 0, 0);
+    a.op(LDX_W, 4, 6, 176, 0); // gso_size
+    tunnel::segments_fit(&mut a, ok, no);
+    a.bind(ok);
+    a.ret(1);
+    a.bind(no);
+    a.ret(0);
+    let prog = bpf::prog_load_tc(&a.finish(), "vsw_test_gso").expect("the verifier accepts it");
+    let fits = |frame: &[u8], gso_size: u32| {
+        let mut c = vec![0u8; 180];
+        c[40..44].copy_from_slice(&1u32.to_ne_bytes());
+        c[176..180].copy_from_slice(&gso_size.to_ne_bytes());
+        bpf::prog_test_run_ctx(&prog, frame, &c).expect("test run") == 1
+    };
+    let (v4, v6) = (0x0800, 0x86dd);
+    let tcp4 = seg(v4, &ipv4_hdr(6, 5), 5 << 4);
+    let tcp4_ts = seg(v4, &ipv4_hdr(6, 5), 8 << 4);
+    let udp4 = seg(v4, &ipv4_hdr(17, 5), 0);
+    let tcp6_ts = seg(v6, &ipv6_hdr(6), 8 << 4);
+    let udp6 = seg(v6, &ipv6_hdr(17), 0);
+    for (frame, largest, what) in [
+        (&tcp4, 1464 - 14 - 20 - 20, "IPv4 TCP"),
+        (&tcp4_ts, 1464 - 14 - 20 - 32, "IPv4 TCP with timestamps"),
+        (&udp4, 1464 - 14 - 20 - 8, "IPv4 UDP"),
+        (&tcp6_ts, 1464 - 14 - 40 - 32, "IPv6 TCP with timestamps"),
+        (&udp6, 1464 - 14 - 40 - 8, "IPv6 UDP"),
+    ] {
+        assert!(fits(frame, largest), "{what}: {largest} fits");
+        assert!(
+            !fits(frame, largest + 1),
+            "{what}: {} does not",
+            largest + 1
+        );
+    }
+    for (frame, what) in [
+        (seg(v4, &ipv4_hdr(6, 6), 5 << 4), "IPv4 options"),
+        (seg(v4, &ipv4_hdr(47, 5), 0), "GRE"),
+        (seg(v6, &ipv6_hdr(0), 5 << 4), "a hop-by-hop header"),
+        (seg(v6, &ipv6_hdr(58), 0), "ICMPv6"),
+        (
+            tcp6_ts[..14 + 40 + 12].to_vec(),
+            "TCP's data offset past the linear part",
+        ),
+    ] {
+        assert!(!fits(&frame, 500), "{what}: the router's");
+    }
+}
+
 /// The tc uplink of these tests: on `lo`, port `up_port`, punting to `trunk`.
 fn test_uplink(up_port: PortId, trunk: u32, lo: u32) -> TcUplink {
     TcUplink {
@@ -179,6 +329,10 @@ fn uplink_decapsulates_for_local_endpoints() {
         Some(true),
         "the remote source was seen"
     );
+    // IPv6 inside stays the router's (the uplink program takes inner IPv4 only).
+    let v6 = encapsulated(&udp6_frame(B, A, 300), REMOTE, LOCAL, HOP_MAC, UP_MAC);
+    assert_eq!(run(&v6), (redirect, v6.clone()), "IPv6 inside: punted");
+    assert_eq!(delivered(), 1);
 
     let mut csum = frame.clone();
     csum[40] = 0x12; // an outer UDP checksum: the router verifies it
