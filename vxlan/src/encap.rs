@@ -14,6 +14,8 @@ use crate::wire::{
 };
 use crate::{Mac, Vni};
 use ::wire::checksum::{checksum, pseudo_header, udp_sent};
+use ::wire::ethernet::ETHERTYPE_IPV6;
+use ::wire::ipv6::Ipv6Packet;
 
 /// An inclusive range of UDP source ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,10 +48,11 @@ pub fn source_port(hash: u32, range: PortRange) -> u16 {
     lo + ((u64::from(hash) * span) >> 32) as u16
 }
 
-/// A hash of the inner frame's flow: Ethernet destination and source and, for IPv4,
-/// the addresses and protocol, plus the ports for TCP and UDP (not in fragments, whose
-/// later pieces carry none, so every piece of a datagram hashes alike). Deterministic:
-/// every worker and every restart picks the same source port for a flow.
+/// A hash of the inner frame's flow: Ethernet destination and source and, for IPv4 and
+/// IPv6, the addresses and protocol, plus the ports for TCP and UDP (not in fragments,
+/// whose later pieces carry none, so every piece of a datagram hashes alike; not behind
+/// IPv6 extension headers, which are not walked). Deterministic: every worker and every
+/// restart picks the same source port for a flow.
 pub fn flow_hash(inner: &[u8]) -> u32 {
     let mut h = Hasher(0x5bd1_e995_9e37_79b9);
     if let (Some(dst), Some(src)) = (
@@ -59,12 +62,26 @@ pub fn flow_hash(inner: &[u8]) -> u32 {
         h.bytes(&dst);
         h.bytes(&src);
     }
-    if wire::be16(inner, field::eth::ETHERTYPE) == Some(ETHERTYPE_IPV4) {
-        if let Some(ip) = inner.get(ETH_HLEN..) {
-            ip_flow(&mut h, ip);
-        }
+    if let Some(ip) = inner.get(ETH_HLEN..) {
+        match wire::be16(inner, field::eth::ETHERTYPE) {
+            Some(ETHERTYPE_IPV4) => ip_flow(&mut h, ip),
+            Some(ETHERTYPE_IPV6) => ipv6_flow(&mut h, ip),
+            _ => None,
+        };
     }
     h.finish()
+}
+
+fn ipv6_flow(h: &mut Hasher, ip: &[u8]) -> Option<()> {
+    let p = Ipv6Packet::new_checked(ip).ok()?;
+    h.bytes(&p.src().octets());
+    h.bytes(&p.dst().octets());
+    let next = p.next_header();
+    h.word(u64::from(next));
+    if next == PROTO_TCP || next == PROTO_UDP {
+        h.bytes(p.payload().get(..4)?);
+    }
+    Some(())
 }
 
 fn ip_flow(h: &mut Hasher, ip: &[u8]) -> Option<()> {

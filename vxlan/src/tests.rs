@@ -60,6 +60,21 @@ fn inner_udp(src_mac: Mac, sport: u16, dport: u16, payload: usize) -> Vec<u8> {
     f
 }
 
+/// An IPv6/UDP frame from port `sport` to 2001:db8::2 port 80.
+fn inner_udp6(sport: u16, hop_limit: u8, payload: usize) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 0xbb, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    let len = ((8 + payload) as u16).to_be_bytes();
+    f.extend([0x60, 0, 0, 0, len[0], len[1], 17, hop_limit]);
+    f.extend([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    f.extend([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    f.extend(sport.to_be_bytes());
+    f.extend(80u16.to_be_bytes());
+    f.extend(len);
+    f.extend([0, 0]);
+    f.extend(std::iter::repeat_n(0x5a, payload));
+    f
+}
+
 #[test]
 fn decapsulates_the_kernels_frame() {
     let frame = kernel_frame();
@@ -416,6 +431,21 @@ fn source_port_is_stable_per_flow_and_spreads_across_flows() {
         buckets.iter().all(|&b| (30..=100).contains(&b)),
         "{buckets:?}"
     );
+    // IPv6 alike: by addresses, next header and ports, not by payload or hop limit.
+    let mut seen = std::collections::HashSet::new();
+    for sport in 0..1000u16 {
+        let f = inner_udp6(sport, 64, 10);
+        let port = source_port(flow_hash(&f), range);
+        assert_eq!(
+            port,
+            source_port(flow_hash(&inner_udp6(sport, 1, 30)), range)
+        );
+        seen.insert(port);
+    }
+    assert!(seen.len() > 950, "IPv6 flows spread: {}", seen.len());
+    let mut other_dst = inner_udp6(7, 64, 0);
+    other_dst[14 + 39] ^= 1;
+    assert_ne!(flow_hash(&other_dst), flow_hash(&inner_udp6(7, 64, 0)));
     // Non-IP frames hash by MACs.
     let arp1 = [[0xff; 6], [2, 0, 0, 0, 0, 1]].concat();
     let arp2 = [[0xff; 6], [2, 0, 0, 0, 0, 2]].concat();
