@@ -260,6 +260,43 @@ fn two_hosts_ping_mtu_and_tcp() {
     assert!(ping(&b, "172.28.0.2", 3), "host 2 -> restarted host 1");
 }
 
+/// IPv6 inside the overlay between two vswitchd hosts: neighbour discovery and ping -6
+/// each way, and an iperf3 -6 stream that host 1's kernel encapsulates (the fast path)
+/// and host 2's router decapsulates.
+#[test]
+fn two_hosts_ipv6() {
+    let lab = Lab::new();
+    let ul = Underlay::new(&lab);
+    let d1 = ul.host(&lab, "h1", "10.200.0.1");
+    let d2 = ul.host(&lab, "h2", "10.200.0.2");
+    let net = lab.name("ov");
+    overlay_net6(&d1, &net, "10.200.0.2");
+    overlay_net6(&d2, &net, "10.200.0.1");
+    let (a, b) = (lab.name("a"), lab.name("b"));
+    let b6 = "2001:db8:28::3";
+    d1.sandbox(&a, &net, &["--ip", "172.28.0.2", "--ip6", A6]);
+    d2.sandbox(&b, &net, &["--ip", "172.28.0.3", "--ip6", b6]);
+    ping_eventually(&a, b6);
+    assert!(ping(&b, A6, 3), "host 2 -> host 1 over IPv6");
+    assert!(ping(&b, GW6, 1), "each host's own gateway");
+    let neigh = output(&a, &["ip", "-6", "neigh", "show", b6]);
+    assert!(neigh.contains("02:42:ac:1c:00:03"), "{neigh}");
+    let decapsulated = || {
+        router_stats(&d2)["overlay"]["decapsulated"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (rx0, de0) = (d1.port_count(&a, "fast_path_rx_packets"), decapsulated());
+    let bps = iperf_with(&lab, &b, &a, b6, &["-6", "-n", "4M"]);
+    assert!(bps > 0.0, "TCP over IPv6 across the overlay");
+    assert!(
+        d1.port_count(&a, "fast_path_rx_packets") - rx0 > 100,
+        "host 1's kernel encapsulated the stream: {}",
+        d1.ok(&["stats", &a])
+    );
+    assert!(decapsulated() - de0 > 1000, "host 2's router took it in");
+}
+
 /// With `--uplink-mode socket` the workers encapsulate and decapsulate every frame, as
 /// they do for flooding and first packets in tc mode.
 #[test]
