@@ -98,7 +98,7 @@ pub struct RouterCounters {
     /// frames, frames for the tunnel from a tunnel, frames of an unknown overlay.
     pub tunnel_dropped: u64,
     /// Inner frames too big for the underlay MTU (the VTEP never fragments); IPv4 with
-    /// DF gets ICMP fragmentation needed.
+    /// DF gets ICMP fragmentation needed, IPv6 ICMPv6 Packet Too Big.
     pub tunnel_too_big: u64,
     /// TCP sessions to published ports the tc uplink opened in the kernel and the NAT
     /// took in from the SYN's observed copy.
