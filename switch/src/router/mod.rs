@@ -115,6 +115,9 @@ pub struct RouterCounters {
     /// Neighbour solicitations for the uplink's IPv6 address answered.
     #[serde(default)]
     pub ndp_answered: u64,
+    /// ICMP and ICMPv6 errors not sent: more than `ICMP_ERRORS_PER_SEC` in a second.
+    #[serde(default)]
+    pub icmp_errors_limited: u64,
 }
 
 /// What `stats` shows of the router.
@@ -156,6 +159,8 @@ pub(crate) struct Router {
     arp: ArpCache,
     /// The uplink's IPv6 neighbours.
     ndp: NdpCache,
+    /// ICMP and ICMPv6 errors the router may still send this second.
+    errors_left: u32,
     counters: RouterCounters,
     /// Charged for drops of what the router emits.
     port_counters: Arc<PortCounters>,
@@ -176,6 +181,10 @@ pub(crate) struct Router {
     /// Overlay MACs handed to the tc fast path (`fast_vxlan`), with the tc uplink.
     pub fast_vxlan: Option<FastVxlan>,
 }
+
+/// ICMP and ICMPv6 errors the router sends per second at most (Linux's
+/// net.ipv4.icmp_msgs_per_sec is 1000 as well).
+pub const ICMP_ERRORS_PER_SEC: u32 = 1000;
 
 pub(crate) fn in_subnet(ip: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
     let mask = if prefix == 0 {
@@ -217,6 +226,7 @@ impl Router {
             cfg,
             arp: ArpCache::default(),
             ndp: NdpCache::default(),
+            errors_left: ICMP_ERRORS_PER_SEC,
             counters: RouterCounters::default(),
             port_counters,
             pkt: Box::new([0u8; MAX_FRAME]),
@@ -497,15 +507,32 @@ impl Router {
         to: PortId,
         out: &mut impl Emit,
     ) {
+        if !self.error_allowed() {
+            return;
+        }
         if let Some(n) = ipv4::icmp_error(kind, frame, gw.mac, gw.ip, &mut *self.scratch) {
             self.counters.icmp_errors_sent += 1;
             out.emit(to, &self.scratch[..n], &self.port_counters);
         }
     }
 
+    /// Whether the router may send another ICMP or ICMPv6 error this second (RFC 4443
+    /// 2.4 (f), RFC 1812 4.3.2.8: a router limits the errors it sends, so a flood of
+    /// expiring or unroutable packets cannot make it a flood of errors); counted when
+    /// not.
+    pub(super) fn error_allowed(&mut self) -> bool {
+        if self.errors_left == 0 {
+            self.counters.icmp_errors_limited += 1;
+            return false;
+        }
+        self.errors_left -= 1;
+        true
+    }
+
     /// Once a second: idle sessions out, stale neighbours out, ARP retries sent.
     pub fn tick(&mut self, cx: &mut Cx<impl Emit>) {
         let (nets, out, now) = (&mut *cx.nets, &mut *cx.out, cx.now);
+        self.errors_left = ICMP_ERRORS_PER_SEC;
         self.nat.expire(now);
         if let Some(f) = self.fast_nat.as_mut() {
             f.tick(&mut self.nat, now);

@@ -3,7 +3,7 @@
 //! itself.
 
 use super::*;
-use crate::ipv6::{icmp6_error, Icmp6Error};
+use crate::ipv6::Icmp6Error;
 use crate::remote::{RemoteEndpoint, RemoteUpdate};
 use wire::ipv6::Ipv6Frame;
 
@@ -190,10 +190,7 @@ impl Router {
         let kind = Icmp6Error::PacketTooBig {
             mtu: u32::try_from(mtu).unwrap_or(u32::MAX),
         };
-        if let Some(n) = icmp6_error(kind, frame, gw.mac, gw6, &mut *self.scratch) {
-            self.counters.icmp_errors_sent += 1;
-            out.emit(port, &self.scratch[..n], &self.port_counters);
-        }
+        self.icmp6_error(kind, frame, (gw.mac, gw6), port, out);
     }
 
     /// A decapsulated frame enters its overlay network as if from the tunnel port:

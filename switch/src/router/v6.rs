@@ -253,7 +253,7 @@ impl Router {
         }
     }
 
-    fn icmp6_error(
+    pub(super) fn icmp6_error(
         &mut self,
         kind: Icmp6Error,
         frame: &[u8],
@@ -261,6 +261,9 @@ impl Router {
         to: PortId,
         out: &mut impl Emit,
     ) {
+        if !self.error_allowed() {
+            return;
+        }
         if let Some(n) = icmp6_error(kind, frame, mac, ip, &mut *self.scratch) {
             self.counters.icmp_errors_sent += 1;
             out.emit(to, &self.scratch[..n], &self.port_counters);

@@ -255,3 +255,19 @@ fn hop_limit_isolation_and_missing_uplinks_get_icmpv6_errors_or_nothing() {
     let (.., t, code) = icmp6_of(&s.out[0].1);
     assert_eq!((t, code), (1, 0), "destination unreachable: no route");
 }
+
+#[test]
+fn errors_are_limited_per_second() {
+    let (mut r, mut nets) = setup(true, true);
+    let a = ip("2001:db8:24::2");
+    let expiring = udp(A_MAC, GW_MAC, a, ip("2001:db8:9::9"), 1);
+    let mut sent = 0;
+    for _ in 0..super::ICMP_ERRORS_PER_SEC + 5 {
+        sent += from_net(&mut r, &mut nets, &expiring).out.len();
+    }
+    assert_eq!(sent, super::ICMP_ERRORS_PER_SEC as usize);
+    assert_eq!(r.counters.icmp_errors_limited, 5);
+    let mut sink = Sink::default();
+    r.tick(&mut Cx::new(&mut nets, &mut sink, Instant::now()));
+    assert_eq!(from_net(&mut r, &mut nets, &expiring).out.len(), 1, "a new second");
+}
