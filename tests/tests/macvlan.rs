@@ -1,11 +1,12 @@
 //! macvlan networks end to end: endpoints on a LAN behind the parent interface, no NAT,
 //! and 802.1Q VLANs the switch tags and untags itself (the kernel here has no 8021q, so
-//! the LAN's hosts are scapy responders that tag and untag).
+//! the LAN's hosts are scapy responders that tag and untag). Dual-stack networks carry
+//! IPv6 the same way (issue 16): the LAN's router is the IPv6 gateway too.
 
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{network_create, ns_exec, ping, send_raw, Bg, Capture, Daemon, Lab};
+use e2e::{network_create, ns_exec, ping, run_ok, send_raw, Bg, Capture, Daemon, Lab};
 
 /// The LAN: a namespace whose `lan0` is the far end of the parent veth `<prefix>par`,
 /// which lives in the daemon's namespace.
@@ -13,6 +14,67 @@ fn lan(lab: &Lab) -> (String, String) {
     let parent = lab.name("par");
     let ns = e2e::wired_ns(lab, "lan", &parent, "lan0");
     (ns, parent)
+}
+
+/// `ping -6` from a namespace, `extra` before the destination; true when every echo
+/// came back.
+fn ping6_with(ns: &str, extra: &[&str], dst: &str, count: u32) -> bool {
+    let c = count.to_string();
+    let mut args = vec!["ping", "-6", "-n", "-q", "-c", &c, "-i", "0.2", "-W", "2"];
+    args.extend(extra);
+    args.push(dst);
+    ns_exec(ns, &args, Duration::from_secs(10)).status.success()
+}
+
+fn ping6(ns: &str, dst: &str, count: u32) -> bool {
+    ping6_with(ns, &[], dst, count)
+}
+
+/// What a command in a namespace printed (stdout, then stderr).
+fn output(ns: &str, args: &[&str]) -> String {
+    let o = ns_exec(ns, args, Duration::from_secs(10));
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// The sandbox's IPv6 address on `network`, from `sandbox inspect`.
+fn ip6_of(d: &Daemon, sandbox: &str, network: &str) -> String {
+    let v = d.json(&["sandbox", "inspect", sandbox]);
+    v["Networks"][network]["GlobalIPv6Address"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| panic!("{sandbox} has no IPv6 address on {network}: {v}"))
+        .to_string()
+}
+
+/// An IPv6 address on a LAN host's interface, usable at once (no DAD).
+fn add_ip6(ns: &str, dev: &str, cidr: &str) {
+    run_ok(&[
+        "ip", "-n", ns, "-6", "addr", "add", cidr, "dev", dev, "nodad",
+    ]);
+}
+
+/// The flags of a dual-stack macvlan network on `parent` (IFACE or IFACE.VID): the
+/// LAN's IPv4 and IPv6 subnets, and its router's addresses as the gateways.
+fn dual_stack<'a>(
+    v4: &'a str,
+    gw4: &'a str,
+    v6: &'a str,
+    gw6: &'a str,
+    parent: &'a str,
+) -> [&'a str; 11] {
+    [
+        "--ipv6",
+        "--subnet",
+        v4,
+        "--subnet",
+        v6,
+        "--gateway",
+        gw4,
+        "--gateway",
+        gw6,
+        "-o",
+        parent,
+    ]
 }
 
 fn promisc(host: &str, dev: &str) -> bool {
@@ -151,6 +213,140 @@ fn the_parent_is_given_back_as_it_was() {
     );
     assert!(!promisc(&d.host_ns, &parent));
 }
+
+/// The untagged dual-stack LAN of the IPv6 tests: 2001:db8:c0a8::/64 (192.168 in hex,
+/// beside the IPv4 plan's 192.168.0.0/16), its router at ::1, a host at ::fe.
+const LAN6: &str = "2001:db8:c0a8::/64";
+const ROUTER6: &str = "2001:db8:c0a8::1";
+const HOST6: &str = "2001:db8:c0a8::fe";
+/// An address beyond the LAN's router (on its loopback), off the LAN's subnet.
+const BEYOND6: &str = "2001:db8:c0a9::1";
+
+/// A dual-stack macvlan network: its sandboxes get IPv6 addresses of the LAN's subnet,
+/// reach the LAN's hosts, its router and each other over IPv6 with no NAT, and their
+/// IPv6 default route is via the LAN's router, which the switch does not play: nothing
+/// answers for the gateway address until the router is on the LAN. Port security
+/// holds for IPv6 sources here too.
+#[test]
+fn dual_stack_macvlan_endpoints_reach_the_lan_over_ipv6() {
+    let lab = Lab::new();
+    let (lan_ns, parent) = lan(&lab);
+    add_ip6(&lan_ns, "lan0", &format!("{HOST6}/64"));
+    let d = Daemon::start(&lab, &[]);
+    let net = lab.name("mv6");
+    let opt = format!("parent={parent}");
+    let flags = dual_stack("192.168.6.0/24", "192.168.6.1", LAN6, ROUTER6, &opt);
+    d.ok(&network_create("macvlan", &flags, &net));
+    let [(a, _), (b, _)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
+    let (ip6_a, ip6_b) = (ip6_of(&d, &a, &net), ip6_of(&d, &b, &net));
+    assert_eq!(
+        (ip6_a.as_str(), ip6_b.as_str()),
+        ("2001:db8:c0a8::2", "2001:db8:c0a8::3"),
+        "addresses of the LAN's subnet, the router's ::1 skipped"
+    );
+    let sb = &d.json(&["sandbox", "inspect", &a])["Networks"][&net];
+    assert_eq!(sb["IPv6Gateway"], ROUTER6, "{sb}");
+
+    let routes = output(&a, &["ip", "-6", "route", "show", "default"]);
+    assert!(
+        routes.contains(&format!("via {ROUTER6} dev eth0")),
+        "the IPv6 default route is via the LAN's router: {routes}"
+    );
+    let addrs = output(&a, &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(
+        addrs.contains(&format!("{ip6_a}/64")) && !addrs.contains("tentative"),
+        "{addrs}"
+    );
+
+    // No router on the LAN yet: nobody answers for the gateway address, the switch
+    // least of all (it plays no gateway on a macvlan network).
+    assert!(ping6(&a, HOST6, 2), "sandbox -> LAN host over IPv6");
+    assert!(
+        !ping6(&a, ROUTER6, 1),
+        "something other than the LAN answered for the IPv6 gateway"
+    );
+    // Now the LAN gets its router (forwarding on, so it advertises itself as one).
+    add_ip6(&lan_ns, "lan0", &format!("{ROUTER6}/64"));
+    run_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &lan_ns,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.forwarding=1",
+    ]);
+    assert!(ping6(&a, ROUTER6, 2), "sandbox -> the LAN's router");
+    let lan_mac = output(&lan_ns, &["cat", "/sys/class/net/lan0/address"]);
+    let neigh = output(&a, &["ip", "-6", "neigh", "show", ROUTER6, "dev", "eth0"]);
+    assert!(
+        neigh.contains(lan_mac.trim()) && neigh.contains("router"),
+        "the gateway is the LAN's router, by its own MAC ({}): {neigh}",
+        lan_mac.trim()
+    );
+    // Beyond the router: an address off the LAN's subnet is reached by the default
+    // route alone.
+    run_ok(&[
+        "ip", "-n", &lan_ns, "-6", "addr", "add", BEYOND6, "dev", "lo", "nodad",
+    ]);
+    assert!(
+        ping6(&a, BEYOND6, 2),
+        "sandbox -> beyond the LAN's router, by the default route"
+    );
+
+    assert!(ping6(&lan_ns, &ip6_a, 2), "LAN host -> sandbox over IPv6");
+    assert!(ping6(&a, &ip6_b, 2), "sandbox -> sandbox over IPv6");
+    assert!(ping6(&b, &ip6_a, 2), "and back");
+    // No NAT: the LAN knows the sandbox by its own MAC and IPv6 address.
+    let neigh = output(&lan_ns, &["ip", "-6", "neigh", "show", &ip6_a]);
+    assert!(neigh.contains("02:42:c0:a8:06:02"), "{neigh}");
+    assert!(ping(&a, "192.168.6.3", 1), "IPv4 still works beside it");
+
+    // A source address that is not the sandbox's own gets nowhere on the LAN.
+    add_ip6(&a, "eth0", "2001:db8:c0a8::99/64");
+    let before = d.port_stats(&a)["drops"]["port_security"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        !ping6_with(&a, &["-I", "2001:db8:c0a8::99"], HOST6, 1),
+        "a spoofed IPv6 source reached the LAN host"
+    );
+    let after = d.port_stats(&a)["drops"]["port_security"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(after > before, "the spoofed frames are counted: {after}");
+
+    // Nor does a sandbox's router advertisement: a rogue router on a real LAN. An echo
+    // request to all nodes, sent the same way, is the positive control.
+    let wire = Capture::start(&lab, &lan_ns, "lan0", "ra");
+    let o = ns_exec(
+        &a,
+        &["/usr/bin/python3", "-c", ROGUE_RA, "eth0"],
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{o:?}");
+    let seen = wire.stop();
+    let has = |what: &str| seen.iter().any(|l| l.contains(what));
+    assert!(has("echo request"), "positive control: {seen:?}");
+    assert!(
+        !has("router advertisement"),
+        "a sandbox's router advertisement reached the LAN: {seen:?}"
+    );
+}
+
+/// From a sandbox's own MAC and link-local address, to all nodes: a router
+/// advertisement for a prefix, then an echo request.
+const ROGUE_RA: &str = r#"
+import sys
+from scapy.all import Ether, IPv6, ICMPv6ND_RA, ICMPv6NDOptPrefixInfo, ICMPv6EchoRequest, sendp, conf
+from scapy.utils6 import in6_mactoifaceid
+conf.verb = 0
+iface = sys.argv[1]
+mac = open(f"/sys/class/net/{iface}/address").read().strip()
+l2 = Ether(src=mac, dst="33:33:00:00:00:01")/IPv6(src="fe80::" + in6_mactoifaceid(mac).lower(), dst="ff02::1", hlim=255)
+sendp(l2/ICMPv6ND_RA()/ICMPv6NDOptPrefixInfo(prefix="2001:db8:bad::", prefixlen=64), iface=iface)
+sendp(l2/ICMPv6EchoRequest(), iface=iface)
+"#;
 
 /// Answers ARP and ICMP echo for 192.168.VID.1 on each VID, tagging its replies, and
 /// logs every tagged frame it sees as "vid=V".
