@@ -219,6 +219,8 @@ fn the_parent_is_given_back_as_it_was() {
 const LAN6: &str = "2001:db8:c0a8::/64";
 const ROUTER6: &str = "2001:db8:c0a8::1";
 const HOST6: &str = "2001:db8:c0a8::fe";
+/// The host's own address on the parent, before and after vswitchd uses it.
+const PARENT6: &str = "2001:db8:c0a8::f0";
 /// An address beyond the LAN's router (on its loopback), off the LAN's subnet.
 const BEYOND6: &str = "2001:db8:c0a9::1";
 
@@ -347,6 +349,67 @@ l2 = Ether(src=mac, dst="33:33:00:00:00:01")/IPv6(src="fe80::" + in6_mactoifacei
 sendp(l2/ICMPv6ND_RA()/ICMPv6NDOptPrefixInfo(prefix="2001:db8:bad::", prefixlen=64), iface=iface)
 sendp(l2/ICMPv6EchoRequest(), iface=iface)
 "#;
+
+/// The parent's own kernel stays off the LAN while the switch uses it: IPv6 off on it
+/// (no address left, its own no longer answers), also across a killed daemon; when its
+/// last network goes IPv6 comes back on as it was: the kernel's link-local, and the
+/// address the host had configured on it, answering again.
+#[test]
+fn the_parents_ipv6_is_off_while_used_and_given_back() {
+    let lab = Lab::new();
+    let (lan_ns, parent) = lan(&lab);
+    add_ip6(&lan_ns, "lan0", &format!("{HOST6}/64"));
+    let host = e2e::host_ns(&lab);
+    let disabled = || {
+        let path = format!("/proc/sys/net/ipv6/conf/{parent}/disable_ipv6");
+        e2e::run_out(&["ip", "netns", "exec", &host, "cat", &path])
+            .trim()
+            .to_string()
+    };
+    let addrs6 = || output(&host, &["ip", "-6", "addr", "show", "dev", &parent]);
+    // The parent as a host might have it: up, IPv6 on, an address of its own on the LAN.
+    run_ok(&["ip", "-n", &host, "link", "set", &parent, "up"]);
+    add_ip6(&host, &parent, &format!("{PARENT6}/64"));
+    assert_eq!(disabled(), "0");
+    let answers = || netlab::eventually(Duration::from_secs(5), || ping6(&lan_ns, PARENT6, 1));
+    assert!(answers(), "positive control: the parent's kernel answers");
+
+    // AF_PACKET, under which the parent's kernel sees every frame the switch takes (an
+    // XDP program would keep them from it): IPv6 off is then all that keeps it quiet.
+    let mut d = Daemon::start(&lab, &["--io", "af_packet"]);
+    let net = lab.name("mv6");
+    let opt = format!("parent={parent}");
+    let flags = dual_stack("192.168.6.0/24", "192.168.6.1", LAN6, ROUTER6, &opt);
+    d.ok(&network_create("macvlan", &flags, &net));
+    let a = lab.name("a");
+    d.sandbox(&a, &net, &[]);
+    let kept_out = |when: &str| {
+        assert_eq!(disabled(), "1", "IPv6 is off on the parent {when}");
+        let a6 = addrs6();
+        assert!(
+            !a6.contains("inet6"),
+            "the parent has no IPv6 address {when}: {a6}"
+        );
+        assert!(ping6(&a, HOST6, 2), "the sandbox reaches the LAN {when}");
+        assert!(
+            !ping6(&lan_ns, PARENT6, 1),
+            "the parent's kernel answered at {PARENT6} {when}"
+        );
+    };
+    kept_out("while used");
+    d.restart(true);
+    kept_out("after the daemon was killed and started again");
+
+    d.ok(&["sandbox", "rm", &a]);
+    d.ok(&["network", "rm", &net]);
+    assert_eq!(disabled(), "0", "the parent's IPv6 is given back");
+    let a6 = addrs6();
+    assert!(
+        a6.contains(&format!("inet6 {PARENT6}/64")) && a6.contains("scope link"),
+        "the parent's IPv6 addresses are given back: {a6}"
+    );
+    assert!(answers(), "the parent's kernel answers at {PARENT6} again");
+}
 
 /// Answers ARP and ICMP echo for 192.168.VID.1 on each VID, tagging its replies, and
 /// logs every tagged frame it sees as "vid=V".
