@@ -411,14 +411,19 @@ fn the_parents_ipv6_is_off_while_used_and_given_back() {
     assert!(answers(), "the parent's kernel answers at {PARENT6} again");
 }
 
-/// Answers ARP and ICMP echo for 192.168.VID.1 on each VID, tagging its replies, and
-/// logs every tagged frame it sees as "vid=V".
+/// Answers, on each VID and tagging its replies: ARP and ICMP echo for 192.168.VID.1;
+/// neighbour solicitations and ICMPv6 echo for the VID's LAN router 2001:db8:c0a8:VID::1
+/// (its advertisements carry the router flag) and LAN host 2001:db8:c0a8:VID::fe. Only
+/// on their own VID, as a VLAN-aware LAN does. Logs every tagged frame it sees as
+/// "vid=V".
 const RESPONDER: &str = r#"
-import sys
+import ipaddress, sys
 from scapy.all import Ether, Dot1Q, ARP, IP, ICMP, Raw, sendp, sniff, conf
+from scapy.all import IPv6, ICMPv6ND_NS, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, ICMPv6EchoRequest, ICMPv6EchoReply
 conf.verb = 0
 iface, vids = sys.argv[1], [int(v) for v in sys.argv[2:]]
 mac = open(f"/sys/class/net/{iface}/address").read().strip()
+canon = lambda a: str(ipaddress.ip_address(a))
 def handle(p):
     if Dot1Q not in p or p[Ether].src == mac:
         return
@@ -427,13 +432,23 @@ def handle(p):
     if v not in vids:
         return
     me = f"192.168.{v}.1"
+    router6, host6 = canon(f"2001:db8:c0a8:{v}::1"), canon(f"2001:db8:c0a8:{v}::fe")
+    l2 = Ether(dst=p.src, src=mac)/Dot1Q(vlan=v)
     if ARP in p and p[ARP].op == 1 and p[ARP].pdst == me:
-        sendp(Ether(dst=p.src, src=mac)/Dot1Q(vlan=v)/ARP(op=2, hwsrc=mac, psrc=me, hwdst=p[ARP].hwsrc, pdst=p[ARP].psrc), iface=iface)
+        sendp(l2/ARP(op=2, hwsrc=mac, psrc=me, hwdst=p[ARP].hwsrc, pdst=p[ARP].psrc), iface=iface)
     elif IP in p and ICMP in p and p[IP].dst == me and p[ICMP].type == 8:
-        r = Ether(dst=p.src, src=mac)/Dot1Q(vlan=v)/IP(src=me, dst=p[IP].src)/ICMP(type=0, id=p[ICMP].id, seq=p[ICMP].seq)
+        r = l2/IP(src=me, dst=p[IP].src)/ICMP(type=0, id=p[ICMP].id, seq=p[ICMP].seq)
         if Raw in p:
             r = r/Raw(p[Raw].load)
         sendp(r, iface=iface)
+    elif IPv6 in p and ICMPv6ND_NS in p and canon(p[ICMPv6ND_NS].tgt) in (router6, host6):
+        tgt = canon(p[ICMPv6ND_NS].tgt)
+        na = ICMPv6ND_NA(tgt=tgt, R=int(tgt == router6), S=1, O=1)/ICMPv6NDOptDstLLAddr(lladdr=mac)
+        sendp(l2/IPv6(src=tgt, dst=p[IPv6].src, hlim=255)/na, iface=iface)
+    elif IPv6 in p and ICMPv6EchoRequest in p and canon(p[IPv6].dst) in (router6, host6):
+        q = p[ICMPv6EchoRequest]
+        r = ICMPv6EchoReply(id=q.id, seq=q.seq, data=q.data)
+        sendp(l2/IPv6(src=p[IPv6].dst, dst=p[IPv6].src)/r, iface=iface)
 sniff(iface=iface, prn=handle, store=False, started_callback=lambda: print("ready", flush=True))
 "#;
 
@@ -577,5 +592,165 @@ fn vlans_are_tagged_and_isolated() {
         d.port_stats(&h10)["drops"]["vlan_mismatch"].as_u64() >= Some(1),
         "{}",
         d.port_stats(&h10)
+    );
+}
+
+/// Dual-stack VLAN networks: IPv6 leaves tagged with the network's VID and comes back
+/// untagged to it, to the VID's LAN host and router (the IPv6 gateway, by the
+/// responder's MAC) and between two sandboxes of one VID; and neither a VID's IPv6
+/// traffic nor its neighbour discovery ever reaches the other VID, on the trunk or in
+/// the switch, even when a sandbox takes the other VID's prefix for on-link.
+#[test]
+fn vlans_carry_ipv6_tagged_and_isolated() {
+    let lab = Lab::new();
+    let (lan_ns, parent) = lan(&lab);
+    let d = Daemon::start(&lab, &[]);
+    let (n10, n20) = (lab.name("v10"), lab.name("v20"));
+    for (n, v) in [(&n10, 10), (&n20, 20)] {
+        let (v4, gw4) = (format!("192.168.{v}.0/24"), format!("192.168.{v}.1"));
+        let (v6, gw6) = (
+            format!("2001:db8:c0a8:{v}::/64"),
+            format!("2001:db8:c0a8:{v}::1"),
+        );
+        let opt = format!("parent={parent}.{v}");
+        let flags = dual_stack(&v4, &gw4, &v6, &gw6, &opt);
+        d.ok(&network_create("macvlan", &flags, n));
+    }
+    let [(a10, _), (b10, _)] = d.sandboxes(&lab, &n10, &[], ["a10", "b10"]);
+    let a20 = lab.name("a20");
+    d.sandbox(&a20, &n20, &[]);
+    let (ip6_a10, ip6_b10, ip6_a20) = (
+        ip6_of(&d, &a10, &n10),
+        ip6_of(&d, &b10, &n10),
+        ip6_of(&d, &a20, &n20),
+    );
+    assert_eq!(ip6_a10, "2001:db8:c0a8:10::2");
+    assert_eq!(ip6_a20, "2001:db8:c0a8:20::2");
+    let routes = output(&a10, &["ip", "-6", "route", "show", "default"]);
+    assert!(
+        routes.contains("via 2001:db8:c0a8:10::1 dev eth0"),
+        "the IPv6 default route is via VLAN 10's router: {routes}"
+    );
+
+    let responder = Bg::spawn(
+        &lab,
+        &lan_ns,
+        "responder",
+        &["/usr/bin/python3", "-c", RESPONDER, "lan0", "10", "20"],
+    );
+    e2e::wait_for("the scapy responder", Duration::from_secs(30), || {
+        responder.output().contains("ready")
+    });
+    let trunk = Capture::start(&lab, &lan_ns, "lan0", "trunk6");
+    let in10 = Capture::start(&lab, &a10, "eth0", "in10");
+    for (sb, v) in [(&a10, 10), (&b10, 10), (&a20, 20)] {
+        for (who, host) in [("router", 1), ("host", 0xfe)] {
+            let dst = format!("2001:db8:c0a8:{v}::{host:x}");
+            assert!(
+                ping6(sb, &dst, 2),
+                "{sb} on VLAN {v} reaches its LAN {who} {dst} over IPv6"
+            );
+        }
+    }
+    assert!(
+        ping6(&a10, &ip6_b10, 2),
+        "sandboxes of one VLAN reach each other"
+    );
+    assert!(ping6(&b10, &ip6_a10, 2), "and back");
+    let lan_mac = output(&lan_ns, &["cat", "/sys/class/net/lan0/address"]);
+    let neigh = output(&a10, &["ip", "-6", "neigh", "show", "2001:db8:c0a8:10::1"]);
+    assert!(
+        neigh.contains(lan_mac.trim()) && neigh.contains("router"),
+        "VLAN 10's gateway is the LAN's router, by its MAC: {neigh}"
+    );
+    let text = trunk.stop().join("\n");
+    let seen10 = in10.stop();
+    assert!(
+        !seen10.iter().any(|l| l.contains("2001:db8:c0a8:20:")),
+        "VLAN 20's IPv6 reached VLAN 10's sandbox: {seen10:?}"
+    );
+    assert!(
+        seen10.iter().any(|l| l.contains("2001:db8:c0a8:10::fe")),
+        "positive control: VLAN 10's sandbox sees its own traffic: {seen10:?}"
+    );
+    let tagged = |vid: u16, what: &str| {
+        text.lines()
+            .any(|l| l.contains(&format!("vlan {vid},")) && l.contains(what))
+    };
+    assert!(
+        tagged(
+            10,
+            "2001:db8:c0a8:10::2 > 2001:db8:c0a8:10::fe: ICMP6, echo request"
+        ),
+        "VLAN 10's IPv6 leaves with tag 10:\n{text}"
+    );
+    assert!(
+        tagged(10, "neighbor solicitation, who has 2001:db8:c0a8:10::1"),
+        "VLAN 10's neighbour discovery leaves with tag 10:\n{text}"
+    );
+    assert!(
+        tagged(
+            20,
+            "2001:db8:c0a8:20::2 > 2001:db8:c0a8:20::1: ICMP6, echo request"
+        ),
+        "VLAN 20's IPv6 leaves with tag 20:\n{text}"
+    );
+    assert!(
+        !tagged(20, "2001:db8:c0a8:10:") && !tagged(10, "2001:db8:c0a8:20:"),
+        "a VLAN's IPv6 under the other's tag:\n{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("2001:db8:c0a8:") && !l.contains("vlan ")),
+        "IPv6 of a VLAN network left untagged:\n{text}"
+    );
+
+    // A sandbox of VLAN 10 that takes VLAN 20's prefix for on-link solicits VLAN 20's
+    // addresses on its own VLAN: under tag 10 only, never under tag 20 nor to VLAN
+    // 20's sandbox, so neither answers.
+    run_ok(&[
+        "ip",
+        "-n",
+        &a10,
+        "-6",
+        "route",
+        "add",
+        "2001:db8:c0a8:20::/64",
+        "dev",
+        "eth0",
+    ]);
+    let trunk = Capture::start(&lab, &lan_ns, "lan0", "cross6");
+    let in20 = Capture::start(&lab, &a20, "eth0", "in20");
+    assert!(
+        !ping6(&a10, &ip6_a20, 1),
+        "VLAN 10 reached VLAN 20's sandbox"
+    );
+    assert!(
+        !ping6(&a10, "2001:db8:c0a8:20::fe", 1),
+        "VLAN 10 reached VLAN 20's LAN host"
+    );
+    let (wire, seen20) = (trunk.stop(), in20.stop());
+    let a10_mac = "02:42:c0:a8:0a:02";
+    let solicited = |vid: u16, target: &str| {
+        wire.iter().any(|l| {
+            l.contains(&format!("{a10_mac} >"))
+                && l.contains(&format!("vlan {vid},"))
+                && l.contains(&format!("who has {target}"))
+        })
+    };
+    assert!(
+        solicited(10, &ip6_a20),
+        "positive control: the solicitation left under tag 10: {wire:?}"
+    );
+    assert!(
+        !wire
+            .iter()
+            .any(|l| l.contains(a10_mac) && l.contains("vlan 20,")),
+        "VLAN 10's sandbox was heard under tag 20: {wire:?}"
+    );
+    assert!(
+        !seen20.iter().any(|l| l.contains(a10_mac)),
+        "VLAN 10's sandbox was heard in VLAN 20: {seen20:?}"
     );
 }
