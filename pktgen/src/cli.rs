@@ -1,9 +1,10 @@
 //! The command line of `pktgen tx` and `pktgen rx` (clap derive), with the parsers for
-//! its value syntaxes: ranges `A[-B]`, frame sizes `N|MIN-MAX|imix`, rates `PPS|BPSbps`.
-//! A value that does not parse is a usage error (exit 2), reported by clap.
+//! its value syntaxes: ranges `A[-B]` (addresses of either family), frame sizes
+//! `N|MIN-MAX|imix`, rates `PPS|BPSbps`. A value that does not parse is a usage error
+//! (exit 2), reported by clap.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 /// Smallest and largest frame pktgen builds (without FCS): the Ethernet minimum, and the
@@ -25,7 +26,8 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Generate frames on an interface (or into a pcap file).
-    Tx(TxArgs),
+    // Boxed: its address ranges (IPv6-wide) make it five times RxArgs' size.
+    Tx(Box<TxArgs>),
     /// Count frames arriving on an interface; report loss, reordering and latency.
     Rx(RxArgs),
 }
@@ -102,10 +104,14 @@ pub struct TxArgs {
     pub src_mac: Option<Range<[u8; 6]>>,
     #[arg(long, default_value = "02:00:00:00:00:02", value_parser = parse_mac_range)]
     pub dst_mac: Range<[u8; 6]>,
-    #[arg(long, default_value = "198.51.100.1", value_parser = parse_ip_range)]
-    pub src_ip: Range<Ipv4Addr>,
-    #[arg(long, default_value = "198.51.100.2", value_parser = parse_ip_range)]
-    pub dst_ip: Range<Ipv4Addr>,
+    /// Source address or range, IPv4 or IPv6 (IPv6 addresses make IPv6 frames).
+    /// Default: 198.51.100.1, or 2001:db8::1 when --dst-ip is IPv6.
+    #[arg(long, value_parser = parse_ip_range)]
+    pub src_ip: Option<Range<IpAddr>>,
+    /// Destination address or range, of the source's family. Default: 198.51.100.2, or
+    /// 2001:db8::2 when --src-ip is IPv6.
+    #[arg(long, value_parser = parse_ip_range)]
+    pub dst_ip: Option<Range<IpAddr>>,
     #[arg(long, default_value = "1024", value_parser = parse_port_range)]
     pub sport: Range<u16>,
     #[arg(long, default_value = "9", value_parser = parse_port_range)]
@@ -199,11 +205,50 @@ fn parse_range<T: PartialOrd + Copy + std::fmt::Display>(
     Ok(Range { lo, hi })
 }
 
-pub fn parse_ip_range(s: &str) -> Result<Range<Ipv4Addr>, String> {
-    parse_range(s, "address", |t| {
-        t.parse()
-            .map_err(|_| format!("{t:?} is not an IPv4 address"))
-    })
+/// The addresses a flow takes when the command line names none (RFC 5737 and RFC 3849
+/// documentation ranges), per family: (source, destination).
+pub const DEFAULT_V4: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(198, 51, 100, 1),
+    Ipv4Addr::new(198, 51, 100, 2),
+);
+pub const DEFAULT_V6: (Ipv6Addr, Ipv6Addr) = (
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
+);
+
+/// An IPv4 or IPv6 address range; both ends of one family.
+pub fn parse_ip_range(s: &str) -> Result<Range<IpAddr>, String> {
+    let r = parse_range(s, "address", |t| {
+        t.parse::<IpAddr>()
+            .map_err(|_| format!("{t:?} is not an IPv4 or IPv6 address"))
+    })?;
+    if r.lo.is_ipv4() != r.hi.is_ipv4() {
+        return Err(format!("address range {s:?} mixes IPv4 and IPv6"));
+    }
+    Ok(r)
+}
+
+/// The source and destination ranges of a run: the family is the one the given
+/// addresses have (IPv4 when none is given), the missing side that family's default.
+pub fn ip_pair(
+    src: Option<Range<IpAddr>>,
+    dst: Option<Range<IpAddr>>,
+) -> Result<(Range<IpAddr>, Range<IpAddr>), String> {
+    let v6 = src.or(dst).is_some_and(|r| r.lo.is_ipv6());
+    let (dsrc, ddst): (IpAddr, IpAddr) = if v6 {
+        (DEFAULT_V6.0.into(), DEFAULT_V6.1.into())
+    } else {
+        (DEFAULT_V4.0.into(), DEFAULT_V4.1.into())
+    };
+    let src = src.unwrap_or(Range::one(dsrc));
+    let dst = dst.unwrap_or(Range::one(ddst));
+    if src.lo.is_ipv6() != dst.lo.is_ipv6() {
+        return Err(format!(
+            "--src-ip {} and --dst-ip {} are of different families; give both as IPv4 or both as IPv6",
+            src.lo, dst.lo
+        ));
+    }
+    Ok((src, dst))
 }
 
 pub fn parse_port_range(s: &str) -> Result<Range<u16>, String> {
@@ -345,9 +390,16 @@ mod tests {
     #[test]
     fn ranges_parse() {
         let r = parse_ip_range("172.16.0.1-172.16.0.9").unwrap();
-        assert_eq!(r.lo, Ipv4Addr::new(172, 16, 0, 1));
-        assert_eq!(r.hi, Ipv4Addr::new(172, 16, 0, 9));
+        assert_eq!(r.lo, IpAddr::from(Ipv4Addr::new(172, 16, 0, 1)));
+        assert_eq!(r.hi, IpAddr::from(Ipv4Addr::new(172, 16, 0, 9)));
         assert!(parse_ip_range("172.16.0.9-172.16.0.1").is_err());
+        let r = parse_ip_range("2001:db8:1::2-2001:db8:1::1:0").unwrap();
+        assert_eq!(r.lo, "2001:db8:1::2".parse::<IpAddr>().unwrap());
+        assert_eq!(r.hi, "2001:db8:1::1:0".parse::<IpAddr>().unwrap());
+        assert!(parse_ip_range("2001:db8::9-2001:db8::1").is_err());
+        let mixed = parse_ip_range("172.16.0.1-2001:db8::1").unwrap_err();
+        assert!(mixed.contains("mixes IPv4 and IPv6"), "{mixed}");
+        assert!(parse_ip_range("2001:db8::g").is_err());
         assert_eq!(parse_port_range("80"), Ok(Range::one(80)));
         assert_eq!(
             parse_port_range("1000-2000"),
@@ -359,6 +411,34 @@ mod tests {
         assert!(parse_mac("02:00:00:00:00").is_err());
         assert!(parse_mac("02:00:00:00:00:zz").is_err());
         assert_eq!(u64_to_mac(mac_to_u64(m.hi)), m.hi);
+    }
+
+    #[test]
+    fn the_family_follows_the_addresses_given() {
+        let one = |s: &str| Some(parse_ip_range(s).unwrap());
+        let v4 = |a: Ipv4Addr| Range::one(IpAddr::from(a));
+        let v6 = |a: Ipv6Addr| Range::one(IpAddr::from(a));
+        assert_eq!(
+            ip_pair(None, None),
+            Ok((v4(DEFAULT_V4.0), v4(DEFAULT_V4.1)))
+        );
+        assert_eq!(
+            ip_pair(None, one("2001:db8:5::3")),
+            Ok((v6(DEFAULT_V6.0), one("2001:db8:5::3").unwrap()))
+        );
+        assert_eq!(
+            ip_pair(one("2001:db8:5::2-2001:db8:5::9"), None),
+            Ok((
+                one("2001:db8:5::2-2001:db8:5::9").unwrap(),
+                v6(DEFAULT_V6.1)
+            ))
+        );
+        assert_eq!(
+            ip_pair(one("172.16.0.5"), None),
+            Ok((one("172.16.0.5").unwrap(), v4(DEFAULT_V4.1)))
+        );
+        let err = ip_pair(one("172.16.0.5"), one("2001:db8::2")).unwrap_err();
+        assert!(err.contains("different families"), "{err}");
     }
 
     #[test]

@@ -6,9 +6,13 @@ use crate::payload;
 use crate::template::{VXLAN_FLAG_I, VXLAN_HLEN, VXLAN_PORT};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
-use wire::ethernet::{ethertype, ETHERTYPE_IPV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use wire::ethernet::{ethertype, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use wire::ip::{ipv4, IPV4_HLEN, PROTO_TCP, PROTO_UDP, TCP_HLEN};
+use wire::ipv6::{
+    ipv6, IPV6_HLEN, NEXT_HEADER_DEST_OPTS, NEXT_HEADER_FRAGMENT, NEXT_HEADER_HOP_BY_HOP,
+    NEXT_HEADER_ROUTING,
+};
 use wire::{tcp, udp, vlan, ETH_HLEN};
 
 /// Sequence numbers remembered behind the highest one seen: a frame later than this is
@@ -18,6 +22,8 @@ const WINDOW: u64 = 1 << 16;
 pub const MAX_TRACKED_FLOWS: usize = 65536;
 /// Latencies above this are recorded as this (a minute: far beyond any lab path).
 const LATENCY_MAX_NS: u64 = 60_000_000_000;
+/// IPv6 extension headers walked before giving up on finding the transport header.
+const MAX_EXTENSION_HEADERS: usize = 8;
 
 /// Loss, reordering and duplicates of one stream of sequence numbers.
 #[derive(Clone, Debug)]
@@ -113,8 +119,8 @@ impl SeqTracker {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub proto: u8,
     pub sport: u16,
     pub dport: u16,
@@ -126,14 +132,15 @@ pub struct FlowCount {
     pub bytes: u64,
 }
 
-/// What the sink takes from a frame: the innermost IPv4 flow and its L4 payload.
+/// What the sink takes from a frame: the innermost IP flow and its L4 payload.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parsed<'a> {
     pub key: FlowKey,
     pub payload: &'a [u8],
 }
 
-/// Parse Ethernet (one optional 802.1Q tag) / IPv4 / UDP or TCP, looking inside VXLAN.
+/// Parse Ethernet (one optional 802.1Q tag) / IPv4 or IPv6 / UDP or TCP, looking inside
+/// VXLAN.
 pub fn parse_frame(frame: &[u8]) -> Option<Parsed<'_>> {
     parse_at(frame, true)
 }
@@ -142,28 +149,70 @@ fn be16(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(off)?, *b.get(off + 1)?]))
 }
 
-/// Lenient on purpose: a frame cut short by a capture (or a total length past its end)
-/// still names its flow, so IPv4 is read by offset rather than through `Ipv4Packet`.
-fn parse_at(frame: &[u8], outer: bool) -> Option<Parsed<'_>> {
-    let (ethertype, ip) = match vlan::Tagged::new_checked(frame) {
-        Ok(t) => (t.inner_ethertype(), t.into_payload()),
-        Err(_) => (ethertype(frame)?, frame.get(ETH_HLEN..)?),
-    };
-    if ethertype != ETHERTYPE_IPV4 {
-        return None;
-    }
+/// An IP packet's transport: (protocol, source, destination, L4 bytes).
+type Transport<'a> = (u8, IpAddr, IpAddr, &'a [u8]);
+
+fn addr<const N: usize>(ip: &[u8], at: usize) -> Option<[u8; N]> {
+    ip.get(at..at + N)?.try_into().ok()
+}
+
+fn ipv4_transport(ip: &[u8]) -> Option<Transport<'_>> {
     let ihl = usize::from(*ip.first()? & 0x0f) * 4;
     if *ip.first()? >> 4 != 4 || ihl < IPV4_HLEN {
         return None;
     }
     let total = usize::from(be16(ip, ipv4::TOTAL_LEN)?).min(ip.len());
-    let proto = *ip.get(ipv4::PROTO)?;
-    let addr = |at: usize| -> Option<Ipv4Addr> {
-        let a: [u8; 4] = ip.get(at..at + 4)?.try_into().ok()?;
-        Some(Ipv4Addr::from(a))
+    let src = Ipv4Addr::from(addr::<4>(ip, ipv4::SRC)?);
+    let dst = Ipv4Addr::from(addr::<4>(ip, ipv4::DST)?);
+    Some((
+        *ip.get(ipv4::PROTO)?,
+        src.into(),
+        dst.into(),
+        ip.get(ihl..total)?,
+    ))
+}
+
+/// IPv6, past the extension headers that say their own length (hop-by-hop, routing,
+/// destination options) and a first fragment's header; a later fragment has no ports
+/// and counts as protocol 44 (fragment), as does any other header with no transport
+/// behind it that this reads.
+fn ipv6_transport(ip: &[u8]) -> Option<Transport<'_>> {
+    if *ip.first()? >> 4 != 6 {
+        return None;
+    }
+    let end = (IPV6_HLEN + usize::from(be16(ip, ipv6::PAYLOAD_LEN)?)).min(ip.len());
+    let src = Ipv6Addr::from(addr::<16>(ip, ipv6::SRC)?).into();
+    let dst = Ipv6Addr::from(addr::<16>(ip, ipv6::DST)?).into();
+    let mut next = *ip.get(ipv6::NEXT_HEADER)?;
+    let mut l4 = ip.get(IPV6_HLEN..end)?;
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        let len = match next {
+            NEXT_HEADER_HOP_BY_HOP | NEXT_HEADER_ROUTING | NEXT_HEADER_DEST_OPTS => {
+                (usize::from(*l4.get(1)?) + 1) * 8
+            }
+            NEXT_HEADER_FRAGMENT if be16(l4, 2)? & 0xfff8 == 0 => 8,
+            NEXT_HEADER_FRAGMENT => return Some((next, src, dst, &l4[..0])),
+            _ => return Some((next, src, dst, l4)),
+        };
+        next = *l4.first()?;
+        l4 = l4.get(len..)?;
+    }
+    Some((next, src, dst, &l4[..0]))
+}
+
+/// Lenient on purpose: a frame cut short by a capture (or a length field past its end)
+/// still names its flow, so IP headers are read by offset rather than through
+/// `Ipv4Packet`/`Ipv6Packet`.
+fn parse_at(frame: &[u8], outer: bool) -> Option<Parsed<'_>> {
+    let (ethertype, ip) = match vlan::Tagged::new_checked(frame) {
+        Ok(t) => (t.inner_ethertype(), t.into_payload()),
+        Err(_) => (ethertype(frame)?, frame.get(ETH_HLEN..)?),
     };
-    let (src, dst) = (addr(ipv4::SRC)?, addr(ipv4::DST)?);
-    let l4 = ip.get(ihl..total)?;
+    let (proto, src, dst, l4) = match ethertype {
+        ETHERTYPE_IPV4 => ipv4_transport(ip)?,
+        ETHERTYPE_IPV6 => ipv6_transport(ip)?,
+        _ => return None,
+    };
     let ports = |l4: &[u8]| {
         Some((
             be16(l4, udp::field::SRC_PORT)?,
@@ -384,8 +433,8 @@ mod tests {
             proto: Proto::Udp,
             src_mac: Range::one([2, 0, 0, 0, 0, 1]),
             dst_mac: Range::one([2, 0, 0, 0, 0, 2]),
-            src_ip: Range::one(Ipv4Addr::new(172, 16, 0, 1)),
-            dst_ip: Range::one(Ipv4Addr::new(172, 16, 0, 2)),
+            src_ip: Range::one(Ipv4Addr::new(172, 16, 0, 1).into()),
+            dst_ip: Range::one(Ipv4Addr::new(172, 16, 0, 2).into()),
             sport: Range { lo: 1000, hi: 1001 },
             dport: Range::one(9),
             flows: None,
@@ -420,6 +469,96 @@ mod tests {
         // Large values are kept, not clamped to the histogram's initial range.
         sink.record(&buf[..150], 1000 + 3_000_000_000);
         assert!(sink.latency().unwrap().max >= 2_999_000_000);
+    }
+
+    fn spec6(vxlan: Option<VxlanSpec>) -> TrafficSpec {
+        TrafficSpec {
+            proto: Proto::Udp,
+            src_mac: Range::one([2, 0, 0, 0, 0, 1]),
+            dst_mac: Range::one([2, 0, 0, 0, 0, 2]),
+            src_ip: Range {
+                lo: "2001:db8:3::2".parse().unwrap(),
+                hi: "2001:db8:3::3".parse().unwrap(),
+            },
+            dst_ip: Range::one("2001:db8:ff::1".parse().unwrap()),
+            sport: Range { lo: 1024, hi: 1027 },
+            dport: Range::one(9),
+            flows: None,
+            vxlan,
+        }
+    }
+
+    #[test]
+    fn sink_reads_ipv6_frames_flows_loss_and_latency() {
+        let vx = VxlanSpec {
+            vni: 7,
+            outer_src_mac: [2, 0, 0, 0, 0, 0xa],
+            outer_dst_mac: [2, 0, 0, 0, 0, 0xb],
+            outer_src: Ipv4Addr::new(172, 16, 1, 1),
+            outer_dst: Ipv4Addr::new(172, 16, 1, 2),
+        };
+        for spec in [spec6(None), spec6(Some(vx))] {
+            let ts = spec.templates().unwrap();
+            assert_eq!(ts.len(), 4);
+            let mut sink = Sink::new();
+            let mut buf = [0u8; 200];
+            // seq 4 lost, 2 late, 5 twice.
+            for seq in [0u64, 1, 3, 2, 5, 6, 5] {
+                ts[(seq % 4) as usize].write(&mut buf, 150, 2, seq, 1000);
+                sink.record(&buf[..150], 1000 + 100 * (seq + 1));
+            }
+            assert_eq!((sink.frames, sink.tagged), (7, 7));
+            assert_eq!(
+                (sink.lost(), sink.reordered(), sink.duplicates()),
+                (1, 1, 1)
+            );
+            let flows = sink.flows();
+            assert_eq!(flows.len(), 4, "{flows:?}");
+            let top = flows[0].0;
+            assert_eq!(
+                (top.src, top.dst, top.proto, top.sport, top.dport),
+                (
+                    "2001:db8:3::3".parse().unwrap(),
+                    "2001:db8:ff::1".parse().unwrap(),
+                    PROTO_UDP,
+                    1025,
+                    9
+                ),
+                "seq 1 and 5 twice: {flows:?}"
+            );
+            assert_eq!(flows[0].1.frames, 3);
+            let lat = sink.latency().unwrap();
+            assert_eq!((lat.min, lat.max), (100, 700));
+        }
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_to_the_ports() {
+        let ts = spec6(None).templates().unwrap();
+        let mut plain = [0u8; 100];
+        ts[1].write(&mut plain, 100, 3, 42, 1);
+        // The same datagram behind a hop-by-hop header (PadN) and a first fragment's
+        // header: payload length +16, next headers chained.
+        let mut frame = plain[..54].to_vec();
+        frame[20] = NEXT_HEADER_HOP_BY_HOP;
+        let payload_len = u16::from_be_bytes([frame[18], frame[19]]) + 16;
+        frame[18..20].copy_from_slice(&payload_len.to_be_bytes());
+        frame.extend_from_slice(&[NEXT_HEADER_FRAGMENT, 0, 1, 4, 0, 0, 0, 0]);
+        frame.extend_from_slice(&[PROTO_UDP, 0, 0, 0, 0, 0, 0, 1]);
+        frame.extend_from_slice(&plain[54..]);
+        let p = parse_frame(&frame).unwrap();
+        let q = parse_frame(&plain).unwrap();
+        assert_eq!(p, q);
+        assert_eq!(payload::Header::parse(p.payload).map(|h| h.seq), Some(42));
+        // A later fragment names the flow's addresses but no ports.
+        frame[54 + 8 + 2..54 + 8 + 4].copy_from_slice(&[0, 0x08]);
+        let p = parse_frame(&frame).unwrap();
+        assert_eq!(
+            (p.key.src, p.key.proto, p.key.sport, p.payload.len()),
+            (q.key.src, NEXT_HEADER_FRAGMENT, 0, 0)
+        );
+        // Cut short inside the extension headers: not a flow.
+        assert_eq!(parse_frame(&frame[..58]), None);
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! Frame templates: per flow, the Ethernet/IPv4/UDP or TCP-SYN headers (optionally inside
-//! VXLAN) built once with etherparse, then stamped per frame with its length, pktgen
-//! header and checksums, which are finished incrementally from precomputed partial sums.
+//! Frame templates: per flow, the Ethernet/IPv4 or IPv6/UDP or TCP-SYN headers
+//! (optionally inside VXLAN over IPv4) built once with etherparse, then stamped per frame
+//! with its length, pktgen header and checksums, which are finished incrementally from
+//! precomputed partial sums (IPv4's header checksum, and the L4 checksum over either
+//! family's pseudo-header).
 
 use crate::cli::{mac_to_u64, u64_to_mac, Proto, Range, SizeSpec, MIN_FRAME};
 use crate::payload::{self, HEADER_LEN};
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, UdpHeader};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use wire::checksum::{finish, sum, udp_sent};
 use wire::ip::{ipv4, IPV4_HLEN, PROTO_TCP, PROTO_UDP};
+use wire::ipv6::{ipv6, IPV6_HLEN};
 use wire::{tcp, udp, ETH_HLEN};
 
 /// A big-endian 16-bit field of a frame being stamped.
@@ -39,8 +42,9 @@ pub struct TrafficSpec {
     pub proto: Proto,
     pub src_mac: Range<[u8; 6]>,
     pub dst_mac: Range<[u8; 6]>,
-    pub src_ip: Range<Ipv4Addr>,
-    pub dst_ip: Range<Ipv4Addr>,
+    /// Both ranges of one family (cli::ip_pair sees to it), which the frames have.
+    pub src_ip: Range<IpAddr>,
+    pub dst_ip: Range<IpAddr>,
     pub sport: Range<u16>,
     pub dport: Range<u16>,
     /// None: as many flows as the widest range has values.
@@ -53,8 +57,8 @@ pub struct TrafficSpec {
 pub struct Flow {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub src_ip: Ipv4Addr,
-    pub dst_ip: Ipv4Addr,
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
     pub sport: u16,
     pub dport: u16,
 }
@@ -63,19 +67,34 @@ fn span_u64(lo: u64, hi: u64) -> u64 {
     hi - lo + 1
 }
 
+fn ip_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u32::from(a).into(),
+        IpAddr::V6(a) => a.into(),
+    }
+}
+
+/// How many addresses a range holds (an IPv6 range wider than u64 counts as u64::MAX:
+/// far more than MAX_FLOWS either way).
+fn ip_span(r: Range<IpAddr>) -> u64 {
+    u64::try_from(ip_u128(r.hi) - ip_u128(r.lo)).map_or(u64::MAX, |d| d.saturating_add(1))
+}
+
+/// The address `off` steps above `lo` (`off` below the range's span, so it stays inside).
+fn ip_step(lo: IpAddr, off: u64) -> IpAddr {
+    match lo {
+        IpAddr::V4(a) => Ipv4Addr::from(u32::from(a) + off as u32).into(),
+        IpAddr::V6(a) => Ipv6Addr::from(u128::from(a) + u128::from(off)).into(),
+    }
+}
+
 impl TrafficSpec {
     fn spans(&self) -> [u64; 6] {
         [
             span_u64(mac_to_u64(self.src_mac.lo), mac_to_u64(self.src_mac.hi)),
             span_u64(mac_to_u64(self.dst_mac.lo), mac_to_u64(self.dst_mac.hi)),
-            span_u64(
-                u32::from(self.src_ip.lo).into(),
-                u32::from(self.src_ip.hi).into(),
-            ),
-            span_u64(
-                u32::from(self.dst_ip.lo).into(),
-                u32::from(self.dst_ip.hi).into(),
-            ),
+            ip_span(self.src_ip),
+            ip_span(self.dst_ip),
             span_u64(self.sport.lo.into(), self.sport.hi.into()),
             span_u64(self.dport.lo.into(), self.dport.hi.into()),
         ]
@@ -92,12 +111,11 @@ impl TrafficSpec {
     /// Flow `i`: every field steps through its own range, wrapping independently.
     pub fn flow(&self, i: u64) -> Flow {
         let [smac, dmac, sip, dip, sp, dp] = self.spans();
-        let ip = |lo: Ipv4Addr, span: u64| Ipv4Addr::from(u32::from(lo) + (i % span) as u32);
         Flow {
             src_mac: u64_to_mac(mac_to_u64(self.src_mac.lo) + i % smac),
             dst_mac: u64_to_mac(mac_to_u64(self.dst_mac.lo) + i % dmac),
-            src_ip: ip(self.src_ip.lo, sip),
-            dst_ip: ip(self.dst_ip.lo, dip),
+            src_ip: ip_step(self.src_ip.lo, i % sip),
+            dst_ip: ip_step(self.dst_ip.lo, i % dip),
             sport: self.sport.lo + (i % sp) as u16,
             dport: self.dport.lo + (i % dp) as u16,
         }
@@ -126,6 +144,15 @@ struct Outer {
     ip_sum: u32,
 }
 
+/// The (inner) network header, and what its per-frame fields need.
+#[derive(Clone, Copy, Debug)]
+enum Net {
+    /// IPv4 header words, without total length and checksum.
+    Ipv4 { ip_sum: u32 },
+    /// No header checksum; only the payload length changes per frame.
+    Ipv6,
+}
+
 /// One flow's headers plus what is needed to finish a frame of any length.
 #[derive(Clone, Debug)]
 pub struct Template {
@@ -133,13 +160,13 @@ pub struct Template {
     bytes: Vec<u8>,
     outer: Option<Outer>,
     proto: Proto,
-    /// Offsets of the (inner) IPv4 and L4 headers.
+    net: Net,
+    /// Offsets of the (inner) IP and L4 headers.
     ip: usize,
     l4: usize,
-    /// IPv4 header words, without total length and checksum.
-    ip_sum: u32,
     /// Pseudo-header addresses and protocol plus L4 header words, without length and
-    /// checksum.
+    /// checksum (the two families' pseudo-headers sum alike: addresses, protocol, and
+    /// the L4 length, which fits 16 bits here).
     l4_sum: u32,
     #[cfg(test)]
     flow: Flow,
@@ -190,11 +217,12 @@ impl Template {
             }
         };
         let inner_start = bytes.len();
-        let builder = PacketBuilder::ethernet2(flow.src_mac, flow.dst_mac).ipv4(
-            flow.src_ip.octets(),
-            flow.dst_ip.octets(),
-            64,
-        );
+        let eth = PacketBuilder::ethernet2(flow.src_mac, flow.dst_mac);
+        let (builder, ip_hlen) = match (flow.src_ip, flow.dst_ip) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => (eth.ipv4(s.octets(), d.octets(), 64), IPV4_HLEN),
+            (IpAddr::V6(s), IpAddr::V6(d)) => (eth.ipv6(s.octets(), d.octets(), 64), IPV6_HLEN),
+            (s, d) => return Err(format!("{s} and {d} are not of one address family")),
+        };
         let written = match spec.proto {
             Proto::Udp => builder.udp(flow.sport, flow.dport).write(&mut bytes, &[]),
             Proto::TcpSyn => builder
@@ -204,14 +232,19 @@ impl Template {
         };
         written.map_err(|e| format!("build the frame template: {e}"))?;
         let ip = inner_start + ETH_HLEN;
-        let l4 = ip + IPV4_HLEN;
+        let l4 = ip + ip_hlen;
         let (len_off, csum_off) = match spec.proto {
             Proto::Udp => (Some(l4 + udp::field::LEN), l4 + udp::field::CHECKSUM),
             Proto::TcpSyn => (None, l4 + tcp::field::CHECKSUM),
         };
         // Zero what `write` fills per frame.
-        bytes[ip + ipv4::TOTAL_LEN..ip + ipv4::IDENT].fill(0);
-        bytes[ip + ipv4::CHECKSUM..ip + ipv4::SRC].fill(0);
+        let v4 = ip_hlen == IPV4_HLEN;
+        if v4 {
+            bytes[ip + ipv4::TOTAL_LEN..ip + ipv4::IDENT].fill(0);
+            bytes[ip + ipv4::CHECKSUM..ip + ipv4::SRC].fill(0);
+        } else {
+            bytes[ip + ipv6::PAYLOAD_LEN..ip + ipv6::NEXT_HEADER].fill(0);
+        }
         if let Some(off) = len_off {
             bytes[off..off + 2].fill(0);
         }
@@ -220,15 +253,21 @@ impl Template {
             Proto::Udp => PROTO_UDP,
             Proto::TcpSyn => PROTO_TCP,
         };
-        let ip_sum = sum(&bytes[ip..l4]);
-        let l4_sum = sum(&bytes[ip + ipv4::SRC..l4]) + u32::from(proto_num) + sum(&bytes[l4..]);
+        let (net, addrs) = if v4 {
+            let ip_sum = sum(&bytes[ip..l4]);
+            (Net::Ipv4 { ip_sum }, ip + ipv4::SRC..l4)
+        } else {
+            (Net::Ipv6, ip + ipv6::SRC..l4)
+        };
+        // Both families put the source and destination last in the fixed header.
+        let l4_sum = sum(&bytes[addrs]) + u32::from(proto_num) + sum(&bytes[l4..]);
         Ok(Template {
             bytes,
             outer,
             proto: spec.proto,
+            net,
             ip,
             l4,
-            ip_sum,
             l4_sum,
             #[cfg(test)]
             flow: *flow,
@@ -283,18 +322,20 @@ impl Template {
             put16(out, o.udp + udp::field::LEN, (len - o.udp) as u16);
         }
         let (ip, l4) = (self.ip, self.l4);
-        let total = (len - ip) as u16;
-        put16(out, ip + ipv4::TOTAL_LEN, total);
-        put16(
-            out,
-            ip + ipv4::CHECKSUM,
-            finish(self.ip_sum + u32::from(total)),
-        );
         let l4_len = (len - l4) as u16;
+        match self.net {
+            Net::Ipv4 { ip_sum } => {
+                let total = (len - ip) as u16;
+                put16(out, ip + ipv4::TOTAL_LEN, total);
+                put16(out, ip + ipv4::CHECKSUM, finish(ip_sum + u32::from(total)));
+            }
+            Net::Ipv6 => put16(out, ip + ipv6::PAYLOAD_LEN, l4_len),
+        }
         match self.proto {
             Proto::Udp => {
                 put16(out, l4 + udp::field::LEN, l4_len);
                 // The length counts twice: in the pseudo-header and in the UDP header.
+                // A computed 0 goes out as 0xffff: IPv6 has no "no checksum".
                 let sum = self.l4_sum + 2 * u32::from(l4_len) + payload_sum;
                 let csum = udp_sent(finish(sum));
                 put16(out, l4 + udp::field::CHECKSUM, csum);
@@ -371,12 +412,25 @@ mod tests {
             proto,
             src_mac: Range::one([0x02, 0, 0, 0, 0, 0x01]),
             dst_mac: Range::one([0x02, 0, 0, 0, 0, 0x02]),
-            src_ip: Range::one(Ipv4Addr::new(198, 51, 100, 1)),
-            dst_ip: Range::one(Ipv4Addr::new(198, 51, 100, 2)),
+            src_ip: Range::one(Ipv4Addr::new(198, 51, 100, 1).into()),
+            dst_ip: Range::one(Ipv4Addr::new(198, 51, 100, 2).into()),
             sport: Range::one(1024),
             dport: Range::one(9),
             flows: None,
             vxlan: None,
+        }
+    }
+
+    fn v6(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// `spec` between 2001:db8::1 and 2001:db8::2.
+    fn spec6(proto: Proto) -> TrafficSpec {
+        TrafficSpec {
+            src_ip: Range::one(v6("2001:db8::1")),
+            dst_ip: Range::one(v6("2001:db8::2")),
+            ..spec(proto)
         }
     }
 
@@ -392,11 +446,12 @@ mod tests {
             }
             .emit(&mut payload);
         }
-        let b = PacketBuilder::ethernet2(f.src_mac, f.dst_mac).ipv4(
-            f.src_ip.octets(),
-            f.dst_ip.octets(),
-            64,
-        );
+        let eth = PacketBuilder::ethernet2(f.src_mac, f.dst_mac);
+        let b = match (f.src_ip, f.dst_ip) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+            (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+            _ => panic!("mixed families"),
+        };
         let mut out = Vec::new();
         match spec.proto {
             Proto::Udp => b.udp(f.sport, f.dport).write(&mut out, &payload).unwrap(),
@@ -438,19 +493,102 @@ mod tests {
     }
 
     #[test]
+    fn udp6_frame_is_byte_exact() {
+        let s = spec6(Proto::Udp);
+        let t = &s.templates().unwrap()[0];
+        // 62 bytes of headers: the shortest frame with a pktgen header is 82.
+        assert_eq!((t.header_len(), t.min_len()), (62, 62));
+        let mut buf = [0u8; 128];
+        t.write(&mut buf, 84, 5, 7, 0x1122_3344_5566_7788);
+        #[rustfmt::skip]
+        let expected: [u8; 84] = [
+            // Ethernet: dst, src, IPv6
+            0x02, 0, 0, 0, 0, 0x02,  0x02, 0, 0, 0, 0, 0x01,  0x86, 0xdd,
+            // IPv6: v6 tc 0 flow 0, payload 30, UDP, hop limit 64
+            0x60, 0, 0, 0,  0x00, 0x1e, 0x11, 0x40,
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
+            // UDP: 1024 -> 9, length 30, checksum over the IPv6 pseudo-header
+            0x04, 0x00, 0x00, 0x09, 0x00, 0x1e, 0x1e, 0x6c,
+            // pktgen header: magic, stream 5, seq 7, tx_ns
+            0x70, 0x67, 0x00, 0x05,  0, 0, 0, 0, 0, 0, 0, 7,
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+            // padding
+            0, 0,
+        ];
+        assert_eq!(&buf[..84], &expected[..]);
+        assert_eq!(
+            &buf[..84],
+            &reference(&s, t, 84, 7, 0x1122_3344_5566_7788)[..]
+        );
+        // The frame verifies: its UDP checksum over the pseudo-header sums to zero.
+        let udp = &buf[54..84];
+        let (src, dst) = (
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
+        );
+        let ph = wire::ipv6::pseudo_header(&src, &dst, 30, PROTO_UDP);
+        assert_eq!(wire::checksum::checksum(udp, ph), 0);
+    }
+
+    #[test]
+    fn udp6_checksum_is_never_zero() {
+        // Every source port once: one of them sums to a computed 0, which must go out
+        // as 0xffff (IPv6 forbids a UDP checksum of 0, RFC 8200 8.1).
+        let mut s = spec6(Proto::Udp);
+        s.sport = Range { lo: 0, hi: 65535 };
+        let ts = s.templates().unwrap();
+        assert_eq!(ts.len(), 65536);
+        let mut buf = [0u8; 64];
+        let mut all_ones = 0;
+        for t in &ts {
+            t.write_plain(&mut buf, 64);
+            let c = u16::from_be_bytes([buf[60], buf[61]]);
+            assert_ne!(c, 0, "sport {}", t.flow.sport);
+            if c == 0xffff {
+                all_ones += 1;
+                assert_eq!(&buf[..], &reference(&s, t, 64, 0, 0)[..]);
+            }
+        }
+        assert!(all_ones > 0, "some port sums to zero");
+    }
+
+    #[test]
     fn frames_of_every_size_match_etherparse() {
-        for proto in [Proto::Udp, Proto::TcpSyn] {
-            let s = spec(proto);
+        for (proto, s) in [
+            (Proto::Udp, spec(Proto::Udp)),
+            (Proto::TcpSyn, spec(Proto::TcpSyn)),
+            (Proto::Udp, spec6(Proto::Udp)),
+            (Proto::TcpSyn, spec6(Proto::TcpSyn)),
+        ] {
             let t = &s.templates().unwrap()[0];
             let mut buf = vec![0xaau8; 1600];
-            for len in [t.min_len(), 64, 65, 73, 74, 75, 576, 1500, 1536] {
+            for len in [
+                t.min_len(),
+                64,
+                65,
+                73,
+                74,
+                75,
+                81,
+                82,
+                83,
+                95,
+                576,
+                1500,
+                1536,
+            ] {
+                if len < t.min_len() {
+                    continue;
+                }
                 // Reuse the dirty buffer: write must not depend on what was there.
                 let seq = len as u64 * 0x0101_0101_0101;
                 t.write(&mut buf, len, 5, seq, u64::MAX - seq);
                 assert_eq!(
                     &buf[..len],
                     &reference(&s, t, len, seq, u64::MAX - seq)[..],
-                    "{proto:?} len {len}"
+                    "{proto:?} {} len {len}",
+                    t.flow.src_ip
                 );
             }
         }
@@ -458,7 +596,12 @@ mod tests {
 
     #[test]
     fn vxlan_frame_wraps_a_correct_inner_frame() {
-        let mut s = spec(Proto::Udp);
+        for s in [spec(Proto::Udp), spec6(Proto::Udp)] {
+            vxlan_wraps(s);
+        }
+    }
+
+    fn vxlan_wraps(mut s: TrafficSpec) {
         s.vxlan = Some(VxlanSpec {
             vni: 0x123456,
             outer_src_mac: [0x02, 0, 0, 0, 0, 0x0a],
@@ -492,25 +635,21 @@ mod tests {
     #[test]
     fn flows_step_through_each_range() {
         let mut s = spec(Proto::Udp);
+        let v4 = |d: u8| IpAddr::from(Ipv4Addr::new(172, 16, 0, d));
         s.src_ip = Range {
-            lo: Ipv4Addr::new(172, 16, 0, 1),
-            hi: Ipv4Addr::new(172, 16, 0, 4),
+            lo: v4(1),
+            hi: v4(4),
         };
         s.dport = Range { lo: 1000, hi: 1001 };
         assert_eq!(s.flow_count(), 4);
         let ts = s.templates().unwrap();
-        let got: Vec<(Ipv4Addr, u16)> = ts.iter().map(|t| (t.flow.src_ip, t.flow.dport)).collect();
+        let got: Vec<(IpAddr, u16)> = ts.iter().map(|t| (t.flow.src_ip, t.flow.dport)).collect();
         assert_eq!(
             got,
-            vec![
-                (Ipv4Addr::new(172, 16, 0, 1), 1000),
-                (Ipv4Addr::new(172, 16, 0, 2), 1001),
-                (Ipv4Addr::new(172, 16, 0, 3), 1000),
-                (Ipv4Addr::new(172, 16, 0, 4), 1001),
-            ]
+            vec![(v4(1), 1000), (v4(2), 1001), (v4(3), 1000), (v4(4), 1001)]
         );
         s.flows = Some(6);
-        assert_eq!(s.flow(5).src_ip, Ipv4Addr::new(172, 16, 0, 2));
+        assert_eq!(s.flow(5).src_ip, v4(2));
         assert_eq!(s.flow(5).sport, 1024);
         s.src_mac = Range {
             lo: [0x02, 0, 0, 0, 0, 0xff],
@@ -518,6 +657,62 @@ mod tests {
         };
         assert_eq!(s.flow(1).src_mac, [0x02, 0, 0, 0, 1, 0]);
         assert_eq!(s.flow(3).src_mac, [0x02, 0, 0, 0, 0, 0xff]);
+    }
+
+    #[test]
+    fn ipv6_flows_step_over_addresses_and_ports() {
+        let mut s = spec6(Proto::Udp);
+        // Across a 16-bit boundary, as an IPv4 range crosses an octet.
+        s.src_ip = Range {
+            lo: v6("2001:db8:7::fffe"),
+            hi: v6("2001:db8:7::1:1"),
+        };
+        s.sport = Range { lo: 1024, hi: 1025 };
+        assert_eq!(s.flow_count(), 4);
+        let got: Vec<(IpAddr, u16)> = s
+            .templates()
+            .unwrap()
+            .iter()
+            .map(|t| (t.flow.src_ip, t.flow.sport))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (v6("2001:db8:7::fffe"), 1024),
+                (v6("2001:db8:7::ffff"), 1025),
+                (v6("2001:db8:7::1:0"), 1024),
+                (v6("2001:db8:7::1:1"), 1025),
+            ]
+        );
+        // A range wider than u64 is no problem: the flows stop at MAX_FLOWS.
+        s.dst_ip = Range {
+            lo: v6("2001:db8::"),
+            hi: v6("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"),
+        };
+        assert_eq!(s.flow_count(), MAX_FLOWS);
+        assert_eq!(s.flow(3).dst_ip, v6("2001:db8::3"));
+        // 1024 flows over the source ports only, as the NAT rows send them.
+        s.src_ip = Range::one(v6("2001:db8:7::2"));
+        s.dst_ip = Range::one(v6("2001:db8:ff::1"));
+        s.sport = Range { lo: 1024, hi: 2047 };
+        s.flows = Some(1024);
+        let ts = s.templates().unwrap();
+        assert_eq!(ts.len(), 1024);
+        assert_eq!(ts[1023].flow.sport, 2047);
+        assert!(ts.iter().all(|t| t.flow.src_ip == v6("2001:db8:7::2")));
+        let mut buf = [0u8; 128];
+        for t in ts.iter().step_by(97) {
+            t.write(&mut buf, 100, 5, 3, 4);
+            assert_eq!(&buf[..100], &reference(&s, t, 100, 3, 4)[..]);
+        }
+    }
+
+    #[test]
+    fn mixed_families_are_refused() {
+        let mut s = spec6(Proto::Udp);
+        s.dst_ip = Range::one(Ipv4Addr::new(198, 51, 100, 2).into());
+        let err = s.templates().unwrap_err();
+        assert!(err.contains("one address family"), "{err}");
     }
 
     #[test]

@@ -101,7 +101,8 @@ fn check(args: &TxArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn traffic(args: &TxArgs) -> TrafficSpec {
+fn traffic(args: &TxArgs) -> Result<TrafficSpec, Failure> {
+    let (src_ip, dst_ip) = crate::cli::ip_pair(args.src_ip, args.dst_ip).map_err(usage)?;
     let iface_mac = args.iface.as_deref().and_then(iface_mac);
     let src_mac = args
         .src_mac
@@ -121,17 +122,17 @@ fn traffic(args: &TxArgs) -> TrafficSpec {
         }),
         _ => None,
     };
-    TrafficSpec {
+    Ok(TrafficSpec {
         proto: args.proto,
         src_mac,
         dst_mac: args.dst_mac,
-        src_ip: args.src_ip,
-        dst_ip: args.dst_ip,
+        src_ip,
+        dst_ip,
         sport: args.sport,
         dport: args.dport,
         flows: args.flows,
         vxlan,
-    }
+    })
 }
 
 /// Split `total` over `n` threads, the remainder to the first ones.
@@ -148,7 +149,7 @@ fn scale(rate: Rate, n: u32) -> Rate {
 
 pub fn run(args: &TxArgs) -> Result<TxReport, Failure> {
     check(args)?;
-    let spec = traffic(args);
+    let spec = traffic(args)?;
     let templates = spec.templates().map_err(usage)?;
     let floor = templates
         .first()
@@ -156,10 +157,15 @@ pub fn run(args: &TxArgs) -> Result<TxReport, Failure> {
         .ok_or_else(|| usage("no flows to send"))?;
     if let SizeSpec::Fixed(n) = args.size {
         if n < floor {
+            let family = if spec.src_ip.lo.is_ipv6() {
+                "IPv6"
+            } else {
+                "IPv4"
+            };
             let what = match (args.proto, spec.vxlan.is_some()) {
-                (Proto::Udp, false) => "UDP",
-                (Proto::TcpSyn, false) => "TCP SYN",
-                (_, true) => "VXLAN-encapsulated",
+                (Proto::Udp, false) => format!("{family} UDP"),
+                (Proto::TcpSyn, false) => format!("{family} TCP SYN"),
+                (_, true) => format!("VXLAN-encapsulated {family}"),
             };
             return Err(usage(format!(
                 "--size {n} is too small for {what} frames (at least {floor} bytes)"

@@ -194,6 +194,89 @@ fn vxlan_tcp_syn_at_a_paced_rate_reaches_the_sink() {
 }
 
 #[test]
+fn ipv6_udp_flows_over_addresses_and_ports_reach_the_sink() {
+    let lab = Lab::new("6");
+    let (tx, rx) = lab.send_and_count(
+        "af_xdp",
+        &[
+            "--count",
+            "1000",
+            "--size",
+            "82",
+            "--src-ip",
+            "2001:db8:1::fffe-2001:db8:1::1:1",
+            "--sport",
+            "1024-1025",
+            "--dst-ip",
+            "2001:db8:1::99",
+        ],
+    );
+    assert_clean_1000(&tx, &rx);
+    assert_eq!(rx["flow_count"], 4, "sink: {rx}");
+    let mut srcs: Vec<&str> = (0..4)
+        .map(|i| rx["flows"][i]["src"].as_str().unwrap_or_default())
+        .collect();
+    srcs.sort();
+    assert_eq!(
+        srcs,
+        [
+            "2001:db8:1::1:0",
+            "2001:db8:1::1:1",
+            "2001:db8:1::fffe",
+            "2001:db8:1::ffff"
+        ],
+        "sink: {rx}"
+    );
+    assert_eq!(rx["flows"][0]["dst"], "2001:db8:1::99", "sink: {rx}");
+    assert_eq!(rx["bytes"], 82_000, "sink: {rx}");
+}
+
+/// tcpdump checks every UDP checksum over the IPv6 pseudo-header, at every size.
+#[test]
+fn ipv6_pcap_frames_have_good_udp_checksums() {
+    let dir = std::env::temp_dir().join(format!("vsg{}-pcap6", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("make a temp dir");
+    let path = dir.join("out6.pcap");
+    let out = Command::new(PKTGEN)
+        .args([
+            "tx",
+            "--count",
+            "300",
+            "--size",
+            "62-1500",
+            "--flows",
+            "16",
+            "--sport",
+            "1-65535",
+            "--dst-ip",
+            "2001:db8:2::2",
+            "--json",
+            "--pcap",
+        ])
+        .arg(&path)
+        .output()
+        .expect("run pktgen");
+    let tx = report(&out, "pcap writer");
+    assert_eq!(tx["frames"], 300);
+    let lines = netlab::pcap_lines(&path, &["-vv"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let joined = lines.join("\n");
+    let frames: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("2001:db8::1."))
+        .collect();
+    assert_eq!(frames.len(), 300, "{joined}");
+    let good = lines.iter().filter(|l| l.contains("[udp sum ok]")).count();
+    assert_eq!(good, 300, "every checksum verifies: {joined}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("2001:db8::1.1 > 2001:db8:2::2.9")),
+        "defaults: 2001:db8::1 as the source: {joined}"
+    );
+}
+
+#[test]
 fn pcap_output_reads_back_with_the_right_frame_count() {
     let dir = std::env::temp_dir().join(format!("vsg{}-pcap", std::process::id()));
     std::fs::create_dir_all(&dir).expect("make a temp dir");
@@ -256,6 +339,25 @@ fn usage_errors_exit_2_and_runtime_errors_exit_1() {
             "172.16.0.2",
             "--outer-dst-mac",
             "02:00:00:00:00:09",
+        ],
+        &[
+            "tx",
+            "--iface",
+            "x",
+            "--src-ip",
+            "172.16.0.1",
+            "--dst-ip",
+            "2001:db8::2",
+        ],
+        &["tx", "--iface", "x", "--src-ip", "172.16.0.1-2001:db8::2"],
+        &[
+            "tx",
+            "--iface",
+            "x",
+            "--dst-ip",
+            "2001:db8::2",
+            "--size",
+            "60",
         ],
         &["rx"],
         &["bogus"],
