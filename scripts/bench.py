@@ -11,6 +11,9 @@ with pktgen's userspace sink reading the sequence/timestamp payload.
 vswitchd is measured in both of its data paths: the default tc one (sandbox veths keep
 their offloads; known unicast goes by bpf_redirect_peer, the rest through the worker's
 endpoint trunk) and `-o fastpath=xdp` (an AF_XDP socket per endpoint, XDP fast path).
+The l2 group has IPv6 rows too: 64-byte IPv6 UDP frames between two sandboxes of a
+dual-stack network (the bridge with its ip6 netfilter hooks as the reference), in
+namespaces with IPv6 on and 2001:db8::/32 addresses.
 TCP rows run iperf3 between two sandboxes, through SNAT and through a published port;
 the scale row measures the daemon's memory and the control plane's latency with up to
 1000 idle sandboxes. The cluster row (needs etcd-server and etcd-client) simulates 100
@@ -47,6 +50,13 @@ GEN_MAC = "02:00:00:00:aa:01"
 GROUPS = ("generators", "l2", "tcp", "nat", "dns", "overlay", "latency", "scale", "cluster")
 ONLY = [g for g in os.environ.get("BENCH_ONLY", "").replace(" ", "").split(",") if g]
 TRIALS = max(1, int(os.environ.get("BENCH_TRIALS", "3")))
+# The IPv6 rows: a dual-stack network's IPv6 prefix (documentation space, RFC 3849) and
+# its sandboxes' addresses, and the frame size. IPv6 + UDP headers take 62 bytes, so 64
+# is the smallest frame of the IPv4 rows' class that carries them (2 bytes of payload);
+# every path measured carries it.
+NET6, GW6, GEN6, SINK6 = "2001:db8:31::/64", "2001:db8:31::1", "2001:db8:31::2", "2001:db8:31::3"
+V6_SIZE = 64
+L2_ADDRS6 = ["--src-ip", GEN6, "--dst-ip", SINK6]
 
 
 def wanted(group):
@@ -84,13 +94,19 @@ class Lab:
     def __init__(self):
         self.namespaces = []
 
-    def ns(self, tag):
+    def ns(self, tag, ipv6=False):
+        """A namespace; IPv6 off (no chatter of the kernel's own), or with ipv6 on as a
+        dual-stack host has it, without duplicate address detection (addresses usable
+        at once, as vswitchd's sandboxes have theirs)."""
         name = f"{PFX}{tag}"
         ip("netns", "add", name)
         self.namespaces.append(name)
         nsx(name, "ip", "link", "set", "lo", "up")
         for key in ("all", "default"):
-            nsx(name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+            if ipv6:
+                nsx(name, "sysctl", "-qw", f"net.ipv6.conf.{key}.accept_dad=0")
+            else:
+                nsx(name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
         return name
 
     def veth(self, a_ns, a, b_ns, b, a_mac=None, b_mac=None):
@@ -207,10 +223,13 @@ def userspace_generator(name):
         lab.close()
 
 
-def linux_bridge(size, netfilter, latency=False, tcp=False, streams=1):
+def linux_bridge(size, netfilter, latency=False, tcp=False, streams=1, ipv6=False):
+    """ipv6: IPv6 UDP between dual-stack namespaces; with netfilter, bridged IPv6 goes
+    through br_netfilter's ip6 hooks and a stateful ip6 forward chain (a Docker host with
+    IPv6: ip6tables' FORWARD)."""
     lab = Lab()
     try:
-        g, b, s = lab.ns("g"), lab.ns("b"), lab.ns("s")
+        g, b, s = lab.ns("g", ipv6), lab.ns("b", ipv6), lab.ns("s", ipv6)
         ip("-n", b, "link", "add", "br0", "type", "bridge")
         lab.veth(g, "g0", b, "g1", GEN_MAC)
         lab.veth(s, "s0", b, "s1", SINK_MAC)
@@ -224,10 +243,11 @@ def linux_bridge(size, netfilter, latency=False, tcp=False, streams=1):
                 nsx(b, "ethtool", "-K", p, "gro", "on", capture=True)
         ip("-n", b, "link", "set", "br0", "up")
         sh("bridge", "-n", b, "fdb", "add", SINK_MAC, "dev", "s1", "master", "static")
-        nsx(b, "sysctl", "-qw", f"net.bridge.bridge-nf-call-iptables={1 if netfilter else 0}")
+        family = "ip6" if ipv6 else "ip"
+        nsx(b, "sysctl", "-qw", f"net.bridge.bridge-nf-call-{family}tables={1 if netfilter else 0}")
         if netfilter:
-            # What a Docker host has: bridged IPv4 traverses a stateful forward chain.
-            rules = ("table ip filter {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n"
+            # What a Docker host has: bridged IPv4 (IPv6) traverses a stateful forward chain.
+            rules = (f"table {family} filter {{\n chain forward {{\n  type filter hook forward priority 0; policy accept;\n"
                      "  ct state established,related accept\n  accept\n }\n}\n")
             with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as f:
                 f.write(rules)
@@ -241,7 +261,7 @@ def linux_bridge(size, netfilter, latency=False, tcp=False, streams=1):
             return iperf_bps(s, g, "172.31.0.3", streams)
         if latency:
             return run_pair(g, "g0", s, "s0", size, SINK_MAC, sink_backend="af_xdp", rate=LAT_RATE)[1]
-        return rx_pps(run_pair(g, "g0", s, "s0", size, SINK_MAC)[1])
+        return rx_pps(run_pair(g, "g0", s, "s0", size, SINK_MAC, extra_tx=L2_ADDRS6 if ipv6 else ())[1])
     finally:
         lab.close()
 
@@ -250,7 +270,7 @@ def have_ovs():
     return all(shutil.which(b) for b in ("ovs-vswitchd", "ovsdb-server", "ovs-vsctl", "ovsdb-tool"))
 
 
-def ovs(size, latency=False):
+def ovs(size, latency=False, ipv6=False):
     """Open vSwitch, userspace (netdev) datapath with AF_XDP ports, private db and run
     dirs, its PMD thread on core 1 like vswitchd's worker; the NORMAL action learns."""
     lab = Lab()
@@ -282,7 +302,7 @@ def ovs(size, latency=False):
             "ff:ff:ff:ff:ff:ff", capture=True)
         if latency:
             return run_pair(g, "g0", s, "s0", size, SINK_MAC, sink_backend="af_xdp", rate=LAT_RATE)[1]
-        return rx_pps(run_pair(g, "g0", s, "s0", size, SINK_MAC)[1])
+        return rx_pps(run_pair(g, "g0", s, "s0", size, SINK_MAC, extra_tx=L2_ADDRS6 if ipv6 else ())[1])
     finally:
         for pid in pids:
             try:
@@ -374,26 +394,33 @@ def fastpath_opts(mode):
     return [] if mode == "tc" else ["-o", f"fastpath={mode}"]
 
 
-def vswitch(size, workers, latency=False, fast=True, tcp=False, streams=1, mode="tc"):
+def vswitch(size, workers, latency=False, fast=True, tcp=False, streams=1, mode="tc", ipv6=False):
     """mode: the network's data path, tc (default) or xdp (-o fastpath=xdp). fast=False:
     --fast-path off, every frame through the worker (through its endpoint trunk in tc
-    mode, the endpoints' AF_XDP sockets in xdp mode)."""
+    mode, the endpoints' AF_XDP sockets in xdp mode). ipv6: a dual-stack network, IPv6
+    UDP between the sandboxes' own IPv6 addresses (what port security lets the kernel
+    forward)."""
     d = Vswitchd(workers, extra=() if fast else ("--fast-path", "off"))
     g, s = f"{PFX}g", f"{PFX}s"
     try:
-        d.ctl("network", "create", "--subnet", "172.31.0.0/24", *fastpath_opts(mode), f"{PFX}net")
-        d.ctl("sandbox", "create", "--network", f"{PFX}net", "--ip", "172.31.0.2", "--mac", GEN_MAC, g)
-        d.ctl("sandbox", "create", "--network", f"{PFX}net", "--ip", "172.31.0.3", "--mac", SINK_MAC, s)
+        dual = ["--ipv6", "--subnet", "172.31.0.0/24", "--subnet", NET6] if ipv6 else ["--subnet", "172.31.0.0/24"]
+        d.ctl("network", "create", *dual, *fastpath_opts(mode), f"{PFX}net")
+        for n, a4, a6, mac in ((g, "172.31.0.2", GEN6, GEN_MAC), (s, "172.31.0.3", SINK6, SINK_MAC)):
+            d.ctl("sandbox", "create", "--network", f"{PFX}net", "--ip", a4, *(["--ip6", a6] if ipv6 else []),
+                  "--mac", mac, n)
         for n in (g, s):
             # Teach the switch where each MAC lives (and check the path works).
             nsx(n, "ping", "-c1", "-W1", "172.31.0.1", capture=True)
+            if ipv6:
+                nsx(n, "ping", "-6", "-c1", "-W1", GW6, capture=True)
         if tcp:
             return iperf_bps(s, g, "172.31.0.3", streams)
         d.expose(s)
         if latency:
             return run_pair(g, "eth0", s, "eth0", size, SINK_MAC, sink_backend="af_xdp", rate=LAT_RATE)[1]
         d.feed(g)
-        return rx_pps(d.count(s, lambda: run_pair(g, "eth0", s, "eth0", size, SINK_MAC)))
+        extra = L2_ADDRS6 if ipv6 else ()
+        return rx_pps(d.count(s, lambda: run_pair(g, "eth0", s, "eth0", size, SINK_MAC, extra_tx=extra)))
     finally:
         d.close([g, s])
 
@@ -1078,6 +1105,17 @@ def main():
                     add(scenario, size, ref_name, ref, ours)
         two = vswitch(64, workers=2, fast=False)
         add("L2, 2 workers, fast path off", 64, "linux bridge (pure)", linux_bridge(64, netfilter=False), two)
+        # IPv6 UDP between two sandboxes of a dual-stack network, against the same traffic
+        # through the bridge (its ip6 netfilter hooks in the br_netfilter reference).
+        refs6 = [("linux bridge (br_netfilter)", linux_bridge(V6_SIZE, netfilter=True, ipv6=True)),
+                 ("linux bridge (pure)", linux_bridge(V6_SIZE, netfilter=False, ipv6=True))]
+        if have_ovs():
+            refs6.append(("OVS 3 netdev + AF_XDP", ovs(V6_SIZE, ipv6=True)))
+        for scenario, ours in ((f"L2 IPv6 UDP {V6_SIZE} B, tc fast path (default)", vswitch(V6_SIZE, 1, ipv6=True)),
+                               (f"L2 IPv6 UDP {V6_SIZE} B, xdp fast path",
+                                vswitch(V6_SIZE, 1, mode="xdp", ipv6=True))):
+            for ref_name, ref in refs6:
+                add(scenario, V6_SIZE, ref_name, ref, ours)
 
     if wanted("tcp"):
         # iperf3 between two sandboxes: the bridge carries 64 KiB GSO segments end to end,
