@@ -11,9 +11,10 @@ with pktgen's userspace sink reading the sequence/timestamp payload.
 vswitchd is measured in both of its data paths: the default tc one (sandbox veths keep
 their offloads; known unicast goes by bpf_redirect_peer, the rest through the worker's
 endpoint trunk) and `-o fastpath=xdp` (an AF_XDP socket per endpoint, XDP fast path).
-The l2 group has IPv6 rows too: 64-byte IPv6 UDP frames between two sandboxes of a
-dual-stack network (the bridge with its ip6 netfilter hooks as the reference), in
-namespaces with IPv6 on and 2001:db8::/32 addresses.
+The l2 and nat groups have IPv6 rows too: 64-byte IPv6 UDP frames between two sandboxes
+of a dual-stack network (the bridge with its ip6 netfilter hooks as the reference) and
+1024 IPv6 UDP flows through NAT66 (the kernel with an nftables ip6 masquerade as the
+reference), in namespaces with IPv6 on and 2001:db8::/32 addresses.
 TCP rows run iperf3 between two sandboxes, through SNAT and through a published port;
 the scale row measures the daemon's memory and the control plane's latency with up to
 1000 idle sandboxes. The cluster row (needs etcd-server and etcd-client) simulates 100
@@ -25,8 +26,9 @@ BENCH_ONLY (comma list of generators, l2, tcp, nat, dns, overlay, latency, scale
 those groups alone (results then go to results-GROUP-GROUP.json/.svg); by default all
 run. BENCH_SECONDS sets each measurement's length, BENCH_OUT the results' directory.
 TCP and connection rows (single iperf3 or connect-loop runs, which swing by a third from
-one run to the next on a small shared machine) are measured BENCH_TRIALS times (default
-3), the reference and vswitchd interleaved, and report the medians.
+one run to the next on a small shared machine) and the IPv6 NAT row are measured
+BENCH_TRIALS times (default 3), the reference and vswitchd interleaved, and report the
+medians.
 
 Results go to bench/results.json and bench/results.svg. Not run by CI (it takes
 minutes and numbers depend on the machine); `make test` runs pktgen's smoke test.
@@ -53,8 +55,10 @@ TRIALS = max(1, int(os.environ.get("BENCH_TRIALS", "3")))
 # The IPv6 rows: a dual-stack network's IPv6 prefix (documentation space, RFC 3849) and
 # its sandboxes' addresses, and the frame size. IPv6 + UDP headers take 62 bytes, so 64
 # is the smallest frame of the IPv4 rows' class that carries them (2 bytes of payload);
-# every path measured carries it.
+# every path measured carries it. The NAT rows' outside host and uplink, on their own
+# IPv6 prefix.
 NET6, GW6, GEN6, SINK6 = "2001:db8:31::/64", "2001:db8:31::1", "2001:db8:31::2", "2001:db8:31::3"
+OUT6, UPLINK6 = "2001:db8:ff::1", "2001:db8:ff::2"
 V6_SIZE = 64
 L2_ADDRS6 = ["--src-ip", GEN6, "--dst-ip", SINK6]
 
@@ -432,6 +436,8 @@ OUT_IP, UPLINK_IP, CT_IP = "198.51.100.1", "198.51.100.2", "172.31.0.2"
 # which a veth needs to take XDP-live frames, coalesces identical UDP frames on a routed
 # path and would make the kernel reference meaningless.
 NAT_FLOWS = ["--src-ip", CT_IP, "--dst-ip", OUT_IP, "--sport", "1024-2047", "--dport", "9", "--flows", "1024"]
+# The same 1024 flows over IPv6, from the container's IPv6 address to the outside's.
+NAT_FLOWS6 = ["--src-ip", GEN6, "--dst-ip", OUT6, "--sport", "1024-2047", "--dport", "9", "--flows", "1024"]
 
 CONN_SERVER = """
 import socket
@@ -469,19 +475,21 @@ def conn_rate(server_ns, client_ns):
         srv.wait()
 
 
-def outside(lab, host_ns):
+def outside(lab, host_ns, ipv6=False):
     """The outside namespace behind an uplink veth `up0` in `host_ns`. Its end sends
     finished, MTU-sized frames (tx checksum off, so no TSO), as a wire delivers them:
     vswitchd's uplink socket needs complete frames, and the kernel reference gets the
-    same outside for fairness."""
-    o = lab.ns("o")
+    same outside for fairness. ipv6: dual-stack, OUT6 on the uplink's IPv6 prefix too."""
+    o = lab.ns("o", ipv6)
     lab.veth(host_ns, "up0", o, "o0")
     ip("-n", o, "addr", "add", f"{OUT_IP}/24", "dev", "o0")
+    if ipv6:
+        ip("-n", o, "addr", "add", f"{OUT6}/64", "dev", "o0", "nodad")
     nsx(o, "ethtool", "-K", "o0", "tx", "off", capture=True)
     return o
 
 
-# NAT rows: "pps" (SNAT, UDP flows), "conn" (new connections/s via a published port),
+# NAT rows: "pps" (SNAT, UDP flows), "pps6" (the same over IPv6: NAT66 masquerade), "conn" (new connections/s via a published port),
 # "snat-tcp" (iperf3 from the container to the outside), "pub-tcp" (iperf3 from the
 # outside to a server in the container, published on the uplink's port 5201).
 NAT_TCP = ("snat-tcp", "pub-tcp")
@@ -495,17 +503,25 @@ def nat_tcp(what, ct_ns, o):
 
 def kernel_nat(what):
     """The kernel as a Docker host does it: a router namespace forwarding with nftables
-    masquerade and a DNAT for the published port."""
+    masquerade and a DNAT for the published port. "pps6": the same router dual-stack,
+    IPv6 forwarded and masqueraded by an ip6 nat table (Docker's NAT66 with ip6tables)."""
+    v6 = what == "pps6"
     lab = Lab()
     try:
-        g, r = lab.ns("g"), lab.ns("r")
-        o = outside(lab, r)
+        g, r = lab.ns("g", v6), lab.ns("r", v6)
+        o = outside(lab, r, v6)
         lab.veth(g, "g0", r, "r0")
         ip("-n", g, "addr", "add", f"{CT_IP}/24", "dev", "g0")
         ip("-n", g, "route", "add", "default", "via", "172.31.0.1")
         ip("-n", r, "addr", "add", "172.31.0.1/24", "dev", "r0")
         ip("-n", r, "addr", "add", f"{UPLINK_IP}/24", "dev", "up0")
         nsx(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        if v6:
+            ip("-n", g, "addr", "add", f"{GEN6}/64", "dev", "g0", "nodad")
+            ip("-n", g, "-6", "route", "add", "default", "via", GW6)
+            ip("-n", r, "addr", "add", f"{GW6}/64", "dev", "r0", "nodad")
+            ip("-n", r, "addr", "add", f"{UPLINK6}/64", "dev", "up0", "nodad")
+            nsx(r, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         if what not in NAT_TCP:
             # The container's end keeps its offloads for TCP (tx off would cripple the
             # kernel's TCP; vswitchd's sandboxes keep theirs too).
@@ -514,6 +530,9 @@ def kernel_nat(what):
                  " chain pre { type nat hook prerouting priority -100;\n"
                  f"  iifname \"up0\" tcp dport 8080 dnat to {CT_IP}:80\n"
                  f"  iifname \"up0\" tcp dport 5201 dnat to {CT_IP}:5201\n }}\n}}\n")
+        if v6:
+            rules += ("table ip6 nat {\n chain post { type nat hook postrouting priority 100; "
+                      "oifname \"up0\" masquerade; }\n}\n")
         with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as f:
             f.write(rules)
         try:
@@ -524,6 +543,9 @@ def kernel_nat(what):
         o_mac = json.loads(mac(o, "o0"))[0]["address"]
         r_mac = json.loads(mac(r, "r0"))[0]["address"]
         ip("-n", r, "neigh", "replace", OUT_IP, "lladdr", o_mac, "dev", "up0", "nud", "permanent")
+        if v6:
+            ip("-n", r, "-6", "neigh", "replace", OUT6, "lladdr", o_mac, "dev", "up0", "nud", "permanent")
+            return rx_pps(run_pair(g, "g0", o, "o0", V6_SIZE, r_mac, extra_tx=NAT_FLOWS6, gen_backend="af_xdp")[1])
         if what == "conn":
             return conn_rate(g, o)
         if what in NAT_TCP:
@@ -534,17 +556,26 @@ def kernel_nat(what):
 
 
 def vswitch_nat(what):
+    """pps6: the uplink dual-stack too, IPv6 egress masqueraded to UPLINK6 (NAT66, in
+    the router's worker)."""
+    v6 = what == "pps6"
     lab = Lab()
-    h = lab.ns("h")
-    o = outside(lab, h)
-    d = Vswitchd(1, netns=h, extra=["--uplink", "up0", "--uplink-ip", f"{UPLINK_IP}/24", "--uplink-gw", OUT_IP])
+    h = lab.ns("h", v6)
+    o = outside(lab, h, v6)
+    up6 = ["--uplink-ip6", f"{UPLINK6}/64", "--uplink-gw6", OUT6] if v6 else []
+    d = Vswitchd(1, netns=h, extra=["--uplink", "up0", "--uplink-ip", f"{UPLINK_IP}/24", "--uplink-gw", OUT_IP, *up6])
     g = f"{PFX}c"
     try:
-        d.ctl("network", "create", "--subnet", "172.31.0.0/24", f"{PFX}net")
-        publish = {"conn": ["-p", "8080:80"], "pub-tcp": ["-p", "5201:5201"]}.get(what, [])
+        dual = ["--ipv6", "--subnet", "172.31.0.0/24", "--subnet", NET6] if v6 else ["--subnet", "172.31.0.0/24"]
+        d.ctl("network", "create", *dual, f"{PFX}net")
+        publish = {"conn": ["-p", "8080:80"], "pub-tcp": ["-p", "5201:5201"], "pps6": ["--ip6", GEN6]}.get(what, [])
         d.ctl("sandbox", "create", "--network", f"{PFX}net", *publish, g)
         # Resolve the next hop before the sink (which drops everything) takes over.
         nsx(g, "ping", "-c1", "-W1", OUT_IP, capture=True)
+        if v6:
+            nsx(g, "ping", "-6", "-c1", "-W1", OUT6, capture=True)
+            return rx_pps(run_pair(g, "eth0", o, "o0", V6_SIZE, "02:42:ac:1f:00:01", extra_tx=NAT_FLOWS6,
+                                   gen_backend="af_xdp")[1])
         if what == "conn":
             return conn_rate(g, o)
         if what in NAT_TCP:
@@ -1064,27 +1095,30 @@ def main():
         for name, pps in gens.items():
             print(f"userspace generator on one core, 64 B: {name:<28} {fmt_pps(pps)}", flush=True)
 
-    def add(scenario, size, ref_name, ref, ours):
+    def spread(extra):
+        """The trials' range of ratios, for a row measured by `medians`."""
+        if len(extra.get("vswitchd_samples", [])) < 2:
+            return ""
+        lo = min(v / r for v, r in zip(extra["vswitchd_samples"], extra["reference_samples"]) if r)
+        hi = max(v / r for v, r in zip(extra["vswitchd_samples"], extra["reference_samples"]) if r)
+        return f"  (median of {len(extra['vswitchd_samples'])}; trials {lo:.2f}-{hi:.2f})"
+
+    def add(scenario, size, ref_name, ref, ours, **extra):
         g = gen.get(size)  # measured for the XDP-live generator's sizes only
         bound = g is not None and (ours >= 0.9 * g or ref >= 0.9 * g)
         row = {"scenario": scenario, "size": size, "reference": ref_name, "reference_pps": ref, "vswitchd_pps": ours,
-               "ratio": ours / ref if ref else None, "generator_pps": g, "generator_bound": bound}
+               "ratio": ours / ref if ref else None, **extra, "generator_pps": g, "generator_bound": bound}
         rows.append(row)
         print(f'{scenario:<45} {size:>5} B  {ref_name:<28} {fmt_pps(ref):>12}  vswitchd {fmt_pps(ours):>12}  '
-              f'ratio {row["ratio"] or 0:.2f}{"  (generator-bound)" if bound else ""}', flush=True)
+              f'ratio {row["ratio"] or 0:.2f}{"  (generator-bound)" if bound else ""}{spread(extra)}', flush=True)
 
     def add_rate(scenario, ref_name, ref, ours, **extra):
         """A row in another unit than pps (named in `scenario`, see fmt_value)."""
         row = {"scenario": scenario, "size": 0, "reference": ref_name, "reference_pps": ref, "vswitchd_pps": ours,
                "ratio": ours / ref if ref else None, **extra, "generator_pps": None, "generator_bound": False}
         rows.append(row)
-        spread = ""
-        if len(extra.get("vswitchd_samples", [])) > 1:
-            lo = min(v / r for v, r in zip(extra["vswitchd_samples"], extra["reference_samples"]) if r)
-            hi = max(v / r for v, r in zip(extra["vswitchd_samples"], extra["reference_samples"]) if r)
-            spread = f"  (median of {len(extra['vswitchd_samples'])}; trials {lo:.2f}-{hi:.2f})"
         print(f'{scenario:<58} {ref_name:<28} {fmt_value(row, ref):>12}  vswitchd {fmt_value(row, ours):>12}  '
-              f'ratio {row["ratio"] or 0:.2f}{spread}', flush=True)
+              f'ratio {row["ratio"] or 0:.2f}{spread(extra)}', flush=True)
 
     if wanted("l2"):
         # vswitchd as it ships (tc data path: known unicast by bpf_redirect_peer), with
@@ -1137,6 +1171,12 @@ def main():
 
     if wanted("nat"):
         add("NAT (SNAT), 1024 UDP flows", 64, "kernel + nft masquerade", kernel_nat("pps"), vswitch_nat("pps"))
+        # Routed UDP through the worker swings by a fifth from one run to the next (where
+        # the generator's and the worker's kernel work land): the IPv6 row is a median of
+        # interleaved trials, as the TCP rows are.
+        (k6, v6), (k6s, v6s) = medians(lambda: kernel_nat("pps6"), lambda: vswitch_nat("pps6"))
+        add(f"NAT66 (masquerade), 1024 IPv6 UDP flows, {V6_SIZE} B", V6_SIZE, "kernel + nft ip6 masquerade", k6, v6,
+            reference_samples=k6s, vswitchd_samples=v6s)
         for scenario, ref_name, what in (
                 ("new TCP connections/s via published port", "kernel + nft dnat", "conn"),
                 ("iperf3 TCP through SNAT to the outside, bits/s", "kernel + nft masquerade", "snat-tcp"),
