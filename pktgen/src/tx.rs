@@ -192,7 +192,7 @@ pub fn run(args: &TxArgs) -> Result<TxReport, Failure> {
         let iface = args.iface.as_deref().unwrap_or_default();
         let live = match args.backend {
             TxBackend::XdpLive => Some(Arc::new(
-                LiveSender::load(iface)
+                LiveSender::load(iface, common_header(&templates).as_ref())
                     .with_context(|| format!("set up xdp-live on {iface}"))
                     .map_err(Failure::Runtime)?,
             )),
@@ -413,6 +413,23 @@ fn send_live(live: &LiveSender, mut job: Job, counters: &Counters) -> io::Result
         }
     }
     Ok(())
+}
+
+/// The Ethernet header every template starts with, if they all share one (the live
+/// sender writes it back before each send: `xdp_live::redirect_program`).
+fn common_header(templates: &[Template]) -> Option<[u8; 14]> {
+    let mut header = None;
+    for t in templates {
+        let mut buf = vec![0u8; t.min_len()];
+        t.write_plain(&mut buf, t.min_len());
+        let h: [u8; 14] = buf.get(..14)?.try_into().ok()?;
+        match header {
+            None => header = Some(h),
+            Some(x) if x != h => return None,
+            Some(_) => {}
+        }
+    }
+    header
 }
 
 #[cfg(test)]

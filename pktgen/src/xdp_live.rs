@@ -11,20 +11,46 @@ const BPF_FUNC_REDIRECT: i32 = 23;
 /// Frames the kernel builds and sends per internal batch (the kernel's maximum is 256).
 pub const BATCH: u32 = 256;
 
-/// The redirect program:
+/// The redirect program, with `header` (the frames' Ethernet header, the same in every
+/// frame of the run) written back over each frame first:
 /// ```text
-/// r1 = ifindex
-/// r2 = 0
-/// call bpf_redirect
-/// exit
+/// r2 = ctx->data; r3 = ctx->data_end; r4 = r2 + 14
+/// if r4 > r3 goto redirect
+/// *(u32 *)(r2 + 0) = dst[0..4]; *(u16 *)(r2 + 4) = dst[4..6]
+/// *(u32 *)(r2 + 6) = src[0..4]; *(u16 *)(r2 + 10) = src[4..6]
+/// *(u16 *)(r2 + 12) = ethertype
+/// redirect: r1 = ifindex; r2 = 0; call bpf_redirect; exit
 /// ```
-pub fn redirect_program(ifindex: u32) -> [BpfInsn; 4] {
-    [
+/// The kernel sends the pages of a live run again without copying the frame in anew,
+/// and a receiver that pushes a VLAN tag in place (a veth whose peer inserts tags in
+/// software, as vswitchd's endpoint trunk does) shifts the MACs over the frame's first
+/// bytes: written back each time, every frame sent is the frame asked for. Without a
+/// header the program only redirects.
+pub fn redirect_program(ifindex: u32, header: Option<&[u8; 14]>) -> Vec<BpfInsn> {
+    let mut p = Vec::new();
+    if let Some(h) = header {
+        let w32 = |at: usize| i32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        let w16 = |at: usize| i32::from(u16::from_le_bytes([h[at], h[at + 1]]));
+        p.extend([
+            insn(0x61, 2, 1, 0, 0),  // r2 = *(u32 *)(r1 + 0): data
+            insn(0x61, 3, 1, 4, 0),  // r3 = *(u32 *)(r1 + 4): data_end
+            insn(0xbf, 4, 2, 0, 0),  // r4 = r2
+            insn(0x07, 4, 0, 0, 14), // r4 += 14
+            insn(0x2d, 4, 3, 5, 0),  // if r4 > r3 goto +5
+            insn(0x62, 2, 0, 0, w32(0)),
+            insn(0x6a, 2, 0, 4, w16(4)),
+            insn(0x62, 2, 0, 6, w32(6)),
+            insn(0x6a, 2, 0, 10, w16(10)),
+            insn(0x6a, 2, 0, 12, w16(12)),
+        ]);
+    }
+    p.extend([
         insn(0xb7, 1, 0, 0, ifindex as i32),    // mov64 r1, ifindex
         insn(0xb7, 2, 0, 0, 0),                 // mov64 r2, 0 (flags)
         insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT), // call bpf_redirect
         insn(0x95, 0, 0, 0, 0),                 // exit
-    ]
+    ]);
+    p
 }
 
 /// A loaded redirect program for one interface; threads share it.
@@ -36,9 +62,11 @@ pub struct LiveSender {
 }
 
 impl LiveSender {
-    pub fn load(iface: &str) -> io::Result<LiveSender> {
+    /// `header`: the Ethernet header every frame of the run starts with, written back
+    /// before each send ([`redirect_program`]).
+    pub fn load(iface: &str, header: Option<&[u8; 14]>) -> io::Result<LiveSender> {
         let ifindex = bpf::ifindex(iface)?;
-        let prog = bpf::prog_load_xdp(&redirect_program(ifindex), "pktgen_live")?;
+        let prog = bpf::prog_load_xdp(&redirect_program(ifindex, header), "pktgen_live")?;
         let pin = match pin_dispatcher(&prog) {
             Ok(link) => Some(link),
             Err(e) => {
@@ -108,7 +136,7 @@ mod tests {
 
     #[test]
     fn program_bytes() {
-        let bytes = bpf::insn_bytes(&redirect_program(0x0102));
+        let bytes = bpf::insn_bytes(&redirect_program(0x0102, None));
         #[rustfmt::skip]
         let expected: [u8; 32] = [
             0xb7, 0x01, 0, 0, 0x02, 0x01, 0, 0, // r1 = ifindex
@@ -117,5 +145,35 @@ mod tests {
             0x95, 0, 0, 0, 0, 0, 0, 0,          // exit
         ];
         assert_eq!(bytes, expected);
+        let header = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x86, 0xdd];
+        let with = bpf::insn_bytes(&redirect_program(0x0102, Some(&header)));
+        assert_eq!(&with[with.len() - 32..], &expected, "then the redirect");
+        #[rustfmt::skip]
+        let stores: [u8; 40] = [
+            0x62, 0x02, 0, 0, 1, 2, 3, 4,      // *(u32 *)(r2 + 0) = dst[0..4]
+            0x6a, 0x02, 4, 0, 5, 6, 0, 0,      // *(u16 *)(r2 + 4) = dst[4..6]
+            0x62, 0x02, 6, 0, 7, 8, 9, 10,     // *(u32 *)(r2 + 6) = src[0..4]
+            0x6a, 0x02, 10, 0, 11, 12, 0, 0,   // *(u16 *)(r2 + 10) = src[4..6]
+            0x6a, 0x02, 12, 0, 0x86, 0xdd, 0, 0, // *(u16 *)(r2 + 12) = ethertype
+        ];
+        assert_eq!(&with[40..80], &stores);
+    }
+
+    /// The program passes the real verifier, and a frame whose MACs a receiver overwrote
+    /// leaves with the ones asked for.
+    #[test]
+    fn the_header_is_written_back_before_each_send() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to load BPF");
+            return;
+        }
+        let header = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let prog = bpf::prog_load_xdp(&redirect_program(1, Some(&header)), "pktgen_live_t")
+            .expect("the verifier takes it");
+        let mut frame = vec![0x88u8; 60];
+        let (verdict, out) = bpf::prog_test_run_out(&prog, &frame, &[]).expect("test run");
+        assert_eq!(verdict, 4, "XDP_REDIRECT");
+        frame[..14].copy_from_slice(&header);
+        assert_eq!(&out[..frame.len()], &frame[..]);
     }
 }

@@ -269,5 +269,9 @@ fn errors_are_limited_per_second() {
     assert_eq!(r.counters.icmp_errors_limited, 5);
     let mut sink = Sink::default();
     r.tick(&mut Cx::new(&mut nets, &mut sink, Instant::now()));
-    assert_eq!(from_net(&mut r, &mut nets, &expiring).out.len(), 1, "a new second");
+    assert_eq!(
+        from_net(&mut r, &mut nets, &expiring).out.len(),
+        1,
+        "a new second"
+    );
 }
