@@ -786,6 +786,16 @@ mod upstream_tests {
         let b = PacketBuilder::ethernet2(CLIENT_MAC, GW.mac)
             .ipv4(CLIENT, GW.ip.octets(), 64)
             .tcp(40001, 53, seq, 64240);
+        segment(b, ack, syn, payload)
+    }
+
+    /// A client's segment: SYN, or data with ACK and PSH, or neither.
+    pub(super) fn segment(
+        b: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+        ack: Option<u32>,
+        syn: bool,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let b = match (syn, ack) {
             (true, _) => b.syn(),
             (false, Some(a)) => b.ack(a).psh(),
@@ -1540,14 +1550,7 @@ mod ipv6_tests {
         let b = PacketBuilder::ethernet2(CLIENT_MAC, GW.mac)
             .ipv6(CLIENT6.octets(), GW6.octets(), 64)
             .tcp(40001, 53, seq, 64240);
-        let b = match (syn, ack) {
-            (true, _) => b.syn(),
-            (false, Some(a)) => b.ack(a).psh(),
-            (false, None) => b,
-        };
-        let mut f = Vec::new();
-        b.write(&mut f, payload).expect("segment");
-        f
+        super::upstream_tests::segment(b, ack, syn, payload)
     }
 
     /// (sequence number, SYN, payload) of TCP segment `frame`, after checking that it
