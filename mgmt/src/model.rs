@@ -105,10 +105,20 @@ impl Mac {
         Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
     }
     /// The same scheme for an endpoint with IPv6 only: 02:42 followed by the last 32
-    /// bits of its address (unique within its subnet's pool, handed out in order).
+    /// bits of its address, mixed with its /64 (both 32-bit halves of the prefix XORed
+    /// in): unique within a network, whose pool hands addresses out in order, and not
+    /// the same MAC for `::2` of every IPv6-only network.
     pub fn from_ip6(ip: Ipv6Addr) -> Mac {
         let o = ip.octets();
-        Mac([0x02, 0x42, o[12], o[13], o[14], o[15]])
+        let k = |i: usize| o[i] ^ o[i + 4];
+        Mac([
+            0x02,
+            0x42,
+            o[12] ^ k(0),
+            o[13] ^ k(1),
+            o[14] ^ k(2),
+            o[15] ^ k(3),
+        ])
     }
     pub fn parse(s: &str) -> ApiResult<Mac> {
         let bad = || {
@@ -283,6 +293,14 @@ pub fn validate_dns_name(what: &str, name: &str) -> ApiResult<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ipv6_only_macs_are_unique_in_a_network_and_differ_between_networks() {
+        let mac = |s: &str| Mac::from_ip6(s.parse().unwrap());
+        assert_ne!(mac("2001:db8:30::2"), mac("2001:db8:30::3"));
+        assert_ne!(mac("2001:db8:30::2"), mac("2001:db8:31::2"));
+        assert_eq!(mac("2001:db8:30::2").0[..2], [0x02, 0x42], "unicast, local");
+    }
     use super::*;
 
     #[test]
