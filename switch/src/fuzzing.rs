@@ -45,10 +45,11 @@ pub fn switch_frames(data: &[u8]) {
         storm: Default::default(),
         remote: Default::default(),
     };
-    // One remote endpoint, so broadcast ARP meets the ARP proxy too.
+    // One remote endpoint, so broadcast ARP and NDP meet the proxies too.
     let remote = crate::remote::RemoteEndpoint {
         mac: [2, 0, 0, 0, 0, 9],
-        ip: Ipv4Addr::new(172, 18, 0, 9),
+        ip: Some(Ipv4Addr::new(172, 18, 0, 9)),
+        ip6: Some(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 9)),
         vtep: Ipv4Addr::new(10, 200, 0, 2),
     };
     let update = crate::remote::RemoteUpdate {

@@ -2,8 +2,10 @@
 //! solicited-node group, or unicast to its MAC as neighbour unreachability detection
 //! sends them) with a Neighbor Advertisement, and echo requests sent to it, as a
 //! router on the link (RFC 4861 7.2.4, RFC 4443 4.2). Router Advertisements are not
-//! sent: sandboxes are configured statically, as Docker configures them. Replies are
-//! written into a caller-supplied buffer (no allocation).
+//! sent: sandboxes are configured statically, as Docker configures them. The NDP proxy
+//! answers solicitations for other hosts' endpoints of an overlay network the same way
+//! ([`proxy_reply`], as the ARP proxy does for IPv4). Replies are written into a
+//! caller-supplied buffer (no allocation).
 
 use std::net::Ipv6Addr;
 
@@ -28,21 +30,41 @@ pub fn reply(mac: Mac, ip: Ipv6Addr, frame: &[u8], out: &mut [u8]) -> Option<usi
     }
     let msg = icmpv6::Packet::new_checked(f.payload()).ok()?;
     match msg.msg_type() {
-        NEIGHBOR_SOLICIT => advertise(mac, ip, &f, &msg, out),
+        NEIGHBOR_SOLICIT => advertise(&f, &msg, out, |t| (t == ip).then_some((mac, true))),
         ECHO_REQUEST if f.dst() == ip => echo_reply(mac, &f, &msg, out),
         _ => None,
     }
 }
 
-/// The Neighbor Advertisement answering a valid solicitation for `ip`: solicited,
-/// override, router; to the solicitation's source, or to all nodes when it came from
-/// the unspecified address (duplicate address detection: RFC 4861 7.2.4).
+/// If `frame` is a Neighbor Solicitation for an address `owner` knows the MAC of (a
+/// remote endpoint's), the Neighbor Advertisement its owner would send (not a
+/// router's), written into `out`; its length.
+#[inline]
+pub fn proxy_reply(
+    frame: &[u8],
+    out: &mut [u8],
+    owner: impl FnOnce(Ipv6Addr) -> Option<Mac>,
+) -> Option<usize> {
+    let f = Ipv6Frame::new(frame)?;
+    if f.next_header() != NEXT_HEADER_ICMPV6 {
+        return None;
+    }
+    let msg = icmpv6::Packet::new_checked(f.payload()).ok()?;
+    if msg.msg_type() != NEIGHBOR_SOLICIT {
+        return None;
+    }
+    advertise(&f, &msg, out, |t| owner(t).map(|m| (m, false)))
+}
+
+/// The Neighbor Advertisement answering a valid solicitation for a target `answer`
+/// gives a MAC for (and whether it is a router): solicited, override; to the
+/// solicitation's source, or to all nodes when it came from the unspecified address
+/// (duplicate address detection: RFC 4861 7.2.4).
 fn advertise(
-    mac: Mac,
-    ip: Ipv6Addr,
     f: &Ipv6Frame,
     msg: &icmpv6::Packet<&[u8]>,
     out: &mut [u8],
+    answer: impl FnOnce(Ipv6Addr) -> Option<(Mac, bool)>,
 ) -> Option<usize> {
     if !icmpv6::ndp_hop_limit_ok(f.hop_limit()) {
         return None;
@@ -55,13 +77,12 @@ fn advertise(
     else {
         return None;
     };
-    if target != ip {
-        return None;
-    }
+    let (mac, router) = answer(target)?;
+    let ip = target;
     let dad = src.is_unspecified();
     let na = NdpRepr::NeighborAdvert {
         flags: NaFlags {
-            router: true,
+            router,
             solicited: !dad,
             override_: true,
         },
@@ -206,6 +227,36 @@ mod tests {
                 target: gw(),
                 target_lladdr: Some(GW_MAC),
             }
+        );
+    }
+
+    #[test]
+    fn the_ndp_proxy_answers_as_the_owner_not_as_a_router() {
+        const OWNER: Mac = [2, 0, 0, 0, 0, 0x77];
+        let remote: Ipv6Addr = "fd00:1::9".parse().unwrap();
+        let owner = |t: Ipv6Addr| (t == remote).then_some(OWNER);
+        let mut out = [0u8; 256];
+        let n = proxy_reply(&solicit(c(), remote, 255), &mut out, owner).expect("NA");
+        assert_eq!((&out[0..6], &out[6..12]), (&C_MAC[..], &OWNER[..]));
+        let (src, dst, na) = parse_na(&out[..n]);
+        assert_eq!((src, dst), (remote, c()));
+        assert_eq!(
+            na,
+            NdpRepr::NeighborAdvert {
+                flags: NaFlags {
+                    router: false,
+                    solicited: true,
+                    override_: true
+                },
+                target: remote,
+                target_lladdr: Some(OWNER),
+            }
+        );
+        // Not the owner's address, or a forwarded solicitation: nothing.
+        assert_eq!(proxy_reply(&solicit(c(), gw(), 255), &mut out, owner), None);
+        assert_eq!(
+            proxy_reply(&solicit(c(), remote, 64), &mut out, owner),
+            None
         );
     }
 

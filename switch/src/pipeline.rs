@@ -191,6 +191,13 @@ fn classify(
                 return Verdict::Reply(n);
             }
         }
+        // The NDP proxy: solicitations for a remote endpoint's IPv6 address.
+        if dst[..2] == [0x33, 0x33] && !net.remote.is_empty6() && !net.cfg.isolate {
+            let remote = &net.remote;
+            if let Some(n) = gateway6::proxy_reply(frame, scratch, |ip| remote.proxy6(ip)) {
+                return Verdict::Reply(n);
+            }
+        }
         if dst == gw.mac {
             if let Some(n) = gateway::icmp_echo_reply(gw, frame, scratch) {
                 return Verdict::Reply(n);
@@ -257,7 +264,7 @@ mod tests {
     use crate::fdb::Fdb;
     use crate::gateway::Gateway;
     use crate::NetConfig;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use std::time::Duration;
 
     use crate::sinks::Sink;
@@ -385,16 +392,19 @@ mod tests {
     }
 
     #[test]
-    fn remote_endpoints_are_answered_by_the_arp_proxy_and_reached_by_the_tunnel() {
+    fn solicitations_for_a_remote_ipv6_address_are_answered_by_the_ndp_proxy() {
         use crate::remote::{RemoteEndpoint, RemoteUpdate};
         let mut n = net(vec![1, 2]);
         n.cfg.overlay = Some(crate::OverlayConfig {
             vni: 4096,
             peers: vec![Ipv4Addr::new(10, 200, 0, 2)],
         });
+        let (me, far): (Ipv6Addr, Ipv6Addr) =
+            ("fd00:1::2".parse().unwrap(), "fd00:1::9".parse().unwrap());
         let remote = RemoteEndpoint {
             mac: B,
-            ip: Ipv4Addr::new(172, 18, 0, 9),
+            ip: None,
+            ip6: Some(far),
             vtep: Ipv4Addr::new(10, 200, 0, 2),
         };
         let update = RemoteUpdate {
@@ -402,14 +412,51 @@ mod tests {
             ..Default::default()
         };
         n.update_remote(&update, Instant::now());
-        let (s, _) = run(&mut n, 1, &[arp_request(remote.ip)]);
+        let ns = |target| {
+            let mut f = vec![0u8; 128];
+            let len = crate::ipv6::neighbor_solicit(A, me, target, &mut f);
+            f.truncate(len);
+            f
+        };
+        let (s, _) = run(&mut n, 1, &[ns(far)]);
+        assert!(s.tunnel.is_empty(), "not tunnelled: {:?}", s.tunnel);
+        assert_eq!(s.out.len(), 1, "answered, not flooded: {:?}", s.out);
+        let (to, reply) = &s.out[0];
+        assert_eq!(*to, 1, "to the asker");
+        assert_eq!((&reply[0..6], &reply[6..12]), (&A[..], &B[..]));
+        // Another address is asked of every host.
+        let (s, _) = run(&mut n, 1, &[ns("fd00:1::10".parse().unwrap())]);
+        assert_eq!((s.out.len(), s.tunnel.len()), (1, 1), "flooded");
+    }
+
+    #[test]
+    fn remote_endpoints_are_answered_by_the_arp_proxy_and_reached_by_the_tunnel() {
+        use crate::remote::{RemoteEndpoint, RemoteUpdate};
+        let mut n = net(vec![1, 2]);
+        n.cfg.overlay = Some(crate::OverlayConfig {
+            vni: 4096,
+            peers: vec![Ipv4Addr::new(10, 200, 0, 2)],
+        });
+        let remote_ip = Ipv4Addr::new(172, 18, 0, 9);
+        let remote = RemoteEndpoint {
+            mac: B,
+            ip: Some(remote_ip),
+            ip6: None,
+            vtep: Ipv4Addr::new(10, 200, 0, 2),
+        };
+        let update = RemoteUpdate {
+            upsert: vec![remote],
+            ..Default::default()
+        };
+        n.update_remote(&update, Instant::now());
+        let (s, _) = run(&mut n, 1, &[arp_request(remote_ip)]);
         assert!(s.tunnel.is_empty(), "not tunnelled: {:?}", s.tunnel);
         assert_eq!(s.out.len(), 1, "answered, not flooded: {:?}", s.out);
         let (to, reply) = &s.out[0];
         assert_eq!(*to, 1, "to the asker");
         let r = wire::arp::Repr::parse_frame(reply).expect("ARP");
         assert_eq!(r.op, wire::arp::Operation::Reply);
-        assert_eq!((r.sender_mac, r.sender_ip), (B, remote.ip), "the remote's");
+        assert_eq!((r.sender_mac, r.sender_ip), (B, remote_ip), "the remote's");
         assert_eq!(
             (r.target_mac, r.target_ip),
             (A, Ipv4Addr::new(172, 18, 0, 2))
@@ -433,7 +480,7 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(n.fdb.lookup(&B, Instant::now()), None);
-        let (s, _) = run(&mut n, 1, &[arp_request(remote.ip)]);
+        let (s, _) = run(&mut n, 1, &[arp_request(remote_ip)]);
         assert_eq!((s.out.len(), s.tunnel.len()), (1, 1), "flooded");
         assert_eq!(s.out[0].0, 2);
     }

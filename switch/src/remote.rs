@@ -1,13 +1,15 @@
 //! Remote endpoints of overlay networks: containers on other hosts, as the control plane
-//! learns them from the cluster store (MAC, IPv4 address, the VTEP of their host). Each
-//! worker's replica of the network holds them as static FDB entries behind the tunnel
-//! and as an ARP proxy (address -> MAC), so known traffic never floods; the router's
+//! learns them from the cluster store (MAC, IPv4 and IPv6 addresses, the VTEP of their
+//! host). Each worker's replica of the network holds them as static FDB entries behind
+//! the tunnel and as an ARP and NDP proxy (address -> MAC), so known traffic never
+//! floods; the router's
 //! VTEP holds them as static tunnel-table entries (`router/overlay.rs`). This is what
 //! Docker's overlay driver programs into the kernel (static FDB entries, neighbour
 //! entries with proxy ARP).
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::hash::Hash;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use crate::fdb::Mac;
@@ -18,7 +20,8 @@ use crate::TUNNEL_PORT;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemoteEndpoint {
     pub mac: Mac,
-    pub ip: Ipv4Addr,
+    pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
     /// The VTEP (tunnel address) of its host.
     pub vtep: Ipv4Addr,
 }
@@ -34,39 +37,81 @@ pub struct RemoteUpdate {
     pub remove: Vec<RemoteEndpoint>,
 }
 
-/// A network's remote endpoints on one worker: by MAC, and the ARP proxy's map.
+/// A network's remote endpoints on one worker: by MAC, and the proxies' maps.
 #[derive(Debug, Default)]
 pub(crate) struct RemoteEndpoints {
     by_mac: HashMap<Mac, RemoteEndpoint, ahash::RandomState>,
-    proxy: HashMap<Ipv4Addr, Mac, ahash::RandomState>,
+    proxy: Proxy<Ipv4Addr>,
+    proxy6: Proxy<Ipv6Addr>,
+}
+
+/// Address -> MAC, one family.
+#[derive(Debug)]
+struct Proxy<A>(HashMap<A, Mac, ahash::RandomState>);
+
+impl<A> Default for Proxy<A> {
+    fn default() -> Self {
+        Proxy(HashMap::default())
+    }
+}
+
+impl<A: Hash + Eq + Copy> Proxy<A> {
+    /// `new` answers with `mac` from now on, `old` (its address before) no longer does.
+    fn replace(&mut self, old: Option<A>, new: Option<A>, mac: Mac) {
+        if let Some(o) = old.filter(|o| Some(*o) != new) {
+            self.remove(o, mac);
+        }
+        // Another MAC with this address (a stale endpoint): the latest wins.
+        if let Some(n) = new {
+            self.0.insert(n, mac);
+        }
+    }
+
+    /// `ip` no longer answers with `mac` (another MAC that took the address since
+    /// keeps it).
+    fn remove(&mut self, ip: A, mac: Mac) {
+        if self.0.get(&ip) == Some(&mac) {
+            self.0.remove(&ip);
+        }
+    }
 }
 
 impl RemoteEndpoints {
-    /// Whether there are none: the pipeline then never looks for an ARP proxy entry.
+    /// Whether none has an IPv4 address: the pipeline then never looks for an ARP
+    /// proxy entry.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.proxy.is_empty()
+        self.proxy.0.is_empty()
+    }
+
+    /// Whether none has an IPv6 address (no NDP proxy lookups then).
+    #[inline]
+    pub fn is_empty6(&self) -> bool {
+        self.proxy6.0.is_empty()
     }
 
     /// The MAC the ARP proxy answers with for `ip`.
     #[inline]
     pub fn proxy(&self, ip: Ipv4Addr) -> Option<Mac> {
-        self.proxy.get(&ip).copied()
+        self.proxy.0.get(&ip).copied()
+    }
+
+    /// The MAC the NDP proxy answers with for `ip`.
+    #[inline]
+    pub fn proxy6(&self, ip: Ipv6Addr) -> Option<Mac> {
+        self.proxy6.0.get(&ip).copied()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &RemoteEndpoint> {
         self.by_mac.values()
     }
 
-    /// Record `ep`, replacing what was known of its MAC (the old address leaves the
-    /// proxy if it changed); returns the endpoint replaced.
+    /// Record `ep`, replacing what was known of its MAC (old addresses leave the
+    /// proxies if they changed); returns the endpoint replaced.
     fn upsert(&mut self, ep: RemoteEndpoint) -> Option<RemoteEndpoint> {
         let old = self.by_mac.insert(ep.mac, ep);
-        if let Some(o) = old.filter(|o| o.ip != ep.ip) {
-            self.unproxy(o.ip, o.mac);
-        }
-        // Another MAC with this address (a stale endpoint): the latest wins.
-        self.proxy.insert(ep.ip, ep.mac);
+        self.proxy.replace(old.and_then(|o| o.ip), ep.ip, ep.mac);
+        self.proxy6.replace(old.and_then(|o| o.ip6), ep.ip6, ep.mac);
         old
     }
 
@@ -76,18 +121,11 @@ impl RemoteEndpoints {
             Some(known) if known.vtep == ep.vtep => {
                 let known = *known;
                 self.by_mac.remove(&ep.mac);
-                self.unproxy(known.ip, known.mac);
+                self.proxy.replace(known.ip, None, known.mac);
+                self.proxy6.replace(known.ip6, None, known.mac);
                 Some(known)
             }
             _ => None,
-        }
-    }
-
-    /// `ip` no longer answers with `mac` (another MAC that took the address since
-    /// keeps it).
-    fn unproxy(&mut self, ip: Ipv4Addr, mac: Mac) {
-        if self.proxy.get(&ip) == Some(&mac) {
-            self.proxy.remove(&ip);
         }
     }
 }
@@ -128,7 +166,12 @@ mod tests {
     const V2: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
 
     fn ep(mac: Mac, ip: Ipv4Addr, vtep: Ipv4Addr) -> RemoteEndpoint {
-        RemoteEndpoint { mac, ip, vtep }
+        RemoteEndpoint {
+            mac,
+            ip: Some(ip),
+            ip6: None,
+            vtep,
+        }
     }
 
     #[test]
@@ -149,5 +192,33 @@ mod tests {
         assert_eq!(r.remove(&ep(M1, IP2, V2)), Some(ep(M1, IP2, V2)));
         assert_eq!(r.proxy(IP2), Some(M2));
         assert_eq!(r.iter().count(), 1);
+    }
+
+    #[test]
+    fn each_family_is_proxied_for_the_addresses_an_endpoint_has() {
+        let a6: Ipv6Addr = "fd00:1::5".parse().unwrap();
+        let b6: Ipv6Addr = "fd00:1::6".parse().unwrap();
+        let mut r = RemoteEndpoints::default();
+        // IPv6-only: no ARP proxy entry, an NDP one.
+        let only6 = RemoteEndpoint {
+            ip: None,
+            ip6: Some(a6),
+            ..ep(M1, IP1, V1)
+        };
+        r.upsert(only6);
+        assert!(r.is_empty() && !r.is_empty6());
+        assert_eq!((r.proxy(IP1), r.proxy6(a6)), (None, Some(M1)));
+        // Dual-stack now, with another IPv6 address: the old one no longer answers.
+        r.upsert(RemoteEndpoint {
+            ip: Some(IP1),
+            ip6: Some(b6),
+            ..only6
+        });
+        assert_eq!(
+            (r.proxy(IP1), r.proxy6(a6), r.proxy6(b6)),
+            (Some(M1), None, Some(M1))
+        );
+        assert!(r.remove(&only6).is_some());
+        assert!(r.is_empty() && r.is_empty6());
     }
 }

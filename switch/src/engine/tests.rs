@@ -218,7 +218,8 @@ fn remote_endpoints_reach_every_worker() {
     let upsert: Vec<RemoteEndpoint> = (0..100u8)
         .map(|i| RemoteEndpoint {
             mac: [2, 0, 0, 0, 9, i],
-            ip: Ipv4Addr::new(10, 0, 9, 100 + i),
+            ip: Some(Ipv4Addr::new(10, 0, 9, 100 + i)),
+            ip6: None,
             vtep: Ipv4Addr::new(192, 168, 0, 2),
         })
         .collect();

@@ -302,7 +302,8 @@ fn static_remote_macs_are_encapsulated_to_their_vtep_only() {
     );
     let at = |vtep| RemoteEndpoint {
         mac: REMOTE,
-        ip: Ipv4Addr::new(172, 28, 0, 3),
+        ip: Some(Ipv4Addr::new(172, 28, 0, 3)),
+        ip6: None,
         vtep,
     };
     let apply = |r: &mut Router, nets: &mut HashMap<NetId, Network>, u: RemoteUpdate| {
@@ -410,7 +411,8 @@ fn the_kernel_forgets_remote_macs_when_the_control_plane_does() {
     let in_kernel = |mac| fp.vxlan_take_seen(1, mac).is_some();
     let at = |vtep| RemoteEndpoint {
         mac: REMOTE,
-        ip: Ipv4Addr::new(172, 28, 0, 3),
+        ip: Some(Ipv4Addr::new(172, 28, 0, 3)),
+        ip6: None,
         vtep,
     };
     let apply = |r: &mut Router, nets: &mut HashMap<NetId, Network>, u: RemoteUpdate| {
