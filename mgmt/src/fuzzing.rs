@@ -97,10 +97,13 @@ pub fn store_keys(data: &[u8]) {
         Ok(Some(Change::EndpointPut(e))) => {
             assert_eq!(keys::endpoint(&e), key);
             assert!(e.mac().is_some());
+            assert!(!e.addresses().is_empty());
         }
         Ok(Some(Change::NetworkPut(n))) => {
             assert_eq!(keys::network(&n.id), key);
-            assert!(n.subnet.contains(&n.gateway));
+            let v4 = n.subnet.zip(n.gateway).map(|(s, g)| s.contains(&g));
+            let v6 = n.subnet6.zip(n.gateway6).map(|(s, g)| s.contains(&g));
+            assert!(v4 != Some(false) && v6 != Some(false) && (v4.is_some() || v6.is_some()));
         }
         Ok(Some(Change::NodePut(n))) => assert_eq!(keys::node(&n.name), key),
         Ok(Some(other)) => panic!("a put gave {other:?}"),

@@ -191,6 +191,18 @@ pub struct Endpoint {
     pub security: PortSecurity,
 }
 
+impl Endpoint {
+    /// The MAC an endpoint gets unless one is asked for: from its IPv4 address, as
+    /// Docker's, else from its IPv6 address and /64.
+    pub fn default_mac(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> Mac {
+        match (ip, ip6) {
+            (Some(ip), _) => Mac::from_ip(ip),
+            (None, Some(ip6)) => Mac::from_ip6(ip6),
+            (None, None) => Mac([0x02, 0x42, 0, 0, 0, 0]),
+        }
+    }
+}
+
 /// Port security of one endpoint: on by default, the endpoint sends only from its own
 /// MAC and IPv4 address and `allowed` ones (OVN's allowed-address-pairs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

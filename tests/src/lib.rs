@@ -680,6 +680,16 @@ impl Daemon {
             .to_string()
     }
 
+    /// The sandbox's IPv6 address on `network`, from `sandbox inspect`.
+    pub fn ip6_of(&self, sandbox: &str, network: &str) -> String {
+        let v = self.json(&["sandbox", "inspect", sandbox]);
+        v["Networks"][network]["GlobalIPv6Address"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| panic!("{sandbox} has no IPv6 address on {network}: {v}"))
+            .to_string()
+    }
+
     /// The CPU time (user+system, in seconds) the daemon has used so far.
     pub fn cpu_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))

@@ -632,3 +632,162 @@ fn a_host_cut_off_longer_than_its_lease_finds_its_address_taken() {
         cluster(&h.hosts[0])
     );
 }
+
+/// `getent ahostsv6 NAME` inside `ns`.
+fn resolve6(ns: &str, name: &str) -> String {
+    let o = ns_exec(ns, &["getent", "ahostsv6", name], Duration::from_secs(10));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[test]
+fn ipv6_on_global_networks() {
+    let h = Hosts::start();
+    // Dual-stack, the IPv6 subnet from the cluster's prefix: the same on every host.
+    let net = h.name("g6");
+    h.hosts[0].ok(&network_create(
+        "overlay",
+        &["--subnet", SUBNET, "--ipv6"],
+        &net,
+    ));
+    let subnet6 = |d: &Daemon| {
+        let v = d.json(&["network", "inspect", &net]);
+        v[0]["IPAM"]["Config"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["Subnet"].as_str())
+            .find(|s| s.contains(':'))
+            .map(str::to_string)
+    };
+    for d in &h.hosts {
+        wait_for("the network on every host", Duration::from_secs(10), || {
+            scope_of(d, &net).as_deref() == Some("global")
+        });
+    }
+    let s6 = subnet6(&h.hosts[0]).expect("an IPv6 subnet");
+    for d in &h.hosts[1..] {
+        assert_eq!(subnet6(d).as_deref(), Some(s6.as_str()), "same subnet");
+        assert_eq!(d.json(&["network", "inspect", &net])[0]["EnableIPv6"], true);
+    }
+    let prefix = h
+        .etcd
+        .ctl(&["get", "--print-value-only", "/vswitch/v1/ula-prefix"]);
+    let prefix: ipnet::Ipv6Net = prefix.trim().parse().expect("the cluster's /48");
+    let net6: ipnet::Ipv6Net = s6.parse().expect("CIDR");
+    assert!(prefix.contains(&net6), "{net6} from {prefix}");
+    assert_eq!(net6.prefix_len(), 64);
+
+    // At once on three hosts: distinct addresses of both families.
+    let names: Vec<String> = (1..=3).map(|i| h.name(&format!("s{i}"))).collect();
+    sandboxes_concurrently(&h, &net, &names);
+    let ips6: Vec<String> = h
+        .hosts
+        .iter()
+        .zip(&names)
+        .map(|(d, n)| d.ip6_of(n, &net))
+        .collect();
+    let mut distinct = ips6.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "IPv6 addresses handed out twice: {ips6:?}"
+    );
+    for d in &h.hosts {
+        wait_for("the others' endpoints", Duration::from_secs(10), || {
+            remote_endpoints(d, &net) == 2
+        });
+    }
+    // --ip6 of another host's sandbox: refused, naming it; nothing left behind.
+    let e =
+        h.hosts[2].sandbox_refused(&h.name("dup"), &net, &["--ip6", &ips6[0]], "already in use");
+    assert!(e.contains("host1"), "{e}");
+    for (i, a) in names.iter().enumerate() {
+        ping_eventually(a, &ips6[(i + 1) % 3]);
+        let got = resolve6(a, &names[(i + 1) % 3]);
+        assert!(got.contains(&ips6[(i + 1) % 3]), "{got:?}");
+    }
+
+    // No neighbour solicitation crosses the underlay for known endpoints: the switch
+    // answers for remote IPv6 addresses itself, as it does ARP.
+    let cap = Capture::start(&h.lab, &h.ul.ns, "br0", "underlay6");
+    for a in &names {
+        e2e::run_ok(&["ip", "-n", a, "-6", "neigh", "flush", "all"]);
+    }
+    for (i, a) in names.iter().enumerate() {
+        assert!(
+            ping(a, &ips6[(i + 1) % 3], 1),
+            "{a} after a neighbour flush"
+        );
+    }
+    let _ = cap.stop();
+    let pcap = h.lab.dir.join("underlay6.pcap");
+    let pcap = pcap.to_str().unwrap();
+    let ns = e2e::run_out(&["tshark", "-r", pcap, "-Y", "vxlan && icmpv6.type == 135"]);
+    assert!(
+        ns.trim().is_empty(),
+        "solicitations crossed the underlay: {ns}"
+    );
+    let echo = e2e::run_out(&["tshark", "-r", pcap, "-Y", "vxlan && icmpv6.type == 128"]);
+    assert!(!echo.trim().is_empty(), "the pings went through tunnels");
+    let bad = e2e::run_out(&[
+        "tshark",
+        "-r",
+        pcap,
+        "-Y",
+        "_ws.malformed || _ws.expert.severity >= warning",
+    ]);
+    assert!(bad.trim().is_empty(), "malformed on the wire: {bad}");
+
+    // IPv6-only, created on host 2: addresses, pings and names across hosts.
+    let only6 = h.name("o6");
+    h.hosts[1].ok(&network_create(
+        "overlay",
+        &["--ipv6", "--ipv4=false"],
+        &only6,
+    ));
+    let (a, c) = (h.name("a6"), h.name("c6"));
+    for (d, n) in [(&h.hosts[0], &a), (&h.hosts[2], &c)] {
+        wait_for(
+            "the IPv6-only network here",
+            Duration::from_secs(10),
+            || scope_of(d, &only6).is_some(),
+        );
+        d.ok(&["sandbox", "create", "--network", &only6, n]);
+    }
+    let (ip_a, ip_c) = (h.hosts[0].ip6_of(&a, &only6), h.hosts[2].ip6_of(&c, &only6));
+    assert_ne!(ip_a, ip_c);
+    let o6: ipnet::Ipv6Net = subnet_of(&h.hosts[0], &only6).parse().expect("CIDR");
+    assert!(
+        prefix.contains(&o6) && o6 != net6,
+        "{o6}: another /64 of {prefix}"
+    );
+    wait_for("host 1 to know c6", Duration::from_secs(10), || {
+        remote_endpoints(&h.hosts[0], &only6) == 1
+    });
+    ping_eventually(&a, &ip_c);
+    assert!(resolve6(&a, &c).contains(&ip_c));
+
+    for (d, n) in [(&h.hosts[0], &a), (&h.hosts[2], &c)] {
+        d.ok(&["sandbox", "rm", n]);
+    }
+    h.hosts[1].ok(&["network", "rm", &only6]);
+    for (d, n) in h.hosts.iter().zip(&names) {
+        d.ok(&["sandbox", "rm", n]);
+    }
+    h.hosts[2].ok(&["network", "rm", &net]);
+    let left = h
+        .etcd
+        .ctl(&["get", "--prefix", "--keys-only", "/vswitch/v1/ipam/"]);
+    assert!(left.trim().is_empty(), "addresses left claimed: {left}");
+}
+
+/// The network's one subnet, as inspect shows it.
+fn subnet_of(d: &Daemon, net: &str) -> String {
+    let v = d.json(&["network", "inspect", net]);
+    v[0]["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no subnet: {v}"))
+        .to_string()
+}

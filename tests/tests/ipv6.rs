@@ -19,16 +19,6 @@ fn dual_stack(lab: &Lab) -> (Daemon, String) {
     )
 }
 
-/// The sandbox's IPv6 address on `network`, from `sandbox inspect`.
-fn ip6_of(d: &Daemon, sandbox: &str, network: &str) -> String {
-    let v = d.json(&["sandbox", "inspect", sandbox]);
-    v["Networks"][network]["GlobalIPv6Address"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| panic!("{sandbox} has no IPv6 address on {network}: {v}"))
-        .to_string()
-}
-
 fn output(ns: &str, args: &[&str]) -> String {
     let o = ns_exec(ns, args, Duration::from_secs(10));
     String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
@@ -39,7 +29,7 @@ fn dual_stack_sandboxes_ping_each_other_and_the_gateway_over_ipv6() {
     let lab = Lab::new();
     let (d, net) = dual_stack(&lab);
     let [(a, _), (b, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
-    let (ip6_a, ip6_b) = (ip6_of(&d, &a, &net), ip6_of(&d, &b, &net));
+    let (ip6_a, ip6_b) = (d.ip6_of(&a, &net), d.ip6_of(&b, &net));
     assert_eq!(
         (ip6_a.as_str(), ip6_b.as_str()),
         ("2001:db8:24::2", "2001:db8:24::3"),
@@ -98,7 +88,7 @@ fn dual_stack_sandboxes_ping_each_other_and_the_gateway_over_ipv6() {
     // --ip6 picks the address; a taken one is refused.
     let c = lab.name("c");
     d.sandbox(&c, &net, &["--ip6", "2001:db8:24::99"]);
-    assert_eq!(ip6_of(&d, &c, &net), "2001:db8:24::99");
+    assert_eq!(d.ip6_of(&c, &net), "2001:db8:24::99");
     assert!(ping(&c, &ip6_a, 2));
     d.sandbox_refused(
         &lab.name("d"),
@@ -207,12 +197,9 @@ fn ipv6_networks_are_isolated_from_each_other() {
     d.sandbox(&b, &n2, &[]);
     let c = lab.name("c");
     d.sandbox(&c, &n1, &[]);
-    let ip6_b = ip6_of(&d, &b, &n2);
+    let ip6_b = d.ip6_of(&b, &n2);
     assert!(ping(&b, "2001:db8:26::1", 1), "b reaches its own gateway");
-    assert!(
-        ping(&a, &ip6_of(&d, &c, &n1), 1),
-        "a reaches its own network"
-    );
+    assert!(ping(&a, &d.ip6_of(&c, &n1), 1), "a reaches its own network");
     assert!(!ping(&a, &ip6_b, 2), "a cannot reach b on another network");
     assert!(!ping(&a, "2001:db8:26::1", 1), "nor that network's gateway");
 
@@ -237,7 +224,7 @@ fn ipv6_networks_are_isolated_from_each_other() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(cap.id() as i32, libc::SIGINT) };
     assert!(cap.wait().expect("capture").success());
-    let ip6_c = ip6_of(&d, &c, &n1);
+    let ip6_c = d.ip6_of(&c, &n1);
     let c_ll = output(
         &c,
         &["ip", "-6", "addr", "show", "dev", "eth0", "scope", "link"],
@@ -273,7 +260,7 @@ fn tshark_decodes_ndp_and_icmpv6_without_malformed_packets() {
     let lab = Lab::new();
     let (d, net) = dual_stack(&lab);
     let [(a, _), (b, _)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
-    let ip6_b = ip6_of(&d, &b, &net);
+    let ip6_b = d.ip6_of(&b, &net);
     let file = lab.dir.join("a6.pcap");
     let mut cap = d.spawn_ctl(&["capture", &a, "-w", file.to_str().expect("path")]);
     e2e::wait_for("the capture to start", Duration::from_secs(5), || {
@@ -335,7 +322,7 @@ fn ipv6_port_security_and_the_fast_path() {
     let lab = Lab::new();
     let (d, net) = dual_stack(&lab);
     let [(a, _), (b, _), (c, _)] = d.sandboxes(&lab, &net, &[], ["a", "b", "c"]);
-    let ip6_b = ip6_of(&d, &b, &net);
+    let ip6_b = d.ip6_of(&b, &net);
     assert!(ping(&a, &ip6_b, 1), "learn both ends");
     let fast = |s: &str| d.port_count(s, "fast_path_rx_packets");
     let before = fast(&a);
@@ -490,7 +477,7 @@ fn routed_ipv6_keeps_the_sandbox_address_both_ways() {
     ]);
     let a = lab.name("a");
     d.sandbox(&a, &net, &[]);
-    let ip6_a = ip6_of(&d, &a, &net);
+    let ip6_a = d.ip6_of(&a, &net);
     let web = e2e::Bg::spawn(
         &lab,
         &out.ns,
@@ -617,7 +604,7 @@ fn the_embedded_dns_answers_aaaa_and_ip6_arpa_on_both_families() {
     d.sandbox(&a, &net, &[]);
     let b = lab.name("b");
     d.sandbox(&b, &net, &["--alias", "web"]);
-    let ip6_b = ip6_of(&d, &b, &net);
+    let ip6_b = d.ip6_of(&b, &net);
     assert_eq!(
         dig_short(&a, &["@172.24.0.1", "AAAA", &b]),
         vec![ip6_b.clone()]
@@ -714,7 +701,7 @@ fn ipv6_only_networks_have_no_ipv4_and_resolve_over_ipv6() {
         ("", ""),
         "no IPv4 addresses"
     );
-    let ip6_b = ip6_of(&d, &b, &net);
+    let ip6_b = d.ip6_of(&b, &net);
     let n = &d.json(&["network", "inspect", &net])[0];
     let config = n["IPAM"]["Config"].as_array().expect("config");
     assert_eq!(config.len(), 1, "one IPAM config, IPv6's: {n}");

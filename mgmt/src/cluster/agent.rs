@@ -616,12 +616,44 @@ impl Agent {
                 withdraw(c, &ep).await.map_err(net)?;
                 Ok(Reply::Done)
             }
+            Op::UlaPrefix(mine) => {
+                // Put-if-absent: the first host's candidate is everyone's.
+                let key = keys::ula_prefix();
+                let r = c
+                    .txn(
+                        Txn::new()
+                            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                            .and_then([TxnOp::put(key.clone(), mine.to_string(), None)])
+                            .or_else([TxnOp::get(key, None)]),
+                    )
+                    .await
+                    .map_err(net)?;
+                if r.succeeded() {
+                    return Ok(Reply::Prefix(mine));
+                }
+                let (v, _) = first_kv(r.op_responses().as_slice()).ok_or(StoreError::Changed)?;
+                let text = String::from_utf8_lossy(&v).into_owned();
+                text.trim()
+                    .parse::<ipnet::Ipv6Net>()
+                    .ok()
+                    .filter(|p| p.prefix_len() <= 64)
+                    .map(Reply::Prefix)
+                    .ok_or_else(|| {
+                        StoreError::Failed(format!(
+                            "the cluster's IPv6 prefix {:?} (key {}) is not an IPv6 CIDR of /64 or shorter",
+                            text,
+                            keys::ula_prefix()
+                        ))
+                    })
+            }
             Op::Republish(eps) => {
                 let mut conflicts = Vec::new();
                 for ep in &eps {
                     match self.claim(c, ep, lease).await {
                         Ok(_) => {}
-                        Err(StoreError::Taken(by)) => conflicts.push((ep.clone(), by)),
+                        Err(StoreError::Taken(ip, by)) => {
+                            conflicts.push((ep.clone(), format!("{ip} is held by {by}")))
+                        }
                         // The store is away: the whole republish is made again.
                         Err(e @ StoreError::Unreachable(..)) => return Err(e),
                         // This one cannot be (its network is gone): the rest still are.
@@ -648,30 +680,39 @@ impl Agent {
         }
     }
 
-    /// Claim the address (free, or already this endpoint's) and publish the endpoint,
-    /// both under the lease, in one transaction, only while its network exists.
+    /// Claim the endpoint's addresses (each free, or already this endpoint's) and
+    /// publish the endpoint, all under the lease, in one transaction, only while its
+    /// network exists.
     async fn claim(&self, c: &mut Client, ep: &EndpointRecord, lease: i64) -> StoreResult<Reply> {
         let url = self.s.url.clone();
         let net = |e: etcd_client::Error| StoreError::Unreachable(url.clone(), e.to_string());
-        let ipam = keys::ipam(&ep.network, ep.ip);
+        let addrs = ep.addresses();
+        let ipam: Vec<String> = addrs
+            .iter()
+            .map(|ip| keys::ipam(&ep.network, *ip))
+            .collect();
         let holder = keys::holder(&ep.node, &ep.id);
         let opts = || Some(PutOptions::new().with_lease(lease));
-        let writes = [
-            TxnOp::put(ipam.clone(), holder.clone(), opts()),
-            TxnOp::put(keys::endpoint(ep), to_json(ep)?, opts()),
-            TxnOp::put(keys::ipam_rev(&ep.network), "", None),
-        ];
+        let mut writes: Vec<TxnOp> = ipam
+            .iter()
+            .map(|k| TxnOp::put(k.clone(), holder.clone(), opts()))
+            .collect();
+        writes.push(TxnOp::put(keys::endpoint(ep), to_json(ep)?, opts()));
+        writes.push(TxnOp::put(keys::ipam_rev(&ep.network), "", None));
         let exists = Compare::version(keys::network(&ep.network), CompareOp::Greater, 0);
-        let free = Compare::create_revision(ipam.clone(), CompareOp::Equal, 0);
+        let mut when = vec![exists];
+        when.extend(
+            ipam.iter()
+                .map(|k| Compare::create_revision(k.clone(), CompareOp::Equal, 0)),
+        );
+        let mut reads = vec![TxnOp::get(keys::network(&ep.network), None)];
+        reads.extend(ipam.iter().map(|k| TxnOp::get(k.clone(), None)));
         let r = c
             .txn(
                 Txn::new()
-                    .when([exists.clone(), free])
+                    .when(when)
                     .and_then(writes.clone())
-                    .or_else([
-                        TxnOp::get(ipam.clone(), None),
-                        TxnOp::get(keys::network(&ep.network), None),
-                    ]),
+                    .or_else(reads),
             )
             .await
             .map_err(net)?;
@@ -679,62 +720,62 @@ impl Agent {
             return Ok(Reply::Done);
         }
         let resp = r.op_responses();
-        let held = first_kv(&resp[..1]);
-        let net_exists = first_kv(&resp[1..]).is_some();
-        if !net_exists {
+        if first_kv(&resp[..1]).is_none() {
             return Err(StoreError::Failed(format!(
                 "network {} is no longer in the cluster store",
                 ep.network
             )));
         }
-        match held {
-            Some((v, _)) if v == holder.as_bytes() => {
-                // Ours already (republishing, or a claim whose answer was lost with its
-                // connection and is tried again): write both again under this lease.
-                let r = c
-                    .txn(
-                        Txn::new()
-                            .when([Compare::value(
-                                ipam.clone(),
-                                CompareOp::Equal,
-                                holder.clone(),
-                            )])
-                            .and_then(writes),
-                    )
-                    .await
-                    .map_err(net)?;
-                if r.succeeded() {
-                    Ok(Reply::Done)
-                } else {
-                    Err(StoreError::Changed)
-                }
+        // Each address free or ours; the first held by another is the answer.
+        let held: Vec<Option<Vec<u8>>> = (0..addrs.len())
+            .map(|i| first_kv(&resp[i + 1..i + 2]).map(|(v, _)| v))
+            .collect();
+        for (ip, h) in addrs.iter().zip(&held) {
+            if let Some(v) = h.as_ref().filter(|v| v.as_slice() != holder.as_bytes()) {
+                return Err(StoreError::Taken(
+                    *ip,
+                    String::from_utf8_lossy(v).into_owned(),
+                ));
             }
-            Some((v, _)) => Err(StoreError::Taken(String::from_utf8_lossy(&v).into_owned())),
-            None => Err(StoreError::Changed),
+        }
+        // Ours already, some or all (republishing, or a claim whose answer was lost
+        // with its connection and is tried again): write them again under this lease,
+        // while the ones that were ours still are and the free ones still are free.
+        let again: Vec<Compare> = ipam
+            .iter()
+            .zip(&held)
+            .map(|(k, h)| match h {
+                Some(_) => Compare::value(k.clone(), CompareOp::Equal, holder.clone()),
+                None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+            })
+            .collect();
+        let r = c
+            .txn(Txn::new().when(again).and_then(writes))
+            .await
+            .map_err(net)?;
+        if r.succeeded() {
+            Ok(Reply::Done)
+        } else {
+            Err(StoreError::Changed)
         }
     }
 }
 
-/// Take an endpoint out of the store, and its address if it still holds it (the
-/// address may be another's by now: then only the endpoint key goes).
+/// Take an endpoint out of the store, and those of its addresses it still holds (an
+/// address may be another's by now: that one stays).
 async fn withdraw(c: &mut Client, ep: &EndpointRecord) -> Result<(), etcd_client::Error> {
-    let ipam = keys::ipam(&ep.network, ep.ip);
-    let held = Compare::value(
-        ipam.clone(),
-        CompareOp::Equal,
-        keys::holder(&ep.node, &ep.id),
-    );
-    c.txn(
-        Txn::new()
-            .when([held])
-            .and_then([
-                TxnOp::delete(ipam, None),
-                TxnOp::delete(keys::endpoint(ep), None),
-            ])
-            .or_else([TxnOp::delete(keys::endpoint(ep), None)]),
-    )
-    .await
-    .map(|_| ())
+    let holder = keys::holder(&ep.node, &ep.id);
+    for ip in ep.addresses() {
+        let ipam = keys::ipam(&ep.network, ip);
+        let held = Compare::value(ipam.clone(), CompareOp::Equal, holder.clone());
+        c.txn(
+            Txn::new()
+                .when([held])
+                .and_then([TxnOp::delete(ipam, None)]),
+        )
+        .await?;
+    }
+    c.delete(keys::endpoint(ep), None).await.map(|_| ())
 }
 
 /// Why the lease's renewal stopped.

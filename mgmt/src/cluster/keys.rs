@@ -6,9 +6,10 @@
 //! | `nodes/<node>` | [`NodeRecord`]: the host's VTEP | the node's |
 //! | `networks/<id>` | [`NetworkRecord`]: a global network | none |
 //! | `networks-rev` | empty; rewritten by every network create and remove | none |
-//! | `ipam/<network id>/<ip>` | `<node>/<endpoint id>`: who holds the address | the holder's |
+//! | `ipam/<network id>/<ip>` | `<node>/<endpoint id>`: who holds the address (IPv4 or IPv6) | the holder's |
 //! | `ipam-rev/<network id>` | empty; rewritten by every address claim | none |
 //! | `endpoints/<network id>/<node>/<endpoint id>` | [`EndpointRecord`] | the node's |
+//! | `ula-prefix` | the cluster's IPv6 /48 (RFC 4193), written by the first host that needs one | none |
 //!
 //! `networks-rev` and `ipam-rev/<id>` are optimistic locks: a network create compares
 //! the revision of `networks-rev` it read its checks at (names, subnets, VNIs), and a
@@ -16,9 +17,9 @@
 //! another host makes the remove fail rather than strand an endpoint.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// Every key vswitchd reads or writes starts with this.
@@ -36,14 +37,23 @@ pub struct NodeRecord {
 }
 
 /// A global (cluster-wide) overlay network: created once, the same on every host.
+/// IPv4, IPv6 or both: each family's subnet and gateway are given together.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkRecord {
     pub id: String,
     pub name: String,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_range: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<Ipv6Net>,
     pub vni: u32,
     #[serde(default)]
     pub internal: bool,
@@ -69,13 +79,39 @@ pub struct EndpointRecord {
     #[serde(default)]
     pub aliases: Vec<String>,
     pub mac: String,
-    pub ip: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub vtep: Ipv4Addr,
 }
 
 impl EndpointRecord {
     pub fn mac(&self) -> Option<[u8; 6]> {
         crate::model::Mac::parse(&self.mac).ok().map(|m| m.0)
+    }
+
+    /// Its addresses, IPv4 first: each is an `ipam/` key it holds.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let v4 = self.ip.map(IpAddr::V4);
+        let v6 = self.ip6.map(IpAddr::V6);
+        v4.into_iter().chain(v6).collect()
+    }
+
+    /// Its addresses as messages show them (`172.28.0.2, fd00::2`).
+    pub fn addresses_text(&self) -> String {
+        let a: Vec<String> = self.addresses().iter().map(IpAddr::to_string).collect();
+        a.join(", ")
+    }
+}
+
+impl NetworkRecord {
+    /// Its subnets as messages show them (`172.28.0.0/24 fd00:1::/64`).
+    pub fn subnets_text(&self) -> String {
+        let v4 = self.subnet.map(|s| s.to_string());
+        let v6 = self.subnet6.map(|s| s.to_string());
+        let s: Vec<String> = v4.into_iter().chain(v6).collect();
+        s.join(" ")
     }
 }
 
@@ -87,9 +123,10 @@ pub enum Key {
     NetworksRev,
     Ipam {
         network: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     IpamRev(String),
+    UlaPrefix,
     Endpoint {
         network: String,
         node: String,
@@ -106,7 +143,7 @@ pub fn network(id: &str) -> String {
 pub fn networks_rev() -> String {
     format!("{PREFIX}networks-rev")
 }
-pub fn ipam(network: &str, ip: Ipv4Addr) -> String {
+pub fn ipam(network: &str, ip: IpAddr) -> String {
     format!("{PREFIX}ipam/{network}/{ip}")
 }
 pub fn ipam_prefix(network: &str) -> String {
@@ -114,6 +151,9 @@ pub fn ipam_prefix(network: &str) -> String {
 }
 pub fn ipam_rev(network: &str) -> String {
     format!("{PREFIX}ipam-rev/{network}")
+}
+pub fn ula_prefix() -> String {
+    format!("{PREFIX}ula-prefix")
 }
 pub fn endpoint(e: &EndpointRecord) -> String {
     format!("{PREFIX}endpoints/{}/{}/{}", e.network, e.node, e.id)
@@ -145,6 +185,7 @@ pub fn parse(key: &str) -> Option<Key> {
             ip: ip.parse().ok()?,
         },
         ["ipam-rev", net] => Key::IpamRev(part(net)?),
+        ["ula-prefix"] => Key::UlaPrefix,
         ["endpoints", net, node, id] => Key::Endpoint {
             network: part(net)?,
             node: part(node)?,
@@ -208,8 +249,22 @@ pub fn put(key: &str, value: &[u8]) -> Result<Option<Change>, BadValue> {
             if crate::model::validate_name("network", &r.name).is_err() {
                 return Err(BadValue::Mismatch("network name"));
             }
-            if r.vni == 0 || r.vni > 0x00ff_ffff || !r.subnet.contains(&r.gateway) {
-                return Err(BadValue::Mismatch("VNI or gateway"));
+            if r.vni == 0 || r.vni > 0x00ff_ffff {
+                return Err(BadValue::Mismatch("VNI"));
+            }
+            // Each family whole (subnet and gateway in it), and one family at least.
+            let v4 = match (r.subnet, r.gateway) {
+                (Some(s), Some(g)) if s.contains(&g) => true,
+                (None, None) => false,
+                _ => return Err(BadValue::Mismatch("IPv4 subnet and gateway")),
+            };
+            let v6 = match (r.subnet6, r.gateway6) {
+                (Some(s), Some(g)) if s.contains(&g) => true,
+                (None, None) => false,
+                _ => return Err(BadValue::Mismatch("IPv6 subnet and gateway")),
+            };
+            if !v4 && !v6 {
+                return Err(BadValue::Mismatch("network subnet (none given)"));
             }
             Ok(Some(Change::NetworkPut(r)))
         }
@@ -220,6 +275,9 @@ pub fn put(key: &str, value: &[u8]) -> Result<Option<Change>, BadValue> {
             }
             if r.mac().is_none() {
                 return Err(BadValue::Mismatch("endpoint MAC"));
+            }
+            if r.ip.is_none() && r.ip6.is_none() {
+                return Err(BadValue::Mismatch("endpoint address (none given)"));
             }
             // The embedded DNS answers them: one bad name must not keep the network's
             // whole name table from being built.
@@ -232,7 +290,7 @@ pub fn put(key: &str, value: &[u8]) -> Result<Option<Change>, BadValue> {
             }
             Ok(Some(Change::EndpointPut(r)))
         }
-        Key::NetworksRev | Key::Ipam { .. } | Key::IpamRev(_) => Ok(None),
+        Key::NetworksRev | Key::Ipam { .. } | Key::IpamRev(_) | Key::UlaPrefix => Ok(None),
     }
 }
 
@@ -258,7 +316,8 @@ mod tests {
             name: "web".into(),
             aliases: vec!["www".into()],
             mac: "02:42:ac:1c:00:02".into(),
-            ip: Ipv4Addr::new(172, 28, 0, 2),
+            ip: Some(Ipv4Addr::new(172, 28, 0, 2)),
+            ip6: Some("fd00:28::2".parse().unwrap()),
             vtep: Ipv4Addr::new(10, 200, 0, 1),
         }
     }
@@ -277,13 +336,17 @@ mod tests {
         assert_eq!(parse(&node("h1")), Some(Key::Node("h1".into())));
         assert_eq!(parse(&network("abc")), Some(Key::Network("abc".into())));
         assert_eq!(parse(&networks_rev()), Some(Key::NetworksRev));
-        assert_eq!(
-            parse(&ipam("n1", e.ip)),
-            Some(Key::Ipam {
-                network: "n1".into(),
-                ip: e.ip
-            })
-        );
+        for ip in e.addresses() {
+            assert_eq!(
+                parse(&ipam("n1", ip)),
+                Some(Key::Ipam {
+                    network: "n1".into(),
+                    ip
+                })
+            );
+        }
+        assert_eq!(e.addresses().len(), 2);
+        assert_eq!(parse(&ula_prefix()), Some(Key::UlaPrefix));
         assert_eq!(parse(&ipam_rev("n1")), Some(Key::IpamRev("n1".into())));
     }
 
@@ -330,7 +393,24 @@ mod tests {
         })
         .unwrap();
         assert!(put(&endpoint(&e), &bad_mac).is_err());
-        assert_eq!(put(&ipam("n1", e.ip), b"h1/e1"), Ok(None));
+        assert_eq!(put(&ipam("n1", e.addresses()[0]), b"h1/e1"), Ok(None));
+        let no_address = serde_json::to_vec(&EndpointRecord {
+            ip: None,
+            ip6: None,
+            ..e.clone()
+        })
+        .unwrap();
+        assert!(put(&endpoint(&e), &no_address).is_err());
+        // A record from before IPv6 (a bare IPv4 address) still reads.
+        let old = r#"{"network":"n1","node":"h1","id":"e1","name":"web","mac":"02:42:ac:1c:00:02","ip":"172.28.0.2","vtep":"10.200.0.1"}"#;
+        assert!(matches!(
+            put(&endpoint(&e), old.as_bytes()),
+            Ok(Some(Change::EndpointPut(EndpointRecord {
+                ip: Some(_),
+                ip6: None,
+                ..
+            })))
+        ));
         // A name the DNS cannot carry, a network id the daemon cannot shorten: refused.
         let bad_alias = serde_json::to_vec(&EndpointRecord {
             aliases: vec!["a..b".into()],
@@ -338,23 +418,51 @@ mod tests {
         })
         .unwrap();
         assert!(put(&endpoint(&e), &bad_alias).is_err());
-        let net = |id: &str| {
-            let r = NetworkRecord {
-                id: id.into(),
-                name: "g".into(),
-                subnet: "172.28.0.0/24".parse().unwrap(),
-                gateway: "172.28.0.1".parse().unwrap(),
-                ip_range: None,
-                vni: 4096,
-                internal: false,
-                attachable: false,
-                options: BTreeMap::new(),
-                labels: BTreeMap::new(),
-                created: "t".into(),
-                node: "h1".into(),
-            };
-            put(&network(id), &serde_json::to_vec(&r).unwrap())
+        let rec = |id: &str| NetworkRecord {
+            id: id.into(),
+            name: "g".into(),
+            subnet: Some("172.28.0.0/24".parse().unwrap()),
+            gateway: Some("172.28.0.1".parse().unwrap()),
+            ip_range: None,
+            subnet6: None,
+            gateway6: None,
+            ip_range6: None,
+            vni: 4096,
+            internal: false,
+            attachable: false,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            created: "t".into(),
+            node: "h1".into(),
         };
+        let put_net = |r: &NetworkRecord| put(&network(&r.id), &serde_json::to_vec(r).unwrap());
+        let id = "ab".repeat(32);
+        let v6_only = NetworkRecord {
+            subnet: None,
+            gateway: None,
+            subnet6: Some("fd00:28::/64".parse().unwrap()),
+            gateway6: Some("fd00:28::1".parse().unwrap()),
+            ..rec(&id)
+        };
+        assert!(matches!(put_net(&v6_only), Ok(Some(Change::NetworkPut(_)))));
+        for bad in [
+            NetworkRecord {
+                subnet6: None,
+                ..v6_only.clone()
+            },
+            NetworkRecord {
+                gateway6: Some("fd00:29::1".parse().unwrap()),
+                ..v6_only.clone()
+            },
+            NetworkRecord {
+                gateway6: None,
+                subnet6: None,
+                ..v6_only.clone()
+            },
+        ] {
+            assert!(put_net(&bad).is_err(), "{bad:?}");
+        }
+        let net = |id: &str| put_net(&rec(id));
         assert!(
             net("x").is_err(),
             "a short id would be cut at 12 characters"

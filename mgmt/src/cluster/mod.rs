@@ -82,13 +82,16 @@ pub enum Op {
     CreateNetwork { rec: NetworkRecord, rev: i64 },
     /// Remove a global network, unless an address of it is held anywhere.
     RemoveNetwork { id: String },
-    /// Claim the endpoint's address on its network and publish the endpoint.
+    /// Claim the endpoint's addresses on its network and publish the endpoint.
     Claim(EndpointRecord),
-    /// Give the endpoint's address back and withdraw it.
+    /// Give the endpoint's addresses back and withdraw it.
     Withdraw(EndpointRecord),
     /// After (re)connecting: publish every local endpoint of a global network again
     /// under the current lease, and remove this host's keys that are not among them.
     Republish(Vec<EndpointRecord>),
+    /// The cluster's IPv6 /48, this one if none is set yet (global networks' `--ipv6`
+    /// without a subnet take /64s of it, as a host's local networks take its own).
+    UlaPrefix(ipnet::Ipv6Net),
 }
 
 #[derive(Debug)]
@@ -97,6 +100,7 @@ pub enum Reply {
     Networks(Vec<NetworkRecord>, i64),
     /// Republished, but these addresses are held by someone else now.
     Conflicts(Vec<(EndpointRecord, String)>),
+    Prefix(ipnet::Ipv6Net),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -106,9 +110,9 @@ pub enum StoreError {
     /// The store changed between the read and the write: read again and retry.
     #[error("the cluster store changed meanwhile")]
     Changed,
-    /// The address is held by `holder` (`node/endpoint`).
-    #[error("held by {0}")]
-    Taken(String),
+    /// The address is held by this holder (`node/endpoint`).
+    #[error("{0} is held by {1}")]
+    Taken(std::net::IpAddr, String),
     /// Addresses of the network are held on these hosts.
     #[error("in use on {0:?}")]
     InUse(Vec<String>),

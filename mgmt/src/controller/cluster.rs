@@ -61,7 +61,7 @@ pub(super) fn store_error(e: StoreError, what: &str) -> ApiError {
         StoreError::Changed => {
             ApiError::conflict(format!("{what}: the cluster store changed meanwhile; try again"))
         }
-        StoreError::Taken(by) => ApiError::conflict(format!("{what}: held by {by}")),
+        StoreError::Taken(ip, by) => ApiError::conflict(format!("{what}: {ip} is held by {by}")),
         StoreError::InUse(nodes) => ApiError::in_use(format!(
             "{what}: it has active endpoints on hosts {}",
             nodes.join(", ")
@@ -191,15 +191,21 @@ impl Controller {
             if n.name == rec.name {
                 return Some(format!("a local network is named {}", n.name));
             }
-            if let Some(p) = n
-                .pool
-                .as_ref()
-                .filter(|p| ipam::overlaps(&p.subnet, &rec.subnet))
-            {
-                return Some(format!(
-                    "its subnet {} overlaps {} of local network {}",
-                    rec.subnet, p.subnet, n.name
-                ));
+            if let (Some(p), Some(s)) = (n.pool.as_ref(), rec.subnet) {
+                if ipam::overlaps(&p.subnet, &s) {
+                    return Some(format!(
+                        "its subnet {s} overlaps {} of local network {}",
+                        p.subnet, n.name
+                    ));
+                }
+            }
+            if let (Some(p), Some(s)) = (n.pool6.as_ref(), rec.subnet6) {
+                if ipam6::overlaps(&p.subnet, &s) {
+                    return Some(format!(
+                        "its IPv6 subnet {s} overlaps {} of local network {}",
+                        p.subnet, n.name
+                    ));
+                }
             }
             (driver::overlay::vni_of(n) == Some(rec.vni)).then(|| {
                 format!(
@@ -234,7 +240,7 @@ impl Controller {
             tracing::error!(error = %e.message, "cannot save state");
         }
         self.sync_host_routes();
-        tracing::info!(network = %rec.name, subnet = %rec.subnet, vni = rec.vni, "global network taken from the cluster store");
+        tracing::info!(network = %rec.name, subnets = %rec.subnets_text(), vni = rec.vni, "global network taken from the cluster store");
     }
 
     /// Take the global networks refused for a clash again (a local network went).
@@ -257,7 +263,14 @@ impl Controller {
 
     /// The local model of a global network.
     pub(super) fn network_of_record(&self, rec: &NetworkRecord) -> ApiResult<Network> {
-        let pool = Pool::new(rec.subnet, Some(rec.gateway), rec.ip_range)?;
+        let pool = rec
+            .subnet
+            .map(|s| Pool::new(s, rec.gateway, rec.ip_range))
+            .transpose()?;
+        let pool6 = rec
+            .subnet6
+            .map(|s| Pool6::new(s, rec.gateway6, rec.ip_range6))
+            .transpose()?;
         let mut options = rec.options.clone();
         options.insert(driver::overlay::OPT_VNI.into(), rec.vni.to_string());
         let num = self.next_network_num();
@@ -265,8 +278,8 @@ impl Controller {
             id: rec.id.clone(),
             name: rec.name.clone(),
             driver: DriverKind::Overlay,
-            pool: Some(pool),
-            pool6: None,
+            pool,
+            pool6,
             internal: rec.internal,
             attachable: rec.attachable,
             options,
@@ -337,6 +350,7 @@ impl Controller {
                     switch::RemoteEndpoint {
                         mac: e.mac()?,
                         ip: e.ip,
+                        ip6: e.ip6,
                         vtep: e.vtep,
                     },
                 ))
@@ -358,19 +372,27 @@ impl Controller {
         members.sort();
         members.dedup();
         cv.programmed.insert(net_id.to_string(), want);
-        let local: BTreeSet<Ipv4Addr> = self
-            .endpoints_of_network(net_id)
-            .iter()
-            .filter_map(|e| e.ip)
-            .collect();
+        let local = self.endpoints_of_network(net_id);
+        let local4: BTreeSet<Ipv4Addr> = local.iter().filter_map(|e| e.ip).collect();
+        let local6: BTreeSet<Ipv6Addr> = local.iter().filter_map(|e| e.ip6).collect();
         if let Some(p) = self.state.pool_mut(net_id) {
-            for r in &update.remove {
-                if !local.contains(&r.ip) {
-                    p.release(r.ip);
+            for ip in update.remove.iter().filter_map(|r| r.ip) {
+                if !local4.contains(&ip) {
+                    p.release(ip);
                 }
             }
-            for r in &update.upsert {
-                p.reserve(r.ip);
+            for ip in update.upsert.iter().filter_map(|r| r.ip) {
+                p.reserve(ip);
+            }
+        }
+        if let Some(p) = self.state.pool6_mut(net_id) {
+            for ip in update.remove.iter().filter_map(|r| r.ip6) {
+                if !local6.contains(&ip) {
+                    p.release(ip);
+                }
+            }
+            for ip in update.upsert.iter().filter_map(|r| r.ip6) {
+                p.reserve(ip);
             }
         }
         let (added, removed) = (update.upsert.len(), update.remove.len());
@@ -420,7 +442,7 @@ impl Controller {
         match cv.client.call(Op::Republish(eps)) {
             Ok(Reply::Conflicts(c)) => {
                 for (e, by) in &c {
-                    tracing::error!(network = %e.network, sandbox = %e.name, ip = %e.ip, holder = %by, "address taken by another host while this one was away: the endpoint is not published");
+                    tracing::error!(network = %e.network, sandbox = %e.name, ip = %e.addresses_text(), holder = %by, "address taken by another host while this one was away: the endpoint is not published");
                 }
                 let unpublished = c
                     .iter()
@@ -431,7 +453,7 @@ impl Controller {
                             .get(&e.network)
                             .map_or_else(|| e.network.clone(), |n| n.name.clone()),
                         sandbox: e.name.clone(),
-                        ip: e.ip.to_string(),
+                        ip: e.addresses_text(),
                         why: by.clone(),
                     })
                     .collect();
@@ -462,8 +484,8 @@ impl Controller {
             name: e.sandbox.clone(),
             aliases: e.aliases.clone(),
             mac: e.mac.to_string(),
-            // Global networks are IPv4 (their pools come from the store).
-            ip: e.ip?,
+            ip: e.ip,
+            ip6: e.ip6,
             vtep: cv.client.settings().vtep,
         })
     }
@@ -477,22 +499,20 @@ impl Controller {
         cv.client.call(Op::Claim(rec)).map(|_| ())
     }
 
-    /// On a global network: the address or MAC asked for is another host's.
-    pub(super) fn remote_holder(
-        &self,
-        net: &Network,
-        ip: Option<Ipv4Addr>,
-        mac: Option<Mac>,
-    ) -> Option<ApiError> {
+    /// On a global network: an address or the MAC asked for is another host's.
+    pub(super) fn remote_holder(&self, net: &Network, want: &Wanted) -> Option<ApiError> {
         let cv = self.cluster.as_ref().filter(|_| net.global)?;
         let eps = cv.remote.get(&net.id)?;
-        if let Some(e) = ip.and_then(|ip| eps.values().find(|e| e.ip == ip)) {
-            return Some(ApiError::conflict(format!(
-                "address {} is already in use on network {} (sandbox {} on host {})",
-                e.ip, net.name, e.name, e.node
-            )));
+        let asked = want.ip.map(IpAddr::V4).into_iter();
+        for ip in asked.chain(want.ip6.map(IpAddr::V6)) {
+            if let Some(e) = eps.values().find(|e| e.addresses().contains(&ip)) {
+                return Some(ApiError::conflict(format!(
+                    "address {ip} is already in use on network {} (sandbox {} on host {})",
+                    net.name, e.name, e.node
+                )));
+            }
         }
-        let mac = mac?.to_string();
+        let mac = want.mac?.to_string();
         let e = eps.values().find(|e| e.mac == mac)?;
         Some(ApiError::conflict(format!(
             "MAC address {mac} is already in use on network {} (sandbox {} on host {})",
@@ -500,49 +520,63 @@ impl Controller {
         )))
     }
 
-    /// Claim `ep`'s address in the store; when another host took it meanwhile (a
-    /// concurrent create), the next free one, unless the address was asked for.
+    /// Claim `ep`'s addresses in the store; when another host took one meanwhile (a
+    /// concurrent create), the next free one of its family, unless it was asked for.
     pub(super) fn claim_address(
         &mut self,
         net: &Network,
         mut ep: Endpoint,
-        requested: Option<Ipv4Addr>,
-        mac_given: bool,
+        want: &Wanted,
     ) -> ApiResult<Endpoint> {
+        let what = format!("cannot connect to network {}", net.name);
         for _ in 0..64 {
-            match self.claim(&ep) {
+            let taken = match self.claim(&ep) {
                 Ok(()) => return Ok(ep),
-                Err(StoreError::Taken(by)) if requested.is_none() => {
-                    // Kept reserved here: its holder's endpoint arrives by the watch.
-                    tracing::debug!(ip = ?ep.ip, holder = %by, "address claimed by another host meanwhile; taking the next");
-                    let next = self.state.pool_mut(&net.id).map(|p| p.allocate(None));
-                    match next {
-                        Some(Ok(ip)) => {
-                            ep.ip = Some(ip);
-                            if !mac_given {
-                                ep.mac = Mac::from_ip(ip);
-                            }
-                        }
-                        Some(Err(e)) => return Err(e),
-                        None => return Err(ApiError::invalid("no address pool")),
+                Err(StoreError::Taken(ip, by)) => {
+                    let asked = match ip {
+                        IpAddr::V4(_) => want.ip.is_some(),
+                        IpAddr::V6(_) => want.ip6.is_some(),
+                    };
+                    if asked {
+                        self.state.release(&net.id, ep.ip, ep.ip6);
+                        return Err(ApiError::conflict(format!(
+                            "{what}: address {ip} is already in use (held by {by})"
+                        )));
                     }
+                    // Kept reserved here: its holder's endpoint arrives by the watch.
+                    tracing::debug!(%ip, holder = %by, "address claimed by another host meanwhile; taking the next");
+                    ip
                 }
                 Err(e) => {
                     self.state.release(&net.id, ep.ip, ep.ip6);
-                    let what = format!("cannot connect to network {}", net.name);
-                    return Err(match e {
-                        StoreError::Taken(by) => ApiError::conflict(format!(
-                            "{what}: address {} is already in use (held by {by})",
-                            ep.ip.map_or_else(String::new, |ip| ip.to_string())
-                        )),
-                        e => store_error(e, &what),
-                    });
+                    return Err(store_error(e, &what));
                 }
+            };
+            let next = match taken {
+                IpAddr::V4(_) => self
+                    .state
+                    .pool_mut(&net.id)
+                    .map(|p| p.allocate(None).map(|ip| ep.ip = Some(ip))),
+                IpAddr::V6(_) => self
+                    .state
+                    .pool6_mut(&net.id)
+                    .map(|p| p.allocate(None).map(|ip| ep.ip6 = Some(ip))),
+            };
+            match next {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    self.state.release(&net.id, ep.ip, ep.ip6);
+                    return Err(e);
+                }
+                None => return Err(ApiError::invalid("no address pool")),
+            }
+            if want.mac.is_none() {
+                ep.mac = Endpoint::default_mac(ep.ip, ep.ip6);
             }
         }
+        self.state.release(&net.id, ep.ip, ep.ip6);
         Err(ApiError::conflict(format!(
-            "cannot connect to network {}: every address tried was claimed by other hosts meanwhile",
-            net.name
+            "{what}: every address tried was claimed by other hosts meanwhile"
         )))
     }
 
@@ -586,8 +620,8 @@ impl Controller {
             .map(|e| dns::Record {
                 name: e.name.clone(),
                 aliases: e.aliases.clone(),
-                ipv4: Some(e.ip),
-                ipv6: None,
+                ipv4: e.ip,
+                ipv6: e.ip6,
             })
             .collect()
     }
@@ -604,12 +638,26 @@ impl Controller {
         }
     }
 
+    /// The cluster's IPv6 pool, which global networks' `--ipv6` without a subnet take
+    /// /64s of: the first host to need one makes its own (`host`) the cluster's.
+    pub(super) fn cluster_ipv6_pool(&self, host: Ipv6Net) -> ApiResult<Ipv6Net> {
+        let Some(cv) = self.cluster.as_ref() else {
+            return Ok(host);
+        };
+        match cv.client.call(Op::UlaPrefix(host)) {
+            Ok(Reply::Prefix(p)) => Ok(p),
+            Ok(_) => Err(ApiError::invalid("the cluster agent answered out of turn")),
+            Err(e) => Err(store_error(e, "cannot choose an IPv6 subnet")),
+        }
+    }
+
     /// Write a new global network to the store, unless networks changed there after
     /// `rev` (then false: read again).
     pub(super) fn publish_network(&mut self, net: &Network, rev: i64) -> ApiResult<bool> {
-        let (Some(cv), Some(pool)) = (self.cluster.as_mut(), net.pool.as_ref()) else {
+        let Some(cv) = self.cluster.as_mut() else {
             return Ok(true);
         };
+        let (pool, pool6) = (net.pool.as_ref(), net.pool6.as_ref());
         let mut options = net.options.clone();
         let vni = options
             .remove(driver::overlay::OPT_VNI)
@@ -618,9 +666,12 @@ impl Controller {
         let rec = NetworkRecord {
             id: net.id.clone(),
             name: net.name.clone(),
-            subnet: pool.subnet,
-            gateway: pool.gateway,
-            ip_range: pool.ip_range,
+            subnet: pool.map(|p| p.subnet),
+            gateway: pool.map(|p| p.gateway),
+            ip_range: pool.and_then(|p| p.ip_range),
+            subnet6: pool6.map(|p| p.subnet),
+            gateway6: pool6.map(|p| p.gateway),
+            ip_range6: pool6.and_then(|p| p.ip_range),
             vni,
             internal: net.internal,
             attachable: net.attachable,
@@ -727,7 +778,7 @@ impl Controller {
                 name: r.name.clone(),
                 id: r.id.clone(),
                 vni: r.vni,
-                subnet: r.subnet.to_string(),
+                subnet: r.subnets_text(),
                 remote_endpoints: cv.remote.get(&r.id).map_or(0, |m| m.len()),
                 refused: cv.refused.get(&r.id).cloned(),
             })

@@ -52,14 +52,7 @@ impl Controller {
 
     /// Allocate, realise, persist; undo everything if a step fails.
     pub(super) fn connect(&mut self, sandbox: &str, net_id: &str, want: Wanted) -> ApiResult<()> {
-        let Wanted {
-            link,
-            ip,
-            ip6,
-            mac,
-            aliases,
-            security,
-        } = want;
+        let (link, ip, ip6, mac) = (want.link, want.ip, want.ip6, want.mac);
         let net = self.state.networks[net_id].clone();
         if let (Some(ip6), None) = (ip6, &net.pool6) {
             return Err(ApiError::invalid(format!(
@@ -87,10 +80,9 @@ impl Controller {
                 )));
             }
         }
-        if let Some(held) = self.remote_holder(&net, ip, mac) {
+        if let Some(held) = self.remote_holder(&net, &want) {
             return Err(held);
         }
-        let requested = ip;
         let ip = self
             .state
             .pool_mut(net_id)
@@ -121,18 +113,15 @@ impl Controller {
             sandbox: sandbox.to_string(),
             ip,
             ip6,
-            mac: mac.unwrap_or_else(|| match (ip, ip6) {
-                (Some(ip), _) => Mac::from_ip(ip),
-                (None, Some(ip6)) => Mac::from_ip6(ip6),
-                (None, None) => unreachable!("a network has at least one pool (checked above)"),
-            }),
-            aliases,
+            // A network has one pool at least (checked above): so has the endpoint.
+            mac: mac.unwrap_or_else(|| Endpoint::default_mac(ip, ip6)),
+            aliases: want.aliases.clone(),
             link,
             ifname,
-            security,
+            security: want.security.clone(),
         };
         let ep = if net.global {
-            self.claim_address(&net, ep, requested, mac.is_some())?
+            self.claim_address(&net, ep, &want)?
         } else {
             ep
         };
@@ -316,9 +305,8 @@ impl Controller {
     }
 }
 
-/// `--link`, `--ip`, `--mac` and `--alias` as `network connect` and `sandbox create`
-/// take them, validated.
-/// An endpoint as asked for, validated.
+/// An endpoint as asked for (`--link`, `--ip`, `--ip6`, `--mac`, `--alias` as `network
+/// connect` and `sandbox create` take them), validated.
 pub(super) struct Wanted {
     pub link: LinkKind,
     pub ip: Option<Ipv4Addr>,

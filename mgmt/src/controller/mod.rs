@@ -31,7 +31,7 @@ mod observe;
 mod ports;
 mod sandboxes;
 
-use endpoints::{endpoint_options, parse_ip};
+use endpoints::{endpoint_options, parse_ip, Wanted};
 
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]

@@ -55,9 +55,10 @@ impl Controller {
                 driver.name()
             )));
         };
-        let store_subnets: Vec<Ipv4Net> = store_nets.iter().map(|n| n.subnet).collect();
+        let store_subnets: Vec<Ipv4Net> = store_nets.iter().filter_map(|n| n.subnet).collect();
         let pool = self.ipv4_pool(&req, d.clear_of_host_addresses(), &store_subnets)?;
-        let pool6 = self.ipv6_pool(&req, driver, global)?;
+        let store_subnets6: Vec<Ipv6Net> = store_nets.iter().filter_map(|n| n.subnet6).collect();
+        let pool6 = self.ipv6_pool(&req, driver, global.then_some(&store_subnets6[..]))?;
         let options = if global {
             // The VNI is free on this host and in the whole cluster.
             let mut vnis: Vec<u32> = self
@@ -199,12 +200,13 @@ impl Controller {
     }
 
     /// The IPv6 pool of a network created with `--ipv6`: its IPv6 `--subnet` (which
-    /// overlaps no other network's), else the next free /64 of the host's IPv6 pool.
+    /// overlaps no other network's), else the next free /64 of the host's IPv6 pool, or
+    /// for a global network (`store`: the cluster's IPv6 subnets) of the cluster's.
     fn ipv6_pool(
         &self,
         req: &api::NetworkCreate,
         driver: DriverKind,
-        global: bool,
+        store: Option<&[Ipv6Net]>,
     ) -> ApiResult<Option<Pool6>> {
         if !req.ipv6 {
             if let Some(s) = &req.subnet6 {
@@ -218,11 +220,6 @@ impl Controller {
                 ));
             }
             return Ok(None);
-        }
-        if global {
-            return Err(ApiError::invalid(
-                "--ipv6 on a global overlay network is not supported yet: the cluster store holds IPv4 pools only",
-            ));
         }
         if !matches!(
             driver,
@@ -238,6 +235,7 @@ impl Controller {
             .networks
             .values()
             .filter_map(|n| n.pool6.as_ref().map(|p| p.subnet))
+            .chain(store.into_iter().flatten().copied())
             .collect();
         let subnet = match &req.subnet6 {
             Some(s) => {
@@ -259,7 +257,7 @@ impl Controller {
                         "an IPv6 --gateway or --ip-range needs an IPv6 --subnet",
                     ));
                 }
-                let pool = match self.cfg.ipv6_pool {
+                let host = match self.cfg.ipv6_pool {
                     Some(p) => p,
                     None => ipam6::ula_prefix(self.store.dir()).map_err(|e| {
                         ApiError::new(
@@ -270,6 +268,10 @@ impl Controller {
                             ),
                         )
                     })?,
+                };
+                let pool = match store {
+                    Some(_) => self.cluster_ipv6_pool(host)?,
+                    None => host,
                 };
                 ipam6::auto_subnet6(&pool, &taken)?
             }

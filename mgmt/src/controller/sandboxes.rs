@@ -47,15 +47,23 @@ impl Controller {
         for h in &req.add_host {
             self.extra_host(h)?;
         }
-        if let Some(held) = self.remote_holder(&net, ip, want.mac) {
+        if let Some(held) = self.remote_holder(&net, &want) {
             return Err(held);
         }
+        let in_use = |ip: &dyn std::fmt::Display| {
+            Err(ApiError::conflict(format!(
+                "address {ip} is already in use on network {}",
+                net.name
+            )))
+        };
         if let (Some(ip), Some(pool)) = (ip, net.pool.as_ref()) {
             if pool.is_allocated(ip) {
-                return Err(ApiError::conflict(format!(
-                    "address {ip} is already in use on network {}",
-                    net.name
-                )));
+                return in_use(&ip);
+            }
+        }
+        if let (Some(ip), Some(pool)) = (want.ip6, net.pool6.as_ref()) {
+            if pool.is_allocated(ip) {
+                return in_use(&ip);
             }
         }
         sandbox::ensure(&req.name, &mode)?;
