@@ -3,7 +3,7 @@
 //! `netns::run_in` to act inside a sandbox). Never runs `ip`.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
@@ -265,51 +265,49 @@ impl Netlink {
     /// `ip addr add ADDR/LEN brd + dev NAME`. Adding an address that is already there
     /// is not an error (so a restarted daemon can replay its state).
     pub fn add_address(&mut self, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
-        if prefix_len > 32 {
-            return Err(LinkError::InvalidPrefix {
-                addr: addr.into(),
-                prefix_len,
-                name: name.to_string(),
-            });
-        }
-        let index = self.require_index(name)?;
-        let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        msg.header.prefix_len = prefix_len;
-        msg.header.scope = AddressScope::Universe;
-        msg.header.index = index;
-        msg.attributes.push(AddressAttribute::Local(addr.into()));
-        msg.attributes.push(AddressAttribute::Address(addr.into()));
+        let mut attrs = vec![AddressAttribute::Local(addr.into())];
         if let Some(brd) = broadcast(addr, prefix_len) {
-            msg.attributes.push(AddressAttribute::Broadcast(brd));
+            attrs.push(AddressAttribute::Broadcast(brd));
         }
-        self.ack(
-            RouteNetlinkMessage::NewAddress(msg),
-            NLM_F_CREATE | NLM_F_REPLACE,
-            || format!("adding address {addr}/{prefix_len} to {name}"),
-        )
+        self.new_address(name, addr.into(), prefix_len, attrs)
     }
 
     /// Adds the IPv6 `addr/prefix_len` to `name` with no duplicate address detection,
     /// like `ip addr add ADDR/LEN dev NAME nodad` (Docker's container addresses: usable
     /// at once). Adding an address that is already there is not an error.
     pub fn add_address6(&mut self, name: &str, addr: Ipv6Addr, prefix_len: u8) -> Result<()> {
-        if prefix_len > 128 {
+        let attrs = vec![AddressAttribute::Flags(AddressFlags::Nodad)];
+        self.new_address(name, addr.into(), prefix_len, attrs)
+    }
+
+    /// RTM_NEWADDR (create or replace) of `addr/prefix_len` on `name`, with `attrs`
+    /// beside the address.
+    fn new_address(
+        &mut self,
+        name: &str,
+        addr: IpAddr,
+        prefix_len: u8,
+        attrs: Vec<AddressAttribute>,
+    ) -> Result<()> {
+        let (family, max) = match addr {
+            IpAddr::V4(_) => (AddressFamily::Inet, 32),
+            IpAddr::V6(_) => (AddressFamily::Inet6, 128),
+        };
+        if prefix_len > max {
             return Err(LinkError::InvalidPrefix {
-                addr: addr.into(),
+                addr,
                 prefix_len,
                 name: name.to_string(),
             });
         }
         let index = self.require_index(name)?;
         let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet6;
+        msg.header.family = family;
         msg.header.prefix_len = prefix_len;
         msg.header.scope = AddressScope::Universe;
         msg.header.index = index;
-        msg.attributes.push(AddressAttribute::Address(addr.into()));
-        msg.attributes
-            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        msg.attributes.push(AddressAttribute::Address(addr));
+        msg.attributes.extend(attrs);
         self.ack(
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_CREATE | NLM_F_REPLACE,
