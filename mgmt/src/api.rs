@@ -16,6 +16,9 @@ use crate::model::LinkKind;
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkCreate {
+    /// The id to give it (Docker's, for a network dockerd makes); not on the socket.
+    #[serde(skip)]
+    pub id: Option<String>,
     pub name: String,
     pub driver: Option<String>,
     pub subnet: Option<String>,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -189,6 +190,9 @@ pub struct Endpoint {
     /// What the endpoint may send from (on unless turned off for it).
     #[serde(default)]
     pub security: PortSecurity,
+    /// Where its container end is, when not in a sandbox of vswitch's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside: Option<Outside>,
 }
 
 impl Endpoint {
@@ -240,6 +244,49 @@ pub enum SandboxMode {
     /// Another sandbox's namespace (`--network container:NAME`): same addresses, same
     /// ports, no endpoints of its own.
     Container(String),
+    /// A namespace a container runtime owns (Docker through the remote driver, a CNI
+    /// runtime): vswitch makes none, writes no resolv.conf or hosts file into it, and
+    /// never removes or recreates it. One such sandbox per endpoint.
+    External(External),
+}
+
+/// Whose an external sandbox is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct External {
+    pub runtime: Runtime,
+    /// Docker's endpoint id, or the CNI container id.
+    pub id: String,
+    /// Docker's SandboxKey once it joined, or CNI_NETNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Docker,
+    Cni,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Cni => "cni",
+        }
+    }
+}
+
+/// Where an endpoint's container end is made when it is not a sandbox of vswitch's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outside {
+    /// Docker's: in vswitchd's namespace under this name, for dockerd to move into the
+    /// container (Join's SrcName) and configure.
+    Docker { peer: String },
+    /// A CNI runtime's: in this namespace file (CNI_NETNS), addresses and routes set
+    /// by vswitch.
+    Netns { path: PathBuf },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

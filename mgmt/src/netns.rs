@@ -5,7 +5,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -277,6 +277,42 @@ pub fn open(name: &str) -> Result<OwnedFd> {
     Ok(OwnedFd::from(file))
 }
 
+/// Opens the namespace file at `path` (a runtime's: Docker's SandboxKey, CNI_NETNS),
+/// checking that it is one.
+pub fn open_path(path: &Path) -> Result<OwnedFd> {
+    let file = File::open(path)
+        .map_err(|e| NetnsError::io(format!("opening network namespace {}", path.display()), e))?;
+    let fd = OwnedFd::from(file);
+    // NS_GET_NSTYPE: a namespace file answers with its type; anything else fails.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl without arguments on an fd we own.
+    let kind = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(NetnsError::io(
+            format!("opening network namespace {}", path.display()),
+            io::Error::new(io::ErrorKind::InvalidInput, "not a network namespace"),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Opens the calling thread's own network namespace (a veth's peer made here stays
+/// here).
+pub fn open_current() -> Result<OwnedFd> {
+    let file = File::open("/proc/thread-self/ns/net")
+        .map_err(|e| NetnsError::io("opening this thread's network namespace", e))?;
+    Ok(OwnedFd::from(file))
+}
+
+/// [`run_in`] for the namespace file at `path`.
+pub fn run_in_path<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns = open_path(path)?;
+    run_in_fd(ns, path.display().to_string(), f)
+}
+
 /// Runs `f` on a new thread that has entered namespace `name`, and returns its result.
 ///
 /// A thread, so that the caller's namespace never changes: sockets `f` opens (netlink,
@@ -286,7 +322,15 @@ pub fn run_in<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let ns = open(name)?;
-    let owned_name = name.to_string();
+    run_in_fd(ns, name.to_string(), f)
+}
+
+fn run_in_fd<T: Send + 'static>(
+    ns: OwnedFd,
+    owned_name: String,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let name = owned_name.clone();
     thread::Builder::new()
         .name("netns-run".into())
         .spawn(move || -> Result<T> {

@@ -35,6 +35,8 @@ pub fn ensure(name: &str, mode: &SandboxMode) -> Result<()> {
         return Ok(());
     }
     match mode {
+        // The runtime's to make.
+        SandboxMode::External(_) => Ok(()),
         SandboxMode::Host => Ok(
             netns::bind_current(name).map_err(step(format!("bind host namespace as {name}")))?
         ),

@@ -50,11 +50,11 @@ const NEWS: Token = Token(2);
 const FIRST_CLIENT: usize = 3;
 
 /// What the loop serves: request lines, and news from elsewhere (the cluster store's
-/// agent) signalled on an fd, applied between turns.
+/// agent, the Docker plugin socket) signalled on fds, applied between turns.
 trait Handler {
     fn line(&mut self, line: &[u8]) -> Option<Value>;
-    fn news_fd(&self) -> Option<RawFd> {
-        None
+    fn news_fds(&self) -> Vec<RawFd> {
+        Vec::new()
     }
     fn news(&mut self) {}
 }
@@ -71,11 +71,15 @@ impl Handler for Ctl<'_> {
     fn line(&mut self, line: &[u8]) -> Option<Value> {
         rpc::handle_line(self.0, line)
     }
-    fn news_fd(&self) -> Option<RawFd> {
-        self.0.cluster_fd()
+    fn news_fds(&self) -> Vec<RawFd> {
+        [self.0.cluster_fd(), self.0.plugin_fd()]
+            .into_iter()
+            .flatten()
+            .collect()
     }
     fn news(&mut self) {
-        self.0.cluster_events()
+        self.0.cluster_events();
+        self.0.plugin_calls();
     }
 }
 
@@ -226,10 +230,13 @@ impl Server {
         poll.registry()
             .register(&mut SourceFd(&stop.fd()), STOP, Interest::READABLE)
             .map_err(step("watch the signalfd"))?;
-        if let Some(fd) = handle.news_fd() {
+        let news = handle.news_fds();
+        for fd in &news {
             poll.registry()
-                .register(&mut SourceFd(&fd), NEWS, Interest::READABLE)
-                .map_err(step("watch the cluster agent's eventfd"))?;
+                .register(&mut SourceFd(fd), NEWS, Interest::READABLE)
+                .map_err(step("watch the cluster agent's or plugin socket's eventfd"))?;
+        }
+        if !news.is_empty() {
             // What arrived before the loop started.
             handle.news();
         }

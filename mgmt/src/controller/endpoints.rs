@@ -27,6 +27,13 @@ impl Controller {
                 )))
             }
             SandboxMode::Netns => {}
+            SandboxMode::External(ref x) => {
+                return Err(ApiError::invalid(format!(
+                    "sandbox {} is {}'s: connect it to networks there",
+                    sb.name,
+                    x.runtime.name()
+                )))
+            }
         }
         if self.driver_of(&net)?.sandbox_mode() != SandboxMode::Netns {
             return Err(ApiError::invalid(format!(
@@ -101,10 +108,12 @@ impl Controller {
             .iter()
             .filter_map(|e| self.state.endpoints.get(e).map(|e| e.ifname.clone()))
             .collect();
-        let ifname = (0..)
-            .map(|i| format!("eth{i}"))
-            .find(|n| !used.contains(n))
-            .unwrap_or_default();
+        let ifname = want.ifname.clone().unwrap_or_else(|| {
+            (0..)
+                .map(|i| format!("eth{i}"))
+                .find(|n| !used.contains(n))
+                .unwrap_or_default()
+        });
         let id = model::new_id();
         let ep = Endpoint {
             host_ifname: (link == LinkKind::Veth).then(|| format!("vsh{}", &id[..10])),
@@ -119,6 +128,7 @@ impl Controller {
             link,
             ifname,
             security: want.security.clone(),
+            outside: want.outside.clone(),
         };
         let ep = if net.global {
             self.claim_address(&net, ep, &want)?
@@ -314,6 +324,10 @@ pub(super) struct Wanted {
     pub mac: Option<Mac>,
     pub aliases: Vec<String>,
     pub security: model::PortSecurity,
+    /// The interface's name in the container (CNI_IFNAME), else the next ethN.
+    pub ifname: Option<String>,
+    /// Where the container end is made, when not in a sandbox of vswitch's.
+    pub outside: Option<model::Outside>,
 }
 
 pub(super) fn endpoint_options(p: &api::EndpointParams) -> ApiResult<Wanted> {
@@ -379,6 +393,8 @@ pub(super) fn endpoint_options(p: &api::EndpointParams) -> ApiResult<Wanted> {
         mac,
         aliases: p.aliases.clone(),
         security,
+        ifname: None,
+        outside: None,
     })
 }
 

@@ -25,6 +25,7 @@ use crate::sandbox::{self, SandboxError};
 use crate::state::{State, StateError, Store};
 
 mod cluster;
+mod docker;
 mod endpoints;
 mod networks;
 mod observe;
@@ -44,6 +45,8 @@ pub enum StartError {
     Save(#[source] StateError),
     #[error("start the cluster store's agent")]
     Cluster(#[source] std::io::Error),
+    #[error("serve the Docker plugin socket {}", .0.display())]
+    Plugin(std::path::PathBuf, #[source] std::io::Error),
 }
 
 /// Daemon-wide settings the controller needs.
@@ -66,6 +69,8 @@ pub struct Config {
     /// Where automatic IPv6 subnets come from (`--ipv6-pool`); None: the host's
     /// unique local /48, chosen once and kept in the state dir.
     pub ipv6_pool: Option<ipnet::Ipv6Net>,
+    /// Docker's plugin socket, when vswitchd serves Docker (`--docker-plugin`).
+    pub docker_plugin: Option<std::path::PathBuf>,
 }
 
 pub struct Controller {
@@ -83,6 +88,8 @@ pub struct Controller {
     host_port: Option<HostPort>,
     /// The userland proxies serving each sandbox's published ports on the host.
     proxies: HashMap<String, Vec<Proxy>>,
+    /// Docker's plugin socket (`--docker-plugin`), opened once state is restored.
+    plugin: Option<crate::plugin_socket::PluginSocket>,
 }
 
 impl Controller {
@@ -112,12 +119,19 @@ impl Controller {
             host_port,
             proxies: HashMap::new(),
             cluster,
+            plugin: None,
         };
         if fresh {
             c.create_predefined().map_err(StartError::Predefined)?;
             c.store.save(&c.state).map_err(StartError::Save)?;
         }
         c.restore();
+        if let Some(path) = c.cfg.docker_plugin.clone() {
+            c.plugin = Some(
+                crate::plugin_socket::PluginSocket::start(&path)
+                    .map_err(|e| StartError::Plugin(path.clone(), e))?,
+            );
+        }
         Ok(c)
     }
 

@@ -79,9 +79,18 @@ impl Controller {
                 vtep_ip: self.cfg.vtep_ip,
             })?
         };
+        let id = match req.id.clone() {
+            Some(id) if self.state.networks.contains_key(&id) => {
+                return Err(ApiError::conflict(format!(
+                    "network id {id} exists already"
+                )))
+            }
+            Some(id) => id,
+            None => model::new_id(),
+        };
         let num = self.next_network_num();
         let net = Network {
-            id: model::new_id(),
+            id,
             name: req.name.clone(),
             driver,
             pool,

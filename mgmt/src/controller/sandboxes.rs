@@ -183,7 +183,7 @@ impl Controller {
                     SandboxMode::Host => vec!["host".to_string()],
                     SandboxMode::None => vec!["none".to_string()],
                     SandboxMode::Container(of) => vec![format!("container:{of}")],
-                    SandboxMode::Netns => self
+                    SandboxMode::Netns | SandboxMode::External(_) => self
                         .sandbox_networks(sb)
                         .iter()
                         .map(|(n, _)| n.name.clone())
@@ -244,13 +244,18 @@ impl Controller {
             SandboxMode::Host => "host".to_string(),
             SandboxMode::None => "none".to_string(),
             SandboxMode::Container(of) => format!("container:{of}"),
+            SandboxMode::External(x) => x.runtime.name().to_string(),
+        };
+        let key = match &sb.mode {
+            SandboxMode::External(x) => x.netns.clone().unwrap_or_default(),
+            _ => sandbox::netns_path(&sb.name),
         };
         Ok(api::SandboxDetail {
             id: sb.id.clone(),
             name: sb.name.clone(),
             created: sb.created.clone(),
             network_mode: mode,
-            sandbox_key: sandbox::netns_path(&sb.name).to_string_lossy().into_owned(),
+            sandbox_key: key.to_string_lossy().into_owned(),
             ports: self.port_bindings(&sb.name, &sb.ports),
             networks,
         })
@@ -258,6 +263,16 @@ impl Controller {
 
     pub fn sandbox_rm(&mut self, req: api::SandboxRm) -> ApiResult<String> {
         let sb = self.sandbox(&req.name)?.clone();
+        if let SandboxMode::External(x) = &sb.mode {
+            if !req.force {
+                return Err(ApiError::in_use(format!(
+                    "sandbox {} is {}'s (its container {}): remove it there, or use -f",
+                    sb.name,
+                    x.runtime.name(),
+                    &x.id[..12.min(x.id.len())]
+                )));
+            }
+        }
         let joined: Vec<String> = self
             .state
             .sandboxes
@@ -285,7 +300,9 @@ impl Controller {
                 tracing::warn!(sandbox = %sb.name, error = %e, "forced removal: endpoint cleanup failed");
             }
         }
-        sandbox::remove(&sb.name)?;
+        if !matches!(sb.mode, SandboxMode::External(_)) {
+            sandbox::remove(&sb.name)?;
+        }
         self.state.sandboxes.remove(&sb.name);
         self.save()?;
         tracing::info!(sandbox = %sb.name, "sandbox removed");

@@ -12,7 +12,7 @@ use switch::NetConfig;
 use super::{Ctx, Driver, DriverError, Host, Result};
 use crate::error::{step, ApiError, ApiResult};
 use crate::link::Netlink;
-use crate::model::{DriverKind, Endpoint, LinkKind, Mac, Network};
+use crate::model::{DriverKind, Endpoint, LinkKind, Mac, Network, Outside};
 use crate::netns::NetnsError;
 use crate::{ethtool, netns};
 
@@ -212,16 +212,23 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
             let tc = datapath(net) == Datapath::Tc && ctx.engine.has_tc_path();
             let mut nl = Netlink::new()?;
             if !nl.link_exists(&host) {
-                let ns = netns::open(&ep.sandbox)
-                    .map_err(step(format!("open sandbox {}", ep.sandbox)))?;
-                nl.create_veth(&host, &ep.ifname, ns.as_fd(), Some(ep.mac.0), mtu)
+                let ns = match &ep.outside {
+                    None => netns::open(&ep.sandbox),
+                    Some(Outside::Netns { path }) => netns::open_path(path),
+                    Some(Outside::Docker { .. }) => netns::open_current(),
+                }
+                .map_err(step(format!("open sandbox {}", ep.sandbox)))?;
+                let peer = container_ifname(ep);
+                nl.create_veth(&host, &peer, ns.as_fd(), Some(ep.mac.0), mtu)
                     .map_err(|e| {
-                        step(format!(
-                            "create veth {host} <-> {}:{}",
-                            ep.sandbox, ep.ifname
-                        ))(NetnsError::from(e))
+                        step(format!("create veth {host} <-> {}:{peer}", ep.sandbox))(
+                            NetnsError::from(e),
+                        )
                     })?;
-                configure_sandbox_end(ep, prefix, prefix6)?;
+                // Docker configures its end itself, once it has moved it.
+                if !matches!(ep.outside, Some(Outside::Docker { .. })) {
+                    configure_sandbox_end(ep, prefix, prefix6)?;
+                }
             }
             prepare_host_end(&host)?;
             fast_path = sandbox_end_takes_redirects(ep);
@@ -230,13 +237,13 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
                 // off), the program attached, and only then the host end up: a host end
                 // without its program would hand the sandbox's frames to this
                 // namespace's stack.
-                let (sb, ifname) = (ep.sandbox.clone(), ep.ifname.clone());
-                netns::run_in(&sb, move || Ok(ethtool::enable_tx_checksum(&ifname)?)).map_err(
-                    step(format!(
+                let ifname = container_ifname(ep);
+                in_container(ep, move || Ok(ethtool::enable_tx_checksum(&ifname)?))
+                    .transpose()
+                    .map_err(step(format!(
                         "turn offloads on for {} in sandbox {}",
                         ep.ifname, ep.sandbox
-                    )),
-                )?;
+                    )))?;
                 let id = ctx.engine.add_tc_endpoint(net.num, &host)?;
                 ctx.ports.insert(ep.id.clone(), id);
                 guard(ctx, net, ep, id)?;
@@ -246,11 +253,19 @@ pub fn attach_endpoint(ctx: &mut Ctx, net: &Network, ep: &Endpoint, mtu: u32) ->
             nl.set_up(&host)?;
             // A socket reads the host end: the sandbox finishes its own checksums and
             // segments (also on restart, when the link may predate this choice).
-            let (sb, ifname) = (ep.sandbox.clone(), ep.ifname.clone());
-            netns::run_in(&sb, move || Ok(ethtool::disable_tx_checksum(&ifname)?)).map_err(
-                step(format!("configure {} in sandbox {}", ep.ifname, ep.sandbox)),
-            )?;
+            let ifname = container_ifname(ep);
+            in_container(ep, move || Ok(ethtool::disable_tx_checksum(&ifname)?))
+                .transpose()
+                .map_err(step(format!(
+                    "configure {} in sandbox {}",
+                    ep.ifname, ep.sandbox
+                )))?;
             port::open(&host, ctx.io).map_err(step(format!("open port on {host}")))?
+        }
+        LinkKind::Tap if ep.outside.is_some() => {
+            return Err(DriverError::Incomplete(
+                "a TAP endpoint lives in a sandbox of vswitch's own".into(),
+            ))
         }
         LinkKind::Tap => {
             let (ifname, mac, ip, ip6) = (ep.ifname.clone(), ep.mac.0, ep.ip, ep.ip6);
@@ -327,12 +342,41 @@ pub fn park_endpoints<'a>(eps: impl Iterator<Item = &'a Endpoint>) {
 /// Inside the sandbox: the addresses, link up. Offloads stay as the kernel sets them.
 fn configure_sandbox_end(ep: &Endpoint, prefix: u8, prefix6: u8) -> Result<()> {
     let (ifname, ip, ip6) = (ep.ifname.clone(), ep.ip, ep.ip6);
-    netns::run_in(&ep.sandbox, move || {
+    in_container(ep, move || {
         let mut nl = Netlink::new()?;
         add_addresses(&mut nl, &ifname, (ip, prefix), (ip6, prefix6))?;
         Ok(nl.set_up(&ifname)?)
     })
+    .transpose()
+    .map(|_| ())
     .map_err(|e| step(format!("configure {} in sandbox {}", ep.ifname, ep.sandbox))(e).into())
+}
+
+/// The container end's name where vswitch reaches it: Docker's until dockerd moves it
+/// (Join's SrcName), else the interface's name in the container.
+fn container_ifname(ep: &Endpoint) -> String {
+    match &ep.outside {
+        Some(Outside::Docker { peer }) => peer.clone(),
+        _ => ep.ifname.clone(),
+    }
+}
+
+/// Run `f` where the endpoint's container end is: in its sandbox, in the runtime's
+/// namespace file, or here (Docker's, until dockerd moves it). None once it is out of
+/// reach: vswitch does not go into Docker's namespaces (what it set before the move,
+/// offloads and GRO, went with the link).
+fn in_container<T: Send + 'static>(
+    ep: &Endpoint,
+    f: impl FnOnce() -> std::result::Result<T, NetnsError> + Send + 'static,
+) -> Option<std::result::Result<T, NetnsError>> {
+    match &ep.outside {
+        None => Some(netns::run_in(&ep.sandbox, f)),
+        Some(Outside::Netns { path }) => Some(netns::run_in_path(path, f)),
+        Some(Outside::Docker { peer }) => {
+            let here = Netlink::new().is_ok_and(|mut nl| nl.link_exists(peer));
+            here.then(f)
+        }
+    }
 }
 
 /// The endpoint's addresses on `ifname` (run inside the sandbox, before the link is
@@ -381,10 +425,10 @@ fn add_ipv6(
 /// it takes the frames the fast path redirects to it. Without it the switch keeps the
 /// endpoint off the fast path.
 fn sandbox_end_takes_redirects(ep: &Endpoint) -> bool {
-    let ifname = ep.ifname.clone();
-    match netns::run_in(&ep.sandbox, move || Ok(ethtool::enable_gro(&ifname)?)) {
-        Ok(()) => true,
-        Err(e) => {
+    let ifname = container_ifname(ep);
+    match in_container(ep, move || Ok(ethtool::enable_gro(&ifname)?)) {
+        Some(Ok(())) | None => true,
+        Some(Err(e)) => {
             tracing::warn!(endpoint = %ep.id, error = %crate::error::chain(&e), "GRO stays off: the endpoint is kept off the fast path");
             false
         }

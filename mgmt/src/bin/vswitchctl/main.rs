@@ -329,6 +329,7 @@ fn network(c: &Client, n: NetworkCmd, json_out: bool) -> Res<()> {
             let (gateway, gateway6) = by_family("--gateway", gateway)?;
             let (ip_range, ip_range6) = by_family("--ip-range", ip_range)?;
             let req = api::NetworkCreate {
+                id: None,
                 name,
                 driver: Some(driver),
                 subnet,

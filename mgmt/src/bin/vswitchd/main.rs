@@ -117,6 +117,12 @@ pub struct Args {
     /// kept in the state dir.
     #[arg(long)]
     ipv6_pool: Option<ipnet::Ipv6Net>,
+    /// Serve Docker as a remote network driver on this plugin socket (dockerd finds
+    /// plugins in /run/docker/plugins; the file's name is the driver's: `docker network
+    /// create -d vswitch`). Given alone: /run/docker/plugins/vswitch.sock. Off unless
+    /// given.
+    #[arg(long, num_args = 0..=1, default_missing_value = "/run/docker/plugins/vswitch.sock")]
+    docker_plugin: Option<PathBuf>,
     /// Idle timeout of UDP NAT sessions, seconds (RFC 4787: at least 120).
     #[arg(long, default_value_t = 300)]
     nat_udp_timeout: u64,
@@ -366,6 +372,7 @@ fn run(args: Args) -> Result<()> {
             host_gateway: host_port.as_ref().map(HostPort::host_ip),
             cluster,
             ipv6_pool: args.ipv6_pool.map(|p| p.trunc()),
+            docker_plugin: args.docker_plugin.clone(),
         },
         store,
         engine,
