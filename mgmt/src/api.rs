@@ -726,3 +726,91 @@ pub struct ClusterNetwork {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
 }
+
+/// `cni.add`: attach a CNI runtime's container (`vswitch-cni` ADD) to a network.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniAdd {
+    pub container_id: String,
+    /// CNI_NETNS: the namespace file.
+    pub netns: String,
+    /// CNI_IFNAME.
+    pub ifname: String,
+    /// The vswitch network (name or id).
+    pub network: String,
+    /// Create the network (bridge) with this subnet if it does not exist.
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip: Option<String>,
+    pub ip6: Option<String>,
+    pub mac: Option<String>,
+    /// A name the embedded DNS answers for it (K8S_POD_NAME, podman's container name).
+    pub name: Option<String>,
+    pub port_mappings: Vec<CniPortMapping>,
+}
+
+/// One of CNI's `portMappings` (runtimeConfig).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CniPortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: String,
+    #[serde(rename = "hostIP")]
+    pub host_ip: String,
+}
+
+/// `cni.del`, `cni.check`: one attachment.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniKey {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// `cni.gc`: the attachments of `network` still valid; the rest go.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniGc {
+    pub network: String,
+    pub valid: Vec<CniKey>,
+}
+
+/// What ADD answers: the CNI result's parts (the plugin adds `cniVersion`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CniResult {
+    pub interfaces: Vec<CniInterface>,
+    pub ips: Vec<CniIp>,
+    pub routes: Vec<CniRoute>,
+    pub dns: CniDns,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CniInterface {
+    pub name: String,
+    pub mac: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sandbox: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CniIp {
+    /// ADDRESS/LEN.
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    pub interface: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CniRoute {
+    pub dst: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CniDns {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+}

@@ -35,6 +35,10 @@ pub enum Call {
     CaptureStatus(api::CaptureId),
     CaptureStop(api::CaptureId),
     ClusterInfo,
+    CniAdd(api::CniAdd),
+    CniDel(api::CniKey),
+    CniCheck(api::CniKey),
+    CniGc(api::CniGc),
     Ping,
 }
 
@@ -166,6 +170,10 @@ fn call(method: &str, p: Value) -> ApiResult<Call> {
         "capture.status" => Call::CaptureStatus(params(method, p)?),
         "capture.stop" => Call::CaptureStop(params(method, p)?),
         "cluster.info" => unused_params::<api::Empty>(method, p, Call::ClusterInfo)?,
+        "cni.add" => Call::CniAdd(params(method, p)?),
+        "cni.del" => Call::CniDel(params(method, p)?),
+        "cni.check" => Call::CniCheck(params(method, p)?),
+        "cni.gc" => Call::CniGc(params(method, p)?),
         "daemon.ping" => unused_params::<api::Empty>(method, p, Call::Ping)?,
         other => {
             return Err(ApiError::new(
@@ -196,6 +204,10 @@ fn execute(ctl: &mut Controller, call: Call) -> ApiResult<Value> {
         Call::CaptureStatus(p) => result(ctl.capture_status(p)),
         Call::CaptureStop(p) => result(ctl.capture_stop(p)),
         Call::ClusterInfo => result(ctl.cluster_info()),
+        Call::CniAdd(p) => result(ctl.cni_add(p)),
+        Call::CniDel(p) => result(ctl.cni_del(p)),
+        Call::CniCheck(p) => result(ctl.cni_check(p)),
+        Call::CniGc(p) => result(ctl.cni_gc(p)),
         Call::Ping => result(Ok(api::Ping {
             version: env!("CARGO_PKG_VERSION").into(),
         })),

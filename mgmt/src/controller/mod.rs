@@ -25,6 +25,7 @@ use crate::sandbox::{self, SandboxError};
 use crate::state::{State, StateError, Store};
 
 mod cluster;
+mod cni;
 mod docker;
 mod endpoints;
 mod networks;

@@ -349,6 +349,27 @@ impl Netlink {
         Ok(())
     }
 
+    /// The addresses (both families) of interface `name`.
+    pub fn addresses_of(&mut self, name: &str) -> Result<Vec<IpAddr>> {
+        let index = self.require_index(name)?;
+        let dump = self.dump(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            || format!("listing the addresses of {name}"),
+        )?;
+        Ok(dump
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    a.attributes.iter().find_map(|x| match x {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The IPv4 addresses of this namespace with their prefixes (loopback's aside): what
     /// a container network's subnet must not overlap (docker0's 172.17.0.1/16, say).
     pub fn ipv4_addresses(&mut self) -> Result<Vec<ipnet::Ipv4Net>> {
