@@ -6,7 +6,7 @@ DEB_PACKAGES := build-essential pkg-config iproute2 iputils-ping dnsutils iperf3
 	tcpdump tshark curl python3-scapy etcd-server etcd-client protobuf-compiler libprotobuf-dev procps coreutils ethtool nftables util-linux \
 	dnsmasq-base docker.io busybox-static
 
-.PHONY: all deps build build-debug demo test lint bench fuzz clean-lab clean
+.PHONY: all deps build build-debug demo test lint bench fuzz clean-lab clean install-cni
 
 all: build
 
@@ -26,6 +26,12 @@ build: deps
 
 build-debug:
 	$(CARGO) build --locked --bins
+
+CNI_BIN_DIR ?= /opt/cni/bin
+
+## install-cni: the CNI plugin into $(DESTDIR)$(CNI_BIN_DIR) (docs/cni.md)
+install-cni: build
+	install -D -m 0755 target/release/vswitch-cni $(DESTDIR)$(CNI_BIN_DIR)/vswitch-cni
 
 ## demo: start a daemon, build the frontend/backend example, show who reaches whom, clean up
 demo: build
