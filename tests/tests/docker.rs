@@ -114,6 +114,59 @@ fn docker_containers_on_a_vswitch_network() {
         );
     }
 
+    // --ip and --mac-address on run, network connect/disconnect of a running one.
+    let cm = lab.name("cm");
+    docker.ok(&[
+        "run",
+        "-d",
+        "--network",
+        &net,
+        "--ip",
+        "172.29.0.77",
+        "--mac-address",
+        "02:42:ac:1d:00:99",
+        "--name",
+        &cm,
+        "vsbox",
+        "sleep",
+        "600",
+    ]);
+    let fdb = |n: &str| d.ok(&["fdb", n]);
+    docker.ok(&["exec", &ca, "ping", "-c", "1", "-W", "2", "172.29.0.77"]);
+    assert!(fdb(&net).contains("02:42:ac:1d:00:99"), "{}", fdb(&net));
+    let net2 = lab.name("dn2");
+    let name2 = format!("vswitch.name={net2}");
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--subnet",
+        "172.28.5.0/24",
+        "-o",
+        &name2,
+        &net2,
+    ]);
+    docker.ok(&["network", "connect", "--ip", "172.28.5.50", &net2, &cm]);
+    let addrs = docker.ok(&["exec", &cm, "ip", "-o", "addr"]);
+    assert!(addrs.contains("172.28.5.50/24"), "{addrs}");
+    docker.ok(&["exec", &cm, "ping", "-c", "1", "-W", "2", "172.28.5.1"]);
+    assert_eq!(
+        d.json(&["network", "inspect", &net2])[0]["Containers"]
+            .as_object()
+            .map(|c| c.len()),
+        Some(1)
+    );
+    docker.ok(&["network", "disconnect", &net2, &cm]);
+    assert_eq!(
+        d.json(&["network", "inspect", &net2])[0]["Containers"]
+            .as_object()
+            .map_or(0, |c| c.len()),
+        0
+    );
+    docker.ok(&["network", "rm", &net2]);
+    docker.ok(&["rm", "-f", &cm]);
+
     // `docker run -p`: published through vswitch's uplink, reached from outside.
     let web = lab.name("web");
     docker.ok(&[
