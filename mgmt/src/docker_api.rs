@@ -5,8 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+
+/// A field dockerd may send as `null` (Go's nil map or slice): its default then.
+pub fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// `Plugin.Activate`'s answer.
 #[derive(Debug, Serialize)]
@@ -32,6 +39,7 @@ pub struct IpamData {
     pub pool: String,
     /// ADDRESS/LEN.
     pub gateway: String,
+    #[serde(deserialize_with = "nullable")]
     pub aux_addresses: BTreeMap<String, String>,
 }
 
@@ -40,10 +48,11 @@ pub struct IpamData {
 pub struct CreateNetwork {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub options: BTreeMap<String, Value>,
-    #[serde(rename = "IPv4Data")]
+    #[serde(rename = "IPv4Data", deserialize_with = "nullable")]
     pub ipv4_data: Vec<IpamData>,
-    #[serde(rename = "IPv6Data")]
+    #[serde(rename = "IPv6Data", deserialize_with = "nullable")]
     pub ipv6_data: Vec<IpamData>,
 }
 
@@ -81,6 +90,7 @@ pub struct CreateEndpoint {
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
     pub interface: Option<Interface>,
+    #[serde(deserialize_with = "nullable")]
     pub options: BTreeMap<String, Value>,
 }
 
@@ -116,6 +126,7 @@ pub struct Join {
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
     pub sandbox_key: String,
+    #[serde(deserialize_with = "nullable")]
     pub options: BTreeMap<String, Value>,
 }
 
@@ -158,6 +169,7 @@ pub struct ProgramExternal {
     pub network_id: String,
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub options: BTreeMap<String, Value>,
 }
 

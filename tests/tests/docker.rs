@@ -245,6 +245,43 @@ fn docker_containers_on_a_vswitch_network() {
     ]);
     docker.ok(&["exec", &cc, "ping", "-c", "1", "-W", "2", "172.29.0.1"]);
 
+    // Docker asking vswitch's IPAM (--ipam-driver): a pool vswitch chooses, and a
+    // vswitch sandbox on the same network gets the next address, not a container's.
+    let n3 = lab.name("dn3");
+    let name3 = format!("vswitch.name={n3}");
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &driver,
+        "--ipam-driver",
+        &driver,
+        "-o",
+        &name3,
+        &n3,
+    ]);
+    let cd = lab.name("cd");
+    docker.ok(&[
+        "run",
+        "-d",
+        "--network",
+        &n3,
+        "--name",
+        &cd,
+        "vsbox",
+        "sleep",
+        "600",
+    ]);
+    let ip_d = container_field(&docker, &cd, "IPAddress");
+    let s3 = lab.name("s3");
+    let ip_s = d.sandbox(&s3, &n3, &[]);
+    assert_ne!(ip_d, ip_s, "one address handed out twice");
+    assert!(e2e::ping(&s3, &ip_d, 1), "{s3} -> {cd} at {ip_d}");
+    d.ok(&["sandbox", "rm", &s3]);
+    docker.ok(&["rm", "-f", &cd]);
+    docker.ok(&["network", "rm", &n3]);
+    assert!(!networks(&d).contains(&n3));
+
     // docker network rm: gone from vswitch too.
     docker.ok(&["rm", "-f", &cc]);
     docker.ok(&["network", "rm", &net]);

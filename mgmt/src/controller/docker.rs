@@ -14,6 +14,8 @@ use super::*;
 use crate::docker_api as d;
 use crate::model::{External, Outside, Runtime};
 
+use super::docker_ipam as ipam;
+
 /// The label marking networks Docker made.
 pub const OWNER_LABEL: &str = "vswitch.owner";
 /// `-o` options of `docker network create` vswitch takes for itself.
@@ -110,7 +112,9 @@ impl Controller {
                 ),
                 Err(Refusal::Api(e)) => {
                     tracing::warn!(call = %call.method, error = %e.message, "Docker plugin call refused");
-                    (500, serde_json::json!({ "Err": e.message }).to_string())
+                    // Network calls read `Err`, IPAM calls `Error`.
+                    let body = serde_json::json!({ "Err": e.message, "Error": e.message });
+                    (500, body.to_string())
                 }
             };
             call.answer(status, body.into_bytes());
@@ -120,8 +124,20 @@ impl Controller {
     fn docker_call(&mut self, method: &str, body: &[u8]) -> Answer {
         match method {
             "Plugin.Activate" => json(d::Activate {
-                implements: vec!["NetworkDriver"],
+                implements: vec!["NetworkDriver", "IpamDriver"],
             }),
+            "IpamDriver.GetCapabilities" => json(ipam::Capabilities {
+                requires_mac_address: false,
+                requires_request_replay: false,
+            }),
+            "IpamDriver.GetDefaultAddressSpaces" => json(ipam::AddressSpaces {
+                local_default_address_space: "vswitch",
+                global_default_address_space: "vswitch-global",
+            }),
+            "IpamDriver.RequestPool" => Ok(self.ipam_request_pool(parse(method, body)?)?),
+            "IpamDriver.ReleasePool" => Ok(self.ipam_release_pool(parse(method, body)?)?),
+            "IpamDriver.RequestAddress" => Ok(self.ipam_request_address(parse(method, body)?)?),
+            "IpamDriver.ReleaseAddress" => Ok(self.ipam_release_address(parse(method, body)?)?),
             "NetworkDriver.GetCapabilities" => json(d::Capabilities {
                 scope: "local",
                 connectivity_scope: "local",
@@ -266,10 +282,23 @@ impl Controller {
             "" => None,
             m => Some(Mac::parse(m).map_err(|e| ApiError::invalid(format!("MacAddress: {e}")))?),
         };
+        let (ip, ip6) = (
+            address("Address", &given.address)?,
+            address("AddressIPv6", &given.address_ipv6)?,
+        );
+        // Addresses vswitch's IPAM driver gave Docker for this endpoint: it takes them.
+        for a in [ip.map(IpAddr::V4), ip6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+        {
+            if self.docker_ipam.reserved.remove(&a) {
+                self.release_docker_reservation(a);
+            }
+        }
         let want = Wanted {
             link: LinkKind::Veth,
-            ip: address("Address", &given.address)?,
-            ip6: address("AddressIPv6", &given.address_ipv6)?,
+            ip,
+            ip6,
             mac,
             aliases: Vec::new(),
             security: model::PortSecurity::default(),

@@ -27,6 +27,7 @@ use crate::state::{State, StateError, Store};
 mod cluster;
 mod cni;
 mod docker;
+mod docker_ipam;
 mod endpoints;
 mod networks;
 mod observe;
@@ -91,6 +92,8 @@ pub struct Controller {
     proxies: HashMap<String, Vec<Proxy>>,
     /// Docker's plugin socket (`--docker-plugin`), opened once state is restored.
     plugin: Option<crate::plugin_socket::PluginSocket>,
+    /// Docker's IPAM driver calls between a pool or address and its network or endpoint.
+    docker_ipam: docker_ipam::DockerIpam,
 }
 
 impl Controller {
@@ -121,6 +124,7 @@ impl Controller {
             proxies: HashMap::new(),
             cluster,
             plugin: None,
+            docker_ipam: Default::default(),
         };
         if fresh {
             c.create_predefined().map_err(StartError::Predefined)?;
