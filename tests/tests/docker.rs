@@ -325,7 +325,7 @@ fn the_plugin_socket_refuses_bad_calls_cleanly() {
     let net_id = "ab".repeat(32);
     let ep_id = "cd".repeat(32);
     let create = format!(
-        r#"{{"NetworkID":"{net_id}","Options":{{"com.docker.network.generic":{{}}}},"IPv4Data":[{{"Pool":"172.30.0.0/24","Gateway":"172.30.0.1/24"}}]}}"#
+        r#"{{"NetworkID":"{net_id}","Options":{{"com.docker.network.generic":{{}}}},"IPv4Data":[{{"Pool":"172.30.0.0/24","Gateway":"172.30.0.1/24","AuxAddresses":{{"router":"172.30.0.2/24"}}}}]}}"#
     );
     assert_eq!(plugin(&sock, "NetworkDriver.CreateNetwork", &create).0, 200);
     let endpoint = |net: &str, addr: &str| {
@@ -399,6 +399,12 @@ fn the_plugin_socket_refuses_bad_calls_cleanly() {
         &endpoint(&net_id, ""),
     );
     assert_eq!(code, 200);
+
+    // --aux-address: not handed out by vswitch either (also after a restart).
+    let sb = lab.name("sx");
+    let net_name = format!("docker-{}", &net_id[..12]);
+    assert_eq!(d.sandbox(&sb, &net_name, &[]), "172.30.0.3");
+    d.ok(&["sandbox", "rm", &sb]);
 
     // Deleting twice is no error; the network goes with its last endpoint's link.
     let del = format!(r#"{{"NetworkID":"{net_id}","EndpointID":"{ep_id}"}}"#);

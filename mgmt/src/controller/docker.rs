@@ -18,6 +18,8 @@ use super::docker_ipam as ipam;
 
 /// The label marking networks Docker made.
 pub const OWNER_LABEL: &str = "vswitch.owner";
+/// `--aux-address`es of a Docker network (never handed out), kept with it.
+pub const AUX_LABEL: &str = "vswitch.docker.aux-addresses";
 /// `-o` options of `docker network create` vswitch takes for itself.
 pub const OPT_DRIVER: &str = "vswitch.driver";
 pub const OPT_NAME: &str = "vswitch.name";
@@ -207,9 +209,44 @@ impl Controller {
             labels: BTreeMap::from([(OWNER_LABEL.to_string(), "docker".to_string())]),
             ..Default::default()
         };
+        let aux: Vec<std::net::IpAddr> = v4
+            .into_iter()
+            .chain(v6)
+            .flat_map(|p| p.aux_addresses.values())
+            .map(|a| address::<std::net::IpAddr>("auxiliary address", a))
+            .collect::<ApiResult<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut create = create;
+        if !aux.is_empty() {
+            let list: Vec<String> = aux.iter().map(IpAddr::to_string).collect();
+            create.labels.insert(AUX_LABEL.into(), list.join(","));
+        }
         let made = self.network_create(create)?;
+        self.reserve_aux(&made.id);
         tracing::info!(network = %made.id, who = "docker", "network created");
         empty()
+    }
+
+    /// Keep a Docker network's `--aux-address`es out of its pools (at create and on
+    /// restore: pools are rebuilt from the endpoints).
+    pub(super) fn reserve_aux(&mut self, net_id: &str) {
+        let Some(list) = self
+            .state
+            .networks
+            .get(net_id)
+            .and_then(|n| n.labels.get(AUX_LABEL))
+            .cloned()
+        else {
+            return;
+        };
+        for a in list.split(',').filter_map(|a| a.parse::<IpAddr>().ok()) {
+            match a {
+                IpAddr::V4(a) => self.state.pool_mut(net_id).map(|p| p.reserve(a)),
+                IpAddr::V6(a) => self.state.pool6_mut(net_id).map(|p| p.reserve(a)),
+            };
+        }
     }
 
     fn docker_delete_network(&mut self, req: d::NetworkOnly) -> Answer {

@@ -202,6 +202,7 @@ impl Controller {
         }
         let nets: Vec<Network> = self.state.networks.values().cloned().collect();
         for net in &nets {
+            self.reserve_aux(&net.id);
             if let Err(e) = self.with_driver(net.driver, |d, ctx| d.create_network(ctx, net)) {
                 tracing::error!(network = %net.name, error = %chain(&e), "cannot restore network");
             }
