@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Debian packages the build, the tests and the demo use (installed by `make deps`).
 DEB_PACKAGES := build-essential pkg-config iproute2 iputils-ping dnsutils iperf3 \
 	tcpdump tshark curl python3-scapy etcd-server etcd-client protobuf-compiler libprotobuf-dev procps coreutils ethtool nftables util-linux \
-	dnsmasq-base docker.io busybox-static
+	dnsmasq-base docker.io busybox-static runc podman
 
 .PHONY: all deps build build-debug demo test lint bench fuzz clean-lab clean install-cni
 

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod docker;
 pub mod etcd;
+pub mod podman;
 pub mod underlay;
 
 pub use netlab::{ns_exec, pcap_lines, require_root, run as run_ok, run_out, wait_for};

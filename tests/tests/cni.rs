@@ -194,3 +194,89 @@ fn cni_bad_input_and_a_daemon_that_is_down() {
     let (ok, e) = cni("STATUS", "", "", "", &cfg);
     assert!(!ok && e["code"] == 50, "{e}");
 }
+
+/// A real CNI runtime: podman 4.3 on its CNI backend, a conflist selecting
+/// vswitch-cni, containers run from a local root filesystem.
+#[test]
+fn podman_containers_through_vswitch_cni() {
+    use e2e::podman::{Podman, PAGE};
+    let lab = Lab::new();
+    let out = e2e::Outside::new(&lab);
+    let d = out.daemon(&lab, &[]);
+    let net = lab.name("pn");
+    let plugins = lab.dir.join("cni-bin");
+    std::fs::create_dir_all(&plugins).expect("plugin dir");
+    std::fs::copy(bin("vswitch-cni"), plugins.join("vswitch-cni")).expect("copy plugin");
+    let plugin_conf = json!({
+        "type": "vswitch-cni",
+        "subnet": "10.90.0.0/24",
+        "socket": d.socket,
+        "capabilities": { "portMappings": true, "ips": true },
+    });
+    let conflist = json!({ "cniVersion": "1.0.0", "name": net, "plugins": [plugin_conf] });
+    let ns = e2e::named_ns(&lab, "pm");
+    let pm = Podman::new(
+        &lab,
+        &ns,
+        &net,
+        &conflist.to_string(),
+        &plugins.to_string_lossy(),
+    );
+
+    let (p1, p2) = (lab.name("p1"), lab.name("p2"));
+    let id1 = pm.run(&p1, &[], &["sleep", "600"]);
+    pm.run(
+        &p2,
+        &["-p", "8080:80"],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    let field =
+        |c: &str, f: &str| pm.ok(&["inspect", "-f", &format!("{{{{.NetworkSettings.{f}}}}}"), c]);
+    let (ip1, ip2) = (field(&p1, "IPAddress"), field(&p2, "IPAddress"));
+    assert!(ip1.starts_with("10.90.0.") && ip2.starts_with("10.90.0.") && ip1 != ip2);
+    pm.ok(&["exec", &p1, "ping", "-c", "2", "-W", "2", &ip2]);
+    // Each attachment an external sandbox of vswitch's; its MAC in the fdb.
+    let sandboxes = d.ok(&["sandbox", "ls"]);
+    assert!(
+        sandboxes.contains(&format!("cni-{}-eth0", &id1[..12])),
+        "{sandboxes}"
+    );
+    assert!(d.ok(&["fdb", &net]).contains(&field(&p1, "MacAddress")));
+    // -p through vswitch's uplink, from outside.
+    let url = format!("http://{}:8080/", out.uplink_ip);
+    e2e::wait_for(
+        "curl through the published port",
+        Duration::from_secs(15),
+        || {
+            let o = e2e::ns_exec(
+                &out.ns,
+                &["curl", "-s", "-m", "3", &url],
+                Duration::from_secs(5),
+            );
+            String::from_utf8_lossy(&o.stdout).contains(PAGE)
+        },
+    );
+
+    // CHECK, as a runtime would run it, for podman's attachment.
+    let netns = field(&p1, "SandboxKey");
+    let conf =
+        json!({ "cniVersion": "1.0.0", "name": net, "type": "vswitch-cni", "socket": d.socket });
+    let (ok, e) = cni("CHECK", &id1, &netns, "", &conf);
+    assert!(ok, "{e}");
+    // DEL by podman, then once more: both succeed; the address is free again.
+    pm.ok(&["rm", "-f", "-t", "0", &p1]);
+    assert!(cni("DEL", &id1, &netns, "", &conf).0, "a second DEL");
+    assert!(!d.ok(&["sandbox", "ls"]).contains(&id1[..12]));
+    let p3 = lab.name("p3");
+    pm.run(&p3, &[], &["sleep", "600"]);
+    assert_eq!(
+        field(&p3, "IPAddress"),
+        ip1,
+        "the freed address, lowest first"
+    );
+    pm.ok(&["rm", "-af", "-t", "0"]);
+    assert!(
+        !d.ok(&["sandbox", "ls"]).contains("cni-"),
+        "every DEL reached vswitch"
+    );
+}
