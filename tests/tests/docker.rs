@@ -295,7 +295,9 @@ fn the_plugin_socket_refuses_bad_calls_cleanly() {
     let lab = Lab::new();
     let driver = format!("vs{}", lab.prefix);
     let sock = format!("/run/docker/plugins/{driver}.sock");
-    let d = Daemon::start(&lab, &["--docker-plugin", &sock]);
+    // An uplink, for the overlay network below.
+    let out = Outside::new(&lab);
+    let d = out.daemon(&lab, &["--docker-plugin", &sock]);
     let before = networks(&d);
 
     let (code, v) = plugin(&sock, "Plugin.Activate", "");
@@ -414,5 +416,39 @@ fn the_plugin_socket_refuses_bad_calls_cleanly() {
     assert!(!e2e::run_out(&["ip", "-n", &d.host_ns, "-o", "link"]).contains(&src));
     let rm = format!(r#"{{"NetworkID":"{net_id}"}}"#);
     assert_eq!(plugin(&sock, "NetworkDriver.DeleteNetwork", &rm).0, 200);
+    assert_eq!(networks(&d), before);
+
+    // -o vswitch.driver=overlay -o vxlan.id=N: an overlay network of vswitch's; a bad
+    // option value: refused by name, nothing made.
+    let ov = "0f".repeat(32);
+    let overlay = |opts: &str| {
+        format!(
+            r#"{{"NetworkID":"{ov}","Options":{{"com.docker.network.generic":{{{opts}}}}},"IPv4Data":[{{"Pool":"172.31.7.0/24","Gateway":"172.31.7.1/24"}}]}}"#
+        )
+    };
+    let (code, v) = plugin(
+        &sock,
+        "NetworkDriver.CreateNetwork",
+        &overlay(r#""vswitch.driver":"overlay","vxlan.id":"4242","vswitch.name":"ov""#),
+    );
+    assert_eq!(code, 200, "{v}");
+    let n = d.json(&["network", "inspect", "ov"]);
+    assert_eq!(
+        (&n[0]["Driver"], &n[0]["Options"]["vxlan.id"]),
+        (&Value::from("overlay"), &Value::from("4242")),
+        "{n}"
+    );
+    let rm = format!(r#"{{"NetworkID":"{ov}"}}"#);
+    assert_eq!(plugin(&sock, "NetworkDriver.DeleteNetwork", &rm).0, 200);
+    let (code, v) = plugin(
+        &sock,
+        "NetworkDriver.CreateNetwork",
+        &overlay(r#""com.docker.network.driver.mtu":"lots""#),
+    );
+    assert_eq!(code, 500, "{v}");
+    assert!(
+        v["Err"].as_str().unwrap_or("").contains("mtu=lots"),
+        "{v}"
+    );
     assert_eq!(networks(&d), before);
 }
