@@ -446,9 +446,6 @@ fn the_plugin_socket_refuses_bad_calls_cleanly() {
         &overlay(r#""com.docker.network.driver.mtu":"lots""#),
     );
     assert_eq!(code, 500, "{v}");
-    assert!(
-        v["Err"].as_str().unwrap_or("").contains("mtu=lots"),
-        "{v}"
-    );
+    assert!(v["Err"].as_str().unwrap_or("").contains("mtu=lots"), "{v}");
     assert_eq!(networks(&d), before);
 }
