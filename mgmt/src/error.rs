@@ -34,6 +34,27 @@ pub enum Code {
     Unavailable = -32008,
 }
 
+impl Code {
+    /// Its name as metrics label it (`not_found`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::ParseError => "parse_error",
+            Code::InvalidRequest => "invalid_request",
+            Code::MethodNotFound => "method_not_found",
+            Code::InvalidParams => "invalid_params",
+            Code::Internal => "internal",
+            Code::NotFound => "not_found",
+            Code::Conflict => "conflict",
+            Code::InUse => "in_use",
+            Code::Invalid => "invalid",
+            Code::System => "system",
+            Code::TooLarge => "too_large",
+            Code::Timeout => "timeout",
+            Code::Unavailable => "unavailable",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {

@@ -14,12 +14,13 @@ pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host_port;
+pub mod http_door;
 pub mod ipam;
 pub mod ipam6;
 pub mod link;
+pub mod metrics;
 pub mod model;
 pub mod netns;
-pub mod plugin_socket;
 pub mod proxy;
 pub mod publish;
 pub mod reserved_ports;

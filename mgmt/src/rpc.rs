@@ -47,6 +47,8 @@ pub struct Request {
     /// None for a notification: executed, never answered.
     pub id: Option<Value>,
     pub call: Call,
+    /// The method as named (`network.create`).
+    pub method: &'static str,
 }
 
 /// A request that could not be decoded: the id to answer with (null if unknown) and why.
@@ -57,12 +59,42 @@ pub struct Rejected {
 }
 
 /// Handle one request line; None for a notification.
-pub fn handle_line(ctl: &mut Controller, line: &[u8]) -> Option<Value> {
+/// Methods that only read: not logged one line each (the changes are).
+const READ_ONLY: &[&str] = &[
+    "network.ls",
+    "network.inspect",
+    "sandbox.ls",
+    "sandbox.inspect",
+    "fdb.get",
+    "stats.get",
+    "conntrack.get",
+    "capture.status",
+    "cluster.info",
+    "daemon.ping",
+    "cni.check",
+];
+
+/// Answer one request line from client `who` (`pid=.. uid=..`), counting it by method
+/// and result (`vswitch_control_requests_total`) and logging each change.
+pub fn handle_line(ctl: &mut Controller, line: &[u8], who: &str) -> Option<Value> {
     match decode(line) {
         // An invalid request is answered even without an id (JSON-RPC 2.0, section 5).
-        Err(r) => Some(error_reply(r.id, &r.error)),
-        Ok(Request { id, call }) => {
+        Err(r) => {
+            ctl.count_request("invalid", r.error.code.name());
+            Some(error_reply(r.id, &r.error))
+        }
+        Ok(Request { id, call, method }) => {
             let result = execute(ctl, call);
+            let outcome = result.as_ref().map_or_else(|e| e.code.name(), |_| "ok");
+            ctl.count_request(method, outcome);
+            if !READ_ONLY.contains(&method) {
+                match &result {
+                    Ok(_) => tracing::info!(who, method, result = "ok", "control change"),
+                    Err(e) => {
+                        tracing::info!(who, method, result = outcome, error = %e.message, "control change refused")
+                    }
+                }
+            }
             let id = id?;
             Some(match result {
                 Ok(v) => json!({ "jsonrpc": "2.0", "id": id, "result": v }),
@@ -131,7 +163,12 @@ pub fn decode(line: &[u8]) -> Result<Request, Rejected> {
         id: reply_id.clone(),
         error,
     })?;
-    Ok(Request { id, call })
+    let method = METHODS
+        .iter()
+        .copied()
+        .find(|m| *m == method)
+        .unwrap_or("unknown");
+    Ok(Request { id, call, method })
 }
 
 /// `call`, for a method that has no use for its parameters but still refuses ones
@@ -148,6 +185,33 @@ fn params<T: DeserializeOwned>(method: &str, p: Value) -> ApiResult<T> {
         )
     })
 }
+
+/// Every method served (what `Request::method` names).
+const METHODS: &[&str] = &[
+    "network.create",
+    "network.ls",
+    "network.inspect",
+    "network.rm",
+    "network.prune",
+    "network.connect",
+    "network.disconnect",
+    "sandbox.create",
+    "sandbox.ls",
+    "sandbox.inspect",
+    "sandbox.rm",
+    "fdb.get",
+    "stats.get",
+    "conntrack.get",
+    "capture.start",
+    "capture.status",
+    "capture.stop",
+    "cluster.info",
+    "cni.add",
+    "cni.del",
+    "cni.check",
+    "cni.gc",
+    "daemon.ping",
+];
 
 /// Methods mirror the CLI's commands.
 fn call(method: &str, p: Value) -> ApiResult<Call> {

@@ -52,15 +52,18 @@ const FIRST_CLIENT: usize = 3;
 /// What the loop serves: request lines, and news from elsewhere (the cluster store's
 /// agent, the Docker plugin socket) signalled on fds, applied between turns.
 trait Handler {
-    fn line(&mut self, line: &[u8]) -> Option<Value>;
+    /// Answer `line` from the client `who` (its credentials, for the log).
+    fn line(&mut self, line: &[u8], who: &str) -> Option<Value>;
     fn news_fds(&self) -> Vec<RawFd> {
         Vec::new()
     }
     fn news(&mut self) {}
+    /// SIGHUP: re-read what can change live.
+    fn reload(&mut self) {}
 }
 
 impl<F: FnMut(&[u8]) -> Option<Value>> Handler for F {
-    fn line(&mut self, line: &[u8]) -> Option<Value> {
+    fn line(&mut self, line: &[u8], _who: &str) -> Option<Value> {
         self(line)
     }
 }
@@ -68,11 +71,11 @@ impl<F: FnMut(&[u8]) -> Option<Value>> Handler for F {
 struct Ctl<'a>(&'a mut Controller);
 
 impl Handler for Ctl<'_> {
-    fn line(&mut self, line: &[u8]) -> Option<Value> {
-        rpc::handle_line(self.0, line)
+    fn line(&mut self, line: &[u8], who: &str) -> Option<Value> {
+        rpc::handle_line(self.0, line, who)
     }
     fn news_fds(&self) -> Vec<RawFd> {
-        [self.0.cluster_fd(), self.0.plugin_fd()]
+        [self.0.cluster_fd(), self.0.plugin_fd(), self.0.metrics_fd()]
             .into_iter()
             .flatten()
             .collect()
@@ -80,6 +83,10 @@ impl Handler for Ctl<'_> {
     fn news(&mut self) {
         self.0.cluster_events();
         self.0.plugin_calls();
+        self.0.metrics_calls();
+    }
+    fn reload(&mut self) {
+        self.0.reload();
     }
 }
 
@@ -129,24 +136,34 @@ impl Default for Limits {
     }
 }
 
-/// Block SIGTERM/SIGINT in this thread (and threads it spawns later) and return a
-/// signalfd that reads them. Call before starting workers.
+/// Block SIGTERM/SIGINT (stop) and SIGHUP (reload) in this thread (and threads it
+/// spawns later) and return a signalfd that reads them. Call before starting workers.
 pub fn block_signals() -> Result<SignalFd> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
-    mask.thread_block().map_err(step("block SIGTERM/SIGINT"))?;
+    mask.add(Signal::SIGHUP);
+    mask.thread_block()
+        .map_err(step("block SIGTERM/SIGINT/SIGHUP"))?;
     Ok(
         SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(step("create signalfd"))?,
     )
 }
 
-/// What ends the loop: an fd that becomes readable, and whether what it says is a
-/// request to stop (a termination signal; in tests, a byte on a socket).
+/// What an fd the loop watches says: stop (a termination signal; in tests, a byte on
+/// a socket), reload the configuration (SIGHUP), or nothing.
+#[derive(Debug, PartialEq, Eq)]
+enum Said {
+    Stop,
+    Reload,
+    Nothing,
+}
+
+/// What ends the loop (or reloads): an fd that becomes readable, and what it says.
 trait Stop {
     fn fd(&self) -> RawFd;
-    fn requested(&mut self) -> bool;
+    fn requested(&mut self) -> Said;
 }
 
 impl Stop for SignalFd {
@@ -154,13 +171,14 @@ impl Stop for SignalFd {
         self.as_raw_fd()
     }
 
-    fn requested(&mut self) -> bool {
+    fn requested(&mut self) -> Said {
         match self.read_signal() {
+            Ok(Some(info)) if info.ssi_signo == Signal::SIGHUP as u32 => Said::Reload,
             Ok(Some(info)) => {
                 tracing::info!(signal = info.ssi_signo, "shutting down");
-                true
+                Said::Stop
             }
-            _ => false,
+            _ => Said::Nothing,
         }
     }
 }
@@ -279,11 +297,11 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => accept.pending = true,
-                    STOP => {
-                        if stop.requested() {
-                            return Ok(());
-                        }
-                    }
+                    STOP => match stop.requested() {
+                        Said::Stop => return Ok(()),
+                        Said::Reload => handle.reload(),
+                        Said::Nothing => {}
+                    },
                     NEWS => handle.news(),
                     t => {
                         if let Some(c) = clients.get_mut(&t) {
@@ -472,6 +490,8 @@ impl Accept {
 
 struct Client {
     stream: UnixStream,
+    /// Its credentials (`pid=N uid=N`), as the log names who changed what.
+    who: String,
     lines: LineBuffer,
     /// Replies; `out[sent..]` is still to be written.
     out: Vec<u8>,
@@ -504,8 +524,13 @@ enum Next {
 
 impl Client {
     fn new(stream: UnixStream) -> Client {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let who = getsockopt(&stream, PeerCredentials)
+            .map(|c| format!("pid={} uid={}", c.pid(), c.uid()))
+            .unwrap_or_else(|_| "unknown".into());
         Client {
             stream,
+            who,
             lines: LineBuffer::new(rpc::MAX_REQUEST),
             out: Vec::new(),
             sent: 0,
@@ -612,7 +637,7 @@ impl Client {
                         continue;
                     }
                     n += 1;
-                    if let Some(reply) = handle.line(line) {
+                    if let Some(reply) = handle.line(line, &self.who) {
                         push_reply(&mut self.out, &reply);
                     }
                 }
@@ -624,7 +649,7 @@ impl Client {
                 None => {
                     if self.eof {
                         if let Some(line) = self.lines.finish() {
-                            if let Some(reply) = handle.line(line) {
+                            if let Some(reply) = handle.line(line, &self.who) {
                                 push_reply(&mut self.out, &reply);
                             }
                         }
@@ -734,8 +759,8 @@ mod tests {
         fn fd(&self) -> RawFd {
             self.0.as_raw_fd()
         }
-        fn requested(&mut self) -> bool {
-            true
+        fn requested(&mut self) -> Said {
+            Said::Stop
         }
     }
 

@@ -383,6 +383,14 @@ pub struct Nat {
 }
 
 impl Nat {
+    /// New idle timeouts for UDP and established TCP sessions (a configuration
+    /// reload): sessions are judged by them from the next expiry on.
+    pub fn set_timeouts(&mut self, udp: std::time::Duration, tcp_established: std::time::Duration) {
+        self.cfg.udp = udp;
+        self.cfg.tcp_established = tcp_established;
+        self.timeouts = self.cfg.timeouts();
+    }
+
     /// A translator masquerading as `external_ip`; IPv6 is translated once it has an
     /// IPv6 address too ([`Nat::set_external_ip6`]).
     pub fn new(cfg: NatConfig, external_ip: Ipv4Addr) -> Result<Nat, NatError> {

@@ -90,6 +90,11 @@ impl Fdb {
         }
     }
 
+    /// Learned entries older than `age` are forgotten from now on (a reload).
+    pub fn set_max_age(&mut self, age: Duration) {
+        self.max_age = age;
+    }
+
     /// Bound what one port may have learned at once (the table's bound by default).
     pub fn with_port_limit(mut self, max_per_port: usize) -> Self {
         self.max_per_port = max_per_port.max(1);

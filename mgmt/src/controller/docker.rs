@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::docker_api as d;
+use crate::http_door::CONTENT_TYPE;
 use crate::model::{External, Outside, Runtime};
 
 use super::docker_ipam as ipam;
@@ -105,6 +106,11 @@ impl Controller {
             return;
         };
         for call in calls {
+            if call.verb != hyper::Method::POST {
+                let body = serde_json::json!({ "Err": "the plugin protocol is POST only" });
+                call.answer(405, CONTENT_TYPE, body.to_string().into_bytes());
+                continue;
+            }
             let (status, body) = match self.docker_call(&call.method, &call.body) {
                 Ok(v) => (200, v.to_string()),
                 Err(Refusal::Unknown) => (
@@ -119,7 +125,7 @@ impl Controller {
                     (500, body.to_string())
                 }
             };
-            call.answer(status, body.into_bytes());
+            call.answer(status, CONTENT_TYPE, body.into_bytes());
         }
     }
 

@@ -28,6 +28,10 @@ mod cluster;
 mod cni;
 mod docker;
 mod docker_ipam;
+mod reload;
+mod scrape;
+
+pub use reload::{Live, Reloaded, Reloader, SetLogLevel};
 mod endpoints;
 mod networks;
 mod observe;
@@ -49,6 +53,8 @@ pub enum StartError {
     Cluster(#[source] std::io::Error),
     #[error("serve the Docker plugin socket {}", .0.display())]
     Plugin(std::path::PathBuf, #[source] std::io::Error),
+    #[error("serve metrics on {0}")]
+    Metrics(std::net::SocketAddr, #[source] std::io::Error),
 }
 
 /// Daemon-wide settings the controller needs.
@@ -73,6 +79,8 @@ pub struct Config {
     pub ipv6_pool: Option<ipnet::Ipv6Net>,
     /// Docker's plugin socket, when vswitchd serves Docker (`--docker-plugin`).
     pub docker_plugin: Option<std::path::PathBuf>,
+    /// Where `/metrics` and `/healthz` are served (`--metrics-addr`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub struct Controller {
@@ -91,9 +99,17 @@ pub struct Controller {
     /// The userland proxies serving each sandbox's published ports on the host.
     proxies: HashMap<String, Vec<Proxy>>,
     /// Docker's plugin socket (`--docker-plugin`), opened once state is restored.
-    plugin: Option<crate::plugin_socket::PluginSocket>,
+    plugin: Option<crate::http_door::HttpDoor>,
     /// Docker's IPAM driver calls between a pool or address and its network or endpoint.
     docker_ipam: docker_ipam::DockerIpam,
+    /// The metrics address (`--metrics-addr`).
+    metrics: Option<crate::http_door::HttpDoor>,
+    /// Control-socket requests by (method, result), for the metrics.
+    requests: BTreeMap<(&'static str, &'static str), u64>,
+    /// Why the last save of the state failed, until one succeeds (`/healthz`).
+    save_failed: std::cell::RefCell<Option<String>>,
+    /// SIGHUP's configuration reload, when the daemon has a configuration file.
+    reload: Option<reload::Reload>,
 }
 
 impl Controller {
@@ -125,6 +141,10 @@ impl Controller {
             cluster,
             plugin: None,
             docker_ipam: Default::default(),
+            metrics: None,
+            requests: BTreeMap::new(),
+            save_failed: Default::default(),
+            reload: None,
         };
         if fresh {
             c.create_predefined().map_err(StartError::Predefined)?;
@@ -133,8 +153,17 @@ impl Controller {
         c.restore();
         if let Some(path) = c.cfg.docker_plugin.clone() {
             c.plugin = Some(
-                crate::plugin_socket::PluginSocket::start(&path)
-                    .map_err(|e| StartError::Plugin(path.clone(), e))?,
+                crate::http_door::HttpDoor::start(
+                    crate::http_door::Bind::Unix(path.clone()),
+                    "Docker plugin socket",
+                )
+                .map_err(|e| StartError::Plugin(path.clone(), e))?,
+            );
+        }
+        if let Some(addr) = c.cfg.metrics_addr {
+            c.metrics = Some(
+                crate::http_door::HttpDoor::start(crate::http_door::Bind::Tcp(addr), "metrics")
+                    .map_err(|e| StartError::Metrics(addr, e))?,
             );
         }
         Ok(c)
@@ -291,7 +320,14 @@ impl Controller {
     }
 
     fn save(&self) -> ApiResult<()> {
-        Ok(self.store.save(&self.state)?)
+        let saved = self.store.save(&self.state);
+        *self.save_failed.borrow_mut() = saved.as_ref().err().map(|e| e.to_string());
+        Ok(saved?)
+    }
+
+    /// Count a control-socket request (`vswitch_control_requests_total`).
+    pub fn count_request(&mut self, method: &'static str, result: &'static str) {
+        *self.requests.entry((method, result)).or_default() += 1;
     }
 
     /// Tell the data plane which endpoint owns which address on a network.

@@ -587,6 +587,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Learned MACs are forgotten after `age` from now on, on every network.
+    pub fn set_fdb_age(&mut self, age: Duration) -> Result<()> {
+        self.broadcast(|| L2Control::FdbAge(age))?;
+        self.cfg.fdb_age = age;
+        self.barrier()
+    }
+
+    /// New idle timeouts for the router's UDP and established TCP NAT sessions.
+    pub fn set_nat_timeouts(&self, udp: Duration, tcp: Duration) -> Result<()> {
+        self.broadcast(|| RouterControl::NatTimeouts { udp, tcp })?;
+        self.barrier()
+    }
+
     /// Wait until every worker has applied all messages sent so far.
     pub fn barrier(&self) -> Result<()> {
         let (tx, rx) = bounded(self.workers.len());

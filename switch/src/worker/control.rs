@@ -66,6 +66,9 @@ pub enum L2Control {
         net: NetId,
         update: Arc<RemoteUpdate>,
     },
+    /// Learned MACs are forgotten after this from now on (every network, and those
+    /// made later).
+    FdbAge(std::time::Duration),
 }
 
 /// For the router (and the vtep it holds).
@@ -89,6 +92,11 @@ pub enum RouterControl {
     /// While `on`, the router hands none of `port`'s NAT sessions to the kernel (the
     /// port is captured).
     NatExclude { port: PortId, on: bool },
+    /// New idle timeouts for UDP and established TCP NAT sessions.
+    NatTimeouts {
+        udp: std::time::Duration,
+        tcp: std::time::Duration,
+    },
 }
 
 /// For the embedded resolver.
@@ -264,6 +272,12 @@ impl Worker {
                 let _ = reply.send(entries);
             }
             L2Control::Remote { net, update } => self.update_remote(net, &update, now),
+            L2Control::FdbAge(age) => {
+                self.setup.fdb_age = age;
+                for n in self.nets.values_mut() {
+                    n.fdb.set_max_age(age);
+                }
+            }
         }
     }
 
@@ -331,6 +345,11 @@ impl Worker {
                     .as_ref()
                     .map(|r| (r.stats(), r.nat.sessions(now)));
                 let _ = reply.send(dump);
+            }
+            RouterControl::NatTimeouts { udp, tcp } => {
+                if let Some(r) = self.router.as_mut() {
+                    r.nat.set_timeouts(udp, tcp);
+                }
             }
             RouterControl::NatExclude { port, on } => {
                 if let Some(r) = self.router.as_mut() {

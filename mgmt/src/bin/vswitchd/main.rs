@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use mgmt::controller::{Config, Controller};
 use mgmt::endpoint_trunk;
 use mgmt::host_port::HostPort;
@@ -15,15 +15,20 @@ use mgmt::state::Store;
 use switch::port::IoMode;
 use switch::{Engine, EngineConfig, PollMode};
 
+mod config;
 mod uplink;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "vswitchd",
     version,
     about = "userspace virtual switch and container network daemon"
 )]
 pub struct Args {
+    /// The configuration file: every flag as a key (`uplink-ip = "..."`); flags given
+    /// here override it. Default: /etc/vswitchd/vswitchd.toml when it exists.
+    #[arg(long, env = "VSWITCHD_CONFIG")]
+    config: Option<PathBuf>,
     /// Control socket path.
     #[arg(
         long,
@@ -123,6 +128,10 @@ pub struct Args {
     /// given.
     #[arg(long, num_args = 0..=1, default_missing_value = "/run/docker/plugins/vswitch.sock")]
     docker_plugin: Option<PathBuf>,
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz` over HTTP on this address
+    /// (e.g. 127.0.0.1:9477). Off unless given.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
     /// Idle timeout of UDP NAT sessions, seconds (RFC 4787: at least 120).
     #[arg(long, default_value_t = 300)]
     nat_udp_timeout: u64,
@@ -294,7 +303,51 @@ fn cluster_settings(
     }))
 }
 
-fn run(args: Args) -> Result<()> {
+/// What the daemon reloads on SIGHUP, and how.
+struct Reloading {
+    argv: Vec<std::ffi::OsString>,
+    loaded: config::Loaded,
+    set_log_level: mgmt::controller::SetLogLevel,
+}
+
+fn live(a: &Args) -> mgmt::controller::Live {
+    mgmt::controller::Live {
+        log_level: a.log_level.clone(),
+        nat_udp_timeout: Duration::from_secs(a.nat_udp_timeout),
+        nat_tcp_timeout: Duration::from_secs(a.nat_tcp_timeout),
+        fdb_age: Duration::from_secs(a.fdb_age),
+    }
+}
+
+/// The keys SIGHUP applies; the others take a restart.
+const LIVE_KEYS: &[&str] = &["log_level", "nat_udp_timeout", "nat_tcp_timeout", "fdb_age"];
+
+fn reloader(r: Reloading) -> Option<(mgmt::controller::Reloader, mgmt::controller::SetLogLevel)> {
+    let path = r.loaded.path.clone()?;
+    let argv = r.argv;
+    let mut running = r.loaded.matches;
+    let cli = match Args::command().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(_) => return None,
+    };
+    let reread: mgmt::controller::Reloader = Box::new(move || {
+        let (args, matches) = config::reread(&argv, &path, &cli)?;
+        let refused = config::changed(&running, &matches)
+            .into_iter()
+            .filter(|id| !LIVE_KEYS.contains(&id.as_str()))
+            .map(|id| id.replace('_', "-"))
+            .collect();
+        // What is compared next time: the file as read now, live keys and all.
+        running = matches;
+        Ok(mgmt::controller::Reloaded {
+            live: live(&args),
+            refused,
+        })
+    });
+    Some((reread, r.set_log_level))
+}
+
+fn run(args: Args, reloading: Reloading) -> Result<()> {
     if args.cluster_store.is_some() && args.uplink.is_none() {
         bail!("--cluster-store needs an uplink: global overlay networks tunnel through it (--uplink, --uplink-ip, --uplink-gw)");
     }
@@ -373,12 +426,19 @@ fn run(args: Args) -> Result<()> {
             cluster,
             ipv6_pool: args.ipv6_pool.map(|p| p.trunc()),
             docker_plugin: args.docker_plugin.clone(),
+            metrics_addr: args.metrics_addr,
         },
         store,
         engine,
         host_port,
     )?;
+    if let Some((reread, set_log_level)) = reloader(reloading) {
+        ctl.set_reloader(reread, set_log_level, live(&args));
+    }
+    // systemd (Type=notify): the socket serves and the state is restored.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let served = server.run(&mut ctl, &mut signals);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     ctl.park_endpoints();
     // The engine stops, then the host port goes and macvlan parents are given back.
     drop(ctl);
@@ -433,21 +493,63 @@ fn raise_nofile_limit() {
     }
 }
 
+/// The log filter for `--log-level LEVEL`.
+fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    // The etcd client's gRPC stack logs every HTTP/2 frame at debug: only its warnings
+    // are ours to show.
+    tracing_subscriber::EnvFilter::try_new(format!(
+        "{level},h2=warn,tonic=warn,tower=warn,hyper=warn,hyper_util=warn,rustls=warn"
+    ))
+    .map_err(|e| format!("invalid --log-level {level:?}: {e}"))
+}
+
+/// Logs to journald when systemd started us with the journal on stderr, else to
+/// stderr; the filter can be set again (SIGHUP).
+fn init_logging(level: &str) -> Result<mgmt::controller::SetLogLevel, String> {
+    use tracing_subscriber::prelude::*;
+    let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(_) => log_filter(level)?,
+    };
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let journal = std::env::var_os("JOURNAL_STREAM")
+        .and_then(|_| tracing_journald::layer().ok())
+        .map(|l| l.with_syslog_identifier("vswitchd".into()));
+    let registry = tracing_subscriber::registry().with(filter);
+    match journal {
+        Some(j) => registry.with(j).init(),
+        None => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+    Ok(Box::new(move |level: &str| {
+        handle.reload(log_filter(level)?).map_err(|e| e.to_string())
+    }))
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // The etcd client's gRPC stack logs every HTTP/2 frame at debug: only its
-        // warnings are ours to show.
-        tracing_subscriber::EnvFilter::new(format!(
-            "{},h2=warn,tonic=warn,tower=warn,hyper=warn,hyper_util=warn,rustls=warn",
-            args.log_level
-        ))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    match run(args) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let loaded = match config::load(&argv) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let set_log_level = match init_logging(&loaded.args.log_level) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = loaded.args.clone();
+    let reloading = Reloading {
+        argv,
+        loaded,
+        set_log_level,
+    };
+    match run(args, reloading) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vswitchd: {e:#}");
