@@ -433,11 +433,18 @@ pub struct Daemon {
     pub log: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
+    /// Environment variables the daemon is started with, beside the test's.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Start with `--workers 1` and the given extra flags (e.g. `--io af_packet`).
     pub fn start(lab: &Lab, extra: &[&str]) -> Daemon {
+        Daemon::start_env(lab, extra, &[])
+    }
+
+    /// [`Daemon::start`] with environment variables of its own (`NOTIFY_SOCKET`, say).
+    pub fn start_env(lab: &Lab, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let host_ns = host_ns(lab);
         let mut d = Daemon {
             host_ns,
@@ -446,6 +453,10 @@ impl Daemon {
             log: lab.dir.join("vswitchd.log"),
             child: None,
             args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -462,6 +473,7 @@ impl Daemon {
             log: lab.dir.join(format!("vswitchd-{tag}.log")),
             child: None,
             args: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
         };
         d.spawn();
         d
@@ -485,6 +497,7 @@ impl Daemon {
             .arg(&self.state_dir)
             .args(["--workers", "1", "--log-level", "debug"])
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);

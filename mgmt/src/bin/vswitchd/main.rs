@@ -519,7 +519,11 @@ fn init_logging(level: &str) -> Result<mgmt::controller::SetLogLevel, String> {
     match journal {
         Some(j) => registry.with(j).init(),
         None => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .init(),
     }
     Ok(Box::new(move |level: &str| {
