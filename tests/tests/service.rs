@@ -48,10 +48,10 @@ fn metrics_rise_with_pings_and_promtool_finds_no_problem() {
     let net = d.network(&lab, "net", &["--subnet", "10.61.0.0/24"]);
     let [(a, _), (_b, ip_b)] = d.sandboxes(&lab, &net, &[], ["a", "b"]);
     assert!(ping(&a, &ip_b, 1));
-    let series = format!("vswitch_port_rx_packets_total{{port=");
+    let series = "vswitch_port_rx_packets_total{port=";
     let of_a = |text: &str| -> f64 {
         text.lines()
-            .find(|l| l.starts_with(&series) && l.contains(&format!("sandbox=\"{a}\"")))
+            .find(|l| l.starts_with(series) && l.contains(&format!("sandbox=\"{a}\"")))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no rx counter of {a}'s port in:\n{text}"))
