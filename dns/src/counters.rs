@@ -38,6 +38,62 @@ pub struct Counters {
     pub dropped: u64,
     /// Answers cut to fit the client's UDP size (or one frame), TC set.
     pub truncated: u64,
+    /// How long forwarded queries took, from the client's query to the upstream answer
+    /// relayed (retries included). Not in `stats`' JSON: the metrics show it.
+    #[serde(skip)]
+    pub upstream_latency: Latency,
+}
+
+/// A latency histogram with fixed buckets (Prometheus-style, cumulative on read).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// Observations at or below each of [`Latency::BOUNDS`] (not cumulative).
+    pub buckets: [u64; Latency::BOUNDS.len()],
+    /// Above the last bound.
+    pub over: u64,
+    pub count: u64,
+    pub sum_micros: u64,
+}
+
+impl Latency {
+    /// The buckets' upper bounds, in seconds.
+    pub const BOUNDS: [f64; 11] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        match Self::BOUNDS.iter().position(|b| s <= *b) {
+            Some(i) => self.buckets[i] += 1,
+            None => self.over += 1,
+        }
+        self.count += 1;
+        self.sum_micros += d.as_micros() as u64;
+    }
+
+    /// `(upper bound, observations at or below it)`, as a histogram's buckets.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut n = 0;
+        Self::BOUNDS
+            .iter()
+            .zip(self.buckets)
+            .map(|(b, c)| {
+                n += c;
+                (*b, n)
+            })
+            .collect()
+    }
+}
+
+impl AddAssign for Latency {
+    fn add_assign(&mut self, o: Latency) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.over += o.over;
+        self.count += o.count;
+        self.sum_micros += o.sum_micros;
+    }
 }
 
 impl AddAssign for Counters {
@@ -57,5 +113,6 @@ impl AddAssign for Counters {
         self.notimp += o.notimp;
         self.dropped += o.dropped;
         self.truncated += o.truncated;
+        self.upstream_latency += o.upstream_latency;
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Pending {
     /// The local port the current attempt went out from (its reply must come to it).
     pub local_port: u16,
     pub deadline: Instant,
+    /// When the client's query arrived.
+    pub started: Instant,
     /// The last SERVFAIL/REFUSED/non-authoritative NXDOMAIN received: relayed if every
     /// upstream has been tried, as Docker does, rather than a made-up SERVFAIL.
     pub last_reply: Option<Vec<u8>>,

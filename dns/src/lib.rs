@@ -48,7 +48,7 @@ mod reply;
 mod resolver;
 mod table;
 
-pub use counters::Counters;
+pub use counters::{Counters, Latency};
 pub use reply::{CLASSIC_UDP_LIMIT, FRAME_UDP_PAYLOAD, OUR_EDNS_PAYLOAD, TCP_LIMIT, TTL};
 pub use resolver::{
     Action, Client, ConfigError, Resolver, ResolverConfig, Transport, DEFAULT_MAX_INFLIGHT,

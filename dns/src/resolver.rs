@@ -346,6 +346,9 @@ impl Resolver {
             p.last_reply = Some(reply.to_vec());
             self.next_upstream(p, now)
         } else {
+            self.counters
+                .upstream_latency
+                .observe(now.saturating_duration_since(p.started));
             self.relay(p, reply.to_vec())
         }
     }
@@ -460,6 +463,7 @@ impl Resolver {
             upstream_addr: self.cfg.upstreams[0],
             local_port: 0,
             deadline: now,
+            started: now,
             last_reply: None,
         };
         self.send(p, now)

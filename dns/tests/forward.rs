@@ -46,6 +46,8 @@ fn forwards_with_a_fresh_id_and_relays_the_reply_intact_with_the_client_id() {
     assert_eq!(r.inflight(), 1);
 
     let reply = upstream_reply(&fwd, ResponseCode::NoError, false, &[[93, 184, 216, 34]]);
+    // Answered 30 ms later: the latency histogram has it in its 50 ms bucket.
+    let t = t + std::time::Duration::from_millis(30);
     match r.handle_upstream_reply(upstream(1), port, &reply, t) {
         Action::Answer { client, bytes } => {
             assert_eq!(client, udp(1));
@@ -57,6 +59,11 @@ fn forwards_with_a_fresh_id_and_relays_the_reply_intact_with_the_client_id() {
     assert_eq!(r.inflight(), 0);
     let c = r.counters();
     assert_eq!((c.forwarded, c.upstream_replies), (1, 1));
+    let l = c.upstream_latency;
+    assert_eq!((l.count, l.sum_micros), (1, 30_000));
+    let buckets = l.cumulative();
+    assert_eq!(buckets[4], (0.025, 0), "not by 25 ms");
+    assert_eq!(buckets[5], (0.05, 1), "by 50 ms");
     // A duplicate of the same reply matches nothing any more.
     assert_eq!(
         r.handle_upstream_reply(upstream(1), port, &reply, t),

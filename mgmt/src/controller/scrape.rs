@@ -238,6 +238,14 @@ impl Controller {
                 &[],
                 d.inflight as f64,
             );
+            let l = &d.resolver.upstream_latency;
+            f.histogram(
+                "dns_upstream_latency_seconds",
+                "Forwarded queries: from the client's query to the upstream answer relayed.",
+                &[],
+                &l.cumulative(),
+                (l.count, l.sum_micros as f64 / 1e6),
+            );
             for (name, v) in [
                 ("dns_malformed_frames_total", d.malformed_frames),
                 ("dns_client_gone_total", d.client_gone),
