@@ -40,7 +40,8 @@ trap cleanup EXIT
 ip netns add "$HOSTNS" && ip -n "$HOSTNS" link set lo up
 
 say "starting vswitchd (1 worker, adaptive polling, state in $WORK)"
-"${HOST[@]}" "$BIN/vswitchd" --socket "$SOCK" --state-dir "$WORK/state" --workers 1 --log-level warn &
+"${HOST[@]}" "$BIN/vswitchd" --socket "$SOCK" --state-dir "$WORK/state" --workers 1 --log-level warn \
+  --metrics-addr 127.0.0.1:9477 &
 DAEMON=$!
 for _ in $(seq 100); do "${CTL[@]}" network ls >/dev/null 2>&1 && break; sleep 0.1; done
 run "${CTL[@]}" network ls
@@ -90,4 +91,8 @@ run ip netns exec api getent hosts web
 say "what the switch learned and counted"
 run "${CTL[@]}" fdb frontend
 run "${CTL[@]}" stats
+
+say "the same counters for Prometheus (a sample of GET http://127.0.0.1:9477/metrics)"
+"${HOST[@]}" curl -s http://127.0.0.1:9477/metrics | grep -E '^vswitch_(port_(rx|tx)_packets_total|control_requests_total|fdb_entries)' | grep -v '(host port)\|trunk' | head -12
+"${HOST[@]}" curl -s -o /dev/null -w 'GET /healthz: HTTP %{http_code}\n' http://127.0.0.1:9477/healthz
 exit $ok
