@@ -14,6 +14,8 @@ mod tx;
 mod xdp_count;
 mod xdp_live;
 
+use std::process::ExitCode;
+
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
 
@@ -25,7 +27,11 @@ pub enum Failure {
     Runtime(anyhow::Error),
 }
 
-fn main() {
+fn main() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = clidoc::requested(&argv, Cli::command, "1") {
+        return code;
+    }
     // clap prints its own usage errors and exits 2 (0 for --help and --version).
     let cli = Cli::parse();
     if let Err(e) = stop::install() {
@@ -37,7 +43,7 @@ fn main() {
         Command::Rx(args) => rx::run(args).map(|r| report::print(&r, args.json, report::rx_text)),
     };
     match result {
-        Ok(()) => {}
+        Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
             Cli::command()
                 .error(clap::error::ErrorKind::ValueValidation, msg)

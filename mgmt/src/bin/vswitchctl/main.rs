@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -81,6 +81,9 @@ enum Cmd {
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         max_bytes: Option<u64>,
     },
+    /// Print the shell completion script for SHELL (`source <(vswitchctl completion
+    /// bash)`).
+    Completion { shell: clidoc::Shell },
 }
 
 /// A byte count, with an optional K/M/G (binary) suffix.
@@ -167,8 +170,8 @@ enum NetworkCmd {
     },
 }
 
-/// How a sandbox's endpoint on a network is made (`network connect`, `sandbox create`,
-/// `run`).
+// How a sandbox's endpoint on a network is made (`network connect`, `sandbox create`,
+// `run`). Not a doc comment: clap would make it the about of those commands.
 #[derive(Args, Clone)]
 struct EndpointFlags {
     #[arg(long)]
@@ -292,6 +295,12 @@ fn run(cli: Cli) -> Res<()> {
         Cmd::Fdb { network } => show::fdb(&c, network, json_out),
         Cmd::Cluster => show::cluster(&c, json_out),
         Cmd::Stats { port } => show::stats(&c, port, json_out),
+        Cmd::Completion { shell } => {
+            let mut script = Vec::new();
+            clidoc::completions(shell, Cli::command(), &mut script);
+            print!("{}", String::from_utf8_lossy(&script));
+            Ok(())
+        }
     }
 }
 
@@ -453,6 +462,10 @@ fn main() -> ExitCode {
     // SAFETY: resetting a signal disposition before any thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = clidoc::requested(&argv, Cli::command, "1") {
+        return code;
     }
     let cli = Cli::parse();
     match run(cli) {

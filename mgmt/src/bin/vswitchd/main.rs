@@ -533,6 +533,10 @@ fn init_logging(level: &str) -> Result<mgmt::controller::SetLogLevel, String> {
 
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Before the configuration file is read: packaging needs no daemon settings.
+    if let Some(code) = clidoc::requested(&argv, Args::command, "8") {
+        return code;
+    }
     let loaded = match config::load(&argv) {
         Ok(l) => l,
         Err(e) => {
