@@ -4,9 +4,9 @@ CARGO ?= cargo
 # Debian packages the build, the tests and the demo use (installed by `make deps`).
 DEB_PACKAGES := build-essential pkg-config iproute2 iputils-ping dnsutils iperf3 \
 	tcpdump tshark curl python3-scapy etcd-server etcd-client protobuf-compiler libprotobuf-dev procps coreutils ethtool nftables util-linux \
-	dnsmasq-base docker.io busybox-static runc podman
+	dnsmasq-base docker.io busybox-static runc podman systemd groff-base
 
-.PHONY: all deps build build-debug demo test lint bench fuzz clean-lab clean install-cni
+.PHONY: all deps build build-debug demo test lint bench fuzz clean-lab clean install-cni install uninstall
 
 all: build
 
@@ -32,6 +32,53 @@ CNI_BIN_DIR ?= /opt/cni/bin
 ## install-cni: the CNI plugin into $(DESTDIR)$(CNI_BIN_DIR) (docs/cni.md)
 install-cni: build
 	install -D -m 0755 target/release/vswitch-cni $(DESTDIR)$(CNI_BIN_DIR)/vswitch-cni
+
+## install: the binaries, man pages and shell completions under $(DESTDIR)$(PREFIX),
+## vswitchd.service, the CNI plugin and the sample /etc/vswitchd/vswitchd.toml (kept
+## if there is one)
+PREFIX ?= /usr/local
+BINS := vswitchd vswitchctl pktgen
+BIN_DIR = $(DESTDIR)$(PREFIX)/bin
+MAN_DIR = $(DESTDIR)$(PREFIX)/share/man
+BASH_DIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSH_DIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISH_DIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+# systemd reads /usr/local/lib/systemd/system (units "installed by the administrator")
+# and /usr/lib/systemd/system; with another PREFIX, set UNIT_DIR to one of them.
+UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+CONFIG := $(DESTDIR)/etc/vswitchd/vswitchd.toml
+# Each binary's man page and its section.
+MAN_PAGES := vswitchd:8 vswitchctl:1 pktgen:1
+
+install: build install-cni
+	install -d $(BIN_DIR) $(BASH_DIR) $(ZSH_DIR) $(FISH_DIR) $(MAN_DIR)/man1 $(MAN_DIR)/man8
+	install -m 0755 $(addprefix target/release/,$(BINS)) $(BIN_DIR)/
+	@set -e; for b in $(BINS); do \
+		target/release/$$b --generate bash > $(BASH_DIR)/$$b; \
+		target/release/$$b --generate zsh > $(ZSH_DIR)/_$$b; \
+		target/release/$$b --generate fish > $(FISH_DIR)/$$b.fish; \
+		chmod 0644 $(BASH_DIR)/$$b $(ZSH_DIR)/_$$b $(FISH_DIR)/$$b.fish; \
+	done; \
+	for p in $(MAN_PAGES); do b=$${p%%:*}; s=$${p##*:}; \
+		target/release/$$b --generate man > $(MAN_DIR)/man$$s/$$b.$$s; \
+		chmod 0644 $(MAN_DIR)/man$$s/$$b.$$s; \
+	done
+	install -d $(DESTDIR)$(UNIT_DIR)
+	sed 's|@PREFIX@|$(PREFIX)|g' dist/vswitchd.service > $(DESTDIR)$(UNIT_DIR)/vswitchd.service
+	chmod 0644 $(DESTDIR)$(UNIT_DIR)/vswitchd.service
+	@if [ -e $(CONFIG) ]; then echo "make install: $(CONFIG) exists, kept as it is"; \
+	else install -D -m 0644 dist/vswitchd.toml $(CONFIG); fi
+
+## uninstall: remove what install put; the configuration only when it is still the sample
+uninstall:
+	rm -f $(addprefix $(BIN_DIR)/,$(BINS)) $(DESTDIR)$(CNI_BIN_DIR)/vswitch-cni
+	rm -f $(addprefix $(BASH_DIR)/,$(BINS)) $(addprefix $(ZSH_DIR)/_,$(BINS)) \
+		$(addsuffix .fish,$(addprefix $(FISH_DIR)/,$(BINS)))
+	rm -f $(foreach p,$(MAN_PAGES),$(MAN_DIR)/man$(lastword $(subst :, ,$(p)))/$(subst :,.,$(p)))
+	rm -f $(DESTDIR)$(UNIT_DIR)/vswitchd.service
+	@if [ -e $(CONFIG) ] && ! cmp -s dist/vswitchd.toml $(CONFIG); then \
+		echo "make uninstall: $(CONFIG) differs from the sample, kept"; \
+	else rm -f $(CONFIG); rmdir $(DESTDIR)/etc/vswitchd 2>/dev/null || true; fi
 
 ## demo: start a daemon, build the frontend/backend example, show who reaches whom, clean up
 demo: build

@@ -223,6 +223,25 @@ mod tests {
         assert_eq!(a.fdb_age, 300, "defaults without keys");
     }
 
+    /// dist/vswitchd.toml, installed as the sample: as it is, vswitchd's defaults; each
+    /// key it shows commented out is a flag that takes the value shown.
+    #[test]
+    fn the_sample_file_is_defaults_and_its_keys_are_flags() {
+        let sample = include_str!("../../../../dist/vswitchd.toml");
+        let defaults = parse(&[], "").unwrap();
+        assert_eq!(
+            format!("{:?}", parse(&[], sample).unwrap()),
+            format!("{defaults:?}")
+        );
+        let keys: Vec<&str> = sample
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = "))
+            .collect();
+        assert!(keys.len() >= 5, "{keys:?}");
+        parse(&[], &keys.join("\n")).unwrap_or_else(|e| panic!("{e}"));
+    }
+
     #[test]
     fn bad_keys_and_values_are_named() {
         for (file, says) in [
