@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Debian packages the build, the tests and the demo use (installed by `make deps`).
 DEB_PACKAGES := build-essential pkg-config iproute2 iputils-ping dnsutils iperf3 \
 	tcpdump tshark curl python3-scapy etcd-server etcd-client protobuf-compiler libprotobuf-dev procps coreutils ethtool nftables util-linux \
-	dnsmasq-base docker.io busybox-static runc podman systemd groff-base
+	dnsmasq-base docker.io busybox-static runc podman systemd groff-base prometheus
 
 .PHONY: all deps build build-debug demo test lint bench fuzz clean-lab clean install-cni install uninstall
 
@@ -85,7 +85,7 @@ demo: build
 	@scripts/demo.sh target/release
 
 ## test: format and lint checks, unit tests, then end-to-end scenarios (as root)
-test: deps lint build-debug
+test: deps lint build-debug build
 	$(CARGO) test --locked --workspace -- --test-threads=2
 	@$(MAKE) --no-print-directory clean-lab
 
