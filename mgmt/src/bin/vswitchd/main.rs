@@ -325,7 +325,9 @@ const LIVE_KEYS: &[&str] = &["log_level", "nat_udp_timeout", "nat_tcp_timeout", 
 fn reloader(r: Reloading) -> Option<(mgmt::controller::Reloader, mgmt::controller::SetLogLevel)> {
     let path = r.loaded.path.clone()?;
     let argv = r.argv;
-    let mut running = r.loaded.matches;
+    // What the daemon runs with: keys that take a restart are compared with it at
+    // every reload (they stay as they were), live ones by the controller.
+    let running = r.loaded.matches;
     let cli = match Args::command().try_get_matches_from(&argv) {
         Ok(m) => m,
         Err(_) => return None,
@@ -337,8 +339,6 @@ fn reloader(r: Reloading) -> Option<(mgmt::controller::Reloader, mgmt::controlle
             .filter(|id| !LIVE_KEYS.contains(&id.as_str()))
             .map(|id| id.replace('_', "-"))
             .collect();
-        // What is compared next time: the file as read now, live keys and all.
-        running = matches;
         Ok(mgmt::controller::Reloaded {
             live: live(&args),
             refused,
