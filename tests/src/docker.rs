@@ -110,21 +110,7 @@ impl Dockerd {
     /// /www/index.html saying `page`.
     pub fn import_busybox(&self, tag: &str, page: &str) {
         let root = self.dir.join("rootfs");
-        let bin = root.join("bin");
-        std::fs::create_dir_all(&bin).expect("rootfs");
-        std::fs::create_dir_all(root.join("www")).expect("www");
-        std::fs::write(root.join("www/index.html"), page).expect("index.html");
-        std::fs::copy("/bin/busybox", bin.join("busybox"))
-            .expect("/bin/busybox (Debian busybox-static: make deps)");
-        let list = Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .expect("busybox --list");
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
-            }
-        }
+        crate::busybox_rootfs(&root, page);
         let tar = self.dir.join("rootfs.tar");
         run_ok(&[
             "tar",

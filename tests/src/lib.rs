@@ -92,6 +92,29 @@ impl Drop for Lab {
     }
 }
 
+/// A container root filesystem at `root` made offline: Debian's busybox-static and
+/// links for its applets in /bin, the usual mount points, and /www/index.html saying
+/// `page` (for busybox httpd).
+pub fn busybox_rootfs(root: &std::path::Path, page: &str) {
+    let bin = root.join("bin");
+    for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "run", "www"] {
+        std::fs::create_dir_all(root.join(d)).expect("rootfs dirs");
+    }
+    std::fs::write(root.join("www/index.html"), page).expect("index.html");
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("/bin/busybox (Debian busybox-static: make deps)");
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        // busybox itself is in the list: a link to itself would replace it.
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+        }
+    }
+}
+
 /// The namespace standing in for the daemon's host, created on first use.
 pub fn host_ns(lab: &Lab) -> String {
     named_ns(lab, "h")

@@ -33,23 +33,7 @@ impl Podman {
             std::fs::create_dir_all(dir.join(d)).expect("podman dirs");
         }
         let p = |s: &str| dir.join(s).to_string_lossy().into_owned();
-        let bin = dir.join("rootfs/bin");
-        std::fs::copy("/bin/busybox", bin.join("busybox"))
-            .expect("/bin/busybox (Debian busybox-static: make deps)");
-        let list = Command::new("/bin/busybox")
-            .arg("--list")
-            .output()
-            .expect("busybox");
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
-            }
-        }
-        std::fs::create_dir_all(dir.join("rootfs/www")).expect("www");
-        std::fs::write(dir.join("rootfs/www/index.html"), PAGE).expect("index.html");
-        for d in ["proc", "sys", "dev", "etc", "tmp", "run"] {
-            std::fs::create_dir_all(dir.join("rootfs").join(d)).expect("rootfs dirs");
-        }
+        crate::busybox_rootfs(&dir.join("rootfs"), PAGE);
         // runc keeps its state under the lab, not /run/runc (podman's cleanup process
         // is not given --runtime-flag, so a wrapper it is).
         let wrapper = dir.join("runc-wrapper");

@@ -126,12 +126,7 @@ impl Controller {
             self.state.sandboxes.remove(&name);
             return Err(e);
         }
-        let ep = self.state.sandboxes[&name]
-            .endpoints
-            .first()
-            .and_then(|e| self.state.endpoints.get(e))
-            .cloned()
-            .ok_or_else(|| ApiError::invalid("the attachment has no endpoint"))?;
+        let ep = self.sole_endpoint(&self.state.sandboxes[&name])?;
         let join = self.driver_of(&net)?.join(&net);
         if let Err(e) = default_routes(&path, &ep, &join) {
             undo(self);
@@ -211,12 +206,7 @@ impl Controller {
                 key.container_id, key.ifname
             ))
         })?;
-        let ep = sb
-            .endpoints
-            .first()
-            .and_then(|e| self.state.endpoints.get(e))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found("the attachment has no endpoint"))?;
+        let ep = self.sole_endpoint(&sb)?;
         if !self.ports.contains_key(&ep.id) {
             return Err(ApiError::invalid(format!(
                 "the switch's end of {} is not attached",

@@ -297,12 +297,7 @@ impl Controller {
                 &id[..12.min(id.len())]
             ))
         })?;
-        let ep = sb
-            .endpoints
-            .first()
-            .and_then(|e| self.state.endpoints.get(e))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("sandbox {} has no endpoint", sb.name)))?;
+        let ep = self.sole_endpoint(&sb)?;
         Ok((sb, ep))
     }
 

@@ -325,6 +325,15 @@ impl Controller {
         Ok(saved?)
     }
 
+    /// The one endpoint of an external sandbox (Docker's, a CNI attachment).
+    fn sole_endpoint(&self, sb: &Sandbox) -> ApiResult<Endpoint> {
+        sb.endpoints
+            .first()
+            .and_then(|e| self.state.endpoints.get(e))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("sandbox {} has no endpoint", sb.name)))
+    }
+
     /// Count a control-socket request (`vswitch_control_requests_total`).
     pub fn count_request(&mut self, method: &'static str, result: &'static str) {
         *self.requests.entry((method, result)).or_default() += 1;
